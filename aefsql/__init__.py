@@ -1,0 +1,25 @@
+"""aefsql: AlphaEarth Foundations satellite embeddings, queryable from SQL (DuckDB)."""
+
+from .api import sample_points
+from .duck import connect, register
+from .errors import (
+    AefsqlError,
+    CatalogError,
+    RangeReadError,
+    TiffFormatError,
+    UnsupportedCodecError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AefsqlError",
+    "CatalogError",
+    "RangeReadError",
+    "TiffFormatError",
+    "UnsupportedCodecError",
+    "__version__",
+    "connect",
+    "register",
+    "sample_points",
+]

@@ -1,0 +1,59 @@
+"""The Python entry point for whole tables: `sample_points` (Arrow in, Arrow out)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+from . import geo
+from .catalog import quote_literal
+from .duck import connect
+from .errors import AefsqlError
+
+_LON, _LAT = "__aef_lon", "__aef_lat"
+
+
+def sample_points(
+    points: pa.Table,
+    x_column: str = "lon",
+    y_column: str = "lat",
+    year: int | Iterable[int] = 2024,
+    bands: list[str] | None = None,
+    geometry_crs: int = 4326,
+    catalog: str | None = None,
+    **storage_options,
+) -> pa.Table:
+    """Every row of `points` (all its columns), once per year, with the sampled bands beside it.
+
+    `year`: one year or several. `bands`: names such as ['A00', 'A05'] (default all 64).
+    `geometry_crs`: EPSG code of x/y (default 4326, lon/lat). Bands are NULL where the point lies
+    in no tile, its x/y is NULL or invalid, or the pixel is nodata. Rows keep their input order.
+    """
+    if not isinstance(points, pa.Table):
+        raise AefsqlError(f"points must be a pyarrow.Table, not {type(points).__name__}")
+    for name in (x_column, y_column):
+        if name not in points.column_names:
+            raise AefsqlError(
+                f"points has no column {name!r} (columns: {', '.join(points.column_names)})"
+            )
+    x = points[x_column].cast(pa.float64()).to_numpy(zero_copy_only=False)
+    y = points[y_column].cast(pa.float64()).to_numpy(zero_copy_only=False)
+    lon, lat = geo.transform_points(geometry_crs, 4326, x, y)
+    years = [int(year)] if isinstance(year, int) else [int(y) for y in year]
+    if not years:
+        raise AefsqlError("year must name at least one year")
+    sql = (
+        "SELECT * FROM aef_sample_points('__aef_points', "
+        f"years := [{', '.join(map(str, years))}], x_column := '{_LON}', y_column := '{_LAT}'"
+        + (f", bands := [{', '.join(quote_literal(b) for b in bands)}]" if bands else "")
+        + ")"
+    )
+    con = connect(catalog=catalog, **storage_options)
+    try:
+        with_lonlat = points.append_column(_LON, pa.array(lon)).append_column(_LAT, pa.array(lat))
+        con.register("__aef_points", with_lonlat)
+        result = con.sql(sql).to_arrow_table()
+    finally:
+        con.close()
+    return result.drop_columns([_LON, _LAT])

@@ -1,0 +1,176 @@
+"""DuckDB registration: the aef_* UDFs, the SQL macros from sql/, and fsspec filesystems."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from .catalog import (
+    PUBLIC_CATALOG,
+    PUBLIC_COLUMNS,
+    Catalog,
+    quote_literal,
+    storage_options_for,
+)
+from .errors import CatalogError
+from .io import ByteStore, duckdb_filesystems
+from .locate import locate
+from .sampling import BAND_NAMES, Sampler, Samples, band_indices
+
+EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
+ROW_EMBEDDING_TYPE = (
+    "STRUCT(__aef_row BIGINT, " + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")[]"
+)
+EMBEDDING_ARROW = pa.struct([(name, pa.int8()) for name in BAND_NAMES])
+
+SQL_FILES = ("aef_values.sql", "aef_index.sql", "aef_sample_points.sql")
+
+
+@dataclass
+class Session:
+    """What the UDFs of one registration share: catalog, storage and caches."""
+
+    catalog: Catalog
+    sampler: Sampler
+
+    def embedding(self, samples: Samples) -> pa.StructArray:
+        return _struct(samples, list(range(len(BAND_NAMES))))
+
+    def aef_sample(self, path, lon, lat) -> pa.StructArray:
+        return self.embedding(self.sampler.sample(_objects(path), _floats(lon), _floats(lat)))
+
+    def aef_locate(self, lon, lat, year) -> pa.StringArray:
+        paths = locate(self.catalog.tiles(), self.sampler, _floats(lon), _floats(lat), _floats(year))
+        return pa.array(paths, type=pa.string())
+
+    def aef_embedding(self, lon, lat, year) -> pa.StructArray:
+        lon, lat = _floats(lon), _floats(lat)
+        paths = locate(self.catalog.tiles(), self.sampler, lon, lat, _floats(year))
+        return self.embedding(self.sampler.sample(paths, lon, lat))
+
+    def sample_group(self, path, rows, lon, lat, bands) -> pa.ListArray:
+        """One list of (row, bands) structs per group of points of one file."""
+        rows, lon, lat = (_contiguous(c) for c in (rows, lon, lat))
+        offsets = rows.offsets
+        counts = np.diff(offsets.to_numpy())
+        flat_rows = rows.flatten()
+        wanted = sorted({name for names in bands.to_pylist() for name in names or ()})
+        samples = self.sampler.sample(
+            np.repeat(_objects(path), counts),
+            _floats(lon.flatten()),
+            _floats(lat.flatten()),
+            band_indices(wanted),
+        )
+        embedding = _struct(samples, band_indices(wanted))
+        items = pa.StructArray.from_arrays(
+            [flat_rows.cast(pa.int64()), *embedding.flatten()],
+            names=["__aef_row", *BAND_NAMES],
+        )
+        return pa.ListArray.from_arrays(offsets, items)
+
+
+def _contiguous(column) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _floats(column) -> np.ndarray:
+    """A numeric Arrow column as float64, NULL as NaN."""
+    return np.asarray(column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
+
+
+def _objects(column) -> np.ndarray:
+    return np.asarray(column.to_pylist(), dtype=object)
+
+
+def _struct(samples: Samples, bands: list[int]) -> pa.StructArray:
+    """Arrow STRUCT(A00..A63): bands not in `bands`, nodata and uncovered points are NULL."""
+    n = samples.covered.size
+    columns = {band: k for k, band in enumerate(bands)}
+    children = []
+    for band in range(len(BAND_NAMES)):
+        k = columns.get(band)
+        if k is None:
+            children.append(pa.nulls(n, pa.int8()))
+        else:
+            children.append(pa.array(samples.values[:, k], mask=~samples.valid[:, k]))
+    return pa.StructArray.from_arrays(
+        children, fields=list(EMBEDDING_ARROW), mask=pa.array(~samples.covered)
+    )
+
+
+def register(
+    con: duckdb.DuckDBPyConnection, catalog: str | None = None, **storage_options
+) -> duckdb.DuckDBPyConnection:
+    """Register every aef_* function on `con` (and its database's other cursors' UDFs).
+
+    `catalog`: path or URL of an AEF index parquet; default `$AEFSQL_CATALOG`, else the public
+    AEF index. `storage_options` go to fsspec for the catalog's protocol (endpoint_url, anon,
+    key/secret, …); default `$AEFSQL_STORAGE_OPTIONS` (JSON).
+    """
+    url = catalog or os.environ.get("AEFSQL_CATALOG") or PUBLIC_CATALOG
+    if not storage_options and os.environ.get("AEFSQL_STORAGE_OPTIONS"):
+        try:
+            storage_options = json.loads(os.environ["AEFSQL_STORAGE_OPTIONS"])
+        except json.JSONDecodeError as exc:
+            raise CatalogError(f"AEFSQL_STORAGE_OPTIONS is not valid JSON: {exc}") from None
+    store = ByteStore(storage_options_for(url, storage_options))
+    session = Session(
+        catalog=Catalog(url, store, PUBLIC_COLUMNS if url == PUBLIC_CATALOG else None),
+        sampler=Sampler(store),
+    )
+    index_select = session.catalog.index_sql()  # reads the footer: a bad catalog fails here
+    for fs in duckdb_filesystems(store, url):
+        if con.filesystem_is_registered(fs.protocol[0]):
+            con.unregister_filesystem(fs.protocol[0])
+        con.register_filesystem(fs)
+    _create_functions(con, session)
+    for name in SQL_FILES:
+        sql = _sql_text(name).replace("{index_select}", index_select)
+        con.execute(sql.replace("{catalog_url}", quote_literal(url)))
+    return con
+
+
+def connect(database: str = ":memory:", catalog: str | None = None, **storage_options):
+    """A DuckDB connection with every aef_* function registered (see `register`)."""
+    con = duckdb.connect(database)
+    try:
+        return register(con, catalog, **storage_options)
+    except BaseException:
+        con.close()
+        raise
+
+
+def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> None:
+    functions = [
+        ("aef_sample", session.aef_sample, ["VARCHAR", "DOUBLE", "DOUBLE"], EMBEDDING_TYPE),
+        ("aef_embedding", session.aef_embedding, ["DOUBLE", "DOUBLE", "INTEGER"], EMBEDDING_TYPE),
+        ("aef_locate", session.aef_locate, ["DOUBLE", "DOUBLE", "INTEGER"], "VARCHAR"),
+        (
+            "__aef_sample_group",
+            session.sample_group,
+            ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "VARCHAR[]"],
+            ROW_EMBEDDING_TYPE,
+        ),
+    ]
+    for name, fn, params, returns in functions:
+        try:
+            con.remove_function(name)
+        except (duckdb.InvalidInputException, duckdb.CatalogException):
+            pass  # not registered yet
+        # "special": NULL inputs reach the function, which answers NULL for them itself.
+        con.create_function(name, fn, params, returns, type="arrow", null_handling="special")
+
+
+def _sql_text(name: str) -> str:
+    packaged = resources.files("aefsql") / "sql" / name
+    if packaged.is_file():
+        return packaged.read_text()
+    # An editable install sees the repository, where sql/ sits beside the package.
+    return (Path(__file__).resolve().parent.parent / "sql" / name).read_text()

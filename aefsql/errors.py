@@ -1,0 +1,21 @@
+"""The exceptions aefsql raises: one base class, a few specific kinds."""
+
+
+class AefsqlError(Exception):
+    """Base class of every error aefsql raises on purpose."""
+
+
+class CatalogError(AefsqlError):
+    """The index catalog cannot be read or lacks what aefsql needs."""
+
+
+class TiffFormatError(AefsqlError):
+    """A file is not a TIFF aefsql can read: truncated, corrupt or an unsupported layout."""
+
+
+class UnsupportedCodecError(TiffFormatError):
+    """A tile uses a compression or predictor aefsql does not decode."""
+
+
+class RangeReadError(AefsqlError):
+    """A byte-range read failed or returned other bytes than were asked for."""

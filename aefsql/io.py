@@ -1,0 +1,129 @@
+"""The only module that touches storage: byte-range reads through fsspec, many at once."""
+
+from __future__ import annotations
+
+import datetime
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import fsspec
+from fsspec.asyn import AsyncFileSystem
+from fsspec.implementations.http import HTTPFileSystem
+from fsspec.utils import get_protocol
+
+from .errors import RangeReadError
+
+DEFAULT_CONCURRENCY = 64
+
+# Protocols that name the same filesystem and so share storage options.
+PROTOCOL_FAMILIES = {"s3a": "s3", "https": "http", "gcs": "gs", "local": "file"}
+
+
+def protocol_of(url: str) -> str:
+    protocol = get_protocol(url)
+    return PROTOCOL_FAMILIES.get(protocol, protocol)
+
+
+def redact(url: str) -> str:
+    """The URL without credentials or query string (signed URLs carry secrets there)."""
+    parts = urlsplit(url)
+    if not parts.scheme or parts.scheme == "file":
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+@dataclass
+class ByteStore:
+    """Reads byte ranges of files named by URL (local path, s3://, http(s)://, gs://, …).
+
+    `options` maps a protocol family ('s3', 'http', 'gs', 'file') to its fsspec storage options.
+    """
+
+    options: dict[str, dict] = field(default_factory=dict)
+    concurrency: int = DEFAULT_CONCURRENCY
+
+    def filesystem(self, url: str) -> fsspec.AbstractFileSystem:
+        protocol = get_protocol(url)
+        options = self.options.get(protocol_of(url), {})
+        return fsspec.filesystem(protocol, **options)
+
+    def read_ranges(
+        self, requests: Sequence[tuple[str, int, int]], *, allow_short: bool = False
+    ) -> list[bytes]:
+        """Bytes [start, end) of each (url, start, end), fetched concurrently.
+
+        Every answer must be exactly end - start bytes long (servers that ignore Range send
+        the whole file; mirrors send short bodies). With `allow_short`, a shorter answer is
+        taken as the end of the file.
+        """
+        results: list[bytes | None] = [None] * len(requests)
+        by_filesystem: dict[int, list[int]] = defaultdict(list)
+        filesystems = {}
+        for i, (url, _, _) in enumerate(requests):
+            fs = self.filesystem(url)
+            filesystems[id(fs)] = fs
+            by_filesystem[id(fs)].append(i)
+        for key, indices in by_filesystem.items():
+            fs = filesystems[key]
+            urls = [requests[i][0] for i in indices]
+            starts = [requests[i][1] for i in indices]
+            ends = [requests[i][2] for i in indices]
+            extra = {"batch_size": self.concurrency} if isinstance(fs, AsyncFileSystem) else {}
+            answers = fs.cat_ranges(urls, starts, ends, on_error="return", **extra)
+            for i, answer in zip(indices, answers, strict=True):
+                results[i] = _checked(requests[i], answer, allow_short)
+        return results
+
+    def read_head(self, urls: Sequence[str], length: int) -> list[bytes]:
+        """The first `length` bytes of each file (less when the file is shorter)."""
+        return self.read_ranges([(url, 0, length) for url in urls], allow_short=True)
+
+
+def _checked(request: tuple[str, int, int], answer, allow_short: bool) -> bytes:
+    url, start, end = request
+    where = f"{redact(url)} bytes {start}-{end - 1}"
+    if isinstance(answer, FileNotFoundError):
+        raise RangeReadError(f"{redact(url)}: file not found")
+    if isinstance(answer, PermissionError):
+        raise RangeReadError(f"{redact(url)}: access denied ({type(answer).__name__})")
+    if isinstance(answer, BaseException):
+        raise RangeReadError(f"{where}: read failed: {type(answer).__name__}: {answer}")
+    size = len(answer)
+    if size == end - start or (allow_short and size < end - start):
+        return bytes(answer)
+    raise RangeReadError(
+        f"{where}: got {size} bytes instead of {end - start} "
+        "(file shorter than its header says, or a server that ignores Range)"
+    )
+
+
+class _HTTPForDuckDB(HTTPFileSystem):
+    """fsspec's HTTP filesystem as DuckDB wants it: `modified()` (DuckDB asks, fsspec's HTTP
+    filesystem does not answer) and one protocol per instance (DuckDB registers only the
+    first)."""
+
+    protocol = ("http",)
+
+    def modified(self, path):
+        return datetime.datetime.fromtimestamp(0, tz=datetime.timezone.utc)
+
+
+class _HTTPSForDuckDB(_HTTPForDuckDB):
+    protocol = ("https",)
+
+
+def duckdb_filesystems(store: ByteStore, url: str) -> list[fsspec.AbstractFileSystem]:
+    """Filesystems to register on a DuckDB connection so that its own readers (read_parquet
+    of the catalog, of points files) reach `url`'s storage with the store's options."""
+    family = protocol_of(url)
+    options = store.options.get(family, {})
+    if family == "http":
+        return [_HTTPForDuckDB(**options), _HTTPSForDuckDB(**options)]
+    if family == "file":
+        return []
+    return [store.filesystem(url)]

@@ -1,0 +1,66 @@
+"""Which tile holds each point: the catalog proposes, the raster decides.
+
+Lon/lat boxes of neighbouring tiles overlap (a UTM square is not a lon/lat rectangle, and the
+files of adjacent zones overhang their seam), so the catalog only yields candidates. A point
+goes to the first candidate whose raster contains it, candidates of the point's own UTM zone
+first.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from . import geo
+from .catalog import TileTable
+from .sampling import Sampler
+
+
+def locate(tiles: TileTable, sampler: Sampler, lon, lat, year) -> np.ndarray:
+    """Path of the tile holding each (lon, lat) in `year`; None where no tile does."""
+    lon = np.asarray(lon, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
+    year = np.asarray(year, dtype=np.float64)  # NULL years arrive as NaN
+    found = np.full(lon.size, None, dtype=object)
+    usable = geo.valid_lonlat(lon, lat) & np.isfinite(year)
+
+    # Points of one 1-degree cell share candidates and, since zone borders and the equator
+    # lie on whole degrees, their own UTM zone too.
+    groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+    cell_lon = np.floor(np.where(usable, lon, 0)).astype(np.int64)
+    cell_lat = np.floor(np.where(usable, lat, 0)).astype(np.int64)
+    for i in np.flatnonzero(usable):
+        groups[(int(year[i]), min(int(cell_lon[i]), 179), min(int(cell_lat[i]), 89))].append(i)
+
+    plans = []
+    for (yr, cx, cy), members in groups.items():
+        members = np.asarray(members, dtype=np.int64)
+        candidates = tiles.candidates(yr, cx, cy)
+        if candidates.size == 0:
+            continue
+        own_zone = geo.utm_zone(lon[members[:1]], lat[members[:1]])[0]
+        candidates = sorted(candidates, key=lambda t: tiles.utm_zone[t] != own_zone)
+        plans.append((members, candidates))
+
+    paths = {tiles.path[t] for _, candidates in plans for t in candidates}
+    headers = sampler.headers_for(sorted(paths))
+    for members, candidates in plans:
+        for t in candidates:
+            open_ = members[found[members] == None]  # noqa: E711 (elementwise)
+            if open_.size == 0:
+                break
+            in_box = _in_box(tiles, t, lon[open_], lat[open_])
+            open_ = open_[in_box]
+            if open_.size == 0:
+                continue
+            path = tiles.path[t]
+            _, _, inside = sampler.pixels(path, headers[path], lon[open_], lat[open_])
+            found[open_[inside]] = path
+    return found
+
+
+def _in_box(tiles: TileTable, t: int, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    west, east = tiles.west[t], tiles.east[t]
+    in_lon = (lon >= west) & (lon <= east) if west <= east else (lon >= west) | (lon <= east)
+    return in_lon & (lat >= tiles.south[t]) & (lat <= tiles.north[t])

@@ -1,0 +1,416 @@
+"""Pure TIFF/BigTIFF header parsing: bytes in, an `ImageHeader` out.
+
+The parser never does I/O. It reads from a `SparseBytes` (the ranges fetched so far) and raises
+`MissingBytes` when it needs a range that has not been fetched; the I/O layer fetches that range
+and parses again. So a Cloud-Optimized GeoTIFF costs one small read, and more only when its
+IFD or tag arrays lie beyond it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import TiffFormatError
+
+# Tags aefsql reads.
+NEW_SUBFILE_TYPE = 254
+IMAGE_WIDTH = 256
+IMAGE_LENGTH = 257
+BITS_PER_SAMPLE = 258
+COMPRESSION = 259
+STRIP_OFFSETS = 273
+SAMPLES_PER_PIXEL = 277
+ROWS_PER_STRIP = 278
+STRIP_BYTE_COUNTS = 279
+PLANAR_CONFIGURATION = 284
+PREDICTOR = 317
+TILE_WIDTH = 322
+TILE_LENGTH = 323
+TILE_OFFSETS = 324
+TILE_BYTE_COUNTS = 325
+SAMPLE_FORMAT = 339
+MODEL_PIXEL_SCALE = 33550
+MODEL_TIEPOINT = 33922
+MODEL_TRANSFORMATION = 34264
+GEO_KEY_DIRECTORY = 34735
+GDAL_NODATA = 42113
+
+# GeoKeys.
+GT_MODEL_TYPE = 1024
+GT_RASTER_TYPE = 1025
+GEOGRAPHIC_TYPE = 2048
+PROJECTED_CS_TYPE = 3072
+RASTER_PIXEL_IS_POINT = 2
+USER_DEFINED = 32767
+
+# TIFF field type -> (numpy dtype code, size in bytes).
+FIELD_TYPES = {
+    1: ("u1", 1),  # BYTE
+    2: ("S1", 1),  # ASCII
+    3: ("u2", 2),  # SHORT
+    4: ("u4", 4),  # LONG
+    5: ("u4", 8),  # RATIONAL: two LONGs
+    6: ("i1", 1),  # SBYTE
+    7: ("u1", 1),  # UNDEFINED
+    8: ("i2", 2),  # SSHORT
+    9: ("i4", 4),  # SLONG
+    10: ("i4", 8),  # SRATIONAL
+    11: ("f4", 4),  # FLOAT
+    12: ("f8", 8),  # DOUBLE
+    13: ("u4", 4),  # IFD
+    16: ("u8", 8),  # LONG8
+    17: ("i8", 8),  # SLONG8
+    18: ("u8", 8),  # IFD8
+}
+
+# SampleFormat x BitsPerSample -> numpy kind.
+SAMPLE_KINDS = {1: "u", 2: "i", 3: "f"}
+
+MAX_IFDS = 64  # an IFD chain longer than this is a loop or garbage
+MAX_TAG_BYTES = 256 * 1024 * 1024  # no header array of a real file comes near this
+
+
+class MissingBytes(Exception):
+    """Signal to the I/O layer: fetch `length` bytes at `offset`, then parse again."""
+
+    def __init__(self, offset: int, length: int):
+        super().__init__(offset, length)
+        self.offset = offset
+        self.length = length
+
+
+class SparseBytes:
+    """The byte ranges of one file fetched so far, and the file size once known."""
+
+    def __init__(self, file_size: int | None = None):
+        self._starts: list[int] = []
+        self._chunks: list[bytes] = []
+        self.file_size = file_size
+
+    def add(self, offset: int, data: bytes) -> None:
+        i = bisect.bisect_left(self._starts, offset)
+        self._starts.insert(i, offset)
+        self._chunks.insert(i, data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise TiffFormatError(f"negative offset or length in header ({offset}, {length})")
+        end = offset + length
+        if self.file_size is not None and end > self.file_size:
+            raise TiffFormatError(
+                f"header points past the end of the file (bytes {offset}-{end}, "
+                f"file has {self.file_size}): truncated or corrupt"
+            )
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i >= 0:
+            start, chunk = self._starts[i], self._chunks[i]
+            if end <= start + len(chunk):
+                return chunk[offset - start : end - start]
+        raise MissingBytes(offset, length)
+
+
+@dataclass(frozen=True)
+class Affine:
+    """GDAL-order geotransform: x = c + a*col + b*row, y = f + d*col + e*row."""
+
+    a: float
+    b: float
+    c: float
+    d: float
+    e: float
+    f: float
+
+    @property
+    def south_up(self) -> bool:
+        return self.e > 0
+
+
+@dataclass(frozen=True, eq=False)
+class ImageHeader:
+    """What sampling needs to know of one full-resolution TIFF image."""
+
+    width: int
+    height: int
+    block_width: int
+    block_height: int
+    tiled: bool  # False: strips, read as blocks one image wide
+    samples_per_pixel: int
+    dtype: np.dtype  # with the file's byte order
+    planar_separate: bool  # PlanarConfiguration=2: each sample has its own blocks
+    compression: int
+    predictor: int
+    block_offsets: np.ndarray  # uint64, TIFF order: plane-major when planar-separate
+    block_byte_counts: np.ndarray  # uint64
+    transform: Affine | None
+    epsg: int | None
+    nodata: float | None
+
+    @property
+    def blocks_across(self) -> int:
+        return -(-self.width // self.block_width)
+
+    @property
+    def blocks_down(self) -> int:
+        return -(-self.height // self.block_height)
+
+    @property
+    def blocks_per_plane(self) -> int:
+        return self.blocks_across * self.blocks_down
+
+    def block_rows(self, block_row: int) -> int:
+        """Rows held by a block: tiles are padded to full size, the last strip is not."""
+        if self.tiled:
+            return self.block_height
+        return min(self.block_height, self.height - block_row * self.block_height)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    tag: int
+    type: int
+    count: int
+    value_offset: int  # where the value bytes lie in the file
+
+
+class _Reader:
+    """Typed reads at file offsets, in the file's byte order and offset size."""
+
+    def __init__(self, data: SparseBytes, big_endian: bool, bigtiff: bool):
+        self.data = data
+        self.order = ">" if big_endian else "<"
+        self.bigtiff = bigtiff
+
+    def unpack(self, fmt: str, offset: int) -> tuple:
+        return struct.unpack(self.order + fmt, self.data.read(offset, struct.calcsize(fmt)))
+
+    def ifd_entries(self, ifd_offset: int) -> tuple[dict[int, _Entry], int]:
+        """The entries of the IFD at `ifd_offset`, and the offset of the next IFD (0: none)."""
+        count_fmt, entry_size, value_size = ("Q", 20, 8) if self.bigtiff else ("H", 12, 4)
+        (count,) = self.unpack(count_fmt, ifd_offset)
+        if count == 0 or count > 4096:
+            raise TiffFormatError(f"implausible IFD entry count {count} at offset {ifd_offset}")
+        first = ifd_offset + struct.calcsize(count_fmt)
+        raw = self.data.read(first, count * entry_size + value_size)
+        entry_fmt = self.order + ("HHQ" if self.bigtiff else "HHI")
+        entries = {}
+        for i in range(count):
+            pos = i * entry_size
+            tag, type_, n = struct.unpack_from(entry_fmt, raw, pos)
+            value_pos = pos + (12 if self.bigtiff else 8)
+            if type_ not in FIELD_TYPES:
+                continue  # unknown types are allowed by the spec; skip the entry
+            size = FIELD_TYPES[type_][1] * n
+            if size > MAX_TAG_BYTES:
+                raise TiffFormatError(f"tag {tag} claims {size} bytes: corrupt header")
+            if size <= value_size:
+                value_offset = first + value_pos
+            else:
+                (value_offset,) = struct.unpack_from(
+                    self.order + ("Q" if self.bigtiff else "I"), raw, value_pos
+                )
+            entries[tag] = _Entry(tag, type_, n, value_offset)
+        (next_ifd,) = struct.unpack_from(
+            self.order + ("Q" if self.bigtiff else "I"), raw, count * entry_size
+        )
+        return entries, next_ifd
+
+    def values(self, entry: _Entry) -> np.ndarray:
+        code, size = FIELD_TYPES[entry.type]
+        raw = self.data.read(entry.value_offset, size * entry.count)
+        if code == "S1":
+            return np.frombuffer(raw, dtype="S1")
+        return np.frombuffer(raw, dtype=np.dtype(code).newbyteorder(self.order)).astype(
+            np.dtype(code).newbyteorder("=")
+        )
+
+
+def parse_header(data: SparseBytes) -> ImageHeader:
+    """Parse the full-resolution image of a TIFF or BigTIFF file.
+
+    Overviews and masks (NewSubfileType bits 1 and 4) are skipped. Raises `MissingBytes`
+    when `data` lacks a range, `TiffFormatError` when the file is not a usable TIFF.
+    """
+    try:
+        head = data.read(0, 8)
+    except TiffFormatError:
+        raise TiffFormatError("file is shorter than a TIFF header (8 bytes)") from None
+    if head[:2] == b"II":
+        big_endian = False
+    elif head[:2] == b"MM":
+        big_endian = True
+    else:
+        raise TiffFormatError(f"not a TIFF file (starts with {head[:4]!r})")
+    order = ">" if big_endian else "<"
+    (magic,) = struct.unpack(order + "H", head[2:4])
+    if magic == 42:
+        bigtiff = False
+        (ifd_offset,) = struct.unpack(order + "I", head[4:8])
+    elif magic == 43:
+        bigtiff = True
+        offset_size, _, ifd_offset = struct.unpack(order + "HHQ", data.read(4, 12))
+        if offset_size != 8:
+            raise TiffFormatError(f"BigTIFF with offset size {offset_size} (expected 8)")
+    else:
+        raise TiffFormatError(f"not a TIFF file (magic number {magic})")
+
+    reader = _Reader(data, big_endian, bigtiff)
+    seen = set()
+    while ifd_offset:
+        if ifd_offset in seen or len(seen) >= MAX_IFDS:
+            raise TiffFormatError("IFD chain loops or is too long: corrupt file")
+        seen.add(ifd_offset)
+        entries, next_ifd = reader.ifd_entries(ifd_offset)
+        subfile_type = _scalar(reader, entries, NEW_SUBFILE_TYPE, 0)
+        if not subfile_type & 0b101:  # neither a reduced-resolution overview nor a mask
+            return _image_header(reader, entries)
+        ifd_offset = next_ifd
+    raise TiffFormatError("no full-resolution image in the file")
+
+
+def _scalar(reader: _Reader, entries: dict[int, _Entry], tag: int, default=None):
+    entry = entries.get(tag)
+    if entry is None:
+        if default is None:
+            raise TiffFormatError(f"required TIFF tag {tag} is missing")
+        return default
+    values = reader.values(entry)
+    if values.size == 0:
+        raise TiffFormatError(f"TIFF tag {tag} is empty")
+    return values[0].item()
+
+
+def _array(reader: _Reader, entries: dict[int, _Entry], tag: int) -> np.ndarray | None:
+    entry = entries.get(tag)
+    return None if entry is None else reader.values(entry)
+
+
+def _image_header(reader: _Reader, entries: dict[int, _Entry]) -> ImageHeader:
+    width = _scalar(reader, entries, IMAGE_WIDTH)
+    height = _scalar(reader, entries, IMAGE_LENGTH)
+    samples = _scalar(reader, entries, SAMPLES_PER_PIXEL, 1)
+    if width <= 0 or height <= 0 or samples <= 0:
+        raise TiffFormatError(f"empty image ({width}x{height}, {samples} samples)")
+
+    bits = _array(reader, entries, BITS_PER_SAMPLE)
+    formats = _array(reader, entries, SAMPLE_FORMAT)
+    bits = 1 if bits is None else bits
+    formats = 1 if formats is None else formats
+    if np.unique(bits).size != 1 or np.unique(formats).size != 1:
+        raise TiffFormatError("samples of mixed bit depth or format are not supported")
+    bits, sample_format = int(np.ravel(bits)[0]), int(np.ravel(formats)[0])
+    if sample_format not in SAMPLE_KINDS or bits not in (8, 16, 32, 64):
+        raise TiffFormatError(f"unsupported sample type: format {sample_format}, {bits} bits")
+    dtype = np.dtype(f"{SAMPLE_KINDS[sample_format]}{bits // 8}").newbyteorder(reader.order)
+
+    planar = _scalar(reader, entries, PLANAR_CONFIGURATION, 1)
+    if planar not in (1, 2):
+        raise TiffFormatError(f"invalid PlanarConfiguration {planar}")
+
+    if TILE_OFFSETS in entries:
+        tiled = True
+        block_width = _scalar(reader, entries, TILE_WIDTH)
+        block_height = _scalar(reader, entries, TILE_LENGTH)
+        offsets_tag, counts_tag = TILE_OFFSETS, TILE_BYTE_COUNTS
+    elif STRIP_OFFSETS in entries:
+        tiled = False
+        block_width = width
+        block_height = min(_scalar(reader, entries, ROWS_PER_STRIP, 2**32 - 1), height)
+        offsets_tag, counts_tag = STRIP_OFFSETS, STRIP_BYTE_COUNTS
+    else:
+        raise TiffFormatError("image has neither tiles nor strips")
+    if block_width <= 0 or block_height <= 0:
+        raise TiffFormatError(f"invalid block size {block_width}x{block_height}")
+
+    offsets = _array(reader, entries, offsets_tag)
+    counts = _array(reader, entries, counts_tag)
+    if counts is None:
+        raise TiffFormatError(f"required TIFF tag {counts_tag} (byte counts) is missing")
+    planes = samples if planar == 2 else 1
+    expected = -(-width // block_width) * -(-height // block_height) * planes
+    if offsets.size != expected or counts.size != expected:
+        raise TiffFormatError(
+            f"expected {expected} block offsets and byte counts, found "
+            f"{offsets.size} and {counts.size}"
+        )
+
+    return ImageHeader(
+        width=width,
+        height=height,
+        block_width=block_width,
+        block_height=block_height,
+        tiled=tiled,
+        samples_per_pixel=samples,
+        dtype=dtype,
+        planar_separate=planar == 2,
+        compression=_scalar(reader, entries, COMPRESSION, 1),
+        predictor=_scalar(reader, entries, PREDICTOR, 1),
+        block_offsets=offsets.astype(np.uint64),
+        block_byte_counts=counts.astype(np.uint64),
+        transform=_transform(reader, entries),
+        epsg=_epsg(reader, entries),
+        nodata=_nodata(reader, entries),
+    )
+
+
+def _geo_keys(reader: _Reader, entries: dict[int, _Entry]) -> dict[int, int]:
+    """GeoKeys whose value is stored inline (the ones aefsql needs all are)."""
+    directory = _array(reader, entries, GEO_KEY_DIRECTORY)
+    if directory is None or directory.size < 4:
+        return {}
+    n = int(directory[3])
+    keys = {}
+    for i in range(min(n, (directory.size - 4) // 4)):
+        key, location, _count, value = (int(v) for v in directory[4 + 4 * i : 8 + 4 * i])
+        if location == 0:
+            keys[key] = value
+    return keys
+
+
+def _epsg(reader: _Reader, entries: dict[int, _Entry]) -> int | None:
+    keys = _geo_keys(reader, entries)
+    for key in (PROJECTED_CS_TYPE, GEOGRAPHIC_TYPE):
+        code = keys.get(key)
+        if code and code != USER_DEFINED:
+            return code
+    return None
+
+
+def _transform(reader: _Reader, entries: dict[int, _Entry]) -> Affine | None:
+    matrix = _array(reader, entries, MODEL_TRANSFORMATION)
+    if matrix is not None:
+        if matrix.size != 16:
+            raise TiffFormatError(f"ModelTransformationTag has {matrix.size} values (expected 16)")
+        m = [float(v) for v in matrix]
+        transform = Affine(m[0], m[1], m[3], m[4], m[5], m[7])
+    else:
+        scale = _array(reader, entries, MODEL_PIXEL_SCALE)
+        tiepoints = _array(reader, entries, MODEL_TIEPOINT)
+        if scale is None or tiepoints is None or scale.size < 2 or tiepoints.size < 6:
+            return None
+        sx, sy = float(scale[0]), float(scale[1])
+        i, j, x, y = (float(tiepoints[k]) for k in (0, 1, 3, 4))
+        # PixelScale's Y is positive for north-up images: y decreases down the rows.
+        transform = Affine(sx, 0.0, x - i * sx, 0.0, -sy, y + j * sy)
+    if _geo_keys(reader, entries).get(GT_RASTER_TYPE) == RASTER_PIXEL_IS_POINT:
+        # Like GDAL: the georeferenced point is the pixel's centre, so the corner is half a
+        # pixel back.
+        t = transform
+        transform = Affine(
+            t.a, t.b, t.c - 0.5 * (t.a + t.b), t.d, t.e, t.f - 0.5 * (t.d + t.e)
+        )
+    return transform
+
+
+def _nodata(reader: _Reader, entries: dict[int, _Entry]) -> float | None:
+    raw = _array(reader, entries, GDAL_NODATA)
+    if raw is None:
+        return None
+    text = b"".join(raw.tolist()).split(b"\0")[0].strip()
+    try:
+        return float(text)
+    except ValueError:
+        raise TiffFormatError(f"GDAL_NODATA tag holds {text!r}, not a number") from None

@@ -1,0 +1,62 @@
+-- aef_sample_points: every row of a points table, once per year, with the sampled bands.
+--
+-- Points are located first (aef_locate), then grouped per file so that the sampling UDF sees
+-- all the points of a file at once: each block is read and decoded once, and the UDF runs
+-- exactly once per group whatever filters the outer query adds. Rows whose point lies in no
+-- tile, or whose lon/lat is NULL or invalid, come back with NULL bands.
+CREATE OR REPLACE TEMP MACRO aef_sample_points(
+    points_table,
+    year := NULL,
+    years := NULL,
+    x_column := 'lon',
+    y_column := 'lat',
+    bands := NULL
+) AS TABLE
+WITH points AS MATERIALIZED (
+    SELECT row_number() OVER () AS __aef_row, * FROM query_table(points_table)
+),
+wanted_years AS (
+    SELECT unnest(
+        CASE
+            WHEN years IS NOT NULL THEN CAST(years AS INTEGER[])
+            WHEN year IS NOT NULL THEN [CAST(year AS INTEGER)]
+            ELSE error('aef_sample_points: pass year := 2023 or years := [2023, 2024]')
+        END
+    ) AS __aef_year
+),
+coordinates AS (
+    SELECT
+        __aef_row,
+        CAST(COLUMNS(lambda c: c = x_column) AS DOUBLE) AS __aef_x,
+        CAST(COLUMNS(lambda c: c = y_column) AS DOUBLE) AS __aef_y
+    FROM points
+),
+located AS (
+    SELECT c.*, y.__aef_year, aef_locate(c.__aef_x, c.__aef_y, y.__aef_year) AS __aef_path
+    FROM coordinates c CROSS JOIN wanted_years y
+),
+sampled AS (
+    SELECT __aef_year, unnest(
+        __aef_sample_group(
+            __aef_path, list(__aef_row), list(__aef_x), list(__aef_y),
+            coalesce(CAST(bands AS VARCHAR[]), aef_band_names())
+        ),
+        recursive := true
+    )
+    FROM located
+    WHERE __aef_path IS NOT NULL
+    GROUP BY __aef_path, __aef_year
+),
+wanted_bands AS (
+    SELECT
+        __aef_row,
+        __aef_year,
+        COLUMNS(lambda c: c SIMILAR TO 'A[0-9][0-9]'
+                AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
+    FROM sampled
+)
+SELECT p.* EXCLUDE (__aef_row), y.__aef_year AS year, s.* EXCLUDE (__aef_row, __aef_year)
+FROM points p
+CROSS JOIN wanted_years y
+LEFT JOIN wanted_bands s ON s.__aef_row = p.__aef_row AND s.__aef_year = y.__aef_year
+ORDER BY p.__aef_row, y.__aef_year;

@@ -1,0 +1,39 @@
+-- Values: de-quantization and vectors. Plain SQL: no Python runs for these.
+
+-- The publisher's de-quantization: sign(v) * (|v| / 127.5)^2; -128 is nodata (NULL).
+CREATE OR REPLACE TEMP MACRO aef_dequantize(v) AS
+    CAST(CASE WHEN v = -128 THEN NULL ELSE sign(v) * pow(abs(v) / 127.5, 2) END AS FLOAT);
+
+-- The 64 band names, A00..A63, in order.
+CREATE OR REPLACE TEMP MACRO aef_band_names() AS [
+    'A00', 'A01', 'A02', 'A03', 'A04', 'A05', 'A06', 'A07',
+    'A08', 'A09', 'A10', 'A11', 'A12', 'A13', 'A14', 'A15',
+    'A16', 'A17', 'A18', 'A19', 'A20', 'A21', 'A22', 'A23',
+    'A24', 'A25', 'A26', 'A27', 'A28', 'A29', 'A30', 'A31',
+    'A32', 'A33', 'A34', 'A35', 'A36', 'A37', 'A38', 'A39',
+    'A40', 'A41', 'A42', 'A43', 'A44', 'A45', 'A46', 'A47',
+    'A48', 'A49', 'A50', 'A51', 'A52', 'A53', 'A54', 'A55',
+    'A56', 'A57', 'A58', 'A59', 'A60', 'A61', 'A62', 'A63'
+];
+
+-- An embedding struct as FLOAT[64] (de-quantized), for array_cosine_similarity and friends.
+-- NULL struct -> NULL; a nodata band is a NULL element.
+CREATE OR REPLACE TEMP MACRO aef_vector(embedding) AS
+    CASE WHEN embedding IS NULL THEN NULL ELSE CAST([
+        aef_dequantize(embedding.A00), aef_dequantize(embedding.A01), aef_dequantize(embedding.A02), aef_dequantize(embedding.A03),
+        aef_dequantize(embedding.A04), aef_dequantize(embedding.A05), aef_dequantize(embedding.A06), aef_dequantize(embedding.A07),
+        aef_dequantize(embedding.A08), aef_dequantize(embedding.A09), aef_dequantize(embedding.A10), aef_dequantize(embedding.A11),
+        aef_dequantize(embedding.A12), aef_dequantize(embedding.A13), aef_dequantize(embedding.A14), aef_dequantize(embedding.A15),
+        aef_dequantize(embedding.A16), aef_dequantize(embedding.A17), aef_dequantize(embedding.A18), aef_dequantize(embedding.A19),
+        aef_dequantize(embedding.A20), aef_dequantize(embedding.A21), aef_dequantize(embedding.A22), aef_dequantize(embedding.A23),
+        aef_dequantize(embedding.A24), aef_dequantize(embedding.A25), aef_dequantize(embedding.A26), aef_dequantize(embedding.A27),
+        aef_dequantize(embedding.A28), aef_dequantize(embedding.A29), aef_dequantize(embedding.A30), aef_dequantize(embedding.A31),
+        aef_dequantize(embedding.A32), aef_dequantize(embedding.A33), aef_dequantize(embedding.A34), aef_dequantize(embedding.A35),
+        aef_dequantize(embedding.A36), aef_dequantize(embedding.A37), aef_dequantize(embedding.A38), aef_dequantize(embedding.A39),
+        aef_dequantize(embedding.A40), aef_dequantize(embedding.A41), aef_dequantize(embedding.A42), aef_dequantize(embedding.A43),
+        aef_dequantize(embedding.A44), aef_dequantize(embedding.A45), aef_dequantize(embedding.A46), aef_dequantize(embedding.A47),
+        aef_dequantize(embedding.A48), aef_dequantize(embedding.A49), aef_dequantize(embedding.A50), aef_dequantize(embedding.A51),
+        aef_dequantize(embedding.A52), aef_dequantize(embedding.A53), aef_dequantize(embedding.A54), aef_dequantize(embedding.A55),
+        aef_dequantize(embedding.A56), aef_dequantize(embedding.A57), aef_dequantize(embedding.A58), aef_dequantize(embedding.A59),
+        aef_dequantize(embedding.A60), aef_dequantize(embedding.A61), aef_dequantize(embedding.A62), aef_dequantize(embedding.A63)
+    ] AS FLOAT[64]) END;
