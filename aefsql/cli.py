@@ -56,7 +56,7 @@ def run_demo(folder: Path, out=sys.stdout) -> None:
     try:
         names, lons, lats = zip(*DEMO_POINTS, strict=True)
         con.register("demo_points", pa.table({"name": names, "lon": lons, "lat": lats}))
-        tiles = con.sql("SELECT count(*), min(year), max(year) FROM aef_index()").fetchone()
+        tiles = con.execute("SELECT count(*), min(year), max(year) FROM aef_index()").fetchone()
         print(f"{tiles[0]} tiles, years {tiles[1]}-{tiles[2]}\n", file=out)
         for title, sql in DEMO_QUERIES:
             print(f"-- {title}\n{sql};", file=out)

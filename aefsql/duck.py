@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -30,7 +31,7 @@ ROW_EMBEDDING_TYPE = (
 )
 EMBEDDING_ARROW = pa.struct([(name, pa.int8()) for name in BAND_NAMES])
 
-SQL_FILES = ("aef_values.sql", "aef_index.sql", "aef_sample_points.sql")
+SQL_FILES = ("aef_values.sql", "aef_functions.sql", "aef_index.sql", "aef_sample_points.sql")
 
 
 @dataclass
@@ -108,7 +109,7 @@ def _struct(samples: Samples, bands: list[int]) -> pa.StructArray:
 def register(
     con: duckdb.DuckDBPyConnection, catalog: str | None = None, **storage_options
 ) -> duckdb.DuckDBPyConnection:
-    """Register every aef_* function on `con` (and its database's other cursors' UDFs).
+    """Register every aef_* function on `con` (TEMP macros: per connection or cursor).
 
     `catalog`: path or URL of an AEF index parquet; default `$AEFSQL_CATALOG`, else the public
     AEF index. `storage_options` go to fsspec for the catalog's protocol (endpoint_url, anon,
@@ -130,10 +131,16 @@ def register(
         if con.filesystem_is_registered(fs.protocol[0]):
             con.unregister_filesystem(fs.protocol[0])
         con.register_filesystem(fs)
-    _create_functions(con, session)
+    replacements = {
+        "{udf}": _create_functions(con, session),
+        "{index_select}": index_select,
+        "{catalog_url}": quote_literal(url),
+    }
     for name in SQL_FILES:
-        sql = _sql_text(name).replace("{index_select}", index_select)
-        con.execute(sql.replace("{catalog_url}", quote_literal(url)))
+        sql = _sql_text(name)
+        for placeholder, text in replacements.items():
+            sql = sql.replace(placeholder, text)
+        con.execute(sql)
     return con
 
 
@@ -147,25 +154,31 @@ def connect(database: str = ":memory:", catalog: str | None = None, **storage_op
         raise
 
 
-def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> None:
+def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
+    """Create the session's Python UDFs under fresh names; return their common prefix.
+
+    UDFs belong to the database instance, so a second connection (or cursor) with another
+    catalog cannot reuse the names; the public aef_* names are TEMP macros of each connection
+    that call its own session's UDFs.
+    """
+    prefix = f"__aef_{secrets.token_hex(4)}"
     functions = [
-        ("aef_sample", session.aef_sample, ["VARCHAR", "DOUBLE", "DOUBLE"], EMBEDDING_TYPE),
-        ("aef_embedding", session.aef_embedding, ["DOUBLE", "DOUBLE", "INTEGER"], EMBEDDING_TYPE),
-        ("aef_locate", session.aef_locate, ["DOUBLE", "DOUBLE", "INTEGER"], "VARCHAR"),
+        ("sample", session.aef_sample, ["VARCHAR", "DOUBLE", "DOUBLE"], EMBEDDING_TYPE),
+        ("embedding", session.aef_embedding, ["DOUBLE", "DOUBLE", "INTEGER"], EMBEDDING_TYPE),
+        ("locate", session.aef_locate, ["DOUBLE", "DOUBLE", "INTEGER"], "VARCHAR"),
         (
-            "__aef_sample_group",
+            "sample_group",
             session.sample_group,
             ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "VARCHAR[]"],
             ROW_EMBEDDING_TYPE,
         ),
     ]
     for name, fn, params, returns in functions:
-        try:
-            con.remove_function(name)
-        except (duckdb.InvalidInputException, duckdb.CatalogException):
-            pass  # not registered yet
         # "special": NULL inputs reach the function, which answers NULL for them itself.
-        con.create_function(name, fn, params, returns, type="arrow", null_handling="special")
+        con.create_function(
+            f"{prefix}_{name}", fn, params, returns, type="arrow", null_handling="special"
+        )
+    return prefix
 
 
 def _sql_text(name: str) -> str:

@@ -37,7 +37,7 @@ located AS (
 ),
 sampled AS (
     SELECT __aef_year, unnest(
-        __aef_sample_group(
+        {udf}_sample_group(
             __aef_path, list(__aef_row), list(__aef_x), list(__aef_y),
             coalesce(CAST(bands AS VARCHAR[]), aef_band_names())
         ),
