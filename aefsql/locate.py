@@ -8,13 +8,11 @@ first.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 
 from . import geo
 from .catalog import TileTable
-from .sampling import Sampler
+from .sampling import Sampler, group_indices
 
 
 def locate(tiles: TileTable, sampler: Sampler, lon, lat, year) -> np.ndarray:
@@ -27,15 +25,16 @@ def locate(tiles: TileTable, sampler: Sampler, lon, lat, year) -> np.ndarray:
 
     # Points of one 1-degree cell share candidates and, since zone borders and the equator
     # lie on whole degrees, their own UTM zone too.
-    groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-    cell_lon = np.floor(np.where(usable, lon, 0)).astype(np.int64)
-    cell_lat = np.floor(np.where(usable, lat, 0)).astype(np.int64)
-    for i in np.flatnonzero(usable):
-        groups[(int(year[i]), min(int(cell_lon[i]), 179), min(int(cell_lat[i]), 89))].append(i)
-
+    cell_lon = np.minimum(np.floor(np.where(usable, lon, 0)), 179).astype(np.int64)
+    cell_lat = np.minimum(np.floor(np.where(usable, lat, 0)), 89).astype(np.int64)
+    cell_key = (np.where(usable, year, 0).astype(np.int64) * 360 + cell_lon + 180) * 180 + (
+        cell_lat + 90
+    )
     plans = []
-    for (yr, cx, cy), members in groups.items():
-        members = np.asarray(members, dtype=np.int64)
+    for key, members in group_indices(cell_key, np.flatnonzero(usable)).items():
+        rest, cy = divmod(key, 180)
+        yr, cx = divmod(rest, 360)
+        cx, cy = cx - 180, cy - 90
         candidates = tiles.candidates(yr, cx, cy)
         if candidates.size == 0:
             continue

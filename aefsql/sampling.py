@@ -147,14 +147,11 @@ class Sampler:
         if not usable.any():
             return Samples(values, valid, covered)
 
-        by_url: dict[str, list[int]] = defaultdict(list)
-        for i in np.flatnonzero(usable):
-            by_url[urls[i]].append(i)
+        by_url = group_indices(urls, np.flatnonzero(usable))
         headers = self.headers_for(list(by_url))
 
         reads = []  # one _BlockRead per (url, block): the points it serves
         for url, indices in by_url.items():
-            indices = np.asarray(indices, dtype=np.int64)
             header = headers[url]
             rows, cols, inside = self.pixels(url, header, lon[indices], lat[indices])
             covered[indices] = inside
@@ -243,6 +240,16 @@ class _BlockRead:
         values[self.points, self.columns] = picked
         ok = np.ones(picked.shape, dtype=bool) if self.nodata is None else picked != self.nodata
         valid[self.points, self.columns] = ok
+
+
+def group_indices(keys: np.ndarray, indices: np.ndarray) -> dict:
+    """{key: the indices (ascending) whose key it is}, for the given indices."""
+    if indices.size == 0:
+        return {}
+    unique, inverse = np.unique(keys[indices], return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(1, unique.size))
+    return dict(zip(unique.tolist(), np.split(indices[order], bounds), strict=True))
 
 
 def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_BlockRead]:

@@ -18,6 +18,10 @@ WITH points AS MATERIALIZED (
 wanted_years AS (
     SELECT unnest(
         CASE
+            WHEN bands IS NOT NULL
+                 AND NOT list_has_all(aef_band_names(), CAST(bands AS VARCHAR[]))
+                THEN error('aef_sample_points: unknown band name in ' || CAST(bands AS VARCHAR)
+                           || ': bands are named A00..A63')
             WHEN years IS NOT NULL THEN CAST(years AS INTEGER[])
             WHEN year IS NOT NULL THEN [CAST(year AS INTEGER)]
             ELSE error('aef_sample_points: pass year := 2023 or years := [2023, 2024]')
@@ -49,10 +53,11 @@ sampled AS (
 ),
 wanted_bands AS (
     SELECT
-        __aef_row,
         __aef_year,
-        COLUMNS(lambda c: c SIMILAR TO 'A[0-9][0-9]'
-                AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
+        -- __aef_row keeps the selection non-empty, so that an unknown band name reaches the
+        -- clear error above instead of a binder error.
+        COLUMNS(lambda c: c = '__aef_row' OR (c SIMILAR TO 'A[0-9][0-9]'
+                AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c)))
     FROM sampled
 )
 SELECT p.* EXCLUDE (__aef_row), y.__aef_year AS year, s.* EXCLUDE (__aef_row, __aef_year)
