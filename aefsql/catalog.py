@@ -179,9 +179,12 @@ class Catalog:
             return f"CAST({quote_identifier(name)} AS {sql_type}) AS {role}"
 
         path = quote_identifier(c.path)
-        fid = "CAST(row_number() OVER () AS BIGINT) AS fid" if c.fid is None else col("fid", "BIGINT")
+        fid = (
+            "CAST(row_number() OVER () AS BIGINT) AS fid" if c.fid is None else col("fid", "BIGINT")
+        )
         zone = (
-            col("utm_zone", "VARCHAR") if c.utm_zone is not None or c.crs is None
+            col("utm_zone", "VARCHAR")
+            if c.utm_zone is not None or c.crs is None
             else f"{_zone_from_crs_sql(quote_identifier(c.crs))} AS utm_zone"
         )
         parts = [
@@ -270,4 +273,3 @@ def storage_options_for(url: str, storage_options: dict) -> dict[str, dict]:
     if url == PUBLIC_CATALOG and not storage_options:
         options[family] = dict(PUBLIC_STORAGE_OPTIONS)
     return options
-

@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="write a small AEF-format collection and run the canonical join on it"
     )
     demo.add_argument(
-        "--dir", type=Path, default=None,
+        "--dir",
+        type=Path,
+        default=None,
         help=f"where to write the collection (default {default_demo_dir()})",
     )
     args = parser.parse_args(argv)

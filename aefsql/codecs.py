@@ -54,7 +54,13 @@ def check_supported(compression: int, predictor: int) -> None:
 
 
 def decode_block(
-    raw: bytes, *, compression: int, predictor: int, rows: int, cols: int, samples: int,
+    raw: bytes,
+    *,
+    compression: int,
+    predictor: int,
+    rows: int,
+    cols: int,
+    samples: int,
     dtype: np.dtype,
 ) -> np.ndarray:
     """Decode one block into an array of shape (rows, cols, samples) in native byte order.
@@ -98,7 +104,6 @@ def _lzw_decoder():
         from imagecodecs import lzw_decode
     except ImportError:
         raise UnsupportedCodecError(
-            "LZW-compressed tiles need the optional imagecodecs package: "
-            "pip install 'aefsql[lzw]'"
+            "LZW-compressed tiles need the optional imagecodecs package: pip install 'aefsql[lzw]'"
         ) from None
     return lzw_decode

@@ -48,7 +48,9 @@ class Session:
         return self.embedding(self.sampler.sample(_objects(path), _floats(lon), _floats(lat)))
 
     def aef_locate(self, lon, lat, year) -> pa.StringArray:
-        paths = locate(self.catalog.tiles(), self.sampler, _floats(lon), _floats(lat), _floats(year))
+        paths = locate(
+            self.catalog.tiles(), self.sampler, _floats(lon), _floats(lat), _floats(year)
+        )
         return pa.array(paths, type=pa.string())
 
     def aef_embedding(self, lon, lat, year) -> pa.StructArray:

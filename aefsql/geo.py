@@ -45,10 +45,7 @@ def _make_transformer(source_epsg: int, target_epsg: int) -> Transformer:
 def valid_lonlat(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     """True where (lon, lat) is a finite WGS84 coordinate; NULLs arrive here as NaN."""
     with np.errstate(invalid="ignore"):
-        return (
-            np.isfinite(lon) & np.isfinite(lat)
-            & (np.abs(lon) <= 180.0) & (np.abs(lat) <= 90.0)
-        )
+        return np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180.0) & (np.abs(lat) <= 90.0)
 
 
 def transform_points(
@@ -88,8 +85,12 @@ def pixel_of(
         col_f = np.floor((x - transform.c) / transform.a)
         row_f = np.floor((y - transform.f) / transform.e)
         inside = (
-            np.isfinite(col_f) & np.isfinite(row_f)
-            & (col_f >= 0) & (col_f < width) & (row_f >= 0) & (row_f < height)
+            np.isfinite(col_f)
+            & np.isfinite(row_f)
+            & (col_f >= 0)
+            & (col_f < width)
+            & (row_f >= 0)
+            & (row_f < height)
         )
     rows = np.where(inside, row_f, 0).astype(np.int64)
     cols = np.where(inside, col_f, 0).astype(np.int64)

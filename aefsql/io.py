@@ -110,7 +110,7 @@ class _HTTPForDuckDB(HTTPFileSystem):
     protocol = ("http",)
 
     def modified(self, path):
-        return datetime.datetime.fromtimestamp(0, tz=datetime.timezone.utc)
+        return datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
 
 
 class _HTTPSForDuckDB(_HTTPForDuckDB):

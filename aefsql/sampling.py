@@ -97,7 +97,7 @@ class Sampler:
         if not pending:
             return found
         heads = self.store.read_head(list(pending), HEADER_FIRST_READ)
-        for (url, data), head in zip(pending.items(), heads, strict=True):
+        for data, head in zip(pending.values(), heads, strict=True):
             data.add(0, head)
             if len(head) < HEADER_FIRST_READ:
                 data.file_size = len(head)
@@ -155,7 +155,9 @@ class Sampler:
             header = headers[url]
             rows, cols, inside = self.pixels(url, header, lon[indices], lat[indices])
             covered[indices] = inside
-            reads.extend(_plan_blocks(url, header, indices[inside], rows[inside], cols[inside], bands))
+            reads.extend(
+                _plan_blocks(url, header, indices[inside], rows[inside], cols[inside], bands)
+            )
 
         self._read_blocks(reads, headers, values, valid)
         return Samples(values, valid, covered)
@@ -261,8 +263,9 @@ def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_B
             f"{redact(url)}: samples are {header.dtype.name}, expected int8 AEF embeddings"
         )
     check_supported(header.compression, header.predictor)
-    available = [(column, band) for column, band in enumerate(bands)
-                 if band < header.samples_per_pixel]
+    available = [
+        (column, band) for column, band in enumerate(bands) if band < header.samples_per_pixel
+    ]
     block_row = rows // header.block_height
     base = block_row * header.blocks_across + cols // header.block_width
     in_rows = rows - block_row * header.block_height
@@ -290,18 +293,20 @@ def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_B
         block = int(blocks[group[0]])
         offset = int(header.block_offsets[block])
         size = int(header.block_byte_counts[block])
-        reads.append(_BlockRead(
-            url=url,
-            block=block,
-            block_row=int(cell_block_rows[group[0]]),
-            byte_range=(offset, offset + size),
-            points=cell_points[group],
-            columns=columns[group],
-            rows=cell_rows[group],
-            cols=cell_cols[group],
-            samples=samples[group],
-            nodata=header.nodata,
-        ))
+        reads.append(
+            _BlockRead(
+                url=url,
+                block=block,
+                block_row=int(cell_block_rows[group[0]]),
+                byte_range=(offset, offset + size),
+                points=cell_points[group],
+                columns=columns[group],
+                rows=cell_rows[group],
+                cols=cell_cols[group],
+                samples=samples[group],
+                nodata=header.nodata,
+            )
+        )
     return reads
 
 
@@ -309,8 +314,11 @@ def _empty_block(header: ImageHeader, read: _BlockRead) -> np.ndarray:
     """A block the file leaves out (byte count 0): GDAL reads it as nodata, or 0 without one."""
     fill = header.nodata if header.nodata is not None else 0
     samples = 1 if header.planar_separate else header.samples_per_pixel
-    return np.full((header.block_rows(read.block_row), header.block_width, samples), fill,
-                   dtype=header.dtype.newbyteorder("="))
+    return np.full(
+        (header.block_rows(read.block_row), header.block_width, samples),
+        fill,
+        dtype=header.dtype.newbyteorder("="),
+    )
 
 
 def _waves(reads: list[_BlockRead]) -> list[list[_BlockRead]]:

@@ -399,9 +399,7 @@ def _transform(reader: _Reader, entries: dict[int, _Entry]) -> Affine | None:
         # Like GDAL: the georeferenced point is the pixel's centre, so the corner is half a
         # pixel back.
         t = transform
-        transform = Affine(
-            t.a, t.b, t.c - 0.5 * (t.a + t.b), t.d, t.e, t.f - 0.5 * (t.d + t.e)
-        )
+        transform = Affine(t.a, t.b, t.c - 0.5 * (t.a + t.b), t.d, t.e, t.f - 0.5 * (t.d + t.e))
     return transform
 
 

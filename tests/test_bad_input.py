@@ -18,8 +18,9 @@ DATA[3, 20, 20] = -128  # one nodata pixel in one band
 def catalog(tmp_path):
     """One good tile, one missing file, one non-TIFF and one truncated TIFF, as catalog rows
     of different years so each query picks the one it tests."""
-    good = write(tmp_path / "good.tif", DATA, planarconfig="separate", tile=(16, 16),
-                 compression="zstd")
+    good = write(
+        tmp_path / "good.tif", DATA, planarconfig="separate", tile=(16, 16), compression="zstd"
+    )
     (tmp_path / "not_a_tiff.tif").write_bytes(b"<html>403 Forbidden</html>")
     raw = good.read_bytes()
     (tmp_path / "truncated.tif").write_bytes(raw[: len(raw) // 2])
@@ -27,19 +28,28 @@ def catalog(tmp_path):
     lon, lat = np.asarray(
         TO_LONLAT.transform([500000, 500500, 500000, 500500], [4e6, 4e6, 4000400, 4000400])
     )
-    rows = [(2023, "good.tif"), (2024, "missing.tif"), (2025, "not_a_tiff.tif"),
-            (2026, "truncated.tif")]
+    rows = [
+        (2023, "good.tif"),
+        (2024, "missing.tif"),
+        (2025, "not_a_tiff.tif"),
+        (2026, "truncated.tif"),
+    ]
     index = tmp_path / "index.parquet"
-    pq.write_table(pa.table({
-        "fid": list(range(len(rows))),
-        "year": [year for year, _ in rows],
-        "path": [path for _, path in rows],
-        "crs": ["EPSG:32633"] * len(rows),
-        "wgs84_west": [lon.min()] * len(rows),
-        "wgs84_south": [lat.min()] * len(rows),
-        "wgs84_east": [lon.max()] * len(rows),
-        "wgs84_north": [lat.max()] * len(rows),
-    }), index)
+    pq.write_table(
+        pa.table(
+            {
+                "fid": list(range(len(rows))),
+                "year": [year for year, _ in rows],
+                "path": [path for _, path in rows],
+                "crs": ["EPSG:32633"] * len(rows),
+                "wgs84_west": [lon.min()] * len(rows),
+                "wgs84_south": [lat.min()] * len(rows),
+                "wgs84_east": [lon.max()] * len(rows),
+                "wgs84_north": [lat.max()] * len(rows),
+            }
+        ),
+        index,
+    )
     con = aefsql.connect(catalog=str(index))
     yield con, tmp_path
     con.close()
@@ -61,9 +71,19 @@ def test_nodata_is_null_per_band(catalog):
 
 @pytest.mark.parametrize(
     "lon, lat",
-    [(None, 45.0), (15.0, None), (float("nan"), 45.0), (float("inf"), 45.0),
-     (-float("inf"), 45.0), (181.0, 45.0), (-180.5, 45.0), (15.0, 90.5), (15.0, -91.0),
-     (0.0, 89.99), (150.0, -80.0)],
+    [
+        (None, 45.0),
+        (15.0, None),
+        (float("nan"), 45.0),
+        (float("inf"), 45.0),
+        (-float("inf"), 45.0),
+        (181.0, 45.0),
+        (-180.5, 45.0),
+        (15.0, 90.5),
+        (15.0, -91.0),
+        (0.0, 89.99),
+        (150.0, -80.0),
+    ],
 )
 def test_invalid_or_uncovered_points_are_null(catalog, lon, lat):
     con, _ = catalog
@@ -113,7 +133,8 @@ def test_empty_points_table_gives_empty_result(catalog):
     assert len(result.description) == 4 + 64
     empty = aefsql.sample_points(
         pa.table({"lon": pa.array([], pa.float64()), "lat": pa.array([], pa.float64())}),
-        year=2023, catalog=str(catalog[1] / "index.parquet"),
+        year=2023,
+        catalog=str(catalog[1] / "index.parquet"),
     )
     assert empty.num_rows == 0 and empty.column_names[:3] == ["lon", "lat", "year"]
 
@@ -151,4 +172,6 @@ def test_unknown_band_is_a_clear_error(catalog):
     lon, lat = pixel_lonlat(np.array([30]), np.array([30]))
     con.execute("CREATE TABLE q AS SELECT ? AS lon, ? AS lat", [lon[0], lat[0]])
     with pytest.raises(Exception, match="unknown band name"):
-        con.execute("SELECT * FROM aef_sample_points('q', year := 2023, bands := ['A64'])").fetchall()
+        con.execute(
+            "SELECT * FROM aef_sample_points('q', year := 2023, bands := ['A64'])"
+        ).fetchall()

@@ -17,9 +17,23 @@ from aefsql.catalog import (
 )
 from aefsql.errors import CatalogError
 
-PUBLISHED = ["fid", "geom", "year", "path", "location", "crs", "utm_zone", "utm_west",
-             "utm_south", "utm_east", "utm_north", "wgs84_west", "wgs84_south", "wgs84_east",
-             "wgs84_north"]
+PUBLISHED = [
+    "fid",
+    "geom",
+    "year",
+    "path",
+    "location",
+    "crs",
+    "utm_zone",
+    "utm_west",
+    "utm_south",
+    "utm_east",
+    "utm_north",
+    "wgs84_west",
+    "wgs84_south",
+    "wgs84_east",
+    "wgs84_north",
+]
 
 
 def test_published_schema_maps_every_role_by_name():
@@ -49,8 +63,15 @@ def test_relative_paths_resolve_against_the_index_folder(index, path, expected):
 
 @pytest.mark.parametrize(
     "crs, zone",
-    [("EPSG:32633", "33N"), ("EPSG:32701", "1S"), ("epsg:32660", "60N"), ("EPSG:4326", None),
-     ("EPSG:32661", None), (None, None), ("garbage", None)],
+    [
+        ("EPSG:32633", "33N"),
+        ("EPSG:32701", "1S"),
+        ("epsg:32660", "60N"),
+        ("EPSG:4326", None),
+        ("EPSG:32661", None),
+        (None, None),
+        ("garbage", None),
+    ],
 )
 def test_zone_from_crs(crs, zone):
     assert zone_from_crs(crs) == zone
@@ -65,13 +86,24 @@ def test_public_catalog_is_anonymous_unless_told_otherwise():
 def test_default_catalog_registers_without_network():
     con = aefsql.connect()
     try:
-        names = {row[0] for row in con.sql(
-            "SELECT function_name FROM duckdb_functions() WHERE function_name LIKE 'aef_%'"
-        ).fetchall()}
+        names = {
+            row[0]
+            for row in con.sql(
+                "SELECT function_name FROM duckdb_functions() WHERE function_name LIKE 'aef_%'"
+            ).fetchall()
+        }
     finally:
         con.close()
-    assert {"aef_index", "aef_sample", "aef_locate", "aef_embedding", "aef_sample_points",
-            "aef_dequantize", "aef_vector", "aef_band_names"} <= names
+    assert {
+        "aef_index",
+        "aef_sample",
+        "aef_locate",
+        "aef_embedding",
+        "aef_sample_points",
+        "aef_dequantize",
+        "aef_vector",
+        "aef_band_names",
+    } <= names
 
 
 def test_missing_catalog_fails_at_registration(tmp_path):
@@ -95,9 +127,21 @@ def test_catalog_without_required_columns_fails_at_registration(tmp_path):
 
 def test_catalog_from_environment(tmp_path, monkeypatch):
     index = tmp_path / "index.parquet"
-    pq.write_table(pa.table({"fid": [7], "year": [2023], "path": ["2023/a.tiff"],
-                             "crs": ["EPSG:32733"], "wgs84_west": [1.0], "wgs84_south": [2.0],
-                             "wgs84_east": [3.0], "wgs84_north": [4.0]}), index)
+    pq.write_table(
+        pa.table(
+            {
+                "fid": [7],
+                "year": [2023],
+                "path": ["2023/a.tiff"],
+                "crs": ["EPSG:32733"],
+                "wgs84_west": [1.0],
+                "wgs84_south": [2.0],
+                "wgs84_east": [3.0],
+                "wgs84_north": [4.0],
+            }
+        ),
+        index,
+    )
     monkeypatch.setenv("AEFSQL_CATALOG", str(index))
     con = aefsql.connect()
     try:
@@ -116,8 +160,8 @@ def test_register_twice_and_on_a_cursor(tmp_path):
         aefsql.register(con)
         cursor = con.cursor()
         aefsql.register(cursor)
-        assert cursor.execute("SELECT aef_dequantize(-127::TINYINT)").fetchone()[0] == pytest.approx(
-            -((127 / 127.5) ** 2)
-        )
+        assert cursor.execute("SELECT aef_dequantize(-127::TINYINT)").fetchone()[
+            0
+        ] == pytest.approx(-((127 / 127.5) ** 2))
     finally:
         con.close()

@@ -28,8 +28,13 @@ def encode(block: np.ndarray, compression: int, predictor: int) -> bytes:
 @pytest.mark.parametrize("predictor", [1, 2])
 def test_round_trip(compression, predictor):
     decoded = decode_block(
-        encode(BLOCK, compression, predictor), compression=compression, predictor=predictor,
-        rows=8, cols=16, samples=3, dtype=np.dtype("i1"),
+        encode(BLOCK, compression, predictor),
+        compression=compression,
+        predictor=predictor,
+        rows=8,
+        cols=16,
+        samples=3,
+        dtype=np.dtype("i1"),
     )
     assert np.array_equal(decoded, BLOCK)
 
@@ -37,8 +42,15 @@ def test_round_trip(compression, predictor):
 def test_predictor_2_on_big_endian_int16():
     block = np.arange(-40, 40, dtype=np.int16).reshape(4, 20, 1) * 997
     diffs = np.concatenate([block[:, :1], np.diff(block, axis=1)], axis=1).astype(">i2")
-    decoded = decode_block(zlib.compress(diffs.tobytes()), compression=DEFLATE, predictor=2,
-                           rows=4, cols=20, samples=1, dtype=np.dtype(">i2"))
+    decoded = decode_block(
+        zlib.compress(diffs.tobytes()),
+        compression=DEFLATE,
+        predictor=2,
+        rows=4,
+        cols=20,
+        samples=1,
+        dtype=np.dtype(">i2"),
+    )
     assert np.array_equal(decoded, block)
 
 
@@ -49,29 +61,61 @@ def test_corrupt_stream_is_a_clean_error(compression):
     bad = bytearray(encode(smooth, compression, 1))
     bad[len(bad) // 2 :] = b"\xff" * (len(bad) - len(bad) // 2)
     with pytest.raises(TiffFormatError, match="corrupt"):
-        decode_block(bytes(bad), compression=compression, predictor=1,
-                     rows=8, cols=16, samples=3, dtype=np.dtype("i1"))
+        decode_block(
+            bytes(bad),
+            compression=compression,
+            predictor=1,
+            rows=8,
+            cols=16,
+            samples=3,
+            dtype=np.dtype("i1"),
+        )
 
 
 def test_short_block_is_a_clean_error():
     with pytest.raises(TiffFormatError, match="expected 384"):
-        decode_block(zlib.compress(b"\0" * 100), compression=DEFLATE, predictor=1,
-                     rows=8, cols=16, samples=3, dtype=np.dtype("i1"))
+        decode_block(
+            zlib.compress(b"\0" * 100),
+            compression=DEFLATE,
+            predictor=1,
+            rows=8,
+            cols=16,
+            samples=3,
+            dtype=np.dtype("i1"),
+        )
 
 
 @pytest.mark.parametrize(
     "compression, predictor, message",
-    [(7, 1, "compression JPEG is not supported"), (34887, 1, "LERC"),
-     (12345, 1, "unknown \\(12345\\)"), (ZSTD, 3, "predictor 3 is not supported")],
+    [
+        (7, 1, "compression JPEG is not supported"),
+        (34887, 1, "LERC"),
+        (12345, 1, "unknown \\(12345\\)"),
+        (ZSTD, 3, "predictor 3 is not supported"),
+    ],
 )
 def test_unsupported_codec_names_it(compression, predictor, message):
     with pytest.raises(UnsupportedCodecError, match=message):
-        decode_block(b"", compression=compression, predictor=predictor,
-                     rows=1, cols=1, samples=1, dtype=np.dtype("i1"))
+        decode_block(
+            b"",
+            compression=compression,
+            predictor=predictor,
+            rows=1,
+            cols=1,
+            samples=1,
+            dtype=np.dtype("i1"),
+        )
 
 
 def test_lzw_round_trip():
     imagecodecs = pytest.importorskip("imagecodecs")
-    decoded = decode_block(imagecodecs.lzw_encode(BLOCK.tobytes()), compression=LZW,
-                           predictor=1, rows=8, cols=16, samples=3, dtype=np.dtype("i1"))
+    decoded = decode_block(
+        imagecodecs.lzw_encode(BLOCK.tobytes()),
+        compression=LZW,
+        predictor=1,
+        rows=8,
+        cols=16,
+        samples=3,
+        dtype=np.dtype("i1"),
+    )
     assert np.array_equal(decoded, BLOCK)

@@ -26,10 +26,13 @@ def test_readme_main_job_is_the_demo():
 def test_every_registered_function_is_documented():
     con = aefsql.connect()
     try:
-        names = {row[0] for row in con.execute(
-            "SELECT DISTINCT function_name FROM duckdb_functions() "
-            "WHERE function_name LIKE 'aef%'"
-        ).fetchall()}
+        names = {
+            row[0]
+            for row in con.execute(
+                "SELECT DISTINCT function_name FROM duckdb_functions() "
+                "WHERE function_name LIKE 'aef%'"
+            ).fetchall()
+        }
     finally:
         con.close()
     table = README.split("## Functions", 1)[1].split("\n## ", 1)[0]

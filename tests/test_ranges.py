@@ -17,7 +17,8 @@ def test_merged_reads_stay_under_the_size_cap():
 def test_duplicates_and_order_do_not_matter():
     merged = merge_ranges([(50, 60), (0, 10), (50, 60)], max_gap=0)
     assert [(m.start, m.end, m.members) for m in merged] == [
-        (0, 10, ((0, 10),)), (50, 60, ((50, 60),))
+        (0, 10, ((0, 10),)),
+        (50, 60, ((50, 60),)),
     ]
 
 

@@ -29,12 +29,14 @@ def all_pixels():
 
 
 LAYOUTS = {
-    "big_endian_planar_tiled_zlib": dict(planarconfig="separate", tile=(32, 32),
-                                         compression="zlib", byteorder=">"),
+    "big_endian_planar_tiled_zlib": dict(
+        planarconfig="separate", tile=(32, 32), compression="zlib", byteorder=">"
+    ),
     "planar_strips_uncompressed": dict(planarconfig="separate", rowsperstrip=9),
     "chunky_strips_zstd": dict(planarconfig="contig", rowsperstrip=16, compression="zstd"),
-    "chunky_tiled_predictor2_bigtiff": dict(planarconfig="contig", tile=(48, 32),
-                                            compression="zlib", predictor=True, bigtiff=True),
+    "chunky_tiled_predictor2_bigtiff": dict(
+        planarconfig="contig", tile=(48, 32), compression="zlib", predictor=True, bigtiff=True
+    ),
 }
 
 
@@ -65,8 +67,9 @@ def test_bands_beyond_the_file_are_null(tmp_path):
 
 
 def test_points_outside_the_raster_are_not_covered(tmp_path):
-    path = write(tmp_path / "f.tif", np.ones((2, 32, 32), np.int8),
-                 planarconfig="separate", tile=(16, 16))
+    path = write(
+        tmp_path / "f.tif", np.ones((2, 32, 32), np.int8), planarconfig="separate", tile=(16, 16)
+    )
     rows = np.array([-1, 0, 31, 32, 5, 5])
     cols = np.array([5, 0, 31, 5, -1, 32])
     lon, lat = pixel_lonlat(rows, cols)
@@ -79,18 +82,26 @@ def test_points_outside_the_raster_are_not_covered(tmp_path):
 @pytest.mark.parametrize(
     "tags, data, message",
     [
-        (geotags(matrix=(10.0, 2.0, 0, 500000.0, 1.0, 10.0, 0, 4e6, 0, 0, 0, 0, 0, 0, 0, 1)),
-         np.ones((2, 16, 16), np.int8), "rotated or sheared"),
-        ([(34264, "d", 16, (10.0, 0, 0, 5e5, 0, 10.0, 0, 4e6, 0, 0, 0, 0, 0, 0, 0, 1), True)],
-         np.ones((2, 16, 16), np.int8), "names no EPSG code"),
-        ([(34735, "H", 16, GEOKEYS_32633, True)], np.ones((2, 16, 16), np.int8),
-         "no georeferencing"),
+        (
+            geotags(matrix=(10.0, 2.0, 0, 500000.0, 1.0, 10.0, 0, 4e6, 0, 0, 0, 0, 0, 0, 0, 1)),
+            np.ones((2, 16, 16), np.int8),
+            "rotated or sheared",
+        ),
+        (
+            [(34264, "d", 16, (10.0, 0, 0, 5e5, 0, 10.0, 0, 4e6, 0, 0, 0, 0, 0, 0, 0, 1), True)],
+            np.ones((2, 16, 16), np.int8),
+            "names no EPSG code",
+        ),
+        (
+            [(34735, "H", 16, GEOKEYS_32633, True)],
+            np.ones((2, 16, 16), np.int8),
+            "no georeferencing",
+        ),
         (geotags(), np.ones((2, 16, 16), np.uint16), "samples are uint16, expected int8"),
     ],
 )
 def test_unusable_files_are_refused_clearly(tmp_path, tags, data, message):
-    path = write(tmp_path / "bad.tif", data, planarconfig="separate", tile=(16, 16),
-                 extratags=tags)
+    path = write(tmp_path / "bad.tif", data, planarconfig="separate", tile=(16, 16), extratags=tags)
     lon, lat = pixel_lonlat(np.array([1]), np.array([1]))
     with pytest.raises(TiffFormatError, match=message) as error:
         Sampler(ByteStore()).sample([str(path)], lon, lat, [0])

@@ -86,8 +86,13 @@ def test_pixel_scale_and_tiepoint_north_up(tmp_path):
         (33922, "d", 6, (0.0, 0.0, 0.0, 300000.0, 6000000.0, 0.0), True),
         (34735, "H", 16, GEOKEYS_32633, True),
     ]
-    path = write(tmp_path / "tiepoint.tif", np.zeros((4, 64, 64), np.int8),
-                 planarconfig="separate", tile=(32, 32), extratags=tags)
+    path = write(
+        tmp_path / "tiepoint.tif",
+        np.zeros((4, 64, 64), np.int8),
+        planarconfig="separate",
+        tile=(32, 32),
+        extratags=tags,
+    )
     t = parse_header(whole(path)).transform
     assert (t.a, t.b, t.c, t.d, t.e, t.f) == (30.0, 0.0, 300000.0, 0.0, -30.0, 6000000.0)
     assert not t.south_up
@@ -95,8 +100,13 @@ def test_pixel_scale_and_tiepoint_north_up(tmp_path):
 
 def test_pixel_is_point_shifts_half_a_pixel(tmp_path):
     keys = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 2, 3072, 0, 1, 32633)
-    path = write(tmp_path / "point.tif", np.zeros((2, 32, 32), np.int8),
-                 planarconfig="separate", tile=(16, 16), extratags=geotags(geokeys=keys))
+    path = write(
+        tmp_path / "point.tif",
+        np.zeros((2, 32, 32), np.int8),
+        planarconfig="separate",
+        tile=(16, 16),
+        extratags=geotags(geokeys=keys),
+    )
     t = parse_header(whole(path)).transform
     assert (t.c, t.f) == (500000.0 - 5.0, 4000000.0 - 5.0)
 
@@ -105,17 +115,30 @@ def test_overview_first_is_skipped_for_full_resolution(tmp_path):
     """A file whose first IFD is a reduced-resolution image: the parser walks to the full one."""
     path = tmp_path / "overview_first.tif"
     with tifffile.TiffWriter(path) as tif:
-        tif.write(np.zeros((3, 16, 16), np.int8), photometric="minisblack", tile=(16, 16),
-                  planarconfig="separate", subfiletype=1, metadata=None)
-        tif.write(np.ones((3, 32, 48), np.int8), photometric="minisblack", tile=(16, 16),
-                  planarconfig="separate", metadata=None, extratags=geotags())
+        tif.write(
+            np.zeros((3, 16, 16), np.int8),
+            photometric="minisblack",
+            tile=(16, 16),
+            planarconfig="separate",
+            subfiletype=1,
+            metadata=None,
+        )
+        tif.write(
+            np.ones((3, 32, 48), np.int8),
+            photometric="minisblack",
+            tile=(16, 16),
+            planarconfig="separate",
+            metadata=None,
+            extratags=geotags(),
+        )
     header = parse_header(whole(path))
     assert (header.width, header.height) == (48, 32)
 
 
 def test_missing_bytes_names_the_range_to_fetch(tmp_path):
-    path = write(tmp_path / "f.tif", np.zeros((3, 64, 64), np.int8),
-                 planarconfig="separate", tile=(16, 16))
+    path = write(
+        tmp_path / "f.tif", np.zeros((3, 64, 64), np.int8), planarconfig="separate", tile=(16, 16)
+    )
     raw = path.read_bytes()
     data = SparseBytes()
     data.add(0, raw[:16])
@@ -151,8 +174,9 @@ def test_bad_input_is_a_clean_error(raw, message):
 
 
 def test_truncated_file_is_a_clean_error(tmp_path):
-    path = write(tmp_path / "f.tif", np.zeros((64, 64, 64), np.int8),
-                 planarconfig="separate", tile=(16, 16))
+    path = write(
+        tmp_path / "f.tif", np.zeros((64, 64, 64), np.int8), planarconfig="separate", tile=(16, 16)
+    )
     raw = path.read_bytes()
     ifd_offset = struct.unpack("<I", raw[4:8])[0]
     data = SparseBytes(file_size=ifd_offset + 40)
