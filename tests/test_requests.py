@@ -1,0 +1,49 @@
+"""What goes over the wire: one header read per file, each byte once, nothing unranged."""
+
+import re
+
+import pyarrow as pa
+from test_collection import tile_points
+
+import aefsql
+
+TILE = "2023/18S/tile3-0000000000-0000000000.tiff"
+
+
+def tile_ranges(log) -> list[tuple[int, int]]:
+    ranges = []
+    for method, path, byte_range in log.requests:
+        if path.endswith(TILE):
+            assert method == "GET" and byte_range, "every read of a COG is a ranged GET"
+            start, end = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", byte_range).groups())
+            ranges.append((start, end + 1))
+    return ranges
+
+
+def test_header_once_bytes_once_and_always_ranged(http_collection, http_server):
+    size = (http_collection.folder / TILE).stat().st_size
+    con = aefsql.connect(catalog=http_collection.index)
+    try:
+        lon, lat, _, _ = tile_points(3, 200, seed=2)
+        con.register("p", pa.table({"lon": lon, "lat": lat}))
+        con.register("one", pa.table({"lon": lon[:1], "lat": lat[:1]}))
+
+        http_server.log.clear()
+        con.sql("SELECT A00 FROM aef_sample_points('one', year := 2023)").fetchall()
+        ranges = tile_ranges(http_server.log)
+        assert ranges[0] == (0, 65536)  # the whole header in one read
+        # 64 blocks (one per band), fewer requests where near neighbours were merged.
+        assert 1 <= len(ranges) - 1 <= 64 and all(end <= size for _, end in ranges)
+
+        http_server.log.clear()
+        first = con.sql("SELECT A00, A63 FROM aef_sample_points('p', year := 2023)").fetchall()
+        ranges = sorted(tile_ranges(http_server.log))
+        assert all(end <= nxt for (_, end), (nxt, _) in zip(ranges, ranges[1:]))  # disjoint
+        assert (0, 65536) not in ranges  # the header stays cached for the connection
+
+        http_server.log.clear()
+        again = con.sql("SELECT A00, A63 FROM aef_sample_points('p', year := 2023)").fetchall()
+        assert again == first
+        assert tile_ranges(http_server.log) == []  # blocks cached too
+    finally:
+        con.close()
