@@ -107,7 +107,9 @@ def reference_tiles(lon, lat) -> np.ndarray:
     """The tile each point should be read from, worked out independently: the tiles whose
     raster contains it, its own UTM zone first."""
     chosen = np.full(lon.size, -1)
-    own_zone = [f"{int((a + 180) // 6) + 1}{'N' if b >= 0 else 'S'}" for a, b in zip(lon, lat)]
+    own_zone = [
+        f"{int((a + 180) // 6) + 1}{'N' if b >= 0 else 'S'}" for a, b in zip(lon, lat, strict=True)
+    ]
     for i in range(lon.size):
         containing = []
         for k, (zone, epsg, x0, y0) in enumerate(COLLECTION_TILES):
