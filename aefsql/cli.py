@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from .demo import DEMO_POINTS, write_demo_collection
 from .duck import connect
 from .errors import AefsqlError
 
@@ -46,17 +47,16 @@ def default_demo_dir() -> Path:
     return Path(cache) / "aefsql" / "demo"
 
 
-def run_demo(folder: Path, out=sys.stdout) -> None:
+def run_demo(folder: Path, out=None) -> None:
     """Write the demo collection, register it as the catalog and run the canonical join."""
-    from .demo import DEMO_POINTS, write_demo_collection
-
+    out = out or sys.stdout
     index = write_demo_collection(folder)
     print(f"demo collection: {index}", file=out)
     con = connect(catalog=str(index))
     try:
         names, lons, lats = zip(*DEMO_POINTS, strict=True)
         con.register("demo_points", pa.table({"name": names, "lon": lons, "lat": lats}))
-        tiles = con.execute("SELECT count(*), min(year), max(year) FROM aef_index()").fetchone()
+        tiles = con.execute("SELECT count(*), min(year), max(year) FROM aef_index()").fetchall()[0]
         print(f"{tiles[0]} tiles, years {tiles[1]}-{tiles[2]}\n", file=out)
         for title, sql in DEMO_QUERIES:
             print(f"-- {title}\n{sql};", file=out)

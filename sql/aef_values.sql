@@ -16,10 +16,15 @@ CREATE OR REPLACE TEMP MACRO aef_band_names() AS [
     'A56', 'A57', 'A58', 'A59', 'A60', 'A61', 'A62', 'A63'
 ];
 
+-- A list as FLOAT[64] when all 64 elements are present, else NULL.
+CREATE OR REPLACE TEMP MACRO __aef_complete_vector(v) AS
+    CASE WHEN list_aggregate(v, 'count') = 64 THEN CAST(v AS FLOAT[64]) END;
+
 -- An embedding struct as FLOAT[64] (de-quantized), for array_cosine_similarity and friends.
--- NULL struct -> NULL; a nodata band is a NULL element.
+-- NULL when the struct is NULL or any band is nodata: DuckDB's array functions refuse NULL
+-- elements, and AEF masks all 64 bands together anyway.
 CREATE OR REPLACE TEMP MACRO aef_vector(embedding) AS
-    CASE WHEN embedding IS NULL THEN NULL ELSE CAST([
+    __aef_complete_vector([
         aef_dequantize(embedding.A00), aef_dequantize(embedding.A01), aef_dequantize(embedding.A02), aef_dequantize(embedding.A03),
         aef_dequantize(embedding.A04), aef_dequantize(embedding.A05), aef_dequantize(embedding.A06), aef_dequantize(embedding.A07),
         aef_dequantize(embedding.A08), aef_dequantize(embedding.A09), aef_dequantize(embedding.A10), aef_dequantize(embedding.A11),
@@ -36,4 +41,4 @@ CREATE OR REPLACE TEMP MACRO aef_vector(embedding) AS
         aef_dequantize(embedding.A52), aef_dequantize(embedding.A53), aef_dequantize(embedding.A54), aef_dequantize(embedding.A55),
         aef_dequantize(embedding.A56), aef_dequantize(embedding.A57), aef_dequantize(embedding.A58), aef_dequantize(embedding.A59),
         aef_dequantize(embedding.A60), aef_dequantize(embedding.A61), aef_dequantize(embedding.A62), aef_dequantize(embedding.A63)
-    ] AS FLOAT[64]) END;
+    ]);

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import rasterio
 from pyproj import Transformer
 from rasterio.transform import Affine
+
+from aefsql.writer import TileEntry, write_index
 
 PIXEL = 10.0
 
@@ -28,6 +27,8 @@ class Layout:
     width: int = 700
     height: int = 600
     bands: int = 64
+    west: float = 420000.0
+    south: float | None = None  # default: a realistic northing for the hemisphere
 
     @property
     def name(self) -> str:
@@ -39,13 +40,9 @@ class Layout:
         )
 
     @property
-    def origin(self) -> tuple[float, float]:
-        """x of the western edge and y of the southern edge, realistic for the zone."""
-        return 420000.0, (5100000.0 if self.epsg < 32700 else 7100000.0)
-
-    @property
     def transform(self) -> Affine:
-        x0, y_south = self.origin
+        x0 = self.west
+        y_south = self.south or (5100000.0 if self.epsg < 32700 else 7100000.0)
         if self.south_up:
             return Affine(PIXEL, 0, x0, 0, PIXEL, y_south)
         return Affine(PIXEL, 0, x0, 0, -PIXEL, y_south + self.height * PIXEL)
@@ -78,8 +75,9 @@ def layout_data(layout: Layout, seed: int) -> np.ndarray:
     return data
 
 
-def write_layout(folder: Path, layout: Layout, seed: int = 0) -> Path:
-    path = Path(folder) / layout.name
+def write_layout(folder: Path, layout: Layout, seed: int = 0, name: str | None = None) -> Path:
+    path = Path(folder) / (name or layout.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
     profile = dict(
         driver="GTiff",
         width=layout.width,
@@ -148,96 +146,23 @@ COLLECTION_TILES = [
 TILE_WIDTH, TILE_HEIGHT = 300, 260
 
 
-def footprint(epsg: int, x0: float, y0: float, steps: int = 16):
-    """The tile's outline in lon/lat, densified: a closed ring of (lon, lat)."""
-    w, h = TILE_WIDTH * PIXEL, TILE_HEIGHT * PIXEL
-    t = np.linspace(0, 1, steps, endpoint=False)
-    xs = np.r_[x0 + t * w, np.full(steps, x0 + w), x0 + w - t * w, np.full(steps, x0), x0]
-    ys = np.r_[np.full(steps, y0), y0 + t * h, np.full(steps, y0 + h), y0 + h - t * h, y0]
-    return lonlat(epsg, xs, ys)
-
-
-def polygon_wkb(lon: np.ndarray, lat: np.ndarray) -> bytes:
-    ring = b"".join(struct.pack("<dd", a, b) for a, b in zip(lon, lat, strict=True))
-    return struct.pack("<BIII", 1, 3, 1, lon.size) + ring
-
-
 def write_collection(folder: Path, years=(2023, 2024)) -> Path:
     """The AEF layout (planar, zstd, south-up, int8 x 64, 128-px blocks) in several UTM zones
     and two years, and an index.parquet in the published narrow schema with relative paths."""
     folder = Path(folder)
-    rows = []
+    entries = []
     for year in years:
         for k, (zone, epsg, x0, y0) in enumerate(COLLECTION_TILES):
-            layout = Layout(epsg=epsg, width=TILE_WIDTH, height=TILE_HEIGHT, block=128)
+            layout = Layout(
+                epsg=epsg, width=TILE_WIDTH, height=TILE_HEIGHT, block=128, west=x0, south=y0
+            )
             rel = f"{year}/{zone}/tile{k}-{0:010d}-{0:010d}.tiff"
-            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-            data = layout_data(layout, seed=year * 10 + k)
-            profile = dict(
-                driver="GTiff",
-                width=TILE_WIDTH,
-                height=TILE_HEIGHT,
-                count=64,
-                dtype="int8",
-                crs=f"EPSG:{epsg}",
-                transform=Affine(PIXEL, 0, x0, 0, PIXEL, y0),
-                nodata=-128,
-                tiled=True,
-                blockxsize=128,
-                blockysize=128,
-                compress="ZSTD",
-                interleave="band",
-            )
-            with rasterio.open(folder / rel, "w", **profile) as ds:
-                ds.write(data)
-                ds.build_overviews([2, 4])
-            lon, lat = footprint(epsg, x0, y0)
-            rows.append(
-                {
-                    "fid": len(rows) + 1,
-                    "geom": polygon_wkb(lon, lat),
-                    "year": year,
-                    "path": rel,
-                    "crs": f"EPSG:{epsg}",
-                    "utm_zone": zone,
-                    "utm_west": x0,
-                    "utm_south": y0,
-                    "utm_east": x0 + TILE_WIDTH * PIXEL,
-                    "utm_north": y0 + TILE_HEIGHT * PIXEL,
-                    "wgs84_west": lon.min(),
-                    "wgs84_south": lat.min(),
-                    "wgs84_east": lon.max(),
-                    "wgs84_north": lat.max(),
-                }
-            )
-    schema = pa.schema(
-        [
-            ("fid", pa.int64()),
-            ("geom", pa.binary()),
-            ("year", pa.int32()),
-            ("path", pa.string()),
-            ("crs", pa.string()),
-            ("utm_zone", pa.string()),
-            *(
-                (name, pa.float64())
-                for name in (
-                    "utm_west",
-                    "utm_south",
-                    "utm_east",
-                    "utm_north",
-                    "wgs84_west",
-                    "wgs84_south",
-                    "wgs84_east",
-                    "wgs84_north",
+            write_layout(folder, layout, seed=year * 10 + k, name=rel)
+            entries.append(
+                TileEntry(
+                    year, rel, epsg, x0, y0, x0 + TILE_WIDTH * PIXEL, y0 + TILE_HEIGHT * PIXEL
                 )
-            ),
-        ]
-    )
-    geo = (
-        '{"version": "1.0.0", "primary_column": "geom", "columns": {"geom": '
-        '{"encoding": "WKB", "geometry_types": ["Polygon"]}}}'
-    )
-    table = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata({"geo": geo})
-    index = folder / "index.parquet"
-    pq.write_table(table, index)
+            )
+    # The index is written by aefsql's writer: the rasters, the part under test, are GDAL's.
+    index = write_index(folder / "index.parquet", entries)
     return index

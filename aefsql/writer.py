@@ -1,0 +1,336 @@
+"""aefsql's own writer of AEF-format Cloud-Optimized GeoTIFFs and index catalogs.
+
+It writes what the published files are: int8 x 64 bands, planar-separate, tiled, ZSTD (or
+DEFLATE), nodata -128, georeferenced by a ModelTransformationTag (south-up by default), with
+overviews as further IFDs; all IFDs first and block data after, so a reader's first range
+holds the header. Used by `aefsql demo` and by anyone who wants a local AEF-format collection.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+from pyproj import Transformer
+
+NODATA = -128
+COMPRESSION_CODES = {"zstd": 50000, "deflate": 8}
+
+# TIFF field types.
+ASCII, SHORT, LONG, DOUBLE, LONG8 = 2, 3, 4, 12, 16
+TYPE_FORMATS = {ASCII: "s", SHORT: "H", LONG: "I", DOUBLE: "d", LONG8: "Q"}
+TYPE_SIZES = {ASCII: 1, SHORT: 2, LONG: 4, DOUBLE: 8, LONG8: 8}
+
+
+@dataclass(frozen=True)
+class _Image:
+    """One IFD's worth: its tags (with placeholder block offsets) and compressed blocks."""
+
+    tags: dict[int, tuple[int, list]]  # tag -> (field type, values)
+    blocks: list[bytes]
+
+
+def encode_aef_cog(
+    data: np.ndarray,
+    *,
+    epsg: int,
+    transform: tuple[float, float, float, float, float, float],
+    block_size: int = 256,
+    compression: str = "zstd",
+    predictor: int = 1,
+    bigtiff: bool = False,
+    overview_levels: tuple[int, ...] = (2, 4),
+    band_names: list[str] | None = None,
+) -> bytes:
+    """The bytes of an AEF-layout COG holding `data` (int8, shaped bands x rows x cols).
+
+    `transform` is GDAL-ordered (a, b, c, d, e, f): x = c + a*col + b*row, y = f + d*col + e*row;
+    e > 0 makes the file south-up (row 0 at the southern edge), like the published files.
+    """
+    data = np.asarray(data)
+    if data.dtype != np.int8 or data.ndim != 3:
+        raise ValueError(
+            f"data must be int8 shaped (bands, rows, cols), not {data.dtype} {data.shape}"
+        )
+    if compression not in COMPRESSION_CODES:
+        raise ValueError(
+            f"compression must be one of {sorted(COMPRESSION_CODES)}, not {compression!r}"
+        )
+    if predictor not in (1, 2):
+        raise ValueError(f"predictor must be 1 or 2, not {predictor}")
+    if block_size <= 0 or block_size % 16:
+        raise ValueError(f"block_size must be a positive multiple of 16 (TIFF), not {block_size}")
+    bands = data.shape[0]
+    names = band_names or [f"A{i:02d}" for i in range(bands)]
+    if len(names) != bands:
+        raise ValueError(f"{len(names)} band names for {bands} bands")
+
+    levels = [data] + [_reduce(data, factor) for factor in overview_levels]
+    images = []
+    for level, image in enumerate(levels):
+        tags = _image_tags(image, block_size, compression, predictor, bigtiff, overview=level > 0)
+        if level == 0:
+            a, b, c, d, e, f = transform
+            tags[34264] = (DOUBLE, [a, b, 0.0, c, d, e, 0.0, f, 0, 0, 0, 0, 0, 0, 0, 1.0])
+            tags[34735] = (SHORT, [1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, epsg])
+            tags[42112] = (ASCII, [_gdal_metadata(names)])
+        blocks = [
+            _compress(block, compression, predictor) for block in _cut_blocks(image, block_size)
+        ]
+        images.append(_Image(tags, blocks))
+    return _serialize(images, bigtiff)
+
+
+def write_aef_cog(path, data: np.ndarray, **options) -> None:
+    """Write `encode_aef_cog(data, **options)` to `path`."""
+    Path(path).write_bytes(encode_aef_cog(data, **options))
+
+
+def _image_tags(image, block_size, compression, predictor, bigtiff, overview) -> dict:
+    bands, rows, cols = image.shape
+    blocks = bands * -(-rows // block_size) * -(-cols // block_size)
+    offset_type = LONG8 if bigtiff else LONG
+    tags = {
+        254: (LONG, [1 if overview else 0]),
+        256: (LONG, [cols]),
+        257: (LONG, [rows]),
+        258: (SHORT, [8] * bands),
+        259: (SHORT, [COMPRESSION_CODES[compression]]),
+        262: (SHORT, [1]),  # min-is-black
+        277: (SHORT, [bands]),
+        284: (SHORT, [2]),  # planar-separate
+        317: (SHORT, [predictor]),
+        322: (SHORT, [block_size]),
+        323: (SHORT, [block_size]),
+        324: (offset_type, [0] * blocks),  # filled in by _serialize
+        325: (offset_type, [0] * blocks),
+        339: (SHORT, [2] * bands),  # signed integers
+        42113: (ASCII, [str(NODATA)]),
+    }
+    if bands > 1:
+        tags[338] = (SHORT, [0] * (bands - 1))  # unspecified extra samples, as GDAL writes
+    return tags
+
+
+def _gdal_metadata(names: list[str]) -> str:
+    items = "".join(
+        f'<Item name="DESCRIPTION" sample="{i}" role="description">{name}</Item>'
+        for i, name in enumerate(names)
+    )
+    return f"<GDALMetadata>{items}</GDALMetadata>"
+
+
+def _cut_blocks(image: np.ndarray, block_size: int):
+    """Blocks in TIFF order: band by band, then row-major; edge blocks padded with nodata."""
+    bands, rows, cols = image.shape
+    down, across = -(-rows // block_size), -(-cols // block_size)
+    padded = np.full((bands, down * block_size, across * block_size), NODATA, dtype=np.int8)
+    padded[:, :rows, :cols] = image
+    for band in range(bands):
+        for r in range(down):
+            for c in range(across):
+                yield padded[
+                    band,
+                    r * block_size : (r + 1) * block_size,
+                    c * block_size : (c + 1) * block_size,
+                ]
+
+
+def _compress(block: np.ndarray, compression: str, predictor: int) -> bytes:
+    if predictor == 2:
+        # Horizontal differencing; int8 subtraction wraps, as the decoder's addition does.
+        block = np.concatenate([block[:, :1], np.diff(block, axis=1)], axis=1).astype(np.int8)
+    raw = np.ascontiguousarray(block).tobytes()
+    if compression == "zstd":
+        return zstandard.ZstdCompressor().compress(raw)
+    return zlib.compress(raw, 6)
+
+
+def _reduce(data: np.ndarray, factor: int) -> np.ndarray:
+    """An overview level: the mean of the valid pixels of each factor x factor cell."""
+    bands, rows, cols = data.shape
+    out_rows, out_cols = -(-rows // factor), -(-cols // factor)
+    padded = np.full((bands, out_rows * factor, out_cols * factor), NODATA, dtype=np.int8)
+    padded[:, :rows, :cols] = data
+    total = np.zeros((bands, out_rows, out_cols), dtype=np.int32)
+    count = np.zeros((bands, out_rows, out_cols), dtype=np.int32)
+    for i in range(factor):  # one strided view per position inside the cell
+        for j in range(factor):
+            part = padded[:, i::factor, j::factor]
+            valid = part != NODATA
+            total += np.where(valid, part, 0)
+            count += valid
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.rint(total / count)
+    return np.where(count > 0, np.clip(mean, -127, 127), NODATA).astype(np.int8)
+
+
+def _serialize(images: list[_Image], bigtiff: bool) -> bytes:
+    entry_size, count_format, offset_format = (20, "Q", "Q") if bigtiff else (12, "H", "I")
+    inline = 8 if bigtiff else 4
+    header_size = 16 if bigtiff else 8
+
+    def ifd_size(image: _Image) -> int:
+        size = struct.calcsize(count_format) + entry_size * len(image.tags) + inline
+        for type_, values in image.tags.values():
+            nbytes = _value_size(type_, values)
+            if nbytes > inline:
+                size += nbytes + nbytes % 2
+        return size
+
+    ifd_offsets, position = [], header_size
+    for image in images:
+        ifd_offsets.append(position)
+        position += ifd_size(image)
+    for image in images:  # block data after every IFD: a reader's first range holds them all
+        offsets, counts = [], []
+        for block in image.blocks:
+            offsets.append(position)
+            counts.append(len(block))
+            position += len(block)
+        image.tags[324] = (image.tags[324][0], offsets)
+        image.tags[325] = (image.tags[325][0], counts)
+
+    out = bytearray(
+        b"II"
+        + (
+            struct.pack("<HHHQ", 43, 8, 0, header_size)
+            if bigtiff
+            else struct.pack("<HI", 42, header_size)
+        )
+    )
+    for i, image in enumerate(images):
+        next_ifd = ifd_offsets[i + 1] if i + 1 < len(images) else 0
+        values_at = ifd_offsets[i] + struct.calcsize(count_format) + entry_size * len(image.tags)
+        values_at += inline
+        entries, values_blob = [], bytearray()
+        for tag in sorted(image.tags):
+            type_, values = image.tags[tag]
+            packed = _pack_values(type_, values)
+            count = len(packed) if type_ == ASCII else len(values)
+            if len(packed) <= inline:
+                field = packed.ljust(inline, b"\0")
+            else:
+                field = struct.pack("<" + offset_format, values_at + len(values_blob))
+                values_blob += packed + b"\0" * (len(packed) % 2)
+            entries.append(struct.pack("<HH" + offset_format, tag, type_, count) + field)
+        out += struct.pack("<" + count_format, len(entries)) + b"".join(entries)
+        out += struct.pack("<" + offset_format, next_ifd) + values_blob
+    for image in images:
+        for block in image.blocks:
+            out += block
+    return bytes(out)
+
+
+def _pack_values(type_: int, values: list) -> bytes:
+    if type_ == ASCII:
+        return values[0].encode("ascii") + b"\0"
+    return struct.pack(f"<{len(values)}{TYPE_FORMATS[type_]}", *values)
+
+
+def _value_size(type_: int, values: list) -> int:
+    return len(_pack_values(type_, values)) if type_ == ASCII else TYPE_SIZES[type_] * len(values)
+
+
+# -- the index catalog ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TileEntry:
+    """One catalog row: a written file and where it lies."""
+
+    year: int
+    path: str  # relative to the index's folder
+    epsg: int
+    west: float  # raster bounds in its UTM CRS
+    south: float
+    east: float
+    north: float
+
+
+def footprint_lonlat(tile: TileEntry, steps: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """The raster's outline in lon/lat: a closed ring, densified (a UTM square is curved in
+    lon/lat)."""
+    t = np.linspace(0.0, 1.0, steps, endpoint=False)
+    w, s, e, n = tile.west, tile.south, tile.east, tile.north
+    xs = np.r_[w + t * (e - w), np.full(steps, e), e - t * (e - w), np.full(steps, w), w]
+    ys = np.r_[np.full(steps, s), s + t * (n - s), np.full(steps, n), n - t * (n - s), s]
+    lon, lat = Transformer.from_crs(tile.epsg, 4326, always_xy=True).transform(xs, ys)
+    return np.asarray(lon), np.asarray(lat)
+
+
+def polygon_wkb(lon: np.ndarray, lat: np.ndarray) -> bytes:
+    """A one-ring polygon as little-endian WKB."""
+    ring = np.column_stack([lon, lat]).astype("<f8").tobytes()
+    return struct.pack("<BIII", 1, 3, 1, len(lon)) + ring
+
+
+def utm_zone_label(epsg: int) -> str:
+    return f"{epsg % 100}{'N' if epsg < 32700 else 'S'}"
+
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("fid", pa.int64()),
+        ("geom", pa.binary()),
+        ("year", pa.int32()),
+        ("path", pa.string()),
+        ("crs", pa.string()),
+        ("utm_zone", pa.string()),
+        *(
+            (name, pa.float64())
+            for name in (
+                "utm_west",
+                "utm_south",
+                "utm_east",
+                "utm_north",
+                "wgs84_west",
+                "wgs84_south",
+                "wgs84_east",
+                "wgs84_north",
+            )
+        ),
+    ]
+)
+GEOPARQUET = {
+    "version": "1.0.0",
+    "primary_column": "geom",
+    "columns": {"geom": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": None}},
+}
+
+
+def write_index(path, tiles: list[TileEntry]) -> Path:
+    """Write an index.parquet in the published narrow schema (GeoParquet) for `tiles`."""
+    rows = []
+    for fid, tile in enumerate(tiles, start=1):
+        lon, lat = footprint_lonlat(tile)
+        rows.append(
+            {
+                "fid": fid,
+                "geom": polygon_wkb(lon, lat),
+                "year": tile.year,
+                "path": tile.path,
+                "crs": f"EPSG:{tile.epsg}",
+                "utm_zone": utm_zone_label(tile.epsg),
+                "utm_west": tile.west,
+                "utm_south": tile.south,
+                "utm_east": tile.east,
+                "utm_north": tile.north,
+                "wgs84_west": float(lon.min()),
+                "wgs84_south": float(lat.min()),
+                "wgs84_east": float(lon.max()),
+                "wgs84_north": float(lat.max()),
+            }
+        )
+    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    table = table.replace_schema_metadata({"geo": json.dumps(GEOPARQUET)})
+    path = Path(path)
+    pq.write_table(table, path)
+    return path
