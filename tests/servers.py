@@ -137,11 +137,17 @@ class HTTPServer:
     log: RequestLog
 
 
+class _ThreadingServer(http.server.ThreadingHTTPServer):
+    # The default listen backlog (5) drops the SYNs of a client opening 64 connections at once,
+    # which then waits seconds to retransmit: real servers accept far more.
+    request_queue_size = 256
+
+
 @contextlib.contextmanager
 def http_range_server(folder: Path):
     log = RequestLog()
     handler = type("Handler", (RangeHandler,), {"log": log})
-    server = http.server.ThreadingHTTPServer(
+    server = _ThreadingServer(
         ("127.0.0.1", 0), functools.partial(handler, directory=str(folder))
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
