@@ -78,7 +78,7 @@ def _embeddings(epsg: int, west: float, south: float, size: int, year: int) -> n
     y = south + (rows + 0.5) * PIXEL
     lon, lat = Transformer.from_crs(epsg, 4326, always_xy=True).transform(x, y)
     # Cover weights: smooth fields of lon/lat, so tiles agree where they overlap.
-    phase = 0.3 * (year - YEARS[0])
+    phase = 0.8 * (year - YEARS[0])
     weights = np.stack(
         [
             np.sin(lon * 300 + k * 1.7 + phase) + np.cos(lat * 350 - k * 2.3)

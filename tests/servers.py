@@ -147,9 +147,7 @@ class _ThreadingServer(http.server.ThreadingHTTPServer):
 def http_range_server(folder: Path):
     log = RequestLog()
     handler = type("Handler", (RangeHandler,), {"log": log})
-    server = _ThreadingServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(folder))
-    )
+    server = _ThreadingServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -73,6 +73,9 @@ def test_index_is_normalized(con, collection):
     assert all(p.startswith(base + "/20") for p in table["path"].to_pylist())
     assert table["geom"].type == pa.binary()
     assert table["geom"][0].as_py()[:5] == b"\x01\x03\x00\x00\x00"  # WKB polygon
+    # DuckDB's own reader reaches the same storage through the registered filesystem.
+    count = con.sql(f"SELECT count(*) FROM read_parquet('{collection.index}')").fetchall()
+    assert count == [(table.num_rows,)]
 
 
 def test_sample_points_matches_gdal_in_every_tile(con, collection):
