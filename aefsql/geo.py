@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
 from pyproj import Transformer
 
+from . import threads
 from .errors import TiffFormatError
 from .tiff import Affine
 
 _local = threading.local()
-_proj_pool: ThreadPoolExecutor | None = None
-_proj_pool_lock = threading.Lock()
-
-
-def _proj_threads() -> ThreadPoolExecutor:
-    # PROJ segfaults when called from DuckDB's own worker threads (seen here with pyproj 3.7
-    # and duckdb 2.0, intermittently), never from Python's threads: run it on these.
-    global _proj_pool
-    with _proj_pool_lock:
-        if _proj_pool is None:
-            _proj_pool = ThreadPoolExecutor(
-                max_workers=os.cpu_count() or 2, thread_name_prefix="aefsql-proj"
-            )
-        return _proj_pool
 
 
 def _transformer(source_epsg: int, target_epsg: int) -> Transformer:
@@ -56,7 +41,9 @@ def transform_points(
     y = np.asarray(y, dtype=np.float64)
     if source_epsg == target_epsg:
         return x, y
-    return _proj_threads().submit(_transform, source_epsg, target_epsg, x, y).result()
+    # PROJ segfaults when called from DuckDB's own worker threads (seen here with pyproj 3.7
+    # and duckdb 2.0, intermittently), never from Python's threads: run it on these.
+    return threads.pool("proj").submit(_transform, source_epsg, target_epsg, x, y).result()
 
 
 def _transform(source_epsg: int, target_epsg: int, x: np.ndarray, y: np.ndarray):

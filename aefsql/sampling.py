@@ -8,15 +8,12 @@ points of each block at once.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import geo
+from . import geo, threads
 from .cache import BlockCache, HeaderCache
 from .codecs import check_supported, decode_block
 from .errors import AefsqlError, TiffFormatError
@@ -31,22 +28,6 @@ HEADER_FIRST_READ = 64 * 1024  # a COG with 1024-px blocks keeps its whole heade
 HEADER_MIN_FOLLOW_UP = 16 * 1024
 MAX_HEADER_ROUNDS = 32
 WAVE_BYTES = 128 * 1024 * 1024  # compressed bytes in flight per wave: bounds memory
-
-
-_decode_pool: ThreadPoolExecutor | None = None
-_decode_pool_lock = threading.Lock()
-
-
-def _decode_threads() -> ThreadPoolExecutor:
-    """One decode pool for the process: zstd and zlib release the GIL, so blocks decode on
-    every core whichever DuckDB thread asked for them."""
-    global _decode_pool
-    with _decode_pool_lock:
-        if _decode_pool is None:
-            _decode_pool = ThreadPoolExecutor(
-                max_workers=os.cpu_count() or 2, thread_name_prefix="aefsql-decode"
-            )
-        return _decode_pool
 
 
 @dataclass
@@ -213,7 +194,7 @@ class Sampler:
             except TiffFormatError as exc:
                 raise type(exc)(f"{redact(read.url)} block {read.block}: {exc}") from None
 
-        for read, block in zip(wave, _decode_threads().map(decode, wave), strict=True):
+        for read, block in zip(wave, threads.pool("decode").map(decode, wave), strict=True):
             read.gather(block, values, valid)
             self.blocks.put(read.key, block)
 

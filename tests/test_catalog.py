@@ -4,6 +4,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_docs import registered_aef_functions
 
 import aefsql
 from aefsql.catalog import (
@@ -86,12 +87,7 @@ def test_public_catalog_is_anonymous_unless_told_otherwise():
 def test_default_catalog_registers_without_network():
     con = aefsql.connect()
     try:
-        names = {
-            row[0]
-            for row in con.sql(
-                "SELECT function_name FROM duckdb_functions() WHERE function_name LIKE 'aef_%'"
-            ).fetchall()
-        }
+        names = registered_aef_functions(con)
     finally:
         con.close()
     assert {

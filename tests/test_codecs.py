@@ -12,6 +12,19 @@ from aefsql.errors import TiffFormatError, UnsupportedCodecError
 BLOCK = np.random.default_rng(7).integers(-128, 128, (8, 16, 3), dtype=np.int8)
 
 
+def decode_int8(raw: bytes, compression: int, predictor: int, shape=BLOCK.shape) -> np.ndarray:
+    rows, cols, samples = shape
+    return decode_block(
+        raw,
+        compression=compression,
+        predictor=predictor,
+        rows=rows,
+        cols=cols,
+        samples=samples,
+        dtype=np.dtype("i1"),
+    )
+
+
 def encode(block: np.ndarray, compression: int, predictor: int) -> bytes:
     if predictor == 2:
         # The encoder's side of horizontal differencing, wrapping like int8 subtraction.
@@ -27,15 +40,7 @@ def encode(block: np.ndarray, compression: int, predictor: int) -> bytes:
 @pytest.mark.parametrize("compression", [NONE, DEFLATE, ADOBE_DEFLATE, ZSTD])
 @pytest.mark.parametrize("predictor", [1, 2])
 def test_round_trip(compression, predictor):
-    decoded = decode_block(
-        encode(BLOCK, compression, predictor),
-        compression=compression,
-        predictor=predictor,
-        rows=8,
-        cols=16,
-        samples=3,
-        dtype=np.dtype("i1"),
-    )
+    decoded = decode_int8(encode(BLOCK, compression, predictor), compression, predictor)
     assert np.array_equal(decoded, BLOCK)
 
 
@@ -61,28 +66,12 @@ def test_corrupt_stream_is_a_clean_error(compression):
     bad = bytearray(encode(smooth, compression, 1))
     bad[len(bad) // 2 :] = b"\xff" * (len(bad) - len(bad) // 2)
     with pytest.raises(TiffFormatError, match="corrupt"):
-        decode_block(
-            bytes(bad),
-            compression=compression,
-            predictor=1,
-            rows=8,
-            cols=16,
-            samples=3,
-            dtype=np.dtype("i1"),
-        )
+        decode_int8(bytes(bad), compression, 1)
 
 
 def test_short_block_is_a_clean_error():
     with pytest.raises(TiffFormatError, match="expected 384"):
-        decode_block(
-            zlib.compress(b"\0" * 100),
-            compression=DEFLATE,
-            predictor=1,
-            rows=8,
-            cols=16,
-            samples=3,
-            dtype=np.dtype("i1"),
-        )
+        decode_int8(zlib.compress(b"\0" * 100), DEFLATE, 1)
 
 
 @pytest.mark.parametrize(
@@ -96,26 +85,10 @@ def test_short_block_is_a_clean_error():
 )
 def test_unsupported_codec_names_it(compression, predictor, message):
     with pytest.raises(UnsupportedCodecError, match=message):
-        decode_block(
-            b"",
-            compression=compression,
-            predictor=predictor,
-            rows=1,
-            cols=1,
-            samples=1,
-            dtype=np.dtype("i1"),
-        )
+        decode_int8(b"", compression, predictor, shape=(1, 1, 1))
 
 
 def test_lzw_round_trip():
     imagecodecs = pytest.importorskip("imagecodecs")
-    decoded = decode_block(
-        imagecodecs.lzw_encode(BLOCK.tobytes()),
-        compression=LZW,
-        predictor=1,
-        rows=8,
-        cols=16,
-        samples=3,
-        dtype=np.dtype("i1"),
-    )
+    decoded = decode_int8(imagecodecs.lzw_encode(BLOCK.tobytes()), LZW, 1)
     assert np.array_equal(decoded, BLOCK)

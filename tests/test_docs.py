@@ -23,16 +23,17 @@ def test_readme_main_job_is_the_demo():
     assert any(block.endswith("aefsql demo") for block in shell_blocks(README))
 
 
+def registered_aef_functions(con) -> set[str]:
+    rows = con.execute(
+        "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_name LIKE 'aef%'"
+    ).fetchall()
+    return {name for (name,) in rows}
+
+
 def test_every_registered_function_is_documented():
     con = aefsql.connect()
     try:
-        names = {
-            row[0]
-            for row in con.execute(
-                "SELECT DISTINCT function_name FROM duckdb_functions() "
-                "WHERE function_name LIKE 'aef%'"
-            ).fetchall()
-        }
+        names = registered_aef_functions(con)
     finally:
         con.close()
     table = README.split("## Functions", 1)[1].split("\n## ", 1)[0]
