@@ -41,11 +41,8 @@ class Session:
     catalog: Catalog
     sampler: Sampler
 
-    def embedding(self, samples: Samples) -> pa.StructArray:
-        return _struct(samples, list(range(len(BAND_NAMES))))
-
     def aef_sample(self, path, lon, lat) -> pa.StructArray:
-        return self.embedding(self.sampler.sample(_objects(path), _floats(lon), _floats(lat)))
+        return _struct(self.sampler.sample(_objects(path), _floats(lon), _floats(lat)))
 
     def aef_locate(self, lon, lat, year) -> pa.StringArray:
         paths = locate(
@@ -56,13 +53,14 @@ class Session:
     def aef_embedding(self, lon, lat, year) -> pa.StructArray:
         lon, lat = _floats(lon), _floats(lat)
         paths = locate(self.catalog.tiles(), self.sampler, lon, lat, _floats(year))
-        return self.embedding(self.sampler.sample(paths, lon, lat))
+        return _struct(self.sampler.sample(paths, lon, lat))
 
     def sample_group(self, path, rows, lon, lat, bands) -> pa.ListArray:
         """One list of (row, bands) structs per group of points of one file."""
         rows, lon, lat = (_contiguous(c) for c in (rows, lon, lat))
-        offsets = rows.offsets
-        counts = np.diff(offsets.to_numpy())
+        offsets = rows.offsets.to_numpy()
+        offsets = offsets - offsets[0]  # a sliced list array's offsets do not start at 0
+        counts = np.diff(offsets)
         flat_rows = rows.flatten()
         wanted = sorted({name for names in bands.to_pylist() for name in names or ()})
         samples = self.sampler.sample(
@@ -76,7 +74,7 @@ class Session:
             [flat_rows.cast(pa.int64()), *embedding.flatten()],
             names=["__aef_row", *BAND_NAMES],
         )
-        return pa.ListArray.from_arrays(offsets, items)
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
 
 
 def _contiguous(column) -> pa.Array:
@@ -92,9 +90,11 @@ def _objects(column) -> np.ndarray:
     return np.asarray(column.to_pylist(), dtype=object)
 
 
-def _struct(samples: Samples, bands: list[int]) -> pa.StructArray:
-    """Arrow STRUCT(A00..A63): bands not in `bands`, nodata and uncovered points are NULL."""
+def _struct(samples: Samples, bands: list[int] | None = None) -> pa.StructArray:
+    """Arrow STRUCT(A00..A63) of samples of `bands` (default all): other bands, nodata and
+    uncovered points are NULL."""
     n = samples.covered.size
+    bands = range(len(BAND_NAMES)) if bands is None else bands
     columns = {band: k for k, band in enumerate(bands)}
     children = []
     for band in range(len(BAND_NAMES)):
