@@ -62,20 +62,26 @@ def decode_block(
     cols: int,
     samples: int,
     dtype: np.dtype,
+    rows_needed: int | None = None,
 ) -> np.ndarray:
-    """Decode one block into an array of shape (rows, cols, samples) in native byte order.
+    """Decode the first `rows_needed` rows (default all) of a block of shape
+    (rows, cols, samples) into native byte order.
 
-    `dtype` carries the file's byte order. Raises `TiffFormatError` on a corrupt stream.
+    Decompression stops once those rows are out: a point near the top of a 1024-row block costs
+    a fraction of the whole inflate. `dtype` carries the file's byte order. Raises
+    `TiffFormatError` on a corrupt stream.
     """
     check_supported(compression, predictor)
-    expected = rows * cols * samples * dtype.itemsize
-    data = _decompress(raw, compression)
+    rows_needed = rows if rows_needed is None else min(rows_needed, rows)
+    expected = rows_needed * cols * samples * dtype.itemsize
+    data = _decompress(raw, compression, expected)
     if len(data) < expected:
         raise TiffFormatError(
             f"block decodes to {len(data)} bytes, expected {expected}: corrupt or truncated"
         )
-    block = np.frombuffer(data, dtype=dtype, count=rows * cols * samples)
-    block = block.reshape(rows, cols, samples).astype(dtype.newbyteorder("="), copy=False)
+    count = rows_needed * cols * samples
+    block = np.frombuffer(data, dtype=dtype, count=count).reshape(rows_needed, cols, samples)
+    block = block.astype(dtype.newbyteorder("="), copy=False)
     if predictor == 2:
         # Horizontal differencing: each sample is stored as the difference to its left
         # neighbour; integer overflow wraps, exactly as the encoder's subtraction did.
@@ -83,13 +89,15 @@ def decode_block(
     return block
 
 
-def _decompress(raw: bytes, compression: int) -> bytes:
+def _decompress(raw: bytes, compression: int, length: int) -> bytes:
+    """At least the first `length` bytes of the decompressed stream (all when shorter)."""
     try:
         if compression == ZSTD:
-            # A streaming decompressor: GDAL's frames do not always record their content size.
-            return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+            # A stream reader stops early; GDAL's frames do not always record their size.
+            with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
+                return _read_fully(reader, length)
         if compression in (DEFLATE, ADOBE_DEFLATE):
-            return zlib.decompress(raw)
+            return zlib.decompressobj().decompress(raw, length)
         if compression == LZW:
             return _lzw_decoder()(raw)
         if compression == NONE:
@@ -97,6 +105,17 @@ def _decompress(raw: bytes, compression: int) -> bytes:
     except (zstandard.ZstdError, zlib.error, ValueError, RuntimeError) as exc:
         raise TiffFormatError(f"{codec_name(compression)} stream is corrupt: {exc}") from None
     raise UnsupportedCodecError(f"compression {codec_name(compression)} is not supported")
+
+
+def _read_fully(reader, length: int) -> bytes:
+    parts, have = [], 0
+    while have < length:
+        part = reader.read(length - have)
+        if not part:
+            break
+        parts.append(part)
+        have += len(part)
+    return b"".join(parts)
 
 
 def _lzw_decoder():

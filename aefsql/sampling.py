@@ -27,7 +27,7 @@ WGS84 = 4326
 HEADER_FIRST_READ = 64 * 1024  # a COG with 1024-px blocks keeps its whole header in this
 HEADER_MIN_FOLLOW_UP = 16 * 1024
 MAX_HEADER_ROUNDS = 32
-WAVE_BYTES = 128 * 1024 * 1024  # compressed bytes in flight per wave: bounds memory
+WAVE_BYTES = 64 * 1024 * 1024  # compressed bytes in flight per wave: bounds memory
 
 
 @dataclass
@@ -158,7 +158,7 @@ class Sampler:
         to_fetch = []
         for read in reads:
             block = self.blocks.get(read.key)
-            if block is not None:
+            if block is not None and block.shape[0] >= read.rows_needed:
                 read.gather(block, values, valid)
             else:
                 to_fetch.append(read)
@@ -179,8 +179,9 @@ class Sampler:
 
         def decode(read: _BlockRead) -> np.ndarray:
             header = headers[read.url]
+            samples = 1 if header.planar_separate else header.samples_per_pixel
             if read.byte_range[1] == read.byte_range[0]:
-                return _empty_block(header, read)
+                return _empty_block(header, read.rows_needed, samples)
             try:
                 return decode_block(
                     raw_by_range[(read.url, read.byte_range)],
@@ -188,8 +189,9 @@ class Sampler:
                     predictor=header.predictor,
                     rows=header.block_rows(read.block_row),
                     cols=header.block_width,
-                    samples=1 if header.planar_separate else header.samples_per_pixel,
+                    samples=samples,
                     dtype=header.dtype,
+                    rows_needed=read.rows_needed,
                 )
             except TiffFormatError as exc:
                 raise type(exc)(f"{redact(read.url)} block {read.block}: {exc}") from None
@@ -199,30 +201,45 @@ class Sampler:
             self.blocks.put(read.key, block)
 
 
-@dataclass
+@dataclass(frozen=True)
+class _TilePoints:
+    """The points that fall in one tile (the same pixel in each band's block)."""
+
+    points: np.ndarray  # output rows
+    rows: np.ndarray  # pixel row inside the block
+    cols: np.ndarray  # pixel column inside the block
+
+    @property
+    def rows_needed(self) -> int:
+        return int(self.rows.max()) + 1
+
+
+@dataclass(frozen=True)
 class _BlockRead:
-    """One block of one file and the (point, band) cells it fills."""
+    """One block of one file, the points it serves and the output columns it fills."""
 
     url: str
     block: int
     block_row: int
     byte_range: tuple[int, int]
-    points: np.ndarray  # output row of each cell
-    columns: np.ndarray  # output band column of each cell
-    rows: np.ndarray  # pixel row inside the block
-    cols: np.ndarray  # pixel column inside the block
-    samples: np.ndarray  # sample inside the block (0 when planar-separate)
+    tile: _TilePoints
+    columns: np.ndarray  # output band columns
+    samples: np.ndarray  # the block's samples for those columns ([0] when planar-separate)
     nodata: float | None
 
     @property
     def key(self) -> tuple:
         return (self.url, self.block)
 
+    @property
+    def rows_needed(self) -> int:
+        return self.tile.rows_needed
+
     def gather(self, block: np.ndarray, values: np.ndarray, valid: np.ndarray) -> None:
-        picked = block[self.rows, self.cols, self.samples]
-        values[self.points, self.columns] = picked
-        ok = np.ones(picked.shape, dtype=bool) if self.nodata is None else picked != self.nodata
-        valid[self.points, self.columns] = ok
+        picked = block[self.tile.rows, self.tile.cols][:, self.samples]
+        cells = (self.tile.points[:, None], self.columns[None, :])
+        values[cells] = picked
+        valid[cells] = True if self.nodata is None else picked != self.nodata
 
 
 def group_indices(keys: np.ndarray, indices: np.ndarray) -> dict:
@@ -244,62 +261,47 @@ def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_B
             f"{redact(url)}: samples are {header.dtype.name}, expected int8 AEF embeddings"
         )
     check_supported(header.compression, header.predictor)
-    available = [
-        (column, band) for column, band in enumerate(bands) if band < header.samples_per_pixel
-    ]
+    columns = np.array([c for c, b in enumerate(bands) if b < header.samples_per_pixel], np.int64)
+    wanted = np.array([b for b in bands if b < header.samples_per_pixel], np.int64)
     block_row = rows // header.block_height
-    base = block_row * header.blocks_across + cols // header.block_width
-    in_rows = rows - block_row * header.block_height
-    in_cols = cols % header.block_width
-
-    # Every (point, band) cell: the block holding it and the sample inside that block.
-    columns = np.repeat(np.array([c for c, _ in available], dtype=np.int64), points.size)
-    band_of = np.repeat(np.array([b for _, b in available], dtype=np.int64), points.size)
-    tiles = np.tile(base, len(available))
-    if header.planar_separate:
-        blocks = band_of * header.blocks_per_plane + tiles
-        samples = np.zeros_like(blocks)
-    else:
-        blocks = tiles
-        samples = band_of
-    cell_points = np.tile(points, len(available))
-    cell_rows = np.tile(in_rows, len(available))
-    cell_cols = np.tile(in_cols, len(available))
-    cell_block_rows = np.tile(block_row, len(available))
-
-    order = np.argsort(blocks, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(blocks[order]) != 0])
+    tile_of = block_row * header.blocks_across + cols // header.block_width
     reads = []
-    for group in np.split(order, starts[1:]):
-        block = int(blocks[group[0]])
-        offset = int(header.block_offsets[block])
-        size = int(header.block_byte_counts[block])
-        reads.append(
-            _BlockRead(
-                url=url,
-                block=block,
-                block_row=int(cell_block_rows[group[0]]),
-                byte_range=(offset, offset + size),
-                points=cell_points[group],
-                columns=columns[group],
-                rows=cell_rows[group],
-                cols=cell_cols[group],
-                samples=samples[group],
-                nodata=header.nodata,
-            )
+    for tile, members in group_indices(tile_of, np.arange(points.size)).items():
+        group = _TilePoints(
+            points[members],
+            rows[members] - block_row[members] * header.block_height,
+            cols[members] % header.block_width,
         )
+        if header.planar_separate:
+            # One block per band, each holding the same pixel positions.
+            blocks = [
+                (tile + band * header.blocks_per_plane, columns[k : k + 1], np.zeros(1, np.int64))
+                for k, band in enumerate(wanted)
+            ]
+        else:
+            blocks = [(tile, columns, wanted)]
+        for block, block_columns, samples in blocks:
+            offset = int(header.block_offsets[block])
+            size = int(header.block_byte_counts[block])
+            reads.append(
+                _BlockRead(
+                    url=url,
+                    block=block,
+                    block_row=int(tile // header.blocks_across),
+                    byte_range=(offset, offset + size),
+                    tile=group,
+                    columns=block_columns,
+                    samples=samples,
+                    nodata=header.nodata,
+                )
+            )
     return reads
 
 
-def _empty_block(header: ImageHeader, read: _BlockRead) -> np.ndarray:
+def _empty_block(header: ImageHeader, rows: int, samples: int) -> np.ndarray:
     """A block the file leaves out (byte count 0): GDAL reads it as nodata, or 0 without one."""
     fill = header.nodata if header.nodata is not None else 0
-    samples = 1 if header.planar_separate else header.samples_per_pixel
-    return np.full(
-        (header.block_rows(read.block_row), header.block_width, samples),
-        fill,
-        dtype=header.dtype.newbyteorder("="),
-    )
+    return np.full((rows, header.block_width, samples), fill, dtype=header.dtype.newbyteorder("="))
 
 
 def _waves(reads: list[_BlockRead]) -> list[list[_BlockRead]]:

@@ -92,3 +92,33 @@ def test_lzw_round_trip():
     imagecodecs = pytest.importorskip("imagecodecs")
     decoded = decode_int8(imagecodecs.lzw_encode(BLOCK.tobytes()), LZW, 1)
     assert np.array_equal(decoded, BLOCK)
+
+
+@pytest.mark.parametrize("compression", [DEFLATE, ZSTD])
+@pytest.mark.parametrize("predictor", [1, 2])
+def test_partial_decode_returns_the_first_rows(compression, predictor):
+    decoded = decode_block(
+        encode(BLOCK, compression, predictor),
+        compression=compression,
+        predictor=predictor,
+        rows=8,
+        cols=16,
+        samples=3,
+        dtype=np.dtype("i1"),
+        rows_needed=3,
+    )
+    assert np.array_equal(decoded, BLOCK[:3])
+
+
+@pytest.mark.parametrize("compression", [DEFLATE, ZSTD])
+def test_partial_decode_stops_before_the_rest_of_the_stream(compression):
+    # Damage at the end of the stream is never reached when only the first row is wanted
+    # (256 KiB of output: more than one of zstd's 128 KiB blocks).
+    shape = dict(rows=128, cols=2048, samples=1, dtype=np.dtype("i1"))
+    smooth = np.repeat(np.arange(128, dtype=np.int8), 2048).reshape(128, 2048, 1)
+    raw = bytearray(encode(smooth, compression, 1))
+    raw[-len(raw) // 4 :] = b"\xff" * (len(raw) // 4)
+    first = decode_block(bytes(raw), compression=compression, predictor=1, rows_needed=1, **shape)
+    assert np.array_equal(first, smooth[:1])
+    with pytest.raises(TiffFormatError):
+        decode_block(bytes(raw), compression=compression, predictor=1, **shape)
