@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -30,6 +30,8 @@ ROW_EMBEDDING_TYPE = (
     "STRUCT(__aef_row BIGINT, " + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")[]"
 )
 EMBEDDING_ARROW = pa.struct([(name, pa.int8()) for name in BAND_NAMES])
+PLAN_TYPE = "STRUCT(points BIGINT, blocks BIGINT, requests BIGINT, bytes BIGINT)"
+PLAN_ARROW = pa.struct([(f, pa.int64()) for f in ("points", "blocks", "requests", "bytes")])
 
 SQL_FILES = ("aef_values.sql", "aef_functions.sql", "aef_index.sql", "aef_sample_points.sql")
 
@@ -75,6 +77,17 @@ class Session:
             names=["__aef_row", *BAND_NAMES],
         )
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
+
+    def plan_group(self, path, lon, lat, bands) -> pa.StructArray:
+        """The read plan of each group of points of one file."""
+        lon, lat = _contiguous(lon), _contiguous(lat)
+        paths = path.to_pylist()
+        self.sampler.headers_for([p for p in paths if p is not None])  # all files at once
+        plans = [
+            asdict(self.sampler.plan(p, _floats(x.values), _floats(y.values), band_indices(names)))
+            for p, x, y, names in zip(paths, lon, lat, bands.to_pylist(), strict=True)
+        ]
+        return pa.array(plans, type=PLAN_ARROW)
 
 
 def _contiguous(column) -> pa.Array:
@@ -173,6 +186,12 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
             session.sample_group,
             ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "VARCHAR[]"],
             ROW_EMBEDDING_TYPE,
+        ),
+        (
+            "plan_group",
+            session.plan_group,
+            ["VARCHAR", "DOUBLE[]", "DOUBLE[]", "VARCHAR[]"],
+            PLAN_TYPE,
         ),
     ]
     for name, fn, params, returns in functions:

@@ -39,6 +39,16 @@ class Samples:
     covered: np.ndarray  # bool (n,): inside a raster
 
 
+@dataclass(frozen=True)
+class ReadPlan:
+    """The cost of sampling some points of one file, before any pixel is read."""
+
+    points: int
+    blocks: int
+    requests: int
+    bytes: int
+
+
 def band_indices(names: list[str] | None) -> list[int]:
     """['A00', 'A05'] -> [0, 5]; None -> all 64 bands."""
     if names is None:
@@ -142,6 +152,20 @@ class Sampler:
 
         self._read_blocks(reads, headers, values, valid)
         return Samples(values, valid, covered)
+
+    def plan(self, url: str, lon, lat, bands: list[int]) -> ReadPlan:
+        """What sampling `bands` at these points of one file would read (headers only)."""
+        header = self.headers_for([url])[url]
+        rows, cols, inside = self.pixels(url, header, np.asarray(lon), np.asarray(lat))
+        points = np.flatnonzero(inside)
+        reads = _plan_blocks(url, header, points, rows[inside], cols[inside], bands)
+        merged = merge_ranges([r.byte_range for r in reads if r.byte_range[1] > r.byte_range[0]])
+        return ReadPlan(
+            points=int(points.size),
+            blocks=len(reads),
+            requests=len(merged),
+            bytes=sum(m.end - m.start for m in merged),
+        )
 
     def pixels(self, url: str, header: ImageHeader, lon: np.ndarray, lat: np.ndarray):
         """(rows, cols, inside) of lon/lat points in one raster."""

@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pyarrow as pa
 from test_collection import tile_points
 
@@ -47,5 +48,39 @@ def test_header_once_bytes_once_and_always_ranged(http_collection, http_server):
         again = con.sql("SELECT A00, A63 FROM aef_sample_points('p', year := 2023)").fetchall()
         assert again == first
         assert tile_ranges(http_server.log) == []  # blocks cached too
+    finally:
+        con.close()
+
+
+def test_plan_predicts_the_reads(http_collection, http_server):
+    """aef_plan's requests and bytes are what sampling then fetches (headers aside)."""
+    parts = [tile_points(k, 60, seed=k) for k in (0, 3)]
+    lon = np.concatenate([p[0] for p in parts] + [[0.0]])
+    lat = np.concatenate([p[1] for p in parts] + [[0.0]])
+    con = aefsql.connect(catalog=http_collection.index)
+    try:
+        con.register("p", pa.table({"lon": lon, "lat": lat}))
+        plan = con.sql(
+            "SELECT * FROM aef_plan('p', years := [2023, 2024], bands := ['A00', 'A05'])"
+        ).fetchall()
+        planned = {(path.rsplit("/", 1)[1], year): row for path, year, *row in plan if path}
+        assert [row for row in plan if row[0] is None] == [
+            (None, 2023, 1, 0, 0, 0),
+            (None, 2024, 1, 0, 0, 0),
+        ]
+        assert sum(points for points, *_ in planned.values()) == 2 * 120
+
+        http_server.log.clear()  # headers are cached by the plan: only blocks are read now
+        con.sql(
+            "SELECT * FROM aef_sample_points('p', years := [2023, 2024], bands := ['A00', 'A05'])"
+        ).fetchall()
+        served = {}
+        for _, path, byte_range in http_server.log.requests:
+            if path.endswith(".tiff"):
+                start, end = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", byte_range).groups())
+                key = (path.rsplit("/", 1)[1], int(path.split("/")[-3]))
+                requests, nbytes = served.get(key, (0, 0))
+                served[key] = (requests + 1, nbytes + end + 1 - start)
+        assert served == {key: (row[2], row[3]) for key, row in planned.items()}
     finally:
         con.close()
