@@ -26,6 +26,7 @@ BAND_NAMES = tuple(f"A{i:02d}" for i in range(BAND_COUNT))
 WGS84 = 4326
 HEADER_FIRST_READ = 64 * 1024  # a COG with 1024-px blocks keeps its whole header in this
 HEADER_MIN_FOLLOW_UP = 16 * 1024
+BLOCK_TABLE_GAP = 4096  # fetch block-table entries this close together in one request
 MAX_HEADER_ROUNDS = 32
 WAVE_BYTES = 64 * 1024 * 1024  # compressed bytes in flight per wave: bounds memory
 
@@ -141,14 +142,20 @@ class Sampler:
         by_url = group_indices(urls, np.flatnonzero(usable))
         headers = self.headers_for(list(by_url))
 
-        reads = []  # one _BlockRead per (url, block): the points it serves
+        located = []  # (url, output rows, pixel rows, pixel cols) of the points inside
         for url, indices in by_url.items():
-            header = headers[url]
-            rows, cols, inside = self.pixels(url, header, lon[indices], lat[indices])
+            rows, cols, inside = self.pixels(url, headers[url], lon[indices], lat[indices])
             covered[indices] = inside
-            reads.extend(
-                _plan_blocks(url, header, indices[inside], rows[inside], cols[inside], bands)
-            )
+            located.append((url, indices[inside], rows[inside], cols[inside]))
+        self._load_block_tables(
+            [
+                (url, headers[url], _needed_blocks(headers[url], r, c, bands))
+                for url, _, r, c in located
+            ]
+        )
+        reads = []  # one _BlockRead per (url, block): the points it serves
+        for url, points, rows, cols in located:
+            reads.extend(_plan_blocks(url, headers[url], points, rows, cols, bands))
 
         self._read_blocks(reads, headers, values, valid)
         return Samples(values, valid, covered)
@@ -158,7 +165,9 @@ class Sampler:
         header = self.headers_for([url])[url]
         rows, cols, inside = self.pixels(url, header, np.asarray(lon), np.asarray(lat))
         points = np.flatnonzero(inside)
-        reads = _plan_blocks(url, header, points, rows[inside], cols[inside], bands)
+        rows, cols = rows[inside], cols[inside]
+        self._load_block_tables([(url, header, _needed_blocks(header, rows, cols, bands))])
+        reads = _plan_blocks(url, header, points, rows, cols, bands)
         merged = merge_ranges([r.byte_range for r in reads if r.byte_range[1] > r.byte_range[0]])
         return ReadPlan(
             points=int(points.size),
@@ -166,6 +175,20 @@ class Sampler:
             requests=len(merged),
             bytes=sum(m.end - m.start for m in merged),
         )
+
+    def _load_block_tables(self, needs) -> None:
+        """Fetch the block-table entries the (url, header, blocks) needs lack: the files whose
+        header read held whole tables need nothing."""
+        requests = []
+        for url, header, blocks in needs:
+            for table in (header.block_offsets, header.block_byte_counts):
+                for m in merge_ranges(table.missing_ranges(blocks), max_gap=BLOCK_TABLE_GAP):
+                    requests.append((url, m.start, m.end, table))
+        if not requests:
+            return
+        answers = self.store.read_ranges([(url, start, end) for url, start, end, _ in requests])
+        for (_, start, _, table), data in zip(requests, answers, strict=True):
+            table.fill(start, data)
 
     def pixels(self, url: str, header: ImageHeader, lon: np.ndarray, lat: np.ndarray):
         """(rows, cols, inside) of lon/lat points in one raster."""
@@ -320,6 +343,17 @@ def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_B
                 )
             )
     return reads
+
+
+def _needed_blocks(header: ImageHeader, rows, cols, bands) -> np.ndarray:
+    """The distinct blocks holding `bands` at these pixels."""
+    tiles = np.unique(
+        (rows // header.block_height) * header.blocks_across + cols // header.block_width
+    )
+    if not header.planar_separate:
+        return tiles
+    wanted = np.array([b for b in bands if b < header.samples_per_pixel], dtype=np.int64)
+    return (wanted[:, None] * header.blocks_per_plane + tiles[None, :]).ravel()
 
 
 def _empty_block(header: ImageHeader, rows: int, samples: int) -> np.ndarray:

@@ -113,6 +113,57 @@ class SparseBytes:
         raise MissingBytes(offset, length)
 
 
+class BlockTable:
+    """TileOffsets or TileByteCounts (or the strip equivalents), one entry per block.
+
+    Loaded whole when the header read already holds the array; otherwise entries are fetched
+    as sampling needs them (a few bytes each, as GDAL does for big headers), so a file with
+    small blocks costs its first read plus the entries of the blocks actually read.
+    """
+
+    def __init__(self, count: int, dtype: np.dtype, file_offset: int, values=None):
+        self.count = count
+        self.dtype = dtype  # with the file's byte order
+        self.file_offset = file_offset
+        if values is None:
+            self.values = np.zeros(count, dtype=np.uint64)
+            self.loaded = np.zeros(count, dtype=bool)
+        else:
+            self.values = np.asarray(values, dtype=np.uint64)
+            self.loaded = np.ones(count, dtype=bool)
+
+    @property
+    def size(self) -> int:
+        return self.count
+
+    def missing_ranges(self, blocks: np.ndarray) -> list[tuple[int, int]]:
+        """File byte ranges [start, end) of the entries of `blocks` not loaded yet."""
+        blocks = np.unique(np.asarray(blocks, dtype=np.int64))
+        missing = blocks[~self.loaded[blocks]]
+        starts = self.file_offset + missing * self.dtype.itemsize
+        return [(int(a), int(a) + self.dtype.itemsize) for a in starts]
+
+    def fill(self, start: int, data: bytes) -> None:
+        """Load the entries wholly inside the bytes `data` found at file offset `start`."""
+        size = self.dtype.itemsize
+        first = -(-(start - self.file_offset) // size)
+        last = min((start + len(data) - self.file_offset) // size, self.count)
+        if last <= first:
+            return
+        skip = self.file_offset + first * size - start
+        raw = np.frombuffer(data, dtype=self.dtype, count=last - first, offset=skip)
+        self.values[first:last] = raw
+        self.loaded[first:last] = True
+
+    def __getitem__(self, block: int) -> int:
+        if not self.loaded[block]:
+            raise KeyError(f"block {block}'s entry has not been fetched")
+        return int(self.values[block])
+
+    def tolist(self) -> list[int]:
+        return [self[i] for i in range(self.count)]
+
+
 @dataclass(frozen=True)
 class Affine:
     """GDAL-order geotransform: x = c + a*col + b*row, y = f + d*col + e*row."""
@@ -143,8 +194,8 @@ class ImageHeader:
     planar_separate: bool  # PlanarConfiguration=2: each sample has its own blocks
     compression: int
     predictor: int
-    block_offsets: np.ndarray  # uint64, TIFF order: plane-major when planar-separate
-    block_byte_counts: np.ndarray  # uint64
+    block_offsets: BlockTable  # TIFF order: plane-major when planar-separate
+    block_byte_counts: BlockTable
     transform: Affine | None
     epsg: int | None
     nodata: float | None
@@ -325,10 +376,10 @@ def _image_header(reader: _Reader, entries: dict[int, _Entry]) -> ImageHeader:
     if block_width <= 0 or block_height <= 0:
         raise TiffFormatError(f"invalid block size {block_width}x{block_height}")
 
-    offsets = _array(reader, entries, offsets_tag)
-    counts = _array(reader, entries, counts_tag)
-    if counts is None:
+    if counts_tag not in entries:
         raise TiffFormatError(f"required TIFF tag {counts_tag} (byte counts) is missing")
+    offsets = _block_table(reader, entries[offsets_tag])
+    counts = _block_table(reader, entries[counts_tag])
     planes = samples if planar == 2 else 1
     expected = -(-width // block_width) * -(-height // block_height) * planes
     if offsets.size != expected or counts.size != expected:
@@ -348,12 +399,28 @@ def _image_header(reader: _Reader, entries: dict[int, _Entry]) -> ImageHeader:
         planar_separate=planar == 2,
         compression=_scalar(reader, entries, COMPRESSION, 1),
         predictor=_scalar(reader, entries, PREDICTOR, 1),
-        block_offsets=offsets.astype(np.uint64),
-        block_byte_counts=counts.astype(np.uint64),
+        block_offsets=offsets,
+        block_byte_counts=counts,
         transform=_transform(reader, entries),
         epsg=_epsg(reader, entries),
         nodata=_nodata(reader, entries),
     )
+
+
+def _block_table(reader: _Reader, entry: _Entry) -> BlockTable:
+    if entry.type not in (3, 4, 16):  # SHORT, LONG, LONG8
+        raise TiffFormatError(f"block offsets/byte counts of field type {entry.type}")
+    code, size = FIELD_TYPES[entry.type]
+    dtype = np.dtype(code).newbyteorder(reader.order)
+    if reader.data.file_size is not None and entry.value_offset + size * entry.count > (
+        reader.data.file_size
+    ):
+        raise TiffFormatError("block table lies past the end of the file: truncated or corrupt")
+    try:
+        values = reader.values(entry)
+    except MissingBytes:
+        return BlockTable(entry.count, dtype, entry.value_offset)  # fetched entry by entry
+    return BlockTable(entry.count, dtype, entry.value_offset, values)
 
 
 def _geo_keys(reader: _Reader, entries: dict[int, _Entry]) -> dict[int, int]:

@@ -4,6 +4,8 @@ import re
 
 import numpy as np
 import pyarrow as pa
+import rasterio
+from gdal_fixtures import Layout, lonlat, random_pixel_points, write_layout
 from test_collection import tile_points
 
 import aefsql
@@ -12,9 +14,13 @@ TILE = "2023/18S/tile3-0000000000-0000000000.tiff"
 
 
 def tile_ranges(log) -> list[tuple[int, int]]:
+    return tile_ranges_of(log, TILE)
+
+
+def tile_ranges_of(log, name: str) -> list[tuple[int, int]]:
     ranges = []
     for method, path, byte_range in log.requests:
-        if path.endswith(TILE):
+        if path.endswith(name):
             assert method == "GET" and byte_range, "every read of a COG is a ranged GET"
             start, end = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", byte_range).groups())
             ranges.append((start, end + 1))
@@ -84,3 +90,34 @@ def test_plan_predicts_the_reads(http_collection, http_server):
         assert served == {key: (row[2], row[3]) for key, row in planned.items()}
     finally:
         con.close()
+
+
+def test_big_block_tables_are_read_entry_by_entry(http_server, tmp_path_factory):
+    """16-px blocks make TileOffsets/TileByteCounts 256 KiB each: only the entries of the
+    blocks read are fetched, a few bytes each, as GDAL does."""
+    folder = tmp_path_factory.mktemp("bigheader")
+    layout = Layout(bands=16, width=1024, height=1024, block=16)
+    path = write_layout(folder, layout, seed=5)
+    url = f"{http_server.base_url}{folder.name}/{path.name}"
+    x, y, *_ = random_pixel_points(path, 5, seed=1)
+    x, y = x[:5], y[:5]
+    lon, lat = lonlat(layout.epsg, x, y)
+    with rasterio.open(path) as ds:
+        expected = np.array(list(ds.sample(zip(x, y, strict=True))))
+
+    con = aefsql.connect()
+    try:
+        http_server.log.clear()
+        con.register("p", pa.table({"lon": lon, "lat": lat}))
+        got = con.sql(f"SELECT unnest(aef_sample('{url}', lon, lat)) FROM p").fetchall()
+    finally:
+        con.close()
+    got = np.array([[-128 if v is None else v for v in row[:16]] for row in got])
+    assert np.array_equal(got, expected)
+    ranges = tile_ranges_of(http_server.log, path.name)
+    assert ranges[0] == (0, 65536)
+    table_bytes = 2 * 256 * 1024
+    small = [(a, b) for a, b in ranges[1:] if b - a <= 4096 + 8]  # block-table entries
+    assert small and sum(b - a for a, b in small) < table_bytes / 10
+    needed_blocks = 5 * 16  # 5 points x 16 bands
+    assert len(ranges) - 1 - len(small) <= needed_blocks
