@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -65,3 +68,42 @@ class BlockCache:
     @property
     def nbytes(self) -> int:
         return self._bytes
+
+
+class DiskCache:
+    """Byte ranges of remote files kept in a local folder, keyed by URL, version and range.
+
+    A changed file has a new version (ETag, or size and modification time), so its old bytes
+    are never served for it. Writes are atomic (write then rename): concurrent jobs sharing a
+    folder see whole entries or none.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def _path(self, url: str, version: str, start: int, end: int) -> Path:
+        key = hashlib.sha256(f"{url}\0{version}".encode()).hexdigest()
+        return self.folder / key[:2] / key / f"{start}-{end}"
+
+    def whole_file(self, url: str, version: str, fetch) -> Path:
+        """The local copy of a whole file, fetched with `fetch()` the first time."""
+        path = self._path(url, version, 0, 0).with_name("whole")
+        if not path.exists():
+            self._write(path, fetch())
+        return path
+
+    def get(self, url: str, version: str, start: int, end: int) -> bytes | None:
+        try:
+            return self._path(url, version, start, end).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, url: str, version: str, start: int, end: int, data: bytes) -> None:
+        self._write(self._path(url, version, start, end), data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)

@@ -153,11 +153,31 @@ class Catalog:
         return catalog_base(self.url)
 
     @property
+    def source(self) -> str:
+        """Where the parquet is read from: a local copy when the store keeps a disk cache
+        (fetched once per version of the index), else the URL itself."""
+        cache = self.store.disk_cache
+        if cache is None or protocol_of(self.url) == "file":
+            return self.url
+        try:
+            version = self.store.versions([self.url])[self.url]
+            return str(cache.whole_file(self.url, version, self._fetch_whole))
+        except AefsqlError as exc:
+            raise CatalogError(f"catalog {redact(self.url)}: {exc}") from None
+
+    def _fetch_whole(self) -> bytes:
+        with self.store.filesystem(self.url).open(self.url, "rb") as f:
+            return f.read()
+
+    def _open(self):
+        return self.store.filesystem(self.source).open(self.source, "rb")
+
+    @property
     def columns(self) -> CatalogColumns:
         """The column roles, read from the parquet footer on first use."""
         if self._columns is None:
             try:
-                with self.store.filesystem(self.url).open(self.url, "rb") as f:
+                with self._open() as f:
                     schema = pq.read_schema(f)
             except FileNotFoundError:
                 raise CatalogError(f"catalog {redact(self.url)} not found") from None
@@ -215,7 +235,7 @@ class Catalog:
         if zone_column:
             wanted.append(zone_column)
         try:
-            with self.store.filesystem(self.url).open(self.url, "rb") as f:
+            with self._open() as f:
                 table = pq.read_table(f, columns=list(dict.fromkeys(wanted)))
         except FileNotFoundError:
             raise CatalogError(f"catalog {redact(self.url)} not found") from None

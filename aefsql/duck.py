@@ -13,6 +13,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from .cache import DiskCache
 from .catalog import (
     PUBLIC_CATALOG,
     PUBLIC_COLUMNS,
@@ -21,7 +22,7 @@ from .catalog import (
     storage_options_for,
 )
 from .errors import CatalogError
-from .io import ByteStore, duckdb_filesystems
+from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems
 from .locate import locate
 from .sampling import BAND_NAMES, Sampler, Samples, band_indices
 
@@ -122,13 +123,21 @@ def _struct(samples: Samples, bands: list[int] | None = None) -> pa.StructArray:
 
 
 def register(
-    con: duckdb.DuckDBPyConnection, catalog: str | None = None, **storage_options
+    con: duckdb.DuckDBPyConnection,
+    catalog: str | None = None,
+    *,
+    cache_dir: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    **storage_options,
 ) -> duckdb.DuckDBPyConnection:
     """Register every aef_* function on `con` (TEMP macros: per connection or cursor).
 
     `catalog`: path or URL of an AEF index parquet; default `$AEFSQL_CATALOG`, else the public
-    AEF index. `storage_options` go to fsspec for the catalog's protocol (endpoint_url, anon,
-    key/secret, …); default `$AEFSQL_STORAGE_OPTIONS` (JSON).
+    AEF index. `cache_dir`: keep every byte read (and the catalog) in this folder, so that
+    re-runs read nothing from the network; default `$AEFSQL_CACHE_DIR`, else no disk cache.
+    `concurrency`: requests in flight at once. `storage_options` go to fsspec for the
+    catalog's protocol (endpoint_url, anon, key/secret, …); default `$AEFSQL_STORAGE_OPTIONS`
+    (JSON).
     """
     url = catalog or os.environ.get("AEFSQL_CATALOG") or PUBLIC_CATALOG
     if not storage_options and os.environ.get("AEFSQL_STORAGE_OPTIONS"):
@@ -136,7 +145,12 @@ def register(
             storage_options = json.loads(os.environ["AEFSQL_STORAGE_OPTIONS"])
         except json.JSONDecodeError as exc:
             raise CatalogError(f"AEFSQL_STORAGE_OPTIONS is not valid JSON: {exc}") from None
-    store = ByteStore(storage_options_for(url, storage_options))
+    cache_dir = cache_dir or os.environ.get("AEFSQL_CACHE_DIR")
+    store = ByteStore(
+        storage_options_for(url, storage_options),
+        concurrency=concurrency,
+        disk_cache=DiskCache(cache_dir) if cache_dir else None,
+    )
     session = Session(
         catalog=Catalog(url, store, PUBLIC_COLUMNS if url == PUBLIC_CATALOG else None),
         sampler=Sampler(store),
@@ -149,7 +163,7 @@ def register(
     replacements = {
         "{udf}": _create_functions(con, session),
         "{index_select}": index_select,
-        "{catalog_url}": quote_literal(url),
+        "{catalog_url}": quote_literal(session.catalog.source),
     }
     for name in SQL_FILES:
         sql = _sql_text(name)
@@ -159,11 +173,12 @@ def register(
     return con
 
 
-def connect(database: str = ":memory:", catalog: str | None = None, **storage_options):
-    """A DuckDB connection with every aef_* function registered (see `register`)."""
+def connect(database: str = ":memory:", catalog: str | None = None, **options):
+    """A DuckDB connection with every aef_* function registered (see `register` for the
+    options: cache_dir, concurrency and storage options)."""
     con = duckdb.connect(database)
     try:
-        return register(con, catalog, **storage_options)
+        return register(con, catalog, **options)
     except BaseException:
         con.close()
         raise

@@ -13,7 +13,10 @@ from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.http import HTTPFileSystem
 from fsspec.utils import get_protocol
 
+from . import threads
+from .cache import DiskCache
 from .errors import RangeReadError
+from .ranges import DEFAULT_MAX_GAP, merge_ranges
 
 DEFAULT_CONCURRENCY = 64
 
@@ -42,10 +45,71 @@ class ByteStore:
     """Reads byte ranges of files named by URL (local path, s3://, http(s)://, gs://, …).
 
     `options` maps a protocol family ('s3', 'http', 'gs', 'file') to its fsspec storage options.
+    With a `disk_cache`, every range read is kept on disk under the file's version (ETag, or
+    size and modification time), so re-running a job reads nothing from the network.
     """
 
     options: dict[str, dict] = field(default_factory=dict)
     concurrency: int = DEFAULT_CONCURRENCY
+    disk_cache: DiskCache | None = None
+    _versions: dict[str, str] = field(default_factory=dict)
+
+    def read(
+        self,
+        requests: Sequence[tuple[str, int, int]],
+        *,
+        allow_short: bool = False,
+        max_gap: int = DEFAULT_MAX_GAP,
+    ) -> list[bytes]:
+        """Bytes [start, end) of each (url, start, end): from the disk cache where it has them,
+        else fetched concurrently, ranges of a file at most `max_gap` apart merged into one
+        request."""
+        results: list[bytes | None] = [None] * len(requests)
+        if self.disk_cache is not None:
+            versions = self.versions([url for url, _, _ in requests])
+            for i, (url, start, end) in enumerate(requests):
+                results[i] = self.disk_cache.get(url, versions[url], start, end)
+        missing = [i for i, r in enumerate(results) if r is None]
+        by_url: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for i in missing:
+            url, start, end = requests[i]
+            by_url[url].append((start, end))
+        merged = [(url, m) for url, ranges in by_url.items() for m in merge_ranges(ranges, max_gap)]
+        answers = self.read_ranges(
+            [(url, m.start, m.end) for url, m in merged], allow_short=allow_short
+        )
+        pieces = {}
+        for (url, m), data in zip(merged, answers, strict=True):
+            for member in m.members:
+                piece = m.slice(data, member)
+                pieces[(url, member)] = piece
+                if self.disk_cache is not None:
+                    self.disk_cache.put(url, self._versions[url], *member, piece)
+        for i in missing:
+            url, start, end = requests[i]
+            results[i] = pieces[(url, (start, end))]
+        return results
+
+    def versions(self, urls) -> dict[str, str]:
+        """Each file's version (ETag, else size and mtime), asked once per store."""
+        new = [url for url in dict.fromkeys(urls) if url not in self._versions]
+        for url, version in zip(new, threads.pool("io").map(self._version, new), strict=True):
+            self._versions[url] = version
+        return {url: self._versions[url] for url in urls}
+
+    def _version(self, url: str) -> str:
+        try:
+            info = self.filesystem(url).info(url)
+        except FileNotFoundError:
+            raise RangeReadError(f"{redact(url)}: file not found") from None
+        except OSError as exc:
+            raise RangeReadError(f"{redact(url)}: cannot stat: {exc}") from None
+        etag = info.get("ETag") or info.get("etag")
+        return (
+            str(etag)
+            if etag
+            else f"{info.get('size')}-{info.get('mtime') or info.get('LastModified')}"
+        )
 
     def filesystem(self, url: str) -> fsspec.AbstractFileSystem:
         protocol = get_protocol(url)
@@ -81,7 +145,7 @@ class ByteStore:
 
     def read_head(self, urls: Sequence[str], length: int) -> list[bytes]:
         """The first `length` bytes of each file (less when the file is shorter)."""
-        return self.read_ranges([(url, 0, length) for url in urls], allow_short=True)
+        return self.read([(url, 0, length) for url in urls], allow_short=True)
 
 
 def _checked(request: tuple[str, int, int], answer, allow_short: bool) -> bytes:

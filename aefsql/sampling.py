@@ -8,7 +8,6 @@ points of each block at once.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,7 +111,7 @@ class Sampler:
                 (url, m.offset, m.offset + max(m.length, HEADER_MIN_FOLLOW_UP))
                 for url, m in wanted.items()
             ]
-            answers = self.store.read_ranges(requests, allow_short=True)
+            answers = self.store.read(requests, allow_short=True)
             for (url, start, end), answer in zip(requests, answers, strict=True):
                 pending[url].add(start, answer)
                 if len(answer) < end - start:
@@ -179,14 +178,17 @@ class Sampler:
     def _load_block_tables(self, needs) -> None:
         """Fetch the block-table entries the (url, header, blocks) needs lack: the files whose
         header read held whole tables need nothing."""
-        requests = []
-        for url, header, blocks in needs:
-            for table in (header.block_offsets, header.block_byte_counts):
-                for m in merge_ranges(table.missing_ranges(blocks), max_gap=BLOCK_TABLE_GAP):
-                    requests.append((url, m.start, m.end, table))
+        requests = [
+            (url, start, end, table)
+            for url, header, blocks in needs
+            for table in (header.block_offsets, header.block_byte_counts)
+            for start, end in table.missing_ranges(blocks)
+        ]
         if not requests:
             return
-        answers = self.store.read_ranges([(url, start, end) for url, start, end, _ in requests])
+        answers = self.store.read(
+            [(url, start, end) for url, start, end, _ in requests], max_gap=BLOCK_TABLE_GAP
+        )
         for (_, start, _, table), data in zip(requests, answers, strict=True):
             table.fill(start, data)
 
@@ -213,16 +215,11 @@ class Sampler:
             self._fetch_wave(wave, headers, values, valid)
 
     def _fetch_wave(self, wave: list[_BlockRead], headers, values, valid) -> None:
-        ranges_by_url: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for read in wave:
-            if read.byte_range[1] > read.byte_range[0]:
-                ranges_by_url[read.url].append(read.byte_range)
-        merged = [(url, m) for url, rs in ranges_by_url.items() for m in merge_ranges(rs)]
-        answers = self.store.read_ranges([(url, m.start, m.end) for url, m in merged])
-        raw_by_range = {}
-        for (url, m), data in zip(merged, answers, strict=True):
-            for member in m.members:
-                raw_by_range[(url, member)] = m.slice(data, member)
+        nonempty = [r for r in wave if r.byte_range[1] > r.byte_range[0]]
+        answers = self.store.read([(r.url, *r.byte_range) for r in nonempty])
+        raw_by_range = {
+            (r.url, r.byte_range): data for r, data in zip(nonempty, answers, strict=True)
+        }
 
         def decode(read: _BlockRead) -> np.ndarray:
             header = headers[read.url]
