@@ -10,6 +10,7 @@ from . import geo
 from .catalog import quote_literal
 from .duck import connect
 from .errors import AefsqlError
+from .progress import Progress
 
 _LON, _LAT = "__aef_lon", "__aef_lat"
 
@@ -22,13 +23,16 @@ def sample_points(
     bands: list[str] | None = None,
     geometry_crs: int = 4326,
     catalog: str | None = None,
-    **storage_options,
+    progress: bool | None = None,
+    **options,
 ) -> pa.Table:
     """Every row of `points` (all its columns), once per year, with the sampled bands beside it.
 
     `year`: one year or several. `bands`: names such as ['A00', 'A05'] (default all 64).
-    `geometry_crs`: EPSG code of x/y (default 4326, lon/lat). Bands are NULL where the point lies
-    in no tile, its x/y is NULL or invalid, or the pixel is nodata. Rows keep their input order.
+    `geometry_crs`: EPSG code of x/y (default 4326, lon/lat). `progress`: a progress line on
+    stderr (default: when stderr is a terminal). `options`: cache_dir, concurrency and storage
+    options, as for `aefsql.connect`. Bands are NULL where the point lies in no tile, its x/y is
+    NULL or invalid, or the pixel is nodata. Rows keep their input order.
     """
     if not isinstance(points, pa.Table):
         raise AefsqlError(f"points must be a pyarrow.Table, not {type(points).__name__}")
@@ -49,11 +53,14 @@ def sample_points(
         + (f", bands := [{', '.join(quote_literal(b) for b in bands)}]" if bands else "")
         + ")"
     )
-    con = connect(catalog=catalog, **storage_options)
+    report = Progress(enabled=progress)
+    con = connect(catalog=catalog, progress=report, **options)
     try:
         with_lonlat = points.append_column(_LON, pa.array(lon)).append_column(_LAT, pa.array(lat))
         con.register("__aef_points", with_lonlat)
+        report.start(total=points.num_rows * len(years))
         result = con.sql(sql).to_arrow_table()
     finally:
+        report.close()
         con.close()
     return result.drop_columns([_LON, _LAT])

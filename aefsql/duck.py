@@ -24,6 +24,7 @@ from .catalog import (
 from .errors import CatalogError
 from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems
 from .locate import locate
+from .progress import Progress
 from .sampling import BAND_NAMES, Sampler, Samples, band_indices
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
@@ -128,6 +129,7 @@ def register(
     *,
     cache_dir: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    progress: bool | Progress | None = False,
     **storage_options,
 ) -> duckdb.DuckDBPyConnection:
     """Register every aef_* function on `con` (TEMP macros: per connection or cursor).
@@ -135,7 +137,8 @@ def register(
     `catalog`: path or URL of an AEF index parquet; default `$AEFSQL_CATALOG`, else the public
     AEF index. `cache_dir`: keep every byte read (and the catalog) in this folder, so that
     re-runs read nothing from the network; default `$AEFSQL_CACHE_DIR`, else no disk cache.
-    `concurrency`: requests in flight at once. `storage_options` go to fsspec for the
+    `concurrency`: requests in flight at once. `progress`: a progress line on stderr while
+    sampling (None: when stderr is a terminal). `storage_options` go to fsspec for the
     catalog's protocol (endpoint_url, anon, key/secret, …); default `$AEFSQL_STORAGE_OPTIONS`
     (JSON).
     """
@@ -153,7 +156,10 @@ def register(
     )
     session = Session(
         catalog=Catalog(url, store, PUBLIC_COLUMNS if url == PUBLIC_CATALOG else None),
-        sampler=Sampler(store),
+        sampler=Sampler(
+            store,
+            progress=progress if isinstance(progress, Progress) else Progress(enabled=progress),
+        ),
     )
     index_select = session.catalog.index_sql()  # reads the footer: a bad catalog fails here
     for fs in duckdb_filesystems(store, url):

@@ -17,6 +17,7 @@ from .cache import BlockCache, HeaderCache
 from .codecs import check_supported, decode_block
 from .errors import AefsqlError, TiffFormatError
 from .io import ByteStore, redact
+from .progress import Progress
 from .ranges import merge_ranges
 from .tiff import ImageHeader, MissingBytes, SparseBytes, parse_header
 
@@ -68,10 +69,12 @@ class Sampler:
         store: ByteStore,
         headers: HeaderCache | None = None,
         blocks: BlockCache | None = None,
+        progress: Progress | None = None,
     ):
         self.store = store
         self.headers = headers if headers is not None else HeaderCache()
         self.blocks = blocks if blocks is not None else BlockCache()
+        self.progress = progress if progress is not None else Progress(enabled=False)
 
     # -- headers -------------------------------------------------------------------------
 
@@ -157,6 +160,7 @@ class Sampler:
             reads.extend(_plan_blocks(url, headers[url], points, rows, cols, bands))
 
         self._read_blocks(reads, headers, values, valid)
+        self.progress.add(points=n)
         return Samples(values, valid, covered)
 
     def plan(self, url: str, lon, lat, bands: list[int]) -> ReadPlan:
@@ -217,6 +221,7 @@ class Sampler:
     def _fetch_wave(self, wave: list[_BlockRead], headers, values, valid) -> None:
         nonempty = [r for r in wave if r.byte_range[1] > r.byte_range[0]]
         answers = self.store.read([(r.url, *r.byte_range) for r in nonempty])
+        self.progress.add(blocks=len(wave), nbytes=sum(len(a) for a in answers))
         raw_by_range = {
             (r.url, r.byte_range): data for r, data in zip(nonempty, answers, strict=True)
         }
