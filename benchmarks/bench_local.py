@@ -44,10 +44,20 @@ def write_collection(folder: Path, size: int, tiles: int, block: int) -> Path:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             profile = dict(
-                driver="GTiff", width=size, height=size, count=64, dtype="int8",
-                crs=f"EPSG:{EPSG}", transform=Affine(PIXEL, 0, west, 0, PIXEL, Y0), nodata=-128,
-                tiled=True, blockxsize=block, blockysize=block, compress="ZSTD",
-                interleave="band", BIGTIFF="YES",
+                driver="GTiff",
+                width=size,
+                height=size,
+                count=64,
+                dtype="int8",
+                crs=f"EPSG:{EPSG}",
+                transform=Affine(PIXEL, 0, west, 0, PIXEL, Y0),
+                nodata=-128,
+                tiled=True,
+                blockxsize=block,
+                blockysize=block,
+                compress="ZSTD",
+                interleave="band",
+                BIGTIFF="YES",
             )
             with rasterio.open(path, "w", **profile) as ds:
                 for band in range(64):
@@ -72,8 +82,9 @@ def points(kind: str, n: int, size: int, tiles: int, seed: int = 0):
         x = X0 + rng.uniform(0, width, n)
         y = Y0 + rng.uniform(0, height, n)
     else:
-        centres = np.column_stack([X0 + rng.uniform(500, width - 500, 50),
-                                   Y0 + rng.uniform(500, height - 500, 50)])
+        centres = np.column_stack(
+            [X0 + rng.uniform(500, width - 500, 50), Y0 + rng.uniform(500, height - 500, 50)]
+        )
         which = rng.integers(0, 50, n)
         x = centres[which, 0] + rng.normal(0, 300, n)
         y = centres[which, 1] + rng.normal(0, 300, n)
@@ -137,10 +148,14 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/aefsql-bench"))
     args = parser.parse_args()
     to_lonlat = Transformer.from_crs(EPSG, 4326, always_xy=True)
-    print(f"# {args.tiles} tiles of {args.size}x{args.size} px x 64 bands, {args.points} points, "
-          f"{os.cpu_count()} cores")
-    print(f"{'block':>5} {'points':>9} {'aefsql pt/s':>12} {'rasterio pt/s':>14} "
-          f"{'vs rasterio':>11} {'blocks':>7} {'inflate s':>9} {'aefsql s':>9} {'vs bound':>8}")
+    print(
+        f"# {args.tiles} tiles of {args.size}x{args.size} px x 64 bands, {args.points} points, "
+        f"{os.cpu_count()} cores"
+    )
+    print(
+        f"{'block':>5} {'points':>9} {'aefsql pt/s':>12} {'rasterio pt/s':>14} "
+        f"{'vs rasterio':>11} {'blocks':>7} {'inflate s':>9} {'aefsql s':>9} {'vs bound':>8}"
+    )
     for block in (1024, 256):
         index = write_collection(args.dir, args.size, args.tiles, block)
         for kind in ("uniform", "clustered"):
@@ -154,9 +169,11 @@ def main() -> None:
             )
             assert np.array_equal(ours_values, gdal), "aefsql and GDAL disagree"
             n = args.points
-            print(f"{block:>5} {kind:>9} {n / ours_s:>12.0f} {n / gdal_s:>14.0f} "
-                  f"{gdal_s / ours_s:>10.2f}x {blocks:>7} {bound_s:>9.2f} {ours_s:>9.2f} "
-                  f"{ours_s / bound_s:>7.2f}x")
+            print(
+                f"{block:>5} {kind:>9} {n / ours_s:>12.0f} {n / gdal_s:>14.0f} "
+                f"{gdal_s / ours_s:>10.2f}x {blocks:>7} {bound_s:>9.2f} {ours_s:>9.2f} "
+                f"{ours_s / bound_s:>7.2f}x"
+            )
 
 
 if __name__ == "__main__":
