@@ -7,8 +7,10 @@ import os
 import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 
+from .catalog import quote_literal
 from .demo import DEMO_POINTS, write_demo_collection
 from .duck import connect
 from .errors import AefsqlError
@@ -65,6 +67,66 @@ def run_demo(folder: Path, out=None) -> None:
         con.close()
 
 
+def parse_years(text: str) -> list[int]:
+    """'2023' -> [2023]; '2023,2024' -> [2023, 2024]; '2018-2020' -> [2018, 2019, 2020]."""
+    years = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            years.extend(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise AefsqlError(f"--year {text!r}: expected 2023, 2023,2024 or 2018-2024") from None
+    if not years:
+        raise AefsqlError(f"--year {text!r} names no year")
+    return years
+
+
+def sample_sql(points: str, years: list[int], x: str, y: str, bands: str, dry_run: bool) -> str:
+    """The SELECT a `sample` command runs; every user string is quoted as a literal."""
+    function = "aef_plan" if dry_run else "aef_sample_points"
+    band_list = (
+        ""
+        if bands == "all"
+        else ", bands := [" + ", ".join(quote_literal(b.strip()) for b in bands.split(",")) + "]"
+    )
+    return (
+        f"SELECT * FROM {function}({quote_literal(points)}, "
+        f"years := [{', '.join(map(str, years))}], "
+        f"x_column := {quote_literal(x)}, y_column := {quote_literal(y)}{band_list})"
+    )
+
+
+def run_sample(args, out=None) -> None:
+    out = out or sys.stdout
+    sql = sample_sql(args.points, parse_years(args.year), args.x, args.y, args.bands, args.dry_run)
+    con = connect(catalog=args.catalog, cache_dir=args.cache_dir, progress=None)
+    try:
+        if args.dry_run:
+            con.sql(sql).show(max_rows=40)
+            files, points, blocks, requests, nbytes = con.execute(
+                f"SELECT count(path), sum(points), sum(blocks), sum(requests), sum(bytes) "
+                f"FROM ({sql})"
+            ).fetchall()[0]
+            print(
+                f"plan: {files} files, {points} point-years, {blocks} blocks, "
+                f"{requests} requests, {nbytes / 1e6:,.1f} MB to read",
+                file=out,
+            )
+        elif args.output is None:
+            print(con.sql(sql), file=out)
+        else:
+            suffix = args.output.suffix.lower()
+            formats = {".parquet": "PARQUET", ".csv": "CSV, HEADER", ".json": "JSON"}
+            if suffix not in formats:
+                raise AefsqlError(f"-o {args.output}: write .parquet, .csv or .json")
+            con.execute(
+                f"COPY ({sql}) TO {quote_literal(str(args.output))} (FORMAT {formats[suffix]})"
+            )
+            print(f"wrote {args.output}", file=out)
+    finally:
+        con.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="aefsql", description="AlphaEarth Foundations embeddings, queryable from SQL."
@@ -79,11 +141,32 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"where to write the collection (default {default_demo_dir()})",
     )
+    sample = commands.add_parser(
+        "sample", help="sample every row of a points file (csv, parquet, json, a glob)"
+    )
+    sample.add_argument("points", help="any file DuckDB reads: points.csv, plots/*.parquet, …")
+    sample.add_argument("-o", "--output", type=Path, help="write .parquet, .csv or .json")
+    sample.add_argument("--year", required=True, help="2023, 2023,2024 or 2018-2024")
+    sample.add_argument("--x", default="lon", help="longitude column (default lon)")
+    sample.add_argument("--y", default="lat", help="latitude column (default lat)")
+    sample.add_argument("--bands", default="all", help="A00,A01,… or all (default)")
+    sample.add_argument(
+        "--catalog",
+        help="index parquet path/URL (default: $AEFSQL_CATALOG, else the public AEF index)",
+    )
+    sample.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
+    sample.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the files, blocks, requests and bytes the job needs; read no pixel",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             run_demo(args.dir or default_demo_dir())
-    except AefsqlError as exc:
+        elif args.command == "sample":
+            run_sample(args)
+    except (AefsqlError, duckdb.Error) as exc:
         print(f"aefsql: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,53 @@
+"""Peak memory of sampling 10^6 clustered points (local files, the 1024-block collection).
+
+    python benchmarks/bench_memory.py [--points 1000000] [--dir /tmp/aefsql-bench]
+
+Run bench_local.py first (it writes the collection). Prints the peak resident set size of this
+process before (imports, points table) and after the sampling, and the rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from bench_local import EPSG, points
+from pyproj import Transformer
+
+import aefsql
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=1_000_000)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--tiles", type=int, default=2)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/aefsql-bench"))
+    args = parser.parse_args()
+    x, y = points("clustered", args.points, args.size, args.tiles, seed=1)
+    lon, lat = (np.asarray(v) for v in Transformer.from_crs(EPSG, 4326, always_xy=True)
+                .transform(x, y))
+    table = pa.table({"id": np.arange(args.points), "lon": lon, "lat": lat})
+    before = peak_rss_mib()
+    start = time.perf_counter()
+    result = aefsql.sample_points(table, year=2024, catalog=str(args.dir / "index1024.parquet"),
+                                  progress=False)
+    seconds = time.perf_counter() - start
+    assert result.num_rows == args.points
+    assert result["id"].to_numpy().tolist() == list(range(args.points))
+    result_mib = result.nbytes / 2**20
+    print(f"{args.points} clustered points: {seconds:.1f} s ({args.points / seconds:,.0f} points/s)")
+    print(f"peak RSS before sampling {before:,.0f} MiB, after {peak_rss_mib():,.0f} MiB "
+          f"(the result table itself: {result_mib:,.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
