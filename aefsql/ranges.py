@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_MAX_GAP = 64 * 1024  # bytes wasted to save a request: ~1 ms of transfer on a fast link
-DEFAULT_MAX_REQUEST = 16 * 1024 * 1024
+# Big enough to amortise a request, small enough that a wave's reads run side by side.
+DEFAULT_MAX_REQUEST = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -215,17 +215,24 @@ class Sampler:
                 read.gather(block, values, valid)
             else:
                 to_fetch.append(read)
-        for wave in _waves(to_fetch):
-            self._fetch_wave(wave, headers, values, valid)
+        # While one wave decodes, the next one downloads.
+        waves = _waves(to_fetch)
+        prefetch = threads.pool("prefetch")
+        pending = prefetch.submit(self._fetch, waves[0]) if waves else None
+        for i, wave in enumerate(waves):
+            raw_by_range = pending.result()
+            if i + 1 < len(waves):
+                pending = prefetch.submit(self._fetch, waves[i + 1])
+            self._decode_wave(wave, raw_by_range, headers, values, valid)
 
-    def _fetch_wave(self, wave: list[_BlockRead], headers, values, valid) -> None:
+    def _fetch(self, wave: list[_BlockRead]) -> dict:
+        """{(url, byte range): compressed bytes} of a wave's blocks."""
         nonempty = [r for r in wave if r.byte_range[1] > r.byte_range[0]]
         answers = self.store.read([(r.url, *r.byte_range) for r in nonempty])
         self.progress.add(blocks=len(wave), nbytes=sum(len(a) for a in answers))
-        raw_by_range = {
-            (r.url, r.byte_range): data for r, data in zip(nonempty, answers, strict=True)
-        }
+        return {(r.url, r.byte_range): data for r, data in zip(nonempty, answers, strict=True)}
 
+    def _decode_wave(self, wave: list[_BlockRead], raw_by_range, headers, values, valid) -> None:
         def decode(read: _BlockRead) -> np.ndarray:
             header = headers[read.url]
             samples = 1 if header.planar_separate else header.samples_per_pixel

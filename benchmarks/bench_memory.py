@@ -33,20 +33,26 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/aefsql-bench"))
     args = parser.parse_args()
     x, y = points("clustered", args.points, args.size, args.tiles, seed=1)
-    lon, lat = (np.asarray(v) for v in Transformer.from_crs(EPSG, 4326, always_xy=True)
-                .transform(x, y))
+    lon, lat = (
+        np.asarray(v) for v in Transformer.from_crs(EPSG, 4326, always_xy=True).transform(x, y)
+    )
     table = pa.table({"id": np.arange(args.points), "lon": lon, "lat": lat})
     before = peak_rss_mib()
     start = time.perf_counter()
-    result = aefsql.sample_points(table, year=2024, catalog=str(args.dir / "index1024.parquet"),
-                                  progress=False)
+    result = aefsql.sample_points(
+        table, year=2024, catalog=str(args.dir / "index1024.parquet"), progress=False
+    )
     seconds = time.perf_counter() - start
     assert result.num_rows == args.points
     assert result["id"].to_numpy().tolist() == list(range(args.points))
     result_mib = result.nbytes / 2**20
-    print(f"{args.points} clustered points: {seconds:.1f} s ({args.points / seconds:,.0f} points/s)")
-    print(f"peak RSS before sampling {before:,.0f} MiB, after {peak_rss_mib():,.0f} MiB "
-          f"(the result table itself: {result_mib:,.0f} MiB)")
+    print(
+        f"{args.points} clustered points: {seconds:.1f} s ({args.points / seconds:,.0f} points/s)"
+    )
+    print(
+        f"peak RSS before sampling {before:,.0f} MiB, after {peak_rss_mib():,.0f} MiB "
+        f"(the result table itself: {result_mib:,.0f} MiB)"
+    )
 
 
 if __name__ == "__main__":
