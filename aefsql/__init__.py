@@ -1,6 +1,6 @@
 """aefsql: AlphaEarth Foundations satellite embeddings, queryable from SQL (DuckDB)."""
 
-from .api import sample_points
+from .api import build_collection, sample_points
 from .duck import connect, register
 from .errors import (
     AefsqlError,
@@ -19,6 +19,7 @@ __all__ = [
     "TiffFormatError",
     "UnsupportedCodecError",
     "__version__",
+    "build_collection",
     "connect",
     "register",
     "sample_points",

@@ -64,3 +64,22 @@ def sample_points(
         report.close()
         con.close()
     return result.drop_columns([_LON, _LAT])
+
+
+def build_collection(
+    output: str,
+    catalog: str | None = None,
+    years: Iterable[int] | None = None,
+    **options,
+) -> int:
+    """Write a read-ready collection: the parsed headers of the catalog's files (of `years`,
+    default all) as one Parquet file at `output` (a path or URL). Returns the number of files.
+    Pass it as `connect(collection=output)` and sampling reads no COG header."""
+    years_sql = "NULL" if years is None else f"[{', '.join(str(int(y)) for y in years)}]"
+    con = connect(catalog=catalog, **options)
+    try:
+        return con.execute(
+            f"SELECT aef_build_collection({quote_literal(str(output))}, years := {years_sql})"
+        ).fetchall()[0][0]
+    finally:
+        con.close()

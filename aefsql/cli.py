@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from .api import build_collection
 from .catalog import quote_literal
 from .demo import DEMO_POINTS, write_demo_collection
 from .duck import connect
@@ -160,12 +161,23 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print the files, blocks, requests and bytes the job needs; read no pixel",
     )
+    build = commands.add_parser(
+        "build-collection",
+        help="write the headers of the catalog's files to one Parquet (a read-ready collection)",
+    )
+    build.add_argument("-o", "--output", required=True, help="collection.parquet path or URL")
+    build.add_argument("--year", help="only these years: 2023, 2023,2024 or 2018-2024")
+    build.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             run_demo(args.dir or default_demo_dir())
         elif args.command == "sample":
             run_sample(args)
+        elif args.command == "build-collection":
+            years = parse_years(args.year) if args.year else None
+            files = build_collection(args.output, catalog=args.catalog, years=years)
+            print(f"wrote {args.output}: headers of {files} files")
     except (AefsqlError, duckdb.Error) as exc:
         print(f"aefsql: error: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .cache import DiskCache
 from .catalog import (
@@ -21,8 +22,9 @@ from .catalog import (
     quote_literal,
     storage_options_for,
 )
+from .collection import headers_from_table, headers_to_table
 from .errors import CatalogError
-from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems
+from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
 from .locate import locate
 from .progress import Progress
 from .sampling import BAND_NAMES, Sampler, Samples, band_indices
@@ -80,6 +82,32 @@ class Session:
         )
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
 
+    def use_collection(self, path: str) -> None:
+        """Take every file's header from a read-ready collection instead of its COG."""
+        try:
+            with self.sampler.store.filesystem(path).open(path, "rb") as f:
+                headers = headers_from_table(pq.read_table(f))
+        except (OSError, pa.ArrowException, KeyError) as exc:
+            raise CatalogError(f"collection {redact(path)} cannot be read: {exc}") from None
+        for url, header in headers.items():
+            self.sampler.headers.put(url, header)
+
+    def build_collection(self, output, years) -> pa.Int64Array:
+        """Write the headers of the catalog's files (of `years`, default all) to `output`."""
+        counts = []
+        for target, wanted in zip(output.to_pylist(), years.to_pylist(), strict=True):
+            if target is None:
+                counts.append(None)
+                continue
+            tiles = self.catalog.tiles()
+            chosen = tiles.path if wanted is None else tiles.path[np.isin(tiles.year, wanted)]
+            headers = self.sampler.complete_headers(list(dict.fromkeys(chosen)))
+            table = headers_to_table(headers)
+            with self.sampler.store.filesystem(target).open(target, "wb") as f:
+                pq.write_table(table, f)
+            counts.append(table.num_rows)
+        return pa.array(counts, type=pa.int64())
+
     def plan_group(self, path, lon, lat, bands) -> pa.StructArray:
         """The read plan of each group of points of one file."""
         lon, lat = _contiguous(lon), _contiguous(lat)
@@ -130,6 +158,7 @@ def register(
     cache_dir: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool | Progress | None = False,
+    collection: str | None = None,
     **storage_options,
 ) -> duckdb.DuckDBPyConnection:
     """Register every aef_* function on `con` (TEMP macros: per connection or cursor).
@@ -137,7 +166,9 @@ def register(
     `catalog`: path or URL of an AEF index parquet; default `$AEFSQL_CATALOG`, else the public
     AEF index. `cache_dir`: keep every byte read (and the catalog) in this folder, so that
     re-runs read nothing from the network; default `$AEFSQL_CACHE_DIR`, else no disk cache.
-    `concurrency`: requests in flight at once. `progress`: a progress line on stderr while
+    `collection`: a read-ready collection (see `build_collection`) whose headers are used
+    instead of reading them; default `$AEFSQL_COLLECTION`. `concurrency`: requests in flight
+    at once. `progress`: a progress line on stderr while
     sampling (None: when stderr is a terminal). `storage_options` go to fsspec for the
     catalog's protocol (endpoint_url, anon, key/secret, …); default `$AEFSQL_STORAGE_OPTIONS`
     (JSON).
@@ -161,6 +192,9 @@ def register(
             progress=progress if isinstance(progress, Progress) else Progress(enabled=progress),
         ),
     )
+    collection = collection or os.environ.get("AEFSQL_COLLECTION")
+    if collection:
+        session.use_collection(collection)
     index_select = session.catalog.index_sql()  # reads the footer: a bad catalog fails here
     for fs in duckdb_filesystems(store, url):
         if con.filesystem_is_registered(fs.protocol[0]):
@@ -208,6 +242,7 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
             ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "VARCHAR[]"],
             ROW_EMBEDDING_TYPE,
         ),
+        ("build_collection", session.build_collection, ["VARCHAR", "INTEGER[]"], "BIGINT"),
         (
             "plan_group",
             session.plan_group,

@@ -179,6 +179,14 @@ class Sampler:
             bytes=sum(m.end - m.start for m in merged),
         )
 
+    def complete_headers(self, urls) -> dict[str, ImageHeader]:
+        """Headers with every block-table entry loaded (for a read-ready collection)."""
+        headers = self.headers_for(urls)
+        self._load_block_tables(
+            [(url, h, np.arange(h.block_offsets.size)) for url, h in headers.items()]
+        )
+        return headers
+
     def _load_block_tables(self, needs) -> None:
         """Fetch the block-table entries the (url, header, blocks) needs lack: the files whose
         header read held whole tables need nothing."""

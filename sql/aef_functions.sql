@@ -10,3 +10,8 @@ CREATE OR REPLACE TEMP MACRO aef_locate(lon, lat, year) AS {udf}_locate(lon, lat
 
 -- aef_sample(aef_locate(lon, lat, year), lon, lat) in one call.
 CREATE OR REPLACE TEMP MACRO aef_embedding(lon, lat, year) AS {udf}_embedding(lon, lat, year);
+
+-- Write the parsed headers of the catalog's files (of `years`, default all) to a Parquet
+-- file: a read-ready collection for connect(collection=…). Returns the number of files.
+CREATE OR REPLACE TEMP MACRO aef_build_collection(output, years := NULL) AS
+    {udf}_build_collection(output, CAST(years AS INTEGER[]));
