@@ -14,7 +14,7 @@ import numpy as np
 K = TypeVar("K")
 V = TypeVar("V")
 
-DEFAULT_BLOCK_CACHE_BYTES = 256 * 1024 * 1024
+DEFAULT_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 
 
 class HeaderCache(Generic[K, V]):

@@ -28,7 +28,7 @@ HEADER_FIRST_READ = 64 * 1024  # a COG with 1024-px blocks keeps its whole heade
 HEADER_MIN_FOLLOW_UP = 16 * 1024
 BLOCK_TABLE_GAP = 4096  # fetch block-table entries this close together in one request
 MAX_HEADER_ROUNDS = 32
-WAVE_BYTES = 64 * 1024 * 1024  # compressed bytes in flight per wave: bounds memory
+WAVE_BYTES = 32 * 1024 * 1024  # compressed bytes per wave (two in flight): bounds memory
 
 
 @dataclass

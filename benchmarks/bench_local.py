@@ -93,10 +93,14 @@ def points(kind: str, n: int, size: int, tiles: int, seed: int = 0):
 
 
 def time_aefsql(index: Path, lon, lat) -> tuple[float, pa.Table]:
+    """Best of two runs, each on a new connection (no cache carried over)."""
     table = pa.table({"lon": lon, "lat": lat})
-    start = time.perf_counter()
-    result = aefsql.sample_points(table, year=2024, catalog=str(index))
-    return time.perf_counter() - start, result
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        result = aefsql.sample_points(table, year=2024, catalog=str(index), progress=False)
+        best = min(best, time.perf_counter() - start)
+    return best, result
 
 
 def time_rasterio(folder: Path, size: int, block: int, x, y) -> tuple[float, np.ndarray]:
