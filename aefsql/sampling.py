@@ -260,9 +260,19 @@ class Sampler:
             except TiffFormatError as exc:
                 raise type(exc)(f"{redact(read.url)} block {read.block}: {exc}") from None
 
-        for read, block in zip(wave, threads.pool("decode").map(decode, wave), strict=True):
-            read.gather(block, values, valid)
-            self.blocks.put(read.key, block)
+        def decode_and_gather(reads: list[_BlockRead]) -> None:
+            # Each task writes its own (point, band) cells: tasks never touch the same cell.
+            for read in reads:
+                block = decode(read)
+                read.gather(block, values, valid)
+                self.blocks.put(read.key, block)
+
+        # One task per tile (its 64 band blocks when planar-separate): per-task overhead would
+        # otherwise dominate for small blocks.
+        by_tile: dict[int, list[_BlockRead]] = {}
+        for read in wave:
+            by_tile.setdefault(id(read.tile), []).append(read)
+        list(threads.pool("decode").map(decode_and_gather, by_tile.values()))
 
 
 @dataclass(frozen=True)
