@@ -16,7 +16,7 @@ _LON, _LAT = "__aef_lon", "__aef_lat"
 
 
 def sample_points(
-    points: pa.Table,
+    points: pa.Table | pa.RecordBatchReader,
     x_column: str = "lon",
     y_column: str = "lat",
     year: int | Iterable[int] = 2024,
@@ -28,22 +28,41 @@ def sample_points(
 ) -> pa.Table:
     """Every row of `points` (all its columns), once per year, with the sampled bands beside it.
 
+    `points`: an Arrow table, or a RecordBatchReader (streamed in, read once).
     `year`: one year or several. `bands`: names such as ['A00', 'A05'] (default all 64).
     `geometry_crs`: EPSG code of x/y (default 4326, lon/lat). `progress`: a progress line on
     stderr (default: when stderr is a terminal). `options`: cache_dir, concurrency and storage
     options, as for `aefsql.connect`. Bands are NULL where the point lies in no tile, its x/y is
     NULL or invalid, or the pixel is nodata. Rows keep their input order.
     """
-    if not isinstance(points, pa.Table):
-        raise AefsqlError(f"points must be a pyarrow.Table, not {type(points).__name__}")
+    if not isinstance(points, pa.Table | pa.RecordBatchReader):
+        raise AefsqlError(
+            f"points must be a pyarrow.Table or RecordBatchReader, not {type(points).__name__}"
+        )
     for name in (x_column, y_column):
-        if name not in points.column_names:
+        if name not in points.schema.names:
             raise AefsqlError(
-                f"points has no column {name!r} (columns: {', '.join(points.column_names)})"
+                f"points has no column {name!r} (columns: {', '.join(points.schema.names)})"
             )
-    x = points[x_column].cast(pa.float64()).to_numpy(zero_copy_only=False)
-    y = points[y_column].cast(pa.float64()).to_numpy(zero_copy_only=False)
-    lon, lat = geo.transform_points(geometry_crs, 4326, x, y)
+
+    def with_lonlat(part):
+        """The batch or table with lon/lat columns in EPSG:4326 appended."""
+        x = part[x_column].cast(pa.float64()).to_numpy(zero_copy_only=False)
+        y = part[y_column].cast(pa.float64()).to_numpy(zero_copy_only=False)
+        lon, lat = geo.transform_points(geometry_crs, 4326, x, y)
+        return type(part).from_arrays(
+            [*part.columns, pa.array(lon), pa.array(lat)],
+            names=[*part.schema.names, _LON, _LAT],
+        )
+
+    if isinstance(points, pa.Table):
+        source, total = with_lonlat(points), points.num_rows
+    else:  # streamed in: each batch gets its coordinates as it passes
+        schema = points.schema.append(pa.field(_LON, pa.float64())).append(
+            pa.field(_LAT, pa.float64())
+        )
+        source = pa.RecordBatchReader.from_batches(schema, map(with_lonlat, points))
+        total = None
     years = [int(year)] if isinstance(year, int) else [int(y) for y in year]
     if not years:
         raise AefsqlError("year must name at least one year")
@@ -56,9 +75,8 @@ def sample_points(
     report = Progress(enabled=progress)
     con = connect(catalog=catalog, progress=report, **options)
     try:
-        with_lonlat = points.append_column(_LON, pa.array(lon)).append_column(_LAT, pa.array(lat))
-        con.register("__aef_points", with_lonlat)
-        report.start(total=points.num_rows * len(years))
+        con.register("__aef_points", source)
+        report.start(total=None if total is None else total * len(years))
         result = con.sql(sql).to_arrow_table()
     finally:
         report.close()
