@@ -19,7 +19,7 @@ def sample_points(
     points: pa.Table | pa.RecordBatchReader,
     x_column: str = "lon",
     y_column: str = "lat",
-    year: int | Iterable[int] = 2024,
+    year: int | Iterable[int] | None = None,
     bands: list[str] | None = None,
     geometry_crs: int = 4326,
     catalog: str | None = None,
@@ -63,6 +63,8 @@ def sample_points(
         )
         source = pa.RecordBatchReader.from_batches(schema, map(with_lonlat, points))
         total = None
+    if year is None:
+        raise AefsqlError("pass year=2024 or year=[2023, 2024]: AEF has one image per year")
     years = [int(year)] if isinstance(year, int) else [int(y) for y in year]
     if not years:
         raise AefsqlError("year must name at least one year")

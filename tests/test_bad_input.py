@@ -175,3 +175,15 @@ def test_unknown_band_is_a_clear_error(catalog):
         con.execute(
             "SELECT * FROM aef_sample_points('q', year := 2023, bands := ['A64'])"
         ).fetchall()
+
+
+def test_python_sample_points_needs_a_year_and_known_columns(catalog):
+    _, tmp_path = catalog
+    table = pa.table({"lon": [15.0], "lat": [45.0]})
+    index = str(tmp_path / "index.parquet")
+    with pytest.raises(aefsql.AefsqlError, match="pass year=2024"):
+        aefsql.sample_points(table, catalog=index)
+    with pytest.raises(aefsql.AefsqlError, match="points has no column 'x'"):
+        aefsql.sample_points(table, x_column="x", year=2023, catalog=index)
+    with pytest.raises(aefsql.AefsqlError, match="pyarrow.Table or RecordBatchReader"):
+        aefsql.sample_points({"lon": [1.0]}, year=2023, catalog=index)
