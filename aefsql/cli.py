@@ -13,8 +13,9 @@ import pyarrow as pa
 from .api import build_collection
 from .catalog import quote_literal
 from .demo import DEMO_POINTS, write_demo_collection
-from .duck import connect
+from .duck import connect, register
 from .errors import AefsqlError
+from .shell import Shell
 
 # The demo's queries: (what it shows, SQL). The first is the canonical join of the README.
 DEMO_QUERIES = [
@@ -128,7 +129,66 @@ def run_sample(args, out=None) -> None:
         con.close()
 
 
+VERBS = ("demo", "sample", "build-collection")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`aefsql VERB …` runs a batch verb; anything else opens the SQL shell."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in VERBS:
+        return run_verb(argv)
+    return run_shell(argv)
+
+
+def run_shell(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="aefsql",
+        description="A DuckDB shell with every aef_* function registered. Batch verbs: "
+        + ", ".join(VERBS)
+        + " (aefsql VERB --help).",
+    )
+    parser.add_argument(
+        "database", nargs="?", default=":memory:", help="DuckDB database file (default: in memory)"
+    )
+    parser.add_argument("-c", dest="sql", help="run this SQL and exit")
+    parser.add_argument("-f", dest="file", type=Path, help="run this SQL file and exit")
+    parser.add_argument(
+        "--catalog",
+        help="index parquet path/URL (default: $AEFSQL_CATALOG, else the public AEF index)",
+    )
+    parser.add_argument("--cache-dir", help="keep every byte read here")
+    parser.add_argument("--readonly", action="store_true", help="open DATABASE read-only")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    args = parser.parse_args(argv)
+    try:
+        con = duckdb.connect(args.database, read_only=args.readonly)
+        register(con, catalog=args.catalog, cache_dir=args.cache_dir, progress=None)
+    except (AefsqlError, duckdb.Error) as exc:
+        if args.debug:
+            raise
+        print(f"aefsql: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    options = dict(cache_dir=args.cache_dir, progress=None)
+    shell = Shell(
+        con, reconnect=lambda url: register(con, catalog=url, **options), debug=args.debug
+    )
+    try:
+        if args.sql is not None:
+            shell.run_script(args.sql)
+        elif args.file is not None:
+            shell.run_script(args.file.read_text())
+        elif not sys.stdin.isatty():
+            shell.run_script(sys.stdin.read())
+        else:
+            shell.interact()
+            return 0
+        return 1 if shell.failed else 0
+    finally:
+        shell.close()
+        con.close()
+
+
+def run_verb(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="aefsql", description="AlphaEarth Foundations embeddings, queryable from SQL."
     )

@@ -258,6 +258,25 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
     return prefix
 
 
+def function_docs() -> dict[str, str]:
+    """{macro name: the first sentence of the comment above it in sql/}: one source of truth."""
+    docs = {}
+    for file in SQL_FILES:
+        comment: list[str] = []
+        for line in _sql_text(file).splitlines():
+            stripped = line.strip()
+            if stripped.startswith("--"):
+                comment.append(stripped.lstrip("- ").strip())
+            elif stripped.startswith("CREATE OR REPLACE TEMP MACRO"):
+                name = stripped.split("MACRO", 1)[1].split("(", 1)[0].strip()
+                text = " ".join(c for c in comment if c)
+                docs[name] = text.split(". ")[0].rstrip(".") + "." if text else ""
+                comment = []
+            else:  # a blank line or SQL: the comment above belongs to nothing
+                comment = []
+    return docs
+
+
 def _sql_text(name: str) -> str:
     packaged = resources.files("aefsql") / "sql" / name
     if packaged.is_file():

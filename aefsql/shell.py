@@ -1,0 +1,329 @@
+"""The aefsql shell: DuckDB's CLI habits on a connection with every aef_* function registered."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import duckdb
+
+from .catalog import quote_literal
+from .duck import function_docs
+from .errors import AefsqlError
+
+MODES = ("box", "table", "csv", "json", "markdown", "line")
+RESULT_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL", "SHOW", "DESCRIBE", "SUMMARIZE"}
+HISTORY = Path(os.environ.get("AEFSQL_HISTORY", Path.home() / ".aefsql_history"))
+
+HELP = """\
+.catalog [URL]         show the AEF catalog, or switch to another one
+.functions             list the aef_* functions with their signatures
+.help                  this list
+.maxrows N             rows shown in box mode (default 40)
+.mode MODE             box, table, csv, json, markdown or line
+.output [FILE]         send results to FILE, or back to the screen
+.quit                  leave (also Ctrl-D)
+.read FILE             run the SQL and dot-commands in FILE
+.schema [TABLE]        the CREATE statements of tables and views
+.tables                list tables and views
+.timer on|off          print how long each statement took
+Statements end with ';'. Ctrl-C cancels the running query; Ctrl-D leaves."""
+
+
+class Shell:
+    """Runs SQL and dot-commands on one connection, rendering results like DuckDB's CLI."""
+
+    def __init__(self, con, *, reconnect=None, out=None, err=None, debug: bool = False):
+        self.con = con
+        self.reconnect = reconnect  # catalog URL -> new registration on this connection
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.debug = debug
+        self.mode = "box"
+        self.max_rows = 40
+        self.timer = False
+        self.output_file = None
+        self.buffer = ""
+        self.failed = False
+        # DuckDB runs on one worker thread, so that the main thread stays free for Ctrl-C.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aefsql-shell")
+
+    # -- input --------------------------------------------------------------------------
+
+    def feed(self, line: str) -> bool:
+        """Take one line of input; False when the shell should stop."""
+        if not self.buffer.strip() and line.strip().startswith("."):
+            return self.dot(line.strip())
+        self.buffer += line + "\n"
+        if _ends_statement(self.buffer):
+            text, self.buffer = self.buffer, ""
+            self.run(text)
+        return True
+
+    def run_script(self, text: str) -> None:
+        for line in text.splitlines():
+            if not self.feed(line):
+                return
+        if self.buffer.strip():
+            text, self.buffer = self.buffer, ""
+            self.run(text)
+
+    @property
+    def prompt(self) -> str:
+        return "   ...> " if self.buffer.strip() else "aefsql> "
+
+    # -- SQL ----------------------------------------------------------------------------
+
+    def run(self, sql: str) -> None:
+        """Run every statement in `sql`; an error prints one line and stops the rest."""
+        try:
+            statements = self._call(self.con.extract_statements, sql)
+            for statement in statements:
+                query = _strip_terminator(statement.query)
+                started = time.perf_counter()
+                if statement.type.name in RESULT_TYPES:
+                    self._emit(self._call(self._render, query))
+                else:
+                    self._call(self.con.execute, query)
+                if self.timer:
+                    self._say(f"Run Time: {time.perf_counter() - started:.3f} s")
+        except KeyboardInterrupt:
+            self._complain("Interrupted")
+        except (duckdb.Error, AefsqlError, OSError) as exc:
+            self._complain(_one_line(exc))
+            if self.debug:
+                raise
+
+    def _call(self, fn, *args):
+        """Run fn on the worker thread; Ctrl-C interrupts DuckDB and waits for it to stop."""
+        future = self._worker.submit(fn, *args)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            self.con.interrupt()
+            with contextlib.suppress(Exception):
+                future.result(timeout=30)
+            raise
+
+    def _render(self, query: str) -> str:
+        relation = self.con.sql(query)
+        if self.mode == "box":
+            text = io.StringIO()
+            with contextlib.redirect_stdout(text):
+                relation.show(max_rows=self.max_rows)
+            return text.getvalue().rstrip("\n")
+        names = list(relation.columns)
+        return render_rows(self.mode, names, relation.fetchall())
+
+    # -- dot-commands -------------------------------------------------------------------
+
+    def dot(self, line: str) -> bool:
+        command, _, argument = line.partition(" ")
+        argument = argument.strip()
+        if command in (".quit", ".exit"):
+            return False
+        handlers = {
+            ".help": lambda: self._say(HELP),
+            ".tables": lambda: self.run(
+                "SELECT table_name AS name FROM duckdb_tables() "
+                "UNION SELECT view_name FROM duckdb_views() "
+                "WHERE NOT internal ORDER BY name;"
+            ),
+            ".schema": lambda: self._schema(argument),
+            ".read": lambda: self._read(argument),
+            ".mode": lambda: self._set_mode(argument),
+            ".output": lambda: self._set_output(argument),
+            ".timer": lambda: self._set_timer(argument),
+            ".maxrows": lambda: self._set_max_rows(argument),
+            ".catalog": lambda: self._catalog(argument),
+            ".functions": lambda: self._say(functions_text(self.con)),
+        }
+        handler = handlers.get(command)
+        if handler is None:
+            self._complain(f"unknown command {command}: try .help")
+        else:
+            handler()
+        return True
+
+    def _schema(self, table: str) -> None:
+        only = f" WHERE name = {quote_literal(table)}" if table else ""
+        self.run(
+            "SELECT sql FROM (SELECT table_name AS name, sql FROM duckdb_tables() UNION ALL "
+            f"SELECT view_name, sql FROM duckdb_views() WHERE NOT internal){only};"
+        )
+
+    def _read(self, path: str) -> None:
+        try:
+            self.run_script(Path(path).read_text())
+        except OSError as exc:
+            self._complain(f".read {path}: {exc.strerror or exc}")
+
+    def _set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            self._complain(f".mode {mode!r}: one of {', '.join(MODES)}")
+        else:
+            self.mode = mode
+
+    def _set_output(self, path: str) -> None:
+        if self.output_file is not None:
+            self.output_file.close()
+            self.output_file = None
+        if path:
+            self.output_file = open(path, "w")  # noqa: SIM115 (kept open until .output)
+
+    def _set_timer(self, value: str) -> None:
+        if value not in ("on", "off"):
+            self._complain(".timer on|off")
+        else:
+            self.timer = value == "on"
+
+    def _set_max_rows(self, value: str) -> None:
+        if not value.isdigit():
+            self._complain(".maxrows N")
+        else:
+            self.max_rows = int(value)
+
+    def _catalog(self, url: str) -> None:
+        if not url:
+            self.run(
+                "SELECT count(*) AS tiles, min(year) AS first_year, max(year) AS last_year, "
+                "any_value(path) AS example_path FROM aef_index();"
+            )
+            return
+        try:
+            self._call(self.reconnect, url)
+            self._say(f"catalog: {url}")
+        except (AefsqlError, duckdb.Error) as exc:
+            self._complain(_one_line(exc))
+
+    # -- output -------------------------------------------------------------------------
+
+    def _emit(self, text: str) -> None:
+        print(text, file=self.output_file or self.out)
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out)
+
+    def _complain(self, text: str) -> None:
+        self.failed = True
+        print(f"Error: {text}", file=self.err)
+
+    def close(self) -> None:
+        self._set_output("")
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+    # -- the interactive loop -----------------------------------------------------------
+
+    def interact(self) -> None:
+        _load_history()
+        print(
+            'aefsql: AlphaEarth embeddings in DuckDB. Enter ".help" for usage hints.', file=self.out
+        )
+        while True:
+            try:
+                line = input(self.prompt)
+            except EOFError:
+                print(file=self.out)
+                break
+            except KeyboardInterrupt:  # at the prompt: drop the unfinished statement
+                print("^C", file=self.out)
+                self.buffer = ""
+                continue
+            if not self.feed(line):
+                break
+        _save_history()
+
+
+def render_rows(mode: str, names: list[str], rows: list[tuple]) -> str:
+    """Rows as csv, json, markdown, line or table text."""
+    if mode == "csv":
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(rows)
+        return text.getvalue().rstrip("\n")
+    if mode == "json":
+        return json.dumps([dict(zip(names, row, strict=True)) for row in rows], default=str)
+    cells = [[_cell(v) for v in row] for row in rows]
+    if mode == "line":
+        width = max(map(len, names), default=0)
+        return "\n\n".join(
+            "\n".join(f"{n.rjust(width)} = {v}" for n, v in zip(names, row, strict=True))
+            for row in cells
+        )
+    widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(names)]
+    if mode == "markdown":
+        rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+        return "\n".join([_row(names, widths), rule, *(_row(r, widths) for r in cells)])
+    border = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    return "\n".join(
+        [border, _row(names, widths), border, *(_row(r, widths) for r in cells), border]
+    )
+
+
+def _row(values: list[str], widths: list[int]) -> str:
+    return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+
+
+def functions_text(con) -> str:
+    """Every aef_* function: its signature, then the first line of its documentation."""
+    rows = con.execute(
+        "SELECT DISTINCT function_name, parameters FROM duckdb_functions() "
+        "WHERE function_name LIKE 'aef%' ORDER BY function_name"
+    ).fetchall()
+    docs = function_docs()
+    return "\n".join(
+        f"{name}({', '.join(parameters)})\n    {docs.get(name, '')}" for name, parameters in rows
+    )
+
+
+def _cell(value) -> str:
+    return "NULL" if value is None else str(value)
+
+
+def _ends_statement(text: str) -> bool:
+    """True when the last token of `text` (comments aside) is a ';'."""
+    tokens = [(pos, kind) for pos, kind in duckdb.tokenize(text) if kind.name != "COMMENT"]
+    if not tokens:
+        return False
+    pos, _ = tokens[-1]
+    return text[pos:].lstrip().startswith(";")
+
+
+def _strip_terminator(query: str) -> str:
+    """DuckDB 2.0 keeps a statement's ';' and any comment after it: drop both."""
+    tokens = [(pos, kind) for pos, kind in duckdb.tokenize(query) if kind.name != "COMMENT"]
+    if tokens and query[tokens[-1][0] :].lstrip().startswith(";"):
+        return query[: tokens[-1][0]].rstrip()
+    return query.rstrip()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _load_history() -> None:
+    try:
+        import readline
+
+        readline.read_history_file(HISTORY)
+    except (ImportError, OSError):
+        pass
+
+
+def _save_history() -> None:
+    try:
+        import readline
+
+        readline.set_history_length(5000)
+        readline.write_history_file(HISTORY)
+    except (ImportError, OSError):
+        pass

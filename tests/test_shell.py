@@ -1,0 +1,96 @@
+"""The aefsql shell: scripts, -c, dot-commands, output modes, and an interactive session."""
+
+import subprocess
+import sys
+import time
+
+import pexpect
+
+AEFSQL = [sys.executable, "-m", "aefsql.cli"]
+
+
+def shell(*args, stdin: str = "", catalog=None) -> subprocess.CompletedProcess:
+    command = [*AEFSQL, *(["--catalog", catalog] if catalog else []), *args]
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def test_command_runs_statements_and_exits(gdal_collection):
+    result = shell(
+        "-c",
+        "SELECT count(*) AS tiles FROM aef_index(); SELECT 41 + 1 AS answer;",
+        catalog=gdal_collection.index,
+    )
+    assert result.returncode == 0
+    assert "tiles" in result.stdout and "8" in result.stdout and "42" in result.stdout
+
+
+def test_piped_script_with_dot_commands(gdal_collection, tmp_path):
+    out = tmp_path / "out.csv"
+    script = f"""
+.mode csv
+CREATE TABLE p AS
+  SELECT * FROM (VALUES (1, 0.0, 0.0)) t(id, lon, lat);
+SELECT id, year, A00 FROM aef_sample_points('p', year := 2023);
+.mode markdown
+SELECT 1 AS a, NULL AS b;
+.output {out}
+.mode json
+SELECT 'x' AS s;
+.output
+.tables
+"""
+    result = shell(stdin=script, catalog=gdal_collection.index)
+    assert result.returncode == 0, result.stderr
+    assert "id,year,A00\n1,2023,\n" in result.stdout
+    assert "| a | b    |\n|---|------|\n| 1 | NULL |" in result.stdout
+    assert out.read_text().strip() == '[{"s": "x"}]'
+    assert result.stdout.rstrip().endswith('[{"name": "p"}]')  # .tables, in json mode
+
+
+def test_errors_are_one_line_and_set_the_exit_code(gdal_collection):
+    result = shell("-c", "SELECT nope; SELECT 1;", catalog=gdal_collection.index)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: ")
+    assert "Traceback" not in result.stderr
+    bad_catalog = shell("-c", "SELECT 1;", catalog="/nonexistent/index.parquet")
+    assert bad_catalog.returncode == 1 and bad_catalog.stderr.startswith("aefsql: error: ")
+
+
+def test_functions_lists_every_aef_function_with_its_doc(gdal_collection):
+    result = shell("-c", ".functions", catalog=gdal_collection.index)
+    assert "aef_sample(path, lon, lat)\n    The embedding at (lon, lat)" in result.stdout
+    for name in (
+        "aef_index",
+        "aef_locate",
+        "aef_embedding",
+        "aef_sample_points",
+        "aef_plan",
+        "aef_dequantize",
+        "aef_vector",
+        "aef_build_collection",
+    ):
+        assert f"\n{name}(" in "\n" + result.stdout
+
+
+def test_interactive_session_ctrl_c_cancels_the_query(gdal_collection, tmp_path):
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "aefsql.cli", "--catalog", gdal_collection.index],
+        env={"AEFSQL_HISTORY": str(tmp_path / "history"), "PATH": "/usr/bin:/bin"},
+        encoding="utf-8",
+        timeout=60,
+    )
+    child.expect("aefsql> ")
+    child.sendline("SELECT count(*) FROM range(1000000000000) a")
+    child.expect(r"\.\.\.> ")  # the statement is not finished without ';'
+    child.sendline(";")
+    time.sleep(1.5)  # the query is running
+    child.sendintr()
+    child.expect("Interrupted")
+    child.expect("aefsql> ")
+    child.sendline("SELECT 41 + 1 AS answer;")
+    child.expect("42")
+    child.expect("aefsql> ")
+    child.sendline(".quit")
+    child.expect(pexpect.EOF)
+    assert "answer;" in (tmp_path / "history").read_text()
