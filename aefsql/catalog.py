@@ -188,6 +188,10 @@ class Catalog:
             self._columns = columns_from_names(schema.names, redact(self.url))
         return self._columns
 
+    def check(self) -> None:
+        """Read the footer now: a bad catalog fails at registration, not in a query."""
+        self.columns  # noqa: B018 (the property reads and validates)
+
     def index_sql(self) -> str:
         """SELECT of the normalized catalog, over DuckDB's read_parquet."""
         c = self.columns

@@ -46,6 +46,28 @@ class Session:
 
     catalog: Catalog
     sampler: Sampler
+    udf_prefix: str | None = None  # the names its Python UDFs were created under
+
+    def install(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Make the aef_* functions callable on `con`: the session's Python UDFs (once per
+        database instance: cursors share them) and the TEMP macros (per connection/cursor)."""
+        url = self.catalog.url
+        for fs in duckdb_filesystems(self.sampler.store, url):
+            if con.filesystem_is_registered(fs.protocol[0]):
+                con.unregister_filesystem(fs.protocol[0])
+            con.register_filesystem(fs)
+        if self.udf_prefix is None or not _function_exists(con, f"{self.udf_prefix}_sample"):
+            self.udf_prefix = _create_functions(con, self)
+        replacements = {
+            "{udf}": self.udf_prefix,
+            "{index_select}": self.catalog.index_sql(),
+            "{catalog_url}": quote_literal(self.catalog.source),
+        }
+        for name in SQL_FILES:
+            sql = _sql_text(name)
+            for placeholder, text in replacements.items():
+                sql = sql.replace(placeholder, text)
+            con.execute(sql)
 
     def aef_sample(self, path, lon, lat) -> pa.StructArray:
         return _struct(self.sampler.sample(_objects(path), _floats(lon), _floats(lat)))
@@ -152,7 +174,24 @@ def _struct(samples: Samples, bands: list[int] | None = None) -> pa.StructArray:
 
 
 def register(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection, catalog: str | None = None, **options
+) -> duckdb.DuckDBPyConnection:
+    """Register every aef_* function on `con` (TEMP macros: per connection or cursor).
+
+    `catalog`: path or URL of an AEF index parquet; default `$AEFSQL_CATALOG`, else the public
+    AEF index. Options: `cache_dir` keeps every byte read (and the catalog) in this folder, so
+    that re-runs read nothing from the network (default `$AEFSQL_CACHE_DIR`, else none);
+    `collection` is a read-ready collection (see `build_collection`) whose headers are used
+    instead of reading them (default `$AEFSQL_COLLECTION`); `concurrency` is the number of
+    requests in flight; `progress` shows a progress line on stderr while sampling (None: when
+    stderr is a terminal). The other options are fsspec storage options for the catalog's
+    protocol (endpoint_url, anon, key/secret, …; default `$AEFSQL_STORAGE_OPTIONS`, JSON).
+    """
+    open_session(catalog, **options).install(con)
+    return con
+
+
+def open_session(
     catalog: str | None = None,
     *,
     cache_dir: str | None = None,
@@ -160,19 +199,8 @@ def register(
     progress: bool | Progress | None = False,
     collection: str | None = None,
     **storage_options,
-) -> duckdb.DuckDBPyConnection:
-    """Register every aef_* function on `con` (TEMP macros: per connection or cursor).
-
-    `catalog`: path or URL of an AEF index parquet; default `$AEFSQL_CATALOG`, else the public
-    AEF index. `cache_dir`: keep every byte read (and the catalog) in this folder, so that
-    re-runs read nothing from the network; default `$AEFSQL_CACHE_DIR`, else no disk cache.
-    `collection`: a read-ready collection (see `build_collection`) whose headers are used
-    instead of reading them; default `$AEFSQL_COLLECTION`. `concurrency`: requests in flight
-    at once. `progress`: a progress line on stderr while
-    sampling (None: when stderr is a terminal). `storage_options` go to fsspec for the
-    catalog's protocol (endpoint_url, anon, key/secret, …); default `$AEFSQL_STORAGE_OPTIONS`
-    (JSON).
-    """
+) -> Session:
+    """The catalog, storage and caches that UDFs share (see `register` for the options)."""
     url = catalog or os.environ.get("AEFSQL_CATALOG") or PUBLIC_CATALOG
     if not storage_options and os.environ.get("AEFSQL_STORAGE_OPTIONS"):
         try:
@@ -195,22 +223,8 @@ def register(
     collection = collection or os.environ.get("AEFSQL_COLLECTION")
     if collection:
         session.use_collection(collection)
-    index_select = session.catalog.index_sql()  # reads the footer: a bad catalog fails here
-    for fs in duckdb_filesystems(store, url):
-        if con.filesystem_is_registered(fs.protocol[0]):
-            con.unregister_filesystem(fs.protocol[0])
-        con.register_filesystem(fs)
-    replacements = {
-        "{udf}": _create_functions(con, session),
-        "{index_select}": index_select,
-        "{catalog_url}": quote_literal(session.catalog.source),
-    }
-    for name in SQL_FILES:
-        sql = _sql_text(name)
-        for placeholder, text in replacements.items():
-            sql = sql.replace(placeholder, text)
-        con.execute(sql)
-    return con
+    session.catalog.check()
+    return session
 
 
 def connect(database: str = ":memory:", catalog: str | None = None, **options):
@@ -222,6 +236,13 @@ def connect(database: str = ":memory:", catalog: str | None = None, **options):
     except BaseException:
         con.close()
         raise
+
+
+def _function_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    rows = con.execute(
+        "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [name]
+    ).fetchall()
+    return rows[0][0] > 0
 
 
 def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
