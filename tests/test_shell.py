@@ -5,6 +5,8 @@ import sys
 import time
 
 import pexpect
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 AEFSQL = [sys.executable, "-m", "aefsql.cli"]
 
@@ -94,3 +96,62 @@ def test_interactive_session_ctrl_c_cancels_the_query(gdal_collection, tmp_path)
     child.sendline(".quit")
     child.expect(pexpect.EOF)
     assert "answer;" in (tmp_path / "history").read_text()
+
+
+def test_read_schema_timer_and_catalog_switch(gdal_collection, tmp_path):
+    script = tmp_path / "model.sql"
+    script.write_text("CREATE TABLE plots AS SELECT 1 AS id, 0.0 AS lon, 0.0 AS lat;\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    empty_index = other / "index.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "year": pa.array([], pa.int32()),
+                "path": pa.array([], pa.string()),
+                **{
+                    f"wgs84_{s}": pa.array([], pa.float64())
+                    for s in ("west", "south", "east", "north")
+                },
+            }
+        ),
+        empty_index,
+    )
+    result = shell(
+        stdin=f""".read {script}
+.schema plots
+.timer on
+SELECT 7 AS seven;
+.timer off
+.catalog
+.catalog {empty_index}
+.catalog
+""",
+        catalog=gdal_collection.index,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "CREATE TABLE plots(id INTEGER, lon DECIMAL(2,1), lat DECIMAL(2,1));" in result.stdout
+    assert "Run Time: " in result.stdout
+    tiles = [line for line in result.stdout.splitlines() if line.startswith("│") and "│" in line]
+    assert any(" 8 " in line for line in tiles)  # the first catalog: 8 tiles
+    assert f"catalog: {empty_index}" in result.stdout
+    assert any(" 0 " in line for line in tiles)  # the new one: none
+
+
+def test_readonly_database_refuses_writes(gdal_collection, tmp_path):
+    database = tmp_path / "w.duckdb"
+    assert (
+        shell(
+            str(database), "-c", "CREATE TABLE t AS SELECT 1 AS x;", catalog=gdal_collection.index
+        ).returncode
+        == 0
+    )
+    result = shell(
+        str(database),
+        "--readonly",
+        "-c",
+        "SELECT x FROM t; CREATE TABLE u (y INT);",
+        catalog=gdal_collection.index,
+    )
+    assert result.returncode == 1 and "read-only" in result.stderr.lower()
+    assert "│   x   │" in result.stdout and "│     1 │" in result.stdout  # reads still work
