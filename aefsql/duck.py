@@ -96,6 +96,7 @@ class Session:
             _floats(lon.flatten()),
             _floats(lat.flatten()),
             band_indices(wanted),
+            keep_blocks=False,  # every block of the group is read once, here
         )
         embedding = _struct(samples, band_indices(wanted))
         items = pa.StructArray.from_arrays(
@@ -167,7 +168,7 @@ def _struct(samples: Samples, bands: list[int] | None = None) -> pa.StructArray:
         if k is None:
             children.append(pa.nulls(n, pa.int8()))
         else:
-            children.append(pa.array(samples.values[:, k], mask=~samples.valid[:, k]))
+            children.append(pa.array(samples.values[:, k], mask=~samples.band_valid(k)))
     return pa.StructArray.from_arrays(
         children, fields=list(EMBEDDING_ARROW), mask=pa.array(~samples.covered)
     )

@@ -33,11 +33,28 @@ WAVE_BYTES = 32 * 1024 * 1024  # compressed bytes per wave (two in flight): boun
 
 @dataclass
 class Samples:
-    """Pixel values of n points in k bands; NULL is `covered` False or `valid` False."""
+    """Pixel values of n points in k bands. A band is NULL where its point is not covered or
+    its value is its file's nodata."""
 
     values: np.ndarray  # int8 (n, k)
-    valid: np.ndarray  # bool (n, k): inside a raster and not nodata
     covered: np.ndarray  # bool (n,): inside a raster
+    nodata: np.ndarray  # float (n,): the nodata value of each point's file, NaN for none
+    band_count: np.ndarray  # int (n,): how many bands each point's file has
+    bands: list[int]  # the band (index into A00..A63) of each of the k columns
+
+    def band_valid(self, k: int) -> np.ndarray:
+        """bool (n,): band column k holds data (one column at a time: no n x k mask)."""
+        with np.errstate(invalid="ignore"):
+            return (
+                self.covered
+                & (self.bands[k] < self.band_count)
+                & (self.values[:, k] != self.nodata)
+            )
+
+    @property
+    def valid(self) -> np.ndarray:
+        """bool (n, k): every band's validity at once."""
+        return np.stack([self.band_valid(k) for k in range(self.values.shape[1])], axis=1)
 
 
 @dataclass(frozen=True)
@@ -123,23 +140,28 @@ class Sampler:
 
     # -- sampling ------------------------------------------------------------------------
 
-    def sample(self, urls, lon, lat, bands: list[int] | None = None) -> Samples:
+    def sample(
+        self, urls, lon, lat, bands: list[int] | None = None, *, keep_blocks: bool = True
+    ) -> Samples:
         """Values of `bands` (indices into A00..A63) at each (url, lon, lat).
 
         A point is not covered when its url is None, its lon/lat is invalid, or it falls
         outside that raster; a band is not valid where it is not covered or holds nodata.
+        `keep_blocks`: put decoded blocks in the block cache (a whole-table job, which reads
+        each block once, does better to leave the memory free).
         """
         bands = list(range(BAND_COUNT)) if bands is None else bands
         lon = np.asarray(lon, dtype=np.float64)
         lat = np.asarray(lat, dtype=np.float64)
         n = lon.size
         values = np.zeros((n, len(bands)), dtype=np.int8)
-        valid = np.zeros((n, len(bands)), dtype=bool)
         covered = np.zeros(n, dtype=bool)
+        nodata = np.full(n, np.nan)
+        band_count = np.zeros(n, dtype=np.int16)
         urls = np.asarray(urls, dtype=object)
         usable = geo.valid_lonlat(lon, lat) & np.array([u is not None for u in urls], dtype=bool)
         if not usable.any():
-            return Samples(values, valid, covered)
+            return Samples(values, covered, nodata, band_count, bands)
 
         by_url = group_indices(urls, np.flatnonzero(usable))
         headers = self.headers_for(list(by_url))
@@ -148,6 +170,9 @@ class Sampler:
         for url, indices in by_url.items():
             rows, cols, inside = self.pixels(url, headers[url], lon[indices], lat[indices])
             covered[indices] = inside
+            band_count[indices] = headers[url].samples_per_pixel
+            if headers[url].nodata is not None:
+                nodata[indices] = headers[url].nodata
             located.append((url, indices[inside], rows[inside], cols[inside]))
         self._load_block_tables(
             [
@@ -159,9 +184,9 @@ class Sampler:
         for url, points, rows, cols in located:
             reads.extend(_plan_blocks(url, headers[url], points, rows, cols, bands))
 
-        self._read_blocks(reads, headers, values, valid)
+        self._read_blocks(reads, headers, values, keep_blocks)
         self.progress.add(points=n)
-        return Samples(values, valid, covered)
+        return Samples(values, covered, nodata, band_count, bands)
 
     def plan(self, url: str, lon, lat, bands: list[int]) -> ReadPlan:
         """What sampling `bands` at these points of one file would read (headers only)."""
@@ -215,12 +240,12 @@ class Sampler:
         x, y = geo.transform_points(WGS84, header.epsg, lon, lat)
         return geo.pixel_of(header.transform, header.width, header.height, x, y)
 
-    def _read_blocks(self, reads: list[_BlockRead], headers, values, valid) -> None:
+    def _read_blocks(self, reads: list[_BlockRead], headers, values, keep: bool) -> None:
         to_fetch = []
         for read in reads:
             block = self.blocks.get(read.key)
             if block is not None and block.shape[0] >= read.rows_needed:
-                read.gather(block, values, valid)
+                read.gather(block, values)
             else:
                 to_fetch.append(read)
         # While one wave decodes, the next one downloads.
@@ -231,7 +256,7 @@ class Sampler:
             raw_by_range = pending.result()
             if i + 1 < len(waves):
                 pending = prefetch.submit(self._fetch, waves[i + 1])
-            self._decode_wave(wave, raw_by_range, headers, values, valid)
+            self._decode_wave(wave, raw_by_range, headers, values, keep)
 
     def _fetch(self, wave: list[_BlockRead]) -> dict:
         """{(url, byte range): compressed bytes} of a wave's blocks."""
@@ -240,7 +265,7 @@ class Sampler:
         self.progress.add(blocks=len(wave), nbytes=sum(len(a) for a in answers))
         return {(r.url, r.byte_range): data for r, data in zip(nonempty, answers, strict=True)}
 
-    def _decode_wave(self, wave: list[_BlockRead], raw_by_range, headers, values, valid) -> None:
+    def _decode_wave(self, wave, raw_by_range, headers, values, keep: bool) -> None:
         def decode(read: _BlockRead) -> np.ndarray:
             header = headers[read.url]
             samples = 1 if header.planar_separate else header.samples_per_pixel
@@ -264,8 +289,9 @@ class Sampler:
             # Each task writes its own (point, band) cells: tasks never touch the same cell.
             for read in reads:
                 block = decode(read)
-                read.gather(block, values, valid)
-                self.blocks.put(read.key, block)
+                read.gather(block, values)
+                if keep:
+                    self.blocks.put(read.key, block)
 
         # One task per tile (its 64 band blocks when planar-separate): per-task overhead would
         # otherwise dominate for small blocks.
@@ -299,7 +325,6 @@ class _BlockRead:
     tile: _TilePoints
     columns: np.ndarray  # output band columns
     samples: np.ndarray  # the block's samples for those columns ([0] when planar-separate)
-    nodata: float | None
 
     @property
     def key(self) -> tuple:
@@ -309,11 +334,9 @@ class _BlockRead:
     def rows_needed(self) -> int:
         return self.tile.rows_needed
 
-    def gather(self, block: np.ndarray, values: np.ndarray, valid: np.ndarray) -> None:
+    def gather(self, block: np.ndarray, values: np.ndarray) -> None:
         picked = block[self.tile.rows, self.tile.cols][:, self.samples]
-        cells = (self.tile.points[:, None], self.columns[None, :])
-        values[cells] = picked
-        valid[cells] = True if self.nodata is None else picked != self.nodata
+        values[self.tile.points[:, None], self.columns[None, :]] = picked
 
 
 def group_indices(keys: np.ndarray, indices: np.ndarray) -> dict:
@@ -366,7 +389,6 @@ def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_B
                     tile=group,
                     columns=block_columns,
                     samples=samples,
-                    nodata=header.nodata,
                 )
             )
     return reads

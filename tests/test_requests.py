@@ -53,7 +53,16 @@ def test_header_once_bytes_once_and_always_ranged(http_collection, http_server):
         http_server.log.clear()
         again = con.sql("SELECT A00, A63 FROM aef_sample_points('p', year := 2023)").fetchall()
         assert again == first
-        assert tile_ranges(http_server.log) == []  # blocks cached too
+        # Whole-table jobs keep no decoded blocks (each is read once per job: the memory is
+        # better left free); the header is not read again.
+        assert (0, 65536) not in tile_ranges(http_server.log)
+
+        # Row-level calls keep decoded blocks in the LRU cache: repeating one reads nothing.
+        row_level = "SELECT aef_embedding(lon, lat, 2023).A05 FROM p"
+        first_rows = con.sql(row_level).fetchall()
+        http_server.log.clear()
+        assert con.sql(row_level).fetchall() == first_rows
+        assert tile_ranges(http_server.log) == []
     finally:
         con.close()
 
