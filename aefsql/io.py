@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import random
+import re
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +56,7 @@ class ByteStore:
     options: dict[str, dict] = field(default_factory=dict)
     concurrency: int = DEFAULT_CONCURRENCY
     disk_cache: DiskCache | None = None
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy())
     _versions: dict[str, str] = field(default_factory=dict)
 
     def read(
@@ -123,9 +128,55 @@ class ByteStore:
 
         Every answer must be exactly end - start bytes long (servers that ignore Range send
         the whole file; mirrors send short bodies). With `allow_short`, a shorter answer is
-        taken as the end of the file.
+        taken as the end of the file. Transient failures (connection errors, timeouts, HTTP
+        429/5xx, S3 SlowDown, wrong lengths) are retried with exponential backoff and jitter,
+        within `retry`'s attempts and deadline; a missing file or a refusal is not.
         """
         results: list[bytes | None] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        started = time.monotonic()
+        for attempt in range(1, self.retry.attempts + 1):
+            answers = self._fetch([requests[i] for i in pending])
+            failed = []
+            for i, answer in zip(pending, answers, strict=True):
+                outcome = _checked(requests[i], answer, allow_short)
+                if allow_short and isinstance(outcome, bytes):
+                    outcome = self._confirm_end(requests[i], outcome)
+                if isinstance(outcome, _Transient):
+                    failed.append((i, outcome))
+                else:
+                    results[i] = outcome
+            if not failed:
+                return results
+            delay = self.retry.delay(attempt)
+            if attempt == self.retry.attempts or (
+                time.monotonic() - started + delay > self.retry.deadline
+            ):
+                raise RangeReadError(f"{failed[0][1]} (gave up after {attempt} attempts)")
+            time.sleep(delay)
+            pending = [i for i, _ in failed]
+        raise AssertionError("unreachable")
+
+    def _confirm_end(self, request: tuple[str, int, int], data: bytes):
+        """A short answer is the end of the file only if the file really ends there: mirrors
+        also send short bodies (then: retry)."""
+        url, start, end = request
+        if len(data) == end - start:
+            return data
+        try:
+            size = self.filesystem(url).size(url)
+        except OSError as exc:
+            return _Transient(f"{redact(url)}: cannot check the file size: {exc}")
+        if size is not None and size > start + len(data):
+            return _Transient(
+                f"{redact(url)} bytes {start}-{end - 1}: got {len(data)} bytes, but the file "
+                f"has {size}"
+            )
+        return data
+
+    def _fetch(self, requests: Sequence[tuple[str, int, int]]) -> list:
+        """One concurrent attempt: bytes, or the exception, for each request."""
+        answers: list = [None] * len(requests)
         by_filesystem: dict[int, list[int]] = defaultdict(list)
         filesystems = {}
         for i, (url, _, _) in enumerate(requests):
@@ -138,32 +189,87 @@ class ByteStore:
             starts = [requests[i][1] for i in indices]
             ends = [requests[i][2] for i in indices]
             extra = {"batch_size": self.concurrency} if isinstance(fs, AsyncFileSystem) else {}
-            answers = fs.cat_ranges(urls, starts, ends, on_error="return", **extra)
-            for i, answer in zip(indices, answers, strict=True):
-                results[i] = _checked(requests[i], answer, allow_short)
-        return results
+            for i, answer in zip(
+                indices, fs.cat_ranges(urls, starts, ends, on_error="return", **extra), strict=True
+            ):
+                answers[i] = answer
+        return answers
 
     def read_head(self, urls: Sequence[str], length: int) -> list[bytes]:
         """The first `length` bytes of each file (less when the file is shorter)."""
         return self.read([(url, 0, length) for url in urls], allow_short=True)
 
 
-def _checked(request: tuple[str, int, int], answer, allow_short: bool) -> bytes:
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries: `attempts` tries in all, exponential backoff with full jitter, and no
+    retry that would end past `deadline` seconds."""
+
+    attempts: int = 5
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+    deadline: float = 120.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+class _Transient(str):
+    """A failure worth retrying, described for the error raised if retries run out."""
+
+
+# HTTP statuses and S3 codes that say "try again".
+TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
+TRANSIENT_WORDS = (
+    "SlowDown",
+    "Throttl",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "InternalError",
+    "Reduce your request rate",
+)
+
+
+def _checked(request: tuple[str, int, int], answer, allow_short: bool):
+    """The bytes, a `_Transient` failure to retry, or a `RangeReadError` raised at once."""
     url, start, end = request
     where = f"{redact(url)} bytes {start}-{end - 1}"
     if isinstance(answer, FileNotFoundError):
         raise RangeReadError(f"{redact(url)}: file not found")
-    if isinstance(answer, PermissionError):
+    status = getattr(answer, "status", None)
+    if isinstance(answer, PermissionError) or status in (401, 403):
         raise RangeReadError(f"{redact(url)}: access denied ({type(answer).__name__})")
     if isinstance(answer, BaseException):
-        raise RangeReadError(f"{where}: read failed: {type(answer).__name__}: {answer}")
+        described = f"{where}: read failed: {type(answer).__name__}: {_redacted_text(answer)}"
+        if _is_transient(answer):
+            return _Transient(described)
+        raise RangeReadError(described)
     size = len(answer)
     if size == end - start or (allow_short and size < end - start):
         return bytes(answer)
-    raise RangeReadError(
+    return _Transient(
         f"{where}: got {size} bytes instead of {end - start} "
         "(file shorter than its header says, or a server that ignores Range)"
     )
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, ConnectionError | TimeoutError | asyncio.TimeoutError):
+        return True
+    status = getattr(error, "status", None) or getattr(error, "code", None)
+    if status in TRANSIENT_STATUSES:
+        return True
+    if type(error).__module__.startswith("aiohttp") and not isinstance(status, int):
+        return True  # payload and connection errors: the body did not arrive whole
+    text = str(error)
+    return any(word in text for word in TRANSIENT_WORDS) or any(
+        f" {code}" in text for code in TRANSIENT_STATUSES
+    )
+
+
+def _redacted_text(error: BaseException) -> str:
+    """The error's text without query strings (signed URLs carry secrets there)."""
+    return re.sub(r"\?[^\s'\"]*", "", str(error).splitlines()[0] if str(error) else "")
 
 
 class _HTTPForDuckDB(HTTPFileSystem):

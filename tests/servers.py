@@ -74,10 +74,36 @@ class RequestLog:
         return Counter(path for _, path, _ in self.requests)
 
 
+@dataclass
+class Faults:
+    """Faults to inject, each once, into the next GETs of paths ending with a given suffix:
+    an HTTP status ("500", "503", "429", "403"), "drop" (close without answering),
+    "truncate" (promise the whole body, send half) or "short" (a consistent 206 with half the
+    bytes asked for, as some mirrors do)."""
+
+    planned: list = field(default_factory=list)  # [(path suffix, fault)]
+    injected: list = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, suffix: str, fault: str, times: int = 1) -> None:
+        with self.lock:
+            self.planned.extend([(suffix, fault)] * times)
+
+    def take(self, path: str) -> str | None:
+        with self.lock:
+            for k, (suffix, fault) in enumerate(self.planned):
+                if path.endswith(suffix):
+                    del self.planned[k]
+                    self.injected.append((path, fault))
+                    return fault
+        return None
+
+
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with single-range support (RFC 9110), ETag and Last-Modified."""
 
     log: RequestLog
+    faults: Faults
 
     def log_message(self, *args):  # quiet
         pass
@@ -94,6 +120,14 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         path = Path(self.translate_path(self.path))
         if not path.is_file():
             self.send_error(404)
+            return
+        fault = self.faults.take(self.path) if body else None
+        if fault and fault.isdigit():
+            self.send_error(int(fault))
+            return
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)
             return
         data = path.read_bytes()
         size = len(data)
@@ -116,6 +150,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
                 self.end_headers()
                 return
             status = 206
+        if fault == "short":  # a consistent answer that is simply shorter than asked
+            end = start + (end - start) // 2
         self.send_response(status)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
@@ -128,6 +164,10 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         if body:
+            if fault == "truncate":
+                self.wfile.write(data[start : start + (end - start) // 2])
+                self.close_connection = True
+                return
             self.wfile.write(data[start:end])
 
 
@@ -135,6 +175,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 class HTTPServer:
     base_url: str
     log: RequestLog
+    faults: Faults
 
 
 class _ThreadingServer(http.server.ThreadingHTTPServer):
@@ -146,12 +187,13 @@ class _ThreadingServer(http.server.ThreadingHTTPServer):
 @contextlib.contextmanager
 def http_range_server(folder: Path):
     log = RequestLog()
-    handler = type("Handler", (RangeHandler,), {"log": log})
+    faults = Faults()
+    handler = type("Handler", (RangeHandler,), {"log": log, "faults": faults})
     server = _ThreadingServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield HTTPServer(f"http://127.0.0.1:{server.server_address[1]}/", log)
+        yield HTTPServer(f"http://127.0.0.1:{server.server_address[1]}/", log, faults)
     finally:
         server.shutdown()
         server.server_close()

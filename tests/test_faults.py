@@ -1,0 +1,59 @@
+"""Network faults injected by the local HTTP server: results equal the fault-free ones, or the
+query fails with a clear error; never a wrong or missing row."""
+
+import pyarrow as pa
+import pytest
+from test_collection import tile_points
+
+import aefsql
+from aefsql.io import RetryPolicy
+
+TILE = "2023/18S/tile3-0000000000-0000000000.tiff"
+
+
+@pytest.fixture(scope="module")
+def points():
+    lon, lat, _, _ = tile_points(3, 40, seed=21)
+    return pa.table({"id": list(range(40)), "lon": lon, "lat": lat})
+
+
+def sample(index, points):
+    return aefsql.sample_points(points, year=2023, catalog=index, progress=False)
+
+
+@pytest.fixture(scope="module")
+def expected(http_collection, points):
+    return sample(http_collection.index, points)
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "429", "drop", "truncate", "short"])
+def test_transient_faults_are_retried_to_the_same_result(
+    http_collection, http_server, points, expected, fault
+):
+    http_server.faults.add(TILE, fault, times=2)  # the header read, then a block read
+    got = sample(http_collection.index, points)
+    assert http_server.faults.planned == []  # both faults were served ...
+    assert [f for _, f in http_server.faults.injected[-2:]] == [fault, fault]
+    assert got.equals(expected)  # ... and retried away
+
+
+def test_a_refusal_is_not_retried_and_names_the_file(http_collection, http_server, points):
+    http_server.faults.add(TILE, "403", times=1)
+    http_server.log.clear()
+    with pytest.raises(Exception, match=r"tile3-0000000000-0000000000\.tiff: access denied"):
+        sample(http_collection.index, points)
+    gets = [r for m, path, r in http_server.log.requests if m == "GET" and path.endswith(TILE)]
+    assert len(gets) == 1
+
+
+def test_a_persistent_fault_fails_after_bounded_attempts(
+    http_collection, http_server, points, monkeypatch
+):
+    attempts = RetryPolicy().attempts
+    http_server.faults.add(TILE, "503", times=attempts)
+    http_server.log.clear()
+    with pytest.raises(Exception, match=rf"gave up after {attempts} attempts"):
+        sample(http_collection.index, points)
+    gets = [r for m, path, r in http_server.log.requests if m == "GET" and path.endswith(TILE)]
+    assert len(gets) == attempts
+    http_server.faults.planned.clear()
