@@ -67,6 +67,8 @@ FIELD_TYPES = {
     18: ("u8", 8),  # IFD8
 }
 
+ASCII = 2
+
 # SampleFormat x BitsPerSample -> numpy kind.
 SAMPLE_KINDS = {1: "u", 2: "i", 3: "f"}
 
@@ -328,15 +330,27 @@ def _scalar(reader: _Reader, entries: dict[int, _Entry], tag: int, default=None)
         if default is None:
             raise TiffFormatError(f"required TIFF tag {tag} is missing")
         return default
-    values = reader.values(entry)
+    values = _integers(reader, entries, tag)
     if values.size == 0:
         raise TiffFormatError(f"TIFF tag {tag} is empty")
     return values[0].item()
 
 
+def _integers(reader: _Reader, entries: dict[int, _Entry], tag: int) -> np.ndarray | None:
+    values = _array(reader, entries, tag)
+    if values is not None and values.dtype.kind not in "iu":
+        raise TiffFormatError(f"TIFF tag {tag} must hold integers, not {values.dtype}")
+    return values
+
+
 def _array(reader: _Reader, entries: dict[int, _Entry], tag: int) -> np.ndarray | None:
+    """A tag's values as numbers; a text tag where numbers belong is a format error."""
     entry = entries.get(tag)
-    return None if entry is None else reader.values(entry)
+    if entry is None:
+        return None
+    if entry.type == ASCII:
+        raise TiffFormatError(f"TIFF tag {tag} holds text where numbers belong")
+    return reader.values(entry)
 
 
 def _image_header(reader: _Reader, entries: dict[int, _Entry]) -> ImageHeader:
@@ -346,8 +360,8 @@ def _image_header(reader: _Reader, entries: dict[int, _Entry]) -> ImageHeader:
     if width <= 0 or height <= 0 or samples <= 0:
         raise TiffFormatError(f"empty image ({width}x{height}, {samples} samples)")
 
-    bits = _array(reader, entries, BITS_PER_SAMPLE)
-    formats = _array(reader, entries, SAMPLE_FORMAT)
+    bits = _integers(reader, entries, BITS_PER_SAMPLE)
+    formats = _integers(reader, entries, SAMPLE_FORMAT)
     bits = 1 if bits is None else bits
     formats = 1 if formats is None else formats
     if np.unique(bits).size != 1 or np.unique(formats).size != 1:
@@ -425,7 +439,7 @@ def _block_table(reader: _Reader, entry: _Entry) -> BlockTable:
 
 def _geo_keys(reader: _Reader, entries: dict[int, _Entry]) -> dict[int, int]:
     """GeoKeys whose value is stored inline (the ones aefsql needs all are)."""
-    directory = _array(reader, entries, GEO_KEY_DIRECTORY)
+    directory = _integers(reader, entries, GEO_KEY_DIRECTORY)
     if directory is None or directory.size < 4:
         return {}
     n = int(directory[3])
@@ -471,10 +485,12 @@ def _transform(reader: _Reader, entries: dict[int, _Entry]) -> Affine | None:
 
 
 def _nodata(reader: _Reader, entries: dict[int, _Entry]) -> float | None:
-    raw = _array(reader, entries, GDAL_NODATA)
-    if raw is None:
+    entry = entries.get(GDAL_NODATA)
+    if entry is None:
         return None
-    text = b"".join(raw.tolist()).split(b"\0")[0].strip()
+    if entry.type != ASCII:
+        raise TiffFormatError("GDAL_NODATA tag is not text")
+    text = b"".join(reader.values(entry).tolist()).split(b"\0")[0].strip()
     try:
         return float(text)
     except ValueError:
