@@ -24,16 +24,19 @@ def sample_points(
     geometry_crs: int = 4326,
     catalog: str | None = None,
     progress: bool | None = None,
+    on_error: str = "raise",
     **options,
 ) -> pa.Table:
     """Every row of `points` (all its columns), once per year, with the sampled bands beside it.
 
     `points`: an Arrow table, or a RecordBatchReader (streamed in, read once).
     `year`: one year or several. `bands`: names such as ['A00', 'A05'] (default all 64).
-    `geometry_crs`: EPSG code of x/y (default 4326, lon/lat). `progress`: a progress line on
-    stderr (default: when stderr is a terminal). `options`: cache_dir, concurrency and storage
-    options, as for `aefsql.connect`. Bands are NULL where the point lies in no tile, its x/y is
-    NULL or invalid, or the pixel is nodata. Rows keep their input order.
+    `geometry_crs`: EPSG code of x/y (default 4326, lon/lat). `on_error`: 'null' gives the rows
+    of unreadable files NULL bands and an `aef_error` message instead of failing. `progress`:
+    a progress line on stderr (default: when stderr is a terminal). `options`: cache_dir,
+    concurrency and storage options, as for `aefsql.connect`. Bands are NULL where the point
+    lies in no tile, its x/y is NULL or invalid, or the pixel is nodata. Rows keep their input
+    order.
     """
     if not isinstance(points, pa.Table | pa.RecordBatchReader):
         raise AefsqlError(
@@ -72,7 +75,7 @@ def sample_points(
         "SELECT * FROM aef_sample_points('__aef_points', "
         f"years := [{', '.join(map(str, years))}], x_column := '{_LON}', y_column := '{_LAT}'"
         + (f", bands := [{', '.join(quote_literal(b) for b in bands)}]" if bands else "")
-        + ")"
+        + f", on_error := {quote_literal(on_error)})"
     )
     report = Progress(enabled=progress)
     con = connect(catalog=catalog, progress=report, **options)

@@ -83,9 +83,18 @@ def parse_years(text: str) -> list[int]:
     return years
 
 
-def sample_sql(points: str, years: list[int], x: str, y: str, bands: str, dry_run: bool) -> str:
+def sample_sql(
+    points: str,
+    years: list[int],
+    x: str,
+    y: str,
+    bands: str,
+    dry_run: bool,
+    on_error: str = "raise",
+) -> str:
     """The SELECT a `sample` command runs; every user string is quoted as a literal."""
     function = "aef_plan" if dry_run else "aef_sample_points"
+    errors = "" if dry_run else f", on_error := {quote_literal(on_error)}"
     band_list = (
         ""
         if bands == "all"
@@ -94,7 +103,7 @@ def sample_sql(points: str, years: list[int], x: str, y: str, bands: str, dry_ru
     return (
         f"SELECT * FROM {function}({quote_literal(points)}, "
         f"years := [{', '.join(map(str, years))}], "
-        f"x_column := {quote_literal(x)}, y_column := {quote_literal(y)}{band_list})"
+        f"x_column := {quote_literal(x)}, y_column := {quote_literal(y)}{band_list}{errors})"
     )
 
 
@@ -216,6 +225,13 @@ def run_verb(argv: list[str]) -> int:
         help="index parquet path/URL (default: $AEFSQL_CATALOG, else the public AEF index)",
     )
     sample.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
+    sample.add_argument(
+        "--on-error",
+        choices=("raise", "null"),
+        default="raise",
+        help="null: rows of unreadable files get NULL bands and an aef_error column, "
+        "instead of failing the job (default raise)",
+    )
     sample.add_argument(
         "--dry-run",
         action="store_true",

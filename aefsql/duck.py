@@ -23,7 +23,7 @@ from .catalog import (
     storage_options_for,
 )
 from .collection import headers_from_table, headers_to_table
-from .errors import CatalogError
+from .errors import AefsqlError, CatalogError
 from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
 from .locate import locate
 from .progress import Progress
@@ -31,7 +31,9 @@ from .sampling import BAND_NAMES, Sampler, Samples, band_indices
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
 ROW_EMBEDDING_TYPE = (
-    "STRUCT(__aef_row BIGINT, " + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")[]"
+    "STRUCT(__aef_row BIGINT, "
+    + ", ".join(f"{name} TINYINT" for name in BAND_NAMES)
+    + ", aef_error VARCHAR)[]"
 )
 EMBEDDING_ARROW = pa.struct([(name, pa.int8()) for name in BAND_NAMES])
 PLAN_TYPE = "STRUCT(points BIGINT, blocks BIGINT, requests BIGINT, bytes BIGINT)"
@@ -83,27 +85,51 @@ class Session:
         paths = locate(self.catalog.tiles(), self.sampler, lon, lat, _floats(year))
         return _struct(self.sampler.sample(paths, lon, lat))
 
-    def sample_group(self, path, rows, lon, lat, bands) -> pa.ListArray:
-        """One list of (row, bands) structs per group of points of one file."""
+    def sample_group(self, path, rows, lon, lat, bands, on_error) -> pa.ListArray:
+        """One list of (row, bands, error) structs per group of points of one file.
+
+        `on_error` 'null': a file that cannot be read gives its rows NULL bands and the error
+        message instead of failing the query; 'raise' (the default) fails it.
+        """
         rows, lon, lat = (_contiguous(c) for c in (rows, lon, lat))
         offsets = rows.offsets.to_numpy()
         offsets = offsets - offsets[0]  # a sliced list array's offsets do not start at 0
         counts = np.diff(offsets)
-        flat_rows = rows.flatten()
-        wanted = sorted({name for names in bands.to_pylist() for name in names or ()})
-        samples = self.sampler.sample(
-            np.repeat(_objects(path), counts),
-            _floats(lon.flatten()),
-            _floats(lat.flatten()),
-            band_indices(wanted),
-            keep_blocks=False,  # every block of the group is read once, here
-        )
-        embedding = _struct(samples, band_indices(wanted))
+        wanted = band_indices(sorted({n for names in bands.to_pylist() for n in names or ()}))
+        modes = set(on_error.to_pylist())
+        if not modes <= {"raise", "null"}:
+            raise AefsqlError(f"on_error must be 'raise' or 'null', not {sorted(modes)}")
+        urls = np.repeat(_objects(path), counts)
+        lons, lats = _floats(lon.flatten()), _floats(lat.flatten())
+        errors = np.full(urls.size, None, dtype=object)
+        try:
+            samples = self.sampler.sample(urls, lons, lats, wanted, keep_blocks=False)
+        except AefsqlError:
+            if modes != {"null"}:
+                raise
+            samples = self._sample_each_file(urls, lons, lats, wanted, errors)
+        embedding = _struct(samples, wanted)
         items = pa.StructArray.from_arrays(
-            [flat_rows.cast(pa.int64()), *embedding.flatten()],
-            names=["__aef_row", *BAND_NAMES],
+            [rows.flatten().cast(pa.int64()), *embedding.flatten(), pa.array(errors, pa.string())],
+            names=["__aef_row", *BAND_NAMES, "aef_error"],
         )
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
+
+    def _sample_each_file(self, urls, lons, lats, bands, errors) -> Samples:
+        """Sample file by file, so that one unreadable file fails only its own rows."""
+        merged = None
+        for url in dict.fromkeys(urls):
+            mine = urls == url
+            part_urls = np.where(mine, urls, None)
+            try:
+                part = self.sampler.sample(part_urls, lons, lats, bands, keep_blocks=False)
+            except AefsqlError as exc:
+                errors[mine] = str(exc)
+                continue
+            merged = part if merged is None else merged.overlay(part, mine)
+        if merged is None:  # every file failed
+            merged = self.sampler.sample(np.full(urls.size, None), lons, lats, bands)
+        return merged
 
     def use_collection(self, path: str) -> None:
         """Take every file's header from a read-ready collection instead of its COG."""
@@ -261,7 +287,7 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         (
             "sample_group",
             session.sample_group,
-            ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "VARCHAR[]"],
+            ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "VARCHAR[]", "VARCHAR"],
             ROW_EMBEDDING_TYPE,
         ),
         ("build_collection", session.build_collection, ["VARCHAR", "INTEGER[]"], "BIGINT"),

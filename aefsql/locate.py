@@ -12,6 +12,7 @@ import numpy as np
 
 from . import geo
 from .catalog import TileTable
+from .errors import AefsqlError
 from .sampling import Sampler, group_indices
 
 
@@ -42,21 +43,39 @@ def locate(tiles: TileTable, sampler: Sampler, lon, lat, year) -> np.ndarray:
         candidates = sorted(candidates, key=lambda t: tiles.utm_zone[t] != own_zone)
         plans.append((members, candidates))
 
-    paths = {tiles.path[t] for _, candidates in plans for t in candidates}
-    headers = sampler.headers_for(sorted(paths))
+    paths = sorted({tiles.path[t] for _, candidates in plans for t in candidates})
+    headers, unreadable = _readable_headers(sampler, paths)
     for members, candidates in plans:
         for t in candidates:
-            open_ = members[found[members] == None]  # noqa: E711 (elementwise)
-            if open_.size == 0:
-                break
-            in_box = _in_box(tiles, t, lon[open_], lat[open_])
-            open_ = open_[in_box]
-            if open_.size == 0:
-                continue
             path = tiles.path[t]
+            open_ = members[found[members] == None]  # noqa: E711 (elementwise)
+            open_ = open_[_in_box(tiles, t, lon[open_], lat[open_])]
+            if open_.size == 0 or path in unreadable:
+                continue
             _, _, inside = sampler.pixels(path, headers[path], lon[open_], lat[open_])
             found[open_[inside]] = path
+        # A file whose header cannot be read may hold the points no readable file does: give
+        # them to it, so that sampling reports its error for them (or fails, by default).
+        for t in candidates:
+            if tiles.path[t] in unreadable:
+                open_ = members[found[members] == None]  # noqa: E711 (elementwise)
+                found[open_[_in_box(tiles, t, lon[open_], lat[open_])]] = tiles.path[t]
     return found
+
+
+def _readable_headers(sampler: Sampler, paths: list[str]):
+    """The headers of the files that can be read, and the set of those that cannot."""
+    try:
+        return sampler.headers_for(paths), set()
+    except AefsqlError:
+        pass
+    headers, unreadable = {}, set()
+    for path in paths:
+        try:
+            headers.update(sampler.headers_for([path]))
+        except AefsqlError:
+            unreadable.add(path)
+    return headers, unreadable
 
 
 def _in_box(tiles: TileTable, t: int, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:

@@ -51,6 +51,17 @@ class Samples:
                 & (self.values[:, k] != self.nodata)
             )
 
+    def overlay(self, other: Samples, rows: np.ndarray) -> Samples:
+        """These samples with `rows` (a boolean mask) taken from `other`."""
+        pick = rows[:, None]
+        return Samples(
+            values=np.where(pick, other.values, self.values),
+            covered=np.where(rows, other.covered, self.covered),
+            nodata=np.where(rows, other.nodata, self.nodata),
+            band_count=np.where(rows, other.band_count, self.band_count),
+            bands=self.bands,
+        )
+
     @property
     def valid(self) -> np.ndarray:
         """bool (n, k): every band's validity at once."""

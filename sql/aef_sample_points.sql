@@ -32,14 +32,16 @@ FROM coordinates c CROSS JOIN wanted_years y;
 -- Points are grouped per file so that the sampling UDF sees all the points of a file at once:
 -- each block is read and decoded once, and the UDF runs exactly once per group whatever
 -- filters the outer query adds. Rows whose point lies in no tile, or whose x/y is NULL or
--- invalid, come back with NULL bands.
+-- invalid, come back with NULL bands. With on_error := 'null', rows of a file that cannot be
+-- read get NULL bands and an aef_error column says why; the default fails the query.
 CREATE OR REPLACE TEMP MACRO aef_sample_points(
     points_table,
     year := NULL,
     years := NULL,
     x_column := 'lon',
     y_column := 'lat',
-    bands := NULL
+    bands := NULL,
+    on_error := 'raise'
 ) AS TABLE
 WITH points AS MATERIALIZED (
     SELECT row_number() OVER () AS __aef_row, * FROM query_table(points_table)
@@ -51,7 +53,7 @@ sampled AS (
     SELECT __aef_year, unnest(
         {udf}_sample_group(
             __aef_path, list(__aef_row), list(__aef_x), list(__aef_y),
-            coalesce(CAST(bands AS VARCHAR[]), aef_band_names())
+            coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), CAST(on_error AS VARCHAR)
         ),
         recursive := true
     )
@@ -64,7 +66,8 @@ wanted_bands AS (
         __aef_year,
         -- __aef_row keeps the selection non-empty whatever `bands` says.
         COLUMNS(lambda c: c = '__aef_row' OR (c SIMILAR TO 'A[0-9][0-9]'
-                AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c)))
+                AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
+                OR (c = 'aef_error' AND on_error = 'null'))
     FROM sampled
 )
 SELECT p.* EXCLUDE (__aef_row), l.__aef_year AS year, s.* EXCLUDE (__aef_row, __aef_year)

@@ -187,3 +187,24 @@ def test_python_sample_points_needs_a_year_and_known_columns(catalog):
         aefsql.sample_points(table, x_column="x", year=2023, catalog=index)
     with pytest.raises(aefsql.AefsqlError, match="pyarrow.Table or RecordBatchReader"):
         aefsql.sample_points({"lon": [1.0]}, year=2023, catalog=index)
+
+
+def test_on_error_null_keeps_every_row_and_says_why(catalog):
+    con, _ = catalog
+    lon, lat = pixel_lonlat(np.array([30, 2]), np.array([30, 3]))
+    con.register("two", pa.table({"id": [1, 2], "lon": lon, "lat": lat}))
+    query = "SELECT * FROM aef_sample_points('two', years := [2023, 2024, 2025, 2026]{})"
+    with pytest.raises(Exception, match=r"(file not found|not a TIFF file)"):
+        con.execute(query.format("")).fetchall()  # the default fails loudly
+    # A63's blocks lie at the end of each file: past the cut of the truncated one.
+    rows = con.execute(query.format(", bands := ['A00', 'A63'], on_error := 'null'")).fetchall()
+    assert [(r[0], r[3]) for r in rows] == [
+        (i, y) for i in (1, 2) for y in (2023, 2024, 2025, 2026)
+    ]
+    by_year = {(r[0], r[3]): (r[4], r[6]) for r in rows}  # A00, aef_error
+    assert by_year[(1, 2023)] == (int(DATA[0, 30, 30]), None)
+    assert "missing.tif: file not found" in by_year[(1, 2024)][1] and by_year[(1, 2024)][0] is None
+    assert "not_a_tiff.tif: not a TIFF file" in by_year[(2, 2025)][1]
+    assert "truncated.tif" in by_year[(2, 2026)][1]
+    with pytest.raises(Exception, match="on_error must be 'raise' or 'null'"):
+        con.execute(query.format(", on_error := 'ignore'")).fetchall()
