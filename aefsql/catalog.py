@@ -185,12 +185,34 @@ class Catalog:
                 raise CatalogError(
                     f"catalog {redact(self.url)} cannot be read as parquet: {exc}"
                 ) from None
-            self._columns = columns_from_names(schema.names, redact(self.url))
+            columns = columns_from_names(schema.names, redact(self.url))
+            _check_types(schema, columns, redact(self.url))
+            self._columns = columns
         return self._columns
 
     def check(self) -> None:
-        """Read the footer now: a bad catalog fails at registration, not in a query."""
-        self.columns  # noqa: B018 (the property reads and validates)
+        """Validate now, so that a bad catalog fails at registration, not in a query: its
+        schema (roles and types) and, for catalogs other than the public one, its ids and
+        paths (no duplicate ids, no path escaping the catalog's folder, known schemes only)."""
+        columns = self.columns
+        if self.url == PUBLIC_CATALOG:
+            return  # the published index: registering it must not need the network
+        wanted = [c for c in (columns.fid, columns.path) if c]
+        try:
+            with self._open() as f:
+                table = pq.read_table(f, columns=wanted)
+        except (OSError, pa.ArrowException) as exc:
+            raise CatalogError(f"catalog {redact(self.url)} cannot be read: {exc}") from None
+        source = redact(self.url)
+        if columns.fid:
+            fids = table[columns.fid].to_numpy(zero_copy_only=False)
+            unique, counts = np.unique(fids, return_counts=True)
+            if (counts > 1).any():
+                raise CatalogError(
+                    f"catalog {source}: duplicate {columns.fid} values {unique[counts > 1][:5]}"
+                )
+        for path in table[columns.path].to_pylist():
+            _check_path(path, source)
 
     def index_sql(self) -> str:
         """SELECT of the normalized catalog, over DuckDB's read_parquet."""
@@ -271,6 +293,38 @@ class Catalog:
             east=numbers(c.wgs84_east, np.float64),
             north=numbers(c.wgs84_north, np.float64),
         )
+
+
+ALLOWED_SCHEMES = {"s3", "s3a", "gs", "gcs", "http", "https", "file"}
+
+
+def _check_types(schema: pa.Schema, columns: CatalogColumns, source: str) -> None:
+    def need(role: str, test, kind: str) -> None:
+        name = getattr(columns, role)
+        if name is not None and not test(schema.field(name).type):
+            raise CatalogError(
+                f"{source}: column {name!r} ({role}) has type {schema.field(name).type}, "
+                f"expected {kind}"
+            )
+
+    need("year", pa.types.is_integer, "an integer")
+    need("path", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), "a string")
+    for role in ("wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north"):
+        need(role, lambda t: pa.types.is_floating(t) or pa.types.is_integer(t), "a number")
+
+
+def _check_path(path: str | None, source: str) -> None:
+    """A tile path must be a URL of a known scheme, or relative without leaving the folder."""
+    if path is None or not path.strip():
+        raise CatalogError(f"{source}: a row has an empty path")
+    scheme = _URL_WITH_SCHEME.match(path)
+    if scheme and scheme.group(0)[:-3].lower() not in ALLOWED_SCHEMES:
+        raise CatalogError(
+            f"{source}: path {path!r} has an unexpected scheme; allowed: "
+            + ", ".join(sorted(ALLOWED_SCHEMES))
+        )
+    if not scheme and ".." in path.replace("\\", "/").split("/"):
+        raise CatalogError(f"{source}: path {path!r} escapes the catalog's folder")
 
 
 def zone_from_crs(crs: str | None) -> str | None:

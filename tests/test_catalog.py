@@ -161,3 +161,46 @@ def test_register_twice_and_on_a_cursor(tmp_path):
         ] == pytest.approx(-((127 / 127.5) ** 2))
     finally:
         con.close()
+
+
+def write_index(target, **overrides):
+    columns = {
+        "fid": [1, 2],
+        "year": [2023, 2023],
+        "path": ["a.tiff", "b.tiff"],
+        "wgs84_west": [1.0, 2.0],
+        "wgs84_south": [1.0, 2.0],
+        "wgs84_east": [1.5, 2.5],
+        "wgs84_north": [1.5, 2.5],
+    }
+    columns.update(overrides)
+    pq.write_table(pa.table(columns), target)
+    return str(target)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"fid": [7, 7]}, r"duplicate fid values \[7\]"),
+        ({"path": ["../../etc/passwd", "b.tiff"]}, "escapes the catalog's folder"),
+        ({"path": ["a.tiff", "ok/../../b.tiff"]}, "escapes the catalog's folder"),
+        ({"path": ["ftp://host/a.tiff", "b.tiff"]}, "unexpected scheme"),
+        ({"path": ["", "b.tiff"]}, "empty path"),
+        (
+            {"year": ["2023", "2024"]},
+            r"column 'year' \(year\) has type string, expected an integer",
+        ),
+        ({"wgs84_west": ["a", "b"]}, "expected a number"),
+    ],
+)
+def test_bad_catalog_values_fail_at_registration(tmp_path, overrides, message):
+    index = write_index(tmp_path / "index.parquet", **overrides)
+    with pytest.raises(CatalogError, match=message):
+        aefsql.connect(catalog=index)
+
+
+def test_good_catalog_with_urls_registers(tmp_path):
+    index = write_index(
+        tmp_path / "index.parquet", path=["s3://bucket/a.tiff", "https://host/b.tiff"]
+    )
+    aefsql.connect(catalog=index).close()
