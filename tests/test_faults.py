@@ -60,3 +60,19 @@ def test_a_persistent_fault_fails_after_bounded_attempts(http_collection, http_s
     # in a batch, then alone; sampling once more).
     assert len(gets) % attempts == 0 and len(gets) <= 3 * attempts
     http_server.faults.planned.clear()
+
+
+def test_errors_never_show_secrets(http_server, s3_collection):
+    con = aefsql.connect()
+    try:
+        signed = f"{http_server.base_url}nope.tiff?X-Amz-Signature=TOPSECRET&X-Amz-Credential=AKIA"
+        with pytest.raises(Exception) as error:
+            con.execute(f"SELECT aef_sample('{signed}', 15.0, 45.0)").fetchall()
+        assert "nope.tiff: file not found" in str(error.value)
+        assert "TOPSECRET" not in str(error.value) and "AKIA" not in str(error.value)
+    finally:
+        con.close()
+    options = dict(s3_collection.storage_options, secret="SECRET-KEY-VALUE")
+    with pytest.raises(Exception) as error:
+        aefsql.connect(catalog="s3://aef/v1/annual/missing.parquet", **options)
+    assert "not found" in str(error.value) and "SECRET-KEY-VALUE" not in str(error.value)
