@@ -112,6 +112,17 @@ def run_sample(args, out=None) -> None:
     sql = sample_sql(args.points, parse_years(args.year), args.x, args.y, args.bands, args.dry_run)
     con = connect(catalog=args.catalog, cache_dir=args.cache_dir, progress=None)
     try:
+        columns = [
+            d[0]
+            for d in con.execute(
+                f"SELECT * FROM query_table({quote_literal(args.points)}) LIMIT 0"
+            ).description
+        ]
+        for name in (args.x, args.y):
+            if name not in columns:
+                raise AefsqlError(
+                    f"{args.points} has no column {name!r} (columns: {', '.join(columns)})"
+                )
         if args.dry_run:
             con.sql(sql).show(max_rows=40)
             files, points, blocks, requests, nbytes = con.execute(
