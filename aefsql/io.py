@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import fsspec
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.http import HTTPFileSystem
@@ -119,6 +120,8 @@ class ByteStore:
     def filesystem(self, url: str) -> fsspec.AbstractFileSystem:
         protocol = get_protocol(url)
         options = self.options.get(protocol_of(url), {})
+        if protocol_of(url) == "http":
+            options = _with_http_timeouts(options)
         return fsspec.filesystem(protocol, **options)
 
     def read_ranges(
@@ -251,6 +254,16 @@ def _checked(request: tuple[str, int, int], answer, allow_short: bool):
         f"{where}: got {size} bytes instead of {end - start} "
         "(file shorter than its header says, or a server that ignores Range)"
     )
+
+
+# A server that stops sending is a fault to retry, not a reason to wait aiohttp's 5 minutes.
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+
+
+def _with_http_timeouts(options: dict) -> dict:
+    client_kwargs = dict(options.get("client_kwargs") or {})
+    client_kwargs.setdefault("timeout", HTTP_TIMEOUT)
+    return {**options, "client_kwargs": client_kwargs}
 
 
 def _is_transient(error: BaseException) -> bool:

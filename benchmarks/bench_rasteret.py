@@ -57,9 +57,21 @@ def rasteret_collection(index: Path, folder: Path):
 
 
 def sample_rasteret(collection, table: pa.Table) -> np.ndarray:
-    """(n, 64) int16 from Rasteret's long output (point_index, band, value: float64)."""
+    """(n, 64) int16 from Rasteret's long output (point_index, band, value: float64).
+
+    `bbox=` (the points' extent) is passed on to `Collection.subset`: without it Rasteret 0.4.1
+    filters records by one OR-ed bbox test per point, an expression so deep that Arrow
+    overflows the stack (segfault) from about 10^4 points.
+    """
+    lon, lat = table["lon"].to_numpy(), table["lat"].to_numpy()
     out = collection.sample_points(
-        table, bands=BANDS, x_column="lon", y_column="lat", geometry_crs=4326, progress=False
+        table,
+        bands=BANDS,
+        x_column="lon",
+        y_column="lat",
+        geometry_crs=4326,
+        progress=False,
+        bbox=(lon.min(), lat.min(), lon.max(), lat.max()),
     )
     values = np.full((table.num_rows, 64), MISSING, dtype=np.int16)
     value = out["value"].to_numpy()

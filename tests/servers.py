@@ -10,6 +10,7 @@ import http.server
 import os
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
+STALL_SECONDS = 3.0
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
@@ -78,8 +80,9 @@ class RequestLog:
 class Faults:
     """Faults to inject, each once, into the next GETs of paths ending with a given suffix:
     an HTTP status ("500", "503", "429", "403"), "drop" (close without answering),
-    "truncate" (promise the whole body, send half) or "short" (a consistent 206 with half the
-    bytes asked for, as some mirrors do)."""
+    "truncate" (promise the whole body, send half), "short" (a consistent 206 with half the
+    bytes asked for, as some mirrors do) or "stall" (send the headers, then nothing for
+    STALL_SECONDS)."""
 
     planned: list = field(default_factory=list)  # [(path suffix, fault)]
     injected: list = field(default_factory=list)
@@ -164,6 +167,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         if body:
+            if fault == "stall":  # headers sent, then silence
+                time.sleep(STALL_SECONDS)
             if fault == "truncate":
                 self.wfile.write(data[start : start + (end - start) // 2])
                 self.close_connection = True

@@ -1,6 +1,7 @@
 """Network faults injected by the local HTTP server: results equal the fault-free ones, or the
 query fails with a clear error; never a wrong or missing row."""
 
+import aiohttp
 import pyarrow as pa
 import pytest
 from test_collection import tile_points
@@ -35,6 +36,22 @@ def test_transient_faults_are_retried_to_the_same_result(
     assert http_server.faults.planned == []  # both faults were served ...
     assert [f for _, f in http_server.faults.injected[-2:]] == [fault, fault]
     assert got.equals(expected)  # ... and retried away
+
+
+def test_a_stalled_server_times_out_and_is_retried(http_collection, http_server, points, expected):
+    http_server.faults.add(TILE, "stall", times=1)
+    http_server.log.clear()
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=1)  # < the stall
+    got = aefsql.sample_points(
+        points,
+        year=2023,
+        catalog=http_collection.index,
+        progress=False,
+        client_kwargs={"timeout": timeout},
+    )
+    assert http_server.faults.planned == [] and got.equals(expected)
+    ranges = [r for m, path, r in http_server.log.requests if m == "GET" and path.endswith(TILE)]
+    assert ranges.count(ranges[0]) == 2  # the stalled read timed out and was asked again
 
 
 def test_a_refusal_is_not_retried_and_names_the_file(http_collection, http_server, points):
