@@ -13,7 +13,7 @@ import pyarrow as pa
 from .api import build_collection
 from .catalog import quote_literal
 from .demo import DEMO_POINTS, write_demo_collection
-from .duck import connect, register
+from .duck import connect, open_session
 from .errors import AefsqlError
 from .shell import Shell
 
@@ -180,18 +180,28 @@ def run_shell(argv: list[str]) -> int:
     parser.add_argument("--readonly", action="store_true", help="open DATABASE read-only")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
     args = parser.parse_args(argv)
+    options = dict(cache_dir=args.cache_dir, progress=None)
     try:
         con = duckdb.connect(args.database, read_only=args.readonly)
-        register(con, catalog=args.catalog, cache_dir=args.cache_dir, progress=None)
+    except duckdb.Error as exc:
+        print(f"aefsql: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    try:
+        session = open_session(args.catalog, **options)
+        session.install(con)
     except (AefsqlError, duckdb.Error) as exc:
+        con.close()
         if args.debug:
             raise
         print(f"aefsql: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    options = dict(cache_dir=args.cache_dir, progress=None)
-    shell = Shell(
-        con, reconnect=lambda url: register(con, catalog=url, **options), debug=args.debug
-    )
+
+    def reconnect(url: str):
+        new = open_session(url, **options)
+        new.install(con)
+        return new
+
+    shell = Shell(con, session=session, reconnect=reconnect, debug=args.debug)
     try:
         if args.sql is not None:
             shell.run_script(args.sql)

@@ -50,6 +50,13 @@ class Session:
     sampler: Sampler
     udf_prefix: str | None = None  # the names its Python UDFs were created under
 
+    def cancel(self) -> None:
+        """Stop this session's reads: the running aef_* calls end with `Cancelled`."""
+        self.sampler.store.cancelled.set()
+
+    def resume(self) -> None:
+        self.sampler.store.cancelled.clear()
+
     def install(self, con: duckdb.DuckDBPyConnection) -> None:
         """Make the aef_* functions callable on `con`: the session's Python UDFs (once per
         database instance: cursors share them) and the TEMP macros (per connection/cursor)."""

@@ -19,3 +19,7 @@ class UnsupportedCodecError(TiffFormatError):
 
 class RangeReadError(AefsqlError):
     """A byte-range read failed or returned other bytes than were asked for."""
+
+
+class Cancelled(AefsqlError):
+    """The query was cancelled (Ctrl-C in the shell) while aefsql was reading."""

@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import random
 import re
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from fsspec.utils import get_protocol
 
 from . import threads
 from .cache import DiskCache
-from .errors import RangeReadError
+from .errors import Cancelled, RangeReadError
 from .ranges import DEFAULT_MAX_GAP, merge_ranges
 
 DEFAULT_CONCURRENCY = 64
@@ -58,6 +59,13 @@ class ByteStore:
     concurrency: int = DEFAULT_CONCURRENCY
     disk_cache: DiskCache | None = None
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy())
+    # Set to stop: reads not yet started, and retry waits, end with `Cancelled`.
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled("cancelled")
+
     _versions: dict[str, str] = field(default_factory=dict)
 
     def read(
@@ -139,6 +147,7 @@ class ByteStore:
         pending = list(range(len(requests)))
         started = time.monotonic()
         for attempt in range(1, self.retry.attempts + 1):
+            self.check_cancelled()
             answers = self._fetch([requests[i] for i in pending])
             failed = []
             for i, answer in zip(pending, answers, strict=True):
@@ -156,7 +165,8 @@ class ByteStore:
                 time.monotonic() - started + delay > self.retry.deadline
             ):
                 raise RangeReadError(f"{failed[0][1]} (gave up after {attempt} attempts)")
-            time.sleep(delay)
+            if self.cancelled.wait(delay):  # a retry wait ends early on cancel
+                self.check_cancelled()
             pending = [i for i, _ in failed]
         raise AssertionError("unreachable")
 

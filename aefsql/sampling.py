@@ -264,6 +264,7 @@ class Sampler:
         prefetch = threads.pool("prefetch")
         pending = prefetch.submit(self._fetch, waves[0]) if waves else None
         for i, wave in enumerate(waves):
+            self.store.check_cancelled()
             raw_by_range = pending.result()
             if i + 1 < len(waves):
                 pending = prefetch.submit(self._fetch, waves[i + 1])

@@ -40,9 +40,12 @@ Statements end with ';'. Ctrl-C cancels the running query; Ctrl-D leaves."""
 class Shell:
     """Runs SQL and dot-commands on one connection, rendering results like DuckDB's CLI."""
 
-    def __init__(self, con, *, reconnect=None, out=None, err=None, debug: bool = False):
+    def __init__(
+        self, con, *, session=None, reconnect=None, out=None, err=None, debug: bool = False
+    ):
         self.con = con
-        self.reconnect = reconnect  # catalog URL -> new registration on this connection
+        self.session = session  # the aefsql session to cancel on Ctrl-C
+        self.reconnect = reconnect  # catalog URL -> the new session registered on this con
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.debug = debug
@@ -107,9 +110,14 @@ class Shell:
         try:
             return future.result()
         except KeyboardInterrupt:
+            # DuckDB stops between chunks; aefsql's reads stop between waves and retries.
             self.con.interrupt()
+            if self.session is not None:
+                self.session.cancel()
             with contextlib.suppress(Exception):
                 future.result(timeout=30)
+            if self.session is not None:
+                self.session.resume()
             raise
 
     def _render(self, query: str) -> str:
@@ -198,7 +206,7 @@ class Shell:
             )
             return
         try:
-            self._call(self.reconnect, url)
+            self.session = self._call(self.reconnect, url)
             self._say(f"catalog: {url}")
         except (AefsqlError, duckdb.Error) as exc:
             self._complain(_one_line(exc))

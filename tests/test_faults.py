@@ -1,13 +1,17 @@
 """Network faults injected by the local HTTP server: results equal the fault-free ones, or the
 query fails with a clear error; never a wrong or missing row."""
 
+import threading
+import time
+
 import aiohttp
 import pyarrow as pa
 import pytest
 from test_collection import tile_points
 
 import aefsql
-from aefsql.io import RetryPolicy
+from aefsql.errors import Cancelled
+from aefsql.io import ByteStore, RetryPolicy
 
 TILE = "2023/18S/tile3-0000000000-0000000000.tiff"
 
@@ -93,3 +97,30 @@ def test_errors_never_show_secrets(http_server, s3_collection):
     with pytest.raises(Exception) as error:
         aefsql.connect(catalog="s3://aef/v1/annual/missing.parquet", **options)
     assert "not found" in str(error.value) and "SECRET-KEY-VALUE" not in str(error.value)
+
+
+def test_cancel_ends_reads_and_retry_waits_promptly(http_collection, http_server):
+    """The shell's Ctrl-C cancels the session: a read stuck in retry waits ends at once."""
+    store = ByteStore(retry=RetryPolicy(attempts=5, base_delay=20.0, max_delay=20.0))
+    url = f"{http_collection.index.rsplit('/', 1)[0]}/{TILE}"
+    http_server.faults.add(TILE, "503", times=100)
+    outcome = {}
+
+    def read():
+        started = time.monotonic()
+        try:
+            store.read([(url, 0, 100)])
+        except Exception as exc:  # noqa: BLE001 (the test inspects it)
+            outcome["error"] = exc
+        outcome["seconds"] = time.monotonic() - started
+
+    worker = threading.Thread(target=read)
+    worker.start()
+    time.sleep(0.5)  # the first attempt failed; the read now waits to retry
+    store.cancelled.set()
+    worker.join(timeout=10)
+    http_server.faults.planned.clear()
+    assert isinstance(outcome["error"], Cancelled)
+    assert outcome["seconds"] < 5  # not the 20 s backoff
+    store.cancelled.clear()
+    assert store.read([(url, 0, 100)])[0] == (http_collection.folder / TILE).read_bytes()[:100]
