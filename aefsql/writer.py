@@ -302,7 +302,8 @@ INDEX_SCHEMA = pa.schema(
 GEOPARQUET = {
     "version": "1.0.0",
     "primary_column": "geom",
-    "columns": {"geom": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": None}},
+    # No "crs" key: GeoParquet reads that as OGC:CRS84 (lon/lat); null would mean unknown.
+    "columns": {"geom": {"encoding": "WKB", "geometry_types": ["Polygon"]}},
 }
 
 

@@ -1,11 +1,15 @@
 """Session fixtures: GDAL-written files and collections, served locally over S3 and HTTP."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from gdal_fixtures import LAYOUTS, write_collection, write_layout
-from servers import http_range_server, s3_server
+from servers import RequestLog, http_range_server, s3_server
+
+S3_BUCKET, S3_PREFIX = "aef", "v1/annual/"
 
 
 @dataclass
@@ -13,42 +17,55 @@ class Collection:
     index: str  # path or URL of index.parquet
     storage_options: dict
     folder: Path  # the local copy
+    log: RequestLog | None = None  # the HTTP server's requests (http_collection only)
 
 
 @pytest.fixture(scope="session")
-def layout_files(tmp_path_factory) -> dict:
-    """{Layout: path} for every GDAL-written layout."""
+def gdal_layout_files(tmp_path_factory) -> dict:
+    """{Layout: path} for every GDAL-written layout; LAYOUTS[i] is written with seed i."""
     folder = tmp_path_factory.mktemp("layouts")
     return {layout: write_layout(folder, layout, seed=i) for i, layout in enumerate(LAYOUTS)}
 
 
 @pytest.fixture(scope="session")
+def layout_files(gdal_layout_files) -> dict:
+    """The older name of gdal_layout_files."""
+    return gdal_layout_files
+
+
+@pytest.fixture(scope="session")
 def gdal_collection(tmp_path_factory) -> Collection:
+    """The two-year collection on local disk; index is the index.parquet's path."""
     folder = tmp_path_factory.mktemp("collection")
     return Collection(str(write_collection(folder)), {}, folder)
 
 
 @pytest.fixture(scope="session")
-def s3(gdal_collection):
+def s3():
     with s3_server() as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def s3_collection(s3, gdal_collection) -> Collection:
-    s3.upload_folder(gdal_collection.folder, "aef", prefix="v1/annual/")
-    return Collection(
-        "s3://aef/v1/annual/index.parquet", s3.storage_options, gdal_collection.folder
-    )
+    """The collection in a bucket of the moto server: index is s3://aef/v1/annual/index.parquet,
+    storage_options are s3fs's."""
+    s3.upload_folder(gdal_collection.folder, S3_BUCKET, prefix=S3_PREFIX)
+    url = f"s3://{S3_BUCKET}/{S3_PREFIX}index.parquet"
+    return Collection(url, s3.storage_options, gdal_collection.folder)
 
 
 @pytest.fixture(scope="session")
 def http_server(gdal_collection):
+    """An HTTP Range server over the collection's parent folder (other test files can be
+    served from there too)."""
     with http_range_server(gdal_collection.folder.parent) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 def http_collection(http_server, gdal_collection) -> Collection:
+    """The collection over HTTP: index is http://127.0.0.1:PORT/<folder>/index.parquet and log
+    counts the requests the server received."""
     url = f"{http_server.base_url}{gdal_collection.folder.name}/index.parquet"
-    return Collection(url, {}, gdal_collection.folder)
+    return Collection(url, {}, gdal_collection.folder, http_server.log)

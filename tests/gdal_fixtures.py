@@ -1,30 +1,38 @@
-"""Fixtures written by GDAL (through rasterio): the independent writer aefsql is checked against."""
+"""Fixtures written by GDAL (through rasterio) and pyarrow: the independent writer aefsql is
+checked against. Nothing here imports aefsql."""
 
 from __future__ import annotations
 
+import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import rasterio
+import tifffile
 from pyproj import Transformer
 from rasterio.transform import Affine
 
-from aefsql.writer import TileEntry, write_index
-
 PIXEL = 10.0
+NODATA = -128
+OVERVIEW_FACTORS = [2, 4]
+MODEL_TRANSFORMATION_TAG, MODEL_PIXEL_SCALE_TAG, MODEL_TIEPOINT_TAG = 34264, 33550, 33922
+GEOREFERENCING_TAGS = (MODEL_TRANSFORMATION_TAG, MODEL_PIXEL_SCALE_TAG, MODEL_TIEPOINT_TAG)
 
 
 @dataclass(frozen=True)
 class Layout:
-    compression: str = "zstd"
-    predictor: int = 1
+    compression: str = "zstd"  # zstd | deflate
+    predictor: int = 1  # 1 | 2
     bigtiff: bool = False
     south_up: bool = True
     block: int = 256
     interleave: str = "band"  # band: planar-separate (AEF); pixel: chunky
     epsg: int = 32633
-    width: int = 700
+    width: int = 700  # not multiples of the block: edge blocks are partial
     height: int = 600
     bands: int = 64
     west: float = 420000.0
@@ -40,18 +48,34 @@ class Layout:
         )
 
     @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in the layout's UTM CRS."""
+        south = self.south if self.south is not None else default_south(self.epsg)
+        return (
+            self.west,
+            south,
+            self.west + self.width * PIXEL,
+            south + self.height * PIXEL,
+        )
+
+    @property
     def transform(self) -> Affine:
-        x0 = self.west
-        y_south = self.south or (5100000.0 if self.epsg < 32700 else 7100000.0)
+        west, south, _, north = self.bounds
         if self.south_up:
-            return Affine(PIXEL, 0, x0, 0, PIXEL, y_south)
-        return Affine(PIXEL, 0, x0, 0, -PIXEL, y_south + self.height * PIXEL)
+            # Positive Y scale: GDAL can only say this with a ModelTransformationTag, as the
+            # published files do.
+            return Affine(PIXEL, 0, west, 0, PIXEL, south)
+        return Affine(PIXEL, 0, west, 0, -PIXEL, north)
+
+
+def default_south(epsg: int) -> float:
+    return 5100000.0 if epsg < 32700 else 7100000.0  # ~46°N / ~26°S
 
 
 AEF = Layout()
 LAYOUTS = [
     AEF,
-    Layout(epsg=32733),
+    Layout(epsg=32733),  # the AEF layout in a southern zone
     Layout(compression="deflate"),
     Layout(predictor=2),
     Layout(compression="deflate", predictor=2, epsg=32718),
@@ -63,19 +87,23 @@ LAYOUTS = [
 
 
 def layout_data(layout: Layout, seed: int) -> np.ndarray:
-    """int8 (bands, rows, cols): random values, a nodata rectangle in all bands, and a few
-    nodata pixels in single bands."""
+    """int8 (bands, rows, cols): random values in [-127, 127], a nodata rectangle and a few
+    nodata pixels in all bands (AEF masks all bands together), and a few -128 values in single
+    bands (a reader must not mask a whole pixel for one band)."""
     rng = np.random.default_rng(seed)
-    data = rng.integers(-127, 128, (layout.bands, layout.height, layout.width), dtype=np.int8)
-    data[:, 40:90, 100:180] = -128
+    shape = (layout.bands, layout.height, layout.width)
+    data = rng.integers(-127, 128, shape, dtype=np.int8)
+    data[:, 40:90, 100:180] = NODATA
     for _ in range(20):
-        data[
-            rng.integers(layout.bands), rng.integers(layout.height), rng.integers(layout.width)
-        ] = -128
+        data[:, rng.integers(layout.height), rng.integers(layout.width)] = NODATA
+    for _ in range(20):
+        band, row, col = (rng.integers(n) for n in shape)
+        data[band, row, col] = NODATA
     return data
 
 
 def write_layout(folder: Path, layout: Layout, seed: int = 0, name: str | None = None) -> Path:
+    """Write `layout_data(layout, seed)` with GDAL as folder/name (default: the layout's name)."""
     path = Path(folder) / (name or layout.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     profile = dict(
@@ -86,7 +114,7 @@ def write_layout(folder: Path, layout: Layout, seed: int = 0, name: str | None =
         dtype="int8",
         crs=f"EPSG:{layout.epsg}",
         transform=layout.transform,
-        nodata=-128,
+        nodata=NODATA,
         tiled=True,
         blockxsize=layout.block,
         blockysize=layout.block,
@@ -98,33 +126,61 @@ def write_layout(folder: Path, layout: Layout, seed: int = 0, name: str | None =
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(layout_data(layout, seed))
         ds.descriptions = tuple(f"A{i:02d}" for i in range(layout.bands))
-        ds.build_overviews([2, 4])
+        ds.build_overviews(OVERVIEW_FACTORS)
+    check_georeferencing_tags(path, layout.south_up)
     return path
 
 
-def lonlat(epsg: int, x, y) -> tuple[np.ndarray, np.ndarray]:
+def check_georeferencing_tags(path: Path, south_up: bool) -> None:
+    """South-up files must carry the published files' georeferencing: a ModelTransformationTag
+    and no PixelScale/Tiepoint (if GDAL ever changes this, the fixtures stop being AEF-like)."""
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[0].tags
+        found = {code for code in GEOREFERENCING_TAGS if code in tags}
+    expected = (
+        {MODEL_TRANSFORMATION_TAG} if south_up else {MODEL_PIXEL_SCALE_TAG, MODEL_TIEPOINT_TAG}
+    )
+    if found != expected:
+        raise AssertionError(f"{path}: georeferencing tags {sorted(found)}, not {sorted(expected)}")
+
+
+def raster_bounds(ds) -> tuple[float, float, float, float]:
+    """(west, south, east, north) of an open rasterio dataset. rasterio's ds.bounds is
+    (c, f + e·height, c + a·width, f): for a south-up file its "bottom" is the northern edge."""
+    left, bottom, right, top = ds.bounds
+    return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+
+def to_lonlat(epsg: int, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """UTM (or any EPSG) x/y to lon/lat arrays."""
     lon, lat = Transformer.from_crs(epsg, 4326, always_xy=True).transform(x, y)
     return np.asarray(lon), np.asarray(lat)
 
 
-def random_pixel_points(path: Path, n: int, seed: int = 0):
-    """UTM x/y of points inside pixels (5%..95% across, never on an edge), their row/col, and
-    whether they are inside the raster. Includes the first/last rows and columns, rows and
-    columns either side of block edges, and points outside the raster on every side."""
+lonlat = to_lonlat  # the older name, still used by some tests
+
+
+def random_pixel_points(ds_or_path, n: int, seed: int = 0, include_edges: bool = True):
+    """(x, y, rows, cols, inside): UTM x/y of points inside pixels (5%..95% across, never near
+    a pixel boundary), the pixel's row/col in the file's own row order, and whether it is
+    inside the raster. n random pixels; with include_edges also n//4 each of rows and columns
+    on the first/last row/column and either side of block edges. Always exactly 4 points
+    outside the raster, one past each side."""
+    if isinstance(ds_or_path, (str, Path)):
+        with rasterio.open(ds_or_path) as ds:
+            return random_pixel_points(ds, n, seed, include_edges)
+    ds = ds_or_path
+    width, height, transform = ds.width, ds.height, ds.transform
+    block_rows, block_cols = ds.block_shapes[0]
     rng = np.random.default_rng(seed)
-    with rasterio.open(path) as ds:
-        width, height, block = ds.width, ds.height, ds.block_shapes[0][0]
-        transform = ds.transform
-    edges_r = np.unique(
-        np.r_[0, height - 1, np.arange(block, height, block) - 1, np.arange(block, height, block)]
-    )
-    edges_c = np.unique(
-        np.r_[0, width - 1, np.arange(block, width, block) - 1, np.arange(block, width, block)]
-    )
-    rows = np.r_[rng.integers(0, height, n), rng.choice(edges_r, n // 4), [-1, height, 3, 3]]
-    cols = np.r_[rng.integers(0, width, n), rng.integers(0, width, n // 4), [3, 3, -1, width]]
-    rows = np.r_[rows, rng.integers(0, height, n // 4)]
-    cols = np.r_[cols, rng.choice(edges_c, n // 4)]
+    rows = [rng.integers(0, height, n)]
+    cols = [rng.integers(0, width, n)]
+    if include_edges:
+        rows += [rng.choice(edges(height, block_rows), n // 4), rng.integers(0, height, n // 4)]
+        cols += [rng.integers(0, width, n // 4), rng.choice(edges(width, block_cols), n // 4)]
+    rows.append([-1, height, 3, 3])
+    cols.append([3, 3, -1, width])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
     fx = rng.uniform(0.05, 0.95, rows.size)
     fy = rng.uniform(0.05, 0.95, rows.size)
     x = transform.c + transform.a * (cols + fx)
@@ -133,36 +189,129 @@ def random_pixel_points(path: Path, n: int, seed: int = 0):
     return x, y, rows, cols, inside
 
 
+def edges(size: int, block: int) -> np.ndarray:
+    """The first and last index, and the indices either side of every block boundary."""
+    inner = np.arange(block, size, block)
+    return np.unique(np.r_[0, size - 1, inner - 1, inner])
+
+
 # -- a multi-tile, two-year collection with its index.parquet ------------------------------
 
-# (zone label, EPSG, x of the western edge, y of the southern edge): 32N/33N meet at 12°E
-# and their tiles overlap there; 18S is in the southern hemisphere; nothing covers (0, 0).
+# (zone label, EPSG, x of the western edge, y of the southern edge). 32N and 33N meet at 12°E:
+# tiles 0 and 1 both straddle it, so they overlap in lon/lat. Tiles 1 and 2 touch corner to
+# corner; GAP_LONLAT, 5 pixels west of tile 2, is inside tile 2's lon/lat box (a UTM rectangle
+# is a rotated shape in lon/lat) but in no raster. 18S is in the southern hemisphere; nothing
+# covers (0, 0).
 COLLECTION_TILES = [
-    ("32N", 32632, 735000.0, 4986000.0),  # straddles 12°E, overlapping the next tile
+    ("32N", 32632, 735000.0, 4986000.0),
     ("33N", 32633, 262000.0, 4986000.0),
-    ("33N", 32633, 265000.0, 4988600.0),  # corner to corner with the last: boxes overlap
+    ("33N", 32633, 265000.0, 4988600.0),
     ("18S", 32718, 498000.0, 8506000.0),
 ]
-TILE_WIDTH, TILE_HEIGHT = 300, 260
+TILE_WIDTH, TILE_HEIGHT, TILE_BLOCK = 300, 260, 128
+GAP_UTM = (32633, 264950.0, 4988750.0)
+GAP_LONLAT = tuple(float(v) for v in to_lonlat(*GAP_UTM))
+
+
+def collection_path(year: int, k: int) -> str:
+    """Tile k's path relative to the index, in the published naming scheme."""
+    zone = COLLECTION_TILES[k][0]
+    return f"{year}/{zone}/tile{k}-{0:010d}-{0:010d}.tiff"
+
+
+def collection_layout(k: int) -> Layout:
+    _, epsg, west, south = COLLECTION_TILES[k]
+    return Layout(
+        epsg=epsg, width=TILE_WIDTH, height=TILE_HEIGHT, block=TILE_BLOCK, west=west, south=south
+    )
 
 
 def write_collection(folder: Path, years=(2023, 2024)) -> Path:
-    """The AEF layout (planar, zstd, south-up, int8 x 64, 128-px blocks) in several UTM zones
-    and two years, and an index.parquet in the published narrow schema with relative paths."""
+    """The AEF layout (planar, zstd, pred 1, south-up, int8 x 64) in several UTM zones and
+    years, and an index.parquet in the published narrow schema with relative paths.
+    Returns the index's path."""
     folder = Path(folder)
-    entries = []
+    rows = []
     for year in years:
-        for k, (zone, epsg, x0, y0) in enumerate(COLLECTION_TILES):
-            layout = Layout(
-                epsg=epsg, width=TILE_WIDTH, height=TILE_HEIGHT, block=128, west=x0, south=y0
-            )
-            rel = f"{year}/{zone}/tile{k}-{0:010d}-{0:010d}.tiff"
-            write_layout(folder, layout, seed=year * 10 + k, name=rel)
-            entries.append(
-                TileEntry(
-                    year, rel, epsg, x0, y0, x0 + TILE_WIDTH * PIXEL, y0 + TILE_HEIGHT * PIXEL
-                )
-            )
-    # The index is written by aefsql's writer: the rasters, the part under test, are GDAL's.
-    index = write_index(folder / "index.parquet", entries)
-    return index
+        for k in range(len(COLLECTION_TILES)):
+            layout = collection_layout(k)
+            path = collection_path(year, k)
+            write_layout(folder, layout, seed=year * 10 + k, name=path)
+            rows.append(index_row(len(rows) + 1, year, path, layout))
+    return write_index(folder / "index.parquet", rows)
+
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("fid", pa.int64()),
+        ("geom", pa.binary()),
+        ("year", pa.int32()),
+        ("path", pa.string()),
+        ("crs", pa.string()),
+        ("utm_zone", pa.string()),
+    ]
+    + [
+        (f"{prefix}_{side}", pa.float64())
+        for prefix in ("utm", "wgs84")
+        for side in ("west", "south", "east", "north")
+    ]
+)
+
+
+def index_row(fid: int, year: int, path: str, layout: Layout) -> dict:
+    west, south, east, north = layout.bounds
+    lon, lat = footprint_lonlat(layout.epsg, layout.bounds)
+    hemisphere = "N" if layout.epsg < 32700 else "S"
+    return {
+        "fid": fid,
+        "geom": polygon_wkb(lon, lat),
+        "year": year,
+        "path": path,
+        "crs": f"EPSG:{layout.epsg}",
+        "utm_zone": f"{layout.epsg % 100}{hemisphere}",
+        "utm_west": west,
+        "utm_south": south,
+        "utm_east": east,
+        "utm_north": north,
+        "wgs84_west": float(lon.min()),
+        "wgs84_south": float(lat.min()),
+        "wgs84_east": float(lon.max()),
+        "wgs84_north": float(lat.max()),
+    }
+
+
+def footprint_lonlat(epsg: int, bounds, per_side: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The UTM rectangle's outline in lon/lat, a closed counter-clockwise ring densified
+    because a UTM rectangle's edges are curves in lon/lat."""
+    west, south, east, north = bounds
+    corners = np.array([(west, south), (east, south), (east, north), (west, north), (west, south)])
+    t = np.linspace(0.0, 1.0, per_side, endpoint=False)[:, None]
+    sides = [a + t * (b - a) for a, b in zip(corners[:-1], corners[1:], strict=True)]
+    x, y = np.vstack([*sides, corners[:1]]).T
+    return to_lonlat(epsg, x, y)
+
+
+def polygon_wkb(lon: np.ndarray, lat: np.ndarray) -> bytes:
+    """A one-ring polygon as little-endian ISO WKB."""
+    header = struct.pack("<BIII", 1, 3, 1, len(lon))  # byte order, Polygon, 1 ring, points
+    return header + b"".join(struct.pack("<dd", a, b) for a, b in zip(lon, lat, strict=True))
+
+
+def write_index(path: Path, rows: list[dict]) -> Path:
+    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    bbox = [
+        min(r["wgs84_west"] for r in rows),
+        min(r["wgs84_south"] for r in rows),
+        max(r["wgs84_east"] for r in rows),
+        max(r["wgs84_north"] for r in rows),
+    ]
+    # No "crs" key: GeoParquet then means OGC:CRS84 (lon/lat); an explicit null would mean
+    # "unknown".
+    geo = {
+        "version": "1.0.0",
+        "primary_column": "geom",
+        "columns": {"geom": {"encoding": "WKB", "geometry_types": ["Polygon"], "bbox": bbox}},
+    }
+    table = table.replace_schema_metadata({"geo": json.dumps(geo)})
+    pq.write_table(table, path)
+    return Path(path)

@@ -7,6 +7,7 @@ import email.utils
 import functools
 import hashlib
 import http.server
+import logging
 import os
 import re
 import threading
@@ -35,19 +36,32 @@ class S3Server:
             "client_kwargs": {"region_name": "us-east-1"},
         }
 
-    def upload_folder(self, folder: Path, bucket: str, prefix: str = "") -> None:
-        client = boto3.client(
+    def client(self):
+        """A boto3 S3 client for this server."""
+        return boto3.client(
             "s3", endpoint_url=self.endpoint_url, region_name="us-east-1", **CREDENTIALS
         )
+
+    def upload_folder(self, folder: Path, bucket: str, prefix: str = "") -> list[str]:
+        """Create `bucket` and upload every file under folder as prefix + its relative path;
+        returns the keys."""
+        client = self.client()
         client.create_bucket(Bucket=bucket)
+        keys = []
         for path in sorted(Path(folder).rglob("*")):
             if path.is_file():
-                key = prefix + path.relative_to(folder).as_posix()
-                client.upload_file(str(path), bucket, key)
+                keys.append(prefix + path.relative_to(folder).as_posix())
+                client.upload_file(str(path), bucket, keys[-1])
+        return keys
 
 
 @contextlib.contextmanager
 def s3_server():
+    """moto's S3 in server mode on 127.0.0.1 (a free port): yields an S3Server."""
+    # moto's werkzeug server logs every request to stderr.
+    werkzeug_log = logging.getLogger("werkzeug")
+    level = werkzeug_log.level
+    werkzeug_log.setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -55,11 +69,13 @@ def s3_server():
         yield S3Server(f"http://{host}:{port}")
     finally:
         server.stop()
+        werkzeug_log.setLevel(level)
 
 
 @dataclass
 class RequestLog:
-    """What the HTTP server was asked: (method, path, Range header) per request."""
+    """What the HTTP server was asked: (method, path, Range header) per request, in order of
+    arrival. Paths are as requested, with their leading "/"."""
 
     requests: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -72,8 +88,17 @@ class RequestLog:
         with self.lock:
             self.requests.clear()
 
-    def per_path(self) -> Counter:
-        return Counter(path for _, path, _ in self.requests)
+    @property
+    def total(self) -> int:
+        return len(self.requests)
+
+    def per_path(self, method: str | None = None) -> Counter:
+        """{path: number of requests}, optionally of one method only ("GET", "HEAD")."""
+        return Counter(p for m, p, _ in self.requests if method in (None, m))
+
+    def ranges(self, path_suffix: str = "") -> list[str | None]:
+        """The Range headers of the GETs of paths ending with path_suffix (None: no Range)."""
+        return [r for m, p, r in self.requests if m == "GET" and p.endswith(path_suffix)]
 
 
 @dataclass
@@ -81,7 +106,8 @@ class Faults:
     """Faults to inject, each once, into the next GETs of paths ending with a given suffix:
     an HTTP status ("500", "503", "429", "403"), "drop" (close without answering),
     "truncate" (promise the whole body, send half), "short" (a consistent 206 with half the
-    bytes asked for, as some mirrors do) or "stall" (send the headers, then nothing for
+    bytes asked for, as some mirrors do), "ignore_range" (200 with the whole file, as a server
+    without Range support does) or "stall" (send the headers, then nothing for
     STALL_SECONDS)."""
 
     planned: list = field(default_factory=list)  # [(path suffix, fault)]
@@ -100,6 +126,24 @@ class Faults:
                     self.injected.append((path, fault))
                     return fault
         return None
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, end exclusive) of a single-range header `bytes=a-b`, `bytes=a-` or `bytes=-n`
+    against a file of `size` bytes; None if it cannot be satisfied. Multiple ranges are not
+    supported: they get 416 too, so a test notices instead of receiving a silent 200."""
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first == "":  # suffix: the last n bytes
+        start, end = max(size - int(last), 0), size
+    else:
+        start = int(first)
+        end = min(int(last) + 1, size) if last else size
+    if start >= size or start >= end:
+        return None
+    return start, end
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -133,31 +177,18 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.connection.shutdown(2)
             return
         data = path.read_bytes()
-        size = len(data)
-        status, start, end = 200, 0, size
-        if byte_range:
-            match = re.fullmatch(r"bytes=(\d*)-(\d*)", byte_range.strip())
-            if not match or match.groups() == ("", ""):
-                self.send_error(416)
+        status, start, end = 200, 0, len(data)
+        if byte_range and fault != "ignore_range":
+            satisfiable = parse_range(byte_range, len(data))
+            if satisfiable is None:
+                self._unsatisfiable(len(data))
                 return
-            first, last = match.groups()
-            if first == "":
-                start, end = max(size - int(last), 0), size
-            else:
-                start = int(first)
-                end = min(int(last) + 1, size) if last else size
-            if start >= size or start >= end:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            status = 206
+            status, (start, end) = 206, satisfiable
         if fault == "short":  # a consistent answer that is simply shorter than asked
             end = start + (end - start) // 2
         self.send_response(status)
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         self.send_header("Content-Length", str(end - start))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", '"' + hashlib.md5(data).hexdigest() + '"')
@@ -166,14 +197,21 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         )
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
-        if body:
-            if fault == "stall":  # headers sent, then silence
-                time.sleep(STALL_SECONDS)
-            if fault == "truncate":
-                self.wfile.write(data[start : start + (end - start) // 2])
-                self.close_connection = True
-                return
-            self.wfile.write(data[start:end])
+        if not body:
+            return
+        if fault == "stall":  # headers sent, then silence
+            time.sleep(STALL_SECONDS)
+        if fault == "truncate":
+            self.wfile.write(data[start : start + (end - start) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(data[start:end])
+
+    def _unsatisfiable(self, size: int) -> None:
+        self.send_response(416)
+        self.send_header("Content-Range", f"bytes */{size}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
 
 @dataclass
@@ -191,6 +229,8 @@ class _ThreadingServer(http.server.ThreadingHTTPServer):
 
 @contextlib.contextmanager
 def http_range_server(folder: Path):
+    """Serve folder on 127.0.0.1 (a free port): yields an HTTPServer whose base_url ends with
+    "/", whose log records every request and whose faults inject failures."""
     log = RequestLog()
     faults = Faults()
     handler = type("Handler", (RangeHandler,), {"log": log, "faults": faults})

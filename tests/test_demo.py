@@ -1,6 +1,7 @@
 """The demo collection and the `aefsql demo` command."""
 
 import io
+import json
 from contextlib import redirect_stdout
 
 import numpy as np
@@ -35,7 +36,9 @@ def test_index_describes_the_files(demo):
     folder, index_path = demo
     index = pq.read_table(index_path)
     assert index.num_rows == 2 * len(DEMO_TILES)
-    assert b"geo" in index.schema.metadata
+    geo = json.loads(index.schema.metadata[b"geo"])
+    assert geo["primary_column"] == "geom" and geo["columns"]["geom"]["encoding"] == "WKB"
+    assert "crs" not in geo["columns"]["geom"]  # absent = OGC:CRS84; null would mean unknown
     zones = set()
     for row in index.to_pylist():
         with rasterio.open(folder / row["path"]) as ds:

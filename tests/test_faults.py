@@ -31,7 +31,9 @@ def expected(http_collection, points):
     return sample(http_collection.index, points)
 
 
-@pytest.mark.parametrize("fault", ["500", "503", "429", "drop", "truncate", "short"])
+@pytest.mark.parametrize(
+    "fault", ["500", "503", "429", "drop", "truncate", "short", "ignore_range"]
+)
 def test_transient_faults_are_retried_to_the_same_result(
     http_collection, http_server, points, expected, fault
 ):
