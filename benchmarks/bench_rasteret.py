@@ -10,6 +10,7 @@ It writes (or reuses) bench_local.py's GDAL-written collection in --dir, builds 
 collection of the same files from the same index (COG header enrichment, timed apart from
 sampling), samples the same uniform and clustered points with both, checks every value
 (int8; nodata -128 is NULL in aefsql), and prints points/s, best of --repeat runs each.
+`differ` counts (point, band) values that disagree; `NULL` counts aefsql's NULL values.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import rasteret
 from bench_local import EPSG, points, write_collection
@@ -56,15 +58,15 @@ def rasteret_collection(index: Path, folder: Path):
     )
 
 
-def sample_rasteret(collection, table: pa.Table) -> np.ndarray:
-    """(n, 64) int16 from Rasteret's long output (point_index, band, value: float64).
+def sample_rasteret(collection, table: pa.Table) -> pa.Table:
+    """Rasteret's long output: one row (point_index, band, value: float64) per point and band.
 
     `bbox=` (the points' extent) is passed on to `Collection.subset`: without it Rasteret 0.4.1
     filters records by one OR-ed bbox test per point, an expression so deep that Arrow
     overflows the stack (segfault) from about 10^4 points.
     """
     lon, lat = table["lon"].to_numpy(), table["lat"].to_numpy()
-    out = collection.sample_points(
+    return collection.sample_points(
         table,
         bands=BANDS,
         x_column="lon",
@@ -73,16 +75,23 @@ def sample_rasteret(collection, table: pa.Table) -> np.ndarray:
         progress=False,
         bbox=(lon.min(), lat.min(), lon.max(), lat.max()),
     )
-    values = np.full((table.num_rows, 64), MISSING, dtype=np.int16)
+
+
+def rasteret_matrix(out: pa.Table, n: int) -> np.ndarray:
+    """(n, 64) int16 of Rasteret's values; NULL for nodata, MISSING where no row came back."""
+    values = np.full((n, 64), MISSING, dtype=np.int16)
     value = out["value"].to_numpy()
     value = np.where(np.isnan(value) | (value == -128), NULL, value)
-    band = np.array([int(b[1:]) for b in out["band"].to_pylist()], dtype=np.int64)
+    band = pc.cast(pc.utf8_slice_codeunits(out["band"], 1), pa.int64()).to_numpy()
     values[out["point_index"].to_numpy(), band] = value.astype(np.int16)
     return values
 
 
-def sample_aefsql(index: Path, table: pa.Table) -> np.ndarray:
-    out = aefsql.sample_points(table, year=2024, catalog=str(index), progress=False)
+def sample_aefsql(index: Path, table: pa.Table) -> pa.Table:
+    return aefsql.sample_points(table, year=2024, catalog=str(index), progress=False)
+
+
+def aefsql_matrix(out: pa.Table) -> np.ndarray:
     return np.stack([out[b].cast(pa.int16()).fill_null(NULL).to_numpy() for b in BANDS], axis=1)
 
 
@@ -112,7 +121,7 @@ def main() -> None:
     )
     print(
         f"{'block':>5} {'points':>9} {'build s':>7} {'rasteret s':>10} {'rasteret pt/s':>13} "
-        f"{'aefsql s':>8} {'aefsql pt/s':>11} {'aefsql/rasteret':>15} {'values differ':>13}"
+        f"{'aefsql s':>8} {'aefsql pt/s':>11} {'aefsql/rasteret':>15} {'differ':>6} {'NULL':>5}"
     )
     for block in (1024, 256):
         index = write_collection(args.dir, args.size, args.tiles, block)
@@ -125,18 +134,18 @@ def main() -> None:
             table = pa.table({"lon": lon, "lat": lat})
             theirs_s, theirs = best_of(args.repeat, sample_rasteret, collection, table)
             ours_s, ours = best_of(args.repeat, sample_aefsql, index, table)
+            theirs, ours = rasteret_matrix(theirs, n), aefsql_matrix(ours)
             differ = ours != theirs
             print(
                 f"{block:>5} {kind:>9} {build_s:>7.2f} {theirs_s:>10.2f} {n / theirs_s:>13.0f} "
                 f"{ours_s:>8.2f} {n / ours_s:>11.0f} {theirs_s / ours_s:>14.2f}x "
-                f"{int(differ.sum()):>13}"
+                f"{int(differ.sum()):>6} {int((ours == NULL).sum()):>5}"
             )
             if differ.any():
                 print(
                     f"      DISAGREE: {int(differ.any(axis=1).sum())} of {n} points, "
                     f"{int((theirs == MISSING).sum())} values missing from Rasteret's output, "
-                    f"NULL: {int((theirs == NULL).sum())} in Rasteret, "
-                    f"{int((ours == NULL).sum())} in aefsql"
+                    f"{int((theirs == NULL).sum())} NULL in Rasteret"
                 )
 
 
