@@ -32,6 +32,12 @@ class HeaderCache(Generic[K, V]):
         with self._lock:
             self._items[key] = value
 
+    def discard(self, key: K, version) -> None:
+        """Drop the entry if it is still of `version` (another thread may have replaced it)."""
+        with self._lock:
+            if getattr(self._items.get(key), "version", None) == version:
+                self._items.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from .fetch import version_from
 from .tiff import Affine, BlockTable, ImageHeader
 
 SCHEMA = pa.schema(
@@ -30,6 +31,10 @@ SCHEMA = pa.schema(
         ("nodata", pa.float64()),
         ("block_offsets", pa.list_(pa.uint64())),
         ("block_byte_counts", pa.list_(pa.uint64())),
+        # The version of the file the header describes: reads of any other fail and fall
+        # back to reading the file's header anew.
+        ("etag", pa.string()),
+        ("modified", pa.string()),
     ]
 )
 
@@ -57,6 +62,8 @@ def headers_to_table(headers: dict[str, ImageHeader]) -> pa.Table:
                 "nodata": h.nodata,
                 "block_offsets": h.block_offsets.tolist(),
                 "block_byte_counts": h.block_byte_counts.tolist(),
+                "etag": h.version.etag if h.version else None,
+                "modified": h.version.modified if h.version else None,
             }
         )
     return pa.Table.from_pylist(rows, schema=SCHEMA)
@@ -84,5 +91,6 @@ def headers_from_table(table: pa.Table) -> dict[str, ImageHeader]:
             transform=None if transform is None else Affine(*transform),
             epsg=row["epsg"],
             nodata=row["nodata"],
+            version=version_from(row["etag"], row["modified"]),
         )
     return headers

@@ -1,5 +1,19 @@
 """The exceptions aefsql raises: one base class, a few specific kinds."""
 
+from urllib.parse import urlsplit, urlunsplit
+
+
+def redact(url: str) -> str:
+    """The URL without credentials or query string (signed URLs carry secrets there): what
+    error messages show."""
+    parts = urlsplit(url)
+    if not parts.scheme or parts.scheme == "file":
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
 
 class AefsqlError(Exception):
     """Base class of every error aefsql raises on purpose."""

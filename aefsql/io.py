@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import random
 import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import fsspec
-from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.http import HTTPFileSystem
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import get_protocol
 
 from . import threads
 from .cache import DiskCache
-from .errors import Cancelled, RangeReadError
+from .errors import Cancelled, RangeReadError, redact
+from .fetch import (
+    ObjectChanged,
+    Piece,
+    Request,
+    Version,
+    WrongRange,
+    fetch,
+    local_version,
+    version_from,
+)
 from .ranges import DEFAULT_MAX_GAP, merge_ranges
 
 DEFAULT_CONCURRENCY = 64
@@ -35,54 +45,63 @@ def protocol_of(url: str) -> str:
     return PROTOCOL_FAMILIES.get(protocol, protocol)
 
 
-def redact(url: str) -> str:
-    """The URL without credentials or query string (signed URLs carry secrets there)."""
-    parts = urlsplit(url)
-    if not parts.scheme or parts.scheme == "file":
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 @dataclass
 class ByteStore:
     """Reads byte ranges of files named by URL (local path, s3://, http(s)://, gs://, …).
 
     `options` maps a protocol family ('s3', 'http', 'gs', 'file') to its fsspec storage options.
-    With a `disk_cache`, every range read is kept on disk under the file's version (ETag, or
-    size and modification time), so re-running a job reads nothing from the network.
+    Reads can be pinned to an object version (see `fetch.Version`): bytes of another version
+    raise `ObjectChanged` rather than being mixed with those read before. With a `disk_cache`,
+    every range read is kept on disk under the file's version, so re-running a job reads
+    nothing from the network.
     """
 
     options: dict[str, dict] = field(default_factory=dict)
     concurrency: int = DEFAULT_CONCURRENCY
     disk_cache: DiskCache | None = None
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy())
-    # Set to stop: reads not yet started, and retry waits, end with `Cancelled`.
+    # Set to stop: reads in flight are abandoned, and reads not yet started and retry waits
+    # end with `Cancelled`.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    _versions: dict[str, Version | None] = field(default_factory=dict)
 
     def check_cancelled(self) -> None:
         if self.cancelled.is_set():
             raise Cancelled("cancelled")
 
-    _versions: dict[str, str] = field(default_factory=dict)
-
     def read(
         self,
         requests: Sequence[tuple[str, int, int]],
         *,
+        versions: Mapping[str, Version | None] | None = None,
         allow_short: bool = False,
         max_gap: int = DEFAULT_MAX_GAP,
     ) -> list[bytes]:
         """Bytes [start, end) of each (url, start, end): from the disk cache where it has them,
         else fetched concurrently, ranges of a file at most `max_gap` apart merged into one
-        request."""
-        results: list[bytes | None] = [None] * len(requests)
+        request. `versions`: the version each url's bytes must come from."""
+        return [piece.data for piece in self._read(requests, versions, allow_short, max_gap)]
+
+    def read_head(
+        self, urls: Sequence[str], length: int
+    ) -> tuple[list[bytes], dict[str, Version | None]]:
+        """The first `length` bytes of each file (less when the file is shorter), and the
+        version of each file they came from (None: the server names none)."""
+        pieces = self._read([(url, 0, length) for url in urls], None, True, DEFAULT_MAX_GAP)
+        return [p.data for p in pieces], {
+            url: p.version for url, p in zip(urls, pieces, strict=True)
+        }
+
+    def _read(self, requests, versions, allow_short, max_gap) -> list[Piece]:
+        expected = dict(versions or {})
+        results: list[Piece | None] = [None] * len(requests)
         if self.disk_cache is not None:
-            versions = self.versions([url for url, _, _ in requests])
+            unpinned = [url for url, _, _ in requests if url not in expected]
+            expected.update(self.versions(unpinned))
             for i, (url, start, end) in enumerate(requests):
-                results[i] = self.disk_cache.get(url, versions[url], start, end)
+                if expected[url] is not None:
+                    data = self.disk_cache.get(url, str(expected[url]), start, end)
+                    results[i] = None if data is None else Piece(data, expected[url])
         missing = [i for i, r in enumerate(results) if r is None]
         by_url: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for i in missing:
@@ -90,39 +109,49 @@ class ByteStore:
             by_url[url].append((start, end))
         merged = [(url, m) for url, ranges in by_url.items() for m in merge_ranges(ranges, max_gap)]
         answers = self.read_ranges(
-            [(url, m.start, m.end) for url, m in merged], allow_short=allow_short
+            [Request(url, m.start, m.end, expected.get(url)) for url, m in merged],
+            allow_short=allow_short,
         )
         pieces = {}
-        for (url, m), data in zip(merged, answers, strict=True):
+        found: dict[str, Version | None] = {}
+        for (url, m), answer in zip(merged, answers, strict=True):
+            if url in found and found[url] != answer.version:  # changed between two requests
+                raise ObjectChanged(url, found[url], answer.version)
+            found[url] = answer.version
             for member in m.members:
-                piece = m.slice(data, member)
+                piece = Piece(m.slice(answer.data, member), answer.version)
                 pieces[(url, member)] = piece
-                if self.disk_cache is not None:
-                    self.disk_cache.put(url, self._versions[url], *member, piece)
+                if self.disk_cache is not None and expected[url] is not None:
+                    self.disk_cache.put(url, str(expected[url]), *member, piece.data)
         for i in missing:
             url, start, end = requests[i]
             results[i] = pieces[(url, (start, end))]
         return results
 
-    def versions(self, urls) -> dict[str, str]:
-        """Each file's version (ETag, else size and mtime), asked once per store."""
+    def versions(self, urls) -> dict[str, Version | None]:
+        """Each file's current version, asked once per store (until `forget`)."""
         new = [url for url in dict.fromkeys(urls) if url not in self._versions]
         for url, version in zip(new, threads.pool("io").map(self._version, new), strict=True):
             self._versions[url] = version
         return {url: self._versions[url] for url in urls}
 
-    def _version(self, url: str) -> str:
+    def forget(self, url: str) -> None:
+        """Drop what the store remembers of a file's version (it changed)."""
+        self._versions.pop(url, None)
+
+    def _version(self, url: str) -> Version | None:
+        fs = self.filesystem(url)
         try:
-            info = self.filesystem(url).info(url)
+            if isinstance(fs, LocalFileSystem):
+                return local_version(os.stat(fs._strip_protocol(url)))
+            info = fs.info(url)
         except FileNotFoundError:
             raise RangeReadError(f"{redact(url)}: file not found") from None
         except OSError as exc:
             raise RangeReadError(f"{redact(url)}: cannot stat: {exc}") from None
-        etag = info.get("ETag") or info.get("etag")
-        return (
-            str(etag)
-            if etag
-            else f"{info.get('size')}-{info.get('mtime') or info.get('LastModified')}"
+        return version_from(
+            info.get("ETag") or info.get("etag"),
+            info.get("Last-Modified") or info.get("LastModified"),
         )
 
     def filesystem(self, url: str) -> fsspec.AbstractFileSystem:
@@ -132,27 +161,31 @@ class ByteStore:
             options = _with_http_timeouts(options)
         return fsspec.filesystem(protocol, **options)
 
-    def read_ranges(
-        self, requests: Sequence[tuple[str, int, int]], *, allow_short: bool = False
-    ) -> list[bytes]:
-        """Bytes [start, end) of each (url, start, end), fetched concurrently.
+    def read_ranges(self, requests: Sequence[Request], *, allow_short: bool = False) -> list[Piece]:
+        """The bytes of each request, fetched concurrently.
 
-        Every answer must be exactly end - start bytes long (servers that ignore Range send
-        the whole file; mirrors send short bodies). With `allow_short`, a shorter answer is
-        taken as the end of the file. Transient failures (connection errors, timeouts, HTTP
-        429/5xx, S3 SlowDown, wrong lengths) are retried with exponential backoff and jitter,
-        within `retry`'s attempts and deadline; a missing file or a refusal is not.
+        Every answer must be exactly end - start bytes long, from the range asked for and of
+        the request's version (servers that ignore Range send the whole file; mirrors send
+        short bodies). With `allow_short`, a shorter answer is taken as the end of the file.
+        Transient failures (connection errors, timeouts, HTTP 429/5xx, S3 SlowDown, wrong
+        lengths or ranges) are retried with exponential backoff and jitter, within `retry`'s
+        attempts and deadline; a missing file, a refusal or a changed object is not.
         """
-        results: list[bytes | None] = [None] * len(requests)
+        results: list[Piece | None] = [None] * len(requests)
         pending = list(range(len(requests)))
         started = time.monotonic()
         for attempt in range(1, self.retry.attempts + 1):
             self.check_cancelled()
-            answers = self._fetch([requests[i] for i in pending])
+            answers = fetch(
+                [requests[i] for i in pending],
+                self.filesystem,
+                concurrency=self.concurrency,
+                cancelled=self.cancelled,
+            )
             failed = []
             for i, answer in zip(pending, answers, strict=True):
                 outcome = _checked(requests[i], answer, allow_short)
-                if allow_short and isinstance(outcome, bytes):
+                if allow_short and isinstance(outcome, Piece):
                     outcome = self._confirm_end(requests[i], outcome)
                 if isinstance(outcome, _Transient):
                     failed.append((i, outcome))
@@ -170,47 +203,21 @@ class ByteStore:
             pending = [i for i, _ in failed]
         raise AssertionError("unreachable")
 
-    def _confirm_end(self, request: tuple[str, int, int], data: bytes):
+    def _confirm_end(self, request: Request, piece: Piece):
         """A short answer is the end of the file only if the file really ends there: mirrors
         also send short bodies (then: retry)."""
-        url, start, end = request
-        if len(data) == end - start:
-            return data
+        if len(piece.data) == request.end - request.start:
+            return piece
         try:
-            size = self.filesystem(url).size(url)
+            size = self.filesystem(request.url).size(request.url)
         except OSError as exc:
-            return _Transient(f"{redact(url)}: cannot check the file size: {exc}")
-        if size is not None and size > start + len(data):
+            return _Transient(f"{redact(request.url)}: cannot check the file size: {exc}")
+        if size is not None and size > request.start + len(piece.data):
             return _Transient(
-                f"{redact(url)} bytes {start}-{end - 1}: got {len(data)} bytes, but the file "
-                f"has {size}"
+                f"{redact(request.url)} bytes {request.start}-{request.end - 1}: got "
+                f"{len(piece.data)} bytes, but the file has {size}"
             )
-        return data
-
-    def _fetch(self, requests: Sequence[tuple[str, int, int]]) -> list:
-        """One concurrent attempt: bytes, or the exception, for each request."""
-        answers: list = [None] * len(requests)
-        by_filesystem: dict[int, list[int]] = defaultdict(list)
-        filesystems = {}
-        for i, (url, _, _) in enumerate(requests):
-            fs = self.filesystem(url)
-            filesystems[id(fs)] = fs
-            by_filesystem[id(fs)].append(i)
-        for key, indices in by_filesystem.items():
-            fs = filesystems[key]
-            urls = [requests[i][0] for i in indices]
-            starts = [requests[i][1] for i in indices]
-            ends = [requests[i][2] for i in indices]
-            extra = {"batch_size": self.concurrency} if isinstance(fs, AsyncFileSystem) else {}
-            for i, answer in zip(
-                indices, fs.cat_ranges(urls, starts, ends, on_error="return", **extra), strict=True
-            ):
-                answers[i] = answer
-        return answers
-
-    def read_head(self, urls: Sequence[str], length: int) -> list[bytes]:
-        """The first `length` bytes of each file (less when the file is shorter)."""
-        return self.read([(url, 0, length) for url in urls], allow_short=True)
+        return piece
 
 
 @dataclass(frozen=True)
@@ -243,10 +250,12 @@ TRANSIENT_WORDS = (
 )
 
 
-def _checked(request: tuple[str, int, int], answer, allow_short: bool):
-    """The bytes, a `_Transient` failure to retry, or a `RangeReadError` raised at once."""
-    url, start, end = request
+def _checked(request: Request, answer, allow_short: bool):
+    """The piece, a `_Transient` failure to retry, or a `RangeReadError` raised at once."""
+    url, start, end = request.url, request.start, request.end
     where = f"{redact(url)} bytes {start}-{end - 1}"
+    if isinstance(answer, ObjectChanged):
+        raise answer
     if isinstance(answer, FileNotFoundError):
         raise RangeReadError(f"{redact(url)}: file not found")
     status = getattr(answer, "status", None)
@@ -257,9 +266,11 @@ def _checked(request: tuple[str, int, int], answer, allow_short: bool):
         if _is_transient(answer):
             return _Transient(described)
         raise RangeReadError(described)
-    size = len(answer)
+    if request.version is not None and not request.version.matches(answer.version):
+        raise ObjectChanged(url, request.version, answer.version)
+    size = len(answer.data)
     if size == end - start or (allow_short and size < end - start):
-        return bytes(answer)
+        return answer
     return _Transient(
         f"{where}: got {size} bytes instead of {end - start} "
         "(file shorter than its header says, or a server that ignores Range)"
@@ -277,7 +288,7 @@ def _with_http_timeouts(options: dict) -> dict:
 
 
 def _is_transient(error: BaseException) -> bool:
-    if isinstance(error, ConnectionError | TimeoutError | asyncio.TimeoutError):
+    if isinstance(error, ConnectionError | TimeoutError | asyncio.TimeoutError | WrongRange):
         return True
     status = getattr(error, "status", None) or getattr(error, "code", None)
     if status in TRANSIENT_STATUSES:

@@ -8,6 +8,7 @@ points of each block at once.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,8 +16,9 @@ import numpy as np
 from . import geo, threads
 from .cache import BlockCache, HeaderCache
 from .codecs import check_supported, decode_block
-from .errors import AefsqlError, TiffFormatError
-from .io import ByteStore, redact
+from .errors import AefsqlError, RangeReadError, TiffFormatError, redact
+from .fetch import ObjectChanged, Version
+from .io import ByteStore
 from .progress import Progress
 from .ranges import merge_ranges
 from .tiff import ImageHeader, MissingBytes, SparseBytes, parse_header
@@ -28,6 +30,7 @@ HEADER_FIRST_READ = 64 * 1024  # a COG with 1024-px blocks keeps its whole heade
 HEADER_MIN_FOLLOW_UP = 16 * 1024
 BLOCK_TABLE_GAP = 4096  # fetch block-table entries this close together in one request
 MAX_HEADER_ROUNDS = 32
+CHANGE_RESTARTS = 3  # an object that keeps changing while being read fails after these
 WAVE_BYTES = 32 * 1024 * 1024  # compressed bytes per wave (two in flight): bounds memory
 
 
@@ -108,6 +111,9 @@ class Sampler:
 
     def headers_for(self, urls) -> dict[str, ImageHeader]:
         """Headers of the given files: cached ones at once, the others fetched concurrently."""
+        return self._restarting_on_change(self._headers_for, urls)
+
+    def _headers_for(self, urls) -> dict[str, ImageHeader]:
         found: dict[str, ImageHeader] = {}
         pending: dict[str, SparseBytes] = {}
         for url in dict.fromkeys(urls):
@@ -118,7 +124,7 @@ class Sampler:
                 found[url] = header
         if not pending:
             return found
-        heads = self.store.read_head(list(pending), HEADER_FIRST_READ)
+        heads, versions = self.store.read_head(list(pending), HEADER_FIRST_READ)
         for data, head in zip(pending.values(), heads, strict=True):
             data.add(0, head)
             if len(head) < HEADER_FIRST_READ:
@@ -133,6 +139,7 @@ class Sampler:
                     continue
                 except TiffFormatError as exc:
                     raise type(exc)(f"{redact(url)}: {exc}") from None
+                header = dataclasses.replace(header, version=versions[url])
                 self.headers.put(url, header)
                 found[url] = header
             pending = {url: pending[url] for url in wanted}
@@ -142,7 +149,7 @@ class Sampler:
                 (url, m.offset, m.offset + max(m.length, HEADER_MIN_FOLLOW_UP))
                 for url, m in wanted.items()
             ]
-            answers = self.store.read(requests, allow_short=True)
+            answers = self.store.read(requests, versions=versions, allow_short=True)
             for (url, start, end), answer in zip(requests, answers, strict=True):
                 pending[url].add(start, answer)
                 if len(answer) < end - start:
@@ -161,6 +168,9 @@ class Sampler:
         `keep_blocks`: put decoded blocks in the block cache (a whole-table job, which reads
         each block once, does better to leave the memory free).
         """
+        return self._restarting_on_change(self._sample, urls, lon, lat, bands, keep_blocks)
+
+    def _sample(self, urls, lon, lat, bands, keep_blocks) -> Samples:
         bands = list(range(BAND_COUNT)) if bands is None else bands
         lon = np.asarray(lon, dtype=np.float64)
         lat = np.asarray(lat, dtype=np.float64)
@@ -201,6 +211,9 @@ class Sampler:
 
     def plan(self, url: str, lon, lat, bands: list[int]) -> ReadPlan:
         """What sampling `bands` at these points of one file would read (headers only)."""
+        return self._restarting_on_change(self._plan, url, lon, lat, bands)
+
+    def _plan(self, url: str, lon, lat, bands: list[int]) -> ReadPlan:
         header = self.headers_for([url])[url]
         rows, cols, inside = self.pixels(url, header, np.asarray(lon), np.asarray(lat))
         points = np.flatnonzero(inside)
@@ -217,11 +230,30 @@ class Sampler:
 
     def complete_headers(self, urls) -> dict[str, ImageHeader]:
         """Headers with every block-table entry loaded (for a read-ready collection)."""
-        headers = self.headers_for(urls)
-        self._load_block_tables(
-            [(url, h, np.arange(h.block_offsets.size)) for url, h in headers.items()]
-        )
-        return headers
+
+        def complete():
+            headers = self.headers_for(urls)
+            self._load_block_tables(
+                [(url, h, np.arange(h.block_offsets.size)) for url, h in headers.items()]
+            )
+            return headers
+
+        return self._restarting_on_change(complete)
+
+    def _restarting_on_change(self, action, *args):
+        """`action(*args)`, started over when a file changes under it: its cached header is
+        dropped and read again, so no result mixes bytes of two versions of a file."""
+        for attempt in range(1, CHANGE_RESTARTS + 1):
+            try:
+                return action(*args)
+            except ObjectChanged as changed:
+                if attempt == CHANGE_RESTARTS:
+                    raise RangeReadError(
+                        f"{changed} (it changed {attempt} times in a row: giving up)"
+                    ) from None
+                self.headers.discard(changed.url, version=changed.expected)
+                self.store.forget(changed.url)
+        raise AssertionError("unreachable")
 
     def _load_block_tables(self, needs) -> None:
         """Fetch the block-table entries the (url, header, blocks) needs lack: the files whose
@@ -235,7 +267,9 @@ class Sampler:
         if not requests:
             return
         answers = self.store.read(
-            [(url, start, end) for url, start, end, _ in requests], max_gap=BLOCK_TABLE_GAP
+            [(url, start, end) for url, start, end, _ in requests],
+            versions={url: header.version for url, header, _ in needs},
+            max_gap=BLOCK_TABLE_GAP,
         )
         for (_, start, _, table), data in zip(requests, answers, strict=True):
             table.fill(start, data)
@@ -273,7 +307,10 @@ class Sampler:
     def _fetch(self, wave: list[_BlockRead]) -> dict:
         """{(url, byte range): compressed bytes} of a wave's blocks."""
         nonempty = [r for r in wave if r.byte_range[1] > r.byte_range[0]]
-        answers = self.store.read([(r.url, *r.byte_range) for r in nonempty])
+        answers = self.store.read(
+            [(r.url, *r.byte_range) for r in nonempty],
+            versions={r.url: r.version for r in nonempty},
+        )
         self.progress.add(blocks=len(wave), nbytes=sum(len(a) for a in answers))
         return {(r.url, r.byte_range): data for r, data in zip(nonempty, answers, strict=True)}
 
@@ -331,6 +368,7 @@ class _BlockRead:
     """One block of one file, the points it serves and the output columns it fills."""
 
     url: str
+    version: Version | None  # of the file: a block read from another one must not be used
     block: int
     block_row: int
     byte_range: tuple[int, int]
@@ -340,7 +378,7 @@ class _BlockRead:
 
     @property
     def key(self) -> tuple:
-        return (self.url, self.block)
+        return (self.url, self.version, self.block)
 
     @property
     def rows_needed(self) -> int:
@@ -395,6 +433,7 @@ def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_B
             reads.append(
                 _BlockRead(
                     url=url,
+                    version=header.version,
                     block=block,
                     block_row=int(tile // header.blocks_across),
                     byte_range=(offset, offset + size),

@@ -110,7 +110,7 @@ class Shell:
         try:
             return future.result()
         except KeyboardInterrupt:
-            # DuckDB stops between chunks; aefsql's reads stop between waves and retries.
+            # DuckDB stops between chunks; aefsql abandons its reads, those in flight too.
             self.con.interrupt()
             if self.session is not None:
                 self.session.cancel()

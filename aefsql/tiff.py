@@ -11,10 +11,14 @@ from __future__ import annotations
 import bisect
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import TiffFormatError
+
+if TYPE_CHECKING:
+    from .fetch import Version
 
 # Tags aefsql reads.
 NEW_SUBFILE_TYPE = 254
@@ -201,6 +205,7 @@ class ImageHeader:
     transform: Affine | None
     epsg: int | None
     nodata: float | None
+    version: Version | None = None  # of the object the header was read from (not parsed)
 
     @property
     def blocks_across(self) -> int:

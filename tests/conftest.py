@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from gdal_fixtures import LAYOUTS, write_collection, write_layout
-from servers import RequestLog, http_range_server, s3_server
+from servers import RequestLog, http_range_server, s3_fault_proxy, s3_server
 
 S3_BUCKET, S3_PREFIX = "aef", "v1/annual/"
 
@@ -44,6 +44,13 @@ def gdal_collection(tmp_path_factory) -> Collection:
 def s3():
     with s3_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def s3_proxy(s3):
+    """A fault-injecting proxy in front of the S3 server."""
+    with s3_fault_proxy(s3) as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="session")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import functools
 import hashlib
+import http.client
 import http.server
 import logging
 import os
 import re
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,15 +79,18 @@ class RequestLog:
     arrival. Paths are as requested, with their leading "/"."""
 
     requests: list = field(default_factory=list)
+    headers: list = field(default_factory=list)  # each request's headers, {lowercase name: value}
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, method: str, path: str, byte_range: str | None) -> None:
+    def add(self, method: str, path: str, byte_range: str | None, headers=None) -> None:
         with self.lock:
             self.requests.append((method, path, byte_range))
+            self.headers.append({k.lower(): v for k, v in (headers or {}).items()})
 
     def clear(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.headers.clear()
 
     @property
     def total(self) -> int:
@@ -107,25 +111,33 @@ class Faults:
     an HTTP status ("500", "503", "429", "403"), "drop" (close without answering),
     "truncate" (promise the whole body, send half), "short" (a consistent 206 with half the
     bytes asked for, as some mirrors do), "ignore_range" (200 with the whole file, as a server
-    without Range support does) or "stall" (send the headers, then nothing for
-    STALL_SECONDS)."""
+    without Range support does), "wrong_range" (a consistent 206 for the range one byte
+    later), "stall" (send the headers, then nothing for STALL_SECONDS; "stall 20": for 20 s),
+    "pass" (answer normally: lets a later fault hit a later request) or a callable (run, e.g.
+    to change the file, before the request is answered normally)."""
 
     planned: list = field(default_factory=list)  # [(path suffix, fault)]
     injected: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, suffix: str, fault: str, times: int = 1) -> None:
+    def add(self, suffix: str, fault, times: int = 1) -> None:
         with self.lock:
             self.planned.extend([(suffix, fault)] * times)
 
-    def take(self, path: str) -> str | None:
+    def take(self, path: str):
+        """The fault for this GET, if any; a callable one has been run."""
         with self.lock:
             for k, (suffix, fault) in enumerate(self.planned):
                 if path.endswith(suffix):
                     del self.planned[k]
                     self.injected.append((path, fault))
-                    return fault
-        return None
+                    break
+            else:
+                return None
+        if callable(fault):
+            fault()
+            return None
+        return fault
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -146,14 +158,62 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with single-range support (RFC 9110), ETag and Last-Modified."""
+class FaultyHandler(http.server.BaseHTTPRequestHandler):
+    """Sends answers, with a fault injected where one is planned."""
 
-    log: RequestLog
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers
     faults: Faults
 
     def log_message(self, *args):  # quiet
         pass
+
+    def send_answer(self, status: int, headers: dict, body: bytes, fault, send_body=True):
+        """Send status, headers and body; `fault` (see Faults) spoils them."""
+        if fault and fault.isdigit():
+            status, headers, body = self.error_answer(int(fault))
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if status == 206 and fault in ("short", "wrong_range"):
+            start, last, size = map(int, re.findall(r"\d+", headers["Content-Range"]))
+            if fault == "short":  # a consistent answer that is simply shorter than asked
+                last = start + len(body) // 2 - 1
+            else:  # a consistent answer for the wrong bytes
+                start, last = start + 1, min(last + 1, size - 1)
+            body = self.whole_body()[start : last + 1]
+            headers["Content-Range"] = f"bytes {start}-{last}/{size}"
+        self.send_response(status)
+        if send_body or "Content-Length" not in headers:  # a HEAD answer keeps the file's
+            headers["Content-Length"] = str(len(body))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if not send_body:
+            return
+        if fault and fault.startswith("stall"):  # headers sent, then silence
+            time.sleep(float(fault.split()[1]) if " " in fault else STALL_SECONDS)
+        if fault == "truncate":
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def error_answer(self, status: int) -> tuple[int, dict, bytes]:
+        return status, {"Content-Type": "text/plain"}, f"injected {status}\n".encode()
+
+    def whole_body(self) -> bytes:
+        raise NotImplementedError
+
+
+class RangeHandler(FaultyHandler):
+    """Static files with single-range support (RFC 9110), ETag and Last-Modified, and the
+    If-Match / If-Unmodified-Since preconditions (unless `honours_conditions` is False, as
+    on some servers)."""
+
+    log: RequestLog
+    folder: Path
+    honours_conditions = True
 
     def do_HEAD(self):
         self._serve(body=False)
@@ -163,55 +223,44 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     def _serve(self, body: bool):
         byte_range = self.headers.get("Range")
-        self.log.add(self.command, self.path, byte_range)
-        path = Path(self.translate_path(self.path))
-        if not path.is_file():
-            self.send_error(404)
-            return
+        self.log.add(self.command, self.path, byte_range, self.headers)
         fault = self.faults.take(self.path) if body else None
-        if fault and fault.isdigit():
-            self.send_error(int(fault))
-            return
-        if fault == "drop":
-            self.close_connection = True
-            self.connection.shutdown(2)
+        path = self.folder / urllib.parse.unquote(self.path.split("?")[0]).lstrip("/")
+        if not path.is_file():
+            self.send_answer(*self.error_answer(404), None)
             return
         data = path.read_bytes()
+        validators = {
+            "ETag": '"' + hashlib.md5(data).hexdigest() + '"',
+            "Last-Modified": email.utils.formatdate(os.path.getmtime(path), usegmt=True),
+        }
+        if self.honours_conditions and self._precondition_fails(validators):
+            self.send_answer(*self.error_answer(412), None)
+            return
         status, start, end = 200, 0, len(data)
         if byte_range and fault != "ignore_range":
             satisfiable = parse_range(byte_range, len(data))
             if satisfiable is None:
-                self._unsatisfiable(len(data))
+                headers = {"Content-Range": f"bytes */{len(data)}"}
+                self.send_answer(416, headers, b"", None)
                 return
             status, (start, end) = 206, satisfiable
-        if fault == "short":  # a consistent answer that is simply shorter than asked
-            end = start + (end - start) // 2
-        self.send_response(status)
+        headers = {"Accept-Ranges": "bytes", **validators}
+        headers["Content-Type"] = "application/octet-stream"
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
-        self.send_header("Content-Length", str(end - start))
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", '"' + hashlib.md5(data).hexdigest() + '"')
-        self.send_header(
-            "Last-Modified", email.utils.formatdate(os.path.getmtime(path), usegmt=True)
-        )
-        self.send_header("Content-Type", "application/octet-stream")
-        self.end_headers()
-        if not body:
-            return
-        if fault == "stall":  # headers sent, then silence
-            time.sleep(STALL_SECONDS)
-        if fault == "truncate":
-            self.wfile.write(data[start : start + (end - start) // 2])
-            self.close_connection = True
-            return
-        self.wfile.write(data[start:end])
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+        self.whole_body = lambda: data
+        self.send_answer(status, headers, data[start:end], fault, send_body=body)
 
-    def _unsatisfiable(self, size: int) -> None:
-        self.send_response(416)
-        self.send_header("Content-Range", f"bytes */{size}")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+    def _precondition_fails(self, validators: dict) -> bool:
+        if_match = self.headers.get("If-Match")
+        if if_match is not None:
+            return if_match.strip() not in ("*", validators["ETag"])
+        since = self.headers.get("If-Unmodified-Since")
+        if since is not None:
+            modified = email.utils.parsedate_to_datetime(validators["Last-Modified"])
+            return modified > email.utils.parsedate_to_datetime(since)
+        return False
 
 
 @dataclass
@@ -228,17 +277,103 @@ class _ThreadingServer(http.server.ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def http_range_server(folder: Path):
+def http_range_server(folder: Path, honours_conditions: bool = True):
     """Serve folder on 127.0.0.1 (a free port): yields an HTTPServer whose base_url ends with
     "/", whose log records every request and whose faults inject failures."""
+    honours = honours_conditions
     log = RequestLog()
     faults = Faults()
-    handler = type("Handler", (RangeHandler,), {"log": log, "faults": faults})
-    server = _ThreadingServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+    handler = type(
+        "Handler",
+        (RangeHandler,),
+        {"log": log, "faults": faults, "folder": Path(folder), "honours_conditions": honours},
+    )
+    server = _ThreadingServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield HTTPServer(f"http://127.0.0.1:{server.server_address[1]}/", log, faults)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class S3ProxyHandler(FaultyHandler):
+    """Forwards requests to an S3 server, spoiling the answers to GETs as `faults` plan, with
+    errors in S3's XML form (a 503 is S3's SlowDown)."""
+
+    upstream: str  # host:port
+    log: RequestLog
+
+    def do_GET(self):
+        self._forward(body=True)
+
+    def do_HEAD(self):
+        self._forward(body=False)
+
+    def _forward(self, body: bool):
+        self.log.add(self.command, self.path, self.headers.get("Range"), self.headers)
+        fault = self.faults.take(self.path.split("?")[0]) if body else None
+        status, headers, data = self._upstream(self.command, dict(self.headers.items()))
+        self.send_answer(status, headers, data, fault, send_body=body)
+
+    def _upstream(self, method: str, headers: dict) -> tuple[int, dict, bytes]:
+        connection = http.client.HTTPConnection(self.upstream, timeout=30)
+        try:
+            connection.request(method, self.path, headers=headers)
+            reply = connection.getresponse()
+            data = reply.read()
+        finally:
+            connection.close()
+        hop_by_hop = {"transfer-encoding", "connection", "keep-alive"}
+        kept = {k: v for k, v in reply.getheaders() if k.lower() not in hop_by_hop}
+        if method != "HEAD":
+            kept = {k: v for k, v in kept.items() if k.lower() != "content-length"}
+        return reply.status, kept, data
+
+    def whole_body(self) -> bytes:
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "range"}
+        return self._upstream("GET", headers)[2]
+
+    def error_answer(self, status: int) -> tuple[int, dict, bytes]:
+        code = {
+            403: "AccessDenied",
+            404: "NoSuchKey",
+            412: "PreconditionFailed",
+            500: "InternalError",
+            503: "SlowDown",
+        }.get(status, f"Status{status}")
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            f"<Error><Code>{code}</Code><Message>injected</Message>"
+            "<RequestId>injected</RequestId></Error>"
+        )
+        return status, {"Content-Type": "application/xml"}, body.encode()
+
+
+@dataclass
+class S3Proxy:
+    endpoint_url: str
+    log: RequestLog
+    faults: Faults
+    storage_options: dict
+
+
+@contextlib.contextmanager
+def s3_fault_proxy(s3: S3Server):
+    """A proxy on 127.0.0.1 in front of `s3` that injects faults: yields an S3Proxy whose
+    storage_options reach the same buckets through it."""
+    log, faults = RequestLog(), Faults()
+    upstream = s3.endpoint_url.removeprefix("http://")
+    handler = type(
+        "Handler", (S3ProxyHandler,), {"log": log, "faults": faults, "upstream": upstream}
+    )
+    server = _ThreadingServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield S3Proxy(endpoint, log, faults, {**s3.storage_options, "endpoint_url": endpoint})
     finally:
         server.shutdown()
         server.server_close()

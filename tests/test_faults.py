@@ -32,7 +32,7 @@ def expected(http_collection, points):
 
 
 @pytest.mark.parametrize(
-    "fault", ["500", "503", "429", "drop", "truncate", "short", "ignore_range"]
+    "fault", ["500", "503", "429", "drop", "truncate", "short", "ignore_range", "wrong_range"]
 )
 def test_transient_faults_are_retried_to_the_same_result(
     http_collection, http_server, points, expected, fault
@@ -126,3 +126,83 @@ def test_cancel_ends_reads_and_retry_waits_promptly(http_collection, http_server
     assert outcome["seconds"] < 5  # not the 20 s backoff
     store.cancelled.clear()
     assert store.read([(url, 0, 100)])[0] == (http_collection.folder / TILE).read_bytes()[:100]
+
+
+def test_cancel_abandons_reads_in_flight(http_collection, http_server):
+    """A read the server stalls (20 s) ends with Cancelled as soon as the session is cancelled,
+    not when the server or the read timeout gives up."""
+    store = ByteStore()
+    url = f"{http_collection.index.rsplit('/', 1)[0]}/{TILE}"
+    http_server.faults.add(TILE, "stall 20")
+    outcome = {}
+
+    def read():
+        started = time.monotonic()
+        try:
+            store.read([(url, 0, 100)])
+        except Exception as exc:  # noqa: BLE001 (the test inspects it)
+            outcome["error"] = exc
+        outcome["seconds"] = time.monotonic() - started
+
+    worker = threading.Thread(target=read)
+    worker.start()
+    time.sleep(0.5)  # the request is in flight, its answer stalled
+    store.cancelled.set()
+    worker.join(timeout=10)
+    assert http_server.faults.planned == []  # the stall was served
+    assert isinstance(outcome["error"], Cancelled)
+    assert outcome["seconds"] < 2
+    store.cancelled.clear()
+    assert store.read([(url, 0, 100)])[0] == (http_collection.folder / TILE).read_bytes()[:100]
+
+
+S3_TILE = "aef/v1/annual/" + TILE
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "drop", "truncate", "short", "wrong_range"])
+def test_s3_faults_are_retried_to_the_same_result(s3_collection, s3_proxy, points, fault):
+    """The same faults, in S3's form (a 503 is SlowDown), from a proxy in front of the S3
+    server."""
+    expected = sample_s3(s3_collection, s3_proxy, points)
+    s3_proxy.faults.add(S3_TILE, fault, times=2)  # the header read, then a block read
+    got = sample_s3(s3_collection, s3_proxy, points)
+    assert s3_proxy.faults.planned == []
+    assert [f for _, f in s3_proxy.faults.injected[-2:]] == [fault, fault]
+    assert got.equals(expected)
+
+
+def test_s3_refusal_is_not_retried(s3_collection, s3_proxy, points):
+    s3_proxy.faults.add(S3_TILE, "403", times=10)
+    s3_proxy.log.clear()
+    try:
+        with pytest.raises(Exception, match=r"tile3-0000000000-0000000000\.tiff: access denied"):
+            sample_s3(s3_collection, s3_proxy, points)
+        gets = [r for r in s3_proxy.log.ranges(TILE)]
+        assert len(gets) < RetryPolicy().attempts
+    finally:
+        s3_proxy.faults.planned.clear()
+
+
+def test_s3_requester_pays_is_an_explicit_option(s3_collection, s3_proxy, points):
+    """Requests say the requester pays only when asked to (`requester_pays=True`)."""
+    for requester_pays in (False, True):
+        s3_proxy.log.clear()
+        sample_s3(s3_collection, s3_proxy, points, requester_pays=requester_pays)
+        reads = [
+            h
+            for (m, _, _), h in zip(s3_proxy.log.requests, s3_proxy.log.headers, strict=True)
+            if m == "GET"
+        ]
+        assert len(reads) > 3  # the index, a header, blocks
+        payers = {h.get("x-amz-request-payer") for h in reads}
+        assert payers == ({"requester"} if requester_pays else {None})
+
+
+def sample_s3(collection, proxy, points, **options):
+    return aefsql.sample_points(
+        points,
+        year=2023,
+        catalog=collection.index,
+        progress=False,
+        **{**proxy.storage_options, **options},
+    )

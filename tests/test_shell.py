@@ -98,6 +98,37 @@ def test_interactive_session_ctrl_c_cancels_the_query(gdal_collection, tmp_path)
     assert "answer;" in (tmp_path / "history").read_text()
 
 
+def test_ctrl_c_ends_a_query_stuck_on_a_stalled_server_at_once(
+    http_collection, http_server, tmp_path
+):
+    """Ctrl-C during sampling abandons the request in flight: the prompt is back in seconds,
+    not when the 20 s stall or the read timeout ends."""
+    tile = "2023/18S/tile3-0000000000-0000000000.tiff"
+    url = f"{http_collection.index.rsplit('/', 1)[0]}/{tile}"
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "aefsql.cli", "--catalog", http_collection.index],
+        env={"AEFSQL_HISTORY": str(tmp_path / "history"), "PATH": "/usr/bin:/bin"},
+        encoding="utf-8",
+        timeout=60,
+    )
+    child.expect("aefsql> ")
+    http_server.faults.add(tile, "stall 20")
+    child.sendline(f"SELECT aef_sample('{url}', -75.0, -13.5) IS NULL AS outside;")
+    time.sleep(1.5)  # the header request is in flight, its answer stalled
+    assert http_server.faults.planned == []
+    interrupted = time.monotonic()
+    child.sendintr()
+    child.expect("Interrupted", timeout=5)
+    child.expect("aefsql> ", timeout=5)
+    assert time.monotonic() - interrupted < 5
+    child.sendline("SELECT 41 + 1 AS answer;")
+    child.expect("42")
+    child.expect("aefsql> ")
+    child.sendline(".quit")
+    child.expect(pexpect.EOF)
+
+
 def test_read_schema_timer_and_catalog_switch(gdal_collection, tmp_path):
     script = tmp_path / "model.sql"
     script.write_text("CREATE TABLE plots AS SELECT 1 AS id, 0.0 AS lon, 0.0 AS lat;\n")

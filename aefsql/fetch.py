@@ -1,0 +1,251 @@
+"""One attempt at many byte ranges, each checked against the object version it must come from.
+
+fsspec's `cat_ranges` returns bare bytes: it cannot say which version of an object they came
+from, nor which range the server really sent. Here each HTTP(S) and S3 request carries the
+version its header was read from (`If-Match`, or `If-Unmodified-Since` without an ETag) and
+each answer is checked for its version and its `Content-Range`; local files are checked by
+size and modification time. Other filesystems (gs://, memory://) go through `cat_ranges`,
+unversioned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+import fsspec
+from fsspec.asyn import AsyncFileSystem
+from fsspec.implementations.http import HTTPFileSystem
+from fsspec.implementations.local import LocalFileSystem
+
+from .errors import Cancelled, RangeReadError, redact
+
+CANCEL_POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Version:
+    """Which version of an object some bytes came from: its ETag if the server gives one,
+    else its modification time (an HTTP date, or a local file's size and mtime)."""
+
+    etag: str | None = None
+    modified: str | None = None
+
+    def __str__(self) -> str:
+        return f"etag {self.etag}" if self.etag else f"modified {self.modified}"
+
+    def matches(self, found: Version | None) -> bool:
+        """Whether bytes answered with `found` belong to this version (unknown: they may)."""
+        if found is None:
+            return True
+        if self.etag and found.etag:
+            return _opaque(self.etag) == _opaque(found.etag)
+        if self.modified and found.modified:
+            return self.modified == found.modified
+        return True
+
+    def http_conditions(self) -> dict[str, str]:
+        """Request headers that make a server refuse (412) to answer from another version."""
+        if self.etag and not self.etag.startswith("W/"):  # If-Match compares strong ETags only
+            return {"If-Match": self.etag}
+        if self.modified and not self.etag:
+            return {"If-Unmodified-Since": self.modified}
+        return {}
+
+
+def version_from(etag, modified) -> Version | None:
+    if not etag and not modified:
+        return None
+    return Version(str(etag) if etag else None, str(modified) if modified else None)
+
+
+def _opaque(etag: str) -> str:
+    return etag.removeprefix("W/").strip('"')
+
+
+class ObjectChanged(RangeReadError):
+    """An object changed while it was being read: its bytes must not be mixed with those read
+    before (the reader starts over from the header)."""
+
+    def __init__(self, url: str, expected: Version | None, found: Version | None = None):
+        self.url, self.expected, self.found = url, expected, found
+        now = f", now {found}" if found else ""
+        super().__init__(f"{redact(url)} changed while being read (was {expected}{now})")
+
+
+class WrongRange(OSError):
+    """The server answered with other bytes than the range asked for (retried)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    url: str
+    start: int
+    end: int  # exclusive
+    version: Version | None  # the version the bytes must come from; None: any
+
+
+@dataclass(frozen=True)
+class Piece:
+    data: bytes
+    version: Version | None  # as the server (or the file system) reported it
+
+
+def fetch(
+    requests: Sequence[Request],
+    filesystem_of: Callable[[str], fsspec.AbstractFileSystem],
+    *,
+    concurrency: int,
+    cancelled,
+) -> list:
+    """One attempt at every request: a Piece, or the exception, for each. Setting `cancelled`
+    (a threading.Event) abandons the requests in flight and raises `Cancelled`."""
+    answers: list = [None] * len(requests)
+    groups: dict[int, list[int]] = defaultdict(list)
+    filesystems = {}
+    for i, request in enumerate(requests):
+        fs = filesystem_of(request.url)
+        filesystems[id(fs)] = fs
+        groups[id(fs)].append(i)
+    for key, indices in groups.items():
+        fs = filesystems[key]
+        batch = [requests[i] for i in indices]
+        if isinstance(fs, AsyncFileSystem):
+            results = _run_cancellable(fs, _fetch_async(fs, batch, concurrency), cancelled)
+        else:
+            results = [_fetch_sync(fs, request, cancelled) for request in batch]
+        for i, result in zip(indices, results, strict=True):
+            answers[i] = result
+    return answers
+
+
+def _run_cancellable(fs: AsyncFileSystem, coroutine, cancelled) -> list:
+    future = asyncio.run_coroutine_threadsafe(coroutine, fs.loop)
+    while True:
+        try:
+            return future.result(timeout=CANCEL_POLL_SECONDS)
+        except FutureTimeout:
+            if cancelled.is_set():
+                future.cancel()  # closes the connections of the requests in flight
+                raise Cancelled("cancelled") from None
+
+
+async def _fetch_async(fs: AsyncFileSystem, requests: list[Request], concurrency: int) -> list:
+    limit = asyncio.Semaphore(concurrency)
+    read = _http_range if isinstance(fs, HTTPFileSystem) else _s3_range if _is_s3(fs) else None
+
+    async def one(request: Request):
+        async with limit:
+            try:
+                if read is None:
+                    data = await fs._cat_file(request.url, start=request.start, end=request.end)
+                    return Piece(bytes(data), None)
+                return await read(fs, request)
+            except Exception as exc:
+                return exc
+
+    return await asyncio.gather(*(one(r) for r in requests))
+
+
+async def _http_range(fs: HTTPFileSystem, request: Request) -> Piece:
+    options = fs.kwargs.copy()
+    headers = dict(options.pop("headers", None) or {})
+    headers["Range"] = f"bytes={request.start}-{request.end - 1}"
+    if request.version is not None:
+        headers.update(request.version.http_conditions())
+    session = await fs.set_session()
+    async with session.get(fs.encode_url(request.url), headers=headers, **options) as response:
+        if response.status == 412:
+            raise ObjectChanged(request.url, request.version)
+        if response.status == 404:
+            raise FileNotFoundError(request.url)
+        response.raise_for_status()
+        data = await response.read()
+        found = version_from(response.headers.get("ETag"), response.headers.get("Last-Modified"))
+        if response.status == 206:
+            _check_content_range(request, response.headers.get("Content-Range"))
+    return Piece(data, found)
+
+
+def _is_s3(fs) -> bool:
+    return "s3" in fs.protocol if isinstance(fs.protocol, tuple) else fs.protocol == "s3"
+
+
+async def _s3_range(fs, request: Request) -> Piece:
+    bucket, key, version_id = fs.split_path(request.url)
+    conditions = {}
+    if request.version is not None and request.version.etag:
+        conditions["IfMatch"] = request.version.etag
+    if version_id:
+        conditions["VersionId"] = version_id
+    try:
+        response = await fs._call_s3(
+            "get_object",
+            Bucket=bucket,
+            Key=key,
+            Range=f"bytes={request.start}-{request.end - 1}",
+            **conditions,
+        )
+    except OSError as exc:
+        if _s3_error_code(exc) == "PreconditionFailed":
+            raise ObjectChanged(request.url, request.version) from None
+        raise
+    try:
+        data = await response["Body"].read()
+    finally:
+        response["Body"].close()
+    _check_content_range(request, response.get("ContentRange"))
+    return Piece(data, version_from(response.get("ETag"), None))
+
+
+def _s3_error_code(error: BaseException) -> str | None:
+    """The S3 error code behind s3fs's translated exception."""
+    response = getattr(error.__cause__, "response", None) or {}
+    return response.get("Error", {}).get("Code")
+
+
+def _check_content_range(request: Request, header: str | None) -> None:
+    """A 206 answer must start where asked (its length is checked by the caller)."""
+    match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", (header or "").strip())
+    if match is None:
+        raise WrongRange(
+            f"{redact(request.url)}: partial answer without a valid Content-Range: {header}"
+        )
+    if int(match[1]) != request.start or int(match[2]) > request.end - 1:
+        raise WrongRange(
+            f"{redact(request.url)}: asked for bytes {request.start}-{request.end - 1}, "
+            f"the server sent {match[1]}-{match[2]}"
+        )
+
+
+def _fetch_sync(fs, request: Request, cancelled):
+    if cancelled.is_set():
+        raise Cancelled("cancelled")
+    try:
+        if isinstance(fs, LocalFileSystem):
+            return _local_range(fs._strip_protocol(request.url), request)
+        data = fs.cat_file(request.url, start=request.start, end=request.end)
+        return Piece(bytes(data), None)
+    except Exception as exc:
+        return exc
+
+
+def _local_range(path: str, request: Request) -> Piece:
+    with open(path, "rb") as file:
+        before = local_version(os.fstat(file.fileno()))
+        if request.version is not None and not request.version.matches(before):
+            raise ObjectChanged(request.url, request.version, before)
+        file.seek(request.start)
+        data = file.read(request.end - request.start)
+        if local_version(os.fstat(file.fileno())) != before:  # rewritten in place meanwhile
+            raise ObjectChanged(request.url, before)
+    return Piece(data, before)
+
+
+def local_version(stat: os.stat_result) -> Version:
+    return Version(modified=f"{stat.st_size} bytes, mtime {stat.st_mtime_ns} ns")
