@@ -27,7 +27,7 @@ from .errors import AefsqlError, CatalogError
 from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
 from .locate import locate
 from .progress import Progress
-from .sampling import BAND_NAMES, Sampler, Samples, band_indices
+from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_patch_size
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
 ROW_EMBEDDING_TYPE = (
@@ -36,6 +36,7 @@ ROW_EMBEDDING_TYPE = (
     + ", aef_error VARCHAR)[]"
 )
 EMBEDDING_ARROW = pa.struct([(name, pa.int8()) for name in BAND_NAMES])
+PATCH_ARROW = pa.list_(EMBEDDING_ARROW)
 PLAN_TYPE = "STRUCT(points BIGINT, blocks BIGINT, requests BIGINT, bytes BIGINT)"
 PLAN_ARROW = pa.struct([(f, pa.int64()) for f in ("points", "blocks", "requests", "bytes")])
 
@@ -80,6 +81,37 @@ class Session:
 
     def aef_sample(self, path, lon, lat) -> pa.StructArray:
         return _struct(self.sampler.sample(_objects(path), _floats(lon), _floats(lat)))
+
+    def aef_sample_patch(self, path, lon, lat, size) -> pa.ListArray:
+        """Per row: the size x size embeddings around (lon, lat) in one COG (see
+        `Sampler.sample_patches`); NULL where the point is outside the raster or size is NULL.
+        Every size is checked before anything is read or allocated."""
+        urls, lon, lat = _objects(path), _floats(lon), _floats(lat)
+        present = np.asarray(size.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        sizes = size.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+        distinct = [int(s) for s in np.unique(sizes[present])]
+        for wanted in distinct:
+            check_patch_size(wanted)
+        pieces = [pa.nulls(int((~present).sum()), PATCH_ARROW)]
+        rows_of_pieces = [np.flatnonzero(~present)]
+        for wanted in distinct:
+            rows = np.flatnonzero(present & (sizes == wanted))
+            pieces.append(self._patches(urls[rows], lon[rows], lat[rows], wanted))
+            rows_of_pieces.append(rows)
+        position = np.empty(len(urls), dtype=np.int64)
+        position[np.concatenate(rows_of_pieces)] = np.arange(len(urls))
+        return pa.concat_arrays(pieces).take(pa.array(position))
+
+    def _patches(self, urls, lon, lat, size: int) -> pa.ListArray:
+        samples = self.sampler.sample_patches(urls, lon, lat, size)
+        area, centre = size * size, (size // 2) * size + size // 2
+        own_pixel_covered = samples.covered[np.arange(len(urls)) * area + centre]
+        return pa.ListArray.from_arrays(
+            pa.array(np.arange(len(urls) + 1) * area, pa.int32()),
+            _struct(samples),
+            type=PATCH_ARROW,
+            mask=pa.array(~own_pixel_covered),
+        )
 
     def aef_locate(self, lon, lat, year) -> pa.StringArray:
         paths = locate(
@@ -291,6 +323,12 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         ("sample", session.aef_sample, ["VARCHAR", "DOUBLE", "DOUBLE"], EMBEDDING_TYPE),
         ("embedding", session.aef_embedding, ["DOUBLE", "DOUBLE", "INTEGER"], EMBEDDING_TYPE),
         ("locate", session.aef_locate, ["DOUBLE", "DOUBLE", "INTEGER"], "VARCHAR"),
+        (
+            "sample_patch",
+            session.aef_sample_patch,
+            ["VARCHAR", "DOUBLE", "DOUBLE", "INTEGER"],
+            f"{EMBEDDING_TYPE}[]",
+        ),
         (
             "sample_group",
             session.sample_group,

@@ -31,6 +31,11 @@ HEADER_MIN_FOLLOW_UP = 16 * 1024
 BLOCK_TABLE_GAP = 4096  # fetch block-table entries this close together in one request
 MAX_HEADER_ROUNDS = 32
 CHANGE_RESTARTS = 3  # an object that keeps changing while being read fails after these
+# 64 x 64 pixels x 64 bands is 256 KiB a row, 0.5 GiB for one of DuckDB's 2,048-row batches.
+MAX_PATCH_SIZE = 64
+# Refused before reading: no AEF block comes near (a 1024-px tile of 64 chunky bands is 64 MiB).
+MAX_BLOCK_BYTES = 256 * 1024 * 1024
+PATCH_CHUNK_PIXELS = 1 << 20  # patch pixels sampled at once: bounds the planner's arrays
 WAVE_BYTES = 32 * 1024 * 1024  # compressed bytes per wave (two in flight): bounds memory
 
 
@@ -63,6 +68,16 @@ class Samples:
             nodata=np.where(rows, other.nodata, self.nodata),
             band_count=np.where(rows, other.band_count, self.band_count),
             bands=self.bands,
+        )
+
+    @staticmethod
+    def concatenate(parts: list[Samples]) -> Samples:
+        return Samples(
+            values=np.concatenate([p.values for p in parts]),
+            covered=np.concatenate([p.covered for p in parts]),
+            nodata=np.concatenate([p.nodata for p in parts]),
+            band_count=np.concatenate([p.band_count for p in parts]),
+            bands=parts[0].bands,
         )
 
     @property
@@ -170,11 +185,35 @@ class Sampler:
         """
         return self._restarting_on_change(self._sample, urls, lon, lat, bands, keep_blocks)
 
-    def _sample(self, urls, lon, lat, bands, keep_blocks) -> Samples:
+    def sample_patches(self, urls, lon, lat, size: int, bands: list[int] | None = None) -> Samples:
+        """The size x size pixels around each (url, lon, lat): Samples of n * size * size
+        pixels, point by point, each patch row by row from north to south and west to east,
+        whatever the file's orientation. The point's pixel is at row and column size // 2. A
+        pixel is not covered when outside the raster (a neighbouring tile is not consulted)."""
+        check_patch_size(size)
+        lon = np.asarray(lon, dtype=np.float64)
+        lat = np.asarray(lat, dtype=np.float64)
+        urls = np.asarray(urls, dtype=object)
+        per_chunk = max(1, PATCH_CHUNK_PIXELS // (size * size))
+        parts = [
+            self._restarting_on_change(
+                self._sample,
+                urls[k : k + per_chunk],
+                lon[k : k + per_chunk],
+                lat[k : k + per_chunk],
+                bands,
+                False,
+                size,
+            )
+            for k in range(0, max(lon.size, 1), per_chunk)
+        ]
+        return Samples.concatenate(parts)
+
+    def _sample(self, urls, lon, lat, bands, keep_blocks, patch: int | None = None) -> Samples:
         bands = list(range(BAND_COUNT)) if bands is None else bands
         lon = np.asarray(lon, dtype=np.float64)
         lat = np.asarray(lat, dtype=np.float64)
-        n = lon.size
+        n = lon.size * (patch * patch if patch else 1)
         values = np.zeros((n, len(bands)), dtype=np.int8)
         covered = np.zeros(n, dtype=bool)
         nodata = np.full(n, np.nan)
@@ -190,6 +229,10 @@ class Sampler:
         located = []  # (url, output rows, pixel rows, pixel cols) of the points inside
         for url, indices in by_url.items():
             rows, cols, inside = self.pixels(url, headers[url], lon[indices], lat[indices])
+            if patch:
+                indices, rows, cols, inside = patch_pixels(
+                    headers[url], indices, rows, cols, inside, patch
+                )
             covered[indices] = inside
             band_count[indices] = headers[url].samples_per_pixel
             if headers[url].nodata is not None:
@@ -206,7 +249,7 @@ class Sampler:
             reads.extend(_plan_blocks(url, headers[url], points, rows, cols, bands))
 
         self._read_blocks(reads, headers, values, keep_blocks)
-        self.progress.add(points=n)
+        self.progress.add(points=lon.size)
         return Samples(values, covered, nodata, band_count, bands)
 
     def plan(self, url: str, lon, lat, bands: list[int]) -> ReadPlan:
@@ -389,6 +432,47 @@ class _BlockRead:
         values[self.tile.points[:, None], self.columns[None, :]] = picked
 
 
+def check_patch_size(size: int) -> None:
+    """Refuse, before allocating anything, a patch larger than MAX_PATCH_SIZE."""
+    if not 1 <= size <= MAX_PATCH_SIZE:
+        pixels = size * size
+        raise AefsqlError(
+            f"a patch of {size} x {size} pixels is refused: size must be 1 to {MAX_PATCH_SIZE}"
+            + (
+                f" ({pixels:,} pixels x 64 bands would be {pixels * BAND_COUNT / 2**30:,.1f}"
+                " GiB a row; sample a grid of points instead)"
+                if size > MAX_PATCH_SIZE
+                else ""
+            )
+        )
+
+
+def patch_pixels(header: ImageHeader, indices, rows, cols, inside, size: int):
+    """(output indices, rows, cols, inside) of the size x size pixels around each point's
+    pixel: output index = point index * size² + patch row * size + patch column, patch rows
+    from north to south."""
+    centre = size // 2
+    down, across = np.divmod(np.arange(size * size), size)
+    north = 1 if header.transform.e > 0 else -1  # raster rows grow northward when south-up
+    east = 1 if header.transform.a > 0 else -1
+    patch_rows = rows[:, None] + ((centre - down) * north)[None, :]
+    patch_cols = cols[:, None] + ((across - centre) * east)[None, :]
+    ok = (
+        inside[:, None]
+        & (patch_rows >= 0)
+        & (patch_rows < header.height)
+        & (patch_cols >= 0)
+        & (patch_cols < header.width)
+    )
+    out = indices[:, None] * (size * size) + np.arange(size * size)[None, :]
+    return (
+        out.ravel(),
+        np.where(ok, patch_rows, 0).ravel(),
+        np.where(ok, patch_cols, 0).ravel(),
+        ok.ravel(),
+    )
+
+
 def group_indices(keys: np.ndarray, indices: np.ndarray) -> dict:
     """{key: the indices (ascending) whose key it is}, for the given indices."""
     if indices.size == 0:
@@ -408,6 +492,7 @@ def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_B
             f"{redact(url)}: samples are {header.dtype.name}, expected int8 AEF embeddings"
         )
     check_supported(header.compression, header.predictor)
+    _check_block_size(url, header)
     columns = np.array([c for c, b in enumerate(bands) if b < header.samples_per_pixel], np.int64)
     wanted = np.array([b for b in bands if b < header.samples_per_pixel], np.int64)
     block_row = rows // header.block_height
@@ -430,6 +515,11 @@ def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_B
         for block, block_columns, samples in blocks:
             offset = int(header.block_offsets[block])
             size = int(header.block_byte_counts[block])
+            if size > MAX_BLOCK_BYTES:
+                raise TiffFormatError(
+                    f"{redact(url)} block {block}: its byte count ({size:,}) is refused: "
+                    f"the limit is {MAX_BLOCK_BYTES // 2**20} MiB"
+                )
             reads.append(
                 _BlockRead(
                     url=url,
@@ -443,6 +533,18 @@ def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_B
                 )
             )
     return reads
+
+
+def _check_block_size(url, header: ImageHeader) -> None:
+    """A hostile or broken header must not make the decoder allocate gigabytes."""
+    samples = 1 if header.planar_separate else header.samples_per_pixel
+    decoded = header.block_width * header.block_height * samples * header.dtype.itemsize
+    if decoded > MAX_BLOCK_BYTES:
+        raise TiffFormatError(
+            f"{redact(url)}: blocks of {header.block_width} x {header.block_height} pixels x "
+            f"{samples} samples ({decoded / 2**20:,.0f} MiB decoded) are refused: the limit is "
+            f"{MAX_BLOCK_BYTES // 2**20} MiB"
+        )
 
 
 def _needed_blocks(header: ImageHeader, rows, cols, bands) -> np.ndarray:

@@ -1,9 +1,12 @@
 """Bad input through the SQL surface: each case a clear error or a documented NULL."""
 
+import struct
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tifffile
 from test_sampling import TO_LONLAT, pixel_lonlat
 from test_tiff import write
 
@@ -208,3 +211,28 @@ def test_on_error_null_keeps_every_row_and_says_why(catalog):
     assert "truncated.tif" in by_year[(2, 2026)][1]
     with pytest.raises(Exception, match="on_error must be 'raise' or 'null'"):
         con.execute(query.format(", on_error := 'ignore'")).fetchall()
+
+
+def test_a_header_declaring_giant_blocks_is_refused_before_reading_them(tmp_path):
+    """Width, height and tile size all patched to 32768 (consistent: still one tile): decoding
+    would allocate 1 GiB; the planner refuses first, naming the file."""
+    path = write(tmp_path / "giant.tif", np.zeros((64, 64), np.int8), tile=(64, 64))
+    raw = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tiff:
+        tags = tiff.pages[0].tags
+        for name in ("ImageWidth", "ImageLength", "TileWidth", "TileLength"):
+            tag = tags[name]
+            fmt = {3: "<H", 4: "<I"}[int(tag.dtype)]
+            struct.pack_into(fmt, raw, tag.valueoffset, 32768)
+    path.write_bytes(bytes(raw))
+    con = aefsql.connect()
+    lon, lat = pixel_lonlat(np.array([5]), np.array([5]))
+    try:
+        with pytest.raises(
+            Exception,
+            match=r"giant\.tif: blocks of 32768 x 32768 pixels x 1 "
+            r"samples \(1,024 MiB decoded\) are refused",
+        ):
+            con.sql(f"SELECT aef_sample('{path}', {lon[0]}, {lat[0]})").fetchall()
+    finally:
+        con.close()
