@@ -128,6 +128,8 @@ def main() -> None:
     args = parser.parse_args()
     bucket = args.root / "bench"
     to_lonlat = Transformer.from_crs(EPSG, 4326, always_xy=True)
+    for block in (1024, 256):  # before rclone starts: its listings would not see new files
+        write_collection(bucket, args.size, args.tiles, block)
     rclone, port = start_rclone(args.root)
     try:
         cpu = (
@@ -145,7 +147,6 @@ def main() -> None:
         )
         with LatencyProxy(port, args.latency) as proxy:
             for block in (1024, 256):
-                write_collection(bucket, args.size, args.tiles, block)
                 if cpu is None:
                     cpu = s3fs_cpu_per_request(port, f"bench/index{block}.parquet")
                 for kind in ("uniform", "clustered"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from gdal_fixtures import LAYOUTS, write_collection, write_layout
-from servers import RequestLog, http_range_server, s3_fault_proxy, s3_server
+from servers import RequestLog, http_range_server, injected_counts, s3_fault_proxy, s3_server
 
 S3_BUCKET, S3_PREFIX = "aef", "v1/annual/"
 
@@ -76,3 +76,12 @@ def http_collection(http_server, gdal_collection) -> Collection:
     counts the requests the server received."""
     url = f"{http_server.base_url}{gdal_collection.folder.name}/index.parquet"
     return Collection(url, {}, gdal_collection.folder, http_server.log)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The faults the servers injected in this run: the tests assert each was retried away,
+    or failed the query with the documented error."""
+    counts = injected_counts()
+    if counts:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
+        terminalreporter.write_line(f"faults injected: {sum(counts.values())} ({kinds})")

@@ -105,6 +105,20 @@ class RequestLog:
         return [r for m, p, r in self.requests if m == "GET" and p.endswith(path_suffix)]
 
 
+EVERY_FAULTS: list = []  # every Faults made in this process
+
+
+def injected_counts() -> Counter:
+    """{fault kind: how many were injected} over every server of the test run."""
+    kinds = Counter()
+    for faults in EVERY_FAULTS:
+        for _, fault in faults.injected:
+            kind = "change the file" if callable(fault) else fault.split()[0]
+            if kind != "pass":
+                kinds[kind] += 1
+    return kinds
+
+
 @dataclass
 class Faults:
     """Faults to inject, each once, into the next GETs of paths ending with a given suffix:
@@ -119,6 +133,9 @@ class Faults:
     planned: list = field(default_factory=list)  # [(path suffix, fault)]
     injected: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self):
+        EVERY_FAULTS.append(self)  # for the count at the end of the test run
 
     def add(self, suffix: str, fault, times: int = 1) -> None:
         with self.lock:
