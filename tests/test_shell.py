@@ -74,27 +74,42 @@ def test_functions_lists_every_aef_function_with_its_doc(gdal_collection):
         assert f"\n{name}(" in "\n" + result.stdout
 
 
-def test_interactive_session_ctrl_c_cancels_the_query(gdal_collection, tmp_path):
+def interactive_shell(catalog: str, tmp_path) -> pexpect.spawn:
+    """The shell on a terminal, at its first prompt."""
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "aefsql.cli", "--catalog", gdal_collection.index],
+        ["-m", "aefsql.cli", "--catalog", catalog],
         env={"AEFSQL_HISTORY": str(tmp_path / "history"), "PATH": "/usr/bin:/bin"},
         encoding="utf-8",
         timeout=60,
     )
     child.expect("aefsql> ")
-    child.sendline("SELECT count(*) FROM range(1000000000000) a")
-    child.expect(r"\.\.\.> ")  # the statement is not finished without ';'
-    child.sendline(";")
-    time.sleep(1.5)  # the query is running
+    return child
+
+
+def interrupt_then_keep_working(child: pexpect.spawn) -> float:
+    """Ctrl-C the running query; check the shell still answers; return the seconds from the
+    Ctrl-C to the prompt."""
+    interrupted = time.monotonic()
     child.sendintr()
     child.expect("Interrupted")
     child.expect("aefsql> ")
+    seconds = time.monotonic() - interrupted
     child.sendline("SELECT 41 + 1 AS answer;")
     child.expect("42")
     child.expect("aefsql> ")
     child.sendline(".quit")
     child.expect(pexpect.EOF)
+    return seconds
+
+
+def test_interactive_session_ctrl_c_cancels_the_query(gdal_collection, tmp_path):
+    child = interactive_shell(gdal_collection.index, tmp_path)
+    child.sendline("SELECT count(*) FROM range(1000000000000) a")
+    child.expect(r"\.\.\.> ")  # the statement is not finished without ';'
+    child.sendline(";")
+    time.sleep(1.5)  # the query is running
+    interrupt_then_keep_working(child)
     assert "answer;" in (tmp_path / "history").read_text()
 
 
@@ -105,28 +120,12 @@ def test_ctrl_c_ends_a_query_stuck_on_a_stalled_server_at_once(
     not when the 20 s stall or the read timeout ends."""
     tile = "2023/18S/tile3-0000000000-0000000000.tiff"
     url = f"{http_collection.index.rsplit('/', 1)[0]}/{tile}"
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "aefsql.cli", "--catalog", http_collection.index],
-        env={"AEFSQL_HISTORY": str(tmp_path / "history"), "PATH": "/usr/bin:/bin"},
-        encoding="utf-8",
-        timeout=60,
-    )
-    child.expect("aefsql> ")
+    child = interactive_shell(http_collection.index, tmp_path)
     http_server.faults.add(tile, "stall 20")
     child.sendline(f"SELECT aef_sample('{url}', -75.0, -13.5) IS NULL AS outside;")
     time.sleep(1.5)  # the header request is in flight, its answer stalled
     assert http_server.faults.planned == []
-    interrupted = time.monotonic()
-    child.sendintr()
-    child.expect("Interrupted", timeout=5)
-    child.expect("aefsql> ", timeout=5)
-    assert time.monotonic() - interrupted < 5
-    child.sendline("SELECT 41 + 1 AS answer;")
-    child.expect("42")
-    child.expect("aefsql> ")
-    child.sendline(".quit")
-    child.expect(pexpect.EOF)
+    assert interrupt_then_keep_working(child) < 5
 
 
 def test_read_schema_timer_and_catalog_switch(gdal_collection, tmp_path):
