@@ -1,4 +1,5 @@
-"""In-memory caches shared by every thread of a connection: headers per URL, decoded blocks."""
+"""Caches shared by every thread of a connection: headers per URL and decoded blocks in memory,
+each within a byte budget; byte ranges on disk, in the folder the user names."""
 
 from __future__ import annotations
 
@@ -15,31 +16,56 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 DEFAULT_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+DEFAULT_HEADER_CACHE_BYTES = 256 * 1024 * 1024
 
 
 class HeaderCache(Generic[K, V]):
-    """Parsed headers by URL for the connection's life (they are small: ~100 KB each)."""
+    """Parsed headers by URL, least recently used dropped first, within a byte budget (a header
+    of a published 8192-px file is ~75 KB: the budget holds a few thousand; a dropped one is
+    read again when needed)."""
 
-    def __init__(self):
-        self._items: dict[K, V] = {}
+    def __init__(self, max_bytes: int = DEFAULT_HEADER_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
         with self._lock:
-            return self._items.get(key)
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
 
     def put(self, key: K, value: V) -> None:
         with self._lock:
+            self._pop(key)
             self._items[key] = value
+            self._bytes += _nbytes(value)
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                self._pop(next(iter(self._items)))
 
     def discard(self, key: K, version) -> None:
         """Drop the entry if it is still of `version` (another thread may have replaced it)."""
         with self._lock:
             if getattr(self._items.get(key), "version", None) == version:
-                self._items.pop(key, None)
+                self._pop(key)
+
+    def _pop(self, key: K) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._bytes -= _nbytes(old)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _nbytes(value) -> int:
+    return getattr(value, "nbytes", 1024)
 
 
 class BlockCache:

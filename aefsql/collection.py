@@ -69,28 +69,53 @@ def headers_to_table(headers: dict[str, ImageHeader]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
+class CollectionHeaders:
+    """A read-ready collection's headers, each built when its file is first asked for: the
+    table is compact, thousands of built headers would not be. Thread-safe: it is only read,
+    but for `forget`."""
+
+    def __init__(self, table: pa.Table):
+        self._table = table.select(SCHEMA.names)
+        self._rows = {path: i for i, path in enumerate(self._table["path"].to_pylist())}
+        self._changed: set[str] = set()
+
+    def get(self, url: str) -> ImageHeader | None:
+        row = self._rows.get(url)
+        if row is None or url in self._changed:
+            return None
+        return _header_from_row(self._table.slice(row, 1).to_pylist()[0])
+
+    def forget(self, url: str) -> None:
+        """The file changed since the collection was built: its header must be read."""
+        self._changed.add(url)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 def headers_from_table(table: pa.Table) -> dict[str, ImageHeader]:
-    headers = {}
-    for row in table.select(SCHEMA.names).to_pylist():
-        offsets = np.asarray(row["block_offsets"], dtype=np.uint64)
-        counts = np.asarray(row["block_byte_counts"], dtype=np.uint64)
-        transform = row["transform"]
-        headers[row["path"]] = ImageHeader(
-            width=row["width"],
-            height=row["height"],
-            block_width=row["block_width"],
-            block_height=row["block_height"],
-            tiled=row["tiled"],
-            samples_per_pixel=row["samples_per_pixel"],
-            dtype=np.dtype(row["dtype"]),
-            planar_separate=row["planar_separate"],
-            compression=row["compression"],
-            predictor=row["predictor"],
-            block_offsets=BlockTable(offsets.size, np.dtype("<u8"), 0, offsets),
-            block_byte_counts=BlockTable(counts.size, np.dtype("<u8"), 0, counts),
-            transform=None if transform is None else Affine(*transform),
-            epsg=row["epsg"],
-            nodata=row["nodata"],
-            version=version_from(row["etag"], row["modified"]),
-        )
-    return headers
+    return {row["path"]: _header_from_row(row) for row in table.select(SCHEMA.names).to_pylist()}
+
+
+def _header_from_row(row: dict) -> ImageHeader:
+    offsets = np.asarray(row["block_offsets"], dtype=np.uint64)
+    counts = np.asarray(row["block_byte_counts"], dtype=np.uint64)
+    transform = row["transform"]
+    return ImageHeader(
+        width=row["width"],
+        height=row["height"],
+        block_width=row["block_width"],
+        block_height=row["block_height"],
+        tiled=row["tiled"],
+        samples_per_pixel=row["samples_per_pixel"],
+        dtype=np.dtype(row["dtype"]),
+        planar_separate=row["planar_separate"],
+        compression=row["compression"],
+        predictor=row["predictor"],
+        block_offsets=BlockTable(offsets.size, np.dtype("<u8"), 0, offsets),
+        block_byte_counts=BlockTable(counts.size, np.dtype("<u8"), 0, counts),
+        transform=None if transform is None else Affine(*transform),
+        epsg=row["epsg"],
+        nodata=row["nodata"],
+        version=version_from(row["etag"], row["modified"]),
+    )

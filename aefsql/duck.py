@@ -22,7 +22,7 @@ from .catalog import (
     quote_literal,
     storage_options_for,
 )
-from .collection import headers_from_table, headers_to_table
+from .collection import CollectionHeaders, headers_to_table
 from .errors import AefsqlError, CatalogError
 from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
 from .locate import locate
@@ -174,11 +174,9 @@ class Session:
         """Take every file's header from a read-ready collection instead of its COG."""
         try:
             with self.sampler.store.filesystem(path).open(path, "rb") as f:
-                headers = headers_from_table(pq.read_table(f))
+                self.sampler.collection = CollectionHeaders(pq.read_table(f))
         except (OSError, pa.ArrowException, KeyError) as exc:
             raise CatalogError(f"collection {redact(path)} cannot be read: {exc}") from None
-        for url, header in headers.items():
-            self.sampler.headers.put(url, header)
 
     def build_collection(self, output, years) -> pa.Int64Array:
         """Write the headers of the catalog's files (of `years`, default all) to `output`."""

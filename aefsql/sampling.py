@@ -16,6 +16,7 @@ import numpy as np
 from . import geo, threads
 from .cache import BlockCache, HeaderCache
 from .codecs import check_supported, decode_block
+from .collection import CollectionHeaders
 from .errors import AefsqlError, RangeReadError, TiffFormatError, redact
 from .fetch import ObjectChanged, Version
 from .io import ByteStore
@@ -119,6 +120,7 @@ class Sampler:
     ):
         self.store = store
         self.headers = headers if headers is not None else HeaderCache()
+        self.collection: CollectionHeaders | None = None  # headers to take before reading
         self.blocks = blocks if blocks is not None else BlockCache()
         self.progress = progress if progress is not None else Progress(enabled=False)
 
@@ -133,6 +135,10 @@ class Sampler:
         pending: dict[str, SparseBytes] = {}
         for url in dict.fromkeys(urls):
             header = self.headers.get(url)
+            if header is None and self.collection is not None:
+                header = self.collection.get(url)
+                if header is not None:
+                    self.headers.put(url, header)
             if header is None:
                 pending[url] = SparseBytes()
             else:
@@ -295,6 +301,8 @@ class Sampler:
                         f"{changed} (it changed {attempt} times in a row: giving up)"
                     ) from None
                 self.headers.discard(changed.url, version=changed.expected)
+                if self.collection is not None:
+                    self.collection.forget(changed.url)
                 self.store.forget(changed.url)
         raise AssertionError("unreachable")
 

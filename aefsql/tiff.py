@@ -208,6 +208,12 @@ class ImageHeader:
     version: Version | None = None  # of the object the header was read from (not parsed)
 
     @property
+    def nbytes(self) -> int:
+        """Memory held, roughly: the block tables and ~1 KB of fields."""
+        tables = (self.block_offsets, self.block_byte_counts)
+        return 1024 + sum(t.values.nbytes + t.loaded.nbytes for t in tables)
+
+    @property
     def blocks_across(self) -> int:
         return -(-self.width // self.block_width)
 

@@ -1,0 +1,90 @@
+"""The in-memory caches keep to their byte budgets, and sampling stays right when they drop
+entries: a dropped header is read again, or rebuilt from a read-ready collection."""
+
+import numpy as np
+from test_collection import tile_points
+from test_requests import tile_ranges_of
+
+from aefsql.cache import BlockCache, HeaderCache
+from aefsql.collection import CollectionHeaders, headers_to_table
+from aefsql.io import ByteStore
+from aefsql.sampling import Sampler
+
+TILES = [
+    f"2023/{zone}/tile{k}-0000000000-0000000000.tiff"
+    for k, zone in enumerate(["32N", "33N", "33N", "18S"])
+]
+
+
+def test_block_cache_drops_least_recently_used_within_its_budget():
+    cache = BlockCache(max_bytes=3000)
+    blocks = {k: np.full(1000, k, np.int8) for k in range(4)}
+    for k in range(3):
+        cache.put(("f", k), blocks[k])
+    cache.get(("f", 0))  # now the most recently used
+    cache.put(("f", 3), blocks[3])
+    assert cache.nbytes == 3000
+    assert cache.get(("f", 1)) is None  # the least recently used went
+    assert all(cache.get(("f", k)) is not None for k in (0, 2, 3))
+    cache.put(("f", 9), np.zeros(5000, np.int8))  # larger than the whole budget: not kept
+    assert cache.get(("f", 9)) is None and cache.nbytes == 3000
+
+
+def test_header_cache_drops_least_recently_used_within_its_budget(gdal_collection):
+    paths = [str(gdal_collection.folder / tile) for tile in TILES]
+    headers = Sampler(ByteStore()).headers_for(paths)
+    size = headers[paths[0]].nbytes
+    assert size > 1024 and all(h.nbytes == size for h in headers.values())
+    cache = HeaderCache(max_bytes=2 * size)
+    for path in paths[:2]:
+        cache.put(path, headers[path])
+    cache.get(paths[0])
+    cache.put(paths[2], headers[paths[2]])
+    assert len(cache) == 2 and cache.nbytes == 2 * size
+    assert cache.get(paths[1]) is None and cache.get(paths[0]) is headers[paths[0]]
+    cache.discard(paths[0], version="another version")  # replaced meanwhile: kept
+    assert cache.get(paths[0]) is not None
+    cache.discard(paths[0], version=headers[paths[0]].version)
+    assert cache.get(paths[0]) is None and cache.nbytes == size
+
+
+def points_in_every_tile():
+    lon, lat = [], []
+    for k in range(len(TILES)):
+        a, b, _, _ = tile_points(k, 10, seed=k)
+        lon.append(a)
+        lat.append(b)
+    return np.repeat(np.arange(len(TILES)), 10), np.concatenate(lon), np.concatenate(lat)
+
+
+def test_sampling_with_room_for_one_header_reads_the_others_again(http_collection):
+    base = http_collection.index.rsplit("/", 1)[0]
+    urls = [f"{base}/{tile}" for tile in TILES]
+    tile, lon, lat = points_in_every_tile()
+    roomy = Sampler(ByteStore())
+    cramped = Sampler(ByteStore(), headers=HeaderCache(max_bytes=1))
+    expected = roomy.sample(np.array(urls, object)[tile], lon, lat)
+    http_collection.log.clear()
+    for _ in range(2):  # the second round finds at most one header cached
+        got = cramped.sample(np.array(urls, object)[tile], lon, lat)
+        assert np.array_equal(got.values, expected.values)
+        assert np.array_equal(got.covered, expected.covered)
+    assert len(cramped.headers) == 1
+    header_reads = sum(tile_ranges_of(http_collection.log, t).count((0, 65536)) for t in TILES)
+    assert header_reads >= 2 * len(TILES) - 1  # all in the first round, all but one after
+
+
+def test_a_collection_rebuilds_dropped_headers_without_reading_them(http_collection):
+    base = http_collection.index.rsplit("/", 1)[0]
+    urls = [f"{base}/{tile}" for tile in TILES]
+    tile, lon, lat = points_in_every_tile()
+    table = headers_to_table(Sampler(ByteStore()).complete_headers(urls))
+    sampler = Sampler(ByteStore(), headers=HeaderCache(max_bytes=1))
+    sampler.collection = CollectionHeaders(table)
+    expected = Sampler(ByteStore()).sample(np.array(urls, object)[tile], lon, lat)
+    http_collection.log.clear()
+    for _ in range(2):
+        got = sampler.sample(np.array(urls, object)[tile], lon, lat)
+        assert np.array_equal(got.values, expected.values)
+    assert all((0, 65536) not in tile_ranges_of(http_collection.log, t) for t in TILES)
+    assert any(tile_ranges_of(http_collection.log, t) for t in TILES)  # blocks were read
