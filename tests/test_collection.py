@@ -193,3 +193,22 @@ def test_python_sample_points_streams_record_batches(collection):
     streamed = aefsql.sample_points(reader, **options)
     assert streamed.equals(aefsql.sample_points(table, **options))
     assert streamed["id"].to_pylist() == list(range(50))
+
+
+def test_arguments_of_any_numeric_type(con):
+    """pandas gives BIGINT years, CSVs DECIMAL or INTEGER coordinates: all are accepted."""
+    lon, lat, _, _ = tile_points(3, 1, seed=4)
+    expected = con.sql(
+        f"SELECT aef_embedding({lon[0]}::DOUBLE, {lat[0]}::DOUBLE, 2023::INTEGER) AS e"
+    ).fetchall()
+    assert expected[0][0] is not None
+    typed = (
+        f"{lon[0]:.6f}::DECIMAL(12, 6)",
+        f"{lat[0]:.6f}::FLOAT",
+        "2023::BIGINT",
+    )
+    for function in ("aef_embedding({}, {}, {})", "aef_locate({}, {}, {}) IS NOT NULL"):
+        row = con.sql("SELECT " + function.format(*typed)).fetchall()
+        assert row[0][0] not in (None, False), function
+    patch = con.sql(f"SELECT aef_patch({typed[0]}, {typed[1]}, {typed[2]}, 3::BIGINT)").fetchall()
+    assert len(patch[0][0]) == 9
