@@ -109,7 +109,15 @@ def sample_sql(
 
 def run_sample(args, out=None) -> None:
     out = out or sys.stdout
-    sql = sample_sql(args.points, parse_years(args.year), args.x, args.y, args.bands, args.dry_run)
+    sql = sample_sql(
+        args.points,
+        parse_years(args.year),
+        args.x,
+        args.y,
+        args.bands,
+        args.dry_run,
+        args.on_error,
+    )
     con = connect(catalog=args.catalog, cache_dir=args.cache_dir, progress=None)
     try:
         columns = [
@@ -134,7 +142,11 @@ def run_sample(args, out=None) -> None:
                 f"{requests} requests, {nbytes / 1e6:,.1f} MB to read",
                 file=out,
             )
-        elif args.output is None:
+            return
+        if args.on_error == "null":  # kept, to list the rows that could not be read
+            con.execute(f"CREATE TEMP TABLE __aef_result AS {sql}")
+            sql = "SELECT * FROM __aef_result"
+        if args.output is None:
             print(con.sql(sql), file=out)
         else:
             suffix = args.output.suffix.lower()
@@ -145,8 +157,31 @@ def run_sample(args, out=None) -> None:
                 f"COPY ({sql}) TO {quote_literal(str(args.output))} (FORMAT {formats[suffix]})"
             )
             print(f"wrote {args.output}", file=out)
+        if args.on_error == "null":
+            report_failed_rows(con, sys.stderr)
     finally:
         con.close()
+
+
+def report_failed_rows(con, err) -> None:
+    """One line per reason why rows could not be read: how many, and the first few of their
+    output row numbers."""
+    failed = con.execute(
+        "SELECT aef_error, count(*), list(rowid ORDER BY rowid)[:5] "
+        "FROM __aef_result WHERE aef_error IS NOT NULL GROUP BY aef_error ORDER BY aef_error"
+    ).fetchall()
+    total = con.execute("SELECT count(*) FROM __aef_result").fetchall()[0][0]
+    if not failed:
+        print(f"all {total} rows read", file=err)
+        return
+    print(
+        f"{sum(n for _, n, _ in failed)} of {total} rows could not be read (NULL bands; the "
+        "aef_error column says why):",
+        file=err,
+    )
+    for reason, count, first in failed:
+        rows = ", ".join(str(r + 1) for r in first) + (", …" if count > len(first) else "")
+        print(f"  {count} rows (output rows {rows}): {reason}", file=err)
 
 
 VERBS = ("demo", "sample", "build-collection")

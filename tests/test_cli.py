@@ -6,7 +6,9 @@ from contextlib import redirect_stderr, redirect_stdout
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from test_bad_input import catalog  # noqa: F401 (a fixture: a catalog with broken files)
 from test_collection import tile_points
+from test_sampling import pixel_lonlat
 
 from aefsql.cli import main, parse_years
 
@@ -120,3 +122,27 @@ def test_parse_years(text, years):
 def test_bad_year_is_one_clear_line(points_csv):
     code, _, err = run("sample", str(points_csv), "--year", "last year")
     assert code == 1 and err.count("\n") == 1 and "--year 'last year'" in err
+
+
+def test_on_error_null_keeps_every_row_and_lists_the_failed_ones(catalog, tmp_path):  # noqa: F811
+    _, folder = catalog
+    lon, lat = pixel_lonlat(np.array([30, 2, 7]), np.array([30, 3, 9]))
+    points = tmp_path / "plots.csv"
+    points.write_text(
+        "plot,lon,lat\n"
+        + "".join(f"p{i},{a},{b}\n" for i, (a, b) in enumerate(zip(lon, lat, strict=True)))
+    )
+    out = tmp_path / "out.csv"
+    argv = ["sample", str(points), "--year", "2023,2024", "--bands", "A00", "-o", str(out)]
+    argv += ["--catalog", str(folder / "index.parquet")]
+    code, _, err = run(*argv)
+    assert code == 1 and "missing.tif: file not found" in err  # the default fails loudly
+    code, stdout, err = run(*argv, "--on-error", "null")
+    assert code == 0 and "wrote" in stdout
+    lines = out.read_text().splitlines()
+    assert lines[0] == "plot,lon,lat,year,A00,aef_error"
+    assert [line.split(",")[0] + "/" + line.split(",")[3] for line in lines[1:]] == [
+        f"p{i}/{year}" for i in range(3) for year in (2023, 2024)
+    ]
+    assert "3 of 6 rows could not be read" in err
+    assert "3 rows (output rows 2, 4, 6): " in err and "missing.tif: file not found" in err
