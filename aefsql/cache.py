@@ -19,12 +19,11 @@ DEFAULT_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_HEADER_CACHE_BYTES = 256 * 1024 * 1024
 
 
-class HeaderCache(Generic[K, V]):
-    """Parsed headers by URL, least recently used dropped first, within a byte budget (a header
-    of a published 8192-px file is ~75 KB: the budget holds a few thousand; a dropped one is
-    read again when needed)."""
+class LruCache(Generic[K, V]):
+    """Values with an `nbytes`, least recently used dropped first, within a byte budget (the
+    newest entry always stays)."""
 
-    def __init__(self, max_bytes: int = DEFAULT_HEADER_CACHE_BYTES):
+    def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self._items: OrderedDict[K, V] = OrderedDict()
         self._bytes = 0
@@ -41,20 +40,14 @@ class HeaderCache(Generic[K, V]):
         with self._lock:
             self._pop(key)
             self._items[key] = value
-            self._bytes += _nbytes(value)
+            self._bytes += value.nbytes
             while self._bytes > self.max_bytes and len(self._items) > 1:
                 self._pop(next(iter(self._items)))
-
-    def discard(self, key: K, version) -> None:
-        """Drop the entry if it is still of `version` (another thread may have replaced it)."""
-        with self._lock:
-            if getattr(self._items.get(key), "version", None) == version:
-                self._pop(key)
 
     def _pop(self, key: K) -> None:
         old = self._items.pop(key, None)
         if old is not None:
-            self._bytes -= _nbytes(old)
+            self._bytes -= old.nbytes
 
     @property
     def nbytes(self) -> int:
@@ -64,42 +57,29 @@ class HeaderCache(Generic[K, V]):
         return len(self._items)
 
 
-def _nbytes(value) -> int:
-    return getattr(value, "nbytes", 1024)
+class HeaderCache(LruCache[str, V]):
+    """Parsed headers by URL (a header of a published 8192-px file is ~75 KB: the default
+    budget holds a few thousand; a dropped one is read again when needed)."""
+
+    def __init__(self, max_bytes: int = DEFAULT_HEADER_CACHE_BYTES):
+        super().__init__(max_bytes)
+
+    def discard(self, key: str, version) -> None:
+        """Drop the entry if it is still of `version` (another thread may have replaced it)."""
+        with self._lock:
+            if getattr(self._items.get(key), "version", None) == version:
+                self._pop(key)
 
 
-class BlockCache:
-    """Decoded blocks, least recently used dropped first, within a byte budget."""
+class BlockCache(LruCache[tuple, np.ndarray]):
+    """Decoded blocks by (url, version, block)."""
 
     def __init__(self, max_bytes: int = DEFAULT_BLOCK_CACHE_BYTES):
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> np.ndarray | None:
-        with self._lock:
-            block = self._items.get(key)
-            if block is not None:
-                self._items.move_to_end(key)
-            return block
+        super().__init__(max_bytes)
 
     def put(self, key: tuple, block: np.ndarray) -> None:
-        if block.nbytes > self.max_bytes:
-            return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= old.nbytes
-            self._items[key] = block
-            self._bytes += block.nbytes
-            while self._bytes > self.max_bytes:
-                _, dropped = self._items.popitem(last=False)
-                self._bytes -= dropped.nbytes
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
+        if block.nbytes <= self.max_bytes:  # a block over the whole budget is not kept
+            super().put(key, block)
 
 
 class DiskCache:

@@ -4,8 +4,8 @@ fsspec's `cat_ranges` returns bare bytes: it cannot say which version of an obje
 from, nor which range the server really sent. Here each HTTP(S) and S3 request carries the
 version its header was read from (`If-Match`, or `If-Unmodified-Since` without an ETag) and
 each answer is checked for its version and its `Content-Range`; local files are checked by
-size and modification time. Other filesystems (gs://, memory://) go through `cat_ranges`,
-unversioned.
+size and modification time. Other filesystems (gs://, memory://) are read with their own
+`cat_file`, unversioned.
 """
 
 from __future__ import annotations
@@ -178,18 +178,18 @@ def _is_s3(fs) -> bool:
 
 async def _s3_range(fs, request: Request) -> Piece:
     bucket, key, version_id = fs.split_path(request.url)
-    conditions = {}
+    options = {}
     if request.version is not None and request.version.etag:
-        conditions["IfMatch"] = request.version.etag
+        options["IfMatch"] = request.version.etag
     if version_id:
-        conditions["VersionId"] = version_id
+        options["VersionId"] = version_id
     try:
         response = await fs._call_s3(
             "get_object",
             Bucket=bucket,
             Key=key,
             Range=f"bytes={request.start}-{request.end - 1}",
-            **conditions,
+            **options,
         )
     except OSError as exc:
         if _s3_error_code(exc) == "PreconditionFailed":

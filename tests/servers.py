@@ -184,8 +184,11 @@ class FaultyHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
 
-    def send_answer(self, status: int, headers: dict, body: bytes, fault, send_body=True):
-        """Send status, headers and body; `fault` (see Faults) spoils them."""
+    def send_answer(
+        self, status: int, headers: dict, body: bytes, fault, send_body=True, whole_file=None
+    ):
+        """Send status, headers and body; `fault` (see Faults) spoils them (`whole_file()`:
+        the file's bytes, for the faults that send another range)."""
         if fault and fault.isdigit():
             status, headers, body = self.error_answer(int(fault))
         if fault == "drop":
@@ -198,7 +201,7 @@ class FaultyHandler(http.server.BaseHTTPRequestHandler):
                 last = start + len(body) // 2 - 1
             else:  # a consistent answer for the wrong bytes
                 start, last = start + 1, min(last + 1, size - 1)
-            body = self.whole_body()[start : last + 1]
+            body = whole_file()[start : last + 1]
             headers["Content-Range"] = f"bytes {start}-{last}/{size}"
         self.send_response(status)
         if send_body or "Content-Length" not in headers:  # a HEAD answer keeps the file's
@@ -218,9 +221,6 @@ class FaultyHandler(http.server.BaseHTTPRequestHandler):
 
     def error_answer(self, status: int) -> tuple[int, dict, bytes]:
         return status, {"Content-Type": "text/plain"}, f"injected {status}\n".encode()
-
-    def whole_body(self) -> bytes:
-        raise NotImplementedError
 
 
 class RangeHandler(FaultyHandler):
@@ -266,8 +266,9 @@ class RangeHandler(FaultyHandler):
         headers["Content-Type"] = "application/octet-stream"
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
-        self.whole_body = lambda: data
-        self.send_answer(status, headers, data[start:end], fault, send_body=body)
+        self.send_answer(
+            status, headers, data[start:end], fault, send_body=body, whole_file=lambda: data
+        )
 
     def _precondition_fails(self, validators: dict) -> bool:
         if_match = self.headers.get("If-Match")
@@ -294,25 +295,35 @@ class _ThreadingServer(http.server.ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def http_range_server(folder: Path, honours_conditions: bool = True):
-    """Serve folder on 127.0.0.1 (a free port): yields an HTTPServer whose base_url ends with
-    "/", whose log records every request and whose faults inject failures."""
-    honours = honours_conditions
-    log = RequestLog()
-    faults = Faults()
-    handler = type(
-        "Handler",
-        (RangeHandler,),
-        {"log": log, "faults": faults, "folder": Path(folder), "honours_conditions": honours},
-    )
+def _serving(handler):
+    """Run `handler` on 127.0.0.1 (a free port) in a thread: yields the port."""
     server = _ThreadingServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield HTTPServer(f"http://127.0.0.1:{server.server_address[1]}/", log, faults)
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextlib.contextmanager
+def http_range_server(folder: Path, honours_conditions: bool = True):
+    """Serve folder on 127.0.0.1 (a free port): yields an HTTPServer whose base_url ends with
+    "/", whose log records every request and whose faults inject failures."""
+    log, faults = RequestLog(), Faults()
+    handler = type(
+        "Handler",
+        (RangeHandler,),
+        {
+            "log": log,
+            "faults": faults,
+            "folder": Path(folder),
+            "honours_conditions": honours_conditions,
+        },
+    )
+    with _serving(handler) as port:
+        yield HTTPServer(f"http://127.0.0.1:{port}/", log, faults)
 
 
 class S3ProxyHandler(FaultyHandler):
@@ -332,7 +343,7 @@ class S3ProxyHandler(FaultyHandler):
         self.log.add(self.command, self.path, self.headers.get("Range"), self.headers)
         fault = self.faults.take(self.path.split("?")[0]) if body else None
         status, headers, data = self._upstream(self.command, dict(self.headers.items()))
-        self.send_answer(status, headers, data, fault, send_body=body)
+        self.send_answer(status, headers, data, fault, send_body=body, whole_file=self._whole_file)
 
     def _upstream(self, method: str, headers: dict) -> tuple[int, dict, bytes]:
         connection = http.client.HTTPConnection(self.upstream, timeout=30)
@@ -348,7 +359,7 @@ class S3ProxyHandler(FaultyHandler):
             kept = {k: v for k, v in kept.items() if k.lower() != "content-length"}
         return reply.status, kept, data
 
-    def whole_body(self) -> bytes:
+    def _whole_file(self) -> bytes:
         headers = {k: v for k, v in self.headers.items() if k.lower() != "range"}
         return self._upstream("GET", headers)[2]
 
@@ -385,12 +396,6 @@ def s3_fault_proxy(s3: S3Server):
     handler = type(
         "Handler", (S3ProxyHandler,), {"log": log, "faults": faults, "upstream": upstream}
     )
-    server = _ThreadingServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with _serving(handler) as port:
+        endpoint = f"http://127.0.0.1:{port}"
         yield S3Proxy(endpoint, log, faults, {**s3.storage_options, "endpoint_url": endpoint})
-    finally:
-        server.shutdown()
-        server.server_close()
