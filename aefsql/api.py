@@ -1,108 +1,154 @@
-"""The Python entry point for whole tables: `sample_points` (Arrow in, Arrow out)."""
+"""The Python entry point for whole tables: `sample_points` (Arrow, pandas, polars or
+GeoPandas in; Arrow out), with the parameters of the SQL table function under the same names."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
+import duckdb
 import pyarrow as pa
 
-from . import geo
 from .catalog import quote_literal
-from .duck import connect
+from .duck import Session, open_session
 from .errors import AefsqlError
+from .options import epsg, resolve, year_list
 from .progress import Progress
 
-_LON, _LAT = "__aef_lon", "__aef_lat"
+_POINTS = "__aef_points"
 
 
 def sample_points(
-    points: pa.Table | pa.RecordBatchReader,
+    points,
+    *,
+    years: int | Iterable[int] | None = None,
+    year: int | Iterable[int] | None = None,
     x_column: str = "lon",
     y_column: str = "lat",
-    year: int | Iterable[int] | None = None,
+    geometry_column: str | None = None,
+    crs=None,
+    geometry_crs=None,
     bands: list[str] | None = None,
-    geometry_crs: int = 4326,
+    on_error: str = "raise",
+    as_vector: bool = False,
     catalog: str | None = None,
     progress: bool | None = None,
-    on_error: str = "raise",
     **options,
 ) -> pa.Table:
-    """Every row of `points` (all its columns), once per year, with the sampled bands beside it.
+    """Every row of `points` (all its columns), once per distinct year, with the sampled
+    bands beside it: the contract of the SQL `aef_sample_points`.
 
-    `points`: an Arrow table, or a RecordBatchReader (streamed in, read once).
-    `year`: one year or several. `bands`: names such as ['A00', 'A05'] (default all 64).
-    `geometry_crs`: EPSG code of x/y (default 4326, lon/lat). `on_error`: 'null' gives the rows
-    of unreadable files NULL bands and an `aef_error` message instead of failing. `progress`:
-    a progress line on stderr (default: when stderr is a terminal). `options`: cache_dir,
-    concurrency and storage options, as for `aefsql.connect`. Bands are NULL where the point
-    lies in no tile, its x/y is NULL or invalid, or the pixel is nodata. Rows keep their input
-    order.
+    `points`: a pyarrow Table or RecordBatchReader (streamed in, read once), a pandas,
+    polars or GeoPandas DataFrame (its geometry column and CRS are used unless you say
+    otherwise). `years` (alias `year`): one year or several. Points are `x_column`/`y_column`
+    or a point `geometry_column` (WKB), in `crs` (alias `geometry_crs`, Rasteret's name): an
+    EPSG code or 'EPSG:32610', default lon/lat. `bands`: names such as ['A00', 'A05'] (default
+    all 64). `as_vector`: one `embedding FLOAT[64]` column (de-quantized; NULL if any band is
+    nodata) instead of the bands. `on_error`: 'null' gives the rows of unreadable files NULL
+    bands and an `aef_error` message instead of failing. `progress`: a progress line on
+    stderr (default: when stderr is a terminal). `options`: cache_dir, concurrency,
+    collection and storage options, as for `aefsql.connect`. Bands are NULL where the point
+    lies in no tile, its coordinates are NULL or invalid, or the pixel is nodata. Rows keep
+    their input order. A year the catalog lacks gives NULL bands and a warning.
     """
-    if not isinstance(points, pa.Table | pa.RecordBatchReader):
-        raise AefsqlError(
-            f"points must be a pyarrow.Table or RecordBatchReader, not {type(points).__name__}"
-        )
-    for name in (x_column, y_column):
-        if name not in points.schema.names:
-            raise AefsqlError(
-                f"points has no column {name!r} (columns: {', '.join(points.schema.names)})"
-            )
-
-    def with_lonlat(part):
-        """The batch or table with lon/lat columns in EPSG:4326 appended."""
-        x = part[x_column].cast(pa.float64()).to_numpy(zero_copy_only=False)
-        y = part[y_column].cast(pa.float64()).to_numpy(zero_copy_only=False)
-        lon, lat = geo.transform_points(geometry_crs, 4326, x, y)
-        return type(part).from_arrays(
-            [*part.columns, pa.array(lon), pa.array(lat)],
-            names=[*part.schema.names, _LON, _LAT],
-        )
-
-    if isinstance(points, pa.Table):
-        source, total = with_lonlat(points), points.num_rows
-    else:  # streamed in: each batch gets its coordinates as it passes
-        schema = points.schema.append(pa.field(_LON, pa.float64())).append(
-            pa.field(_LAT, pa.float64())
-        )
-        source = pa.RecordBatchReader.from_batches(schema, map(with_lonlat, points))
-        total = None
-    if year is None:
-        raise AefsqlError("pass year=2024 or year=[2023, 2024]: AEF has one image per year")
-    years = [int(year)] if isinstance(year, int) else [int(y) for y in year]
-    if not years:
-        raise AefsqlError("year must name at least one year")
+    if crs is not None and geometry_crs is not None and epsg(crs) != epsg(geometry_crs):
+        raise AefsqlError("pass crs= or its alias geometry_crs=, not both")
+    crs = crs if crs is not None else geometry_crs
+    source, total, geometry_column, crs = _arrow_points(points, geometry_column, crs)
+    chosen = resolve(
+        years=years,
+        year=year,
+        crs=crs,
+        bands=bands,
+        on_error=on_error,
+        as_vector=as_vector,
+        function="sample_points",
+        columns=source.schema.names,
+        x_column=x_column,
+        y_column=y_column,
+        geometry_column=geometry_column,
+    )
     sql = (
-        "SELECT * FROM aef_sample_points('__aef_points', "
-        f"years := [{', '.join(map(str, years))}], x_column := '{_LON}', y_column := '{_LAT}'"
-        + (f", bands := [{', '.join(quote_literal(b) for b in bands)}]" if bands else "")
-        + f", on_error := {quote_literal(on_error)})"
+        f"SELECT * FROM aef_sample_points({quote_literal(_POINTS)}, "
+        f"years := [{', '.join(map(str, chosen.years))}], crs := {chosen.crs}, "
+        + (
+            f"geometry_column := {quote_literal(geometry_column)}"
+            if geometry_column is not None
+            else f"x_column := {quote_literal(x_column)}, y_column := {quote_literal(y_column)}"
+        )
+        + (f", bands := [{', '.join(map(quote_literal, chosen.bands))}]" if bands else "")
+        + f", on_error := {quote_literal(on_error)}, as_vector := {str(as_vector).lower()})"
     )
     report = Progress(enabled=progress)
-    con = connect(catalog=catalog, progress=report, **options)
+    session = open_session(catalog, progress=report, **options)
+    warn_missing_years(session, chosen.years)
+    con = duckdb.connect()
     try:
-        con.register("__aef_points", source)
-        report.start(total=None if total is None else total * len(years))
-        result = con.sql(sql).to_arrow_table()
+        session.install(con)
+        con.register(_POINTS, source)
+        report.start(total=None if total is None else total * len(chosen.years))
+        return con.sql(sql).to_arrow_table()
     finally:
         report.close()
         con.close()
-    return result.drop_columns([_LON, _LAT])
+
+
+def warn_missing_years(session: Session, years) -> list[int]:
+    """Warn about the years the catalog has no tile of (their rows get NULL bands)."""
+    missing = session.missing_years(years)
+    if missing:
+        warnings.warn(
+            f"the catalog has no tile of year(s) {', '.join(map(str, missing))}: their rows "
+            "come back with NULL bands",
+            stacklevel=3,
+        )
+    return missing
+
+
+def _arrow_points(points, geometry_column, crs):
+    """(Arrow table or reader, row count or None, geometry column, crs) of any points input.
+
+    GeoPandas gives its geometry column (as WKB) and its CRS unless the caller names others;
+    the libraries are recognised by their methods, so none of them is imported here.
+    """
+    if isinstance(points, pa.Table):
+        return points, points.num_rows, geometry_column, crs
+    if isinstance(points, pa.RecordBatchReader):
+        return points, None, geometry_column, crs
+    if hasattr(points, "geometry") and hasattr(points, "to_wkb") and hasattr(points, "crs"):
+        geometry_column = geometry_column or points.geometry.name
+        if crs is None:
+            crs = points.crs
+        elif points.crs is not None and epsg(crs) != epsg(points.crs):
+            raise AefsqlError(
+                f"crs={crs!r} but the GeoDataFrame's CRS is {points.crs}: reproject it "
+                "(to_crs) or drop crs="
+            )
+        table = pa.Table.from_pandas(points.to_wkb(), preserve_index=False)
+        return table, table.num_rows, geometry_column, crs
+    if hasattr(points, "to_arrow") and hasattr(points, "schema"):  # polars
+        table = points.to_arrow()
+        return table, table.num_rows, geometry_column, crs
+    if hasattr(points, "to_numpy") and hasattr(points, "columns") and hasattr(points, "iloc"):
+        table = pa.Table.from_pandas(points, preserve_index=False)
+        return table, table.num_rows, geometry_column, crs
+    raise AefsqlError(
+        "points must be a pyarrow Table or RecordBatchReader, or a pandas, polars or GeoPandas "
+        f"DataFrame, not {type(points).__name__}"
+    )
 
 
 def build_collection(
     output: str,
+    *,
+    years: int | Iterable[int] | None = None,
+    year: int | Iterable[int] | None = None,
     catalog: str | None = None,
-    years: Iterable[int] | None = None,
     **options,
 ) -> int:
     """Write a read-ready collection: the parsed headers of the catalog's files (of `years`,
-    default all) as one Parquet file at `output` (a path or URL). Returns the number of files.
-    Pass it as `connect(collection=output)` and sampling reads no COG header."""
-    years_sql = "NULL" if years is None else f"[{', '.join(str(int(y)) for y in years)}]"
-    con = connect(catalog=catalog, **options)
-    try:
-        return con.execute(
-            f"SELECT aef_build_collection({quote_literal(str(output))}, years := {years_sql})"
-        ).fetchall()[0][0]
-    finally:
-        con.close()
+    alias `year`, one or several; default all) as one Parquet file at `output` (a path or
+    URL). Returns the number of files. Pass it as `connect(collection=output)` and sampling
+    reads no COG header."""
+    chosen = None if years is None and year is None else year_list(years, year)
+    return open_session(catalog, **options).write_collection(str(output), chosen)

@@ -83,7 +83,8 @@ class BlockCache(LruCache[tuple, np.ndarray]):
 
 
 class DiskCache:
-    """Byte ranges of remote files kept in a local folder, keyed by URL, version and range.
+    """Byte ranges of remote files kept in a local folder, keyed by URL, version and range
+    (local files are read in place, never copied here).
 
     A changed file has a new version (ETag, or size and modification time), so its old bytes
     are never served for it. Writes are atomic (write then rename): concurrent jobs sharing a

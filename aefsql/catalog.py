@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import os
 import re
+import shutil
+import tempfile
 import threading
+import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import AefsqlError, CatalogError
-from .io import ByteStore, protocol_of, redact
+from . import geo
+from .errors import CatalogError
+from .io import ByteStore, protocol_of, redact, redacted_text
 
 PUBLIC_CATALOG = "s3://us-west-2.opendata.source.coop/tge-labs/aef/v1/annual/aef_index.parquet"
 # Source Cooperative serves the public bucket to anonymous, unsigned requests only.
@@ -115,6 +123,13 @@ class TileTable:
     north: np.ndarray
     _grid: dict | None = None
 
+    def box_holds(self, t: int, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """True where (lon, lat) lies in tile t's lon/lat box (which may cross the
+        antimeridian, stored with west > east)."""
+        west, east = self.west[t], self.east[t]
+        in_lon = (lon >= west) & (lon <= east) if west <= east else (lon >= west) | (lon <= east)
+        return in_lon & (lat >= self.south[t]) & (lat <= self.north[t])
+
     def candidates(self, year: int, cell_lon: int, cell_lat: int) -> np.ndarray:
         """Indices of tiles of `year` whose lon/lat box touches the 1-degree cell."""
         if self._grid is None:
@@ -138,161 +153,250 @@ def _grid_index(tiles: TileTable) -> dict:
     return {key: np.asarray(value, dtype=np.int64) for key, value in cells.items()}
 
 
-class Catalog:
-    """An index parquet (local path or URL), read lazily through the ByteStore."""
+# The normalized catalog aef_index() reads: one schema whatever the source's column names.
+INDEX_SCHEMA = pa.schema(
+    [
+        ("fid", pa.int64()),
+        ("year", pa.int32()),
+        ("path", pa.string()),
+        ("crs", pa.string()),
+        ("utm_zone", pa.string()),
+        *(
+            (name, pa.float64())
+            for name in (
+                "wgs84_west",
+                "wgs84_south",
+                "wgs84_east",
+                "wgs84_north",
+                "utm_west",
+                "utm_south",
+                "utm_east",
+                "utm_north",
+            )
+        ),
+        ("geom", pa.binary()),
+    ]
+)
+# What locating points needs: the narrow part, read without the (large) footprints.
+TILE_ROLES = (
+    "year",
+    "path",
+    "crs",
+    "utm_zone",
+    "wgs84_west",
+    "wgs84_south",
+    "wgs84_east",
+    "wgs84_north",
+)
 
-    def __init__(self, url: str, store: ByteStore, columns: CatalogColumns | None = None):
+
+class Catalog:
+    """An index parquet (local path or URL), read lazily through the ByteStore.
+
+    Registering reads nothing: the first query that needs the catalog reads and checks it,
+    so that connecting (dbt opens many connections) never waits on the network. A local
+    catalog is checked at registration all the same (`check`), which costs no request.
+    """
+
+    def __init__(self, url: str, store: ByteStore):
         self.url = url
         self.store = store
-        self._columns = columns
+        self._columns: CatalogColumns | None = None
         self._tiles: TileTable | None = None
-        self._lock = threading.Lock()
+        self._index_file: str | None = None
+        self._lock = threading.RLock()
 
     @property
     def base(self) -> str:
         return catalog_base(self.url)
 
     @property
-    def source(self) -> str:
+    def is_local(self) -> bool:
+        return protocol_of(self.url) == "file"
+
+    def _source(self) -> str:
         """Where the parquet is read from: a local copy when the store keeps a disk cache
         (fetched once per version of the index), else the URL itself."""
         cache = self.store.disk_cache
-        if cache is None or protocol_of(self.url) == "file":
+        if cache is None or self.is_local:
             return self.url
-        try:
-            version = self.store.versions([self.url])[self.url]
-            return str(cache.whole_file(self.url, version, self._fetch_whole))
-        except AefsqlError as exc:
-            raise CatalogError(f"catalog {redact(self.url)}: {exc}") from None
+        version = self.store.versions([self.url])[self.url]
+        return str(cache.whole_file(self.url, version, self._fetch_whole))
 
     def _fetch_whole(self) -> bytes:
         with self.store.filesystem(self.url).open(self.url, "rb") as f:
             return f.read()
 
-    def _open(self):
-        return self.store.filesystem(self.source).open(self.source, "rb")
+    @contextmanager
+    def _parquet(self):
+        """The catalog as a pyarrow ParquetFile; errors say what went wrong and the way out."""
+        url = redact(self.url)
+        try:
+            source = self._source()
+            with self.store.filesystem(source).open(source, "rb") as f:
+                yield pq.ParquetFile(f)
+        except FileNotFoundError:
+            raise CatalogError(f"catalog {url} not found{_WAY_OUT}") from None
+        except pa.ArrowInvalid as exc:
+            raise CatalogError(f"catalog {url} cannot be read as parquet: {exc}") from None
+        except CatalogError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (network stacks raise many kinds)
+            cause = redacted_text(exc) or type(exc).__name__
+            verb = "read" if self.is_local else "reach"
+            raise CatalogError(f"cannot {verb} {url}: {cause}{_WAY_OUT}") from None
 
     @property
     def columns(self) -> CatalogColumns:
         """The column roles, read from the parquet footer on first use."""
-        if self._columns is None:
-            try:
-                with self._open() as f:
-                    schema = pq.read_schema(f)
-            except FileNotFoundError:
-                raise CatalogError(f"catalog {redact(self.url)} not found") from None
-            except (OSError, pa.ArrowException, AefsqlError) as exc:
-                raise CatalogError(
-                    f"catalog {redact(self.url)} cannot be read as parquet: {exc}"
-                ) from None
-            columns = columns_from_names(schema.names, redact(self.url))
-            _check_types(schema, columns, redact(self.url))
-            self._columns = columns
-        return self._columns
+        with self._lock:
+            if self._columns is None:
+                with self._parquet() as parquet:
+                    schema = parquet.schema_arrow
+                columns = columns_from_names(schema.names, redact(self.url))
+                _check_types(schema, columns, redact(self.url))
+                self._columns = columns
+            return self._columns
 
     def check(self) -> None:
-        """Validate now, so that a bad catalog fails at registration, not in a query: its
-        schema (roles and types) and, for catalogs other than the public one, its ids and
-        paths (no duplicate ids, no path escaping the catalog's folder, known schemes only)."""
-        columns = self.columns
-        if self.url == PUBLIC_CATALOG:
-            return  # the published index: registering it must not need the network
-        wanted = [c for c in (columns.fid, columns.path) if c]
-        try:
-            with self._open() as f:
-                table = pq.read_table(f, columns=wanted)
-        except (OSError, pa.ArrowException) as exc:
-            raise CatalogError(f"catalog {redact(self.url)} cannot be read: {exc}") from None
-        source = redact(self.url)
-        if columns.fid:
-            fids = table[columns.fid].to_numpy(zero_copy_only=False)
-            unique, counts = np.unique(fids, return_counts=True)
-            if (counts > 1).any():
-                raise CatalogError(
-                    f"catalog {source}: duplicate {columns.fid} values {unique[counts > 1][:5]}"
-                )
-        for path in table[columns.path].to_pylist():
-            _check_path(path, source)
+        """A local catalog is read and checked now, so that a bad one fails at registration:
+        its schema (roles, types), ids (no duplicates) and paths (known schemes, none
+        escaping the catalog's folder). A remote one is checked on first use."""
+        if self.is_local:
+            self.index_file()
 
-    def index_sql(self) -> str:
-        """SELECT of the normalized catalog, over DuckDB's read_parquet."""
-        c = self.columns
-
-        def col(role: str, sql_type: str) -> str:
-            name = getattr(c, role)
-            if name is None:
-                return f"CAST(NULL AS {sql_type}) AS {role}"
-            return f"CAST({quote_identifier(name)} AS {sql_type}) AS {role}"
-
-        path = quote_identifier(c.path)
-        fid = (
-            "CAST(row_number() OVER () AS BIGINT) AS fid" if c.fid is None else col("fid", "BIGINT")
-        )
-        zone = (
-            col("utm_zone", "VARCHAR")
-            if c.utm_zone is not None or c.crs is None
-            else f"{_zone_from_crs_sql(quote_identifier(c.crs))} AS utm_zone"
-        )
-        parts = [
-            fid,
-            col("year", "INTEGER"),
-            f"CASE WHEN regexp_matches({path}, '^[A-Za-z][A-Za-z0-9+.-]*://') "
-            f"OR starts_with({path}, '/') THEN {path} "
-            f"ELSE {quote_literal(self.base)} || regexp_replace({path}, '^\\./', '') END AS path",
-            col("crs", "VARCHAR"),
-            zone,
-            *(col(r, "DOUBLE") for r in ("wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north")),
-            *(col(r, "DOUBLE") for r in ("utm_west", "utm_south", "utm_east", "utm_north")),
-            col("geom", "BLOB"),
-        ]
-        return f"SELECT {', '.join(parts)} FROM read_parquet(_source)"
+    def index_file(self) -> str:
+        """Path of a local parquet holding the normalized, checked catalog (INDEX_SCHEMA),
+        written on first use; aef_index() reads it."""
+        with self._lock:
+            if self._index_file is None:
+                folder = tempfile.mkdtemp(prefix="aefsql-catalog-")
+                weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
+                target = os.path.join(folder, "index.parquet")
+                columns, base, fids = self.columns, self.base, set()
+                with self._parquet() as parquet, pq.ParquetWriter(target, INDEX_SCHEMA) as out:
+                    offset = 0
+                    for batch in parquet.iter_batches(columns=_source_names(columns)):
+                        table = normalize(pa.Table.from_batches([batch]), columns, base, offset)
+                        _check_fids(table, fids, redact(self.url))
+                        out.write_table(table)
+                        offset += batch.num_rows
+                self._index_file = target
+            return self._index_file
 
     def tiles(self) -> TileTable:
         """The narrow tile table (read once, on first use)."""
         with self._lock:
             if self._tiles is None:
-                self._tiles = self._read_tiles()
+                columns = self.columns
+                wanted = _source_names(columns, TILE_ROLES)
+                with self._parquet() as parquet:
+                    table = parquet.read(columns=wanted)
+                table = normalize(table, columns, self.base, 0, TILE_ROLES)
+                self._tiles = TileTable(
+                    year=table["year"].to_numpy().astype(np.int64),
+                    path=np.array(table["path"].to_pylist(), dtype=object),
+                    utm_zone=np.array(table["utm_zone"].to_pylist(), dtype=object),
+                    **{
+                        side: table[f"wgs84_{side}"].to_numpy(zero_copy_only=False)
+                        for side in ("west", "south", "east", "north")
+                    },
+                )
             return self._tiles
 
-    def _read_tiles(self) -> TileTable:
-        c = self.columns
-        wanted = [c.year, c.path, c.wgs84_west, c.wgs84_south, c.wgs84_east, c.wgs84_north]
-        zone_column = c.utm_zone or c.crs
-        if zone_column:
-            wanted.append(zone_column)
+
+@lru_cache(maxsize=1)
+def empty_index_file() -> str:
+    """A catalog of no row in INDEX_SCHEMA: what aef_index() binds to while it is being
+    created (DuckDB binds a table macro at creation; registering must read no catalog)."""
+    folder = tempfile.mkdtemp(prefix="aefsql-empty-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = os.path.join(folder, "index.parquet")
+    pq.write_table(INDEX_SCHEMA.empty_table(), path)
+    return path
+
+
+_WAY_OUT = "; pass --catalog (catalog=…) or run `aefsql demo` for a local one"
+
+
+def _source_names(columns: CatalogColumns, roles=None) -> list[str]:
+    roles = roles or [f.name for f in dataclasses.fields(CatalogColumns)]
+    names = [getattr(columns, role) for role in roles]
+    return list(dict.fromkeys(n for n in names if n is not None))
+
+
+def normalize(
+    table: pa.Table, columns: CatalogColumns, base: str, row_offset: int, roles=None
+) -> pa.Table:
+    """A catalog table in INDEX_SCHEMA (or its `roles`): paths absolute, utm_zone from crs
+    where the catalog has none, a box footprint where it has no geometry, fid the row
+    number where it has none. The one place where the source's names and ways are undone."""
+    n = table.num_rows
+    schema = INDEX_SCHEMA if roles is None else pa.schema([INDEX_SCHEMA.field(r) for r in roles])
+
+    def source(role: str):
+        name = getattr(columns, role)
+        if name is None:
+            return None
+        column = table[name]
+        if isinstance(column.type, pa.ExtensionType):  # e.g. geoarrow.wkb
+            column = column.cast(column.type.storage_type)
+        return column
+
+    def numbers(role: str, arrow_type) -> pa.Array:
+        column = source(role)
+        if column is None:
+            return pa.nulls(n, arrow_type)
         try:
-            with self._open() as f:
-                table = pq.read_table(f, columns=list(dict.fromkeys(wanted)))
-        except FileNotFoundError:
-            raise CatalogError(f"catalog {redact(self.url)} not found") from None
-        except (OSError, pa.ArrowException) as exc:
-            raise CatalogError(f"catalog {redact(self.url)} cannot be read: {exc}") from None
+            return column.cast(arrow_type)
+        except pa.ArrowException as exc:
+            raise CatalogError(f"catalog column {getattr(columns, role)!r}: {exc}") from None
 
-        def numbers(name: str, dtype) -> np.ndarray:
-            try:
-                return table[name].to_numpy(zero_copy_only=False).astype(dtype)
-            except (TypeError, ValueError, pa.ArrowException) as exc:
-                raise CatalogError(
-                    f"catalog {redact(self.url)}: column {name!r} is not numeric ({exc})"
-                ) from None
-
-        base = self.base
-        paths = np.array([resolve_path(p, base) for p in table[c.path].to_pylist()], dtype=object)
-        if c.utm_zone:
-            zones = np.array(table[c.utm_zone].to_pylist(), dtype=object)
-        elif c.crs:
-            zones = np.array([zone_from_crs(v) for v in table[c.crs].to_pylist()], dtype=object)
+    built = {}
+    for field in schema:
+        role = field.name
+        if role == "fid" and columns.fid is None:
+            built[role] = pa.array(np.arange(row_offset + 1, row_offset + n + 1), pa.int64())
+        elif role == "path":
+            paths = source("path").to_pylist()
+            for path in paths:
+                _check_path(path, redact(base))
+            built[role] = pa.array([resolve_path(p, base) for p in paths], pa.string())
+        elif role == "utm_zone" and columns.utm_zone is None:
+            crs = source("crs")
+            zones = [None] * n if crs is None else [zone_from_crs(c) for c in crs.to_pylist()]
+            built[role] = pa.array(zones, pa.string())
+        elif role == "geom" and columns.geom is None:
+            corners = [
+                numbers(f"wgs84_{s}", pa.float64()).to_pylist()
+                for s in ("west", "south", "east", "north")
+            ]
+            built[role] = pa.array(
+                [None if None in box else geo.box_wkb(*box) for box in zip(*corners, strict=True)],
+                pa.binary(),
+            )
+        elif role in ("crs", "utm_zone"):
+            column = source(role)
+            built[role] = pa.nulls(n, pa.string()) if column is None else column.cast(pa.string())
         else:
-            zones = np.full(len(table), None, dtype=object)
-        return TileTable(
-            year=numbers(c.year, np.int64),
-            path=paths,
-            utm_zone=zones,
-            west=numbers(c.wgs84_west, np.float64),
-            south=numbers(c.wgs84_south, np.float64),
-            east=numbers(c.wgs84_east, np.float64),
-            north=numbers(c.wgs84_north, np.float64),
-        )
+            built[role] = numbers(role, field.type)
+    return pa.table(built, schema=schema)
+
+
+def _check_fids(table: pa.Table, seen_fids: set, source: str) -> None:
+    """No duplicate ids (across batches: `seen_fids` carries them)."""
+    fids = table["fid"].to_pylist()
+    duplicates = sorted({f for f in fids if f in seen_fids} | _repeated(fids))
+    if duplicates:
+        raise CatalogError(f"catalog {source}: duplicate fid values {duplicates[:5]}")
+    seen_fids.update(fids)
+
+
+def _repeated(values: list) -> set:
+    seen, repeated = set(), set()
+    for v in values:
+        (repeated if v in seen else seen).add(v)
+    return repeated
 
 
 ALLOWED_SCHEMES = {"s3", "s3a", "gs", "gcs", "http", "https", "file"}
@@ -333,14 +437,6 @@ def zone_from_crs(crs: str | None) -> str | None:
     if not match or not 1 <= int(match.group(2)) <= 60:
         return None
     return f"{int(match.group(2))}{'N' if match.group(1) == '326' else 'S'}"
-
-
-def _zone_from_crs_sql(column: str) -> str:
-    return (
-        f"CASE WHEN regexp_matches({column}, '^EPSG:32[67][0-9][0-9]$') THEN "
-        f"CAST(CAST(right({column}, 2) AS INTEGER) AS VARCHAR) || "
-        f"CASE WHEN {column}[8] = '6' THEN 'N' ELSE 'S' END END"
-    )
 
 
 def storage_options_for(url: str, storage_options: dict) -> dict[str, dict]:

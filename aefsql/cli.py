@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
+from . import __version__
 from .api import build_collection
 from .catalog import quote_literal
 from .demo import DEMO_POINTS, write_demo_collection
 from .duck import connect, open_session
 from .errors import AefsqlError
-from .shell import Shell
+from .options import MAX_YEARS
+from .shell import MODES, Shell, error_text
 
 # The demo's queries: (what it shows, SQL). The first is the canonical join of the README.
 DEMO_QUERIES = [
@@ -55,7 +58,7 @@ def run_demo(folder: Path, out=None) -> None:
     """Write the demo collection, register it as the catalog and run the canonical join."""
     out = out or sys.stdout
     index = write_demo_collection(folder)
-    print(f"demo collection: {index}", file=out)
+    print(f"demo collection: {index} (synthetic embeddings, for trying aefsql offline)", file=out)
     con = connect(catalog=str(index))
     try:
         names, lons, lats = zip(*DEMO_POINTS, strict=True)
@@ -67,70 +70,70 @@ def run_demo(folder: Path, out=None) -> None:
             print(con.sql(sql), file=out)
     finally:
         con.close()
+    print(
+        "The values are synthetic. Open this collection in the shell with:\n"
+        f"  aefsql --catalog {shlex.quote(str(index))}",
+        file=out,
+    )
 
 
 def parse_years(text: str) -> list[int]:
     """'2023' -> [2023]; '2023,2024' -> [2023, 2024]; '2018-2020' -> [2018, 2019, 2020]."""
-    years = []
+    years: list[int] = []
     for part in text.split(","):
         first, _, last = part.strip().partition("-")
         try:
-            years.extend(range(int(first), int(last or first) + 1))
+            low, high = int(first), int(last or first)
         except ValueError:
-            raise AefsqlError(f"--year {text!r}: expected 2023, 2023,2024 or 2018-2024") from None
+            raise AefsqlError(f"--years {text!r}: expected 2023, 2023,2024 or 2018-2024") from None
+        if high - low >= MAX_YEARS:  # before building the range: 2023-20230000 is a typo
+            raise AefsqlError(
+                f"--years {text!r} names {high - low + 1:,} years: at most {MAX_YEARS}"
+            )
+        years.extend(range(low, high + 1))
     if not years:
-        raise AefsqlError(f"--year {text!r} names no year")
+        raise AefsqlError(f"--years {text!r} names no year")
     return years
 
 
-def sample_sql(
-    points: str,
-    years: list[int],
-    x: str,
-    y: str,
-    bands: str,
-    dry_run: bool,
-    on_error: str = "raise",
-) -> str:
+def sample_sql(args, years) -> str:
     """The SELECT a `sample` command runs; every user string is quoted as a literal."""
-    function = "aef_plan" if dry_run else "aef_sample_points"
-    errors = "" if dry_run else f", on_error := {quote_literal(on_error)}"
-    band_list = (
-        ""
-        if bands == "all"
-        else ", bands := [" + ", ".join(quote_literal(b.strip()) for b in bands.split(",")) + "]"
-    )
-    return (
-        f"SELECT * FROM {function}({quote_literal(points)}, "
-        f"years := [{', '.join(map(str, years))}], "
-        f"x_column := {quote_literal(x)}, y_column := {quote_literal(y)}{band_list}{errors})"
-    )
+    function = "aef_plan" if args.dry_run else "aef_sample_points"
+    parameters = [
+        quote_literal(args.points),
+        f"years := [{', '.join(map(str, years))}]",
+        f"crs := {quote_literal(args.crs)}",
+    ]
+    if args.geometry:
+        parameters.append(f"geometry_column := {quote_literal(args.geometry)}")
+    else:
+        parameters += [
+            f"x_column := {quote_literal(args.x)}",
+            f"y_column := {quote_literal(args.y)}",
+        ]
+    if args.bands != "all":
+        names = ", ".join(quote_literal(b.strip()) for b in args.bands.split(","))
+        parameters.append(f"bands := [{names}]")
+    if not args.dry_run:
+        parameters.append(f"on_error := {quote_literal(args.on_error)}")
+    return f"SELECT * FROM {function}({', '.join(parameters)})"
 
 
 def run_sample(args, out=None) -> None:
     out = out or sys.stdout
-    sql = sample_sql(
-        args.points,
-        parse_years(args.year),
-        args.x,
-        args.y,
-        args.bands,
-        args.dry_run,
-        args.on_error,
-    )
-    con = connect(catalog=args.catalog, cache_dir=args.cache_dir, progress=None)
+    years = parse_years(args.years)
+    sql = sample_sql(args, years)
+    session = open_session(args.catalog, cache_dir=args.cache_dir, progress=None)
+    missing = session.missing_years(years)
+    if missing:
+        print(
+            f"aefsql: warning: the catalog has no tile of year(s) "
+            f"{', '.join(map(str, missing))}: their rows get NULL bands",
+            file=sys.stderr,
+        )
+    con = duckdb.connect()
     try:
-        columns = [
-            d[0]
-            for d in con.execute(
-                f"SELECT * FROM query_table({quote_literal(args.points)}) LIMIT 0"
-            ).description
-        ]
-        for name in (args.x, args.y):
-            if name not in columns:
-                raise AefsqlError(
-                    f"{args.points} has no column {name!r} (columns: {', '.join(columns)})"
-                )
+        session.install(con)
         if args.dry_run:
             con.sql(sql).show(max_rows=40)
             files, points, blocks, requests, nbytes = con.execute(
@@ -206,29 +209,53 @@ def run_shell(argv: list[str]) -> int:
         "database", nargs="?", default=":memory:", help="DuckDB database file (default: in memory)"
     )
     parser.add_argument("-c", dest="sql", help="run this SQL and exit")
-    parser.add_argument("-f", dest="file", type=Path, help="run this SQL file and exit")
+    parser.add_argument("-f", dest="file", help="run this SQL file and exit")
+    for mode in MODES:  # DuckDB's CLI flags: -csv, -json, …
+        parser.add_argument(
+            f"-{mode}", dest="mode", action="store_const", const=mode, help=f"{mode} output"
+        )
     parser.add_argument(
         "--catalog",
         help="index parquet path/URL (default: $AEFSQL_CATALOG, else the public AEF index)",
     )
     parser.add_argument("--cache-dir", help="keep every byte read here")
-    parser.add_argument("--readonly", action="store_true", help="open DATABASE read-only")
+    parser.add_argument(
+        "--readonly", "-readonly", action="store_true", help="open DATABASE read-only"
+    )
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    parser.add_argument(
+        "--version",
+        "-version",
+        action="version",
+        version=f"aefsql {__version__} (duckdb {duckdb.__version__})",
+    )
+    # argparse reads an unknown "-foo" as "-f oo" (and once ran "-csv" as the SQL "sv"):
+    # a single-dash word must be one of the flags above.
+    word_flags = {f"-{mode}" for mode in MODES} | {"-readonly", "-version"}
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            break
+        if word in ("-c", "-f", "--catalog", "--cache-dir"):
+            next(words, None)  # its value, which may start with "-"
+        elif len(word) > 2 and word[0] == "-" and word[1:].isidentifier():
+            if word not in word_flags:
+                parser.error(f"unknown option {word}")
     args = parser.parse_args(argv)
     options = dict(cache_dir=args.cache_dir, progress=None)
     try:
         con = duckdb.connect(args.database, read_only=args.readonly)
     except duckdb.Error as exc:
-        print(f"aefsql: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"aefsql: error: {error_text(exc)}", file=sys.stderr)
         return 1
     try:
         session = open_session(args.catalog, **options)
         session.install(con)
-    except (AefsqlError, duckdb.Error) as exc:
+    except Exception as exc:
         con.close()
         if args.debug:
             raise
-        print(f"aefsql: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"aefsql: error: {error_text(exc)}", file=sys.stderr)
         return 1
 
     def reconnect(url: str):
@@ -236,18 +263,29 @@ def run_shell(argv: list[str]) -> int:
         new.install(con)
         return new
 
-    shell = Shell(con, session=session, reconnect=reconnect, debug=args.debug)
+    # A script (-c, -f, piped) stops at its first error; a person at the prompt goes on.
+    interactive = args.sql is None and args.file is None and sys.stdin.isatty()
+    shell = Shell(con, session=session, reconnect=reconnect, debug=args.debug, bail=not interactive)
+    shell.mode = args.mode or shell.mode
     try:
         if args.sql is not None:
             shell.run_script(args.sql)
         elif args.file is not None:
-            shell.run_script(args.file.read_text())
-        elif not sys.stdin.isatty():
-            shell.run_script(sys.stdin.read())
-        else:
+            shell.read_file(args.file)
+        elif interactive:
             shell.interact()
             return 0
+        else:
+            try:
+                script = sys.stdin.read()
+            except UnicodeDecodeError:
+                print("Error: cannot read standard input: not text (not UTF-8)", file=sys.stderr)
+                return 1
+            shell.run_script(script)
         return 1 if shell.failed else 0
+    except KeyboardInterrupt:  # between statements; one inside a query is handled by the shell
+        print("Interrupted", file=sys.stderr)
+        return 130
     finally:
         shell.close()
         con.close()
@@ -272,9 +310,17 @@ def run_verb(argv: list[str]) -> int:
     )
     sample.add_argument("points", help="any file DuckDB reads: points.csv, plots/*.parquet, …")
     sample.add_argument("-o", "--output", type=Path, help="write .parquet, .csv or .json")
-    sample.add_argument("--year", required=True, help="2023, 2023,2024 or 2018-2024")
-    sample.add_argument("--x", default="lon", help="longitude column (default lon)")
-    sample.add_argument("--y", default="lat", help="latitude column (default lat)")
+    sample.add_argument(
+        "--years", "--year", dest="years", required=True, help="2023, 2023,2024 or 2018-2024"
+    )
+    sample.add_argument("--x", default="lon", help="x (longitude) column (default lon)")
+    sample.add_argument("--y", default="lat", help="y (latitude) column (default lat)")
+    sample.add_argument(
+        "--geometry", help="a point geometry column (GEOMETRY or WKB) instead of --x/--y"
+    )
+    sample.add_argument(
+        "--crs", default="EPSG:4326", help="CRS of the points: 4326 (default) or EPSG:32610"
+    )
     sample.add_argument("--bands", default="all", help="A00,A01,… or all (default)")
     sample.add_argument(
         "--catalog",
@@ -298,7 +344,9 @@ def run_verb(argv: list[str]) -> int:
         help="write the headers of the catalog's files to one Parquet (a read-ready collection)",
     )
     build.add_argument("-o", "--output", required=True, help="collection.parquet path or URL")
-    build.add_argument("--year", help="only these years: 2023, 2023,2024 or 2018-2024")
+    build.add_argument(
+        "--years", "--year", dest="years", help="only these years: 2023, 2023,2024 or 2018-2024"
+    )
     build.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
     args = parser.parse_args(argv)
     try:
@@ -307,11 +355,11 @@ def run_verb(argv: list[str]) -> int:
         elif args.command == "sample":
             run_sample(args)
         elif args.command == "build-collection":
-            years = parse_years(args.year) if args.year else None
+            years = parse_years(args.years) if args.years else None
             files = build_collection(args.output, catalog=args.catalog, years=years)
             print(f"wrote {args.output}: headers of {files} files")
     except (AefsqlError, duckdb.Error) as exc:
-        print(f"aefsql: error: {exc}", file=sys.stderr)
+        print(f"aefsql: error: {error_text(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     return 0
 

@@ -16,19 +16,25 @@ In profiles.yml::
                 storage_options: {endpoint_url: "http://127.0.0.1:9000", anon: false}
 
 Models that call aef_* functions must be materialised as tables: a view calling a Python UDF
-fails in any process that has not registered aefsql.
+fails in any process that has not registered aefsql. The plugin warns when a view model does.
 """
 
 from __future__ import annotations
 
+import re
+import threading
 from typing import Any
 
 from dbt.adapters.duckdb.plugins import BasePlugin
+from dbt.adapters.events.logging import AdapterLogger
+from dbt_common.events.event_manager_client import get_event_manager
 
 from .duck import open_session
 from .errors import AefsqlError
 
 SETTINGS = {"catalog", "cache_dir", "concurrency", "collection", "storage_options"}
+AEF_CALL = re.compile(r"\baef_\w+\s*\(", re.IGNORECASE)
+logger = AdapterLogger("aefsql")
 
 
 class Plugin(BasePlugin):
@@ -41,6 +47,8 @@ class Plugin(BasePlugin):
         config = dict(plugin_config)
         storage_options = config.pop("storage_options", None) or {}
         self.session = open_session(config.pop("catalog", None), **config, **storage_options)
+        self._warned_views: set[str] = set()
+        self._lock = threading.Lock()
 
     def configure_connection(self, conn) -> None:
         self.session.install(conn)
@@ -48,3 +56,25 @@ class Plugin(BasePlugin):
     def configure_cursor(self, cursor) -> None:
         # TEMP macros belong to one connection: dbt's cursors need them too.
         self.session.install(cursor)
+        # dbt resets its event callbacks at each invocation, and one process (dbtRunner) may
+        # run several with this plugin: make sure the view check listens to the current one.
+        callbacks = get_event_manager().callbacks
+        if self._warn_on_view not in callbacks:
+            callbacks.append(self._warn_on_view)
+
+    def _warn_on_view(self, event) -> None:
+        """Warn once per view model whose SQL calls aef_*: dbt's SQLQuery events carry each
+        statement with its model's materialization, which the plugin sees nowhere else."""
+        if event.info.name != "SQLQuery":
+            return
+        node = event.data.node_info
+        if node.materialized != "view" or not AEF_CALL.search(event.data.sql):
+            return
+        with self._lock:
+            if node.unique_id in self._warned_views:
+                return
+            self._warned_views.add(node.unique_id)
+        logger.warning(
+            f"view model {node.node_name} calls aef_* functions: the view fails in any process "
+            "that has not registered aefsql; materialise it as a table or incremental model"
+        )

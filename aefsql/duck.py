@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+import threading
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -14,11 +15,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import geo
+from .areas import area_from
 from .cache import DiskCache
 from .catalog import (
     PUBLIC_CATALOG,
-    PUBLIC_COLUMNS,
     Catalog,
+    empty_index_file,
     quote_literal,
     storage_options_for,
 )
@@ -26,6 +29,8 @@ from .collection import CollectionHeaders, headers_to_table
 from .errors import AefsqlError, CatalogError
 from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
 from .locate import locate
+from .options import resolve_json, year_list
+from .pixels import Chunks, area_chunks, chunk_pixels
 from .progress import Progress
 from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_patch_size
 
@@ -39,8 +44,51 @@ EMBEDDING_ARROW = pa.struct([(name, pa.int8()) for name in BAND_NAMES])
 PATCH_ARROW = pa.list_(EMBEDDING_ARROW)
 PLAN_TYPE = "STRUCT(points BIGINT, blocks BIGINT, requests BIGINT, bytes BIGINT)"
 PLAN_ARROW = pa.struct([(f, pa.int64()) for f in ("points", "blocks", "requests", "bytes")])
+OPTIONS_TYPE = "STRUCT(error VARCHAR, years INTEGER[], crs INTEGER, bands VARCHAR[])"
+OPTIONS_ARROW = pa.struct(
+    [
+        ("error", pa.string()),
+        ("years", pa.list_(pa.int32())),
+        ("crs", pa.int32()),
+        ("bands", pa.list_(pa.string())),
+    ]
+)
 
-SQL_FILES = ("aef_values.sql", "aef_functions.sql", "aef_index.sql", "aef_sample_points.sql")
+CHUNK_ARROW = pa.struct(
+    [
+        ("path", pa.string()),
+        ("year", pa.int32()),
+        ("row", pa.int32()),
+        ("col0", pa.int32()),
+        ("col1", pa.int32()),
+        ("centroid", pa.bool_()),
+    ]
+)
+CHUNK_TYPE = (
+    "STRUCT(path VARCHAR, year INTEGER, row INTEGER, col0 INTEGER, col1 INTEGER, "
+    "centroid BOOLEAN)[]"
+)
+PIXEL_ARROW = pa.struct(
+    [
+        ("location", pa.int64()),
+        ("row", pa.int32()),
+        ("col", pa.int32()),
+        *((name, pa.float64()) for name in ("x", "y", "lon", "lat")),
+        *EMBEDDING_ARROW,
+    ]
+)
+PIXEL_TYPE = (
+    "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, lon DOUBLE, "
+    "lat DOUBLE, " + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")[]"
+)
+
+SQL_FILES = (
+    "aef_values.sql",
+    "aef_functions.sql",
+    "aef_index.sql",
+    "aef_sample_points.sql",
+    "aef_areas.sql",
+)
 
 
 @dataclass
@@ -50,6 +98,8 @@ class Session:
     catalog: Catalog
     sampler: Sampler
     udf_prefix: str | None = None  # the names its Python UDFs were created under
+    # Per thread: whether this thread is creating the macros (see index_file).
+    _install_state: threading.local = field(default_factory=threading.local)
 
     def cancel(self) -> None:
         """Stop this session's reads: the running aef_* calls end with `Cancelled`."""
@@ -63,21 +113,26 @@ class Session:
         database instance: cursors share them) and the TEMP macros (per connection/cursor)."""
         url = self.catalog.url
         for fs in duckdb_filesystems(self.sampler.store, url):
-            if con.filesystem_is_registered(fs.protocol[0]):
-                con.unregister_filesystem(fs.protocol[0])
-            con.register_filesystem(fs)
+            # Once per database instance: unregistering a filesystem while another cursor
+            # reads through it crashes DuckDB (dbt registers every cursor from its threads).
+            # The first session's storage options serve DuckDB's own readers of that protocol.
+            if not con.filesystem_is_registered(fs.protocol[0]):
+                con.register_filesystem(fs)
         if self.udf_prefix is None or not _function_exists(con, f"{self.udf_prefix}_sample"):
             self.udf_prefix = _create_functions(con, self)
         replacements = {
             "{udf}": self.udf_prefix,
-            "{index_select}": self.catalog.index_sql(),
-            "{catalog_url}": quote_literal(self.catalog.source),
+            "{band_names}": "[" + ", ".join(quote_literal(b) for b in BAND_NAMES) + "]",
         }
-        for name in SQL_FILES:
-            sql = _sql_text(name)
-            for placeholder, text in replacements.items():
-                sql = sql.replace(placeholder, text)
-            con.execute(sql)
+        self._install_state.creating = True
+        try:
+            for name in SQL_FILES:
+                sql = _sql_text(name)
+                for placeholder, text in replacements.items():
+                    sql = sql.replace(placeholder, text)
+                con.execute(sql)
+        finally:
+            self._install_state.creating = False
 
     def aef_sample(self, path, lon, lat) -> pa.StructArray:
         return _struct(self.sampler.sample(_objects(path), _floats(lon), _floats(lat)))
@@ -113,24 +168,41 @@ class Session:
             mask=pa.array(~own_pixel_covered),
         )
 
-    def aef_locate(self, lon, lat, year) -> pa.StringArray:
-        paths = locate(
-            self.catalog.tiles(), self.sampler, _floats(lon), _floats(lat), _floats(year)
-        )
-        return pa.array(paths, type=pa.string())
+    def aef_locate(self, x, y, year, crs) -> pa.StringArray:
+        return pa.array(self._locate(_floats(x), _floats(y), year, crs), type=pa.string())
 
-    def aef_embedding(self, lon, lat, year) -> pa.StructArray:
-        lon, lat = _floats(lon), _floats(lat)
-        paths = locate(self.catalog.tiles(), self.sampler, lon, lat, _floats(year))
-        return _struct(self.sampler.sample(paths, lon, lat))
+    def _locate(self, x, y, year, crs) -> np.ndarray:
+        """The tile of each point: one pass per distinct CRS (in practice, one)."""
+        codes, years = _ints(crs), _floats(year)
+        distinct = np.unique(years[np.isfinite(years)])
+        if distinct.size:
+            year_list(distinct.tolist())  # the rule "a year is an integer", from its one home
+        paths = np.full(x.size, None, dtype=object)
+        for code in np.unique(codes):
+            mine = codes == code
+            paths[mine] = locate(
+                self.catalog.tiles(), self.sampler, x[mine], y[mine], years[mine], crs=int(code)
+            )
+        return paths
 
-    def sample_group(self, path, rows, lon, lat, bands, on_error) -> pa.ListArray:
-        """One list of (row, bands, error) structs per group of points of one file.
+    def aef_embedding(self, x, y, year, crs) -> pa.StructArray:
+        x, y, codes = _floats(x), _floats(y), _ints(crs)
+        paths = self._locate(x, y, year, crs)
+        merged = self.sampler.sample(np.full(x.size, None), x, y)  # nothing covered yet
+        for code in np.unique(codes):
+            mine = codes == code
+            part = self.sampler.sample(np.where(mine, paths, None), x, y, crs=int(code))
+            merged = merged.overlay(part, mine)
+        return _struct(merged)
+
+    def sample_group(self, path, rows, x, y, crs, bands, on_error) -> pa.ListArray:
+        """One list of (row, bands, error) structs per group of points of one file (x/y in
+        the group's EPSG `crs`).
 
         `on_error` 'null': a file that cannot be read gives its rows NULL bands and the error
         message instead of failing the query; 'raise' (the default) fails it.
         """
-        rows, lon, lat = (_contiguous(c) for c in (rows, lon, lat))
+        rows, x, y = (_contiguous(c) for c in (rows, x, y))
         offsets = rows.offsets.to_numpy()
         offsets = offsets - offsets[0]  # a sliced list array's offsets do not start at 0
         counts = np.diff(offsets)
@@ -138,15 +210,19 @@ class Session:
         modes = set(on_error.to_pylist())
         if not modes <= {"raise", "null"}:
             raise AefsqlError(f"on_error must be 'raise' or 'null', not {sorted(modes)}")
+        codes = set(_ints(crs).tolist())
+        if len(codes) != 1:  # the macro groups by CRS
+            raise AefsqlError(f"one CRS per call expected, got {sorted(codes)}")
+        code = codes.pop()
         urls = np.repeat(_objects(path), counts)
-        lons, lats = _floats(lon.flatten()), _floats(lat.flatten())
+        xs, ys = _floats(x.flatten()), _floats(y.flatten())
         errors = np.full(urls.size, None, dtype=object)
         try:
-            samples = self.sampler.sample(urls, lons, lats, wanted, keep_blocks=False)
+            samples = self.sampler.sample(urls, xs, ys, wanted, crs=code, keep_blocks=False)
         except AefsqlError:
             if modes != {"null"}:
                 raise
-            samples = self._sample_each_file(urls, lons, lats, wanted, errors)
+            samples = self._sample_each_file(urls, xs, ys, code, wanted, errors)
         embedding = _struct(samples, wanted)
         items = pa.StructArray.from_arrays(
             [rows.flatten().cast(pa.int64()), *embedding.flatten(), pa.array(errors, pa.string())],
@@ -154,20 +230,20 @@ class Session:
         )
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
 
-    def _sample_each_file(self, urls, lons, lats, bands, errors) -> Samples:
+    def _sample_each_file(self, urls, xs, ys, crs, bands, errors) -> Samples:
         """Sample file by file, so that one unreadable file fails only its own rows."""
         merged = None
         for url in dict.fromkeys(urls):
             mine = urls == url
             part_urls = np.where(mine, urls, None)
             try:
-                part = self.sampler.sample(part_urls, lons, lats, bands, keep_blocks=False)
+                part = self.sampler.sample(part_urls, xs, ys, bands, crs=crs, keep_blocks=False)
             except AefsqlError as exc:
                 errors[mine] = str(exc)
                 continue
             merged = part if merged is None else merged.overlay(part, mine)
         if merged is None:  # every file failed
-            merged = self.sampler.sample(np.full(urls.size, None), lons, lats, bands)
+            merged = self.sampler.sample(np.full(urls.size, None), xs, ys, bands, crs=crs)
         return merged
 
     def use_collection(self, path: str) -> None:
@@ -179,31 +255,139 @@ class Session:
             raise CatalogError(f"collection {redact(path)} cannot be read: {exc}") from None
 
     def build_collection(self, output, years) -> pa.Int64Array:
-        """Write the headers of the catalog's files (of `years`, default all) to `output`."""
+        """The UDF of aef_build_collection: `years` is JSON {years, year} (one or a list)."""
         counts = []
-        for target, wanted in zip(output.to_pylist(), years.to_pylist(), strict=True):
-            if target is None:
-                counts.append(None)
-                continue
-            tiles = self.catalog.tiles()
-            chosen = tiles.path if wanted is None else tiles.path[np.isin(tiles.year, wanted)]
-            headers = self.sampler.complete_headers(list(dict.fromkeys(chosen)))
-            table = headers_to_table(headers)
-            with self.sampler.store.filesystem(target).open(target, "wb") as f:
-                pq.write_table(table, f)
-            counts.append(table.num_rows)
+        for target, given in zip(output.to_pylist(), years.to_pylist(), strict=True):
+            given = json.loads(given) if given else {}
+            chosen = (
+                None
+                if given.get("years") is None and given.get("year") is None
+                else year_list(given.get("years"), given.get("year"))
+            )
+            counts.append(None if target is None else self.write_collection(target, chosen))
         return pa.array(counts, type=pa.int64())
 
-    def plan_group(self, path, lon, lat, bands) -> pa.StructArray:
-        """The read plan of each group of points of one file."""
-        lon, lat = _contiguous(lon), _contiguous(lat)
+    def write_collection(self, target: str, years: tuple[int, ...] | None) -> int:
+        """Write the headers of the catalog's files (of `years`, default all) to `target`;
+        return how many files."""
+        tiles = self.catalog.tiles()
+        chosen = tiles.path if years is None else tiles.path[np.isin(tiles.year, years)]
+        headers = self.sampler.complete_headers(list(dict.fromkeys(chosen)))
+        table = headers_to_table(headers)
+        with self.sampler.store.filesystem(target).open(target, "wb") as f:
+            pq.write_table(table, f)
+        return table.num_rows
+
+    def missing_years(self, years) -> list[int]:
+        """The years the catalog has no tile of."""
+        return sorted(set(years) - set(np.unique(self.catalog.tiles().year).tolist()))
+
+    def catalog_has_year(self, year) -> pa.BooleanArray:
+        known = np.unique(self.catalog.tiles().year)
+        return pa.array(np.isin(_ints(year), known))
+
+    def plan_group(self, path, x, y, crs, bands) -> pa.StructArray:
+        """The read plan of each group of points of one file (x/y in EPSG `crs`)."""
+        x, y = _contiguous(x), _contiguous(y)
         paths = path.to_pylist()
         self.sampler.headers_for([p for p in paths if p is not None])  # all files at once
         plans = [
-            asdict(self.sampler.plan(p, _floats(x.values), _floats(y.values), band_indices(names)))
-            for p, x, y, names in zip(paths, lon, lat, bands.to_pylist(), strict=True)
+            asdict(
+                self.sampler.plan(
+                    p, _floats(xs.values), _floats(ys.values), band_indices(names), int(code)
+                )
+            )
+            for p, xs, ys, code, names in zip(
+                paths, x, y, _ints(crs), bands.to_pylist(), strict=True
+            )
         ]
         return pa.array(plans, type=PLAN_ARROW)
+
+    def options(self, params) -> pa.StructArray:
+        """The SQL table functions' parameters, checked (aefsql/options.py): per row, the
+        error message to raise, or the resolved years, EPSG code and band names."""
+        results = []
+        for text in params.to_pylist():
+            try:
+                o = resolve_json(text)
+            except AefsqlError as exc:
+                results.append({"error": str(exc)})
+            else:
+                results.append({"years": list(o.years), "crs": o.crs, "bands": list(o.bands)})
+        return pa.array(results, type=OPTIONS_ARROW)
+
+    def point_xy(self, wkb) -> pa.StructArray:
+        x, y = geo.points_from_wkb(wkb.to_pylist())
+        valid = np.isfinite(x) & np.isfinite(y)
+        return pa.StructArray.from_arrays(
+            [pa.array(x), pa.array(y)], names=["x", "y"], mask=pa.array(~valid)
+        )
+
+    def area_chunks(self, wkb, box, crs, years) -> pa.ListArray:
+        """Per area (WKB, or a box where the WKB is NULL): the chunks of pixels it covers in
+        every tile of its years (see aefsql/pixels.py)."""
+        lists = []
+        for blob, corners, code, wanted in zip(
+            wkb.to_pylist(), box.to_pylist(), _ints(crs), years.to_pylist(), strict=True
+        ):
+            if blob is None and corners is None:
+                raise AefsqlError(
+                    "an area is a GEOMETRY, WKB, WKT or [west, south, east, north]; "
+                    "this one is none of them (or NULL)"
+                )
+            area = area_from(blob if blob is not None else corners, int(code))
+            chunks = area_chunks(self.catalog.tiles(), self.sampler, area, wanted)
+            lists.append(
+                [
+                    {"path": p, "year": y, "row": r, "col0": a, "col1": b, "centroid": c}
+                    for p, y, r, a, b, c in zip(
+                        chunks.path.tolist(),
+                        chunks.year.tolist(),
+                        chunks.row.tolist(),
+                        chunks.col0.tolist(),
+                        chunks.col1.tolist(),
+                        chunks.centroid.tolist(),
+                        strict=True,
+                    )
+                ]
+            )
+        return pa.array(lists, type=pa.list_(CHUNK_ARROW))
+
+    def chunk_pixels(self, path, year, row, col0, col1, centroid, bands) -> pa.ListArray:
+        """Per chunk: its pixels that belong to its tile, where they are and their bands."""
+        chunks = Chunks(
+            path=_objects(path),
+            year=_ints(year),
+            row=_ints(row),
+            col0=_ints(col0),
+            col1=_ints(col1),
+            centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
+        )
+        wanted = band_indices(sorted({n for names in bands.to_pylist() for n in names or ()}))
+        pixels = chunk_pixels(self.catalog.tiles(), self.sampler, chunks, wanted)
+        embedding = _struct(pixels.samples, wanted)
+        items = pa.StructArray.from_arrays(
+            [
+                pa.array(pixels.location),
+                pa.array(pixels.row, pa.int32()),
+                pa.array(pixels.col, pa.int32()),
+                pa.array(pixels.x),
+                pa.array(pixels.y),
+                pa.array(pixels.lon),
+                pa.array(pixels.lat),
+                *embedding.flatten(),
+            ],
+            fields=list(PIXEL_ARROW),
+        )
+        offsets = np.searchsorted(pixels.chunk, np.arange(len(chunks.row) + 1))
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
+
+    def index_file(self, calls) -> pa.StringArray:
+        """The normalized catalog aef_index() reads. DuckDB calls this when it creates the
+        macro too: then an empty catalog stands in, so that registering reads nothing."""
+        creating = getattr(self._install_state, "creating", False)
+        path = empty_index_file() if creating else self.catalog.index_file()
+        return pa.array([path] * len(calls), pa.string())
 
 
 def _contiguous(column) -> pa.Array:
@@ -213,6 +397,11 @@ def _contiguous(column) -> pa.Array:
 def _floats(column) -> np.ndarray:
     """A numeric Arrow column as float64, NULL as NaN."""
     return np.asarray(column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
+
+
+def _ints(column) -> np.ndarray:
+    """An integer Arrow column (never NULL here: the macros always pass one) as int64."""
+    return np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False))
 
 
 def _objects(column) -> np.ndarray:
@@ -278,7 +467,7 @@ def open_session(
         disk_cache=DiskCache(cache_dir) if cache_dir else None,
     )
     session = Session(
-        catalog=Catalog(url, store, PUBLIC_COLUMNS if url == PUBLIC_CATALOG else None),
+        catalog=Catalog(url, store),
         sampler=Sampler(
             store,
             progress=progress if isinstance(progress, Progress) else Progress(enabled=progress),
@@ -319,8 +508,13 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
     prefix = f"__aef_{secrets.token_hex(4)}"
     functions = [
         ("sample", session.aef_sample, ["VARCHAR", "DOUBLE", "DOUBLE"], EMBEDDING_TYPE),
-        ("embedding", session.aef_embedding, ["DOUBLE", "DOUBLE", "INTEGER"], EMBEDDING_TYPE),
-        ("locate", session.aef_locate, ["DOUBLE", "DOUBLE", "INTEGER"], "VARCHAR"),
+        (
+            "embedding",
+            session.aef_embedding,
+            ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"],
+            EMBEDDING_TYPE,
+        ),
+        ("locate", session.aef_locate, ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"], "VARCHAR"),
         (
             "sample_patch",
             session.aef_sample_patch,
@@ -330,15 +524,31 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         (
             "sample_group",
             session.sample_group,
-            ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "VARCHAR[]", "VARCHAR"],
+            ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "INTEGER", "VARCHAR[]", "VARCHAR"],
             ROW_EMBEDDING_TYPE,
         ),
-        ("build_collection", session.build_collection, ["VARCHAR", "INTEGER[]"], "BIGINT"),
+        ("build_collection", session.build_collection, ["VARCHAR", "VARCHAR"], "BIGINT"),
         (
             "plan_group",
             session.plan_group,
-            ["VARCHAR", "DOUBLE[]", "DOUBLE[]", "VARCHAR[]"],
+            ["VARCHAR", "DOUBLE[]", "DOUBLE[]", "INTEGER", "VARCHAR[]"],
             PLAN_TYPE,
+        ),
+        ("options", session.options, ["VARCHAR"], OPTIONS_TYPE),
+        ("point_xy", session.point_xy, ["BLOB"], "STRUCT(x DOUBLE, y DOUBLE)"),
+        ("index_file", session.index_file, ["INTEGER"], "VARCHAR"),
+        ("catalog_has_year", session.catalog_has_year, ["INTEGER"], "BOOLEAN"),
+        (
+            "area_chunks",
+            session.area_chunks,
+            ["BLOB", "DOUBLE[]", "INTEGER", "INTEGER[]"],
+            CHUNK_TYPE,
+        ),
+        (
+            "chunk_pixels",
+            session.chunk_pixels,
+            ["VARCHAR", "INTEGER", "INTEGER", "INTEGER", "INTEGER", "BOOLEAN", "VARCHAR[]"],
+            PIXEL_TYPE,
         ),
     ]
     for name, fn, params, returns in functions:

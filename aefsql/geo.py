@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 from functools import lru_cache
 
 import numpy as np
-from pyproj import Transformer
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
 
 from . import threads
-from .errors import TiffFormatError
+from .errors import AefsqlError, TiffFormatError
 from .tiff import Affine
 
+WGS84 = 4326
 _local = threading.local()
 
 
@@ -25,6 +28,27 @@ def _transformer(source_epsg: int, target_epsg: int) -> Transformer:
 
 def _make_transformer(source_epsg: int, target_epsg: int) -> Transformer:
     return Transformer.from_crs(source_epsg, target_epsg, always_xy=True)
+
+
+def known_epsg(code: int) -> bool:
+    """True when PROJ knows EPSG:`code` (asked on the PROJ thread: see transform_points)."""
+    return threads.pool("proj").submit(_known_epsg, code).result()
+
+
+@lru_cache(maxsize=1024)
+def _known_epsg(code: int) -> bool:
+    try:
+        CRS.from_epsg(code)
+    except CRSError:
+        return False
+    return True
+
+
+def valid_coordinates(x: np.ndarray, y: np.ndarray, epsg: int) -> np.ndarray:
+    """True where (x, y) can be a point of `epsg`: finite, and in range for lon/lat."""
+    if epsg == WGS84:
+        return valid_lonlat(x, y)
+    return np.isfinite(x) & np.isfinite(y)
 
 
 def valid_lonlat(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -104,3 +128,51 @@ def epsg_of_crs_label(label: str | None) -> int | None:
     if prefix.upper() != "EPSG" or not code.isdigit():
         return None
     return int(code)
+
+
+_WKB_TYPES = {
+    1: "POINT",
+    2: "LINESTRING",
+    3: "POLYGON",
+    4: "MULTIPOINT",
+    5: "MULTILINESTRING",
+    6: "MULTIPOLYGON",
+    7: "GEOMETRYCOLLECTION",
+}
+
+
+def points_from_wkb(blobs) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of WKB points (ISO or EWKB, either byte order, Z/M ignored); NaN for NULL and
+    POINT EMPTY. Any other geometry is refused: a point is sampled, not an area."""
+    x = np.full(len(blobs), np.nan)
+    y = np.full(len(blobs), np.nan)
+    for i, blob in enumerate(blobs):
+        if blob is None:
+            continue
+        if len(blob) < 5 or blob[0] not in (0, 1):
+            raise AefsqlError(f"geometry {bytes(blob[:16])!r}… is not WKB")
+        order = "<" if blob[0] == 1 else ">"
+        (code,) = struct.unpack_from(order + "I", blob, 1)
+        has_srid = bool(code & 0x20000000)
+        kind = (code & 0x0FFFFFFF) % 1000
+        if kind != 1:
+            name = _WKB_TYPES.get(kind, f"WKB type {code}")
+            raise AefsqlError(f"geometry is a {name}: only points can be sampled")
+        offset = 5 + (4 if has_srid else 0)
+        if len(blob) < offset + 16:
+            raise TiffFormatError("geometry: a WKB point shorter than its two coordinates")
+        x[i], y[i] = struct.unpack_from(order + "dd", blob, offset)
+    return x, y
+
+
+def polygon_wkb(lon: np.ndarray, lat: np.ndarray) -> bytes:
+    """A one-ring polygon as little-endian WKB."""
+    ring = np.column_stack([lon, lat]).astype("<f8").tobytes()
+    return struct.pack("<BIII", 1, 3, 1, len(lon)) + ring
+
+
+def box_wkb(west: float, south: float, east: float, north: float) -> bytes:
+    """A lon/lat box as a WKB polygon (the footprint of a catalog row without one)."""
+    return polygon_wkb(
+        np.array([west, east, east, west, west]), np.array([south, south, north, north, south])
+    )

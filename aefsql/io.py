@@ -95,11 +95,13 @@ class ByteStore:
     def _read(self, requests, versions, allow_short, max_gap) -> list[Piece]:
         expected = dict(versions or {})
         results: list[Piece | None] = [None] * len(requests)
+        # Local files are read in place: a copy in the disk cache would save no network.
+        cached: set[str] = set()
         if self.disk_cache is not None:
-            unpinned = [url for url, _, _ in requests if url not in expected]
-            expected.update(self.versions(unpinned))
+            cached = {url for url, _, _ in requests if protocol_of(url) != "file"}
+            expected.update(self.versions([url for url in cached if url not in expected]))
             for i, (url, start, end) in enumerate(requests):
-                if expected[url] is not None:
+                if url in cached and expected[url] is not None:
                     data = self.disk_cache.get(url, str(expected[url]), start, end)
                     results[i] = None if data is None else Piece(data, expected[url])
         missing = [i for i, r in enumerate(results) if r is None]
@@ -121,7 +123,7 @@ class ByteStore:
             for member in m.members:
                 piece = Piece(m.slice(answer.data, member), answer.version)
                 pieces[(url, member)] = piece
-                if self.disk_cache is not None and expected[url] is not None:
+                if url in cached and expected[url] is not None:
                     self.disk_cache.put(url, str(expected[url]), *member, piece.data)
         for i in missing:
             url, start, end = requests[i]
@@ -262,7 +264,7 @@ def _checked(request: Request, answer, allow_short: bool):
     if isinstance(answer, PermissionError) or status in (401, 403):
         raise RangeReadError(f"{redact(url)}: access denied ({type(answer).__name__})")
     if isinstance(answer, BaseException):
-        described = f"{where}: read failed: {type(answer).__name__}: {_redacted_text(answer)}"
+        described = f"{where}: read failed: {type(answer).__name__}: {redacted_text(answer)}"
         if _is_transient(answer):
             return _Transient(described)
         raise RangeReadError(described)
@@ -301,7 +303,7 @@ def _is_transient(error: BaseException) -> bool:
     )
 
 
-def _redacted_text(error: BaseException) -> str:
+def redacted_text(error: BaseException) -> str:
     """The error's text without query strings (signed URLs carry secrets there)."""
     return re.sub(r"\?[^\s'\"]*", "", str(error).splitlines()[0] if str(error) else "")
 

@@ -16,13 +16,16 @@ from .errors import AefsqlError
 from .sampling import Sampler, group_indices
 
 
-def locate(tiles: TileTable, sampler: Sampler, lon, lat, year) -> np.ndarray:
-    """Path of the tile holding each (lon, lat) in `year`; None where no tile does."""
-    lon = np.asarray(lon, dtype=np.float64)
-    lat = np.asarray(lat, dtype=np.float64)
+def locate(tiles: TileTable, sampler: Sampler, x, y, year, crs: int = geo.WGS84) -> np.ndarray:
+    """Path of the tile holding each point (x/y in EPSG `crs`, default lon/lat) in `year`;
+    None where no tile does. The catalog is searched in lon/lat; the raster decides with the
+    point as given, so a point in its tile's own CRS is never transformed."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    lon, lat = geo.transform_points(crs, geo.WGS84, x, y)
     year = np.asarray(year, dtype=np.float64)  # NULL years arrive as NaN
     found = np.full(lon.size, None, dtype=object)
-    usable = geo.valid_lonlat(lon, lat) & np.isfinite(year)
+    usable = geo.valid_coordinates(x, y, crs) & geo.valid_lonlat(lon, lat) & np.isfinite(year)
 
     # Points of one 1-degree cell share candidates and, since zone borders and the equator
     # lie on whole degrees, their own UTM zone too.
@@ -49,17 +52,17 @@ def locate(tiles: TileTable, sampler: Sampler, lon, lat, year) -> np.ndarray:
         for t in candidates:
             path = tiles.path[t]
             open_ = members[found[members] == None]  # noqa: E711 (elementwise)
-            open_ = open_[_in_box(tiles, t, lon[open_], lat[open_])]
+            open_ = open_[tiles.box_holds(t, lon[open_], lat[open_])]
             if open_.size == 0 or path in unreadable:
                 continue
-            _, _, inside = sampler.pixels(path, headers[path], lon[open_], lat[open_])
+            _, _, inside = sampler.pixels(path, headers[path], x[open_], y[open_], crs)
             found[open_[inside]] = path
         # A file whose header cannot be read may hold the points no readable file does: give
         # them to it, so that sampling reports its error for them (or fails, by default).
         for t in candidates:
             if tiles.path[t] in unreadable:
                 open_ = members[found[members] == None]  # noqa: E711 (elementwise)
-                found[open_[_in_box(tiles, t, lon[open_], lat[open_])]] = tiles.path[t]
+                found[open_[tiles.box_holds(t, lon[open_], lat[open_])]] = tiles.path[t]
     return found
 
 
@@ -76,9 +79,3 @@ def _readable_headers(sampler: Sampler, paths: list[str]):
         except AefsqlError:
             unreadable.add(path)
     return headers, unreadable
-
-
-def _in_box(tiles: TileTable, t: int, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    west, east = tiles.west[t], tiles.east[t]
-    in_lon = (lon >= west) & (lon <= east) if west <= east else (lon >= west) | (lon <= east)
-    return in_lon & (lat >= tiles.south[t]) & (lat <= tiles.north[t])

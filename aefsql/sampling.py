@@ -20,13 +20,12 @@ from .collection import CollectionHeaders
 from .errors import AefsqlError, RangeReadError, TiffFormatError, redact
 from .fetch import ObjectChanged, Version
 from .io import ByteStore
+from .options import BAND_NAMES, band_list
 from .progress import Progress
 from .ranges import merge_ranges
 from .tiff import ImageHeader, MissingBytes, SparseBytes, parse_header
 
-BAND_COUNT = 64
-BAND_NAMES = tuple(f"A{i:02d}" for i in range(BAND_COUNT))
-WGS84 = 4326
+BAND_COUNT = len(BAND_NAMES)
 HEADER_FIRST_READ = 64 * 1024  # a COG with 1024-px blocks keeps its whole header in this
 HEADER_MIN_FOLLOW_UP = 16 * 1024
 BLOCK_TABLE_GAP = 4096  # fetch block-table entries this close together in one request
@@ -99,13 +98,7 @@ class ReadPlan:
 
 def band_indices(names: list[str] | None) -> list[int]:
     """['A00', 'A05'] -> [0, 5]; None -> all 64 bands."""
-    if names is None:
-        return list(range(BAND_COUNT))
-    lookup = {name: i for i, name in enumerate(BAND_NAMES)}
-    unknown = [name for name in names if name not in lookup]
-    if unknown:
-        raise AefsqlError(f"unknown band name(s) {unknown}: bands are named A00..A63")
-    return sorted({lookup[name] for name in names})
+    return [BAND_NAMES.index(name) for name in band_list(names)]
 
 
 class Sampler:
@@ -128,7 +121,7 @@ class Sampler:
 
     def headers_for(self, urls) -> dict[str, ImageHeader]:
         """Headers of the given files: cached ones at once, the others fetched concurrently."""
-        return self._restarting_on_change(self._headers_for, urls)
+        return self._restarting_on_change(lambda: self._headers_for(urls))
 
     def _headers_for(self, urls) -> dict[str, ImageHeader]:
         found: dict[str, ImageHeader] = {}
@@ -180,16 +173,26 @@ class Sampler:
     # -- sampling ------------------------------------------------------------------------
 
     def sample(
-        self, urls, lon, lat, bands: list[int] | None = None, *, keep_blocks: bool = True
+        self,
+        urls,
+        x,
+        y,
+        bands: list[int] | None = None,
+        *,
+        crs: int = geo.WGS84,
+        keep_blocks: bool = True,
     ) -> Samples:
-        """Values of `bands` (indices into A00..A63) at each (url, lon, lat).
+        """Values of `bands` (indices into A00..A63) at each (url, x, y), x/y in EPSG `crs`
+        (default lon/lat; a point in its file's own CRS is not transformed at all).
 
-        A point is not covered when its url is None, its lon/lat is invalid, or it falls
+        A point is not covered when its url is None, its x/y is invalid, or it falls
         outside that raster; a band is not valid where it is not covered or holds nodata.
         `keep_blocks`: put decoded blocks in the block cache (a whole-table job, which reads
         each block once, does better to leave the memory free).
         """
-        return self._restarting_on_change(self._sample, urls, lon, lat, bands, keep_blocks)
+        return self._restarting_on_change(
+            lambda: self._sample(urls, x, y, bands, crs=crs, keep_blocks=keep_blocks)
+        )
 
     def sample_patches(self, urls, lon, lat, size: int, bands: list[int] | None = None) -> Samples:
         """The size x size pixels around each (url, lon, lat): Samples of n * size * size
@@ -203,29 +206,33 @@ class Sampler:
         per_chunk = max(1, PATCH_CHUNK_PIXELS // (size * size))
         parts = [
             self._restarting_on_change(
-                self._sample,
-                urls[k : k + per_chunk],
-                lon[k : k + per_chunk],
-                lat[k : k + per_chunk],
-                bands,
-                False,
-                size,
+                lambda k=k: self._sample(
+                    urls[k : k + per_chunk],
+                    lon[k : k + per_chunk],
+                    lat[k : k + per_chunk],
+                    bands,
+                    crs=geo.WGS84,
+                    keep_blocks=False,
+                    patch=size,
+                )
             )
             for k in range(0, max(lon.size, 1), per_chunk)
         ]
         return Samples.concatenate(parts)
 
-    def _sample(self, urls, lon, lat, bands, keep_blocks, patch: int | None = None) -> Samples:
+    def _sample(
+        self, urls, x, y, bands, *, crs: int, keep_blocks: bool, patch: int | None = None
+    ) -> Samples:
         bands = list(range(BAND_COUNT)) if bands is None else bands
-        lon = np.asarray(lon, dtype=np.float64)
-        lat = np.asarray(lat, dtype=np.float64)
-        n = lon.size * (patch * patch if patch else 1)
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        n = x.size * (patch * patch if patch else 1)
         values = np.zeros((n, len(bands)), dtype=np.int8)
         covered = np.zeros(n, dtype=bool)
         nodata = np.full(n, np.nan)
         band_count = np.zeros(n, dtype=np.int16)
         urls = np.asarray(urls, dtype=object)
-        usable = geo.valid_lonlat(lon, lat) & np.array([u is not None for u in urls], dtype=bool)
+        usable = geo.valid_coordinates(x, y, crs) & np.array([u is not None for u in urls], bool)
         if not usable.any():
             return Samples(values, covered, nodata, band_count, bands)
 
@@ -234,7 +241,7 @@ class Sampler:
 
         located = []  # (url, output rows, pixel rows, pixel cols) of the points inside
         for url, indices in by_url.items():
-            rows, cols, inside = self.pixels(url, headers[url], lon[indices], lat[indices])
+            rows, cols, inside = self.pixels(url, headers[url], x[indices], y[indices], crs)
             if patch:
                 indices, rows, cols, inside = patch_pixels(
                     headers[url], indices, rows, cols, inside, patch
@@ -255,16 +262,16 @@ class Sampler:
             reads.extend(_plan_blocks(url, headers[url], points, rows, cols, bands))
 
         self._read_blocks(reads, headers, values, keep_blocks)
-        self.progress.add(points=lon.size)
+        self.progress.add(points=x.size)
         return Samples(values, covered, nodata, band_count, bands)
 
-    def plan(self, url: str, lon, lat, bands: list[int]) -> ReadPlan:
+    def plan(self, url: str, x, y, bands: list[int], crs: int = geo.WGS84) -> ReadPlan:
         """What sampling `bands` at these points of one file would read (headers only)."""
-        return self._restarting_on_change(self._plan, url, lon, lat, bands)
+        return self._restarting_on_change(lambda: self._plan(url, x, y, bands, crs))
 
-    def _plan(self, url: str, lon, lat, bands: list[int]) -> ReadPlan:
+    def _plan(self, url: str, x, y, bands: list[int], crs: int) -> ReadPlan:
         header = self.headers_for([url])[url]
-        rows, cols, inside = self.pixels(url, header, np.asarray(lon), np.asarray(lat))
+        rows, cols, inside = self.pixels(url, header, np.asarray(x), np.asarray(y), crs)
         points = np.flatnonzero(inside)
         rows, cols = rows[inside], cols[inside]
         self._load_block_tables([(url, header, _needed_blocks(header, rows, cols, bands))])
@@ -289,12 +296,12 @@ class Sampler:
 
         return self._restarting_on_change(complete)
 
-    def _restarting_on_change(self, action, *args):
-        """`action(*args)`, started over when a file changes under it: its cached header is
+    def _restarting_on_change(self, action):
+        """`action()`, started over when a file changes under it: its cached header is
         dropped and read again, so no result mixes bytes of two versions of a file."""
         for attempt in range(1, CHANGE_RESTARTS + 1):
             try:
-                return action(*args)
+                return action()
             except ObjectChanged as changed:
                 if attempt == CHANGE_RESTARTS:
                     raise RangeReadError(
@@ -325,15 +332,10 @@ class Sampler:
         for (_, start, _, table), data in zip(requests, answers, strict=True):
             table.fill(start, data)
 
-    def pixels(self, url: str, header: ImageHeader, lon: np.ndarray, lat: np.ndarray):
-        """(rows, cols, inside) of lon/lat points in one raster."""
-        source = redact(url)
-        if header.transform is None:
-            raise TiffFormatError(f"{source}: file has no georeferencing")
-        if header.epsg is None:
-            raise TiffFormatError(f"{source}: file names no EPSG code in its GeoKeys")
-        geo.check_north_aligned(header.transform, source)
-        x, y = geo.transform_points(WGS84, header.epsg, lon, lat)
+    def pixels(self, url: str, header: ImageHeader, x, y, crs: int = geo.WGS84):
+        """(rows, cols, inside) of points (x/y in EPSG `crs`) in one raster."""
+        check_georeferenced(url, header)
+        x, y = geo.transform_points(crs, header.epsg, x, y)
         return geo.pixel_of(header.transform, header.width, header.height, x, y)
 
     def _read_blocks(self, reads: list[_BlockRead], headers, values, keep: bool) -> None:
@@ -440,6 +442,25 @@ class _BlockRead:
         values[self.tile.points[:, None], self.columns[None, :]] = picked
 
 
+def check_georeferenced(url: str, header: ImageHeader) -> None:
+    """A raster aefsql can map points to: a north-aligned transform and an EPSG code."""
+    source = redact(url)
+    if header.transform is None:
+        raise TiffFormatError(f"{source}: file has no georeferencing")
+    if header.epsg is None:
+        raise TiffFormatError(f"{source}: file names no EPSG code in its GeoKeys")
+    geo.check_north_aligned(header.transform, source)
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> '1.5 KiB': the unit that keeps the number readable, never '0.0 GiB'."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 def check_patch_size(size: int) -> None:
     """Refuse, before allocating anything, a patch larger than MAX_PATCH_SIZE."""
     if not 1 <= size <= MAX_PATCH_SIZE:
@@ -447,8 +468,8 @@ def check_patch_size(size: int) -> None:
         raise AefsqlError(
             f"a patch of {size} x {size} pixels is refused: size must be 1 to {MAX_PATCH_SIZE}"
             + (
-                f" ({pixels:,} pixels x 64 bands would be {pixels * BAND_COUNT / 2**30:,.1f}"
-                " GiB a row; sample a grid of points instead)"
+                f" ({pixels:,} pixels x 64 bands would be {human_bytes(pixels * BAND_COUNT)}"
+                " a row; sample a grid of points instead)"
                 if size > MAX_PATCH_SIZE
                 else ""
             )

@@ -7,8 +7,10 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from .errors import AefsqlError
 MODES = ("box", "table", "csv", "json", "markdown", "line")
 RESULT_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL", "SHOW", "DESCRIBE", "SUMMARIZE"}
 HISTORY = Path(os.environ.get("AEFSQL_HISTORY", Path.home() / ".aefsql_history"))
+MAX_READ_DEPTH = 16  # .read inside .read: deeper than this is a file that reads itself
 
 HELP = """\
 .catalog [URL]         show the AEF catalog, or switch to another one
@@ -38,10 +41,22 @@ Statements end with ';'. Ctrl-C cancels the running query; Ctrl-D leaves."""
 
 
 class Shell:
-    """Runs SQL and dot-commands on one connection, rendering results like DuckDB's CLI."""
+    """Runs SQL and dot-commands on one connection, rendering results like DuckDB's CLI.
+
+    `bail`: stop a script (and every .read in it) at its first error, like `duckdb -bail`:
+    for -c, -f and piped input; at the prompt the shell goes on after an error.
+    """
 
     def __init__(
-        self, con, *, session=None, reconnect=None, out=None, err=None, debug: bool = False
+        self,
+        con,
+        *,
+        session=None,
+        reconnect=None,
+        out=None,
+        err=None,
+        debug: bool = False,
+        bail: bool = False,
     ):
         self.con = con
         self.session = session  # the aefsql session to cancel on Ctrl-C
@@ -49,6 +64,8 @@ class Shell:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.debug = debug
+        self.bail = bail
+        self._reading: list[str] = []  # the files of the .read commands running now
         self.mode = "box"
         self.max_rows = 40
         self.timer = False
@@ -63,7 +80,13 @@ class Shell:
     def feed(self, line: str) -> bool:
         """Take one line of input; False when the shell should stop."""
         if not self.buffer.strip() and line.strip().startswith("."):
-            return self.dot(line.strip())
+            try:
+                return self.dot(line.strip())
+            except KeyboardInterrupt:
+                self._complain("Interrupted")
+            except Exception as exc:  # noqa: BLE001 (one line, and the session lives on)
+                self._fail(exc)
+            return True
         self.buffer += line + "\n"
         if _ends_statement(self.buffer):
             text, self.buffer = self.buffer, ""
@@ -72,7 +95,7 @@ class Shell:
 
     def run_script(self, text: str) -> None:
         for line in text.splitlines():
-            if not self.feed(line):
+            if not self.feed(line) or (self.bail and self.failed):
                 return
         if self.buffer.strip():
             text, self.buffer = self.buffer, ""
@@ -91,18 +114,23 @@ class Shell:
             for statement in statements:
                 query = _strip_terminator(statement.query)
                 started = time.perf_counter()
-                if statement.type.name in RESULT_TYPES:
-                    self._emit(self._call(self._render, query))
-                else:
-                    self._call(self.con.execute, query)
+                text = None
+                try:
+                    if statement.type.name in RESULT_TYPES:
+                        text = self._call(self._render, query)
+                    else:
+                        self._call(self.con.execute, query)
+                finally:
+                    # The progress line (stderr) ends before the result or error prints.
+                    self._end_progress()
+                if text is not None:
+                    self._emit(text)
                 if self.timer:
                     self._say(f"Run Time: {time.perf_counter() - started:.3f} s")
         except KeyboardInterrupt:
             self._complain("Interrupted")
-        except (duckdb.Error, AefsqlError, OSError) as exc:
-            self._complain(_one_line(exc))
-            if self.debug:
-                raise
+        except Exception as exc:  # noqa: BLE001 (one line, and the session lives on)
+            self._fail(exc)
 
     def _call(self, fn, *args):
         """Run fn on the worker thread; Ctrl-C interrupts DuckDB and waits for it to stop."""
@@ -145,7 +173,7 @@ class Shell:
                 "WHERE NOT internal ORDER BY name;"
             ),
             ".schema": lambda: self._schema(argument),
-            ".read": lambda: self._read(argument),
+            ".read": lambda: self.read_file(argument),
             ".mode": lambda: self._set_mode(argument),
             ".output": lambda: self._set_output(argument),
             ".timer": lambda: self._set_timer(argument),
@@ -167,11 +195,26 @@ class Shell:
             f"SELECT view_name, sql FROM duckdb_views() WHERE NOT internal){only};"
         )
 
-    def _read(self, path: str) -> None:
+    def read_file(self, path: str) -> None:
+        """Run the SQL and dot-commands in the file at `path` (.read, -f)."""
+        if len(self._reading) >= MAX_READ_DEPTH:
+            self._complain(
+                f".read {path}: more than {MAX_READ_DEPTH} nested .read (does a file read itself?)"
+            )
+            return
         try:
-            self.run_script(Path(path).read_text())
+            text = Path(path).read_text()
         except OSError as exc:
-            self._complain(f".read {path}: {exc.strerror or exc}")
+            self._complain(f"cannot read {path}: {exc.strerror or exc}")
+            return
+        except UnicodeDecodeError:
+            self._complain(f"cannot read {path}: not a text file (not UTF-8)")
+            return
+        self._reading.append(path)
+        try:
+            self.run_script(text)
+        finally:
+            self._reading.pop()
 
     def _set_mode(self, mode: str) -> None:
         if mode not in MODES:
@@ -183,8 +226,12 @@ class Shell:
         if self.output_file is not None:
             self.output_file.close()
             self.output_file = None
-        if path:
+        if not path:
+            return
+        try:
             self.output_file = open(path, "w")  # noqa: SIM115 (kept open until .output)
+        except OSError as exc:
+            self._complain(f".output {path}: {exc.strerror or exc}; results go to the screen")
 
     def _set_timer(self, value: str) -> None:
         if value not in ("on", "off"):
@@ -205,11 +252,8 @@ class Shell:
                 "any_value(path) AS example_path FROM aef_index();"
             )
             return
-        try:
-            self.session = self._call(self.reconnect, url)
-            self._say(f"catalog: {url}")
-        except (AefsqlError, duckdb.Error) as exc:
-            self._complain(_one_line(exc))
+        self.session = self._call(self.reconnect, url)
+        self._say(f"catalog: {url}")
 
     # -- output -------------------------------------------------------------------------
 
@@ -222,6 +266,15 @@ class Shell:
     def _complain(self, text: str) -> None:
         self.failed = True
         print(f"Error: {text}", file=self.err)
+
+    def _fail(self, exc: Exception) -> None:
+        self._complain(error_text(exc))
+        if self.debug:
+            traceback.print_exception(exc, file=self.err)
+
+    def _end_progress(self) -> None:
+        if self.session is not None:
+            self.session.sampler.progress.close()
 
     def close(self) -> None:
         self._set_output("")
@@ -313,9 +366,43 @@ def _strip_terminator(query: str) -> str:
     return query.rstrip()
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+_TRACEBACK = "Traceback (most recent call last):"
+_UDF_FAILED = "Python exception occurred while executing the UDF: "
+_HINTS = ("Did you mean", "Candidate bindings")
+
+
+# DuckDB's table macros take names, not subqueries (aef_sample_points((SELECT …)) fails).
+SUBQUERY_ADVICE = (
+    "aef_* table functions take a table, view or CTE name, not a subquery: "
+    "WITH p AS (SELECT …) SELECT * FROM aef_sample_points('p', …)"
+)
+
+
+def error_text(exc: BaseException) -> str:
+    """What the user needs of an error: its cause on one line, never a Python traceback;
+    then, for a parser error, DuckDB's `LINE n: …` and the caret under the culprit."""
+    lines = str(exc).strip().splitlines()
+    head = lines[0] if lines else ""
+    tracebacks = [i for i, line in enumerate(lines) if _TRACEBACK in line]
+    if tracebacks:
+        # DuckDB quotes a Python exception raised in a registered filesystem (and, in some
+        # versions, a UDF) with its traceback: the exception's own line follows the frames.
+        start = tracebacks[-1]
+        cause = next((x for x in lines[start + 1 :] if x and not x[0].isspace()), "")
+        head = lines[start].split(_TRACEBACK)[0] + cause
+    # "Invalid Input Error: Python exception occurred while executing the UDF: X: why" -> "X: why"
+    head = head.split(_UDF_FAILED)[-1].strip()
+    if not isinstance(exc, duckdb.Error | AefsqlError):  # unexpected: its type says what broke
+        head = f"{type(exc).__name__}: {head}"
+    head = head.rstrip(": ") or type(exc).__name__
+    head = " ".join([head, *(x for x in lines[1:] if x.startswith(_HINTS))])
+    if "Table function cannot contain subqueries" in head:
+        head += f" ({SUBQUERY_ADVICE})"
+    context = []
+    for i, line in enumerate(lines):
+        if re.match(r"LINE \d+: ", line):
+            context = lines[i : i + 2]
+    return "\n".join([head, *context])
 
 
 def _load_history() -> None:

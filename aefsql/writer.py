@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 import zstandard
 from pyproj import Transformer
 
+from .geo import polygon_wkb
+
 NODATA = -128
 COMPRESSION_CODES = {"zstd": 50000, "deflate": 8}
 
@@ -264,12 +266,6 @@ def footprint_lonlat(tile: TileEntry, steps: int = 16) -> tuple[np.ndarray, np.n
     ys = np.r_[np.full(steps, s), s + t * (n - s), np.full(steps, n), n - t * (n - s), s]
     lon, lat = Transformer.from_crs(tile.epsg, 4326, always_xy=True).transform(xs, ys)
     return np.asarray(lon), np.asarray(lat)
-
-
-def polygon_wkb(lon: np.ndarray, lat: np.ndarray) -> bytes:
-    """A one-ring polygon as little-endian WKB."""
-    ring = np.column_stack([lon, lat]).astype("<f8").tobytes()
-    return struct.pack("<BIII", 1, 3, 1, len(lon)) + ring
 
 
 def utm_zone_label(epsg: int) -> str:

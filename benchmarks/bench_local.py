@@ -98,7 +98,7 @@ def time_aefsql(index: Path, lon, lat) -> tuple[float, pa.Table]:
     best = float("inf")
     for _ in range(2):
         start = time.perf_counter()
-        result = aefsql.sample_points(table, year=2024, catalog=str(index), progress=False)
+        result = aefsql.sample_points(table, years=2024, catalog=str(index), progress=False)
         best = min(best, time.perf_counter() - start)
     return best, result
 

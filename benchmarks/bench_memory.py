@@ -40,7 +40,7 @@ def main() -> None:
     before = peak_rss_mib()
     start = time.perf_counter()
     result = aefsql.sample_points(
-        table, year=2024, catalog=str(args.dir / "index1024.parquet"), progress=False
+        table, years=2024, catalog=str(args.dir / "index1024.parquet"), progress=False
     )
     seconds = time.perf_counter() - start
     assert result.num_rows == args.points

@@ -88,7 +88,7 @@ def rasteret_matrix(out: pa.Table, n: int) -> np.ndarray:
 
 
 def sample_aefsql(index: Path, table: pa.Table) -> pa.Table:
-    return aefsql.sample_points(table, year=2024, catalog=str(index), progress=False)
+    return aefsql.sample_points(table, years=2024, catalog=str(index), progress=False)
 
 
 def aefsql_matrix(out: pa.Table) -> np.ndarray:

@@ -107,7 +107,7 @@ def cache_rerun(args, proxy: LatencyProxy, to_lonlat) -> tuple[float, float]:
         start = time.perf_counter()
         aefsql.sample_points(
             table,
-            year=2024,
+            years=2024,
             catalog="s3://bench/index1024.parquet",
             cache_dir=str(cache),
             concurrency=CONCURRENCY,
@@ -157,7 +157,7 @@ def main() -> None:
                     start = time.perf_counter()
                     aefsql.sample_points(
                         table,
-                        year=2024,
+                        years=2024,
                         catalog=f"s3://bench/index{block}.parquet",
                         concurrency=CONCURRENCY,
                         progress=False,

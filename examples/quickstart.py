@@ -24,7 +24,7 @@ places = pa.table(
 )
 
 # Python: an Arrow table in, the same rows with the bands out.
-table = aefsql.sample_points(places, year=[2023, 2024], bands=["A00", "A01"], catalog=str(index))
+table = aefsql.sample_points(places, years=[2023, 2024], bands=["A00", "A01"], catalog=str(index))
 print(table.to_string(preview_cols=8))
 
 # SQL: the canonical join, then de-quantized vectors and a year-to-year similarity.

@@ -1,74 +1,140 @@
 -- Whole-table sampling: aef_sample_points and its cost plan, aef_plan.
 
--- Every (row, year) of a points table with its coordinates and the tile that holds it (NULL
--- where none does or the coordinates are NULL/invalid). `points_table` must carry __aef_row.
-CREATE OR REPLACE TEMP MACRO __aef_located(points_table, year, years, x_column, y_column, bands)
-AS TABLE
-WITH wanted_years AS (
-    SELECT unnest(
-        CASE
-            WHEN bands IS NOT NULL
-                 AND NOT list_has_all(aef_band_names(), CAST(bands AS VARCHAR[]))
-                THEN error('unknown band name in ' || CAST(bands AS VARCHAR)
-                           || ': bands are named A00..A63')
-            WHEN years IS NOT NULL THEN CAST(years AS INTEGER[])
-            WHEN year IS NOT NULL THEN [CAST(year AS INTEGER)]
-            ELSE error('pass year := 2023 or years := [2023, 2024]')
-        END
-    ) AS __aef_year
+-- The points_table argument as query_table should see it: a file name ('plots.csv') quoted
+-- as one identifier, else DuckDB's Python replacement scan reads it as table `csv` of schema
+-- `plots` and fails on any module named csv (or json) in the caller's scope.
+CREATE OR REPLACE TEMP MACRO __aef_table(points_table) AS
+    CASE WHEN regexp_matches(points_table,
+                             '\.(csv|tsv|txt|parquet|json|jsonl|ndjson)(\.gz|\.zst)?$', 'i')
+              AND NOT starts_with(points_table, '"')
+         THEN '"' || replace(points_table, '"', '""') || '"'
+         ELSE points_table END;
+
+-- The checked parameters of a whole-table call, as one row (years INTEGER[], crs INTEGER,
+-- bands VARCHAR[]); a bad parameter fails the query with a message that says the fix. The
+-- rules live in Python (aefsql/options.py), shared with the Python API and the CLI.
+CREATE OR REPLACE TEMP MACRO __aef_options(
+    points_table, function, years, year, crs, x_column, y_column, geometry_column, bands,
+    on_error, as_vector
+) AS TABLE
+WITH columns AS (
+    -- The points table's column names, even when it has no row. `points_table` is the
+    -- materialized copy with __aef_row: a stream (an Arrow reader) can be scanned only once.
+    SELECT list_filter(json_keys(to_json(p)), lambda c: c <> '__aef_row') AS names
+    FROM (SELECT 1) LEFT JOIN (FROM query_table(points_table) LIMIT 1) p ON true
+),
+resolved AS (
+    SELECT {udf}_options(to_json({
+        'function': function, 'years': years, 'year': year, 'crs': crs,
+        'x_column': x_column, 'y_column': y_column, 'geometry_column': geometry_column,
+        'bands': bands, 'on_error': on_error, 'as_vector': as_vector, 'columns': names
+    })) AS o
+    FROM columns
+)
+-- (The check sits inside the years, which every query uses: an unused column would be
+-- optimised away, and its error with it.)
+SELECT CASE WHEN o.error IS NOT NULL THEN error(o.error) ELSE o.years END AS __aef_years,
+       o.crs AS __aef_crs, o.bands AS __aef_bands
+FROM resolved;
+
+-- Every (row, year) of a points table (it must carry __aef_row) with its coordinates in the
+-- given CRS and the tile that holds it: NULL where none does or x/y is NULL or invalid.
+-- A column named by x_column/y_column/geometry_column that does not exist must not stop the
+-- query from binding (the options say which it is): each selection also matches a NULL
+-- stand-in placed first, and the last item of the list is the column, or the stand-in.
+CREATE OR REPLACE TEMP MACRO __aef_located(
+    points_table, options_table, x_column, y_column, geometry_column
+) AS TABLE
+WITH selected AS (
+    SELECT
+        __aef_row,
+        CAST(COLUMNS(lambda c: c = '__aef_no_x' OR c = x_column) AS DOUBLE),
+        CAST(COLUMNS(lambda c: c = '__aef_no_y' OR c = y_column) AS DOUBLE),
+        ST_AsWKB(CAST(COLUMNS(lambda c: c = '__aef_no_g' OR c = geometry_column) AS GEOMETRY))
+    FROM (
+        SELECT NULL::DOUBLE AS __aef_no_x, NULL::DOUBLE AS __aef_no_y,
+               NULL::GEOMETRY AS __aef_no_g, *
+        FROM query_table(points_table)
+    )
 ),
 coordinates AS (
     SELECT
         __aef_row,
-        CAST(COLUMNS(lambda c: c = x_column) AS DOUBLE) AS __aef_x,
-        CAST(COLUMNS(lambda c: c = y_column) AS DOUBLE) AS __aef_y
-    FROM query_table(points_table)
+        list_last(list_value(*COLUMNS(lambda c: c = '__aef_no_x' OR c = x_column))) AS __aef_x,
+        list_last(list_value(*COLUMNS(lambda c: c = '__aef_no_y' OR c = y_column))) AS __aef_y,
+        list_last(list_value(*COLUMNS(lambda c: c = '__aef_no_g' OR c = geometry_column)))
+            AS __aef_wkb
+    FROM selected
+),
+points AS (
+    SELECT __aef_row,
+           CASE WHEN geometry_column IS NULL THEN {'x': __aef_x, 'y': __aef_y}
+                ELSE {udf}_point_xy(__aef_wkb) END AS xy
+    FROM coordinates
+),
+wanted_years AS (
+    SELECT unnest(__aef_years) AS __aef_year, __aef_crs FROM query_table(options_table)
 )
-SELECT c.*, y.__aef_year, aef_locate(c.__aef_x, c.__aef_y, y.__aef_year) AS __aef_path
-FROM coordinates c CROSS JOIN wanted_years y;
+SELECT p.__aef_row, p.xy.x AS __aef_x, p.xy.y AS __aef_y, y.__aef_crs, y.__aef_year,
+       {udf}_locate(p.xy.x, p.xy.y, CAST(y.__aef_year AS DOUBLE), y.__aef_crs) AS __aef_path
+FROM points p CROSS JOIN wanted_years y;
 
--- aef_sample_points: every row of a points table, once per year, with the sampled bands.
+-- aef_sample_points: every row of a points table, once per distinct year, with the sampled
+-- bands.
 --
 -- Points are grouped per file so that the sampling UDF sees all the points of a file at once:
 -- each block is read and decoded once, and the UDF runs exactly once per group whatever
 -- filters the outer query adds. Rows whose point lies in no tile, or whose x/y is NULL or
 -- invalid, come back with NULL bands. With on_error := 'null', rows of a file that cannot be
 -- read get NULL bands and an aef_error column says why; the default fails the query.
+-- A table macro takes a table, view or CTE name, or a file: not a subquery.
 CREATE OR REPLACE TEMP MACRO aef_sample_points(
     points_table,
-    year := NULL,
     years := NULL,
+    year := NULL,
     x_column := 'lon',
     y_column := 'lat',
+    geometry_column := NULL,
+    crs := NULL,
     bands := NULL,
-    on_error := 'raise'
+    on_error := 'raise',
+    as_vector := false
 ) AS TABLE
 WITH points AS MATERIALIZED (
-    SELECT row_number() OVER () AS __aef_row, * FROM query_table(points_table)
+    SELECT row_number() OVER () AS __aef_row, * FROM query_table(__aef_table(points_table))
+),
+options AS MATERIALIZED (
+    FROM __aef_options('points', 'aef_sample_points', years, year, crs, x_column,
+                       y_column, geometry_column, bands, on_error, as_vector)
 ),
 located AS MATERIALIZED (
-    SELECT * FROM __aef_located('points', year, years, x_column, y_column, bands)
+    FROM __aef_located('points', 'options', x_column, y_column, geometry_column)
 ),
 sampled AS (
-    SELECT __aef_year, unnest(
+    SELECT l.__aef_year, unnest(
         {udf}_sample_group(
-            __aef_path, list(__aef_row), list(__aef_x), list(__aef_y),
-            coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), CAST(on_error AS VARCHAR)
+            l.__aef_path, list(l.__aef_row), list(l.__aef_x), list(l.__aef_y), l.__aef_crs,
+            any_value(o.__aef_bands), CAST(on_error AS VARCHAR)
         ),
         recursive := true
     )
-    FROM located
-    WHERE __aef_path IS NOT NULL
-    GROUP BY __aef_path, __aef_year
+    FROM located l CROSS JOIN options o
+    WHERE l.__aef_path IS NOT NULL
+    GROUP BY l.__aef_path, l.__aef_year, l.__aef_crs
+),
+with_vector AS (
+    SELECT *, aef_vector(sampled) AS embedding FROM sampled
 ),
 wanted_bands AS (
     SELECT
         __aef_year,
         -- __aef_row keeps the selection non-empty whatever `bands` says.
-        COLUMNS(lambda c: c = '__aef_row' OR (c SIMILAR TO 'A[0-9][0-9]'
-                AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
+        COLUMNS(lambda c: c = '__aef_row'
+                OR (c SIMILAR TO 'A[0-9][0-9]' AND NOT as_vector
+                    AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
+                OR (c = 'embedding' AND as_vector)
                 OR (c = 'aef_error' AND on_error = 'null'))
-    FROM sampled
+    FROM with_vector
 )
 SELECT p.* EXCLUDE (__aef_row), l.__aef_year AS year, s.* EXCLUDE (__aef_row, __aef_year)
 FROM points p
@@ -78,34 +144,47 @@ ORDER BY p.__aef_row, l.__aef_year;
 
 -- aef_plan: what aef_sample_points would read, from headers only (no pixel is read): per file,
 -- the points it holds, the distinct blocks, the requests after merging nearby ranges, and the
--- bytes. Points in no tile form one row with a NULL path.
+-- bytes. Points in no tile form one row a year with a NULL path, and `note` says whether the
+-- catalog has that year at all.
 CREATE OR REPLACE TEMP MACRO aef_plan(
     points_table,
-    year := NULL,
     years := NULL,
+    year := NULL,
     x_column := 'lon',
     y_column := 'lat',
+    geometry_column := NULL,
+    crs := NULL,
     bands := NULL
 ) AS TABLE
 WITH points AS MATERIALIZED (
-    SELECT row_number() OVER () AS __aef_row, * FROM query_table(points_table)
+    SELECT row_number() OVER () AS __aef_row, * FROM query_table(__aef_table(points_table))
+),
+options AS MATERIALIZED (
+    FROM __aef_options('points', 'aef_plan', years, year, crs, x_column, y_column,
+                       geometry_column, bands, 'raise', false)
 ),
 located AS (
-    SELECT * FROM __aef_located('points', year, years, x_column, y_column, bands)
+    FROM __aef_located('points', 'options', x_column, y_column, geometry_column)
 ),
 planned AS (
     SELECT
-        __aef_path,
-        __aef_year,
-        CASE WHEN __aef_path IS NULL THEN {'points': count(*), 'blocks': 0, 'requests': 0,
-                                           'bytes': 0}
-             ELSE {udf}_plan_group(__aef_path, list(__aef_x), list(__aef_y),
-                                   coalesce(CAST(bands AS VARCHAR[]), aef_band_names()))
+        l.__aef_path,
+        l.__aef_year,
+        CASE WHEN l.__aef_path IS NULL THEN {'points': count(*), 'blocks': 0, 'requests': 0,
+                                             'bytes': 0}
+             ELSE {udf}_plan_group(l.__aef_path, list(l.__aef_x), list(l.__aef_y), l.__aef_crs,
+                                   any_value(o.__aef_bands))
         END AS plan
-    FROM located
-    GROUP BY __aef_path, __aef_year
+    FROM located l CROSS JOIN options o
+    GROUP BY l.__aef_path, l.__aef_year, l.__aef_crs
 )
 -- (`year` is a parameter here: output names are given as aliases, never read back.)
-SELECT __aef_path AS path, __aef_year AS year, plan.points, plan.blocks, plan.requests, plan.bytes
+SELECT __aef_path AS path, __aef_year AS year, CAST(sum(plan.points) AS BIGINT) AS points,
+       CAST(sum(plan.blocks) AS BIGINT) AS blocks,
+       CAST(sum(plan.requests) AS BIGINT) AS requests, CAST(sum(plan.bytes) AS BIGINT) AS bytes,
+       CASE WHEN __aef_path IS NOT NULL THEN NULL
+            WHEN {udf}_catalog_has_year(__aef_year) THEN 'outside coverage'
+            ELSE 'the catalog has no tile of this year' END AS note
 FROM planned
+GROUP BY __aef_path, __aef_year
 ORDER BY __aef_path NULLS LAST, __aef_year;

@@ -5,16 +5,7 @@ CREATE OR REPLACE TEMP MACRO aef_dequantize(v) AS
     CAST(CASE WHEN v = -128 THEN NULL ELSE sign(v) * pow(abs(v) / 127.5, 2) END AS FLOAT);
 
 -- The 64 band names, A00..A63, in order.
-CREATE OR REPLACE TEMP MACRO aef_band_names() AS [
-    'A00', 'A01', 'A02', 'A03', 'A04', 'A05', 'A06', 'A07',
-    'A08', 'A09', 'A10', 'A11', 'A12', 'A13', 'A14', 'A15',
-    'A16', 'A17', 'A18', 'A19', 'A20', 'A21', 'A22', 'A23',
-    'A24', 'A25', 'A26', 'A27', 'A28', 'A29', 'A30', 'A31',
-    'A32', 'A33', 'A34', 'A35', 'A36', 'A37', 'A38', 'A39',
-    'A40', 'A41', 'A42', 'A43', 'A44', 'A45', 'A46', 'A47',
-    'A48', 'A49', 'A50', 'A51', 'A52', 'A53', 'A54', 'A55',
-    'A56', 'A57', 'A58', 'A59', 'A60', 'A61', 'A62', 'A63'
-];
+CREATE OR REPLACE TEMP MACRO aef_band_names() AS {band_names};
 
 -- A list as FLOAT[64] when all 64 elements are present, else NULL.
 CREATE OR REPLACE TEMP MACRO __aef_complete_vector(v) AS

@@ -166,7 +166,7 @@ def test_every_row_comes_back_once_in_order(catalog):
 def test_sample_points_needs_a_year(catalog):
     con, _ = catalog
     con.execute("CREATE TABLE p AS SELECT 15.0 AS lon, 45.0 AS lat")
-    with pytest.raises(Exception, match="pass year := 2023 or years"):
+    with pytest.raises(Exception, match="pass years := 2024 or years := "):
         con.execute("SELECT * FROM aef_sample_points('p')").fetchall()
 
 
@@ -184,9 +184,9 @@ def test_python_sample_points_needs_a_year_and_known_columns(catalog):
     _, tmp_path = catalog
     table = pa.table({"lon": [15.0], "lat": [45.0]})
     index = str(tmp_path / "index.parquet")
-    with pytest.raises(aefsql.AefsqlError, match="pass year=2024"):
+    with pytest.raises(aefsql.AefsqlError, match="pass years := 2024"):
         aefsql.sample_points(table, catalog=index)
-    with pytest.raises(aefsql.AefsqlError, match="points has no column 'x'"):
+    with pytest.raises(aefsql.AefsqlError, match="points table has no column 'x'"):
         aefsql.sample_points(table, x_column="x", year=2023, catalog=index)
     with pytest.raises(aefsql.AefsqlError, match="pyarrow.Table or RecordBatchReader"):
         aefsql.sample_points({"lon": [1.0]}, year=2023, catalog=index)

@@ -121,7 +121,7 @@ def test_parse_years(text, years):
 
 def test_bad_year_is_one_clear_line(points_csv):
     code, _, err = run("sample", str(points_csv), "--year", "last year")
-    assert code == 1 and err.count("\n") == 1 and "--year 'last year'" in err
+    assert code == 1 and err.count("\n") == 1 and "--years 'last year'" in err
 
 
 def test_on_error_null_keeps_every_row_and_lists_the_failed_ones(catalog, tmp_path):  # noqa: F811
@@ -146,3 +146,64 @@ def test_on_error_null_keeps_every_row_and_lists_the_failed_ones(catalog, tmp_pa
     ]
     assert "3 of 6 rows could not be read" in err
     assert "3 rows (output rows 2, 4, 6): " in err and "missing.tif: file not found" in err
+
+
+def test_duplicate_years_utm_points_and_geometry(gdal_collection, tmp_path):
+    """--years 2023,2023 counts once; --crs takes UTM x/y; --geometry takes WKT/WKB points:
+    all three give the same values as lon/lat."""
+    lon, lat, x, y = tile_points(3, 12, seed=21)
+    path = tmp_path / "utm.csv"
+    rows = ["plot,lon,lat,e,n,wkt"] + [
+        f"p{i},{a},{b},{c},{d},POINT({a} {b})"
+        for i, (a, b, c, d) in enumerate(zip(lon, lat, x, y, strict=True))
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    outputs = {}
+    for name, extra in {
+        "lonlat": [],
+        "utm": ["--x", "e", "--y", "n", "--crs", "EPSG:32718"],
+        "geometry": ["--geometry", "wkt"],
+    }.items():
+        out = tmp_path / f"{name}.parquet"
+        code, _, err = run(
+            "sample",
+            str(path),
+            "--years",
+            "2023,2023",
+            "--bands",
+            "A00,A63",
+            "-o",
+            str(out),
+            "--catalog",
+            gdal_collection.index,
+            *extra,
+        )
+        assert code == 0, err
+        outputs[name] = pq.read_table(out)
+    reference = outputs["lonlat"].select(["plot", "year", "A00", "A63"])
+    assert reference.num_rows == 12 and reference["A00"].null_count == 0
+    for table in outputs.values():
+        assert table.select(["plot", "year", "A00", "A63"]).equals(reference)
+
+
+def test_missing_year_warns_and_huge_year_ranges_are_refused(gdal_collection, points_csv):
+    code, _, err = run(
+        "sample",
+        str(points_csv),
+        "--years",
+        "2024,2031",
+        "--x",
+        "x",
+        "--y",
+        "y",
+        "--bands",
+        "A00",
+        "--catalog",
+        gdal_collection.index,
+    )
+    assert code == 0
+    assert "warning: the catalog has no tile of year(s) 2031" in err
+    code, _, err = run(
+        "sample", str(points_csv), "--years", "2023-20230000", "--catalog", gdal_collection.index
+    )
+    assert code == 1 and err.count("\n") == 1 and "at most 1000" in err

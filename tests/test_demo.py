@@ -82,3 +82,12 @@ def test_demo_command_prints_the_canonical_join(tmp_path):
         assert name in join
     assert "mid_atlantic" not in join  # the inner join drops the point outside coverage
     assert "14 rows" in text  # aef_sample_points: 7 points x 2 years, none lost
+    # It says the data is synthetic, and how to open the collection in the shell: that
+    # command works as printed.
+    assert "synthetic" in text
+    command = text.strip().splitlines()[-1].strip()
+    assert command == f"aefsql --catalog {tmp_path / 'index.parquet'}"
+    shell_out = io.StringIO()
+    with redirect_stdout(shell_out):
+        code = main([*command.split()[1:], "-c", "SELECT count(*) AS tiles FROM aef_index();"])
+    assert code == 0 and "10" in shell_out.getvalue()

@@ -1,6 +1,9 @@
-"""The persistent cache: a re-run reads no bytes from the network; a changed file is re-read."""
+"""The persistent cache: a re-run reads no bytes from the network; a changed file is re-read;
+local files are read in place, never copied."""
 
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -50,3 +53,16 @@ def test_rerun_reads_nothing_and_changed_files_are_reread(tmp_path):
         tile3 = [i for i, row in enumerate(cold) if i // 2 >= 90 and row[2] == 2024]
         assert tile3 and all(after[i][3:] == cold[i - 1][3:] for i in tile3)  # 2023's values
         assert all(after[i] == cold[i] for i in range(len(cold)) if i not in set(tile3))
+
+
+def test_local_files_are_not_copied_remote_ones_are(gdal_collection, http_collection, tmp_path):
+    lon, lat, _, _ = tile_points(0, 20, seed=5)
+    local = run(gdal_collection.index, tmp_path / "local", lon, lat)
+    remote = run(http_collection.index, tmp_path / "remote", lon, lat)
+    assert local == remote and any(row[3] is not None for row in local)
+
+    def cached(folder: Path) -> list:
+        return [p.name for p in folder.rglob("*") if p.is_file()]
+
+    assert cached(tmp_path / "local") == []
+    assert [name for name in cached(tmp_path / "remote") if re.fullmatch(r"\d+-\d+", name)]

@@ -130,3 +130,11 @@ def test_a_huge_patch_is_refused_before_anything_is_allocated(con, gdal_layout_f
         con.sql(f"SELECT aef_sample_patch('{path}', 15.0, 46.0, 0)").fetchall()
     with pytest.raises(Exception, match="refused"):
         Sampler(store=None).sample_patches([path], [15.0], [46.0], MAX_PATCH_SIZE + 1)
+
+
+@pytest.mark.parametrize("size, amount", [(65, "264.1 KiB"), (31623, "59.6 GiB")])
+def test_patch_refusal_says_a_real_amount(size, amount):
+    from aefsql.sampling import check_patch_size
+
+    with pytest.raises(aefsql.AefsqlError, match=rf"would be {amount} a row"):
+        check_patch_size(size)

@@ -80,8 +80,8 @@ def test_plan_predicts_the_reads(http_collection, http_server):
         ).fetchall()
         planned = {(path.rsplit("/", 1)[1], year): row for path, year, *row in plan if path}
         assert [row for row in plan if row[0] is None] == [
-            (None, 2023, 1, 0, 0, 0),
-            (None, 2024, 1, 0, 0, 0),
+            (None, 2023, 1, 0, 0, 0, "outside coverage"),
+            (None, 2024, 1, 0, 0, 0, "outside coverage"),
         ]
         assert sum(points for points, *_ in planned.values()) == 2 * 120
 

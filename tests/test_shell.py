@@ -1,12 +1,21 @@
 """The aefsql shell: scripts, -c, dot-commands, output modes, and an interactive session."""
 
+import io
+import socket
 import subprocess
 import sys
 import time
 
+import duckdb
 import pexpect
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from fsspec.implementations.memory import MemoryFileSystem
+
+import aefsql
+from aefsql.cli import main
+from aefsql.shell import Shell
 
 AEFSQL = [sys.executable, "-m", "aefsql.cli"]
 
@@ -185,3 +194,172 @@ def test_readonly_database_refuses_writes(gdal_collection, tmp_path):
     )
     assert result.returncode == 1 and "read-only" in result.stderr.lower()
     assert "│   x   │" in result.stdout and "│     1 │" in result.stdout  # reads still work
+
+
+def in_process_shell(con=None, **options) -> tuple[Shell, io.StringIO, io.StringIO]:
+    """A shell as at the prompt (no bail), its output and errors in strings."""
+    out, err = io.StringIO(), io.StringIO()
+    return Shell(con or duckdb.connect(), out=out, err=err, **options), out, err
+
+
+def test_failing_dot_commands_print_one_line_and_the_shell_goes_on(tmp_path):
+    (tmp_path / "binary.sql").write_bytes(bytes(range(256)))
+    (tmp_path / "self.sql").write_text(f".read {tmp_path / 'self.sql'}\n")
+    (tmp_path / "a.sql").write_text(f".read {tmp_path / 'b.sql'}\n")
+    (tmp_path / "b.sql").write_text(f".read {tmp_path / 'a.sql'}\n")
+    shell, out, err = in_process_shell()
+    failing = [
+        f".output {tmp_path}",  # a directory
+        f".output {tmp_path / 'no' / 'such' / 'dir.txt'}",
+        f".read {tmp_path / 'binary.sql'}",
+        f".read {tmp_path / 'self.sql'}",
+        f".read {tmp_path / 'a.sql'}",  # a.sql reads b.sql reads a.sql
+        f".read {tmp_path / 'missing.sql'}",
+        "SELECT nope;",
+    ]
+    try:
+        shell.feed("CREATE TABLE kept AS SELECT 42 AS answer;")
+        for line in failing:
+            assert shell.feed(line)
+        shell.feed("SELECT answer FROM kept;")  # the in-memory table survived
+    finally:
+        shell.close()
+    errors = err.getvalue().splitlines()
+    assert len(errors) == len(failing) and all(e.startswith("Error: ") for e in errors), errors
+    assert errors[0] == f"Error: .output {tmp_path}: Is a directory; results go to the screen"
+    assert errors[2] == f"Error: cannot read {tmp_path / 'binary.sql'}: not a text file (not UTF-8)"
+    assert "nested .read (does a file read itself?)" in errors[3]
+    assert "nested .read" in errors[4]
+    assert errors[5].endswith("missing.sql: No such file or directory")
+    assert "│     42 │" in out.getvalue()
+
+
+class Unreachable(MemoryFileSystem):
+    """A filesystem whose files exist but cannot be read: DuckDB quotes the Python exception
+    with its traceback."""
+
+    protocol = ("unreachable",)
+
+    def info(self, path, **kwargs):
+        return {"name": path, "size": 100, "type": "file"}
+
+    def _open(self, path, mode="rb", **kwargs):
+        raise ConnectionError(f"{path}: no network")
+
+
+def test_unexpected_errors_are_one_line_naming_their_type():
+    con = duckdb.connect()
+    con.register_filesystem(Unreachable())
+
+    def broken_udf(x):
+        raise ValueError("the UDF broke")
+
+    con.create_function("broken_udf", broken_udf, ["INTEGER"], "INTEGER")
+
+    def reconnect(url):
+        raise RuntimeError(f"no catalog at {url}")
+
+    shell, _, err = in_process_shell(con, reconnect=reconnect)
+    try:
+        shell.feed("SELECT * FROM read_parquet('unreachable://bucket/index.parquet');")
+        shell.feed("SELECT broken_udf(1);")
+        shell.feed(".catalog elsewhere.parquet")
+    finally:
+        shell.close()
+        con.close()
+    assert err.getvalue().splitlines() == [
+        "Error: ConnectionError: unreachable://bucket/index.parquet: no network",
+        "Error: ValueError: the UDF broke",
+        "Error: RuntimeError: no catalog at elsewhere.parquet",
+    ]
+
+
+def test_startup_failures_are_one_line_and_exit_1(gdal_collection, tmp_path):
+    missing = shell("-f", str(tmp_path / "missing.sql"), catalog=gdal_collection.index)
+    assert missing.returncode == 1
+    assert (
+        missing.stderr
+        == f"Error: cannot read {tmp_path / 'missing.sql'}: No such file or directory\n"
+    )
+    unknown_scheme = shell(
+        "-c", "SELECT count(*) FROM aef_index();", catalog="foo://bucket/index.parquet"
+    )
+    assert unknown_scheme.returncode == 1
+    assert unknown_scheme.stderr.count("\n") == 1 and "foo" in unknown_scheme.stderr
+    assert unknown_scheme.stderr.startswith(("aefsql: error: ", "Error: "))
+
+
+@pytest.mark.parametrize(
+    "flag, expected",
+    [
+        ("-csv", "a,b\n1,x\n"),
+        ("-json", '[{"a": 1, "b": "x"}]\n'),
+        ("-line", "a = 1\nb = x\n"),
+        ("-markdown", "| a | b |\n|---|---|\n| 1 | x |\n"),
+        ("-table", "+---+---+\n| a | b |\n+---+---+\n| 1 | x |\n+---+---+\n"),
+        ("-box", "┌───────┬─────────┐\n│   a   │    b    │\n"),
+    ],
+)
+def test_duckdb_mode_flags(gdal_collection, capsys, flag, expected):
+    argv = ["--catalog", gdal_collection.index, flag, "-c", "SELECT 1 AS a, 'x' AS b"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith(expected)
+
+
+def test_unknown_flags_are_refused_and_version_is_printed(capsys):
+    for flag in ("-foo", "-cat"):  # argparse would read them as "-f oo" and "-c at"
+        with pytest.raises(SystemExit) as exited:
+            main([flag])
+        assert exited.value.code == 2
+        assert f"unknown option {flag}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"aefsql {aefsql.__version__} (duckdb {duckdb.__version__})\n"
+
+
+@pytest.mark.parametrize("source", ["-f", "-c", "stdin"])
+def test_scripts_stop_at_the_first_error_and_show_its_place(gdal_collection, tmp_path, source):
+    script = "SELECT 'before' AS marker;\nSELEC 2;\nSELECT 'after' AS marker;\n"
+    path = tmp_path / "script.sql"
+    path.write_text(script)
+    args = {"-f": ["-f", str(path)], "-c": ["-c", script], "stdin": []}[source]
+    result = shell(*args, stdin=script, catalog=gdal_collection.index)
+    assert result.returncode == 1
+    assert "before" in result.stdout and "after" not in result.stdout
+    assert result.stderr.splitlines() == [
+        'Error: Parser Error: syntax error at or near "SELEC"',
+        "LINE 1: SELEC 2;",
+        "        ^^^^^",
+    ]
+
+
+def test_the_default_catalog_starts_offline_and_a_failing_query_says_why(monkeypatch, capsys):
+    connections = []
+
+    def no_network(*args, **kwargs):
+        connections.append(args[:1])
+        raise OSError("the network is off in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    for name in ("AEFSQL_CATALOG", "AEFSQL_CACHE_DIR", "AEFSQL_COLLECTION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fail fast
+    assert main(["-c", "SELECT 42 AS answer"]) == 0
+    assert "42" in capsys.readouterr().out and connections == []
+    assert main(["-c", "SELECT count(*) FROM aef_index()"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("Error: ") and "Traceback" not in err
+    assert "aef_index.parquet" in err  # names what could not be read
+
+
+def test_a_subquery_argument_gets_the_cte_advice(gdal_collection):
+    result = shell(
+        "-c",
+        "SELECT * FROM aef_sample_points((SELECT 1.0 AS lon, 2.0 AS lat), years := 2023);",
+        catalog=gdal_collection.index,
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "Table function cannot contain subqueries" in result.stderr
+    assert "WITH p AS (SELECT …) SELECT * FROM aef_sample_points('p', …)" in result.stderr

@@ -1,0 +1,195 @@
+"""The parameters every home shares (SQL table functions, the Python API, the CLI): years,
+crs, bands, on_error, the coordinate columns and the columns a function adds.
+
+They are resolved here once, in Python: the SQL macros hand their parameters over as JSON
+(`to_json` keeps numbers, strings and booleans apart) and raise the message this module
+gives, so `year := '2023'` in SQL, `year="2023"` in Python and `--years 2023.5` on the
+command line fail with the same words.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from . import geo
+from .errors import AefsqlError
+
+BAND_NAMES = tuple(f"A{i:02d}" for i in range(64))
+ON_ERROR = ("raise", "null")
+MAX_YEARS = 1000  # more distinct years than AEF will ever have: a typo like 2023-20230000
+
+
+@dataclass(frozen=True)
+class Options:
+    """Resolved parameters: distinct sorted years, the EPSG code of x/y, band names."""
+
+    years: tuple[int, ...]
+    crs: int
+    bands: tuple[str, ...]
+    on_error: str = "raise"
+    as_vector: bool = False
+
+
+def resolve(
+    *,
+    years=None,
+    year=None,
+    crs=None,
+    bands=None,
+    on_error="raise",
+    as_vector=False,
+    function: str = "aef_sample_points",
+    columns: Iterable[str] | None = None,
+    x_column: str | None = "lon",
+    y_column: str | None = "lat",
+    geometry_column: str | None = None,
+) -> Options:
+    """Check and normalise a call's parameters; AefsqlError says what is wrong and the fix.
+
+    `columns`, when given, are the points table's: the coordinate columns must be among
+    them and none may collide with a column the function adds.
+    """
+    chosen = year_list(years, year)
+    band_names = band_list(bands)
+    if on_error not in ON_ERROR:
+        raise AefsqlError(f"on_error must be 'raise' or 'null', not {on_error!r}")
+    if not isinstance(as_vector, bool):
+        raise AefsqlError(f"as_vector must be true or false, not {as_vector!r}")
+    if as_vector and bands is not None:
+        raise AefsqlError("as_vector := true returns all 64 bands as one vector: drop bands :=")
+    if columns is not None:
+        _check_columns(
+            function,
+            list(columns),
+            x_column,
+            y_column,
+            geometry_column,
+            added_columns(function, band_names, on_error, as_vector),
+        )
+    return Options(chosen, epsg(crs), band_names, on_error, as_vector)
+
+
+def year_list(years=None, year=None) -> tuple[int, ...]:
+    """The distinct years named by `years` (or its alias `year`): one year or a list."""
+    if years is not None and year is not None:
+        raise AefsqlError("pass years := … or its alias year := …, not both")
+    value = years if years is not None else year
+    if value is None:
+        raise AefsqlError("pass years := 2024 or years := [2023, 2024]: AEF has one image a year")
+    items = list(value) if _is_sequence(value) else [value]
+    if not items:
+        raise AefsqlError("years names no year: pass years := 2024 or years := [2023, 2024]")
+    distinct = sorted({_one_year(v) for v in items})
+    if len(distinct) > MAX_YEARS:
+        raise AefsqlError(f"years names {len(distinct):,} years: at most {MAX_YEARS} at once")
+    return tuple(distinct)
+
+
+def _one_year(value) -> int:
+    # bool is an int in Python and numpy; a year it is not.
+    if value is None:
+        raise AefsqlError("a year is an integer such as 2024, not NULL")
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        raise AefsqlError(f"a year is an integer such as 2024, not the boolean {value}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and float(value).is_integer():
+        return int(value)
+    kind = (
+        "the string"
+        if isinstance(value, str)
+        else "the number"
+        if isinstance(value, numbers.Number)
+        else type(value).__name__
+    )
+    raise AefsqlError(f"a year is an integer such as 2024, not {kind} {value!r}")
+
+
+def band_list(bands) -> tuple[str, ...]:
+    """Band names in A00..A63 order; None means all 64."""
+    if bands is None:
+        return BAND_NAMES
+    if isinstance(bands, str) or not _is_sequence(bands):
+        raise AefsqlError(f"bands is a list of names such as ['A00', 'A05'], not {bands!r}")
+    names = list(bands)
+    if not names:
+        raise AefsqlError("bands := [] selects no band: name some (['A00', 'A05']) or omit it")
+    if any(n is None for n in names):
+        raise AefsqlError("bands holds a NULL: name bands A00..A63")
+    unknown = [n for n in names if n not in BAND_NAMES]
+    if unknown:
+        raise AefsqlError(f"unknown band name(s) {unknown}: bands are named A00..A63")
+    return tuple(b for b in BAND_NAMES if b in set(names))
+
+
+def epsg(crs) -> int:
+    """The EPSG code of `crs`: None (lon/lat), 32610, 'EPSG:32610', 'OGC:CRS84', a pyproj CRS
+    or anything with `to_epsg()`."""
+    if crs is None:
+        return geo.WGS84
+    if hasattr(crs, "to_epsg"):  # pyproj.CRS, as GeoPandas carries it
+        code = crs.to_epsg()
+        if code is None:
+            raise AefsqlError(f"crs {crs} has no EPSG code: reproject the points first")
+        return int(code)
+    if isinstance(crs, bool):
+        raise AefsqlError(f"crs is an EPSG code such as 4326 or 'EPSG:32610', not {crs!r}")
+    if isinstance(crs, numbers.Integral):
+        code = int(crs)
+    elif isinstance(crs, str):
+        text = crs.strip().upper()
+        if text in ("OGC:CRS84", "CRS84"):
+            return geo.WGS84
+        digits = text.removeprefix("EPSG:")
+        if not digits.isdigit():
+            raise AefsqlError(f"crs {crs!r}: expected an EPSG code such as 4326 or 'EPSG:32610'")
+        code = int(digits)
+    else:
+        raise AefsqlError(f"crs is an EPSG code such as 4326 or 'EPSG:32610', not {crs!r}")
+    if not geo.known_epsg(code):
+        raise AefsqlError(f"crs EPSG:{code} is not a coordinate system PROJ knows")
+    return code
+
+
+def added_columns(function: str, bands: tuple[str, ...], on_error: str, as_vector: bool):
+    """The columns a function appends to its input table's own."""
+    if function == "aef_zonal":
+        return ["year", "pixels", "nodata_pixels", "centroid_pixel", "embedding"]
+    return [
+        "year",
+        *(["embedding"] if as_vector else bands),
+        *(["aef_error"] if on_error == "null" else []),
+    ]
+
+
+def _check_columns(function, columns, x_column, y_column, geometry_column, added) -> None:
+    listing = ", ".join(columns) or "none"
+    table = "polygons" if function == "aef_zonal" else "points"
+    wanted = [geometry_column] if geometry_column is not None else [x_column, y_column]
+    kind = "geometry_column" if geometry_column is not None else "x_column/y_column"
+    for name in wanted:
+        if name not in columns:
+            raise AefsqlError(
+                f"{function}: the {table} table has no column {name!r} ({kind}); "
+                f"its columns: {listing}"
+            )
+    clash = [c for c in added if c in columns]
+    if clash:
+        raise AefsqlError(
+            f"{function}: the {table} table already has column(s) {', '.join(clash)}, which "
+            f"{function} adds; rename yours first, e.g. WITH p AS (SELECT * RENAME "
+            f"({clash[0]} AS my_{clash[0]}) FROM points) SELECT * FROM {function}('p', …)"
+        )
+
+
+def _is_sequence(value) -> bool:
+    return not isinstance(value, str | bytes) and isinstance(value, Iterable)
+
+
+def resolve_json(text: str) -> Options:
+    """`resolve` for the SQL macros, which send their parameters as one JSON object."""
+    params = json.loads(text)
+    return resolve(**params)

@@ -1,0 +1,120 @@
+-- Areas: aef_pixels (every pixel of an area) and aef_zonal (each polygon's mean embedding).
+
+-- An area argument as WKB, or NULL when it is a box: GEOMETRY, WKB BLOB or WKT text.
+CREATE OR REPLACE TEMP MACRO __aef_area_wkb(area) AS ST_AsWKB(try_cast(area AS GEOMETRY));
+
+-- An area argument as a box [west, south, east, north], or NULL when it is a geometry.
+CREATE OR REPLACE TEMP MACRO __aef_area_box(area) AS try_cast(area AS DOUBLE[]);
+
+-- aef_pixels: one row per pixel whose centre lies inside `area`, per year, with where it is
+-- and its bands; every location from exactly one tile.
+--
+-- `area` is a GEOMETRY (polygon, multipolygon), WKB, WKT, or a box [west, south, east,
+-- north], in `crs` (default lon/lat). `location` is the same BIGINT for the same pixel in
+-- every year: join two years on it for a change map. Rows come in no set order.
+CREATE OR REPLACE TEMP MACRO aef_pixels(
+    area,
+    years := NULL,
+    year := NULL,
+    bands := NULL,
+    crs := NULL
+) AS TABLE
+WITH options AS MATERIALIZED (
+    SELECT {udf}_options(to_json({
+        'function': 'aef_pixels', 'years': years, 'year': year, 'crs': crs, 'bands': bands
+    })) AS o
+),
+checked AS MATERIALIZED (
+    SELECT CASE WHEN o.error IS NOT NULL THEN error(o.error) ELSE o.years END AS __aef_years,
+           o.crs AS __aef_crs, o.bands AS __aef_bands
+    FROM options
+),
+chunks AS (
+    SELECT unnest({udf}_area_chunks(__aef_area_wkb(area), __aef_area_box(area), __aef_crs,
+                                    __aef_years)) AS chunk
+    FROM checked
+),
+pixels AS (
+    SELECT chunk.year AS __aef_year, chunk.path AS __aef_path,
+           unnest({udf}_chunk_pixels(chunk.path, chunk.year, chunk.row, chunk.col0,
+                                     chunk.col1, chunk.centroid, k.__aef_bands),
+                  recursive := true)
+    FROM chunks CROSS JOIN checked k
+)
+SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, lon, lat,
+       COLUMNS(lambda c: c SIMILAR TO 'A[0-9][0-9]'
+               AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
+FROM pixels;
+
+-- Each row of a table of polygons as WKB, beside its __aef_row (see __aef_located for the
+-- stand-in column that keeps a missing geometry_column from failing to bind).
+CREATE OR REPLACE TEMP MACRO __aef_geometries(polygons_table, geometry_column) AS TABLE
+SELECT __aef_row,
+       list_last(list_value(*COLUMNS(lambda c: c = '__aef_no_g' OR c = geometry_column)))
+           AS __aef_wkb
+FROM (
+    SELECT __aef_row,
+           ST_AsWKB(CAST(COLUMNS(lambda c: c = '__aef_no_g' OR c = geometry_column) AS GEOMETRY))
+    FROM (SELECT NULL::GEOMETRY AS __aef_no_g, * FROM query_table(polygons_table))
+);
+
+-- aef_zonal: every row of a table of polygons, once per distinct year, with `pixels` (the
+-- pixel centres inside), `nodata_pixels`, `centroid_pixel` (true when the polygon holds no
+-- pixel centre and the pixel under its centroid stands in) and `embedding FLOAT[64]`, the
+-- mean de-quantized embedding of its valid pixels (NULL when none is valid). Pixels are
+-- counted once each, across tiles and UTM zones.
+CREATE OR REPLACE TEMP MACRO aef_zonal(
+    polygons_table,
+    years := NULL,
+    year := NULL,
+    geometry_column := 'geom',
+    crs := NULL
+) AS TABLE
+WITH polygons AS MATERIALIZED (
+    SELECT row_number() OVER () AS __aef_row, * FROM query_table(__aef_table(polygons_table))
+),
+options AS MATERIALIZED (
+    FROM __aef_options('polygons', 'aef_zonal', years, year, crs, NULL, NULL,
+                       geometry_column, NULL, 'raise', false)
+),
+chunks AS (
+    SELECT g.__aef_row,
+           unnest({udf}_area_chunks(g.__aef_wkb, NULL, o.__aef_crs, o.__aef_years)) AS chunk
+    FROM __aef_geometries('polygons', geometry_column) g CROSS JOIN options o
+    WHERE g.__aef_wkb IS NOT NULL
+),
+zone_pixels AS (
+    SELECT __aef_row, chunk.year AS __aef_year, chunk.centroid AS __aef_centroid,
+           unnest({udf}_chunk_pixels(chunk.path, chunk.year, chunk.row, chunk.col0,
+                                     chunk.col1, chunk.centroid, aef_band_names()),
+                  recursive := true)
+    FROM chunks
+),
+flagged AS (
+    -- A valid pixel has all 64 bands (AEF masks them together).
+    SELECT *, list_aggregate(list_value(*COLUMNS('^A[0-9][0-9]$')), 'count') = 64
+                  AS __aef_valid
+    FROM zone_pixels
+),
+means AS (
+    SELECT __aef_row, __aef_year,
+           count(*) AS pixels,
+           count(*) FILTER (WHERE NOT __aef_valid) AS nodata_pixels,
+           bool_or(__aef_centroid) AS centroid_pixel,
+           avg(aef_dequantize(COLUMNS('^A[0-9][0-9]$'))) FILTER (WHERE __aef_valid)
+    FROM flagged
+    GROUP BY __aef_row, __aef_year
+),
+vectors AS (
+    SELECT __aef_row, __aef_year, pixels, nodata_pixels, centroid_pixel,
+           CASE WHEN pixels > nodata_pixels
+                THEN CAST(list_value(*COLUMNS('^A[0-9][0-9]$')) AS FLOAT[64]) END AS embedding
+    FROM means
+)
+SELECT p.* EXCLUDE (__aef_row), y.__aef_year AS year,
+       coalesce(v.pixels, 0) AS pixels, coalesce(v.nodata_pixels, 0) AS nodata_pixels,
+       coalesce(v.centroid_pixel, false) AS centroid_pixel, v.embedding
+FROM polygons p
+CROSS JOIN (SELECT unnest(__aef_years) AS __aef_year FROM options) y
+LEFT JOIN vectors v ON v.__aef_row = p.__aef_row AND v.__aef_year = y.__aef_year
+ORDER BY p.__aef_row, y.__aef_year;

@@ -1,0 +1,251 @@
+"""aef_pixels and aef_zonal against GDAL: rasterio window reads masked by
+rasterio.features.geometry_mask (the pixel-centre rule), on the GDAL-written collection."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import rasterio
+from gdal_fixtures import COLLECTION_TILES, PIXEL, collection_path
+from rasterio.features import geometry_mask
+from test_collection import band_matrix
+
+import aefsql
+from aefsql.geo import polygon_wkb
+from aefsql.sampling import BAND_NAMES
+
+
+@pytest.fixture(scope="module")
+def con(gdal_collection):
+    con = aefsql.connect(catalog=gdal_collection.index)
+    yield con
+    con.close()
+
+
+def tile_file(folder, year, k):
+    return folder / collection_path(year, k)
+
+
+def gdal_pixels(path, rings):
+    """{(row, col): int16 values (64,)} of the pixels whose centres lie inside `rings` (in
+    the file's CRS), read with rasterio; -999 for nodata."""
+    with rasterio.open(path) as ds:
+        geometry = {"type": "Polygon", "coordinates": [r.tolist() for r in rings]}
+        inside = geometry_mask([geometry], (ds.height, ds.width), ds.transform, invert=True)
+        data = ds.read().astype(np.int16)
+    data = np.where(data == -128, -999, data)
+    rows, cols = np.nonzero(inside)
+    return {(r, c): data[:, r, c] for r, c in zip(rows.tolist(), cols.tolist(), strict=True)}
+
+
+def star(cx, cy, radius, n=9, seed=0):
+    rng = np.random.default_rng(seed)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+    radii = rng.uniform(0.4, 1.0, n) * radius
+    ring = np.column_stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)])
+    return np.vstack([ring, ring[:1]])
+
+
+def ours(con, ring, epsg, years=2023):
+    wkb = polygon_wkb(ring[:, 0], ring[:, 1])
+    return con.execute(
+        f"SELECT * FROM aef_pixels(?::BLOB, years := {years}, crs := {epsg}) "
+        "ORDER BY year, path, row, col",
+        [wkb],
+    ).to_arrow_table()
+
+
+def by_pixel(table, path):
+    mine = table.filter(pa.compute.equal(table["path"], str(path)))
+    values = band_matrix(mine)
+    keys = zip(mine["row"].to_pylist(), mine["col"].to_pylist(), strict=True)
+    return {key: values[i] for i, key in enumerate(keys)}
+
+
+def assert_same(got: dict, expected: dict):
+    assert set(got) == set(expected)
+    for key, values in expected.items():
+        assert np.array_equal(got[key], values), key
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pixels_inside_one_tile_equal_gdal(con, gdal_collection, seed):
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    ring = star(x0 + 1200, y0 + 1100, 700, seed=seed)
+    table = ours(con, ring, epsg)
+    path = tile_file(gdal_collection.folder, 2023, 3)
+    expected = gdal_pixels(path, [ring])
+    assert len(expected) > 1000
+    assert_same(by_pixel(table, path), expected)
+    assert table.num_rows == len(expected)
+    # x/y are the pixel centres; lon/lat the same points
+    with rasterio.open(path) as ds:
+        rows, cols = table["row"].to_numpy(), table["col"].to_numpy()
+        x, y = rasterio.transform.xy(ds.transform, rows, cols)
+    assert np.allclose(table["x"].to_numpy(), x) and np.allclose(table["y"].to_numpy(), y)
+
+
+def test_pixels_from_two_tiles_of_one_zone_equal_gdal(con, gdal_collection):
+    """Around the corner where tiles 1 and 2 (both 33N) meet: each contributes its own
+    pixels, read from its own file."""
+    _, epsg, x2, y2 = COLLECTION_TILES[2]
+    ring = star(x2, y2, 600, n=12, seed=4)
+    table = ours(con, ring, epsg)
+    for k in (1, 2):
+        path = tile_file(gdal_collection.folder, 2023, k)
+        expected = gdal_pixels(path, [ring])
+        assert len(expected) > 100
+        assert_same(by_pixel(table, path), expected)
+
+
+def test_seam_overlap_counts_every_location_once(con, gdal_collection):
+    """Tiles 0 (32N) and 1 (33N) overlap across 12°E: each pixel centre is kept in the
+    tile `aef_locate` gives it, so no place is counted twice and none is lost."""
+    area = [11.99, 45.0, 12.01, 45.01]
+    table = con.sql(f"SELECT * FROM aef_pixels({area}, years := 2023)").to_arrow_table()
+    assert len(set(table["path"].to_pylist())) == 2
+    con.register("px", table.select(["path", "lon", "lat"]))
+    located = con.sql(
+        "SELECT count(*) FILTER (WHERE aef_locate(lon, lat, 2023) = path) FROM px"
+    ).fetchall()[0][0]
+    con.unregister("px")
+    assert located == table.num_rows
+    # No gap: every pixel centre of either tile inside the box (the box's straight lon/lat
+    # edges, tested on the centres' lon/lat) that aef_locate gives that tile is there.
+    for k in (0, 1):
+        path = tile_file(gdal_collection.folder, 2023, k)
+        with rasterio.open(path) as ds:
+            rows, cols = np.mgrid[0 : ds.height, 0 : ds.width]
+            x, y = rasterio.transform.xy(ds.transform, rows.ravel(), cols.ravel())
+            lon, lat = rasterio.warp.transform(ds.crs, "EPSG:4326", x, y)
+        lon, lat = np.array(lon), np.array(lat)
+        inside = (lon >= area[0]) & (lon < area[2]) & (lat >= area[1]) & (lat < area[3])
+        con.register(
+            "centres",
+            pa.table(
+                {
+                    "lon": lon[inside],
+                    "lat": lat[inside],
+                    "row": rows.ravel()[inside],
+                    "col": cols.ravel()[inside],
+                }
+            ),
+        )
+        owned = con.sql(
+            f"SELECT row, col FROM centres WHERE aef_locate(lon, lat, 2023) = '{path}'"
+        ).fetchall()
+        con.unregister("centres")
+        assert set(by_pixel(table, path)) == set(owned) and len(owned) > 100
+    # values are GDAL's
+    for k in (0, 1):
+        path = tile_file(gdal_collection.folder, 2023, k)
+        got = by_pixel(table, path)
+        with rasterio.open(path) as ds:
+            data = np.where((d := ds.read().astype(np.int16)) == -128, -999, d)
+        for (r, c), values in got.items():
+            assert np.array_equal(values, data[:, r, c])
+
+
+def test_two_years_join_on_location(con):
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    ring = star(x0 + 800, y0 + 800, 300, seed=9)
+    wkb = polygon_wkb(ring[:, 0], ring[:, 1])
+    rows = con.execute(
+        f"WITH p AS (FROM aef_pixels(?::BLOB, years := [2023, 2024], crs := {epsg})) "
+        "SELECT count(*), count(DISTINCT a.location) FROM p a JOIN p b "
+        "ON a.location = b.location AND a.year = 2023 AND b.year = 2024 "
+        "AND a.row = b.row AND a.col = b.col",
+        [wkb],
+    ).fetchall()[0]
+    single = con.execute(
+        f"SELECT count(*) FROM aef_pixels(?::BLOB, years := 2023, crs := {epsg})", [wkb]
+    ).fetchall()[0][0]
+    assert rows == (single, single) and single > 100
+
+
+def test_areas_that_hold_nothing(con):
+    empty = con.sql("SELECT count(*) FROM aef_pixels([-30.0, 30.0, -29.9, 30.1], years := 2023)")
+    assert empty.fetchall() == [(0,)]
+    with pytest.raises(Exception, match="an area is a GEOMETRY"):
+        con.sql("SELECT * FROM aef_pixels('not a geometry', years := 2023)").fetchall()
+    with pytest.raises(Exception, match="outside lon/lat range"):
+        # UTM numbers given as lon/lat
+        con.sql(
+            "SELECT * FROM aef_pixels([262000, 4986000, 263000, 4987000], years := 2023)"
+        ).fetchall()
+
+
+def test_zonal_means_equal_numpy_over_gdal_masks(con, gdal_collection):
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    rings = [star(x0 + 500 + 350 * i, y0 + 600 + 170 * i, 150 + 40 * i, seed=i) for i in range(5)]
+    # a polygon smaller than a pixel, holding no pixel centre: the pixel under its centroid
+    tiny = np.array(
+        [
+            [x0 + 1002.0, y0 + 1002.0],
+            [x0 + 1004.0, y0 + 1002.0],
+            [x0 + 1004.0, y0 + 1004.0],
+            [x0 + 1002.0, y0 + 1002.0],
+        ]
+    )
+    rings.append(tiny)
+    polygons = pa.table(
+        {
+            "parcel": [f"f{i}" for i in range(len(rings))],
+            "geom": [polygon_wkb(r[:, 0], r[:, 1]) for r in rings],
+        }
+    )
+    con.register("parcels", polygons)
+    table = con.sql(
+        f"SELECT * FROM aef_zonal('parcels', years := [2023, 2024], crs := {epsg})"
+    ).to_arrow_table()
+    con.unregister("parcels")
+    assert table["parcel"].to_pylist() == [
+        p for p in polygons["parcel"].to_pylist() for _ in (0, 1)
+    ]
+    for i, row in enumerate(table.to_pylist()):
+        k = i // 2
+        path = tile_file(gdal_collection.folder, row["year"], 3)
+        if k == len(rings) - 1:  # the tiny one
+            assert row["centroid_pixel"] and row["pixels"] == 1
+            continue
+        pixels = gdal_pixels(path, [rings[k]])
+        values = np.array(list(pixels.values()))
+        valid = values[(values != -999).all(axis=1)]
+        assert row["pixels"] == len(pixels) and not row["centroid_pixel"]
+        assert row["nodata_pixels"] == len(values) - len(valid)
+        expected = (np.sign(valid) * (np.abs(valid) / 127.5) ** 2).mean(axis=0)
+        assert np.allclose(row["embedding"], expected, atol=1e-6)
+
+
+def test_zonal_without_coverage_and_bad_columns(con):
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE sea AS "
+        "SELECT 'sea' AS name, 'POLYGON((-30 30, -29 30, -29 31, -30 30))'::GEOMETRY AS geom"
+    )
+    rows = con.sql(
+        "SELECT name, year, pixels, embedding FROM aef_zonal('sea', years := 2023)"
+    ).fetchall()
+    assert rows == [("sea", 2023, 0, None)]
+    with pytest.raises(Exception, match=r"no column 'shape' \(geometry_column\)"):
+        con.sql(
+            "SELECT * FROM aef_zonal('sea', years := 2023, geometry_column := 'shape')"
+        ).fetchall()
+
+
+def test_band_selection(con):
+    table = con.sql(
+        "SELECT * FROM aef_pixels([12.0, 45.0, 12.002, 45.002], years := 2023, bands := ['A05'])"
+    ).to_arrow_table()
+    assert table.column_names == [
+        "year",
+        "location",
+        "path",
+        "row",
+        "col",
+        "x",
+        "y",
+        "lon",
+        "lat",
+        "A05",
+    ]
+    assert "A00" in BAND_NAMES and table.num_rows > 0
+    assert PIXEL == 10.0
