@@ -158,42 +158,41 @@ def _densified(ring: np.ndarray, step: float) -> np.ndarray:
 def row_spans(area: Area, transform: Affine, width: int, height: int):
     """For each raster row whose centre line crosses the area: (row, col0, col1), the
     columns [col0, col1) whose pixel centres lie inside (even-odd; several spans a row where
-    the area has holes or parts). Rows and spans in ascending order; north-up and south-up
-    rasters alike (a row's centre is at y = f + (row + 0.5) * e)."""
+    the area has holes or parts). Rows and spans in ascending order.
+
+    Worked in pixel space, as GDAL rasterizes (all_touched off): a row's centre line
+    r + 0.5 meets an edge when it lies in [lower end, upper end) of the edge's rows, and a
+    span from a to b takes the columns c with floor(a + 0.5) <= c < floor(b + 0.5). So
+    north-up and south-up rasters, and centres exactly on an edge, agree with GDAL."""
     if area.empty:
         return np.zeros((0, 3), dtype=np.int64)
-    west, south, east, north = area.bounds
-    # Rows whose centre lies within the area's y range.
-    r_a, r_b = sorted(((south - transform.f) / transform.e, (north - transform.f) / transform.e))
-    first = max(0, int(np.floor(r_a - 0.5)))
-    last = min(height, int(np.ceil(r_b + 0.5)))
+    rings = [
+        np.column_stack(
+            [(r[:, 0] - transform.c) / transform.a, (r[:, 1] - transform.f) / transform.e]
+        )
+        for r in _closed(area.rings)
+    ]
+    edges = np.concatenate([np.column_stack([r[:-1], r[1:]]) for r in rings])
+    c0, r0, c1, r1 = edges.T
+    low, high = np.minimum(r0, r1), np.maximum(r0, r1)
+    first = max(0, int(np.floor(low.min() - 0.5)))
+    last = min(height, int(np.ceil(high.max() + 0.5)))
     if first >= last:
         return np.zeros((0, 3), dtype=np.int64)
     rows = np.arange(first, last)
-    centre_y = transform.f + (rows + 0.5) * transform.e
-    edges = np.concatenate(
-        [np.column_stack([r[:-1], r[1:]]).reshape(-1, 4) for r in _closed(area.rings)]
-    )
-    x0, y0, x1, y1 = edges.T
-    # An edge counts for a row when the row's centre line is in [min y, max y): each vertex
-    # is counted once and horizontal edges never.
-    low, high = np.minimum(y0, y1), np.maximum(y0, y1)
-    crosses = (centre_y[:, None] >= low[None, :]) & (centre_y[:, None] < high[None, :])
+    centre = rows + 0.5
+    crosses = (centre[:, None] >= low[None, :]) & (centre[:, None] < high[None, :])
     with np.errstate(invalid="ignore", divide="ignore"):
-        x_at = x0[None, :] + (centre_y[:, None] - y0[None, :]) * ((x1 - x0) / (y1 - y0))[None, :]
-    x_at = np.where(crosses, x_at, np.inf)
-    x_at.sort(axis=1)
+        at = c0[None, :] + (centre[:, None] - r0[None, :]) * ((c1 - c0) / (r1 - r0))[None, :]
+    at = np.where(crosses, at, np.inf)
+    at.sort(axis=1)
     spans = []
     count = crosses.sum(axis=1)
     for i in np.flatnonzero(count >= 2):
-        xs = x_at[i, : count[i] - count[i] % 2].reshape(-1, 2)
-        # Pixel centre x = c + (col + 0.5) * a lies in [xa, xb).
-        cols = (xs - transform.c) / transform.a - 0.5
-        if transform.a < 0:
-            cols = cols[:, ::-1]
-        col0 = np.clip(np.ceil(cols[:, 0]), 0, width).astype(np.int64)
-        col1 = np.clip(np.ceil(cols[:, 1]), 0, width).astype(np.int64)
-        for a, b in zip(col0, col1, strict=True):
+        pairs = at[i, : count[i] - count[i] % 2].reshape(-1, 2)
+        starts = np.clip(np.floor(pairs[:, 0] + 0.5), 0, width).astype(np.int64)
+        ends = np.clip(np.floor(pairs[:, 1] + 0.5), 0, width).astype(np.int64)
+        for a, b in zip(starts, ends, strict=True):
             if b > a:
                 spans.append((rows[i], a, b))
     return np.array(spans, dtype=np.int64).reshape(-1, 3)
@@ -211,6 +210,16 @@ def chunked(spans: np.ndarray, size: int = CHUNK_PIXELS) -> np.ndarray:
         for start in range(col0, col1, size):
             out.append((row, start, min(col1, start + size)))
     return np.array(out, dtype=np.int64).reshape(-1, 3)
+
+
+def surface(area: Area) -> float:
+    """The area's size in its CRS's units squared (shoelace; holes, oriented against their
+    exterior as OGC asks, subtract)."""
+    total = 0.0
+    for ring in _closed(area.rings):
+        x, y = ring[:, 0], ring[:, 1]
+        total += float((x[:-1] * y[1:] - x[1:] * y[:-1]).sum() / 2)
+    return abs(total)
 
 
 def centroid(area: Area) -> tuple[float, float]:

@@ -57,14 +57,14 @@ class LruCache(Generic[K, V]):
         return len(self._items)
 
 
-class HeaderCache(LruCache[str, V]):
-    """Parsed headers by URL (a header of a published 8192-px file is ~75 KB: the default
+class HeaderCache(LruCache[tuple, V]):
+    """Parsed headers by (URL, level) (a header of a published 8192-px file is ~75 KB: the default
     budget holds a few thousand; a dropped one is read again when needed)."""
 
     def __init__(self, max_bytes: int = DEFAULT_HEADER_CACHE_BYTES):
         super().__init__(max_bytes)
 
-    def discard(self, key: str, version) -> None:
+    def discard(self, key: tuple, version) -> None:
         """Drop the entry if it is still of `version` (another thread may have replaced it)."""
         with self._lock:
             if getattr(self._items.get(key), "version", None) == version:

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import geo
-from .errors import CatalogError
-from .io import ByteStore, protocol_of, redact, redacted_text
+from .errors import CatalogError, RangeReadError
+from .io import ByteStore, connection_failure, protocol_of, redact, redacted_text
 
 PUBLIC_CATALOG = "s3://us-west-2.opendata.source.coop/tge-labs/aef/v1/annual/aef_index.parquet"
 # Source Cooperative serves the public bucket to anonymous, unsigned requests only.
@@ -235,12 +235,17 @@ class Catalog:
             source = self._source()
             with self.store.filesystem(source).open(source, "rb") as f:
                 yield pq.ParquetFile(f)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            failure = connection_failure(exc)
+            if failure is not None:
+                raise CatalogError(f"cannot reach {url}: {failure}{_WAY_OUT}") from None
             raise CatalogError(f"catalog {url} not found{_WAY_OUT}") from None
         except pa.ArrowInvalid as exc:
             raise CatalogError(f"catalog {url} cannot be read as parquet: {exc}") from None
         except CatalogError:
             raise
+        except RangeReadError as exc:  # the disk cache's version check
+            raise CatalogError(f"{exc}{_WAY_OUT}") from None
         except Exception as exc:  # noqa: BLE001 (network stacks raise many kinds)
             cause = redacted_text(exc) or type(exc).__name__
             verb = "read" if self.is_local else "reach"

@@ -3,6 +3,9 @@
 With one registered (`connect(collection=…)`), sampling reads no COG header at all: each file
 costs only the blocks its points need. Build one with `aefsql build-collection`,
 `aefsql.build_collection()` or `SELECT aef_build_collection('collection.parquet')`.
+
+It holds the full-resolution (level 0) headers only: a read of an overview (`level := k`)
+takes that level's header from the file itself, which costs a header read per file.
 """
 
 from __future__ import annotations

@@ -30,9 +30,9 @@ from .errors import AefsqlError, CatalogError
 from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
 from .locate import locate
 from .options import resolve_json, year_list
-from .pixels import Chunks, area_chunks, chunk_pixels
+from .pixels import DEFAULT_MAX_BYTES, Chunks, area_chunks, check_area_size, chunk_pixels
 from .progress import Progress
-from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_patch_size
+from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_patch_size
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
 ROW_EMBEDDING_TYPE = (
@@ -323,12 +323,22 @@ class Session:
             [pa.array(x), pa.array(y)], names=["x", "y"], mask=pa.array(~valid)
         )
 
-    def area_chunks(self, wkb, box, crs, years) -> pa.ListArray:
+    def area_chunks(self, wkb, box, crs, years, bands, max_bytes, level) -> pa.ListArray:
         """Per area (WKB, or a box where the WKB is NULL): the chunks of pixels it covers in
-        every tile of its years (see aefsql/pixels.py)."""
+        every tile of its years at `level` (0, or NULL: full resolution; k: the k-th
+        overview; see aefsql/pixels.py); refused past `max_bytes` of pixels x `bands` x
+        years (NULL: the default budget)."""
         lists = []
-        for blob, corners, code, wanted in zip(
-            wkb.to_pylist(), box.to_pylist(), _ints(crs), years.to_pylist(), strict=True
+        budgets = max_bytes.cast(pa.int64()).fill_null(DEFAULT_MAX_BYTES).to_numpy()
+        for blob, corners, code, wanted, count, budget, at in zip(
+            wkb.to_pylist(),
+            box.to_pylist(),
+            _ints(crs),
+            years.to_pylist(),
+            _ints(bands),
+            budgets,
+            _levels(level),
+            strict=True,
         ):
             if blob is None and corners is None:
                 raise AefsqlError(
@@ -336,7 +346,8 @@ class Session:
                     "this one is none of them (or NULL)"
                 )
             area = area_from(blob if blob is not None else corners, int(code))
-            chunks = area_chunks(self.catalog.tiles(), self.sampler, area, wanted)
+            check_area_size(area, len(wanted), int(count), int(budget), at)  # before any read
+            chunks = area_chunks(self.catalog.tiles(), self.sampler, area, wanted, at)
             lists.append(
                 [
                     {"path": p, "year": y, "row": r, "col0": a, "col1": b, "centroid": c}
@@ -353,8 +364,12 @@ class Session:
             )
         return pa.array(lists, type=pa.list_(CHUNK_ARROW))
 
-    def chunk_pixels(self, path, year, row, col0, col1, centroid, bands) -> pa.ListArray:
-        """Per chunk: its pixels that belong to its tile, where they are and their bands."""
+    def chunk_pixels(self, path, year, row, col0, col1, centroid, bands, level) -> pa.ListArray:
+        """Per chunk (rows and columns of the tile's `level`): its pixels that belong to its
+        tile, where they are and their bands."""
+        levels = set(_levels(level))
+        if len(levels) > 1:
+            raise AefsqlError(f"level := must be one value per call, not {sorted(levels)}")
         chunks = Chunks(
             path=_objects(path),
             year=_ints(year),
@@ -364,7 +379,9 @@ class Session:
             centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
         )
         wanted = band_indices(sorted({n for names in bands.to_pylist() for n in names or ()}))
-        pixels = chunk_pixels(self.catalog.tiles(), self.sampler, chunks, wanted)
+        pixels = chunk_pixels(
+            self.catalog.tiles(), self.sampler, chunks, wanted, levels.pop() if levels else 0
+        )
         embedding = _struct(pixels.samples, wanted)
         items = pa.StructArray.from_arrays(
             [
@@ -402,6 +419,14 @@ def _floats(column) -> np.ndarray:
 def _ints(column) -> np.ndarray:
     """An integer Arrow column (never NULL here: the macros always pass one) as int64."""
     return np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False))
+
+
+def _levels(column) -> list[int]:
+    """A level := column as ints, checked; NULL means 0 (full resolution)."""
+    levels = column.cast(pa.int64()).fill_null(0).to_pylist()
+    for level in levels:
+        check_level(level)
+    return levels
 
 
 def _objects(column) -> np.ndarray:
@@ -541,13 +566,22 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         (
             "area_chunks",
             session.area_chunks,
-            ["BLOB", "DOUBLE[]", "INTEGER", "INTEGER[]"],
+            ["BLOB", "DOUBLE[]", "INTEGER", "INTEGER[]", "INTEGER", "BIGINT", "INTEGER"],
             CHUNK_TYPE,
         ),
         (
             "chunk_pixels",
             session.chunk_pixels,
-            ["VARCHAR", "INTEGER", "INTEGER", "INTEGER", "INTEGER", "BOOLEAN", "VARCHAR[]"],
+            [
+                "VARCHAR",
+                "INTEGER",
+                "INTEGER",
+                "INTEGER",
+                "INTEGER",
+                "BOOLEAN",
+                "VARCHAR[]",
+                "INTEGER",
+            ],
             PIXEL_TYPE,
         ),
     ]

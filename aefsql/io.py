@@ -147,7 +147,10 @@ class ByteStore:
             if isinstance(fs, LocalFileSystem):
                 return local_version(os.stat(fs._strip_protocol(url)))
             info = fs.info(url)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            failure = connection_failure(exc)
+            if failure is not None:
+                raise RangeReadError(f"cannot reach {redact(url)}: {failure}") from None
             raise RangeReadError(f"{redact(url)}: file not found") from None
         except OSError as exc:
             raise RangeReadError(f"{redact(url)}: cannot stat: {exc}") from None
@@ -301,6 +304,15 @@ def _is_transient(error: BaseException) -> bool:
     return any(word in text for word in TRANSIENT_WORDS) or any(
         f" {code}" in text for code in TRANSIENT_STATUSES
     )
+
+
+def connection_failure(error: FileNotFoundError) -> str | None:
+    """What really failed when fsspec's HTTP filesystem says "not found": it reports a refused
+    or broken connection that way, with the cause chained. None for a true "not found"."""
+    cause = error.__cause__
+    if isinstance(cause, OSError | TimeoutError) and not isinstance(cause, FileNotFoundError):
+        return redacted_text(cause) or type(cause).__name__
+    return None
 
 
 def redacted_text(error: BaseException) -> str:

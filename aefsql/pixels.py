@@ -14,10 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import geo
-from .areas import Area, centroid, chunked, projected, row_spans
+from .areas import Area, centroid, chunked, projected, row_spans, surface
 from .catalog import TileTable
+from .errors import AefsqlError
 from .locate import locate
-from .sampling import Sampler, Samples, check_georeferenced
+from .sampling import Sampler, Samples, check_georeferenced, human_bytes
+
+AEF_PIXEL_METRES = 10.0
+# 10^8 pixels of 64 bands stream out (COPY … TO) in bounded memory; past this budget a
+# typo in an area (a continent instead of a county) is refused before it starts.
+DEFAULT_MAX_BYTES = 16 * 2**30
 
 
 @dataclass(frozen=True)
@@ -36,18 +42,20 @@ class Chunks:
         return int((self.col1 - self.col0).sum())
 
 
-def area_chunks(tiles: TileTable, sampler: Sampler, area: Area, years) -> Chunks:
-    """The chunks of every tile of `years` whose raster holds pixel centres of `area`.
+def area_chunks(tiles: TileTable, sampler: Sampler, area: Area, years, level: int = 0) -> Chunks:
+    """The chunks of every tile of `years` whose raster (at `level`: 0 full resolution, k
+    the k-th overview) holds pixel centres of `area`.
 
     An area that holds no pixel centre at all (smaller than a pixel) gets the one pixel
-    under its centroid, flagged, from the tile `locate` picks for that point."""
+    under its centroid, flagged, from the tile `locate` picks for that point. (Callers check
+    the area's size first: `check_area_size`.)"""
     parts = []
     lonlat = projected(area, geo.WGS84)
     for year in years:
         found = []
         for t in _candidates(tiles, lonlat, year):
             path = tiles.path[t]
-            header = sampler.headers_for([path])[path]
+            header = sampler.headers_for([path], level)[path]
             check_georeferenced(path, header)
             spans = row_spans(
                 projected(area, header.epsg), header.transform, header.width, header.height
@@ -59,7 +67,7 @@ def area_chunks(tiles: TileTable, sampler: Sampler, area: Area, years) -> Chunks
             x, y = centroid(area)
             path = locate(tiles, sampler, [x], [y], [year], crs=area.epsg)[0]
             if path is not None:
-                header = sampler.headers_for([path])[path]
+                header = sampler.headers_for([path], level)[path]
                 rows, cols, _ = sampler.pixels(path, header, [x], [y], area.epsg)
                 parts.append((path, year, np.array([[rows[0], cols[0], cols[0] + 1]]), True))
         parts.extend((path, year, chunks, False) for path, chunks in found)
@@ -74,6 +82,27 @@ def area_chunks(tiles: TileTable, sampler: Sampler, area: Area, years) -> Chunks
         col1=np.concatenate([c[:, 2] for *_, c, _ in parts]),
         centroid=np.concatenate([np.full(len(c), f) for *_, c, f in parts]),
     )
+
+
+def check_area_size(area: Area, years: int, bands: int, max_bytes: int, level: int = 0) -> None:
+    """Refuse an area too large to be worth starting, from its size alone (AEF's 10 m pixels,
+    in the UTM zone of its centre; a quarter as many at each overview level): no catalog or
+    header is read for this."""
+    pixels = 0.0
+    for ring in projected(area, geo.WGS84).rings:  # each in its own zone (holes count too)
+        part = Area((ring,), geo.WGS84)
+        lon, lat = centroid(part)
+        zone = int(np.clip(np.floor((lon + 180.0) / 6.0) + 1, 1, 60))
+        metric = projected(part, (32600 if lat >= 0 else 32700) + zone)
+        pixels += surface(metric) / (AEF_PIXEL_METRES**2) / 4**level
+    needed = pixels * bands * max(years, 1)
+    if needed > max_bytes:
+        raise AefsqlError(
+            f"the area holds about {pixels:,.0f} pixels: x {bands} bands x {years} year(s) "
+            f"is {human_bytes(int(needed))}, over the {human_bytes(max_bytes)} budget "
+            "(max_bytes :=); ask for fewer bands or years, a smaller area or a coarser "
+            "level :="
+        )
 
 
 def _candidates(tiles: TileTable, lonlat: Area, year: int) -> list[int]:
@@ -110,9 +139,12 @@ class Pixels:
     samples: Samples
 
 
-def chunk_pixels(tiles: TileTable, sampler: Sampler, chunks: Chunks, bands) -> Pixels:
-    """The pixels of `chunks` that belong to their tile (see the module's docstring), and
-    their values of `bands` (indices into A00..A63)."""
+def chunk_pixels(
+    tiles: TileTable, sampler: Sampler, chunks: Chunks, bands, level: int = 0
+) -> Pixels:
+    """The pixels of `chunks` (rows and columns of the tiles' `level`) that belong to their
+    tile (see the module's docstring), and their values of `bands` (indices into A00..A63).
+    An overview pixel belongs to the tile `locate` gives its centre, as a full one does."""
     counts = chunks.col1 - chunks.col0
     chunk = np.repeat(np.arange(counts.size), counts)
     starts = np.repeat(np.cumsum(counts) - counts, counts)
@@ -124,7 +156,7 @@ def chunk_pixels(tiles: TileTable, sampler: Sampler, chunks: Chunks, bands) -> P
     location = np.zeros(chunk.size, dtype=np.int64)
     keep = np.zeros(chunk.size, dtype=bool)
     epsg = np.zeros(chunk.size, dtype=np.int64)
-    headers = sampler.headers_for(list(dict.fromkeys(chunks.path)))
+    headers = sampler.headers_for(list(dict.fromkeys(chunks.path)), level)
     for url in headers:
         mine = path == url
         header = headers[url]
@@ -163,6 +195,7 @@ def chunk_pixels(tiles: TileTable, sampler: Sampler, chunks: Chunks, bands) -> P
             bands,
             crs=int(code),
             keep_blocks=False,
+            level=level,
         )
         samples = samples.overlay(part, mine)
     return Pixels(

@@ -23,7 +23,7 @@ from .io import ByteStore
 from .options import BAND_NAMES, band_list
 from .progress import Progress
 from .ranges import merge_ranges
-from .tiff import ImageHeader, MissingBytes, SparseBytes, parse_header
+from .tiff import MAX_IFDS, ImageHeader, MissingBytes, SparseBytes, parse_header
 
 BAND_COUNT = len(BAND_NAMES)
 HEADER_FIRST_READ = 64 * 1024  # a COG with 1024-px blocks keeps its whole header in this
@@ -119,19 +119,22 @@ class Sampler:
 
     # -- headers -------------------------------------------------------------------------
 
-    def headers_for(self, urls) -> dict[str, ImageHeader]:
-        """Headers of the given files: cached ones at once, the others fetched concurrently."""
-        return self._restarting_on_change(lambda: self._headers_for(urls))
+    def headers_for(self, urls, level: int = 0) -> dict[str, ImageHeader]:
+        """Headers of the given files at `level` (0: full resolution, k: the k-th overview):
+        cached ones at once, the others fetched concurrently. A read-ready collection holds
+        level 0 only: an overview's header is read from its file (then cached)."""
+        check_level(level)
+        return self._restarting_on_change(lambda: self._headers_for(urls, level))
 
-    def _headers_for(self, urls) -> dict[str, ImageHeader]:
+    def _headers_for(self, urls, level: int) -> dict[str, ImageHeader]:
         found: dict[str, ImageHeader] = {}
         pending: dict[str, SparseBytes] = {}
         for url in dict.fromkeys(urls):
-            header = self.headers.get(url)
-            if header is None and self.collection is not None:
+            header = self.headers.get((url, level))
+            if header is None and self.collection is not None and level == 0:
                 header = self.collection.get(url)
                 if header is not None:
-                    self.headers.put(url, header)
+                    self.headers.put((url, level), header)
             if header is None:
                 pending[url] = SparseBytes()
             else:
@@ -147,14 +150,14 @@ class Sampler:
             wanted = {}
             for url, data in pending.items():
                 try:
-                    header = parse_header(data)
+                    header = parse_header(data, level)
                 except MissingBytes as missing:
                     wanted[url] = missing
                     continue
                 except TiffFormatError as exc:
                     raise type(exc)(f"{redact(url)}: {exc}") from None
                 header = dataclasses.replace(header, version=versions[url])
-                self.headers.put(url, header)
+                self.headers.put((url, level), header)
                 found[url] = header
             pending = {url: pending[url] for url in wanted}
             if not pending:
@@ -181,6 +184,7 @@ class Sampler:
         *,
         crs: int = geo.WGS84,
         keep_blocks: bool = True,
+        level: int = 0,
     ) -> Samples:
         """Values of `bands` (indices into A00..A63) at each (url, x, y), x/y in EPSG `crs`
         (default lon/lat; a point in its file's own CRS is not transformed at all).
@@ -188,10 +192,12 @@ class Sampler:
         A point is not covered when its url is None, its x/y is invalid, or it falls
         outside that raster; a band is not valid where it is not covered or holds nodata.
         `keep_blocks`: put decoded blocks in the block cache (a whole-table job, which reads
-        each block once, does better to leave the memory free).
+        each block once, does better to leave the memory free). `level`: read the files'
+        level-k overview (0: full resolution); a file without it is an error.
         """
+        check_level(level)
         return self._restarting_on_change(
-            lambda: self._sample(urls, x, y, bands, crs=crs, keep_blocks=keep_blocks)
+            lambda: self._sample(urls, x, y, bands, crs=crs, keep_blocks=keep_blocks, level=level)
         )
 
     def sample_patches(self, urls, lon, lat, size: int, bands: list[int] | None = None) -> Samples:
@@ -221,7 +227,16 @@ class Sampler:
         return Samples.concatenate(parts)
 
     def _sample(
-        self, urls, x, y, bands, *, crs: int, keep_blocks: bool, patch: int | None = None
+        self,
+        urls,
+        x,
+        y,
+        bands,
+        *,
+        crs: int,
+        keep_blocks: bool,
+        patch: int | None = None,
+        level: int = 0,
     ) -> Samples:
         bands = list(range(BAND_COUNT)) if bands is None else bands
         x = np.asarray(x, dtype=np.float64)
@@ -237,7 +252,7 @@ class Sampler:
             return Samples(values, covered, nodata, band_count, bands)
 
         by_url = group_indices(urls, np.flatnonzero(usable))
-        headers = self.headers_for(list(by_url))
+        headers = self.headers_for(list(by_url), level)
 
         located = []  # (url, output rows, pixel rows, pixel cols) of the points inside
         for url, indices in by_url.items():
@@ -307,7 +322,8 @@ class Sampler:
                     raise RangeReadError(
                         f"{changed} (it changed {attempt} times in a row: giving up)"
                     ) from None
-                self.headers.discard(changed.url, version=changed.expected)
+                for level in range(MAX_IFDS):  # every level read of the file
+                    self.headers.discard((changed.url, level), version=changed.expected)
                 if self.collection is not None:
                     self.collection.forget(changed.url)
                 self.store.forget(changed.url)
@@ -422,6 +438,7 @@ class _BlockRead:
 
     url: str
     version: Version | None  # of the file: a block read from another one must not be used
+    level: int  # block numbers are per level
     block: int
     block_row: int
     byte_range: tuple[int, int]
@@ -431,7 +448,7 @@ class _BlockRead:
 
     @property
     def key(self) -> tuple:
-        return (self.url, self.version, self.block)
+        return (self.url, self.version, self.level, self.block)
 
     @property
     def rows_needed(self) -> int:
@@ -440,6 +457,15 @@ class _BlockRead:
     def gather(self, block: np.ndarray, values: np.ndarray) -> None:
         picked = block[self.tile.rows, self.tile.cols][:, self.samples]
         values[self.tile.points[:, None], self.columns[None, :]] = picked
+
+
+def check_level(level: int) -> None:
+    """A level is 0 (full resolution) or the number of an overview (1: the first)."""
+    if isinstance(level, bool) or not isinstance(level, int | np.integer) or level < 0:
+        raise AefsqlError(
+            f"level := {level!r}: a level is 0 (full resolution) or 1, 2, … (the files' "
+            "overviews, coarser and coarser)"
+        )
 
 
 def check_georeferenced(url: str, header: ImageHeader) -> None:
@@ -553,6 +579,7 @@ def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_B
                 _BlockRead(
                     url=url,
                     version=header.version,
+                    level=header.level,
                     block=block,
                     block_row=int(tile // header.blocks_across),
                     byte_range=(offset, offset + size),

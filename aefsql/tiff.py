@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import TiffFormatError
+from .errors import AefsqlError, TiffFormatError
 
 if TYPE_CHECKING:
     from .fetch import Version
@@ -50,6 +50,10 @@ GEOGRAPHIC_TYPE = 2048
 PROJECTED_CS_TYPE = 3072
 RASTER_PIXEL_IS_POINT = 2
 USER_DEFINED = 32767
+
+# NewSubfileType bits.
+REDUCED_RESOLUTION = 0b001  # an overview
+TRANSPARENCY_MASK = 0b100
 
 # TIFF field type -> (numpy dtype code, size in bytes).
 FIELD_TYPES = {
@@ -188,7 +192,8 @@ class Affine:
 
 @dataclass(frozen=True, eq=False)
 class ImageHeader:
-    """What sampling needs to know of one full-resolution TIFF image."""
+    """What sampling needs to know of one image of a TIFF file: the full-resolution one
+    (level 0) or an overview (level k: the k-th reduced-resolution image in file order)."""
 
     width: int
     height: int
@@ -206,6 +211,7 @@ class ImageHeader:
     epsg: int | None
     nodata: float | None
     version: Version | None = None  # of the object the header was read from (not parsed)
+    level: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -292,12 +298,19 @@ class _Reader:
         )
 
 
-def parse_header(data: SparseBytes) -> ImageHeader:
-    """Parse the full-resolution image of a TIFF or BigTIFF file.
+def parse_header(data: SparseBytes, level: int = 0) -> ImageHeader:
+    """Parse one image of a TIFF or BigTIFF file: `level` 0 is the full-resolution image,
+    level k the k-th reduced-resolution image (NewSubfileType & 1) in file order, as GDAL
+    numbers overviews (its overview k - 1). Masks (NewSubfileType & 4) are skipped.
 
-    Overviews and masks (NewSubfileType bits 1 and 4) are skipped. Raises `MissingBytes`
-    when `data` lacks a range, `TiffFormatError` when the file is not a usable TIFF.
+    An overview's block tables, size and codec are its own; its georeferencing, EPSG code
+    and nodata are the full image's, the transform scaled by full size / overview size with
+    the same origin, as GDAL does (so a south-up file's overviews are south-up too). Raises
+    `MissingBytes` when `data` lacks a range, `TiffFormatError` when the file is not a usable
+    TIFF or has no such level.
     """
+    if level < 0:
+        raise AefsqlError(f"level {level}: levels count from 0 (full resolution)")
     try:
         head = data.read(0, 8)
     except TiffFormatError:
@@ -323,16 +336,35 @@ def parse_header(data: SparseBytes) -> ImageHeader:
 
     reader = _Reader(data, big_endian, bigtiff)
     seen = set()
+    full = overview = None
+    overviews = 0
+    # Level 0 stops at the full image; level k walks on to the k-th overview (the whole
+    # chain when the file has fewer, to say which levels it has).
     while ifd_offset:
         if ifd_offset in seen or len(seen) >= MAX_IFDS:
             raise TiffFormatError("IFD chain loops or is too long: corrupt file")
         seen.add(ifd_offset)
         entries, next_ifd = reader.ifd_entries(ifd_offset)
         subfile_type = _scalar(reader, entries, NEW_SUBFILE_TYPE, 0)
-        if not subfile_type & 0b101:  # neither a reduced-resolution overview nor a mask
-            return _image_header(reader, entries)
+        if subfile_type & TRANSPARENCY_MASK:
+            pass  # a mask (of the image or of an overview): no level of its own
+        elif subfile_type & REDUCED_RESOLUTION:
+            overviews += 1
+            if overviews == level:
+                overview = entries
+        elif full is None:
+            full = entries
+        if full is not None and (level == 0 or overview is not None):
+            break
         ifd_offset = next_ifd
-    raise TiffFormatError("no full-resolution image in the file")
+    if full is None:
+        raise TiffFormatError("no full-resolution image in the file")
+    if level == 0:
+        return _image_header(reader, full)
+    if overview is None:
+        has = f"levels 0 to {overviews}" if overviews else "level 0 only (no overviews)"
+        raise TiffFormatError(f"no level {level} in the file: it has {has}")
+    return _image_header(reader, overview, full=full, level=level)
 
 
 def _scalar(reader: _Reader, entries: dict[int, _Entry], tag: int, default=None):
@@ -364,7 +396,14 @@ def _array(reader: _Reader, entries: dict[int, _Entry], tag: int) -> np.ndarray 
     return reader.values(entry)
 
 
-def _image_header(reader: _Reader, entries: dict[int, _Entry]) -> ImageHeader:
+def _image_header(
+    reader: _Reader,
+    entries: dict[int, _Entry],
+    full: dict[int, _Entry] | None = None,
+    level: int = 0,
+) -> ImageHeader:
+    """The header of the image `entries` describes; `full`: the full-resolution image's
+    entries, whose georeferencing an overview takes (None: `entries` is that image)."""
     width = _scalar(reader, entries, IMAGE_WIDTH)
     height = _scalar(reader, entries, IMAGE_LENGTH)
     samples = _scalar(reader, entries, SAMPLES_PER_PIXEL, 1)
@@ -413,6 +452,14 @@ def _image_header(reader: _Reader, entries: dict[int, _Entry]) -> ImageHeader:
             f"{offsets.size} and {counts.size}"
         )
 
+    geo_entries = entries if full is None else full
+    transform = _transform(reader, geo_entries)
+    if full is not None and transform is not None:
+        transform = _scaled(
+            transform,
+            _scalar(reader, full, IMAGE_WIDTH) / width,
+            _scalar(reader, full, IMAGE_LENGTH) / height,
+        )
     return ImageHeader(
         width=width,
         height=height,
@@ -426,10 +473,18 @@ def _image_header(reader: _Reader, entries: dict[int, _Entry]) -> ImageHeader:
         predictor=_scalar(reader, entries, PREDICTOR, 1),
         block_offsets=offsets,
         block_byte_counts=counts,
-        transform=_transform(reader, entries),
-        epsg=_epsg(reader, entries),
-        nodata=_nodata(reader, entries),
+        transform=transform,
+        epsg=_epsg(reader, geo_entries),
+        nodata=_nodata(reader, geo_entries),
+        level=level,
     )
+
+
+def _scaled(t: Affine, x_ratio: float, y_ratio: float) -> Affine:
+    """The transform of an overview whose pixels are x_ratio x y_ratio full-resolution
+    pixels: column terms times x_ratio, row terms times y_ratio, the origin unchanged
+    (GDALOverviewDataset::GetGeoTransform)."""
+    return Affine(t.a * x_ratio, t.b * y_ratio, t.c, t.d * x_ratio, t.e * y_ratio, t.f)
 
 
 def _block_table(reader: _Reader, entry: _Entry) -> BlockTable:

@@ -11,13 +11,16 @@ CREATE OR REPLACE TEMP MACRO __aef_area_box(area) AS try_cast(area AS DOUBLE[]);
 --
 -- `area` is a GEOMETRY (polygon, multipolygon), WKB, WKT, or a box [west, south, east,
 -- north], in `crs` (default lon/lat). `location` is the same BIGINT for the same pixel in
--- every year: join two years on it for a change map. Rows come in no set order.
+-- every year: join two years on it for a change map. Rows come in no set order. `level` k
+-- reads the files' k-th overview (0: full resolution): row, col, x, y are that level's.
 CREATE OR REPLACE TEMP MACRO aef_pixels(
     area,
     years := NULL,
     year := NULL,
     bands := NULL,
-    crs := NULL
+    crs := NULL,
+    max_bytes := NULL,
+    level := 0
 ) AS TABLE
 WITH options AS MATERIALIZED (
     SELECT {udf}_options(to_json({
@@ -31,13 +34,15 @@ checked AS MATERIALIZED (
 ),
 chunks AS (
     SELECT unnest({udf}_area_chunks(__aef_area_wkb(area), __aef_area_box(area), __aef_crs,
-                                    __aef_years)) AS chunk
+                                    __aef_years, CAST(len(__aef_bands) AS INTEGER),
+                                    CAST(max_bytes AS BIGINT), CAST(level AS INTEGER))) AS chunk
     FROM checked
 ),
 pixels AS (
     SELECT chunk.year AS __aef_year, chunk.path AS __aef_path,
            unnest({udf}_chunk_pixels(chunk.path, chunk.year, chunk.row, chunk.col0,
-                                     chunk.col1, chunk.centroid, k.__aef_bands),
+                                     chunk.col1, chunk.centroid, k.__aef_bands,
+                                     CAST(level AS INTEGER)),
                   recursive := true)
     FROM chunks CROSS JOIN checked k
 )
@@ -62,13 +67,14 @@ FROM (
 -- pixel centres inside), `nodata_pixels`, `centroid_pixel` (true when the polygon holds no
 -- pixel centre and the pixel under its centroid stands in) and `embedding FLOAT[64]`, the
 -- mean de-quantized embedding of its valid pixels (NULL when none is valid). Pixels are
--- counted once each, across tiles and UTM zones.
+-- counted once each, across tiles and UTM zones; `level` k averages the k-th overview's.
 CREATE OR REPLACE TEMP MACRO aef_zonal(
     polygons_table,
     years := NULL,
     year := NULL,
     geometry_column := 'geom',
-    crs := NULL
+    crs := NULL,
+    level := 0
 ) AS TABLE
 WITH polygons AS MATERIALIZED (
     SELECT row_number() OVER () AS __aef_row, * FROM query_table(__aef_table(polygons_table))
@@ -79,14 +85,16 @@ options AS MATERIALIZED (
 ),
 chunks AS (
     SELECT g.__aef_row,
-           unnest({udf}_area_chunks(g.__aef_wkb, NULL, o.__aef_crs, o.__aef_years)) AS chunk
+           unnest({udf}_area_chunks(g.__aef_wkb, NULL, o.__aef_crs, o.__aef_years, 64, NULL,
+                                    CAST(level AS INTEGER))) AS chunk
     FROM __aef_geometries('polygons', geometry_column) g CROSS JOIN options o
     WHERE g.__aef_wkb IS NOT NULL
 ),
 zone_pixels AS (
     SELECT __aef_row, chunk.year AS __aef_year, chunk.centroid AS __aef_centroid,
            unnest({udf}_chunk_pixels(chunk.path, chunk.year, chunk.row, chunk.col0,
-                                     chunk.col1, chunk.centroid, aef_band_names()),
+                                     chunk.col1, chunk.centroid, aef_band_names(),
+                                     CAST(level AS INTEGER)),
                   recursive := true)
     FROM chunks
 ),

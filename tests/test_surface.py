@@ -343,3 +343,39 @@ def test_year_list_rules():
 
 def test_band_names_come_from_one_place(con):
     assert con.sql("SELECT aef_band_names()").fetchall()[0][0] == list(BAND_NAMES)
+
+
+# -- the catalog is read on first use ---------------------------------------------------
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_registering_reads_nothing_even_with_a_cache(http_collection, tmp_path, cache):
+    options = {"cache_dir": str(tmp_path / "cache")} if cache else {}
+    http_collection.log.clear()
+    con = aefsql.connect(catalog=http_collection.index, **options)
+    try:
+        assert http_collection.log.total == 0  # dbt opens many connections: none waits
+        assert con.sql("SELECT count(*) FROM aef_index()").fetchall() == [(8,)]
+        assert http_collection.log.total > 0
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_an_unreachable_catalog_says_so_on_first_use(tmp_path, cache):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = {"cache_dir": str(tmp_path / "cache")} if cache else {}
+    con = aefsql.connect(catalog=f"http://127.0.0.1:{port}/index.parquet", **options)
+    try:
+        with pytest.raises(
+            Exception,
+            match=rf"cannot reach http://127.0.0.1:{port}/index.parquet"
+            r": .*; pass --catalog",
+        ):
+            con.sql("SELECT count(*) FROM aef_index()").fetchall()
+    finally:
+        con.close()
