@@ -9,6 +9,8 @@ from .errors import (
     TiffFormatError,
     UnsupportedCodecError,
 )
+from .pictures import picture
+from .rasters import read_area
 
 __version__ = "0.1.0"
 
@@ -21,6 +23,8 @@ __all__ = [
     "__version__",
     "build_collection",
     "connect",
+    "picture",
+    "read_area",
     "register",
     "sample_points",
 ]

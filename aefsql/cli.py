@@ -18,6 +18,7 @@ from .demo import DEMO_POINTS, write_demo_collection
 from .duck import connect, open_session
 from .errors import AefsqlError
 from .options import MAX_YEARS
+from .pictures import numbers_from, picture
 from .shell import MODES, Shell, error_text
 
 # The demo's queries: (what it shows, SQL). The first is the canonical join of the README.
@@ -187,7 +188,7 @@ def report_failed_rows(con, err) -> None:
         print(f"  {count} rows (output rows {rows}): {reason}", file=err)
 
 
-VERBS = ("demo", "sample", "build-collection")
+VERBS = ("demo", "sample", "build-collection", "picture")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,6 +349,20 @@ def run_verb(argv: list[str]) -> int:
         "--years", "--year", dest="years", help="only these years: 2023, 2023,2024 or 2018-2024"
     )
     build.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
+    draw = commands.add_parser(
+        "picture",
+        help="a PNG of an area: three principal components as RGB, or a similarity map",
+    )
+    draw.add_argument(
+        "--bbox", required=True, help="west,south,east,north in --crs (--bbox=-122.5,… if negative)"
+    )
+    draw.add_argument("--year", required=True, help="one year, e.g. 2024")
+    draw.add_argument("--crs", default="EPSG:4326", help="CRS of --bbox (default EPSG:4326)")
+    draw.add_argument(
+        "--similar-to", help="lon,lat: grey map of the cosine similarity to this place"
+    )
+    draw.add_argument("-o", "--output", required=True, type=Path, help="the .png to write")
+    draw.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -358,6 +373,17 @@ def run_verb(argv: list[str]) -> int:
             years = parse_years(args.years) if args.years else None
             files = build_collection(args.output, catalog=args.catalog, years=years)
             print(f"wrote {args.output}: headers of {files} files")
+        elif args.command == "picture":
+            drawn = picture(
+                numbers_from(args.bbox, 4, "--bbox"),
+                parse_years(args.year),
+                args.output,
+                crs=args.crs,
+                reference=args.similar_to and numbers_from(args.similar_to, 2, "--similar-to"),
+                catalog=args.catalog,
+            )
+            height, width, _ = drawn.rgba.shape
+            print(f"wrote {args.output}: {width} x {height} pixels, EPSG:{drawn.grid.epsg}")
     except (AefsqlError, duckdb.Error) as exc:
         print(f"aefsql: error: {error_text(exc).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -181,7 +181,12 @@ class Session:
         for code in np.unique(codes):
             mine = codes == code
             paths[mine] = locate(
-                self.catalog.tiles(), self.sampler, x[mine], y[mine], years[mine], crs=int(code)
+                self.catalog.tiles(),
+                self.sampler.header_reader,
+                x[mine],
+                y[mine],
+                years[mine],
+                crs=int(code),
             )
         return paths
 

@@ -13,13 +13,14 @@ import numpy as np
 from . import geo
 from .catalog import TileTable
 from .errors import AefsqlError
-from .sampling import Sampler, group_indices
+from .headers import HeaderSource, group_indices, point_pixels
 
 
-def locate(tiles: TileTable, sampler: Sampler, x, y, year, crs: int = geo.WGS84) -> np.ndarray:
+def locate(tiles: TileTable, headers: HeaderSource, x, y, year, crs: int = geo.WGS84) -> np.ndarray:
     """Path of the tile holding each point (x/y in EPSG `crs`, default lon/lat) in `year`;
     None where no tile does. The catalog is searched in lon/lat; the raster decides with the
-    point as given, so a point in its tile's own CRS is never transformed."""
+    point as given, so a point in its tile's own CRS is never transformed. `headers` gives the
+    tiles' headers (a `Headers`)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     lon, lat = geo.transform_points(crs, geo.WGS84, x, y)
@@ -47,7 +48,7 @@ def locate(tiles: TileTable, sampler: Sampler, x, y, year, crs: int = geo.WGS84)
         plans.append((members, candidates))
 
     paths = sorted({tiles.path[t] for _, candidates in plans for t in candidates})
-    headers, unreadable = _readable_headers(sampler, paths)
+    found_headers, unreadable = _readable_headers(headers, paths)
     for members, candidates in plans:
         for t in candidates:
             path = tiles.path[t]
@@ -55,7 +56,7 @@ def locate(tiles: TileTable, sampler: Sampler, x, y, year, crs: int = geo.WGS84)
             open_ = open_[tiles.box_holds(t, lon[open_], lat[open_])]
             if open_.size == 0 or path in unreadable:
                 continue
-            _, _, inside = sampler.pixels(path, headers[path], x[open_], y[open_], crs)
+            _, _, inside = point_pixels(path, found_headers[path], x[open_], y[open_], crs)
             found[open_[inside]] = path
         # A file whose header cannot be read may hold the points no readable file does: give
         # them to it, so that sampling reports its error for them (or fails, by default).
@@ -66,16 +67,16 @@ def locate(tiles: TileTable, sampler: Sampler, x, y, year, crs: int = geo.WGS84)
     return found
 
 
-def _readable_headers(sampler: Sampler, paths: list[str]):
+def _readable_headers(source: HeaderSource, paths: list[str]):
     """The headers of the files that can be read, and the set of those that cannot."""
     try:
-        return sampler.headers_for(paths), set()
+        return source.headers_for(paths), set()
     except AefsqlError:
         pass
     headers, unreadable = {}, set()
     for path in paths:
         try:
-            headers.update(sampler.headers_for([path]))
+            headers.update(source.headers_for([path]))
         except AefsqlError:
             unreadable.add(path)
     return headers, unreadable

@@ -17,8 +17,9 @@ from . import geo
 from .areas import Area, centroid, chunked, projected, row_spans, surface
 from .catalog import TileTable
 from .errors import AefsqlError
+from .headers import check_georeferenced, point_pixels
 from .locate import locate
-from .sampling import Sampler, Samples, check_georeferenced, human_bytes
+from .sampling import Sampler, Samples, human_bytes
 
 AEF_PIXEL_METRES = 10.0
 # 10^8 pixels of 64 bands stream out (COPY … TO) in bounded memory; past this budget a
@@ -50,12 +51,13 @@ def area_chunks(tiles: TileTable, sampler: Sampler, area: Area, years, level: in
     under its centroid, flagged, from the tile `locate` picks for that point. (Callers check
     the area's size first: `check_area_size`.)"""
     parts = []
+    headers = sampler.header_reader
     lonlat = projected(area, geo.WGS84)
     for year in years:
         found = []
         for t in _candidates(tiles, lonlat, year):
             path = tiles.path[t]
-            header = sampler.headers_for([path], level)[path]
+            header = headers.headers_for([path], level)[path]
             check_georeferenced(path, header)
             spans = row_spans(
                 projected(area, header.epsg), header.transform, header.width, header.height
@@ -65,10 +67,10 @@ def area_chunks(tiles: TileTable, sampler: Sampler, area: Area, years, level: in
                 found.append((path, chunks))
         if not found and not area.empty:
             x, y = centroid(area)
-            path = locate(tiles, sampler, [x], [y], [year], crs=area.epsg)[0]
+            path = locate(tiles, headers, [x], [y], [year], crs=area.epsg)[0]
             if path is not None:
-                header = sampler.headers_for([path], level)[path]
-                rows, cols, _ = sampler.pixels(path, header, [x], [y], area.epsg)
+                header = headers.headers_for([path], level)[path]
+                rows, cols, _ = point_pixels(path, header, [x], [y], area.epsg)
                 parts.append((path, year, np.array([[rows[0], cols[0], cols[0] + 1]]), True))
         parts.extend((path, year, chunks, False) for path, chunks in found)
     if not parts:
@@ -156,7 +158,7 @@ def chunk_pixels(
     location = np.zeros(chunk.size, dtype=np.int64)
     keep = np.zeros(chunk.size, dtype=bool)
     epsg = np.zeros(chunk.size, dtype=np.int64)
-    headers = sampler.headers_for(list(dict.fromkeys(chunks.path)), level)
+    headers = sampler.header_reader.headers_for(list(dict.fromkeys(chunks.path)), level)
     for url in headers:
         mine = path == url
         header = headers[url]
@@ -176,7 +178,7 @@ def chunk_pixels(
             if doubtful.size:
                 owner = locate(
                     tiles,
-                    sampler,
+                    sampler.header_reader,
                     x[doubtful],
                     y[doubtful],
                     np.full(doubtful.size, year),

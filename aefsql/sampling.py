@@ -8,7 +8,6 @@ points of each block at once.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,20 +16,21 @@ from . import geo, threads
 from .cache import BlockCache, HeaderCache
 from .codecs import check_supported, decode_block
 from .collection import CollectionHeaders
-from .errors import AefsqlError, RangeReadError, TiffFormatError, redact
-from .fetch import ObjectChanged, Version
+from .errors import AefsqlError, TiffFormatError, redact
+from .fetch import Version
+from .headers import (
+    Headers,
+    check_level,
+    group_indices,
+    point_pixels,
+)
 from .io import ByteStore
 from .options import BAND_NAMES, band_list
 from .progress import Progress
 from .ranges import merge_ranges
-from .tiff import MAX_IFDS, ImageHeader, MissingBytes, SparseBytes, parse_header
+from .tiff import ImageHeader
 
 BAND_COUNT = len(BAND_NAMES)
-HEADER_FIRST_READ = 64 * 1024  # a COG with 1024-px blocks keeps its whole header in this
-HEADER_MIN_FOLLOW_UP = 16 * 1024
-BLOCK_TABLE_GAP = 4096  # fetch block-table entries this close together in one request
-MAX_HEADER_ROUNDS = 32
-CHANGE_RESTARTS = 3  # an object that keeps changing while being read fails after these
 # 64 x 64 pixels x 64 bands is 256 KiB a row, 0.5 GiB for one of DuckDB's 2,048-row batches.
 MAX_PATCH_SIZE = 64
 # Refused before reading: no AEF block comes near (a 1024-px tile of 64 chunky bands is 64 MiB).
@@ -112,66 +112,37 @@ class Sampler:
         progress: Progress | None = None,
     ):
         self.store = store
-        self.headers = headers if headers is not None else HeaderCache()
-        self.collection: CollectionHeaders | None = None  # headers to take before reading
+        self.header_reader = Headers(store, headers)  # headers, their cache and collection
         self.blocks = blocks if blocks is not None else BlockCache()
         self.progress = progress if progress is not None else Progress(enabled=False)
 
-    # -- headers -------------------------------------------------------------------------
+    # -- headers: thin delegations to `Headers` ------------------------------------------
+
+    @property
+    def headers(self) -> HeaderCache:
+        """The header cache, keyed by (url, level)."""
+        return self.header_reader.cache
+
+    @property
+    def collection(self) -> CollectionHeaders | None:
+        """The read-ready collection whose headers are taken before reading."""
+        return self.header_reader.collection
+
+    @collection.setter
+    def collection(self, collection: CollectionHeaders | None) -> None:
+        self.header_reader.collection = collection
 
     def headers_for(self, urls, level: int = 0) -> dict[str, ImageHeader]:
-        """Headers of the given files at `level` (0: full resolution, k: the k-th overview):
-        cached ones at once, the others fetched concurrently. A read-ready collection holds
-        level 0 only: an overview's header is read from its file (then cached)."""
-        check_level(level)
-        return self._restarting_on_change(lambda: self._headers_for(urls, level))
+        """See `Headers.headers_for`."""
+        return self.header_reader.headers_for(urls, level)
 
-    def _headers_for(self, urls, level: int) -> dict[str, ImageHeader]:
-        found: dict[str, ImageHeader] = {}
-        pending: dict[str, SparseBytes] = {}
-        for url in dict.fromkeys(urls):
-            header = self.headers.get((url, level))
-            if header is None and self.collection is not None and level == 0:
-                header = self.collection.get(url)
-                if header is not None:
-                    self.headers.put((url, level), header)
-            if header is None:
-                pending[url] = SparseBytes()
-            else:
-                found[url] = header
-        if not pending:
-            return found
-        heads, versions = self.store.read_head(list(pending), HEADER_FIRST_READ)
-        for data, head in zip(pending.values(), heads, strict=True):
-            data.add(0, head)
-            if len(head) < HEADER_FIRST_READ:
-                data.file_size = len(head)
-        for _ in range(MAX_HEADER_ROUNDS):
-            wanted = {}
-            for url, data in pending.items():
-                try:
-                    header = parse_header(data, level)
-                except MissingBytes as missing:
-                    wanted[url] = missing
-                    continue
-                except TiffFormatError as exc:
-                    raise type(exc)(f"{redact(url)}: {exc}") from None
-                header = dataclasses.replace(header, version=versions[url])
-                self.headers.put((url, level), header)
-                found[url] = header
-            pending = {url: pending[url] for url in wanted}
-            if not pending:
-                return found
-            requests = [
-                (url, m.offset, m.offset + max(m.length, HEADER_MIN_FOLLOW_UP))
-                for url, m in wanted.items()
-            ]
-            answers = self.store.read(requests, versions=versions, allow_short=True)
-            for (url, start, end), answer in zip(requests, answers, strict=True):
-                pending[url].add(start, answer)
-                if len(answer) < end - start:
-                    pending[url].file_size = start + len(answer)
-        raise TiffFormatError(f"{redact(next(iter(pending)))}: header spread over too many ranges")
+    def complete_headers(self, urls) -> dict[str, ImageHeader]:
+        """Headers with every block-table entry loaded (for a read-ready collection)."""
+        return self.header_reader.complete(urls)
+
+    def pixels(self, url: str, header: ImageHeader, x, y, crs: int = geo.WGS84):
+        """(rows, cols, inside) of points (x/y in EPSG `crs`) in one raster."""
+        return point_pixels(url, header, x, y, crs)
 
     # -- sampling ------------------------------------------------------------------------
 
@@ -196,7 +167,7 @@ class Sampler:
         level-k overview (0: full resolution); a file without it is an error.
         """
         check_level(level)
-        return self._restarting_on_change(
+        return self.header_reader.restarting_on_change(
             lambda: self._sample(urls, x, y, bands, crs=crs, keep_blocks=keep_blocks, level=level)
         )
 
@@ -211,7 +182,7 @@ class Sampler:
         urls = np.asarray(urls, dtype=object)
         per_chunk = max(1, PATCH_CHUNK_PIXELS // (size * size))
         parts = [
-            self._restarting_on_change(
+            self.header_reader.restarting_on_change(
                 lambda k=k: self._sample(
                     urls[k : k + per_chunk],
                     lon[k : k + per_chunk],
@@ -252,11 +223,11 @@ class Sampler:
             return Samples(values, covered, nodata, band_count, bands)
 
         by_url = group_indices(urls, np.flatnonzero(usable))
-        headers = self.headers_for(list(by_url), level)
+        headers = self.header_reader.headers_for(list(by_url), level)
 
         located = []  # (url, output rows, pixel rows, pixel cols) of the points inside
         for url, indices in by_url.items():
-            rows, cols, inside = self.pixels(url, headers[url], x[indices], y[indices], crs)
+            rows, cols, inside = point_pixels(url, headers[url], x[indices], y[indices], crs)
             if patch:
                 indices, rows, cols, inside = patch_pixels(
                     headers[url], indices, rows, cols, inside, patch
@@ -266,7 +237,7 @@ class Sampler:
             if headers[url].nodata is not None:
                 nodata[indices] = headers[url].nodata
             located.append((url, indices[inside], rows[inside], cols[inside]))
-        self._load_block_tables(
+        self.header_reader.load_block_tables(
             [
                 (url, headers[url], _needed_blocks(headers[url], r, c, bands))
                 for url, _, r, c in located
@@ -282,14 +253,16 @@ class Sampler:
 
     def plan(self, url: str, x, y, bands: list[int], crs: int = geo.WGS84) -> ReadPlan:
         """What sampling `bands` at these points of one file would read (headers only)."""
-        return self._restarting_on_change(lambda: self._plan(url, x, y, bands, crs))
+        return self.header_reader.restarting_on_change(lambda: self._plan(url, x, y, bands, crs))
 
     def _plan(self, url: str, x, y, bands: list[int], crs: int) -> ReadPlan:
-        header = self.headers_for([url])[url]
-        rows, cols, inside = self.pixels(url, header, np.asarray(x), np.asarray(y), crs)
+        header = self.header_reader.headers_for([url])[url]
+        rows, cols, inside = point_pixels(url, header, np.asarray(x), np.asarray(y), crs)
         points = np.flatnonzero(inside)
         rows, cols = rows[inside], cols[inside]
-        self._load_block_tables([(url, header, _needed_blocks(header, rows, cols, bands))])
+        self.header_reader.load_block_tables(
+            [(url, header, _needed_blocks(header, rows, cols, bands))]
+        )
         reads = _plan_blocks(url, header, points, rows, cols, bands)
         merged = merge_ranges([r.byte_range for r in reads if r.byte_range[1] > r.byte_range[0]])
         return ReadPlan(
@@ -298,61 +271,6 @@ class Sampler:
             requests=len(merged),
             bytes=sum(m.end - m.start for m in merged),
         )
-
-    def complete_headers(self, urls) -> dict[str, ImageHeader]:
-        """Headers with every block-table entry loaded (for a read-ready collection)."""
-
-        def complete():
-            headers = self.headers_for(urls)
-            self._load_block_tables(
-                [(url, h, np.arange(h.block_offsets.size)) for url, h in headers.items()]
-            )
-            return headers
-
-        return self._restarting_on_change(complete)
-
-    def _restarting_on_change(self, action):
-        """`action()`, started over when a file changes under it: its cached header is
-        dropped and read again, so no result mixes bytes of two versions of a file."""
-        for attempt in range(1, CHANGE_RESTARTS + 1):
-            try:
-                return action()
-            except ObjectChanged as changed:
-                if attempt == CHANGE_RESTARTS:
-                    raise RangeReadError(
-                        f"{changed} (it changed {attempt} times in a row: giving up)"
-                    ) from None
-                for level in range(MAX_IFDS):  # every level read of the file
-                    self.headers.discard((changed.url, level), version=changed.expected)
-                if self.collection is not None:
-                    self.collection.forget(changed.url)
-                self.store.forget(changed.url)
-        raise AssertionError("unreachable")
-
-    def _load_block_tables(self, needs) -> None:
-        """Fetch the block-table entries the (url, header, blocks) needs lack: the files whose
-        header read held whole tables need nothing."""
-        requests = [
-            (url, start, end, table)
-            for url, header, blocks in needs
-            for table in (header.block_offsets, header.block_byte_counts)
-            for start, end in table.missing_ranges(blocks)
-        ]
-        if not requests:
-            return
-        answers = self.store.read(
-            [(url, start, end) for url, start, end, _ in requests],
-            versions={url: header.version for url, header, _ in needs},
-            max_gap=BLOCK_TABLE_GAP,
-        )
-        for (_, start, _, table), data in zip(requests, answers, strict=True):
-            table.fill(start, data)
-
-    def pixels(self, url: str, header: ImageHeader, x, y, crs: int = geo.WGS84):
-        """(rows, cols, inside) of points (x/y in EPSG `crs`) in one raster."""
-        check_georeferenced(url, header)
-        x, y = geo.transform_points(crs, header.epsg, x, y)
-        return geo.pixel_of(header.transform, header.width, header.height, x, y)
 
     def _read_blocks(self, reads: list[_BlockRead], headers, values, keep: bool) -> None:
         to_fetch = []
@@ -459,25 +377,6 @@ class _BlockRead:
         values[self.tile.points[:, None], self.columns[None, :]] = picked
 
 
-def check_level(level: int) -> None:
-    """A level is 0 (full resolution) or the number of an overview (1: the first)."""
-    if isinstance(level, bool) or not isinstance(level, int | np.integer) or level < 0:
-        raise AefsqlError(
-            f"level := {level!r}: a level is 0 (full resolution) or 1, 2, … (the files' "
-            "overviews, coarser and coarser)"
-        )
-
-
-def check_georeferenced(url: str, header: ImageHeader) -> None:
-    """A raster aefsql can map points to: a north-aligned transform and an EPSG code."""
-    source = redact(url)
-    if header.transform is None:
-        raise TiffFormatError(f"{source}: file has no georeferencing")
-    if header.epsg is None:
-        raise TiffFormatError(f"{source}: file names no EPSG code in its GeoKeys")
-    geo.check_north_aligned(header.transform, source)
-
-
 def human_bytes(n: int) -> str:
     """1536 -> '1.5 KiB': the unit that keeps the number readable, never '0.0 GiB'."""
     for unit in ("bytes", "KiB", "MiB", "GiB"):
@@ -526,16 +425,6 @@ def patch_pixels(header: ImageHeader, indices, rows, cols, inside, size: int):
         np.where(ok, patch_cols, 0).ravel(),
         ok.ravel(),
     )
-
-
-def group_indices(keys: np.ndarray, indices: np.ndarray) -> dict:
-    """{key: the indices (ascending) whose key it is}, for the given indices."""
-    if indices.size == 0:
-        return {}
-    unique, inverse = np.unique(keys[indices], return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(1, unique.size))
-    return dict(zip(unique.tolist(), np.split(indices[order], bounds), strict=True))
 
 
 def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_BlockRead]:

@@ -1,0 +1,216 @@
+"""aefsql.picture and `aefsql picture`: PNGs that decode (PIL), north-up and one pixel per
+grid pixel (checked against rasterio's reads of the GDAL-written files), PCA colours against
+numpy's SVD, and similarity maps that are 1.0 at the reference."""
+
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from gdal_fixtures import COLLECTION_TILES, PIXEL, collection_path
+from pyproj import Transformer
+from rasterio.windows import Window
+
+import aefsql
+from aefsql.cli import main
+from aefsql.errors import AefsqlError
+from aefsql.pictures import pca_rgb, write_png
+
+Image = pytest.importorskip("PIL.Image")
+
+# In tile 3 (18S, south-up): a window 120 pixels wide and 200 high whose southern part holds
+# the fixtures' nodata rectangle (file rows 40:90, i.e. 400-900 m north of the tile's
+# southern edge, and columns 100:180).
+_, EPSG, X0, Y0 = COLLECTION_TILES[3]
+BOX = [X0 + 800, Y0 + 200, X0 + 2000, Y0 + 2200]
+
+
+def decoded(path) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.mode == "RGBA"
+        return np.asarray(image)
+
+
+def gdal_north_up(collection, year=2023) -> np.ndarray:
+    """BOX read by rasterio from tile 3, flipped to north-up: (64, 200, 120)."""
+    with rasterio.open(collection.folder / collection_path(year, 3)) as ds:
+        assert ds.transform.e > 0  # the file is south-up
+        data = ds.read(window=Window(80, 20, 120, 200))
+    return data[:, ::-1, :]
+
+
+def test_png_is_north_up_one_pixel_per_grid_pixel(gdal_collection, tmp_path):
+    path = tmp_path / "area.png"
+    drawn = aefsql.picture(BOX, 2023, path, crs=EPSG, catalog=gdal_collection.index)
+    image = decoded(path)
+    assert image.shape == (200, 120, 4)  # rows x columns: 2 km north-south, 1.2 km across
+    assert np.array_equal(image, drawn.rgba)
+    assert (drawn.grid.transform.a, drawn.grid.transform.e) == (PIXEL, -PIXEL)
+    data = gdal_north_up(gdal_collection)
+    assert np.array_equal(image[..., 3] == 0, (data == -128).any(axis=0))
+    # the nodata rectangle is near the bottom (south), where the north-up rows put it
+    assert (image[130:180, 20:100, 3] == 0).all()
+    assert (image[20:70, 20:100, 3] == 255).mean() > 0.9
+    assert (image[image[..., 3] == 0][:, :3] == 0).all()  # black, for viewers without alpha
+    # the same grid as read_area's
+    pytest.importorskip("xarray")
+    array = aefsql.read_area(BOX, 2023, crs=EPSG, catalog=gdal_collection.index)
+    assert np.array_equal(array.values[0], data)
+    assert np.array_equal(image[..., 3] == 0, (array.values[0] == -128).any(axis=0))
+
+
+def low_rank_embeddings(shape=(40, 50), seed=0) -> np.ndarray:
+    """int8 (64, rows, cols): three independent signals of clearly different strength
+    mixed into 64 bands, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    n = shape[0] * shape[1]
+    signals = rng.normal(size=(n, 3)) * [3.0, 2.0, 1.0]
+    mixing = np.linalg.qr(rng.normal(size=(64, 3)))[0].T  # orthonormal rows
+    values = signals @ mixing + rng.normal(scale=0.02, size=(n, 64))
+    values = values / np.abs(values).max() * 127
+    return np.rint(values).clip(-127, 127).astype(np.int8).T.reshape(64, *shape)
+
+
+@pytest.mark.parametrize("covariance_pixels", [None, 500])
+def test_pca_rgb_matches_numpy_svd(monkeypatch, covariance_pixels):
+    """Against the SVD of every pixel, also when the axes come from a sample of them."""
+    if covariance_pixels:
+        monkeypatch.setattr(sys.modules["aefsql.pictures"], "COVARIANCE_PIXELS", covariance_pixels)
+    values = low_rank_embeddings()
+    rgba = pca_rgb(values)
+    assert rgba.shape == (40, 50, 4) and (rgba[..., 3] == 255).all()
+    q = values.reshape(64, -1).T.astype(np.float64)
+    vectors = np.sign(q) * (np.abs(q) / 127.5) ** 2  # the publisher's de-quantization
+    centred = vectors - vectors.mean(axis=0)
+    _, _, rows = np.linalg.svd(centred, full_matrices=False)
+    components = centred @ rows[:3].T
+    for channel in range(3):
+        ours = rgba[..., channel].ravel().astype(float)
+        theirs = components[:, channel]
+        low, high = np.percentile(theirs, [2, 98])
+        middle = (theirs > low) & (theirs < high)  # outside, the stretch clips
+        correlation = np.corrcoef(ours[middle], theirs[middle])[0, 1]
+        assert abs(correlation) > (0.98 if covariance_pixels else 0.999), channel
+        # stretched 2-98 percentile to the full range
+        assert np.percentile(ours, 1) == 0 and np.percentile(ours, 99) == 255
+
+
+def test_pca_uses_valid_pixels_only():
+    values = low_rank_embeddings()
+    padded = np.concatenate([values, np.full((64, 40, 7), -128, np.int8)], axis=2)
+    padded[5, 3, 50] = 17  # one band valid is not a valid pixel
+    rgba = pca_rgb(padded)
+    assert np.array_equal(rgba[:, :50], pca_rgb(values))
+    assert (rgba[:, 50:] == 0).all()
+    assert (pca_rgb(np.full((64, 3, 4), -128, np.int8)) == 0).all()  # nothing valid
+
+
+def test_similarity_is_one_at_the_reference(gdal_collection, tmp_path):
+    data = gdal_north_up(gdal_collection).astype(np.float64)
+    row, col = 60, 33  # a valid pixel: its centre is the reference
+    assert (data[:, row, col] != -128).all()
+    x, y = BOX[0] + (col + 0.5) * PIXEL, BOX[3] - (row + 0.5) * PIXEL
+    lon, lat = Transformer.from_crs(EPSG, 4326, always_xy=True).transform(x, y)
+    path = tmp_path / "similar.png"
+    drawn = aefsql.picture(
+        BOX, 2023, path, crs=EPSG, reference=(lon, lat), catalog=gdal_collection.index
+    )
+    assert drawn.similarity[row, col] == pytest.approx(1.0, abs=1e-12)
+    image = decoded(path)
+    assert tuple(image[row, col]) == (255, 255, 255, 255)
+    # every pixel: the cosine of the de-quantized vectors, computed here from GDAL's values
+    valid = (data != -128).all(axis=0)
+    vectors = np.sign(data) * (np.abs(data) / 127.5) ** 2
+    reference = vectors[:, row, col]
+    cosine = np.einsum("kij,k->ij", vectors, reference) / (
+        np.linalg.norm(vectors, axis=0) * np.linalg.norm(reference)
+    )
+    assert np.allclose(drawn.similarity[valid], cosine[valid], atol=1e-12)
+    assert np.isnan(drawn.similarity[~valid]).all() and (image[~valid, 3] == 0).all()
+    grey = np.rint(np.clip(cosine[valid], 0, 1) * 255)
+    assert np.array_equal(image[valid, 0], grey) and np.array_equal(image[valid, 2], grey)
+
+
+def test_cli_picture(gdal_collection, tmp_path, capsys):
+    path = tmp_path / "cli.png"
+    west, south, east, north = BOX
+    code = main(
+        [
+            "picture",
+            f"--bbox={west},{south},{east},{north}",
+            "--year",
+            "2023",
+            "--crs",
+            f"EPSG:{EPSG}",
+            "-o",
+            str(path),
+            "--catalog",
+            gdal_collection.index,
+        ]
+    )
+    assert code == 0
+    assert f"wrote {path}: 120 x 200 pixels, EPSG:{EPSG}" in capsys.readouterr().out
+    drawn = aefsql.picture(BOX, 2023, tmp_path / "api.png", crs=EPSG, catalog=gdal_collection.index)
+    assert np.array_equal(decoded(path), drawn.rgba)
+    lon, lat = Transformer.from_crs(EPSG, 4326, always_xy=True).transform(X0 + 1505, Y0 + 1505)
+    similar = tmp_path / "similar.png"
+    code = main(
+        [
+            "picture",
+            f"--bbox={west},{south},{east},{north}",
+            "--year=2023",
+            f"--crs={EPSG}",
+            f"--similar-to={lon},{lat}",
+            "-o",
+            str(similar),
+            "--catalog",
+            gdal_collection.index,
+        ]
+    )
+    assert code == 0 and decoded(similar).shape == (200, 120, 4)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--bbox=1,2,3"], "--bbox '1,2,3': expected 4 numbers separated by commas"),
+        (["--bbox=11.99,45,12,45.01", "--similar-to=a,b"], "--similar-to 'a,b': expected 2"),
+        (["--bbox=11.99,45,12,45.01", "--year=2023,2024"], "a picture shows one year"),
+    ],
+)
+def test_cli_picture_errors(gdal_collection, tmp_path, capsys, argv, message):
+    argv = ["picture", "-o", str(tmp_path / "x.png"), "--catalog", gdal_collection.index, *argv]
+    if not any(a.startswith("--year") for a in argv):
+        argv.append("--year=2023")
+    assert main(argv) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"area": [X0 + 101, Y0 + 101, X0 + 104, Y0 + 104]}, "no pixel centre"),
+        ({"reference": (0.0, 0.0)}, "lies in no tile of 2023"),
+        ({"year": [2023, 2024]}, "one year"),
+        ({"max_bytes": 1000}, "fewer bands"),
+    ],
+)
+def test_picture_errors(gdal_collection, tmp_path, kwargs, message):
+    call = {"area": BOX, "year": 2023, "crs": EPSG, "catalog": gdal_collection.index, **kwargs}
+    with pytest.raises(AefsqlError, match=message):
+        aefsql.picture(path=tmp_path / "x.png", **call)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_picture_needs_no_xarray(gdal_collection, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "xarray", None)  # import xarray raises ImportError
+    drawn = aefsql.picture(BOX, 2023, tmp_path / "x.png", crs=EPSG, catalog=gdal_collection.index)
+    assert decoded(tmp_path / "x.png").shape == drawn.rgba.shape == (200, 120, 4)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 700), (257, 2)])
+def test_write_png_round_trips(tmp_path, shape):
+    rgba = np.random.default_rng(1).integers(0, 256, (*shape, 4), dtype=np.uint8)
+    write_png(tmp_path / "x.png", rgba)
+    assert np.array_equal(decoded(tmp_path / "x.png"), rgba)
