@@ -13,6 +13,7 @@ from gdal_fixtures import COLLECTION_TILES, PIXEL, collection_path
 from pyproj import Transformer
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
+from test_pixels import star
 
 import aefsql
 from aefsql.demo import write_demo_collection
@@ -21,14 +22,6 @@ from aefsql.sampling import BAND_NAMES
 
 xr = pytest.importorskip("xarray")
 rioxarray = pytest.importorskip("rioxarray")
-
-
-def star(cx, cy, radius, n=9, seed=0):
-    rng = np.random.default_rng(seed)
-    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
-    radii = rng.uniform(0.4, 1.0, n) * radius
-    ring = np.column_stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)])
-    return np.vstack([ring, ring[:1]])
 
 
 def polygon_wkb(ring):
