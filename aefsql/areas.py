@@ -20,7 +20,10 @@ from .tiff import Affine
 # Longest straight edge, in degrees, left between vertices of a lon/lat area before it is
 # projected: a straight lon/lat edge is a curve in UTM.
 DENSIFY_DEGREES = 0.001  # ~100 m: far below one pixel's deviation for AEF's 82 km tiles
-CHUNK_PIXELS = 2048  # pixels in one chunk: DuckDB hands a UDF up to 2,048 chunks at once
+# Pixels in one chunk. DuckDB hands a UDF up to 2,048 chunks at once: 512 keeps a call to
+# a million pixels (a 64 MiB int8 result, ~120 MiB in Arrow) and a 1024-px block to 2,048
+# chunks, so that one call tends to decode each of its blocks once and whole.
+CHUNK_PIXELS = 512
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,9 @@ def area_from(value, epsg: int) -> Area:
         if epsg != geo.WGS84:
             raise AefsqlError(f"box {box}: west is east of east")
         return _checked(
-            Area(
-                (_box_ring(west, south, 180.0, north), _box_ring(-180.0, south, east, north)), epsg
-            )
+            Area((box_ring(west, south, 180.0, north), box_ring(-180.0, south, east, north)), epsg)
         )
-    return _checked(Area((_box_ring(west, south, east, north),), epsg))
+    return _checked(Area((box_ring(west, south, east, north),), epsg))
 
 
 def _checked(area: Area) -> Area:
@@ -77,7 +78,7 @@ def _checked(area: Area) -> Area:
     return area
 
 
-def _box_ring(west, south, east, north) -> np.ndarray:
+def box_ring(west, south, east, north) -> np.ndarray:
     return np.array([[west, south], [east, south], [east, north], [west, north], [west, south]])
 
 
@@ -130,22 +131,37 @@ def _read_geometry(blob: bytes, offset: int, rings: list) -> int:
 def projected(area: Area, epsg: int) -> Area:
     """The area in another CRS; lon/lat edges are densified first, so that they bend as
     they do in the target CRS. Vertices PROJ cannot map are an error (not silently lost)."""
-    if area.epsg == epsg or area.empty:
-        return area
-    rings = []
-    for ring in area.rings:
-        dense = _densified(ring, DENSIFY_DEGREES) if area.epsg == geo.WGS84 else ring
-        x, y = geo.transform_points(area.epsg, epsg, dense[:, 0], dense[:, 1])
+    return projected_all([area], epsg)[0]
+
+
+def projected_all(areas: list[Area], epsg: int) -> list[Area]:
+    """`projected` for many areas, with one PROJ call per source CRS."""
+    out: list[Area | None] = [a if a.epsg == epsg or a.empty else None for a in areas]
+    for source in {a.epsg for a, o in zip(areas, out, strict=True) if o is None}:
+        members = [k for k, a in enumerate(areas) if out[k] is None and a.epsg == source]
+        rings = [
+            densified(ring, DENSIFY_DEGREES) if source == geo.WGS84 else ring
+            for k in members
+            for ring in areas[k].rings
+        ]
+        points = np.concatenate(rings)
+        x, y = geo.transform_points(source, epsg, points[:, 0], points[:, 1])
         if not (np.isfinite(x).all() and np.isfinite(y).all()):
             raise AefsqlError(
-                f"area: some vertices cannot be projected from EPSG:{area.epsg} to "
+                f"area: some vertices cannot be projected from EPSG:{source} to "
                 f"EPSG:{epsg} (is the area in the CRS crs := names?)"
             )
-        rings.append(np.column_stack([x, y]))
-    return Area(tuple(rings), epsg)
+        moved = np.split(np.column_stack([x, y]), np.cumsum([len(r) for r in rings])[:-1])
+        at = 0
+        for k in members:
+            count = len(areas[k].rings)
+            out[k] = Area(tuple(moved[at : at + count]), epsg)
+            at += count
+    return out
 
 
-def _densified(ring: np.ndarray, step: float) -> np.ndarray:
+def densified(ring: np.ndarray, step: float) -> np.ndarray:
+    """The ring with vertices added so that no edge is longer than `step` in x or y."""
     pieces = []
     for (x0, y0), (x1, y1) in zip(ring[:-1], ring[1:], strict=True):
         n = max(1, int(np.ceil(max(abs(x1 - x0), abs(y1 - y0)) / step)))
@@ -186,16 +202,13 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
         at = c0[None, :] + (centre[:, None] - r0[None, :]) * ((c1 - c0) / (r1 - r0))[None, :]
     at = np.where(crosses, at, np.inf)
     at.sort(axis=1)
-    spans = []
     count = crosses.sum(axis=1)
-    for i in np.flatnonzero(count >= 2):
-        pairs = at[i, : count[i] - count[i] % 2].reshape(-1, 2)
-        starts = np.clip(np.floor(pairs[:, 0] + 0.5), 0, width).astype(np.int64)
-        ends = np.clip(np.floor(pairs[:, 1] + 0.5), 0, width).astype(np.int64)
-        for a, b in zip(starts, ends, strict=True):
-            if b > a:
-                spans.append((rows[i], a, b))
-    return np.array(spans, dtype=np.int64).reshape(-1, 3)
+    paired = count - count % 2  # crossings of each row, sorted, taken two by two
+    pairs = at[np.arange(at.shape[1])[None, :] < paired[:, None]].reshape(-1, 2)
+    starts = np.clip(np.floor(pairs[:, 0] + 0.5), 0, width).astype(np.int64)
+    ends = np.clip(np.floor(pairs[:, 1] + 0.5), 0, width).astype(np.int64)
+    spans = np.column_stack([np.repeat(rows, paired // 2), starts, ends])
+    return spans[ends > starts]
 
 
 def _closed(rings):
@@ -203,12 +216,18 @@ def _closed(rings):
         yield ring if np.array_equal(ring[0], ring[-1]) else np.vstack([ring, ring[:1]])
 
 
-def chunked(spans: np.ndarray, size: int = CHUNK_PIXELS) -> np.ndarray:
-    """Spans cut to at most `size` pixels each: (row, col0, col1) rows."""
+def chunked(spans: np.ndarray, size: int = CHUNK_PIXELS, block_width: int | None = None):
+    """Spans cut to at most `size` pixels each and, given `block_width`, at the edges of
+    block columns too (so that each chunk lies in one block): (row, col0, col1) rows."""
     out = []
     for row, col0, col1 in spans.tolist():
-        for start in range(col0, col1, size):
-            out.append((row, start, min(col1, start + size)))
+        start = col0
+        while start < col1:
+            stop = min(col1, start + size)
+            if block_width:
+                stop = min(stop, (start // block_width + 1) * block_width)
+            out.append((row, start, stop))
+            start = stop
     return np.array(out, dtype=np.int64).reshape(-1, 3)
 
 

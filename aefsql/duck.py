@@ -33,6 +33,7 @@ from .options import resolve_json, year_list
 from .pixels import DEFAULT_MAX_BYTES, Chunks, area_chunks, check_area_size, chunk_pixels
 from .progress import Progress
 from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_patch_size
+from .zonal import zonal_means
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
 ROW_EMBEDDING_TYPE = (
@@ -80,6 +81,21 @@ PIXEL_ARROW = pa.struct(
 PIXEL_TYPE = (
     "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, lon DOUBLE, "
     "lat DOUBLE, " + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")[]"
+)
+
+ZONAL_ARROW = pa.struct(
+    [
+        ("row", pa.int64()),
+        ("year", pa.int32()),
+        ("pixels", pa.int64()),
+        ("nodata_pixels", pa.int64()),
+        ("centroid_pixel", pa.bool_()),
+        ("embedding", pa.list_(pa.float32(), len(BAND_NAMES))),
+    ]
+)
+ZONAL_TYPE = (
+    "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "
+    f"centroid_pixel BOOLEAN, embedding FLOAT[{len(BAND_NAMES)}])[]"
 )
 
 SQL_FILES = (
@@ -387,7 +403,16 @@ class Session:
         pixels = chunk_pixels(
             self.catalog.tiles(), self.sampler, chunks, wanted, levels.pop() if levels else 0
         )
-        embedding = _struct(pixels.samples, wanted)
+        rows = {band: k for k, band in enumerate(wanted)}
+        n = pixels.row.size
+        band_columns = []
+        for band in range(len(BAND_NAMES)):
+            k = rows.get(band)
+            if k is None:
+                band_columns.append(pa.nulls(n, pa.int8()))
+                continue
+            null = pixels.band_null(k)
+            band_columns.append(pa.array(pixels.values[k], mask=null))
         items = pa.StructArray.from_arrays(
             [
                 pa.array(pixels.location),
@@ -397,12 +422,52 @@ class Session:
                 pa.array(pixels.y),
                 pa.array(pixels.lon),
                 pa.array(pixels.lat),
-                *embedding.flatten(),
+                *band_columns,
             ],
             fields=list(PIXEL_ARROW),
         )
         offsets = np.searchsorted(pixels.chunk, np.arange(len(chunks.row) + 1))
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
+
+    def zonal(self, rows, wkbs, crs, years, level) -> pa.ListArray:
+        """Per call row (the lists of all polygons' row numbers and WKB): each polygon's
+        zonal means in each year (see aefsql/zonal.py)."""
+        lists = []
+        for ids, blobs, code, wanted, at in zip(
+            rows.to_pylist(),
+            wkbs.to_pylist(),
+            _ints(crs),
+            years.to_pylist(),
+            _levels(level),
+            strict=True,
+        ):
+            if not ids:
+                lists.append(pa.array([], ZONAL_ARROW))
+                continue
+            areas = [area_from(blob, int(code)) for blob in blobs]
+            found = zonal_means(self.catalog.tiles(), self.sampler, areas, wanted, at)
+            empty = np.isnan(found.means[:, 0])
+            embedding = pa.FixedSizeListArray.from_arrays(
+                pa.array(found.means.astype(np.float32).ravel()),
+                len(BAND_NAMES),
+                mask=pa.array(empty),
+            )
+            lists.append(
+                pa.StructArray.from_arrays(
+                    [
+                        pa.array(np.asarray(ids, np.int64)[found.polygon]),
+                        pa.array(found.year, pa.int32()),
+                        pa.array(found.pixels),
+                        pa.array(found.nodata_pixels),
+                        pa.array(found.centroid_pixel),
+                        embedding,
+                    ],
+                    fields=list(ZONAL_ARROW),
+                )
+            )
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
+        items = pa.concat_arrays(lists) if lists else pa.array([], ZONAL_ARROW)
+        return pa.ListArray.from_arrays(pa.array(offsets), items)
 
     def index_file(self, calls) -> pa.StringArray:
         """The normalized catalog aef_index() reads. DuckDB calls this when it creates the
@@ -588,6 +653,12 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
                 "INTEGER",
             ],
             PIXEL_TYPE,
+        ),
+        (
+            "zonal",
+            session.zonal,
+            ["BIGINT[]", "BLOB[]", "INTEGER", "INTEGER[]", "INTEGER"],
+            ZONAL_TYPE,
         ),
     ]
     for name, fn, params, returns in functions:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from concurrent.futures import Future
 from functools import lru_cache
 
 import numpy as np
@@ -61,13 +62,21 @@ def transform_points(
     source_epsg: int, target_epsg: int, x: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Transform coordinates (x=lon/easting first); points PROJ cannot map come back as inf/NaN."""
+    return transform_later(source_epsg, target_epsg, x, y).result()
+
+
+def transform_later(source_epsg: int, target_epsg: int, x, y) -> Future:
+    """`transform_points` started now, its (x, y) in the future's result: PROJ lets go of
+    the GIL, so the caller can fetch and decode meanwhile."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if source_epsg == target_epsg:
-        return x, y
+        done: Future = Future()
+        done.set_result((x, y))
+        return done
     # PROJ segfaults when called from DuckDB's own worker threads (seen here with pyproj 3.7
     # and duckdb 2.0, intermittently), never from Python's threads: run it on these.
-    return threads.pool("proj").submit(_transform, source_epsg, target_epsg, x, y).result()
+    return threads.pool("proj").submit(_transform, source_epsg, target_epsg, x, y)
 
 
 def _transform(source_epsg: int, target_epsg: int, x: np.ndarray, y: np.ndarray):

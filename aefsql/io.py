@@ -76,11 +76,16 @@ class ByteStore:
         versions: Mapping[str, Version | None] | None = None,
         allow_short: bool = False,
         max_gap: int = DEFAULT_MAX_GAP,
+        views: bool = False,
     ) -> list[bytes]:
         """Bytes [start, end) of each (url, start, end): from the disk cache where it has them,
         else fetched concurrently, ranges of a file at most `max_gap` apart merged into one
-        request. `versions`: the version each url's bytes must come from."""
-        return [piece.data for piece in self._read(requests, versions, allow_short, max_gap)]
+        request. `versions`: the version each url's bytes must come from. `views`: answers
+        may be memoryviews into a merged request's bytes (no copy), not bytes."""
+        pieces = self._read(requests, versions, allow_short, max_gap)
+        if views:
+            return [piece.data for piece in pieces]
+        return [bytes(piece.data) for piece in pieces]
 
     def read_head(
         self, urls: Sequence[str], length: int

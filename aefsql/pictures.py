@@ -18,14 +18,8 @@ from .duck import Session, open_session
 from .errors import AefsqlError
 from .locate import locate
 from .options import year_list
-from .rasters import (
-    DEFAULT_MAX_BYTES,
-    NODATA,
-    AreaGrid,
-    dequantize,
-    plan_area,
-    read_planned,
-)
+from .quantization import NODATA, dequantize
+from .rasters import DEFAULT_MAX_BYTES, AreaGrid, plan_area, read_planned
 
 CHUNK_PIXELS = 1 << 18  # pixels de-quantized at once: 64 bands x 8 bytes = 128 MiB
 COVARIANCE_PIXELS = 1 << 18

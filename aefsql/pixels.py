@@ -10,21 +10,35 @@ zone wins), so every location comes from exactly one tile: no double counting, n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from . import geo
-from .areas import Area, centroid, chunked, projected, row_spans, surface
+from .areas import (
+    CHUNK_PIXELS,
+    Area,
+    box_ring,
+    centroid,
+    chunked,
+    densified,
+    projected,
+    projected_all,
+    row_spans,
+    surface,
+)
 from .catalog import TileTable
 from .errors import AefsqlError
-from .headers import check_georeferenced, point_pixels
+from .headers import check_georeferenced, group_indices, point_pixels
 from .locate import locate
-from .sampling import Sampler, Samples, human_bytes
+from .sampling import Sampler, human_bytes, run_layout
 
 AEF_PIXEL_METRES = 10.0
 # 10^8 pixels of 64 bands stream out (COPY … TO) in bounded memory; past this budget a
 # typo in an area (a continent instead of a county) is refused before it starts.
 DEFAULT_MAX_BYTES = 16 * 2**30
+EXTENT_STEP = 1000.0  # metres between vertices of a pixel extent's edges, projected to lon/lat
+BOX_MARGIN = 1.0  # metres around a projected lon/lat box: far above its densifying error
 
 
 @dataclass(frozen=True)
@@ -50,40 +64,78 @@ def area_chunks(tiles: TileTable, sampler: Sampler, area: Area, years, level: in
     An area that holds no pixel centre at all (smaller than a pixel) gets the one pixel
     under its centroid, flagged, from the tile `locate` picks for that point. (Callers check
     the area's size first: `check_area_size`.)"""
-    parts = []
-    headers = sampler.header_reader
-    lonlat = projected(area, geo.WGS84)
-    for year in years:
-        found = []
-        for t in _candidates(tiles, lonlat, year):
+    return areas_chunks(tiles, sampler, [area], years, level)[0]
+
+
+def areas_chunks(tiles: TileTable, sampler: Sampler, areas: list[Area], years, level: int = 0):
+    """`area_chunks` of many areas at once (their vertices projected in one PROJ call per
+    CRS): all their chunks, area by area, and the index of the area of each chunk."""
+    reader = sampler.header_reader
+    in_lonlat = projected_all(areas, geo.WGS84)
+    wanted = {}  # (area, year) -> candidate tiles
+    for i, lonlat in enumerate(in_lonlat):
+        for year in years:
+            wanted[i, year] = candidate_tiles(tiles, lonlat, year)
+    paths = sorted({tiles.path[t] for found in wanted.values() for t in found})
+    headers = reader.headers_for(paths, level) if paths else {}
+    for path, header in headers.items():
+        check_georeferenced(path, header)
+    in_crs = {}  # (area, epsg) -> the area in that CRS
+    for code in {h.epsg for h in headers.values()}:
+        needing = sorted(
+            {
+                i
+                for (i, _), found in wanted.items()
+                for t in found
+                if headers[tiles.path[t]].epsg == code
+            }
+        )
+        for i, moved in zip(needing, projected_all([areas[i] for i in needing], code), strict=True):
+            in_crs[i, code] = moved
+    parts = []  # (area, path, year, chunks, centroid)
+    for (i, year), found in wanted.items():
+        before = len(parts)
+        for t in found:
             path = tiles.path[t]
-            header = headers.headers_for([path], level)[path]
-            check_georeferenced(path, header)
-            spans = row_spans(
-                projected(area, header.epsg), header.transform, header.width, header.height
-            )
-            chunks = chunked(spans)
+            header = headers[path]
+            shape = in_crs[i, header.epsg]
+            spans = row_spans(shape, header.transform, header.width, header.height)
+            chunks = block_chunks(spans, header)
             if len(chunks):
-                found.append((path, chunks))
-        if not found and not area.empty:
-            x, y = centroid(area)
-            path = locate(tiles, headers, [x], [y], [year], crs=area.epsg)[0]
+                parts.append((i, path, year, chunks, False))
+        if len(parts) == before and not areas[i].empty:
+            x, y = centroid(areas[i])
+            path = locate(tiles, reader, [x], [y], [year], crs=areas[i].epsg)[0]
             if path is not None:
-                header = headers.headers_for([path], level)[path]
-                rows, cols, _ = point_pixels(path, header, [x], [y], area.epsg)
-                parts.append((path, year, np.array([[rows[0], cols[0], cols[0] + 1]]), True))
-        parts.extend((path, year, chunks, False) for path, chunks in found)
+                header = reader.headers_for([path], level)[path]
+                rows, cols, _ = point_pixels(path, header, [x], [y], areas[i].epsg)
+                one = np.array([[rows[0], cols[0], cols[0] + 1]])
+                parts.insert(before, (i, path, year, one, True))
     if not parts:
         empty = np.zeros(0, np.int64)
-        return Chunks(np.zeros(0, object), empty, empty, empty, empty, np.zeros(0, bool))
-    return Chunks(
-        path=np.concatenate([np.full(len(c), p, dtype=object) for p, _, c, _ in parts]),
-        year=np.concatenate([np.full(len(c), y, np.int64) for _, y, c, _ in parts]),
+        none = Chunks(np.zeros(0, object), empty, empty, empty, empty, np.zeros(0, bool))
+        return none, empty
+    parts.sort(key=lambda part: part[0])  # area by area (stable: years, tiles in order)
+    chunks = Chunks(
+        path=np.concatenate([np.full(len(c), p, dtype=object) for _, p, _, c, _ in parts]),
+        year=np.concatenate([np.full(len(c), y, np.int64) for _, _, y, c, _ in parts]),
         row=np.concatenate([c[:, 0] for *_, c, _ in parts]),
         col0=np.concatenate([c[:, 1] for *_, c, _ in parts]),
         col1=np.concatenate([c[:, 2] for *_, c, _ in parts]),
         centroid=np.concatenate([np.full(len(c), f) for *_, c, f in parts]),
     )
+    return chunks, np.concatenate([np.full(len(c), i, np.int64) for i, _, _, c, _ in parts])
+
+
+def block_chunks(spans: np.ndarray, header, size: int = CHUNK_PIXELS) -> np.ndarray:
+    """Spans of a raster as chunks of at most `size` pixels inside one block column each,
+    ordered by tile, then row and column: the order `chunk_pixels` returns pixels in, and
+    DuckDB's batches of consecutive chunks cover whole blocks, each decoded once."""
+    chunks = chunked(spans, size, block_width=header.block_width)
+    tile = (chunks[:, 0] // header.block_height) * header.blocks_across + (
+        chunks[:, 1] // header.block_width
+    )
+    return chunks[np.lexsort((chunks[:, 1], chunks[:, 0], tile))]
 
 
 def check_area_size(area: Area, years: int, bands: int, max_bytes: int, level: int = 0) -> None:
@@ -107,7 +159,7 @@ def check_area_size(area: Area, years: int, bands: int, max_bytes: int, level: i
         )
 
 
-def _candidates(tiles: TileTable, lonlat: Area, year: int) -> list[int]:
+def candidate_tiles(tiles: TileTable, lonlat: Area, year: int) -> list[int]:
     """Tiles of `year` whose lon/lat box meets the area's (each part's, for an area split
     at the antimeridian)."""
     found = set()
@@ -126,104 +178,180 @@ def _candidates(tiles: TileTable, lonlat: Area, year: int) -> list[int]:
     return sorted(found)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Pixels:
     """Pixel values of chunks, with where each pixel is."""
 
-    chunk: np.ndarray  # index of the chunk each pixel came from
+    chunk: np.ndarray  # index of the chunk each pixel came from, ascending
     row: np.ndarray
     col: np.ndarray
     x: np.ndarray  # pixel centre, in the tile's CRS
     y: np.ndarray
-    lon: np.ndarray
-    lat: np.ndarray
-    location: np.ndarray  # int64: the same for the same place in every year
-    samples: Samples
+    lon: np.ndarray | None  # None: not asked for (`coordinates`)
+    lat: np.ndarray | None
+    location: np.ndarray | None  # int64: the same for the same place in every year
+    values: np.ndarray  # int8 (bands, pixels): band-major, the files' own values
+    nodata: np.ndarray  # int16 (pixels,): the file's nodata value, 256 (none) where it has none
+    band_count: np.ndarray  # int16 (pixels,): how many bands the pixel's file has
+    bands: list[int]  # the band (index into A00..A63) of each row of `values`
+
+    def band_null(self, k: int) -> np.ndarray | None:
+        """bool (pixels,): where band row k is NULL (nodata, or a band the file lacks);
+        None when nowhere. One int8 comparison when every file has the same nodata."""
+        null = None
+        if self.common_nodata is not None:
+            null = self.values[k] == np.int8(self.common_nodata)
+        elif self.nodata.size and (self.nodata != NO_NODATA).any():
+            null = self.values[k].astype(np.int16) == self.nodata
+        if self.fewest_bands <= self.bands[k]:
+            lacking = self.band_count <= self.bands[k]
+            null = lacking if null is None else null | lacking
+        return null if null is not None and null.any() else None
+
+    @cached_property
+    def common_nodata(self) -> int | None:
+        """The nodata value of every pixel's file, when they all have the same one."""
+        if self.nodata.size == 0:
+            return None
+        first = int(self.nodata[0])
+        return first if first != NO_NODATA and (self.nodata == first).all() else None
+
+    @cached_property
+    def fewest_bands(self) -> int:
+        return int(self.band_count.min()) if self.band_count.size else 0
+
+
+NO_NODATA = 256  # outside int8: never equal to a value
 
 
 def chunk_pixels(
-    tiles: TileTable, sampler: Sampler, chunks: Chunks, bands, level: int = 0
+    tiles: TileTable,
+    sampler: Sampler,
+    chunks: Chunks,
+    bands,
+    level: int = 0,
+    coordinates: bool = True,
 ) -> Pixels:
     """The pixels of `chunks` (rows and columns of the tiles' `level`) that belong to their
     tile (see the module's docstring), and their values of `bands` (indices into A00..A63).
-    An overview pixel belongs to the tile `locate` gives its centre, as a full one does."""
-    counts = chunks.col1 - chunks.col0
-    chunk = np.repeat(np.arange(counts.size), counts)
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    col = np.repeat(chunks.col0, counts) + (np.arange(chunk.size) - starts)
-    row = np.repeat(chunks.row, counts)
-    path = np.repeat(chunks.path, counts)
-    x, y = np.empty(chunk.size), np.empty(chunk.size)
-    lon, lat = np.empty(chunk.size), np.empty(chunk.size)
-    location = np.zeros(chunk.size, dtype=np.int64)
-    keep = np.zeros(chunk.size, dtype=bool)
-    epsg = np.zeros(chunk.size, dtype=np.int64)
-    headers = sampler.header_reader.headers_for(list(dict.fromkeys(chunks.path)), level)
-    for url in headers:
-        mine = path == url
-        header = headers[url]
-        t = header.transform
-        x[mine] = t.c + (col[mine] + 0.5) * t.a
-        y[mine] = t.f + (row[mine] + 0.5) * t.e
-        epsg[mine] = header.epsg
-        lon[mine], lat[mine] = geo.transform_points(header.epsg, geo.WGS84, x[mine], y[mine])
-        location[mine] = location_key(header.epsg, x[mine], y[mine], abs(t.a), abs(t.e))
-        pixel_year = np.repeat(chunks.year, counts)
-        for year in np.unique(pixel_year[mine]):
-            these = np.flatnonzero(mine & (pixel_year == year))
-            # Only a pixel that another tile's box also holds can belong elsewhere: ask
-            # `locate` for those alone (none, inside a tile away from its edges).
-            doubtful = these[_in_other_boxes(tiles, url, year, lon[these], lat[these])]
-            keep[these] = True
-            if doubtful.size:
-                owner = locate(
-                    tiles,
-                    sampler.header_reader,
-                    x[doubtful],
-                    y[doubtful],
-                    np.full(doubtful.size, year),
-                    crs=int(header.epsg),
+    An overview pixel belongs to the tile `locate` gives its centre, as a full one does.
+
+    Pixels come in block order (see `RunLayout`), which is the chunks' own order when they
+    come from `area_chunks`. Without `coordinates`, lon, lat and location are None (no
+    pixel is projected to lon/lat)."""
+    parts = []
+    for url, of_url in group_indices(chunks.path, np.arange(chunks.row.size)).items():
+        for year, runs in group_indices(chunks.year, of_url).items():
+            parts.append(
+                _file_pixels(
+                    tiles, sampler, chunks, url, int(year), runs, bands, level, coordinates
                 )
-                keep[doubtful] = owner == url
-    keep |= np.repeat(chunks.centroid, counts)  # located already, through the centroid
-    chosen = np.flatnonzero(keep)
-    samples = sampler.sample(np.full(chosen.size, None), x[chosen], y[chosen], bands)
-    for code in np.unique(epsg[chosen]):  # one pass per CRS (tiles of one area: one or two)
-        mine = epsg[chosen] == code
-        part = sampler.sample(
-            np.where(mine, path[chosen], None),
-            x[chosen],
-            y[chosen],
-            bands,
-            crs=int(code),
-            keep_blocks=False,
-            level=level,
+            )
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return Pixels(
+            *([empty] * 3),
+            *([np.zeros(0)] * 4),
+            empty,
+            np.zeros((len(bands), 0), np.int8),
+            np.zeros(0, np.int16),
+            np.zeros(0, np.int16),
+            list(bands),
         )
-        samples = samples.overlay(part, mine)
+    chunk = np.concatenate([p[0] for p in parts])
+    order = None if np.all(chunk[1:] >= chunk[:-1]) else np.argsort(chunk, kind="stable")
+
+    def joined(i, axis=0):
+        if parts[0][i] is None:
+            return None
+        whole = parts[0][i] if len(parts) == 1 else np.concatenate([p[i] for p in parts], axis)
+        if order is None:
+            return whole
+        return whole[:, order] if axis else whole[order]
+
     return Pixels(
-        chunk[chosen],
-        row[chosen],
-        col[chosen],
-        x[chosen],
-        y[chosen],
-        lon[chosen],
-        lat[chosen],
-        location[chosen],
-        samples,
+        *(joined(i) for i in range(8)), joined(8, axis=1), joined(9), joined(10), list(bands)
     )
 
 
-def _in_other_boxes(tiles: TileTable, url: str, year: int, lon, lat) -> np.ndarray:
-    """True where (lon, lat) lies in the lon/lat box of a tile of `year` other than `url`."""
-    if lon.size == 0:
-        return np.zeros(0, dtype=bool)
-    near = _candidates(
-        tiles, Area((np.array([[lon.min(), lat.min()], [lon.max(), lat.max()]]),), geo.WGS84), year
+def _file_pixels(tiles, sampler, chunks: Chunks, url, year, runs, bands, level, coordinates):
+    """chunk, row, col, x, y, lon, lat, location, values, nodata, band_count of the pixels of
+    one file's chunks that belong to it (lon, lat and location None without `coordinates`)."""
+    reader = sampler.header_reader
+
+    def read():
+        header = reader.headers_for([url], level)[url]
+        check_georeferenced(url, header)
+        layout = run_layout(url, header, chunks.row[runs], chunks.col0[runs], chunks.col1[runs])
+        t = header.transform
+        x = t.c + (layout.col + 0.5) * t.a
+        y = t.f + (layout.row + 0.5) * t.e
+        # PROJ (which lets go of the GIL) works while the blocks are fetched and decoded.
+        lonlat = geo.transform_later(header.epsg, geo.WGS84, x, y) if coordinates else None
+        values = sampler.read_layout(url, header, layout, bands)
+        return header, layout, x, y, lonlat.result() if lonlat else (None, None), values
+
+    header, layout, x, y, (lon, lat), values = reader.restarting_on_change(read)
+    chunk = runs[layout.run]
+    # Only a pixel that another tile's box also holds can belong elsewhere: ask `locate` for
+    # those alone (none, inside a tile away from its edges). A centroid chunk was located
+    # already, through the centroid.
+    epsg = int(header.epsg)
+    doubtful = np.flatnonzero(
+        _in_other_boxes(tiles, url, year, epsg, x, y) & ~chunks.centroid[chunk]
     )
-    found = np.zeros(lon.size, dtype=bool)
-    for t in near:
-        if tiles.path[t] != url:
-            found |= tiles.box_holds(t, lon, lat)
+    keep = None
+    if doubtful.size:
+        owner = locate(tiles, reader, x[doubtful], y[doubtful], np.full(doubtful.size, year), epsg)
+        keep = np.ones(x.size, dtype=bool)
+        keep[doubtful] = owner == url
+    t = header.transform
+    location = location_key(epsg, x, y, abs(t.a), abs(t.e)) if coordinates else None
+    n = x.size
+    nodata = NO_NODATA if header.nodata is None else int(header.nodata)
+    found = [
+        chunk,
+        layout.row,
+        layout.col,
+        x,
+        y,
+        lon,
+        lat,
+        location,
+        values,
+        np.full(n, nodata, np.int16),
+        np.full(n, header.samples_per_pixel, np.int16),
+    ]
+    if keep is not None and not keep.all():
+        found = [a if a is None else a[:, keep] if a.ndim == 2 else a[keep] for a in found]
+    return found
+
+
+def _in_other_boxes(tiles: TileTable, url: str, year: int, epsg: int, x, y) -> np.ndarray:
+    """True where (x, y), in EPSG `epsg`, may lie in the lon/lat box of a tile of `year` other
+    than `url` (a superset: `locate` decides). Each box is projected into `epsg` (densified)
+    and its bounds tested, so that no pixel has to be projected into lon/lat for this."""
+    found = np.zeros(x.size, dtype=bool)
+    if x.size == 0:
+        return found
+    extent = Area((densified(box_ring(x.min(), y.min(), x.max(), y.max()), EXTENT_STEP),), epsg)
+    lonlat = None
+    for t in candidate_tiles(tiles, projected(extent, geo.WGS84), year):
+        if tiles.path[t] == url:
+            continue
+        west, south, east, north = tiles.west[t], tiles.south[t], tiles.east[t], tiles.north[t]
+        try:
+            if west > east:  # a box across the antimeridian: no bounds to test in `epsg`
+                raise AefsqlError("across the antimeridian")
+            box = projected(Area((box_ring(west, south, east, north),), geo.WGS84), epsg)
+        except AefsqlError:  # or not projectable there: test in lon/lat
+            if lonlat is None:
+                lonlat = geo.transform_points(epsg, geo.WGS84, x, y)
+            found |= tiles.box_holds(t, *lonlat)
+            continue
+        x0, y0, x1, y1 = box.bounds
+        m = BOX_MARGIN
+        found |= (x >= x0 - m) & (x <= x1 + m) & (y >= y0 - m) & (y <= y1 + m)
     return found
 
 

@@ -15,8 +15,12 @@ class MergedRead:
     end: int
     members: tuple[tuple[int, int], ...]  # the (start, end) ranges this read serves
 
-    def slice(self, data: bytes, member: tuple[int, int]) -> bytes:
-        return data[member[0] - self.start : member[1] - self.start]
+    def slice(self, data: bytes, member: tuple[int, int]) -> bytes | memoryview:
+        """The member's bytes out of the read's: the read itself, or a view of it (copying
+        every block out of a merged read would cost as much as reading it)."""
+        if member == (self.start, self.end):
+            return data
+        return memoryview(data)[member[0] - self.start : member[1] - self.start]
 
 
 def merge_ranges(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import pyproj
@@ -24,10 +23,11 @@ from .duck import Session, open_session
 from .errors import AefsqlError
 from .locate import locate
 from .options import BAND_NAMES, band_list, epsg, year_list
+from .pixels import Chunks, block_chunks, candidate_tiles, chunk_pixels
+from .quantization import NODATA
 from .sampling import human_bytes
 from .tiff import Affine
 
-NODATA = -128
 PIXEL_SIZE = 10.0  # AEF's pixel, for grids in a CRS that has no tile to align with
 DEFAULT_MAX_BYTES = 4 * 1024**3
 # Pixels sampled per call: bounds the per-pixel arrays (coordinates, locate's work) to a few
@@ -66,18 +66,6 @@ class AreaRaster:
     grid: AreaGrid
     years: tuple[int, ...]
     bands: tuple[str, ...]
-
-
-def dequantize(values) -> np.ndarray:
-    """The publisher's de-quantization sign(v) * (|v| / 127.5)^2 as float64; NaN for -128."""
-    # A lookup in the 256 possible values: several times faster than the arithmetic.
-    return _dequantized_table()[np.asarray(values, dtype=np.int8).view(np.uint8)]
-
-
-@cache
-def _dequantized_table() -> np.ndarray:
-    v = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float64)  # by uint8 view
-    return np.where(v == NODATA, np.nan, np.sign(v) * (np.abs(v) / 127.5) ** 2)
 
 
 def read_area(
@@ -244,10 +232,18 @@ def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
         (len(request.years), len(bands), grid.height, grid.width), NODATA, dtype=np.int8
     )
     spans = row_spans(projected(request.area, target), grid.transform, grid.width, grid.height)
+    lonlat = projected(request.area, geo.WGS84)
     t = grid.transform
-    for rows, cols in _strips(spans, STRIP_PIXELS):
-        x, y = t.c + (cols + 0.5) * t.a, t.f + (rows + 0.5) * t.e
-        for i, year in enumerate(request.years):
+    for i, year in enumerate(request.years):
+        # Tiles on the grid itself are read as blocks, exactly; what they leave (pixels of
+        # other zones' tiles, outside coverage) is sampled pixel centre by pixel centre.
+        filled = _read_aligned(session, grid, spans, lonlat, year, bands, values[i])
+        for rows, cols in _strips(spans, STRIP_PIXELS):
+            rest = ~filled[rows * grid.width + cols]
+            rows, cols = rows[rest], cols[rest]
+            if rows.size == 0:
+                continue
+            x, y = t.c + (cols + 0.5) * t.a, t.f + (rows + 0.5) * t.e
             paths = locate(tiles, reader, x, y, np.full(x.size, year), crs=target)
             samples = sampler.sample(paths, x, y, bands, crs=target, keep_blocks=False)
             found = samples.values  # (pixels, bands), a fresh array: masked in place
@@ -259,17 +255,109 @@ def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
     return AreaRaster(values, grid, request.years, request.bands)
 
 
+def _read_aligned(session: Session, grid: AreaGrid, spans, lonlat: Area, year, bands, out):
+    """Write into `out` (bands, height, width) the pixels of `spans` that tiles on `grid`'s
+    own lattice (same CRS and pixel size, aligned) own, read block by block as `aef_pixels`
+    reads them; return where it wrote (bool, height * width)."""
+    tiles, sampler = session.catalog.tiles(), session.sampler
+    filled = np.zeros(grid.height * grid.width, dtype=bool)
+    for k in candidate_tiles(tiles, lonlat, year):
+        path = tiles.path[k]
+        header = sampler.headers_for([path])[path]
+        offset = _grid_offset(header, grid)
+        if offset is None:
+            continue
+        for part in _span_groups(spans, STRIP_PIXELS):
+            _read_part(tiles, sampler, grid, path, header, year, part, offset, bands, out, filled)
+    return filled
+
+
+def _read_part(tiles, sampler, grid, path, header, year, spans, offset, bands, out, filled):
+    """`_read_aligned` for some spans of one tile."""
+    col_shift, row_start, row_step = offset
+    g = grid.transform
+    rows = row_start + row_step * spans[:, 0]
+    col0 = np.clip(spans[:, 1] + col_shift, 0, header.width)
+    col1 = np.clip(spans[:, 2] + col_shift, 0, header.width)
+    inside = (rows >= 0) & (rows < header.height) & (col1 > col0)
+    runs = block_chunks(np.column_stack([rows, col0, col1])[inside], header, size=header.width)
+    count = len(runs)
+    if count == 0:
+        return
+    chunks = Chunks(
+        path=np.full(count, path, dtype=object),
+        year=np.full(count, year, np.int64),
+        row=runs[:, 0],
+        col0=runs[:, 1],
+        col1=runs[:, 2],
+        centroid=np.zeros(count, dtype=bool),
+    )
+    pixels = chunk_pixels(tiles, sampler, chunks, bands, coordinates=False)
+    for b in range(len(bands)):
+        null = pixels.band_null(b)
+        if null is not None:
+            pixels.values[b][null] = NODATA
+    g = grid.transform
+    grid_rows = np.rint((pixels.y - g.f) / g.e - 0.5).astype(np.int64)
+    grid_cols = np.rint((pixels.x - g.c) / g.a - 0.5).astype(np.int64)
+    _scatter(out, grid_rows, grid_cols, pixels, header)
+    filled.reshape(grid.height, grid.width)[grid_rows, grid_cols] = True
+
+
+def _scatter(out, grid_rows, grid_cols, pixels, header) -> None:
+    """out[:, grid_rows, grid_cols] = pixels.values, where each block's pixels that fill a
+    rectangle (all of them, for a box) go as one slice: pixels come block by block, rows of
+    the tile in ascending order."""
+    tile = (pixels.row // header.block_height) * header.blocks_across + (
+        pixels.col // header.block_width
+    )
+    bounds = np.concatenate([[0], np.flatnonzero(tile[1:] != tile[:-1]) + 1, [tile.size]])
+    scattered = []
+    for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        r, c = grid_rows[start:end], grid_cols[start:end]
+        top, bottom, left, right = int(r.min()), int(r.max()), int(c.min()), int(c.max())
+        height, width = bottom - top + 1, right - left + 1
+        if height * width != end - start or c[0] != left or r[0] not in (top, bottom):
+            scattered.append(np.arange(start, end))
+            continue
+        block = pixels.values[:, start:end].reshape(len(pixels.bands), height, width)
+        out[:, top : bottom + 1, left : right + 1] = block if r[0] == top else block[:, ::-1]
+    if scattered:
+        rest = np.concatenate(scattered)
+        out[:, grid_rows[rest], grid_cols[rest]] = pixels.values[:, rest]
+
+
+def _grid_offset(header, grid: AreaGrid):
+    """(column shift, row start, row step) mapping grid pixels onto the tile's — tile column
+    = grid column + shift, tile row = start + step * grid row — when the tile lies on the
+    grid's lattice; None when it does not (another CRS, pixel size or alignment)."""
+    t, g = header.transform, grid.transform
+    if header.epsg != grid.epsg or t.a != g.a or abs(t.e) != abs(g.e) or t.b or t.d:
+        return None
+    shift = (g.c - t.c) / t.a
+    start = (g.f - t.f) / t.e  # the grid's top edge, in tile rows
+    if abs(shift - round(shift)) > 1e-6 or abs(start - round(start)) > 1e-6:
+        return None
+    step = 1 if t.e == g.e else -1  # a south-up tile counts rows the other way
+    return round(shift), round(start) - (1 if step < 0 else 0), step
+
+
 def _strips(spans: np.ndarray, limit: int):
     """(rows, cols) of the pixels of consecutive spans, at most about `limit` at a time."""
-    counts = spans[:, 2] - spans[:, 1]
-    ends = np.cumsum(counts)
+    for part in _span_groups(spans, limit):
+        n = part[:, 2] - part[:, 1]
+        offsets = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        yield np.repeat(part[:, 0], n), np.repeat(part[:, 1], n) + offsets
+
+
+def _span_groups(spans: np.ndarray, limit: int):
+    """Consecutive spans, at most about `limit` pixels at a time."""
+    ends = np.cumsum(spans[:, 2] - spans[:, 1])
     start = 0
     while start < len(spans):
         before = ends[start - 1] if start else 0
         stop = max(start + 1, int(np.searchsorted(ends, before + limit, side="right")))
-        part, n = spans[start:stop], counts[start:stop]
-        offsets = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-        yield np.repeat(part[:, 0], n), np.repeat(part[:, 1], n) + offsets
+        yield spans[start:stop]
         start = stop
 
 

@@ -9,6 +9,7 @@ points of each block at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -94,6 +95,68 @@ class ReadPlan:
     blocks: int
     requests: int
     bytes: int
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The pixels of runs — columns [col0, col1) of one row each — of one raster, in block
+    order: runs are cut at block columns and the pieces ordered by (tile, row, column), so
+    each tile's pixels are consecutive (a tile's 64 band blocks are then decoded once and
+    read with one index). Runs already cut and in that order keep their order."""
+
+    run: np.ndarray  # the input run of each pixel
+    row: np.ndarray
+    col: np.ndarray
+    tiles: np.ndarray  # the tiles, in order
+    bounds: np.ndarray  # tiles[i]'s pixels are [bounds[i], bounds[i + 1])
+
+    @property
+    def pixels(self) -> int:
+        return int(self.row.size)
+
+
+def run_layout(url, header: ImageHeader, row, col0, col1) -> RunLayout:
+    """The pixels of the runs (row, [col0, col1)) of `header`'s raster in block order."""
+    row, col0, col1 = (np.asarray(a, dtype=np.int64) for a in (row, col0, col1))
+    if row.size and (
+        row.min() < 0 or row.max() >= header.height or col0.min() < 0 or col1.max() > header.width
+    ):
+        raise AefsqlError(
+            f"{redact(url)}: pixel runs outside its {header.width} x {header.height} raster"
+        )
+    keep = col1 > col0
+    run, row, col0, col1 = np.flatnonzero(keep), row[keep], col0[keep], col1[keep]
+    width, height = header.block_width, header.block_height
+    first = col0 // width
+    pieces = (col1 - 1) // width - first + 1
+    piece_run = np.repeat(np.arange(run.size), pieces)
+    block_col = first[piece_run] + _ramp(pieces)
+    start = np.maximum(col0[piece_run], block_col * width)
+    end = np.minimum(col1[piece_run], (block_col + 1) * width)
+    piece_row = row[piece_run]
+    tile = (piece_row // height) * header.blocks_across + block_col
+    order = np.lexsort((start, piece_row, tile))
+    if not np.all(order[1:] > order[:-1]):  # not yet in block order
+        piece_run, start, end, piece_row, tile = (
+            a[order] for a in (piece_run, start, end, piece_row, tile)
+        )
+    lengths = end - start
+    changes = np.flatnonzero(tile[1:] != tile[:-1]) + 1
+    firsts = np.concatenate([[0], changes]) if tile.size else np.zeros(0, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return RunLayout(
+        run=np.repeat(run[piece_run], lengths),
+        row=np.repeat(piece_row, lengths),
+        col=np.repeat(start, lengths) + _ramp(lengths),
+        tiles=tile[firsts],
+        bounds=np.append(offsets[firsts], offsets[-1]),
+    )
+
+
+def _ramp(counts: np.ndarray) -> np.ndarray:
+    """0, 1, …, counts[0] - 1, 0, 1, …, counts[1] - 1, …"""
+    total = int(counts.sum())
+    return np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
 def band_indices(names: list[str] | None) -> list[int]:
@@ -251,6 +314,35 @@ class Sampler:
         self.progress.add(points=x.size)
         return Samples(values, covered, nodata, band_count, bands)
 
+    def read_layout(
+        self, url: str, header: ImageHeader, layout: RunLayout, bands: list[int]
+    ) -> np.ndarray:
+        """int8 values (bands, pixels) of `layout`'s pixels, band-major: the file's own
+        values, nodata included (a band the file lacks holds its nodata, or 0). Decoded
+        blocks are not kept: an area reads each block once. Call it inside
+        `header_reader.restarting_on_change`, with the header the layout was made from."""
+        _check_readable(url, header)
+        values = np.empty((len(bands), layout.pixels), dtype=np.int8)
+        absent = [k for k, band in enumerate(bands) if band >= header.samples_per_pixel]
+        values[absent] = header.nodata if header.nodata is not None else 0
+        needed = _tile_blocks(header, layout.tiles, bands)
+        self.header_reader.load_block_tables([(url, header, needed)])
+        reads = []
+        width, height = header.block_width, header.block_height
+        for tile, start, end in zip(
+            layout.tiles.tolist(),
+            layout.bounds[:-1].tolist(),
+            layout.bounds[1:].tolist(),
+            strict=True,
+        ):
+            rows = layout.row[start:end] - (tile // header.blocks_across) * height
+            cols = layout.col[start:end] - (tile % header.blocks_across) * width
+            runs = _TileRuns(start, end, rows, cols, width)
+            reads.extend(_band_reads(url, header, tile, runs, bands))
+        self._read_blocks(reads, {url: header}, values, keep=False)
+        self.progress.add(points=layout.pixels)
+        return values
+
     def plan(self, url: str, x, y, bands: list[int], crs: int = geo.WGS84) -> ReadPlan:
         """What sampling `bands` at these points of one file would read (headers only)."""
         return self.header_reader.restarting_on_change(lambda: self._plan(url, x, y, bands, crs))
@@ -297,6 +389,7 @@ class Sampler:
         answers = self.store.read(
             [(r.url, *r.byte_range) for r in nonempty],
             versions={r.url: r.version for r in nonempty},
+            views=True,
         )
         self.progress.add(blocks=len(wave), nbytes=sum(len(a) for a in answers))
         return {(r.url, r.byte_range): data for r, data in zip(nonempty, answers, strict=True)}
@@ -339,7 +432,8 @@ class Sampler:
 
 @dataclass(frozen=True)
 class _TilePoints:
-    """The points that fall in one tile (the same pixel in each band's block)."""
+    """The points that fall in one tile (the same pixel in each band's block), written
+    point-major: values[point, band column]."""
 
     points: np.ndarray  # output rows
     rows: np.ndarray  # pixel row inside the block
@@ -349,10 +443,56 @@ class _TilePoints:
     def rows_needed(self) -> int:
         return int(self.rows.max()) + 1
 
+    def gather(self, block: np.ndarray, values: np.ndarray, columns, samples) -> None:
+        picked = block[self.rows, self.cols][:, samples]
+        values[self.points[:, None], columns[None, :]] = picked
+
+
+@dataclass(frozen=True)
+class _TileRuns:
+    """Consecutive output pixels [start, end) that fall in one tile, written band-major:
+    values[band column, start:end]. Pixels that fill a window of the block (an area's box)
+    are copied as one slice, others taken with one index shared by all bands."""
+
+    start: int
+    end: int
+    rows: np.ndarray  # pixel row inside the block, ascending (then columns ascending)
+    cols: np.ndarray  # pixel column inside the block
+    width: int  # of the block
+
+    @property
+    def rows_needed(self) -> int:
+        return int(self.rows[-1]) + 1
+
+    @cached_property
+    def window(self) -> tuple[int, int, int, int] | None:
+        """(row0, row1, col0, col1) when the pixels are exactly that window, row by row."""
+        row0, row1 = int(self.rows[0]), int(self.rows[-1]) + 1
+        col0, col1 = int(self.cols.min()), int(self.cols.max()) + 1
+        if (row1 - row0) * (col1 - col0) != self.end - self.start:
+            return None
+        # As many pixels as the window holds, all distinct (overlapping runs repeat pixels)
+        # and in row-major order: they are the window.
+        return (row0, row1, col0, col1) if (np.diff(self.flat) > 0).all() else None
+
+    @cached_property
+    def flat(self) -> np.ndarray:
+        return self.rows * self.width + self.cols
+
+    def gather(self, block: np.ndarray, values: np.ndarray, columns, samples) -> None:
+        window = self.window
+        for column, sample in zip(columns.tolist(), samples.tolist(), strict=True):
+            out = values[column, self.start : self.end]
+            if window is not None:
+                row0, row1, col0, col1 = window
+                out.reshape(row1 - row0, col1 - col0)[...] = block[row0:row1, col0:col1, sample]
+            else:
+                np.take(block[..., sample].reshape(-1), self.flat, out=out)
+
 
 @dataclass(frozen=True)
 class _BlockRead:
-    """One block of one file, the points it serves and the output columns it fills."""
+    """One block of one file, the pixels it serves and the output columns it fills."""
 
     url: str
     version: Version | None  # of the file: a block read from another one must not be used
@@ -360,7 +500,7 @@ class _BlockRead:
     block: int
     block_row: int
     byte_range: tuple[int, int]
-    tile: _TilePoints
+    tile: _TilePoints | _TileRuns
     columns: np.ndarray  # output band columns
     samples: np.ndarray  # the block's samples for those columns ([0] when planar-separate)
 
@@ -373,8 +513,7 @@ class _BlockRead:
         return self.tile.rows_needed
 
     def gather(self, block: np.ndarray, values: np.ndarray) -> None:
-        picked = block[self.tile.rows, self.tile.cols][:, self.samples]
-        values[self.tile.points[:, None], self.columns[None, :]] = picked
+        self.tile.gather(block, values, self.columns, self.samples)
 
 
 def human_bytes(n: int) -> str:
@@ -428,17 +567,10 @@ def patch_pixels(header: ImageHeader, indices, rows, cols, inside, size: int):
 
 
 def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_BlockRead]:
-    """The block reads that fetch `bands` at the given pixels of one file."""
+    """The block reads that fetch `bands` at the given pixels of one file (point-major)."""
     if points.size == 0:
         return []
-    if header.dtype.kind != "i" or header.dtype.itemsize != 1:
-        raise TiffFormatError(
-            f"{redact(url)}: samples are {header.dtype.name}, expected int8 AEF embeddings"
-        )
-    check_supported(header.compression, header.predictor)
-    _check_block_size(url, header)
-    columns = np.array([c for c, b in enumerate(bands) if b < header.samples_per_pixel], np.int64)
-    wanted = np.array([b for b in bands if b < header.samples_per_pixel], np.int64)
+    _check_readable(url, header)
     block_row = rows // header.block_height
     tile_of = block_row * header.blocks_across + cols // header.block_width
     reads = []
@@ -448,36 +580,54 @@ def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_B
             rows[members] - block_row[members] * header.block_height,
             cols[members] % header.block_width,
         )
-        if header.planar_separate:
-            # One block per band, each holding the same pixel positions.
-            blocks = [
-                (tile + band * header.blocks_per_plane, columns[k : k + 1], np.zeros(1, np.int64))
-                for k, band in enumerate(wanted)
-            ]
-        else:
-            blocks = [(tile, columns, wanted)]
-        for block, block_columns, samples in blocks:
-            offset = int(header.block_offsets[block])
-            size = int(header.block_byte_counts[block])
-            if size > MAX_BLOCK_BYTES:
-                raise TiffFormatError(
-                    f"{redact(url)} block {block}: its byte count ({size:,}) is refused: "
-                    f"the limit is {MAX_BLOCK_BYTES // 2**20} MiB"
-                )
-            reads.append(
-                _BlockRead(
-                    url=url,
-                    version=header.version,
-                    level=header.level,
-                    block=block,
-                    block_row=int(tile // header.blocks_across),
-                    byte_range=(offset, offset + size),
-                    tile=group,
-                    columns=block_columns,
-                    samples=samples,
-                )
-            )
+        reads.extend(_band_reads(url, header, int(tile), group, bands))
     return reads
+
+
+def _band_reads(url, header: ImageHeader, tile: int, group, bands) -> list[_BlockRead]:
+    """The reads of `bands` at one tile's pixels: a block per band when planar-separate."""
+    columns = np.array([c for c, b in enumerate(bands) if b < header.samples_per_pixel], np.int64)
+    wanted = np.array([b for b in bands if b < header.samples_per_pixel], np.int64)
+    if header.planar_separate:
+        blocks = [
+            (tile + band * header.blocks_per_plane, columns[k : k + 1], np.zeros(1, np.int64))
+            for k, band in enumerate(wanted.tolist())
+        ]
+    else:
+        blocks = [(tile, columns, wanted)]
+    reads = []
+    for block, block_columns, samples in blocks:
+        offset = int(header.block_offsets[block])
+        size = int(header.block_byte_counts[block])
+        if size > MAX_BLOCK_BYTES:
+            raise TiffFormatError(
+                f"{redact(url)} block {block}: its byte count ({size:,}) is refused: "
+                f"the limit is {MAX_BLOCK_BYTES // 2**20} MiB"
+            )
+        reads.append(
+            _BlockRead(
+                url=url,
+                version=header.version,
+                level=header.level,
+                block=block,
+                block_row=tile // header.blocks_across,
+                byte_range=(offset, offset + size),
+                tile=group,
+                columns=block_columns,
+                samples=samples,
+            )
+        )
+    return reads
+
+
+def _check_readable(url, header: ImageHeader) -> None:
+    """int8 samples in a supported codec, in blocks of a sane size."""
+    if header.dtype.kind != "i" or header.dtype.itemsize != 1:
+        raise TiffFormatError(
+            f"{redact(url)}: samples are {header.dtype.name}, expected int8 AEF embeddings"
+        )
+    check_supported(header.compression, header.predictor)
+    _check_block_size(url, header)
 
 
 def _check_block_size(url, header: ImageHeader) -> None:
@@ -497,6 +647,11 @@ def _needed_blocks(header: ImageHeader, rows, cols, bands) -> np.ndarray:
     tiles = np.unique(
         (rows // header.block_height) * header.blocks_across + cols // header.block_width
     )
+    return _tile_blocks(header, tiles, bands)
+
+
+def _tile_blocks(header: ImageHeader, tiles: np.ndarray, bands) -> np.ndarray:
+    """The blocks holding `bands` of these (distinct) tiles."""
     if not header.planar_separate:
         return tiles
     wanted = np.array([b for b in bands if b < header.samples_per_pixel], dtype=np.int64)

@@ -197,6 +197,17 @@ def aefsql_kernels(catalog: str, box: list[float]):
     return chunk_pixels(tiles, sampler, chunks, list(range(64)))
 
 
+def aefsql_read_area(catalog: str, box: list[float]):
+    """The Python path: aefsql.read_area (a new session) as an xarray.DataArray."""
+    return aefsql.read_area(box, YEAR, crs=EPSG, catalog=catalog)
+
+
+def area_as_window(array, south_up: bool) -> np.ndarray:
+    """read_area's north-up (1, 64, n, n) array in the file's row order, as rasterio gives."""
+    values = np.asarray(array.values[0], dtype=np.int16)
+    return values[:, ::-1] if south_up else values
+
+
 def as_window(table: pa.Table, row0: int, col0: int, n: int) -> np.ndarray:
     """aef_pixels' rows as a (64, n, n) array laid out as rasterio's window read; pixels it
     did not return stay -99, a value int8 data cannot take."""
@@ -237,6 +248,10 @@ def run_area(args, catalog: str, tiff: str, where: str, proxy: LatencyProxy | No
             lambda table: as_window(table, row0, col0, n),
         ),
         "aefsql kernels": (lambda: aefsql_kernels(catalog, box), None),
+        "aefsql read_area": (
+            lambda: aefsql_read_area(catalog, box),
+            lambda array: area_as_window(array, south_up=True),  # bench_local writes south-up
+        ),
     }
     best = dict.fromkeys(readers, float("inf"))
     counts = {}
@@ -253,7 +268,7 @@ def run_area(args, catalog: str, tiff: str, where: str, proxy: LatencyProxy | No
             counts[label] = proxy.counts if proxy else None
             if label == "aefsql kernels":
                 values = np.full((64, n, n), -99, np.int16)
-                values[:, result.row - row0, result.col - col0] = result.samples.values.T
+                values[:, result.row - row0, result.col - col0] = result.values
             else:
                 values = as_array(result) if as_array else result
             del result

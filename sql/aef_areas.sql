@@ -83,41 +83,22 @@ options AS MATERIALIZED (
     FROM __aef_options('polygons', 'aef_zonal', years, year, crs, NULL, NULL,
                        geometry_column, NULL, 'raise', false)
 ),
-chunks AS (
-    SELECT g.__aef_row,
-           unnest({udf}_area_chunks(g.__aef_wkb, NULL, o.__aef_crs, o.__aef_years, 64, NULL,
-                                    CAST(level AS INTEGER))) AS chunk
-    FROM __aef_geometries('polygons', geometry_column) g CROSS JOIN options o
-    WHERE g.__aef_wkb IS NOT NULL
+geometries AS (
+    SELECT list(__aef_row ORDER BY __aef_row) AS __aef_rows,
+           list(__aef_wkb ORDER BY __aef_row) AS __aef_wkbs
+    FROM __aef_geometries('polygons', geometry_column)
+    WHERE __aef_wkb IS NOT NULL
 ),
-zone_pixels AS (
-    SELECT __aef_row, chunk.year AS __aef_year, chunk.centroid AS __aef_centroid,
-           unnest({udf}_chunk_pixels(chunk.path, chunk.year, chunk.row, chunk.col0,
-                                     chunk.col1, chunk.centroid, aef_band_names(),
-                                     CAST(level AS INTEGER)),
-                  recursive := true)
-    FROM chunks
-),
-flagged AS (
-    -- A valid pixel has all 64 bands (AEF masks them together).
-    SELECT *, list_aggregate(list_value(*COLUMNS('^A[0-9][0-9]$')), 'count') = 64
-                  AS __aef_valid
-    FROM zone_pixels
-),
-means AS (
-    SELECT __aef_row, __aef_year,
-           count(*) AS pixels,
-           count(*) FILTER (WHERE NOT __aef_valid) AS nodata_pixels,
-           bool_or(__aef_centroid) AS centroid_pixel,
-           avg(aef_dequantize(COLUMNS('^A[0-9][0-9]$'))) FILTER (WHERE __aef_valid)
-    FROM flagged
-    GROUP BY __aef_row, __aef_year
+zones AS (
+    -- All polygons in one call: each block is then decoded once for all of them.
+    SELECT unnest({udf}_zonal(g.__aef_rows, g.__aef_wkbs, o.__aef_crs, o.__aef_years,
+                              CAST(level AS INTEGER))) AS z
+    FROM geometries g CROSS JOIN options o
 ),
 vectors AS (
-    SELECT __aef_row, __aef_year, pixels, nodata_pixels, centroid_pixel,
-           CASE WHEN pixels > nodata_pixels
-                THEN CAST(list_value(*COLUMNS('^A[0-9][0-9]$')) AS FLOAT[64]) END AS embedding
-    FROM means
+    SELECT z.row AS __aef_row, z.year AS __aef_year, z.pixels, z.nodata_pixels,
+           z.centroid_pixel, z.embedding
+    FROM zones
 )
 SELECT p.* EXCLUDE (__aef_row), y.__aef_year AS year,
        coalesce(v.pixels, 0) AS pixels, coalesce(v.nodata_pixels, 0) AS nodata_pixels,

@@ -282,3 +282,57 @@ def test_empty_self_intersecting_and_antimeridian_areas(con, gdal_collection):
     table = ours(con, bowtie, epsg)
     path = tile_file(gdal_collection.folder, 2023, 3)
     assert_same(by_pixel(table, path), gdal_pixels(path, [bowtie]))
+
+
+def test_zonal_overlaps_seams_and_missing_geometries(con, gdal_collection):
+    """Polygons that overlap count their shared pixels in each; one across the 12°E seam
+    counts every location once (as aef_pixels, checked against GDAL above, gives them); a
+    NULL geometry keeps its row with no pixel."""
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    box = np.array([[0, 0], [300, 0], [300, 200], [0, 200], [0, 0]], float)
+    square = box + [x0 + 400, y0 + 400]
+    seam = star(12.0, 45.005, 0.003, n=10, seed=7)  # lon/lat, across zones 32 and 33
+    polygons = pa.table(
+        {
+            "parcel": ["a", "a again", "b", "none"],
+            "geom": [
+                polygon_wkb(square[:, 0], square[:, 1]),
+                polygon_wkb(square[:, 0], square[:, 1]),
+                polygon_wkb(square[:, 0] + 150, square[:, 1] + 100),  # overlaps a
+                None,
+            ],
+        }
+    )
+    con.register("parcels", polygons)
+    table = con.sql(
+        f"SELECT * FROM aef_zonal('parcels', years := 2023, crs := {epsg})"
+    ).to_arrow_table()
+    con.unregister("parcels")
+    rows = {r["parcel"]: r for r in table.to_pylist()}
+    assert table.num_rows == 4
+    path = tile_file(gdal_collection.folder, 2023, 3)
+    for name, ring in (("a", square), ("a again", square), ("b", square + [150, 100])):
+        pixels = gdal_pixels(path, [ring])
+        values = np.array(list(pixels.values()))
+        assert rows[name]["pixels"] == len(pixels) == 30 * 20
+        valid = values[(values != -999).all(axis=1)]
+        assert rows[name]["nodata_pixels"] == len(values) - len(valid)
+        expected = (np.sign(valid) * (np.abs(valid) / 127.5) ** 2).mean(axis=0)
+        assert np.allclose(rows[name]["embedding"], expected, atol=1e-6)
+    assert rows["none"]["pixels"] == 0 and rows["none"]["embedding"] is None
+
+    # The seam polygon, in lon/lat: its zonal mean is the mean of aef_pixels' rows.
+    seam_wkb = polygon_wkb(seam[:, 0], seam[:, 1])
+    con.register("seam", pa.table({"geom": [seam_wkb]}))
+    zonal = con.sql("SELECT * FROM aef_zonal('seam', years := 2023)").to_arrow_table()
+    con.unregister("seam")
+    pixels = ours(con, seam, 4326)
+    assert len(set(pixels["path"].to_pylist())) == 2  # both zones' tiles contribute
+    values = np.array(
+        [pixels[f"A{b:02d}"].cast(pa.int16()).fill_null(-999).to_numpy() for b in range(64)]
+    ).T
+    valid = values[(values != -999).all(axis=1)]
+    assert zonal["pixels"][0].as_py() == pixels.num_rows
+    assert zonal["nodata_pixels"][0].as_py() == len(values) - len(valid)
+    expected = (np.sign(valid) * (np.abs(valid) / 127.5) ** 2).mean(axis=0)
+    assert np.allclose(zonal["embedding"][0].as_py(), expected, atol=1e-6)

@@ -1,0 +1,143 @@
+"""Zonal means: each polygon's pixel count, nodata count and mean de-quantized embedding.
+
+Raster-sequential: the pixels of every polygon are laid out first (row spans, as for
+`aef_pixels`), grouped by file and ordered by block, so that each block is decoded once
+however many polygons share it; their values are then summed per polygon with `bincount`.
+A pixel inside several polygons counts in each; a location is counted once per polygon
+across tiles and UTM zones (the ownership rule of `chunk_pixels`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .areas import Area
+from .catalog import TileTable
+from .errors import AefsqlError
+from .headers import group_indices
+from .options import BAND_NAMES
+from .pixels import DEFAULT_MAX_BYTES, Chunks, areas_chunks, chunk_pixels
+from .quantization import NODATA, SCALE
+from .sampling import Sampler, human_bytes
+
+BATCH_PIXELS = 1 << 21  # pixels read at once: 128 MiB of int8 values, a few hundred MiB in all
+BANDS = list(range(len(BAND_NAMES)))
+
+
+@dataclass(frozen=True)
+class ZonalMeans:
+    """One entry per (polygon, year), polygon-major: `polygon` indexes the input areas."""
+
+    polygon: np.ndarray  # int64
+    year: np.ndarray  # int64
+    pixels: np.ndarray  # int64: pixel centres inside
+    nodata_pixels: np.ndarray  # int64: of which some band is nodata
+    centroid_pixel: np.ndarray  # bool: no centre inside; the pixel under the centroid stands in
+    means: np.ndarray  # float64 (entries, 64): NaN where no pixel is valid
+
+
+def zonal_means(
+    tiles: TileTable, sampler: Sampler, areas: list[Area], years, level: int = 0
+) -> ZonalMeans:
+    """The zonal means of `areas` in each of `years` (at `level`)."""
+    years = [int(y) for y in years]
+    slot = {year: k for k, year in enumerate(years)}
+    entries = len(areas) * len(years)
+    sums = np.zeros((entries, len(BANDS)))
+    pixels = np.zeros(entries, np.int64)
+    valid = np.zeros(entries, np.int64)
+    centroid = np.zeros(entries, dtype=bool)
+    chunks, owner = _all_chunks(tiles, sampler, areas, years, level)
+    entry = owner * len(years) + np.array([slot[int(y)] for y in chunks.year], np.int64)
+    centroid[entry[chunks.centroid]] = True
+    squares = _signed_squares()
+    for batch in _batches(sampler, chunks, level):
+        found = chunk_pixels(
+            tiles, sampler, _subset(chunks, batch), BANDS, level, coordinates=False
+        )
+        if found.chunk.size == 0:
+            continue
+        # Pixels come run by run (each chunk's pixels consecutive, in chunk order): sums
+        # over runs first, a few per polygon, then per polygon.
+        starts = np.flatnonzero(np.diff(found.chunk, prepend=-1))
+        run_entry = entry[batch][found.chunk[starts]]
+        run_pixels = np.diff(starts, append=found.chunk.size)
+        good = np.ones(found.chunk.size, dtype=bool)
+        for k in range(len(BANDS)):
+            null = found.band_null(k)
+            if null is not None:
+                good &= ~null
+        pixels += np.bincount(run_entry, weights=run_pixels, minlength=entries).astype(np.int64)
+        run_valid = np.add.reduceat(good, starts, dtype=np.int64)
+        valid += np.bincount(run_entry, weights=run_valid, minlength=entries).astype(np.int64)
+        for k in range(len(BANDS)):
+            codes = found.values[k].view(np.uint8)  # the table is indexed by uint8 view
+            terms = squares[codes]
+            if not good.all():
+                terms[~good] = 0
+            run_sums = np.add.reduceat(terms, starts, dtype=np.int64)
+            sums[:, k] += np.bincount(run_entry, weights=run_sums, minlength=entries)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / SCALE / valid[:, None]
+    means[valid == 0] = np.nan
+    return ZonalMeans(
+        polygon=np.repeat(np.arange(len(areas)), len(years)),
+        year=np.tile(np.array(years, np.int64), len(areas)),
+        pixels=pixels,
+        nodata_pixels=pixels - valid,
+        centroid_pixel=centroid,
+        means=means,
+    )
+
+
+def _signed_squares() -> np.ndarray:
+    """int32 (256,): v * |v| for each int8 v (by its uint8 view), 0 for nodata. Summed in
+    integers and divided by SCALE once, they give exactly the publisher's de-quantization
+    sign(v) * (|v| / 127.5)^2 (see aefsql/quantization.py) averaged."""
+    v = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.int32)
+    return np.where(v == NODATA, 0, v * np.abs(v)).astype(np.int32)
+
+
+def _all_chunks(tiles, sampler, areas, years, level):
+    """Every area's chunks, and the area each chunk belongs to; refused past the budget of
+    `check_area_size` (pixels x 64 bands x years) for any one area, before pixels are read."""
+    chunks, owner = areas_chunks(tiles, sampler, areas, years, level)
+    pixels = np.bincount(owner, weights=chunks.col1 - chunks.col0, minlength=len(areas))
+    if pixels.size and pixels.max() * len(BANDS) > DEFAULT_MAX_BYTES:
+        i = int(pixels.argmax())
+        raise AefsqlError(
+            f"polygon {i + 1} holds {int(pixels[i]):,} pixel-years: x {len(BANDS)} bands is "
+            f"over the {human_bytes(DEFAULT_MAX_BYTES)} budget of one area; split it, or "
+            "ask for a coarser level :="
+        )
+    return chunks, owner
+
+
+def _batches(sampler: Sampler, chunks: Chunks, level: int):
+    """Indices of chunks, file by file and year by year, in block order, cut between tiles
+    into batches of about BATCH_PIXELS pixels (a tile's chunks stay in one batch, so each
+    block is decoded once)."""
+    counts = chunks.col1 - chunks.col0
+    for path, of_path in group_indices(chunks.path, np.arange(counts.size)).items():
+        header = sampler.header_reader.headers_for([path], level)[path]
+        for runs in group_indices(chunks.year, of_path).values():
+            tile = (chunks.row[runs] // header.block_height) * header.blocks_across + (
+                chunks.col0[runs] // header.block_width
+            )
+            order = np.lexsort((chunks.col0[runs], chunks.row[runs], tile))
+            runs, tile = runs[order], tile[order]
+            firsts = np.flatnonzero(np.diff(tile, prepend=-1))  # where each tile starts
+            sizes = np.add.reduceat(counts[runs], firsts)
+            start, total = 0, 0
+            for k, size in enumerate(sizes.tolist()):
+                total += size
+                if total >= BATCH_PIXELS or k == len(sizes) - 1:
+                    stop = int(firsts[k + 1]) if k + 1 < len(firsts) else runs.size
+                    yield runs[start:stop]
+                    start, total = stop, 0
+
+
+def _subset(chunks: Chunks, index: np.ndarray) -> Chunks:
+    return Chunks(*(getattr(chunks, name)[index] for name in Chunks.__annotations__))
