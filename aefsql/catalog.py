@@ -204,6 +204,7 @@ class Catalog:
         self._columns: CatalogColumns | None = None
         self._tiles: TileTable | None = None
         self._index_file: str | None = None
+        self._fetched: tuple | None = None  # (version, bytes) of a remote catalog
         self._lock = threading.RLock()
 
     @property
@@ -224,17 +225,28 @@ class Catalog:
         return str(cache.whole_file(self.url, version, self._fetch_whole))
 
     def _fetch_whole(self) -> bytes:
-        with self.store.filesystem(self.url).open(self.url, "rb") as f:
-            return f.read()
+        """The remote catalog's bytes, read once per version (the footer, the tile table and
+        the normalized index each need them)."""
+        version = self.store.versions([self.url])[self.url]
+        if self._fetched is None or self._fetched[0] != version:
+            data = self.store.read_file(self.url)
+            # The version it was read from (a newer one when it changed while read).
+            self._fetched = (self.store.versions([self.url])[self.url], data)
+        return self._fetched[1]
 
     @contextmanager
     def _parquet(self):
-        """The catalog as a pyarrow ParquetFile; errors say what went wrong and the way out."""
+        """The catalog as a pyarrow ParquetFile; errors say what went wrong and the way out.
+        A remote catalog is read whole through the store (retried, one version), a local
+        one in place."""
         url = redact(self.url)
         try:
             source = self._source()
-            with self.store.filesystem(source).open(source, "rb") as f:
-                yield pq.ParquetFile(f)
+            if protocol_of(source) == "file":
+                with self.store.filesystem(source).open(source, "rb") as f:
+                    yield pq.ParquetFile(f)
+            else:
+                yield pq.ParquetFile(pa.BufferReader(self._fetch_whole()))
         except FileNotFoundError as exc:
             failure = connection_failure(exc)
             if failure is not None:

@@ -26,11 +26,18 @@ from .catalog import (
     storage_options_for,
 )
 from .collection import CollectionHeaders, headers_to_table
-from .errors import AefsqlError, CatalogError
+from .errors import AefsqlError, CatalogError, RangeReadError
 from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
 from .locate import locate
 from .options import resolve_json, year_list
-from .pixels import DEFAULT_MAX_BYTES, Chunks, area_chunks, check_area_size, chunk_pixels
+from .pixels import (
+    DEFAULT_MAX_BYTES,
+    Chunks,
+    area_chunks,
+    check_area_size,
+    chunk_pixels,
+    chunk_tiles,
+)
 from .progress import Progress
 from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_patch_size
 from .zonal import zonal_means
@@ -97,6 +104,8 @@ ZONAL_TYPE = (
     "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "
     f"centroid_pixel BOOLEAN, embedding FLOAT[{len(BAND_NAMES)}])[]"
 )
+
+DUCKDB_VECTOR_SIZE = 2048  # rows a scalar UDF gets at once (DuckDB's STANDARD_VECTOR_SIZE)
 
 SQL_FILES = (
     "aef_values.sql",
@@ -270,8 +279,10 @@ class Session:
     def use_collection(self, path: str) -> None:
         """Take every file's header from a read-ready collection instead of its COG."""
         try:
-            with self.sampler.store.filesystem(path).open(path, "rb") as f:
-                self.sampler.collection = CollectionHeaders(pq.read_table(f))
+            data = self.sampler.store.read_file(path)  # retried, one version
+            self.sampler.collection = CollectionHeaders(pq.read_table(pa.BufferReader(data)))
+        except RangeReadError as exc:  # it names the file itself
+            raise CatalogError(f"collection cannot be read: {exc}") from None
         except (OSError, pa.ArrowException, KeyError) as exc:
             raise CatalogError(f"collection {redact(path)} cannot be read: {exc}") from None
 
@@ -369,18 +380,24 @@ class Session:
             area = area_from(blob if blob is not None else corners, int(code))
             check_area_size(area, len(wanted), int(count), int(budget), at)  # before any read
             chunks = area_chunks(self.catalog.tiles(), self.sampler, area, wanted, at)
+            order = _vector_aligned(chunks, chunk_tiles(self.sampler, chunks, at))
+            found = [
+                {"path": p, "year": y, "row": r, "col0": a, "col1": b, "centroid": c}
+                for p, y, r, a, b, c in zip(
+                    chunks.path.tolist(),
+                    chunks.year.tolist(),
+                    chunks.row.tolist(),
+                    chunks.col0.tolist(),
+                    chunks.col1.tolist(),
+                    chunks.centroid.tolist(),
+                    strict=True,
+                )
+            ]
+            # A padding chunk is empty: no pixel; it stands on the next chunk's file.
             lists.append(
                 [
-                    {"path": p, "year": y, "row": r, "col0": a, "col1": b, "centroid": c}
-                    for p, y, r, a, b, c in zip(
-                        chunks.path.tolist(),
-                        chunks.year.tolist(),
-                        chunks.row.tolist(),
-                        chunks.col0.tolist(),
-                        chunks.col1.tolist(),
-                        chunks.centroid.tolist(),
-                        strict=True,
-                    )
+                    found[k] if k >= 0 else {**found[-k - 1], "col0": 0, "col1": 0}
+                    for k in order.tolist()
                 ]
             )
         return pa.array(lists, type=pa.list_(CHUNK_ARROW))
@@ -475,6 +492,32 @@ class Session:
         creating = getattr(self._install_state, "creating", False)
         path = empty_index_file() if creating else self.catalog.index_file()
         return pa.array([path] * len(calls), pa.string())
+
+
+def _vector_aligned(chunks: Chunks, tiles: np.ndarray) -> np.ndarray:
+    """Chunk indices with padding (-1 - the next chunk's index) so that a tile's chunks
+    start a DuckDB vector whenever they would straddle two: a scalar UDF gets one vector
+    per call, and a tile split between two calls would be fetched and decoded twice."""
+    n = tiles.size
+    if n == 0:
+        return np.zeros(0, np.int64)
+    key_changes = (
+        (tiles[1:] != tiles[:-1])
+        | (chunks.year[1:] != chunks.year[:-1])
+        | (chunks.path[1:] != chunks.path[:-1])
+    )
+    starts = np.concatenate([[0], np.flatnonzero(key_changes) + 1])
+    sizes = np.diff(np.append(starts, n))
+    out, at = [], 0
+    for start, size in zip(starts.tolist(), sizes.tolist(), strict=True):
+        used = at % DUCKDB_VECTOR_SIZE
+        if used and used + size > DUCKDB_VECTOR_SIZE and size <= DUCKDB_VECTOR_SIZE:
+            pad = DUCKDB_VECTOR_SIZE - used
+            out.append(np.full(pad, -1 - start, np.int64))
+            at += pad
+        out.append(np.arange(start, start + size, dtype=np.int64))
+        at += size
+    return np.concatenate(out)
 
 
 def _contiguous(column) -> pa.Array:

@@ -32,9 +32,13 @@ from .fetch import (
     local_version,
     version_from,
 )
-from .ranges import DEFAULT_MAX_GAP, merge_ranges
+from .ranges import DEFAULT_MAX_GAP, DEFAULT_MAX_REQUEST, merge_ranges
 
 DEFAULT_CONCURRENCY = 64
+# A catalog or a collection is read whole, into memory: past this it is refused, not read.
+MAX_WHOLE_FILE_BYTES = 2 * 1024**3
+WHOLE_FILE_PART = DEFAULT_MAX_REQUEST  # parts of a whole file, read side by side
+CHANGE_RETRIES = 3  # reads of a whole file that changes under them, before giving up
 
 # Protocols that name the same filesystem and so share storage options.
 PROTOCOL_FAMILIES = {"s3a": "s3", "https": "http", "gcs": "gs", "local": "file"}
@@ -134,6 +138,43 @@ class ByteStore:
             url, start, end = requests[i]
             results[i] = pieces[(url, (start, end))]
         return results
+
+    def read_file(self, url: str, limit: int = MAX_WHOLE_FILE_BYTES) -> bytes:
+        """A whole file (a catalog, a collection) through the same requests as any range:
+        in parts read side by side, each retried, all pinned to the version the file had
+        when asked its size, so that no answer mixes two versions. A file larger than
+        `limit` bytes is refused before it is read; one that changes while it is read is
+        read again, from its new version (CHANGE_RETRIES times)."""
+        for attempt in range(1, CHANGE_RETRIES + 1):
+            try:
+                return self._read_file(url, limit)
+            except ObjectChanged:
+                self.forget(url)
+                if attempt == CHANGE_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _read_file(self, url: str, limit: int) -> bytes:
+        version = self.versions([url])[url]
+        try:
+            size = int(self.filesystem(url).size(url))
+        except FileNotFoundError as exc:
+            failure = connection_failure(exc)
+            if failure is not None:
+                raise RangeReadError(f"cannot reach {redact(url)}: {failure}") from None
+            raise RangeReadError(f"{redact(url)}: file not found") from None
+        except (OSError, TypeError, ValueError) as exc:
+            raise RangeReadError(f"{redact(url)}: cannot tell its size: {exc}") from None
+        if size > limit:
+            raise RangeReadError(
+                f"{redact(url)} is {size:,} bytes, over the {limit:,} bytes aefsql reads "
+                "of a whole file"
+            )
+        parts = [
+            (url, start, min(size, start + WHOLE_FILE_PART))
+            for start in range(0, size, WHOLE_FILE_PART)
+        ]
+        return b"".join(self.read(parts, versions={url: version}, max_gap=0, views=True))
 
     def versions(self, urls) -> dict[str, Version | None]:
         """Each file's current version, asked once per store (until `forget`)."""

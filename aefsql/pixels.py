@@ -138,6 +138,18 @@ def block_chunks(spans: np.ndarray, header, size: int = CHUNK_PIXELS) -> np.ndar
     return chunks[np.lexsort((chunks[:, 1], chunks[:, 0], tile))]
 
 
+def chunk_tiles(sampler: Sampler, chunks: Chunks, level: int = 0) -> np.ndarray:
+    """The tile (block row x blocks across + block column) of each chunk in its file's
+    `level`; a chunk of `block_chunks` lies in one."""
+    tile = np.zeros(chunks.row.size, np.int64)
+    for path, members in group_indices(chunks.path, np.arange(chunks.row.size)).items():
+        header = sampler.header_reader.headers_for([path], level)[path]
+        tile[members] = (chunks.row[members] // header.block_height) * header.blocks_across + (
+            chunks.col0[members] // header.block_width
+        )
+    return tile
+
+
 def check_area_size(area: Area, years: int, bands: int, max_bytes: int, level: int = 0) -> None:
     """Refuse an area too large to be worth starting, from its size alone (AEF's 10 m pixels,
     in the UTM zone of its centre; a quarter as many at each overview level): no catalog or

@@ -18,7 +18,7 @@ from .catalog import TileTable
 from .errors import AefsqlError
 from .headers import group_indices
 from .options import BAND_NAMES
-from .pixels import DEFAULT_MAX_BYTES, Chunks, areas_chunks, chunk_pixels
+from .pixels import DEFAULT_MAX_BYTES, Chunks, areas_chunks, chunk_pixels, chunk_tiles
 from .quantization import NODATA, SCALE
 from .sampling import Sampler, human_bytes
 
@@ -120,12 +120,10 @@ def _batches(sampler: Sampler, chunks: Chunks, level: int):
     into batches of about BATCH_PIXELS pixels (a tile's chunks stay in one batch, so each
     block is decoded once)."""
     counts = chunks.col1 - chunks.col0
-    for path, of_path in group_indices(chunks.path, np.arange(counts.size)).items():
-        header = sampler.header_reader.headers_for([path], level)[path]
+    tiles = chunk_tiles(sampler, chunks, level)
+    for of_path in group_indices(chunks.path, np.arange(counts.size)).values():
         for runs in group_indices(chunks.year, of_path).values():
-            tile = (chunks.row[runs] // header.block_height) * header.blocks_across + (
-                chunks.col0[runs] // header.block_width
-            )
+            tile = tiles[runs]
             order = np.lexsort((chunks.col0[runs], chunks.row[runs], tile))
             runs, tile = runs[order], tile[order]
             firsts = np.flatnonzero(np.diff(tile, prepend=-1))  # where each tile starts

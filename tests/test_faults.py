@@ -6,6 +6,7 @@ import time
 
 import aiohttp
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from test_collection import tile_points
 
@@ -191,3 +192,44 @@ def sample_s3(collection, proxy, points, **options):
         progress=False,
         **{**proxy.storage_options, **options},
     )
+
+
+@pytest.mark.parametrize("fault", ["503", "drop", "truncate", "short", "wrong_range"])
+def test_a_remote_catalog_is_read_through_the_retrying_store(
+    http_collection, http_server, points, expected, fault
+):
+    """The catalog itself (a whole file) goes through the store: a transient fault on it is
+    retried away, as on any block."""
+    http_server.faults.add("/index.parquet", fault, times=1)
+    got = sample(http_collection.index, points)
+    assert http_server.faults.planned == [] and got.equals(expected)
+
+
+def test_a_catalog_that_changes_while_read_is_read_again(
+    http_collection, http_server, points, expected
+):
+    """Between the catalog's HEAD and its GET the file is rewritten (same rows, other
+    bytes: a new ETag): the GET, pinned to the first version, is refused (412) and the
+    catalog is read again from the new one; no bytes of two versions are mixed."""
+    index = http_collection.folder / "index.parquet"
+    original = index.read_bytes()
+
+    def rewrite():
+        table = pq.read_table(index)
+        pq.write_table(table.replace_schema_metadata({"rewritten": "yes"}), index)
+
+    http_server.faults.add("/index.parquet", rewrite, times=1)
+    http_server.log.clear()
+    got = sample(http_collection.index, points)
+    assert http_server.faults.planned == [] and got.equals(expected)
+    gets = [p for m, p, _ in http_server.log.requests if m == "GET" and p.endswith("index.parquet")]
+    index.write_bytes(original)
+    assert len(gets) == 2  # the refused read and the one from the new version
+
+
+def test_a_whole_file_over_the_limit_is_refused_unread(http_collection, http_server):
+    store = ByteStore()
+    http_server.log.clear()
+    with pytest.raises(Exception, match=r"index\.parquet is [\d,]+ bytes, over the 100 bytes"):
+        store.read_file(http_collection.index, limit=100)
+    assert not [m for m, p, _ in http_server.log.requests if m == "GET"]
