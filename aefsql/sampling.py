@@ -8,6 +8,7 @@ points of each block at once.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -37,7 +38,8 @@ MAX_PATCH_SIZE = 64
 # Refused before reading: no AEF block comes near (a 1024-px tile of 64 chunky bands is 64 MiB).
 MAX_BLOCK_BYTES = 256 * 1024 * 1024
 PATCH_CHUNK_PIXELS = 1 << 20  # patch pixels sampled at once: bounds the planner's arrays
-WAVE_BYTES = 32 * 1024 * 1024  # compressed bytes per wave (two in flight): bounds memory
+WAVE_BYTES = 32 * 1024 * 1024  # compressed bytes per wave: with PREFETCH_WAVES, bounds memory
+PREFETCH_WAVES = 3  # waves fetched ahead of the one being decoded
 
 
 @dataclass
@@ -372,15 +374,16 @@ class Sampler:
                 read.gather(block, values)
             else:
                 to_fetch.append(read)
-        # While one wave decodes, the next one downloads.
+        # While one wave decodes, the next ones download (PREFETCH_WAVES in flight: over a
+        # slow link a wave's first bytes come a round trip after it is asked for).
         waves = _waves(to_fetch)
         prefetch = threads.pool("prefetch")
-        pending = prefetch.submit(self._fetch, waves[0]) if waves else None
+        pending = deque(prefetch.submit(self._fetch, w) for w in waves[:PREFETCH_WAVES])
         for i, wave in enumerate(waves):
             self.store.check_cancelled()
-            raw_by_range = pending.result()
-            if i + 1 < len(waves):
-                pending = prefetch.submit(self._fetch, waves[i + 1])
+            raw_by_range = pending.popleft().result()
+            if i + PREFETCH_WAVES < len(waves):
+                pending.append(prefetch.submit(self._fetch, waves[i + PREFETCH_WAVES]))
             self._decode_wave(wave, raw_by_range, headers, values, keep)
 
     def _fetch(self, wave: list[_BlockRead]) -> dict:

@@ -95,10 +95,24 @@ def test_centres_exactly_on_edges_follow_gdal(name, transform):
     """Vertices on pixel centres: edges pass exactly through centres, and the boundary rule
     (GDAL's: a centre on a span's left end is out, on its right end in) decides."""
     x0, y_low = 500000.0, min(transform.f, transform.f + HEIGHT * transform.e)
-    bowtie = np.array([[x0 + 205, y_low + 205], [x0 + 805, y_low + 805], [x0 + 805, y_low + 205],
-                       [x0 + 205, y_low + 805], [x0 + 205, y_low + 205]])
-    diamond = np.array([[x0 + 505, y_low + 105], [x0 + 905, y_low + 505],
-                        [x0 + 505, y_low + 865], [x0 + 105, y_low + 505], [x0 + 505, y_low + 105]])
+    bowtie = np.array(
+        [
+            [x0 + 205, y_low + 205],
+            [x0 + 805, y_low + 805],
+            [x0 + 805, y_low + 205],
+            [x0 + 205, y_low + 805],
+            [x0 + 205, y_low + 205],
+        ]
+    )
+    diamond = np.array(
+        [
+            [x0 + 505, y_low + 105],
+            [x0 + 905, y_low + 505],
+            [x0 + 505, y_low + 865],
+            [x0 + 105, y_low + 505],
+            [x0 + 505, y_low + 105],
+        ]
+    )
     for ring in (bowtie, diamond):
         ours = mask_from_spans(row_spans(Area((ring,), 32633), transform, WIDTH, HEIGHT))
         assert np.array_equal(ours, gdal_mask([ring], transform))

@@ -257,28 +257,42 @@ def test_a_huge_area_is_refused_before_anything_is_read(http_collection):
     try:
         http_collection.log.clear()
         with pytest.raises(Exception, match=r"the area holds about [\d,]+ pixels.*budget"):
-            con.sql("SELECT count(*) FROM aef_pixels([0.0, 40.0, 20.0, 50.0], years := 2023)"
-                    ).fetchall()
+            con.sql(
+                "SELECT count(*) FROM aef_pixels([0.0, 40.0, 20.0, 50.0], years := 2023)"
+            ).fetchall()
         assert http_collection.log.total == 0
-        small = con.sql("SELECT count(*) FROM aef_pixels([12.0, 45.0, 12.001, 45.001], "
-                        "years := 2023, bands := ['A00'], max_bytes := 100000)").fetchall()
+        small = con.sql(
+            "SELECT count(*) FROM aef_pixels([12.0, 45.0, 12.001, 45.001], "
+            "years := 2023, bands := ['A00'], max_bytes := 100000)"
+        ).fetchall()
         assert small[0][0] > 0
         with pytest.raises(Exception, match="max_bytes"):
-            con.sql("SELECT count(*) FROM aef_pixels([12.0, 45.0, 12.01, 45.01], "
-                    "years := 2023, max_bytes := 1000)").fetchall()
+            con.sql(
+                "SELECT count(*) FROM aef_pixels([12.0, 45.0, 12.01, 45.01], "
+                "years := 2023, max_bytes := 1000)"
+            ).fetchall()
     finally:
         con.close()
 
 
 def test_empty_self_intersecting_and_antimeridian_areas(con, gdal_collection):
-    assert con.sql("SELECT count(*) FROM aef_pixels('POLYGON EMPTY', years := 2023)"
-                   ).fetchall() == [(0,)]
-    assert con.sql("SELECT count(*) FROM aef_pixels([179.9, -1.0, -179.9, 1.0], years := 2023)"
-                   ).fetchall() == [(0,)]
+    assert con.sql(
+        "SELECT count(*) FROM aef_pixels('POLYGON EMPTY', years := 2023)"
+    ).fetchall() == [(0,)]
+    assert con.sql(
+        "SELECT count(*) FROM aef_pixels([179.9, -1.0, -179.9, 1.0], years := 2023)"
+    ).fetchall() == [(0,)]
     # A bow tie: the even-odd rule, as GDAL rasterizes it.
     _, epsg, x0, y0 = COLLECTION_TILES[3]
-    bowtie = np.array([[x0 + 200, y0 + 200], [x0 + 900, y0 + 900], [x0 + 900, y0 + 200],
-                       [x0 + 200, y0 + 900], [x0 + 200, y0 + 200]])
+    bowtie = np.array(
+        [
+            [x0 + 200, y0 + 200],
+            [x0 + 900, y0 + 900],
+            [x0 + 900, y0 + 200],
+            [x0 + 200, y0 + 900],
+            [x0 + 200, y0 + 200],
+        ]
+    )
     table = ours(con, bowtie, epsg)
     path = tile_file(gdal_collection.folder, 2023, 3)
     assert_same(by_pixel(table, path), gdal_pixels(path, [bowtie]))
