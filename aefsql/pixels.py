@@ -1,10 +1,11 @@
 """The pixels of an area: which tiles and rows hold them (chunks), and their values.
 
 An area becomes chunks — (tile, year, row, first column, end column), at most CHUNK_PIXELS
-pixels each — from headers alone; a chunk becomes pixel values through the point sampler,
-which reads each block once however many pixels it serves. Where tiles of neighbouring UTM
-zones overlap, a pixel is kept only in the tile `locate` gives its centre (the point's own
-zone wins), so every location comes from exactly one tile: no double counting, no gap.
+pixels each, inside one block column, in block order — from headers alone; chunks become
+pixel values through the sampler's run reads (`Sampler.read_layout`: each block fetched and
+decoded once, its pixels copied band by band). Where tiles of neighbouring UTM zones overlap,
+a pixel is kept only in the tile `locate` gives its centre (the point's own zone wins), so
+every location comes from exactly one tile: no double counting, no gap.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 The grid has square pixels of the tiles' size (10 m) in one projected CRS, aligned with the
 tiles of that CRS, so that inside one UTM zone every output pixel *is* a source pixel: an
-exact mosaic of however many tiles the area spans. Each output pixel centre goes through the
-point sampler — `locate` picks its tile (own UTM zone first), the sampler reads the pixel
-that contains it — so pixels of another zone's tiles are their nearest source pixel, int8
-exact, never interpolated.
+exact mosaic of however many tiles the area spans, read block by block as `aef_pixels`
+reads them (the pixels such a tile owns: see aefsql/pixels.py). Every other output pixel
+centre goes through the point sampler — `locate` picks its tile (own UTM zone first), the
+sampler reads the pixel that contains it — so pixels of another zone's tiles are their
+nearest source pixel, int8 exact, never interpolated.
 """
 
 from __future__ import annotations
