@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from .catalog import quote_literal
 from .duck import Session, open_session
-from .errors import AefsqlError
+from .errors import AefsqlError, redact_text
 from .options import epsg, resolve, year_list
 from .progress import Progress
 
@@ -87,7 +87,10 @@ def sample_points(
         session.install(con)
         con.register(_POINTS, source)
         report.start(total=None if total is None else total * len(chosen.years))
-        return con.sql(sql).to_arrow_table()
+        try:
+            return con.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
+            raise type(exc)(redact_text(str(exc))) from None
     finally:
         report.close()
         con.close()

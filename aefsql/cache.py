@@ -3,51 +3,108 @@ each within a byte budget; byte ranges on disk, in the folder the user names."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
+import json
 import os
+import stat
+import struct
+import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Generic, TypeVar
 
 import numpy as np
 
+from .errors import AefsqlError, redact
+
 K = TypeVar("K")
 V = TypeVar("V")
 
 DEFAULT_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_HEADER_CACHE_BYTES = 256 * 1024 * 1024
+HEADER_FIELDS_BYTES = 1024  # a header's fields but its block tables, roughly
+# A block smaller than this share of the memory it views is kept as a copy: a few rows of a
+# decoded tile would otherwise keep the whole tile alive.
+COMPACT_BELOW = 0.5
+
+
+def retained_nbytes(*arrays: np.ndarray) -> int:
+    """Bytes that `arrays` keep alive: those of the objects owning their memory (a view keeps
+    its whole base), each owner counted once."""
+    owners = dict(_owner(array) for array in arrays)
+    return sum(owners.values())
+
+
+def _owner(array: np.ndarray) -> tuple[int, int]:
+    """(id, size in bytes) of the object owning the memory `array` views."""
+    obj = array
+    while True:  # views of views of …: numpy bases, then the exporters memoryviews wrap
+        if isinstance(obj, np.ndarray) and obj.base is not None:
+            obj = obj.base
+        elif isinstance(obj, memoryview) and not _released(obj):
+            obj = obj.obj
+        else:
+            break
+    if isinstance(obj, np.ndarray):
+        return id(obj), obj.nbytes
+    try:
+        with memoryview(obj) as whole:
+            return id(obj), whole.nbytes
+    except (TypeError, ValueError):  # no buffer to measure: count what the array shows
+        return id(obj), array.nbytes
+
+
+def _released(view: memoryview) -> bool:
+    try:
+        view.obj  # noqa: B018 (raises once released)
+    except ValueError:
+        return True
+    return False
 
 
 class LruCache(Generic[K, V]):
-    """Values with an `nbytes`, least recently used dropped first, within a byte budget (the
-    newest entry always stays)."""
+    """Values sized by `size_of` (their `nbytes`), least recently used dropped first, within a
+    byte budget (the newest entry always stays, unless `keeps_oversized` is False)."""
+
+    keeps_oversized = True
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._items: OrderedDict[K, V] = OrderedDict()
+        # Each value with the size it was counted at, so that a drop takes off what was added.
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
+    def size_of(self, value: V) -> int:
+        return value.nbytes
+
     def get(self, key: K) -> V | None:
         with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[0]
 
     def put(self, key: K, value: V) -> None:
+        size = self.size_of(value)  # outside the lock: it may walk buffers
+        if size > self.max_bytes and not self.keeps_oversized:
+            return
         with self._lock:
             self._pop(key)
-            self._items[key] = value
-            self._bytes += value.nbytes
+            self._items[key] = (value, size)
+            self._bytes += size
             while self._bytes > self.max_bytes and len(self._items) > 1:
                 self._pop(next(iter(self._items)))
 
     def _pop(self, key: K) -> None:
         old = self._items.pop(key, None)
         if old is not None:
-            self._bytes -= old.nbytes
+            self._bytes -= old[1]
 
     @property
     def nbytes(self) -> int:
@@ -64,22 +121,89 @@ class HeaderCache(LruCache[tuple, V]):
     def __init__(self, max_bytes: int = DEFAULT_HEADER_CACHE_BYTES):
         super().__init__(max_bytes)
 
+    def size_of(self, header) -> int:
+        """The memory its block tables keep alive (tables fetched entry by entry are allocated
+        whole), plus its fields. `ImageHeader.nbytes` counts the tables' own nbytes, which is
+        less when they view a larger buffer."""
+        tables = [getattr(header, name, None) for name in ("block_offsets", "block_byte_counts")]
+        arrays = [array for t in tables if t is not None for array in (t.values, t.loaded)]
+        if not arrays:
+            return header.nbytes
+        return HEADER_FIELDS_BYTES + retained_nbytes(*arrays)
+
     def discard(self, key: tuple, version) -> None:
         """Drop the entry if it is still of `version` (another thread may have replaced it)."""
         with self._lock:
-            if getattr(self._items.get(key), "version", None) == version:
+            item = self._items.get(key)
+            if item is not None and getattr(item[0], "version", None) == version:
                 self._pop(key)
 
 
 class BlockCache(LruCache[tuple, np.ndarray]):
-    """Decoded blocks by (url, version, block)."""
+    """Decoded blocks by (url, version, level, block), counted by the memory they keep alive;
+    a block over the whole budget is not kept."""
+
+    keeps_oversized = False
 
     def __init__(self, max_bytes: int = DEFAULT_BLOCK_CACHE_BYTES):
         super().__init__(max_bytes)
 
+    def size_of(self, block: np.ndarray) -> int:
+        return retained_nbytes(block)
+
     def put(self, key: tuple, block: np.ndarray) -> None:
-        if block.nbytes <= self.max_bytes:  # a block over the whole budget is not kept
-            super().put(key, block)
+        super().put(key, _compact(block))
+
+
+def _compact(block: np.ndarray) -> np.ndarray:
+    """`block` alone in memory when it is a small part of what it views (the rows sampling
+    needs of a decoded tile): the copy is small, the tile it would keep alive is not."""
+    if block.nbytes < COMPACT_BELOW * retained_nbytes(block):
+        return block.copy()
+    return block
+
+
+# The disk cache: each entry is one file, written atomically (a private temporary, then a
+# rename) and verified on every read:
+#   MAGIC | header length (u32) | data length (u64) | header | digest (32 bytes) | data
+# The header names what the entry holds (the URL's key, its version, the range) and the digest
+# is BLAKE2b of all but itself, keyed with the folder's secret: a file that is not a whole entry
+# of this URL, version and range, written by someone who can read the secret, is not served.
+ENTRY_MAGIC = b"aefsql disk cache entry 1\n"
+ENTRY_PREFIX = struct.Struct(">IQ")  # header length, data length
+DIGEST_BYTES = 32
+SECRET_NAME = "secret"  # in the cache folder, private, made on first use
+SECRET_BYTES = 32
+WHOLE_ENTRY_LIMIT = 2 * 1024**3  # as io.MAX_WHOLE_FILE_BYTES: no larger whole file is read
+# Files are opened without following a symbolic link or waiting on a FIFO planted there.
+OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+CHECKS_OWNERS = os.name == "posix"  # elsewhere modes and owners do not say who may write
+
+
+def check_cache_folder(folder, st: os.stat_result, uid: int | None = None) -> None:
+    """Refuse a cache folder that someone else could plant files in: one that is not a folder,
+    belongs to another user or can be written by group or others. (`st`: the folder's stat;
+    `uid`: the user's, default the effective one.)"""
+    if not stat.S_ISDIR(st.st_mode):
+        raise AefsqlError(f"cache folder {folder} is not a folder: give another cache_dir")
+    if uid is None:
+        uid = os.geteuid()
+    if st.st_uid != uid:
+        raise AefsqlError(
+            f"cache folder {folder} belongs to another user (uid {st.st_uid}), who could change "
+            "what it serves: give a cache_dir of your own"
+        )
+    if st.st_mode & 0o022:
+        raise AefsqlError(
+            f"cache folder {folder} can be written by other users "
+            f"(mode {stat.S_IMODE(st.st_mode):o}): run `chmod 700 {folder}` or give another "
+            "cache_dir"
+        )
 
 
 class DiskCache:
@@ -87,36 +211,240 @@ class DiskCache:
     (local files are read in place, never copied here).
 
     A changed file has a new version (ETag, or size and modification time), so its old bytes
-    are never served for it. Writes are atomic (write then rename): concurrent jobs sharing a
-    folder see whole entries or none.
+    are never served for it. Each entry carries its URL, version, range and a keyed digest,
+    checked when read: one that does not verify (torn, altered, planted, another entry's) is a
+    miss, and is deleted. Writes are atomic (write then rename): concurrent jobs sharing a
+    folder see whole entries or none. What the cache creates is private (0700 folders, 0600
+    files). A folder that cannot be written (full, read-only) stops the cache's writes with one
+    warning: queries go on, reading what it does not hold from the network.
     """
 
     def __init__(self, folder):
         self.folder = Path(folder)
+        self._lock = threading.Lock()
+        self._off: str | None = None  # why writes stopped
+        self._secret: bytes | None = None  # None: not made yet, or cannot be (then: no reads)
+        self._opened = False
+        # An unsafe folder is refused now; the folder and its secret are made on first use
+        # (a connection reading local files only creates nothing).
+        try:
+            st = os.stat(self.folder)
+        except OSError:  # missing, or out of reach: made or given up on first use
+            st = None
+        if CHECKS_OWNERS and st is not None:
+            check_cache_folder(self.folder, st)
+
+    def _ready(self) -> bytes | None:
+        """The folder's secret, made with the folder on first use; None if they cannot be."""
+        if self._secret is not None:
+            return self._secret
+        with self._lock:
+            if self._opened:
+                return self._secret
+            self._opened = True
+            try:
+                self._secret = self._open()
+                return self._secret
+            except OSError as exc:
+                failure = exc
+        self._turn_off(failure)
+        return None
+
+    def _open(self) -> bytes:
+        if not self.folder.exists():
+            _make_private_dirs(self.folder)
+        if CHECKS_OWNERS:
+            check_cache_folder(self.folder, os.stat(self.folder))
+        return self._load_secret()
+
+    def _load_secret(self) -> bytes:
+        """The folder's secret, made on first use (or when the one there is not private)."""
+        path = self.folder / SECRET_NAME
+        secret = _read_secret(path)
+        if secret is None:
+            # Exclusive when there is none: of two jobs starting together, the first one wins.
+            exclusive = not os.path.lexists(path)
+            _write_atomically(path, [os.urandom(SECRET_BYTES)], exclusive=exclusive)
+            secret = _read_secret(path)
+        if secret is None:
+            raise PermissionError(f"its secret {path} cannot be made private")
+        return secret
 
     def _path(self, url: str, version: str, start: int, end: int) -> Path:
-        key = hashlib.sha256(f"{url}\0{version}".encode()).hexdigest()
+        key = _key(url, version)
         return self.folder / key[:2] / key / f"{start}-{end}"
 
-    def whole_file(self, url: str, version: str, fetch) -> Path:
-        """The local copy of a whole file, fetched with `fetch()` the first time."""
-        path = self._path(url, version, 0, 0).with_name("whole")
-        if not path.exists():
-            self._write(path, fetch())
-        return path
+    def _whole_path(self, url: str, version: str) -> Path:
+        return self._path(url, version, 0, 0).with_name("whole")
 
     def get(self, url: str, version: str, start: int, end: int) -> bytes | None:
+        path = self._path(url, version, start, end)
+        return self._read(path, _header(url, version, path.name), limit=end - start)
+
+    def put(self, url: str, version: str, start: int, end: int, data) -> None:
+        path = self._path(url, version, start, end)
+        self._write(path, _header(url, version, path.name), data)
+
+    def get_whole(self, url: str, version: str) -> bytes | None:
+        """The verified copy of a whole file (a catalog), if the cache holds one."""
+        path = self._whole_path(url, version)
+        return self._read(path, _header(url, version, path.name), limit=WHOLE_ENTRY_LIMIT)
+
+    def put_whole(self, url: str, version: str, data) -> None:
+        path = self._whole_path(url, version)
+        self._write(path, _header(url, version, path.name), data)
+
+    def _read(self, path: Path, header: bytes, limit: int) -> bytes | None:
+        secret = self._ready()
+        if secret is None:
+            return None
         try:
-            return self._path(url, version, start, end).read_bytes()
+            fd = os.open(path, OPEN_FLAGS)
         except FileNotFoundError:
             return None
+        except OSError:  # a link, unreadable…: not an entry of ours
+            _drop(path)
+            return None
+        with os.fdopen(fd, "rb") as f:
+            data = _verified(f, header, limit, secret)
+        if data is None:
+            _drop(path)
+        return data
 
-    def put(self, url: str, version: str, start: int, end: int, data: bytes) -> None:
-        self._write(self._path(url, version, start, end), data)
+    def _write(self, path: Path, header: bytes, data) -> None:
+        secret = self._ready()
+        if self._off is not None or secret is None:
+            return
+        data = memoryview(data).cast("B")
+        prefix = ENTRY_MAGIC + ENTRY_PREFIX.pack(len(header), data.nbytes) + header
+        try:
+            _make_private_dirs(path.parent)
+            _write_atomically(path, [prefix, _digest(secret, prefix, data), data])
+        except OSError as exc:  # full, read-only, over quota…: degrade, never fail a query
+            self._turn_off(exc)
 
-    @staticmethod
-    def _write(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
+    def _turn_off(self, exc: OSError) -> None:
+        with self._lock:
+            if self._off is not None:
+                return
+            self._off = exc.strerror or str(exc)
+        warnings.warn(
+            f"disk cache {self.folder} cannot be written ({self._off}): it keeps no more bytes "
+            "for this connection, which reads them from the network; free space, fix the "
+            "folder's permissions or give another cache_dir",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _key(url: str, version: str) -> str:
+    return hashlib.sha256(f"{url}\0{version}".encode()).hexdigest()
+
+
+def _header(url: str, version: str, entry: str) -> bytes:
+    """What an entry must say it holds. The URL is bound through its key (a signed URL's query
+    is a secret: only its redacted form is written, for whoever looks at the folder)."""
+    fields = {"key": _key(url, version), "url": redact(url), "version": version, "entry": entry}
+    return json.dumps(fields, sort_keys=True).encode()
+
+
+def _digest(secret: bytes, prefix: bytes, data) -> bytes:
+    mac = hashlib.blake2b(key=secret, digest_size=DIGEST_BYTES)
+    mac.update(prefix)
+    mac.update(data)
+    return mac.digest()
+
+
+def _verified(f, header: bytes, limit: int, secret: bytes) -> bytes | None:
+    """The data of the entry open in `f` if it is a whole entry of `header`, at most `limit`
+    bytes, with the right digest; else None. Sizes are checked before anything large is read."""
+    fixed = len(ENTRY_MAGIC) + ENTRY_PREFIX.size
+    st = os.fstat(f.fileno())
+    start = f.read(fixed)
+    if not stat.S_ISREG(st.st_mode) or len(start) != fixed or not start.startswith(ENTRY_MAGIC):
+        return None
+    header_size, data_size = ENTRY_PREFIX.unpack_from(start, len(ENTRY_MAGIC))
+    if header_size != len(header) or data_size > limit:
+        return None
+    if (
+        st.st_size != fixed + header_size + DIGEST_BYTES + data_size
+        or f.read(header_size) != header
+    ):
+        return None
+    digest = f.read(DIGEST_BYTES)
+    data = f.read(data_size)
+    if len(data) != data_size:
+        return None
+    expected = _digest(secret, start + header, data)
+    return data if hmac.compare_digest(digest, expected) else None
+
+
+def _read_secret(path: Path) -> bytes | None:
+    """The secret at `path` if it is a private regular file of the right size, else None."""
+    try:
+        fd = os.open(path, OPEN_FLAGS)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not _is_private_file(os.fstat(fd)):
+            return None
+        secret = f.read(SECRET_BYTES + 1)
+    return secret if len(secret) == SECRET_BYTES else None
+
+
+def _is_private_file(st: os.stat_result) -> bool:
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    return not CHECKS_OWNERS or (st.st_uid == os.geteuid() and not st.st_mode & 0o077)
+
+
+def _make_private_dirs(folder: Path) -> None:
+    """Create `folder` and its missing parents, each 0700 whatever the umask."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:  # another job made it meanwhile
+            continue
+        os.chmod(path, 0o700)  # the umask may have taken bits off
+
+
+def _write_atomically(path: Path, chunks, exclusive: bool = False) -> None:
+    """Write `chunks` to a private temporary beside `path`, then rename it to `path`
+    (`exclusive`: keep a file already at `path`). The temporary is removed whatever fails."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), 0o600)  # the umask may have taken the owner's bits off
+            for chunk in chunks:
+                f.write(chunk)
+        if exclusive:
+            _link(temporary, path)
+        else:
+            os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _link(source: str, path: Path) -> None:
+    """`source` renamed to `path` unless a file is there already (then `source` is deleted)."""
+    try:
+        os.link(source, path)
+    except FileExistsError:
+        pass
+    except OSError:  # a filesystem without hard links: the last writer wins
+        os.replace(source, path)
+        return
+    os.unlink(source)
+
+
+def _drop(path: Path) -> None:
+    """Delete an entry that did not verify (if the folder lets us: else it stays ignored)."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import ipaddress
 import os
 import re
 import shutil
 import tempfile
 import threading
 import weakref
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import IntEnum
 from functools import lru_cache
 
 import numpy as np
@@ -96,8 +99,13 @@ def catalog_base(url: str) -> str:
     return os.path.dirname(os.path.abspath(local)) + "/"
 
 
+def is_relative(path: str) -> bool:
+    """True for a path that names a file under the catalog's folder: no scheme, no leading /."""
+    return not (_URL_WITH_SCHEME.match(path) or path.startswith("/"))
+
+
 def resolve_path(path: str | None, base: str) -> str | None:
-    if path is None or _URL_WITH_SCHEME.match(path) or path.startswith("/"):
+    if path is None or not is_relative(path):
         return path
     return base + path.removeprefix("./")
 
@@ -196,11 +204,15 @@ class Catalog:
     Registering reads nothing: the first query that needs the catalog reads and checks it,
     so that connecting (dbt opens many connections) never waits on the network. A local
     catalog is checked at registration all the same (`check`), which costs no request.
+
+    `allowed_hosts`: hosts (buckets for s3 and gs) other than its own that a remote catalog
+    may name tiles on; default none (see `check_origin`).
     """
 
-    def __init__(self, url: str, store: ByteStore):
+    def __init__(self, url: str, store: ByteStore, *, allowed_hosts: list[str] | None = None):
         self.url = url
         self.store = store
+        self.allowed_hosts = allowed_host_keys(allowed_hosts)
         self._columns: CatalogColumns | None = None
         self._tiles: TileTable | None = None
         self._index_file: str | None = None
@@ -216,13 +228,26 @@ class Catalog:
         return protocol_of(self.url) == "file"
 
     def _source(self) -> str:
-        """Where the parquet is read from: a local copy when the store keeps a disk cache
-        (fetched once per version of the index), else the URL itself."""
+        """Where the parquet is read from: the URL (a remote one is read whole, into memory, by
+        `_fetch_whole`). With a disk cache, a remote catalog's bytes are taken from its
+        verified copy of the current version rather than the network, or copied there once
+        fetched. A catalog without a version is not cached: its copy could not be proven
+        current."""
         cache = self.store.disk_cache
         if cache is None or self.is_local:
             return self.url
         version = self.store.versions([self.url])[self.url]
-        return str(cache.whole_file(self.url, version, self._fetch_whole))
+        if version is None or (self._fetched is not None and self._fetched[0] == version):
+            return self.url
+        data = cache.get_whole(self.url, str(version))
+        if data is not None:
+            self._fetched = (version, data)
+        else:
+            self._fetch_whole()
+            read_from, data = self._fetched  # the version it was read from: newer if it changed
+            if read_from is not None:
+                cache.put_whole(self.url, str(read_from), data)
+        return self.url
 
     def _fetch_whole(self) -> bytes:
         """The remote catalog's bytes, read once per version (the footer, the tile table and
@@ -277,8 +302,9 @@ class Catalog:
 
     def check(self) -> None:
         """A local catalog is read and checked now, so that a bad one fails at registration:
-        its schema (roles, types), ids (no duplicates) and paths (known schemes, none
-        escaping the catalog's folder). A remote one is checked on first use."""
+        its schema (roles, types), ids (no duplicates), paths (known schemes, none escaping
+        the catalog's folder, none to cloud metadata) and bounds (see `bounds_problem`). A
+        remote one is checked on first use."""
         if self.is_local:
             self.index_file()
 
@@ -290,11 +316,17 @@ class Catalog:
                 folder = tempfile.mkdtemp(prefix="aefsql-catalog-")
                 weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
                 target = os.path.join(folder, "index.parquet")
-                columns, base, fids = self.columns, self.base, set()
+                columns, fids = self.columns, set()
                 with self._parquet() as parquet, pq.ParquetWriter(target, INDEX_SCHEMA) as out:
                     offset = 0
                     for batch in parquet.iter_batches(columns=_source_names(columns)):
-                        table = normalize(pa.Table.from_batches([batch]), columns, base, offset)
+                        table = normalize(
+                            pa.Table.from_batches([batch]),
+                            columns,
+                            self.url,
+                            offset,
+                            allowed_hosts=self.allowed_hosts,
+                        )
                         _check_fids(table, fids, redact(self.url))
                         out.write_table(table)
                         offset += batch.num_rows
@@ -309,7 +341,9 @@ class Catalog:
                 wanted = _source_names(columns, TILE_ROLES)
                 with self._parquet() as parquet:
                     table = parquet.read(columns=wanted)
-                table = normalize(table, columns, self.base, 0, TILE_ROLES)
+                table = normalize(
+                    table, columns, self.url, 0, TILE_ROLES, allowed_hosts=self.allowed_hosts
+                )
                 self._tiles = TileTable(
                     year=table["year"].to_numpy().astype(np.int64),
                     path=np.array(table["path"].to_pylist(), dtype=object),
@@ -343,12 +377,22 @@ def _source_names(columns: CatalogColumns, roles=None) -> list[str]:
 
 
 def normalize(
-    table: pa.Table, columns: CatalogColumns, base: str, row_offset: int, roles=None
+    table: pa.Table,
+    columns: CatalogColumns,
+    catalog_url: str,
+    row_offset: int,
+    roles=None,
+    *,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> pa.Table:
     """A catalog table in INDEX_SCHEMA (or its `roles`): paths absolute, utm_zone from crs
     where the catalog has none, a box footprint where it has no geometry, fid the row
-    number where it has none. The one place where the source's names and ways are undone."""
+    number where it has none. The one place where the source's names and ways are undone,
+    and so where the catalog is checked as the untrusted input it is: tile paths (see
+    `check_origin`) and lon/lat bounds (see `bounds_problem`), each refusal naming the row.
+    `row_offset` is the number of catalog rows before `table`'s first."""
     n = table.num_rows
+    base = catalog_base(catalog_url)
     schema = INDEX_SCHEMA if roles is None else pa.schema([INDEX_SCHEMA.field(r) for r in roles])
 
     def source(role: str):
@@ -376,8 +420,22 @@ def normalize(
             built[role] = pa.array(np.arange(row_offset + 1, row_offset + n + 1), pa.int64())
         elif role == "path":
             paths = source("path").to_pylist()
-            for path in paths:
-                _check_path(path, redact(base))
+            # scheme://host prefixes whose tiles the catalog may name: an origin is checked
+            # once, not on each of its (many) rows.
+            allowed_prefixes = set()
+            for i, path in enumerate(paths):
+                try:
+                    _check_path(path)
+                    # A relative path resolves under the catalog's own folder: same origin.
+                    if not is_relative(path):
+                        prefix = _AUTHORITY.match(path)
+                        if prefix is None or prefix.group(0) not in allowed_prefixes:
+                            check_origin(path, catalog_url, allowed_hosts)
+                        if prefix is not None:
+                            allowed_prefixes.add(prefix.group(0))
+                except CatalogError as exc:
+                    where = f"catalog {redact(catalog_url)}, row {row_offset + i + 1}"
+                    raise CatalogError(f"{where}: {exc}") from None
             built[role] = pa.array([resolve_path(p, base) for p in paths], pa.string())
         elif role == "utm_zone" and columns.utm_zone is None:
             crs = source("crs")
@@ -397,7 +455,74 @@ def normalize(
             built[role] = pa.nulls(n, pa.string()) if column is None else column.cast(pa.string())
         else:
             built[role] = numbers(role, field.type)
+    if all(side in built for side in WGS84_SIDES):
+        _check_bounds([built[side] for side in WGS84_SIDES], catalog_url, row_offset)
     return pa.table(built, schema=schema)
+
+
+WGS84_SIDES = ("wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north")
+# An AEF tile spans about 0.75 degrees; a box of more is no tile, and locating points visits
+# every 1-degree cell of every box, so one absurd box (a whole hemisphere, 1e9 degrees) would
+# cost seconds to hours and gigabytes. 20 leaves room for other grids and for the stretched
+# longitudes of tiles near the poles.
+MAX_TILE_DEGREES = 20.0
+
+
+def bounds_problem(west, south, east, north) -> tuple[int, str, int] | None:
+    """The first row whose lon/lat box cannot be a tile's, why, and how many rows are wrong;
+    None when every box can be. Arrays of float64, NaN where the catalog has NULL."""
+    west, south, east, north = (np.asarray(a, dtype=np.float64) for a in (west, south, east, north))
+    crossing = west > east  # a box across the antimeridian is stored with west > east
+    with np.errstate(invalid="ignore"):  # inf - inf: that row is refused as not finite anyway
+        width = np.where(crossing, east - west + 360.0, east - west)
+        height = north - south
+    finite = np.isfinite(west) & np.isfinite(south) & np.isfinite(east) & np.isfinite(north)
+    limit = f"{MAX_TILE_DEGREES:g}°"
+    checks = [  # in the order a reader would fix them
+        (~finite, "a bound is NULL, NaN or infinite"),
+        ((np.abs(south) > 90) | (np.abs(north) > 90), "latitude outside [-90, 90]"),
+        ((np.abs(west) > 180) | (np.abs(east) > 180), "longitude outside [-180, 180]"),
+        (south > north, "south > north"),
+        (height > MAX_TILE_DEGREES, f"taller than {limit} (an AEF tile is about 0.75°)"),
+        (
+            ~crossing & (width > MAX_TILE_DEGREES),
+            f"wider than {limit} (an AEF tile is about 0.75°)",
+        ),
+        (
+            crossing & (width > MAX_TILE_DEGREES),
+            f"west > east, which reads as a box across the antimeridian, wider than {limit}",
+        ),
+    ]
+    wrong = np.zeros(west.shape, dtype=bool)
+    for mask, _ in checks:
+        wrong |= mask
+    if not wrong.any():
+        return None
+    row = int(np.argmax(wrong))
+    reason = next(reason for mask, reason in checks if mask[row])
+    return row, reason, int(wrong.sum())
+
+
+def _check_bounds(sides: list[pa.Array], catalog_url: str, row_offset: int) -> None:
+    """CatalogError naming the first row (1-based, of the whole catalog) whose box is wrong,
+    with its values."""
+    found = bounds_problem(*(side.to_numpy(zero_copy_only=False) for side in sides))
+    if found is None:
+        return
+    row, reason, count = found
+    values = ", ".join(
+        f"{name.removeprefix('wgs84_')}={_bound_text(side[row].as_py())}"
+        for name, side in zip(WGS84_SIDES, sides, strict=True)
+    )
+    more = f" ({count - 1} more row(s) are wrong too)" if count > 1 else ""
+    raise CatalogError(
+        f"catalog {redact(catalog_url)}, row {row_offset + row + 1}: bounds {values}: "
+        f"{reason}{more}"
+    )
+
+
+def _bound_text(value: float | None) -> str:
+    return "NULL" if value is None else repr(float(value))
 
 
 def _check_fids(table: pa.Table, seen_fids: set, source: str) -> None:
@@ -434,18 +559,276 @@ def _check_types(schema: pa.Schema, columns: CatalogColumns, source: str) -> Non
         need(role, lambda t: pa.types.is_floating(t) or pa.types.is_integer(t), "a number")
 
 
-def _check_path(path: str | None, source: str) -> None:
-    """A tile path must be a URL of a known scheme, or relative without leaving the folder."""
+def _check_path(path: str | None) -> None:
+    """A tile path must be a URL of a known scheme, or relative without leaving the folder.
+    (The caller's CatalogError names the catalog and the row.)"""
     if path is None or not path.strip():
-        raise CatalogError(f"{source}: a row has an empty path")
+        raise CatalogError("empty path")
     scheme = _URL_WITH_SCHEME.match(path)
     if scheme and scheme.group(0)[:-3].lower() not in ALLOWED_SCHEMES:
         raise CatalogError(
-            f"{source}: path {path!r} has an unexpected scheme; allowed: "
+            f"path {redact(path)} has an unexpected scheme; allowed: "
             + ", ".join(sorted(ALLOWED_SCHEMES))
         )
     if not scheme and ".." in path.replace("\\", "/").split("/"):
-        raise CatalogError(f"{source}: path {path!r} escapes the catalog's folder")
+        raise CatalogError(f"path {path!r} escapes the catalog's folder")
+
+
+# -- Where a catalog's tile paths may point ---------------------------------------------
+#
+# A catalog is untrusted input: whoever wrote it chooses the URLs aefsql then reads with the
+# user's credentials and from the user's network. So, as a browser does with a page's
+# links, a remote catalog may name tiles only on its own origin (scheme, host, port; for s3
+# and gs, the bucket) or on hosts the user allows; a local catalog (written by the user) may
+# name anything. Whatever the catalog, cloud metadata and link-local addresses hand out the
+# machine's credentials and are never named; and no catalog may point further into the
+# user's network than its own host is (see AddressSpace). Host names are checked as written,
+# not resolved: a public name that resolves to a private address is the network's to refuse.
+
+# Hosts that answer with a cloud machine's credentials (AWS, GCP, Azure, Alibaba, AWS over
+# IPv6): the tile of no catalog, allowed or not.
+METADATA_HOSTS = frozenset(
+    {
+        "169.254.169.254",
+        "metadata.google.internal",
+        "metadata",
+        "instance-data",
+        "fd00:ec2::254",
+        "100.100.100.200",
+    }
+)
+# Schemes that name the same storage: s3a is s3 read by Hadoop's connector, gcs is gs.
+_SAME_STORAGE = {"s3a": "s3", "gcs": "gs"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_AUTHORITY = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)")
+# Host names as DNS and the storage services spell them; nothing a URL parser could read
+# otherwise (percent escapes, non-ASCII letters that normalize to ASCII ones, backslashes).
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+_IPV4_PART = re.compile(r"0x[0-9a-f]*|0[0-7]*|[1-9][0-9]*")
+
+
+class AddressSpace(IntEnum):
+    """How far into the user's network an address reaches, inmost first."""
+
+    LOOPBACK = 0  # this machine
+    PRIVATE = 1  # the local network, a cloud VPC
+    PUBLIC = 2
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a URL's bytes come from: scheme, canonical host (the bucket for s3 and gs) and
+    port; scheme 'file' and no host for local paths."""
+
+    scheme: str
+    host: str = ""
+    port: int | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = self.port is None or self.port == _DEFAULT_PORTS.get(self.scheme)
+        return f"{self.scheme}://{host}" + ("" if default else f":{self.port}")
+
+    @property
+    def is_local(self) -> bool:
+        return self.scheme == "file"
+
+    @property
+    def is_web(self) -> bool:
+        """Reached by host name or address (http, https), not by bucket name."""
+        return self.scheme in _DEFAULT_PORTS
+
+
+def check_origin(path: str, catalog_url: str, allowed_hosts: Iterable[str] | None = None) -> None:
+    """CatalogError saying why the catalog at `catalog_url` may not name the tile at `path`
+    (an absolute path or URL), and whether `allowed_hosts` can allow it; nothing when it may."""
+    refusal = origin_refusal(origin_of(path), origin_of(catalog_url), allowed_hosts)
+    if refusal is not None:
+        raise CatalogError(f"tile {redact(path)} {refusal}")
+
+
+_NOT_ALLOWABLE = "(allowed_hosts= cannot allow it; a local copy of the catalog can)"
+
+
+def origin_refusal(
+    tile: Origin, catalog: Origin, allowed_hosts: Iterable[str] | None
+) -> str | None:
+    """Why a catalog of origin `catalog` may not name a tile of origin `tile`; None when it
+    may. The policy, rule by rule (see the notes above METADATA_HOSTS)."""
+    if tile.is_local:
+        return (
+            None
+            if catalog.is_local
+            else f"is a local file, which a remote catalog may not name {_NOT_ALLOWABLE}"
+        )
+    if tile.is_web and is_metadata_host(tile.host):
+        return (
+            "is on a cloud metadata or link-local address, which no catalog may name, "
+            "whatever allowed_hosts= says"
+        )
+    if catalog.is_local:
+        return None
+    space = address_space(tile.host) if tile.is_web else AddressSpace.PUBLIC
+    if space < address_space_of(catalog):
+        return (
+            f"is on a {space.name.lower()} address, further into this machine's network than "
+            f"the catalog's own host {catalog.host} {_NOT_ALLOWABLE}"
+        )
+    if tile == catalog or tile.host in allowed_host_keys(allowed_hosts):
+        return None
+    kind = "host" if tile.is_web else "bucket"
+    return (
+        f"is not on the catalog's own origin ({catalog}); pass "
+        f"allowed_hosts=[{tile.host!r}] to let the catalog name tiles on that {kind}"
+    )
+
+
+def origin_of(url: str) -> Origin:
+    """The origin of a path or URL; CatalogError when its host is not plainly written (a
+    host two URL parsers could read differently cannot be checked)."""
+    match = _AUTHORITY.match(url)
+    if match is None:  # no scheme: a local path
+        return Origin("file")
+    scheme = match.group(1).lower()
+    scheme = _SAME_STORAGE.get(scheme, scheme)
+    if scheme in ("file", "local"):
+        return Origin("file")
+    return _remote_origin(scheme, match.group(2))
+
+
+@lru_cache(maxsize=256)  # the rows of a catalog share a few hosts
+def _remote_origin(scheme: str, authority: str) -> Origin:
+    # What follows the last @ (credentials precede it), as every URL parser reads it; shown
+    # quoted, as it may hold control characters.
+    host_port = authority.rpartition("@")[2]
+    malformed = CatalogError(f"tile URL host {host_port!r} ({scheme}) is not a well-formed host")
+    if any(c <= " " or c in "\\\x7f" or not c.isascii() for c in authority):
+        raise malformed
+    if scheme not in _DEFAULT_PORTS:  # a bucket: the authority is its name, nothing else
+        bucket = bucket_name(authority)
+        if bucket is None:
+            raise malformed
+        return Origin(scheme, bucket)
+    if host_port.startswith("["):  # an IPv6 literal
+        host, _, port = host_port[1:].partition("]")
+        if port and not port.startswith(":"):
+            raise malformed
+        port = port[1:]
+    else:
+        host, _, port = host_port.partition(":")
+    if port and not (port.isdigit() and int(port) <= 65535):
+        raise malformed
+    canonical = canonical_host(host)
+    if canonical is None:
+        raise malformed
+    return Origin(scheme, canonical, int(port) if port else _DEFAULT_PORTS[scheme])
+
+
+# IPv6 addresses that carry an IPv4 one a gateway connects to (RFC 6052, NAT64).
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def canonical_host(host: str) -> str | None:
+    """The host as it is compared and classified, None when it is not a host: lower case,
+    no trailing dot, no brackets, IP addresses in their standard spelling (a resolver reads
+    127.1, 0x7f000001 and 2130706433 all as 127.0.0.1; ::ffff:a.b.c.d and 64:ff9b::a.b.c.d
+    reach a.b.c.d)."""
+    host = host.lower().removeprefix("[").removesuffix("]").removesuffix(".")
+    if ":" in host:
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+        if address in _NAT64:
+            return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        return str(address.ipv4_mapped or address)
+    if not _HOST_NAME.fullmatch(host):
+        return None
+    labels = host.split(".")
+    if not _IPV4_PART.fullmatch(labels[-1]):
+        return host  # a name: its last label is not a number
+    numbers = _ipv4_numbers(labels)
+    return None if numbers is None else str(ipaddress.IPv4Address(numbers))
+
+
+def bucket_name(name: str) -> str | None:
+    """An s3 or gs bucket's name as compared (lower case), None when it is not one. Not a
+    host: data.2024 is a bucket name, not an address."""
+    name = name.lower()
+    return name if _HOST_NAME.fullmatch(name) else None
+
+
+def _ipv4_numbers(labels: list[str]) -> int | None:
+    """The address that 1 to 4 numbers (decimal, 0x hex, 0 octal) spell, the last filling the
+    remaining bytes as inet_aton reads them; None when they spell none."""
+    if len(labels) > 4 or not all(_IPV4_PART.fullmatch(label) for label in labels):
+        return None
+    numbers = [
+        int(label[2:] or "0", 16)
+        if label.startswith("0x")
+        else int(label, 8 if label[0] == "0" else 10)
+        for label in labels
+    ]
+    *leading, last = numbers
+    if any(n > 255 for n in leading) or last >= 256 ** (4 - len(leading)):
+        return None
+    value = last
+    for i, n in enumerate(leading):
+        value += n << (8 * (3 - i))
+    return value
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def is_metadata_host(host: str) -> bool:
+    """True for a cloud metadata host or a link-local address (canonical host)."""
+    address = _ip(host)
+    return host in METADATA_HOSTS or (address is not None and address.is_link_local)
+
+
+def address_space(host: str) -> AddressSpace:
+    """The address space of a canonical web host. A name other than localhost counts as
+    public: it is not resolved here."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return AddressSpace.LOOPBACK
+    address = _ip(host)
+    if address is None:
+        return AddressSpace.PUBLIC
+    # 0.0.0.0 and :: reach this machine when connected to.
+    if address.is_loopback or address.is_unspecified:
+        return AddressSpace.LOOPBACK
+    return AddressSpace.PUBLIC if address.is_global else AddressSpace.PRIVATE
+
+
+def address_space_of(catalog: Origin) -> AddressSpace:
+    """A catalog in a bucket counts as public: its bucket name is no address."""
+    return address_space(catalog.host) if catalog.is_web else AddressSpace.PUBLIC
+
+
+def allowed_host_keys(allowed_hosts: Iterable[str] | None) -> frozenset[str]:
+    """The canonical hosts of an allow-list; CatalogError for an entry that is no host name
+    (a URL, a host:port)."""
+    if allowed_hosts is None:
+        return frozenset()
+    if isinstance(allowed_hosts, str):
+        raise CatalogError(
+            f"allowed_hosts is a list of host names, such as [{allowed_hosts!r}], not a string"
+        )
+    keys = set()
+    for entry in allowed_hosts:
+        key = (canonical_host(entry) or bucket_name(entry)) if isinstance(entry, str) else None
+        if key is None:
+            raise CatalogError(
+                f"allowed_hosts: {entry!r} is not a host name such as 'data.example.com' or a "
+                "bucket name (no scheme, port or path)"
+            )
+        keys.add(key)
+    return frozenset(keys)
 
 
 def zone_from_crs(crs: str | None) -> str | None:

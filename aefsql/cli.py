@@ -124,7 +124,9 @@ def run_sample(args, out=None) -> None:
     out = out or sys.stdout
     years = parse_years(args.years)
     sql = sample_sql(args, years)
-    session = open_session(args.catalog, cache_dir=args.cache_dir, progress=None)
+    session = open_session(
+        args.catalog, cache_dir=args.cache_dir, progress=None, allowed_hosts=args.allowed_hosts
+    )
     missing = session.missing_years(years)
     if missing:
         print(
@@ -221,6 +223,14 @@ def run_shell(argv: list[str]) -> int:
     )
     parser.add_argument("--cache-dir", help="keep every byte read here")
     parser.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="HOST",
+        help="a host or bucket a remote catalog may name besides its own (repeatable; "
+        "see docs/security.md)",
+    )
+    parser.add_argument(
         "--readonly", "-readonly", action="store_true", help="open DATABASE read-only"
     )
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
@@ -237,13 +247,13 @@ def run_shell(argv: list[str]) -> int:
     for word in words:
         if word == "--":
             break
-        if word in ("-c", "-f", "--catalog", "--cache-dir"):
+        if word in ("-c", "-f", "--catalog", "--cache-dir", "--allow-host"):
             next(words, None)  # its value, which may start with "-"
         elif len(word) > 2 and word[0] == "-" and word[1:].isidentifier():
             if word not in word_flags:
                 parser.error(f"unknown option {word}")
     args = parser.parse_args(argv)
-    options = dict(cache_dir=args.cache_dir, progress=None)
+    options = dict(cache_dir=args.cache_dir, progress=None, allowed_hosts=args.allowed_hosts)
     try:
         con = duckdb.connect(args.database, read_only=args.readonly)
     except duckdb.Error as exc:
@@ -328,6 +338,13 @@ def run_verb(argv: list[str]) -> int:
         help="index parquet path/URL (default: $AEFSQL_CATALOG, else the public AEF index)",
     )
     sample.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
+    sample.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="HOST",
+        help="a host or bucket a remote catalog may name besides its own (repeatable)",
+    )
     sample.add_argument(
         "--on-error",
         choices=("raise", "null"),

@@ -99,7 +99,9 @@ def _decompress(raw: bytes, compression: int, length: int) -> bytes:
         if compression in (DEFLATE, ADOBE_DEFLATE):
             return zlib.decompressobj().decompress(raw, length)
         if compression == LZW:
-            return _lzw_decoder()(raw)
+            # Into a buffer of the size asked for: the decoder stops there, so a small
+            # stream that would inflate to gigabytes costs no more than the block holds.
+            return bytes(_lzw_decoder()(raw, out=bytearray(length)))
         if compression == NONE:
             return raw
     except (zstandard.ZstdError, zlib.error, ValueError, RuntimeError) as exc:

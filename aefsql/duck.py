@@ -565,12 +565,20 @@ def _struct(samples: Samples, bands: list[int] | None = None) -> pa.StructArray:
 
 
 def register(
-    con: duckdb.DuckDBPyConnection, catalog: str | None = None, **options
+    con: duckdb.DuckDBPyConnection,
+    catalog: str | None = None,
+    *,
+    allowed_hosts: list[str] | None = None,
+    **options,
 ) -> duckdb.DuckDBPyConnection:
     """Register every aef_* function on `con` (TEMP macros: per connection or cursor).
 
     `catalog`: path or URL of an AEF index parquet; default `$AEFSQL_CATALOG`, else the public
-    AEF index. Options: `cache_dir` keeps every byte read (and the catalog) in this folder, so
+    AEF index. `allowed_hosts`: hosts (or s3/gs buckets) other than its own that a remote
+    catalog may name tiles on; default None, its own origin only. A catalog is untrusted
+    input: local files, cloud metadata and addresses further into the network than the
+    catalog's own host are refused whatever the list says (docs/security.md).
+    Options: `cache_dir` keeps every byte read (and the catalog) in this folder, so
     that re-runs read nothing from the network (default `$AEFSQL_CACHE_DIR`, else none);
     `collection` is a read-ready collection (see `build_collection`) whose headers are used
     instead of reading them (default `$AEFSQL_COLLECTION`); `concurrency` is the number of
@@ -578,7 +586,7 @@ def register(
     stderr is a terminal). The other options are fsspec storage options for the catalog's
     protocol (endpoint_url, anon, key/secret, …; default `$AEFSQL_STORAGE_OPTIONS`, JSON).
     """
-    open_session(catalog, **options).install(con)
+    open_session(catalog, allowed_hosts=allowed_hosts, **options).install(con)
     return con
 
 
@@ -589,9 +597,11 @@ def open_session(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool | Progress | None = False,
     collection: str | None = None,
+    allowed_hosts: list[str] | None = None,
     **storage_options,
 ) -> Session:
-    """The catalog, storage and caches that UDFs share (see `register` for the options)."""
+    """The catalog, storage and caches that UDFs share (see `register` for the options,
+    `allowed_hosts` among them)."""
     url = catalog or os.environ.get("AEFSQL_CATALOG") or PUBLIC_CATALOG
     if not storage_options and os.environ.get("AEFSQL_STORAGE_OPTIONS"):
         try:
@@ -605,7 +615,7 @@ def open_session(
         disk_cache=DiskCache(cache_dir) if cache_dir else None,
     )
     session = Session(
-        catalog=Catalog(url, store),
+        catalog=Catalog(url, store, allowed_hosts=allowed_hosts),
         sampler=Sampler(
             store,
             progress=progress if isinstance(progress, Progress) else Progress(enabled=progress),
@@ -618,12 +628,18 @@ def open_session(
     return session
 
 
-def connect(database: str = ":memory:", catalog: str | None = None, **options):
+def connect(
+    database: str = ":memory:",
+    catalog: str | None = None,
+    *,
+    allowed_hosts: list[str] | None = None,
+    **options,
+):
     """A DuckDB connection with every aef_* function registered (see `register` for the
-    options: cache_dir, concurrency and storage options)."""
+    options: allowed_hosts, cache_dir, concurrency and storage options)."""
     con = duckdb.connect(database)
     try:
-        return register(con, catalog, **options)
+        return register(con, catalog, allowed_hosts=allowed_hosts, **options)
     except BaseException:
         con.close()
         raise

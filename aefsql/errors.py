@@ -1,18 +1,36 @@
 """The exceptions aefsql raises: one base class, a few specific kinds."""
 
+import re
 from urllib.parse import urlsplit, urlunsplit
+
+# A URL inside a message: a scheme, "://", and everything up to a space, a quote or a
+# parenthesis (messages put URLs in those).
+_URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()]+")
 
 
 def redact(url: str) -> str:
-    """The URL without credentials or query string (signed URLs carry secrets there): what
-    error messages show."""
-    parts = urlsplit(url)
+    """The URL without credentials, path parameters (`;jsessionid=…`), query string or
+    fragment (signed URLs carry secrets there): what error messages show."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # not a URL after all: keep nothing that could be a secret
+        return url.split("?")[0].split(";")[0]
     if not parts.scheme or parts.scheme == "file":
         return url
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    if port:
+        host = f"{host}:{port}"
+    path = re.sub(r";[^/]*", "", parts.path)
+    return urlunsplit((parts.scheme, host, path, "", ""))
+
+
+def redact_text(text: str) -> str:
+    """`text` with every URL in it redacted (messages of DuckDB, fsspec or servers quote the
+    URLs they failed on, secrets included)."""
+    return _URL_IN_TEXT.sub(lambda match: redact(match.group(0)), text)
 
 
 class AefsqlError(Exception):

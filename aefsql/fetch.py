@@ -165,11 +165,35 @@ async def _http_range(fs: HTTPFileSystem, request: Request) -> Piece:
         if response.status == 404:
             raise FileNotFoundError(request.url)
         response.raise_for_status()
-        data = await response.read()
+        if response.status == 200 and request.start > 0:
+            # The whole object instead of the range (a server that ignores Range): a fault,
+            # and its body is not read — it may be gigabytes. Closing drops the connection
+            # at once (released, it would go on buffering the body).
+            response.close()
+            raise WrongRange(
+                f"{redact(request.url)}: the server ignored the Range request (200, whole file)"
+            )
+        data = await _read_at_most(response, request.end - request.start)
         found = version_from(response.headers.get("ETag"), response.headers.get("Last-Modified"))
         if response.status == 206:
             _check_content_range(request, response.headers.get("Content-Range"))
     return Piece(data, found)
+
+
+async def _read_at_most(response, length: int) -> bytes:
+    """The body, but never more than `length` + 1 bytes kept (one more tells a body longer
+    than asked, which the caller's length check refuses): a server that sends more than
+    the range must not make aefsql buffer it."""
+    parts, have = [], 0
+    while have <= length:
+        part = await response.content.read(min(1 << 20, length + 1 - have))
+        if not part:
+            break
+        parts.append(part)
+        have += len(part)
+    if have > length:  # more than asked: the rest is not waited for, nor buffered
+        response.close()
+    return b"".join(parts)
 
 
 def _is_s3(fs) -> bool:

@@ -85,6 +85,11 @@ def _transform(source_epsg: int, target_epsg: int, x: np.ndarray, y: np.ndarray)
 
 
 def check_north_aligned(transform: Affine, source: str) -> None:
+    """A transform points can be mapped through: finite, not rotated, no zero pixel size
+    (NaN, inf or 0 would put every point in pixel (0, 0), or none anywhere)."""
+    t = transform
+    if not np.isfinite([t.a, t.b, t.c, t.d, t.e, t.f]).all():
+        raise TiffFormatError(f"{source}: geotransform is not finite ({transform})")
     if transform.b != 0.0 or transform.d != 0.0:
         raise TiffFormatError(
             f"{source}: rotated or sheared geotransform ({transform}) is not supported"

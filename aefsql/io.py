@@ -6,12 +6,12 @@ import asyncio
 import datetime
 import os
 import random
-import re
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 import fsspec
@@ -21,7 +21,7 @@ from fsspec.utils import get_protocol
 
 from . import threads
 from .cache import DiskCache
-from .errors import Cancelled, RangeReadError, redact
+from .errors import Cancelled, RangeReadError, redact, redact_text
 from .fetch import (
     ObjectChanged,
     Piece,
@@ -39,6 +39,10 @@ DEFAULT_CONCURRENCY = 64
 MAX_WHOLE_FILE_BYTES = 2 * 1024**3
 WHOLE_FILE_PART = DEFAULT_MAX_REQUEST  # parts of a whole file, read side by side
 CHANGE_RETRIES = 3  # reads of a whole file that changes under them, before giving up
+# After every retry of a request failed to reach its host, the host's other requests fail at
+# once for this long: with on_error := 'null', 1,000 files of a dead server take one retry
+# cycle, not 1,000.
+DOWN_HOST_SECONDS = 30.0
 
 # Protocols that name the same filesystem and so share storage options.
 PROTOCOL_FAMILIES = {"s3a": "s3", "https": "http", "gcs": "gs", "local": "file"}
@@ -68,6 +72,8 @@ class ByteStore:
     # end with `Cancelled`.
     cancelled: threading.Event = field(default_factory=threading.Event)
     _versions: dict[str, Version | None] = field(default_factory=dict)
+    # Hosts that could not be reached after every retry: {host: (until, message)}.
+    _down_hosts: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def check_cancelled(self) -> None:
         if self.cancelled.is_set():
@@ -222,6 +228,10 @@ class ByteStore:
         lengths or ranges) are retried with exponential backoff and jitter, within `retry`'s
         attempts and deadline; a missing file, a refusal or a changed object is not.
         """
+        for request in requests:  # a host known down fails at once, not after retries again
+            down = self._down_hosts.get(_host_of(request.url))
+            if down is not None and time.monotonic() < down[0]:
+                raise RangeReadError(f"{down[1]} (its host failed moments ago: not retried)")
         results: list[Piece | None] = [None] * len(requests)
         pending = list(range(len(requests)))
         started = time.monotonic()
@@ -239,7 +249,7 @@ class ByteStore:
                 if allow_short and isinstance(outcome, Piece):
                     outcome = self._confirm_end(requests[i], outcome)
                 if isinstance(outcome, _Transient):
-                    failed.append((i, outcome))
+                    failed.append((i, outcome, _is_unreachable(answer)))
                 else:
                     results[i] = outcome
             if not failed:
@@ -248,10 +258,17 @@ class ByteStore:
             if attempt == self.retry.attempts or (
                 time.monotonic() - started + delay > self.retry.deadline
             ):
-                raise RangeReadError(f"{failed[0][1]} (gave up after {attempt} attempts)")
+                message = f"{failed[0][1]} (gave up after {attempt} attempts)"
+                for i, _, unreachable in failed:
+                    if unreachable:  # the next files on this host fail at once
+                        self._down_hosts[_host_of(requests[i].url)] = (
+                            time.monotonic() + DOWN_HOST_SECONDS,
+                            message,
+                        )
+                raise RangeReadError(message)
             if self.cancelled.wait(delay):  # a retry wait ends early on cancel
                 self.check_cancelled()
-            pending = [i for i, _ in failed]
+            pending = [i for i, _, _ in failed]
         raise AssertionError("unreachable")
 
     def _confirm_end(self, request: Request, piece: Piece):
@@ -322,6 +339,10 @@ def _checked(request: Request, answer, allow_short: bool):
     size = len(answer.data)
     if size == end - start or (allow_short and size < end - start):
         return answer
+    if protocol_of(url) == "file":  # a local file is as long as it is: no retry changes it
+        raise RangeReadError(
+            f"{where}: the file ends after {size} of them (shorter than its header says)"
+        )
     return _Transient(
         f"{where}: got {size} bytes instead of {end - start} "
         "(file shorter than its header says, or a server that ignores Range)"
@@ -352,6 +373,20 @@ def _is_transient(error: BaseException) -> bool:
     )
 
 
+def _host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def _is_unreachable(answer) -> bool:
+    """A failure of the connection itself (refused, reset, timed out): the host, not the
+    file, is at fault."""
+    return isinstance(
+        answer,
+        ConnectionError | TimeoutError | asyncio.TimeoutError | aiohttp.ClientConnectionError,
+    )
+
+
 def connection_failure(error: FileNotFoundError) -> str | None:
     """What really failed when fsspec's HTTP filesystem says "not found": it reports a refused
     or broken connection that way, with the cause chained. None for a true "not found"."""
@@ -362,8 +397,9 @@ def connection_failure(error: FileNotFoundError) -> str | None:
 
 
 def redacted_text(error: BaseException) -> str:
-    """The error's text without query strings (signed URLs carry secrets there)."""
-    return re.sub(r"\?[^\s'\"]*", "", str(error).splitlines()[0] if str(error) else "")
+    """The first line of the error's text, its URLs redacted (see `errors.redact_text`)."""
+    text = str(error)
+    return redact_text(text.splitlines()[0] if text else "")
 
 
 class _HTTPForDuckDB(HTTPFileSystem):

@@ -56,10 +56,15 @@ def locate(tiles: TileTable, headers: HeaderSource, x, y, year, crs: int = geo.W
             open_ = open_[tiles.box_holds(t, lon[open_], lat[open_])]
             if open_.size == 0 or path in unreadable:
                 continue
-            _, _, inside = point_pixels(path, found_headers[path], x[open_], y[open_], crs)
+            try:
+                _, _, inside = point_pixels(path, found_headers[path], x[open_], y[open_], crs)
+            except AefsqlError:  # points cannot be mapped into it (rotated, no EPSG code)
+                unreadable.add(path)
+                continue
             found[open_[inside]] = path
-        # A file whose header cannot be read may hold the points no readable file does: give
-        # them to it, so that sampling reports its error for them (or fails, by default).
+        # A file whose header cannot be read or used may hold the points no usable file
+        # does: give them to it, so that sampling reports its error for them (per row with
+        # on_error := 'null'; the query fails naming it by default).
         for t in candidates:
             if tiles.path[t] in unreadable:
                 open_ = members[found[members] == None]  # noqa: E711 (elementwise)

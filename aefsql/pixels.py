@@ -32,7 +32,7 @@ from .catalog import TileTable
 from .errors import AefsqlError
 from .headers import check_georeferenced, group_indices, point_pixels
 from .locate import locate
-from .sampling import Sampler, human_bytes, run_layout
+from .sampling import Sampler, human_bytes, nodata_of, run_layout
 
 AEF_PIXEL_METRES = 10.0
 # 10^8 pixels of 64 bands stream out (COPY … TO) in bounded memory; past this budget a
@@ -204,22 +204,20 @@ class Pixels:
     lat: np.ndarray | None
     location: np.ndarray | None  # int64: the same for the same place in every year
     values: np.ndarray  # int8 (bands, pixels): band-major, the files' own values
-    nodata: np.ndarray  # int16 (pixels,): the file's nodata value, 256 (none) where it has none
+    nodata: np.ndarray  # int16 (pixels,): the nodata value of the pixel's file (`nodata_of`)
     band_count: np.ndarray  # int16 (pixels,): how many bands the pixel's file has
     bands: list[int]  # the band (index into A00..A63) of each row of `values`
 
     def band_null(self, k: int) -> np.ndarray | None:
         """bool (pixels,): where band row k is NULL (nodata, or a band the file lacks);
         None when nowhere. One int8 comparison when every file has the same nodata."""
-        null = None
         if self.common_nodata is not None:
             null = self.values[k] == np.int8(self.common_nodata)
-        elif self.nodata.size and (self.nodata != NO_NODATA).any():
+        else:
             null = self.values[k].astype(np.int16) == self.nodata
         if self.fewest_bands <= self.bands[k]:
-            lacking = self.band_count <= self.bands[k]
-            null = lacking if null is None else null | lacking
-        return null if null is not None and null.any() else None
+            null |= self.band_count <= self.bands[k]
+        return null if null.any() else None
 
     @cached_property
     def common_nodata(self) -> int | None:
@@ -227,14 +225,11 @@ class Pixels:
         if self.nodata.size == 0:
             return None
         first = int(self.nodata[0])
-        return first if first != NO_NODATA and (self.nodata == first).all() else None
+        return first if (self.nodata == first).all() else None
 
     @cached_property
     def fewest_bands(self) -> int:
         return int(self.band_count.min()) if self.band_count.size else 0
-
-
-NO_NODATA = 256  # outside int8: never equal to a value
 
 
 def chunk_pixels(
@@ -321,7 +316,7 @@ def _file_pixels(tiles, sampler, chunks: Chunks, url, year, runs, bands, level, 
     t = header.transform
     location = location_key(epsg, x, y, abs(t.a), abs(t.e)) if coordinates else None
     n = x.size
-    nodata = NO_NODATA if header.nodata is None else int(header.nodata)
+    nodata = nodata_of(url, header)
     found = [
         chunk,
         layout.row,

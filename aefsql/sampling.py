@@ -29,6 +29,7 @@ from .headers import (
 from .io import ByteStore
 from .options import BAND_NAMES, band_list
 from .progress import Progress
+from .quantization import NODATA
 from .ranges import merge_ranges
 from .tiff import ImageHeader
 
@@ -299,8 +300,7 @@ class Sampler:
                 )
             covered[indices] = inside
             band_count[indices] = headers[url].samples_per_pixel
-            if headers[url].nodata is not None:
-                nodata[indices] = headers[url].nodata
+            nodata[indices] = nodata_of(url, headers[url])
             located.append((url, indices[inside], rows[inside], cols[inside]))
         self.header_reader.load_block_tables(
             [
@@ -326,7 +326,7 @@ class Sampler:
         _check_readable(url, header)
         values = np.empty((len(bands), layout.pixels), dtype=np.int8)
         absent = [k for k, band in enumerate(bands) if band >= header.samples_per_pixel]
-        values[absent] = header.nodata if header.nodata is not None else 0
+        values[absent] = nodata_of(url, header)
         needed = _tile_blocks(header, layout.tiles, bands)
         self.header_reader.load_block_tables([(url, header, needed)])
         reads = []
@@ -402,7 +402,7 @@ class Sampler:
             header = headers[read.url]
             samples = 1 if header.planar_separate else header.samples_per_pixel
             if read.byte_range[1] == read.byte_range[0]:
-                return _empty_block(header, read.rows_needed, samples)
+                return _empty_block(read.url, header, read.rows_needed, samples)
             try:
                 return decode_block(
                     raw_by_range[(read.url, read.byte_range)],
@@ -623,12 +623,28 @@ def _band_reads(url, header: ImageHeader, tile: int, group, bands) -> list[_Bloc
     return reads
 
 
+def nodata_of(url, header: ImageHeader) -> int:
+    """The file's nodata as an int8: its GDAL_NODATA tag, or AEF's -128 when it has none
+    (aefsql reads AEF embeddings, whose nodata is -128 in every file; de-quantization maps
+    -128 to NaN whatever the tag). A tag no int8 can hold is refused: NaN, 1000 or 2.5 never
+    equal a value, so the file's nodata pixels would read as data."""
+    nodata = header.nodata
+    if nodata is None:
+        return NODATA
+    if not (np.isfinite(nodata) and nodata == int(nodata) and -128 <= nodata <= 127):
+        raise TiffFormatError(
+            f"{redact(url)}: nodata {nodata} cannot be an int8 value (AEF's is -128)"
+        )
+    return int(nodata)
+
+
 def _check_readable(url, header: ImageHeader) -> None:
-    """int8 samples in a supported codec, in blocks of a sane size."""
+    """int8 samples with an int8 nodata, in a supported codec, in blocks of a sane size."""
     if header.dtype.kind != "i" or header.dtype.itemsize != 1:
         raise TiffFormatError(
             f"{redact(url)}: samples are {header.dtype.name}, expected int8 AEF embeddings"
         )
+    nodata_of(url, header)
     check_supported(header.compression, header.predictor)
     _check_block_size(url, header)
 
@@ -661,9 +677,9 @@ def _tile_blocks(header: ImageHeader, tiles: np.ndarray, bands) -> np.ndarray:
     return (wanted[:, None] * header.blocks_per_plane + tiles[None, :]).ravel()
 
 
-def _empty_block(header: ImageHeader, rows: int, samples: int) -> np.ndarray:
-    """A block the file leaves out (byte count 0): GDAL reads it as nodata, or 0 without one."""
-    fill = header.nodata if header.nodata is not None else 0
+def _empty_block(url, header: ImageHeader, rows: int, samples: int) -> np.ndarray:
+    """A block the file leaves out (byte count 0): nodata, as GDAL reads it."""
+    fill = nodata_of(url, header)
     return np.full((rows, header.block_width, samples), fill, dtype=header.dtype.newbyteorder("="))
 
 

@@ -18,9 +18,11 @@ import duckdb
 
 from .catalog import quote_literal
 from .duck import function_docs
-from .errors import AefsqlError
+from .errors import AefsqlError, redact_text
 
 MODES = ("box", "table", "csv", "json", "markdown", "line")
+STREAMED_MODES = ("csv", "json")  # written as the rows come: no width to measure first
+STREAM_ROWS = 10_000
 RESULT_TYPES = {"SELECT", "EXPLAIN", "PRAGMA", "CALL", "SHOW", "DESCRIBE", "SUMMARIZE"}
 HISTORY = Path(os.environ.get("AEFSQL_HISTORY", Path.home() / ".aefsql_history"))
 MAX_READ_DEPTH = 16  # .read inside .read: deeper than this is a file that reads itself
@@ -148,7 +150,19 @@ class Shell:
                 self.session.resume()
             raise
 
-    def _render(self, query: str) -> str:
+    def _render(self, query: str) -> str | None:
+        """The result as text; in csv and json modes, written as it comes instead (None): a
+        result of millions of rows is never held whole."""
+        if self.mode in STREAMED_MODES:
+            result = self.con.execute(query)  # a result that fetches batch by batch
+            names = [column[0] for column in result.description]
+            first = True
+            for piece in streamed_rows(self.mode, names, result):
+                if first:  # the progress line (stderr) ends before the result prints
+                    self._end_progress()
+                    first = False
+                (self.output_file or self.out).write(piece)
+            return None
         relation = self.con.sql(query)
         if self.mode == "box":
             text = io.StringIO()
@@ -302,6 +316,29 @@ class Shell:
         _save_history()
 
 
+def streamed_rows(mode: str, names: list[str], result):
+    """csv or json text of a query's result, piece by piece (STREAM_ROWS rows at a time), the same
+    text `render_rows` gives, with its final newline."""
+    if mode == "csv":
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(names)
+        while rows := result.fetchmany(STREAM_ROWS):
+            writer.writerows(rows)
+            yield text.getvalue()
+            text.seek(0)
+            text.truncate()
+        yield text.getvalue()
+        return
+    yield "["
+    separator = ""
+    while rows := result.fetchmany(STREAM_ROWS):
+        for row in rows:
+            yield separator + json.dumps(dict(zip(names, row, strict=True)), default=str)
+            separator = ", "
+    yield "]\n"
+
+
 def render_rows(mode: str, names: list[str], rows: list[tuple]) -> str:
     """Rows as csv, json, markdown, line or table text."""
     if mode == "csv":
@@ -402,7 +439,8 @@ def error_text(exc: BaseException) -> str:
     for i, line in enumerate(lines):
         if re.match(r"LINE \d+: ", line):
             context = lines[i : i + 2]
-    return "\n".join([head, *context])
+    # DuckDB's own messages quote URLs as given (a presigned one with its signature).
+    return redact_text("\n".join([head, *context]))
 
 
 def _load_history() -> None:

@@ -28,6 +28,7 @@ BITS_PER_SAMPLE = 258
 COMPRESSION = 259
 STRIP_OFFSETS = 273
 SAMPLES_PER_PIXEL = 277
+MAX_SAMPLES = 32767
 ROWS_PER_STRIP = 278
 STRIP_BYTE_COUNTS = 279
 PLANAR_CONFIGURATION = 284
@@ -320,7 +321,8 @@ def parse_header(data: SparseBytes, level: int = 0) -> ImageHeader:
     elif head[:2] == b"MM":
         big_endian = True
     else:
-        raise TiffFormatError(f"not a TIFF file (starts with {head[:4]!r})")
+        # Never the bytes themselves: a file that is not a TIFF may be anything (a secret).
+        raise TiffFormatError("not a TIFF file (no II or MM byte-order mark)")
     order = ">" if big_endian else "<"
     (magic,) = struct.unpack(order + "H", head[2:4])
     if magic == 42:
@@ -409,6 +411,8 @@ def _image_header(
     samples = _scalar(reader, entries, SAMPLES_PER_PIXEL, 1)
     if width <= 0 or height <= 0 or samples <= 0:
         raise TiffFormatError(f"empty image ({width}x{height}, {samples} samples)")
+    if samples > MAX_SAMPLES:  # AEF has 64; counts are kept as int16
+        raise TiffFormatError(f"{samples} samples per pixel: more than {MAX_SAMPLES} is refused")
 
     bits = _integers(reader, entries, BITS_PER_SAMPLE)
     formats = _integers(reader, entries, SAMPLE_FORMAT)
@@ -560,4 +564,6 @@ def _nodata(reader: _Reader, entries: dict[int, _Entry]) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise TiffFormatError(f"GDAL_NODATA tag holds {text!r}, not a number") from None
+        raise TiffFormatError(
+            f"GDAL_NODATA tag holds {len(text)} bytes of text, not a number"
+        ) from None

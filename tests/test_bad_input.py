@@ -1,16 +1,21 @@
 """Bad input through the SQL surface: each case a clear error or a documented NULL."""
 
+import socket
 import struct
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyproj
 import pytest
+import rasterio
 import tifffile
 from test_sampling import TO_LONLAT, pixel_lonlat
-from test_tiff import write
+from test_tiff import geotags, write
 
 import aefsql
+import aefsql.errors
+import aefsql.io
 
 DATA = np.random.default_rng(11).integers(-127, 128, (64, 40, 50), dtype=np.int8)
 DATA[:, 5:9, 5:9] = -128  # a nodata patch, all bands together
@@ -114,10 +119,15 @@ def test_missing_file_fails_naming_it(catalog):
 
 
 def test_non_tiff_fails_naming_it(catalog):
+    """Naming the file, never echoing its bytes (a file that is not a TIFF may be a secret:
+    its first bytes were in the message)."""
     con, _ = catalog
     lon, lat = pixel_lonlat(np.array([30]), np.array([30]))
-    with pytest.raises(Exception, match=r"TiffFormatError: .*not_a_tiff\.tif: not a TIFF file"):
+    with pytest.raises(
+        Exception, match=r"TiffFormatError: .*not_a_tiff\.tif: not a TIFF file"
+    ) as e:
         embedding(con, lon[0], lat[0], 2025)
+    assert "<htm" not in str(e.value) and "403" not in str(e.value)
 
 
 def test_truncated_tiff_fails_naming_it(catalog):
@@ -125,6 +135,32 @@ def test_truncated_tiff_fails_naming_it(catalog):
     lon, lat = pixel_lonlat(np.array([39]), np.array([49]))
     with pytest.raises(Exception, match=r"truncated\.tif.*(shorter than|past the end)"):
         embedding(con, lon[0], lat[0], 2026)
+
+
+@pytest.fixture
+def fetch_attempts(monkeypatch) -> list[int]:
+    """The store's fetch attempts (each: how many requests), counted around the real fetch."""
+    attempts = []
+    real_fetch = aefsql.io.fetch
+
+    def counting_fetch(requests, *args, **kwargs):
+        attempts.append(len(requests))
+        return real_fetch(requests, *args, **kwargs)
+
+    monkeypatch.setattr(aefsql.io, "fetch", counting_fetch)
+    return attempts
+
+
+def test_a_local_file_shorter_than_its_header_says_is_not_retried(catalog, fetch_attempts):
+    """A local file is as long as it is: its short read fails at the first attempt (it was
+    retried, for seconds, as a network fault)."""
+    _, folder = catalog
+    url = f"file://{folder / 'truncated.tif'}"
+    size = (folder / "truncated.tif").stat().st_size
+    store = aefsql.io.ByteStore()
+    with pytest.raises(aefsql.errors.RangeReadError, match="shorter than its header says"):
+        store.read([(url, size - 10, size + 100)])
+    assert fetch_attempts == [1]
 
 
 def test_empty_points_table_gives_empty_result(catalog):
@@ -236,3 +272,209 @@ def test_a_header_declaring_giant_blocks_is_refused_before_reading_them(tmp_path
             con.sql(f"SELECT aef_sample('{path}', {lon[0]}, {lat[0]})").fetchall()
     finally:
         con.close()
+
+
+def one_tile_catalog(tmp_path, data, tags, epsg=32633, origin=(500000.0, 4e6), **layout):
+    """A catalog of one tile (50 x 40 pixels of 10 m at `origin`, in EPSG `epsg`) written by
+    tifffile with these GeoTIFF tags (year 2023)."""
+    write(tmp_path / "tile.tif", data, extratags=tags, **layout)
+    to_lonlat = pyproj.Transformer.from_crs(epsg, 4326, always_xy=True)
+    x0, y0 = origin
+    lon, lat = to_lonlat.transform([x0, x0 + 500, x0, x0 + 500], [y0, y0, y0 + 400, y0 + 400])
+    return write_catalog(tmp_path / "index.parquet", [2023], ["tile.tif"], f"EPSG:{epsg}", lon, lat)
+
+
+def write_catalog(index, years, paths, crs, lon, lat):
+    """An index of one row per (year, path), all with the lon/lat box of these corners."""
+    n = len(years)
+    pq.write_table(
+        pa.table(
+            {
+                "fid": list(range(n)),
+                "year": years,
+                "path": paths,
+                "crs": [crs] * n,
+                "wgs84_west": [min(lon)] * n,
+                "wgs84_south": [min(lat)] * n,
+                "wgs84_east": [max(lon)] * n,
+                "wgs84_north": [max(lat)] * n,
+            }
+        ),
+        index,
+    )
+    return index
+
+
+def leave_out_first_tile(path, bands: int) -> None:
+    """Set the byte count of tile 0 of every band to 0: a tile the file leaves out (GDAL
+    reads it as nodata)."""
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags[325]  # TileByteCounts
+        per_plane = len(tag.value) // bands
+        size = {"SHORT": 2, "LONG": 4, "LONG8": 8}[tag.dtype_name]
+        offset = tag.valueoffset
+    with open(path, "r+b") as f:
+        for band in range(bands):
+            f.seek(offset + band * per_plane * size)
+            f.write(bytes(size))
+
+
+@pytest.mark.parametrize("nodata", [None, "-128"])
+def test_a_tile_left_out_is_nodata_whatever_the_tag(tmp_path, nodata):
+    """Tiles of byte count 0 are nodata: NULL bands, tagged or not (a file without the tag
+    is read with AEF's -128; it read as 0 before)."""
+    tags = [t for t in geotags() if nodata is not None or t[0] != 42113]
+    index = one_tile_catalog(tmp_path, DATA, tags, planarconfig="separate", tile=(16, 16))
+    leave_out_first_tile(tmp_path / "tile.tif", 64)
+    lon, lat = pixel_lonlat(np.array([2, 30]), np.array([3, 40]))
+    with aefsql.connect(catalog=str(index)) as con:
+        left_out = embedding(con, lon[0], lat[0])
+        kept = embedding(con, lon[1], lat[1])
+    assert left_out is not None and set(left_out.values()) == {None}
+    assert kept["A00"] == DATA[0, 30, 40]
+
+
+@pytest.mark.parametrize("nodata", ["nan", "1000", "2.5", "-inf"])
+def test_a_nodata_no_int8_can_hold_is_refused(tmp_path, nodata):
+    """A nodata tag that no int8 equals would let nodata pixels read as data: refused,
+    naming it."""
+    tags = geotags(nodata=nodata)
+    index = one_tile_catalog(tmp_path, DATA, tags, planarconfig="separate", tile=(16, 16))
+    leave_out_first_tile(tmp_path / "tile.tif", 64)
+    lon, lat = pixel_lonlat(np.array([2]), np.array([3]))
+    with aefsql.connect(catalog=str(index)) as con:
+        with pytest.raises(Exception, match="cannot be an int8 value"):
+            embedding(con, lon[0], lat[0])
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        (float("nan"), 0, 0, 500000.0, 0, 10.0, 0, 4e6, 0, 0, 0, 0, 0, 0, 0, 1),
+        (float("inf"), 0, 0, 500000.0, 0, 10.0, 0, 4e6, 0, 0, 0, 0, 0, 0, 0, 1),
+        (10.0, 0, 0, 500000.0, 0, float("-inf"), 0, 4e6, 0, 0, 0, 0, 0, 0, 0, 1),
+        (10.0, 0, 0, float("nan"), 0, 10.0, 0, 4e6, 0, 0, 0, 0, 0, 0, 0, 1),
+        (0.0, 0, 0, 500000.0, 0, 10.0, 0, 4e6, 0, 0, 0, 0, 0, 0, 0, 1),
+    ],
+    ids=["nan-size", "inf-size", "-inf-size", "nan-origin", "zero-size"],
+)
+def test_a_transform_no_point_maps_through_is_refused(tmp_path, matrix):
+    """A NaN, infinite or zero pixel size (or origin) is refused, naming the file: before,
+    every point landed in pixel (0, 0) or nowhere without a word."""
+    tags = geotags(matrix=matrix)
+    index = one_tile_catalog(tmp_path, DATA, tags, planarconfig="separate", tile=(16, 16))
+    lon, lat = pixel_lonlat(np.array([20]), np.array([20]))
+    with aefsql.connect(catalog=str(index)) as con:
+        with pytest.raises(Exception, match=r"tile\.tif: geotransform (is not finite|has a zero)"):
+            embedding(con, lon[0], lat[0])
+
+
+def test_more_samples_than_a_count_can_hold_is_a_clean_refusal(tmp_path):
+    """40,000 samples per pixel (a 1 x 2 image, chunky): refused by name, where the
+    sampler's int16 band counts overflowed before."""
+    data = np.zeros((1, 2, 40000), np.int8)
+    index = one_tile_catalog(tmp_path, data, geotags(), planarconfig="contig")
+    lon, lat = pixel_lonlat(np.array([0]), np.array([0]))
+    with aefsql.connect(catalog=str(index)) as con:
+        with pytest.raises(Exception, match="40000 samples per pixel: more than 32767"):
+            embedding(con, lon[0], lat[0])
+
+
+@pytest.mark.parametrize(
+    "tags, why",
+    [
+        (
+            geotags(matrix=(10.0, 1.0, 0, 500000.0, 0, 10.0, 0, 4e6, 0, 0, 0, 0, 0, 0, 0, 1)),
+            "rotated or sheared",
+        ),
+        (geotags(geokeys=(1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32767)), "EPSG"),
+    ],
+    ids=["rotated", "unknown-epsg"],
+)
+def test_on_error_null_covers_files_that_fail_while_locating(tmp_path, tags, why):
+    """A file points cannot be mapped into (rotated, a CRS that is no EPSG code) failed the
+    whole query while locating, even with on_error := 'null': now its rows come back with
+    NULL bands and the reason, and the default still fails naming the file."""
+    index = one_tile_catalog(tmp_path, DATA, tags, planarconfig="separate", tile=(16, 16))
+    lon, lat = pixel_lonlat(np.array([20, 30]), np.array([20, 30]))
+    with aefsql.connect(catalog=str(index)) as con:
+        con.register("pts", pa.table({"id": [1, 2], "lon": lon, "lat": lat}))
+        query = "SELECT id, A00{} FROM aef_sample_points('pts', years := 2023{})"
+        with pytest.raises(Exception, match=rf"tile\.tif.*{why}"):
+            con.execute(query.format("", "")).fetchall()
+        rows = con.execute(query.format(", aef_error", ", on_error := 'null'")).fetchall()
+    assert [r[0] for r in rows] == [1, 2]
+    assert all(r[1] is None and "tile.tif" in r[2] and why in r[2] for r in rows)
+
+
+def test_a_dead_server_is_given_up_on_once_per_host(tmp_path, fetch_attempts):
+    """A local catalog of 12 files (years 2001-2012) on a server that refuses connections,
+    sampled with on_error := 'null': every row comes back with the reason, and the host is
+    retried once — its other files fail at once. Before, each file went through the retry
+    loop again (while locating and again while sampling): 2.6 s and 20 requests a file."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lon, lat = TO_LONLAT.transform([500000, 500500, 500000, 500500], [4e6, 4e6, 4000400, 4000400])
+    years = list(range(2001, 2013))
+    paths = [f"http://127.0.0.1:{port}/{y}/tile.tif" for y in years]
+    index = write_catalog(tmp_path / "index.parquet", years, paths, "EPSG:32633", lon, lat)
+    x, y = pixel_lonlat(np.array([5, 30]), np.array([5, 30]))
+    with aefsql.connect(catalog=str(index)) as con:
+        con.register("pts", pa.table({"id": [1, 2], "lon": x, "lat": y}))
+        rows = con.execute(
+            f"SELECT id, year, A00, aef_error FROM aef_sample_points('pts', years := {years}, "
+            "on_error := 'null') ORDER BY id, year"
+        ).fetchall()
+    assert [(r[0], r[1]) for r in rows] == [(i, y) for i in (1, 2) for y in years]
+    assert all(r[2] is None and f"127.0.0.1:{port}" in r[3] for r in rows)
+    assert len(fetch_attempts) <= aefsql.io.RetryPolicy().attempts  # one retry cycle in all
+
+
+@pytest.mark.parametrize("bands", [1, 63])
+def test_files_with_other_band_counts_sample_what_they_hold(tmp_path, bands):
+    """The policy for files not shaped like AEF (docs/security.md): sampled as they are —
+    the bands a file holds, each equal to rasterio's read; the bands it lacks NULL."""
+    layout = dict(planarconfig="separate") if bands > 1 else {}
+    data = DATA[:bands] if bands > 1 else DATA[0]
+    index = one_tile_catalog(tmp_path, data, geotags(), tile=(16, 16), **layout)
+    lon, lat = pixel_lonlat(np.array([7, 33]), np.array([9, 41]))
+    with aefsql.connect(catalog=str(index)) as con:
+        got = [embedding(con, x, y) for x, y in zip(lon, lat, strict=True)]
+    with rasterio.open(tmp_path / "tile.tif") as ds:
+        xs, ys = pyproj.Transformer.from_crs(4326, 32633, always_xy=True).transform(lon, lat)
+        expected = [list(v) for v in ds.sample(zip(xs, ys, strict=True))]
+    for values, want in zip(got, expected, strict=True):
+        assert [values[f"A{b:02d}"] for b in range(bands)] == [
+            None if v == -128 else int(v) for v in want
+        ]
+        assert all(values[f"A{b:02d}"] is None for b in range(bands, 64))
+
+
+def test_a_file_in_a_crs_that_is_not_utm_is_sampled_in_its_own_crs(tmp_path):
+    """Web Mercator (EPSG:3857) instead of UTM: points go to the file's own CRS, as for any
+    EPSG code, and equal rasterio's read of the same pixels."""
+    x0, y0 = 1335833.9, 5621521.5  # about 12°E, 45°N
+    matrix = (10.0, 0, 0, x0, 0, 10.0, 0, y0, 0, 0, 0, 0, 0, 0, 0, 1)
+    geokeys = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 3857)
+    index = one_tile_catalog(
+        tmp_path,
+        DATA,
+        geotags(matrix, geokeys),
+        3857,
+        (x0, y0),
+        planarconfig="separate",
+        tile=(16, 16),
+    )
+    to_lonlat = pyproj.Transformer.from_crs(3857, 4326, always_xy=True)
+    rng = np.random.default_rng(9)
+    xs, ys = x0 + rng.uniform(5, 495, 6), y0 + rng.uniform(5, 395, 6)
+    plon, plat = to_lonlat.transform(xs, ys)
+    with aefsql.connect(catalog=str(index)) as con:
+        got = [embedding(con, a, b) for a, b in zip(plon, plat, strict=True)]
+    with rasterio.open(tmp_path / "tile.tif") as ds:
+        expected = [list(v) for v in ds.sample(zip(xs, ys, strict=True))]
+    for values, want in zip(got, expected, strict=True):
+        assert [values[f"A{b:02d}"] for b in range(64)] == [
+            None if v == -128 else int(v) for v in want
+        ]

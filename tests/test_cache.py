@@ -1,6 +1,10 @@
 """The in-memory caches keep to their byte budgets, and sampling stays right when they drop
 entries: a dropped header is read again, or rebuilt from a read-ready collection."""
 
+import dataclasses
+import gc
+import weakref
+
 import numpy as np
 from test_collection import tile_points
 from test_requests import tile_ranges_of
@@ -9,6 +13,7 @@ from aefsql.cache import BlockCache, HeaderCache
 from aefsql.collection import CollectionHeaders, headers_to_table
 from aefsql.io import ByteStore
 from aefsql.sampling import Sampler
+from aefsql.tiff import BlockTable
 
 TILES = [
     f"2023/{zone}/tile{k}-0000000000-0000000000.tiff"
@@ -88,3 +93,45 @@ def test_a_collection_rebuilds_dropped_headers_without_reading_them(http_collect
         assert np.array_equal(got.values, expected.values)
     assert all((0, 65536) not in tile_ranges_of(http_collection.log, t) for t in TILES)
     assert any(tile_ranges_of(http_collection.log, t) for t in TILES)  # blocks were read
+
+
+def test_block_cache_counts_the_memory_a_view_keeps_alive():
+    cache = BlockCache(max_bytes=4 << 20)
+    tile = np.zeros(1 << 20, np.uint8)  # a decoded tile; the cache is given views of it
+    cache.put(("f", 0), tile[:1000])  # a sliver: kept as a copy, the tile is not held
+    assert cache.nbytes == 1000
+    tile_alive = weakref.ref(tile)
+    del tile
+    gc.collect()
+    assert tile_alive() is None
+    tile = np.zeros(1 << 20, np.uint8)
+    cache.put(("f", 1), tile[: 700 << 10])  # most of it: kept as is, the whole tile counted
+    assert cache.nbytes == 1000 + (1 << 20)
+    raw = b"\0" * 10_000  # decoded straight from the bytes read
+    cache.put(("f", 2), np.frombuffer(memoryview(raw)[:9000], np.uint8))
+    assert cache.nbytes == 1000 + (1 << 20) + 10_000
+    small = BlockCache(max_bytes=1_000_000)
+    small.put(("f", 3), tile[: 700 << 10])  # holds 1 MiB: over the budget, not kept
+    assert small.get(("f", 3)) is None and small.nbytes == 0
+
+
+def test_header_cache_counts_the_memory_of_block_tables(gdal_collection):
+    path = str(gdal_collection.folder / TILES[0])
+    header = Sampler(ByteStore()).headers_for([path])[path]
+    count = header.block_offsets.size
+    # Tables that view a larger buffer hold all of it.
+    buffer = np.arange(1 << 20, dtype=np.uint64)
+    viewing = dataclasses.replace(
+        header,
+        block_offsets=BlockTable(count, np.dtype("<u8"), 0, buffer[:count]),
+        block_byte_counts=BlockTable(count, np.dtype("<u8"), 0, buffer[count : 2 * count]),
+    )
+    cache = HeaderCache()
+    cache.put("own", header)
+    own = cache.nbytes
+    tables = (header.block_offsets, header.block_byte_counts)
+    assert own >= sum(t.values.nbytes + t.loaded.nbytes for t in tables)
+    cache.put("viewing", viewing)
+    assert cache.nbytes - own >= buffer.nbytes
+    cache.put("viewing", header)  # replaced: its own size counted, not the old one's
+    assert cache.nbytes == 2 * own

@@ -1,5 +1,6 @@
 """Block decoding: codecs, predictor 2, corrupt streams."""
 
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -122,3 +123,35 @@ def test_partial_decode_stops_before_the_rest_of_the_stream(compression):
     assert np.array_equal(first, smooth[:1])
     with pytest.raises(TiffFormatError):
         decode_block(bytes(raw), compression=compression, predictor=1, **shape)
+
+
+@pytest.mark.parametrize("compression", [LZW, DEFLATE, ZSTD])
+def test_a_decompression_bomb_costs_no_more_than_the_block(compression):
+    """256 MiB of zeros compress to a few hundred KiB; in a 64 x 64 block, every decoder
+    stops at the 4 KiB the block holds (LZW kept inflating it all: 256 MiB and more)."""
+    imagecodecs = pytest.importorskip("imagecodecs")
+    zeros = bytes(256 * 2**20)
+    if compression == LZW:
+        bomb = imagecodecs.lzw_encode(zeros)
+    elif compression == ZSTD:
+        bomb = zstandard.ZstdCompressor().compress(zeros)
+    else:
+        bomb = zlib.compress(zeros, 9)
+    del zeros
+    assert len(bomb) < 2**20
+    tracemalloc.start()
+    try:
+        block = decode_block(
+            bomb,
+            compression=compression,
+            predictor=1,
+            rows=64,
+            cols=64,
+            samples=1,
+            dtype=np.dtype("i1"),
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert block.shape == (64, 64, 1) and not block.any()
+    assert peak < 4 * 2**20  # the block, the stream's buffers: nowhere near 256 MiB

@@ -1,12 +1,17 @@
 """The persistent cache: a re-run reads no bytes from the network; a changed file is re-read;
 local files are read in place, never copied."""
 
+import errno
+import os
 import re
 import shutil
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from gdal_fixtures import COLLECTION_TILES, write_collection
 from servers import http_range_server
 from test_collection import tile_points
@@ -66,3 +71,159 @@ def test_local_files_are_not_copied_remote_ones_are(gdal_collection, http_collec
 
     assert cached(tmp_path / "local") == []
     assert [name for name in cached(tmp_path / "remote") if re.fullmatch(r"\d+-\d+", name)]
+
+
+# Entries are bound to their object version and verified; folders are private; a folder that
+# cannot be written turns the cache off rather than failing the query.
+
+URL, VERSION = "https://example.com/aef/tile.tiff", 'etag "abc"'
+
+
+def entry_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if re.fullmatch(r"\d+-\d+|whole", p.name)]
+
+
+def cold_run(http_collection, folder, lon, lat):
+    """The rows of a run filling `folder`, the server's log cleared after it."""
+    cold = run(http_collection.index, folder, lon, lat)
+    http_collection.log.clear()
+    return cold
+
+
+def test_entries_that_do_not_verify_are_read_again_never_served(http_collection, tmp_path):
+    lon, lat, _, _ = tile_points(0, 20, seed=7)
+    folder = tmp_path / "cache"
+    cold = cold_run(http_collection, folder, lon, lat)
+    entries = entry_files(folder)
+    assert entries and any(p.name == "whole" for p in entries)  # blocks and the catalog
+    for path in entries:  # one bit flipped in each: torn writes, bit rot or tampering
+        raw = bytearray(path.read_bytes())
+        raw[-1] ^= 1
+        path.write_bytes(bytes(raw))
+    assert run(http_collection.index, folder, lon, lat) == cold
+    fetched = {path for path, _ in gets(http_collection.log)}
+    assert any(p.endswith("index.parquet") for p in fetched) and len(fetched) > 1
+    http_collection.log.clear()  # the bad entries were replaced by good ones
+    assert run(http_collection.index, folder, lon, lat) == cold
+    assert gets(http_collection.log) == []
+
+
+def test_a_file_planted_under_an_entrys_name_is_not_served(tmp_path):
+    from aefsql.cache import DiskCache
+
+    cache = DiskCache(tmp_path / "cache")
+    planted = cache._path(URL, VERSION, 0, 10)  # the name is predictable from url and version
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_bytes(b"0123456789")
+    assert cache.get(URL, VERSION, 0, 10) is None
+    assert not planted.exists()  # dropped
+    # A genuine entry of another file or version, copied under this one's name, is refused.
+    cache.put(URL, "etag other", 0, 10, b"abcdefghij")
+    cache._path(URL, "etag other", 0, 10).replace(planted)
+    assert cache.get(URL, VERSION, 0, 10) is None
+    cache.put(URL, VERSION, 0, 10, b"abcdefghij")
+    assert cache.get(URL, VERSION, 0, 10) == b"abcdefghij"
+    assert cache.get(URL, VERSION, 0, 9) is None
+
+
+def test_what_the_cache_creates_is_private_whatever_the_umask(http_collection, tmp_path):
+    lon, lat, _, _ = tile_points(1, 10, seed=3)
+    folder = tmp_path / "parent" / "cache"
+    old = os.umask(0)
+    try:
+        run(http_collection.index, folder, lon, lat)
+    finally:
+        os.umask(old)
+    assert entry_files(folder)
+    for path in [folder, *folder.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+
+
+def test_a_cache_folder_others_can_write_is_refused(http_collection, tmp_path):
+    from aefsql.cache import check_cache_folder
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)
+    with pytest.raises(aefsql.AefsqlError, match=rf"{re.escape(str(folder))}.*chmod 700"):
+        aefsql.connect(catalog=http_collection.index, cache_dir=str(folder))
+    folder.chmod(0o700)
+    aefsql.connect(catalog=http_collection.index, cache_dir=str(folder)).close()
+
+    def fake_stat(uid, mode):
+        return os.stat_result((stat.S_IFDIR | mode, 0, 0, 2, uid, 0, 4096, 0, 0, 0))
+
+    check_cache_folder(folder, fake_stat(1000, 0o700), uid=1000)
+    with pytest.raises(aefsql.AefsqlError, match="another user.*cache_dir"):
+        check_cache_folder(folder, fake_stat(1001, 0o700), uid=1000)
+    with pytest.raises(aefsql.AefsqlError, match="chmod 700"):
+        check_cache_folder(folder, fake_stat(1000, 0o720), uid=1000)
+
+
+def cache_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if "cache" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    "fails, code",
+    [("rename", errno.ENOSPC), ("rename", errno.EDQUOT), ("create", errno.EROFS)]
+    + [("create", errno.EACCES)],
+)
+def test_a_cache_folder_that_cannot_be_written_turns_the_cache_off_with_one_warning(
+    http_collection, tmp_path, monkeypatch, fails, code
+):
+    """A full disk fails the rename, a read-only folder the creation of any file (simulated:
+    tests may run as root, whom permissions do not stop)."""
+    lon, lat, _, _ = tile_points(2, 20, seed=11)
+    expected = run(http_collection.index, tmp_path / "roomy", lon, lat)
+    folder = tmp_path / "unwritable"
+    replace, open_, calls = os.replace, os.open, []
+
+    def failure(path):
+        calls.append(path)
+        return OSError(code, os.strerror(code), str(path))
+
+    def rename(src, dst, *args, **kwargs):
+        if fails == "rename" and str(folder) in str(dst):
+            raise failure(dst)
+        return replace(src, dst, *args, **kwargs)
+
+    def create(path, flags, *args, **kwargs):  # reads go on
+        if fails == "create" and flags & os.O_CREAT and str(folder) in str(path):
+            raise failure(path)
+        return open_(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", rename)
+    monkeypatch.setattr(os, "open", create)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert run(http_collection.index, folder, lon, lat) == expected
+    messages = cache_warnings(record)
+    assert len(messages) == 1 and str(folder) in messages[0]
+    assert os.strerror(code) in messages[0]
+    assert len(calls) == 1  # off after the first failure
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_a_read_only_cache_folder_serves_what_it_holds_and_warns_once(http_collection, tmp_path):
+    lon, lat, _, _ = tile_points(3, 20, seed=13)
+    folder = tmp_path / "cache"
+    cold = run(http_collection.index, folder, lon, lat)
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o500)
+    try:
+        http_collection.log.clear()
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            assert run(http_collection.index, folder, lon, lat) == cold  # all held: no write
+            more_lon, more_lat, _, _ = tile_points(0, 20, seed=17)
+            run(http_collection.index, folder, more_lon, more_lat)  # new entries: cannot write
+        assert len(cache_warnings(record)) == 1 and str(folder) in cache_warnings(record)[0]
+        assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o700)

@@ -1,6 +1,8 @@
 """Network faults injected by the local HTTP server: results equal the fault-free ones, or the
 query fails with a clear error; never a wrong or missing row."""
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -233,3 +235,35 @@ def test_a_whole_file_over_the_limit_is_refused_unread(http_collection, http_ser
     with pytest.raises(Exception, match=r"index\.parquet is [\d,]+ bytes, over the 100 bytes"):
         store.read_file(http_collection.index, limit=100)
     assert not [m for m, p, _ in http_server.log.requests if m == "GET"]
+
+
+def test_a_server_that_ignores_range_on_a_big_object_is_not_buffered(http_server, gdal_collection):
+    """A 512 MiB object served whole (200) to ranged reads: the reader (in a process of its
+    own, to measure its memory) gives up after its attempts without reading the body. It
+    buffered every answer before (1 GiB answers: 3.3 GB RSS)."""
+    big = gdal_collection.folder.parent / "big-ignoring-range.bin"
+    with open(big, "wb") as f:
+        f.truncate(512 * 2**20)  # sparse: costs no disk
+    url = f"{http_server.base_url}{big.name}"
+    http_server.faults.add(big.name, "ignore_range", times=2)
+    script = (
+        "from aefsql.io import ByteStore, RetryPolicy\n"
+        "store = ByteStore(retry=RetryPolicy(attempts=2, base_delay=0.01))\n"
+        "try:\n"
+        f"    store.read([({url!r}, 1000, 2000)])\n"
+        "    print('read')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+        # VmHWM: this process's own peak (ru_maxrss starts at the forking parent's).
+        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
+    finally:
+        big.unlink()
+    outcome, peak_kib = done.stdout.strip().splitlines()
+    assert http_server.faults.planned == []
+    assert outcome.startswith("RangeReadError") and "ignored the Range request" in outcome
+    assert int(peak_kib) < 300 * 1024  # imports and buffers: far below the object's size
