@@ -173,26 +173,27 @@ async def _http_range(fs: HTTPFileSystem, request: Request) -> Piece:
             raise WrongRange(
                 f"{redact(request.url)}: the server ignored the Range request (200, whole file)"
             )
-        data = await _read_at_most(response, request.end - request.start)
+        data = await _read_at_most(response.content.read, request.end - request.start)
+        if len(data) > request.end - request.start:  # the rest is not waited for, nor kept
+            response.close()
         found = version_from(response.headers.get("ETag"), response.headers.get("Last-Modified"))
         if response.status == 206:
             _check_content_range(request, response.headers.get("Content-Range"))
     return Piece(data, found)
 
 
-async def _read_at_most(response, length: int) -> bytes:
-    """The body, but never more than `length` + 1 bytes kept (one more tells a body longer
-    than asked, which the caller's length check refuses): a server that sends more than
-    the range must not make aefsql buffer it."""
+async def _read_at_most(read, length: int) -> bytes:
+    """What `read(n)` (a response body's, returning up to n bytes) gives, but never more than
+    `length` + 1 bytes kept: one more tells a body longer than asked, which the caller's
+    length check refuses. A server that sends more than the range must not make aefsql
+    buffer it."""
     parts, have = [], 0
     while have <= length:
-        part = await response.content.read(min(1 << 20, length + 1 - have))
+        part = await read(min(1 << 20, length + 1 - have))
         if not part:
             break
         parts.append(part)
         have += len(part)
-    if have > length:  # more than asked: the rest is not waited for, nor buffered
-        response.close()
     return b"".join(parts)
 
 
@@ -220,10 +221,12 @@ async def _s3_range(fs, request: Request) -> Piece:
             raise ObjectChanged(request.url, request.version) from None
         raise
     try:
-        data = await response["Body"].read()
+        # The range is checked before the body is read: a server that ignores Range sends
+        # the whole object, which must not be buffered; a body longer than asked is cut.
+        _check_content_range(request, response.get("ContentRange"))
+        data = await _read_at_most(response["Body"].read, request.end - request.start)
     finally:
         response["Body"].close()
-    _check_content_range(request, response.get("ContentRange"))
     return Piece(data, version_from(response.get("ETag"), None))
 
 

@@ -343,6 +343,9 @@ class S3ProxyHandler(FaultyHandler):
         self.log.add(self.command, self.path, self.headers.get("Range"), self.headers)
         fault = self.faults.take(self.path.split("?")[0]) if body else None
         status, headers, data = self._upstream(self.command, dict(self.headers.items()))
+        if fault == "ignore_range" and status == 206:  # as a server without Range support
+            status, data = 200, self._whole_file()
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-range"}
         self.send_answer(status, headers, data, fault, send_body=body, whole_file=self._whole_file)
 
     def _upstream(self, method: str, headers: dict) -> tuple[int, dict, bytes]:

@@ -1,6 +1,7 @@
 """Network faults injected by the local HTTP server: results equal the fault-free ones, or the
 query fails with a clear error; never a wrong or missing row."""
 
+import json
 import subprocess
 import sys
 import threading
@@ -147,7 +148,9 @@ def test_cancel_ends_reads_at_once(http_collection, http_server, fault, waiting)
 S3_TILE = "aef/v1/annual/" + TILE
 
 
-@pytest.mark.parametrize("fault", ["500", "503", "drop", "truncate", "short", "wrong_range"])
+@pytest.mark.parametrize(
+    "fault", ["500", "503", "drop", "truncate", "short", "wrong_range", "ignore_range", "stall"]
+)
 def test_s3_faults_are_retried_to_the_same_result(s3_collection, s3_proxy, points, fault):
     """The same faults, in S3's form (a 503 is SlowDown), from a proxy in front of the S3
     server."""
@@ -267,3 +270,35 @@ def test_a_server_that_ignores_range_on_a_big_object_is_not_buffered(http_server
     assert http_server.faults.planned == []
     assert outcome.startswith("RangeReadError") and "ignored the Range request" in outcome
     assert int(peak_kib) < 300 * 1024  # imports and buffers: far below the object's size
+
+
+def test_an_s3_server_that_ignores_range_on_a_big_object_is_not_buffered(s3, s3_proxy):
+    """The same through the S3 path: a 256 MiB object answered whole (200, no ContentRange)
+    to a ranged GetObject is a fault whose body is not read."""
+    client = s3.client()
+    client.create_bucket(Bucket="big-objects")
+    client.put_object(Bucket="big-objects", Key="big.bin", Body=bytes(256 * 2**20))
+    s3_proxy.faults.add("/big-objects/big.bin", "ignore_range", times=2)
+    options = s3_proxy.storage_options
+    script = (
+        "import json, sys\n"
+        "from aefsql.io import ByteStore, RetryPolicy\n"
+        f"store = ByteStore({{'s3': json.loads({json.dumps(json.dumps(options))})}}, "
+        "retry=RetryPolicy(attempts=2, base_delay=0.01))\n"
+        "try:\n"
+        "    store.read([('s3://big-objects/big.bin', 1000, 2000)])\n"
+        "    print('read')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
+    finally:
+        client.delete_object(Bucket="big-objects", Key="big.bin")
+    outcome, peak_kib = done.stdout.strip().splitlines()
+    assert s3_proxy.faults.planned == [], (outcome, done.stderr[-1500:])
+    assert outcome.startswith("RangeReadError") and "Content-Range" in outcome, done.stderr
+    assert int(peak_kib) < 250 * 1024  # imports and buffers: the object is 256 MiB
