@@ -240,6 +240,29 @@ def test_a_whole_file_over_the_limit_is_refused_unread(http_collection, http_ser
     assert not [m for m, p, _ in http_server.log.requests if m == "GET"]
 
 
+def read_in_own_process(url: str, options: dict | None = None) -> tuple[str, int]:
+    """Bytes 1000-1999 of `url` read by a ByteStore (2 attempts) in a process of its own:
+    the outcome ('read', or the error) and that process's peak memory in KiB (VmHWM:
+    ru_maxrss would start at the forking parent's peak)."""
+    script = (
+        "import json\n"
+        "from aefsql.io import ByteStore, RetryPolicy\n"
+        f"store = ByteStore(json.loads({json.dumps(json.dumps(options or {}))}), "
+        "retry=RetryPolicy(attempts=2, base_delay=0.01))\n"
+        "try:\n"
+        f"    store.read([({url!r}, 1000, 2000)])\n"
+        "    print('read')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    outcome, peak_kib = done.stdout.strip().splitlines()
+    return outcome, int(peak_kib)
+
+
 def test_a_server_that_ignores_range_on_a_big_object_is_not_buffered(http_server, gdal_collection):
     """A 512 MiB object served whole (200) to ranged reads: the reader (in a process of its
     own, to measure its memory) gives up after its attempts without reading the body. It
@@ -249,27 +272,13 @@ def test_a_server_that_ignores_range_on_a_big_object_is_not_buffered(http_server
         f.truncate(512 * 2**20)  # sparse: costs no disk
     url = f"{http_server.base_url}{big.name}"
     http_server.faults.add(big.name, "ignore_range", times=2)
-    script = (
-        "from aefsql.io import ByteStore, RetryPolicy\n"
-        "store = ByteStore(retry=RetryPolicy(attempts=2, base_delay=0.01))\n"
-        "try:\n"
-        f"    store.read([({url!r}, 1000, 2000)])\n"
-        "    print('read')\n"
-        "except Exception as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-        # VmHWM: this process's own peak (ru_maxrss starts at the forking parent's).
-        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
-    )
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-        )
+        outcome, peak_kib = read_in_own_process(url)
     finally:
         big.unlink()
-    outcome, peak_kib = done.stdout.strip().splitlines()
     assert http_server.faults.planned == []
     assert outcome.startswith("RangeReadError") and "ignored the Range request" in outcome
-    assert int(peak_kib) < 300 * 1024  # imports and buffers: far below the object's size
+    assert peak_kib < 300 * 1024  # imports and buffers: far below the object's size
 
 
 def test_an_s3_server_that_ignores_range_on_a_big_object_is_not_buffered(s3, s3_proxy):
@@ -279,26 +288,12 @@ def test_an_s3_server_that_ignores_range_on_a_big_object_is_not_buffered(s3, s3_
     client.create_bucket(Bucket="big-objects")
     client.put_object(Bucket="big-objects", Key="big.bin", Body=bytes(256 * 2**20))
     s3_proxy.faults.add("/big-objects/big.bin", "ignore_range", times=2)
-    options = s3_proxy.storage_options
-    script = (
-        "import json, sys\n"
-        "from aefsql.io import ByteStore, RetryPolicy\n"
-        f"store = ByteStore({{'s3': json.loads({json.dumps(json.dumps(options))})}}, "
-        "retry=RetryPolicy(attempts=2, base_delay=0.01))\n"
-        "try:\n"
-        "    store.read([('s3://big-objects/big.bin', 1000, 2000)])\n"
-        "    print('read')\n"
-        "except Exception as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
-    )
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        outcome, peak_kib = read_in_own_process(
+            "s3://big-objects/big.bin", {"s3": s3_proxy.storage_options}
         )
     finally:
         client.delete_object(Bucket="big-objects", Key="big.bin")
-    outcome, peak_kib = done.stdout.strip().splitlines()
-    assert s3_proxy.faults.planned == [], (outcome, done.stderr[-1500:])
-    assert outcome.startswith("RangeReadError") and "Content-Range" in outcome, done.stderr
-    assert int(peak_kib) < 250 * 1024  # imports and buffers: the object is 256 MiB
+    assert s3_proxy.faults.planned == []
+    assert outcome.startswith("RangeReadError") and "Content-Range" in outcome
+    assert peak_kib < 250 * 1024  # imports and buffers: the object is 256 MiB
