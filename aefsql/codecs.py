@@ -99,6 +99,7 @@ def _decompress(raw: bytes, compression: int, length: int) -> bytes:
         if compression in (DEFLATE, ADOBE_DEFLATE):
             return zlib.decompressobj().decompress(raw, length)
         if compression == LZW:
+            _check_lzw(raw, length)
             # Into a buffer of the size asked for: the decoder stops there, so a small
             # stream that would inflate to gigabytes costs no more than the block holds.
             return bytes(_lzw_decoder()(raw, out=bytearray(length)))
@@ -118,6 +119,98 @@ def _read_fully(reader, length: int) -> bytes:
         parts.append(part)
         have += len(part)
     return b"".join(parts)
+
+
+# imagecodecs' LZW decoder (2026.3.6, the newest as of this writing) trusts the code after a
+# Clear to be a literal: any other code makes it read a table entry it has not written in this
+# call, uninitialised memory (a segfault, or bytes from anywhere in the process).
+# _check_lzw reads the codes as it does: 9 to 12 bits, MSB-first widening one code early
+# (TIFF) or LSB-first (old-style), at most 5120 - 258 codes between Clears.
+_CLEAR, _EOI = 256, 257
+
+
+def _lzw_layout(early: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(widths, bit offsets) of the codes of a run that starts after a Clear."""
+    size = 257 + np.arange(5120 - 256)  # the table's size as each code is read
+    widths = 9 + sum((size >= edge - early).astype(np.int64) for edge in (512, 1024, 2048))
+    return widths, np.concatenate(([0], np.cumsum(widths)[:-1]))
+
+
+_LZW_MSB, _LZW_LSB = _lzw_layout(True), _lzw_layout(False)
+
+
+def _check_lzw(raw: bytes, length: int) -> None:
+    """Raise ValueError if a code after a Clear is not a literal, a Clear or the End, among
+    the codes read before `length` bytes are out (every code but a Clear gives one or more).
+
+    Codes are read in bulk: runs too short to reach 10-bit codes (a hostile stream's, or a
+    flood of Clears) lie on one grid of 9-bit codes, read a window at a time; a longer run is
+    read alone."""
+    data = np.frombuffer(raw, dtype=np.uint8)
+    if data.size < 2 or length <= 0:
+        return
+    lsb = bool(data[0] == 0 and data[1] & 1)
+    if not lsb and (data[0] != 128 or data[1] & 128):
+        return  # no leading Clear: the decoder refuses the stream
+    widths, offsets = _LZW_LSB if lsb else _LZW_MSB
+    short = int(np.argmax(widths > 9))  # a run's first code read wider
+    start, left, window = 9, length, 512  # the bit of a run's first code; outputs to come
+    while True:
+        k = np.arange(min(window, (8 * data.size - start) // 9 + 1))  # the last: past the end
+        codes = _lzw_codes(data, start + 9 * k, 9, lsb)
+        clear = codes == _CLEAR
+        last = np.maximum.accumulate(np.where(clear, k, -1))  # the last Clear up to each code
+        j = k - np.concatenate(([-1], last[:-1])) - 1  # each code's index in its run
+        done = np.cumsum(~clear)  # the codes that give output, up to each
+        bad = (j == 0) & (codes > _EOI)
+        end = ~clear & ((codes == _EOI) | ((j > 0) & (codes > 257 + j)))
+        events = np.flatnonzero(bad | end | (j == short))
+        full = int(np.searchsorted(done, left))  # the code that fills the block
+        if events.size == 0 and full >= k.size:  # on to the run under way at the window's end
+            run = int(last[-1]) + 1
+            left -= int(done[run - 1]) if run else 0
+            start, window = start + 9 * run, min(2 * window, 1 << 15)
+            continue
+        event = int(events[0]) if events.size else k.size
+        if full < event or end[event] and j[event] != short:
+            return  # the block is full, the stream ends or the decoder refuses it
+        if bad[event]:
+            raise ValueError(f"code {codes[event]} follows a Clear code")
+        run = event - short  # a longer run starts there
+        left -= int(done[run - 1]) if run else 0
+        start += 9 * run
+        codes = _lzw_codes(data, start + offsets, widths, lsb)
+        stop = _lzw_stop(codes)
+        if stop >= left or codes[stop] != _CLEAR:
+            return
+        left -= stop
+        start, window = start + int(offsets[stop] + widths[stop]), 512
+
+
+def _lzw_codes(data: np.ndarray, where: np.ndarray, width: np.ndarray, lsb: bool) -> np.ndarray:
+    """The codes of `width` bits at bit offsets `where`, read as imagecodecs reads them (a
+    third byte only while 24 bits are left); End past the stream's end."""
+    end, last = 8 * data.size, data.size - 1
+    at = where >> 3
+
+    def byte(k):
+        return data[np.minimum(at + k, last)].astype(np.int64)
+
+    third = np.where(where + 24 <= end, byte(2), 0)
+    if lsb:
+        value = (byte(0) | byte(1) << 8 | third << 16) >> (where & 7)
+    else:
+        value = (byte(0) << 16 | byte(1) << 8 | third) >> (24 - (where & 7) - width)
+    return np.where(where + width <= end, value & ((1 << width) - 1), _EOI)
+
+
+def _lzw_stop(codes: np.ndarray) -> int:
+    """The index of the first code after the first that ends the run: a Clear, the End, a
+    code beyond the table (corrupt), or any code once the table is full."""
+    j = np.arange(1, codes.size)
+    later = codes[1:]
+    ends = (later == _CLEAR) | (later == _EOI) | (later > 257 + j) | (j == 5120 - 257)
+    return int(np.argmax(ends)) + 1
 
 
 def _lzw_decoder():

@@ -7,6 +7,7 @@ import os
 import secrets
 import threading
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 
@@ -25,8 +26,10 @@ from .catalog import (
     quote_literal,
     storage_options_for,
 )
+from .chips import chips_per_call, read_chips
 from .collection import CollectionHeaders, headers_to_table
 from .errors import AefsqlError, CatalogError, RangeReadError
+from .headers import group_indices
 from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
 from .locate import locate
 from .options import resolve_json, year_list
@@ -39,7 +42,7 @@ from .pixels import (
     chunk_tiles,
 )
 from .progress import Progress
-from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_patch_size
+from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_windows
 from .zonal import zonal_means
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
@@ -103,6 +106,26 @@ ZONAL_ARROW = pa.struct(
 ZONAL_TYPE = (
     "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "
     f"centroid_pixel BOOLEAN, embedding FLOAT[{len(BAND_NAMES)}])[]"
+)
+
+CHIP_ARROW = pa.struct(
+    [
+        ("chip", pa.list_(pa.list_(pa.list_(pa.int8())))),
+        ("chip_crs", pa.string()),
+        ("chip_bounds", pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])),
+        ("valid_pixels", pa.int64()),
+        ("embedding", pa.list_(pa.float32(), len(BAND_NAMES))),
+        ("aef_error", pa.string()),
+    ]
+)
+CHIP_TYPE = (
+    "STRUCT(chip TINYINT[][][], chip_crs VARCHAR, chip_bounds STRUCT(xmin DOUBLE, ymin DOUBLE, "
+    f"xmax DOUBLE, ymax DOUBLE), valid_pixels BIGINT, embedding FLOAT[{len(BAND_NAMES)}], "
+    "aef_error VARCHAR)"
+)
+CHIP_PLAN_TYPE = "STRUCT(error VARCHAR, per_call INTEGER, period INTEGER)"
+CHIP_PLAN_ARROW = pa.struct(
+    [("error", pa.string()), ("per_call", pa.int32()), ("period", pa.int32())]
 )
 
 DUCKDB_VECTOR_SIZE = 2048  # rows a scalar UDF gets at once (DuckDB's STANDARD_VECTOR_SIZE)
@@ -171,7 +194,7 @@ class Session:
         sizes = size.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
         distinct = [int(s) for s in np.unique(sizes[present])]
         for wanted in distinct:
-            check_patch_size(wanted)
+            check_windows(int((present & (sizes == wanted)).sum()), wanted, len(BAND_NAMES))
         pieces = [pa.nulls(int((~present).sum()), PATCH_ARROW)]
         rows_of_pieces = [np.flatnonzero(~present)]
         for wanted in distinct:
@@ -486,12 +509,135 @@ class Session:
         items = pa.concat_arrays(lists) if lists else pa.array([], ZONAL_ARROW)
         return pa.ListArray.from_arrays(pa.array(offsets), items)
 
+    def chip_plan(self, count, size, bands, max_bytes) -> pa.StructArray:
+        """aef_chips' budget, before anything is read: per row, the error to raise, or how
+        many chips one call may read (`per_call`) in each `period` rows of its input (the
+        rest are NULL padding, so that no DuckDB vector holds more)."""
+        results = []
+        for n, s, b, limit in zip(
+            count.to_pylist(),
+            size.to_pylist(),
+            bands.to_pylist(),
+            max_bytes.to_pylist(),
+            strict=True,
+        ):
+            try:
+                per_call = min(chips_per_call(n or 0, s, b or 0, limit), DUCKDB_VECTOR_SIZE)
+            except AefsqlError as exc:
+                results.append({"error": str(exc)})
+            else:
+                results.append({"per_call": per_call, "period": DUCKDB_VECTOR_SIZE})
+        return pa.array(
+            results,
+            type=pa.struct(
+                [("error", pa.string()), ("per_call", pa.int32()), ("period", pa.int32())]
+            ),
+        )
+
+    def chip(self, path, year, x, y, crs, bands, size, level, on_error) -> pa.StructArray:
+        """aef_chips' UDF: per row, the chip centred on (x, y) in the tile `path` (NULL where
+        the path is NULL). One call reads its rows' chips together, grouped by year and CRS,
+        so chips of one tile share their block reads (aefsql/chips.py)."""
+        paths = _objects(path)
+        n = len(paths)
+        live = np.flatnonzero(paths != None)  # noqa: E711 (elementwise)
+        if live.size == 0:
+            return pa.nulls(n, CHIP_ARROW)
+        first = int(live[0])
+        names = bands[first].as_py()
+        wanted = band_indices(names)
+        sizes, levels = _ints(size), _levels(level)
+        mode = on_error[first].as_py()
+        years, codes, xs, ys = _ints(year), _ints(crs), _floats(x), _floats(y)
+        pieces, placed = [pa.nulls(n - live.size, CHIP_ARROW)], [np.setdiff1d(np.arange(n), live)]
+        keys = np.array([f"{years[i]} {codes[i]}" for i in range(n)], dtype=object)
+        for members in group_indices(keys, live).values():
+            k = int(members[0])
+            read = partial(
+                read_chips,
+                self.catalog.tiles(),
+                self.sampler,
+                crs=int(codes[k]),
+                year=int(years[k]),
+                size=int(sizes[k]),
+                bands=wanted,
+                level=levels[k],
+            )
+            for rows, result in _chips_or_errors(read, paths, xs, ys, members, mode):
+                pieces.append(_chip_arrow(result, len(rows)))
+                placed.append(rows)
+        position = np.empty(n, dtype=np.int64)
+        position[np.concatenate(placed)] = np.arange(n)
+        return pa.concat_arrays(pieces).take(pa.array(position))
+
     def index_file(self, calls) -> pa.StringArray:
         """The normalized catalog aef_index() reads. DuckDB calls this when it creates the
         macro too: then an empty catalog stands in, so that registering reads nothing."""
         creating = getattr(self._install_state, "creating", False)
         path = empty_index_file() if creating else self.catalog.index_file()
         return pa.array([path] * len(calls), pa.string())
+
+
+def _chips_or_errors(read, paths, xs, ys, members, mode):
+    """(rows, Chips) of `members`; with on_error 'null', a file that fails gives its rows
+    (rows, message) instead, file by file."""
+    try:
+        yield members, read(paths[members], xs[members], ys[members])
+        return
+    except AefsqlError:
+        if mode != "null":
+            raise
+    for rows in group_indices(paths, members).values():
+        try:
+            yield rows, read(paths[rows], xs[rows], ys[rows])
+        except AefsqlError as exc:
+            yield rows, str(exc)
+
+
+def _chip_arrow(result, n: int) -> pa.StructArray:
+    """CHIP_ARROW values of `n` rows: their Chips (NULL where the point is in no raster), or
+    the message of the file that failed them (NULL chip)."""
+    if isinstance(result, str):
+        empty = [pa.nulls(n, field.type) for field in CHIP_ARROW][:-1]
+        return pa.StructArray.from_arrays(
+            [*empty, pa.array([result] * n, pa.string())], fields=list(CHIP_ARROW)
+        )
+    chips = result
+    count, bands, size = len(chips.epsg), len(chips.bands), chips.size
+
+    def lists(child, length: int, each: int, mask=None):
+        offsets = pa.array(np.arange(length + 1, dtype=np.int64) * each, pa.int32())
+        return pa.ListArray.from_arrays(offsets, child, mask=mask)
+
+    flat = pa.array(chips.values.reshape(-1))
+    rows = lists(flat, count * bands * size, size)
+    planes = lists(rows, count * bands, size)
+    missing = pa.array(~chips.found)
+    chip = lists(planes, count, bands, mask=missing)
+    means, valid = chips.means()
+    xmin, ymin, xmax, ymax = chips.bounds().T
+    bounds = pa.StructArray.from_arrays(
+        [pa.array(v) for v in (xmin, ymin, xmax, ymax)],
+        names=["xmin", "ymin", "xmax", "ymax"],
+        mask=missing,
+    )
+    embedding = pa.FixedSizeListArray.from_arrays(
+        pa.array(means.astype(np.float32).ravel(), mask=np.isnan(means).ravel()),
+        len(BAND_NAMES),
+        mask=pa.array(valid == 0),
+    )
+    crs = pa.array([f"EPSG:{int(e)}" if e else None for e in chips.epsg], pa.string())
+    return pa.StructArray.from_arrays(
+        [
+            chip,
+            crs,
+            bounds,
+            pa.array(np.where(chips.found, valid, 0), mask=~chips.found),
+            embedding,
+            pa.nulls(count, pa.string()),
+        ],
+        fields=list(CHIP_ARROW),
+    )
 
 
 def _vector_aligned(chunks: Chunks, tiles: np.ndarray) -> np.ndarray:
@@ -691,6 +837,28 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         ("options", session.options, ["VARCHAR"], OPTIONS_TYPE),
         ("point_xy", session.point_xy, ["BLOB"], "STRUCT(x DOUBLE, y DOUBLE)"),
         ("index_file", session.index_file, ["INTEGER"], "VARCHAR"),
+        (
+            "chip_plan",
+            session.chip_plan,
+            ["BIGINT", "INTEGER", "INTEGER", "BIGINT"],
+            CHIP_PLAN_TYPE,
+        ),
+        (
+            "chip",
+            session.chip,
+            [
+                "VARCHAR",
+                "INTEGER",
+                "DOUBLE",
+                "DOUBLE",
+                "INTEGER",
+                "VARCHAR[]",
+                "INTEGER",
+                "INTEGER",
+                "VARCHAR",
+            ],
+            CHIP_TYPE,
+        ),
         ("catalog_has_year", session.catalog_has_year, ["INTEGER"], "BOOLEAN"),
         (
             "area_chunks",

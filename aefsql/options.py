@@ -19,6 +19,7 @@ from .errors import AefsqlError
 
 BAND_NAMES = tuple(f"A{i:02d}" for i in range(64))
 ON_ERROR = ("raise", "null")
+CHIP_COLUMNS = ("chip", "chip_crs", "chip_bounds", "valid_pixels", "embedding")
 MAX_YEARS = 1000  # more distinct years than AEF will ever have: a typo like 2023-20230000
 
 
@@ -158,6 +159,12 @@ def added_columns(function: str, bands: tuple[str, ...], on_error: str, as_vecto
     """The columns a function appends to its input table's own."""
     if function == "aef_zonal":
         return ["year", "pixels", "nodata_pixels", "centroid_pixel", "embedding"]
+    if function == "aef_chips":
+        return [
+            "year",
+            *CHIP_COLUMNS,
+            *(["aef_error"] if on_error == "null" else []),
+        ]
     return [
         "year",
         *(["embedding"] if as_vector else bands),

@@ -21,3 +21,12 @@ def dequantized_table() -> np.ndarray:
     """float64 (256,): the de-quantized value of each int8, indexed by its uint8 view."""
     v = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float64)
     return np.where(v == NODATA, np.nan, v * np.abs(v) / SCALE)
+
+
+@cache
+def signed_squares() -> np.ndarray:
+    """int32 (256,): v * |v| for each int8 v (by its uint8 view), 0 for nodata. Summed in
+    integers and divided by SCALE once, they give exactly the de-quantization above,
+    averaged: means of many pixels lose nothing to float rounding."""
+    v = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.int32)
+    return np.where(v == NODATA, 0, v * np.abs(v)).astype(np.int32)

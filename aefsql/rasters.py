@@ -20,6 +20,7 @@ import pyproj
 from . import geo
 from .api import warn_missing_years
 from .areas import Area, area_from, centroid, projected, row_spans
+from .chips import lattice_offsets
 from .duck import Session, open_session
 from .errors import AefsqlError
 from .locate import locate
@@ -329,18 +330,14 @@ def _scatter(out, grid_rows, grid_cols, pixels, header) -> None:
 
 
 def _grid_offset(header, grid: AreaGrid):
-    """(column shift, row start, row step) mapping grid pixels onto the tile's — tile column
-    = grid column + shift, tile row = start + step * grid row — when the tile lies on the
-    grid's lattice; None when it does not (another CRS, pixel size or alignment)."""
-    t, g = header.transform, grid.transform
-    if header.epsg != grid.epsg or t.a != g.a or abs(t.e) != abs(g.e) or t.b or t.d:
+    """(column shift, row start, row step) mapping grid pixels onto the tile's (see
+    `lattice_offsets`); None when the tile is not on the grid's lattice."""
+    g = grid.transform
+    found = lattice_offsets(header, grid.epsg, g.a, abs(g.e), g.c, g.f)
+    if found is None or g.b or g.d:
         return None
-    shift = (g.c - t.c) / t.a
-    start = (g.f - t.f) / t.e  # the grid's top edge, in tile rows
-    if abs(shift - round(shift)) > 1e-6 or abs(start - round(start)) > 1e-6:
-        return None
-    step = 1 if t.e == g.e else -1  # a south-up tile counts rows the other way
-    return round(shift), round(start) - (1 if step < 0 else 0), step
+    shift, start, step = found
+    return int(shift[0]), int(start[0]), step
 
 
 def _strips(spans: np.ndarray, limit: int):

@@ -34,8 +34,8 @@ from .ranges import merge_ranges
 from .tiff import ImageHeader
 
 BAND_COUNT = len(BAND_NAMES)
-# 64 x 64 pixels x 64 bands is 256 KiB a row, 0.5 GiB for one of DuckDB's 2,048-row batches.
-MAX_PATCH_SIZE = 64
+MAX_WINDOW_SIZE = 2048  # pixels on a side of a patch or chip: 256 MiB at 64 bands
+DEFAULT_WINDOW_BYTES = 4 * 1024**3  # int8 of all the windows of one call or request
 # Refused before reading: no AEF block comes near (a 1024-px tile of 64 chunky bands is 64 MiB).
 MAX_BLOCK_BYTES = 256 * 1024 * 1024
 PATCH_CHUNK_PIXELS = 1 << 20  # patch pixels sampled at once: bounds the planner's arrays
@@ -242,7 +242,7 @@ class Sampler:
         pixels, point by point, each patch row by row from north to south and west to east,
         whatever the file's orientation. The point's pixel is at row and column size // 2. A
         pixel is not covered when outside the raster (a neighbouring tile is not consulted)."""
-        check_patch_size(size)
+        check_windows(len(urls), size, BAND_COUNT)
         lon = np.asarray(lon, dtype=np.float64)
         lat = np.asarray(lat, dtype=np.float64)
         urls = np.asarray(urls, dtype=object)
@@ -528,18 +528,29 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def check_patch_size(size: int) -> None:
-    """Refuse, before allocating anything, a patch larger than MAX_PATCH_SIZE."""
-    if not 1 <= size <= MAX_PATCH_SIZE:
-        pixels = size * size
+def check_windows(count: int, size, bands: int, max_bytes=None) -> None:
+    """Refuse, before anything is read or allocated, `count` square windows (patches or
+    chips) of `size` pixels and `bands` bands that do not fit `max_bytes` of int8 (default
+    DEFAULT_WINDOW_BYTES), or a size out of 1..MAX_WINDOW_SIZE."""
+    if isinstance(size, bool) or not isinstance(size, int | np.integer):
+        raise AefsqlError(f"size is a whole number of pixels, 1 to {MAX_WINDOW_SIZE}, not {size!r}")
+    pixels = int(size) ** 2
+    if not 1 <= size <= MAX_WINDOW_SIZE:
         raise AefsqlError(
-            f"a patch of {size} x {size} pixels is refused: size must be 1 to {MAX_PATCH_SIZE}"
+            f"a window of {size} x {size} pixels is refused: size must be 1 to {MAX_WINDOW_SIZE}"
             + (
-                f" ({pixels:,} pixels x 64 bands would be {human_bytes(pixels * BAND_COUNT)}"
-                " a row; sample a grid of points instead)"
-                if size > MAX_PATCH_SIZE
+                f" ({pixels:,} pixels x {bands} bands would be {human_bytes(pixels * bands)} a row)"
+                if size > MAX_WINDOW_SIZE
                 else ""
             )
+        )
+    limit = DEFAULT_WINDOW_BYTES if max_bytes is None else int(max_bytes)
+    total = count * pixels * bands
+    if total > limit:
+        raise AefsqlError(
+            f"{count:,} windows of {size} x {size} pixels x {bands} bands are "
+            f"{human_bytes(total)} of int8, above max_bytes ({human_bytes(limit)}): ask for "
+            "fewer points, fewer bands or a smaller size (or raise max_bytes)"
         )
 
 

@@ -10,6 +10,17 @@ _pools: dict[str, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
 
 
+def _forget_pools() -> None:
+    """In a forked child (a DataLoader worker, say) the parent's threads do not exist: work
+    handed to its pools would never run. The child makes pools of its own."""
+    global _lock
+    _pools.clear()
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
+
+
 def pool(name: str) -> ThreadPoolExecutor:
     """The pool called `name`, one thread per core, shared by every connection."""
     with _lock:

@@ -19,7 +19,7 @@ from .errors import AefsqlError
 from .headers import group_indices
 from .options import BAND_NAMES
 from .pixels import DEFAULT_MAX_BYTES, Chunks, areas_chunks, chunk_pixels, chunk_tiles
-from .quantization import NODATA, SCALE
+from .quantization import SCALE, signed_squares
 from .sampling import Sampler, human_bytes
 
 BATCH_PIXELS = 1 << 21  # pixels read at once: 128 MiB of int8 values, a few hundred MiB in all
@@ -52,7 +52,7 @@ def zonal_means(
     chunks, owner = _all_chunks(tiles, sampler, areas, years, level)
     entry = owner * len(years) + np.array([slot[int(y)] for y in chunks.year], np.int64)
     centroid[entry[chunks.centroid]] = True
-    squares = _signed_squares()
+    squares = signed_squares()
     for batch in _batches(sampler, chunks, level):
         found = chunk_pixels(
             tiles, sampler, _subset(chunks, batch), BANDS, level, coordinates=False
@@ -90,14 +90,6 @@ def zonal_means(
         centroid_pixel=centroid,
         means=means,
     )
-
-
-def _signed_squares() -> np.ndarray:
-    """int32 (256,): v * |v| for each int8 v (by its uint8 view), 0 for nodata. Summed in
-    integers and divided by SCALE once, they give exactly the publisher's de-quantization
-    sign(v) * (|v| / 127.5)^2 (see aefsql/quantization.py) averaged."""
-    v = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.int32)
-    return np.where(v == NODATA, 0, v * np.abs(v)).astype(np.int32)
 
 
 def _all_chunks(tiles, sampler, areas, years, level):

@@ -107,3 +107,90 @@ FROM polygons p
 CROSS JOIN (SELECT unnest(__aef_years) AS __aef_year FROM options) y
 LEFT JOIN vectors v ON v.__aef_row = p.__aef_row AND v.__aef_year = y.__aef_year
 ORDER BY p.__aef_row, y.__aef_year;
+
+-- aef_chips: every row of a points table, once per distinct year, with the `size` x `size`
+-- chip centred on its point: `chip` TINYINT[band][row][col], north-up, -128 where there is
+-- no data; `chip_crs` and `chip_bounds` (xmin, ymin, xmax, ymax in that CRS); `valid_pixels`
+-- (every band holds data) and `embedding FLOAT[64]`, their mean de-quantized embedding (NULL
+-- items for bands not asked for; NULL when no pixel is valid). The chip lies on the grid of
+-- the tile that holds the point, the point's pixel at row and column size // 2; pixels past
+-- the tile's edge come from the tiles of the same grid (its UTM zone), and where none holds
+-- them (across a zone seam) from the source pixel under their centre: nearest neighbour,
+-- never interpolated. A point in no tile gives NULL chip columns. size is 1 to 2048; the
+-- chips of a call may hold `max_bytes` of int8 (default 4 GiB): more is refused before
+-- anything is read. `level` k cuts chips from the files' k-th overview.
+CREATE OR REPLACE TEMP MACRO aef_chips(
+    points_table,
+    size := 64,
+    years := NULL,
+    year := NULL,
+    x_column := 'lon',
+    y_column := 'lat',
+    geometry_column := NULL,
+    crs := NULL,
+    bands := NULL,
+    level := 0,
+    max_bytes := NULL,
+    on_error := 'raise'
+) AS TABLE
+WITH points AS MATERIALIZED (
+    SELECT row_number() OVER () AS __aef_row, * FROM query_table(__aef_table(points_table))
+),
+options AS MATERIALIZED (
+    FROM __aef_options('points', 'aef_chips', years, year, crs, x_column, y_column,
+                       geometry_column, bands, on_error, false)
+),
+located AS MATERIALIZED (
+    FROM __aef_located('points', 'options', x_column, y_column, geometry_column)
+),
+planned AS MATERIALIZED (
+    SELECT {udf}_chip_plan(count(l.__aef_path), CAST(size AS INTEGER),
+                           CAST(len(any_value(o.__aef_bands)) AS INTEGER),
+                           CAST(max_bytes AS BIGINT)) AS p
+    FROM located l CROSS JOIN options o
+),
+checked AS MATERIALIZED (
+    SELECT CASE WHEN p.error IS NOT NULL THEN error(p.error) ELSE p.per_call END AS per_call,
+           p.period
+    FROM planned
+),
+queue AS (
+    -- Tile by tile, so that the chips of one call share their blocks. (The bands travel in
+    -- each item: a join after the padding would let DuckDB repack the rows, and a call
+    -- then gets more than per_call chips.)
+    SELECT list({'row': l.__aef_row, 'year': l.__aef_year, 'path': l.__aef_path,
+                 'x': l.__aef_x, 'y': l.__aef_y, 'crs': l.__aef_crs, 'bands': o.__aef_bands}
+                ORDER BY l.__aef_path, l.__aef_year, l.__aef_row) AS items
+    FROM located l CROSS JOIN options o
+    WHERE l.__aef_path IS NOT NULL
+),
+padded AS (
+    -- per_call chips, then NULLs, in every `period` rows: a scalar UDF is handed at most
+    -- `period` rows at once, so no call holds more than per_call chips.
+    SELECT unnest(list_transform(
+               range(CAST(ceil(len(q.items) / c.per_call) AS BIGINT) * c.period),
+               lambda i: CASE WHEN i % c.period < c.per_call
+                              THEN q.items[(i // c.period) * c.per_call + i % c.period + 1] END
+           )) AS item
+    FROM queue q CROSS JOIN checked c
+),
+chips AS (
+    SELECT item.row AS __aef_row, item.year AS __aef_year,
+           {udf}_chip(item.path, item.year, item.x, item.y, item.crs, item.bands,
+                      CAST(size AS INTEGER), CAST(level AS INTEGER),
+                      CAST(on_error AS VARCHAR)) AS c
+    FROM padded
+),
+found AS (
+    SELECT __aef_row, __aef_year, c.chip, c.chip_crs, c.chip_bounds, c.valid_pixels,
+           c.embedding, c.aef_error
+    FROM chips
+    WHERE __aef_row IS NOT NULL
+)
+SELECT p.* EXCLUDE (__aef_row), l.__aef_year AS year,
+       COLUMNS(lambda c: c IN ('chip', 'chip_crs', 'chip_bounds', 'valid_pixels', 'embedding')
+                         OR (c = 'aef_error' AND on_error = 'null'))
+FROM points p
+JOIN located l ON l.__aef_row = p.__aef_row
+LEFT JOIN found f ON f.__aef_row = l.__aef_row AND f.__aef_year = l.__aef_year
+ORDER BY p.__aef_row, l.__aef_year;

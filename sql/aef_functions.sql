@@ -31,8 +31,9 @@ CREATE OR REPLACE TEMP MACRO aef_embedding(lon, lat, year) AS
 
 -- The size x size embeddings around (lon, lat) in one COG, a list read row by row from north
 -- to south and west to east (the point's own pixel at row and column size // 2). NULL when the
--- point is outside the raster; pixels outside it are NULL items. size is 1 to 64 (a 64 x 64
--- patch is 256 KiB a row): a larger one is refused before anything is read.
+-- point is outside the raster; pixels outside it are NULL items. size is 1 to 2048, and one
+-- call's patches (up to 2,048 rows) at most 4 GiB of int8, as for aef_chips: more is refused
+-- before anything is read.
 CREATE OR REPLACE TEMP MACRO aef_sample_patch(path, lon, lat, size := 3) AS
     {udf}_sample_patch(path, CAST(lon AS DOUBLE), CAST(lat AS DOUBLE), CAST(size AS INTEGER));
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import boto3
+import botocore.config
 import pytest
 from gdal_fixtures import LAYOUTS, write_collection, write_layout
 from servers import RequestLog, http_range_server, injected_counts, s3_fault_proxy, s3_server
@@ -60,6 +63,30 @@ def s3_collection(s3, gdal_collection) -> Collection:
     s3.upload_folder(gdal_collection.folder, S3_BUCKET, prefix=S3_PREFIX)
     url = f"s3://{S3_BUCKET}/{S3_PREFIX}index.parquet"
     return Collection(url, s3.storage_options, gdal_collection.folder)
+
+
+@pytest.fixture(scope="module")
+def presigned(s3, s3_collection):
+    """Presigned GET URLs of the collection's index and of a key that does not exist, and
+    the signature they carry."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=s3.storage_options["key"],
+        aws_secret_access_key=s3.storage_options["secret"],
+        config=botocore.config.Config(signature_version="s3v4"),  # X-Amz-Signature=…
+    )
+
+    def sign(key):
+        return client.generate_presigned_url(
+            "get_object", Params={"Bucket": S3_BUCKET, "Key": key}, ExpiresIn=3600
+        )
+
+    present = sign(f"{S3_PREFIX}index.parquet")
+    missing = sign(f"{S3_PREFIX}no-such-index.parquet")
+    signatures = [parse_qs(urlsplit(u).query)["X-Amz-Signature"][0] for u in (present, missing)]
+    return present, missing, signatures
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from gdal_fixtures import LAYOUTS, PIXEL, lonlat, random_pixel_points, raster_bo
 from test_collection import tile_points
 
 import aefsql
-from aefsql.sampling import BAND_NAMES, MAX_PATCH_SIZE, Sampler
+from aefsql.sampling import BAND_NAMES, MAX_WINDOW_SIZE, Sampler
 
 OUTSIDE, NODATA = -1000, -999
 
@@ -126,15 +126,31 @@ def test_a_huge_patch_is_refused_before_anything_is_allocated(con, gdal_layout_f
     finally:
         tracemalloc.stop()
     assert peak < 50 * 2**20  # a 10^9-pixel patch would be 64 GB
-    with pytest.raises(Exception, match=r"size must be 1 to 64"):
+    with pytest.raises(Exception, match=r"size must be 1 to 2048"):
         con.sql(f"SELECT aef_sample_patch('{path}', 15.0, 46.0, 0)").fetchall()
     with pytest.raises(Exception, match="refused"):
-        Sampler(store=None).sample_patches([path], [15.0], [46.0], MAX_PATCH_SIZE + 1)
+        Sampler(store=None).sample_patches([path], [15.0], [46.0], MAX_WINDOW_SIZE + 1)
 
 
-@pytest.mark.parametrize("size, amount", [(65, "264.1 KiB"), (31623, "59.6 GiB")])
+@pytest.mark.parametrize("size, amount", [(2049, "256.3 MiB"), (31623, "59.6 GiB")])
 def test_patch_refusal_says_a_real_amount(size, amount):
-    from aefsql.sampling import check_patch_size
+    from aefsql.sampling import check_windows
 
     with pytest.raises(aefsql.AefsqlError, match=rf"would be {amount} a row"):
-        check_patch_size(size)
+        check_windows(1, size, 64)
+
+
+def test_patches_share_the_chips_budget(con, gdal_layout_files):
+    """aef_patch's old 64-px cap is the window budget now: a 512-px patch is read, and a
+    call whose patches exceed 4 GiB of int8 is refused before anything is read."""
+    path = str(gdal_layout_files[LAYOUTS[0]])
+    with rasterio.open(path) as ds:
+        west, south, east, north = raster_bounds(ds)
+        lon, lat = lonlat(ds.crs.to_epsg(), [(west + east) / 2], [(south + north) / 2])
+    lon, lat = float(lon[0]), float(lat[0])
+    ((patch,),) = con.sql(f"SELECT aef_sample_patch('{path}', {lon}, {lat}, 100)").fetchall()
+    assert len(patch) == 100 * 100 and patch[50 * 100 + 50] is not None
+    with pytest.raises(Exception, match=r"windows of 2048 x 2048 pixels x 64 bands are 4.2 GiB"):
+        con.sql(
+            f"SELECT aef_sample_patch('{path}', {lon} + i * 1e-9, {lat}, 2048) FROM range(17) t(i)"
+        ).fetchall()

@@ -3,40 +3,12 @@ parameters, in the errors of the Python API, SQL, the shell and the CLI."""
 
 import subprocess
 import sys
-from urllib.parse import parse_qs, urlsplit
 
-import boto3
-import botocore.config
 import pyarrow as pa
 import pytest
-from conftest import S3_BUCKET, S3_PREFIX
 
 import aefsql
 from aefsql.errors import redact, redact_text
-
-
-@pytest.fixture(scope="module")
-def presigned(s3, s3_collection):
-    """Presigned GET URLs of the collection's index and of a key that does not exist, and
-    the signature they carry."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id=s3.storage_options["key"],
-        aws_secret_access_key=s3.storage_options["secret"],
-        config=botocore.config.Config(signature_version="s3v4"),  # X-Amz-Signature=…
-    )
-
-    def sign(key):
-        return client.generate_presigned_url(
-            "get_object", Params={"Bucket": S3_BUCKET, "Key": key}, ExpiresIn=3600
-        )
-
-    present = sign(f"{S3_PREFIX}index.parquet")
-    missing = sign(f"{S3_PREFIX}no-such-index.parquet")
-    signatures = [parse_qs(urlsplit(u).query)["X-Amz-Signature"][0] for u in (present, missing)]
-    return present, missing, signatures
 
 
 def secret_free(text: str, secrets) -> bool:

@@ -1,0 +1,268 @@
+"""Chips for PyTorch: a map-style dataset of the chips `aef_chips` cuts, one per point and
+year, and a batch sampler that keeps neighbouring chips together.
+
+    dataset = ChipDataset(points, size=64, years=2024, catalog=...)
+    loader = DataLoader(dataset, batch_sampler=dataset.tile_batches(32), num_workers=2)
+
+A batch is read in one pass (`__getitems__`): its chips share block reads, and the batches
+of `tile_batches` hold chips of one tile in block order. Each worker process opens its own
+session on first use; the dataset carries only the points, the parameters and the chips'
+tiles across a fork or a pickle (spawn).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from . import geo
+from .api import _arrow_points, warn_missing_years
+from .chips import read_chips
+from .duck import Session, open_session
+from .errors import AefsqlError
+from .headers import group_indices, point_pixels
+from .locate import locate
+from .options import BAND_NAMES, resolve
+from .quantization import NODATA, dequantize
+from .sampling import check_windows
+
+SAMPLE_KEYS = ("image", "mask", "bounds", "crs", "transform", "year", "found")
+
+
+class ChipDataset(Dataset):
+    """Every row of `points` once per distinct year, as a chip of `size` x `size` pixels
+    centred on its point (the grid rule of `aef_chips`).
+
+    Item i is row i // len(years) in year years[i % len(years)]: a dict with `image` (a
+    tensor [C, H, W], north-up: int8 with -128 for nodata, or float32 de-quantized with NaN
+    for nodata when `dequantize`), `mask` (bool [H, W], True where every band holds data),
+    `bounds` (float64 [4]: xmin, ymin, xmax, ymax in the chip's CRS), `crs` ('EPSG:32633'),
+    `transform` (float64 [6], GDAL order), `year`, `found` (False where the point lies in no
+    tile: an all-nodata image, NaN bounds, crs '') and the row's own columns.
+
+    `points`: a pyarrow Table, or a pandas, polars or GeoPandas DataFrame, with `x_column`/
+    `y_column` or a point `geometry_column` in `crs` (default lon/lat). `bands`: names such as
+    ['A00', 'A05'] (default all 64). `options`: cache_dir, concurrency, collection and
+    storage options, as for `aefsql.connect`. The size is checked against the window budget
+    when the dataset is made (one chip) and per batch when it is read.
+    """
+
+    def __init__(
+        self,
+        points,
+        size: int = 64,
+        years=None,
+        bands=None,
+        dequantize: bool = False,
+        crs=None,
+        catalog: str | None = None,
+        *,
+        x_column: str = "lon",
+        y_column: str = "lat",
+        geometry_column: str | None = None,
+        level: int = 0,
+        **options,
+    ):
+        source, _, geometry_column, crs = _arrow_points(points, geometry_column, crs)
+        table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
+        chosen = resolve(years=years, crs=crs, bands=bands)
+        names = table.schema.names
+        wanted = [geometry_column] if geometry_column is not None else [x_column, y_column]
+        absent = [c for c in wanted if c not in names]
+        if absent:
+            raise AefsqlError(
+                f"ChipDataset: the points table has no column {absent[0]!r}; its columns: "
+                + (", ".join(names) or "none")
+            )
+        clash = [c for c in SAMPLE_KEYS if c in names]
+        if clash:
+            raise AefsqlError(
+                f"ChipDataset: the points table has column(s) {', '.join(clash)}, which each "
+                "sample holds already: rename them first"
+            )
+        check_windows(1, size, len(chosen.bands))
+        self.size, self.level, self.dequantize = int(size), int(level), bool(dequantize)
+        self.years, self.crs = chosen.years, chosen.crs
+        self.bands = tuple(BAND_NAMES.index(b) for b in chosen.bands)
+        self.catalog, self.options = catalog, options
+        if geometry_column is not None:
+            self.x, self.y = geo.points_from_wkb(table.column(geometry_column).to_pylist())
+        else:
+            self.x, self.y = (_floats(table.column(c)) for c in (x_column, y_column))
+        self.columns = {
+            name: table.column(name).to_pylist()
+            for name in table.schema.names
+            if name != geometry_column
+        }
+        self._paths: np.ndarray | None = None  # each item's tile, found on first need
+        self._session: Session | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return self.x.size * len(self.years)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices) -> list[dict]:
+        """The items of one batch, read together: chips of one tile share their blocks."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} chips")
+        check_windows(indices.size, self.size, len(self.bands))
+        session = self.session()
+        paths = self.tiles()[indices]
+        rows, slots = np.divmod(indices, len(self.years))
+        images = np.full(
+            (indices.size, len(self.bands), self.size, self.size), NODATA, dtype=np.int8
+        )
+        epsg = np.zeros(indices.size, np.int64)
+        transform = np.full((indices.size, 6), np.nan)
+        for slot, members in group_indices(slots, np.arange(indices.size)).items():
+            chips = read_chips(
+                session.catalog.tiles(),
+                session.sampler,
+                paths[members],
+                self.x[rows[members]],
+                self.y[rows[members]],
+                self.crs,
+                self.years[slot],
+                self.size,
+                self.bands,
+                self.level,
+            )
+            images[members], epsg[members] = chips.values, chips.epsg
+            transform[members] = chips.transform
+        return [
+            self._item(int(r), self.years[s], images[k], int(epsg[k]), transform[k])
+            for k, (r, s) in enumerate(zip(rows.tolist(), slots.tolist(), strict=True))
+        ]
+
+    def _item(self, row: int, year: int, image, code: int, transform) -> dict:
+        n = self.size
+        a, _, c, _, e, f = transform.tolist()
+        bounds = [c, f + n * e, c + n * a, f]
+        mask = (image != NODATA).all(axis=0)
+        values = dequantize(image).astype(np.float32) if self.dequantize else image
+        item = {
+            "image": torch.from_numpy(np.ascontiguousarray(values)),
+            "mask": torch.from_numpy(mask),
+            "bounds": torch.tensor(bounds, dtype=torch.float64),
+            "crs": f"EPSG:{code}" if code else "",
+            "transform": torch.from_numpy(transform.copy()),
+            "year": year,
+            "found": bool(code),
+        }
+        for name, values_ in self.columns.items():
+            item[name] = values_[row]
+        return item
+
+    def session(self) -> Session:
+        """This process's session: a worker (forked or spawned) opens its own."""
+        if self._session is None or self._pid != os.getpid():
+            self._session = open_session(self.catalog, **self.options)
+            self._pid = os.getpid()
+            warn_missing_years(self._session, self.years)
+        return self._session
+
+    def tiles(self) -> np.ndarray:
+        """The tile (path, or None) of each item, found once: it reads tile headers."""
+        if self._paths is None:
+            session = self.session()
+            reader = session.sampler.header_reader
+            n = self.x.size
+            found = np.full(len(self), None, dtype=object)
+            for slot, year in enumerate(self.years):
+                found[slot :: len(self.years)] = locate(
+                    session.catalog.tiles(), reader, self.x, self.y, np.full(n, year), self.crs
+                )
+            self._paths = found
+        return self._paths
+
+    def tile_batches(
+        self, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False
+    ) -> TileBatchSampler:
+        """A batch sampler for `DataLoader(batch_sampler=…)`: see TileBatchSampler."""
+        return TileBatchSampler(self, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_session"] = None  # threads and sockets do not cross processes
+        state["_pid"] = None
+        return state
+
+
+class TileBatchSampler(Sampler):
+    """Batches of chips of one tile and year, in block order, so that a batch reads few
+    blocks; with `shuffle`, the batches come in a new random order each epoch (seeded by
+    `seed` and the epoch). Every item is in exactly one batch per epoch; with `drop_last`, a
+    tile's last batch shorter than `batch_size` is left out."""
+
+    def __init__(
+        self, dataset: ChipDataset, batch_size: int, *, shuffle=True, seed=0, drop_last=False
+    ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise AefsqlError(f"batch_size is a positive whole number, not {batch_size!r}")
+        self.dataset, self.batch_size = dataset, batch_size
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.epoch = 0
+        self._batches: list[list[int]] | None = None
+
+    def batches(self) -> list[list[int]]:
+        """The batches in tile and block order (before any shuffle)."""
+        if self._batches is None:
+            self._batches = _tile_batches(self.dataset, self.batch_size, self.drop_last)
+        return self._batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        batches = list(self.batches())
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(batches)
+            self.epoch += 1
+        yield from batches
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def _tile_batches(dataset: ChipDataset, batch_size: int, drop_last: bool) -> list[list[int]]:
+    """Items grouped by (tile, year), each group sorted by the block, row and column of its
+    point in the tile, cut into batches."""
+    paths = dataset.tiles()
+    session = dataset.session()
+    keys = np.array(
+        [f"{p}\0{i % len(dataset.years)}" for i, p in enumerate(paths.tolist())], dtype=object
+    )
+    batches = []
+    for members in group_indices(keys, np.arange(len(dataset))).values():
+        path = paths[members[0]]
+        order = members
+        if path is not None:
+            header = session.sampler.headers_for([path], dataset.level)[path]
+            rows_of = members // len(dataset.years)
+            r, c, _ = point_pixels(
+                path, header, dataset.x[rows_of], dataset.y[rows_of], dataset.crs
+            )
+            block = (r // header.block_height) * header.blocks_across + c // header.block_width
+            order = members[np.lexsort((c, r, block))]
+        for start in range(0, order.size, batch_size):
+            batch = order[start : start + batch_size]
+            if drop_last and batch.size < batch_size:
+                continue
+            batches.append(batch.tolist())
+    return batches
+
+
+def _floats(column) -> np.ndarray:
+    """A numeric column as float64, NULL as NaN."""
+    return np.asarray(
+        column.cast(pa.float64()).fill_null(float("nan")).to_numpy(), dtype=np.float64
+    )
