@@ -23,8 +23,9 @@ from aefsql.writer import encode_aef_cog
 def seeds() -> list[bytes]:
     data = np.random.default_rng(3).integers(-127, 128, (8, 40, 48), dtype=np.int8)
     return [
-        encode_aef_cog(data, epsg=32633, transform=(10, 0, 5e5, 0, 10, 4e6), block_size=16,
-                       bigtiff=bigtiff)[:4096]
+        encode_aef_cog(
+            data, epsg=32633, transform=(10, 0, 5e5, 0, 10, 4e6), block_size=16, bigtiff=bigtiff
+        )[:4096]
         for bigtiff in (False, True)
     ]
 
