@@ -87,3 +87,15 @@ def test_readme_python_examples_run(demo_con, tmp_path, monkeypatch):
     joined = namespace["result"]
     assert joined.num_rows == 6  # the seven places but the one outside every tile
     namespace["con"].close()
+
+
+def test_readme_chips_example_runs(demo_con, monkeypatch):
+    pytest.importorskip("torch")
+    _, index = demo_con
+    monkeypatch.setenv("AEFSQL_CATALOG", str(index))
+    namespace = {}
+    exec(readme_python("ChipDataset(points"), namespace)
+    batch = namespace["batch"]
+    assert batch["image"].shape[1:] == (64, 64, 64)
+    assert batch["image"].dtype.is_floating_point
+    assert set(batch["name"]) <= {"canal", "field"} and all(batch["found"].tolist())
