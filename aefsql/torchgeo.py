@@ -91,7 +91,11 @@ class AEF(GeoDataset):
     def __getitem__(self, query) -> dict:
         x, y, t = self._disambiguate_slice(query)
         hits = self.index.iloc[self.index.index.overlaps(pd.Interval(t.start, t.stop, "both"))]
-        hits = hits.cx[x.start : x.stop, y.start : y.stop]
+        # Bounding boxes, not footprints (GeoDataFrame.cx): TorchGeo's samplers cut windows
+        # from each row's bounds, and a window there past a reprojected (rotated) footprint
+        # must read (-128 where no tile is), not fail the epoch with an IndexError.
+        west, south, east, north = shapely.bounds(hits.geometry.to_numpy()).T
+        hits = hits[(west <= x.stop) & (east >= x.start) & (south <= y.stop) & (north >= y.start)]
         if hits.empty:
             raise IndexError(f"query: {query} not found in index with bounds: {self.bounds}")
         x_res = x.step or self.res[0]
@@ -116,7 +120,9 @@ class AEF(GeoDataset):
             values = np.stack(layers)
         else:
             values = layers[0].copy()
-            for later in layers[1:]:  # the first year holding data wins, pixel by pixel
+            # The first year holding data wins, value by value (as rasterio.merge does for
+            # TorchGeo's RasterDataset).
+            for later in layers[1:]:
                 empty = values == NODATA
                 values[empty] = later[empty]
         image = dequantize(values).astype(np.float32) if self.dequantize else values
