@@ -3,9 +3,11 @@ rasterio reads of the GDAL-written collection (the helpers of test_chips), the b
 with tiles found by rasterio, and the DataLoader paths (fork and spawn workers, pickling)
 with the single-process read. Nothing expected here is computed with aefsql's own code."""
 
+import os
 import pickle
 import re
 import struct
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +35,7 @@ from test_chips import (  # noqa: E402
     pixel_reads,
     tile_file,
 )
-from torch.utils.data import DataLoader  # noqa: E402
+from torch.utils.data import DataLoader, default_collate, get_worker_info  # noqa: E402
 
 from aefsql import AefsqlError  # noqa: E402
 from aefsql.torch import ChipDataset, TileBatchSampler  # noqa: E402
@@ -112,9 +114,7 @@ def check_item(item, collection, year, epsg, x, y, size, bands=None, k=None):
     assert item["bounds"].tolist() == pytest.approx(
         [west, north - size * PIXEL, west + size * PIXEL, north], abs=1e-6
     )
-    assert item["transform"].tolist() == pytest.approx(
-        [PIXEL, 0, west, 0, -PIXEL, north], abs=1e-6
-    )
+    assert item["transform"].tolist() == pytest.approx([PIXEL, 0, west, 0, -PIXEL, north], abs=1e-6)
     return values, source
 
 
@@ -247,21 +247,33 @@ def loader_points():
 def collect(loader, expected):
     """{(id, year): image} of every item the loader gives, checked against `expected`
     ({(id, year): image}) and seen exactly once."""
-    seen = []
+    seen, pids = [], []
     for batch in loader:
+        pids.append(batch.get("pids"))
         assert batch["image"].dtype == torch.int8
-        for k, (row, year) in enumerate(zip(batch["id"].tolist(), batch["year"].tolist())):
+        keys = zip(batch["id"].tolist(), batch["year"].tolist(), strict=True)
+        for k, (row, year) in enumerate(keys):
             seen.append((row, year))
             image, found = expected[row, year]
             assert torch.equal(batch["image"][k], image), (row, year)
             assert bool(batch["found"][k]) is found
     assert sorted(seen) == sorted(expected)
+    return pids
 
 
 def single_process(ds):
     """{(id, year): (image, found)} of every item, read in one batch."""
     items = ds.__getitems__(range(len(ds)))
     return {(it["id"], it["year"]): (it["image"], it["found"]) for it in items}
+
+
+def collate_noting_sessions(items):
+    """default_collate, plus the worker's pid and the pid its dataset's session was opened
+    in (a forked worker must open its own)."""
+    batch = default_collate(items)
+    info = get_worker_info()
+    batch["pids"] = (os.getpid(), info.dataset._pid if info else None)
+    return batch
 
 
 def test_dataloader_fork_workers(gdal_collection, loader_points):
@@ -271,12 +283,18 @@ def test_dataloader_fork_workers(gdal_collection, loader_points):
     assert [k for k, (_, found) in expected.items() if not found] == [(40, 2023), (40, 2024)]
     sampler = ds.tile_batches(16)
     loader = DataLoader(
-        ds, batch_sampler=sampler, num_workers=2, multiprocessing_context="fork"
+        ds,
+        batch_sampler=sampler,
+        num_workers=2,
+        multiprocessing_context="fork",
+        timeout=60,
+        collate_fn=collate_noting_sessions,
     )
     for _ in range(2):  # two epochs
-        collect(loader, expected)
+        pids = collect(loader, expected)
+        assert all(worker == opened != os.getpid() for worker, opened in pids)
     plain = DataLoader(
-        ds, batch_size=8, shuffle=True, num_workers=2, multiprocessing_context="fork"
+        ds, batch_size=8, shuffle=True, num_workers=2, multiprocessing_context="fork", timeout=60
     )
     collect(plain, expected)
 
@@ -290,7 +308,11 @@ def test_pickle_drops_the_session_and_spawn_workers(gdal_collection, loader_poin
     assert single_process(copy).keys() == expected.keys()
     assert all(torch.equal(v[0], expected[k][0]) for k, v in single_process(copy).items())
     loader = DataLoader(
-        ds, batch_sampler=ds.tile_batches(16), num_workers=2, multiprocessing_context="spawn"
+        ds,
+        batch_sampler=ds.tile_batches(16),
+        num_workers=2,
+        multiprocessing_context="spawn",
+        timeout=120,  # a worker's imports take ~10 s
     )
     collect(loader, expected)
 
@@ -303,9 +325,7 @@ def test_tile_batches_group_items_by_tile_and_year(gdal_collection, loader_point
     lon, lat = loader_points["lon"].to_numpy(), loader_points["lat"].to_numpy()
     owner = owners(gdal_collection, 2023, 4326, lon, lat).tolist()
     key = {i: (owner[i // 2], YEARS[i % 2]) for i in range(len(ds))}
-    groups = {}
-    for i, k in key.items():
-        groups[k] = groups.get(k, 0) + 1
+    groups = Counter(key.values())
     assert len(groups) == 10  # 4 tiles and none, 2 years
 
     sampler = ds.tile_batches(7, seed=3)
@@ -389,7 +409,7 @@ def test_input_kinds(gdal_collection):
         (pd.DataFrame({"id": [0, 1], "lon": lon, "lat": lat}), {}, 4326, lon, lat),
         (pl.DataFrame({"id": [0, 1], "lon": lon, "lat": lat}), {}, 4326, lon, lat),
         (
-            pa.table({"id": [0, 1], "geom": [wkb(a, b) for a, b in zip(lon, lat)]}),
+            pa.table({"id": [0, 1], "geom": [wkb(a, b) for a, b in zip(lon, lat, strict=True)]}),
             {"geometry_column": "geom"},
             4326,
             lon,
