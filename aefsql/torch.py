@@ -47,8 +47,9 @@ class ChipDataset(Dataset):
 
     `points`: a pyarrow Table, or a pandas, polars or GeoPandas DataFrame, with `x_column`/
     `y_column` or a point `geometry_column` in `crs` (default lon/lat). `bands`: names such as
-    ['A00', 'A05'] (default all 64). `options`: cache_dir, concurrency, collection and
-    storage options, as for `aefsql.connect`. The size is checked against the window budget
+    ['A00', 'A05'] (default all 64), in A00..A63 order whatever order they are named in.
+    `options`: cache_dir, concurrency, collection and storage options, as for
+    `aefsql.connect`. The size is checked against the window budget
     when the dataset is made (one chip) and per batch when it is read.
     """
 
