@@ -26,6 +26,7 @@ from .sampling import Sampler, check_windows, run_layout
 
 CALL_BYTES = 256 * 1024**2  # chips read and handed over at once
 READ_PIXELS = 1 << 22  # chip pixels read from one tile at once: 256 MiB at 64 bands
+SLICE_PIECES = 16  # mean pixels a piece from which chips are scattered slice by slice
 LONLAT_MARGIN = 0.01  # degrees around a chip's projected corners when looking for tiles
 
 
@@ -124,16 +125,28 @@ def read_chips(
     size: int,
     bands,
     level: int = 0,
+    keep_blocks: bool = False,
 ) -> Chips:
     """The chips centred on points (x/y in EPSG `crs`) of one year, each on the grid of the
-    tile `paths` names for it (from `locate`; None: no chip). Size-checked by the caller."""
+    tile `paths` names for it (from `locate`; None: no chip). Size-checked by the caller.
+    `keep_blocks`: keep decoded blocks in the sampler's block cache, for later batches."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     epsg, transform = chip_grids(sampler, paths, x, y, crs, size, level)
-    return read_windows(tiles, sampler, epsg, transform, year, (size, size), bands, level)
+    return read_windows(
+        tiles, sampler, epsg, transform, year, (size, size), bands, level, keep_blocks
+    )
 
 
 def read_windows(
-    tiles: TileTable, sampler: Sampler, epsg, transform, year: int, shape, bands, level: int = 0
+    tiles: TileTable,
+    sampler: Sampler,
+    epsg,
+    transform,
+    year: int,
+    shape,
+    bands,
+    level: int = 0,
+    keep_blocks: bool = False,
 ) -> Chips:
     """Windows of `shape` (height, width) pixels, each on its own north-up grid (EPSG code,
     GDAL transform; epsg 0: none), filled by the rule of chips: tiles on that grid first,
@@ -150,12 +163,28 @@ def read_windows(
         [f"{e} {t[0]!r} {t[4]!r}" for e, t in zip(epsg, transform, strict=True)], dtype=object
     )
     for members in group_indices(keys, found).values():
-        _read_own_grid(tiles, sampler, members, epsg, transform, year, bands, level, values, filled)
-    _sample_rest(tiles, sampler, found, epsg, transform, year, bands, level, values, filled)
+        _read_own_grid(
+            tiles,
+            sampler,
+            members,
+            epsg,
+            transform,
+            year,
+            bands,
+            level,
+            values,
+            filled,
+            keep_blocks,
+        )
+    _sample_rest(
+        tiles, sampler, found, epsg, transform, year, bands, level, values, filled, keep_blocks
+    )
     return Chips(values, epsg, transform, bands)
 
 
-def _read_own_grid(tiles, sampler, members, epsg, transform, year, bands, level, values, filled):
+def _read_own_grid(
+    tiles, sampler, members, epsg, transform, year, bands, level, values, filled, keep_blocks
+):
     """Fill the chips `members` (of one grid) from the tiles lying on that grid, block by
     block; a pixel two such tiles hold keeps the first's value (tiles in catalog order)."""
     height, width = values.shape[-2:]
@@ -202,11 +231,25 @@ def _read_own_grid(tiles, sampler, members, epsg, transform, year, bands, level,
                 bands,
                 values,
                 filled,
+                keep_blocks,
             )
 
 
 def _read_tile_part(
-    sampler, path, header, level, chips, shift, start, step, col0, col1, bands, values, filled
+    sampler,
+    path,
+    header,
+    level,
+    chips,
+    shift,
+    start,
+    step,
+    col0,
+    col1,
+    bands,
+    values,
+    filled,
+    keep_blocks,
 ):
     """Read the runs of `chips` (one per chip row) that lie in one tile and scatter them."""
     height = values.shape[-2]
@@ -220,9 +263,14 @@ def _read_tile_part(
     def read():
         current = sampler.headers_for([path], level)[path]
         layout = run_layout(path, current, rows, run_col0, run_col1)
-        return layout, sampler.read_layout(path, current, layout, list(bands))
+        return layout, sampler.read_layout(path, current, layout, list(bands), keep_blocks)
 
     layout, found = sampler.header_reader.restarting_on_change(read)
+    # Pieces: consecutive pixels of one run, one row of one chip each.
+    cuts = np.flatnonzero((np.diff(layout.run) != 0) | (np.diff(layout.col) != 1)) + 1
+    if layout.pixels >= SLICE_PIECES * (cuts.size + 1):
+        _scatter_pieces(layout, found, cuts, run_chip, run_r, run_shift, values, filled)
+        return
     chip = run_chip[layout.run]
     chip_row = run_r[layout.run]
     chip_col = layout.col - run_shift[layout.run]
@@ -233,7 +281,28 @@ def _read_tile_part(
     filled[chip, chip_row, chip_col] = True
 
 
-def _sample_rest(tiles, sampler, found, epsg, transform, year, bands, level, values, filled):
+def _scatter_pieces(layout, found, cuts, run_chip, run_r, run_shift, values, filled) -> None:
+    """Copy long pieces as slices, band rows at a time: scattering pixel by pixel through
+    the band axis costs several times more once pieces are tens of pixels long."""
+    starts = np.concatenate([[0], cuts]).tolist()
+    ends = np.concatenate([cuts, [layout.pixels]]).tolist()
+    runs = layout.run[starts].tolist()
+    firsts = layout.col[starts].tolist()
+    for s, e, run, first in zip(starts, ends, runs, firsts, strict=True):
+        i, r = run_chip[run], run_r[run]
+        c0 = first - run_shift[run]
+        done = filled[i, r, c0 : c0 + e - s]
+        if done.any():
+            fresh = ~done
+            values[i, :, r, c0 : c0 + e - s][:, fresh] = found[:, s:e][:, fresh]
+        else:
+            values[i, :, r, c0 : c0 + e - s] = found[:, s:e]
+        done[:] = True
+
+
+def _sample_rest(
+    tiles, sampler, found, epsg, transform, year, bands, level, values, filled, keep_blocks
+):
     """Pixels of found chips that no tile of their grid holds: the source pixel under each
     centre, located as aef_locate locates, chip grid by chip grid (one CRS a call)."""
     for code in np.unique(epsg[found]).tolist():
@@ -252,7 +321,7 @@ def _sample_rest(tiles, sampler, found, epsg, transform, year, bands, level, val
             if all(p is None for p in paths):
                 continue
             samples = sampler.sample(
-                paths, px, py, list(bands), crs=int(code), keep_blocks=False, level=level
+                paths, px, py, list(bands), crs=int(code), keep_blocks=keep_blocks, level=level
             )
             got = samples.values.copy()  # (pixels, bands)
             for k in range(len(bands)):

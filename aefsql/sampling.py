@@ -317,11 +317,12 @@ class Sampler:
         return Samples(values, covered, nodata, band_count, bands)
 
     def read_layout(
-        self, url: str, header: ImageHeader, layout: RunLayout, bands: list[int]
+        self, url: str, header: ImageHeader, layout: RunLayout, bands: list[int], keep=False
     ) -> np.ndarray:
         """int8 values (bands, pixels) of `layout`'s pixels, band-major: the file's own
         values, nodata included (a band the file lacks holds its nodata, or 0). Decoded
-        blocks are not kept: an area reads each block once. Call it inside
+        blocks are kept (whole) in the block cache only with `keep`: an area reads each block
+        once, batches of chips may come back to it. Call it inside
         `header_reader.restarting_on_change`, with the header the layout was made from."""
         _check_readable(url, header)
         values = np.empty((len(bands), layout.pixels), dtype=np.int8)
@@ -341,7 +342,7 @@ class Sampler:
             cols = layout.col[start:end] - (tile % header.blocks_across) * width
             runs = _TileRuns(start, end, rows, cols, width)
             reads.extend(_band_reads(url, header, tile, runs, bands))
-        self._read_blocks(reads, {url: header}, values, keep=False)
+        self._read_blocks(reads, {url: header}, values, keep=keep)
         self.progress.add(points=layout.pixels)
         return values
 
@@ -412,7 +413,8 @@ class Sampler:
                     cols=header.block_width,
                     samples=samples,
                     dtype=header.dtype,
-                    rows_needed=read.rows_needed,
+                    # A kept block is decoded whole: a later read may need more rows.
+                    rows_needed=header.block_rows(read.block_row) if keep else read.rows_needed,
                 )
             except TiffFormatError as exc:
                 raise type(exc)(f"{redact(read.url)} block {read.block}: {exc}") from None

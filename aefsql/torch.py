@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 
 from . import geo
 from .api import _arrow_points, warn_missing_years
+from .cache import BlockCache
 from .chips import read_chips
 from .duck import Session, open_session
 from .errors import AefsqlError
@@ -31,6 +32,7 @@ from .options import BAND_NAMES, resolve
 from .quantization import NODATA, dequantize
 from .sampling import check_windows
 
+BLOCK_CACHE_BYTES = 512 * 1024**2  # decoded blocks a process keeps
 SAMPLE_KEYS = ("image", "mask", "bounds", "crs", "transform", "year", "found")
 
 
@@ -136,6 +138,7 @@ class ChipDataset(Dataset):
                 self.size,
                 self.bands,
                 self.level,
+                keep_blocks=True,  # the next batches may come back to these blocks
             )
             images[members], epsg[members] = chips.values, chips.epsg
             transform[members] = chips.transform
@@ -167,6 +170,9 @@ class ChipDataset(Dataset):
         """This process's session: a worker (forked or spawned) opens its own."""
         if self._session is None or self._pid != os.getpid():
             self._session = open_session(self.catalog, **self.options)
+            # Batches come back to the blocks of earlier ones: keep a few block positions'
+            # 64 decoded bands (1 MiB each, for the published 1024-px blocks).
+            self._session.sampler.blocks = BlockCache(BLOCK_CACHE_BYTES)
             self._pid = os.getpid()
             warn_missing_years(self._session, self.years)
         return self._session
@@ -200,9 +206,10 @@ class ChipDataset(Dataset):
 
 class TileBatchSampler(Sampler):
     """Batches of chips of one tile and year, in block order, so that a batch reads few
-    blocks; with `shuffle`, the batches come in a new random order each epoch (seeded by
-    `seed` and the epoch). Every item is in exactly one batch per epoch; with `drop_last`, a
-    tile's last batch shorter than `batch_size` is left out."""
+    blocks; with `shuffle`, the blocks come in a new random order each epoch (seeded by
+    `seed` and the epoch), the batches of one block one after another, so that they find its
+    decoded bands in the cache. Every item is in exactly one batch per epoch; with
+    `drop_last`, a tile's last batch shorter than `batch_size` is left out."""
 
     def __init__(
         self, dataset: ChipDataset, batch_size: int, *, shuffle=True, seed=0, drop_last=False
@@ -213,39 +220,50 @@ class TileBatchSampler(Sampler):
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.epoch = 0
         self._batches: list[list[int]] | None = None
+        self._blocks: list[int] = []  # the block (a number per tile and year) of each batch
 
     def batches(self) -> list[list[int]]:
         """The batches in tile and block order (before any shuffle)."""
         if self._batches is None:
-            self._batches = _tile_batches(self.dataset, self.batch_size, self.drop_last)
+            self._batches, self._blocks = _tile_batches(
+                self.dataset, self.batch_size, self.drop_last
+            )
         return self._batches
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        batches = list(self.batches())
-        if self.shuffle:
-            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(batches)
-            self.epoch += 1
-        yield from batches
+        batches = self.batches()
+        if not self.shuffle:
+            yield from batches
+            return
+        runs: dict[int, list[list[int]]] = {}
+        for block, batch in zip(self._blocks, batches, strict=True):
+            runs.setdefault(block, []).append(batch)
+        order = list(runs)
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        self.epoch += 1
+        for block in order:
+            yield from runs[block]
 
     def __len__(self) -> int:
         return len(self.batches())
 
 
-def _tile_batches(dataset: ChipDataset, batch_size: int, drop_last: bool) -> list[list[int]]:
-    """Items grouped by (tile, year), each group sorted by the block, row and column of its
-    point in the tile, cut into batches."""
+def _tile_batches(dataset: ChipDataset, batch_size: int, drop_last: bool):
+    """(batches, the block of each): items grouped by (tile, year), each group sorted by the
+    block, row and column of its point in the tile, cut into batches; a batch's block is a
+    number for (tile, year, block of its first point)."""
     paths = dataset.tiles()
     session = dataset.session()
     keys = np.array(
         [f"{p}\0{i % len(dataset.years)}" for i, p in enumerate(paths.tolist())], dtype=object
     )
-    batches = []
+    batches, blocks = [], []
     for members in group_indices(keys, np.arange(len(dataset))).values():
         path = paths[members[0]]
-        order = members
+        order, block = members, np.zeros(members.size, np.int64)
         if path is not None:
             header = session.sampler.headers_for([path], dataset.level)[path]
             rows_of = members // len(dataset.years)
@@ -253,13 +271,16 @@ def _tile_batches(dataset: ChipDataset, batch_size: int, drop_last: bool) -> lis
                 path, header, dataset.x[rows_of], dataset.y[rows_of], dataset.crs
             )
             block = (r // header.block_height) * header.blocks_across + c // header.block_width
-            order = members[np.lexsort((c, r, block))]
+            sort = np.lexsort((c, r, block))
+            order, block = members[sort], block[sort]
+        first = len(blocks) and max(blocks) + 1  # block numbers of this group start here
         for start in range(0, order.size, batch_size):
             batch = order[start : start + batch_size]
             if drop_last and batch.size < batch_size:
                 continue
             batches.append(batch.tolist())
-    return batches
+            blocks.append(first + int(block[start]))
+    return batches, blocks
 
 
 def _floats(column) -> np.ndarray:
