@@ -12,7 +12,7 @@ import pyarrow as pa
 from .catalog import quote_literal
 from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
-from .options import epsg, resolve, year_list
+from .options import Options, epsg, resolve, year_list
 from .progress import Progress
 
 _POINTS = "__aef_points"
@@ -68,17 +68,7 @@ def sample_points(
         y_column=y_column,
         geometry_column=geometry_column,
     )
-    sql = (
-        f"SELECT * FROM aef_sample_points({quote_literal(_POINTS)}, "
-        f"years := [{', '.join(map(str, chosen.years))}], crs := {chosen.crs}, "
-        + (
-            f"geometry_column := {quote_literal(geometry_column)}"
-            if geometry_column is not None
-            else f"x_column := {quote_literal(x_column)}, y_column := {quote_literal(y_column)}"
-        )
-        + (f", bands := [{', '.join(map(quote_literal, chosen.bands))}]" if bands else "")
-        + f", on_error := {quote_literal(on_error)}, as_vector := {str(as_vector).lower()})"
-    )
+    sql = sample_sql(_POINTS, chosen, x_column, y_column, geometry_column, bool(bands))
     report = Progress(enabled=progress)
     session = open_session(catalog, progress=report, **options)
     warn_missing_years(session, chosen.years)
@@ -94,6 +84,30 @@ def sample_points(
     finally:
         report.close()
         con.close()
+
+
+def sample_sql(
+    table: str,
+    chosen: Options,
+    x_column: str,
+    y_column: str,
+    geometry_column: str | None,
+    some_bands: bool,
+) -> str:
+    """The aef_sample_points call over `table` with resolved parameters (`some_bands`: the
+    caller named bands, rather than all 64)."""
+    return (
+        f"SELECT * FROM aef_sample_points({quote_literal(table)}, "
+        f"years := [{', '.join(map(str, chosen.years))}], crs := {chosen.crs}, "
+        + (
+            f"geometry_column := {quote_literal(geometry_column)}"
+            if geometry_column is not None
+            else f"x_column := {quote_literal(x_column)}, y_column := {quote_literal(y_column)}"
+        )
+        + (f", bands := [{', '.join(map(quote_literal, chosen.bands))}]" if some_bands else "")
+        + f", on_error := {quote_literal(chosen.on_error)}, "
+        f"as_vector := {str(chosen.as_vector).lower()})"
+    )
 
 
 def warn_missing_years(session: Session, years) -> list[int]:

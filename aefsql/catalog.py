@@ -206,15 +206,24 @@ class Catalog:
     catalog is checked at registration all the same (`check`), which costs no request.
 
     `allowed_hosts`: hosts (buckets for s3 and gs) other than its own that a remote catalog
-    may name tiles on; default none (see `check_origin`).
+    may name tiles on; default none (see `check_origin`). `tiles`: its tile table, read and
+    checked by another process (Spark's driver broadcasts it to executors, which may not
+    reach the catalog at all): locating points then reads nothing.
     """
 
-    def __init__(self, url: str, store: ByteStore, *, allowed_hosts: list[str] | None = None):
+    def __init__(
+        self,
+        url: str,
+        store: ByteStore,
+        *,
+        allowed_hosts: list[str] | None = None,
+        tiles: TileTable | None = None,
+    ):
         self.url = url
         self.store = store
         self.allowed_hosts = allowed_host_keys(allowed_hosts)
         self._columns: CatalogColumns | None = None
-        self._tiles: TileTable | None = None
+        self._tiles: TileTable | None = tiles
         self._index_file: str | None = None
         self._fetched: tuple | None = None  # (version, bytes) of a remote catalog
         self._lock = threading.RLock()
@@ -304,8 +313,8 @@ class Catalog:
         """A local catalog is read and checked now, so that a bad one fails at registration:
         its schema (roles, types), ids (no duplicates), paths (known schemes, none escaping
         the catalog's folder, none to cloud metadata) and bounds (see `bounds_problem`). A
-        remote one is checked on first use."""
-        if self.is_local:
+        remote one is checked on first use, a given tile table (see above) where it was read."""
+        if self.is_local and self._tiles is None:
             self.index_file()
 
     def index_file(self) -> str:

@@ -22,6 +22,7 @@ from .cache import DiskCache
 from .catalog import (
     PUBLIC_CATALOG,
     Catalog,
+    TileTable,
     empty_index_file,
     quote_literal,
     storage_options_for,
@@ -744,10 +745,11 @@ def open_session(
     progress: bool | Progress | None = False,
     collection: str | None = None,
     allowed_hosts: list[str] | None = None,
+    tiles: TileTable | None = None,
     **storage_options,
 ) -> Session:
     """The catalog, storage and caches that UDFs share (see `register` for the options,
-    `allowed_hosts` among them)."""
+    `allowed_hosts` among them; `tiles`: the catalog's tile table, read elsewhere)."""
     url = catalog or os.environ.get("AEFSQL_CATALOG") or PUBLIC_CATALOG
     if not storage_options and os.environ.get("AEFSQL_STORAGE_OPTIONS"):
         try:
@@ -761,7 +763,7 @@ def open_session(
         disk_cache=DiskCache(cache_dir) if cache_dir else None,
     )
     session = Session(
-        catalog=Catalog(url, store, allowed_hosts=allowed_hosts),
+        catalog=Catalog(url, store, allowed_hosts=allowed_hosts, tiles=tiles),
         sampler=Sampler(
             store,
             progress=progress if isinstance(progress, Progress) else Progress(enabled=progress),

@@ -99,3 +99,24 @@ def test_readme_chips_example_runs(demo_con, monkeypatch):
     assert batch["image"].shape[1:] == (64, 64, 64)
     assert batch["image"].dtype.is_floating_point
     assert set(batch["name"]) <= {"canal", "field"} and all(batch["found"].tolist())
+
+
+def test_readme_spark_example_runs(demo_con, monkeypatch):
+    pytest.importorskip("pyspark", minversion="4.1")
+    _, index = demo_con
+    monkeypatch.setenv("AEFSQL_CATALOG", str(index))
+    namespace = {}
+    code = readme_python("aefsql.spark.sample_points(plots")
+    try:
+        exec(code, namespace)
+        embedded = namespace["embedded"].toArrow()
+        embedded = embedded.sort_by([("name", "ascending"), ("year", "ascending")])
+        assert embedded.column_names == ["name", "lon", "lat", "year", "A00", "A01"]
+        assert embedded["year"].to_pylist() == [2023, 2024, 2023, 2024]
+        assert embedded["A00"].null_count == 0  # both lie in demo tiles
+        rows = namespace["rows"]
+        assert sorted(r["name"] for r in rows) == ["canal", "field"]
+        assert all(r["year"] == 2024 and r["A63"] is not None for r in rows)
+    finally:
+        if "spark" in namespace:
+            namespace["spark"].stop()
