@@ -129,6 +129,9 @@ class TileTable:
     south: np.ndarray
     east: np.ndarray
     north: np.ndarray
+    # The footprint in the tile's own UTM zone as the catalog states it: [n, 4] west, south,
+    # east, north; NaN where the catalog has none.
+    utm: np.ndarray | None = None
     _grid: dict | None = None
 
     def box_holds(self, t: int, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -137,6 +140,20 @@ class TileTable:
         west, east = self.west[t], self.east[t]
         in_lon = (lon >= west) & (lon <= east) if west <= east else (lon >= west) | (lon <= east)
         return in_lon & (lat >= self.south[t]) & (lat <= self.north[t])
+
+    def footprint_holds(self, t: int, x: np.ndarray, y: np.ndarray, crs: int) -> np.ndarray:
+        """True where (x, y) in EPSG `crs` lies in tile t's UTM footprint as the catalog
+        states it (west and south edges in, east and north out, as pixels are); True for all
+        where the catalog states none, or the zone is unknown."""
+        zone = self.utm_zone[t]
+        bounds = None if self.utm is None else self.utm[t]
+        if zone is None or bounds is None or not np.isfinite(bounds).all():
+            return np.ones(x.size, dtype=bool)
+        code = (32600 if zone.endswith("N") else 32700) + int(zone[:-1])
+        if crs != code:
+            x, y = geo.transform_points(crs, code, x, y)
+        west, south, east, north = bounds
+        return (x >= west) & (x < east) & (y >= south) & (y < north)
 
     def candidates(self, year: int, cell_lon: int, cell_lat: int) -> np.ndarray:
         """Indices of tiles of `year` whose lon/lat box touches the 1-degree cell."""
@@ -195,6 +212,10 @@ TILE_ROLES = (
     "wgs84_south",
     "wgs84_east",
     "wgs84_north",
+    "utm_west",
+    "utm_south",
+    "utm_east",
+    "utm_north",
 )
 
 
@@ -361,6 +382,12 @@ class Catalog:
                         side: table[f"wgs84_{side}"].to_numpy(zero_copy_only=False)
                         for side in ("west", "south", "east", "north")
                     },
+                    utm=np.column_stack(
+                        [
+                            table[f"utm_{side}"].fill_null(np.nan).to_numpy(zero_copy_only=False)
+                            for side in ("west", "south", "east", "north")
+                        ]
+                    ).astype(np.float64),
                 )
             return self._tiles
 

@@ -95,6 +95,11 @@ class CollectionHeaders:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def subset(self, paths) -> CollectionHeaders:
+        """The headers of these files only (those it has)."""
+        rows = sorted(self._rows[p] for p in set(paths) if p in self._rows)
+        return CollectionHeaders(self._table.take(pa.array(rows, type=pa.int64())))
+
 
 def headers_from_table(table: pa.Table) -> dict[str, ImageHeader]:
     return {row["path"]: _header_from_row(row) for row in table.select(SCHEMA.names).to_pylist()}

@@ -184,13 +184,13 @@ class Session:
             self._install_state.creating = False
 
     def aef_sample(self, path, lon, lat) -> pa.StructArray:
-        return _struct(self.sampler.sample(_objects(path), _floats(lon), _floats(lat)))
+        return _struct(self.sampler.sample(_objects(path), geo.floats(lon), geo.floats(lat)))
 
     def aef_sample_patch(self, path, lon, lat, size) -> pa.ListArray:
         """Per row: the size x size embeddings around (lon, lat) in one COG (see
         `Sampler.sample_patches`); NULL where the point is outside the raster or size is NULL.
         Every size is checked before anything is read or allocated."""
-        urls, lon, lat = _objects(path), _floats(lon), _floats(lat)
+        urls, lon, lat = _objects(path), geo.floats(lon), geo.floats(lat)
         present = np.asarray(size.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
         sizes = size.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
         distinct = [int(s) for s in np.unique(sizes[present])]
@@ -218,11 +218,11 @@ class Session:
         )
 
     def aef_locate(self, x, y, year, crs) -> pa.StringArray:
-        return pa.array(self._locate(_floats(x), _floats(y), year, crs), type=pa.string())
+        return pa.array(self._locate(geo.floats(x), geo.floats(y), year, crs), type=pa.string())
 
     def _locate(self, x, y, year, crs) -> np.ndarray:
         """The tile of each point: one pass per distinct CRS (in practice, one)."""
-        codes, years = _ints(crs), _floats(year)
+        codes, years = _ints(crs), geo.floats(year)
         distinct = np.unique(years[np.isfinite(years)])
         if distinct.size:
             year_list(distinct.tolist())  # the rule "a year is an integer", from its one home
@@ -240,7 +240,7 @@ class Session:
         return paths
 
     def aef_embedding(self, x, y, year, crs) -> pa.StructArray:
-        x, y, codes = _floats(x), _floats(y), _ints(crs)
+        x, y, codes = geo.floats(x), geo.floats(y), _ints(crs)
         paths = self._locate(x, y, year, crs)
         merged = self.sampler.sample(np.full(x.size, None), x, y)  # nothing covered yet
         for code in np.unique(codes):
@@ -269,7 +269,7 @@ class Session:
             raise AefsqlError(f"one CRS per call expected, got {sorted(codes)}")
         code = codes.pop()
         urls = np.repeat(_objects(path), counts)
-        xs, ys = _floats(x.flatten()), _floats(y.flatten())
+        xs, ys = geo.floats(x.flatten()), geo.floats(y.flatten())
         errors = np.full(urls.size, None, dtype=object)
         try:
             samples = self.sampler.sample(urls, xs, ys, wanted, crs=code, keep_blocks=False)
@@ -350,7 +350,7 @@ class Session:
         plans = [
             asdict(
                 self.sampler.plan(
-                    p, _floats(xs.values), _floats(ys.values), band_indices(names), int(code)
+                    p, geo.floats(xs.values), geo.floats(ys.values), band_indices(names), int(code)
                 )
             )
             for p, xs, ys, code, names in zip(
@@ -549,7 +549,7 @@ class Session:
         wanted = band_indices(names)
         sizes, levels = _ints(size), _levels(level)
         mode = on_error[first].as_py()
-        years, codes, xs, ys = _ints(year), _ints(crs), _floats(x), _floats(y)
+        years, codes, xs, ys = _ints(year), _ints(crs), geo.floats(x), geo.floats(y)
         pieces, placed = [pa.nulls(n - live.size, CHIP_ARROW)], [np.setdiff1d(np.arange(n), live)]
         keys = np.array([f"{years[i]} {codes[i]}" for i in range(n)], dtype=object)
         for members in group_indices(keys, live).values():
@@ -671,11 +671,6 @@ def _contiguous(column) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
-def _floats(column) -> np.ndarray:
-    """A numeric Arrow column as float64, NULL as NaN."""
-    return np.asarray(column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
-
-
 def _ints(column) -> np.ndarray:
     """An integer Arrow column (never NULL here: the macros always pass one) as int64."""
     return np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False))
@@ -746,17 +741,22 @@ def open_session(
     collection: str | None = None,
     allowed_hosts: list[str] | None = None,
     tiles: TileTable | None = None,
+    environment: bool = True,
     **storage_options,
 ) -> Session:
     """The catalog, storage and caches that UDFs share (see `register` for the options,
-    `allowed_hosts` among them; `tiles`: the catalog's tile table, read elsewhere)."""
-    url = catalog or os.environ.get("AEFSQL_CATALOG") or PUBLIC_CATALOG
-    if not storage_options and os.environ.get("AEFSQL_STORAGE_OPTIONS"):
+    `allowed_hosts` among them). `tiles`: the catalog's tile table, read elsewhere.
+    `environment`: take what is not given from $AEFSQL_CATALOG, $AEFSQL_STORAGE_OPTIONS,
+    $AEFSQL_CACHE_DIR and $AEFSQL_COLLECTION; False for a copy of a session opened elsewhere
+    (Spark's executors), whose options were resolved there."""
+    env = os.environ if environment else {}
+    url = catalog or env.get("AEFSQL_CATALOG") or PUBLIC_CATALOG
+    if not storage_options and env.get("AEFSQL_STORAGE_OPTIONS"):
         try:
-            storage_options = json.loads(os.environ["AEFSQL_STORAGE_OPTIONS"])
+            storage_options = json.loads(env["AEFSQL_STORAGE_OPTIONS"])
         except json.JSONDecodeError as exc:
             raise CatalogError(f"AEFSQL_STORAGE_OPTIONS is not valid JSON: {exc}") from None
-    cache_dir = cache_dir or os.environ.get("AEFSQL_CACHE_DIR")
+    cache_dir = cache_dir or env.get("AEFSQL_CACHE_DIR")
     store = ByteStore(
         storage_options_for(url, storage_options),
         concurrency=concurrency,
@@ -769,7 +769,7 @@ def open_session(
             progress=progress if isinstance(progress, Progress) else Progress(enabled=progress),
         ),
     )
-    collection = collection or os.environ.get("AEFSQL_COLLECTION")
+    collection = collection or env.get("AEFSQL_COLLECTION")
     if collection:
         session.use_collection(collection)
     session.catalog.check()

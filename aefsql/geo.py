@@ -8,6 +8,7 @@ from concurrent.futures import Future
 from functools import lru_cache
 
 import numpy as np
+import pyarrow as pa
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
@@ -153,6 +154,11 @@ _WKB_TYPES = {
     6: "MULTIPOLYGON",
     7: "GEOMETRYCOLLECTION",
 }
+
+
+def floats(column) -> np.ndarray:
+    """A numeric Arrow column (coordinates, years) as float64, NULL as NaN."""
+    return np.asarray(column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
 
 
 def points_from_wkb(blobs) -> tuple[np.ndarray, np.ndarray]:

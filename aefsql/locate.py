@@ -16,11 +16,16 @@ from .errors import AefsqlError
 from .headers import HeaderSource, group_indices, point_pixels
 
 
-def locate(tiles: TileTable, headers: HeaderSource, x, y, year, crs: int = geo.WGS84) -> np.ndarray:
+def locate(
+    tiles: TileTable, headers: HeaderSource | None, x, y, year, crs: int = geo.WGS84
+) -> np.ndarray:
     """Path of the tile holding each point (x/y in EPSG `crs`, default lon/lat) in `year`;
     None where no tile does. The catalog is searched in lon/lat; the raster decides with the
     point as given, so a point in its tile's own CRS is never transformed. `headers` gives the
-    tiles' headers (a `Headers`)."""
+    tiles' headers (a `Headers`). Without headers, the catalog alone decides (the first
+    candidate whose stated UTM footprint, else lon/lat box, holds the point): the likely tile,
+    found without a read and the same on every run (Spark partitions rows by it; sampling
+    then locates them exactly)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     lon, lat = geo.transform_points(crs, geo.WGS84, x, y)
@@ -47,6 +52,14 @@ def locate(tiles: TileTable, headers: HeaderSource, x, y, year, crs: int = geo.W
         candidates = sorted(candidates, key=lambda t: tiles.utm_zone[t] != own_zone)
         plans.append((members, candidates))
 
+    if headers is None:
+        for members, candidates in plans:
+            for t in candidates:
+                open_ = members[found[members] == None]  # noqa: E711 (elementwise)
+                open_ = open_[tiles.box_holds(t, lon[open_], lat[open_])]
+                if open_.size:
+                    found[open_[tiles.footprint_holds(t, x[open_], y[open_], crs)]] = tiles.path[t]
+        return found
     paths = sorted({tiles.path[t] for _, candidates in plans for t in candidates})
     found_headers, unreadable = _readable_headers(headers, paths)
     for members, candidates in plans:

@@ -1,13 +1,14 @@
 """aefsql on Apache Spark: `sample_points` over a Spark DataFrame, and `register` for Spark SQL
 (`aef_sample_points` as a Python UDTF taking `TABLE(...)`, `aef_locate` as a scalar function).
 
-The plan (docs/scale.md): each point's tile is located against the catalog's tile table,
-which the driver reads once and broadcasts; rows are repartitioned by (tile, year) and sorted
-by y within a partition, so that a task gets each tile's points together, in block-row order,
-and reads each block once; each (tile, year) group is sampled by the very query of
-`aefsql.sample_points` in one aefsql session per Python worker, whose header and block caches
-live across batches and tasks. A task's output is a function of its input rows alone, so a
-task that fails and is rerun yields its partition's rows once.
+The plan (docs/scale.md): the driver reads the catalog's tile table once and broadcasts it;
+each row, once per year, gets the tile whose catalog box holds it (no read: the same key on
+every run, as Spark requires of a shuffle's input); rows are repartitioned by (tile, year)
+and sorted by y within a partition, so a task gets each tile's points together, in block-row
+order; each (tile, year) run is sampled by the very query of `aefsql.sample_points`, which
+locates every point exactly, in one aefsql session per Python worker (its header cache lives
+across batches and tasks). A task's output is a function of its input rows alone, so a task
+that fails and is rerun yields its partition's rows once.
 """
 
 from __future__ import annotations
@@ -16,19 +17,20 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
+from . import geo
 from .api import sample_sql, warn_missing_years
-from .catalog import quote_literal
 from .collection import CollectionHeaders
 from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
 from .io import protocol_of
-from .options import Options, added_columns, resolve
+from .locate import locate
+from .options import Options, added_columns, resolve, year_list
 
 try:
     from pyspark.sql import DataFrame, SparkSession
@@ -41,15 +43,27 @@ except ImportError as exc:  # pragma: no cover - the message is the point
         "aefsql.spark needs PySpark 4.1 or later: pip install 'aefsql[spark]'"
     ) from exc
 
-# The columns the first stage adds and the second drops: each row's year, its tile (None:
-# in none) and its y in the points' CRS (the sort key within a tile).
+# The columns the first stage adds and the second drops: each row's year, its likely tile
+# (None: in no catalog box) and its y in the points' CRS (the sort key within a tile).
 YEAR, TILE, Y = "__aef_year", "__aef_path", "__aef_y"
 HELPER_TYPES = {YEAR: pa.int32(), TILE: pa.string(), Y: pa.float64()}
 # The options of the session itself; the others are storage options.
 SESSION_OPTIONS = ("cache_dir", "concurrency", "allowed_hosts")
+# The named arguments of aef_sample_points in Spark SQL, as in DuckDB.
+CALL_PARAMETERS = (
+    "years",
+    "year",
+    "x_column",
+    "y_column",
+    "geometry_column",
+    "crs",
+    "bands",
+    "on_error",
+    "as_vector",
+)
 _TABLE = "__aef_points"
-# Rows of one (tile, year) sampled in one query: more are split into several queries, which
-# may each read the blocks they share (the block cache keeps the latest).
+# Rows of one (tile, year) sampled in one query: more are split into several queries, each
+# reading the blocks it needs (a block row on the boundary is read by both).
 MAX_GROUP_ROWS = 1 << 18
 # Sessions a Python worker keeps (one per sample_points call or registration).
 MAX_SESSIONS = 4
@@ -58,8 +72,6 @@ MAX_SESSIONS = 4
 def sample_points(
     df: DataFrame,
     years: int | Iterable[int] | None = None,
-    *,
-    year: int | Iterable[int] | None = None,
     x_column: str = "lon",
     y_column: str = "lat",
     crs=None,
@@ -68,6 +80,8 @@ def sample_points(
     catalog: str | None = None,
     collection: str | None = None,
     on_error: str = "raise",
+    *,
+    year: int | Iterable[int] | None = None,
     as_vector: bool = False,
     partitions: int | None = None,
     **options,
@@ -78,37 +92,37 @@ def sample_points(
 
     Parameters are those of `aefsql.sample_points`; `geometry_column` is WKB (BINARY).
     `collection`: a read-ready collection of headers (`aefsql.build_collection`), read once
-    here and broadcast, so executors read no COG header. `partitions`: the number of
-    (tile, year) partitions (default: Spark's shuffle partitions, which adaptive execution
-    coalesces). `options`: cache_dir, concurrency and the storage options, as for
-    `aefsql.connect`; every executor must reach the tiles with them. Rows come back in no
-    particular order, as Spark's do.
+    here and broadcast (the files of `years` only), so executors read no COG header.
+    `partitions`: the number of (tile, year) partitions (default: Spark's shuffle partitions,
+    which adaptive execution coalesces). `options`: cache_dir, concurrency and the storage
+    options, as for `aefsql.connect`, resolved here (with the AEFSQL_* variables of the
+    driver's environment) and sent to the executors. Rows come back in no particular order,
+    as Spark's do. Needs a classic SparkContext (broadcasts): not Spark Connect.
     """
-    job = _job(
-        SparkSession.active(),
-        catalog,
-        collection,
-        options,
-        df.schema,
+    params = dict(
         years=years,
         year=year,
+        x_column=x_column,
+        y_column=y_column,
         crs=crs,
+        geometry_column=geometry_column,
         bands=bands,
         on_error=on_error,
         as_vector=as_vector,
-        x_column=x_column,
-        y_column=y_column,
-        geometry_column=geometry_column,
     )
+    call = _checked_call(df.columns, params)  # before any read: a bad call fails at once
+    shared, session = _shared(df.sparkSession, catalog, collection, options, call.chosen.years)
+    warn_missing_years(session, call.chosen.years)
+    job = _Job(shared, call)
     located = df.mapInArrow(
         lambda batches: _locate_batches(job, batches),
-        StructType([*df.schema.fields, *job.helper_fields()]),
+        StructType([*df.schema.fields, *_fields(HELPER_TYPES)]),
     )
     keys = [TILE, YEAR]
     spread = located.repartition(partitions, *keys) if partitions else located.repartition(*keys)
     return spread.sortWithinPartitions(TILE, YEAR, Y).mapInArrow(
         lambda batches: _sample_batches(job, batches),
-        StructType([*df.schema.fields, *job.added_fields()]),
+        StructType([*df.schema.fields, *call.added_fields()]),
     )
 
 
@@ -122,34 +136,43 @@ def register(
     """Register aefsql's Spark SQL functions on `spark`:
 
     - `aef_sample_points(TABLE(points), years => 2024, ...)`: the contract of the DuckDB table
-      function, with its parameters as named arguments (x_column, y_column, geometry_column,
-      crs, bands, on_error, as_vector). Rows are partitioned by the tile of the first year and
-      sorted by y for you: the call takes no PARTITION BY of its own.
-    - `aef_locate(lon, lat, year)`: the path of the tile that holds the point, or NULL.
+      function, its parameters as named constant arguments (x_column, y_column,
+      geometry_column, crs, bands, on_error, as_vector). Rows are partitioned by tile (of the
+      first year) and sorted by y for you: the call takes no PARTITION BY of its own.
+    - `aef_locate(lon, lat, year)`: the path of the tile that holds the point, or NULL, as
+      DuckDB's `aef_locate`.
 
-    `catalog`, `collection` and `options` are read and broadcast as for `sample_points`.
+    `catalog`, `collection` (all of it) and `options` are read and broadcast as for
+    `sample_points`.
     """
-    base = _job(spark, catalog, collection, options, StructType([]), years=2024)
-    spark.udtf.register("aef_sample_points", _sample_udtf(base))
-    spark.udf.register("aef_locate", _locate_udf(base, "x", "y", None, 4326))
-    spark.udf.register("__aef_tile_xy", _tile_udf(base, geometry=False))
-    spark.udf.register("__aef_tile_wkb", _tile_udf(base, geometry=True))
+    shared, _ = _shared(spark, catalog, collection, options, None)
+    spark.udtf.register("aef_sample_points", _sample_udtf(shared))
+    spark.udf.register("aef_locate", _locate_udf(shared))
+    spark.udf.register("__aef_tile_xy", _tile_udf(shared, geometry=False))
+    spark.udf.register("__aef_tile_wkb", _tile_udf(shared, geometry=True))
 
 
 @dataclass(frozen=True)
-class _Job:
-    """What executors need for one call: picklable, the catalog and collection broadcast."""
+class _Shared:
+    """What every executor needs of one sample_points call or registration: picklable, the
+    tile table and collection broadcast."""
 
-    key: str  # names the workers' session for this job
+    key: str  # names the workers' session for it
     catalog: str
-    options: dict
+    options: dict = field(repr=False)  # may hold credentials
     tiles: object  # Broadcast of the catalog's TileTable
     collection: object | None  # Broadcast of a CollectionHeaders
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One call's checked parameters."""
+
     chosen: Options
     x_column: str
     y_column: str
     geometry_column: str | None
-    some_bands: bool
+    some_bands: bool  # bands named, rather than all 64
 
     @property
     def coordinates(self) -> list[str]:
@@ -159,53 +182,61 @@ class _Job:
         return [self.x_column, self.y_column]
 
     def added(self) -> list[str]:
-        return added_columns(
-            "aef_sample_points", self.chosen.bands, self.chosen.on_error, self.chosen.as_vector
-        )
+        chosen = self.chosen
+        return added_columns("aef_sample_points", chosen.bands, chosen.on_error, chosen.as_vector)
 
     def added_fields(self) -> list[StructField]:
-        """The Spark fields of the added columns: the types aef_sample_points gives them."""
+        """The Spark fields of the added columns, of the types aef_sample_points gives them
+        (tests/test_spark.py compares them)."""
         types = {"year": pa.int32(), "embedding": pa.list_(pa.float32()), "aef_error": pa.string()}
-        return [
-            StructField(name, from_arrow_type(types.get(name, pa.int8())), True)
-            for name in self.added()
-        ]
+        return _fields({name: types.get(name, pa.int8()) for name in self.added()})
 
-    @staticmethod
-    def helper_fields() -> list[StructField]:
-        return [StructField(name, from_arrow_type(t), True) for name, t in HELPER_TYPES.items()]
 
-    def tiles_sql(self, years: tuple[int, ...]) -> str:
-        return (
-            f"SELECT * FROM __aef_tiles({quote_literal(_TABLE)}, "
-            f"[{', '.join(map(str, years))}], {self.chosen.crs}, "
-            f"{quote_literal(self.x_column)}, {quote_literal(self.y_column)}, "
-            + ("NULL" if self.geometry_column is None else quote_literal(self.geometry_column))
-            + ")"
+@dataclass(frozen=True)
+class _Job:
+    shared: _Shared
+    call: _Call
+    max_group_rows: int = MAX_GROUP_ROWS
+
+
+def _fields(types: dict) -> list[StructField]:
+    return [StructField(name, from_arrow_type(t), True) for name, t in types.items()]
+
+
+def _checked_call(columns: list[str], params: dict) -> _Call:
+    """The call's parameters checked against its table's columns (options.resolve)."""
+    given = {k: v for k, v in params.items() if v is not None}
+    ours = [c for c in columns if c.startswith("__aef_")]
+    if ours:
+        raise AefsqlError(
+            f"column {ours[0]}: names starting with __aef_ are aefsql's own; rename it"
         )
+    chosen = resolve(function="aef_sample_points", columns=columns, **given)
+    return _Call(
+        chosen=chosen,
+        x_column=given.get("x_column", "lon"),
+        y_column=given.get("y_column", "lat"),
+        geometry_column=given.get("geometry_column"),
+        some_bands=bool(given.get("bands")),
+    )
 
 
-def _job(spark, catalog, collection, options, schema: StructType, **params) -> _Job:
-    """Check the call on the driver, read the catalog (and collection) once, broadcast them."""
-    names = [f.name for f in schema.fields] or None
-    chosen = resolve(function="sample_points", columns=names, **params)
+def _shared(spark, catalog, collection, options, years) -> tuple[_Shared, Session]:
+    """Read the catalog (and collection: of `years` only, if given) once, and broadcast."""
     session = open_session(catalog, collection=collection, **options)
-    if names is not None:
-        warn_missing_years(session, chosen.years)
     context = spark.sparkContext
+    tiles = session.catalog.tiles()
     headers = session.sampler.collection
-    return _Job(
+    if headers is not None and years is not None:
+        headers = headers.subset(tiles.path[np.isin(tiles.year, year_list(years))])
+    shared = _Shared(
         key=uuid.uuid4().hex,
         catalog=session.catalog.url,
         options=_executor_options(session, options),
-        tiles=context.broadcast(session.catalog.tiles()),
+        tiles=context.broadcast(tiles),
         collection=None if headers is None else context.broadcast(headers),
-        chosen=chosen,
-        x_column=params["x_column"] if "x_column" in params else "lon",
-        y_column=params["y_column"] if "y_column" in params else "lat",
-        geometry_column=params.get("geometry_column"),
-        some_bands=bool(params.get("bands")),
     )
+    return shared, session
 
 
 def _executor_options(session: Session, options: dict) -> dict:
@@ -217,14 +248,17 @@ def _executor_options(session: Session, options: dict) -> dict:
 
 
 class _Worker:
-    """One aefsql session and DuckDB connection in a Python worker, for one job."""
+    """One aefsql session and DuckDB connection in a Python worker."""
 
-    def __init__(self, job: _Job):
-        self.session: Session = open_session(job.catalog, tiles=job.tiles.value, **job.options)
-        if job.collection is not None:
-            headers: CollectionHeaders = job.collection.value
+    def __init__(self, shared: _Shared):
+        self.session: Session = open_session(
+            shared.catalog, tiles=shared.tiles.value, environment=False, **shared.options
+        )
+        if shared.collection is not None:
+            headers: CollectionHeaders = shared.collection.value
             self.session.sampler.collection = headers
-        self.con = duckdb.connect()
+        # One thread: a task has one core, and aefsql reads and decodes on its own threads.
+        self.con = duckdb.connect(config={"threads": 1})
         self.session.install(self.con)
 
     def query(self, table: pa.Table, sql: str) -> pa.Table:
@@ -244,51 +278,60 @@ _WORKERS: OrderedDict[str, _Worker] = OrderedDict()
 _WORKERS_LOCK = threading.Lock()
 
 
-def _worker(job: _Job) -> _Worker:
-    """This process's session for `job`, made on first use (Spark reuses Python workers
-    across tasks, so header and block caches outlive a task)."""
+def _worker(shared: _Shared) -> _Worker:
+    """This process's session for `shared`, made on first use (Spark reuses Python workers
+    across tasks, so the header cache outlives a task)."""
     with _WORKERS_LOCK:
-        worker = _WORKERS.get(job.key)
+        worker = _WORKERS.get(shared.key)
         if worker is None:
             while len(_WORKERS) >= MAX_SESSIONS:
                 _WORKERS.popitem(last=False)[1].close()
-            worker = _WORKERS[job.key] = _Worker(job)
-        _WORKERS.move_to_end(job.key)
+            worker = _WORKERS[shared.key] = _Worker(shared)
+        _WORKERS.move_to_end(shared.key)
         return worker
 
 
+def _coordinates(call: _Call, table) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of each row in the call's CRS; NaN where missing or not a point."""
+    if call.geometry_column is not None:
+        return geo.points_from_wkb(table.column(call.geometry_column).to_pylist())
+    return geo.floats(table.column(call.x_column)), geo.floats(table.column(call.y_column))
+
+
+def _likely_tiles(shared: _Shared, x, y, years, crs: int) -> pa.Array:
+    """The tile whose catalog box holds each point (no header read: the same every run)."""
+    return pa.array(locate(shared.tiles.value, None, x, y, years, crs), type=pa.string())
+
+
 def _locate_batches(job: _Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Stage one: every row once per year, with its tile and y (the helper columns)."""
-    worker = _worker(job)
+    """Stage one: every row once per year, with its likely tile and y (the helper columns)."""
+    call = job.call
     for batch in batches:
-        table = pa.Table.from_batches([batch])
-        found = worker.query(table.select(job.coordinates), job.tiles_sql(job.chosen.years))
-        rows = pa.array(found["__aef_row"].to_numpy() - 1)
-        out = table.take(rows)
-        for name, type_ in HELPER_TYPES.items():
-            out = out.append_column(name, found[name].cast(type_))
-        yield from out.combine_chunks().to_batches()
+        x, y = _coordinates(call, batch)
+        for year in call.chosen.years:
+            tiles = _likely_tiles(job.shared, x, y, np.full(x.size, year), call.chosen.crs)
+            columns = [pa.array(np.full(x.size, year), pa.int32()), tiles, pa.array(y)]
+            yield pa.RecordBatch.from_arrays(
+                [*batch.columns, *columns], names=[*batch.schema.names, YEAR, TILE, Y]
+            )
 
 
 def _sample_batches(job: _Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Stage two: each (tile, year) group of a sorted partition sampled in one query."""
-    worker = _worker(job)
-    target = to_arrow_schema(StructType(job.added_fields()))
-    for group in _groups(batches, MAX_GROUP_ROWS):
+    """Stage two: each (tile, year) run of a sorted partition sampled in one query."""
+    call = job.call
+    worker = _worker(job.shared)
+    target = to_arrow_schema(StructType(call.added_fields()))
+    for group in _groups(batches, job.max_group_rows):
         year = group[YEAR][0].as_py()
         rows = group.drop_columns([YEAR, TILE, Y])
+        chosen = replace(call.chosen, years=(year,))
         sql = sample_sql(
-            _TABLE,
-            replace(job.chosen, years=(year,)),
-            job.x_column,
-            job.y_column,
-            job.geometry_column,
-            job.some_bands,
+            _TABLE, chosen, call.x_column, call.y_column, call.geometry_column, call.some_bands
         )
-        added = worker.query(rows.select(job.coordinates), sql)
+        added = worker.query(rows.select(call.coordinates), sql)
         if added.num_rows != rows.num_rows:  # one year: one row per input row, in order
             raise AefsqlError(f"sampled {added.num_rows} rows of {rows.num_rows}")
-        added = added.select(job.added()).cast(target)
+        added = added.select(call.added()).cast(target)
         for name, column in zip(added.column_names, added.columns, strict=True):
             rows = rows.append_column(name, column)
         yield from rows.combine_chunks().to_batches()
@@ -324,112 +367,71 @@ def _groups(batches: Iterable[pa.RecordBatch], most: int) -> Iterator[pa.Table]:
         yield pa.Table.from_batches(pending)
 
 
-def _tile_paths(job: _Job, table: pa.Table, years: np.ndarray) -> pa.Array:
-    """The tile of each row of `table` (job.coordinates) in its own year, or None."""
-    paths = np.full(table.num_rows, None, dtype=object)
-    worker = _worker(job)
-    for year in np.unique(years[~np.isnan(years)]):
-        mine = np.flatnonzero(years == year)
-        found = worker.query(table.take(pa.array(mine)), job.tiles_sql((int(year),)))
-        paths[mine] = found[TILE].to_numpy(zero_copy_only=False)
-    return pa.array(paths, type=pa.string())
-
-
-def _floats(array: pa.Array) -> np.ndarray:
-    return array.cast(pa.float64()).to_numpy(zero_copy_only=False)
-
-
-def _locate_udf(base: _Job, x: str, y: str, geometry: str | None, crs: int):
-    """aef_locate(lon, lat, year) for Spark SQL."""
-    job = replace(
-        base, x_column=x, y_column=y, geometry_column=geometry, chosen=replace(base.chosen, crs=crs)
-    )
+def _locate_udf(shared: _Shared):
+    """aef_locate(lon, lat, year) for Spark SQL: the exact rule, as DuckDB's."""
 
     def aef_locate(lon: pa.Array, lat: pa.Array, year: pa.Array) -> pa.Array:
-        table = pa.table({x: lon.cast(pa.float64()), y: lat.cast(pa.float64())})
-        return _tile_paths(job, table, _floats(year))
+        wgs84 = pa.array(np.full(len(lon), geo.WGS84), pa.int32())
+        return _worker(shared).session.aef_locate(lon, lat, year, wgs84)
 
     return arrow_udf(aef_locate, "string")
 
 
-def _tile_udf(base: _Job, geometry: bool):
-    """The partition key of aef_sample_points: the tile of (x, y) or a WKB point in `crs`."""
+def _tile_udf(shared: _Shared, geometry: bool):
+    """The partition key of aef_sample_points: the likely tile of (x, y) or of a WKB point,
+    in the constant `crs`."""
 
     def tile_xy(x: pa.Array, y: pa.Array, year: pa.Array, crs: pa.Array) -> pa.Array:
-        return _tile_paths(_keyed(base, crs, None), pa.table({"x": x, "y": y}), _floats(year))
+        code = crs[0].as_py() if len(crs) else geo.WGS84
+        return _likely_tiles(shared, geo.floats(x), geo.floats(y), geo.floats(year), code)
 
     def tile_wkb(wkb: pa.Array, year: pa.Array, crs: pa.Array) -> pa.Array:
-        return _tile_paths(_keyed(base, crs, "g"), pa.table({"g": wkb}), _floats(year))
+        x, y = geo.points_from_wkb(wkb.to_pylist())
+        code = crs[0].as_py() if len(crs) else geo.WGS84
+        return _likely_tiles(shared, x, y, geo.floats(year), code)
 
     return arrow_udf(tile_wkb if geometry else tile_xy, "string")
 
 
-def _keyed(base: _Job, crs: pa.Array, geometry: str | None) -> _Job:
-    code = int(crs[0].as_py()) if len(crs) else 4326
-    return replace(
-        base,
-        x_column="x",
-        y_column="y",
-        geometry_column=geometry,
-        chosen=replace(base.chosen, crs=code),
-    )
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
-# The named arguments of aef_sample_points in Spark SQL, as in DuckDB.
-UDTF_PARAMETERS = (
-    "years",
-    "year",
-    "x_column",
-    "y_column",
-    "geometry_column",
-    "crs",
-    "bands",
-    "on_error",
-    "as_vector",
-)
+def _partition_key(call: _Call) -> str:
+    """The SQL of the likely tile (of the first year) that aef_sample_points partitions by."""
+    at = f"{call.chosen.years[0]}, {call.chosen.crs}"
+    if call.geometry_column is not None:
+        return f"__aef_tile_wkb({_quote(call.geometry_column)}, {at})"
+    x, y = (f"CAST({_quote(c)} AS DOUBLE)" for c in (call.x_column, call.y_column))
+    return f"__aef_tile_xy({x}, {y}, {at})"
 
 
-def _call_job(base: _Job, columns: list[str], params: dict) -> _Job:
-    """The job of one aef_sample_points call: its parameters checked against its table's
-    columns."""
-    given = {k: v for k, v in params.items() if v is not None}
-    chosen = resolve(function="aef_sample_points", columns=columns, **given)
-    return replace(
-        base,
-        chosen=chosen,
-        x_column=given.get("x_column", "lon"),
-        y_column=given.get("y_column", "lat"),
-        geometry_column=given.get("geometry_column"),
-        some_bands=bool(given.get("bands")),
-    )
-
-
-def _sample_udtf(base: _Job):
-    """aef_sample_points for Spark SQL: a Python UDTF that asks Spark to partition its table
-    by tile (of the first year) and sort it by y, buffers a partition's rows and samples them
-    with `_sample_batches`."""
+def _sample_udtf(shared: _Shared):
+    """aef_sample_points for Spark SQL: a Python UDTF whose `analyze` checks the call, gives
+    the output schema and asks Spark to partition the table by tile and sort it by y; it
+    buffers a partition's rows and samples them with `_sample_batches`."""
 
     class AefSamplePoints:
         @staticmethod
         def analyze(points: AnalyzeArgument, **params: AnalyzeArgument) -> AnalyzeResult:
             if not points.isTable:
                 raise AefsqlError("aef_sample_points takes TABLE(points) first")
-            unknown = sorted(set(params) - set(UDTF_PARAMETERS))
+            unknown = sorted(set(params) - set(CALL_PARAMETERS))
             if unknown:
                 raise AefsqlError(
                     f"aef_sample_points has no parameter {', '.join(unknown)}; it takes "
-                    + ", ".join(UDTF_PARAMETERS)
+                    + ", ".join(CALL_PARAMETERS)
                 )
             for name, arg in params.items():
                 if not arg.isConstantExpression:
                     raise AefsqlError(f"aef_sample_points: {name} must be a constant")
             schema = points.dataType
-            job = _call_job(base, schema.names, {k: a.value for k, a in params.items()})
+            call = _checked_call(schema.names, {k: a.value for k, a in params.items()})
             return AnalyzeResult(
-                schema=StructType([*schema.fields, *job.added_fields()]),
-                partitionBy=[PartitioningColumn(_partition_key(job))],
+                schema=StructType([*schema.fields, *call.added_fields()]),
+                partitionBy=[PartitioningColumn(_partition_key(call))],
                 # (Spark SQL has no ST_Y to sort WKB points by without Sedona.)
-                orderBy=[] if job.geometry_column else [OrderingColumn(_quote(job.y_column))],
+                orderBy=[] if call.geometry_column else [OrderingColumn(_quote(call.y_column))],
             )
 
         def __init__(self):
@@ -438,9 +440,9 @@ def _sample_udtf(base: _Job):
 
         def eval(self, row, **params):
             if self.job is None:
-                self.job = _call_job(base, list(row.__fields__), params)
+                self.job = _Job(shared, _checked_call(list(row.__fields__), params))
             self.rows.append(row)
-            if len(self.rows) >= MAX_GROUP_ROWS:
+            if len(self.rows) >= self.job.max_group_rows:
                 yield from self._flush()
 
         def terminate(self):
@@ -451,28 +453,16 @@ def _sample_udtf(base: _Job):
             self.rows = []
             if not rows:
                 return
-            table = pa.table({name: [getattr(r, name) for r in rows] for name in job.coordinates})
-            for year in job.chosen.years:
+            call = job.call
+            table = pa.table({name: [r[name] for r in rows] for name in call.coordinates})
+            for year in call.chosen.years:
                 group = table.append_column(YEAR, pa.array([year] * len(rows), pa.int32()))
                 group = group.append_column(TILE, pa.nulls(len(rows), pa.string()))
                 group = group.append_column(Y, pa.nulls(len(rows), pa.float64()))
                 offset = 0
                 for batch in _sample_batches(job, iter(group.to_batches())):
-                    for k, values in enumerate(batch.select(job.added()).to_pylist()):
+                    for k, values in enumerate(batch.select(call.added()).to_pylist()):
                         yield (*rows[offset + k], *values.values())
                     offset += batch.num_rows
 
     return udtf(AefSamplePoints, useArrow=True)
-
-
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _partition_key(job: _Job) -> str:
-    """The SQL of the tile (of the first year) that aef_sample_points partitions rows by."""
-    at = f"{job.chosen.years[0]}, {job.chosen.crs}"
-    if job.geometry_column is not None:
-        return f"__aef_tile_wkb({_quote(job.geometry_column)}, {at})"
-    x, y = (f"CAST({_quote(c)} AS DOUBLE)" for c in (job.x_column, job.y_column))
-    return f"__aef_tile_xy({x}, {y}, {at})"

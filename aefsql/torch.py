@@ -96,7 +96,7 @@ class ChipDataset(Dataset):
         if geometry_column is not None:
             self.x, self.y = geo.points_from_wkb(table.column(geometry_column).to_pylist())
         else:
-            self.x, self.y = (_floats(table.column(c)) for c in (x_column, y_column))
+            self.x, self.y = (geo.floats(table.column(c)) for c in (x_column, y_column))
         self.columns = {
             name: table.column(name).to_pylist()
             for name in table.schema.names
@@ -281,10 +281,3 @@ def _tile_batches(dataset: ChipDataset, batch_size: int, drop_last: bool):
             batches.append(batch.tolist())
             blocks.append(first + int(block[start]))
     return batches, blocks
-
-
-def _floats(column) -> np.ndarray:
-    """A numeric column as float64, NULL as NaN."""
-    return np.asarray(
-        column.cast(pa.float64()).fill_null(float("nan")).to_numpy(), dtype=np.float64
-    )

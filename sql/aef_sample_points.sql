@@ -79,23 +79,6 @@ SELECT p.__aef_row, p.xy.x AS __aef_x, p.xy.y AS __aef_y, y.__aef_crs, y.__aef_y
        {udf}_locate(p.xy.x, p.xy.y, CAST(y.__aef_year AS DOUBLE), y.__aef_crs) AS __aef_path
 FROM points p CROSS JOIN wanted_years y;
 
--- The tile of every (row, year) of a points table, in order of row (numbered from 1) and
--- year, with the point's y in `crs`: aefsql/spark.py partitions rows by tile and sorts them by
--- y within it before sampling, so that each task reads whole tiles, block row by block row.
-CREATE OR REPLACE TEMP MACRO __aef_tiles(
-    points_table, years, crs, x_column, y_column, geometry_column
-) AS TABLE
-WITH points AS MATERIALIZED (
-    SELECT row_number() OVER () AS __aef_row, * FROM query_table(points_table)
-),
-options AS MATERIALIZED (
-    FROM __aef_options('points', 'aef_sample_points', years, NULL, crs, x_column, y_column,
-                       geometry_column, NULL, 'raise', false)
-)
-SELECT __aef_row, __aef_year, __aef_path, __aef_y
-FROM __aef_located('points', 'options', x_column, y_column, geometry_column)
-ORDER BY __aef_row, __aef_year;
-
 -- aef_sample_points: every row of a points table, once per distinct year, with the sampled
 -- bands.
 --

@@ -223,6 +223,13 @@ def test_geometry_points_in_a_projected_crs(spark, s3_collection, s3_proxy):
     assert got.column_names == ["id", "geom", "year", "A00", "A63"]
     assert_same_rows(got, expected)
     assert expected["A00"].null_count < 40
+    spark_api.register(spark, s3_collection.index, **s3_proxy.storage_options)
+    spark.createDataFrame(points).createOrReplaceTempView("aef_geoms")
+    got = spark.sql(
+        "SELECT * FROM aef_sample_points(TABLE(aef_geoms), years => 2023, "
+        f"geometry_column => 'geom', crs => {epsg}, bands => array('A00', 'A63'))"
+    ).toArrow()
+    assert_same_rows(got, expected)
 
 
 def test_spark_sql_functions(spark, points, reference, s3_collection, s3_proxy):
@@ -247,6 +254,8 @@ def test_spark_sql_functions(spark, points, reference, s3_collection, s3_proxy):
         "as_vector => true) WHERE id < 5"
     ).toArrow()
     assert vector.num_rows == 5 and len(vector["embedding"][0]) == 64
+    with pytest.raises(Exception, match="a year is an integer"):  # DuckDB's rule and message
+        spark.sql("SELECT aef_locate(lon, lat, 2024.5) FROM aef_points").collect()
 
 
 def test_bad_calls_fail_before_any_job(spark, points, s3_collection, s3_proxy):
@@ -254,6 +263,11 @@ def test_bad_calls_fail_before_any_job(spark, points, s3_collection, s3_proxy):
     with pytest.raises(AefsqlError, match="year"):
         spark_api.sample_points(
             clash, years=2024, catalog=s3_collection.index, **s3_proxy.storage_options
+        )
+    ours = spark.createDataFrame(points.append_column("__aef_path", points["label"]))
+    with pytest.raises(AefsqlError, match="__aef_path: names starting with __aef_"):
+        spark_api.sample_points(
+            ours, years=2024, catalog=s3_collection.index, **s3_proxy.storage_options
         )
     with pytest.raises(AefsqlError, match="on_error"):
         spark_api.sample_points(
@@ -269,3 +283,67 @@ def test_bad_calls_fail_before_any_job(spark, points, s3_collection, s3_proxy):
         spark.sql(
             "SELECT * FROM aef_sample_points(TABLE(aef_points), years => 2024, colour => 'red')"
         ).collect()
+
+
+def batch(tiles, years):
+    return pa.RecordBatch.from_arrays(
+        [pa.array(range(len(tiles))), pa.array(tiles, pa.string()), pa.array(years, pa.int32())],
+        names=["i", spark_api.TILE, spark_api.YEAR],
+    )
+
+
+def test_groups_are_the_runs_of_one_tile_and_year_each_row_once():
+    batches = [
+        batch([None, None, "a"], [2023, 2024, 2024]),
+        batch([], []),
+        batch(["a", "a", "a", "b"], [2024, 2024, 2024, 2024]),
+        batch(["b"], [2024]),
+    ]
+    groups = list(spark_api._groups(iter(batches), most=2))
+    keys = [
+        [
+            (t, y)
+            for t, y in zip(
+                g[spark_api.TILE].to_pylist(), g[spark_api.YEAR].to_pylist(), strict=True
+            )
+        ]
+        for g in groups
+    ]
+    assert keys == [
+        [(None, 2023)],
+        [(None, 2024)],
+        [("a", 2024), ("a", 2024)],  # "a" spans three batches: split at most=2 rows
+        [("a", 2024), ("a", 2024)],
+        [("b", 2024), ("b", 2024)],
+    ]
+    rows = [i for g in groups for i in g["i"].to_pylist()]
+    assert rows == [0, 1, 2, 0, 1, 2, 3, 0]  # every row once, in order
+
+
+def test_partition_keys_need_no_read(gdal_collection, points):
+    """Stage one locates by the catalog alone: no header is read (a transient failure
+    could not change a row's key between attempts), here with storage that cannot be
+    reached at all."""
+    from types import SimpleNamespace
+
+    session = aefsql.duck.open_session(gdal_collection.index)
+    tiles = session.catalog.tiles()
+    shared = spark_api._Shared(
+        "k",
+        "s3://nowhere/index.parquet",
+        {"endpoint_url": "http://127.0.0.1:9"},
+        SimpleNamespace(value=tiles),
+        None,
+    )
+    call = spark_api._checked_call(points.column_names, {"years": YEARS})
+    out = pa.Table.from_batches(
+        spark_api._locate_batches(spark_api._Job(shared, call), iter(points.to_batches()))
+    )
+    assert out.num_rows == points.num_rows * len(YEARS)
+    exact = session.aef_locate(
+        points["lon"], points["lat"], pa.array([2024] * len(points)), pa.array([4326] * len(points))
+    )
+    likely = out.filter(pa.compute.equal(out[spark_api.YEAR], 2024))[spark_api.TILE]
+    # The catalog's UTM footprints decide as the rasters do: the likely tile is the tile.
+    assert likely.to_pylist() == exact.to_pylist()
+    assert likely.null_count < len(likely) / 2
