@@ -9,9 +9,11 @@ clusters of 300 m) over them.
     pip install 'aefsql[spark]'
     python benchmarks/bench_spark.py [--points 100000] [--tiles 4] [--size 4096] [--dir DIR]
 
-Spark's time is the job's (a fresh SparkSession each, started before the clock: its JVM
-start is printed apart); each Spark run also starts its Python workers, which is part of any
-real job.
+Spark's times are the job's, the SparkSession started before the clock (its JVM start is
+printed apart): warm (Python workers started, as in any job after the first) and, for
+local[2], cold (the first job, which starts the workers and imports aefsql in them).
+aefsql's is the best of two calls, each on a new session. Scaling is local[1] / local[2]
+(warm); overhead is local[2] (warm) / aefsql.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def spark_session(master: str):
     spark = (
         SparkSession.builder.master(master)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "4g")
         .getOrCreate()
     )
@@ -46,16 +49,22 @@ def spark_session(master: str):
     return spark, time.perf_counter() - started
 
 
-def time_spark(master: str, index: Path, table: pa.Table) -> tuple[float, float, pa.Table]:
+def time_spark(master: str, index: Path, table: pa.Table) -> tuple[float, float, float, pa.Table]:
+    """(JVM start, cold job, warm job, result): the cold job starts the Python workers and
+    imports aefsql in them; the warm one, a new sample_points call on the same session,
+    finds them started (a new aefsql session all the same: headers are read again)."""
     import aefsql.spark
 
     spark, startup = spark_session(master)
     try:
         df = spark.createDataFrame(table).cache()
         df.count()  # the points in Spark's memory before the clock, as if read from a table
-        started = time.perf_counter()
-        out = aefsql.spark.sample_points(df, years=2024, catalog=str(index)).toArrow()
-        return startup, time.perf_counter() - started, out
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            out = aefsql.spark.sample_points(df, years=2024, catalog=str(index)).toArrow()
+            times.append(time.perf_counter() - started)
+        return startup, times[0], times[1], out
     finally:
         spark.stop()
 
@@ -82,17 +91,19 @@ def main() -> None:
     )
     print(
         f"{'points':>9} {'aefsql s':>9} {'local[1] s':>10} {'local[2] s':>10} "
-        f"{'scaling':>8} {'overhead':>9} {'JVM start s':>11}"
+        f"{'scaling':>8} {'overhead':>9} {'local[2] cold s':>15} {'JVM start s':>11}"
     )
     for kind in args.kinds.split(","):
         x, y = points(kind, args.points, args.size, args.tiles)
         lon, lat = (np.asarray(v) for v in to_lonlat.transform(x, y))
         table = pa.table({"id": np.arange(args.points), "lon": lon, "lat": lat})
-        started = time.perf_counter()
-        ours = aefsql.sample_points(table, years=2024, catalog=str(index), progress=False)
-        ours_s = time.perf_counter() - started
-        start1, one_s, one = time_spark("local[1]", index, table)
-        start2, two_s, two = time_spark("local[2]", index, table)
+        ours_s = float("inf")
+        for _ in range(2):  # best of two, each a new session (as Spark's warm runs are)
+            started = time.perf_counter()
+            ours = aefsql.sample_points(table, years=2024, catalog=str(index), progress=False)
+            ours_s = min(ours_s, time.perf_counter() - started)
+        start1, _, one_s, one = time_spark("local[1]", index, table)
+        start2, cold2_s, two_s, two = time_spark("local[2]", index, table)
         expected = values(ours)
         assert np.array_equal(values(one), expected) and np.array_equal(values(two), expected)
         assert one.num_rows == two.num_rows == args.points
@@ -101,7 +112,7 @@ def main() -> None:
         assert np.array_equal(expected[check], gdal), "aefsql and GDAL disagree"
         print(
             f"{kind:>9} {ours_s:>9.2f} {one_s:>10.2f} {two_s:>10.2f} {one_s / two_s:>7.2f}x "
-            f"{two_s / ours_s:>8.2f}x {max(start1, start2):>11.1f}"
+            f"{two_s / ours_s:>8.2f}x {cold2_s:>15.2f} {max(start1, start2):>11.1f}"
         )
 
 
