@@ -25,6 +25,8 @@ import pyarrow as pa
 
 from . import geo
 from .api import sample_sql, warn_missing_years
+from .areas import area_from, centroid
+from .catalog import quote_literal
 from .collection import CollectionHeaders
 from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
@@ -49,18 +51,30 @@ YEAR, TILE, Y = "__aef_year", "__aef_path", "__aef_y"
 HELPER_TYPES = {YEAR: pa.int32(), TILE: pa.string(), Y: pa.float64()}
 # The options of the session itself; the others are storage options.
 SESSION_OPTIONS = ("cache_dir", "concurrency", "allowed_hosts")
-# The named arguments of aef_sample_points in Spark SQL, as in DuckDB.
-CALL_PARAMETERS = (
-    "years",
-    "year",
-    "x_column",
-    "y_column",
-    "geometry_column",
-    "crs",
-    "bands",
-    "on_error",
-    "as_vector",
-)
+# The named arguments of each table function in Spark SQL, as in DuckDB.
+CALL_PARAMETERS = {
+    "aef_sample_points": (
+        "years",
+        "year",
+        "x_column",
+        "y_column",
+        "geometry_column",
+        "crs",
+        "bands",
+        "on_error",
+        "as_vector",
+    ),
+    "aef_zonal": ("years", "year", "geometry_column", "crs", "level"),
+}
+# The Arrow types of the columns the functions add, but for the bands (int8).
+ADDED_TYPES = {
+    "year": pa.int32(),
+    "embedding": pa.list_(pa.float32()),
+    "aef_error": pa.string(),
+    "pixels": pa.int64(),
+    "nodata_pixels": pa.int64(),
+    "centroid_pixel": pa.bool_(),
+}
 _TABLE = "__aef_points"
 # Rows of one (tile, year) sampled in one query: more are split into several queries, each
 # reading the blocks it needs (a block row on the boundary is read by both).
@@ -110,7 +124,36 @@ def sample_points(
         on_error=on_error,
         as_vector=as_vector,
     )
-    call = _checked_call(df.columns, params)  # before any read: a bad call fails at once
+    return _run(df, "aef_sample_points", params, catalog, collection, partitions, options)
+
+
+def zonal(
+    df: DataFrame,
+    years: int | Iterable[int] | None = None,
+    geometry_column: str = "geom",
+    crs=None,
+    level: int = 0,
+    catalog: str | None = None,
+    collection: str | None = None,
+    *,
+    year: int | Iterable[int] | None = None,
+    partitions: int | None = None,
+    **options,
+) -> DataFrame:
+    """Every row of a DataFrame of polygons (WKB in `geometry_column`, in `crs`) once per
+    distinct year, its columns unchanged, with `year`, `pixels`, `nodata_pixels`,
+    `centroid_pixel` and `embedding`: the contract of DuckDB's `aef_zonal`. Rows are
+    partitioned by the tile of their centroid, so a task reads its tiles' blocks once for
+    all its polygons (a polygon across tiles reads from its neighbours too). Options as for
+    `sample_points`.
+    """
+    params = dict(years=years, year=year, geometry_column=geometry_column, crs=crs, level=level)
+    return _run(df, "aef_zonal", params, catalog, collection, partitions, options)
+
+
+def _run(df, function, params, catalog, collection, partitions, options) -> DataFrame:
+    """The two stages of a call, as the module's docstring says."""
+    call = _checked_call(function, df.columns, params)  # before any read: fails at once
     shared, session = _shared(df.sparkSession, catalog, collection, options, call.chosen.years)
     warn_missing_years(session, call.chosen.years)
     job = _Job(shared, call)
@@ -139,6 +182,8 @@ def register(
       function, its parameters as named constant arguments (x_column, y_column,
       geometry_column, crs, bands, on_error, as_vector). Rows are partitioned by tile (of the
       first year) and sorted by y for you: the call takes no PARTITION BY of its own.
+    - `aef_zonal(TABLE(polygons), years => 2024, ...)`: the contract of DuckDB's `aef_zonal`
+      (geometry_column, crs, level), partitioned by the tile of each polygon's centroid.
     - `aef_locate(lon, lat, year)`: the path of the tile that holds the point, or NULL, as
       DuckDB's `aef_locate`.
 
@@ -146,10 +191,11 @@ def register(
     `sample_points`.
     """
     shared, _ = _shared(spark, catalog, collection, options, None)
-    spark.udtf.register("aef_sample_points", _sample_udtf(shared))
+    for function in CALL_PARAMETERS:
+        spark.udtf.register(function, _table_udtf(shared, function))
     spark.udf.register("aef_locate", _locate_udf(shared))
-    spark.udf.register("__aef_tile_xy", _tile_udf(shared, geometry=False))
-    spark.udf.register("__aef_tile_wkb", _tile_udf(shared, geometry=True))
+    for kind in ("xy", "wkb", "area"):
+        spark.udf.register(f"__aef_tile_{kind}", _tile_udf(shared, kind))
 
 
 @dataclass(frozen=True)
@@ -168,11 +214,19 @@ class _Shared:
 class _Call:
     """One call's checked parameters."""
 
+    function: str  # aef_sample_points or aef_zonal
     chosen: Options
-    x_column: str
-    y_column: str
+    x_column: str | None
+    y_column: str | None
     geometry_column: str | None
     some_bands: bool  # bands named, rather than all 64
+    level: int = 0
+
+    @property
+    def by_year(self) -> bool:
+        """Points are sampled one year a query (stage one repeats them per year); polygons
+        all years at once, each block of a year's tile decoded once for all of them."""
+        return self.function == "aef_sample_points"
 
     @property
     def coordinates(self) -> list[str]:
@@ -183,13 +237,26 @@ class _Call:
 
     def added(self) -> list[str]:
         chosen = self.chosen
-        return added_columns("aef_sample_points", chosen.bands, chosen.on_error, chosen.as_vector)
+        return added_columns(self.function, chosen.bands, chosen.on_error, chosen.as_vector)
 
     def added_fields(self) -> list[StructField]:
-        """The Spark fields of the added columns, of the types aef_sample_points gives them
+        """The Spark fields of the added columns, of the types DuckDB gives them
         (tests/test_spark.py compares them)."""
-        types = {"year": pa.int32(), "embedding": pa.list_(pa.float32()), "aef_error": pa.string()}
-        return _fields({name: types.get(name, pa.int8()) for name in self.added()})
+        return _fields({name: ADDED_TYPES.get(name, pa.int8()) for name in self.added()})
+
+    def sql(self, years: tuple[int, ...]) -> str:
+        """The DuckDB query of this call over `_TABLE`, for `years`."""
+        chosen = replace(self.chosen, years=years)
+        if self.function == "aef_zonal":
+            return (
+                f"SELECT * FROM aef_zonal({quote_literal(_TABLE)}, "
+                f"years := [{', '.join(map(str, years))}], "
+                f"geometry_column := {quote_literal(self.geometry_column)}, "
+                f"crs := {chosen.crs}, level := {int(self.level)})"
+            )
+        return sample_sql(
+            _TABLE, chosen, self.x_column, self.y_column, self.geometry_column, self.some_bands
+        )
 
 
 @dataclass(frozen=True)
@@ -203,21 +270,31 @@ def _fields(types: dict) -> list[StructField]:
     return [StructField(name, from_arrow_type(t), True) for name, t in types.items()]
 
 
-def _checked_call(columns: list[str], params: dict) -> _Call:
-    """The call's parameters checked against its table's columns (options.resolve)."""
+def _checked_call(function: str, columns: list[str], params: dict) -> _Call:
+    """A call's parameters checked against its table's columns (options.resolve)."""
     given = {k: v for k, v in params.items() if v is not None}
     ours = [c for c in columns if c.startswith("__aef_")]
     if ours:
         raise AefsqlError(
             f"column {ours[0]}: names starting with __aef_ are aefsql's own; rename it"
         )
-    chosen = resolve(function="aef_sample_points", columns=columns, **given)
+    level = given.pop("level", 0)
+    if function == "aef_zonal":
+        if isinstance(level, bool) or not isinstance(level, int) or level < 0:
+            raise AefsqlError(
+                f"level is 0 (full resolution) or an overview's number, not {level!r}"
+            )
+        given.setdefault("geometry_column", "geom")
+        given.update(x_column=None, y_column=None)
+    chosen = resolve(function=function, columns=columns, **given)
     return _Call(
+        function=function,
         chosen=chosen,
         x_column=given.get("x_column", "lon"),
         y_column=given.get("y_column", "lat"),
         geometry_column=given.get("geometry_column"),
         some_bands=bool(given.get("bands")),
+        level=level,
     )
 
 
@@ -291,24 +368,39 @@ def _worker(shared: _Shared) -> _Worker:
         return worker
 
 
-def _coordinates(call: _Call, table) -> tuple[np.ndarray, np.ndarray]:
-    """x and y of each row in the call's CRS; NaN where missing or not a point."""
+def _keys(call: _Call, table) -> tuple[np.ndarray, np.ndarray]:
+    """The x and y each row is partitioned by, in the call's CRS: the point, or a polygon's
+    centroid; NaN where missing or unusable (the query then says what is wrong with it)."""
+    if call.function == "aef_zonal":
+        return _centroids(table.column(call.geometry_column).to_pylist(), call.chosen.crs)
     if call.geometry_column is not None:
         return geo.points_from_wkb(table.column(call.geometry_column).to_pylist())
     return geo.floats(table.column(call.x_column)), geo.floats(table.column(call.y_column))
 
 
+def _centroids(blobs: list, crs: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.full(len(blobs), np.nan), np.full(len(blobs), np.nan)
+    for i, blob in enumerate(blobs):
+        try:
+            x[i], y[i] = centroid(area_from(blob, crs))
+        except (AefsqlError, TypeError, ValueError):  # NULL, not a polygon: no key
+            continue
+    return x, y
+
+
 def _likely_tiles(shared: _Shared, x, y, years, crs: int) -> pa.Array:
-    """The tile whose catalog box holds each point (no header read: the same every run)."""
+    """The tile whose catalog footprint holds each point (no read: the same every run)."""
     return pa.array(locate(shared.tiles.value, None, x, y, years, crs), type=pa.string())
 
 
 def _locate_batches(job: _Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Stage one: every row once per year, with its likely tile and y (the helper columns)."""
+    """Stage one: every row with its likely tile and y (the helper columns): once per year
+    for points, once (keyed by the first year) for polygons."""
     call = job.call
+    years = call.chosen.years if call.by_year else call.chosen.years[:1]
     for batch in batches:
-        x, y = _coordinates(call, batch)
-        for year in call.chosen.years:
+        x, y = _keys(call, batch)
+        for year in years:
             tiles = _likely_tiles(job.shared, x, y, np.full(x.size, year), call.chosen.crs)
             columns = [pa.array(np.full(x.size, year), pa.int32()), tiles, pa.array(y)]
             yield pa.RecordBatch.from_arrays(
@@ -320,21 +412,28 @@ def _sample_batches(job: _Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa
     """Stage two: each (tile, year) run of a sorted partition sampled in one query."""
     call = job.call
     worker = _worker(job.shared)
-    target = to_arrow_schema(StructType(call.added_fields()))
     for group in _groups(batches, job.max_group_rows):
-        year = group[YEAR][0].as_py()
         rows = group.drop_columns([YEAR, TILE, Y])
-        chosen = replace(call.chosen, years=(year,))
-        sql = sample_sql(
-            _TABLE, chosen, call.x_column, call.y_column, call.geometry_column, call.some_bands
-        )
-        added = worker.query(rows.select(call.coordinates), sql)
-        if added.num_rows != rows.num_rows:  # one year: one row per input row, in order
-            raise AefsqlError(f"sampled {added.num_rows} rows of {rows.num_rows}")
-        added = added.select(call.added()).cast(target)
+        index, added = _sampled(worker, call, rows, group[YEAR][0].as_py())
+        if index.size != rows.num_rows:  # polygons, once per year
+            rows = rows.take(pa.array(index))
         for name, column in zip(added.column_names, added.columns, strict=True):
             rows = rows.append_column(name, column)
         yield from rows.combine_chunks().to_batches()
+
+
+def _sampled(
+    worker: _Worker, call: _Call, rows: pa.Table, year: int
+) -> tuple[np.ndarray, pa.Table]:
+    """The added columns of a group's rows in `year` (points) or every year (polygons), in
+    the call's Spark types, and the row of `rows` each line belongs to."""
+    years = (year,) if call.by_year else call.chosen.years
+    added = worker.query(rows.select(call.coordinates), call.sql(years))
+    if added.num_rows != rows.num_rows * len(years):  # rows in order, then years
+        raise AefsqlError(f"{call.function} gave {added.num_rows} rows for {rows.num_rows}")
+    target = to_arrow_schema(StructType(call.added_fields()))
+    index = np.repeat(np.arange(rows.num_rows), len(years))
+    return index, added.select(call.added()).cast(target)
 
 
 def _groups(batches: Iterable[pa.RecordBatch], most: int) -> Iterator[pa.Table]:
@@ -377,20 +476,27 @@ def _locate_udf(shared: _Shared):
     return arrow_udf(aef_locate, "string")
 
 
-def _tile_udf(shared: _Shared, geometry: bool):
-    """The partition key of aef_sample_points: the likely tile of (x, y) or of a WKB point,
-    in the constant `crs`."""
+def _tile_udf(shared: _Shared, kind: str):
+    """The partition key of the table functions: the likely tile of (x, y), of a WKB point
+    or of a WKB polygon's centroid, in the constant `crs`."""
 
     def tile_xy(x: pa.Array, y: pa.Array, year: pa.Array, crs: pa.Array) -> pa.Array:
-        code = crs[0].as_py() if len(crs) else geo.WGS84
-        return _likely_tiles(shared, geo.floats(x), geo.floats(y), geo.floats(year), code)
+        return _key_tiles(shared, geo.floats(x), geo.floats(y), year, crs)
 
     def tile_wkb(wkb: pa.Array, year: pa.Array, crs: pa.Array) -> pa.Array:
-        x, y = geo.points_from_wkb(wkb.to_pylist())
-        code = crs[0].as_py() if len(crs) else geo.WGS84
-        return _likely_tiles(shared, x, y, geo.floats(year), code)
+        return _key_tiles(shared, *geo.points_from_wkb(wkb.to_pylist()), year, crs)
 
-    return arrow_udf(tile_wkb if geometry else tile_xy, "string")
+    def tile_area(wkb: pa.Array, year: pa.Array, crs: pa.Array) -> pa.Array:
+        code = crs[0].as_py() if len(crs) else geo.WGS84
+        return _key_tiles(shared, *_centroids(wkb.to_pylist(), code), year, crs)
+
+    function = {"xy": tile_xy, "wkb": tile_wkb, "area": tile_area}[kind]
+    return arrow_udf(function, "string")
+
+
+def _key_tiles(shared: _Shared, x, y, year: pa.Array, crs: pa.Array) -> pa.Array:
+    code = crs[0].as_py() if len(crs) else geo.WGS84
+    return _likely_tiles(shared, x, y, geo.floats(year), code)
 
 
 def _quote(name: str) -> str:
@@ -398,71 +504,72 @@ def _quote(name: str) -> str:
 
 
 def _partition_key(call: _Call) -> str:
-    """The SQL of the likely tile (of the first year) that aef_sample_points partitions by."""
+    """The SQL of the likely tile (of the first year) that a table function partitions by."""
     at = f"{call.chosen.years[0]}, {call.chosen.crs}"
+    if call.function == "aef_zonal":
+        return f"__aef_tile_area({_quote(call.geometry_column)}, {at})"
     if call.geometry_column is not None:
         return f"__aef_tile_wkb({_quote(call.geometry_column)}, {at})"
     x, y = (f"CAST({_quote(c)} AS DOUBLE)" for c in (call.x_column, call.y_column))
     return f"__aef_tile_xy({x}, {y}, {at})"
 
 
-def _sample_udtf(shared: _Shared):
-    """aef_sample_points for Spark SQL: a Python UDTF whose `analyze` checks the call, gives
-    the output schema and asks Spark to partition the table by tile and sort it by y; it
-    buffers a partition's rows and samples them with `_sample_batches`."""
+def _table_udtf(shared: _Shared, function: str):
+    """`function` (aef_sample_points, aef_zonal) for Spark SQL: a Python UDTF whose
+    `analyze` checks the call, gives the output schema and asks Spark to partition the table
+    by tile and sort it by y; it buffers a partition's rows and samples them as
+    `_sample_batches` does."""
+    parameters = CALL_PARAMETERS[function]
 
-    class AefSamplePoints:
+    class AefTableFunction:
         @staticmethod
-        def analyze(points: AnalyzeArgument, **params: AnalyzeArgument) -> AnalyzeResult:
-            if not points.isTable:
-                raise AefsqlError("aef_sample_points takes TABLE(points) first")
-            unknown = sorted(set(params) - set(CALL_PARAMETERS))
+        def analyze(table: AnalyzeArgument, **params: AnalyzeArgument) -> AnalyzeResult:
+            if not table.isTable:
+                raise AefsqlError(f"{function} takes TABLE(...) first")
+            unknown = sorted(set(params) - set(parameters))
             if unknown:
                 raise AefsqlError(
-                    f"aef_sample_points has no parameter {', '.join(unknown)}; it takes "
-                    + ", ".join(CALL_PARAMETERS)
+                    f"{function} has no parameter {', '.join(unknown)}; it takes "
+                    + ", ".join(parameters)
                 )
             for name, arg in params.items():
                 if not arg.isConstantExpression:
-                    raise AefsqlError(f"aef_sample_points: {name} must be a constant")
-            schema = points.dataType
-            call = _checked_call(schema.names, {k: a.value for k, a in params.items()})
+                    raise AefsqlError(f"{function}: {name} must be a constant")
+            schema = table.dataType
+            call = _checked_call(function, schema.names, {k: a.value for k, a in params.items()})
+            # (Spark SQL has no ST_Y to sort WKB by without Sedona.)
+            order = [] if call.geometry_column else [OrderingColumn(_quote(call.y_column))]
             return AnalyzeResult(
                 schema=StructType([*schema.fields, *call.added_fields()]),
                 partitionBy=[PartitioningColumn(_partition_key(call))],
-                # (Spark SQL has no ST_Y to sort WKB points by without Sedona.)
-                orderBy=[] if call.geometry_column else [OrderingColumn(_quote(call.y_column))],
+                orderBy=order,
             )
 
         def __init__(self):
             self.rows: list = []
-            self.job: _Job | None = None
+            self.call: _Call | None = None
 
         def eval(self, row, **params):
-            if self.job is None:
-                self.job = _Job(shared, _checked_call(list(row.__fields__), params))
+            if self.call is None:
+                self.call = _checked_call(function, list(row.__fields__), params)
             self.rows.append(row)
-            if len(self.rows) >= self.job.max_group_rows:
+            if len(self.rows) >= MAX_GROUP_ROWS:
                 yield from self._flush()
 
         def terminate(self):
             yield from self._flush()
 
         def _flush(self):
-            job, rows = self.job, self.rows
+            call, rows = self.call, self.rows
             self.rows = []
             if not rows:
                 return
-            call = job.call
             table = pa.table({name: [r[name] for r in rows] for name in call.coordinates})
-            for year in call.chosen.years:
-                group = table.append_column(YEAR, pa.array([year] * len(rows), pa.int32()))
-                group = group.append_column(TILE, pa.nulls(len(rows), pa.string()))
-                group = group.append_column(Y, pa.nulls(len(rows), pa.float64()))
-                offset = 0
-                for batch in _sample_batches(job, iter(group.to_batches())):
-                    for k, values in enumerate(batch.select(call.added()).to_pylist()):
-                        yield (*rows[offset + k], *values.values())
-                    offset += batch.num_rows
+            worker = _worker(shared)
+            for year in call.chosen.years if call.by_year else call.chosen.years[:1]:
+                index, added = _sampled(worker, call, table, year)
+                for i, values in zip(index, added.to_pylist(), strict=True):
+                    yield (*rows[i], *values.values())
 
-    return udtf(AefSamplePoints, useArrow=True)
+    AefTableFunction.__name__ = function
+    return udtf(AefTableFunction, useArrow=True)

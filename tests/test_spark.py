@@ -292,6 +292,53 @@ def batch(tiles, years):
     )
 
 
+@pytest.fixture(scope="module")
+def polygons():
+    """Boxes inside each tile, one across tiles 1 and 2, one outside every tile, and none."""
+    from aefsql.geo import box_wkb
+
+    boxes = []
+    for k in range(len(COLLECTION_TILES)):
+        lon, lat, _, _ = tile_points(k, 3, seed=60 + k)
+        boxes += [
+            (a - 0.002, b - 0.001, a + 0.002, b + 0.001) for a, b in zip(lon, lat, strict=True)
+        ]
+    boxes.append((12.0, 45.0, 12.08, 45.01))  # tiles 1 and 2, and the gap between them
+    boxes.append((0.0, 0.0, 0.01, 0.01))
+    wkb = [box_wkb(*b) for b in boxes] + [None]
+    return pa.table(
+        {"pid": pa.array(range(len(wkb)), pa.int64()), "geom": pa.array(wkb, pa.binary())}
+    )
+
+
+def test_zonal_rows_equal_aef_zonal(spark, polygons, s3_collection, s3_proxy):
+    con = aefsql.connect(catalog=s3_collection.index, **s3_proxy.storage_options)
+    con.register("polys", polygons)
+    expected = con.sql("SELECT * FROM aef_zonal('polys', years := [2023, 2024])").to_arrow_table()
+    assert pa.compute.sum(expected["pixels"]).as_py() > 1000
+    key = [("pid", "ascending"), ("year", "ascending")]
+    got = spark_api.zonal(
+        spark.createDataFrame(polygons),
+        years=YEARS,
+        catalog=s3_collection.index,
+        partitions=3,
+        **s3_proxy.storage_options,
+    ).toArrow()
+    assert got.column_names == expected.column_names
+    got, expected = got.sort_by(key), expected.sort_by(key)
+    for name in expected.column_names:
+        assert got[name].to_pylist() == expected[name].to_pylist(), name
+    spark_api.register(spark, s3_collection.index, **s3_proxy.storage_options)
+    spark.createDataFrame(polygons).createOrReplaceTempView("aef_polygons")
+    sql = (
+        spark.sql("SELECT * FROM aef_zonal(TABLE(aef_polygons), years => array(2023, 2024))")
+        .toArrow()
+        .sort_by(key)
+    )
+    for name in expected.column_names:
+        assert sql[name].to_pylist() == expected[name].to_pylist(), name
+
+
 def test_groups_are_the_runs_of_one_tile_and_year_each_row_once():
     batches = [
         batch([None, None, "a"], [2023, 2024, 2024]),
@@ -335,7 +382,7 @@ def test_partition_keys_need_no_read(gdal_collection, points):
         SimpleNamespace(value=tiles),
         None,
     )
-    call = spark_api._checked_call(points.column_names, {"years": YEARS})
+    call = spark_api._checked_call("aef_sample_points", points.column_names, {"years": YEARS})
     out = pa.Table.from_batches(
         spark_api._locate_batches(spark_api._Job(shared, call), iter(points.to_batches()))
     )
