@@ -43,6 +43,7 @@ from .pixels import (
     chunk_tiles,
 )
 from .progress import Progress
+from .rasteret import is_rasteret, open_rasteret
 from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_windows
 from .zonal import zonal_means
 
@@ -301,10 +302,19 @@ class Session:
         return merged
 
     def use_collection(self, path: str) -> None:
-        """Take every file's header from a read-ready collection instead of its COG."""
+        """Take every file's header from a read-ready collection instead of its COG: aefsql's
+        (a Parquet file), or Rasteret's (a Parquet file or folder of records, or a published
+        collection's index; see aefsql/rasteret.py)."""
         try:
+            if not path.rstrip("/").endswith(".parquet"):  # a folder: Rasteret's
+                self.sampler.collection = open_rasteret(path, self.sampler.store)
+                return
             data = self.sampler.store.read_file(path)  # retried, one version
-            self.sampler.collection = CollectionHeaders(pq.read_table(pa.BufferReader(data)))
+            table = pq.read_table(pa.BufferReader(data))
+            if is_rasteret(table.schema) or "source_part" in table.schema.names:
+                self.sampler.collection = open_rasteret(path, self.sampler.store, table)
+            else:
+                self.sampler.collection = CollectionHeaders(table)
         except RangeReadError as exc:  # it names the file itself
             raise CatalogError(f"collection cannot be read: {exc}") from None
         except (OSError, pa.ArrowException, KeyError) as exc:

@@ -32,7 +32,7 @@ from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
 from .io import protocol_of
 from .locate import locate
-from .options import Options, added_columns, resolve, year_list
+from .options import Options, added_columns, resolve
 
 try:
     from pyspark.sql import DataFrame, SparkSession
@@ -304,8 +304,11 @@ def _shared(spark, catalog, collection, options, years) -> tuple[_Shared, Sessio
     context = spark.sparkContext
     tiles = session.catalog.tiles()
     headers = session.sampler.collection
-    if headers is not None and years is not None:
-        headers = headers.subset(tiles.path[np.isin(tiles.year, year_list(years))])
+    if headers is not None and (years is not None or not isinstance(headers, CollectionHeaders)):
+        # The files of these years only; a sharded (Rasteret) collection is read here whole
+        # for a registration, whose calls may ask for any year.
+        wanted = np.ones(tiles.year.size, bool) if years is None else np.isin(tiles.year, years)
+        headers = headers.subset(tiles.path[wanted])
     shared = _Shared(
         key=uuid.uuid4().hex,
         catalog=session.catalog.url,

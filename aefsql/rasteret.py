@@ -1,0 +1,228 @@
+"""Read-ready headers from a Rasteret collection (Rasteret's Parquet of parsed COG headers).
+
+A Rasteret record is one file: its `path` (or asset `href`) and, per band, an `Axx_metadata`
+struct with the image and tile sizes, dtype, a 4-value transform (scale_x, translate_x,
+scale_y, translate_y: positive scale_y for south-up files), codec, predictor, nodata, and that
+band's own `tile_offsets` and `tile_byte_counts`. `records_to_collection` turns records into
+rows of aefsql's collection table (aefsql/collection.py), the 64 bands' tile tables laid end
+to end in band order, as a planar-separate TIFF lays them out.
+
+Two layouts are read (`open_rasteret`): what `rasteret.build_from_table`/`Collection.export`
+write (Parquet files under a folder, e.g. hive-partitioned year=/month=), read whole; and the
+published one (an `index.parquet` naming each record's Parquet shard in `source_part`), whose
+shards are read when one of their files is first asked for.
+
+Rasteret records carry no file version (no ETag or Last-Modified), so reads of a file whose
+header came from one are not pinned to the version the header describes: a file replaced
+after the collection was built would be read at stale offsets. The published AEF files are
+not replaced; for others, build an aefsql collection (`aefsql.build_collection`), which pins.
+Relative paths resolve against the collection's folder. Records that are not a complete,
+consistent planar-separate or single-band header (a band missing, sizes that disagree) are
+skipped: those files' headers are read from the files themselves.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .catalog import catalog_base, resolve_path
+from .collection import SCHEMA, CollectionHeaders
+from .errors import CatalogError
+from .io import ByteStore, redact
+
+METADATA_SUFFIX = "_metadata"
+# The per-file fields every band's struct repeats: they must agree across bands.
+SHARED_FIELDS = (
+    "image_width",
+    "image_height",
+    "tile_width",
+    "tile_height",
+    "dtype",
+    "transform",
+    "predictor",
+    "compression",
+    "nodata",
+    "samples_per_pixel",
+    "planar_configuration",
+)
+PLANAR_SEPARATE = 2
+# Shards of a published collection kept parsed at once.
+MAX_SHARDS = 8
+
+
+def is_rasteret(schema: pa.Schema) -> bool:
+    return any(name.endswith(METADATA_SUFFIX) for name in schema.names)
+
+
+def records_to_collection(records: pa.Table, base: str) -> pa.Table:
+    """aefsql collection rows (collection.SCHEMA) of Rasteret records; `base` is the folder
+    that relative paths resolve against. Records that are not complete headers are left out."""
+    bands = sorted(n for n in records.schema.names if n.endswith(METADATA_SUFFIX))
+    rows = []
+    for record in records.to_pylist():
+        path = record.get("path") or _first_href(record)
+        try:
+            row = _row(record, bands)
+        except (TypeError, ValueError, KeyError, AttributeError):  # untrusted: not a header
+            row = None
+        if isinstance(path, str) and row is not None:
+            rows.append({"path": resolve_path(path, base), **row})
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def folder_of(url: str) -> str:
+    """A collection folder's URL (absolute, for a local one) with a trailing slash."""
+    return catalog_base(url.rstrip("/") + "/index.parquet")
+
+
+def _first_href(record: dict) -> str | None:
+    for asset in (record.get("assets") or {}).values():
+        if asset and asset.get("href"):
+            return asset["href"]
+    return None
+
+
+def _row(record: dict, bands: list[str]) -> dict | None:
+    metas = {name: record[name] for name in bands if record.get(name)}
+    if not metas:
+        return None
+    first = next(iter(metas.values()))
+    if any(any(m.get(f) != first.get(f) for f in SHARED_FIELDS) for m in metas.values()):
+        return None
+    samples = first["samples_per_pixel"] or 1
+    separate = first["planar_configuration"] == PLANAR_SEPARATE
+    # The band each struct describes: the asset's band_index, else its place among the structs.
+    assets = record.get("assets") or {}
+    planes: dict[int, dict] = {}
+    for k, (name, meta) in enumerate(metas.items()):
+        asset = assets.get(name.removesuffix(METADATA_SUFFIX)) or {}
+        planes[asset.get("band_index", k)] = meta
+    if sorted(planes) != list(range(samples if separate else 1)):
+        return None  # a band missing, or one too many: not this file's whole block table
+    transform = first["transform"]
+    if transform is None or len(transform) != 4 or first["dtype"] is None:
+        return None
+    scale_x, translate_x, scale_y, translate_y = transform
+    offsets = [o for p in sorted(planes) for o in planes[p]["tile_offsets"] or []]
+    counts = [c for p in sorted(planes) for c in planes[p]["tile_byte_counts"] or []]
+    width, height = first["image_width"], first["image_height"]
+    tile_width, tile_height = first["tile_width"], first["tile_height"]
+    if min(width, height, tile_width, tile_height) <= 0:
+        return None
+    blocks = -(-width // tile_width) * -(-height // tile_height) * len(planes)
+    if not len(offsets) == len(counts) == blocks:
+        return None
+    return {
+        "width": width,
+        "height": height,
+        "block_width": tile_width,
+        "block_height": tile_height,
+        "tiled": True,
+        "samples_per_pixel": samples,
+        "dtype": np.dtype(first["dtype"]).newbyteorder("<").str,
+        "planar_separate": separate,
+        "compression": first["compression"],
+        "predictor": first["predictor"] or 1,
+        "transform": [scale_x, 0.0, translate_x, 0.0, scale_y, translate_y],  # Affine a..f
+        "epsg": record.get("proj:epsg"),
+        "nodata": first["nodata"],
+        "block_offsets": offsets,
+        "block_byte_counts": counts,
+        "etag": None,
+        "modified": None,
+    }
+
+
+def open_rasteret(url: str, store: ByteStore, first: pa.Table | None = None):
+    """The headers of a Rasteret collection at `url`: a Parquet file of records, a published
+    collection's `index.parquet` (or its folder), or a folder of record files. `first`: the
+    table already read from `url`, when it is a file."""
+    if first is not None:
+        folder = catalog_base(url)
+        if "source_part" in first.schema.names:
+            return ShardedHeaders(folder, first, store)
+        return CollectionHeaders(records_to_collection(first, folder))
+    folder = folder_of(url)
+    fs = store.filesystem(folder)
+    index = folder + "index.parquet"
+    if fs.exists(index):
+        return ShardedHeaders(folder, _parquet(store, index), store)
+    scheme = folder.split("://", 1)[0] + "://" if "://" in folder else ""
+    files = sorted(p for p in fs.find(folder) if p.endswith(".parquet"))
+    tables = [_parquet(store, p if "://" in p else scheme + p if scheme else p) for p in files]
+    tables = [records_to_collection(t, folder) for t in tables if is_rasteret(t.schema)]
+    if not tables:
+        raise CatalogError(f"collection {redact(url)}: no Rasteret record file in it")
+    return CollectionHeaders(pa.concat_tables(tables))
+
+
+def _parquet(store: ByteStore, url: str) -> pa.Table:
+    return pq.read_table(pa.BufferReader(store.read_file(url)))
+
+
+class ShardedHeaders:
+    """A published Rasteret collection: `index` names each file's shard (`source_part`,
+    relative to `base` or absolute); a shard is read, converted and kept (the last
+    MAX_SHARDS) when one of its files is first asked for."""
+
+    def __init__(self, base: str, index: pa.Table, store: ByteStore):
+        self.base = base
+        self.store = store
+        if "path" not in index.schema.names:
+            raise CatalogError(f"collection {redact(base)}: its index has no path column")
+        paths, parts = index["path"].to_pylist(), index["source_part"].to_pylist()
+        # A shard is read from the collection's own folder only: an index is untrusted, and
+        # may not send reads elsewhere.
+        self._shard_of = {
+            resolve_path(p, base): resolve_path(s, base)
+            for p, s in zip(paths, parts, strict=True)
+            if isinstance(p, str) and isinstance(s, str) and _inside(s, base)
+        }
+        self._shards: dict[str, CollectionHeaders] = {}
+        self._changed: set[str] = set()
+        self._lock = threading.Lock()
+
+    def get(self, url: str):
+        shard = self._shard_of.get(url)
+        if shard is None or url in self._changed:
+            return None
+        return self._shard(shard).get(url)
+
+    def _shard(self, part: str) -> CollectionHeaders:
+        with self._lock:
+            headers = self._shards.get(part)
+            if headers is None:
+                headers = CollectionHeaders(
+                    records_to_collection(_parquet(self.store, part), self.base)
+                )
+                while len(self._shards) >= MAX_SHARDS:
+                    self._shards.pop(next(iter(self._shards)))
+                self._shards[part] = headers
+            return headers
+
+    def forget(self, url: str) -> None:
+        self._changed.add(url)
+
+    def subset(self, paths) -> CollectionHeaders:
+        """The headers of these files (those it has) as one in-memory collection."""
+        wanted = [p for p in set(paths) if p in self._shard_of and p not in self._changed]
+        tables = []
+        for part in sorted({self._shard_of[p] for p in wanted}):
+            tables.append(self._shard(part)._table)
+        if not tables:
+            return CollectionHeaders(SCHEMA.empty_table())
+        return CollectionHeaders(pa.concat_tables(tables)).subset(wanted)
+
+    def __len__(self) -> int:
+        return len(self._shard_of)
+
+
+def _inside(part: str, base: str) -> bool:
+    """True for a shard path under the collection's folder (relative, without '..', or a
+    URL below it)."""
+    resolved = resolve_path(part, base)
+    return resolved.startswith(base) and ".." not in resolved[len(base) :].split("/")

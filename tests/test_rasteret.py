@@ -1,0 +1,191 @@
+"""Headers from a collection Rasteret 0.4.1 wrote itself (tests/fixtures/rasteret, made by
+make_fixture.py there): equal to the files' own, and sampling with them reads no COG header
+and gives GDAL's values, in Rasteret's export layout and in the published sharded one."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+
+import aefsql
+from aefsql.duck import open_session
+from aefsql.writer import TileEntry, write_index
+
+FIXTURE = Path(__file__).parent / "fixtures" / "rasteret" / "collection"
+FILES = {2023: "2023-southup.tif", 2024: "2024-northup.tif"}
+BUCKET = "rasteret"
+
+
+@pytest.fixture(scope="module")
+def store(s3, s3_proxy, tmp_path_factory):
+    """In a bucket: the fixture collection (collection/), a catalog of its two files
+    (index.parquet) and the same records as a published collection: published/index.parquet
+    naming a shard a year under published/data/."""
+    root = tmp_path_factory.mktemp("rasteret")
+    shutil.copytree(FIXTURE, root / "collection")
+    entries = []
+    for year, name in FILES.items():
+        west, south, east, north = bounds(year)
+        entries.append(TileEntry(year, f"collection/tiffs/{name}", 32633, west, south, east, north))
+    write_index(root / "index.parquet", entries)
+    (root / "published" / "data").mkdir(parents=True)
+    index = []
+    for k, year in enumerate(FILES):
+        records = pq.read_table(next((FIXTURE / f"year={year}").rglob("*.parquet")))
+        absolute = [f"s3://{BUCKET}/collection/{p}" for p in records["path"].to_pylist()]
+        records = records.set_column(
+            records.schema.get_field_index("path"), "path", pa.array(absolute)
+        )
+        part = f"data/part-{k:05d}.parquet"
+        pq.write_table(records, root / "published" / part)
+        index += [
+            {"id": i, "path": p, "source_part": part}
+            for i, p in zip(records["id"].to_pylist(), absolute, strict=True)
+        ]
+    pq.write_table(pa.Table.from_pylist(index), root / "published" / "index.parquet")
+    s3.upload_folder(root, BUCKET)
+    return root
+
+
+def bounds(year: int) -> tuple[float, float, float, float]:
+    """West, south, east, north (rasterio's bounds put a south-up file's top at the south)."""
+    with rasterio.open(FIXTURE / "tiffs" / FILES[year]) as ds:
+        left, bottom, right, top = ds.bounds
+    return left, min(bottom, top), right, max(bottom, top)
+
+
+def points(year: int, n: int = 60, seed: int = 0):
+    """Lon/lat points over the file of `year` (some on nodata), with their x/y."""
+    from pyproj import Transformer
+
+    west, south, east, north = bounds(year)
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(west + 1, east - 1, n), rng.uniform(south + 1, north - 1, n)
+    lon, lat = Transformer.from_crs(32633, 4326, always_xy=True).transform(x, y)
+    return pa.table({"lon": lon, "lat": lat}), x, y
+
+
+def gdal(year: int, x, y) -> np.ndarray:
+    with rasterio.open(FIXTURE / "tiffs" / FILES[year]) as ds:
+        return np.array(list(ds.sample(zip(x, y, strict=True)))).astype(np.int16)
+
+
+def values(table: pa.Table) -> np.ndarray:
+    return np.stack(
+        [table[f"A{b:02d}"].cast(pa.int16()).fill_null(-128).to_numpy() for b in range(64)],
+        axis=1,
+    )
+
+
+def test_rasteret_headers_are_the_files_own(gdal_collection):
+    """Every field, and both block tables in full, as aefsql parses them from the files."""
+    session = open_session(gdal_collection.index, collection=str(FIXTURE))
+    headers = session.sampler.collection
+    assert len(headers) == 2
+    for name in FILES.values():
+        path = str(FIXTURE / "tiffs" / name)
+        theirs = headers.get(path)
+        session.sampler.collection = None  # now from the file itself
+        own = session.sampler.complete_headers([path])[path]
+        session.sampler.collection = headers
+        for field in (
+            "width",
+            "height",
+            "block_width",
+            "block_height",
+            "samples_per_pixel",
+            "dtype",
+            "planar_separate",
+            "compression",
+            "predictor",
+            "transform",
+            "epsg",
+            "nodata",
+        ):
+            assert getattr(theirs, field) == getattr(own, field), (name, field)
+            assert theirs.transform.south_up == (name == FILES[2023])  # as the file is
+        for table in ("block_offsets", "block_byte_counts"):
+            assert np.array_equal(getattr(theirs, table).values, getattr(own, table).values)
+
+
+def test_sampling_with_the_export_layout_reads_no_header(store, s3_proxy):
+    s3_proxy.log.clear()
+    for year in FILES:
+        table, x, y = points(year)
+        got = aefsql.sample_points(
+            table,
+            years=year,
+            catalog=f"s3://{BUCKET}/index.parquet",
+            collection=f"s3://{BUCKET}/collection",
+            progress=False,
+            **s3_proxy.storage_options,
+        )
+        assert (values(got) == gdal(year, x, y)).all()
+        assert 0 < pc.count(got["A00"]).as_py() < len(table)  # values and nodata
+    tiffs = [r for m, p, r in s3_proxy.log.requests if m == "GET" and p.endswith(".tif")]
+    assert tiffs and not [r for r in tiffs if r.startswith("bytes=0-")]
+
+
+def test_published_layout_reads_only_the_shards_it_needs(store, s3_proxy):
+    table, x, y = points(2024, seed=3)
+    s3_proxy.log.clear()
+    got = aefsql.sample_points(
+        table,
+        years=2024,
+        catalog=f"s3://{BUCKET}/index.parquet",
+        collection=f"s3://{BUCKET}/published/index.parquet",
+        progress=False,
+        **s3_proxy.storage_options,
+    )
+    assert (values(got) == gdal(2024, x, y)).all()
+    gets = [p for m, p, _ in s3_proxy.log.requests if m == "GET"]
+    assert any(p.endswith("published/data/part-00001.parquet") for p in gets)  # 2024's
+    assert not any(p.endswith("published/data/part-00000.parquet") for p in gets)  # 2023's
+    tiffs = [r for m, p, r in s3_proxy.log.requests if m == "GET" and p.endswith(".tif")]
+    assert tiffs and not [r for r in tiffs if r.startswith("bytes=0-")]
+
+
+def test_untrusted_records_fall_back_to_the_files(store, s3, s3_proxy, tmp_path):
+    """A shard outside the collection's folder is not read, and a record missing a band is
+    not used: those files' headers are read from the files, and values stay GDAL's."""
+    index = pq.read_table(store / "published" / "index.parquet")
+    parts = ["../collection/year=2023/month=1/part-0.parquet", "data/part-00001.parquet"]
+    hostile = index.set_column(2, "source_part", pa.array(parts))
+    shard = pq.read_table(store / "published" / "data" / "part-00001.parquet")
+    column = shard.schema.get_field_index("A05_metadata")
+    broken = shard.set_column(column, "A05_metadata", pa.nulls(1, shard.schema.field(column).type))
+    folder = tmp_path / "hostile"
+    (folder / "data").mkdir(parents=True)
+    pq.write_table(hostile, folder / "index.parquet")
+    pq.write_table(broken, folder / "data" / "part-00001.parquet")
+    s3.upload_folder(folder, "rasteret-hostile")
+    session = open_session(
+        f"s3://{BUCKET}/index.parquet",
+        collection="s3://rasteret-hostile/index.parquet",
+        **s3_proxy.storage_options,
+    )
+    assert len(session.sampler.collection) == 1  # the shard outside is not even named
+    assert session.sampler.collection.get(f"s3://{BUCKET}/collection/tiffs/{FILES[2024]}") is None
+    for year in FILES:
+        table, x, y = points(year, seed=5)
+        s3_proxy.log.clear()
+        got = aefsql.sample_points(
+            table,
+            years=year,
+            catalog=f"s3://{BUCKET}/index.parquet",
+            collection="s3://rasteret-hostile/index.parquet",
+            progress=False,
+            **s3_proxy.storage_options,
+        )
+        assert (values(got) == gdal(year, x, y)).all()
+        heads = [
+            r
+            for m, p, r in s3_proxy.log.requests
+            if m == "GET" and p.endswith(".tif") and r.startswith("bytes=0-")
+        ]
+        assert heads  # its header was read from the file
