@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -37,6 +38,7 @@ warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", F
 def spark_session(master: str):
     from pyspark.sql import SparkSession
 
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers in this interpreter
     started = time.perf_counter()
     spark = (
         SparkSession.builder.master(master)

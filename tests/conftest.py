@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -13,6 +15,9 @@ from gdal_fixtures import LAYOUTS, write_collection, write_layout
 from servers import RequestLog, http_range_server, injected_counts, s3_fault_proxy, s3_server
 
 S3_BUCKET, S3_PREFIX = "aef", "v1/annual/"
+# Spark starts its Python workers with `python3` from PATH, which is not this venv's when the
+# tests run as .venv/bin/pytest without activating it (CI): they would lack pyarrow and aefsql.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 @dataclass
