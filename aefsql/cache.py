@@ -14,6 +14,7 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -175,6 +176,9 @@ DIGEST_BYTES = 32
 SECRET_NAME = "secret"  # in the cache folder, private, made on first use
 SECRET_BYTES = 32
 WHOLE_ENTRY_LIMIT = 2 * 1024**3  # as io.MAX_WHOLE_FILE_BYTES: no larger whole file is read
+# A file's kept pixel values (see PixelValues): past this, a re-run decodes again.
+VALUES_ENTRY_LIMIT = 256 * 1024**2
+VALUES_PREFIX = struct.Struct(">QI")  # pixels, bands
 # Files are opened without following a symbolic link or waiting on a FIFO planted there.
 OPEN_FLAGS = (
     os.O_RDONLY
@@ -285,6 +289,19 @@ class DiskCache:
         path = self._path(url, version, start, end)
         self._write(path, _header(url, version, path.name), data)
 
+    def get_values(self, url: str, version: str, name: str, bands: int) -> PixelValues | None:
+        """The pixel values an earlier job kept for this file version (entry `name`: one a
+        level and band list), if any and whole."""
+        path = self._path(url, version, 0, 0).with_name(name)
+        data = self._read(path, _header(url, version, path.name), limit=VALUES_ENTRY_LIMIT)
+        return None if data is None else PixelValues.decode(data, bands)
+
+    def put_values(self, url: str, version: str, name: str, values: PixelValues) -> None:
+        data = values.encode()
+        if len(data) <= VALUES_ENTRY_LIMIT:
+            path = self._path(url, version, 0, 0).with_name(name)
+            self._write(path, _header(url, version, path.name), data)
+
     def get_whole(self, url: str, version: str) -> bytes | None:
         """The verified copy of a whole file (a catalog), if the cache holds one."""
         path = self._whole_path(url, version)
@@ -335,6 +352,59 @@ class DiskCache:
             UserWarning,
             stacklevel=3,
         )
+
+
+@dataclass(frozen=True)
+class PixelValues:
+    """Sampled values of one file version: `pixels` (row * width + col, sorted, distinct)
+    and their `values` [pixels, bands] int8, nodata included. A re-run that finds every
+    point's pixel here neither downloads nor decodes a block of that file."""
+
+    pixels: np.ndarray
+    values: np.ndarray
+
+    def lookup(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found, rows): which `pixels` it holds, and where (valid where found)."""
+        if self.pixels.size == 0:
+            return np.zeros(pixels.size, dtype=bool), np.zeros(pixels.size, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.pixels, pixels), self.pixels.size - 1)
+        return self.pixels[at] == pixels, at
+
+    def merged(self, pixels: np.ndarray, values: np.ndarray) -> PixelValues:
+        """These values added (a pixel read again keeps its newest values)."""
+        every = np.concatenate([pixels, self.pixels])
+        rows = np.concatenate([values, self.values])
+        kept, first = np.unique(every, return_index=True)  # the first: the new one
+        return PixelValues(kept, rows[first])
+
+    def encode(self) -> bytes:
+        n, bands = self.values.shape
+        return (
+            VALUES_PREFIX.pack(n, bands)
+            + self.pixels.astype(">i8").tobytes()
+            + np.ascontiguousarray(self.values, dtype=np.int8).tobytes()
+        )
+
+    @staticmethod
+    def decode(data: bytes, bands: int) -> PixelValues | None:
+        """None unless `data` is an entry of `bands` bands, whole (sizes checked first)."""
+        if len(data) < VALUES_PREFIX.size:
+            return None
+        n, stored = VALUES_PREFIX.unpack_from(data)
+        if stored != bands or len(data) != VALUES_PREFIX.size + n * (8 + bands):
+            return None
+        start = VALUES_PREFIX.size
+        pixels = np.frombuffer(data, ">i8", n, start).astype(np.int64)
+        values = np.frombuffer(data, np.int8, n * bands, start + 8 * n).reshape(n, bands)
+        if n > 1 and not (np.diff(pixels) > 0).all():
+            return None
+        return PixelValues(pixels, values)
+
+
+def values_entry_name(level: int, bands: list[int]) -> str:
+    """The entry of a level and band list: a job asking for other bands keeps its own."""
+    digest = hashlib.sha256(",".join(map(str, bands)).encode()).hexdigest()[:16]
+    return f"values-{int(level)}-{digest}"
 
 
 def _key(url: str, version: str) -> str:

@@ -273,7 +273,9 @@ class Session:
         xs, ys = geo.floats(x.flatten()), geo.floats(y.flatten())
         errors = np.full(urls.size, None, dtype=object)
         try:
-            samples = self.sampler.sample(urls, xs, ys, wanted, crs=code, keep_blocks=False)
+            samples = self.sampler.sample(
+                urls, xs, ys, wanted, crs=code, keep_blocks=False, keep_values=True
+            )
         except AefsqlError:
             if modes != {"null"}:
                 raise
@@ -292,7 +294,9 @@ class Session:
             mine = urls == url
             part_urls = np.where(mine, urls, None)
             try:
-                part = self.sampler.sample(part_urls, xs, ys, bands, crs=crs, keep_blocks=False)
+                part = self.sampler.sample(
+                    part_urls, xs, ys, bands, crs=crs, keep_blocks=False, keep_values=True
+                )
             except AefsqlError as exc:
                 errors[mine] = str(exc)
                 continue

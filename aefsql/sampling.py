@@ -9,13 +9,13 @@ points of each block at once.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 
 from . import geo, threads
-from .cache import BlockCache, HeaderCache
+from .cache import BlockCache, DiskCache, HeaderCache, PixelValues, values_entry_name
 from .codecs import check_supported, decode_block
 from .collection import CollectionHeaders
 from .errors import AefsqlError, TiffFormatError, redact
@@ -26,7 +26,7 @@ from .headers import (
     group_indices,
     point_pixels,
 )
-from .io import ByteStore
+from .io import ByteStore, protocol_of
 from .options import BAND_NAMES, band_list
 from .progress import Progress
 from .quantization import NODATA
@@ -222,6 +222,7 @@ class Sampler:
         crs: int = geo.WGS84,
         keep_blocks: bool = True,
         level: int = 0,
+        keep_values: bool = False,
     ) -> Samples:
         """Values of `bands` (indices into A00..A63) at each (url, x, y), x/y in EPSG `crs`
         (default lon/lat; a point in its file's own CRS is not transformed at all).
@@ -230,11 +231,23 @@ class Sampler:
         outside that raster; a band is not valid where it is not covered or holds nodata.
         `keep_blocks`: put decoded blocks in the block cache (a whole-table job, which reads
         each block once, does better to leave the memory free). `level`: read the files'
-        level-k overview (0: full resolution); a file without it is an error.
+        level-k overview (0: full resolution); a file without it is an error. `keep_values`:
+        keep the values read in the disk cache, per remote file version and pixel, and take
+        them from there when every point of a file has them (a whole-table job that is re-run;
+        row-by-row calls would rewrite a file's entry each time).
         """
         check_level(level)
         return self.header_reader.restarting_on_change(
-            lambda: self._sample(urls, x, y, bands, crs=crs, keep_blocks=keep_blocks, level=level)
+            lambda: self._sample(
+                urls,
+                x,
+                y,
+                bands,
+                crs=crs,
+                keep_blocks=keep_blocks,
+                level=level,
+                keep_values=keep_values,
+            )
         )
 
     def sample_patches(self, urls, lon, lat, size: int, bands: list[int] | None = None) -> Samples:
@@ -274,6 +287,7 @@ class Sampler:
         keep_blocks: bool,
         patch: int | None = None,
         level: int = 0,
+        keep_values: bool = False,
     ) -> Samples:
         bands = list(range(BAND_COUNT)) if bands is None else bands
         x = np.asarray(x, dtype=np.float64)
@@ -302,6 +316,9 @@ class Sampler:
             band_count[indices] = headers[url].samples_per_pixel
             nodata[indices] = nodata_of(url, headers[url])
             located.append((url, indices[inside], rows[inside], cols[inside]))
+        kept = self._kept_values(headers, level, bands) if keep_values and not patch else None
+        if kept is not None:
+            located = kept.fill(located, values)
         self.header_reader.load_block_tables(
             [
                 (url, headers[url], _needed_blocks(headers[url], r, c, bands))
@@ -313,8 +330,17 @@ class Sampler:
             reads.extend(_plan_blocks(url, headers[url], points, rows, cols, bands))
 
         self._read_blocks(reads, headers, values, keep_blocks)
+        if kept is not None:
+            kept.keep(located, values)
         self.progress.add(points=x.size)
         return Samples(values, covered, nodata, band_count, bands)
+
+    def _kept_values(self, headers, level: int, bands: list[int]) -> _KeptValues | None:
+        """The disk cache's pixel values for these files, when there is a disk cache."""
+        cache = self.store.disk_cache
+        if cache is None:
+            return None
+        return _KeptValues(cache, headers, values_entry_name(level, bands), len(bands))
 
     def read_layout(
         self, url: str, header: ImageHeader, layout: RunLayout, bands: list[int], keep=False
@@ -433,6 +459,57 @@ class Sampler:
         for read in wave:
             by_tile.setdefault(id(read.tile), []).append(read)
         list(threads.pool("decode").map(decode_and_gather, by_tile.values()))
+
+
+@dataclass
+class _KeptValues:
+    """Point values kept in the disk cache per file version (PixelValues): a re-run finds
+    them there, and neither downloads nor decodes. Files without a version (a server that
+    sends neither ETag nor Last-Modified) are not kept: their values could be another's."""
+
+    cache: DiskCache
+    headers: dict
+    name: str  # the entry of this level and band list
+    bands: int
+    found: dict = field(default_factory=dict)  # {url: PixelValues or None}, as read
+
+    def fill(self, located: list, values: np.ndarray) -> list:
+        """`located` (url, points, rows, cols) without the files whose every point's values
+        are kept: those are written into `values`."""
+        left = []
+        for url, points, rows, cols in located:
+            header = self.headers[url]
+            kept = self._get(url, header)
+            if kept is not None and points.size:
+                found, at = kept.lookup(rows.astype(np.int64) * header.width + cols)
+                if found.all():
+                    values[points] = kept.values[at]
+                    continue
+            left.append((url, points, rows, cols))
+        return left
+
+    def keep(self, read: list, values: np.ndarray) -> None:
+        """Add the values just read, file by file."""
+        for url, points, rows, cols in read:
+            header = self.headers[url]
+            if header.version is None or protocol_of(url) == "file" or not points.size:
+                continue
+            pixels = rows.astype(np.int64) * header.width + cols
+            kept = self._get(url, header) or PixelValues(
+                np.zeros(0, np.int64), np.zeros((0, self.bands), np.int8)
+            )
+            merged = kept.merged(pixels, values[points])
+            self.cache.put_values(url, str(header.version), self.name, merged)
+
+    def _get(self, url: str, header) -> PixelValues | None:
+        """The kept values of a remote file's version (local files are read in place, as the
+        disk cache never copies them)."""
+        if header.version is None or protocol_of(url) == "file":
+            return None
+        if url not in self.found:
+            version = str(header.version)
+            self.found[url] = self.cache.get_values(url, version, self.name, self.bands)
+        return self.found[url]
 
 
 @dataclass(frozen=True)

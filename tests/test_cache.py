@@ -135,3 +135,30 @@ def test_header_cache_counts_the_memory_of_block_tables(gdal_collection):
     assert cache.nbytes - own >= buffer.nbytes
     cache.put("viewing", header)  # replaced: its own size counted, not the old one's
     assert cache.nbytes == 2 * own
+
+
+def test_pixel_values_round_trip_and_refuse_what_is_not_an_entry():
+    from aefsql.cache import VALUES_PREFIX, PixelValues
+
+    kept = PixelValues(np.zeros(0, np.int64), np.zeros((0, 2), np.int8))
+    found, _ = kept.lookup(np.array([1, 2]))
+    assert not found.any()
+    kept = kept.merged(np.array([9, 3]), np.array([[1, -128], [2, 7]], np.int8))
+    kept = kept.merged(np.array([3, 4]), np.array([[5, 5], [6, 6]], np.int8))  # 3 read again
+    assert kept.pixels.tolist() == [3, 4, 9]
+    assert kept.values.tolist() == [[5, 5], [6, 6], [1, -128]]
+    found, at = kept.lookup(np.array([4, 5, 9]))
+    assert found.tolist() == [True, False, True] and kept.values[at[found]].tolist() == [
+        [6, 6],
+        [1, -128],
+    ]
+    data = kept.encode()
+    again = PixelValues.decode(data, 2)
+    assert again.pixels.tolist() == [3, 4, 9] and again.values.tolist() == kept.values.tolist()
+    assert PixelValues.decode(data, 3) is None  # another band list
+    assert PixelValues.decode(data[:-1], 2) is None  # torn
+    assert PixelValues.decode(data + b"\0", 2) is None
+    unsorted = VALUES_PREFIX.pack(2, 1) + np.array([4, 3], ">i8").tobytes() + b"\1\2"
+    assert PixelValues.decode(unsorted, 1) is None
+    huge = VALUES_PREFIX.pack(2**60, 64)  # a count no entry can hold: refused, not allocated
+    assert PixelValues.decode(huge, 64) is None

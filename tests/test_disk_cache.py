@@ -227,3 +227,50 @@ def test_a_read_only_cache_folder_serves_what_it_holds_and_warns_once(http_colle
         for path in [folder, *folder.rglob("*")]:
             if path.is_dir():
                 path.chmod(0o700)
+
+
+def test_a_rerun_decodes_nothing_and_other_bands_keep_their_own(
+    http_collection, tmp_path, monkeypatch
+):
+    """Whole-table jobs keep the values they read per file version and pixel: a re-run
+    decodes no block. Another band list has its own entry; a corrupt entry is decoded anew."""
+    from aefsql import sampling
+
+    decoded = []
+    real = sampling.decode_block
+    monkeypatch.setattr(
+        sampling, "decode_block", lambda *a, **k: decoded.append(1) or real(*a, **k)
+    )
+    parts = [tile_points(k, 25, seed=30 + k) for k in range(len(COLLECTION_TILES))]
+    lon = np.concatenate([p[0] for p in parts])
+    lat = np.concatenate([p[1] for p in parts])
+    folder = tmp_path / "cache"
+    cold = cold_run(http_collection, folder, lon, lat)
+    assert decoded  # the counter sees the cold run's decoding
+    decoded.clear()
+    http_collection.log.clear()
+    assert run(http_collection.index, folder, lon, lat) == cold
+    assert decoded == [] and gets(http_collection.log) == []
+
+    def two_bands():
+        con = aefsql.connect(catalog=http_collection.index, cache_dir=str(folder))
+        con.register("p", pa.table({"lon": lon, "lat": lat}))
+        sql = "SELECT A00, A63 FROM aef_sample_points('p', years := 2023, bands := ['A00', 'A63'])"
+        try:
+            return con.sql(sql).fetchall()
+        finally:
+            con.close()
+
+    first = two_bands()
+    assert decoded  # its own entry: read once
+    assert first == [(row[3], row[66]) for row in cold if row[2] == 2023]
+    decoded.clear()
+    assert two_bands() == first and decoded == []
+    kept = list(folder.rglob("values-*"))
+    assert len(kept) == 2 * len(COLLECTION_TILES) + len(COLLECTION_TILES)  # 64 bands, and 2
+    for path in kept:
+        raw = bytearray(path.read_bytes())
+        raw[-1] ^= 1
+        path.write_bytes(bytes(raw))
+    assert run(http_collection.index, folder, lon, lat) == cold
+    assert decoded  # the corrupt entries were not served
