@@ -474,17 +474,18 @@ class _KeptValues:
     found: dict = field(default_factory=dict)  # {url: PixelValues or None}, as read
 
     def fill(self, located: list, values: np.ndarray) -> list:
-        """`located` (url, points, rows, cols) without the files whose every point's values
-        are kept: those are written into `values`."""
+        """`located` (url, points, rows, cols) without the points whose values are kept:
+        those are written into `values`; the others are left to read."""
         left = []
         for url, points, rows, cols in located:
             header = self.headers[url]
             kept = self._get(url, header)
             if kept is not None and points.size:
                 found, at = kept.lookup(rows.astype(np.int64) * header.width + cols)
+                values[points[found]] = kept.values[at[found]]
                 if found.all():
-                    values[points] = kept.values[at]
                     continue
+                points, rows, cols = points[~found], rows[~found], cols[~found]
             left.append((url, points, rows, cols))
         return left
 

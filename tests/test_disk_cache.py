@@ -266,6 +266,12 @@ def test_a_rerun_decodes_nothing_and_other_bands_keep_their_own(
     assert first == [(row[3], row[66]) for row in cold if row[2] == 2023]
     decoded.clear()
     assert two_bands() == first and decoded == []
+    # One point more: only its blocks are decoded, the kept points' values are taken.
+    more_lon, more_lat, _, _ = tile_points(0, 1, seed=99)
+    grown = run(http_collection.index, folder, np.append(lon, more_lon), np.append(lat, more_lat))
+    assert grown[: len(cold)] == cold
+    assert 0 < len(decoded) <= 2 * 64  # the new point's block, a band, in each year
+    decoded.clear()
     kept = list(folder.rglob("values-*"))
     assert len(kept) == 2 * len(COLLECTION_TILES) + len(COLLECTION_TILES)  # 64 bands, and 2
     for path in kept:
@@ -273,4 +279,4 @@ def test_a_rerun_decodes_nothing_and_other_bands_keep_their_own(
         raw[-1] ^= 1
         path.write_bytes(bytes(raw))
     assert run(http_collection.index, folder, lon, lat) == cold
-    assert decoded  # the corrupt entries were not served
+    assert len(decoded) > 2 * 64  # the corrupt entries were not served
