@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import rasterio
+from test_collection_file import HEADER_FIELDS
 
 import aefsql
 from aefsql.duck import open_session
@@ -93,20 +94,7 @@ def test_rasteret_headers_are_the_files_own(gdal_collection):
         session.sampler.collection = None  # now from the file itself
         own = session.sampler.complete_headers([path])[path]
         session.sampler.collection = headers
-        for field in (
-            "width",
-            "height",
-            "block_width",
-            "block_height",
-            "samples_per_pixel",
-            "dtype",
-            "planar_separate",
-            "compression",
-            "predictor",
-            "transform",
-            "epsg",
-            "nodata",
-        ):
+        for field in HEADER_FIELDS:
             assert getattr(theirs, field) == getattr(own, field), (name, field)
             assert theirs.transform.south_up == (name == FILES[2023])  # as the file is
         for table in ("block_offsets", "block_byte_counts"):
