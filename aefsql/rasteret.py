@@ -151,9 +151,10 @@ def open_rasteret(url: str, store: ByteStore, first: pa.Table | None = None):
     index = folder + "index.parquet"
     if fs.exists(index):
         return ShardedHeaders(folder, _parquet(store, index), store)
+    # fsspec lists remote paths without their scheme ("bucket/key"), local ones as they are.
     scheme = folder.split("://", 1)[0] + "://" if "://" in folder else ""
-    files = sorted(p for p in fs.find(folder) if p.endswith(".parquet"))
-    tables = [_parquet(store, p if "://" in p else scheme + p if scheme else p) for p in files]
+    files = sorted(scheme + p for p in fs.find(folder) if p.endswith(".parquet"))
+    tables = [_parquet(store, p) for p in files]
     tables = [records_to_collection(t, folder) for t in tables if is_rasteret(t.schema)]
     if not tables:
         raise CatalogError(f"collection {redact(url)}: no Rasteret record file in it")
