@@ -76,9 +76,7 @@ def decode_block(
     expected = rows_needed * cols * samples * dtype.itemsize
     data = _decompress(raw, compression, expected)
     if len(data) < expected:
-        raise TiffFormatError(
-            f"block decodes to {len(data)} bytes, expected {expected}: corrupt or truncated"
-        )
+        raise ShortBlock(len(data), expected)
     count = rows_needed * cols * samples
     block = np.frombuffer(data, dtype=dtype, count=count).reshape(rows_needed, cols, samples)
     block = block.astype(dtype.newbyteorder("="), copy=False)
@@ -87,6 +85,82 @@ def decode_block(
         # neighbour; integer overflow wraps, exactly as the encoder's subtraction did.
         block = np.cumsum(block, axis=1, dtype=block.dtype)
     return block
+
+
+class ShortBlock(TiffFormatError):
+    """A block's bytes decode to fewer bytes than asked for: corrupt, or only a prefix."""
+
+    def __init__(self, decoded: int, expected: int):
+        self.decoded = decoded
+        super().__init__(
+            f"block decodes to {decoded} bytes, expected {expected}: corrupt or truncated"
+        )
+
+
+# -- prefix reads ------------------------------------------------------------------------
+# A block decodes from its start, so the rows a point needs come out of a prefix of its
+# compressed bytes. Its length is estimated from the block's own compression ratio (its byte
+# count against its decoded size), rounded up to what the codec can decode alone, with some
+# slack; a prefix that turns out short is extended from what it revealed.
+
+PREFIX_CODECS = (NONE, ZSTD, DEFLATE, ADOBE_DEFLATE)  # LZW blocks are read whole
+ZSTD_BLOCK = 128 * 1024  # a zstd block holds at most this much, and decodes only whole
+PREFIX_SLACK = 1.03  # zstd blocks of AEF-like data vary by ~5% around their share
+DEFLATE_MARGIN = 1024  # the symbol under way at the end of a deflate prefix
+MIN_EXTENSION = 4096  # a second request is worth at least this much
+
+
+def prefix_length(
+    size: int, compression: int, length: int, total: int, have: bytes = b"", got: int = 0
+) -> int:
+    """How many leading bytes of a block of `size` compressed bytes (`total` decoded) to have
+    so that its first `length` decoded bytes come out. `have`: a prefix already at hand, which
+    decoded to `got` bytes only: the rest is estimated at the dearer of the block's ratio and
+    the prefix's. Always more than len(have) (until `size`)."""
+    if compression not in PREFIX_CODECS or length >= total or total <= 0:
+        return size
+    if compression == NONE:
+        return length
+    ratio = size / total
+    if compression == ZSTD:
+        complete, next_end = _zstd_walk(have)
+        if got:
+            ratio = max(ratio, complete / got)
+        missing, start = length - got, max(complete, 18)  # a frame header: at most 18 bytes
+        if next_end is not None:  # the block under way is known: up to its end, then on
+            missing, start = missing - ZSTD_BLOCK, next_end
+        blocks = -(-max(missing, 0) // ZSTD_BLOCK)  # only whole zstd blocks decode
+        want = start + int(blocks * ZSTD_BLOCK * ratio * PREFIX_SLACK) + 3 * blocks
+    else:  # inflate gives output as it goes: the rest in proportion
+        if got:
+            ratio = max(ratio, len(have) / got)
+        want = len(have) + int((length - got) * ratio * PREFIX_SLACK) + DEFLATE_MARGIN
+    if have:
+        want = max(want, len(have) + MIN_EXTENSION)
+    return min(size, want)
+
+
+def _zstd_walk(raw: bytes) -> tuple[int, int | None]:
+    """(end of the last complete zstd block in `raw`, end of the block after it or None when
+    its header is not in `raw`) of a single-frame stream; (0, None) when `raw` is empty or
+    not one."""
+    if len(raw) < 6 or raw[:4] != b"\x28\xb5\x2f\xfd":
+        return 0, None
+    descriptor = raw[4]
+    single = descriptor >> 5 & 1
+    at = 5 + (0 if single else 1) + (0, 1, 2, 4)[descriptor & 3]
+    at += ((1 if single else 0), 2, 4, 8)[descriptor >> 6]
+    complete = at
+    while at + 3 <= len(raw):
+        header = int.from_bytes(raw[at : at + 3], "little")
+        kind, size = header >> 1 & 3, header >> 3
+        end = at + 3 + (1 if kind == 1 else size)  # an RLE block holds one byte
+        if end > len(raw):
+            return complete, end
+        complete = at = end
+        if header & 1:  # the last block
+            break
+    return complete, None
 
 
 def _decompress(raw: bytes, compression: int, length: int) -> bytes:

@@ -8,6 +8,7 @@ points of each block at once.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,7 +17,7 @@ import numpy as np
 
 from . import geo, threads
 from .cache import BlockCache, DiskCache, HeaderCache, PixelValues, values_entry_name
-from .codecs import check_supported, decode_block
+from .codecs import ShortBlock, check_supported, decode_block, prefix_length
 from .collection import CollectionHeaders
 from .errors import AefsqlError, TiffFormatError, redact
 from .fetch import Version
@@ -30,7 +31,7 @@ from .io import ByteStore, protocol_of
 from .options import BAND_NAMES, band_list
 from .progress import Progress
 from .quantization import NODATA
-from .ranges import merge_ranges
+from .ranges import DEFAULT_MAX_GAP, merge_ranges
 from .tiff import ImageHeader
 
 BAND_COUNT = len(BAND_NAMES)
@@ -41,6 +42,7 @@ MAX_BLOCK_BYTES = 256 * 1024 * 1024
 PATCH_CHUNK_PIXELS = 1 << 20  # patch pixels sampled at once: bounds the planner's arrays
 WAVE_BYTES = 32 * 1024 * 1024  # compressed bytes per wave: with PREFETCH_WAVES, bounds memory
 PREFETCH_WAVES = 3  # waves fetched ahead of the one being decoded
+PREFIX_READS = True  # False: blocks are read whole (benchmarks/bench_prefix.py compares)
 
 
 @dataclass
@@ -384,8 +386,8 @@ class Sampler:
         self.header_reader.load_block_tables(
             [(url, header, _needed_blocks(header, rows, cols, bands))]
         )
-        reads = _plan_blocks(url, header, points, rows, cols, bands)
-        merged = merge_ranges([r.byte_range for r in reads if r.byte_range[1] > r.byte_range[0]])
+        reads = [r for r in _plan_blocks(url, header, points, rows, cols, bands) if r.size]
+        merged = merge_ranges(_fetch_spans(reads, {url: header}, keep=False))
         return ReadPlan(
             points=int(points.size),
             blocks=len(reads),
@@ -405,34 +407,59 @@ class Sampler:
         # slow link a wave's first bytes come a round trip after it is asked for).
         waves = _waves(to_fetch)
         prefetch = threads.pool("prefetch")
-        pending = deque(prefetch.submit(self._fetch, w) for w in waves[:PREFETCH_WAVES])
+        pending = deque(
+            prefetch.submit(self._fetch, w, headers, keep) for w in waves[:PREFETCH_WAVES]
+        )
         for i, wave in enumerate(waves):
             self.store.check_cancelled()
             raw_by_range = pending.popleft().result()
             if i + PREFETCH_WAVES < len(waves):
-                pending.append(prefetch.submit(self._fetch, waves[i + PREFETCH_WAVES]))
+                pending.append(
+                    prefetch.submit(self._fetch, waves[i + PREFETCH_WAVES], headers, keep)
+                )
             self._decode_wave(wave, raw_by_range, headers, values, keep)
 
-    def _fetch(self, wave: list[_BlockRead]) -> dict:
-        """{(url, byte range): compressed bytes} of a wave's blocks."""
-        nonempty = [r for r in wave if r.byte_range[1] > r.byte_range[0]]
+    def _fetch(self, wave: list[_BlockRead], headers, keep: bool) -> dict:
+        """{(url, byte range): compressed bytes} of a wave's blocks: whole, or the prefix their
+        rows need (see `_fetch_spans`)."""
+        nonempty = [r for r in wave if r.size]
+        spans = _fetch_spans(nonempty, headers, keep)
         answers = self.store.read(
-            [(r.url, *r.byte_range) for r in nonempty],
+            [(r.url, *span) for r, span in zip(nonempty, spans, strict=True)],
             versions={r.url: r.version for r in nonempty},
             views=True,
         )
         self.progress.add(blocks=len(wave), nbytes=sum(len(a) for a in answers))
         return {(r.url, r.byte_range): data for r, data in zip(nonempty, answers, strict=True)}
 
+    def _extend(self, short: list[tuple[_BlockRead, int]], raw_by_range, headers) -> None:
+        """Read more of the blocks whose prefix decoded to too few bytes (`short`: each read
+        and the bytes it gave), as far as what the prefix revealed says they need."""
+        spans = []
+        for read, got in short:
+            header, have = headers[read.url], raw_by_range[(read.url, read.byte_range)]
+            length, total = read.decoded_bytes(header, whole=False)
+            want = prefix_length(read.size, header.compression, length, total, have, got)
+            spans.append((read.url, read.byte_range[0] + len(have), read.byte_range[0] + want))
+        answers = self.store.read(
+            spans, versions={r.url: r.version for r, _ in short}, max_gap=0, views=True
+        )
+        self.progress.add(nbytes=sum(len(a) for a in answers))
+        for (read, _), more in zip(short, answers, strict=True):
+            key = (read.url, read.byte_range)
+            raw_by_range[key] = b"".join((raw_by_range[key], more))
+
     def _decode_wave(self, wave, raw_by_range, headers, values, keep: bool) -> None:
-        def decode(read: _BlockRead) -> np.ndarray:
+        def decode(read: _BlockRead) -> np.ndarray | int:
+            """The block, or how many bytes a prefix too short gave."""
             header = headers[read.url]
             samples = 1 if header.planar_separate else header.samples_per_pixel
-            if read.byte_range[1] == read.byte_range[0]:
+            if not read.size:
                 return _empty_block(read.url, header, read.rows_needed, samples)
+            raw = raw_by_range[(read.url, read.byte_range)]
             try:
                 return decode_block(
-                    raw_by_range[(read.url, read.byte_range)],
+                    raw,
                     compression=header.compression,
                     predictor=header.predictor,
                     rows=header.block_rows(read.block_row),
@@ -443,22 +470,35 @@ class Sampler:
                     rows_needed=header.block_rows(read.block_row) if keep else read.rows_needed,
                 )
             except TiffFormatError as exc:
+                if len(raw) < read.size:  # only a prefix: read on, judge the whole block
+                    return exc.decoded if isinstance(exc, ShortBlock) else 0
                 raise type(exc)(f"{redact(read.url)} block {read.block}: {exc}") from None
 
-        def decode_and_gather(reads: list[_BlockRead]) -> None:
+        def decode_and_gather(reads: list[_BlockRead]) -> list[tuple[_BlockRead, int]]:
             # Each task writes its own (point, band) cells: tasks never touch the same cell.
+            short = []
             for read in reads:
                 block = decode(read)
+                if isinstance(block, int):
+                    short.append((read, block))
+                    continue
                 read.gather(block, values)
                 if keep:
                     self.blocks.put(read.key, block)
+            return short
 
         # One task per tile (its 64 band blocks when planar-separate): per-task overhead would
         # otherwise dominate for small blocks.
         by_tile: dict[int, list[_BlockRead]] = {}
         for read in wave:
             by_tile.setdefault(id(read.tile), []).append(read)
-        list(threads.pool("decode").map(decode_and_gather, by_tile.values()))
+        tasks = list(by_tile.values())
+        decoding = threads.pool("decode")
+        while tasks:  # each round reads more of the prefixes that fell short, up to whole
+            short = [s for part in decoding.map(decode_and_gather, tasks) for s in part]
+            if short:
+                self._extend(short, raw_by_range, headers)
+            tasks = [[read] for read, _ in short]
 
 
 @dataclass
@@ -594,6 +634,18 @@ class _BlockRead:
     @property
     def rows_needed(self) -> int:
         return self.tile.rows_needed
+
+    @property
+    def size(self) -> int:
+        """Compressed bytes (0: a block the file leaves out)."""
+        return self.byte_range[1] - self.byte_range[0]
+
+    def decoded_bytes(self, header: ImageHeader, whole: bool) -> tuple[int, int]:
+        """(bytes of the rows needed, or all with `whole`; bytes of the whole block) decoded."""
+        samples = 1 if header.planar_separate else header.samples_per_pixel
+        row = header.block_width * samples * header.dtype.itemsize
+        rows = header.block_rows(self.block_row)
+        return (rows if whole else min(self.rows_needed, rows)) * row, rows * row
 
     def gather(self, block: np.ndarray, values: np.ndarray) -> None:
         self.tile.gather(block, values, self.columns, self.samples)
@@ -772,6 +824,27 @@ def _empty_block(url, header: ImageHeader, rows: int, samples: int) -> np.ndarra
     """A block the file leaves out (byte count 0): nodata, as GDAL reads it."""
     fill = nodata_of(url, header)
     return np.full((rows, header.block_width, samples), fill, dtype=header.dtype.newbyteorder("="))
+
+
+def _fetch_spans(reads: list[_BlockRead], headers, keep: bool) -> list[tuple[int, int]]:
+    """The bytes to fetch of each of `reads` (non-empty): the prefix its rows need
+    (`codecs.prefix_length`) when its block ends a request, else the whole block. A block
+    followed closely in its file by another one read makes one request with it: cut, it
+    would make two. A kept block is read whole, to be decoded whole."""
+    order = sorted(range(len(reads)), key=lambda i: (reads[i].url, reads[i].byte_range))
+    spans: list[tuple[int, int]] = [reads[i].byte_range for i in range(len(reads))]
+    if keep or not PREFIX_READS:
+        return spans
+    for i, after in itertools.zip_longest(order, order[1:]):
+        read = reads[i]
+        start, end = read.byte_range
+        if after is not None and reads[after].url == read.url:
+            if reads[after].byte_range[0] - end <= DEFAULT_MAX_GAP:
+                continue
+        header = headers[read.url]
+        length, total = read.decoded_bytes(header, whole=False)
+        spans[i] = (start, start + prefix_length(read.size, header.compression, length, total))
+    return spans
 
 
 def _waves(reads: list[_BlockRead]) -> list[list[_BlockRead]]:
