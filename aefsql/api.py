@@ -7,15 +7,17 @@ import warnings
 from collections.abc import Iterable
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from .catalog import quote_literal
 from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
-from .options import Options, epsg, resolve, year_list
+from .options import BAND_NAMES, Options, epsg, resolve, year_list
 from .progress import Progress
 
 _POINTS = "__aef_points"
+_ROW = "__aef_row"  # the 1-based input row, as the macros number it
 
 
 def sample_points(
@@ -49,7 +51,8 @@ def sample_points(
     stderr (default: when stderr is a terminal). `options`: cache_dir, concurrency,
     collection and storage options, as for `aefsql.connect`. Bands are NULL where the point
     lies in no tile, its coordinates are NULL or invalid, or the pixel is nodata. Rows keep
-    their input order. A year the catalog lacks gives NULL bands and a warning.
+    their input order, and their columns their Arrow types (they are passed through, not
+    read back from DuckDB). A year the catalog lacks gives NULL bands and a warning.
     """
     if crs is not None and geometry_crs is not None and epsg(crs) != epsg(geometry_crs):
         raise AefsqlError("pass crs= or its alias geometry_crs=, not both")
@@ -75,15 +78,108 @@ def sample_points(
     con = duckdb.connect()
     try:
         session.install(con)
-        con.register(_POINTS, source)
         report.start(total=None if total is None else total * len(chosen.years))
         try:
-            return con.sql(sql).to_arrow_table()
+            if chosen.as_vector:  # the SQL macro's de-quantization: its one home
+                con.register(_POINTS, source)
+                return con.sql(sql).to_arrow_table()
+            table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
+            groups = _groups(con, table, chosen, x_column, y_column, geometry_column)
+            con.close()  # DuckDB keeps the memory of its last query until then
+            return _assembled(session, table, groups, chosen)
         except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
             raise type(exc)(redact_text(str(exc))) from None
     finally:
         report.close()
         con.close()
+
+
+def _groups(
+    con: duckdb.DuckDBPyConnection,
+    table: pa.Table,
+    chosen: Options,
+    x_column: str,
+    y_column: str,
+    geometry_column: str | None,
+) -> pa.Table:
+    """The points located and grouped by file, year and CRS, by aef_sample_points' own
+    macros: (path, year, crs, rows, x, y), rows numbered from 1 in input order."""
+    con.register(_POINTS, table.append_column(_ROW, pa.array(np.arange(1, table.num_rows + 1))))
+    bands = f"[{', '.join(map(quote_literal, chosen.bands))}]"
+    where = ", ".join(  # as sample_sql names them
+        (
+            quote_literal(x_column),
+            quote_literal(y_column),
+            "NULL" if geometry_column is None else quote_literal(geometry_column),
+        )
+    )
+    return con.sql(
+        f"""
+        WITH options AS MATERIALIZED (
+            FROM __aef_options('{_POINTS}', 'aef_sample_points',
+                               [{", ".join(map(str, chosen.years))}], NULL, {chosen.crs},
+                               {where}, {bands}, {quote_literal(chosen.on_error)}, false)
+        ),
+        -- Materialized, as in aef_sample_points: each point is located once.
+        located AS MATERIALIZED (FROM __aef_located('{_POINTS}', 'options', {where}))
+        SELECT __aef_path AS path, __aef_year AS year, __aef_crs AS crs,
+               list(__aef_row) AS rows, list(__aef_x) AS x, list(__aef_y) AS y
+        FROM located
+        WHERE __aef_path IS NOT NULL
+        GROUP BY ALL
+        """
+    ).to_arrow_table()
+
+
+def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Options) -> pa.Table:
+    """What aef_sample_points returns (bands, not vectors), put together by position.
+
+    The groups (`_groups`) are sampled by aef_sample_points' own UDF, but the result is not
+    joined back onto the rows and sorted: row r's year k is output row r * len(years) + k,
+    so each sampled value is put in place, and the input columns are passed through as they
+    are (repeated once per year). Wide rows are never hashed nor sorted: for 10^6 points x
+    64 bands, that join and sort were most of the peak memory."""
+    n, years = table.num_rows, np.asarray(chosen.years, dtype=np.int64)
+    extra = [name for name in BAND_NAMES if name in chosen.bands]
+    if chosen.on_error == "null":
+        extra.append("aef_error")
+    if groups.num_rows:
+        count = groups.num_rows
+        sampled = session.sample_group(
+            groups["path"],
+            groups["rows"],
+            groups["x"],
+            groups["y"],
+            groups["crs"],
+            pa.array([list(chosen.bands)] * count, pa.list_(pa.string())),
+            pa.array([chosen.on_error] * count, pa.string()),
+        )
+        items = sampled.flatten()
+        year_of_item = np.repeat(
+            groups["year"].to_numpy(), sampled.value_lengths().to_numpy(zero_copy_only=False)
+        )
+        rows = items.field(_ROW).to_numpy()
+        sampled_columns = {name: items.field(name) for name in extra}
+        del groups, sampled, items  # each column's values are let go once put in place
+    else:  # no point in any tile: every band NULL
+        rows = year_of_item = np.zeros(0, dtype=np.int64)
+        sampled_columns = {
+            name: pa.array([], pa.string() if name == "aef_error" else pa.int8()) for name in extra
+        }
+    # Output row of each sampled item; -1 (a NULL index: NULL bands) where none was sampled.
+    source = np.full(n * years.size, -1, dtype=np.int64)
+    source[(rows - 1) * years.size + np.searchsorted(years, year_of_item)] = np.arange(rows.size)
+    take = pa.array(source, mask=source < 0)
+    del source, rows, year_of_item
+    repeat = None if years.size == 1 else pa.array(np.repeat(np.arange(n), years.size))
+    columns = {
+        name: table[name] if repeat is None else table[name].take(repeat)
+        for name in table.column_names
+    }
+    columns["year"] = pa.array(np.tile(years.astype(np.int32), n))
+    for name in extra:
+        columns[name] = sampled_columns.pop(name).take(take)
+    return pa.table(columns)
 
 
 def sample_sql(

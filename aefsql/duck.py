@@ -271,7 +271,7 @@ class Session:
         code = codes.pop()
         urls = np.repeat(_objects(path), counts)
         xs, ys = geo.floats(x.flatten()), geo.floats(y.flatten())
-        errors = np.full(urls.size, None, dtype=object)
+        errors = pa.nulls(urls.size, pa.string())
         try:
             samples = self.sampler.sample(
                 urls, xs, ys, wanted, crs=code, keep_blocks=False, keep_values=True
@@ -279,10 +279,12 @@ class Session:
         except AefsqlError:
             if modes != {"null"}:
                 raise
-            samples = self._sample_each_file(urls, xs, ys, code, wanted, errors)
+            messages = np.full(urls.size, None, dtype=object)
+            samples = self._sample_each_file(urls, xs, ys, code, wanted, messages)
+            errors = pa.array(messages, pa.string())
         embedding = _struct(samples, wanted)
         items = pa.StructArray.from_arrays(
-            [rows.flatten().cast(pa.int64()), *embedding.flatten(), pa.array(errors, pa.string())],
+            [rows.flatten().cast(pa.int64()), *embedding.flatten(), errors],
             names=["__aef_row", *BAND_NAMES, "aef_error"],
         )
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)

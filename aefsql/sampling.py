@@ -40,8 +40,10 @@ DEFAULT_WINDOW_BYTES = 4 * 1024**3  # int8 of all the windows of one call or req
 # Refused before reading: no AEF block comes near (a 1024-px tile of 64 chunky bands is 64 MiB).
 MAX_BLOCK_BYTES = 256 * 1024 * 1024
 PATCH_CHUNK_PIXELS = 1 << 20  # patch pixels sampled at once: bounds the planner's arrays
-WAVE_BYTES = 32 * 1024 * 1024  # compressed bytes per wave: with PREFETCH_WAVES, bounds memory
-PREFETCH_WAVES = 3  # waves fetched ahead of the one being decoded
+# Compressed bytes per wave: with PREFETCH_WAVES, what a job holds of them (48 MiB). Two
+# waves ahead keep ~10 MB in flight at 200 MB/s and 50 ms latency with room to spare.
+WAVE_BYTES = 16 * 1024 * 1024
+PREFETCH_WAVES = 2  # waves fetched ahead of the one being decoded
 PREFIX_READS = True  # False: blocks are read whole (benchmarks/bench_prefix.py compares)
 
 
@@ -330,6 +332,8 @@ class Sampler:
         reads = []  # one _BlockRead per (url, block): the points it serves
         for url, points, rows, cols in located:
             reads.extend(_plan_blocks(url, headers[url], points, rows, cols, bands))
+        if kept is None:
+            del located  # the reads hold what is needed: 10^6 points' worth less while reading
 
         self._read_blocks(reads, headers, values, keep_blocks)
         if kept is not None:
@@ -721,10 +725,10 @@ def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_B
     tile_of = block_row * header.blocks_across + cols // header.block_width
     reads = []
     for tile, members in group_indices(tile_of, np.arange(points.size)).items():
-        group = _TilePoints(
+        group = _TilePoints(  # in-block pixels fit int32: blocks are at most 256 MiB
             points[members],
-            rows[members] - block_row[members] * header.block_height,
-            cols[members] % header.block_width,
+            (rows[members] - block_row[members] * header.block_height).astype(np.int32),
+            (cols[members] % header.block_width).astype(np.int32),
         )
         reads.extend(_band_reads(url, header, int(tile), group, bands))
     return reads

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import s3fs
-from bench_local import EPSG, points, write_collection
+from bench_local import EPSG, points, time_inflate_bound, write_collection
 from latency_proxy import LatencyProxy
 from pyproj import Transformer
 
@@ -95,6 +95,18 @@ def s3fs_cpu_per_request(port: int, path: str, n: int = 200) -> float:
     return (time.process_time() - start) / n
 
 
+def loopback_bandwidth(port: int, path: str, chunk: int = 4 << 20, n: int = 64) -> float:
+    """Bytes a second s3fs moves through the proxy here: `n` ranged GETs of `chunk` bytes,
+    CONCURRENCY at a time (latency included, as for the job)."""
+    fs = s3fs.S3FileSystem(**storage_options(port))
+    size = fs.size(path)
+    starts = [(k * chunk) % (size - chunk) for k in range(n)]
+    fs.cat_ranges([path] * n, starts, [a + chunk for a in starts], batch_size=CONCURRENCY)
+    start = time.perf_counter()
+    fs.cat_ranges([path] * n, starts, [a + chunk for a in starts], batch_size=CONCURRENCY)
+    return n * chunk / (time.perf_counter() - start)
+
+
 def cache_rerun(args, proxy: LatencyProxy, to_lonlat) -> tuple[float, float]:
     """Seconds of a cold run filling a fresh disk cache, and of the same job re-run."""
     x, y = points("clustered", args.points, args.size, args.tiles)
@@ -146,9 +158,12 @@ def main() -> None:
         )
         print(
             f"{'block':>5} {'points':>9} {'seconds':>8} {'pt/s':>7} {'requests':>8} "
-            f"{'MB read':>8} {'MB/s':>6} {'bound s':>8} {'vs bound':>8}"
+            f"{'MB read':>8} {'MB/s':>6} {'bound s':>8} {'vs bound':>8} {'transfer s':>10} "
+            f"{'decode s':>8} {'vs max':>7}"
         )
         with LatencyProxy(port, args.latency) as proxy:
+            bandwidth = loopback_bandwidth(proxy.port, "bench/2024/33N/bench1024-0.tiff")
+            print(f"# loopback bandwidth through the proxy: {bandwidth / 1e6:.0f} MB/s")
             for block in () if args.cache_only else (1024, 256):
                 if cpu is None:
                     cpu = s3fs_cpu_per_request(port, f"bench/index{block}.parquet")
@@ -171,10 +186,15 @@ def main() -> None:
                     # Latency overlaps up to CONCURRENCY requests; s3fs's CPU per request
                     # does not. Transfer is shown apart, as the rate reached (MB/s).
                     bound = requests * args.latency / CONCURRENCY + requests * cpu
+                    # Where transfer and decoding dominate: the bytes at the loopback's rate,
+                    # or the distinct blocks decoded whole on every core, whichever is longer.
+                    transfer = nbytes / bandwidth
+                    decode, _ = time_inflate_bound(bucket, args.size, block, x, y)
                     print(
                         f"{block:>5} {kind:>9} {seconds:>8.2f} {args.points / seconds:>7.0f} "
                         f"{requests:>8} {nbytes / 1e6:>8.1f} {nbytes / 1e6 / seconds:>6.0f} "
-                        f"{bound:>8.2f} {seconds / bound:>7.2f}x"
+                        f"{bound:>8.2f} {seconds / bound:>7.2f}x {transfer:>10.2f} "
+                        f"{decode:>8.2f} {seconds / max(transfer, decode):>6.2f}x"
                     )
             cold, warm = cache_rerun(args, proxy, to_lonlat)
         if cpu is not None:

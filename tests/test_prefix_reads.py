@@ -254,3 +254,14 @@ def test_a_corrupt_block_is_reported_after_reading_it_whole(tiffs, tmp_path):
     x, y = points_at(0, [200], [40])
     with pytest.raises(TiffFormatError, match="block 0: ZSTD stream is corrupt"):
         sample_over_http(path, x, y)
+
+
+def test_prefixes_of_other_codecs_and_whole_reads():
+    """Uncompressed blocks are cut exactly; LZW blocks (no prefix decoding here) and blocks
+    whose every row is needed are read whole."""
+    from aefsql.codecs import LZW, NONE
+
+    assert prefix_length(4096, NONE, 1000, 4096) == 1000
+    assert prefix_length(900, LZW, 10, 4096) == 900
+    assert prefix_length(900, ZSTD, 4096, 4096) == 900
+    assert prefix_length(900, DEFLATE, 4096, 4096) == 900

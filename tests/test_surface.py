@@ -54,6 +54,51 @@ def test_python_duplicate_years_and_integral_years(gdal_collection):
     assert table.num_rows == 30 and set(table["year"].to_pylist()) == {2023}
 
 
+def mixed_points() -> pa.Table:
+    """Points in three tiles, shuffled, with a NULL, an impossible and an uncovered one."""
+    parts = [plots_table(40, seed=5 + k, k=k) for k in (0, 2, 3)]
+    table = pa.concat_tables(parts)
+    rng = np.random.default_rng(3)
+    table = table.take(rng.permutation(table.num_rows))
+    lon, lat = table["lon"].to_pylist(), table["lat"].to_pylist()
+    lon[4], lat[9], lon[20], lat[20] = None, 123.0, -150.0, -60.0
+    return table.set_column(1, "lon", pa.array(lon)).set_column(2, "lat", pa.array(lat))
+
+
+@pytest.mark.parametrize(
+    "python, sql",
+    [
+        (dict(years=2024), "years := 2024"),
+        (dict(years=2031), "years := 2031"),  # no tile at all: every band NULL
+        (dict(years=[2024, 2023, 2031]), "years := [2024, 2023, 2031]"),
+        (
+            dict(years=2023, bands=["A63", "A00", "A07"]),
+            "years := 2023, bands := ['A63', 'A00', 'A07']",
+        ),
+        (dict(years=[2023, 2024], on_error="null"), "years := [2023, 2024], on_error := 'null'"),
+        (
+            dict(years=2024, x_column="x", y_column="y", crs=32718),
+            "years := 2024, x_column := 'x', y_column := 'y', crs := 32718",
+        ),
+    ],
+)
+def test_python_equals_the_sql_table_function(gdal_collection, python, sql):
+    """aefsql.sample_points puts the sampled values in place instead of joining and sorting
+    in DuckDB: its result is aef_sample_points', row for row, type for type."""
+    points = mixed_points()
+    con = aefsql.connect(catalog=gdal_collection.index)
+    con.register("mixed", points)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 2031: the catalog has no tile of it
+        expected = con.sql(f"SELECT * FROM aef_sample_points('mixed', {sql})").to_arrow_table()
+        got = aefsql.sample_points(points, catalog=gdal_collection.index, **python)
+    assert got.schema == expected.schema
+    assert got.equals(expected)
+    valid = got["A00" if "bands" not in python else "A07"].drop_null()
+    if python["years"] != 2031:
+        assert 0 < len(valid) < got.num_rows  # some sampled, some not: both paths exercised
+
+
 @pytest.mark.parametrize("bad", ["2023", 2023.7, True, [2023, "2024"], [], np.bool_(True)])
 def test_python_years_must_be_integers(gdal_collection, bad):
     with pytest.raises(AefsqlError, match=r"integer|no year"):
