@@ -108,6 +108,7 @@ ZSTD_BLOCK = 128 * 1024  # a zstd block holds at most this much, and decodes onl
 PREFIX_SLACK = 1.03  # zstd blocks of AEF-like data vary by ~5% around their share
 DEFLATE_MARGIN = 1024  # the symbol under way at the end of a deflate prefix
 MIN_EXTENSION = 4096  # a second request is worth at least this much
+ZSTD_WALK_LIMIT = 4096  # block headers read at most (a 1024² int8 block has 8): bounded work
 
 
 def prefix_length(
@@ -151,7 +152,9 @@ def _zstd_walk(raw: bytes) -> tuple[int, int | None]:
     at = 5 + (0 if single else 1) + (0, 1, 2, 4)[descriptor & 3]
     at += ((1 if single else 0), 2, 4, 8)[descriptor >> 6]
     complete = at
-    while at + 3 <= len(raw):
+    for _ in range(ZSTD_WALK_LIMIT):  # a hostile stream of empty blocks ends the walk early
+        if at + 3 > len(raw):
+            break
         header = int.from_bytes(raw[at : at + 3], "little")
         kind, size = header >> 1 & 3, header >> 3
         end = at + 3 + (1 if kind == 1 else size)  # an RLE block holds one byte

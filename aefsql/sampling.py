@@ -414,6 +414,9 @@ class Sampler:
         pending = deque(
             prefetch.submit(self._fetch, w, headers, keep) for w in waves[:PREFETCH_WAVES]
         )
+        # The prefixes of a wave that fell short are read on while the next wave decodes,
+        # and finished after it: a wave never waits a round trip for them.
+        late = None
         for i, wave in enumerate(waves):
             self.store.check_cancelled()
             raw_by_range = pending.popleft().result()
@@ -421,7 +424,24 @@ class Sampler:
                 pending.append(
                     prefetch.submit(self._fetch, waves[i + PREFETCH_WAVES], headers, keep)
                 )
-            self._decode_wave(wave, raw_by_range, headers, values, keep)
+            short = self._decode(_by_tile(wave), raw_by_range, headers, values, keep)
+            if late is not None:
+                self._finish(*late, headers, values, keep)
+            late = None
+            if short:
+                raw = {key: raw_by_range[key] for key in {(r.url, r.byte_range) for r, _ in short}}
+                late = (prefetch.submit(self._extend, short, raw, headers, False), short, raw)
+        if late is not None:
+            self._finish(*late, headers, values, keep)
+
+    def _finish(self, extension, short, raw, headers, values, keep: bool) -> None:
+        """Decode the blocks whose prefix fell short once `extension` has read on; any still
+        short are read to their end (a block comes in three parts at most)."""
+        extension.result()
+        again = self._decode([[read] for read, _ in short], raw, headers, values, keep)
+        if again:
+            self._extend(again, raw, headers, last=True)
+            self._decode([[read] for read, _ in again], raw, headers, values, keep)
 
     def _fetch(self, wave: list[_BlockRead], headers, keep: bool) -> dict:
         """{(url, byte range): compressed bytes} of a wave's blocks: whole, or the prefix their
@@ -436,14 +456,17 @@ class Sampler:
         self.progress.add(blocks=len(wave), nbytes=sum(len(a) for a in answers))
         return {(r.url, r.byte_range): data for r, data in zip(nonempty, answers, strict=True)}
 
-    def _extend(self, short: list[tuple[_BlockRead, int]], raw_by_range, headers) -> None:
+    def _extend(self, short: list[tuple[_BlockRead, int]], raw_by_range, headers, last) -> None:
         """Read more of the blocks whose prefix decoded to too few bytes (`short`: each read
-        and the bytes it gave), as far as what the prefix revealed says they need."""
+        and the bytes it gave), as far as what the prefix revealed says they need; with
+        `last`, to their end (a block is never read in more than three parts)."""
         spans = []
         for read, got in short:
             header, have = headers[read.url], raw_by_range[(read.url, read.byte_range)]
-            length, total = read.decoded_bytes(header, whole=False)
+            length, total = read.decoded_bytes(header)
             want = prefix_length(read.size, header.compression, length, total, have, got)
+            if last:
+                want = read.size
             spans.append((read.url, read.byte_range[0] + len(have), read.byte_range[0] + want))
         answers = self.store.read(
             spans, versions={r.url: r.version for r, _ in short}, max_gap=0, views=True
@@ -453,7 +476,10 @@ class Sampler:
             key = (read.url, read.byte_range)
             raw_by_range[key] = b"".join((raw_by_range[key], more))
 
-    def _decode_wave(self, wave, raw_by_range, headers, values, keep: bool) -> None:
+    def _decode(self, tasks, raw_by_range, headers, values, keep: bool) -> list:
+        """Decode each task's reads (a task a thread) and gather their pixels; returns the
+        reads whose prefix fell short, with the bytes it gave."""
+
         def decode(read: _BlockRead) -> np.ndarray | int:
             """The block, or how many bytes a prefix too short gave."""
             header = headers[read.url]
@@ -491,18 +517,16 @@ class Sampler:
                     self.blocks.put(read.key, block)
             return short
 
-        # One task per tile (its 64 band blocks when planar-separate): per-task overhead would
-        # otherwise dominate for small blocks.
-        by_tile: dict[int, list[_BlockRead]] = {}
-        for read in wave:
-            by_tile.setdefault(id(read.tile), []).append(read)
-        tasks = list(by_tile.values())
-        decoding = threads.pool("decode")
-        while tasks:  # each round reads more of the prefixes that fell short, up to whole
-            short = [s for part in decoding.map(decode_and_gather, tasks) for s in part]
-            if short:
-                self._extend(short, raw_by_range, headers)
-            tasks = [[read] for read, _ in short]
+        return [s for part in threads.pool("decode").map(decode_and_gather, tasks) for s in part]
+
+
+def _by_tile(wave: list[_BlockRead]) -> list[list[_BlockRead]]:
+    """A wave's reads, one task per tile (its 64 band blocks when planar-separate): per-task
+    overhead would otherwise dominate for small blocks."""
+    by_tile: dict[int, list[_BlockRead]] = {}
+    for read in wave:
+        by_tile.setdefault(id(read.tile), []).append(read)
+    return list(by_tile.values())
 
 
 @dataclass
@@ -644,12 +668,12 @@ class _BlockRead:
         """Compressed bytes (0: a block the file leaves out)."""
         return self.byte_range[1] - self.byte_range[0]
 
-    def decoded_bytes(self, header: ImageHeader, whole: bool) -> tuple[int, int]:
-        """(bytes of the rows needed, or all with `whole`; bytes of the whole block) decoded."""
+    def decoded_bytes(self, header: ImageHeader) -> tuple[int, int]:
+        """(decoded bytes of the rows needed, of the whole block)."""
         samples = 1 if header.planar_separate else header.samples_per_pixel
         row = header.block_width * samples * header.dtype.itemsize
         rows = header.block_rows(self.block_row)
-        return (rows if whole else min(self.rows_needed, rows)) * row, rows * row
+        return min(self.rows_needed, rows) * row, rows * row
 
     def gather(self, block: np.ndarray, values: np.ndarray) -> None:
         self.tile.gather(block, values, self.columns, self.samples)
@@ -846,7 +870,7 @@ def _fetch_spans(reads: list[_BlockRead], headers, keep: bool) -> list[tuple[int
             if reads[after].byte_range[0] - end <= DEFAULT_MAX_GAP:
                 continue
         header = headers[read.url]
-        length, total = read.decoded_bytes(header, whole=False)
+        length, total = read.decoded_bytes(header)
         spans[i] = (start, start + prefix_length(read.size, header.compression, length, total))
     return spans
 

@@ -265,3 +265,20 @@ def test_prefixes_of_other_codecs_and_whole_reads():
     assert prefix_length(900, LZW, 10, 4096) == 900
     assert prefix_length(900, ZSTD, 4096, 4096) == 900
     assert prefix_length(900, DEFLATE, 4096, 4096) == 900
+
+
+def test_a_block_is_read_in_three_parts_at_most(tiffs, monkeypatch):
+    """However wrong the estimates (here 1% of what the ratio says), a block comes in at most
+    three requests, each starting where the last ended, the third reaching its end."""
+    from aefsql import codecs
+
+    monkeypatch.setattr(codecs, "PREFIX_SLACK", 0.01)
+    path = tiffs["zstd"]
+    offsets, counts = block_table(path)
+    x, y = points_at(0, [900], [3])
+    values, ranges = sample_over_http(path, x, y)
+    np.testing.assert_array_equal(values, gdal_values(path, x, y))
+    for start, end in whole_blocks(offsets, counts, tile=0):
+        mine = [r for r in ranges if start <= r[0] < end]
+        assert mine[0][0] == start and len(mine) == 3 and mine[-1][1] == end
+        assert all(a[1] == b[0] for a, b in zip(mine, mine[1:], strict=False))
