@@ -105,6 +105,7 @@ def main() -> None:
                 with LatencyProxy(port, args.latency) as proxy:
                     catalog = catalog.format(port=proxy.port)
                     options = options_of(proxy.port)
+                    isolated = np.zeros(6)  # the isolated sets' sums, as printed below
                     for name, (x, y) in sets:
                         lon, lat = (np.asarray(v) for v in to_lonlat.transform(x, y))
                         _, gdal = time_rasterio(bucket, SIZE, BLOCK, x, y)
@@ -118,6 +119,21 @@ def main() -> None:
                             f"{prefix[1] / whole[1]:>8.2f}x {whole[2] / 1e6:>8.1f} "
                             f"{prefix[2] / 1e6:>9.1f} {prefix[2] / whole[2]:>10.3f}x"
                         )
+                        if name.startswith("isolated"):
+                            isolated += [
+                                whole[0],
+                                prefix[0],
+                                whole[1],
+                                prefix[1],
+                                whole[2],
+                                prefix[2],
+                            ]
+                    ws, ps, wr, pr, wb, pb = isolated
+                    print(
+                        f"{where:>5} {'isolated':>11} {'all':>5} {ws:>8.2f} {ps:>8.2f} "
+                        f"{wr:>9.0f} {pr:>10.0f} {pr / wr:>8.2f}x {wb / 1e6:>8.1f} "
+                        f"{pb / 1e6:>9.1f} {pb / wb:>10.3f}x"
+                    )
     finally:
         sampling.PREFIX_READS = True
         rclone.terminate()
