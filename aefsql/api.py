@@ -102,11 +102,11 @@ def _groups(
     y_column: str,
     geometry_column: str | None,
 ) -> pa.Table:
-    """The points located and grouped by file, year and CRS, by aef_sample_points' own
-    macros: (path, year, crs, rows, x, y), rows numbered from 1 in input order."""
+    """The points located and grouped by file, year and CRS by aef_sample_points' own
+    macros (`__aef_groups`), rows numbered from 1 in input order."""
     con.register(_POINTS, table.append_column(_ROW, pa.array(np.arange(1, table.num_rows + 1))))
     bands = f"[{', '.join(map(quote_literal, chosen.bands))}]"
-    where = ", ".join(  # as sample_sql names them
+    columns = ", ".join(  # as sample_sql names them
         (
             quote_literal(x_column),
             quote_literal(y_column),
@@ -118,15 +118,11 @@ def _groups(
         WITH options AS MATERIALIZED (
             FROM __aef_options('{_POINTS}', 'aef_sample_points',
                                [{", ".join(map(str, chosen.years))}], NULL, {chosen.crs},
-                               {where}, {bands}, {quote_literal(chosen.on_error)}, false)
+                               {columns}, {bands}, {quote_literal(chosen.on_error)}, false)
         ),
         -- Materialized, as in aef_sample_points: each point is located once.
-        located AS MATERIALIZED (FROM __aef_located('{_POINTS}', 'options', {where}))
-        SELECT __aef_path AS path, __aef_year AS year, __aef_crs AS crs,
-               list(__aef_row) AS rows, list(__aef_x) AS x, list(__aef_y) AS y
-        FROM located
-        WHERE __aef_path IS NOT NULL
-        GROUP BY ALL
+        located AS MATERIALIZED (FROM __aef_located('{_POINTS}', 'options', {columns}))
+        FROM __aef_groups('located')
         """
     ).to_arrow_table()
 
@@ -143,29 +139,23 @@ def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Opti
     extra = [name for name in BAND_NAMES if name in chosen.bands]
     if chosen.on_error == "null":
         extra.append("aef_error")
-    if groups.num_rows:
-        count = groups.num_rows
-        sampled = session.sample_group(
-            groups["path"],
-            groups["rows"],
-            groups["x"],
-            groups["y"],
-            groups["crs"],
-            pa.array([list(chosen.bands)] * count, pa.list_(pa.string())),
-            pa.array([chosen.on_error] * count, pa.string()),
-        )
-        items = sampled.flatten()
-        year_of_item = np.repeat(
-            groups["year"].to_numpy(), sampled.value_lengths().to_numpy(zero_copy_only=False)
-        )
-        rows = items.field(_ROW).to_numpy()
-        sampled_columns = {name: items.field(name) for name in extra}
-        del groups, sampled, items  # each column's values are let go once put in place
-    else:  # no point in any tile: every band NULL
-        rows = year_of_item = np.zeros(0, dtype=np.int64)
-        sampled_columns = {
-            name: pa.array([], pa.string() if name == "aef_error" else pa.int8()) for name in extra
-        }
+    count = groups.num_rows
+    sampled = session.sample_group(
+        groups["__aef_path"],
+        groups["__aef_rows"],
+        groups["__aef_xs"],
+        groups["__aef_ys"],
+        groups["__aef_crs"],
+        pa.array([list(chosen.bands)] * count, pa.list_(pa.string())),
+        pa.array([chosen.on_error] * count, pa.string()),
+    )
+    items = sampled.flatten()
+    year_of_item = np.repeat(
+        groups["__aef_year"].to_numpy(), sampled.value_lengths().to_numpy(zero_copy_only=False)
+    )
+    rows = items.field(_ROW).to_numpy()
+    sampled_columns = {name: items.field(name) for name in extra}
+    del groups, sampled, items  # each column's values are let go once put in place
     # Output row of each sampled item; -1 (a NULL index: NULL bands) where none was sampled.
     source = np.full(n * years.size, -1, dtype=np.int64)
     source[(rows - 1) * years.size + np.searchsorted(years, year_of_item)] = np.arange(rows.size)

@@ -54,6 +54,10 @@ ROW_EMBEDDING_TYPE = (
     + ", aef_error VARCHAR)[]"
 )
 EMBEDDING_ARROW = pa.struct([(name, pa.int8()) for name in BAND_NAMES])
+# sample_group's result: a list a group of (row, bands, error) structs.
+SAMPLED_ARROW = pa.list_(
+    pa.struct([("__aef_row", pa.int64()), *EMBEDDING_ARROW, ("aef_error", pa.string())])
+)
 PATCH_ARROW = pa.list_(EMBEDDING_ARROW)
 PLAN_TYPE = "STRUCT(points BIGINT, blocks BIGINT, requests BIGINT, bytes BIGINT)"
 PLAN_ARROW = pa.struct([(f, pa.int64()) for f in ("points", "blocks", "requests", "bytes")])
@@ -257,6 +261,8 @@ class Session:
         `on_error` 'null': a file that cannot be read gives its rows NULL bands and the error
         message instead of failing the query; 'raise' (the default) fails it.
         """
+        if len(path) == 0:  # no group: DuckDB never asks, the Python API may
+            return pa.array([], SAMPLED_ARROW)
         rows, x, y = (_contiguous(c) for c in (rows, x, y))
         offsets = rows.offsets.to_numpy()
         offsets = offsets - offsets[0]  # a sliced list array's offsets do not start at 0
@@ -285,7 +291,7 @@ class Session:
         embedding = _struct(samples, wanted)
         items = pa.StructArray.from_arrays(
             [rows.flatten().cast(pa.int64()), *embedding.flatten(), errors],
-            names=["__aef_row", *BAND_NAMES, "aef_error"],
+            fields=list(SAMPLED_ARROW.value_type),
         )
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
 

@@ -8,7 +8,6 @@ points of each block at once.
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,7 +30,7 @@ from .io import ByteStore, protocol_of
 from .options import BAND_NAMES, band_list
 from .progress import Progress
 from .quantization import NODATA
-from .ranges import DEFAULT_MAX_GAP, merge_ranges
+from .ranges import merge_ranges
 from .tiff import ImageHeader
 
 BAND_COUNT = len(BAND_NAMES)
@@ -390,8 +389,9 @@ class Sampler:
         self.header_reader.load_block_tables(
             [(url, header, _needed_blocks(header, rows, cols, bands))]
         )
-        reads = [r for r in _plan_blocks(url, header, points, rows, cols, bands) if r.size]
-        merged = merge_ranges(_fetch_spans(reads, {url: header}, keep=False))
+        reads = _plan_blocks(url, header, points, rows, cols, bands)
+        nonempty = [r for r in reads if r.size]
+        merged = merge_ranges(_fetch_spans(nonempty, {url: header}, keep=False))
         return ReadPlan(
             points=int(points.size),
             blocks=len(reads),
@@ -464,9 +464,11 @@ class Sampler:
         for read, got in short:
             header, have = headers[read.url], raw_by_range[(read.url, read.byte_range)]
             length, total = read.decoded_bytes(header)
-            want = prefix_length(read.size, header.compression, length, total, have, got)
-            if last:
-                want = read.size
+            want = (
+                read.size
+                if last
+                else prefix_length(read.size, header.compression, length, total, have, got)
+            )
             spans.append((read.url, read.byte_range[0] + len(have), read.byte_range[0] + want))
         answers = self.store.read(
             spans, versions={r.url: r.version for r, _ in short}, max_gap=0, views=True
@@ -532,8 +534,7 @@ def _by_tile(wave: list[_BlockRead]) -> list[list[_BlockRead]]:
 @dataclass
 class _KeptValues:
     """Point values kept in the disk cache per file version (PixelValues): a re-run finds
-    them there, and neither downloads nor decodes. Files without a version (a server that
-    sends neither ETag nor Last-Modified) are not kept: their values could be another's."""
+    them there, and neither downloads nor decodes (only for `_keepable` files)."""
 
     cache: DiskCache
     headers: dict
@@ -561,7 +562,7 @@ class _KeptValues:
         """Add the values just read, file by file."""
         for url, points, rows, cols in read:
             header = self.headers[url]
-            if header.version is None or protocol_of(url) == "file" or not points.size:
+            if not _keepable(url, header) or not points.size:
                 continue
             pixels = rows.astype(np.int64) * header.width + cols
             kept = self._get(url, header) or PixelValues(
@@ -571,14 +572,19 @@ class _KeptValues:
             self.cache.put_values(url, str(header.version), self.name, merged)
 
     def _get(self, url: str, header) -> PixelValues | None:
-        """The kept values of a remote file's version (local files are read in place, as the
-        disk cache never copies them)."""
-        if header.version is None or protocol_of(url) == "file":
+        """The kept values of the file's version, if it has any and is keepable."""
+        if not _keepable(url, header):
             return None
         if url not in self.found:
             version = str(header.version)
             self.found[url] = self.cache.get_values(url, version, self.name, self.bands)
         return self.found[url]
+
+
+def _keepable(url: str, header: ImageHeader) -> bool:
+    """Values are kept for remote files with a version: local files are read in place (the
+    disk cache never copies them), and values of an unversioned file could be another's."""
+    return header.version is not None and protocol_of(url) != "file"
 
 
 @dataclass(frozen=True)
@@ -856,22 +862,22 @@ def _empty_block(url, header: ImageHeader, rows: int, samples: int) -> np.ndarra
 
 def _fetch_spans(reads: list[_BlockRead], headers, keep: bool) -> list[tuple[int, int]]:
     """The bytes to fetch of each of `reads` (non-empty): the prefix its rows need
-    (`codecs.prefix_length`) when its block ends a request, else the whole block. A block
-    followed closely in its file by another one read makes one request with it: cut, it
-    would make two. A kept block is read whole, to be decoded whole."""
-    order = sorted(range(len(reads)), key=lambda i: (reads[i].url, reads[i].byte_range))
-    spans: list[tuple[int, int]] = [reads[i].byte_range for i in range(len(reads))]
+    (`codecs.prefix_length`) when its block ends a request (`ranges.merge_ranges`, as the
+    store merges them), else the whole block: a block followed closely by another one read
+    makes one request with it, and cut, it would make two. A kept block is read whole, to be
+    decoded whole."""
+    spans = [read.byte_range for read in reads]
     if keep or not PREFIX_READS:
         return spans
-    for i, after in itertools.zip_longest(order, order[1:]):
-        read = reads[i]
-        start, end = read.byte_range
-        if after is not None and reads[after].url == read.url:
-            if reads[after].byte_range[0] - end <= DEFAULT_MAX_GAP:
-                continue
-        header = headers[read.url]
-        length, total = read.decoded_bytes(header)
-        spans[i] = (start, start + prefix_length(read.size, header.compression, length, total))
+    by_url: dict[str, list[tuple[int, int]]] = {}
+    for read in reads:
+        by_url.setdefault(read.url, []).append(read.byte_range)
+    last = {(url, m.members[-1]) for url, ranges in by_url.items() for m in merge_ranges(ranges)}
+    for i, read in enumerate(reads):
+        if (read.url, read.byte_range) in last:
+            length, total = read.decoded_bytes(headers[read.url])
+            size, compression = read.size, headers[read.url].compression
+            spans[i] = (spans[i][0], spans[i][0] + prefix_length(size, compression, length, total))
     return spans
 
 

@@ -79,6 +79,16 @@ SELECT p.__aef_row, p.xy.x AS __aef_x, p.xy.y AS __aef_y, y.__aef_crs, y.__aef_y
        {udf}_locate(p.xy.x, p.xy.y, CAST(y.__aef_year AS DOUBLE), y.__aef_crs) AS __aef_path
 FROM points p CROSS JOIN wanted_years y;
 
+-- The located points of each file, year and CRS (the arguments of {udf}_sample_group):
+-- each file's points are sampled in one call, so that each block is read once. Points in no
+-- tile are left out.
+CREATE OR REPLACE TEMP MACRO __aef_groups(located_table) AS TABLE
+SELECT __aef_path, __aef_year, __aef_crs, list(__aef_row) AS __aef_rows,
+       list(__aef_x) AS __aef_xs, list(__aef_y) AS __aef_ys
+FROM query_table(located_table)
+WHERE __aef_path IS NOT NULL
+GROUP BY __aef_path, __aef_year, __aef_crs;
+
 -- aef_sample_points: every row of a points table, once per distinct year, with the sampled
 -- bands.
 --
@@ -111,16 +121,14 @@ located AS MATERIALIZED (
     FROM __aef_located('points', 'options', x_column, y_column, geometry_column)
 ),
 sampled AS (
-    SELECT l.__aef_year, unnest(
+    SELECT g.__aef_year, unnest(
         {udf}_sample_group(
-            l.__aef_path, list(l.__aef_row), list(l.__aef_x), list(l.__aef_y), l.__aef_crs,
-            any_value(o.__aef_bands), CAST(on_error AS VARCHAR)
+            g.__aef_path, g.__aef_rows, g.__aef_xs, g.__aef_ys, g.__aef_crs, o.__aef_bands,
+            CAST(on_error AS VARCHAR)
         ),
         recursive := true
     )
-    FROM located l CROSS JOIN options o
-    WHERE l.__aef_path IS NOT NULL
-    GROUP BY l.__aef_path, l.__aef_year, l.__aef_crs
+    FROM __aef_groups('located') g CROSS JOIN options o
 ),
 with_vector AS (
     SELECT *, aef_vector(sampled) AS embedding FROM sampled

@@ -330,8 +330,12 @@ def test_a_tile_left_out_is_nodata_whatever_the_tag(tmp_path, nodata):
     with aefsql.connect(catalog=str(index)) as con:
         left_out = embedding(con, lon[0], lat[0])
         kept = embedding(con, lon[1], lat[1])
+    with aefsql.connect(catalog=str(index)) as con:
+        con.register("left_out", pa.table({"lon": lon[:1], "lat": lat[:1]}))
+        plan = con.sql("SELECT blocks, bytes FROM aef_plan('left_out', years := 2023)").fetchall()
     assert left_out is not None and set(left_out.values()) == {None}
     assert kept["A00"] == DATA[0, 30, 40]
+    assert plan == [(64, 0)]  # the plan counts the 64 blocks left out, and no byte to read
 
 
 @pytest.mark.parametrize("nodata", ["nan", "1000", "2.5", "-inf"])
