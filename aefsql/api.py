@@ -40,7 +40,7 @@ def sample_points(
     """Every row of `points` (all its columns), once per distinct year, with the sampled
     bands beside it: the contract of the SQL `aef_sample_points`.
 
-    `points`: a pyarrow Table or RecordBatchReader (streamed in, read once), a pandas,
+    `points`: a pyarrow Table or RecordBatchReader (read once, into memory), a pandas,
     polars or GeoPandas DataFrame (its geometry column and CRS are used unless you say
     otherwise). `years` (alias `year`): one year or several. Points are `x_column`/`y_column`
     or a point `geometry_column` (WKB), in `crs` (alias `geometry_crs`, Rasteret's name): an
@@ -71,7 +71,6 @@ def sample_points(
         y_column=y_column,
         geometry_column=geometry_column,
     )
-    sql = sample_sql(_POINTS, chosen, x_column, y_column, geometry_column, bool(bands))
     report = Progress(enabled=progress)
     session = open_session(catalog, progress=report, **options)
     warn_missing_years(session, chosen.years)
@@ -80,13 +79,11 @@ def sample_points(
         session.install(con)
         report.start(total=None if total is None else total * len(chosen.years))
         try:
-            if chosen.as_vector:  # the SQL macro's de-quantization: its one home
-                con.register(_POINTS, source)
-                return con.sql(sql).to_arrow_table()
             table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
             groups = _groups(con, table, chosen, x_column, y_column, geometry_column)
             con.close()  # DuckDB keeps the memory of its last query until then
-            return _assembled(session, table, groups, chosen)
+            result = _assembled(session, table, groups, chosen)
+            return _with_vectors(session, result) if chosen.as_vector else result
         except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
             raise type(exc)(redact_text(str(exc))) from None
     finally:
@@ -172,28 +169,19 @@ def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Opti
     return pa.table(columns)
 
 
-def sample_sql(
-    table: str,
-    chosen: Options,
-    x_column: str,
-    y_column: str,
-    geometry_column: str | None,
-    some_bands: bool,
-) -> str:
-    """The aef_sample_points call over `table` with resolved parameters (`some_bands`: the
-    caller named bands, rather than all 64)."""
-    return (
-        f"SELECT * FROM aef_sample_points({quote_literal(table)}, "
-        f"years := [{', '.join(map(str, chosen.years))}], crs := {chosen.crs}, "
-        + (
-            f"geometry_column := {quote_literal(geometry_column)}"
-            if geometry_column is not None
-            else f"x_column := {quote_literal(x_column)}, y_column := {quote_literal(y_column)}"
-        )
-        + (f", bands := [{', '.join(map(quote_literal, chosen.bands))}]" if some_bands else "")
-        + f", on_error := {quote_literal(chosen.on_error)}, "
-        f"as_vector := {str(chosen.as_vector).lower()})"
-    )
+def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
+    """as_vector: the 64 band columns replaced by `embedding`, placed as aef_sample_points
+    places it (last). The de-quantization is the SQL macro aef_vector's, its one home; a
+    one-table SELECT keeps the rows in order."""
+    con = duckdb.connect()
+    try:
+        session.install(con)
+        con.register("__aef_bands", result.select(BAND_NAMES))
+        vectors = con.sql("SELECT aef_vector(b) AS embedding FROM __aef_bands b")
+        embedding = vectors.to_arrow_table()["embedding"]
+    finally:
+        con.close()
+    return result.drop_columns(BAND_NAMES).append_column("embedding", embedding)
 
 
 def warn_missing_years(session: Session, years) -> list[int]:

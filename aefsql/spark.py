@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import geo
-from .api import sample_sql, warn_missing_years
+from .api import warn_missing_years
 from .areas import area_from, centroid
 from .catalog import quote_literal
 from .collection import CollectionHeaders
@@ -254,9 +254,33 @@ class _Call:
                 f"geometry_column := {quote_literal(self.geometry_column)}, "
                 f"crs := {chosen.crs}, level := {int(self.level)})"
             )
-        return sample_sql(
+        return _sample_sql(
             _TABLE, chosen, self.x_column, self.y_column, self.geometry_column, self.some_bands
         )
+
+
+def _sample_sql(
+    table: str,
+    chosen: Options,
+    x_column: str,
+    y_column: str,
+    geometry_column: str | None,
+    some_bands: bool,
+) -> str:
+    """The aef_sample_points call over `table` with resolved parameters (`some_bands`: the
+    caller named bands, rather than all 64)."""
+    return (
+        f"SELECT * FROM aef_sample_points({quote_literal(table)}, "
+        f"years := [{', '.join(map(str, chosen.years))}], crs := {chosen.crs}, "
+        + (
+            f"geometry_column := {quote_literal(geometry_column)}"
+            if geometry_column is not None
+            else f"x_column := {quote_literal(x_column)}, y_column := {quote_literal(y_column)}"
+        )
+        + (f", bands := [{', '.join(map(quote_literal, chosen.bands))}]" if some_bands else "")
+        + f", on_error := {quote_literal(chosen.on_error)}, "
+        f"as_vector := {str(chosen.as_vector).lower()})"
+    )
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Peak memory of sampling 10^6 clustered points (local files, the 1024-block collection).
 
-    python benchmarks/bench_memory.py [--points 1000000] [--dir /tmp/aefsql-bench]
+    python benchmarks/bench_memory.py [--points 1000000] [--dir /tmp/aefsql-bench] [--as-vector]
 
 Run bench_local.py first (it writes the collection). Prints the peak resident set size of this
 process before (imports, points table) and after the sampling, and the rate.
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--tiles", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/aefsql-bench"))
+    parser.add_argument("--as-vector", action="store_true", help="one FLOAT[64] embedding column")
     args = parser.parse_args()
     x, y = points("clustered", args.points, args.size, args.tiles, seed=1)
     lon, lat = (
@@ -40,7 +41,11 @@ def main() -> None:
     before = peak_rss_mib()
     start = time.perf_counter()
     result = aefsql.sample_points(
-        table, years=2024, catalog=str(args.dir / "index1024.parquet"), progress=False
+        table,
+        years=2024,
+        as_vector=args.as_vector,
+        catalog=str(args.dir / "index1024.parquet"),
+        progress=False,
     )
     seconds = time.perf_counter() - start
     assert result.num_rows == args.points

@@ -80,6 +80,11 @@ def mixed_points() -> pa.Table:
             dict(years=2024, x_column="x", y_column="y", crs=32718),
             "years := 2024, x_column := 'x', y_column := 'y', crs := 32718",
         ),
+        (dict(years=[2024, 2023], as_vector=True), "years := [2024, 2023], as_vector := true"),
+        (
+            dict(years=2024, as_vector=True, on_error="null"),
+            "years := 2024, as_vector := true, on_error := 'null'",
+        ),
     ],
 )
 def test_python_equals_the_sql_table_function(gdal_collection, python, sql):
@@ -94,9 +99,25 @@ def test_python_equals_the_sql_table_function(gdal_collection, python, sql):
         got = aefsql.sample_points(points, catalog=gdal_collection.index, **python)
     assert got.schema == expected.schema
     assert got.equals(expected)
-    valid = got["A00" if "bands" not in python else "A07"].drop_null()
+    valid = got["embedding" if "as_vector" in python else "A07" if "bands" in python else "A00"]
+    valid = valid.drop_null()
     if python["years"] != 2031:
         assert 0 < len(valid) < got.num_rows  # some sampled, some not: both paths exercised
+
+
+@pytest.mark.parametrize("as_vector", [False, True])
+def test_python_passes_input_columns_through_with_their_arrow_types(gdal_collection, as_vector):
+    plots = plots_table()
+    kinds = pa.array(["field", "forest", "field"] * 10).dictionary_encode()
+    plots = plots.append_column("name", plots["plot"].cast(pa.large_string()))
+    plots = plots.append_column("kind", kinds).append_column("n", pa.array(range(30), pa.uint16()))
+    got = aefsql.sample_points(
+        plots, years=[2023, 2024], as_vector=as_vector, catalog=gdal_collection.index
+    )
+    for name in ("name", "kind", "n"):
+        assert got.schema.field(name).type == plots.schema.field(name).type
+        assert got[name].to_pylist() == [v for v in plots[name].to_pylist() for _ in range(2)]
+    assert ("embedding" in got.column_names) == as_vector
 
 
 @pytest.mark.parametrize("bad", ["2023", 2023.7, True, [2023, "2024"], [], np.bool_(True)])
