@@ -1,9 +1,12 @@
 """Peak memory of sampling 10^6 clustered points (local files, the 1024-block collection).
 
-    python benchmarks/bench_memory.py [--points 1000000] [--dir /tmp/aefsql-bench] [--as-vector]
+    python benchmarks/bench_memory.py [--points 1000000] [--dir /tmp/aefsql-bench]
+                                      [--as-vector] [--sql]
 
-Run bench_local.py first (it writes the collection). Prints the peak resident set size of this
-process before (imports, points table) and after the sampling, and the rate.
+Run bench_local.py first (it writes the collection). `--sql` runs the SQL table function
+(`FROM aef_sample_points(...)` to Arrow) instead of `aefsql.sample_points`. Prints the peak
+resident set size of this process before (imports, points table) and after the sampling, and
+the rate.
 """
 
 from __future__ import annotations
@@ -32,21 +35,26 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/aefsql-bench"))
     parser.add_argument("--as-vector", action="store_true", help="one FLOAT[64] embedding column")
+    parser.add_argument("--sql", action="store_true", help="FROM aef_sample_points(...) instead")
     args = parser.parse_args()
     x, y = points("clustered", args.points, args.size, args.tiles, seed=1)
     lon, lat = (
         np.asarray(v) for v in Transformer.from_crs(EPSG, 4326, always_xy=True).transform(x, y)
     )
     table = pa.table({"id": np.arange(args.points), "lon": lon, "lat": lat})
+    catalog = str(args.dir / "index1024.parquet")
+    con = aefsql.connect(catalog=catalog, progress=False) if args.sql else None
     before = peak_rss_mib()
     start = time.perf_counter()
-    result = aefsql.sample_points(
-        table,
-        years=2024,
-        as_vector=args.as_vector,
-        catalog=str(args.dir / "index1024.parquet"),
-        progress=False,
-    )
+    if con is not None:
+        con.register("points", table)
+        vector = str(args.as_vector).lower()
+        query = f"FROM aef_sample_points('points', years := 2024, as_vector := {vector})"
+        result = con.sql(query).to_arrow_table()
+    else:
+        result = aefsql.sample_points(
+            table, years=2024, as_vector=args.as_vector, catalog=catalog, progress=False
+        )
     seconds = time.perf_counter() - start
     assert result.num_rows == args.points
     assert result["id"].to_numpy().tolist() == list(range(args.points))
