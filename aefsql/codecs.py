@@ -121,7 +121,7 @@ def prefix_length(
     if compression not in PREFIX_CODECS or length >= total or total <= 0:
         return size
     if compression == NONE:
-        return length
+        return min(size, length)  # never past the block's own bytes
     ratio = size / total
     if compression == ZSTD:
         complete, next_end = _zstd_walk(have)

@@ -441,41 +441,52 @@ class Sampler:
         again = self._decode([[read] for read, _ in short], raw, headers, values, keep)
         if again:
             self._extend(again, raw, headers, last=True)
-            self._decode([[read] for read, _ in again], raw, headers, values, keep)
+            # Read whole, a block decodes or raises: nothing can be short any more.
+            if self._decode([[read] for read, _ in again], raw, headers, values, keep):
+                raise TiffFormatError("a block read whole decoded short without an error")
 
     def _fetch(self, wave: list[_BlockRead], headers, keep: bool) -> dict:
         """{(url, byte range): compressed bytes} of a wave's blocks: whole, or the prefix their
         rows need (see `_fetch_spans`)."""
         nonempty = [r for r in wave if r.size]
-        spans = _fetch_spans(nonempty, headers, keep)
+        ends: dict[tuple, int] = {}  # (url, byte range): end of the bytes to fetch
+        for read, (_, end) in zip(nonempty, _fetch_spans(nonempty, headers, keep), strict=True):
+            _farther(ends, (read.url, read.byte_range), end)
         answers = self.store.read(
-            [(r.url, *span) for r, span in zip(nonempty, spans, strict=True)],
+            [(url, start, end) for (url, (start, _)), end in ends.items()],
             versions={r.url: r.version for r in nonempty},
             views=True,
         )
         self.progress.add(blocks=len(wave), nbytes=sum(len(a) for a in answers))
-        return {(r.url, r.byte_range): data for r, data in zip(nonempty, answers, strict=True)}
+        return dict(zip(ends, answers, strict=True))
 
     def _extend(self, short: list[tuple[_BlockRead, int]], raw_by_range, headers, last) -> None:
         """Read more of the blocks whose prefix decoded to too few bytes (`short`: each read
         and the bytes it gave), as far as what the prefix revealed says they need; with
         `last`, to their end (a block is never read in more than three parts)."""
-        spans = []
+        ends: dict[tuple, int] = {}
         for read, got in short:
-            header, have = headers[read.url], raw_by_range[(read.url, read.byte_range)]
+            key = (read.url, read.byte_range)
+            header, have = headers[read.url], raw_by_range[key]
             length, total = read.decoded_bytes(header)
             want = (
                 read.size
                 if last
                 else prefix_length(read.size, header.compression, length, total, have, got)
             )
-            spans.append((read.url, read.byte_range[0] + len(have), read.byte_range[0] + want))
+            _farther(ends, key, read.byte_range[0] + want)
+        requests = []  # each from where its bytes at hand end
+        for key, end in ends.items():
+            url, (start, _) = key
+            requests.append((url, start + len(raw_by_range[key]), end))
         answers = self.store.read(
-            spans, versions={r.url: r.version for r, _ in short}, max_gap=0, views=True
+            requests,
+            versions={r.url: r.version for r, _ in short},
+            max_gap=0,
+            views=True,
         )
         self.progress.add(nbytes=sum(len(a) for a in answers))
-        for (read, _), more in zip(short, answers, strict=True):
-            key = (read.url, read.byte_range)
+        for key, more in zip(ends, answers, strict=True):
             raw_by_range[key] = b"".join((raw_by_range[key], more))
 
     def _decode(self, tasks, raw_by_range, headers, values, keep: bool) -> list:
@@ -504,7 +515,9 @@ class Sampler:
             except TiffFormatError as exc:
                 if len(raw) < read.size:  # only a prefix: read on, judge the whole block
                     return exc.decoded if isinstance(exc, ShortBlock) else 0
-                raise type(exc)(f"{redact(read.url)} block {read.block}: {exc}") from None
+                # (ShortBlock's arguments are counts: read whole, it is a plain format error.)
+                kind = TiffFormatError if isinstance(exc, ShortBlock) else type(exc)
+                raise kind(f"{redact(read.url)} block {read.block}: {exc}") from None
 
         def decode_and_gather(reads: list[_BlockRead]) -> list[tuple[_BlockRead, int]]:
             # Each task writes its own (point, band) cells: tasks never touch the same cell.
@@ -520,6 +533,13 @@ class Sampler:
             return short
 
         return [s for part in threads.pool("decode").map(decode_and_gather, tasks) for s in part]
+
+
+def _farther(ends: dict, key: tuple, end: int) -> None:
+    """One read of bytes per (url, byte range), as far as the farthest of the blocks that name
+    them needs: two blocks of a table may share their bytes (a deduplicating writer, or a
+    hostile header), and one buffer is kept a range."""
+    ends[key] = max(ends.get(key, end), end)
 
 
 def _by_tile(wave: list[_BlockRead]) -> list[list[_BlockRead]]:

@@ -282,3 +282,69 @@ def test_a_block_is_read_in_three_parts_at_most(tiffs, monkeypatch):
         mine = [r for r in ranges if start <= r[0] < end]
         assert mine[0][0] == start and len(mine) == 3 and mine[-1][1] == end
         assert all(a[1] == b[0] for a, b in zip(mine, mine[1:], strict=False))
+
+
+def set_block_table(path: Path, offsets: dict | None = None, counts: dict | None = None):
+    """Overwrite entries of the file's TileOffsets/TileByteCounts ({block: value}), as a
+    deduplicating writer, a truncated upload or a hostile header would have them."""
+    page = tifffile.TiffFile(path).pages[0]
+    with open(path, "r+b") as f:
+        for name, changes in (("TileOffsets", offsets), ("TileByteCounts", counts)):
+            tag = page.tags[name]
+            itemsize = {3: 2, 4: 4, 16: 8}[int(tag.dtype)]
+            for block, value in (changes or {}).items():
+                f.seek(tag.valueoffset + block * itemsize)
+                f.write(int(value).to_bytes(itemsize, "little"))
+
+
+@pytest.mark.parametrize("compression", ["zstd", "deflate"])
+def test_a_block_whose_whole_bytes_decode_short_is_a_format_error(tiffs, tmp_path, compression):
+    """A byte count that cuts the stream (a truncated block): read whole, it still decodes
+    short, and that is the file's format error, named (not a crash of the error itself)."""
+    path = tmp_path / f"truncated-{compression}.tif"
+    path.write_bytes(tiffs[compression].read_bytes())
+    offsets, counts = block_table(path)
+    set_block_table(path, counts={0: int(counts[0]) // 2})
+    x, y = points_at(0, [1000], [5])  # a row the first half of the stream does not reach
+    with pytest.raises(TiffFormatError, match="block 0: block decodes to .* truncated"):
+        sample_over_http(path, x, y)
+
+
+def test_an_uncompressed_prefix_stays_inside_its_block():
+    """Rows beyond what the block's byte count holds are never read from the bytes after
+    it (another block's, or another object's): the block is read whole and found short."""
+    from aefsql.codecs import NONE
+
+    assert prefix_length(100, NONE, 1000, 4096) == 100
+    assert prefix_length(4096, NONE, 1000, 4096) == 1000
+
+
+@pytest.mark.parametrize("slack", [1.03, 0.3])
+def test_blocks_that_share_their_bytes_read_them_once(tiffs, tmp_path, monkeypatch, slack):
+    """Two blocks of the table naming the same bytes (a deduplicating writer, or a hostile
+    header): one prefix is read for both, as far as the farther row needs, and extended once;
+    both blocks' values are those bytes' values, as GDAL reads them. With a low slack every
+    prefix falls short, twice."""
+    from aefsql import codecs
+
+    monkeypatch.setattr(codecs, "PREFIX_SLACK", slack)
+    path = tmp_path / "shared.tif"
+    path.write_bytes(tiffs["zstd"].read_bytes())
+    offsets, counts = block_table(path)
+    tile_2 = [2 + 4 * band for band in range(BANDS)]
+    set_block_table(
+        path,
+        offsets={block + 1: offsets[block] for block in tile_2},  # tile 3 reads tile 2's bytes
+        counts={block + 1: counts[block] for block in tile_2},
+    )
+    x, y = points_at(np.array([2, 3]), [450, 300], [512, 512])
+    values, ranges = sample_over_http(path, x, y)
+    np.testing.assert_array_equal(values, gdal_values(path, x, y))
+    with rasterio.open(path) as ds:  # GDAL agrees: tile 3 now holds tile 2's pixels
+        band = ds.read(1)
+    np.testing.assert_array_equal(band[:, 3 * BLOCK :], band[:, 2 * BLOCK : 3 * BLOCK])
+    for block in tile_2:
+        start, size = int(offsets[block]), int(counts[block])
+        mine = [r for r in ranges if start <= r[0] < start + size]
+        assert mine[0][0] == start and len(mine) <= 3 and mine[-1][1] <= start + size
+        assert all(a[1] == b[0] for a, b in zip(mine, mine[1:], strict=False))  # no byte twice
