@@ -889,15 +889,32 @@ def _fetch_spans(reads: list[_BlockRead], headers, keep: bool) -> list[tuple[int
     spans = [read.byte_range for read in reads]
     if keep or not PREFIX_READS:
         return spans
-    by_url: dict[str, list[tuple[int, int]]] = {}
-    for read in reads:
-        by_url.setdefault(read.url, []).append(read.byte_range)
-    last = {(url, m.members[-1]) for url, ranges in by_url.items() for m in merge_ranges(ranges)}
-    for i, read in enumerate(reads):
-        if (read.url, read.byte_range) in last:
-            length, total = read.decoded_bytes(headers[read.url])
-            size, compression = read.size, headers[read.url].compression
-            spans[i] = (spans[i][0], spans[i][0] + prefix_length(size, compression, length, total))
+
+    def request_ends() -> set[tuple[str, tuple[int, int]]]:
+        by_url: dict[str, list[tuple[int, int]]] = {}
+        for read, span in zip(reads, spans, strict=True):
+            by_url.setdefault(read.url, []).append(span)
+        return {
+            (url, m.members[-1]) for url, ranges in by_url.items() for m in merge_ranges(ranges)
+        }
+
+    ends = request_ends()
+    cut = [i for i, read in enumerate(reads) if (read.url, spans[i]) in ends]
+    for i in cut:
+        length, total = reads[i].decoded_bytes(headers[reads[i].url])
+        size, compression = reads[i].size, headers[reads[i].url].compression
+        spans[i] = (spans[i][0], spans[i][0] + prefix_length(size, compression, length, total))
+    # A shorter span can merge with the next one across the gap its cut opened (a request
+    # that had no room for the whole block has room for its prefix): such a block would be
+    # fetched to its end anyway, and is read whole; until no cut block sits inside a request.
+    while cut:
+        ends = request_ends()
+        inside = {i for i in cut if (reads[i].url, spans[i]) not in ends}
+        if not inside:
+            break
+        for i in inside:
+            spans[i] = reads[i].byte_range
+        cut = [i for i in cut if i not in inside]
     return spans
 
 

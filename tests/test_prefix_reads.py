@@ -348,3 +348,28 @@ def test_blocks_that_share_their_bytes_read_them_once(tiffs, tmp_path, monkeypat
         mine = [r for r in ranges if start <= r[0] < start + size]
         assert mine[0][0] == start and len(mine) <= 3 and mine[-1][1] <= start + size
         assert all(a[1] == b[0] for a, b in zip(mine, mine[1:], strict=False))  # no byte twice
+
+
+def test_a_cut_block_never_sits_inside_a_request():
+    """Blocks A and B (1 MiB each) and C (8 MiB), back to back: read whole, A and B make one
+    request and C, over the 4 MiB cap, another, so B and C end requests. B's rows need all but
+    its last 30 kB: cut, it would leave a 30 kB gap across which the store merges it with C's
+    prefix, fetching B's tail anyway (and again if B's prefix fell short). So B is read whole,
+    and only C is cut."""
+    from types import SimpleNamespace
+
+    from aefsql.codecs import NONE
+    from aefsql.ranges import merge_ranges
+
+    mib = 1 << 20
+
+    def read(start, end, needed):
+        return SimpleNamespace(
+            url="u", byte_range=(start, end), size=end - start,
+            decoded_bytes=lambda header: (needed, end - start),
+        )  # fmt: skip
+
+    reads = [read(0, mib, mib), read(mib, 2 * mib, mib - 30_000), read(2 * mib, 10 * mib, mib)]
+    spans = sampling._fetch_spans(reads, {"u": SimpleNamespace(compression=NONE)}, keep=False)
+    assert spans == [(0, mib), (mib, 2 * mib), (2 * mib, 3 * mib)]
+    assert [(m.start, m.end) for m in merge_ranges(spans)] == [(0, 3 * mib)]
