@@ -43,6 +43,10 @@ CHANGE_RETRIES = 3  # reads of a whole file that changes under them, before givi
 # once for this long: with on_error := 'null', 1,000 files of a dead server take one retry
 # cycle, not 1,000.
 DOWN_HOST_SECONDS = 30.0
+# How long a file's version, once asked, is taken as current: what the disk cache keeps under
+# a version is served only while it is the file's, so a connection that lives on (a shell, a
+# notebook) asks again now and then rather than serving a replaced file's bytes forever.
+VERSION_SECONDS = 60.0
 
 # Protocols that name the same filesystem and so share storage options.
 PROTOCOL_FAMILIES = {"s3a": "s3", "https": "http", "gcs": "gs", "local": "file"}
@@ -71,7 +75,9 @@ class ByteStore:
     # Set to stop: reads in flight are abandoned, and reads not yet started and retry waits
     # end with `Cancelled`.
     cancelled: threading.Event = field(default_factory=threading.Event)
-    _versions: dict[str, Version | None] = field(default_factory=dict)
+    _versions: dict[str, tuple[float, Version | None]] = field(
+        default_factory=dict
+    )  # (asked at, …)
     # Hosts that could not be reached after every retry: {host: (until, message)}.
     _down_hosts: dict[str, tuple[float, str]] = field(default_factory=dict)
 
@@ -114,7 +120,11 @@ class ByteStore:
         cached: set[str] = set()
         if self.disk_cache is not None:
             cached = {url for url, _, _ in requests if protocol_of(url) != "file"}
-            expected.update(self.versions([url for url in cached if url not in expected]))
+            current = self.versions(cached)  # asked side by side
+            for url in cached:
+                expected[url] = (
+                    self.confirmed(url, expected[url]) if url in expected else current[url]
+                )
             for i, (url, start, end) in enumerate(requests):
                 if url in cached and expected[url] is not None:
                     data = self.disk_cache.get(url, str(expected[url]), start, end)
@@ -183,11 +193,28 @@ class ByteStore:
         return b"".join(self.read(parts, versions={url: version}, max_gap=0, views=True))
 
     def versions(self, urls) -> dict[str, Version | None]:
-        """Each file's current version, asked once per store (until `forget`)."""
-        new = [url for url in dict.fromkeys(urls) if url not in self._versions]
+        """Each file's current version, asked once per store and again after VERSION_SECONDS
+        (or at once after `forget`)."""
+        now = time.monotonic()
+
+        def due(url: str) -> bool:
+            asked = self._versions.get(url)
+            return asked is None or now - asked[0] >= VERSION_SECONDS
+
+        new = [url for url in dict.fromkeys(urls) if due(url)]
         for url, version in zip(new, threads.pool("io").map(self._version, new), strict=True):
-            self._versions[url] = version
-        return {url: self._versions[url] for url in urls}
+            self._versions[url] = (now, version)
+        return {url: self._versions[url][1] for url in urls}
+
+    def confirmed(self, url: str, version: Version | None) -> Version | None:
+        """`version` (a header's: read, cached or from a collection), checked against the
+        file's current one (`versions`) before anything kept under it is served: another
+        raises ObjectChanged, and the reader starts over from the new header. None (unknown,
+        unpinned) stays None: nothing is kept under it."""
+        current = self.versions([url])[url]
+        if version is not None and not version.matches(current):
+            raise ObjectChanged(url, version, current)
+        return version
 
     def forget(self, url: str) -> None:
         """Drop what the store remembers of a file's version (it changed)."""

@@ -345,6 +345,10 @@ class Sampler:
         cache = self.store.disk_cache
         if cache is None:
             return None
+        keepable = [url for url, header in headers.items() if _keepable(url, header)]
+        self.store.versions(keepable)  # asked side by side
+        for url in keepable:  # nothing kept under a version the file no longer has is served
+            self.store.confirmed(url, headers[url].version)
         return _KeptValues(cache, headers, values_entry_name(level, bands), len(bands))
 
     def read_layout(

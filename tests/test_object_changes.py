@@ -183,3 +183,48 @@ def test_a_file_that_keeps_changing_fails_clearly(versions, transport, request):
         assert got["id"].to_pylist() == list(range(30))  # every row, once
         assert got["A00"].null_count == 30
         assert all("changed while being read" in e for e in got["aef_error"].to_pylist())
+
+
+@pytest.mark.parametrize("transport", ["http", "s3"])
+@pytest.mark.parametrize("headers_from", ["files", "collection"])
+def test_a_file_replaced_between_runs_is_not_served_from_the_disk_cache(
+    versions, transport, headers_from, request, tmp_path, monkeypatch
+):
+    """With cache_dir, byte ranges and sampled values are kept per file version. After the
+    file is replaced, a run gets version 2's values, never the kept ones of version 1: on a
+    new connection (the version comes from the file, or from a collection written before the
+    change) and on the same one once its versions are due to be asked again."""
+    from aefsql import io
+
+    cache = str(tmp_path / "cache")
+    with served(transport, versions, request) as where:
+        collection = None
+        if headers_from == "collection":
+            collection = str(tmp_path / "collection.parquet")
+            aefsql.build_collection(collection, catalog=where.index, **where.storage_options)
+
+        def connect():
+            con = aefsql.connect(
+                catalog=where.index, collection=collection, cache_dir=cache, **where.storage_options
+            )
+            con.register("points", versions.points)
+            return con
+
+        query = "SELECT * FROM aef_sample_points('points', year := 2023) ORDER BY id"
+        lasting = connect()
+        try:
+            for _ in range(2):  # the second run from the cache
+                first = lasting.sql(query).to_arrow_table()
+                assert np.array_equal(band_matrix(first), versions.expected_v1)
+            where.replace(versions.v2)
+            fresh = connect()
+            try:
+                again = fresh.sql(query).to_arrow_table()
+            finally:
+                fresh.close()
+            assert np.array_equal(band_matrix(again), versions.expected_v2)
+            monkeypatch.setattr(io, "VERSION_SECONDS", 0.0)  # the same connection, later on
+            again = lasting.sql(query).to_arrow_table()
+            assert np.array_equal(band_matrix(again), versions.expected_v2)
+        finally:
+            lasting.close()
