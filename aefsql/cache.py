@@ -313,7 +313,7 @@ class DiskCache:
 
     def _read(self, path: Path, header: bytes, limit: int) -> bytes | None:
         secret = self._ready()
-        if secret is None:
+        if secret is None or not self._own_folders(path):
             return None
         try:
             fd = os.open(path, OPEN_FLAGS)
@@ -321,6 +321,9 @@ class DiskCache:
             return None
         except OSError:  # a link, unreadable…: not an entry of ours
             _drop(path)
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a folder, a device…: not an entry either
+            os.close(fd)
             return None
         with os.fdopen(fd, "rb") as f:
             data = _verified(f, header, limit, secret)
@@ -332,13 +335,33 @@ class DiskCache:
         secret = self._ready()
         if self._off is not None or secret is None:
             return
+        if not self._own_folders(path):
+            return
         data = memoryview(data).cast("B")
         prefix = ENTRY_MAGIC + ENTRY_PREFIX.pack(len(header), data.nbytes) + header
         try:
             _make_private_dirs(path.parent)
             _write_atomically(path, [prefix, _digest(secret, prefix, data), data])
+        except IsADirectoryError:  # a folder planted at the entry's name: this one is not kept
+            return
         except OSError as exc:  # full, read-only, over quota…: degrade, never fail a query
             self._turn_off(exc)
+
+    def _own_folders(self, path: Path) -> bool:
+        """Whether the folders between the cache folder and the entry at `path` are folders
+        (or not made yet), not links: O_NOFOLLOW guards only the entry's own name, and a link
+        above it (in a cache copied from elsewhere) would take reads, deletes and writes out
+        of the cache folder."""
+        for folder in path.relative_to(self.folder).parents[:-1]:  # aa/<key>, then aa
+            try:
+                st = os.lstat(self.folder / folder)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return False
+            if not stat.S_ISDIR(st.st_mode):
+                return False
+        return True
 
     def _turn_off(self, exc: OSError) -> None:
         with self._lock:
@@ -455,9 +478,10 @@ def _read_secret(path: Path) -> bytes | None:
         fd = os.open(path, OPEN_FLAGS)
     except OSError:
         return None
+    if not _is_private_file(os.fstat(fd)):  # (before fdopen: a folder there cannot be opened)
+        os.close(fd)
+        return None
     with os.fdopen(fd, "rb") as f:
-        if not _is_private_file(os.fstat(fd)):
-            return None
         secret = f.read(SECRET_BYTES + 1)
     return secret if len(secret) == SECRET_BYTES else None
 

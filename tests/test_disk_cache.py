@@ -126,6 +126,46 @@ def test_a_file_planted_under_an_entrys_name_is_not_served(tmp_path):
     assert cache.get(URL, VERSION, 0, 9) is None
 
 
+def test_a_folder_at_an_entrys_name_is_a_miss(http_collection, tmp_path):
+    """A folder where an entry (a block's bytes, a file's kept values) should be: the run
+    reads what it needs from the network and gives the same rows."""
+    lon, lat, _, _ = tile_points(3, 5, seed=1)
+    folder = tmp_path / "cache"
+    cold = cold_run(http_collection, folder, lon, lat)
+    for entry in [*folder.rglob("values-*"), *entry_files(folder)]:
+        entry.unlink()
+        entry.mkdir()
+    assert run(http_collection.index, folder, lon, lat) == cold
+    assert gets(http_collection.log)  # read again, since nothing could be served
+
+
+@pytest.mark.parametrize("level", ["key", "prefix"])
+def test_a_linked_folder_inside_the_cache_is_never_followed(tmp_path, level):
+    """An entry's folders (`aa/<key>/`) replaced by links to a folder outside (a cache copied
+    or unpacked from elsewhere): nothing there is read, deleted or written."""
+    import numpy as np
+
+    from aefsql.cache import DiskCache, PixelValues, values_entry_name
+
+    cache = DiskCache(tmp_path / "cache")
+    name = values_entry_name(0, [0, 1])
+    kept = PixelValues(np.array([1, 2]), np.ones((2, 2), np.int8))
+    cache.put_values(URL, VERSION, name, kept)
+    cache.put(URL, VERSION, 0, 10, b"abcdefghij")
+    entry = cache._path(URL, VERSION, 0, 10)
+    linked = entry.parent if level == "key" else entry.parent.parent
+    outside = tmp_path / "outside"
+    shutil.copytree(linked, outside)  # genuine entries, now outside the cache
+    shutil.rmtree(linked)
+    linked.symlink_to(outside, target_is_directory=True)
+    before = sorted(p.relative_to(outside) for p in outside.rglob("*"))
+    assert cache.get(URL, VERSION, 0, 10) is None
+    assert cache.get_values(URL, VERSION, name, 2) is None
+    cache.put(URL, VERSION, 10, 20, b"0123456789")
+    cache.put_values(URL, VERSION, name, kept)
+    assert sorted(p.relative_to(outside) for p in outside.rglob("*")) == before
+
+
 def test_what_the_cache_creates_is_private_whatever_the_umask(http_collection, tmp_path):
     lon, lat, _, _ = tile_points(1, 10, seed=3)
     folder = tmp_path / "parent" / "cache"
