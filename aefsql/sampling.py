@@ -9,7 +9,7 @@ points of each block at once.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -558,13 +558,14 @@ def _by_tile(wave: list[_BlockRead]) -> list[list[_BlockRead]]:
 @dataclass
 class _KeptValues:
     """Point values kept in the disk cache per file version (PixelValues): a re-run finds
-    them there, and neither downloads nor decodes (only for `_keepable` files)."""
+    them there, and neither downloads nor decodes (only for `_keepable` files). Entries are
+    read one file at a time and let go (each may hold up to VALUES_ENTRY_LIMIT bytes): the
+    few a job adds to are read again to be merged."""
 
     cache: DiskCache
     headers: dict
     name: str  # the entry of this level and band list
     bands: int
-    found: dict = field(default_factory=dict)  # {url: PixelValues or None}, as read
 
     def fill(self, located: list, values: np.ndarray) -> list:
         """`located` (url, points, rows, cols) without the points whose values are kept:
@@ -572,8 +573,8 @@ class _KeptValues:
         left = []
         for url, points, rows, cols in located:
             header = self.headers[url]
-            kept = self._get(url, header)
-            if kept is not None and points.size:
+            kept = self._get(url, header) if points.size else None
+            if kept is not None:
                 found, at = kept.lookup(rows.astype(np.int64) * header.width + cols)
                 values[points[found]] = kept.values[at[found]]
                 if found.all():
@@ -599,10 +600,7 @@ class _KeptValues:
         """The kept values of the file's version, if it has any and is keepable."""
         if not _keepable(url, header):
             return None
-        if url not in self.found:
-            version = str(header.version)
-            self.found[url] = self.cache.get_values(url, version, self.name, self.bands)
-        return self.found[url]
+        return self.cache.get_values(url, str(header.version), self.name, self.bands)
 
 
 def _keepable(url: str, header: ImageHeader) -> bool:

@@ -320,3 +320,34 @@ def test_a_rerun_decodes_nothing_and_other_bands_keep_their_own(
         path.write_bytes(bytes(raw))
     assert run(http_collection.index, folder, lon, lat) == cold
     assert len(decoded) > 2 * 64  # the corrupt entries were not served
+
+
+def test_kept_values_are_read_one_file_at_a_time(tmp_path):
+    """A job over many files holds the kept entry of one file at a time (an entry may be up
+    to 256 MiB), never every file's at once."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    from aefsql.cache import DiskCache, PixelValues, values_entry_name
+    from aefsql.sampling import _KeptValues
+
+    files, pixels, bands = 8, 50_000, 64
+    cache, name = DiskCache(tmp_path / "cache"), values_entry_name(0, list(range(bands)))
+    headers = {}
+    for k in range(files):
+        url = f"https://example.com/aef/tile{k}.tiff"
+        headers[url] = SimpleNamespace(width=8192, version=f'etag "{k}"')
+        kept = PixelValues(np.arange(pixels) * 7, np.full((pixels, bands), k, np.int8))
+        cache.put_values(url, headers[url].version, name, kept)
+    entry_bytes = kept.pixels.nbytes + kept.values.nbytes
+    del kept
+    located = [(url, np.array([k]), np.array([0]), np.array([7])) for k, url in enumerate(headers)]
+    values = np.zeros((files, bands), np.int8)
+    tracemalloc.start()
+    try:
+        left = _KeptValues(cache, headers, name, bands).fill(located, values)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert left == [] and (values == np.arange(files)[:, None]).all()  # all kept, all served
+    assert peak < 3 * entry_bytes  # one entry's bytes and arrays; eight were held before
