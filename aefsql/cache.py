@@ -297,8 +297,8 @@ class DiskCache:
         return None if data is None else PixelValues.decode(data, bands)
 
     def put_values(self, url: str, version: str, name: str, values: PixelValues) -> None:
-        data = values.encode()
-        if len(data) <= VALUES_ENTRY_LIMIT:
+        if values.nbytes <= VALUES_ENTRY_LIMIT:  # (told before encoding: a copy of it all)
+            data = values.encode()
             path = self._path(url, version, 0, 0).with_name(name)
             self._write(path, _header(url, version, path.name), data)
 
@@ -400,6 +400,11 @@ class PixelValues:
         kept, first = np.unique(every, return_index=True)  # the first: the new one
         return PixelValues(kept, rows[first])
 
+    @property
+    def nbytes(self) -> int:
+        """The size of its encoding (`encode`)."""
+        return _values_bytes(*self.values.shape)
+
     def encode(self) -> bytes:
         n, bands = self.values.shape
         return (
@@ -414,7 +419,7 @@ class PixelValues:
         if len(data) < VALUES_PREFIX.size:
             return None
         n, stored = VALUES_PREFIX.unpack_from(data)
-        if stored != bands or len(data) != VALUES_PREFIX.size + n * (8 + bands):
+        if stored != bands or len(data) != _values_bytes(n, bands):
             return None
         start = VALUES_PREFIX.size
         pixels = np.frombuffer(data, ">i8", n, start).astype(np.int64)
@@ -422,6 +427,11 @@ class PixelValues:
         if n > 1 and not (np.diff(pixels) > 0).all():
             return None
         return PixelValues(pixels, values)
+
+
+def _values_bytes(pixels: int, bands: int) -> int:
+    """The size of an encoded PixelValues: its prefix, then int64 pixels and int8 values."""
+    return VALUES_PREFIX.size + pixels * (8 + bands)
 
 
 def values_entry_name(level: int, bands: list[int]) -> str:

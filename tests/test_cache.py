@@ -153,6 +153,7 @@ def test_pixel_values_round_trip_and_refuse_what_is_not_an_entry():
         [1, -128],
     ]
     data = kept.encode()
+    assert kept.nbytes == len(data)  # what put_values checks against its limit, unencoded
     again = PixelValues.decode(data, 2)
     assert again.pixels.tolist() == [3, 4, 9] and again.values.tolist() == kept.values.tolist()
     assert PixelValues.decode(data, 3) is None  # another band list
