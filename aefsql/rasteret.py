@@ -17,12 +17,14 @@ header came from one are not pinned to the version the header describes: a file 
 after the collection was built would be read at stale offsets. The published AEF files are
 not replaced; for others, build an aefsql collection (`aefsql.build_collection`), which pins.
 Relative paths resolve against the collection's folder. Records that are not a complete,
-consistent planar-separate or single-band header (a band missing, sizes that disagree) are
-skipped: those files' headers are read from the files themselves.
+consistent planar-separate or single-band header (a band missing, sizes that disagree), or
+whose values `collection.header_from_row` refuses, are skipped with a warning: those files'
+headers are read from the files themselves.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -30,9 +32,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .catalog import catalog_base, resolve_path
-from .collection import SCHEMA, CollectionHeaders
-from .errors import CatalogError
+from .collection import SCHEMA, CollectionHeaders, header_from_row, not_used, shortened
+from .errors import CatalogError, TiffFormatError
 from .io import ByteStore, redact
+from .tiff import planar_separate
 
 METADATA_SUFFIX = "_metadata"
 # The per-file fields every band's struct repeats: they must agree across bands.
@@ -49,9 +52,10 @@ SHARED_FIELDS = (
     "samples_per_pixel",
     "planar_configuration",
 )
-PLANAR_SEPARATE = 2
 # Shards of a published collection kept parsed at once.
 MAX_SHARDS = 8
+# A segment of a shard's path below the collection's folder (see _inside).
+_SHARD_SEGMENT = re.compile(r"[A-Za-z0-9._+=-]+")
 
 
 def is_rasteret(schema: pa.Schema) -> bool:
@@ -60,17 +64,30 @@ def is_rasteret(schema: pa.Schema) -> bool:
 
 def records_to_collection(records: pa.Table, base: str) -> pa.Table:
     """aefsql collection rows (collection.SCHEMA) of Rasteret records; `base` is the folder
-    that relative paths resolve against. Records that are not complete headers are left out."""
+    that relative paths resolve against. A record that is not a complete header, or not
+    one `header_from_row` accepts, is left out with a warning: its file's header is read
+    from the file."""
     bands = sorted(n for n in records.schema.names if n.endswith(METADATA_SUFFIX))
-    rows = []
+    rows, refused = [], []
     for record in records.to_pylist():
-        path = record.get("path") or _first_href(record)
+        path = None
         try:
-            row = _row(record, bands)
-        except (TypeError, ValueError, KeyError, AttributeError):  # untrusted: not a header
-            row = None
-        if isinstance(path, str) and row is not None:
-            rows.append({"path": resolve_path(path, base), **row})
+            path = record.get("path") or _first_href(record)
+            if not isinstance(path, str):
+                raise TiffFormatError("it names no file")
+            row = {"path": resolve_path(path, base), **_row(record, bands)}
+        except (TiffFormatError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            why = str(exc) if isinstance(exc, TiffFormatError) else type(exc).__name__
+            refused.append(f"record of {redact(str(path))}: {why}")
+            continue
+        try:
+            header_from_row(row)  # before Arrow sees the values (a negative uint64 fails)
+        except TiffFormatError as exc:
+            refused.append(str(exc))
+            continue
+        rows.append(row)
+    if refused:  # one warning a record file: a collection may hold thousands
+        not_used(f"{len(refused)} Rasteret record(s) (the first: {refused[0]})")
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
@@ -86,41 +103,44 @@ def _first_href(record: dict) -> str | None:
     return None
 
 
-def _row(record: dict, bands: list[str]) -> dict | None:
+def _row(record: dict, bands: list[str]) -> dict:
+    """The collection row of a record; which values are usable is `header_from_row`'s to
+    say, what makes the record's structs one header is said here."""
     metas = {name: record[name] for name in bands if record.get(name)}
     if not metas:
-        return None
+        raise TiffFormatError("no band's metadata")
     first = next(iter(metas.values()))
-    if any(any(m.get(f) != first.get(f) for f in SHARED_FIELDS) for m in metas.values()):
-        return None
+    for field in SHARED_FIELDS:
+        if any(m.get(field) != first.get(field) for m in metas.values()):
+            raise TiffFormatError(f"bands disagree on {field}")
     samples = first["samples_per_pixel"] or 1
-    separate = first["planar_configuration"] == PLANAR_SEPARATE
+    separate = planar_separate(first["planar_configuration"] or 1)
     # The band each struct describes: the asset's band_index, else its place among the structs.
     assets = record.get("assets") or {}
     planes: dict[int, dict] = {}
     for k, (name, meta) in enumerate(metas.items()):
         asset = assets.get(name.removesuffix(METADATA_SUFFIX)) or {}
         planes[asset.get("band_index", k)] = meta
-    if sorted(planes) != list(range(samples if separate else 1)):
-        return None  # a band missing, or one too many: not this file's whole block table
+    # Its length first: `samples` is untrusted, and may be any size.
+    want = samples if separate else 1
+    if len(planes) != want or sorted(planes) != list(range(want)):
+        raise TiffFormatError(f"{len(planes)} band structs for {want} planes")
+    offsets = [planes[p]["tile_offsets"] or [] for p in sorted(planes)]
+    counts = [planes[p]["tile_byte_counts"] or [] for p in sorted(planes)]
+    # Equal lengths, and their total checked against the block count: each band's own.
+    if len({len(t) for t in offsets + counts}) != 1:
+        raise TiffFormatError("bands' tile_offsets or tile_byte_counts differ in length")
     transform = first["transform"]
-    if transform is None or len(transform) != 4 or first["dtype"] is None:
-        return None
+    if not isinstance(transform, list) or len(transform) != 4:
+        raise TiffFormatError(f"transform is {shortened(transform)}: expected 4 numbers")
+    if not isinstance(first["dtype"], str):
+        raise TiffFormatError(f"dtype is {shortened(first['dtype'])}")
     scale_x, translate_x, scale_y, translate_y = transform
-    offsets = [o for p in sorted(planes) for o in planes[p]["tile_offsets"] or []]
-    counts = [c for p in sorted(planes) for c in planes[p]["tile_byte_counts"] or []]
-    width, height = first["image_width"], first["image_height"]
-    tile_width, tile_height = first["tile_width"], first["tile_height"]
-    if min(width, height, tile_width, tile_height) <= 0:
-        return None
-    blocks = -(-width // tile_width) * -(-height // tile_height) * len(planes)
-    if not len(offsets) == len(counts) == blocks:
-        return None
     return {
-        "width": width,
-        "height": height,
-        "block_width": tile_width,
-        "block_height": tile_height,
+        "width": first["image_width"],
+        "height": first["image_height"],
+        "block_width": first["tile_width"],
+        "block_height": first["tile_height"],
         "tiled": True,
         "samples_per_pixel": samples,
         "dtype": np.dtype(first["dtype"]).newbyteorder("<").str,
@@ -130,8 +150,8 @@ def _row(record: dict, bands: list[str]) -> dict | None:
         "transform": [scale_x, 0.0, translate_x, 0.0, scale_y, translate_y],  # Affine a..f
         "epsg": record.get("proj:epsg"),
         "nodata": first["nodata"],
-        "block_offsets": offsets,
-        "block_byte_counts": counts,
+        "block_offsets": [o for table in offsets for o in table],
+        "block_byte_counts": [c for table in counts for c in table],
         "etag": None,
         "modified": None,
     }
@@ -178,11 +198,21 @@ class ShardedHeaders:
         paths, parts = index["path"].to_pylist(), index["source_part"].to_pylist()
         # A shard is read from the collection's own folder only: an index is untrusted, and
         # may not send reads elsewhere.
-        self._shard_of = {
-            resolve_path(p, base): resolve_path(s, base)
-            for p, s in zip(paths, parts, strict=True)
-            if isinstance(p, str) and isinstance(s, str) and _inside(s, base)
-        }
+        self._shard_of: dict[str, str] = {}
+        named_twice = set()
+        for path, part in zip(paths, parts, strict=True):
+            if not (isinstance(path, str) and isinstance(part, str) and _inside(part, base)):
+                continue
+            path = resolve_path(path, base)
+            if path in self._shard_of:
+                named_twice.add(path)
+            self._shard_of[path] = resolve_path(part, base)
+        # As CollectionHeaders does with two records of a file: neither is used.
+        for path in named_twice:
+            del self._shard_of[path]
+        if named_twice:
+            shown = ", ".join(redact(p) for p in sorted(named_twice)[:3])
+            not_used(f"{len(named_twice)} file(s) the index names twice ({shown})")
         self._shards: dict[str, CollectionHeaders] = {}
         self._changed: set[str] = set()
         self._lock = threading.Lock()
@@ -197,9 +227,14 @@ class ShardedHeaders:
         with self._lock:
             headers = self._shards.get(part)
             if headers is None:
-                headers = CollectionHeaders(
-                    records_to_collection(_parquet(self.store, part), self.base)
-                )
+                try:
+                    records = _parquet(self.store, part)
+                except pa.ArrowException as exc:
+                    # Like a record that is not a header: its files' headers are read from
+                    # the files (kept, so that it is not read again for each of them).
+                    not_used(f"shard {redact(part)}, not Parquet ({shortened(str(exc))})")
+                    records = pa.table({})
+                headers = CollectionHeaders(records_to_collection(records, self.base))
                 while len(self._shards) >= MAX_SHARDS:
                     self._shards.pop(next(iter(self._shards)))
                 self._shards[part] = headers
@@ -223,7 +258,14 @@ class ShardedHeaders:
 
 
 def _inside(part: str, base: str) -> bool:
-    """True for a shard path under the collection's folder (relative, without '..', or a
-    URL below it)."""
+    """True for a shard path under the collection's folder: relative, or a URL below it,
+    and below the folder a plain path (segments of letters, digits, '.', '_', '-', '+'
+    and '=', no '.' or '..'). Anything else may read elsewhere once a client decodes it:
+    yarl turns '%2e%2e/' into '../' and normalises it away, Windows paths take '\\'."""
     resolved = resolve_path(part, base)
-    return resolved.startswith(base) and ".." not in resolved[len(base) :].split("/")
+    if not resolved.startswith(base):
+        return False
+    return all(
+        _SHARD_SEGMENT.fullmatch(segment) and segment not in (".", "..")
+        for segment in resolved[len(base) :].split("/")
+    )

@@ -409,10 +409,7 @@ def _image_header(
     width = _scalar(reader, entries, IMAGE_WIDTH)
     height = _scalar(reader, entries, IMAGE_LENGTH)
     samples = _scalar(reader, entries, SAMPLES_PER_PIXEL, 1)
-    if width <= 0 or height <= 0 or samples <= 0:
-        raise TiffFormatError(f"empty image ({width}x{height}, {samples} samples)")
-    if samples > MAX_SAMPLES:  # AEF has 64; counts are kept as int16
-        raise TiffFormatError(f"{samples} samples per pixel: more than {MAX_SAMPLES} is refused")
+    _check_sizes(width, height, samples)
 
     bits = _integers(reader, entries, BITS_PER_SAMPLE)
     formats = _integers(reader, entries, SAMPLE_FORMAT)
@@ -421,13 +418,11 @@ def _image_header(
     if np.unique(bits).size != 1 or np.unique(formats).size != 1:
         raise TiffFormatError("samples of mixed bit depth or format are not supported")
     bits, sample_format = int(np.ravel(bits)[0]), int(np.ravel(formats)[0])
-    if sample_format not in SAMPLE_KINDS or bits not in (8, 16, 32, 64):
+    kind = SAMPLE_KINDS.get(sample_format, "?")
+    if not _supported_sample(kind, bits):
         raise TiffFormatError(f"unsupported sample type: format {sample_format}, {bits} bits")
-    dtype = np.dtype(f"{SAMPLE_KINDS[sample_format]}{bits // 8}").newbyteorder(reader.order)
-
-    planar = _scalar(reader, entries, PLANAR_CONFIGURATION, 1)
-    if planar not in (1, 2):
-        raise TiffFormatError(f"invalid PlanarConfiguration {planar}")
+    dtype = np.dtype(f"{kind}{bits // 8}").newbyteorder(reader.order)
+    separate = planar_separate(_scalar(reader, entries, PLANAR_CONFIGURATION, 1))
 
     if TILE_OFFSETS in entries:
         tiled = True
@@ -441,21 +436,9 @@ def _image_header(
         offsets_tag, counts_tag = STRIP_OFFSETS, STRIP_BYTE_COUNTS
     else:
         raise TiffFormatError("image has neither tiles nor strips")
-    if block_width <= 0 or block_height <= 0:
-        raise TiffFormatError(f"invalid block size {block_width}x{block_height}")
 
     if counts_tag not in entries:
         raise TiffFormatError(f"required TIFF tag {counts_tag} (byte counts) is missing")
-    offsets = _block_table(reader, entries[offsets_tag])
-    counts = _block_table(reader, entries[counts_tag])
-    planes = samples if planar == 2 else 1
-    expected = -(-width // block_width) * -(-height // block_height) * planes
-    if offsets.size != expected or counts.size != expected:
-        raise TiffFormatError(
-            f"expected {expected} block offsets and byte counts, found "
-            f"{offsets.size} and {counts.size}"
-        )
-
     geo_entries = entries if full is None else full
     transform = _transform(reader, geo_entries)
     if full is not None and transform is not None:
@@ -464,7 +447,7 @@ def _image_header(
             _scalar(reader, full, IMAGE_WIDTH) / width,
             _scalar(reader, full, IMAGE_LENGTH) / height,
         )
-    return ImageHeader(
+    header = ImageHeader(
         width=width,
         height=height,
         block_width=block_width,
@@ -472,16 +455,57 @@ def _image_header(
         tiled=tiled,
         samples_per_pixel=samples,
         dtype=dtype,
-        planar_separate=planar == 2,
+        planar_separate=separate,
         compression=_scalar(reader, entries, COMPRESSION, 1),
         predictor=_scalar(reader, entries, PREDICTOR, 1),
-        block_offsets=offsets,
-        block_byte_counts=counts,
+        block_offsets=_block_table(reader, entries[offsets_tag]),
+        block_byte_counts=_block_table(reader, entries[counts_tag]),
         transform=transform,
         epsg=_epsg(reader, geo_entries),
         nodata=_nodata(reader, geo_entries),
         level=level,
     )
+    check_image(header)
+    return header
+
+
+def check_image(header: ImageHeader) -> None:
+    """Raise `TiffFormatError` unless the header is one sampling can use: positive sizes, at
+    most MAX_SAMPLES samples, a sample type aefsql reads, and one block-table entry per
+    block. The parser applies it to every IFD, and a read-ready collection to every record
+    (aefsql/collection.py): both are untrusted."""
+    _check_sizes(header.width, header.height, header.samples_per_pixel)
+    dtype = header.dtype
+    if not _supported_sample(dtype.kind, dtype.itemsize * 8):
+        raise TiffFormatError(f"unsupported sample type {dtype}")
+    if header.block_width <= 0 or header.block_height <= 0:
+        raise TiffFormatError(f"invalid block size {header.block_width}x{header.block_height}")
+    expected = header.blocks_per_plane * (header.samples_per_pixel if header.planar_separate else 1)
+    offsets, counts = header.block_offsets.size, header.block_byte_counts.size
+    if offsets != expected or counts != expected:
+        raise TiffFormatError(
+            f"expected {expected} block offsets and byte counts, found {offsets} and {counts}"
+        )
+
+
+def planar_separate(planar: int) -> bool:
+    """True for PlanarConfiguration 2 (each sample has its own blocks), False for 1."""
+    if planar not in (1, 2):
+        raise TiffFormatError(f"invalid PlanarConfiguration {planar}")
+    return planar == 2
+
+
+def _check_sizes(width: int, height: int, samples: int) -> None:
+    # Before anything divides by them or sizes a table by them.
+    if width <= 0 or height <= 0 or samples <= 0:
+        raise TiffFormatError(f"empty image ({width}x{height}, {samples} samples)")
+    if samples > MAX_SAMPLES:  # AEF has 64; counts are kept as int16
+        raise TiffFormatError(f"{samples} samples per pixel: more than {MAX_SAMPLES} is refused")
+
+
+def _supported_sample(kind: str, bits: int) -> bool:
+    """Samples of numpy kind 'u', 'i' or 'f' and 8 to 64 bits: what the codecs decode."""
+    return kind in SAMPLE_KINDS.values() and bits in (8, 16, 32, 64)
 
 
 def _scaled(t: Affine, x_ratio: float, y_ratio: float) -> Affine:
