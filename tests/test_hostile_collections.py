@@ -13,13 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from servers import http_range_server
 from test_collection import band_matrix, gdal_values, tile_points
-from test_rasteret import FILES, FIXTURE, bounds, gdal, points, values
+from test_rasteret import FILES, FIXTURE, gdal, points, values, with_fixture
 
 import aefsql
 from aefsql.collection import headers_from_table
 from aefsql.duck import open_session
 from aefsql.errors import TiffFormatError
-from aefsql.writer import TileEntry, write_index
 
 NORTHUP = f"collection/tiffs/{FILES[2024]}"
 
@@ -27,14 +26,7 @@ NORTHUP = f"collection/tiffs/{FILES[2024]}"
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """The Rasteret fixture under collection/, and a catalog of its two files."""
-    root = tmp_path_factory.mktemp("hostile-rasteret")
-    shutil.copytree(FIXTURE, root / "collection")
-    entries = []
-    for year, name in FILES.items():
-        west, south, east, north = bounds(year)
-        entries.append(TileEntry(year, f"collection/tiffs/{name}", 32633, west, south, east, north))
-    write_index(root / "index.parquet", entries)
-    return root
+    return with_fixture(tmp_path_factory.mktemp("hostile-rasteret"))
 
 
 def records(root: Path) -> pa.Table:

@@ -22,18 +22,24 @@ FILES = {2023: "2023-southup.tif", 2024: "2024-northup.tif"}
 BUCKET = "rasteret"
 
 
-@pytest.fixture(scope="module")
-def store(s3, s3_proxy, tmp_path_factory):
-    """In a bucket: the fixture collection (collection/), a catalog of its two files
-    (index.parquet) and the same records as a published collection: published/index.parquet
-    naming a shard a year under published/data/."""
-    root = tmp_path_factory.mktemp("rasteret")
+def with_fixture(root: Path) -> Path:
+    """`root` holding the fixture collection (collection/) and a catalog of its two files
+    (index.parquet)."""
     shutil.copytree(FIXTURE, root / "collection")
     entries = []
     for year, name in FILES.items():
         west, south, east, north = bounds(year)
         entries.append(TileEntry(year, f"collection/tiffs/{name}", 32633, west, south, east, north))
     write_index(root / "index.parquet", entries)
+    return root
+
+
+@pytest.fixture(scope="module")
+def store(s3, s3_proxy, tmp_path_factory):
+    """In a bucket: the fixture collection (collection/), a catalog of its two files
+    (index.parquet) and the same records as a published collection: published/index.parquet
+    naming a shard a year under published/data/."""
+    root = with_fixture(tmp_path_factory.mktemp("rasteret"))
     (root / "published" / "data").mkdir(parents=True)
     index = []
     for k, year in enumerate(FILES):
