@@ -2,6 +2,7 @@
 make_fixture.py there): equal to the files' own, and sampling with them reads no COG header
 and gives GDAL's values, in Rasteret's export layout and in the published sharded one."""
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -170,14 +171,16 @@ def test_untrusted_records_fall_back_to_the_files(store, s3, s3_proxy, tmp_path)
     for year in FILES:
         table, x, y = points(year, seed=5)
         s3_proxy.log.clear()
-        got = aefsql.sample_points(
-            table,
-            years=year,
-            catalog=f"s3://{BUCKET}/index.parquet",
-            collection="s3://rasteret-hostile/index.parquet",
-            progress=False,
-            **s3_proxy.storage_options,
-        )
+        broken_record = pytest.warns(UserWarning, match=r"2024-northup\.tif: 63 band structs")
+        with broken_record if year == 2024 else contextlib.nullcontext():
+            got = aefsql.sample_points(
+                table,
+                years=year,
+                catalog=f"s3://{BUCKET}/index.parquet",
+                collection="s3://rasteret-hostile/index.parquet",
+                progress=False,
+                **s3_proxy.storage_options,
+            )
         assert (values(got) == gdal(year, x, y)).all()
         heads = [
             r
