@@ -75,9 +75,8 @@ class ByteStore:
     # Set to stop: reads in flight are abandoned, and reads not yet started and retry waits
     # end with `Cancelled`.
     cancelled: threading.Event = field(default_factory=threading.Event)
-    _versions: dict[str, tuple[float, Version | None]] = field(
-        default_factory=dict
-    )  # (asked at, …)
+    # {url: (when it was asked, version)}
+    _versions: dict[str, tuple[float, Version | None]] = field(default_factory=dict)
     # Hosts that could not be reached after every retry: {host: (until, message)}.
     _down_hosts: dict[str, tuple[float, str]] = field(default_factory=dict)
 
@@ -196,15 +195,16 @@ class ByteStore:
         """Each file's current version, asked once per store and again after VERSION_SECONDS
         (or at once after `forget`)."""
         now = time.monotonic()
-
-        def due(url: str) -> bool:
-            asked = self._versions.get(url)
-            return asked is None or now - asked[0] >= VERSION_SECONDS
-
-        new = [url for url in dict.fromkeys(urls) if due(url)]
+        # A local copy: another thread may `forget` a file meanwhile.
+        known = {url: self._versions.get(url) for url in dict.fromkeys(urls)}
+        new = [
+            url
+            for url, asked in known.items()
+            if asked is None or now - asked[0] >= VERSION_SECONDS
+        ]
         for url, version in zip(new, threads.pool("io").map(self._version, new), strict=True):
-            self._versions[url] = (now, version)
-        return {url: self._versions[url][1] for url in urls}
+            known[url] = self._versions[url] = (now, version)
+        return {url: known[url][1] for url in urls}
 
     def confirmed(self, url: str, version: Version | None) -> Version | None:
         """`version` (a header's: read, cached or from a collection), checked against the
