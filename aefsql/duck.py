@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import geo
-from .areas import area_from
+from .areas import area_from, projected_all
 from .cache import DiskCache
 from .catalog import (
     PUBLIC_CATALOG,
@@ -33,7 +33,7 @@ from .errors import AefsqlError, CatalogError, RangeReadError
 from .headers import group_indices
 from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
 from .locate import locate
-from .options import resolve_json, year_list
+from .options import check_input_columns, resolve_json, year_list
 from .pixels import (
     DEFAULT_MAX_BYTES,
     Chunks,
@@ -107,11 +107,12 @@ ZONAL_ARROW = pa.struct(
         ("nodata_pixels", pa.int64()),
         ("centroid_pixel", pa.bool_()),
         ("embedding", pa.list_(pa.float32(), len(BAND_NAMES))),
+        ("aef_error", pa.string()),
     ]
 )
 ZONAL_TYPE = (
     "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "
-    f"centroid_pixel BOOLEAN, embedding FLOAT[{len(BAND_NAMES)}])[]"
+    f"centroid_pixel BOOLEAN, embedding FLOAT[{len(BAND_NAMES)}], aef_error VARCHAR)[]"
 )
 
 CHIP_ARROW = pa.struct(
@@ -394,6 +395,14 @@ class Session:
                 results.append({"years": list(o.years), "crs": o.crs, "bands": list(o.bands)})
         return pa.array(results, type=OPTIONS_ARROW)
 
+    def input_column(self, names, params) -> pa.BooleanArray:
+        """True for each input column name a table function may pass through; raises for a
+        name it adds or one of aefsql's own (options.check_input_columns). Called from a
+        COLUMNS lambda, so while the query binds: DESCRIBE refuses too."""
+        for text in set(params.to_pylist()):
+            check_input_columns(names.to_pylist(), json.loads(text))
+        return pa.array(np.ones(len(names), dtype=bool))
+
     def point_xy(self, wkb) -> pa.StructArray:
         x, y = geo.points_from_wkb(wkb.to_pylist())
         valid = np.isfinite(x) & np.isfinite(y)
@@ -492,22 +501,33 @@ class Session:
         offsets = np.searchsorted(pixels.chunk, np.arange(len(chunks.row) + 1))
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
 
-    def zonal(self, rows, wkbs, crs, years, level) -> pa.ListArray:
-        """Per call row (the lists of all polygons' row numbers and WKB): each polygon's
-        zonal means in each year (see aefsql/zonal.py)."""
+    def zonal(self, rows, wkbs, texts, types, crs, years, level, on_error) -> pa.ListArray:
+        """Per call row (the lists of all polygons' row numbers, WKB, and the value as text
+        and type where it did not cast to GEOMETRY): each polygon's zonal means in each year
+        (see aefsql/zonal.py). A row whose geometry is not a usable area fails the call
+        naming its row, or with on_error 'null' gets NULL results and its reason."""
         lists = []
-        for ids, blobs, code, wanted, at in zip(
+        for ids, blobs, raw, kinds, code, wanted, at, mode in zip(
             rows.to_pylist(),
             wkbs.to_pylist(),
+            texts.to_pylist(),
+            types.to_pylist(),
             _ints(crs),
             years.to_pylist(),
             _levels(level),
+            on_error.to_pylist(),
             strict=True,
         ):
             if not ids:
                 lists.append(pa.array([], ZONAL_ARROW))
                 continue
-            areas = [area_from(blob, int(code)) for blob in blobs]
+            good, areas, failed = _zonal_areas(ids, blobs, raw, kinds, int(code))
+            if failed and mode != "null":
+                row, reason = failed[0]
+                raise AefsqlError(f"aef_zonal: row {row}: {reason}")
+            if not areas:
+                lists.append(_failed_zonal(failed, wanted))
+                continue
             found = zonal_means(self.catalog.tiles(), self.sampler, areas, wanted, at)
             empty = np.isnan(found.means[:, 0])
             embedding = pa.FixedSizeListArray.from_arrays(
@@ -518,16 +538,19 @@ class Session:
             lists.append(
                 pa.StructArray.from_arrays(
                     [
-                        pa.array(np.asarray(ids, np.int64)[found.polygon]),
+                        pa.array(np.asarray(good, np.int64)[found.polygon]),
                         pa.array(found.year, pa.int32()),
                         pa.array(found.pixels),
                         pa.array(found.nodata_pixels),
                         pa.array(found.centroid_pixel),
                         embedding,
+                        pa.nulls(len(found.year), pa.string()),
                     ],
                     fields=list(ZONAL_ARROW),
                 )
             )
+            if failed:  # one list per call row: the failed rows' entries after the others
+                lists[-1] = pa.concat_arrays([lists[-1], _failed_zonal(failed, wanted)])
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
         items = pa.concat_arrays(lists) if lists else pa.array([], ZONAL_ARROW)
         return pa.ListArray.from_arrays(pa.array(offsets), items)
@@ -599,6 +622,59 @@ class Session:
         creating = getattr(self._install_state, "creating", False)
         path = empty_index_file() if creating else self.catalog.index_file()
         return pa.array([path] * len(calls), pa.string())
+
+
+def _zonal_areas(ids, blobs, texts, kinds, code: int):
+    """(rows, areas) of the polygons that are usable areas, and (row, reason) of the others,
+    in row order: a value that did not cast to GEOMETRY (with DuckDB's own message, which
+    gives the parse position), a geometry that is not an area (a LINESTRING…), or vertices
+    that cannot be what EPSG `code` says."""
+    good, areas, failed = [], [], []
+    for row, blob, text, kind in zip(ids, blobs, texts, kinds, strict=True):
+        try:
+            if blob is None:
+                raise AefsqlError(_geometry_cast_error(text, kind))
+            areas.append(area_from(blob, code))
+            good.append(row)
+        except AefsqlError as exc:
+            failed.append((row, str(exc)))
+    if code != geo.WGS84 and areas:
+        # Vertices PROJ cannot map fail the whole batch: find whose they are.
+        try:
+            projected_all(areas, geo.WGS84)
+        except AefsqlError:
+            keep = []
+            for k, area in enumerate(areas):
+                try:
+                    projected_all([area], geo.WGS84)
+                    keep.append(k)
+                except AefsqlError as exc:
+                    failed.append((good[k], str(exc)))
+            good, areas = [good[k] for k in keep], [areas[k] for k in keep]
+            failed.sort()
+    return good, areas, failed
+
+
+def _failed_zonal(failed, years) -> pa.StructArray:
+    """The entries of rows whose geometry is unusable: NULL results, and why, every year."""
+    return pa.array(
+        [{"row": row, "year": year, "aef_error": reason} for row, reason in failed for year in years],
+        ZONAL_ARROW,
+    )
+
+
+def _geometry_cast_error(text: str, kind: str | None) -> str:
+    """DuckDB's message for CAST(value AS GEOMETRY), `value` given as text of its type (a
+    BLOB's text is its escaped bytes): try_cast in SQL gives NULL, and no position."""
+    source = kind if kind in ("VARCHAR", "BLOB") else "VARCHAR"
+    con = duckdb.connect()
+    try:
+        con.execute(f"SELECT CAST(CAST(? AS {source}) AS GEOMETRY)", [text])
+    except duckdb.Error as exc:
+        return str(exc).splitlines()[0]
+    finally:
+        con.close()
+    return f"{kind or 'the value'} {text[:60]!r} is not a geometry"
 
 
 def _chips_or_errors(read, paths, xs, ys, members, mode):
@@ -860,6 +936,7 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         ),
         ("options", session.options, ["VARCHAR"], OPTIONS_TYPE),
         ("point_xy", session.point_xy, ["BLOB"], "STRUCT(x DOUBLE, y DOUBLE)"),
+        ("input_column", session.input_column, ["VARCHAR", "VARCHAR"], "BOOLEAN"),
         ("index_file", session.index_file, ["INTEGER"], "VARCHAR"),
         (
             "chip_plan",
@@ -908,7 +985,16 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         (
             "zonal",
             session.zonal,
-            ["BIGINT[]", "BLOB[]", "INTEGER", "INTEGER[]", "INTEGER"],
+            [
+                "BIGINT[]",
+                "BLOB[]",
+                "VARCHAR[]",
+                "VARCHAR[]",
+                "INTEGER",
+                "INTEGER[]",
+                "INTEGER",
+                "VARCHAR",
+            ],
             ZONAL_TYPE,
         ),
     ]

@@ -111,7 +111,15 @@ CREATE OR REPLACE TEMP MACRO aef_sample_points(
     as_vector := false
 ) AS TABLE
 WITH points AS MATERIALIZED (
-    SELECT row_number() OVER () AS __aef_row, * FROM query_table(__aef_table(points_table))
+    -- Each input column passes through; one named as a column this function adds (`year`,
+    -- a band…) or as aefsql's own (__aef_row…) fails the query while it binds (the lambda
+    -- runs then, once per name), so DESCRIBE refuses it too rather than showing DuckDB's
+    -- renamed `year_1`. The rule is in Python (aefsql/options.py).
+    SELECT row_number() OVER () AS __aef_row,
+           COLUMNS(lambda c: {udf}_input_column(c, to_json({
+               'function': 'aef_sample_points', 'bands': bands, 'on_error': on_error,
+               'as_vector': as_vector})))
+    FROM query_table(__aef_table(points_table))
 ),
 options AS MATERIALIZED (
     FROM __aef_options('points', 'aef_sample_points', years, year, crs, x_column,
