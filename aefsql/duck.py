@@ -90,13 +90,17 @@ PIXEL_ARROW = pa.struct(
         ("location", pa.int64()),
         ("row", pa.int32()),
         ("col", pa.int32()),
-        *((name, pa.float64()) for name in ("x", "y", "lon", "lat")),
+        *((name, pa.float64()) for name in ("x", "y")),
+        # of x/y: "EPSG:32633", as aef_chips' chip_crs (aef_pixels calls it crs, a name its
+        # parameters take)
+        ("xy_crs", pa.string()),
+        *((name, pa.float64()) for name in ("lon", "lat")),
         *EMBEDDING_ARROW,
     ]
 )
 PIXEL_TYPE = (
-    "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, lon DOUBLE, "
-    "lat DOUBLE, " + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")[]"
+    "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, xy_crs VARCHAR, "
+    "lon DOUBLE, lat DOUBLE, " + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")[]"
 )
 
 ZONAL_ARROW = pa.struct(
@@ -472,9 +476,8 @@ class Session:
             centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
         )
         wanted = band_indices(sorted({n for names in bands.to_pylist() for n in names or ()}))
-        pixels = chunk_pixels(
-            self.catalog.tiles(), self.sampler, chunks, wanted, levels.pop() if levels else 0
-        )
+        at = levels.pop() if levels else 0
+        pixels = chunk_pixels(self.catalog.tiles(), self.sampler, chunks, wanted, at)
         rows = {band: k for k, band in enumerate(wanted)}
         n = pixels.row.size
         band_columns = []
@@ -492,6 +495,7 @@ class Session:
                 pa.array(pixels.col, pa.int32()),
                 pa.array(pixels.x),
                 pa.array(pixels.y),
+                self._chunk_crs(chunks, at).take(pa.array(pixels.chunk)),
                 pa.array(pixels.lon),
                 pa.array(pixels.lat),
                 *band_columns,
@@ -500,6 +504,13 @@ class Session:
         )
         offsets = np.searchsorted(pixels.chunk, np.arange(len(chunks.row) + 1))
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
+
+    def _chunk_crs(self, chunks: Chunks, level: int) -> pa.StringArray:
+        """The CRS of each chunk's file ('EPSG:32633'): of its pixels' x/y."""
+        paths = sorted(set(chunks.path.tolist()))
+        headers = self.sampler.header_reader.headers_for(paths, level) if paths else {}
+        names = {p: f"EPSG:{int(h.epsg)}" for p, h in headers.items()}
+        return pa.array([names[p] for p in chunks.path.tolist()], pa.string())
 
     def zonal(self, rows, wkbs, texts, types, crs, years, level, on_error) -> pa.ListArray:
         """Per call row (the lists of all polygons' row numbers, WKB, and the value as text

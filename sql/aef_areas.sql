@@ -11,8 +11,10 @@ CREATE OR REPLACE TEMP MACRO __aef_area_box(area) AS try_cast(area AS DOUBLE[]);
 --
 -- `area` is a GEOMETRY (polygon, multipolygon), WKB, WKT, or a box [west, south, east,
 -- north], in `crs` (default lon/lat). `location` is the same BIGINT for the same pixel in
--- every year: join two years on it for a change map. Rows come in no set order. `level` k
--- reads the files' k-th overview (0: full resolution): row, col, x, y are that level's.
+-- every year: join two years on it for a change map. `x`/`y` are the pixel centre in the
+-- CRS of its tile, `crs` ('EPSG:32633', as aef_chips' chip_crs): an area across a UTM seam
+-- has pixels of two zones. Rows come in no set order. `level` k reads the files' k-th
+-- overview (0: full resolution): row, col, x, y are that level's.
 CREATE OR REPLACE TEMP MACRO aef_pixels(
     area,
     years := NULL,
@@ -46,7 +48,8 @@ pixels AS (
                   recursive := true)
     FROM chunks CROSS JOIN checked k
 )
-SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, lon, lat,
+SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, xy_crs AS crs,
+       lon, lat,
        COLUMNS(lambda c: c SIMILAR TO 'A[0-9][0-9]'
                AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
 FROM pixels;
