@@ -10,6 +10,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from . import coverage, geo
+from .areas import Area
 from .catalog import quote_literal
 from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
@@ -81,6 +83,11 @@ def sample_points(
         try:
             table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
             groups = _groups(con, table, chosen, x_column, y_column, geometry_column)
+            located = _coordinates(table, x_column, y_column, geometry_column)
+            if table.num_rows and located is not None:
+                warn_uncovered_points(
+                    session, *located, chosen.crs, chosen.years, groups["__aef_year"].to_pylist()
+                )
             con.close()  # DuckDB keeps the memory of its last query until then
             result = _assembled(session, table, groups, chosen)
             return _with_vectors(session, result) if chosen.as_vector else result
@@ -122,6 +129,17 @@ def _groups(
         FROM __aef_groups('located')
         """
     ).to_arrow_table()
+
+
+def _coordinates(table: pa.Table, x_column, y_column, geometry_column):
+    """The points' x and y, for `warn_uncovered_points`; None for a geometry column of WKT
+    or GEOMETRY, which DuckDB parsed (the warning is then not given)."""
+    if geometry_column is None:
+        return geo.floats(table[x_column]), geo.floats(table[y_column])
+    kind = table.schema.field(geometry_column).type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return geo.points_from_wkb(table[geometry_column].to_pylist())
+    return None
 
 
 def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Options) -> pa.Table:
@@ -182,6 +200,29 @@ def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
     finally:
         con.close()
     return result.drop_columns(BAND_NAMES).append_column("embedding", embedding)
+
+
+def warn_empty_area(session: Session, area: Area, years) -> list[str]:
+    """Warn, once per reason, when some year of `area` meets no tile: the year is missing,
+    the area is outside coverage, or its coordinates look swapped or in the wrong CRS (the
+    diagnosis is aefsql/coverage.py's, as aef_area_plan's `note`)."""
+    notes = coverage.area_notes(session.catalog.tiles(), area, years)
+    reasons = list(dict.fromkeys(note for note in notes.values() if note))
+    for reason in reasons:
+        warnings.warn(f"area: {reason}; its pixels come back as nodata", stacklevel=3)
+    return reasons
+
+
+def warn_uncovered_points(session: Session, x, y, crs: int, years, found_years) -> list[str]:
+    """Warn for each year (the catalog has) in which no point lies in a tile, and why
+    (aefsql/coverage.py): swapped lon/lat, the wrong CRS, outside coverage."""
+    tiles = session.catalog.tiles()
+    missing = set(coverage.missing_years(tiles, years))
+    empty = [y_ for y_ in years if y_ not in missing and y_ not in set(found_years)]
+    reasons = list(dict.fromkeys(coverage.points_note(tiles, x, y, crs, year) for year in empty))
+    for reason in reasons:
+        warnings.warn(f"no point lies in a tile: {reason}", stacklevel=3)
+    return reasons
 
 
 def warn_missing_years(session: Session, years) -> list[int]:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import geo
+from . import coverage, geo
 from .areas import area_from, projected_all
 from .cache import DiskCache
 from .catalog import (
@@ -101,6 +101,18 @@ PIXEL_ARROW = pa.struct(
 PIXEL_TYPE = (
     "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, xy_crs VARCHAR, "
     "lon DOUBLE, lat DOUBLE, " + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")[]"
+)
+
+AREA_PLAN_ARROW = pa.struct(
+    [
+        ("plan_year", pa.int32()),
+        *((name, pa.int64()) for name in ("tiles", "blocks", "pixels", "value_bytes")),
+        ("note", pa.string()),
+    ]
+)
+AREA_PLAN_TYPE = (
+    "STRUCT(plan_year INTEGER, tiles BIGINT, blocks BIGINT, pixels BIGINT, value_bytes BIGINT, "
+    "note VARCHAR)[]"
 )
 
 ZONAL_ARROW = pa.struct(
@@ -363,7 +375,7 @@ class Session:
 
     def missing_years(self, years) -> list[int]:
         """The years the catalog has no tile of."""
-        return sorted(set(years) - set(np.unique(self.catalog.tiles().year).tolist()))
+        return coverage.missing_years(self.catalog.tiles(), years)
 
     def catalog_has_year(self, year) -> pa.BooleanArray:
         known = np.unique(self.catalog.tiles().year)
@@ -460,6 +472,57 @@ class Session:
                 ]
             )
         return pa.array(lists, type=pa.list_(CHUNK_ARROW))
+
+    def area_plan(self, wkb, box, crs, years, bands, max_bytes, level) -> pa.ListArray:
+        """Per area (as for `area_chunks`): per year, what aef_pixels would read, from
+        headers only — tiles, blocks, pixels, value_bytes (pixels x bands of int8, what
+        max_bytes counts) — and a `note` saying why nothing would come back
+        (aefsql/coverage.py), or why the read would be refused."""
+        lists = []
+        budgets = max_bytes.cast(pa.int64()).fill_null(DEFAULT_MAX_BYTES).to_numpy()
+        tiles = self.catalog.tiles()
+        for blob, corners, code, wanted, count, budget, at in zip(
+            wkb.to_pylist(),
+            box.to_pylist(),
+            _ints(crs),
+            years.to_pylist(),
+            _ints(bands),
+            budgets,
+            _levels(level),
+            strict=True,
+        ):
+            if blob is None and corners is None:
+                raise AefsqlError(
+                    "an area is a GEOMETRY, WKB, WKT or [west, south, east, north]; "
+                    "this one is none of them (or NULL)"
+                )
+            area = area_from(blob if blob is not None else corners, int(code))
+            notes = coverage.area_notes(tiles, area, wanted)
+            try:
+                check_area_size(area, len(wanted), int(count), int(budget), at)
+            except AefsqlError as exc:  # the plan says so, as aef_pixels would refuse
+                lists.append(
+                    [{"plan_year": y, "note": notes[y] or str(exc)} for y in wanted]
+                )
+                continue
+            chunks = area_chunks(tiles, self.sampler, area, wanted, at)
+            blocks = chunk_tiles(self.sampler, chunks, at)
+            plans = []
+            for year in wanted:
+                mine = chunks.year == year
+                pixels = int((chunks.col1[mine] - chunks.col0[mine]).sum())
+                plans.append(
+                    {
+                        "plan_year": year,
+                        "tiles": len(set(chunks.path[mine].tolist())),
+                        "blocks": len(set(zip(chunks.path[mine], blocks[mine], strict=True))),
+                        "pixels": pixels,
+                        "value_bytes": pixels * int(count),
+                        "note": notes[year],
+                    }
+                )
+            lists.append(plans)
+        return pa.array(lists, type=pa.list_(AREA_PLAN_ARROW))
 
     def chunk_pixels(self, path, year, row, col0, col1, centroid, bands, level) -> pa.ListArray:
         """Per chunk (rows and columns of the tile's `level`): its pixels that belong to its
@@ -977,6 +1040,12 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
             session.area_chunks,
             ["BLOB", "DOUBLE[]", "INTEGER", "INTEGER[]", "INTEGER", "BIGINT", "INTEGER"],
             CHUNK_TYPE,
+        ),
+        (
+            "area_plan",
+            session.area_plan,
+            ["BLOB", "DOUBLE[]", "INTEGER", "INTEGER[]", "INTEGER", "BIGINT", "INTEGER"],
+            AREA_PLAN_TYPE,
         ),
         (
             "chunk_pixels",

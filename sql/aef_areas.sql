@@ -54,6 +54,42 @@ SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, xy_crs 
                AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
 FROM pixels;
 
+-- aef_area_plan: what aef_pixels would read for `area`, from headers only (no pixel is
+-- read): per year, the `tiles` and `blocks` it touches, the `pixels` whose centres lie inside
+-- (each tile's: a seam overlap strip counts in both), `value_bytes` (pixels x bands of int8,
+-- what max_bytes counts) and a `note` saying why nothing would come back (a year the catalog
+-- lacks, an area outside coverage, coordinates that look swapped or in the wrong CRS) or why
+-- aef_pixels would refuse the area; NULL when all is well.
+CREATE OR REPLACE TEMP MACRO aef_area_plan(
+    area,
+    years := NULL,
+    year := NULL,
+    bands := NULL,
+    crs := NULL,
+    max_bytes := NULL,
+    level := 0
+) AS TABLE
+WITH options AS MATERIALIZED (
+    SELECT {udf}_options(to_json({
+        'function': 'aef_area_plan', 'years': years, 'year': year, 'crs': crs, 'bands': bands
+    })) AS o
+),
+checked AS MATERIALIZED (
+    SELECT CASE WHEN o.error IS NOT NULL THEN error(o.error) ELSE o.years END AS __aef_years,
+           o.crs AS __aef_crs, o.bands AS __aef_bands
+    FROM options
+),
+planned AS (
+    SELECT unnest({udf}_area_plan(__aef_area_wkb(area), __aef_area_box(area), __aef_crs,
+                                  __aef_years, CAST(len(__aef_bands) AS INTEGER),
+                                  CAST(max_bytes AS BIGINT), CAST(level AS INTEGER))) AS p
+    FROM checked
+)
+-- (`year` is a parameter here: output names are given as aliases, never read back.)
+SELECT p.plan_year AS year, p.tiles, p.blocks, p.pixels, p.value_bytes, p.note
+FROM planned
+ORDER BY p.plan_year;
+
 -- Each row of a table of polygons as WKB, beside its __aef_row (see __aef_located for the
 -- stand-in column that keeps a missing geometry_column from failing to bind); where the value
 -- does not cast to GEOMETRY, NULL WKB and the value as text (`__aef_text`) and its type:
