@@ -209,7 +209,8 @@ def warn_empty_area(session: Session, area: Area, years) -> list[str]:
     notes = coverage.area_notes(session.catalog.tiles(), area, years)
     reasons = list(dict.fromkeys(note for note in notes.values() if note))
     for reason in reasons:
-        warnings.warn(f"area: {reason}; its pixels come back as nodata", stacklevel=3)
+        # (stacklevel: the user's call of read_area or picture, through read_planned)
+        warnings.warn(f"area: {reason}; its pixels come back as nodata", stacklevel=4)
     return reasons
 
 
@@ -229,11 +230,8 @@ def warn_missing_years(session: Session, years) -> list[int]:
     """Warn about the years the catalog has no tile of (their rows get NULL bands)."""
     missing = session.missing_years(years)
     if missing:
-        warnings.warn(
-            f"the catalog has no tile of year(s) {', '.join(map(str, missing))}: their rows "
-            "come back with NULL bands",
-            stacklevel=3,
-        )
+        note = coverage.missing_years_note(session.catalog.tiles(), missing)
+        warnings.warn(f"{note}: their rows come back with NULL bands", stacklevel=3)
     return missing
 
 

@@ -28,10 +28,14 @@ def missing_years(tiles: TileTable, years) -> list[int]:
     return sorted(set(int(y) for y in years) - set(np.unique(tiles.year).tolist()))
 
 
-def no_year_note(tiles: TileTable, year: int) -> str:
+def missing_years_note(tiles: TileTable, missing) -> str:
+    """What to say of years the catalog has no tile of (`missing_years`)."""
     have = np.unique(tiles.year).tolist()
     listing = ", ".join(map(str, have)) if len(have) <= 12 else f"{have[0]}–{have[-1]}"
-    return f"no tile of year {year} in the catalog (it has {listing or 'none'})"
+    return (
+        f"the catalog has no tile of year(s) {', '.join(map(str, missing))} "
+        f"(it has {listing or 'none'})"
+    )
 
 
 def area_notes(tiles: TileTable, area: Area, years) -> dict[int, str | None]:
@@ -45,7 +49,9 @@ def area_notes(tiles: TileTable, area: Area, years) -> dict[int, str | None]:
     absent = set(missing_years(tiles, years))
     for year in (int(y) for y in years):
         if year in absent:
-            notes[year] = no_year_note(tiles, year)
+            notes[year] = missing_years_note(tiles, [year])
+        elif area.empty:
+            notes[year] = "the area is empty: it has no ring"
         elif lonlat is None:
             notes[year] = unprojectable
         elif candidate_tiles(tiles, lonlat, year):
@@ -60,7 +66,7 @@ def points_note(tiles: TileTable, x, y, crs: int, year: int) -> str:
     """Why no point of (x, y) in EPSG `crs` lies in a tile of `year` (the caller found none)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if year in missing_years(tiles, [year]):
-        return no_year_note(tiles, year)
+        return missing_years_note(tiles, [year])
     finite = np.isfinite(x) & np.isfinite(y)
     if not finite.any():
         return "every point's coordinates are NULL or not numbers"

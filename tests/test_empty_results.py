@@ -92,7 +92,7 @@ def test_the_plan_says_why_nothing_comes_back(con, area, extra, note):
 def test_a_missing_year_is_named_beside_the_good_ones(con):
     rows = plan(con, str(LONLAT_BOX), years="[2019, 2023]").to_pylist()
     assert rows[0]["year"] == 2019
-    assert rows[0]["note"] == "no tile of year 2019 in the catalog (it has 2023, 2024)"
+    assert rows[0]["note"] == "the catalog has no tile of year(s) 2019 (it has 2023, 2024)"
     assert rows[1]["note"] is None and rows[1]["pixels"] > 1000
 
 
@@ -109,7 +109,7 @@ def test_read_area_warns_with_the_reason(gdal_collection):
     assert (array.values == -128).all()
     with pytest.warns(UserWarning, match=r"area: the coordinates look like lon/lat, but crs"):
         aefsql.read_area(LONLAT_BOX, 2023, crs=EPSG, catalog=gdal_collection.index)
-    with pytest.warns(UserWarning, match=r"area: no tile of year 2031 in the catalog"):
+    with pytest.warns(UserWarning, match=r"area: the catalog has no tile of year\(s\) 2031 \(it has 2023, 2024\)"):
         aefsql.read_area(LONLAT_BOX, [2023, 2031], catalog=gdal_collection.index)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
