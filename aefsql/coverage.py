@@ -10,10 +10,7 @@ and a place simply outside coverage.
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
-import pyproj
 
 from . import geo
 from .areas import Area, projected
@@ -81,7 +78,7 @@ def points_note(tiles: TileTable, x, y, crs: int, year: int) -> str:
 
 def _outside_note(tiles: TileTable, x, y, crs: int, year: int) -> str:
     """Why coordinates that meet no tile of `year` may be wrong, else 'outside coverage'."""
-    if crs != geo.WGS84 and _looks_lonlat(x, y) and _projected(crs):
+    if crs != geo.WGS84 and _looks_lonlat(x, y) and geo.is_projected(crs):
         return (
             f"the coordinates look like lon/lat, but crs := EPSG:{crs} is projected: drop "
             "crs := (lon/lat is the default) or give projected coordinates"
@@ -90,15 +87,10 @@ def _outside_note(tiles: TileTable, x, y, crs: int, year: int) -> str:
         found = locate(tiles, None, y, x, np.full(x.size, year))
         if any(p is not None for p in found):
             return "coordinates look swapped (lat, lon)?: give longitude first, then latitude"
-    return f"outside coverage: no tile of year {year} in the catalog holds it"
+    return f"outside coverage: the catalog has no tile of year {year} there"
 
 
 def _looks_lonlat(x, y) -> bool:
     """Every coordinate within lon/lat range: no projected place near enough the false
     origin to be an AEF tile gives such numbers."""
     return bool(x.size) and bool(geo.valid_lonlat(x, y).all())
-
-
-@cache
-def _projected(code: int) -> bool:
-    return pyproj.CRS.from_epsg(code).is_projected

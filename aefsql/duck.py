@@ -377,9 +377,18 @@ class Session:
         """The years the catalog has no tile of."""
         return coverage.missing_years(self.catalog.tiles(), years)
 
-    def catalog_has_year(self, year) -> pa.BooleanArray:
-        known = np.unique(self.catalog.tiles().year)
-        return pa.array(np.isin(_ints(year), known))
+    def points_note(self, x, y, crs, year) -> pa.StringArray:
+        """Per row (the x and y lists of points in no tile of `year`): why (coverage.py)."""
+        tiles = self.catalog.tiles()
+        return pa.array(
+            [
+                coverage.points_note(tiles, geo.floats(xs.values), geo.floats(ys.values), c, yr)
+                for xs, ys, c, yr in zip(
+                    _contiguous(x), _contiguous(y), _ints(crs), _ints(year), strict=True
+                )
+            ],
+            pa.string(),
+        )
 
     def plan_group(self, path, x, y, crs, bands) -> pa.StructArray:
         """The read plan of each group of points of one file (x/y in EPSG `crs`)."""
@@ -1034,7 +1043,12 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
             ],
             CHIP_TYPE,
         ),
-        ("catalog_has_year", session.catalog_has_year, ["INTEGER"], "BOOLEAN"),
+        (
+            "points_note",
+            session.points_note,
+            ["DOUBLE[]", "DOUBLE[]", "INTEGER", "INTEGER"],
+            "VARCHAR",
+        ),
         (
             "area_chunks",
             session.area_chunks,

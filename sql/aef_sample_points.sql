@@ -160,8 +160,8 @@ ORDER BY p.__aef_row, l.__aef_year;
 
 -- aef_plan: what aef_sample_points would read, from headers only (no pixel is read): per file,
 -- the points it holds, the distinct blocks, the requests after merging nearby ranges, and the
--- bytes. Points in no tile form one row a year with a NULL path, and `note` says whether the
--- catalog has that year at all.
+-- bytes. Points in no tile form one row a year with a NULL path, and `note` says why: the
+-- catalog lacks the year, the points are outside coverage, or look swapped or in another CRS.
 CREATE OR REPLACE TEMP MACRO aef_plan(
     points_table,
     years := NULL,
@@ -190,7 +190,11 @@ planned AS (
                                              'bytes': 0}
              ELSE {udf}_plan_group(l.__aef_path, list(l.__aef_x), list(l.__aef_y), l.__aef_crs,
                                    any_value(o.__aef_bands))
-        END AS plan
+        END AS plan,
+        -- Why these points are in no tile (aefsql/coverage.py, as Python's warnings say).
+        CASE WHEN l.__aef_path IS NULL
+             THEN {udf}_points_note(list(l.__aef_x), list(l.__aef_y), l.__aef_crs,
+                                    l.__aef_year) END AS note
     FROM located l CROSS JOIN options o
     GROUP BY l.__aef_path, l.__aef_year, l.__aef_crs
 )
@@ -198,9 +202,7 @@ planned AS (
 SELECT __aef_path AS path, __aef_year AS year, CAST(sum(plan.points) AS BIGINT) AS points,
        CAST(sum(plan.blocks) AS BIGINT) AS blocks,
        CAST(sum(plan.requests) AS BIGINT) AS requests, CAST(sum(plan.bytes) AS BIGINT) AS bytes,
-       CASE WHEN __aef_path IS NOT NULL THEN NULL
-            WHEN {udf}_catalog_has_year(__aef_year) THEN 'outside coverage'
-            ELSE 'the catalog has no tile of this year' END AS note
+       any_value(note) AS note
 FROM planned
 GROUP BY __aef_path, __aef_year
 ORDER BY __aef_path NULLS LAST, __aef_year;

@@ -23,7 +23,7 @@ SWAPPED_BOX = [LAT - 0.003, LON - 0.003, LAT + 0.003, LON + 0.003]
 
 SWAPPED = "coordinates look swapped (lat, lon)?: give longitude first, then latitude"
 LONLAT_AS_PROJECTED = f"the coordinates look like lon/lat, but crs := EPSG:{EPSG} is projected"
-OUTSIDE = "outside coverage: no tile of year 2023 in the catalog holds it"
+OUTSIDE = "outside coverage: the catalog has no tile of year 2023 there"
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +137,25 @@ def test_sample_points_warns_with_the_reason(gdal_collection):
         warnings.simplefilter("error")
         aefsql.sample_points(points([lon[0], -30.0, -30.0], [lat[0], 30.0, 30.0]), **run)
         aefsql.sample_points(utm, crs=EPSG, **run)
+
+
+def test_aef_plan_says_why_points_are_in_no_tile(con):
+    lon, lat = to_lonlat(EPSG, [X0 + 700, X0 + 1200, X0 + 2000], [Y0 + 600, Y0 + 900, Y0 + 1500])
+    utm = points([X0 + 700, X0 + 1200, X0 + 2000], [Y0 + 600, Y0 + 900, Y0 + 1500])
+    cases = [
+        (points(lat, lon), "", SWAPPED),
+        (points(lon, lat), f", crs := {EPSG}", LONLAT_AS_PROJECTED),
+        (utm, "", "no point is within lon/lat range"),
+        (points([-30.0] * 3, [30.0] * 3), "", OUTSIDE),
+        (points(lon, lat), "", None),
+    ]
+    for table, extra, note in cases:
+        con.register("pts", table)
+        rows = con.sql(
+            f"SELECT path IS NULL, points, note FROM aef_plan('pts', years := 2023{extra})"
+        ).fetchall()
+        con.unregister("pts")
+        if note is None:
+            assert rows == [(False, 3, None)]
+        else:
+            assert len(rows) == 1 and rows[0][:2] == (True, 3) and rows[0][2].startswith(note)
