@@ -741,7 +741,11 @@ def _zonal_areas(ids, blobs, texts, kinds, code: int):
 def _failed_zonal(failed, years) -> pa.StructArray:
     """The entries of rows whose geometry is unusable: NULL results, and why, every year."""
     return pa.array(
-        [{"row": row, "year": year, "aef_error": reason} for row, reason in failed for year in years],
+        [
+            {"row": row, "year": year, "aef_error": reason}
+            for row, reason in failed
+            for year in years
+        ],
         ZONAL_ARROW,
     )
 

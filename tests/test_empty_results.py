@@ -75,7 +75,11 @@ def test_the_plan_counts_what_gdal_finds(con, gdal_collection):
         (str(SWAPPED_BOX), "", SWAPPED),
         (str(LONLAT_BOX), f", crs := {EPSG}", LONLAT_AS_PROJECTED),
         ("[-30.0, 30.0, -29.9, 30.1]", "", OUTSIDE),
-        (f"'POLYGON(({LAT} {LON}, {LAT + 0.01} {LON}, {LAT} {LON + 0.01}, {LAT} {LON}))'", "", SWAPPED),
+        (
+            f"'POLYGON(({LAT} {LON}, {LAT + 0.01} {LON}, {LAT} {LON + 0.01}, {LAT} {LON}))'",
+            "",
+            SWAPPED,
+        ),
     ],
 )
 def test_the_plan_says_why_nothing_comes_back(con, area, extra, note):
@@ -109,7 +113,8 @@ def test_read_area_warns_with_the_reason(gdal_collection):
     assert (array.values == -128).all()
     with pytest.warns(UserWarning, match=r"area: the coordinates look like lon/lat, but crs"):
         aefsql.read_area(LONLAT_BOX, 2023, crs=EPSG, catalog=gdal_collection.index)
-    with pytest.warns(UserWarning, match=r"area: the catalog has no tile of year\(s\) 2031 \(it has 2023, 2024\)"):
+    missing = r"area: the catalog has no tile of year\(s\) 2031 \(it has 2023, 2024\)"
+    with pytest.warns(UserWarning, match=missing):
         aefsql.read_area(LONLAT_BOX, [2023, 2031], catalog=gdal_collection.index)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -224,7 +224,8 @@ def test_shapely_geometry_is_an_area(gdal_collection):
 
 
 def test_outside_coverage_is_all_nodata(gdal_collection):
-    with pytest.warns(UserWarning, match=r"area: outside coverage: the catalog has no tile of year 2023 there"):
+    outside = r"area: outside coverage: the catalog has no tile of year 2023 there"
+    with pytest.warns(UserWarning, match=outside):
         array = aefsql.read_area([0.0, 0.0, 0.01, 0.01], 2023, catalog=gdal_collection.index)
     assert array.sizes["y"] > 100 and array.sizes["x"] > 100
     assert (array.values == -128).all()

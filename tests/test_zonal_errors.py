@@ -123,3 +123,12 @@ def test_aef_error_only_with_on_error_null(con):
 def test_on_error_is_checked(con):
     with pytest.raises(Exception, match=r"on_error must be 'raise' or 'null', not 'skip'"):
         zonal(con, [GOOD], ", on_error := 'skip'")
+
+
+def test_vertices_the_crs_cannot_map_name_their_row(con):
+    far = "POLYGON((1e30 0, 2e30 0, 2e30 1e30, 1e30 0))"
+    with pytest.raises(Exception, match=r"aef_zonal: row 2: area: some vertices cannot be"):
+        zonal(con, [GOOD, far])
+    rows = zonal(con, [GOOD, far], ", on_error := 'null'").to_pylist()
+    assert rows[0]["pixels"] > 100 and rows[0]["aef_error"] is None
+    assert rows[2]["pixels"] is None and "cannot be projected" in rows[2]["aef_error"]
