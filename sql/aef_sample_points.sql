@@ -173,7 +173,12 @@ CREATE OR REPLACE TEMP MACRO aef_plan(
     bands := NULL
 ) AS TABLE
 WITH points AS MATERIALIZED (
-    SELECT row_number() OVER () AS __aef_row, * FROM query_table(__aef_table(points_table))
+    -- (an input column named as aefsql's own is refused: see aef_sample_points)
+    SELECT row_number() OVER () AS __aef_row,
+           COLUMNS(lambda c: {udf}_input_column(c, to_json({
+               'function': 'aef_plan', 'bands': bands, 'on_error': 'raise',
+               'as_vector': false})))
+    FROM query_table(__aef_table(points_table))
 ),
 options AS MATERIALIZED (
     FROM __aef_options('points', 'aef_plan', years, year, crs, x_column, y_column,

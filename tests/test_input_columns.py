@@ -15,6 +15,7 @@ SQUARE = (
     f"{X0 + 600} {Y0 + 800}, {X0 + 600} {Y0 + 500}))"
 )
 CALLS = {
+    "aef_plan": "aef_plan('t', years := 2023)",
     "aef_sample_points": "aef_sample_points('t', years := 2023)",
     "aef_zonal": f"aef_zonal('t', years := 2023, crs := {EPSG})",
     "aef_chips": "aef_chips('t', years := 2023, size := 4)",
@@ -77,7 +78,7 @@ def test_python_refuses_aefsql_own_names(gdal_collection):
         )
 
 
-@pytest.mark.parametrize("function", sorted(CALLS))
+@pytest.mark.parametrize("function", ["aef_chips", "aef_sample_points", "aef_zonal"])
 def test_other_columns_pass_through_unchanged(con, function):
     con.register("t", table({"row": [7, 8, 9], "aef_row": ["a", "b", "c"]}))
     try:
