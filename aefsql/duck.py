@@ -6,7 +6,7 @@ import json
 import os
 import secrets
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import coverage, geo
-from .areas import area_from, projected_all
+from .areas import Area, area_from, projected_all
 from .cache import DiskCache
 from .catalog import (
     PUBLIC_CATALOG,
@@ -45,7 +45,7 @@ from .pixels import (
 from .progress import Progress
 from .rasteret import is_rasteret, open_rasteret
 from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_windows
-from .zonal import zonal_means
+from .zonal import ZonalMeans, zonal_means
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
 ROW_EMBEDDING_TYPE = (
@@ -604,14 +604,18 @@ class Session:
             if not ids:
                 lists.append(pa.array([], ZONAL_ARROW))
                 continue
-            good, areas, failed = _zonal_areas(ids, blobs, raw, kinds, int(code))
+            areas, failed = _zonal_areas(ids, blobs, raw, kinds, int(code))
             if failed and mode != "null":
                 row, reason = failed[0]
                 raise AefsqlError(f"aef_zonal: row {row}: {reason}")
-            if not areas:
-                lists.append(_failed_zonal(failed, wanted))
-                continue
+            # Every row has its area (an empty one for a NULL or unusable geometry), so that
+            # zonal_means' "polygon k" is the k-th row; the unusable ones' entries are left out.
             found = zonal_means(self.catalog.tiles(), self.sampler, areas, wanted, at)
+            bad_rows = {row for row, _ in failed}
+            unusable = [k for k, row in enumerate(ids) if row in bad_rows]
+            if unusable:
+                keep = ~np.isin(found.polygon, unusable)
+                found = ZonalMeans(*(getattr(found, f.name)[keep] for f in fields(ZonalMeans)))
             empty = np.isnan(found.means[:, 0])
             embedding = pa.FixedSizeListArray.from_arrays(
                 pa.array(found.means.astype(np.float32).ravel()),
@@ -621,7 +625,7 @@ class Session:
             lists.append(
                 pa.StructArray.from_arrays(
                     [
-                        pa.array(np.asarray(good, np.int64)[found.polygon]),
+                        pa.array(np.asarray(ids, np.int64)[found.polygon]),
                         pa.array(found.year, pa.int32()),
                         pa.array(found.pixels),
                         pa.array(found.nodata_pixels),
@@ -708,34 +712,33 @@ class Session:
 
 
 def _zonal_areas(ids, blobs, texts, kinds, code: int):
-    """(rows, areas) of the polygons that are usable areas, and (row, reason) of the others,
-    in row order: a value that did not cast to GEOMETRY (with DuckDB's own message, which
-    gives the parse position), a geometry that is not an area (a LINESTRING…), or vertices
-    that cannot be what EPSG `code` says."""
-    good, areas, failed = [], [], []
+    """The area of each row (empty for a NULL geometry or an unusable one), and (row, reason)
+    of the unusable, in row order: a value that did not cast to GEOMETRY (with DuckDB's own
+    message, which gives the parse position), a geometry that is not an area (a
+    LINESTRING…), or vertices that cannot be what EPSG `code` says."""
+    nothing = Area((), code)
+    areas, failed = [], []
     for row, blob, text, kind in zip(ids, blobs, texts, kinds, strict=True):
         try:
-            if blob is None:
+            if blob is None and text is not None:
                 raise AefsqlError(_geometry_cast_error(text, kind))
-            areas.append(area_from(blob, code))
-            good.append(row)
+            areas.append(nothing if blob is None else area_from(blob, code))
         except AefsqlError as exc:
+            areas.append(nothing)
             failed.append((row, str(exc)))
-    if code != geo.WGS84 and areas:
+    if code != geo.WGS84:
         # Vertices PROJ cannot map fail the whole batch: find whose they are.
         try:
             projected_all(areas, geo.WGS84)
         except AefsqlError:
-            keep = []
             for k, area in enumerate(areas):
                 try:
                     projected_all([area], geo.WGS84)
-                    keep.append(k)
                 except AefsqlError as exc:
-                    failed.append((good[k], str(exc)))
-            good, areas = [good[k] for k in keep], [areas[k] for k in keep]
+                    areas[k] = nothing
+                    failed.append((ids[k], str(exc)))
             failed.sort()
-    return good, areas, failed
+    return areas, failed
 
 
 def _failed_zonal(failed, years) -> pa.StructArray:

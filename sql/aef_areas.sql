@@ -147,8 +147,8 @@ geometries AS (
            list(__aef_wkb ORDER BY __aef_row) AS __aef_wkbs,
            list(__aef_text ORDER BY __aef_row) AS __aef_texts,
            list(__aef_type ORDER BY __aef_row) AS __aef_types
+    -- (NULL geometries too: the UDF's k-th polygon is then row k, as its messages say.)
     FROM __aef_geometries('polygons', geometry_column)
-    WHERE __aef_wkb IS NOT NULL OR __aef_text IS NOT NULL
 ),
 zones AS (
     -- All polygons in one call: each block is then decoded once for all of them.
