@@ -95,20 +95,21 @@ ORDER BY p.plan_year;
 -- does not cast to GEOMETRY, NULL WKB and the value as text (`__aef_text`) and its type:
 -- the UDF names the row and gives DuckDB's own message (try_cast loses it).
 CREATE OR REPLACE TEMP MACRO __aef_geometries(polygons_table, geometry_column) AS TABLE
-SELECT __aef_row, g.wkb AS __aef_wkb,
-       CASE WHEN g.wkb IS NULL THEN g.text END AS __aef_text, g.type AS __aef_type
+SELECT __aef_row, g.wkb AS __aef_wkb, g.text AS __aef_text, g.type AS __aef_type
 FROM (
     SELECT __aef_row,
            list_last(list_value(*COLUMNS(lambda c: c = '__aef_no_g' OR c = geometry_column)))
                AS g
     FROM (
         -- (A one-item list lets one COLUMNS give the three fields: DuckDB takes one COLUMNS
-        -- per expression.)
+        -- per expression. The text only where the cast fails: a big polygon's WKT is costly.)
         SELECT __aef_row,
                list_transform(
                    [COLUMNS(lambda c: c = '__aef_no_g' OR c = geometry_column)],
                    lambda v: {'wkb': ST_AsWKB(try_cast(v AS GEOMETRY)),
-                              'text': CAST(v AS VARCHAR), 'type': typeof(v)}
+                              'text': CASE WHEN v IS NOT NULL AND try_cast(v AS GEOMETRY) IS NULL
+                                           THEN CAST(v AS VARCHAR) END,
+                              'type': typeof(v)}
                )[1]
         FROM (SELECT NULL::GEOMETRY AS __aef_no_g, * FROM query_table(polygons_table))
     )
@@ -135,7 +136,8 @@ WITH polygons AS MATERIALIZED (
     SELECT row_number() OVER () AS __aef_row,
            -- (an input column named as one added is refused: see aef_sample_points)
            COLUMNS(lambda c: {udf}_input_column(c, to_json({
-               'function': 'aef_zonal', 'bands': NULL, 'on_error': on_error, 'as_vector': false})))
+               'function': 'aef_zonal', 'bands': NULL, 'on_error': on_error,
+               'as_vector': false})))
     FROM query_table(__aef_table(polygons_table))
 ),
 options AS MATERIALIZED (
@@ -202,7 +204,8 @@ WITH points AS MATERIALIZED (
     SELECT row_number() OVER () AS __aef_row,
            -- (an input column named as one added is refused: see aef_sample_points)
            COLUMNS(lambda c: {udf}_input_column(c, to_json({
-               'function': 'aef_chips', 'bands': bands, 'on_error': on_error, 'as_vector': false})))
+               'function': 'aef_chips', 'bands': bands, 'on_error': on_error,
+               'as_vector': false})))
     FROM query_table(__aef_table(points_table))
 ),
 options AS MATERIALIZED (
