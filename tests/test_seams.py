@@ -283,3 +283,111 @@ def test_aef_pixels_gives_each_location_once_from_its_owner(con, collection, eps
         assert owners[0] not in (k, -1)
         got[:, i, j] = expected[:, i, j]
     assert np.array_equal(got, expected)
+
+
+# -- a window its grid's tile owns none of; sub-pixel areas; reads of the owner only ----------
+
+# 48 x 48 pixels of tile 1's (33N) lattice wholly west of 12°E, inside tile 0 (32N): tile 1
+# holds every pixel, tile 0 owns them all.
+STRIP = (262400.0, 4987600.0)
+
+
+def test_read_area_of_a_window_its_grid_tile_owns_none_of(collection):
+    """Crashed in _scatter (zero-size array) when the aligned tile (1) owned none of it."""
+    expected, owner = expected_window(collection, 32633, 48, STRIP)
+    assert (owner == 0).all()
+    box = window_box(32633, 48, STRIP)
+    da = read_area(box, YEAR, crs=32633, target_crs=32633, catalog=collection[0])
+    assert da.shape == (1, 64, 48, 48)
+    assert np.array_equal(da.values[0], expected)
+
+
+def square_wkt(x, y, half=1.0):
+    return (
+        f"POLYGON(({x - half} {y - half}, {x + half} {y - half}, {x + half} {y + half}, "
+        f"{x - half} {y + half}, {x - half} {y - half}))"
+    )
+
+
+def test_sub_pixel_squares_in_the_overlap_keep_the_pixel_under_their_centroid(con, collection):
+    """2 m squares centred on tile 1's (33N) pixel centres west of 12°E, where tile 0 (32N)
+    owns the location: tile 1's centre inside them is not theirs to give, so each square's
+    one pixel is the one under its centroid in tile 0 — one row from aef_pixels, one pixel
+    and its embedding from aef_zonal (before: 0 rows, pixels = 0 and NULL)."""
+    x = 262405.0 + 10.0 * np.arange(17) * 7  # tile 1's pixel centres, 33N
+    y = np.full(x.size, 4987405.0)
+    values, owner, rows, cols = owned_values(collection[1], 32633, x, y)
+    assert (owner == 0).all()
+    polygons = [square_wkt(a, b) for a, b in zip(x, y, strict=True)]
+    for i, wkt in enumerate(polygons):
+        got = con.sql(
+            f"SELECT path, row, col, COLUMNS('A[0-9][0-9]') FROM aef_pixels('{wkt}', "
+            f"years := {YEAR}, crs := 32633)"
+        ).fetchall()
+        assert len(got) == 1, i
+        path, row, col, *bands = got[0]
+        assert path.endswith(collection_path(YEAR, 0)) and (row, col) == (rows[i], cols[i])
+        assert [NODATA if b is None else b for b in bands] == values[:, i].tolist()
+    con.register("squares", pa.table({"id": np.arange(x.size), "geom": polygons}))
+    try:
+        zonal = con.sql(
+            f"SELECT id, pixels, centroid_pixel, embedding FROM aef_zonal('squares', "
+            f"years := {YEAR}, crs := 32633) ORDER BY id"
+        ).fetchall()
+    finally:
+        con.unregister("squares")
+    stand_ins = 0
+    for i, (_, pixels, centroid_pixel, embedding) in enumerate(zonal):
+        # (a square may hold tile 0's own centre: the same pixel, not a stand-in)
+        assert pixels == 1, i
+        stand_ins += centroid_pixel
+        v = values[:, i].astype(np.float64)
+        if (values[:, i] == NODATA).any():
+            assert embedding is None
+            continue
+        assert np.allclose(embedding, np.sign(v) * (np.abs(v) / 127.5) ** 2, atol=1e-6)
+    assert stand_ins >= 12
+
+
+def block_ranges(path):
+    """[(first, last byte)] of the full-resolution blocks of `path` (tifffile)."""
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        return [
+            (o, o + n - 1) for o, n in zip(page.dataoffsets, page.databytecounts, strict=True) if n
+        ]
+
+
+def blocks_read(log, since, path, blocks) -> int:
+    """How many of `blocks` the ranged GETs of `path` since request `since` overlap, but the
+    header's first read (from byte 0; reading a header is not reading pixels)."""
+    reads = []
+    for method, url, byte_range in log.requests[since:]:
+        if method == "GET" and url.endswith(path) and byte_range:
+            first, last = (int(v) for v in byte_range.removeprefix("bytes=").split("-"))
+            if first > 0:
+                reads.append((first, last))
+    return sum(any(a <= last and first <= b for first, last in reads) for a, b in blocks)
+
+
+def test_aef_pixels_in_the_overlap_reads_the_owners_blocks_only(http_collection):
+    """An area wholly in tile 1's (33N) overhang west of 12°E, owned by tile 0 (32N) and in
+    tile 1's first block column: over HTTP, aef_pixels fetches tile 0's blocks and none of
+    tile 1's (before: tile 1's were read too, and every pixel of them thrown away)."""
+    west, north = STRIP
+    box = [west, north - 800.0, west + 800.0, north]  # 80 x 80 of tile 1's pixels, 33N
+    cx, cy = window_centres(west, north, 80)
+    _, owner, _, _ = owned_values(http_collection.folder, 32633, cx, cy)
+    assert (owner == 0).all()
+    log = http_collection.log
+    before = log.total
+    with aefsql.connect(catalog=http_collection.index) as fresh:
+        found = fresh.sql(
+            f"SELECT path FROM aef_pixels({box}, years := {YEAR}, crs := 32633)"
+        ).fetchnumpy()["path"]
+    assert found.size > 6000 and all(p.endswith(collection_path(YEAR, 0)) for p in found)
+    counts = {}
+    for k in (0, 1):
+        path = collection_path(YEAR, k)
+        counts[k] = blocks_read(log, before, path, block_ranges(http_collection.folder / path))
+    assert counts[0] >= 64 and counts[1] == 0, counts
