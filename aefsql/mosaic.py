@@ -21,6 +21,8 @@ in is not fetched.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from . import geo
@@ -131,16 +133,26 @@ def _other_boxes(tiles: TileTable, url: str, year: int, epsg: int, x_low, x_high
         if tiles.path[k] == url:
             continue
         west, south, east, north = tiles.west[k], tiles.south[k], tiles.east[k], tiles.north[k]
-        try:
-            if west > east:  # a box across the antimeridian: no bounds to test in `epsg`
-                raise AefsqlError("across the antimeridian")
-            box = projected(Area((box_ring(west, south, east, north),), geo.WGS84), epsg)
-        except AefsqlError:  # or not projectable there
+        bounds = _box_bounds(float(west), float(south), float(east), float(north), epsg)
+        if bounds is None:
             in_lonlat.append(k)
             continue
-        bx0, by0, bx1, by1 = box.bounds
+        bx0, by0, bx1, by1 = bounds
         boxes.append((bx0 - m, by0 - m, bx1 + m, by1 + m))
     return boxes, in_lonlat
+
+
+@lru_cache(maxsize=4096)
+def _box_bounds(west: float, south: float, east: float, north: float, epsg: int):
+    """The bounds in EPSG `epsg` of a lon/lat box (its edges densified: they bend there);
+    None when it crosses the antimeridian or cannot be projected there. Cached: every read of
+    chips or pixels near a tile's edge asks again for its neighbours' boxes."""
+    if west > east:  # a box across the antimeridian: no bounds to test in `epsg`
+        return None
+    try:
+        return projected(Area((box_ring(west, south, east, north),), geo.WGS84), epsg).bounds
+    except AefsqlError:
+        return None
 
 
 def centre_values(
