@@ -9,9 +9,10 @@ A query (TorchGeo's x, y and time slices) is read as a north-up window of `res` 
 the dataset's CRS, by the rule of `aef_chips` (aefsql/chips.py, aefsql/mosaic.py): the
 pixels tiles on that grid own are read block by block, every other pixel takes the source
 pixel under its centre in the tile `aef_locate` gives it (nearest neighbour, never
-interpolated) — the same pixels `read_area`, `aef_chips` and `aef_pixels` give. Tested with TorchGeo 0.8.1 (Python 3.11) and 0.10.1
-(Python 3.12): samples follow each version's own RasterDataset — 0.10 gives `bounds` and
-`transform` as tensors, 0.8 gives `crs` and the query as `bounds`.
+interpolated) — the same pixels `read_area`, `aef_chips` and `aef_pixels` give. Tested
+with TorchGeo 0.8.1 (Python 3.11) and 0.10.1 (Python 3.12): samples follow each version's
+own RasterDataset — 0.10 gives `bounds` and `transform` as tensors, 0.8 gives `crs` and the
+query as `bounds`.
 """
 
 from __future__ import annotations

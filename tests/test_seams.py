@@ -244,7 +244,9 @@ def test_aef_pixels_gives_each_location_once_from_its_owner(con, collection, eps
         f"[{west - m}, {south - m}, {east + m}, {north + m}], years := {YEAR}, crs := {epsg})"
     ).fetchnumpy()
     tile_of = {collection_path(YEAR, k): k for k in TILES}
-    tile = np.array([tile_of[next(p for p in tile_of if path.endswith(p))] for path in rows["path"]])
+    tile = np.array(
+        [tile_of[next(p for p in tile_of if path.endswith(p))] for path in rows["path"]]
+    )
     row, col = np.asarray(rows["row"]), np.asarray(rows["col"])
     bands = np.stack(
         [np.ma.filled(np.ma.asarray(rows[f"A{b:02d}"]).astype(np.int16), NODATA) for b in range(64)]
