@@ -180,6 +180,7 @@ def test_chip_dataset(collection, epsg):
     assert np.array_equal(item["image"].numpy(), expected)
 
 
+@pytest.mark.filterwarnings("ignore:Use torchgeo.samplers:DeprecationWarning")  # 0.10
 @pytest.mark.parametrize("epsg", sorted(WINDOWS))
 def test_torchgeo_sampler_queries(collection, epsg):
     """AEF in the window's CRS, queried by TorchGeo's GridGeoSampler over the window: the
