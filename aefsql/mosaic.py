@@ -16,7 +16,10 @@ it, tiles of the location's own UTM zone first), and every output takes it from 
   location comes once, from the tile the gridded outputs take it from.
 
 Ownership is decided from headers before any block is read, so a block no owned pixel lies
-in is not fetched.
+in is not fetched. Where two grids meet, a gridded output pixel whose centre is just on one
+side of the seam can lie in a source pixel whose own centre is on the other: it takes that
+pixel (the one under its centre), which `aef_pixels` gives from the other side's tile: only
+output pixels whose centre lies within half a pixel's diagonal (7.1 m) of the seam.
 """
 
 from __future__ import annotations

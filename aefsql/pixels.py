@@ -252,12 +252,8 @@ def chunk_pixels(
     pixel is projected to lon/lat)."""
     parts = []
     for url, of_url in group_indices(chunks.path, np.arange(chunks.row.size)).items():
-        for year, runs in group_indices(chunks.year, of_url).items():
-            parts.append(
-                _file_pixels(
-                    tiles, sampler, chunks, url, int(year), runs, bands, level, coordinates
-                )
-            )
+        for runs in group_indices(chunks.year, of_url).values():
+            parts.append(_file_pixels(sampler, chunks, url, runs, bands, level, coordinates))
     if not parts:
         empty = np.zeros(0, np.int64)
         return Pixels(
@@ -285,7 +281,7 @@ def chunk_pixels(
     )
 
 
-def _file_pixels(tiles, sampler, chunks: Chunks, url, year, runs, bands, level, coordinates):
+def _file_pixels(sampler, chunks: Chunks, url, runs, bands, level, coordinates):
     """chunk, row, col, x, y, lon, lat, location, values, nodata, band_count of the pixels of
     one file's chunks (lon, lat and location None without `coordinates`)."""
     reader = sampler.header_reader

@@ -279,7 +279,11 @@ def test_aef_pixels_gives_each_location_once_from_its_owner(con, collection, eps
     # on the other, and aef_pixels gives that location from the other side's tile instead (at
     # most one pixel along the seam: a column of the window).
     assert len(across) <= SIZE
+    to_grid = Transformer.from_crs(4326, epsg, always_xy=True)
     for i, j, (k, row_k, col_k) in across:
+        _, lat = to_lonlat(epsg, cx[i, j], cy[i, j])
+        seam_x, _ = to_grid.transform(12.0, lat)
+        assert abs(cx[i, j] - seam_x) < PIXEL / np.sqrt(2) + 0.5  # half a pixel's diagonal
         with rasterio.open(collection[1] / collection_path(YEAR, k)) as ds:
             px, py = ds.xy(row_k, col_k)  # the source pixel's centre
         _, owners, _, _ = owned_values(collection[1], COLLECTION_TILES[k][1], [px], [py])
