@@ -17,9 +17,19 @@ from . import geo
 from .errors import AefsqlError
 from .tiff import Affine
 
-# Longest straight edge, in degrees, left between vertices of a lon/lat area before it is
-# projected: a straight lon/lat edge is a curve in UTM.
-DENSIFY_DEGREES = 0.001  # ~100 m: far below one pixel's deviation for AEF's 82 km tiles
+# A straight lon/lat edge is a curve in UTM. Before projecting, edges are cut in halves
+# until each piece's projected midpoint lies within DENSIFY_TOLERANCE (target CRS units:
+# metres for the UTM zones and metre grids aefsql projects into) of the midpoint of its
+# projected chord: 1/100 of a 10 m pixel. Pieces start at most DENSIFY_START_DEGREES long,
+# short enough that the UTM image of one bends one way (no S-curve hides from the midpoint
+# test), so the polyline stays within about DENSIFY_TOLERANCE of the curve everywhere.
+DENSIFY_TOLERANCE = 0.1
+DENSIFY_START_DEGREES = 1.0
+DENSIFY_ROUNDS = 40  # halvings at most: 1 degree / 2^40 is 0.1 micrometre
+# Vertices one area may have once densified (~200 MB of coordinates and their projections).
+# Counted before each round makes them, so an area with edges half the world long is
+# refused with this limit named, never expanded until memory runs out.
+MAX_AREA_VERTICES = 1 << 22
 # Pixels in one chunk. DuckDB hands a UDF up to 2,048 chunks at once: 512 keeps a call to
 # a million pixels (a 64 MiB int8 result, ~120 MiB in Arrow) and a 1024-px block to 2,048
 # chunks, so that one call tends to decode each of its blocks once and whole.
@@ -129,35 +139,95 @@ def _read_geometry(blob: bytes, offset: int, rings: list) -> int:
 
 
 def projected(area: Area, epsg: int) -> Area:
-    """The area in another CRS; lon/lat edges are densified first, so that they bend as
-    they do in the target CRS. Vertices PROJ cannot map are an error (not silently lost)."""
+    """The area in another CRS; lon/lat edges are densified first (`densified_lonlat`), so
+    that they bend as they do in the target CRS. Vertices PROJ cannot map are an error (not
+    silently lost)."""
     return projected_all([area], epsg)[0]
 
 
 def projected_all(areas: list[Area], epsg: int) -> list[Area]:
-    """`projected` for many areas, with one PROJ call per source CRS."""
+    """`projected` for many areas, with one PROJ call per source CRS (per round of
+    densifying, from lon/lat)."""
     out: list[Area | None] = [a if a.epsg == epsg or a.empty else None for a in areas]
     for source in {a.epsg for a, o in zip(areas, out, strict=True) if o is None}:
         members = [k for k, a in enumerate(areas) if out[k] is None and a.epsg == source]
-        rings = [
-            densified(ring, DENSIFY_DEGREES) if source == geo.WGS84 else ring
-            for k in members
-            for ring in areas[k].rings
-        ]
-        points = np.concatenate(rings)
-        x, y = geo.transform_points(source, epsg, points[:, 0], points[:, 1])
-        if not (np.isfinite(x).all() and np.isfinite(y).all()):
-            raise AefsqlError(
-                f"area: some vertices cannot be projected from EPSG:{source} to "
-                f"EPSG:{epsg} (is the area in the CRS crs := names?)"
-            )
-        moved = np.split(np.column_stack([x, y]), np.cumsum([len(r) for r in rings])[:-1])
+        rings = [ring for k in members for ring in areas[k].rings]
+        if source == geo.WGS84:
+            owner = np.repeat(np.arange(len(members)), [len(areas[k].rings) for k in members])
+            moved = densified_lonlat(rings, owner, epsg)
+        else:
+            points = np.concatenate(rings)
+            x, y = _projected_points(source, epsg, points)
+            moved = np.split(np.column_stack([x, y]), np.cumsum([len(r) for r in rings])[:-1])
         at = 0
         for k in members:
             count = len(areas[k].rings)
             out[k] = Area(tuple(moved[at : at + count]), epsg)
             at += count
     return out
+
+
+def _projected_points(source: int, epsg: int, points: np.ndarray):
+    x, y = geo.transform_points(source, epsg, points[:, 0], points[:, 1])
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise AefsqlError(
+            f"area: some vertices cannot be projected from EPSG:{source} to "
+            f"EPSG:{epsg} (is the area in the CRS crs := names?)"
+        )
+    return x, y
+
+
+def densified_lonlat(rings: list[np.ndarray], owner, epsg: int) -> list[np.ndarray]:
+    """Lon/lat rings projected into EPSG `epsg`, their edges cut (straight in lon/lat) until
+    each piece's projected midpoint is within DENSIFY_TOLERANCE of its projected chord's: as
+    many vertices as the curve needs, no more. `owner[i]` is the area ring i belongs to; an
+    area that would pass MAX_AREA_VERTICES is refused before its vertices are made."""
+    sizes = [len(r) for r in rings]
+    lonlat = np.concatenate(rings)
+    owner = np.repeat(np.asarray(owner, np.int64), sizes)
+    last = np.zeros(len(lonlat), dtype=bool)  # a ring's last vertex: no edge starts there
+    last[np.cumsum(sizes) - 1] = True
+    following = np.minimum(np.arange(len(lonlat)) + 1, len(lonlat) - 1)
+    step = np.abs(lonlat[following] - lonlat).max(axis=1)
+    pieces = np.where(last, 1, np.maximum(1, np.ceil(step / DENSIFY_START_DEGREES)))
+    _check_vertex_count(owner, pieces, epsg)
+    pieces = pieces.astype(np.int64)
+    start = np.repeat(np.arange(len(lonlat)), pieces)
+    t = (np.arange(start.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)) / pieces[start]
+    lonlat = lonlat[start] + t[:, None] * (lonlat[following[start]] - lonlat[start])
+    owner, last = owner[start], last[start]
+    xy = np.column_stack(_projected_points(geo.WGS84, epsg, lonlat))
+    pending = ~last  # edges (from vertex i to i + 1) that may still need cutting
+    for _ in range(DENSIFY_ROUNDS):
+        edge = np.flatnonzero(pending)
+        if edge.size == 0:
+            break
+        middle = (lonlat[edge] + lonlat[edge + 1]) / 2
+        moved = np.column_stack(_projected_points(geo.WGS84, epsg, middle))
+        off = np.hypot(*(moved - (xy[edge] + xy[edge + 1]) / 2).T)
+        cut = off > DENSIFY_TOLERANCE
+        edge = edge[cut]
+        if edge.size == 0:
+            break
+        _check_vertex_count(owner, 1 + np.bincount(edge, minlength=len(owner)), epsg)
+        lonlat = np.insert(lonlat, edge + 1, middle[cut], axis=0)
+        xy = np.insert(xy, edge + 1, moved[cut], axis=0)
+        owner = np.insert(owner, edge + 1, owner[edge])
+        last = np.insert(last, edge + 1, False)
+        pending = np.zeros(len(lonlat), dtype=bool)
+        halves = edge + np.arange(edge.size)  # where each cut edge's first half starts now
+        pending[halves] = pending[halves + 1] = True
+    return np.split(xy, np.flatnonzero(last)[:-1] + 1)
+
+
+def _check_vertex_count(owner: np.ndarray, weights, epsg: int) -> None:
+    counts = np.bincount(owner, weights=weights)
+    if counts.size and counts.max() > MAX_AREA_VERTICES:
+        raise AefsqlError(
+            f"area: following its lon/lat edges as they bend in EPSG:{epsg} takes over "
+            f"{MAX_AREA_VERTICES:,} vertices (the limit; its edges are too long or too "
+            "many): split the area, or give it in the projected CRS (crs :=)"
+        )
 
 
 def densified(ring: np.ndarray, step: float) -> np.ndarray:
