@@ -56,12 +56,25 @@ class Area:
 def area_from(value, epsg: int) -> Area:
     """An Area from WKB bytes (Polygon, MultiPolygon; EWKB or ISO, either byte order) or a
     box [west, south, east, north], in EPSG `epsg`. A box with west > east crosses the
-    antimeridian and becomes two (lon/lat only)."""
+    antimeridian and becomes two (lon/lat only); so does a lon/lat ring with an edge more
+    than 180° of longitude long (`split_at_antimeridian`). Invalid rings, truncated WKB and
+    NULL are refused with what is wrong."""
+    if value is None:
+        raise AefsqlError(
+            "area is NULL: an area is a polygon, a multipolygon or a box [west, south, "
+            "east, north]"
+        )
     if isinstance(value, bytes | bytearray | memoryview):
-        return _checked(Area(tuple(_wkb_rings(bytes(value))), epsg))
-    box = [float(v) for v in value]
-    if len(box) != 4 or not np.isfinite(box).all():
-        raise AefsqlError(f"a box is [west, south, east, north], not {value!r}")
+        area = _checked(Area(tuple(_wkb_rings(bytes(value))), epsg))
+        if epsg != geo.WGS84:
+            return area
+        return Area(tuple(part for ring in area.rings for part in split_at_antimeridian(ring)), epsg)
+    try:
+        box = [float(v) for v in value]
+    except (TypeError, ValueError):
+        box = None
+    if box is None or len(box) != 4 or not np.isfinite(box).all():
+        raise AefsqlError(f"a box is [west, south, east, north] in numbers, not {value!r}")
     west, south, east, north = box
     if south > north:
         raise AefsqlError(f"box {box}: south is north of north")
@@ -88,19 +101,92 @@ def _checked(area: Area) -> Area:
     return area
 
 
+def split_at_antimeridian(ring: np.ndarray) -> list[np.ndarray]:
+    """A closed lon/lat ring as the parts west and east of 180° (RFC 7946, 3.1.9), when an
+    edge spans more than 180° of longitude: such an edge is read the short way, across the
+    antimeridian (as a box with west > east is), not around the world. Edges from -180 to
+    180 run along the antimeridian and cross nothing (a world box stays whole). A ring
+    that then winds around a pole cannot be split into two and is refused.
+
+    Cut with a vertical line in (unwrapped) lon/lat, a concave ring may come back with
+    zero-width edges along 180° between its pieces: they enclose nothing (even-odd)."""
+    lon = ring[:, 0]
+    step = np.diff(lon)
+    along = (np.abs(lon[:-1]) == 180.0) & (np.abs(lon[1:]) == 180.0)
+    jumps = (np.abs(step) > 180.0) & ~along
+    if not jumps.any():
+        return [ring]
+    if (along & (np.abs(step) > 180.0)).any():
+        raise AefsqlError(
+            "area: a ring crosses the antimeridian and also runs along it from -180 to 180: "
+            "it cannot be split safely; give its parts west and east of 180° as a "
+            "MULTIPOLYGON"
+        )
+    unwrapped = ring.copy()
+    unwrapped[1:, 0] -= np.cumsum(np.where(jumps, np.sign(step) * 360.0, 0.0))
+    west, east = unwrapped[:, 0].min(), unwrapped[:, 0].max()
+    if unwrapped[-1, 0] != unwrapped[0, 0] or east - west >= 360.0:
+        raise AefsqlError(
+            "area: a ring crosses the antimeridian and goes around a pole (or the world): "
+            "it cannot be split safely at 180°; give its parts west and east of 180° as a "
+            "MULTIPOLYGON"
+        )
+    turn = np.ceil((west - 180.0) / 360.0)  # the line 180 + 360 turn crossed, in unwrapped lon
+    line = 180.0 + 360.0 * turn
+    parts = []
+    for keep_west, shift in ((True, 360.0 * turn), (False, 360.0 * (turn + 1))):
+        part = _clipped(unwrapped, line, keep_west)
+        if part is not None:
+            part[:, 0] -= shift
+            parts.append(part)
+    return parts
+
+
+def _clipped(ring: np.ndarray, line: float, keep_west: bool) -> np.ndarray | None:
+    """The closed ring cut by the meridian `line`, the side kept (Sutherland-Hodgman on one
+    half-plane); None when nothing of it is left with an area."""
+    inside = ring[:, 0] <= line if keep_west else ring[:, 0] >= line
+    start, stop = ring[:-1], ring[1:]
+    crosses = inside[:-1] != inside[1:]
+    # From the western end of each edge, so that an edge gone over twice (there and back)
+    # meets the line at the very same point.
+    a = np.where((start[:, 0] <= stop[:, 0])[:, None], start, stop)
+    b = np.where((start[:, 0] <= stop[:, 0])[:, None], stop, start)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = a[:, 1] + (line - a[:, 0]) / (b[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    meets = np.column_stack([np.full(len(y), line), y])
+    points = np.stack([meets, stop], axis=1)[np.column_stack([crosses, inside[1:]])]
+    if len(points) < 3 or (points[:, 0] == line).all():
+        return None
+    return np.vstack([points, points[:1]])
+
+
 def box_ring(west, south, east, north) -> np.ndarray:
     return np.array([[west, south], [east, south], [east, north], [west, north], [west, south]])
 
 
+# Geometry collections nested deeper than this are refused (Python's recursion would give out
+# near a thousand; no real area nests more than a few).
+MAX_WKB_NESTING = 32
+
+
 def _wkb_rings(blob: bytes) -> list[np.ndarray]:
     rings: list[np.ndarray] = []
-    _read_geometry(blob, 0, rings)
+    _read_geometry(blob, 0, rings, [0], 0)
     return rings
 
 
-def _read_geometry(blob: bytes, offset: int, rings: list) -> int:
+def _read_geometry(blob: bytes, offset: int, rings: list, polygons: list, depth: int) -> int:
+    """Appends the rings of the geometry at `offset` to `rings`; returns where it ends.
+    `polygons` counts the polygons read so far (for messages)."""
+    if depth > MAX_WKB_NESTING:
+        raise AefsqlError(
+            f"area: geometry collections nested more than {MAX_WKB_NESTING} deep"
+        )
     if len(blob) < offset + 5 or blob[offset] not in (0, 1):
-        raise AefsqlError("area: not WKB")
+        if offset == 0 or len(blob) >= offset + 5:
+            raise AefsqlError("area: not WKB")
+        raise _truncated(blob, "a geometry's header")
     order = "<" if blob[offset] == 1 else ">"
     (code,) = struct.unpack_from(order + "I", blob, offset + 1)
     offset += 5
@@ -113,29 +199,53 @@ def _read_geometry(blob: bytes, offset: int, rings: list) -> int:
     )
     kind = (code & 0x0FFFFFFF) % 1000
     if kind == 3:  # Polygon
-        (count,) = struct.unpack_from(order + "I", blob, offset)
-        offset += 4
-        for _ in range(count):
-            (n,) = struct.unpack_from(order + "I", blob, offset)
-            offset += 4
+        polygons[0] += 1
+        count, offset = _count(blob, offset, order, f"polygon {polygons[0]}'s ring count")
+        for k in range(1, count + 1):
+            where = f"polygon {polygons[0]}, ring {k}"
+            n, offset = _count(blob, offset, order, f"{where}'s point count")
             size = n * dims * 8
             if len(blob) < offset + size:
-                raise AefsqlError("area: WKB shorter than its rings")
+                raise _truncated(blob, f"{where}'s {n:,} points")
             ring = np.frombuffer(blob, dtype=order + "f8", count=n * dims, offset=offset)
-            rings.append(ring.reshape(n, dims)[:, :2].astype(np.float64))
+            rings.append(_valid_ring(ring.reshape(n, dims)[:, :2].astype(np.float64), where))
             offset += size
         return offset
     if kind in (6, 7):  # MultiPolygon, GeometryCollection of polygons
-        (count,) = struct.unpack_from(order + "I", blob, offset)
-        offset += 4
+        count, offset = _count(blob, offset, order, "a collection's member count")
         for _ in range(count):
-            offset = _read_geometry(blob, offset, rings)
+            offset = _read_geometry(blob, offset, rings, polygons, depth + 1)
         return offset
     names = {1: "point", 2: "linestring", 4: "multipoint", 5: "multilinestring"}
     raise AefsqlError(
         f"area is a {names.get(kind, f'WKB type {code}')}: an area is a polygon, a "
         "multipolygon or a box [west, south, east, north]"
     )
+
+
+def _count(blob: bytes, offset: int, order: str, what: str) -> tuple[int, int]:
+    if len(blob) < offset + 4:
+        raise _truncated(blob, what)
+    return struct.unpack_from(order + "I", blob, offset)[0], offset + 4
+
+
+def _truncated(blob: bytes, what: str) -> AefsqlError:
+    return AefsqlError(f"area: WKB truncated: its {len(blob):,} bytes end before {what}")
+
+
+def _valid_ring(ring: np.ndarray, where: str) -> np.ndarray:
+    """A ring as any GIS requires it (OGC Simple Features): closed, 4 points at least."""
+    if len(ring) < 4:
+        raise AefsqlError(
+            f"area: {where} has {len(ring)} point{'' if len(ring) == 1 else 's'}: a ring "
+            "needs at least 4, the last repeating the first"
+        )
+    if not np.array_equal(ring[0], ring[-1], equal_nan=True):
+        raise AefsqlError(
+            f"area: {where} is not closed: it ends at ({ring[-1, 0]:g}, {ring[-1, 1]:g}), "
+            f"not at its first point ({ring[0, 0]:g}, {ring[0, 1]:g})"
+        )
+    return ring
 
 
 def projected(area: Area, epsg: int) -> Area:
@@ -244,12 +354,15 @@ def densified(ring: np.ndarray, step: float) -> np.ndarray:
 def row_spans(area: Area, transform: Affine, width: int, height: int):
     """For each raster row whose centre line crosses the area: (row, col0, col1), the
     columns [col0, col1) whose pixel centres lie inside (even-odd; several spans a row where
-    the area has holes or parts). Rows and spans in ascending order.
+    the area has holes or parts). Rows and spans in ascending order, none overlapping.
 
-    Worked in pixel space, as GDAL rasterizes (all_touched off): a row's centre line
-    r + 0.5 meets an edge when it lies in [lower end, upper end) of the edge's rows, and a
-    span from a to b takes the columns c with floor(a + 0.5) <= c < floor(b + 0.5). So
-    north-up and south-up rasters, and centres exactly on an edge, agree with GDAL.
+    Worked in pixel space, as GDAL rasterizes (all_touched off; its llrasterize.cpp): a
+    row's centre line r + 0.5 meets an edge when it lies in [lower end, upper end) of the
+    edge's rows, and a span from a to b takes the columns c with floor(a + 0.5) <= c <
+    floor(b + 0.5). So north-up and south-up rasters, and centres exactly on edges and
+    vertices, agree with GDAL; except on an edge lying exactly along a row's centre line on
+    the area's southern side in a north-up raster, whose centres GDAL 3.10 counts in (it
+    orients rings first) and this rule leaves out.
 
     A scanline sweep over an active-edge list: edges sorted by their first row enter the
     list as the sweep reaches them and leave after their last, and the crossings of a band
@@ -262,17 +375,18 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
         np.concatenate(parts)
         for parts in zip(*(_pixel_edges(ring, transform) for ring in _closed(area.rings)))
     )
-    low, high = np.minimum(r0, r1), np.maximum(r0, r1)
-    first = _rows_from(low, height)  # the rows r with low <= r + 0.5 < high, clipped
-    end = _rows_from(high, height)
-    crossing = end > first  # horizontal edges, and edges between centre lines, cross none
-    c0, r0, c1, r1, first, end = (a[crossing] for a in (c0, r0, c1, r1, first, end))
-    if first.size == 0:
+    # Each edge from its lower end (row) to its upper: GDAL's terms, in its order.
+    lower = r0 <= r1
+    cl, rl = np.where(lower, c0, c1), np.where(lower, r0, r1)
+    cu, ru = np.where(lower, c1, c0), np.where(lower, r1, r0)
+    first = _rows_from(rl, height)  # the rows r with rl <= r + 0.5 < ru, clipped
+    end = _rows_from(ru, height)
+    crossing = end > first  # flat edges, and edges between two centre lines, cross none
+    if not crossing.any():
         return _NO_SPANS
-    with np.errstate(invalid="ignore", divide="ignore"):
-        slope = (c1 - c0) / (r1 - r0)
-    by_start = np.argsort(first, kind="stable")
-    c0, r0, slope, first, end = (a[by_start] for a in (c0, r0, slope, first, end))
+    by_start = np.flatnonzero(crossing)[np.argsort(first[crossing], kind="stable")]
+    across, up = (cu - cl)[by_start], (ru - rl)[by_start]
+    cl, rl, first, end = (a[by_start] for a in (cl, rl, first, end))
     per_row = np.cumsum(np.bincount(first, minlength=height + 1)[:height])
     per_row -= np.cumsum(np.bincount(end, minlength=height + 1)[:height])
     spans = []
@@ -285,7 +399,8 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
         joining = int(np.searchsorted(first, bottom, side="left"))
         active = np.concatenate([active[end[active] > top], np.arange(entered, joining)])
         entered = joining
-        spans.append(_band_spans(c0, r0, slope, first, end, active, top, bottom, width))
+        edges = (cl, rl, across, up, first, end)
+        spans.append(_band_spans(edges, active, top, bottom, width))
         top = bottom
     return np.concatenate(spans)
 
@@ -321,23 +436,24 @@ def _band_end(per_row: np.ndarray, top: int, stop_row: int) -> int:
     return top + max(1, int(np.searchsorted(within, SWEEP_CROSSINGS, side="right")))
 
 
-def _band_spans(c0, r0, slope, first, end, active, top: int, bottom: int, width: int):
+def _band_spans(edges, active, top: int, bottom: int, width: int):
     """The spans of rows [top, bottom) from the crossings of the `active` edges."""
+    cl, rl, across, up, first, end = edges
     start = np.maximum(first[active], top)
     counts = np.minimum(end[active], bottom) - start
     edge = np.repeat(active, counts)
     offset = np.arange(edge.size) - np.repeat(np.cumsum(counts) - counts, counts)
     row = np.repeat(start, counts) + offset
-    # The same expression as GDAL's (and the former dense version's), term for term.
-    at = c0[edge] + ((row + 0.5) - r0[edge]) * slope[edge]
+    # GDAL's expression, term for term: (dy - dy1) * (dx2 - dx1) / (dy2 - dy1) + dx1.
+    at = ((row + 0.5) - rl[edge]) * across[edge] / up[edge] + cl[edge]
     del edge, offset
     # Sorted by x, then (stably, a radix sort on int16) by row: rows ascending, x within.
     order = np.argsort(at)
     order = order[np.argsort((row[order] - top).astype(np.int16), kind="stable")]
     row, at = row[order], at[order]
     del order
-    # Each row's crossings, taken two by two (an odd last one, which a closed ring cannot
-    # make, is dropped as GDAL does).
+    # Each row's crossings, taken two by two (an odd last one, which closed rings cannot
+    # make, is dropped, as GDAL drops it).
     count = np.bincount(row - top, minlength=bottom - top)
     rank = np.arange(row.size) - np.repeat(np.cumsum(count) - count, count)
     paired = rank < np.repeat(count - count % 2, count)
