@@ -26,10 +26,11 @@ from .tiff import Affine
 DENSIFY_TOLERANCE = 0.1
 DENSIFY_START_DEGREES = 1.0
 DENSIFY_ROUNDS = 40  # halvings at most: 1 degree / 2^40 is 0.1 micrometre
-# Vertices one area may have once densified (~200 MB of coordinates and their projections).
-# Counted before each round makes them, so an area with edges half the world long is
-# refused with this limit named, never expanded until memory runs out.
-MAX_AREA_VERTICES = 1 << 22
+# Vertices one area may have once densified: at most ~250 MB while densifying (coordinates,
+# projections and the copies a round makes). Counted before each round makes them, so an
+# area with thousands of edges a continent long is refused with this limit named, never
+# expanded until memory runs out. A county outline of 10^5 vertices gains a few percent.
+MAX_AREA_VERTICES = 1 << 21
 # Pixels in one chunk. DuckDB hands a UDF up to 2,048 chunks at once: 512 keeps a call to
 # a million pixels (a 64 MiB int8 result, ~120 MiB in Arrow) and a 1024-px block to 2,048
 # chunks, so that one call tends to decode each of its blocks once and whole.
