@@ -69,7 +69,8 @@ def area_from(value, epsg: int) -> Area:
         area = _checked(Area(tuple(_wkb_rings(bytes(value))), epsg))
         if epsg != geo.WGS84:
             return area
-        return Area(tuple(part for ring in area.rings for part in split_at_antimeridian(ring)), epsg)
+        parts = (part for ring in area.rings for part in split_at_antimeridian(ring))
+        return Area(tuple(parts), epsg)
     try:
         box = [float(v) for v in value]
     except (TypeError, ValueError):

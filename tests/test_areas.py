@@ -202,7 +202,8 @@ def test_a_parcel_across_the_antimeridian_is_split_as_its_box_is():
     for epsg in (32760, 32701):
         a, b = projected(parcel, epsg), projected(box, epsg)
         west, south, east, north = b.bounds
-        transform = Affine(10.0, 0.0, np.floor(west / 10) * 10 - 50, 0.0, 10.0, np.floor(south / 10) * 10 - 50)
+        x0, y0 = np.floor(west / 10) * 10 - 50, np.floor(south / 10) * 10 - 50
+        transform = Affine(10.0, 0.0, x0, 0.0, 10.0, y0)
         width, height = int((east - west) / 10) + 10, int((north - south) / 10) + 10
         ours = row_spans(a, transform, width, height)
         assert ours.shape[0] > 5
@@ -222,7 +223,9 @@ def test_rings_split_at_the_antimeridian_cover_what_the_unwrapped_ring_covers(se
     for part in parts:
         assert np.array_equal(part[0], part[-1])
         assert (np.abs(part[:, 0]) <= 180.0).all()
-    side_by_side = [np.column_stack([np.where(p[:, 0] < 0, p[:, 0] + 360.0, p[:, 0]), p[:, 1]]) for p in parts]
+    side_by_side = [
+        np.column_stack([np.where(p[:, 0] < 0, p[:, 0] + 360.0, p[:, 0]), p[:, 1]]) for p in parts
+    ]
     step = 0.8 / 128
     transform = Affine(step, 0.0, 179.6, 0.0, -step, 0.4)
     rio = RioAffine(step, 0.0, 179.6, 0.0, -step, 0.4)
@@ -244,7 +247,8 @@ def test_antimeridian_rings_that_cannot_be_split_are_refused_and_whole_world_rin
     world = box_ring(-180.0, -90.0, 180.0, 90.0)
     assert len(split_at_antimeridian(world)) == 1
     # A band 340° wide drawn with edges shorter than 180°: read as drawn.
-    band = np.array([[-170.0, 0.0], [0.0, 0.0], [170.0, 0.0], [170.0, 1.0], [0.0, 1.0], [-170.0, 1.0], [-170.0, 0.0]])
+    lon = [-170.0, 0.0, 170.0, 170.0, 0.0, -170.0, -170.0]
+    band = np.column_stack([lon, [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0]])
     assert [r.tolist() for r in split_at_antimeridian(band)] == [band.tolist()]
 
 
@@ -265,11 +269,21 @@ SQUARE = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)]
 @pytest.mark.parametrize(
     "blob, message",
     [
-        (_polygon(SQUARE, [(0.2, 0.2), (0.4, 0.2), (0.2, 0.2)]), "polygon 1, ring 2 has 3 points: a ring needs at least 4"),
+        (
+            _polygon(SQUARE, [(0.2, 0.2), (0.4, 0.2), (0.2, 0.2)]),
+            "polygon 1, ring 2 has 3 points: a ring needs at least 4",
+        ),
         (_polygon([]), "polygon 1, ring 1 has 0 points"),
         (_polygon([(0.0, 0.0)]), "polygon 1, ring 1 has 1 point: "),
-        (_polygon(SQUARE[:-1]), r"polygon 1, ring 1 is not closed: it ends at \(0, 1\), not at its first point \(0, 0\)"),
-        (struct.pack("<BII", 1, 6, 2) + _polygon(SQUARE) + _polygon(SQUARE[:4]), "polygon 2, ring 1 has 4 points.*not closed|polygon 2, ring 1 is not closed"),
+        (
+            _polygon(SQUARE[:-1]),
+            r"polygon 1, ring 1 is not closed: it ends at \(0, 1\), not at its first point "
+            r"\(0, 0\)",
+        ),
+        (
+            struct.pack("<BII", 1, 6, 2) + _polygon(SQUARE) + _polygon(SQUARE[:4]),
+            "polygon 2, ring 1 is not closed",
+        ),
     ],
 )
 def test_invalid_rings_are_refused_in_gis_terms(blob, message):
@@ -279,7 +293,8 @@ def test_invalid_rings_are_refused_in_gis_terms(blob, message):
 
 def test_truncated_wkb_is_refused_at_every_cut():
     """Every prefix of a valid multipolygon: an AefsqlError, never struct.error."""
-    blob = struct.pack(">BII", 0, 6, 2) + _polygon(SQUARE, order=">") + _polygon(SQUARE, SQUARE, order=">")
+    blob = struct.pack(">BII", 0, 6, 2) + _polygon(SQUARE, order=">")
+    blob += _polygon(SQUARE, SQUARE, order=">")
     assert len(area_from(blob, 4326).rings) == 3
     for cut in range(len(blob)):
         with pytest.raises(AefsqlError, match="not WKB|WKB truncated"):
@@ -315,8 +330,12 @@ def antimeridian_catalog(tmp_path_factory):
     for k, (epsg, lon) in enumerate([(32760, 179.99), (32701, -179.99)]):
         x, y = geo.transform_points(4326, epsg, np.array([lon]), np.array([-16.0]))
         layout = Layout(
-            epsg=epsg, width=300, height=260, block=128,
-            west=float(np.round(x[0] / 10) * 10 - 1500), south=float(np.round(y[0] / 10) * 10 - 1300),
+            epsg=epsg,
+            width=300,
+            height=260,
+            block=128,
+            west=float(np.round(x[0] / 10) * 10 - 1500),
+            south=float(np.round(y[0] / 10) * 10 - 1300),
         )
         path = f"2023/{epsg % 100}S/tile{k}.tiff"
         write_layout(folder, layout, seed=k, name=path)
