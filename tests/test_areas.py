@@ -363,3 +363,22 @@ def test_a_parcel_across_the_antimeridian_reads_the_pixels_its_box_reads(antimer
         con.close()
     assert len({p for p, *_ in box}) == 2 and len(box) > 1000
     assert parcel == box
+
+
+def test_aef_zonal_keeps_duckdbs_parse_position_and_says_what_is_wrong_with_a_ring(
+    gdal_collection,
+):
+    import aefsql
+
+    con = aefsql.connect(catalog=gdal_collection.index)
+    try:
+        for wkt, message in [
+            ("POLYGON((12 45, 12.01 45, 12.01 45.01 12 45))", "at offset 38"),
+            ("POLYGON((12 45, 12.01 45, 12 45))", "polygon 1, ring 1 has 3 points"),
+            ("POLYGON((12 45, 12.01 45, 12.01 45.01, 12 45.01))", "ring 1 is not closed"),
+        ]:
+            con.execute("CREATE OR REPLACE TABLE parcels AS SELECT ?::VARCHAR AS geom", [wkt])
+            with pytest.raises(Exception, match=message):
+                con.execute("FROM aef_zonal('parcels', years := 2023)").fetchall()
+    finally:
+        con.close()
