@@ -361,10 +361,10 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
     Worked in pixel space, as GDAL rasterizes (all_touched off; its llrasterize.cpp): a
     row's centre line r + 0.5 meets an edge when it lies in [lower end, upper end) of the
     edge's rows, and a span from a to b takes the columns c with floor(a + 0.5) <= c <
-    floor(b + 0.5). So north-up and south-up rasters, and centres exactly on edges and
-    vertices, agree with GDAL; except on an edge lying exactly along a row's centre line on
-    the area's southern side in a north-up raster, whose centres GDAL 3.10 counts in (it
-    orients rings first) and this rule leaves out.
+    floor(b + 0.5). An edge lying along a row's centre line adds its own span when, its
+    ring turned clockwise (in the CRS, as GDAL turns every ring), it runs towards lower
+    columns: [floor(end + 0.5), floor(start + 0.5)). So north-up and south-up rasters, and
+    centres exactly on edges and vertices, agree with GDAL.
 
     A scanline sweep over an active-edge list: edges sorted by their first row enter the
     list as the sweep reaches them and leave after their last, and the crossings of a band
@@ -373,10 +373,11 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
     vertex count (a rows x edges matrix cost 3 GB for 10^5 vertices on 2,048 rows)."""
     if area.empty:
         return _NO_SPANS
-    c0, r0, c1, r1 = (
+    c0, r0, c1, r1, clockwise = (
         np.concatenate(parts)
         for parts in zip(*(_pixel_edges(ring, transform) for ring in _closed(area.rings)))
     )
+    flat = _flat_spans(c0, r0, c1, r1, clockwise, width, height)
     # Each edge from its lower end (row) to its upper: GDAL's terms, in its order.
     lower = r0 <= r1
     cl, rl = np.where(lower, c0, c1), np.where(lower, r0, r1)
@@ -385,7 +386,7 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
     end = _rows_from(ru, height)
     crossing = end > first  # flat edges, and edges between two centre lines, cross none
     if not crossing.any():
-        return _NO_SPANS
+        return flat
     by_start = np.flatnonzero(crossing)[np.argsort(first[crossing], kind="stable")]
     across, up = (cu - cl)[by_start], (ru - rl)[by_start]
     cl, rl, first, end = (a[by_start] for a in (cl, rl, first, end))
@@ -404,7 +405,8 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
         edges = (cl, rl, across, up, first, end)
         spans.append(_band_spans(edges, active, top, bottom, width))
         top = bottom
-    return np.concatenate(spans)
+    spans = np.concatenate(spans)
+    return spans if flat.size == 0 else _merged(np.concatenate([spans, flat]), width)
 
 
 # Crossings made and sorted at once by `row_spans`: ~40 bytes each, so a band of rows costs
@@ -415,10 +417,61 @@ _BAND_ROWS = 1 << 15  # rows of a band: offsets in one fit int16, which numpy ra
 
 
 def _pixel_edges(ring: np.ndarray, transform: Affine):
-    """A ring's edges in pixel space: column and row of each edge's two ends."""
+    """A closed ring's edges in pixel space: column and row of each edge's two ends, and
+    whether the ring runs clockwise in its CRS."""
     col = (ring[:, 0] - transform.c) / transform.a
     row = (ring[:, 1] - transform.f) / transform.e
-    return col[:-1], row[:-1], col[1:], row[1:]
+    clockwise = np.full(len(ring) - 1, _clockwise(ring))
+    return col[:-1], row[:-1], col[1:], row[1:], clockwise
+
+
+def _clockwise(ring: np.ndarray) -> bool:
+    """Whether a closed ring runs clockwise, decided as OGR decides it: by the turn at its
+    lowest (then rightmost) vertex, which lies on its convex hull, or by the sign of its
+    area where that vertex is repeated or its neighbour coincides with it."""
+    points = ring[:-1]
+    n = len(points)
+    if n < 3:
+        return True
+    lowest = points[:, 1] == points[:, 1].min()
+    v = int(np.flatnonzero(lowest)[np.argmax(points[lowest, 0])])
+    before, after = points[v - 1], points[(v + 1) % n]
+    tie = lowest & (points[:, 0] == points[v, 0])
+    if tie.sum() == 1 and not (before == points[v]).all() and not (after == points[v]).all():
+        cross = (after[0] - points[v, 0]) * (before[1] - points[v, 1]) - (
+            before[0] - points[v, 0]
+        ) * (after[1] - points[v, 1])
+        if cross != 0:
+            return bool(cross < 0)
+    x, y = points[:, 0], points[:, 1]
+    return bool((x * (np.roll(y, -1) - np.roll(y, 1))).sum() < 0)
+
+
+def _flat_spans(c0, r0, c1, r1, clockwise, width: int, height: int) -> np.ndarray:
+    """The spans GDAL adds for edges lying along a row's centre line that run towards lower
+    columns once their ring is turned clockwise (its "bottom horizontal segments")."""
+    start, end = np.where(clockwise, c0, c1), np.where(clockwise, c1, c0)
+    on_line = (r0 == r1) & (start > end) & (np.floor(r0) + 0.5 == r0)
+    on_line &= (r0 > 0) & (r0 < height)
+    if not on_line.any():
+        return _NO_SPANS
+    row = np.floor(r0[on_line]).astype(np.int64)
+    first = np.clip(np.floor(end[on_line] + 0.5), 0, width).astype(np.int64)
+    stop = np.clip(np.floor(start[on_line] + 0.5), 0, width).astype(np.int64)
+    kept = stop > first
+    return np.column_stack([row[kept], first[kept], stop[kept]])
+
+
+def _merged(spans: np.ndarray, width: int) -> np.ndarray:
+    """Spans in order, those of a row that overlap or touch joined into one."""
+    spans = spans[np.lexsort((spans[:, 1], spans[:, 0]))]
+    stride = width + 1  # (row, column) as one ascending number
+    start = spans[:, 0] * stride + spans[:, 1]
+    reach = np.maximum.accumulate(spans[:, 0] * stride + spans[:, 2])
+    new = np.ones(len(spans), dtype=bool)
+    new[1:] = start[1:] > reach[:-1]
+    last = np.append(np.flatnonzero(new)[1:], len(spans)) - 1
+    return np.column_stack([spans[new, 0], spans[new, 1], reach[last] - spans[new, 0] * stride])
 
 
 def _rows_from(level: np.ndarray, height: int) -> np.ndarray:

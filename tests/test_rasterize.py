@@ -104,22 +104,29 @@ def test_bands_of_the_sweep_join_without_seams(monkeypatch, band, south_up):
     assert np.array_equal(ours, gdal_mask([[outer, hole]], transform, (size, size)))
 
 
+def lattice_ring(rng, n, low, high, centre):
+    """A closed ring of n vertices on a half-pixel lattice (pixel centres, corners and edge
+    midpoints) in [low, high) half-pixels, around `centre`, in either direction."""
+    points = rng.integers(low, high, size=(n, 2)) * (PIXEL / 2) + [500000.0, 4000000.0]
+    ring = points[np.argsort(np.arctan2(*(points - centre).T[::-1]))]
+    if rng.integers(2):
+        ring = ring[::-1]
+    return np.vstack([ring, ring[:1]])
+
+
 @pytest.mark.parametrize("south_up", [False, True], ids=["north_up", "south_up"])
-@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("seed", range(40))
 def test_vertices_and_edges_on_pixel_centres_follow_gdal(south_up, seed):
-    """Vertices on pixel centres, corners and edge midpoints, edges through centres: the
-    half-open crossing rule and the span rule decide, as GDAL's do. (North-up, rows are
-    kept off centre lines: an edge lying along one on the southern side is the one case
-    where GDAL differs, see row_spans.)"""
+    """Vertices on pixel centres, corners and edge midpoints, edges through centres and
+    along centre lines, rings and holes either way round: the half-open crossing rule, the
+    span rule and GDAL's rule for edges along a centre line decide, as GDAL's do."""
     size = 40
     transform = grid(size, south_up)
     rng = np.random.default_rng(seed)
-    lattice = rng.integers(2, 2 * size - 2, size=(int(rng.integers(4, 40)), 2)) * (PIXEL / 2)
-    if not south_up:
-        lattice[:, 1] = np.round(lattice[:, 1] / PIXEL) * PIXEL  # on row edges
-    angles = np.arctan2(lattice[:, 1] - size * PIXEL / 2, lattice[:, 0] - size * PIXEL / 2)
-    ring = lattice[np.argsort(angles)] + [500000.0, 4000000.0]
-    ring = np.vstack([ring, ring[:1]])
-    ours = spans_mask(row_spans(Area((ring,), 32633), transform, size, size), (size, size))
+    centre = np.array([500000.0, 4000000.0]) + size * PIXEL / 2
+    rings = [lattice_ring(rng, int(rng.integers(4, 40)), 2, 2 * size - 2, centre)]
+    if seed % 2:
+        rings.append(lattice_ring(rng, int(rng.integers(3, 8)), size - 4, size + 4, centre))
+    ours = spans_mask(row_spans(Area(tuple(rings), 32633), transform, size, size), (size, size))
     assert ours.any()
-    assert np.array_equal(ours, gdal_mask([[ring]], transform, (size, size)))
+    assert np.array_equal(ours, gdal_mask([rings], transform, (size, size)))
