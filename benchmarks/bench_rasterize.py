@@ -10,6 +10,10 @@ the vertices a lon/lat area gains when projected (`projected`: edges cut until w
 DENSIFY_TOLERANCE of their curve), against the former uniform 0.001° steps.
 
     python benchmarks/bench_rasterize.py [--vertices 100000] [--rows 8192] [--repeat 3]
+                                         [--former COMMIT]
+
+`--former COMMIT` adds the row_spans of aefsql/areas.py as it was at COMMIT (e.g. 75c659c,
+the rows x edges matrix), run the same way: mind its memory (~rows x vertices x 30 bytes).
 """
 
 from __future__ import annotations
@@ -30,11 +34,21 @@ def rss():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
 
-which, vertices, rows = json.loads(sys.argv[1])
+which, vertices, rows, former = json.loads(sys.argv[1])
 from rasterio.features import geometry_mask
 from rasterio.transform import Affine as RioAffine
 from aefsql.areas import Area, row_spans
 from aefsql.tiff import Affine
+if which == "former":  # the module as it was at that commit, inside the aefsql package
+    import importlib.util, subprocess
+    source = subprocess.run(["git", "show", f"{former}:aefsql/areas.py"], check=True,
+                            capture_output=True, text=True).stdout
+    spec = importlib.util.spec_from_loader("aefsql._former_areas", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "aefsql"
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    exec(compile(source, f"{former}:aefsql/areas.py", "exec"), module.__dict__)
+    Area, row_spans = module.Area, module.row_spans
 
 def outline(cx, cy, radius, n, seed):
     rng = np.random.default_rng(seed)
@@ -51,7 +65,7 @@ part = outline(x0 + 0.95 * size, y0 + 0.1 * size, 0.04 * size, max(4, vertices /
 transform = Affine(10.0, 0.0, x0, 0.0, -10.0, y0 + size)
 before = rss()
 start = time.perf_counter()
-if which == "aefsql":
+if which in ("aefsql", "former"):
     spans = row_spans(Area((outer, hole, part), 32633), transform, rows, rows)
     seconds = time.perf_counter() - start
     pixels = int((spans[:, 2] - spans[:, 1]).sum())
@@ -108,10 +122,10 @@ print(json.dumps(results))
 
 
 def child(code: str, *args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"child failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -119,19 +133,25 @@ def main() -> None:
     parser.add_argument("--vertices", type=int, default=100_000)
     parser.add_argument("--rows", type=int, default=8192)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--former", default=None, help="a commit whose row_spans to add")
     args = parser.parse_args()
     import tempfile
 
     import numpy as np
 
     runs: dict[str, list[dict]] = {"aefsql": [], "gdal": []}
+    if args.former:
+        runs["former"] = []
     with tempfile.TemporaryDirectory() as folder:
         for k in range(args.repeat):
             for which in runs:  # interleaved: both see the same machine load
                 path = f"{folder}/{which}{k}.npy"
-                options = json.dumps([which, args.vertices, args.rows])
+                options = json.dumps([which, args.vertices, args.rows, args.former])
                 runs[which].append(child(CHILD, options, path))
-        same = np.array_equal(np.load(f"{folder}/aefsql0.npy"), np.load(f"{folder}/gdal0.npy"))
+        same = all(
+            np.array_equal(np.load(f"{folder}/{which}0.npy"), np.load(f"{folder}/gdal0.npy"))
+            for which in runs
+        )
     mib = 2**20
     more = args.vertices // 20 + args.vertices // 50
     print(f"{args.vertices:,} vertices (+ hole and part: {more:,}), {args.rows} x {args.rows} "
@@ -145,6 +165,9 @@ def main() -> None:
         print(f"{which:10} {best[which]['seconds']:8.2f} {peak:9.0f} {rise:9.0f} "
               f"{best[which]['pixels']:12,}")
     a = best["aefsql"]
+    if args.former:
+        f = best["former"]
+        print(f"former / aefsql time: {f['seconds'] / a['seconds']:.1f}")
     print(f"aefsql / GDAL time: {a['seconds'] / best['gdal']['seconds']:.2f}; spans: "
           f"{a['spans']:,} ({a['span_bytes'] / mib:.0f} MiB); masks equal: {same}")
     print()
