@@ -31,6 +31,9 @@ DENSIFY_ROUNDS = 40  # halvings at most: 1 degree / 2^40 is 0.1 micrometre
 # area with thousands of edges a continent long is refused with this limit named, never
 # expanded until memory runs out. A county outline of 10^5 vertices gains a few percent.
 MAX_AREA_VERTICES = 1 << 21
+# Geometry collections nested deeper than this are refused (Python's recursion would give out
+# near a thousand; no real area nests more than a few).
+MAX_WKB_NESTING = 32
 # Pixels in one chunk. DuckDB hands a UDF up to 2,048 chunks at once: 512 keeps a call to
 # a million pixels (a 64 MiB int8 result, ~120 MiB in Arrow) and a 1024-px block to 2,048
 # chunks, so that one call tends to decode each of its blocks once and whole.
@@ -103,73 +106,8 @@ def _checked(area: Area) -> Area:
     return area
 
 
-def split_at_antimeridian(ring: np.ndarray) -> list[np.ndarray]:
-    """A closed lon/lat ring as the parts west and east of 180° (RFC 7946, 3.1.9), when an
-    edge spans more than 180° of longitude: such an edge is read the short way, across the
-    antimeridian (as a box with west > east is), not around the world. Edges from -180 to
-    180 run along the antimeridian and cross nothing (a world box stays whole). A ring
-    that then winds around a pole cannot be split into two and is refused.
-
-    Cut with a vertical line in (unwrapped) lon/lat, a concave ring may come back with
-    zero-width edges along 180° between its pieces: they enclose nothing (even-odd)."""
-    lon = ring[:, 0]
-    step = np.diff(lon)
-    along = (np.abs(lon[:-1]) == 180.0) & (np.abs(lon[1:]) == 180.0)
-    jumps = (np.abs(step) > 180.0) & ~along
-    if not jumps.any():
-        return [ring]
-    if (along & (np.abs(step) > 180.0)).any():
-        raise AefsqlError(
-            "area: a ring crosses the antimeridian and also runs along it from -180 to 180: "
-            "it cannot be split safely; give its parts west and east of 180° as a "
-            "MULTIPOLYGON"
-        )
-    unwrapped = ring.copy()
-    unwrapped[1:, 0] -= np.cumsum(np.where(jumps, np.sign(step) * 360.0, 0.0))
-    west, east = unwrapped[:, 0].min(), unwrapped[:, 0].max()
-    if unwrapped[-1, 0] != unwrapped[0, 0] or east - west >= 360.0:
-        raise AefsqlError(
-            "area: a ring crosses the antimeridian and goes around a pole (or the world): "
-            "it cannot be split safely at 180°; give its parts west and east of 180° as a "
-            "MULTIPOLYGON"
-        )
-    turn = np.ceil((west - 180.0) / 360.0)  # the line 180 + 360 turn crossed, in unwrapped lon
-    line = 180.0 + 360.0 * turn
-    parts = []
-    for keep_west, shift in ((True, 360.0 * turn), (False, 360.0 * (turn + 1))):
-        part = _clipped(unwrapped, line, keep_west)
-        if part is not None:
-            part[:, 0] -= shift
-            parts.append(part)
-    return parts
-
-
-def _clipped(ring: np.ndarray, line: float, keep_west: bool) -> np.ndarray | None:
-    """The closed ring cut by the meridian `line`, the side kept (Sutherland-Hodgman on one
-    half-plane); None when nothing of it is left with an area."""
-    inside = ring[:, 0] <= line if keep_west else ring[:, 0] >= line
-    start, stop = ring[:-1], ring[1:]
-    crosses = inside[:-1] != inside[1:]
-    # From the western end of each edge, so that an edge gone over twice (there and back)
-    # meets the line at the very same point.
-    a = np.where((start[:, 0] <= stop[:, 0])[:, None], start, stop)
-    b = np.where((start[:, 0] <= stop[:, 0])[:, None], stop, start)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        y = a[:, 1] + (line - a[:, 0]) / (b[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
-    meets = np.column_stack([np.full(len(y), line), y])
-    points = np.stack([meets, stop], axis=1)[np.column_stack([crosses, inside[1:]])]
-    if len(points) < 3 or (points[:, 0] == line).all():
-        return None
-    return np.vstack([points, points[:1]])
-
-
 def box_ring(west, south, east, north) -> np.ndarray:
     return np.array([[west, south], [east, south], [east, north], [west, north], [west, south]])
-
-
-# Geometry collections nested deeper than this are refused (Python's recursion would give out
-# near a thousand; no real area nests more than a few).
-MAX_WKB_NESTING = 32
 
 
 def _wkb_rings(blob: bytes) -> list[np.ndarray]:
@@ -248,6 +186,66 @@ def _valid_ring(ring: np.ndarray, where: str) -> np.ndarray:
             f"not at its first point ({ring[0, 0]:g}, {ring[0, 1]:g})"
         )
     return ring
+
+
+def split_at_antimeridian(ring: np.ndarray) -> list[np.ndarray]:
+    """A closed lon/lat ring as the parts west and east of 180° (RFC 7946, 3.1.9), when an
+    edge spans more than 180° of longitude: such an edge is read the short way, across the
+    antimeridian (as a box with west > east is), not around the world. Edges from -180 to
+    180 run along the antimeridian and cross nothing (a world box stays whole). A ring
+    that then winds around a pole cannot be split into two and is refused.
+
+    Cut with a vertical line in (unwrapped) lon/lat, a concave ring may come back with
+    zero-width edges along 180° between its pieces: they enclose nothing (even-odd)."""
+    lon = ring[:, 0]
+    step = np.diff(lon)
+    along = (np.abs(lon[:-1]) == 180.0) & (np.abs(lon[1:]) == 180.0)
+    jumps = (np.abs(step) > 180.0) & ~along
+    if not jumps.any():
+        return [ring]
+    if (along & (np.abs(step) > 180.0)).any():
+        raise AefsqlError(
+            "area: a ring crosses the antimeridian and also runs along it from -180 to 180: "
+            "it cannot be split safely; give its parts west and east of 180° as a "
+            "MULTIPOLYGON"
+        )
+    unwrapped = ring.copy()
+    unwrapped[1:, 0] -= np.cumsum(np.where(jumps, np.sign(step) * 360.0, 0.0))
+    west, east = unwrapped[:, 0].min(), unwrapped[:, 0].max()
+    if unwrapped[-1, 0] != unwrapped[0, 0] or east - west >= 360.0:
+        raise AefsqlError(
+            "area: a ring crosses the antimeridian and goes around a pole (or the world): "
+            "it cannot be split safely at 180°; give its parts west and east of 180° as a "
+            "MULTIPOLYGON"
+        )
+    turn = np.ceil((west - 180.0) / 360.0)  # the line 180 + 360 turn crossed, in unwrapped lon
+    line = 180.0 + 360.0 * turn
+    parts = []
+    for keep_west, shift in ((True, 360.0 * turn), (False, 360.0 * (turn + 1))):
+        part = _clipped(unwrapped, line, keep_west)
+        if part is not None:
+            part[:, 0] -= shift
+            parts.append(part)
+    return parts
+
+
+def _clipped(ring: np.ndarray, line: float, keep_west: bool) -> np.ndarray | None:
+    """The closed ring cut by the meridian `line`, the side kept (Sutherland-Hodgman on one
+    half-plane); None when nothing of it is left with an area."""
+    inside = ring[:, 0] <= line if keep_west else ring[:, 0] >= line
+    start, stop = ring[:-1], ring[1:]
+    crosses = inside[:-1] != inside[1:]
+    # From the western end of each edge, so that an edge gone over twice (there and back)
+    # meets the line at the very same point.
+    a = np.where((start[:, 0] <= stop[:, 0])[:, None], start, stop)
+    b = np.where((start[:, 0] <= stop[:, 0])[:, None], stop, start)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = a[:, 1] + (line - a[:, 0]) / (b[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    meets = np.column_stack([np.full(len(y), line), y])
+    points = np.stack([meets, stop], axis=1)[np.column_stack([crosses, inside[1:]])]
+    if len(points) < 3 or (points[:, 0] == line).all():
+        return None
+    return np.vstack([points, points[:1]])
 
 
 def projected(area: Area, epsg: int) -> Area:
