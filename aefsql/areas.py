@@ -20,16 +20,18 @@ from .tiff import Affine
 # A straight lon/lat edge is a curve in UTM. Before projecting, edges are cut in halves
 # until each piece's projected midpoint lies within DENSIFY_TOLERANCE (target CRS units:
 # metres for the UTM zones and metre grids aefsql projects into) of the midpoint of its
-# projected chord: 1/100 of a 10 m pixel. Pieces start at most DENSIFY_START_DEGREES long,
-# short enough that the UTM image of one bends one way (no S-curve hides from the midpoint
-# test), so the polyline stays within about DENSIFY_TOLERANCE of the curve everywhere.
-DENSIFY_TOLERANCE = 0.1
+# projected chord: 1 cm, 1/1000 of a 10 m pixel, so only a pixel centre closer than that to
+# an edge can fall on the other side of it. Pieces start at most DENSIFY_START_DEGREES
+# long, short enough that the UTM image of one bends one way (no S-curve hides from the
+# midpoint test), so the polyline stays within about DENSIFY_TOLERANCE of the curve
+# everywhere. (Vertices grow as 1/sqrt(tolerance): a 1° box at 45°N takes 321.)
+DENSIFY_TOLERANCE = 0.01
 DENSIFY_START_DEGREES = 1.0
 DENSIFY_ROUNDS = 40  # halvings at most: 1 degree / 2^40 is 0.1 micrometre
 # Vertices one area may have once densified: at most ~250 MB while densifying (coordinates,
 # projections and the copies a round makes). Counted before each round makes them, so an
 # area with thousands of edges a continent long is refused with this limit named, never
-# expanded until memory runs out. A county outline of 10^5 vertices gains a few percent.
+# expanded until memory runs out. An outline's edges of ~100 m gain no vertex at all.
 MAX_AREA_VERTICES = 1 << 21
 # Geometry collections nested deeper than this are refused (Python's recursion would give out
 # near a thousand; no real area nests more than a few).
