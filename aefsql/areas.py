@@ -373,11 +373,13 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
     vertex count (a rows x edges matrix cost 3 GB for 10^5 vertices on 2,048 rows)."""
     if area.empty:
         return _NO_SPANS
-    c0, r0, c1, r1, clockwise = (
-        np.concatenate(parts)
-        for parts in zip(*(_pixel_edges(ring, transform) for ring in _closed(area.rings)))
-    )
-    flat = _flat_spans(c0, r0, c1, r1, clockwise, width, height)
+    rings = list(_closed(area.rings))
+    col = np.concatenate([(r[:, 0] - transform.c) / transform.a for r in rings])
+    row = np.concatenate([(r[:, 1] - transform.f) / transform.e for r in rings])
+    edge = np.ones(len(col) - 1, dtype=bool)  # from vertex i to i + 1: not across rings
+    edge[np.cumsum([len(r) for r in rings])[:-1] - 1] = False
+    c0, r0, c1, r1 = col[:-1][edge], row[:-1][edge], col[1:][edge], row[1:][edge]
+    flat = _flat_spans(rings, c0, r0, c1, r1, width, height)
     # Each edge from its lower end (row) to its upper: GDAL's terms, in its order.
     lower = r0 <= r1
     cl, rl = np.where(lower, c0, c1), np.where(lower, r0, r1)
@@ -387,42 +389,47 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
     crossing = end > first  # flat edges, and edges between two centre lines, cross none
     if not crossing.any():
         return flat
-    by_start = np.flatnonzero(crossing)[np.argsort(first[crossing], kind="stable")]
+    if not crossing.all():
+        cl, rl, cu, ru, first, end = (a[crossing] for a in (cl, rl, cu, ru, first, end))
+    counts = end - first
+    if counts.sum() <= SWEEP_CROSSINGS:  # one band holds every crossing: no sweep needed
+        edges = (cl, rl, cu - cl, ru - rl, first, end)
+        active = np.arange(first.size)
+        spans = _band_spans(edges, active, int(first.min()), int(end.max()), width)
+    else:
+        spans = _swept_spans(cl, rl, cu, ru, first, end, width)
+    return spans if flat.size == 0 else _merged(np.concatenate([spans, flat]), width)
+
+
+def _swept_spans(cl, rl, cu, ru, first, end, width: int) -> np.ndarray:
+    """The spans of crossing edges, band by band of rows (`row_spans`)."""
+    by_start = np.argsort(first, kind="stable")
     across, up = (cu - cl)[by_start], (ru - rl)[by_start]
     cl, rl, first, end = (a[by_start] for a in (cl, rl, first, end))
-    per_row = np.cumsum(np.bincount(first, minlength=height + 1)[:height])
-    per_row -= np.cumsum(np.bincount(end, minlength=height + 1)[:height])
+    origin, stop_row = int(first[0]), int(end.max())
+    # Crossings on each row from `origin`: edges started minus edges ended.
+    per_row = np.cumsum(np.bincount(first - origin, minlength=stop_row - origin + 1))
+    per_row -= np.cumsum(np.bincount(end - origin, minlength=stop_row - origin + 1))
     spans = []
     active = np.zeros(0, np.int64)  # indices of the edges the sweep is inside
     entered = 0
-    top = int(first[0])
-    stop_row = int(end.max())
+    top = origin
     while top < stop_row:
-        bottom = _band_end(per_row, top, stop_row)
+        bottom = origin + _band_end(per_row, top - origin, stop_row - origin)
         joining = int(np.searchsorted(first, bottom, side="left"))
         active = np.concatenate([active[end[active] > top], np.arange(entered, joining)])
         entered = joining
         edges = (cl, rl, across, up, first, end)
         spans.append(_band_spans(edges, active, top, bottom, width))
         top = bottom
-    spans = np.concatenate(spans)
-    return spans if flat.size == 0 else _merged(np.concatenate([spans, flat]), width)
+    return np.concatenate(spans)
 
 
 # Crossings made and sorted at once by `row_spans`: ~40 bytes each, so a band of rows costs
 # at most ~20 MB of scratch however many vertices the area has.
 SWEEP_CROSSINGS = 1 << 19
 _NO_SPANS = np.zeros((0, 3), dtype=np.int64)
-_BAND_ROWS = 1 << 15  # rows of a band: offsets in one fit int16, which numpy radix-sorts
-
-
-def _pixel_edges(ring: np.ndarray, transform: Affine):
-    """A closed ring's edges in pixel space: column and row of each edge's two ends, and
-    whether the ring runs clockwise in its CRS."""
-    col = (ring[:, 0] - transform.c) / transform.a
-    row = (ring[:, 1] - transform.f) / transform.e
-    clockwise = np.full(len(ring) - 1, _clockwise(ring))
-    return col[:-1], row[:-1], col[1:], row[1:], clockwise
+_BAND_ROWS = (1 << 15) - 1  # rows of a band: offsets in one fit int16 (numpy radix-sorts them)
 
 
 def _clockwise(ring: np.ndarray) -> bool:
@@ -447,17 +454,20 @@ def _clockwise(ring: np.ndarray) -> bool:
     return bool((x * (np.roll(y, -1) - np.roll(y, 1))).sum() < 0)
 
 
-def _flat_spans(c0, r0, c1, r1, clockwise, width: int, height: int) -> np.ndarray:
+def _flat_spans(rings, c0, r0, c1, r1, width: int, height: int) -> np.ndarray:
     """The spans GDAL adds for edges lying along a row's centre line that run towards lower
     columns once their ring is turned clockwise (its "bottom horizontal segments")."""
-    start, end = np.where(clockwise, c0, c1), np.where(clockwise, c1, c0)
-    on_line = (r0 == r1) & (start > end) & (np.floor(r0) + 0.5 == r0)
-    on_line &= (r0 > 0) & (r0 < height)
+    on_line = (r0 == r1) & (c0 != c1) & (np.floor(r0) + 0.5 == r0) & (r0 > 0) & (r0 < height)
     if not on_line.any():
         return _NO_SPANS
-    row = np.floor(r0[on_line]).astype(np.int64)
-    first = np.clip(np.floor(end[on_line] + 0.5), 0, width).astype(np.int64)
-    stop = np.clip(np.floor(start[on_line] + 0.5), 0, width).astype(np.int64)
+    ring = np.repeat(np.arange(len(rings)), [len(r) - 1 for r in rings])[on_line]
+    clockwise = np.array([_clockwise(rings[k]) for k in range(len(rings))])[ring]
+    c0, c1, r0 = c0[on_line], c1[on_line], r0[on_line]
+    start, end = np.where(clockwise, c0, c1), np.where(clockwise, c1, c0)
+    towards_lower = start > end
+    row = np.floor(r0[towards_lower]).astype(np.int64)
+    first = np.clip(np.floor(end[towards_lower] + 0.5), 0, width).astype(np.int64)
+    stop = np.clip(np.floor(start[towards_lower] + 0.5), 0, width).astype(np.int64)
     kept = stop > first
     return np.column_stack([row[kept], first[kept], stop[kept]])
 
@@ -497,14 +507,17 @@ def _band_spans(edges, active, top: int, bottom: int, width: int):
     start = np.maximum(first[active], top)
     counts = np.minimum(end[active], bottom) - start
     edge = np.repeat(active, counts)
-    offset = np.arange(edge.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    row = np.repeat(start, counts) + offset
+    within = np.arange(edge.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    row = np.repeat(start, counts) + within
+    del within
     # GDAL's expression, term for term: (dy - dy1) * (dx2 - dx1) / (dy2 - dy1) + dx1.
     at = ((row + 0.5) - rl[edge]) * across[edge] / up[edge] + cl[edge]
-    del edge, offset
-    # Sorted by x, then (stably, a radix sort on int16) by row: rows ascending, x within.
+    del edge
+    # Sorted by x, then (stably: a radix sort, on int16) by row: rows ascending, x within.
+    offset = (row - top).astype(np.int16 if bottom - top <= _BAND_ROWS else np.int64)
     order = np.argsort(at)
-    order = order[np.argsort((row[order] - top).astype(np.int16), kind="stable")]
+    order = order[np.argsort(offset[order], kind="stable")]
+    del offset
     row, at = row[order], at[order]
     del order
     # Each row's crossings, taken two by two (an odd last one, which closed rings cannot
