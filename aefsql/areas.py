@@ -368,9 +368,10 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
 
     A scanline sweep over an active-edge list: edges sorted by their first row enter the
     list as the sweep reaches them and leave after their last, and the crossings of a band
-    of rows (at most SWEEP_CROSSINGS) are made, sorted and paired at once. Time is
-    O(edges log edges + crossings), memory O(edges + spans + SWEEP_CROSSINGS) whatever the
-    vertex count (a rows x edges matrix cost 3 GB for 10^5 vertices on 2,048 rows)."""
+    of rows (at most SWEEP_CROSSINGS; all rows at once when they fit) are made, sorted and
+    paired at once. Time is O(edges log edges + crossings), memory O(edges + spans +
+    SWEEP_CROSSINGS) whatever the vertex count (a rows x edges matrix took 3 GB for 10^5
+    vertices on 2,048 rows)."""
     if area.empty:
         return _NO_SPANS
     rings = list(_closed(area.rings))
