@@ -385,8 +385,8 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
     lower = r0 <= r1
     cl, rl = np.where(lower, c0, c1), np.where(lower, r0, r1)
     cu, ru = np.where(lower, c1, c0), np.where(lower, r1, r0)
-    first = _rows_from(rl, height)  # the rows r with rl <= r + 0.5 < ru, clipped
-    end = _rows_from(ru, height)
+    # The rows r with rl <= r + 0.5 < ru, clipped: [first, end).
+    first, end = _rows_from(np.concatenate([rl, ru]), height).reshape(2, -1)
     crossing = end > first  # flat edges, and edges between two centre lines, cross none
     if not crossing.any():
         return flat
@@ -489,9 +489,9 @@ def _rows_from(level: np.ndarray, height: int) -> np.ndarray:
     """The first row r (in [0, height]) whose centre line r + 0.5 is at or past `level`."""
     rows = np.ceil(level - 0.5)
     # Correct a rounding of `level - 0.5` by the very test the rule states.
-    rows += (rows + 0.5 < level).astype(np.float64)
-    rows -= (rows - 0.5 >= level).astype(np.float64)
-    return np.clip(rows, 0, height).astype(np.int64)
+    rows += rows + 0.5 < level
+    rows -= rows - 0.5 >= level
+    return np.minimum(np.maximum(rows, 0), height).astype(np.int64)
 
 
 def _band_end(per_row: np.ndarray, top: int, stop_row: int) -> int:
@@ -524,13 +524,17 @@ def _band_spans(edges, active, top: int, bottom: int, width: int):
     # Each row's crossings, taken two by two (an odd last one, which closed rings cannot
     # make, is dropped, as GDAL drops it).
     count = np.bincount(row - top, minlength=bottom - top)
-    rank = np.arange(row.size) - np.repeat(np.cumsum(count) - count, count)
-    paired = rank < np.repeat(count - count % 2, count)
-    row, at = row[paired][::2], at[paired].reshape(-1, 2)
-    starts = np.clip(np.floor(at[:, 0] + 0.5), 0, width).astype(np.int64)
-    ends = np.clip(np.floor(at[:, 1] + 0.5), 0, width).astype(np.int64)
+    if (count % 2).any():
+        rank = np.arange(row.size) - np.repeat(np.cumsum(count) - count, count)
+        paired = rank < np.repeat(count - count % 2, count)
+        row, at = row[paired], at[paired]
+    row, at = row[::2], at.reshape(-1, 2)
+    columns = np.minimum(np.maximum(np.floor(at + 0.5), 0), width).astype(np.int64)
+    starts, ends = columns[:, 0], columns[:, 1]
     kept = ends > starts
-    return np.column_stack([row[kept], starts[kept], ends[kept]])
+    spans = np.empty((int(kept.sum()), 3), dtype=np.int64)
+    spans[:, 0], spans[:, 1], spans[:, 2] = row[kept], starts[kept], ends[kept]
+    return spans
 
 
 def _closed(rings):

@@ -89,6 +89,35 @@ print(json.dumps({"seconds": seconds, "peak": peak, "rise": peak - before, "pixe
                   **extra}))
 """
 
+SMALL = r"""
+import json, sys, time
+import numpy as np
+from aefsql.areas import Area, row_spans
+from aefsql.tiff import Affine
+
+former = json.loads(sys.argv[1])
+if former:  # as in CHILD
+    import importlib.util, subprocess
+    source = subprocess.run(["git", "show", f"{former}:aefsql/areas.py"], check=True,
+                            capture_output=True, text=True).stdout
+    spec = importlib.util.spec_from_loader("aefsql._former_areas", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "aefsql"
+    sys.modules[spec.name] = module
+    exec(compile(source, f"{former}:aefsql/areas.py", "exec"), module.__dict__)
+    Area, row_spans = module.Area, module.row_spans
+transform = Affine(10.0, 0.0, 500000.0, 0.0, 10.0, 4000000.0)
+ring = np.array([[501000.0, 4001000.0], [501100.0, 4001000.0], [501100.0, 4001080.0],
+                 [501000.0, 4001080.0], [501000.0, 4001000.0]]) + 3.3
+area = Area((ring,), 32633)
+for _ in range(200):
+    row_spans(area, transform, 8192, 8192)
+start = time.perf_counter()
+for _ in range(5000):
+    row_spans(area, transform, 8192, 8192)
+print(json.dumps((time.perf_counter() - start) / 5000))
+"""
+
 DENSIFY = r"""
 import json, sys, time
 import numpy as np
@@ -170,6 +199,11 @@ def main() -> None:
         print(f"former / aefsql time: {f['seconds'] / a['seconds']:.1f}")
     print(f"aefsql / GDAL time: {a['seconds'] / best['gdal']['seconds']:.2f}; spans: "
           f"{a['spans']:,} ({a['span_bytes'] / mib:.0f} MiB); masks equal: {same}")
+    small = {"aefsql": child(SMALL, json.dumps(None))}
+    if args.former:
+        small["former"] = child(SMALL, json.dumps(args.former))
+    print("a 10 x 8-pixel parcel on an 8192-row tile, per call: " + ", ".join(
+        f"{which} {seconds * 1e6:.0f} µs" for which, seconds in small.items()))
     print()
     heading = "lon/lat area projected to EPSG:32633"
     print(f"{heading:34} {'0.001° steps':>13} {'adaptive':>9} {'seconds':>8}")
