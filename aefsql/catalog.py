@@ -143,7 +143,7 @@ class TileTable:
     # The footprint in the tile's own UTM zone as the catalog states it: [n, 4] west, south,
     # east, north; NaN where the catalog has none.
     utm: np.ndarray | None = None
-    _grid: dict | None = None
+    _grid: tuple | None = None  # see _grid_index
 
     def box_holds(self, t: int, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """True where (lon, lat) lies in tile t's lon/lat box (which may cross the
@@ -170,16 +170,29 @@ class TileTable:
         """Indices of tiles of `year` whose lon/lat box touches the 1-degree cell."""
         if self._grid is None:
             self._grid = _grid_index(self)
-        return self._grid.get((year, cell_lon, cell_lat), _NO_TILES)
+        keys, starts, tiles = self._grid
+        if not (-180 <= cell_lon <= 180 and -90 <= cell_lat <= 90):
+            return _NO_TILES
+        key = _cell_key(np.int64(year), np.int64(cell_lon), np.int64(cell_lat))
+        i = int(np.searchsorted(keys, key))
+        if i == keys.size or keys[i] != key:
+            return _NO_TILES
+        return tiles[starts[i] : starts[i + 1]]
 
 
 _NO_TILES = np.zeros(0, dtype=np.int64)
 
 
-def _grid_index(tiles: TileTable) -> dict:
-    """{(year, cell_lon, cell_lat): indices of the tiles whose box touches that 1-degree
-    cell, ascending}, laid out with numpy (a catalog may have millions of rows): one entry
-    per (tile, cell) pair, sorted, then split by cell."""
+def _cell_key(year, cell_lon, cell_lat):
+    """One integer per (year, 1-degree cell): cells run from -180 to 180 and -90 to 90."""
+    return (year * 361 + (cell_lon + 180)) * 181 + (cell_lat + 90)
+
+
+def _grid_index(tiles: TileTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which tiles' lon/lat boxes touch each (year, 1-degree cell): the cells' keys
+    (`_cell_key`, ascending), and for key i the tile indices tiles[starts[i]:starts[i + 1]]
+    (ascending). Laid out with numpy, not a loop over rows (a catalog may have millions):
+    one entry per (tile, cell) pair, sorted by cell."""
     rows = np.arange(tiles.year.size)
     west, east = tiles.west, tiles.east
     # A box crossing the antimeridian is stored with west > east: two spans.
@@ -187,6 +200,8 @@ def _grid_index(tiles: TileTable) -> dict:
     span_row = np.concatenate([rows, rows[crossing]])
     lo = np.concatenate([west, np.full(int(crossing.sum()), -180.0)])
     hi = np.concatenate([np.where(crossing, 180.0, east), east[crossing]])
+    ascending = np.argsort(span_row, kind="stable")  # so each cell lists its tiles in order
+    span_row, lo, hi = span_row[ascending], lo[ascending], hi[ascending]
     x0 = np.floor(lo).astype(np.int64)
     y0 = np.floor(tiles.south[span_row]).astype(np.int64)
     nx = np.floor(hi).astype(np.int64) - x0 + 1
@@ -195,18 +210,13 @@ def _grid_index(tiles: TileTable) -> dict:
     owner = np.repeat(np.arange(span_row.size), cells)
     k = np.arange(owner.size) - np.repeat(np.cumsum(cells) - cells, cells)
     tile = span_row[owner]
-    year = tiles.year[tile].astype(np.int64)
-    cx = x0[owner] + k // ny[owner]
-    cy = y0[owner] + k % ny[owner]
-    if tile.size == 0:
-        return {}
-    order = np.lexsort((tile, cy, cx, year))
-    tile, year, cx, cy = tile[order], year[order], cx[order], cy[order]
-    changes = (year[1:] != year[:-1]) | (cx[1:] != cx[:-1]) | (cy[1:] != cy[:-1])
-    starts = np.flatnonzero(np.concatenate([[True], changes]))
-    groups = np.split(tile.astype(np.int64), starts[1:])
-    keys = zip(year[starts].tolist(), cx[starts].tolist(), cy[starts].tolist(), strict=True)
-    return dict(zip(keys, groups, strict=True))
+    key = _cell_key(
+        tiles.year[tile].astype(np.int64), x0[owner] + k // ny[owner], y0[owner] + k % ny[owner]
+    )
+    order = np.argsort(key, kind="stable")
+    key, tile = key[order], tile[order].astype(np.int64)
+    firsts = np.flatnonzero(np.diff(key, prepend=key[:1] - 1))  # where each cell's run starts
+    return key[firsts], np.append(firsts, key.size), tile
 
 
 # The normalized catalog aef_index() reads: one schema whatever the source's column names.
@@ -748,24 +758,24 @@ def _check_repeats(paths: pa.ChunkedArray, years: pa.ChunkedArray, source: str) 
     """No file named twice for one year (its resolved path): each of its pixels would be
     read twice — counted twice by aef_pixels and aef_zonal, weighing twice in a mean — and
     which row's fid a point gets would be an accident. Refused naming the rows (1-based)."""
-    keys = pa.table({"path": paths, "year": years, "row": np.arange(1, len(paths) + 1)})
-    groups = keys.group_by(["path", "year"], use_threads=False).aggregate(
-        [("row", "min"), ("row", "max"), ("row", "count")]
-    )
-    repeated = groups.filter(pc.greater(groups["row_count"], 1))
-    if repeated.num_rows == 0:
+    if len(paths) == 0:
         return
-    first = repeated.sort_by("row_min").slice(0, 1).to_pylist()[0]
-    more = repeated.num_rows - 1
+    path_id = paths.combine_chunks().dictionary_encode().indices.to_numpy().astype(np.int64)
+    year = years.to_numpy().astype(np.int64)
+    key = (path_id << 32) | (year - year.min())  # one integer per (path, year)
+    ordered = np.sort(key)
+    repeated_keys = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if repeated_keys.size == 0:
+        return
+    row = int(np.argmax(np.isin(key, repeated_keys)))  # the first row of a repeated file
+    same = np.flatnonzero(key == key[row]) + 1  # its rows, 1-based
+    shown = ", ".join(map(str, same[:5])) + (", …" if same.size > 5 else "")
+    rows = f"rows {same[0]} and {same[1]}" if same.size == 2 else f"rows {shown}"
+    more = repeated_keys.size - 1
     also = f"; {more} more file(s) are named more than once too" if more else ""
-    rows = (
-        f"rows {first['row_min']} and {first['row_max']}"
-        if first["row_count"] == 2
-        else f"{first['row_count']} rows ({first['row_min']}, …, {first['row_max']})"
-    )
     raise CatalogError(
-        f"catalog {source}: {rows} name the same file for {first['year']}, "
-        f"{redact(first['path'])}: its pixels would be read more than once{also}"
+        f"catalog {source}: {rows} name the same file for {year[row]}, "
+        f"{redact(paths[row].as_py())}: its pixels would be read more than once{also}"
     )
 
 
