@@ -396,8 +396,11 @@ class Catalog:
                     self._parquet(read_dictionary=names) as parquet,
                     pq.ParquetWriter(target, INDEX_SCHEMA) as out,
                 ):
-                    # Its strings as dictionaries: no larger than the footer says.
-                    check_decoded(parquet.read(columns=names), redact(self.url))
+                    # Its strings, read as dictionaries: no larger than the footer says (the
+                    # numbers' size the footer tells).
+                    schema = parquet.schema_arrow
+                    strings = [n for n in names if _is_text(schema.field(n).type)]
+                    check_decoded(parquet.read(columns=strings), redact(self.url))
                     offset = 0
                     for batch in parquet.iter_batches(columns=names):
                         table = normalize(
@@ -654,6 +657,22 @@ def check_decoded(table: pa.Table, source: str) -> None:
             f"catalog {source} decodes to {size:,} bytes, over the {max_bytes:,} aefsql "
             f"reads; set {MAX_BYTES_VARIABLE} to raise the bound"
         )
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    """A string or binary type (its values' sizes vary: a dictionary can repeat a long one)."""
+    if isinstance(arrow_type, pa.ExtensionType):
+        arrow_type = arrow_type.storage_type
+    return any(
+        test(arrow_type)
+        for test in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+            pa.types.is_dictionary,
+        )
+    )
 
 
 def _dense(table: pa.Table) -> pa.Table:
