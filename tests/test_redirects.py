@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from servers import http_range_server
 from test_collection import tile_points
@@ -87,9 +88,8 @@ def test_a_tile_redirect_to_another_origin_is_not_followed(
     assert ".tiff" in message
     # Nothing was asked of the other origin, so the key never reached it; the origin had it.
     assert elsewhere.log.total == 0
-    tile_requests = [
-        h for (_, p, _), h in zip(origin.log.requests, origin.log.headers, strict=True) if ".tiff" in p
-    ]
+    requests = zip(origin.log.requests, origin.log.headers, strict=True)
+    tile_requests = [h for (_, p, _), h in requests if ".tiff" in p]
     assert tile_requests and all(h.get("x-api-key") == KEY["X-Api-Key"] for h in tile_requests)
 
 
@@ -253,3 +253,23 @@ def test_values_are_unchanged_without_redirects(origin, gdal_collection):
     local = aefsql.sample_points(points(lon, lat), years=2023, catalog=gdal_collection.index)
     assert remote.equals(local)
     assert remote["A00"].null_count < len(lon)
+
+
+def test_duckdb_reads_through_the_registered_filesystem_follow_no_redirect(tmp_path):
+    """A points file read by DuckDB (read_parquet on the catalog's protocol goes through the
+    fsspec filesystem aefsql registers) is refused, not read from the other server."""
+    one_tile = {"fid": [1], "year": [2023], "path": ["t.tiff"], "wgs84_west": [1.0]}
+    one_tile.update({"wgs84_south": [1.0], "wgs84_east": [1.5], "wgs84_north": [1.5]})
+    pq.write_table(pa.table(one_tile), tmp_path / "index.parquet")
+    pq.write_table(pa.table({"lon": [1.2], "lat": [1.2]}), tmp_path / "points.parquet")
+    with http_range_server(tmp_path) as catalog_host, http_range_server(tmp_path) as other:
+        catalog_host.redirects["points.parquet"] = other.base_url
+        con = aefsql.connect(catalog=catalog_host.base_url + "index.parquet")
+        try:
+            with pytest.raises(Exception, match="does not follow redirects"):
+                con.execute(
+                    f"SELECT * FROM read_parquet('{catalog_host.base_url}points.parquet')"
+                ).fetchall()
+        finally:
+            con.close()
+        assert other.log.total == 0
