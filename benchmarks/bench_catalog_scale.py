@@ -48,16 +48,16 @@ def legit_catalog(path: Path, rows: int) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def bomb_catalog(path: Path, rows: int) -> None:
+def bomb_catalog(path: Path, rows: int, tile: str = "2023/33N/tile.tiff") -> None:
     """N identical rows (no fid: aefsql numbers them): Parquet's dictionary and run-length
     encodings make them a few hundred KB."""
     chunk = min(rows, 1_000_000)
     table = pa.table(
         {
             "year": pa.array(np.full(chunk, 2023, np.int32)),
-            "path": pa.DictionaryArray.from_arrays(
-                np.zeros(chunk, np.int32), ["2023/33N/tile.tiff"]
-            ).cast(pa.string()),
+            "path": pa.DictionaryArray.from_arrays(np.zeros(chunk, np.int32), [tile]).cast(
+                pa.string()
+            ),
             "wgs84_west": np.full(chunk, 12.0),
             "wgs84_south": np.full(chunk, 45.0),
             "wgs84_east": np.full(chunk, 12.75),
@@ -135,7 +135,15 @@ def main() -> None:
         bomb_catalog(bomb, args.bomb_rows)
         with http_range_server(folder) as server:
             result = child(server.base_url + "bomb.parquet", "aefsql")
-        print(f"bomb, {args.bomb_rows:,} constant rows, {bomb.stat().st_size / 1e3:.0f} KB, over HTTP")
+        size = bomb.stat().st_size / 1e3
+        print(f"bomb, {args.bomb_rows:,} constant rows, {size:.0f} KB, over HTTP")
+        print(f"  {result['seconds']:.2f} s, peak memory {result['vmhwm_mb']:.0f} MB")
+        print(f"  outcome: {result['outcome']}")
+
+        long = folder / "long.parquet"
+        bomb_catalog(long, 120_000, tile="a" * 10_000 + ".tiff")
+        result = child(str(long), "aefsql")
+        print(f"one 10 KB path in 120,000 rows, {long.stat().st_size / 1e3:.0f} KB, local")
         print(f"  {result['seconds']:.2f} s, peak memory {result['vmhwm_mb']:.0f} MB")
         print(f"  outcome: {result['outcome']}")
 
