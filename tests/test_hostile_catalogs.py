@@ -578,3 +578,24 @@ def test_a_remote_catalog_bomb_is_refused_from_its_footer(catalog_server):
     # The bound does not depend on this figure's precision: decoded, the catalog alone
     # took gigabytes.
     assert result["peak_kb"] < 600 * 1024
+
+
+def test_repeats_are_per_year_and_counted(tmp_path):
+    """The same file in two years is two tiles (no pixel read twice for one year); three rows
+    of one file are named, and further repeated files counted."""
+    index = write_index(
+        tmp_path / "two-years.parquet", year=[2023, 2024, 2023], path=["a.tiff", "a.tiff", "c.tiff"]
+    )
+    aefsql.connect(catalog=index).close()
+    index = write_index(
+        tmp_path / "thrice.parquet",
+        fid=[1, 2, 3, 4, 5, 6],
+        year=[2023] * 6,
+        path=["b.tiff", "a.tiff", "./a.tiff", "c.tiff", "a.tiff", "c.tiff"],
+        **{side: [1.0, 1.0, 1.0, 1.0, 1.0, 1.0] for side in ("wgs84_west", "wgs84_south")},
+        **{side: [1.5] * 6 for side in ("wgs84_east", "wgs84_north")},
+    )
+    with pytest.raises(
+        CatalogError, match=r"rows 2, 3, 5 name the same file for 2023, .*/a\.tiff: .*1 more file"
+    ):
+        aefsql.connect(catalog=index)
