@@ -89,6 +89,7 @@ def test_readme_python_examples_run(demo_con, tmp_path, monkeypatch):
     namespace["con"].close()
 
 
+@pytest.mark.torch
 def test_readme_chips_example_runs(demo_con, monkeypatch):
     pytest.importorskip("torch")
     _, index = demo_con
@@ -101,6 +102,7 @@ def test_readme_chips_example_runs(demo_con, monkeypatch):
     assert set(batch["name"]) <= {"canal", "field"} and all(batch["found"].tolist())
 
 
+@pytest.mark.spark
 def test_readme_spark_example_runs(demo_con, monkeypatch):
     pytest.importorskip("pyspark", minversion="4.1")
     _, index = demo_con

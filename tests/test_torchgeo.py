@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.torch
+
 torchgeo = pytest.importorskip("torchgeo")
 
 import rasterio  # noqa: E402
