@@ -1,13 +1,18 @@
 """The docs stay true: README's commands are CI's, docs/functions.md documents exactly the
 registered functions, and every SQL and Python example in them runs."""
 
+import io
+import json
 import re
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import aefsql
+from aefsql.cli import main
 from aefsql.demo import DEMO_POINTS, write_demo_collection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,14 +59,32 @@ def test_functions_page_documents_exactly_the_registered_functions(demo_con):
         assert f"`{name}(" in README
 
 
-def test_every_function_example_runs(demo_con, tmp_path, monkeypatch):
-    con, _ = demo_con
-    monkeypatch.chdir(tmp_path)  # aef_build_collection's example writes a file here
-    examples = blocks(FUNCTIONS, "sql")
-    assert len(examples) >= 10
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    """The demo as a user gets it: `aefsql demo --dir DIR` (tiles, index.parquet, places.csv)."""
+    folder = tmp_path_factory.mktemp("demo")
+    with redirect_stdout(io.StringIO()):
+        assert main(["demo", "--dir", str(folder)]) == 0
+    return folder
+
+
+def test_every_function_example_runs(demo_dir, monkeypatch, capsys):
+    """As the page says: in the demo's folder, in the shell it names, after its setup."""
+    monkeypatch.chdir(demo_dir)  # aef_build_collection's and COPY's examples write files here
+    command = next(b for b in blocks(FUNCTIONS, "sh") if "--catalog" in b).splitlines()[-1]
+    arguments = command.split("aefsql ")[-1].split()
+    setup = [block for block in blocks(FUNCTIONS, "sql") if "places.csv" in block]
+    examples = [block for block in blocks(FUNCTIONS, "sql") if block not in setup]
+    assert len(setup) == 1 and len(examples) >= 10
     for sql in examples:
-        rows = con.execute(sql).fetchall()
-        assert rows, sql
+        code = main([*arguments, "-json", "-c", f"{setup[0]}\n{sql}"])
+        out, err = capsys.readouterr()
+        assert code == 0, (sql, err)
+        if sql.startswith("COPY"):  # prints nothing: the file it writes has the rows
+            target = re.search(r"TO '([^']+)'", sql).group(1)
+            assert pq.read_metadata(demo_dir / target).num_rows > 0, sql
+            continue
+        assert json.loads(out), sql
 
 
 def readme_python(marker: str) -> str:
