@@ -1,9 +1,12 @@
 """The docs stay true: README's commands are CI's, docs/functions.md documents exactly the
 registered functions, and every SQL and Python example in them runs."""
 
+import ast
 import io
 import json
 import re
+import sys
+import tomllib
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -145,3 +148,48 @@ def test_readme_spark_example_runs(demo_con, monkeypatch):
     finally:
         if "spark" in namespace:
             namespace["spark"].stop()
+
+
+def extra(name: str) -> set[str]:
+    """The distributions `pip install 'aefsql[name]'` brings, through nested aefsql[...] extras."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    found = set()
+    for requirement in extras[name]:
+        dist = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
+        if dist == "aefsql":
+            for nested in re.search(r"\[(.*)\]", requirement).group(1).split(","):
+                found |= extra(nested.strip())
+        else:
+            found.add(dist)
+    return found
+
+
+def test_extras_bring_what_the_docs_and_the_notebook_use():
+    """[xarray] lacked rioxarray, whose .rio the README uses; [notebook] lacked xarray, which
+    the notebook's read_area needs."""
+    assert ".rio.crs" in README and {"xarray", "rioxarray"} <= extra("xarray")
+    notebook = json.loads((ROOT / "examples" / "notebook.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    imported = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    core = {re.match(r"[A-Za-z0-9_.-]+", requirement).group(0) for requirement in core}
+    provider = {"IPython": "ipykernel"}  # IPython comes with the kernel
+    needed = {provider.get(m, m).lower() for m in imported - sys.stdlib_module_names - core}
+    needed -= {"aefsql"}
+    if "read_area(" in code:
+        needed.add("xarray")
+    assert needed <= extra("notebook"), needed - extra("notebook")
+
+
+def test_readme_gives_the_cpu_torch_before_the_extra():
+    """`pip install 'aefsql[torch]'` alone brings a CUDA build of several GB to a CPU machine:
+    the README gives PyTorch's CPU-only install first."""
+    cpu = README.find("pip install torch --index-url https://download.pytorch.org/whl/cpu")
+    assert 0 <= cpu < README.find("pip install 'aefsql[torch]'")
+    assert cpu < README.find("pip install 'aefsql[torchgeo]'")
