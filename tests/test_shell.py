@@ -368,6 +368,7 @@ def test_a_subquery_argument_gets_the_cte_advice(gdal_collection):
     assert "WITH p AS (SELECT …) SELECT * FROM aef_sample_points('p', …)" in result.stderr
 
 
+@pytest.mark.slow  # 3 million rows, twice: ~35 s
 @pytest.mark.parametrize("mode", ["-csv", "-json"])
 def test_csv_and_json_results_stream(gdal_collection, mode):
     """3 million rows in csv or json go out as they come: the shell's peak memory stays far
