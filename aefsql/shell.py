@@ -157,7 +157,7 @@ class Shell:
         if self.mode != "box" and kind == "SELECT":  # binds the query, runs nothing
             relation = self.con.sql(query)
             names = list(relation.columns)
-            shown = displayed_query(query, relation.types) or query
+            shown = displayed_query(query, relation.types, as_text=self.mode != "json")
         if self.mode in STREAMED_MODES:
             result = self.con.execute(shown)  # a result that fetches batch by batch
             names = names or [column[0] for column in result.description]
@@ -320,39 +320,42 @@ class Shell:
         _save_history()
 
 
-def displayed_query(query: str, types) -> str | None:
-    """`query` wrapped so that its result prints as DuckDB prints it, or None if it already
-    does: each FLOAT (nested ones too) becomes the DOUBLE of DuckDB's own text of it, and each
-    ARRAY a list (printed in brackets, as DuckDB does).
+def displayed_query(query: str, types, *, as_text: bool) -> str:
+    """`query` wrapped so that its values print as DuckDB prints them.
 
-    Python knows no float32: 0.1359::FLOAT arrives as the double 0.13590000569820404, and its
-    repr carries that noise into csv, json, line and markdown text. DuckDB's text of a FLOAT,
-    read back as a DOUBLE, prints as that same text (Python's repr of a DOUBLE is DuckDB's).
+    `as_text` (csv, line, markdown, table): every value as DuckDB's own text of it (its
+    VARCHAR cast), nested ones too. Otherwise (json, whose numbers stay numbers): each FLOAT,
+    nested too, as the DOUBLE of DuckDB's text of it. Python knows no float32: 0.1359::FLOAT
+    arrives as the double 0.13590000569820404, and its repr carries that noise into the
+    output; DuckDB's text of a FLOAT read back as a DOUBLE prints as that same text (Python's
+    repr of a DOUBLE is DuckDB's).
     """
     columns = []
     for position, column_type in enumerate(types, start=1):
-        as_text, as_double = _sql_type(column_type, "VARCHAR"), _sql_type(column_type, "DOUBLE")
-        columns.append(
-            f"#{position}"
-            if as_text is None
-            else f"CAST(CAST(#{position} AS {as_text}) AS {as_double})"
-        )
+        column = f"#{position}"
+        if as_text:
+            column = f"CAST({column} AS VARCHAR)"
+        elif (as_double := _sql_type(column_type, "DOUBLE")) is not None:
+            as_varchar = _sql_type(column_type, "VARCHAR")
+            column = f"CAST(CAST({column} AS {as_varchar}) AS {as_double})"
+        columns.append(column)
     if all(column.startswith("#") for column in columns):
-        return None
+        return query
     # The query may end in a -- comment: it gets a line of its own.
     return f"SELECT {', '.join(columns)} FROM (\n{query}\n) AS aefsql_shown"
 
 
 def _sql_type(column_type, float_as: str) -> str | None:
-    """The SQL type of `column_type` with every FLOAT as `float_as` and every ARRAY a list;
-    None when it holds neither."""
+    """The SQL type of `column_type` with every FLOAT as `float_as`; None when it holds none."""
     kind = column_type.id
     if kind == "float":
         return float_as
     if kind in ("list", "array"):
         child = column_type.children[0][1]
         inner = _sql_type(child, float_as)
-        return None if inner is None and kind == "list" else f"{inner or child}[]"
+        if inner is None:
+            return None
+        return f"{inner}[]" if kind == "list" else f"{inner}[{column_type.children[1][1]}]"
     if kind in ("struct", "union", "map"):
         children = column_type.children[1:] if kind == "union" else column_type.children
         inner = [_sql_type(child, float_as) for _, child in children]

@@ -461,3 +461,26 @@ def test_floats_print_as_duckdb_prints_them(tmp_path, capsys, flag):
         cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
         got = [(c[1], c[2], c[3], c[4], c[5]) for c in cells]
     assert got == [(e[0], e[1], e[7], e[8], e[9]) for e in expected]
+
+
+@pytest.mark.parametrize("flag", ["-csv", "-line", "-markdown", "-table"])
+def test_text_modes_print_every_value_as_duckdb_does(capsys, flag):
+    """Booleans, decimals, dates and the values inside a STRUCT printed as Python's str
+    (True, Decimal('1.50'), datetime.date(2024, 1, 2)): text modes print DuckDB's text."""
+    query = (
+        "SELECT true AS b, 1.50::DECIMAL(4, 2) AS dec, "
+        "{'s': 'x', 'd': DATE '2024-01-02', 'n': 1.50::DECIMAL(4, 2)} AS st, "
+        "[true, NULL] AS l"
+    )
+    assert main([flag, "-c", query]) == 0
+    out = capsys.readouterr().out
+    [expected] = duckdb.sql(f"SELECT COLUMNS(*)::VARCHAR FROM ({query})").fetchall()
+    assert expected == ("true", "1.50", "{'s': x, 'd': 2024-01-02, 'n': 1.50}", "[true, NULL]")
+    if flag == "-csv":
+        got = tuple(next(csv.DictReader(io.StringIO(out))).values())
+    elif flag == "-line":
+        got = tuple(line.split(" = ", 1)[1] for line in out.strip().splitlines())
+    else:
+        line = [line for line in out.splitlines() if line.startswith("| ")][1]
+        got = tuple(cell.strip() for cell in line.strip("|").split(" | "))
+    assert got == expected
