@@ -16,8 +16,8 @@ five directions varying over ~2 km, the demo collection's kind). The GDAL overvi
 written by GDAL (rasterio's build_overviews) and read through aefsql's `aef_zonal(level := k)`;
 the means are also computed with numpy over rasterio's overview arrays (rasterio's
 geometry_mask, the pixel-centre rule; the pixel under the centroid when no centre is inside)
-and the two are checked equal. The publisher's kind is computed with numpy only (GDAL cannot
-write it) with the same function.
+and the two are checked equal. The publisher's kind is computed with numpy only, with the
+same function (rasterio cannot write overview pixels).
 
     python benchmarks/bench_overview_means.py [--size 1024] [--parcels 40]
 """
