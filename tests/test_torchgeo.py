@@ -15,8 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.torch
-
 torchgeo = pytest.importorskip("torchgeo")
 
 import rasterio  # noqa: E402
@@ -59,6 +57,7 @@ ROI = shapely.box(262000.0, 4988000.0, 265600.0, 4989400.0)
 
 # TorchGeo 0.10 deprecates GridGeoSampler and RandomGeoSampler; they still work.
 pytestmark = [
+    pytest.mark.torch,
     pytest.mark.filterwarnings("ignore:Use torchgeo.samplers:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:Use geopandas.GeoSeries.sample_points:DeprecationWarning"),
 ]
