@@ -2,12 +2,10 @@
 registered functions, and every SQL and Python example in them runs."""
 
 import ast
-import io
 import json
 import re
 import sys
 import tomllib
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import pyarrow as pa
@@ -64,10 +62,10 @@ def test_functions_page_documents_exactly_the_registered_functions(demo_con):
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:
-    """The demo as a user gets it: `aefsql demo --dir DIR` (tiles, index.parquet, places.csv)."""
+    """The demo's folder as `aefsql demo --dir DIR` writes it (tiles of its size,
+    index.parquet, places.csv), without the queries the command then runs (test_demo's)."""
     folder = tmp_path_factory.mktemp("demo")
-    with redirect_stdout(io.StringIO()):
-        assert main(["demo", "--dir", str(folder)]) == 0
+    write_demo_collection(folder)
     return folder
 
 
