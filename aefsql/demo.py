@@ -44,9 +44,10 @@ PROTOTYPES /= np.linalg.norm(PROTOTYPES, axis=1, keepdims=True)
 
 
 def write_demo_collection(folder, *, years=YEARS, tile_px: int = 512) -> Path:
-    """Write the demo tiles for `years` and their index.parquet into `folder`; return the index
-    path. Existing files are rewritten, so the result is always the same."""
+    """Write the demo tiles for `years`, their index.parquet and places.csv into `folder`;
+    return the index path. Existing files are rewritten, so the result is always the same."""
     folder = Path(folder)
+    write_places(folder)
     entries = []
     for year in years:
         for k, (epsg, lon, lat) in enumerate(DEMO_TILES):
@@ -69,6 +70,16 @@ def write_demo_collection(folder, *, years=YEARS, tile_px: int = 512) -> Path:
             east, north = west + tile_px * PIXEL, south + tile_px * PIXEL
             entries.append(TileEntry(year, rel, epsg, west, south, east, north))
     return write_index(folder / "index.parquet", entries)
+
+
+def write_places(folder) -> Path:
+    """places.csv (name, lon, lat): the demo's named places, beside its index, so that
+    docs/functions.md's examples run on them (`CREATE TABLE places AS FROM 'places.csv'`)."""
+    path = Path(folder) / "places.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["name,lon,lat", *(f"{name},{lon},{lat}" for name, lon, lat in DEMO_POINTS)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _embeddings(epsg: int, west: float, south: float, size: int, year: int) -> np.ndarray:

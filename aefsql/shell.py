@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from .catalog import quote_literal
+from .catalog import quote_identifier, quote_literal
 from .duck import function_docs
 from .errors import AefsqlError, redact_text
 
@@ -119,7 +119,7 @@ class Shell:
                 text = None
                 try:
                     if statement.type.name in RESULT_TYPES:
-                        text = self._call(self._render, query)
+                        text = self._call(self._render, query, statement.type.name)
                     else:
                         self._call(self.con.execute, query)
                 finally:
@@ -150,12 +150,17 @@ class Shell:
                 self.session.resume()
             raise
 
-    def _render(self, query: str) -> str | None:
+    def _render(self, query: str, kind: str = "SELECT") -> str | None:
         """The result as text; in csv and json modes, written as it comes instead (None): a
         result of millions of rows is never held whole."""
+        names, shown = None, query
+        if self.mode != "box" and kind == "SELECT":  # binds the query, runs nothing
+            relation = self.con.sql(query)
+            names = list(relation.columns)
+            shown = displayed_query(query, relation.types, as_text=self.mode != "json")
         if self.mode in STREAMED_MODES:
-            result = self.con.execute(query)  # a result that fetches batch by batch
-            names = [column[0] for column in result.description]
+            result = self.con.execute(shown)  # a result that fetches batch by batch
+            names = names or [column[0] for column in result.description]
             first = True
             for piece in streamed_rows(self.mode, names, result):
                 if first:  # the progress line (stderr) ends before the result prints
@@ -163,14 +168,13 @@ class Shell:
                     first = False
                 (self.output_file or self.out).write(piece)
             return None
-        relation = self.con.sql(query)
+        relation = self.con.sql(shown)
         if self.mode == "box":
             text = io.StringIO()
             with contextlib.redirect_stdout(text):
                 relation.show(max_rows=self.max_rows)
             return text.getvalue().rstrip("\n")
-        names = list(relation.columns)
-        return render_rows(self.mode, names, relation.fetchall())
+        return render_rows(self.mode, names or list(relation.columns), relation.fetchall())
 
     # -- dot-commands -------------------------------------------------------------------
 
@@ -314,6 +318,57 @@ class Shell:
             if not self.feed(line):
                 break
         _save_history()
+
+
+def displayed_query(query: str, types, *, as_text: bool) -> str:
+    """`query` wrapped so that its values print as DuckDB prints them.
+
+    `as_text` (csv, line, markdown, table): every value as DuckDB's own text of it (its
+    VARCHAR cast), nested ones too. Otherwise (json, whose numbers stay numbers): each FLOAT,
+    nested too, as the DOUBLE of DuckDB's text of it. Python knows no float32: 0.1359::FLOAT
+    arrives as the double 0.13590000569820404, and its repr carries that noise into the
+    output; DuckDB's text of a FLOAT read back as a DOUBLE prints as that same text (Python's
+    repr of a DOUBLE is DuckDB's).
+    """
+    columns = []
+    for position, column_type in enumerate(types, start=1):
+        column = f"#{position}"
+        if as_text:
+            column = f"CAST({column} AS VARCHAR)"
+        elif (as_double := _sql_type(column_type, "DOUBLE")) is not None:
+            as_varchar = _sql_type(column_type, "VARCHAR")
+            column = f"CAST(CAST({column} AS {as_varchar}) AS {as_double})"
+        columns.append(column)
+    if all(column.startswith("#") for column in columns):
+        return query
+    # The query may end in a -- comment: it gets a line of its own.
+    return f"SELECT {', '.join(columns)} FROM (\n{query}\n) AS aefsql_shown"
+
+
+def _sql_type(column_type, float_as: str) -> str | None:
+    """The SQL type of `column_type` with every FLOAT as `float_as`; None when it holds none."""
+    kind = column_type.id
+    if kind == "float":
+        return float_as
+    if kind in ("list", "array"):
+        child = column_type.children[0][1]
+        inner = _sql_type(child, float_as)
+        if inner is None:
+            return None
+        return f"{inner}[]" if kind == "list" else f"{inner}[{column_type.children[1][1]}]"
+    if kind in ("struct", "union", "map"):
+        children = column_type.children[1:] if kind == "union" else column_type.children
+        inner = [_sql_type(child, float_as) for _, child in children]
+        if all(t is None for t in inner):
+            return None
+        types = [t or str(child) for t, (_, child) in zip(inner, children, strict=True)]
+        if kind == "map":
+            return f"MAP({types[0]}, {types[1]})"
+        fields = ", ".join(
+            f"{quote_identifier(name)} {t}" for (name, _), t in zip(children, types, strict=True)
+        )
+        return f"{kind.upper()}({fields})"
+    return None
 
 
 def streamed_rows(mode: str, names: list[str], result):

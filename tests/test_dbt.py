@@ -15,6 +15,8 @@ from test_collection import tile_points
 
 import aefsql
 
+pytestmark = pytest.mark.dbt
+
 pytest.importorskip("dbt.adapters.duckdb")
 
 DBT = str(Path(sys.executable).parent / "dbt")

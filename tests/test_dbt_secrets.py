@@ -9,6 +9,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 from test_dbt import SAMPLE_PLOTS, dbt, node_results, plots_in_tile, write_plots_seed, write_project
 
+pytestmark = pytest.mark.dbt
+
 pytest.importorskip("dbt.adapters.duckdb")
 
 TILES = "{{ config(materialized='table') }}\nSELECT * FROM aef_index()"

@@ -4,6 +4,7 @@ import io
 import json
 from contextlib import redirect_stdout
 
+import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -91,3 +92,12 @@ def test_demo_command_prints_the_canonical_join(tmp_path):
     with redirect_stdout(shell_out):
         code = main([*command.split()[1:], "-c", "SELECT count(*) AS tiles FROM aef_index();"])
     assert code == 0 and "10" in shell_out.getvalue()
+
+
+def test_places_are_written_beside_the_index(demo):
+    """docs/functions.md's `places` table comes from the demo's own folder."""
+    folder, index = demo
+    assert (folder / "places.csv").parent == index.parent
+    places = duckdb.sql(f"FROM '{folder / 'places.csv'}'")
+    assert places.columns == ["name", "lon", "lat"]
+    assert places.fetchall() == DEMO_POINTS

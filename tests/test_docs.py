@@ -1,13 +1,19 @@
 """The docs stay true: README's commands are CI's, docs/functions.md documents exactly the
 registered functions, and every SQL and Python example in them runs."""
 
+import ast
+import json
 import re
+import sys
+import tomllib
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import aefsql
+from aefsql.cli import main
 from aefsql.demo import DEMO_POINTS, write_demo_collection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,14 +60,32 @@ def test_functions_page_documents_exactly_the_registered_functions(demo_con):
         assert f"`{name}(" in README
 
 
-def test_every_function_example_runs(demo_con, tmp_path, monkeypatch):
-    con, _ = demo_con
-    monkeypatch.chdir(tmp_path)  # aef_build_collection's example writes a file here
-    examples = blocks(FUNCTIONS, "sql")
-    assert len(examples) >= 10
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    """The demo's folder as `aefsql demo --dir DIR` writes it (tiles of its size,
+    index.parquet, places.csv), without the queries the command then runs (test_demo's)."""
+    folder = tmp_path_factory.mktemp("demo")
+    write_demo_collection(folder)
+    return folder
+
+
+def test_every_function_example_runs(demo_dir, monkeypatch, capsys):
+    """As the page says: in the demo's folder, in the shell it names, after its setup."""
+    monkeypatch.chdir(demo_dir)  # aef_build_collection's and COPY's examples write files here
+    command = next(b for b in blocks(FUNCTIONS, "sh") if "--catalog" in b).splitlines()[-1]
+    arguments = command.split("aefsql ")[-1].split()
+    setup = [block for block in blocks(FUNCTIONS, "sql") if "places.csv" in block]
+    examples = [block for block in blocks(FUNCTIONS, "sql") if block not in setup]
+    assert len(setup) == 1 and len(examples) >= 10
     for sql in examples:
-        rows = con.execute(sql).fetchall()
-        assert rows, sql
+        code = main([*arguments, "-json", "-c", f"{setup[0]}\n{sql}"])
+        out, err = capsys.readouterr()
+        assert code == 0, (sql, err)
+        if sql.startswith("COPY"):  # prints nothing: the file it writes has the rows
+            target = re.search(r"TO '([^']+)'", sql).group(1)
+            assert pq.read_metadata(demo_dir / target).num_rows > 0, sql
+            continue
+        assert json.loads(out), sql
 
 
 def readme_python(marker: str) -> str:
@@ -89,6 +113,7 @@ def test_readme_python_examples_run(demo_con, tmp_path, monkeypatch):
     namespace["con"].close()
 
 
+@pytest.mark.torch
 def test_readme_chips_example_runs(demo_con, monkeypatch):
     pytest.importorskip("torch")
     _, index = demo_con
@@ -101,6 +126,7 @@ def test_readme_chips_example_runs(demo_con, monkeypatch):
     assert set(batch["name"]) <= {"canal", "field"} and all(batch["found"].tolist())
 
 
+@pytest.mark.spark
 def test_readme_spark_example_runs(demo_con, monkeypatch):
     pytest.importorskip("pyspark", minversion="4.1")
     _, index = demo_con
@@ -120,3 +146,48 @@ def test_readme_spark_example_runs(demo_con, monkeypatch):
     finally:
         if "spark" in namespace:
             namespace["spark"].stop()
+
+
+def extra(name: str) -> set[str]:
+    """The distributions `pip install 'aefsql[name]'` brings, through nested aefsql[...] extras."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    found = set()
+    for requirement in extras[name]:
+        dist = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
+        if dist == "aefsql":
+            for nested in re.search(r"\[(.*)\]", requirement).group(1).split(","):
+                found |= extra(nested.strip())
+        else:
+            found.add(dist)
+    return found
+
+
+def test_extras_bring_what_the_docs_and_the_notebook_use():
+    """[xarray] lacked rioxarray, whose .rio the README uses; [notebook] lacked xarray, which
+    the notebook's read_area needs."""
+    assert ".rio.crs" in README and {"xarray", "rioxarray"} <= extra("xarray")
+    notebook = json.loads((ROOT / "examples" / "notebook.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    imported = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    core = {re.match(r"[A-Za-z0-9_.-]+", requirement).group(0) for requirement in core}
+    provider = {"IPython": "ipykernel"}  # IPython comes with the kernel
+    needed = {provider.get(m, m).lower() for m in imported - sys.stdlib_module_names - core}
+    needed -= {"aefsql"}
+    if "read_area(" in code:
+        needed.add("xarray")
+    assert needed <= extra("notebook"), needed - extra("notebook")
+
+
+def test_readme_gives_the_cpu_torch_before_the_extra():
+    """`pip install 'aefsql[torch]'` alone brings a CUDA build of several GB to a CPU machine:
+    the README gives PyTorch's CPU-only install first."""
+    cpu = README.find("pip install torch --index-url https://download.pytorch.org/whl/cpu")
+    assert 0 <= cpu < README.find("pip install 'aefsql[torch]'")
+    assert cpu < README.find("pip install 'aefsql[torchgeo]'")

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from aefsql.codecs import DEFLATE, LZW, NONE, ZSTD, decode_block
 from aefsql.errors import TiffFormatError
 
+pytestmark = pytest.mark.slow
+
 BLOCK = np.random.default_rng(5).integers(-128, 128, (16, 24, 1), dtype=np.int8)
 SMOOTH = np.repeat(np.arange(16, dtype=np.int8), 24).reshape(16, 24, 1)
 ENCODERS = {

@@ -1,12 +1,15 @@
 """Property-based fuzzing of the header parser: any bytes give a header or one clean error."""
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aefsql.errors import TiffFormatError
 from aefsql.tiff import ImageHeader, SparseBytes, parse_header
 from aefsql.writer import encode_aef_cog
+
+pytestmark = pytest.mark.slow
 
 DATA = np.random.default_rng(3).integers(-127, 128, (64, 40, 48), dtype=np.int8)
 VALID = {

@@ -1,12 +1,15 @@
 """The aefsql shell: scripts, -c, dot-commands, output modes, and an interactive session."""
 
+import csv
 import io
+import json
 import socket
 import subprocess
 import sys
 import time
 
 import duckdb
+import numpy as np
 import pexpect
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -365,6 +368,7 @@ def test_a_subquery_argument_gets_the_cte_advice(gdal_collection):
     assert "WITH p AS (SELECT …) SELECT * FROM aef_sample_points('p', …)" in result.stderr
 
 
+@pytest.mark.slow  # 3 million rows, twice: ~35 s
 @pytest.mark.parametrize("mode", ["-csv", "-json"])
 def test_csv_and_json_results_stream(gdal_collection, mode):
     """3 million rows in csv or json go out as they come: the shell's peak memory stays far
@@ -398,3 +402,85 @@ def test_streamed_csv_and_json_equal_the_whole_text(gdal_collection):
         )
         rows = [(i, [i, 1]) for i in range(25003)]
         assert done.stdout == render_rows(mode[1:], ["i", "l"], rows) + "\n"
+
+
+def _float_table(path) -> str:
+    """A Parquet file of FLOATs from every range (random bit patterns, finite), embeddings
+    and cosines, one DOUBLE, and the nested shapes an export has: FLOAT[4], FLOAT[], a STRUCT
+    and a MAP of them. Returns the query that reads it."""
+    rng = np.random.default_rng(21)
+    bits = rng.integers(0, 2**32, 3000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    values = np.concatenate(
+        [bits[np.isfinite(bits)][:1000], rng.uniform(-1, 1, 1000).astype(np.float32)]
+    )
+    values = np.concatenate([values, np.float32([0.1359, 343126.125, 1e-7, -0.0, 1.0])])
+    n = len(values) // 4 * 4
+    pq.write_table(pa.table({"f": pa.array(values[:n], pa.float32())}), path)
+    return (
+        f"WITH v AS (SELECT row_number() OVER () - 1 AS i, f FROM '{path}'), "
+        "g AS (SELECT i // 4 AS k, list(f ORDER BY i) AS l FROM v GROUP BY k) "
+        "SELECT k, l[1] AS f, l[1]::DOUBLE / 3 AS d, l::FLOAT[4] AS a, l[2:3] AS l, "
+        "{'x': l[4], 'y': [l[1]]} AS s, map([k], [l[2]]) AS m FROM g ORDER BY k"
+    )
+
+
+def _duckdb_text(query: str) -> list[list[str]]:
+    """DuckDB's own text of every FLOAT and DOUBLE in the query's result, column by column."""
+    return duckdb.sql(
+        f"SELECT f::VARCHAR, d::VARCHAR, list_transform(a, lambda x: x::VARCHAR), "
+        f"list_transform(l, lambda x: x::VARCHAR), s.x::VARCHAR, s.y[1]::VARCHAR, "
+        f"map_values(m)[1]::VARCHAR, a::VARCHAR, l::VARCHAR, s::VARCHAR FROM ({query})"
+    ).fetchall()
+
+
+@pytest.mark.parametrize("flag", ["-csv", "-json", "-line", "-markdown", "-table"])
+def test_floats_print_as_duckdb_prints_them(tmp_path, capsys, flag):
+    """0.1359::FLOAT printed 0.13590000569820404 (Python's double of the float32) in every
+    mode but box: each FLOAT and DOUBLE, nested ones too, prints DuckDB's own text of it."""
+    query = _float_table(tmp_path / "floats.parquet")
+    assert main([flag, "-c", query]) == 0
+    out = capsys.readouterr().out
+    expected = _duckdb_text(query)
+    if flag == "-json":
+        rows = json.loads(out, parse_float=str)  # the numbers' text as printed
+        got = [
+            (r["f"], r["d"], r["a"], r["l"], r["s"]["x"], r["s"]["y"][0], *r["m"].values())
+            for r in rows
+        ]
+        assert got == [tuple(e[:7]) for e in expected]
+        return
+    if flag == "-csv":
+        rows = list(csv.DictReader(io.StringIO(out)))
+        got = [(r["f"], r["d"], r["a"], r["l"], r["s"]) for r in rows]
+    elif flag == "-line":
+        blocks = [block.split("\n") for block in out.strip().split("\n\n")]
+        rows = [dict(line.strip().split(" = ") for line in block) for block in blocks]
+        got = [(r["f"], r["d"], r["a"], r["l"], r["s"]) for r in rows]
+    else:
+        lines = [line for line in out.splitlines() if line.startswith("| ")][1:]
+        cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
+        got = [(c[1], c[2], c[3], c[4], c[5]) for c in cells]
+    assert got == [(e[0], e[1], e[7], e[8], e[9]) for e in expected]
+
+
+@pytest.mark.parametrize("flag", ["-csv", "-line", "-markdown", "-table"])
+def test_text_modes_print_every_value_as_duckdb_does(capsys, flag):
+    """Booleans, decimals, dates and the values inside a STRUCT printed as Python's str
+    (True, Decimal('1.50'), datetime.date(2024, 1, 2)): text modes print DuckDB's text."""
+    query = (
+        "SELECT true AS b, 1.50::DECIMAL(4, 2) AS dec, "
+        "{'s': 'x', 'd': DATE '2024-01-02', 'n': 1.50::DECIMAL(4, 2)} AS st, "
+        "[true, NULL] AS l"
+    )
+    assert main([flag, "-c", query]) == 0
+    out = capsys.readouterr().out
+    [expected] = duckdb.sql(f"SELECT COLUMNS(*)::VARCHAR FROM ({query})").fetchall()
+    assert expected == ("true", "1.50", "{'s': x, 'd': 2024-01-02, 'n': 1.50}", "[true, NULL]")
+    if flag == "-csv":
+        got = tuple(next(csv.DictReader(io.StringIO(out))).values())
+    elif flag == "-line":
+        got = tuple(line.split(" = ", 1)[1] for line in out.strip().splitlines())
+    else:
+        line = [line for line in out.splitlines() if line.startswith("| ")][1]
+        got = tuple(cell.strip() for cell in line.strip("|").split(" | "))
+    assert got == expected

@@ -13,6 +13,8 @@ from test_collection import band_matrix, gdal_values, tile_points
 import aefsql
 from aefsql.errors import AefsqlError
 
+pytestmark = pytest.mark.spark
+
 pyspark = pytest.importorskip("pyspark", minversion="4.1")
 spark_api = pytest.importorskip("aefsql.spark")
 

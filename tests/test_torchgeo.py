@@ -58,6 +58,7 @@ ROI = shapely.box(262000.0, 4988000.0, 265600.0, 4989400.0)
 
 # TorchGeo 0.10 deprecates GridGeoSampler and RandomGeoSampler; they still work.
 pytestmark = [
+    pytest.mark.torch,
     pytest.mark.filterwarnings("ignore:Use torchgeo.samplers:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:Use geopandas.GeoSeries.sample_points:DeprecationWarning"),
 ]
