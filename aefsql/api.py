@@ -3,8 +3,11 @@ GeoPandas in; Arrow out), with the parameters of the SQL table function under th
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -13,6 +16,7 @@ import pyarrow as pa
 from .catalog import quote_literal
 from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
+from .io import DEFAULT_CONCURRENCY, protocol_of
 from .options import BAND_NAMES, Options, epsg, resolve, year_list
 from .progress import Progress
 
@@ -35,7 +39,11 @@ def sample_points(
     as_vector: bool = False,
     catalog: str | None = None,
     progress: bool | None = None,
-    **options,
+    cache_dir: str | None = None,
+    collection: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> pa.Table:
     """Every row of `points` (all its columns), once per distinct year, with the sampled
     bands beside it: the contract of the SQL `aef_sample_points`.
@@ -48,8 +56,9 @@ def sample_points(
     all 64). `as_vector`: one `embedding FLOAT[64]` column (de-quantized; NULL if any band is
     nodata) instead of the bands. `on_error`: 'null' gives the rows of unreadable files NULL
     bands and an `aef_error` message instead of failing. `progress`: a progress line on
-    stderr (default: when stderr is a terminal). `options`: cache_dir, concurrency,
-    collection and storage options, as for `aefsql.connect`. Bands are NULL where the point
+    stderr (default: when stderr is a terminal). `catalog`, `cache_dir`, `collection`,
+    `concurrency`, `allowed_hosts` and `storage_options` (one mapping): as for
+    `aefsql.connect`. Bands are NULL where the point
     lies in no tile, its coordinates are NULL or invalid, or the pixel is nodata. Rows keep
     their input order, and their columns their Arrow types (they are passed through, not
     read back from DuckDB). A year the catalog lacks gives NULL bands and a warning.
@@ -72,7 +81,15 @@ def sample_points(
         geometry_column=geometry_column,
     )
     report = Progress(enabled=progress)
-    session = open_session(catalog, progress=report, **options)
+    session = open_session(
+        catalog,
+        progress=report,
+        cache_dir=cache_dir,
+        collection=collection,
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
     warn_missing_years(session, chosen.years)
     con = duckdb.connect()
     try:
@@ -235,11 +252,37 @@ def build_collection(
     years: int | Iterable[int] | None = None,
     year: int | Iterable[int] | None = None,
     catalog: str | None = None,
-    **options,
+    cache_dir: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> int:
     """Write a read-ready collection: the parsed headers of the catalog's files (of `years`,
     alias `year`, one or several; default all) as one Parquet file at `output` (a path or
     URL). Returns the number of files. Pass it as `connect(collection=output)` and sampling
-    reads no COG header."""
+    reads no COG header. The other options are those of `aefsql.connect`."""
     chosen = None if years is None and year is None else year_list(years, year)
-    return open_session(catalog, **options).write_collection(str(output), chosen)
+    if protocol_of(str(output)) == "file":
+        check_writable(output)  # before every file's header is read
+    session = open_session(
+        catalog,
+        cache_dir=cache_dir,
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+    return session.write_collection(str(output), chosen)
+
+
+def check_writable(path) -> None:
+    """Refuse an output path that cannot be written (its folder missing, read-only, or a folder
+    itself), before anything is read: one line, naming the path."""
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise AefsqlError(f"cannot write {path}: it is a folder")
+    if not folder.is_dir():
+        raise AefsqlError(f"cannot write {path}: no folder {folder}")
+    writable = os.access(target, os.W_OK) if target.exists() else os.access(folder, os.W_OK)
+    if not writable:
+        raise AefsqlError(f"cannot write {path}: permission denied")
