@@ -16,8 +16,9 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -30,7 +31,7 @@ from .catalog import quote_literal
 from .collection import CollectionHeaders
 from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
-from .io import protocol_of
+from .io import DEFAULT_CONCURRENCY, protocol_of
 from .locate import locate
 from .options import Options, added_columns, resolve
 
@@ -49,7 +50,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 # (None: in no catalog box) and its y in the points' CRS (the sort key within a tile).
 YEAR, TILE, Y = "__aef_year", "__aef_path", "__aef_y"
 HELPER_TYPES = {YEAR: pa.int32(), TILE: pa.string(), Y: pa.float64()}
-# The options of the session itself; the others are storage options.
+# The options of the session itself, besides its storage options.
 SESSION_OPTIONS = ("cache_dir", "concurrency", "allowed_hosts")
 # The named arguments of each table function in Spark SQL, as in DuckDB.
 CALL_PARAMETERS = {
@@ -85,6 +86,7 @@ MAX_SESSIONS = 4
 
 def sample_points(
     df: DataFrame,
+    *,
     years: int | Iterable[int] | None = None,
     x_column: str = "lon",
     y_column: str = "lat",
@@ -94,11 +96,13 @@ def sample_points(
     catalog: str | None = None,
     collection: str | None = None,
     on_error: str = "raise",
-    *,
     year: int | Iterable[int] | None = None,
     as_vector: bool = False,
     partitions: int | None = None,
-    **options,
+    cache_dir: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> DataFrame:
     """Every row of `df` (all its columns, unchanged) once per distinct year, with `year` and
     the sampled bands beside it (or `embedding` with `as_vector`, and `aef_error` with
@@ -108,9 +112,9 @@ def sample_points(
     `collection`: a read-ready collection of headers (`aefsql.build_collection`), read once
     here and broadcast (the files of `years` only), so executors read no COG header.
     `partitions`: the number of (tile, year) partitions (default: Spark's shuffle partitions,
-    which adaptive execution coalesces). `options`: cache_dir, concurrency and the storage
-    options, as for `aefsql.connect`, resolved here (with the AEFSQL_* variables of the
-    driver's environment) and sent to the executors. Rows come back in no particular order,
+    which adaptive execution coalesces). `cache_dir`, `concurrency`, `allowed_hosts` and
+    `storage_options`: as for `aefsql.connect`, resolved here (with the AEFSQL_* variables of
+    the driver's environment) and sent to the executors. Rows come back in no particular order,
     as Spark's do. Needs a classic SparkContext (broadcasts): not Spark Connect.
     """
     params = dict(
@@ -124,21 +128,25 @@ def sample_points(
         on_error=on_error,
         as_vector=as_vector,
     )
+    options = _options(cache_dir, concurrency, allowed_hosts, storage_options)
     return _run(df, "aef_sample_points", params, catalog, collection, partitions, options)
 
 
 def zonal(
     df: DataFrame,
+    *,
     years: int | Iterable[int] | None = None,
     geometry_column: str = "geom",
     crs=None,
     level: int = 0,
     catalog: str | None = None,
     collection: str | None = None,
-    *,
     year: int | Iterable[int] | None = None,
     partitions: int | None = None,
-    **options,
+    cache_dir: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> DataFrame:
     """Every row of a DataFrame of polygons (WKB in `geometry_column`, in `crs`) once per
     distinct year, its columns unchanged, with `year`, `pixels`, `nodata_pixels`,
@@ -148,6 +156,7 @@ def zonal(
     `sample_points`.
     """
     params = dict(years=years, year=year, geometry_column=geometry_column, crs=crs, level=level)
+    options = _options(cache_dir, concurrency, allowed_hosts, storage_options)
     return _run(df, "aef_zonal", params, catalog, collection, partitions, options)
 
 
@@ -174,7 +183,10 @@ def register(
     catalog: str | None = None,
     *,
     collection: str | None = None,
-    **options,
+    cache_dir: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Register aefsql's Spark SQL functions on `spark`:
 
@@ -187,9 +199,10 @@ def register(
     - `aef_locate(lon, lat, year)`: the path of the tile that holds the point, or NULL, as
       DuckDB's `aef_locate`.
 
-    `catalog`, `collection` (all of it) and `options` are read and broadcast as for
-    `sample_points`.
+    `catalog`, `collection` (all of it), `cache_dir`, `concurrency`, `allowed_hosts` and
+    `storage_options` are read and broadcast as for `sample_points`.
     """
+    options = _options(cache_dir, concurrency, allowed_hosts, storage_options)
     shared, _ = _shared(spark, catalog, collection, options, None)
     for function in CALL_PARAMETERS:
         spark.udtf.register(function, _table_udtf(shared, function))
@@ -343,12 +356,23 @@ def _shared(spark, catalog, collection, options, years) -> tuple[_Shared, Sessio
     return shared, session
 
 
+def _options(cache_dir, concurrency, allowed_hosts, storage_options) -> dict:
+    """The session options of a call, as `open_session` takes them."""
+    return dict(
+        cache_dir=cache_dir,
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+
+
 def _executor_options(session: Session, options: dict) -> dict:
     """The options executors open their sessions with: the session options given, and the
-    storage options the driver resolved (from `options`, `$AEFSQL_STORAGE_OPTIONS` or the
-    public bucket's defaults), since executors do not share the driver's environment."""
+    storage options the driver resolved (from `storage_options`, `$AEFSQL_STORAGE_OPTIONS`
+    or the public bucket's defaults), since executors do not share the driver's
+    environment."""
     storage = session.sampler.store.options.get(protocol_of(session.catalog.url), {})
-    return {**storage, **{k: v for k, v in options.items() if k in SESSION_OPTIONS}}
+    return {**{k: options[k] for k in SESSION_OPTIONS}, "storage_options": storage}
 
 
 class _Worker:
