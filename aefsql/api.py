@@ -1,5 +1,6 @@
-"""The Python entry point for whole tables: `sample_points` (Arrow, pandas, polars or
-GeoPandas in; Arrow out), with the parameters of the SQL table function under the same names."""
+"""The Python entry points for whole tables: `sample_points` and `zonal` (Arrow, pandas,
+polars or GeoPandas in; Arrow out), with the parameters of the SQL table functions under the
+same names."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from .catalog import quote_literal
 from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
 from .io import DEFAULT_CONCURRENCY, protocol_of
-from .options import BAND_NAMES, Options, epsg, resolve, year_list
+from .options import BAND_NAMES, Options, added_columns, epsg, resolve, year_list
 from .progress import Progress
+from .sampling import check_level
 
 _POINTS = "__aef_points"
+_POLYGONS = "__aef_polygons"
 _ROW = "__aef_row"  # the 1-based input row, as the macros number it
 
 
@@ -201,6 +204,81 @@ def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
     return result.drop_columns(BAND_NAMES).append_column("embedding", embedding)
 
 
+def zonal(
+    polygons,
+    *,
+    years: int | Iterable[int] | None = None,
+    year: int | Iterable[int] | None = None,
+    geometry_column: str | None = None,
+    crs=None,
+    level: int = 0,
+    catalog: str | None = None,
+    cache_dir: str | None = None,
+    collection: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> pa.Table:
+    """Every row of `polygons` (all its columns) once per distinct year, with `year`,
+    `pixels`, `nodata_pixels`, `centroid_pixel` and `embedding` (the mean de-quantized
+    embedding of its valid pixels): the contract of the SQL `aef_zonal`, which computes them.
+
+    `polygons`: a pyarrow Table or RecordBatchReader, a pandas, polars or GeoPandas
+    DataFrame (its geometry column and CRS are used unless you say otherwise), with polygons
+    as WKB in `geometry_column` (default the GeoDataFrame's, else 'geom'), in `crs` (default
+    lon/lat). `years` (alias `year`): one year or several. `level`: 0 (full resolution) or k,
+    the mean over the files' k-th overview (an approximation: see docs/functions.md).
+    `catalog`, `cache_dir`, `collection`, `concurrency`, `allowed_hosts` and
+    `storage_options`: as for `aefsql.connect`. Rows keep their input order, and their
+    columns their Arrow types (a GeoDataFrame's geometry comes back as WKB).
+    """
+    source, _, geometry_column, crs = _arrow_points(polygons, geometry_column, crs)
+    geometry_column = geometry_column or "geom"
+    table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
+    check_level(level)
+    chosen = resolve(
+        years=years,
+        year=year,
+        crs=crs,
+        function="aef_zonal",
+        columns=table.schema.names,
+        x_column=None,
+        y_column=None,
+        geometry_column=geometry_column,
+    )
+    session = open_session(
+        catalog,
+        cache_dir=cache_dir,
+        collection=collection,
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+    warn_missing_years(session, chosen.years)
+    added = added_columns("aef_zonal", chosen.bands, chosen.on_error, chosen.as_vector)
+    con = duckdb.connect()
+    try:
+        session.install(con)
+        # The macro sees the geometries only: the other columns are passed through here,
+        # with their Arrow types, rather than round-tripped through DuckDB.
+        con.register(_POLYGONS, table.select([geometry_column]))
+        result = con.sql(
+            f"SELECT {', '.join(added)} FROM aef_zonal('{_POLYGONS}', "
+            f"years := [{', '.join(map(str, chosen.years))}], "
+            f"geometry_column := {quote_literal(geometry_column)}, crs := {chosen.crs}, "
+            f"level := {int(level)})"
+        ).to_arrow_table()
+    except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
+        raise type(exc)(redact_text(str(exc))) from None
+    finally:
+        con.close()
+    # aef_zonal orders its rows by input row, then year.
+    out = table.take(pa.array(np.repeat(np.arange(table.num_rows), len(chosen.years))))
+    for name in added:
+        out = out.append_column(name, result[name])
+    return out
+
+
 def warn_missing_years(session: Session, years) -> list[int]:
     """Warn about the years the catalog has no tile of (their rows get NULL bands)."""
     missing = session.missing_years(years)
@@ -260,7 +338,8 @@ def build_collection(
     """Write a read-ready collection: the parsed headers of the catalog's files (of `years`,
     alias `year`, one or several; default all) as one Parquet file at `output` (a path or
     URL). Returns the number of files. Pass it as `connect(collection=output)` and sampling
-    reads no COG header. The other options are those of `aefsql.connect`."""
+    reads no COG header. `catalog`, `cache_dir`, `concurrency`, `allowed_hosts` and
+    `storage_options`: as for `aefsql.connect`."""
     chosen = None if years is None and year is None else year_list(years, year)
     if protocol_of(str(output)) == "file":
         check_writable(output)  # before every file's header is read

@@ -47,7 +47,7 @@ from .pixels import (
 from .progress import Progress
 from .rasteret import is_rasteret, open_rasteret
 from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_windows
-from .zonal import zonal_means
+from .means import zonal_means
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
 ROW_EMBEDDING_TYPE = (
@@ -496,7 +496,7 @@ class Session:
 
     def zonal(self, rows, wkbs, crs, years, level) -> pa.ListArray:
         """Per call row (the lists of all polygons' row numbers and WKB): each polygon's
-        zonal means in each year (see aefsql/zonal.py)."""
+        zonal means in each year (see aefsql/means.py)."""
         lists = []
         for ids, blobs, code, wanted, at in zip(
             rows.to_pylist(),

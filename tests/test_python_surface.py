@@ -44,24 +44,27 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
 
 
 @pytest.mark.parametrize(
-    "function",
+    "name",
     [
-        duck.connect,
-        duck.register,
-        duck.open_session,
-        api.sample_points,
-        api.build_collection,
-        rasters.read_area,
-        pictures.picture,
+        "duck.connect",
+        "duck.register",
+        "duck.open_session",
+        "api.sample_points",
+        "api.build_collection",
+        "api.zonal",
+        "rasters.read_area",
+        "pictures.picture",
     ],
 )
-def test_options_are_named_in_signature_and_docstring(function):
+def test_options_are_named_in_signature_and_docstring(name):
+    module, attribute = name.split(".")
+    function = getattr({"duck": duck, "api": api, "rasters": rasters, "pictures": pictures}[module], attribute)
     parameters = inspect.signature(function).parameters
     assert not any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     assert "storage_options" in parameters
     for name, parameter in parameters.items():
         if parameter.kind is parameter.KEYWORD_ONLY:
-            assert f"`{name}`" in inspect.getdoc(function) or name in _documented_by_reference(
+            assert f"`{name}" in inspect.getdoc(function) or name in _documented_by_reference(
                 function
             ), f"{function.__name__}: {name} is not documented"
 
@@ -104,4 +107,88 @@ def test_picture_at_level_is_the_overview_picture(gdal_collection, tmp_path):
     full = aefsql.picture(box, 2023, crs=epsg, catalog=gdal_collection.index)
     coarse = aefsql.picture(box, 2023, crs=epsg, level=1, catalog=gdal_collection.index)
     assert coarse.grid.transform.a == 2 * full.grid.transform.a == 20.0
-    assert coarse.rgba.shape[0] * 2 in (full.rgba.shape[0], full.rgba.shape[0] + 1)
+    area = aefsql.read_area(box, 2023, crs=epsg, level=1, catalog=gdal_collection.index)
+    assert np.array_equal(coarse.rgba, pictures.pca_rgb(area.values[0]))
+
+
+# -- aefsql.zonal -------------------------------------------------------------------------
+
+
+def zonal_polygons():
+    """Polygons in tile 3 (18S) and one across tiles 1/2 (33N), in lon/lat, with a NULL and
+    an uncovered one; extra columns of several Arrow types."""
+    from pyproj import Transformer
+    from test_pixels import star
+
+    rings = []
+    for k, (cx, cy, r) in enumerate([(1500, 1300, 700), (900, 900, 400), (2200, 1800, 300)]):
+        _, epsg, x0, y0 = COLLECTION_TILES[3]
+        ring = star(x0 + cx, y0 + cy, r, seed=k)
+        lon, lat = Transformer.from_crs(epsg, 4326, always_xy=True).transform(*ring.T)
+        rings.append(np.column_stack([lon, lat]))
+    rings.append(np.array([[-30.0, 30.0], [-29.99, 30.0], [-29.99, 30.01], [-30.0, 30.0]]))
+    return rings
+
+
+def test_zonal_of_a_geodataframe_equals_sql_aef_zonal(gdal_collection):
+    """aefsql.zonal did not exist (the name was an internal module): a GeoPandas user had to
+    register the frame and write SQL. Same rows and values as aef_zonal, input columns kept
+    with their types."""
+    gpd = pytest.importorskip("geopandas")
+    shapely = pytest.importorskip("shapely")
+    rings = zonal_polygons()
+    frame = gpd.GeoDataFrame(
+        {
+            "field": ["a", "b", "c", "sea"],
+            "code": pa.array([1, 2, 3, 4], pa.int8()).to_pandas(),
+        },
+        geometry=[shapely.Polygon(r) for r in rings],
+        crs="EPSG:4326",
+    )
+    got = aefsql.zonal(frame, years=[2024, 2023], catalog=gdal_collection.index)
+    con = aefsql.connect(catalog=gdal_collection.index)
+    try:
+        con.register("polys", pa.table({"field": frame["field"].tolist(),
+                                        "geom": [shapely.to_wkb(g) for g in frame.geometry]}))
+        expected = con.sql(
+            "SELECT * FROM aef_zonal('polys', years := [2023, 2024])"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    assert got.column_names == ["field", "code", "geometry", "year", "pixels", "nodata_pixels",
+                                "centroid_pixel", "embedding"]
+    assert got.schema.field("code").type == pa.int8()
+    assert got["field"].to_pylist() == expected["field"].to_pylist()
+    for name in ("year", "pixels", "nodata_pixels", "centroid_pixel", "embedding"):
+        assert got[name].to_pylist() == expected[name].to_pylist(), name
+    assert min(got["pixels"].to_pylist()[:6]) > 100 and got["embedding"][7].as_py() is None
+
+
+def test_zonal_of_arrow_in_a_projected_crs_and_at_a_level(gdal_collection):
+    from test_pixels import star
+
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    ring = star(x0 + 1500, y0 + 1300, 900, seed=4)
+    from aefsql.geo import polygon_wkb
+
+    table = pa.table({"id": [7], "shape": [polygon_wkb(*ring.T)]})
+    got = aefsql.zonal(
+        table, years=2023, geometry_column="shape", crs=epsg, level=1,
+        catalog=gdal_collection.index,
+    )
+    con = aefsql.connect(catalog=gdal_collection.index)
+    try:
+        con.register("t", table)
+        expected = con.sql(
+            f"SELECT pixels, embedding FROM aef_zonal('t', years := 2023, "
+            f"geometry_column := 'shape', crs := {epsg}, level := 1)"
+        ).fetchall()
+    finally:
+        con.close()
+    assert [(r["pixels"], r["embedding"]) for r in got.select(["pixels", "embedding"]).to_pylist()] == [
+        (p, list(e)) for p, e in expected
+    ]
+    with pytest.raises(TypeError, match="x_column"):
+        aefsql.zonal(table, years=2023, x_column="x", catalog=gdal_collection.index)
+    with pytest.raises(AefsqlError, match="no column 'geom'"):
+        aefsql.zonal(table, years=2023, catalog=gdal_collection.index)
