@@ -18,7 +18,7 @@ from .catalog import quote_literal
 from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
 from .io import DEFAULT_CONCURRENCY, protocol_of
-from .options import BAND_NAMES, Options, added_columns, epsg, resolve, year_list
+from .options import BAND_NAMES, Options, added_columns, epsg, resolve, speaks, year_list
 from .progress import Progress
 from .sampling import check_level
 
@@ -27,6 +27,7 @@ _POLYGONS = "__aef_polygons"
 _ROW = "__aef_row"  # the 1-based input row, as the macros number it
 
 
+@speaks("python")
 def sample_points(
     points,
     *,
@@ -204,6 +205,7 @@ def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
     return result.drop_columns(BAND_NAMES).append_column("embedding", embedding)
 
 
+@speaks("python")
 def zonal(
     polygons,
     *,
@@ -324,6 +326,7 @@ def _arrow_points(points, geometry_column, crs):
     )
 
 
+@speaks("python")
 def build_collection(
     output: str,
     *,

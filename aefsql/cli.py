@@ -17,7 +17,7 @@ from .catalog import quote_literal
 from .demo import DEMO_POINTS, write_demo_collection
 from .duck import connect, open_session
 from .errors import AefsqlError
-from .options import MAX_YEARS
+from .options import MAX_YEARS, OptionError
 from .pictures import numbers_from, picture
 from .rasters import DEFAULT_MAX_BYTES
 from .shell import MODES, Shell, error_text
@@ -450,6 +450,8 @@ def run_verb(argv: list[str]) -> int:
         elif args.command == "picture":
             run_picture(args)
     except (AefsqlError, duckdb.Error, OSError) as exc:
+        if isinstance(exc, OptionError):
+            exc = exc.phrased("cli")
         print(f"aefsql: error: {error_text(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     return 0

@@ -22,7 +22,7 @@ from .api import check_writable
 from .errors import AefsqlError
 from .io import DEFAULT_CONCURRENCY
 from .locate import locate
-from .options import BAND_NAMES, year_list
+from .options import BAND_NAMES, speaks, year_list
 from .quantization import NODATA, dequantize
 from .rasters import DEFAULT_MAX_BYTES, AreaGrid, plan_area, read_planned
 
@@ -76,6 +76,7 @@ class Picture:
         write_png(path, self.rgba)
 
 
+@speaks("python")
 def picture(
     area,
     year,

@@ -27,7 +27,7 @@ from .duck import Session, open_session
 from .errors import AefsqlError
 from .io import DEFAULT_CONCURRENCY
 from .locate import locate
-from .options import BAND_NAMES, band_list, epsg, year_list
+from .options import BAND_NAMES, band_list, epsg, speaks, year_list
 from .pixels import Chunks, block_chunks, candidate_tiles, chunk_pixels
 from .quantization import NODATA
 from .sampling import check_level, human_bytes
@@ -74,6 +74,7 @@ class AreaRaster:
     bands: tuple[str, ...]
 
 
+@speaks("python")
 def read_area(
     area,
     years,

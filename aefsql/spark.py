@@ -33,7 +33,7 @@ from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
 from .io import DEFAULT_CONCURRENCY, protocol_of
 from .locate import locate
-from .options import Options, added_columns, resolve
+from .options import OptionError, Options, added_columns, resolve, speaks
 
 try:
     from pyspark.sql import DataFrame, SparkSession
@@ -84,6 +84,7 @@ MAX_GROUP_ROWS = 1 << 18
 MAX_SESSIONS = 4
 
 
+@speaks("python")
 def sample_points(
     df: DataFrame,
     *,
@@ -132,6 +133,7 @@ def sample_points(
     return _run(df, "aef_sample_points", params, catalog, collection, partitions, options)
 
 
+@speaks("python")
 def zonal(
     df: DataFrame,
     *,
@@ -178,6 +180,7 @@ def _run(df, function, params, catalog, collection, partitions, options) -> Data
     )
 
 
+@speaks("python")
 def register(
     spark: SparkSession,
     catalog: str | None = None,
@@ -587,7 +590,12 @@ def _table_udtf(shared: _Shared, function: str):
                 if not arg.isConstantExpression:
                     raise AefsqlError(f"{function}: {name} must be a constant")
             schema = table.dataType
-            call = _checked_call(function, schema.names, {k: a.value for k, a in params.items()})
+            try:
+                call = _checked_call(
+                    function, schema.names, {k: a.value for k, a in params.items()}
+                )
+            except OptionError as exc:
+                raise exc.phrased("spark_sql") from None
             # (Spark SQL has no ST_Y to sort WKB by without Sedona.)
             order = [] if call.geometry_column else [OrderingColumn(_quote(call.y_column))]
             return AnalyzeResult(

@@ -31,7 +31,7 @@ from .errors import AefsqlError
 from .headers import group_indices, point_pixels
 from .io import DEFAULT_CONCURRENCY
 from .locate import locate
-from .options import BAND_NAMES, resolve
+from .options import BAND_NAMES, resolve, speaks
 from .quantization import NODATA, dequantize
 from .sampling import check_windows
 
@@ -58,6 +58,7 @@ class ChipDataset(Dataset):
     when the dataset is made (one chip) and per batch when it is read.
     """
 
+    @speaks("python")
     def __init__(
         self,
         points,

@@ -32,7 +32,7 @@ from .chips import read_windows
 from .duck import Session, open_session
 from .errors import AefsqlError
 from .io import DEFAULT_CONCURRENCY
-from .options import BAND_NAMES, band_list, epsg, year_list
+from .options import BAND_NAMES, band_list, epsg, speaks, year_list
 from .quantization import NODATA, dequantize
 
 AEF_PIXEL = 10.0  # metres: the published files' pixel
@@ -51,6 +51,7 @@ class AEF(GeoDataset):
     `aefsql.connect`.
     """
 
+    @speaks("python")
     def __init__(
         self,
         catalog: str | None = None,

@@ -192,3 +192,78 @@ def test_zonal_of_arrow_in_a_projected_crs_and_at_a_level(gdal_collection):
         aefsql.zonal(table, years=2023, x_column="x", catalog=gdal_collection.index)
     with pytest.raises(AefsqlError, match="no column 'geom'"):
         aefsql.zonal(table, years=2023, catalog=gdal_collection.index)
+
+
+# -- errors in each host's syntax -------------------------------------------------------
+
+
+def python_calls(catalog):
+    points = pa.table({"lon": [-77.04], "lat": [-12.04]})
+    box = [-77.05, -12.05, -77.04, -12.04]
+    return {
+        "sample_points": lambda **kw: aefsql.sample_points(points, catalog=catalog, **kw),
+        "zonal": lambda **kw: aefsql.zonal(
+            pa.table({"geom": [b""]}), catalog=catalog, **kw
+        ),
+        "read_area": lambda **kw: aefsql.read_area(box, kw.pop("years", None), catalog=catalog, **kw),
+        "picture": lambda **kw: aefsql.picture(box, kw.pop("years", None), catalog=catalog, **kw),
+        "build_collection": lambda **kw: aefsql.build_collection(
+            "/nonexistent/c.parquet", catalog=catalog, **kw
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["sample_points", "zonal", "read_area", "picture", "build_collection"]
+)
+def test_python_errors_speak_python(gdal_collection, name):
+    """`pass years := 2024` came out of Python calls: the same message, in Python's syntax."""
+    call = python_calls(gdal_collection.index)[name]
+    if name in ("sample_points", "zonal"):
+        with pytest.raises(AefsqlError) as error:
+            call()
+        assert str(error.value) == "pass years=2024 or years=[2023, 2024]: AEF has one image a year"
+    with pytest.raises(AefsqlError) as error:
+        call(years=[])
+    assert str(error.value) == "years names no year: pass years=2024 or years=[2023, 2024]"
+    assert ":=" not in str(error.value)
+
+
+def test_python_errors_speak_python_in_every_option(gdal_collection):
+    points = pa.table({"lon": [-77.04], "lat": [-12.04]})
+    with pytest.raises(AefsqlError) as error:
+        aefsql.sample_points(points, years=2024, bands=[], catalog=gdal_collection.index)
+    assert str(error.value) == (
+        "bands=[] selects no band: name some (bands=['A00', 'A05']) or omit it"
+    )
+    with pytest.raises(AefsqlError) as error:
+        aefsql.sample_points(
+            points, years=2024, as_vector=True, bands=["A00"], catalog=gdal_collection.index
+        )
+    assert str(error.value) == "as_vector=True returns all 64 bands as one vector: drop bands="
+    with pytest.raises(AefsqlError) as error:
+        aefsql.sample_points(points, years=2024, year=2023, catalog=gdal_collection.index)
+    assert str(error.value) == "pass years=… or its alias year=…, not both"
+
+
+def test_each_host_says_a_parameter_its_own_way(gdal_collection):
+    """One message, four wordings: the SQL one is what DuckDB shows."""
+    from aefsql.options import OptionError, year_list
+
+    with pytest.raises(OptionError) as error:
+        year_list(None)
+    message = error.value
+    assert str(message) == "pass years := 2024 or years := [2023, 2024]: AEF has one image a year"
+    assert str(message.phrased("cli")) == (
+        "pass --years 2024 or --years 2023,2024: AEF has one image a year"
+    )
+    assert str(message.phrased("spark_sql")).startswith("pass years => 2024 or years => [2023")
+    con = aefsql.connect(catalog=gdal_collection.index)
+    try:
+        con.execute("CREATE TABLE p AS SELECT 1.0 AS lon, 2.0 AS lat")
+        with pytest.raises(Exception, match=r"pass years := 2024 or years := \[2023, 2024\]"):
+            con.sql("SELECT * FROM aef_sample_points('p', bands := ['A00'])").fetchall()
+        with pytest.raises(Exception, match=r"bands := \[\] selects no band"):
+            con.sql("SELECT * FROM aef_sample_points('p', years := 2023, bands := [])").fetchall()
+    finally:
+        con.close()
