@@ -13,10 +13,15 @@ that fails and is rerun yields its partition's rows once.
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 import threading
 import uuid
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,12 +40,31 @@ from .io import DEFAULT_CONCURRENCY, protocol_of
 from .locate import locate
 from .options import OptionError, Options, added_columns, resolve, speaks
 
+# PySpark 4.1 warns that it "does not yet fully support pandas >= 3.0.0" each time it checks
+# the pandas version (on import, and on making each Arrow UDF): aefsql's Spark code runs on
+# Arrow, and its users should not see that warning for calls they did not write.
+PANDAS_3_WARNING = "PySpark does not yet fully support pandas"
+
+
+@contextmanager
+def _without_pandas_3_warning():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=PANDAS_3_WARNING, category=FutureWarning)
+        yield
+
+
 try:
-    from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.functions import arrow_udf, udtf
-    from pyspark.sql.pandas.types import from_arrow_type, to_arrow_schema
-    from pyspark.sql.types import StructField, StructType
-    from pyspark.sql.udtf import AnalyzeArgument, AnalyzeResult, OrderingColumn, PartitioningColumn
+    with _without_pandas_3_warning():
+        from pyspark.sql import DataFrame, SparkSession
+        from pyspark.sql.functions import arrow_udf, udtf
+        from pyspark.sql.pandas.types import from_arrow_type, to_arrow_schema
+        from pyspark.sql.types import StructField, StructType
+        from pyspark.sql.udtf import (
+            AnalyzeArgument,
+            AnalyzeResult,
+            OrderingColumn,
+            PartitioningColumn,
+        )
 except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError(
         "aefsql.spark needs PySpark 4.1 or later: pip install 'aefsql[spark]'"
@@ -85,6 +109,7 @@ MAX_SESSIONS = 4
 
 
 @speaks("python")
+@_without_pandas_3_warning()
 def sample_points(
     df: DataFrame,
     *,
@@ -134,6 +159,7 @@ def sample_points(
 
 
 @speaks("python")
+@_without_pandas_3_warning()
 def zonal(
     df: DataFrame,
     *,
@@ -181,6 +207,7 @@ def _run(df, function, params, catalog, collection, partitions, options) -> Data
 
 
 @speaks("python")
+@_without_pandas_3_warning()
 def register(
     spark: SparkSession,
     catalog: str | None = None,
@@ -340,8 +367,9 @@ def _checked_call(function: str, columns: list[str], params: dict) -> _Call:
 
 def _shared(spark, catalog, collection, options, years) -> tuple[_Shared, Session]:
     """Read the catalog (and collection: of `years` only, if given) once, and broadcast."""
-    session = open_session(catalog, collection=collection, **options)
     context = spark.sparkContext
+    check_workers(context)
+    session = open_session(catalog, collection=collection, **options)
     tiles = session.catalog.tiles()
     headers = session.sampler.collection
     if headers is not None and (years is not None or not isinstance(headers, CollectionHeaders)):
@@ -357,6 +385,44 @@ def _shared(spark, catalog, collection, options, years) -> tuple[_Shared, Sessio
         collection=None if headers is None else context.broadcast(headers),
     )
     return shared, session
+
+
+# Evaluated by an executor's Python (eval, a builtin, pickles without aefsql): imports what
+# aefsql's tasks import, and says which Python that is.
+_WORKER_PROBE = "(__import__('aefsql.duck'), __import__('sys').executable)[1]"
+_CHECKED_CONTEXTS: set[str] = set()  # the applicationIds whose executors import aefsql
+
+
+def check_workers(context) -> None:
+    """Make sure the executors' Python can import aefsql, once per SparkContext.
+
+    In local mode the workers are started from `context.pythonExec`, which PySpark takes from
+    $PYSPARK_PYTHON or else `python3` on PATH: not this Python when its venv is not
+    activated. There they run the driver's Python (`sys.executable`), or the
+    `spark.pyspark.python` the user configured, unless $PYSPARK_PYTHON says otherwise. On a
+    cluster the executors' Python is the cluster's: a one-task job checks that it imports
+    aefsql, and otherwise the error says so in one line, with the fix."""
+    if context.master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        context.pythonExec = context.getConf().get("spark.pyspark.python") or sys.executable
+    key = context.applicationId
+    if key in _CHECKED_CONTEXTS:
+        return
+    try:
+        context.parallelize([_WORKER_PROBE], 1).map(eval).collect()
+    except Exception as exc:
+        raise AefsqlError(
+            f"the Spark executors' Python ({context.pythonExec}) cannot import aefsql "
+            f"({_last_error_line(str(exc))}): install aefsql there, or set "
+            "spark.pyspark.python (or $PYSPARK_PYTHON) to a Python that has it"
+        ) from None
+    _CHECKED_CONTEXTS.add(key)
+
+
+def _last_error_line(text: str) -> str:
+    """The exception line of a Python traceback quoted in a Spark error (its last
+    `SomeError: why`), else the first line."""
+    found = re.findall(r"^(\w+(?:Error|Exception): .*)$", text, flags=re.MULTILINE)
+    return found[-1].strip() if found else text.strip().splitlines()[0]
 
 
 def _options(cache_dir, concurrency, allowed_hosts, storage_options) -> dict:
