@@ -267,3 +267,36 @@ def test_each_host_says_a_parameter_its_own_way(gdal_collection):
             con.sql("SELECT * FROM aef_sample_points('p', years := 2023, bands := [])").fetchall()
     finally:
         con.close()
+
+
+# -- the README's examples of these entry points -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_index(tmp_path_factory):
+    from aefsql.demo import write_demo_collection
+
+    return str(write_demo_collection(tmp_path_factory.mktemp("demo"), tile_px=256))
+
+
+def test_readme_zonal_and_area_examples_run(demo_index, tmp_path, monkeypatch):
+    pytest.importorskip("geopandas")
+    pytest.importorskip("xarray")
+    from test_docs import readme_python
+
+    monkeypatch.setenv("AEFSQL_CATALOG", demo_index)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(readme_python("aefsql.zonal(parcels"), namespace)
+    means = namespace["means"]
+    assert means["year"].to_pylist() == [2023, 2024] and means["pixels"][0].as_py() > 100
+    namespace = {}
+    exec(readme_python("aefsql.read_area(area"), namespace)
+    before, after = namespace["before"], namespace["after"]
+    assert before.axes is after.axes and (before.year, after.year) == (2023, 2024)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "area-2023.png",
+        "area-2024.png",
+        "area.png",
+        "similar.png",
+    ]
