@@ -780,7 +780,8 @@ def open_session(
     tiles: TileTable | None = None,
     environment: bool = True,
 ) -> Session:
-    """The catalog, storage and caches that UDFs share (see `register` for the options). `tiles`: the catalog's tile table, read elsewhere.
+    """The catalog, storage and caches that UDFs share (see `register` for the options).
+    `tiles`: the catalog's tile table, read elsewhere.
     `environment`: take what is not given from $AEFSQL_CATALOG, $AEFSQL_STORAGE_OPTIONS,
     $AEFSQL_CACHE_DIR and $AEFSQL_COLLECTION; False for a copy of a session opened elsewhere
     (Spark's executors), whose options were resolved there."""

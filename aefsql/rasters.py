@@ -94,7 +94,8 @@ def read_area(
     """The pixels of `area` as an xarray.DataArray (year, band, y, x) of int8, north-up.
 
     `area`: WKB bytes, a box [west, south, east, north] or a shapely geometry, in `crs`
-    (default lon/lat); `bands`: names such as ['A00', 'A05'] (default all 64). The grid holds the pixels whose centres lie within the area's bounds;
+    (default lon/lat); `bands`: names such as ['A00', 'A05'] (default all 64). The grid holds
+    the pixels whose centres lie within the area's bounds;
     those whose centre is outside the area, outside coverage or nodata are -128
     (`_FillValue`): an area outside coverage is all -128, one holding no pixel centre gives
     y and x of size 0. Inside one UTM zone it is the tiles' own grid: an exact mosaic. An

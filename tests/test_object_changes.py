@@ -147,7 +147,9 @@ def test_a_file_replaced_between_queries_is_not_read_with_its_old_header(
     with served(transport, versions, request) as where:
         con = aefsql.connect(catalog=where.index, storage_options=where.storage_options)
         collection = str(tmp_path / "collection.parquet")
-        aefsql.build_collection(collection, catalog=where.index, storage_options=where.storage_options)
+        aefsql.build_collection(
+            collection, catalog=where.index, storage_options=where.storage_options
+        )
         with_collection = aefsql.connect(
             catalog=where.index, collection=collection, storage_options=where.storage_options
         )
@@ -201,11 +203,16 @@ def test_a_file_replaced_between_runs_is_not_served_from_the_disk_cache(
         collection = None
         if headers_from == "collection":
             collection = str(tmp_path / "collection.parquet")
-            aefsql.build_collection(collection, catalog=where.index, storage_options=where.storage_options)
+            aefsql.build_collection(
+                collection, catalog=where.index, storage_options=where.storage_options
+            )
 
         def connect():
             con = aefsql.connect(
-                catalog=where.index, collection=collection, cache_dir=cache, storage_options=where.storage_options
+                catalog=where.index,
+                collection=collection,
+                cache_dir=cache,
+                storage_options=where.storage_options,
             )
             con.register("points", versions.points)
             return con

@@ -9,11 +9,14 @@ import pyarrow as pa
 import pytest
 import rasterio
 from gdal_fixtures import COLLECTION_TILES, collection_path
+from pyproj import Transformer
 from rasterio.transform import rowcol
+from test_pixels import star
 
 import aefsql
 from aefsql import api, duck, pictures, rasters
 from aefsql.errors import AefsqlError
+from aefsql.geo import polygon_wkb
 
 # -- unknown keywords -------------------------------------------------------------------
 
@@ -34,7 +37,9 @@ def entry_points():
     ]
 
 
-@pytest.mark.parametrize("name, call", entry_points(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name, call", entry_points(), ids=lambda v: v if isinstance(v, str) else ""
+)
 @pytest.mark.parametrize("keyword", ["cache_dri", "endpoint_url"])
 def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
     """A misspelt option, or a storage option passed loose, was silently taken for a storage
@@ -58,7 +63,8 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
 )
 def test_options_are_named_in_signature_and_docstring(name):
     module, attribute = name.split(".")
-    function = getattr({"duck": duck, "api": api, "rasters": rasters, "pictures": pictures}[module], attribute)
+    modules = {"duck": duck, "api": api, "rasters": rasters, "pictures": pictures}
+    function = getattr(modules[module], attribute)
     parameters = inspect.signature(function).parameters
     assert not any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     assert "storage_options" in parameters
@@ -117,9 +123,6 @@ def test_picture_at_level_is_the_overview_picture(gdal_collection, tmp_path):
 def zonal_polygons():
     """Polygons in tile 3 (18S) and one across tiles 1/2 (33N), in lon/lat, with a NULL and
     an uncovered one; extra columns of several Arrow types."""
-    from pyproj import Transformer
-    from test_pixels import star
-
     rings = []
     for k, (cx, cy, r) in enumerate([(1500, 1300, 700), (900, 900, 400), (2200, 1800, 300)]):
         _, epsg, x0, y0 = COLLECTION_TILES[3]
@@ -148,15 +151,17 @@ def test_zonal_of_a_geodataframe_equals_sql_aef_zonal(gdal_collection):
     got = aefsql.zonal(frame, years=[2024, 2023], catalog=gdal_collection.index)
     con = aefsql.connect(catalog=gdal_collection.index)
     try:
-        con.register("polys", pa.table({"field": frame["field"].tolist(),
-                                        "geom": [shapely.to_wkb(g) for g in frame.geometry]}))
+        wkb = [shapely.to_wkb(g) for g in frame.geometry]
+        con.register("polys", pa.table({"field": frame["field"].tolist(), "geom": wkb}))
         expected = con.sql(
             "SELECT * FROM aef_zonal('polys', years := [2023, 2024])"
         ).to_arrow_table()
     finally:
         con.close()
-    assert got.column_names == ["field", "code", "geometry", "year", "pixels", "nodata_pixels",
-                                "centroid_pixel", "embedding"]
+    assert got.column_names == [
+        "field", "code", "geometry", "year", "pixels", "nodata_pixels", "centroid_pixel",
+        "embedding",
+    ]
     assert got.schema.field("code").type == pa.int8()
     assert got["field"].to_pylist() == expected["field"].to_pylist()
     for name in ("year", "pixels", "nodata_pixels", "centroid_pixel", "embedding"):
@@ -165,15 +170,15 @@ def test_zonal_of_a_geodataframe_equals_sql_aef_zonal(gdal_collection):
 
 
 def test_zonal_of_arrow_in_a_projected_crs_and_at_a_level(gdal_collection):
-    from test_pixels import star
-
     _, epsg, x0, y0 = COLLECTION_TILES[3]
     ring = star(x0 + 1500, y0 + 1300, 900, seed=4)
-    from aefsql.geo import polygon_wkb
-
     table = pa.table({"id": [7], "shape": [polygon_wkb(*ring.T)]})
     got = aefsql.zonal(
-        table, years=2023, geometry_column="shape", crs=epsg, level=1,
+        table,
+        years=2023,
+        geometry_column="shape",
+        crs=epsg,
+        level=1,
         catalog=gdal_collection.index,
     )
     con = aefsql.connect(catalog=gdal_collection.index)
@@ -185,9 +190,8 @@ def test_zonal_of_arrow_in_a_projected_crs_and_at_a_level(gdal_collection):
         ).fetchall()
     finally:
         con.close()
-    assert [(r["pixels"], r["embedding"]) for r in got.select(["pixels", "embedding"]).to_pylist()] == [
-        (p, list(e)) for p, e in expected
-    ]
+    rows = got.select(["pixels", "embedding"]).to_pylist()
+    assert [(r["pixels"], r["embedding"]) for r in rows] == [(p, list(e)) for p, e in expected]
     with pytest.raises(TypeError, match="x_column"):
         aefsql.zonal(table, years=2023, x_column="x", catalog=gdal_collection.index)
     with pytest.raises(AefsqlError, match="no column 'geom'"):
@@ -205,7 +209,9 @@ def python_calls(catalog):
         "zonal": lambda **kw: aefsql.zonal(
             pa.table({"geom": [b""]}), catalog=catalog, **kw
         ),
-        "read_area": lambda **kw: aefsql.read_area(box, kw.pop("years", None), catalog=catalog, **kw),
+        "read_area": lambda **kw: aefsql.read_area(
+            box, kw.pop("years", None), catalog=catalog, **kw
+        ),
         "picture": lambda **kw: aefsql.picture(box, kw.pop("years", None), catalog=catalog, **kw),
         "build_collection": lambda **kw: aefsql.build_collection(
             "/nonexistent/c.parquet", catalog=catalog, **kw

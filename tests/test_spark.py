@@ -71,7 +71,9 @@ def reference(points, s3_collection, s3_proxy):
 def headers(s3_collection, s3_proxy, tmp_path_factory):
     """A read-ready collection of the S3 collection's headers (a local file)."""
     path = str(tmp_path_factory.mktemp("spark") / "collection.parquet")
-    aefsql.build_collection(path, catalog=s3_collection.index, storage_options=s3_proxy.storage_options)
+    aefsql.build_collection(
+        path, catalog=s3_collection.index, storage_options=s3_proxy.storage_options
+    )
     return path
 
 
