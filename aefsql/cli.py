@@ -391,6 +391,13 @@ def run_verb(argv: list[str]) -> int:
     )
     build.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
     build.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
+    build.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="HOST",
+        help="a host or bucket a remote catalog may name besides its own (repeatable)",
+    )
     draw = commands.add_parser(
         "picture",
         help="a PNG of an area: three principal components as RGB, or a similarity map",
@@ -444,7 +451,11 @@ def run_verb(argv: list[str]) -> int:
         elif args.command == "build-collection":
             years = parse_years(args.years) if args.years else None
             files = build_collection(
-                args.output, catalog=args.catalog, years=years, cache_dir=args.cache_dir
+                args.output,
+                catalog=args.catalog,
+                years=years,
+                cache_dir=args.cache_dir,
+                allowed_hosts=args.allowed_hosts,
             )
             print(f"wrote {args.output}: headers of {files} files")
         elif args.command == "picture":

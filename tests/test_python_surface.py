@@ -306,3 +306,44 @@ def test_readme_zonal_and_area_examples_run(demo_index, tmp_path, monkeypatch):
         "area.png",
         "similar.png",
     ]
+
+
+def ml_and_spark_entry_points():
+    """(module, a call with **kw) of the entry points in the optional extras: each refuses a
+    keyword it does not know before reading or starting anything."""
+    points = pa.table({"lon": [-77.04], "lat": [-12.04]})
+    return [
+        ("aefsql.torch", lambda m, **kw: m.ChipDataset(points, size=8, years=2024, **kw)),
+        ("aefsql.torchgeo", lambda m, **kw: m.AEF(years=2024, **kw)),
+        ("aefsql.spark", lambda m, **kw: m.sample_points(None, years=2024, **kw)),
+        ("aefsql.spark", lambda m, **kw: m.zonal(None, years=2024, **kw)),
+        ("aefsql.spark", lambda m, **kw: m.register(None, **kw)),
+    ]
+
+
+@pytest.mark.parametrize("module, call", ml_and_spark_entry_points())
+@pytest.mark.parametrize("keyword", ["cache_dri", "endpoint_url"])
+def test_extras_refuse_unknown_keywords(gdal_collection, module, call, keyword):
+    """ChipDataset and AEF took any keyword as a storage option (dropped for a local
+    catalog); Spark's functions sent them to every executor."""
+    loaded = pytest.importorskip(module)
+    with pytest.raises(TypeError, match=keyword):
+        call(loaded, catalog=gdal_collection.index, **{keyword: "x"})
+
+
+def test_storage_options_reach_the_store(s3_collection):
+    """storage_options= is the one way to give them: a remote catalog is read with them."""
+    table = aefsql.sample_points(
+        pa.table({"lon": [-77.04], "lat": [-12.04]}),
+        years=2023,
+        bands=["A00"],
+        catalog=s3_collection.index,
+        storage_options=s3_collection.storage_options,
+    )
+    assert table.num_rows == 1
+    session = duck.open_session(
+        s3_collection.index, storage_options=s3_collection.storage_options
+    )
+    assert session.sampler.store.options["s3"]["endpoint_url"] == (
+        s3_collection.storage_options["endpoint_url"]
+    )
