@@ -51,15 +51,16 @@ class Mention:
                 if self.value is _NO_VALUE
                 else f"{self.name}={_python_value(self.value)}"
             )
-        arrow = "=>" if host == "spark_sql" else ":="  # Spark SQL's named arguments
+        spark = host == "spark_sql"  # named arguments `name => value`, lists `array(…)`
+        arrow = "=>" if spark else ":="
         return (
             f"{self.name} {arrow}"
             if self.value is _NO_VALUE
-            else f"{self.name} {arrow} {_sql_value(self.value)}"
+            else f"{self.name} {arrow} {_sql_value(self.value, spark)}"
         )
 
 
-def _sql_value(value) -> str:
+def _sql_value(value, spark: bool = False) -> str:
     if value is ANY_VALUE:
         return "…"
     if isinstance(value, bool):
@@ -67,7 +68,8 @@ def _sql_value(value) -> str:
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_sql_value(v) for v in value) + "]"
+        items = ", ".join(_sql_value(v, spark) for v in value)
+        return f"array({items})" if spark else f"[{items}]"
     return str(value)
 
 

@@ -285,6 +285,9 @@ def test_bad_calls_fail_before_any_job(spark, points, s3_collection, s3_proxy):
         spark.sql(
             "SELECT * FROM aef_sample_points(TABLE(aef_points), years => 2024, colour => 'red')"
         ).collect()
+    # In Spark SQL's own syntax (it said `years := 2024`, DuckDB's)
+    with pytest.raises(Exception, match=r"pass years => 2024 or years => array\(2023, 2024\)"):
+        spark.sql("SELECT * FROM aef_sample_points(TABLE(aef_points))").collect()
 
 
 def batch(tiles, years):
