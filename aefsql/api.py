@@ -14,6 +14,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from . import coverage, geo
+from .areas import Area
 from .catalog import quote_literal
 from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
@@ -102,6 +104,11 @@ def sample_points(
         try:
             table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
             groups = _groups(con, table, chosen, x_column, y_column, geometry_column)
+            located = _coordinates(table, x_column, y_column, geometry_column)
+            if table.num_rows and located is not None:
+                warn_uncovered_points(
+                    session, *located, chosen.crs, chosen.years, groups["__aef_year"].to_pylist()
+                )
             con.close()  # DuckDB keeps the memory of its last query until then
             result = _assembled(session, table, groups, chosen)
             return _with_vectors(session, result) if chosen.as_vector else result
@@ -143,6 +150,17 @@ def _groups(
         FROM __aef_groups('located')
         """
     ).to_arrow_table()
+
+
+def _coordinates(table: pa.Table, x_column, y_column, geometry_column):
+    """The points' x and y, for `warn_uncovered_points`; None for a geometry column of WKT
+    or GEOMETRY, which DuckDB parsed (the warning is then not given)."""
+    if geometry_column is None:
+        return geo.floats(table[x_column]), geo.floats(table[y_column])
+    kind = table.schema.field(geometry_column).type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return geo.points_from_wkb(table[geometry_column].to_pylist())
+    return None
 
 
 def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Options) -> pa.Table:
@@ -214,6 +232,7 @@ def zonal(
     geometry_column: str | None = None,
     crs=None,
     level: int = 0,
+    on_error: str = "raise",
     catalog: str | None = None,
     cache_dir: str | None = None,
     collection: str | None = None,
@@ -230,7 +249,8 @@ def zonal(
     as WKB in `geometry_column` (default the GeoDataFrame's, else 'geom'), in `crs` (default
     lon/lat). `years` (alias `year`): one year or several. `level`: 0 (full resolution) or k,
     the mean over the files' k-th overview (an approximation: see docs/functions.md).
-    `catalog`, `cache_dir`, `collection`, `concurrency`, `allowed_hosts` and
+    `on_error`: 'null' gives a row whose geometry is not a usable area NULL results and an
+    `aef_error` message instead of failing. `catalog`, `cache_dir`, `collection`, `concurrency`, `allowed_hosts` and
     `storage_options`: as for `aefsql.connect`. Rows keep their input order, and their
     columns their Arrow types (a GeoDataFrame's geometry comes back as WKB).
     """
@@ -242,6 +262,7 @@ def zonal(
         years=years,
         year=year,
         crs=crs,
+        on_error=on_error,
         function="aef_zonal",
         columns=table.schema.names,
         x_column=None,
@@ -268,7 +289,7 @@ def zonal(
             f"SELECT {', '.join(added)} FROM aef_zonal('{_POLYGONS}', "
             f"years := [{', '.join(map(str, chosen.years))}], "
             f"geometry_column := {quote_literal(geometry_column)}, crs := {chosen.crs}, "
-            f"level := {int(level)})"
+            f"level := {int(level)}, on_error := {quote_literal(chosen.on_error)})"
         ).to_arrow_table()
     except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
         raise type(exc)(redact_text(str(exc))) from None
@@ -281,15 +302,36 @@ def zonal(
     return out
 
 
+def warn_empty_area(session: Session, area: Area, years) -> list[str]:
+    """Warn, once per reason, when some year of `area` meets no tile: the year is missing,
+    the area is outside coverage, or its coordinates look swapped or in the wrong CRS (the
+    diagnosis is aefsql/coverage.py's, as aef_area_plan's `note`)."""
+    notes = coverage.area_notes(session.catalog.tiles(), area, years)
+    reasons = list(dict.fromkeys(note for note in notes.values() if note))
+    for reason in reasons:
+        # (stacklevel: the user's call of read_area or picture, through read_planned)
+        warnings.warn(f"area: {reason}; its pixels come back as nodata", stacklevel=4)
+    return reasons
+
+
+def warn_uncovered_points(session: Session, x, y, crs: int, years, found_years) -> list[str]:
+    """Warn for each year (the catalog has) in which no point lies in a tile, and why
+    (aefsql/coverage.py): swapped lon/lat, the wrong CRS, outside coverage."""
+    tiles = session.catalog.tiles()
+    missing = set(coverage.missing_years(tiles, years))
+    empty = [y_ for y_ in years if y_ not in missing and y_ not in set(found_years)]
+    reasons = list(dict.fromkeys(coverage.points_note(tiles, x, y, crs, year) for year in empty))
+    for reason in reasons:
+        warnings.warn(f"no point lies in a tile: {reason}", stacklevel=3)
+    return reasons
+
+
 def warn_missing_years(session: Session, years) -> list[int]:
     """Warn about the years the catalog has no tile of (their rows get NULL bands)."""
     missing = session.missing_years(years)
     if missing:
-        warnings.warn(
-            f"the catalog has no tile of year(s) {', '.join(map(str, missing))}: their rows "
-            "come back with NULL bands",
-            stacklevel=3,
-        )
+        note = coverage.missing_years_note(session.catalog.tiles(), missing)
+        warnings.warn(f"{note}: their rows come back with NULL bands", stacklevel=3)
     return missing
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from . import __version__
+from . import __version__, coverage
 from .api import build_collection
 from .catalog import quote_literal
 from .demo import DEMO_POINTS, write_demo_collection
@@ -130,11 +130,8 @@ def run_sample(args, out=None) -> None:
     )
     missing = session.missing_years(years)
     if missing:
-        print(
-            f"aefsql: warning: the catalog has no tile of year(s) "
-            f"{', '.join(map(str, missing))}: their rows get NULL bands",
-            file=sys.stderr,
-        )
+        note = coverage.missing_years_note(session.catalog.tiles(), missing)
+        print(f"aefsql: warning: {note}: their rows get NULL bands", file=sys.stderr)
     con = duckdb.connect()
     try:
         session.install(con)

@@ -7,7 +7,7 @@ import os
 import secrets
 import threading
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import geo
-from .areas import area_from
+from . import coverage, geo
+from .areas import Area, area_from, projected_all
 from .cache import DiskCache
 from .catalog import (
     PUBLIC_CATALOG,
@@ -35,7 +35,7 @@ from .errors import AefsqlError, CatalogError, RangeReadError
 from .headers import group_indices
 from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
 from .locate import locate
-from .options import resolve_json, year_list
+from .options import check_input_columns, resolve_json, year_list
 from .pixels import (
     DEFAULT_MAX_BYTES,
     Chunks,
@@ -47,7 +47,7 @@ from .pixels import (
 from .progress import Progress
 from .rasteret import is_rasteret, open_rasteret
 from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_windows
-from .means import zonal_means
+from .means import ZonalMeans, zonal_means
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
 ROW_EMBEDDING_TYPE = (
@@ -92,13 +92,29 @@ PIXEL_ARROW = pa.struct(
         ("location", pa.int64()),
         ("row", pa.int32()),
         ("col", pa.int32()),
-        *((name, pa.float64()) for name in ("x", "y", "lon", "lat")),
+        *((name, pa.float64()) for name in ("x", "y")),
+        # of x/y: "EPSG:32633", as aef_chips' chip_crs (aef_pixels calls it crs, a name its
+        # parameters take)
+        ("xy_crs", pa.string()),
+        *((name, pa.float64()) for name in ("lon", "lat")),
         *EMBEDDING_ARROW,
     ]
 )
 PIXEL_TYPE = (
-    "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, lon DOUBLE, "
-    "lat DOUBLE, " + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")[]"
+    "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, xy_crs VARCHAR, "
+    "lon DOUBLE, lat DOUBLE, " + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")[]"
+)
+
+AREA_PLAN_ARROW = pa.struct(
+    [
+        ("plan_year", pa.int32()),
+        *((name, pa.int64()) for name in ("tiles", "blocks", "pixels", "value_bytes")),
+        ("note", pa.string()),
+    ]
+)
+AREA_PLAN_TYPE = (
+    "STRUCT(plan_year INTEGER, tiles BIGINT, blocks BIGINT, pixels BIGINT, value_bytes BIGINT, "
+    "note VARCHAR)[]"
 )
 
 ZONAL_ARROW = pa.struct(
@@ -109,11 +125,12 @@ ZONAL_ARROW = pa.struct(
         ("nodata_pixels", pa.int64()),
         ("centroid_pixel", pa.bool_()),
         ("embedding", pa.list_(pa.float32(), len(BAND_NAMES))),
+        ("aef_error", pa.string()),
     ]
 )
 ZONAL_TYPE = (
     "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "
-    f"centroid_pixel BOOLEAN, embedding FLOAT[{len(BAND_NAMES)}])[]"
+    f"centroid_pixel BOOLEAN, embedding FLOAT[{len(BAND_NAMES)}], aef_error VARCHAR)[]"
 )
 
 CHIP_ARROW = pa.struct(
@@ -360,11 +377,20 @@ class Session:
 
     def missing_years(self, years) -> list[int]:
         """The years the catalog has no tile of."""
-        return sorted(set(years) - set(np.unique(self.catalog.tiles().year).tolist()))
+        return coverage.missing_years(self.catalog.tiles(), years)
 
-    def catalog_has_year(self, year) -> pa.BooleanArray:
-        known = np.unique(self.catalog.tiles().year)
-        return pa.array(np.isin(_ints(year), known))
+    def points_note(self, x, y, crs, year) -> pa.StringArray:
+        """Per row (the x and y lists of points in no tile of `year`): why (coverage.py)."""
+        tiles = self.catalog.tiles()
+        return pa.array(
+            [
+                coverage.points_note(tiles, geo.floats(xs.values), geo.floats(ys.values), c, yr)
+                for xs, ys, c, yr in zip(
+                    _contiguous(x), _contiguous(y), _ints(crs), _ints(year), strict=True
+                )
+            ],
+            pa.string(),
+        )
 
     def plan_group(self, path, x, y, crs, bands) -> pa.StructArray:
         """The read plan of each group of points of one file (x/y in EPSG `crs`)."""
@@ -395,6 +421,14 @@ class Session:
             else:
                 results.append({"years": list(o.years), "crs": o.crs, "bands": list(o.bands)})
         return pa.array(results, type=OPTIONS_ARROW)
+
+    def input_column(self, names, params) -> pa.BooleanArray:
+        """True for each input column name a table function may pass through; raises for a
+        name it adds or one of aefsql's own (options.check_input_columns). Called from a
+        COLUMNS lambda, so while the query binds: DESCRIBE refuses too."""
+        for text in set(params.to_pylist()):
+            check_input_columns(names.to_pylist(), json.loads(text))
+        return pa.array(np.ones(len(names), dtype=bool))
 
     def point_xy(self, wkb) -> pa.StructArray:
         x, y = geo.points_from_wkb(wkb.to_pylist())
@@ -450,6 +484,57 @@ class Session:
             )
         return pa.array(lists, type=pa.list_(CHUNK_ARROW))
 
+    def area_plan(self, wkb, box, crs, years, bands, max_bytes, level) -> pa.ListArray:
+        """Per area (as for `area_chunks`): per year, what aef_pixels would read, from
+        headers only — tiles, blocks, pixels, value_bytes (pixels x bands of int8, what
+        max_bytes counts) — and a `note` saying why nothing would come back
+        (aefsql/coverage.py), or why the read would be refused."""
+        lists = []
+        budgets = max_bytes.cast(pa.int64()).fill_null(DEFAULT_MAX_BYTES).to_numpy()
+        tiles = self.catalog.tiles()
+        for blob, corners, code, wanted, count, budget, at in zip(
+            wkb.to_pylist(),
+            box.to_pylist(),
+            _ints(crs),
+            years.to_pylist(),
+            _ints(bands),
+            budgets,
+            _levels(level),
+            strict=True,
+        ):
+            if blob is None and corners is None:
+                raise AefsqlError(
+                    "an area is a GEOMETRY, WKB, WKT or [west, south, east, north]; "
+                    "this one is none of them (or NULL)"
+                )
+            area = area_from(blob if blob is not None else corners, int(code))
+            notes = coverage.area_notes(tiles, area, wanted)
+            try:
+                check_area_size(area, len(wanted), int(count), int(budget), at)
+            except AefsqlError as exc:  # the plan says so, as aef_pixels would refuse
+                lists.append(
+                    [{"plan_year": y, "note": notes[y] or str(exc)} for y in wanted]
+                )
+                continue
+            chunks = area_chunks(tiles, self.sampler, area, wanted, at)
+            blocks = chunk_tiles(self.sampler, chunks, at)
+            plans = []
+            for year in wanted:
+                mine = chunks.year == year
+                pixels = int((chunks.col1[mine] - chunks.col0[mine]).sum())
+                plans.append(
+                    {
+                        "plan_year": year,
+                        "tiles": len(set(chunks.path[mine].tolist())),
+                        "blocks": len(set(zip(chunks.path[mine], blocks[mine], strict=True))),
+                        "pixels": pixels,
+                        "value_bytes": pixels * int(count),
+                        "note": notes[year],
+                    }
+                )
+            lists.append(plans)
+        return pa.array(lists, type=pa.list_(AREA_PLAN_ARROW))
+
     def chunk_pixels(self, path, year, row, col0, col1, centroid, bands, level) -> pa.ListArray:
         """Per chunk (rows and columns of the tile's `level`): its pixels that belong to its
         tile, where they are and their bands."""
@@ -465,9 +550,8 @@ class Session:
             centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
         )
         wanted = band_indices(sorted({n for names in bands.to_pylist() for n in names or ()}))
-        pixels = chunk_pixels(
-            self.catalog.tiles(), self.sampler, chunks, wanted, levels.pop() if levels else 0
-        )
+        at = levels.pop() if levels else 0
+        pixels = chunk_pixels(self.catalog.tiles(), self.sampler, chunks, wanted, at)
         rows = {band: k for k, band in enumerate(wanted)}
         n = pixels.row.size
         band_columns = []
@@ -485,6 +569,7 @@ class Session:
                 pa.array(pixels.col, pa.int32()),
                 pa.array(pixels.x),
                 pa.array(pixels.y),
+                self._chunk_crs(chunks, at).take(pa.array(pixels.chunk)),
                 pa.array(pixels.lon),
                 pa.array(pixels.lat),
                 *band_columns,
@@ -494,23 +579,45 @@ class Session:
         offsets = np.searchsorted(pixels.chunk, np.arange(len(chunks.row) + 1))
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
 
-    def zonal(self, rows, wkbs, crs, years, level) -> pa.ListArray:
-        """Per call row (the lists of all polygons' row numbers and WKB): each polygon's
-        zonal means in each year (see aefsql/means.py)."""
+    def _chunk_crs(self, chunks: Chunks, level: int) -> pa.StringArray:
+        """The CRS of each chunk's file ('EPSG:32633'): of its pixels' x/y."""
+        paths = sorted(set(chunks.path.tolist()))
+        headers = self.sampler.header_reader.headers_for(paths, level) if paths else {}
+        names = {p: f"EPSG:{int(h.epsg)}" for p, h in headers.items()}
+        return pa.array([names[p] for p in chunks.path.tolist()], pa.string())
+
+    def zonal(self, rows, wkbs, texts, types, crs, years, level, on_error) -> pa.ListArray:
+        """Per call row (the lists of all polygons' row numbers, WKB, and the value as text
+        and type where it did not cast to GEOMETRY): each polygon's zonal means in each year
+        (see aefsql/means.py). A row whose geometry is not a usable area fails the call
+        naming its row, or with on_error 'null' gets NULL results and its reason."""
         lists = []
-        for ids, blobs, code, wanted, at in zip(
+        for ids, blobs, raw, kinds, code, wanted, at, mode in zip(
             rows.to_pylist(),
             wkbs.to_pylist(),
+            texts.to_pylist(),
+            types.to_pylist(),
             _ints(crs),
             years.to_pylist(),
             _levels(level),
+            on_error.to_pylist(),
             strict=True,
         ):
             if not ids:
                 lists.append(pa.array([], ZONAL_ARROW))
                 continue
-            areas = [area_from(blob, int(code)) for blob in blobs]
+            areas, failed = _zonal_areas(ids, blobs, raw, kinds, int(code))
+            if failed and mode != "null":
+                row, reason = failed[0]
+                raise AefsqlError(f"aef_zonal: row {row}: {reason}")
+            # Every row has its area (an empty one for a NULL or unusable geometry), so that
+            # zonal_means' "polygon k" is the k-th row; the unusable ones' entries are left out.
             found = zonal_means(self.catalog.tiles(), self.sampler, areas, wanted, at)
+            bad_rows = {row for row, _ in failed}
+            unusable = [k for k, row in enumerate(ids) if row in bad_rows]
+            if unusable:
+                keep = ~np.isin(found.polygon, unusable)
+                found = ZonalMeans(*(getattr(found, f.name)[keep] for f in fields(ZonalMeans)))
             empty = np.isnan(found.means[:, 0])
             embedding = pa.FixedSizeListArray.from_arrays(
                 pa.array(found.means.astype(np.float32).ravel()),
@@ -526,10 +633,13 @@ class Session:
                         pa.array(found.nodata_pixels),
                         pa.array(found.centroid_pixel),
                         embedding,
+                        pa.nulls(len(found.year), pa.string()),
                     ],
                     fields=list(ZONAL_ARROW),
                 )
             )
+            if failed:  # one list per call row: the failed rows' entries after the others
+                lists[-1] = pa.concat_arrays([lists[-1], _failed_zonal(failed, wanted)])
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
         items = pa.concat_arrays(lists) if lists else pa.array([], ZONAL_ARROW)
         return pa.ListArray.from_arrays(pa.array(offsets), items)
@@ -601,6 +711,62 @@ class Session:
         creating = getattr(self._install_state, "creating", False)
         path = empty_index_file() if creating else self.catalog.index_file()
         return pa.array([path] * len(calls), pa.string())
+
+
+def _zonal_areas(ids, blobs, texts, kinds, code: int):
+    """The area of each row (empty for a NULL geometry or an unusable one), and (row, reason)
+    of the unusable, in row order: a value that did not cast to GEOMETRY (with DuckDB's own
+    message, which gives the parse position), a geometry that is not an area (a
+    LINESTRING…), or vertices that cannot be what EPSG `code` says."""
+    nothing = Area((), code)
+    areas, failed = [], []
+    for row, blob, text, kind in zip(ids, blobs, texts, kinds, strict=True):
+        try:
+            if blob is None and text is not None:
+                raise AefsqlError(_geometry_cast_error(text, kind))
+            areas.append(nothing if blob is None else area_from(blob, code))
+        except AefsqlError as exc:
+            areas.append(nothing)
+            failed.append((row, str(exc)))
+    if code != geo.WGS84:
+        # Vertices PROJ cannot map fail the whole batch: find whose they are.
+        try:
+            projected_all(areas, geo.WGS84)
+        except AefsqlError:
+            for k, area in enumerate(areas):
+                try:
+                    projected_all([area], geo.WGS84)
+                except AefsqlError as exc:
+                    areas[k] = nothing
+                    failed.append((ids[k], str(exc)))
+            failed.sort()
+    return areas, failed
+
+
+def _failed_zonal(failed, years) -> pa.StructArray:
+    """The entries of rows whose geometry is unusable: NULL results, and why, every year."""
+    return pa.array(
+        [
+            {"row": row, "year": year, "aef_error": reason}
+            for row, reason in failed
+            for year in years
+        ],
+        ZONAL_ARROW,
+    )
+
+
+def _geometry_cast_error(text: str, kind: str | None) -> str:
+    """DuckDB's message for CAST(value AS GEOMETRY), `value` given as text of its type (a
+    BLOB's text is its escaped bytes): try_cast in SQL gives NULL, and no position."""
+    source = kind if kind in ("VARCHAR", "BLOB") else "VARCHAR"
+    con = duckdb.connect()
+    try:
+        con.execute(f"SELECT CAST(CAST(? AS {source}) AS GEOMETRY)", [text])
+    except duckdb.Error as exc:
+        return str(exc).splitlines()[0]
+    finally:
+        con.close()
+    return f"{kind or 'the value'} {text[:60]!r} is not a geometry"
 
 
 def _chips_or_errors(read, paths, xs, ys, members, mode):
@@ -888,6 +1054,7 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         ),
         ("options", session.options, ["VARCHAR"], OPTIONS_TYPE),
         ("point_xy", session.point_xy, ["BLOB"], "STRUCT(x DOUBLE, y DOUBLE)"),
+        ("input_column", session.input_column, ["VARCHAR", "VARCHAR"], "BOOLEAN"),
         ("index_file", session.index_file, ["INTEGER"], "VARCHAR"),
         (
             "chip_plan",
@@ -911,12 +1078,23 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
             ],
             CHIP_TYPE,
         ),
-        ("catalog_has_year", session.catalog_has_year, ["INTEGER"], "BOOLEAN"),
+        (
+            "points_note",
+            session.points_note,
+            ["DOUBLE[]", "DOUBLE[]", "INTEGER", "INTEGER"],
+            "VARCHAR",
+        ),
         (
             "area_chunks",
             session.area_chunks,
             ["BLOB", "DOUBLE[]", "INTEGER", "INTEGER[]", "INTEGER", "BIGINT", "INTEGER"],
             CHUNK_TYPE,
+        ),
+        (
+            "area_plan",
+            session.area_plan,
+            ["BLOB", "DOUBLE[]", "INTEGER", "INTEGER[]", "INTEGER", "BIGINT", "INTEGER"],
+            AREA_PLAN_TYPE,
         ),
         (
             "chunk_pixels",
@@ -936,7 +1114,16 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         (
             "zonal",
             session.zonal,
-            ["BIGINT[]", "BLOB[]", "INTEGER", "INTEGER[]", "INTEGER"],
+            [
+                "BIGINT[]",
+                "BLOB[]",
+                "VARCHAR[]",
+                "VARCHAR[]",
+                "INTEGER",
+                "INTEGER[]",
+                "INTEGER",
+                "VARCHAR",
+            ],
             ZONAL_TYPE,
         ),
     ]

@@ -46,6 +46,16 @@ def _known_epsg(code: int) -> bool:
     return True
 
 
+def is_projected(code: int) -> bool:
+    """True when EPSG:`code` is a projected CRS (asked on the PROJ thread, as known_epsg)."""
+    return threads.pool("proj").submit(_is_projected, code).result()
+
+
+@lru_cache(maxsize=1024)
+def _is_projected(code: int) -> bool:
+    return CRS.from_epsg(code).is_projected
+
+
 def valid_coordinates(x: np.ndarray, y: np.ndarray, epsg: int) -> np.ndarray:
     """True where (x, y) can be a point of `epsg`: finite, and in range for lon/lat."""
     if epsg == WGS84:

@@ -25,6 +25,9 @@ BAND_NAMES = tuple(f"A{i:02d}" for i in range(64))
 ON_ERROR = ("raise", "null")
 CHIP_COLUMNS = ("chip", "chip_crs", "chip_bounds", "valid_pixels", "embedding")
 MAX_YEARS = 1000  # more distinct years than AEF will ever have: a typo like 2023-20230000
+# aefsql's own column names begin so (the macros number rows as __aef_row, …): a user's
+# column so named would be renamed by DuckDB (__aef_row_1) or taken for aefsql's.
+RESERVED_PREFIX = "__aef_"
 
 
 HOSTS = ("sql", "python", "cli", "spark_sql")
@@ -267,7 +270,14 @@ def epsg(crs) -> int:
 def added_columns(function: str, bands: tuple[str, ...], on_error: str, as_vector: bool):
     """The columns a function appends to its input table's own."""
     if function == "aef_zonal":
-        return ["year", "pixels", "nodata_pixels", "centroid_pixel", "embedding"]
+        return [
+            "year",
+            "pixels",
+            "nodata_pixels",
+            "centroid_pixel",
+            "embedding",
+            *(["aef_error"] if on_error == "null" else []),
+        ]
     if function == "aef_chips":
         return [
             "year",
@@ -283,7 +293,7 @@ def added_columns(function: str, bands: tuple[str, ...], on_error: str, as_vecto
 
 def _check_columns(function, columns, x_column, y_column, geometry_column, added) -> None:
     listing = ", ".join(columns) or "none"
-    table = "polygons" if function == "aef_zonal" else "points"
+    table = _table_kind(function)
     wanted = [geometry_column] if geometry_column is not None else [x_column, y_column]
     kind = "geometry_column" if geometry_column is not None else "x_column/y_column"
     for name in wanted:
@@ -292,13 +302,41 @@ def _check_columns(function, columns, x_column, y_column, geometry_column, added
                 f"{function}: the {table} table has no column {name!r} ({kind}); "
                 f"its columns: {listing}"
             )
-    clash = [c for c in added if c in columns]
+    _refuse_clashes(function, columns, added)
+
+
+def check_input_columns(columns: list[str], params: dict) -> None:
+    """Refuse input columns named as a column the call adds, or as aefsql's own: what the
+    SQL table functions check while binding (so that DESCRIBE refuses too, rather than
+    showing a renamed `year_1`). `params`: function, bands, on_error, as_vector."""
+    function = params.get("function", "aef_sample_points")
+    on_error = params.get("on_error") or "raise"
+    as_vector = bool(params.get("as_vector"))
+    added = added_columns(function, band_list(params.get("bands")), on_error, as_vector)
+    _refuse_clashes(function, columns, added)
+
+
+def _refuse_clashes(function, columns, added) -> None:
+    """DuckDB's names are case-insensitive: `Year` clashes with `year` as much as `year`."""
+    table = _table_kind(function)
+    ours = [c for c in columns if c.lower().startswith(RESERVED_PREFIX)]
+    if ours:
+        raise AefsqlError(
+            f"{function}: the {table} table has column {ours[0]}: names starting with "
+            f"{RESERVED_PREFIX} are aefsql's own; rename it"
+        )
+    taken = {name.lower() for name in added}
+    clash = [c for c in columns if c.lower() in taken]
     if clash:
         raise AefsqlError(
             f"{function}: the {table} table already has column(s) {', '.join(clash)}, which "
             f"{function} adds; rename yours first, e.g. WITH p AS (SELECT * RENAME "
             f"({clash[0]} AS my_{clash[0]}) FROM points) SELECT * FROM {function}('p', …)"
         )
+
+
+def _table_kind(function: str) -> str:
+    return "polygons" if function == "aef_zonal" else "points"
 
 
 def _is_sequence(value) -> bool:

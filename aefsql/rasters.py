@@ -20,7 +20,7 @@ import numpy as np
 import pyproj
 
 from . import geo
-from .api import warn_missing_years
+from .api import warn_empty_area
 from .areas import Area, area_from, centroid, projected, row_spans
 from .chips import lattice_offsets
 from .duck import Session, open_session
@@ -241,7 +241,7 @@ def _zone_of_most(area: Area) -> int:
 
 def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
     """Read a planned area: pick the target CRS and grid, then sample every pixel centre."""
-    warn_missing_years(session, request.years)
+    warn_empty_area(session, request.area, request.years)
     tiles, sampler = session.catalog.tiles(), session.sampler
     reader = sampler.header_reader
     # Which tiles own a lattice of points over the area: they vote for the target zone and

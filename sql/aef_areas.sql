@@ -11,8 +11,10 @@ CREATE OR REPLACE TEMP MACRO __aef_area_box(area) AS try_cast(area AS DOUBLE[]);
 --
 -- `area` is a GEOMETRY (polygon, multipolygon), WKB, WKT, or a box [west, south, east,
 -- north], in `crs` (default lon/lat). `location` is the same BIGINT for the same pixel in
--- every year: join two years on it for a change map. Rows come in no set order. `level` k
--- reads the files' k-th overview (0: full resolution): row, col, x, y are that level's.
+-- every year: join two years on it for a change map. `x`/`y` are the pixel centre in the
+-- CRS of its tile, `crs` ('EPSG:32633', as aef_chips' chip_crs): an area across a UTM seam
+-- has pixels of two zones. Rows come in no set order. `level` k reads the files' k-th
+-- overview (0: full resolution): row, col, x, y are that level's.
 CREATE OR REPLACE TEMP MACRO aef_pixels(
     area,
     years := NULL,
@@ -46,21 +48,71 @@ pixels AS (
                   recursive := true)
     FROM chunks CROSS JOIN checked k
 )
-SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, lon, lat,
+SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, xy_crs AS crs,
+       lon, lat,
        COLUMNS(lambda c: c SIMILAR TO 'A[0-9][0-9]'
                AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
 FROM pixels;
 
+-- aef_area_plan: what aef_pixels would read for `area`, from headers only (no pixel is
+-- read): per year, the `tiles` and `blocks` it touches, the `pixels` whose centres lie inside
+-- (each tile's: a seam overlap strip counts in both), `value_bytes` (pixels x bands of int8,
+-- what max_bytes counts) and a `note` saying why nothing would come back (a year the catalog
+-- lacks, an area outside coverage, coordinates that look swapped or in the wrong CRS) or why
+-- aef_pixels would refuse the area; NULL when all is well.
+CREATE OR REPLACE TEMP MACRO aef_area_plan(
+    area,
+    years := NULL,
+    year := NULL,
+    bands := NULL,
+    crs := NULL,
+    max_bytes := NULL,
+    level := 0
+) AS TABLE
+WITH options AS MATERIALIZED (
+    SELECT {udf}_options(to_json({
+        'function': 'aef_area_plan', 'years': years, 'year': year, 'crs': crs, 'bands': bands
+    })) AS o
+),
+checked AS MATERIALIZED (
+    SELECT CASE WHEN o.error IS NOT NULL THEN error(o.error) ELSE o.years END AS __aef_years,
+           o.crs AS __aef_crs, o.bands AS __aef_bands
+    FROM options
+),
+planned AS (
+    SELECT unnest({udf}_area_plan(__aef_area_wkb(area), __aef_area_box(area), __aef_crs,
+                                  __aef_years, CAST(len(__aef_bands) AS INTEGER),
+                                  CAST(max_bytes AS BIGINT), CAST(level AS INTEGER))) AS p
+    FROM checked
+)
+-- (`year` is a parameter here: output names are given as aliases, never read back.)
+SELECT p.plan_year AS year, p.tiles, p.blocks, p.pixels, p.value_bytes, p.note
+FROM planned
+ORDER BY p.plan_year;
+
 -- Each row of a table of polygons as WKB, beside its __aef_row (see __aef_located for the
--- stand-in column that keeps a missing geometry_column from failing to bind).
+-- stand-in column that keeps a missing geometry_column from failing to bind); where the value
+-- does not cast to GEOMETRY, NULL WKB and the value as text (`__aef_text`) and its type:
+-- the UDF names the row and gives DuckDB's own message (try_cast loses it).
 CREATE OR REPLACE TEMP MACRO __aef_geometries(polygons_table, geometry_column) AS TABLE
-SELECT __aef_row,
-       list_last(list_value(*COLUMNS(lambda c: c = '__aef_no_g' OR c = geometry_column)))
-           AS __aef_wkb
+SELECT __aef_row, g.wkb AS __aef_wkb, g.text AS __aef_text, g.type AS __aef_type
 FROM (
     SELECT __aef_row,
-           ST_AsWKB(CAST(COLUMNS(lambda c: c = '__aef_no_g' OR c = geometry_column) AS GEOMETRY))
-    FROM (SELECT NULL::GEOMETRY AS __aef_no_g, * FROM query_table(polygons_table))
+           list_last(list_value(*COLUMNS(lambda c: c = '__aef_no_g' OR c = geometry_column)))
+               AS g
+    FROM (
+        -- (A one-item list lets one COLUMNS give the three fields: DuckDB takes one COLUMNS
+        -- per expression. The text only where the cast fails: a big polygon's WKT is costly.)
+        SELECT __aef_row,
+               list_transform(
+                   [COLUMNS(lambda c: c = '__aef_no_g' OR c = geometry_column)],
+                   lambda v: {'wkb': ST_AsWKB(try_cast(v AS GEOMETRY)),
+                              'text': CASE WHEN v IS NOT NULL AND try_cast(v AS GEOMETRY) IS NULL
+                                           THEN CAST(v AS VARCHAR) END,
+                              'type': typeof(v)}
+               )[1]
+        FROM (SELECT NULL::GEOMETRY AS __aef_no_g, * FROM query_table(polygons_table))
+    )
 );
 
 -- aef_zonal: every row of a table of polygons, once per distinct year, with `pixels` (the
@@ -68,41 +120,56 @@ FROM (
 -- pixel centre and the pixel under its centroid stands in) and `embedding FLOAT[64]`, the
 -- mean de-quantized embedding of its valid pixels (NULL when none is valid). Pixels are
 -- counted once each, across tiles and UTM zones; `level` k averages the k-th overview's.
+-- A NULL geometry gives 0 pixels. A geometry that is not an area (unparsable WKT or WKB, a
+-- LINESTRING, …) fails the query naming its row (1-based, in the table's order) and what is
+-- wrong; with on_error := 'null' its row gets NULL results and an `aef_error` column says why.
 CREATE OR REPLACE TEMP MACRO aef_zonal(
     polygons_table,
     years := NULL,
     year := NULL,
     geometry_column := 'geom',
     crs := NULL,
-    level := 0
+    level := 0,
+    on_error := 'raise'
 ) AS TABLE
 WITH polygons AS MATERIALIZED (
-    SELECT row_number() OVER () AS __aef_row, * FROM query_table(__aef_table(polygons_table))
+    SELECT row_number() OVER () AS __aef_row,
+           -- (an input column named as one added is refused: see aef_sample_points)
+           COLUMNS(lambda c: {udf}_input_column(c, to_json({
+               'function': 'aef_zonal', 'bands': NULL, 'on_error': on_error,
+               'as_vector': false})))
+    FROM query_table(__aef_table(polygons_table))
 ),
 options AS MATERIALIZED (
     FROM __aef_options('polygons', 'aef_zonal', years, year, crs, NULL, NULL,
-                       geometry_column, NULL, 'raise', false)
+                       geometry_column, NULL, on_error, false)
 ),
 geometries AS (
     SELECT list(__aef_row ORDER BY __aef_row) AS __aef_rows,
-           list(__aef_wkb ORDER BY __aef_row) AS __aef_wkbs
+           list(__aef_wkb ORDER BY __aef_row) AS __aef_wkbs,
+           list(__aef_text ORDER BY __aef_row) AS __aef_texts,
+           list(__aef_type ORDER BY __aef_row) AS __aef_types
+    -- (NULL geometries too: the UDF's k-th polygon is then row k, as its messages say.)
     FROM __aef_geometries('polygons', geometry_column)
-    WHERE __aef_wkb IS NOT NULL
 ),
 zones AS (
     -- All polygons in one call: each block is then decoded once for all of them.
-    SELECT unnest({udf}_zonal(g.__aef_rows, g.__aef_wkbs, o.__aef_crs, o.__aef_years,
-                              CAST(level AS INTEGER))) AS z
+    SELECT unnest({udf}_zonal(g.__aef_rows, g.__aef_wkbs, g.__aef_texts, g.__aef_types,
+                              o.__aef_crs, o.__aef_years, CAST(level AS INTEGER),
+                              CAST(on_error AS VARCHAR))) AS z
     FROM geometries g CROSS JOIN options o
 ),
 vectors AS (
     SELECT z.row AS __aef_row, z.year AS __aef_year, z.pixels, z.nodata_pixels,
-           z.centroid_pixel, z.embedding
+           z.centroid_pixel, z.embedding, z.aef_error
     FROM zones
 )
 SELECT p.* EXCLUDE (__aef_row), y.__aef_year AS year,
-       coalesce(v.pixels, 0) AS pixels, coalesce(v.nodata_pixels, 0) AS nodata_pixels,
-       coalesce(v.centroid_pixel, false) AS centroid_pixel, v.embedding
+       CASE WHEN v.aef_error IS NULL THEN coalesce(v.pixels, 0) END AS pixels,
+       CASE WHEN v.aef_error IS NULL THEN coalesce(v.nodata_pixels, 0) END AS nodata_pixels,
+       CASE WHEN v.aef_error IS NULL THEN coalesce(v.centroid_pixel, false) END
+           AS centroid_pixel,
+       COLUMNS(lambda c: c = 'embedding' OR (c = 'aef_error' AND on_error = 'null'))
 FROM polygons p
 CROSS JOIN (SELECT unnest(__aef_years) AS __aef_year FROM options) y
 LEFT JOIN vectors v ON v.__aef_row = p.__aef_row AND v.__aef_year = y.__aef_year
@@ -134,7 +201,12 @@ CREATE OR REPLACE TEMP MACRO aef_chips(
     on_error := 'raise'
 ) AS TABLE
 WITH points AS MATERIALIZED (
-    SELECT row_number() OVER () AS __aef_row, * FROM query_table(__aef_table(points_table))
+    SELECT row_number() OVER () AS __aef_row,
+           -- (an input column named as one added is refused: see aef_sample_points)
+           COLUMNS(lambda c: {udf}_input_column(c, to_json({
+               'function': 'aef_chips', 'bands': bands, 'on_error': on_error,
+               'as_vector': false})))
+    FROM query_table(__aef_table(points_table))
 ),
 options AS MATERIALIZED (
     FROM __aef_options('points', 'aef_chips', years, year, crs, x_column, y_column,

@@ -111,7 +111,15 @@ CREATE OR REPLACE TEMP MACRO aef_sample_points(
     as_vector := false
 ) AS TABLE
 WITH points AS MATERIALIZED (
-    SELECT row_number() OVER () AS __aef_row, * FROM query_table(__aef_table(points_table))
+    -- Each input column passes through; one named as a column this function adds (`year`,
+    -- a band…) or as aefsql's own (__aef_row…) fails the query while it binds (the lambda
+    -- runs then, once per name), so DESCRIBE refuses it too rather than showing DuckDB's
+    -- renamed `year_1`. The rule is in Python (aefsql/options.py).
+    SELECT row_number() OVER () AS __aef_row,
+           COLUMNS(lambda c: {udf}_input_column(c, to_json({
+               'function': 'aef_sample_points', 'bands': bands, 'on_error': on_error,
+               'as_vector': as_vector})))
+    FROM query_table(__aef_table(points_table))
 ),
 options AS MATERIALIZED (
     FROM __aef_options('points', 'aef_sample_points', years, year, crs, x_column,
@@ -152,8 +160,8 @@ ORDER BY p.__aef_row, l.__aef_year;
 
 -- aef_plan: what aef_sample_points would read, from headers only (no pixel is read): per file,
 -- the points it holds, the distinct blocks, the requests after merging nearby ranges, and the
--- bytes. Points in no tile form one row a year with a NULL path, and `note` says whether the
--- catalog has that year at all.
+-- bytes. Points in no tile form one row a year with a NULL path, and `note` says why: the
+-- catalog lacks the year, the points are outside coverage, or look swapped or in another CRS.
 CREATE OR REPLACE TEMP MACRO aef_plan(
     points_table,
     years := NULL,
@@ -165,7 +173,12 @@ CREATE OR REPLACE TEMP MACRO aef_plan(
     bands := NULL
 ) AS TABLE
 WITH points AS MATERIALIZED (
-    SELECT row_number() OVER () AS __aef_row, * FROM query_table(__aef_table(points_table))
+    -- (an input column named as aefsql's own is refused: see aef_sample_points)
+    SELECT row_number() OVER () AS __aef_row,
+           COLUMNS(lambda c: {udf}_input_column(c, to_json({
+               'function': 'aef_plan', 'bands': bands, 'on_error': 'raise',
+               'as_vector': false})))
+    FROM query_table(__aef_table(points_table))
 ),
 options AS MATERIALIZED (
     FROM __aef_options('points', 'aef_plan', years, year, crs, x_column, y_column,
@@ -182,7 +195,11 @@ planned AS (
                                              'bytes': 0}
              ELSE {udf}_plan_group(l.__aef_path, list(l.__aef_x), list(l.__aef_y), l.__aef_crs,
                                    any_value(o.__aef_bands))
-        END AS plan
+        END AS plan,
+        -- Why these points are in no tile (aefsql/coverage.py, as Python's warnings say).
+        CASE WHEN l.__aef_path IS NULL
+             THEN {udf}_points_note(list(l.__aef_x), list(l.__aef_y), l.__aef_crs,
+                                    l.__aef_year) END AS note
     FROM located l CROSS JOIN options o
     GROUP BY l.__aef_path, l.__aef_year, l.__aef_crs
 )
@@ -190,9 +207,7 @@ planned AS (
 SELECT __aef_path AS path, __aef_year AS year, CAST(sum(plan.points) AS BIGINT) AS points,
        CAST(sum(plan.blocks) AS BIGINT) AS blocks,
        CAST(sum(plan.requests) AS BIGINT) AS requests, CAST(sum(plan.bytes) AS BIGINT) AS bytes,
-       CASE WHEN __aef_path IS NOT NULL THEN NULL
-            WHEN {udf}_catalog_has_year(__aef_year) THEN 'outside coverage'
-            ELSE 'the catalog has no tile of this year' END AS note
+       any_value(note) AS note
 FROM planned
 GROUP BY __aef_path, __aef_year
 ORDER BY __aef_path NULLS LAST, __aef_year;

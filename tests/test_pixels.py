@@ -243,6 +243,7 @@ def test_band_selection(con):
         "col",
         "x",
         "y",
+        "crs",  # of x/y (issue 21): an area across a seam has two
         "lon",
         "lat",
         "A05",

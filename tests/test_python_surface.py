@@ -349,3 +349,17 @@ def test_storage_options_reach_the_store(s3_collection):
     assert session.sampler.store.options["s3"]["endpoint_url"] == (
         s3_collection.storage_options["endpoint_url"]
     )
+
+
+def test_zonal_on_error_null_names_the_bad_row(gdal_collection):
+    """aef_zonal's on_error, in aefsql.zonal too: a LINESTRING keeps its row with a reason."""
+    ring = zonal_polygons()[0]
+    line = bytes.fromhex("01" "02000000" "02000000") + bytes(32)  # LINESTRING, 2 points
+    table = pa.table({"id": [1, 2], "geom": [polygon_wkb(*ring.T), line]})
+    got = aefsql.zonal(table, years=2023, on_error="null", catalog=gdal_collection.index)
+    assert got.column_names[-1] == "aef_error" and got["id"].to_pylist() == [1, 2]
+    errors = got["aef_error"].to_pylist()
+    assert errors[0] is None and got["pixels"][0].as_py() > 100
+    assert errors[1] and got["embedding"][1].as_py() is None
+    with pytest.raises(Exception, match="row 2"):
+        aefsql.zonal(table, years=2023, catalog=gdal_collection.index)

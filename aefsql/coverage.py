@@ -1,0 +1,96 @@
+"""Why a call finds nothing: per year, one line saying why an area or a set of points meets
+no tile, and the fix — from the catalog alone (no file is read).
+
+The one home of these diagnoses: `aef_area_plan`'s `note` column in SQL, the warnings of the
+Python entry points (`sample_points`, `read_area`, `picture`) and the CLI's all come from here.
+The usual mistakes it recognises: a year the catalog lacks, lat/lon given in lon/lat's
+place, lon/lat numbers passed with a projected `crs`, projected numbers passed as lon/lat,
+and a place simply outside coverage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import geo
+from .areas import Area, projected
+from .catalog import TileTable
+from .errors import AefsqlError
+from .locate import locate
+from .pixels import candidate_tiles
+
+
+def missing_years(tiles: TileTable, years) -> list[int]:
+    """The years the catalog has no tile of."""
+    return sorted(set(int(y) for y in years) - set(np.unique(tiles.year).tolist()))
+
+
+def missing_years_note(tiles: TileTable, missing) -> str:
+    """What to say of years the catalog has no tile of (`missing_years`)."""
+    have = np.unique(tiles.year).tolist()
+    listing = ", ".join(map(str, have)) if len(have) <= 12 else f"{have[0]}–{have[-1]}"
+    return (
+        f"the catalog has no tile of year(s) {', '.join(map(str, missing))} "
+        f"(it has {listing or 'none'})"
+    )
+
+
+def area_notes(tiles: TileTable, area: Area, years) -> dict[int, str | None]:
+    """Per year: None when some tile of that year meets the area (by the catalog's lon/lat
+    boxes), else why none does and the fix."""
+    try:
+        lonlat = projected(area, geo.WGS84)
+    except AefsqlError as exc:
+        lonlat, unprojectable = None, str(exc)
+    notes: dict[int, str | None] = {}
+    absent = set(missing_years(tiles, years))
+    for year in (int(y) for y in years):
+        if year in absent:
+            notes[year] = missing_years_note(tiles, [year])
+        elif area.empty:
+            notes[year] = "the area is empty: it has no ring"
+        elif lonlat is None:
+            notes[year] = unprojectable
+        elif candidate_tiles(tiles, lonlat, year):
+            notes[year] = None
+        else:
+            points = np.concatenate(area.rings) if area.rings else np.zeros((0, 2))
+            notes[year] = _outside_note(tiles, points[:, 0], points[:, 1], area.epsg, year)
+    return notes
+
+
+def points_note(tiles: TileTable, x, y, crs: int, year: int) -> str:
+    """Why no point of (x, y) in EPSG `crs` lies in a tile of `year` (the caller found none)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if year in missing_years(tiles, [year]):
+        return missing_years_note(tiles, [year])
+    finite = np.isfinite(x) & np.isfinite(y)
+    if not finite.any():
+        return "every point's coordinates are NULL or not numbers"
+    x, y = x[finite], y[finite]
+    if crs == geo.WGS84 and not geo.valid_lonlat(x, y).any():
+        return (
+            "no point is within lon/lat range (-180..180, -90..90): if the coordinates "
+            "are projected, say so with crs := (e.g. crs := 32633)"
+        )
+    return _outside_note(tiles, x, y, crs, year)
+
+
+def _outside_note(tiles: TileTable, x, y, crs: int, year: int) -> str:
+    """Why coordinates that meet no tile of `year` may be wrong, else 'outside coverage'."""
+    if crs != geo.WGS84 and _looks_lonlat(x, y) and geo.is_projected(crs):
+        return (
+            f"the coordinates look like lon/lat, but crs := EPSG:{crs} is projected: drop "
+            "crs := (lon/lat is the default) or give projected coordinates"
+        )
+    if crs == geo.WGS84 and geo.valid_lonlat(y, x).all():
+        found = locate(tiles, None, y, x, np.full(x.size, year))
+        if any(p is not None for p in found):
+            return "coordinates look swapped (lat, lon)?: give longitude first, then latitude"
+    return f"outside coverage: the catalog has no tile of year {year} there"
+
+
+def _looks_lonlat(x, y) -> bool:
+    """Every coordinate within lon/lat range: no projected place near enough the false
+    origin to be an AEF tile gives such numbers."""
+    return bool(x.size) and bool(geo.valid_lonlat(x, y).all())

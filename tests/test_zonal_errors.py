@@ -1,0 +1,134 @@
+"""aef_zonal's bad geometries (issue 21): an unparsable WKT or WKB, a LINESTRING… fails the
+query naming its row (1-based, in the table's order) and what is wrong, keeping DuckDB's
+parse position; with on_error := 'null' the row is kept with NULL results and `aef_error`."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import rasterio
+from gdal_fixtures import COLLECTION_TILES, collection_path
+from rasterio.features import geometry_mask
+
+import aefsql
+from aefsql.geo import polygon_wkb
+
+_, EPSG, X0, Y0 = COLLECTION_TILES[3]
+RING = np.array(
+    [[X0 + 600, Y0 + 500], [X0 + 1500, Y0 + 600], [X0 + 1300, Y0 + 1400], [X0 + 600, Y0 + 500]]
+)
+GOOD = "POLYGON((" + ", ".join(f"{x} {y}" for x, y in RING) + "))"
+MALFORMED = f"POLYGON(({X0 + 600} {Y0 + 500}, {X0 + 700} {Y0 + 900}"
+LINE = f"LINESTRING({X0 + 600} {Y0 + 500}, {X0 + 700} {Y0 + 900})"
+
+
+@pytest.fixture(scope="module")
+def con(gdal_collection):
+    con = aefsql.connect(catalog=gdal_collection.index)
+    yield con
+    con.close()
+
+
+def zonal(con, geoms, extra=""):
+    con.register("fields", pa.table({"id": list(range(10, 10 + len(geoms))), "geom": geoms}))
+    try:
+        return con.sql(
+            f"SELECT * FROM aef_zonal('fields', years := [2023, 2024], crs := {EPSG}{extra})"
+        ).to_arrow_table()
+    finally:
+        con.unregister("fields")
+
+
+def gdal_count(path) -> int:
+    """Pixel centres inside RING, by rasterio's geometry_mask."""
+    with rasterio.open(path) as ds:
+        mask = geometry_mask(
+            [{"type": "Polygon", "coordinates": [RING.tolist()]}],
+            (ds.height, ds.width),
+            ds.transform,
+            invert=True,
+        )
+    return int(mask.sum())
+
+
+def test_malformed_wkt_names_its_row_and_keeps_the_parse_position(con):
+    with pytest.raises(
+        Exception, match=r"aef_zonal: row 2: .*Expected '\)' but got end of input at offset \d+"
+    ):
+        zonal(con, [GOOD, MALFORMED, GOOD])
+
+
+def test_a_linestring_names_its_row(con):
+    with pytest.raises(Exception, match=r"aef_zonal: row 3: area is a linestring"):
+        zonal(con, [GOOD, None, LINE])
+
+
+def test_malformed_wkb_names_its_row(con):
+    blob = polygon_wkb(RING[:, 0], RING[:, 1])
+    with pytest.raises(
+        Exception, match=r"aef_zonal: row 2: .*Could not convert BLOB to GEOMETRY.*position"
+    ):
+        zonal(con, [blob, blob[:20]])
+
+
+def test_on_error_null_keeps_the_rows_and_says_why(con, gdal_collection):
+    table = zonal(con, [GOOD, MALFORMED, None, LINE, GOOD], ", on_error := 'null'")
+    assert table.column_names == [
+        "id",
+        "geom",
+        "year",
+        "pixels",
+        "nodata_pixels",
+        "centroid_pixel",
+        "embedding",
+        "aef_error",
+    ]
+    rows = table.to_pylist()
+    assert [r["id"] for r in rows] == [i for i in range(10, 15) for _ in (0, 1)]
+    clean = zonal(con, [GOOD]).to_pylist()
+    for k in (0, 1, 8, 9):  # the good rows, both years: as if the bad ones were absent
+        expected = {**clean[k % 2], "id": rows[k]["id"]}
+        assert rows[k] == {**expected, "aef_error": None}
+        path = gdal_collection.folder / collection_path(rows[k]["year"], 3)
+        assert rows[k]["pixels"] == gdal_count(path) > 100
+    for k in (2, 3):
+        assert "Expected ')' but got end of input at offset" in rows[k]["aef_error"]
+    for k in (6, 7):
+        assert rows[k]["aef_error"].startswith("area is a linestring")
+    for k in (2, 3, 6, 7):
+        assert rows[k]["pixels"] is None and rows[k]["embedding"] is None
+        assert rows[k]["nodata_pixels"] is None and rows[k]["centroid_pixel"] is None
+    # A NULL geometry is no error: no pixel.
+    assert [(rows[k]["pixels"], rows[k]["aef_error"]) for k in (4, 5)] == [(0, None)] * 2
+
+
+def test_every_row_bad_with_on_error_null(con):
+    table = zonal(con, [LINE, MALFORMED], ", on_error := 'null'")
+    assert table["pixels"].to_pylist() == [None] * 4
+    assert table["aef_error"].null_count == 0
+
+
+def test_aef_error_only_with_on_error_null(con):
+    assert "aef_error" not in zonal(con, [GOOD]).column_names
+    with pytest.raises(Exception, match=r"already has column\(s\) aef_error"):
+        con.register("clash", pa.table({"geom": [GOOD], "aef_error": ["x"]}))
+        con.sql("SELECT * FROM aef_zonal('clash', years := 2023, on_error := 'null')").fetchall()
+    # A user's aef_error column is no clash when aef_zonal adds none.
+    rows = con.sql(
+        f"SELECT aef_error, pixels FROM aef_zonal('clash', years := 2023, crs := {EPSG})"
+    ).fetchall()
+    con.unregister("clash")
+    assert rows[0][0] == "x" and rows[0][1] > 100
+
+
+def test_on_error_is_checked(con):
+    with pytest.raises(Exception, match=r"on_error must be 'raise' or 'null', not 'skip'"):
+        zonal(con, [GOOD], ", on_error := 'skip'")
+
+
+def test_vertices_the_crs_cannot_map_name_their_row(con):
+    far = "POLYGON((1e30 0, 2e30 0, 2e30 1e30, 1e30 0))"
+    with pytest.raises(Exception, match=r"aef_zonal: row 2: area: some vertices cannot be"):
+        zonal(con, [GOOD, far])
+    rows = zonal(con, [GOOD, far], ", on_error := 'null'").to_pylist()
+    assert rows[0]["pixels"] > 100 and rows[0]["aef_error"] is None
+    assert rows[2]["pixels"] is None and "cannot be projected" in rows[2]["aef_error"]
