@@ -18,7 +18,7 @@ from . import coverage, geo
 from .areas import Area
 from .catalog import quote_literal
 from .duck import Session, open_session
-from .errors import AefsqlError, redact_text
+from .errors import AefsqlError, redact_text, user_stacklevel
 from .io import DEFAULT_CONCURRENCY, protocol_of
 from .options import BAND_NAMES, Options, added_columns, epsg, resolve, speaks, year_list
 from .progress import Progress
@@ -309,8 +309,9 @@ def warn_empty_area(session: Session, area: Area, years) -> list[str]:
     notes = coverage.area_notes(session.catalog.tiles(), area, years)
     reasons = list(dict.fromkeys(note for note in notes.values() if note))
     for reason in reasons:
-        # (stacklevel: the user's call of read_area or picture, through read_planned)
-        warnings.warn(f"area: {reason}; its pixels come back as nodata", stacklevel=4)
+        warnings.warn(
+            f"area: {reason}; its pixels come back as nodata", stacklevel=user_stacklevel()
+        )
     return reasons
 
 
@@ -322,7 +323,7 @@ def warn_uncovered_points(session: Session, x, y, crs: int, years, found_years) 
     empty = [y_ for y_ in years if y_ not in missing and y_ not in set(found_years)]
     reasons = list(dict.fromkeys(coverage.points_note(tiles, x, y, crs, year) for year in empty))
     for reason in reasons:
-        warnings.warn(f"no point lies in a tile: {reason}", stacklevel=3)
+        warnings.warn(f"no point lies in a tile: {reason}", stacklevel=user_stacklevel())
     return reasons
 
 
@@ -331,7 +332,9 @@ def warn_missing_years(session: Session, years) -> list[int]:
     missing = session.missing_years(years)
     if missing:
         note = coverage.missing_years_note(session.catalog.tiles(), missing)
-        warnings.warn(f"{note}: their rows come back with NULL bands", stacklevel=3)
+        warnings.warn(
+            f"{note}: their rows come back with NULL bands", stacklevel=user_stacklevel()
+        )
     return missing
 
 

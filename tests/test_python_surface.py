@@ -363,3 +363,18 @@ def test_zonal_on_error_null_names_the_bad_row(gdal_collection):
     assert errors[1] and got["embedding"][1].as_py() is None
     with pytest.raises(Exception, match="row 2"):
         aefsql.zonal(table, years=2023, catalog=gdal_collection.index)
+
+
+def test_warnings_name_the_users_line(gdal_collection):
+    """A warning given deep in aefsql (and through the entry points' decorators) points at
+    the caller's line, not at aefsql's code."""
+    points = pa.table({"lon": [-77.04], "lat": [-12.04]})
+    box = [-77.05, -12.05, -77.04, -12.04]
+    calls = [
+        lambda: aefsql.sample_points(points, years=2031, catalog=gdal_collection.index),
+        lambda: aefsql.read_area(box, 2031, catalog=gdal_collection.index),
+    ]
+    for call in calls:
+        with pytest.warns(UserWarning) as record:
+            call()
+        assert {w.filename for w in record} == {__file__}
