@@ -89,7 +89,7 @@ CALL_PARAMETERS = {
         "on_error",
         "as_vector",
     ),
-    "aef_zonal": ("years", "year", "geometry_column", "crs", "level"),
+    "aef_zonal": ("years", "year", "geometry_column", "crs", "level", "on_error"),
 }
 # The Arrow types of the columns the functions add, but for the bands (int8).
 ADDED_TYPES = {
@@ -167,6 +167,7 @@ def zonal(
     geometry_column: str = "geom",
     crs=None,
     level: int = 0,
+    on_error: str = "raise",
     catalog: str | None = None,
     collection: str | None = None,
     year: int | Iterable[int] | None = None,
@@ -180,10 +181,18 @@ def zonal(
     distinct year, its columns unchanged, with `year`, `pixels`, `nodata_pixels`,
     `centroid_pixel` and `embedding`: the contract of DuckDB's `aef_zonal`. Rows are
     partitioned by the tile of their centroid, so a task reads its tiles' blocks once for
-    all its polygons (a polygon across tiles reads from its neighbours too). Options as for
-    `sample_points`.
+    all its polygons (a polygon across tiles reads from its neighbours too). `on_error`:
+    'null' keeps a row whose geometry is no usable area, with NULL results and `aef_error`.
+    Options as for `sample_points`.
     """
-    params = dict(years=years, year=year, geometry_column=geometry_column, crs=crs, level=level)
+    params = dict(
+        years=years,
+        year=year,
+        geometry_column=geometry_column,
+        crs=crs,
+        level=level,
+        on_error=on_error,
+    )
     options = _options(cache_dir, concurrency, allowed_hosts, storage_options)
     return _run(df, "aef_zonal", params, catalog, collection, partitions, options)
 
@@ -295,7 +304,8 @@ class _Call:
                 f"SELECT * FROM aef_zonal({quote_literal(_TABLE)}, "
                 f"years := [{', '.join(map(str, years))}], "
                 f"geometry_column := {quote_literal(self.geometry_column)}, "
-                f"crs := {chosen.crs}, level := {int(self.level)})"
+                f"crs := {chosen.crs}, level := {int(self.level)}, "
+                f"on_error := {quote_literal(chosen.on_error)})"
             )
         return _sample_sql(
             _TABLE, chosen, self.x_column, self.y_column, self.geometry_column, self.some_bands

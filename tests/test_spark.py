@@ -399,3 +399,27 @@ def test_partition_keys_need_no_read(gdal_collection, points):
     # The catalog's UTM footprints decide as the rasters do: the likely tile is the tile.
     assert likely.to_pylist() == exact.to_pylist()
     assert likely.null_count < len(likely) / 2
+
+
+def test_zonal_on_error_null_as_aef_zonal(spark, polygons, s3_collection, s3_proxy):
+    """aef_zonal's on_error in Spark too: a LINESTRING keeps its row, with its reason."""
+    line = bytes.fromhex("01" "02000000" "02000000") + bytes(32)
+    bad = pa.table({"pid": pa.array([1000], pa.int64()), "geom": pa.array([line], pa.binary())})
+    table = pa.concat_tables([polygons.slice(0, 3), bad])
+    con = aefsql.connect(catalog=s3_collection.index, storage_options=s3_proxy.storage_options)
+    con.register("polys", table)
+    expected = con.sql(
+        "SELECT * FROM aef_zonal('polys', years := 2024, on_error := 'null') ORDER BY pid"
+    ).to_arrow_table()
+    got = spark_api.zonal(
+        spark.createDataFrame(table),
+        years=2024,
+        on_error="null",
+        catalog=s3_collection.index,
+        storage_options=s3_proxy.storage_options,
+    ).toArrow()
+    got = got.sort_by([("pid", "ascending")])
+    assert got.column_names == expected.column_names and got.column_names[-1] == "aef_error"
+    for name in expected.column_names:
+        assert got[name].to_pylist() == expected[name].to_pylist(), name
+    assert got["aef_error"].to_pylist()[-1]
