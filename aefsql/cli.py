@@ -6,6 +6,7 @@ import argparse
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 import duckdb
@@ -440,6 +441,18 @@ def run_verb(argv: list[str]) -> int:
         help="a host or bucket a remote catalog may name besides its own (repeatable)",
     )
     args = parser.parse_args(argv)
+    # Python's warnings, as one line each ("aefsql: warning: …"); none after an error, which
+    # says what went wrong.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        code = _run_verb(args)
+    if code == 0:
+        for message in dict.fromkeys(str(w.message) for w in caught):
+            print(f"aefsql: warning: {message}", file=sys.stderr)
+    return code
+
+
+def _run_verb(args) -> int:
     try:
         if args.command == "demo":
             run_demo(args.dir or default_demo_dir())

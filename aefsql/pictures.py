@@ -19,6 +19,7 @@ import numpy as np
 
 from .duck import Session, open_session
 from .api import check_writable
+from .coverage import area_notes
 from .errors import AefsqlError
 from .io import DEFAULT_CONCURRENCY
 from .locate import locate
@@ -157,9 +158,12 @@ def picture(
             drawn.append(Picture(grey(similar), raster.grid, similar, y))
     empty = [p.year for p in drawn if not p.rgba[..., 3].any()]
     if empty:
+        # Why, as aef_area_plan's note says it (aefsql/coverage.py); no note: the tiles there
+        # hold nodata only.
+        notes = area_notes(session.catalog.tiles(), request.area, empty)
+        reasons = dict.fromkeys(notes[y] or "every pixel of the area is nodata" for y in empty)
         raise AefsqlError(
-            f"nothing to draw in {', '.join(map(str, empty))}: no pixel of the area holds "
-            "data (outside coverage, or a year the catalog lacks)"
+            f"nothing to draw in {', '.join(map(str, empty))}: {'; '.join(reasons)}"
         )
     for picture_, written in zip(drawn, paths, strict=True):
         if written is not None:

@@ -378,3 +378,13 @@ def test_warnings_name_the_users_line(gdal_collection):
         with pytest.warns(UserWarning) as record:
             call()
         assert {w.filename for w in record} == {__file__}
+
+
+def test_area_and_level_errors_speak_python(gdal_collection):
+    """Raised deep in aefsql (areas, headers), they said `crs :=` and `level :=` in Python."""
+    with pytest.raises(AefsqlError) as error:
+        aefsql.read_area([500000, 4e6, 500100, 4.0001e6], 2023, catalog=gdal_collection.index)
+    assert str(error.value).endswith("if they are projected, say so with crs= (e.g. crs=32633)")
+    with pytest.raises(AefsqlError) as error:
+        aefsql.read_area([1, 1, 1.001, 1.001], 2023, level=-1, catalog=gdal_collection.index)
+    assert str(error.value).startswith("level=-1: a level is 0 (full resolution)")
