@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .duck import Session, open_session
 from .api import check_writable
 from .coverage import area_notes
+from .duck import Session, open_session
 from .errors import AefsqlError
 from .io import DEFAULT_CONCURRENCY
 from .locate import locate
