@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import geo
@@ -30,6 +31,16 @@ PUBLIC_CATALOG = "s3://us-west-2.opendata.source.coop/tge-labs/aef/v1/annual/aef
 PUBLIC_STORAGE_OPTIONS = {"anon": True, "client_kwargs": {"region_name": "us-west-2"}}
 
 _URL_WITH_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+# A catalog is decoded whole (its tile table, its normalized copy): bounded, from its Parquet
+# footer, before any row is decoded. A few hundred KB of Parquet can hold 10^7 identical rows
+# (dictionary and run-length encodings), which cost minutes and gigabytes to decode and
+# check. The public index has ~302k rows (~33.6k a year) and decodes to ~100 MB: the bounds
+# leave it room to grow many times over. Raised with the environment variables.
+MAX_CATALOG_ROWS = 2_000_000
+MAX_CATALOG_BYTES = 1024**3
+MAX_ROWS_VARIABLE = "AEFSQL_MAX_CATALOG_ROWS"
+MAX_BYTES_VARIABLE = "AEFSQL_MAX_CATALOG_BYTES"
 
 
 @dataclass(frozen=True)
@@ -132,7 +143,7 @@ class TileTable:
     # The footprint in the tile's own UTM zone as the catalog states it: [n, 4] west, south,
     # east, north; NaN where the catalog has none.
     utm: np.ndarray | None = None
-    _grid: dict | None = None
+    _grid: tuple | None = None  # see _grid_index
 
     def box_holds(self, t: int, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
         """True where (lon, lat) lies in tile t's lon/lat box (which may cross the
@@ -159,23 +170,53 @@ class TileTable:
         """Indices of tiles of `year` whose lon/lat box touches the 1-degree cell."""
         if self._grid is None:
             self._grid = _grid_index(self)
-        return self._grid.get((year, cell_lon, cell_lat), _NO_TILES)
+        keys, starts, tiles = self._grid
+        if not (-180 <= cell_lon <= 180 and -90 <= cell_lat <= 90):
+            return _NO_TILES
+        key = _cell_key(np.int64(year), np.int64(cell_lon), np.int64(cell_lat))
+        i = int(np.searchsorted(keys, key))
+        if i == keys.size or keys[i] != key:
+            return _NO_TILES
+        return tiles[starts[i] : starts[i + 1]]
 
 
 _NO_TILES = np.zeros(0, dtype=np.int64)
 
 
-def _grid_index(tiles: TileTable) -> dict:
-    cells: dict[tuple[int, int, int], list[int]] = {}
-    for i in range(tiles.year.size):
-        west, east = tiles.west[i], tiles.east[i]
-        # A box crossing the antimeridian is stored with west > east.
-        spans = [(west, east)] if west <= east else [(west, 180.0), (-180.0, east)]
-        for lo, hi in spans:
-            for cx in range(int(np.floor(lo)), int(np.floor(hi)) + 1):
-                for cy in range(int(np.floor(tiles.south[i])), int(np.floor(tiles.north[i])) + 1):
-                    cells.setdefault((int(tiles.year[i]), cx, cy), []).append(i)
-    return {key: np.asarray(value, dtype=np.int64) for key, value in cells.items()}
+def _cell_key(year, cell_lon, cell_lat):
+    """One integer per (year, 1-degree cell): cells run from -180 to 180 and -90 to 90."""
+    return (year * 361 + (cell_lon + 180)) * 181 + (cell_lat + 90)
+
+
+def _grid_index(tiles: TileTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which tiles' lon/lat boxes touch each (year, 1-degree cell): the cells' keys
+    (`_cell_key`, ascending), and for key i the tile indices tiles[starts[i]:starts[i + 1]]
+    (ascending). Laid out with numpy, not a loop over rows (a catalog may have millions):
+    one entry per (tile, cell) pair, sorted by cell."""
+    rows = np.arange(tiles.year.size)
+    west, east = tiles.west, tiles.east
+    # A box crossing the antimeridian is stored with west > east: two spans.
+    crossing = west > east
+    span_row = np.concatenate([rows, rows[crossing]])
+    lo = np.concatenate([west, np.full(int(crossing.sum()), -180.0)])
+    hi = np.concatenate([np.where(crossing, 180.0, east), east[crossing]])
+    ascending = np.argsort(span_row, kind="stable")  # so each cell lists its tiles in order
+    span_row, lo, hi = span_row[ascending], lo[ascending], hi[ascending]
+    x0 = np.floor(lo).astype(np.int64)
+    y0 = np.floor(tiles.south[span_row]).astype(np.int64)
+    nx = np.floor(hi).astype(np.int64) - x0 + 1
+    ny = np.floor(tiles.north[span_row]).astype(np.int64) - y0 + 1
+    cells = nx * ny  # bounded: a box is at most 20° wide and tall (bounds_problem)
+    owner = np.repeat(np.arange(span_row.size), cells)
+    k = np.arange(owner.size) - np.repeat(np.cumsum(cells) - cells, cells)
+    tile = span_row[owner]
+    key = _cell_key(
+        tiles.year[tile].astype(np.int64), x0[owner] + k // ny[owner], y0[owner] + k % ny[owner]
+    )
+    order = np.argsort(key, kind="stable")
+    key, tile = key[order], tile[order].astype(np.int64)
+    firsts = np.flatnonzero(np.diff(key, prepend=key[:1] - 1))  # where each cell's run starts
+    return key[firsts], np.append(firsts, key.size), tile
 
 
 # The normalized catalog aef_index() reads: one schema whatever the source's column names.
@@ -290,18 +331,20 @@ class Catalog:
         return self._fetched[1]
 
     @contextmanager
-    def _parquet(self):
+    def _parquet(self, read_dictionary=None):
         """The catalog as a pyarrow ParquetFile; errors say what went wrong and the way out.
         A remote catalog is read whole through the store (retried, one version), a local
-        one in place."""
+        one in place. `read_dictionary`: columns decoded as dictionaries (see
+        `check_decoded`)."""
         url = redact(self.url)
         try:
             source = self._source()
             if protocol_of(source) == "file":
                 with self.store.filesystem(source).open(source, "rb") as f:
-                    yield pq.ParquetFile(f)
+                    yield pq.ParquetFile(f, read_dictionary=read_dictionary)
             else:
-                yield pq.ParquetFile(pa.BufferReader(self._fetch_whole()))
+                data = pa.BufferReader(self._fetch_whole())
+                yield pq.ParquetFile(data, read_dictionary=read_dictionary)
         except FileNotFoundError as exc:
             failure = connection_failure(exc)
             if failure is not None:
@@ -325,6 +368,7 @@ class Catalog:
             if self._columns is None:
                 with self._parquet() as parquet:
                     schema = parquet.schema_arrow
+                    check_size(parquet.metadata, redact(self.url))
                 columns = columns_from_names(schema.names, redact(self.url))
                 _check_types(schema, columns, redact(self.url))
                 self._columns = columns
@@ -346,20 +390,32 @@ class Catalog:
                 folder = tempfile.mkdtemp(prefix="aefsql-catalog-")
                 weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
                 target = os.path.join(folder, "index.parquet")
-                columns, fids = self.columns, set()
-                with self._parquet() as parquet, pq.ParquetWriter(target, INDEX_SCHEMA) as out:
+                columns, keys = self.columns, []
+                names = _source_names(columns)
+                with (
+                    self._parquet(read_dictionary=names) as parquet,
+                    pq.ParquetWriter(target, INDEX_SCHEMA) as out,
+                ):
+                    # Its strings, read as dictionaries: no larger than the footer says (the
+                    # numbers' size the footer tells).
+                    schema = parquet.schema_arrow
+                    strings = [n for n in names if _is_text(schema.field(n).type)]
+                    check_decoded(parquet.read(columns=strings), redact(self.url))
                     offset = 0
-                    for batch in parquet.iter_batches(columns=_source_names(columns)):
+                    for batch in parquet.iter_batches(columns=names):
                         table = normalize(
-                            pa.Table.from_batches([batch]),
+                            _dense(pa.Table.from_batches([batch])),
                             columns,
                             self.url,
                             offset,
                             allowed_hosts=self.allowed_hosts,
                         )
-                        _check_fids(table, fids, redact(self.url))
+                        keys.append(table.select(["fid", "path", "year"]))
                         out.write_table(table)
                         offset += batch.num_rows
+                keys = pa.concat_tables(keys) if keys else INDEX_SCHEMA.empty_table()
+                _check_fids(keys["fid"], redact(self.url))
+                _check_repeats(keys["path"], keys["year"], redact(self.url))
                 self._index_file = target
             return self._index_file
 
@@ -369,15 +425,18 @@ class Catalog:
             if self._tiles is None:
                 columns = self.columns
                 wanted = _source_names(columns, TILE_ROLES)
-                with self._parquet() as parquet:
+                with self._parquet(read_dictionary=wanted) as parquet:
                     table = parquet.read(columns=wanted)
+                check_decoded(table, redact(self.url))
+                table = _dense(table)
                 table = normalize(
                     table, columns, self.url, 0, TILE_ROLES, allowed_hosts=self.allowed_hosts
                 )
+                _check_repeats(table["path"], table["year"], redact(self.url))
                 self._tiles = TileTable(
                     year=table["year"].to_numpy().astype(np.int64),
-                    path=np.array(table["path"].to_pylist(), dtype=object),
-                    utm_zone=np.array(table["utm_zone"].to_pylist(), dtype=object),
+                    path=table["path"].to_numpy(zero_copy_only=False),
+                    utm_zone=table["utm_zone"].to_numpy(zero_copy_only=False),
                     **{
                         side: table[f"wgs84_{side}"].to_numpy(zero_copy_only=False)
                         for side in ("west", "south", "east", "north")
@@ -455,45 +514,190 @@ def normalize(
         if role == "fid" and columns.fid is None:
             built[role] = pa.array(np.arange(row_offset + 1, row_offset + n + 1), pa.int64())
         elif role == "path":
-            paths = source("path").to_pylist()
-            # scheme://host prefixes whose tiles the catalog may name: an origin is checked
-            # once, not on each of its (many) rows.
-            allowed_prefixes = set()
-            for i, path in enumerate(paths):
-                try:
-                    _check_path(path)
-                    # A relative path resolves under the catalog's own folder: same origin.
-                    if not is_relative(path):
-                        prefix = _AUTHORITY.match(path)
-                        if prefix is None or prefix.group(0) not in allowed_prefixes:
-                            check_origin(path, catalog_url, allowed_hosts)
-                        if prefix is not None:
-                            allowed_prefixes.add(prefix.group(0))
-                except CatalogError as exc:
-                    where = f"catalog {redact(catalog_url)}, row {row_offset + i + 1}"
-                    raise CatalogError(f"{where}: {exc}") from None
-            built[role] = pa.array([resolve_path(p, base) for p in paths], pa.string())
+            paths = source("path")
+            _check_paths(paths, catalog_url, row_offset, allowed_hosts)
+            built[role] = _resolved(paths, base)
         elif role == "utm_zone" and columns.utm_zone is None:
             crs = source("crs")
-            zones = [None] * n if crs is None else [zone_from_crs(c) for c in crs.to_pylist()]
-            built[role] = pa.array(zones, pa.string())
+            built[role] = pa.nulls(n, pa.string()) if crs is None else _zones(crs)
         elif role == "geom" and columns.geom is None:
-            corners = [
-                numbers(f"wgs84_{s}", pa.float64()).to_pylist()
-                for s in ("west", "south", "east", "north")
-            ]
-            built[role] = pa.array(
-                [None if None in box else geo.box_wkb(*box) for box in zip(*corners, strict=True)],
-                pa.binary(),
-            )
+            built[role] = _box_geometries([numbers(side, pa.float64()) for side in WGS84_SIDES])
         elif role in ("crs", "utm_zone"):
             column = source(role)
             built[role] = pa.nulls(n, pa.string()) if column is None else column.cast(pa.string())
         else:
             built[role] = numbers(role, field.type)
+    if "year" in built and built["year"].null_count:  # a tile of no year: no query finds it
+        row = int(np.argmax(pc.is_null(built["year"]).to_numpy(zero_copy_only=False)))
+        where = f"catalog {redact(catalog_url)}, row {row_offset + row + 1}"
+        raise CatalogError(f"{where}: year is NULL ({built['year'].null_count} row(s) are)")
     if all(side in built for side in WGS84_SIDES):
         _check_bounds([built[side] for side in WGS84_SIDES], catalog_url, row_offset)
     return pa.table(built, schema=schema)
+
+
+def _check_paths(
+    paths: pa.ChunkedArray,
+    catalog_url: str,
+    row_offset: int,
+    allowed_hosts: Iterable[str] | None,
+) -> None:
+    """Every path checked as `_check_path` and `check_origin` say, naming the first wrong
+    row, without a Python loop over the rows (a catalog may have millions): what the
+    checks depend on is found for all rows at once — blank, climbing out with `..`, and the
+    scheme://authority prefix of a URL (or `/` for a local path), of which a catalog has a
+    few — and each distinct prefix is checked once, on its first row. The first wrong row is
+    then checked alone, for its message."""
+    text = pc.fill_null(paths, "")
+    # The scheme://authority prefix, as _AUTHORITY matches it.
+    prefix = pc.fill_null(
+        pc.struct_field(pc.extract_regex(text, r"^(?P<p>[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)"), [0]),
+        "",
+    )
+    local = pc.and_(pc.equal(prefix, ""), pc.starts_with(text, "/"))
+    key = pc.if_else(local, "/", prefix)  # "": a relative path
+    wrong = pc.or_(
+        pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0),
+        pc.and_(pc.equal(prefix, ""), pc.match_substring_regex(text, r"(^|[/\\])\.\.([/\\]|$)")),
+    ).to_numpy(zero_copy_only=False)
+    first = [int(np.argmax(wrong))] if wrong.any() else []
+    for value in pc.unique(key).to_pylist():
+        if value == "":
+            continue
+        row = pc.index(key, value).as_py()
+        if _path_problem(text[row].as_py(), catalog_url, allowed_hosts) is not None:
+            first.append(row)
+    if first:
+        row = min(first)
+        problem = _path_problem(paths[row].as_py(), catalog_url, allowed_hosts)
+        raise CatalogError(f"catalog {redact(catalog_url)}, row {row_offset + row + 1}: {problem}")
+
+
+def _path_problem(path: str | None, catalog_url: str, allowed_hosts) -> str | None:
+    """Why the catalog may not name this path; None when it may."""
+    try:
+        _check_path(path)
+        # A relative path resolves under the catalog's own folder: same origin.
+        if not is_relative(path):
+            check_origin(path, catalog_url, allowed_hosts)
+    except CatalogError as exc:
+        return str(exc)
+    return None
+
+
+def _resolved(paths: pa.ChunkedArray, base: str) -> pa.ChunkedArray:
+    """`resolve_path` over a column: relative paths under `base` (a leading ./ dropped)."""
+    text = pc.fill_null(paths, "")
+    relative = pc.invert(
+        pc.or_(pc.match_substring_regex(text, _URL_WITH_SCHEME.pattern), pc.starts_with(text, "/"))
+    )
+    under = pc.binary_join_element_wise(
+        base, pc.replace_substring_regex(paths, r"^\./", "", max_replacements=1), ""
+    )
+    return pc.if_else(relative, under, paths).cast(pa.string())
+
+
+def _box_geometries(corners: list) -> pa.Array:
+    """The WKB box of each row's west, south, east, north; NULL where a bound is NULL."""
+    n = len(corners[0])
+    wkb = geo.boxes_wkb(*(c.to_numpy(zero_copy_only=False) for c in corners))
+    offsets = np.arange(n + 1, dtype=np.int64) * wkb.shape[1]
+    boxes = pa.Array.from_buffers(
+        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(wkb)]
+    ).cast(pa.binary())
+    missing = pc.is_null(corners[0])
+    for c in corners[1:]:
+        missing = pc.or_(missing, pc.is_null(c))
+    return pc.if_else(missing, pa.scalar(None, pa.binary()), boxes)
+
+
+def _zones(crs: pa.ChunkedArray) -> pa.Array:
+    """`zone_from_crs` of each row, computed once per distinct CRS."""
+    codes = crs.cast(pa.string()).combine_chunks().dictionary_encode()
+    zones = pa.array([zone_from_crs(c) for c in codes.dictionary.to_pylist()], pa.string())
+    return zones.take(codes.indices)
+
+
+def check_size(metadata: pq.FileMetaData, source: str) -> None:
+    """CatalogError for a catalog with more rows, or more bytes once decoded, than
+    aefsql decodes (see MAX_CATALOG_ROWS), from its footer: before any row is decoded."""
+    rows = metadata.num_rows
+    decoded = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    max_rows = _limit(MAX_ROWS_VARIABLE, MAX_CATALOG_ROWS)
+    max_bytes = _limit(MAX_BYTES_VARIABLE, MAX_CATALOG_BYTES)
+    if rows > max_rows:
+        raise CatalogError(
+            f"catalog {source} has {rows:,} rows, over the {max_rows:,} aefsql reads "
+            f"(the public index has ~302k); set {MAX_ROWS_VARIABLE} to raise the bound"
+        )
+    if decoded > max_bytes:
+        raise CatalogError(
+            f"catalog {source} holds {decoded:,} bytes of uncompressed data, over the "
+            f"{max_bytes:,} aefsql reads; set {MAX_BYTES_VARIABLE} to raise the bound"
+        )
+
+
+def check_decoded(table: pa.Table, source: str) -> None:
+    """CatalogError when `table` (the catalog, its strings read as dictionaries: no larger
+    than the footer says) would take more than the bound once they are expanded. The
+    footer's sizes do not tell it: one long value, stored once in a dictionary, may stand
+    in every row."""
+    size = 0
+    for column in table.columns:
+        for chunk in column.chunks:
+            if pa.types.is_dictionary(chunk.type):
+                lengths = pc.binary_length(chunk.dictionary).fill_null(0)
+                size += pc.sum(lengths.take(chunk.indices)).as_py() or 0
+                size += 4 * len(chunk)  # the offsets of the expanded column
+            else:
+                size += chunk.nbytes
+    max_bytes = _limit(MAX_BYTES_VARIABLE, MAX_CATALOG_BYTES)
+    if size > max_bytes:
+        raise CatalogError(
+            f"catalog {source} decodes to {size:,} bytes, over the {max_bytes:,} aefsql "
+            f"reads; set {MAX_BYTES_VARIABLE} to raise the bound"
+        )
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    """A string or binary type (its values' sizes vary: a dictionary can repeat a long one)."""
+    if isinstance(arrow_type, pa.ExtensionType):
+        arrow_type = arrow_type.storage_type
+    return any(
+        test(arrow_type)
+        for test in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+            pa.types.is_dictionary,
+        )
+    )
+
+
+def _dense(table: pa.Table) -> pa.Table:
+    """`table` with its dictionary columns expanded to their values' type."""
+    return pa.table(
+        {
+            name: column.cast(column.type.value_type)
+            if pa.types.is_dictionary(column.type)
+            else column
+            for name, column in zip(table.column_names, table.columns, strict=True)
+        }
+    )
+
+
+def _limit(variable: str, default: int) -> int:
+    text = os.environ.get(variable)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise CatalogError(f"{variable}={text!r}: expected a positive whole number")
+    return value
 
 
 WGS84_SIDES = ("wgs84_west", "wgs84_south", "wgs84_east", "wgs84_north")
@@ -561,20 +765,37 @@ def _bound_text(value: float | None) -> str:
     return "NULL" if value is None else repr(float(value))
 
 
-def _check_fids(table: pa.Table, seen_fids: set, source: str) -> None:
-    """No duplicate ids (across batches: `seen_fids` carries them)."""
-    fids = table["fid"].to_pylist()
-    duplicates = sorted({f for f in fids if f in seen_fids} | _repeated(fids))
-    if duplicates:
-        raise CatalogError(f"catalog {source}: duplicate fid values {duplicates[:5]}")
-    seen_fids.update(fids)
+def _check_fids(fids: pa.ChunkedArray, source: str) -> None:
+    """No duplicate ids (a sort, not a Python loop over rows)."""
+    values = np.sort(fids.to_numpy())
+    repeated = np.unique(values[1:][values[1:] == values[:-1]])
+    if repeated.size:
+        raise CatalogError(f"catalog {source}: duplicate fid values {repeated[:5].tolist()}")
 
 
-def _repeated(values: list) -> set:
-    seen, repeated = set(), set()
-    for v in values:
-        (repeated if v in seen else seen).add(v)
-    return repeated
+def _check_repeats(paths: pa.ChunkedArray, years: pa.ChunkedArray, source: str) -> None:
+    """No file named twice for one year (its resolved path): each of its pixels would be
+    read twice — counted twice by aef_pixels and aef_zonal, weighing twice in a mean — and
+    which row's fid a point gets would be an accident. Refused naming the rows (1-based)."""
+    if len(paths) == 0:
+        return
+    path_id = paths.combine_chunks().dictionary_encode().indices.to_numpy().astype(np.int64)
+    year = years.to_numpy().astype(np.int64)
+    key = (path_id << 32) | (year - year.min())  # one integer per (path, year)
+    ordered = np.sort(key)
+    repeated_keys = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if repeated_keys.size == 0:
+        return
+    row = int(np.argmax(np.isin(key, repeated_keys)))  # the first row of a repeated file
+    same = np.flatnonzero(key == key[row]) + 1  # its rows, 1-based
+    shown = ", ".join(map(str, same[:5])) + (", …" if same.size > 5 else "")
+    rows = f"rows {same[0]} and {same[1]}" if same.size == 2 else f"rows {shown}"
+    more = repeated_keys.size - 1
+    also = f"; {more} more file(s) are named more than once too" if more else ""
+    raise CatalogError(
+        f"catalog {source}: {rows} name the same file for {year[row]}, "
+        f"{redact(paths[row].as_py())}: its pixels would be read more than once{also}"
+    )
 
 
 ALLOWED_SCHEMES = {"s3", "s3a", "gs", "gcs", "http", "https", "file"}

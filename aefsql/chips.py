@@ -2,11 +2,12 @@
 
 A chip is `size` x `size` pixels of the grid of the tile that holds its point (that tile's
 CRS, pixel size and alignment), north-up, with the point's pixel at row and column
-size // 2. Its pixels are source pixels: the point's tile and the tiles of the same CRS on
-the same grid (its neighbours in the UTM zone) are read block by block, so a chip across a
-tile edge is an exact mosaic. A pixel that no such tile holds (across a zone seam, past the
-zone's tiles) takes the value of the source pixel containing its centre, located as
-`aef_locate` locates (own zone first): nearest neighbour on the chip's grid, never
+size // 2. Its pixels follow the ownership rule (aefsql/mosaic.py): the pixels that the
+point's tile and the tiles of the same CRS on the same grid (its neighbours in the UTM zone)
+own are read block by block, so a chip across a tile edge is an exact mosaic. Every other
+pixel (across a zone seam, including another zone's side of a tile's overhang, past the
+zone's tiles) takes the value of the source pixel containing its centre in the tile
+`aef_locate` gives it (own zone first): nearest neighbour on the chip's grid, never
 interpolated. A pixel nothing covers is nodata (-128).
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from . import geo
 from .catalog import TileTable
 from .headers import group_indices, point_pixels
-from .locate import locate
+from .mosaic import centre_values, owned_runs
 from .options import BAND_NAMES
 from .quantization import NODATA, SCALE, signed_squares
 from .sampling import Sampler, check_windows, run_layout
@@ -149,8 +150,8 @@ def read_windows(
     keep_blocks: bool = False,
 ) -> Chips:
     """Windows of `shape` (height, width) pixels, each on its own north-up grid (EPSG code,
-    GDAL transform; epsg 0: none), filled by the rule of chips: tiles on that grid first,
-    block by block, then the source pixel under each remaining centre."""
+    GDAL transform; epsg 0: none), filled by the rule of chips: the pixels tiles on that grid
+    own, block by block, then the source pixel under each remaining centre in its owner."""
     bands = tuple(int(b) for b in bands)
     epsg = np.asarray(epsg, np.int64)
     transform = np.asarray(transform, np.float64).reshape(-1, 6)
@@ -185,8 +186,8 @@ def read_windows(
 def _read_own_grid(
     tiles, sampler, members, epsg, transform, year, bands, level, values, filled, keep_blocks
 ):
-    """Fill the chips `members` (of one grid) from the tiles lying on that grid, block by
-    block; a pixel two such tiles hold keeps the first's value (tiles in catalog order)."""
+    """Fill the chips `members` (of one grid) with the pixels the tiles lying on that grid
+    own, block by block."""
     height, width = values.shape[-2:]
     code = int(epsg[members[0]])
     t = transform[members]
@@ -218,7 +219,9 @@ def _read_own_grid(
         per_read = max(1, READ_PIXELS // (height * width))
         for part in np.array_split(chosen, -(-chosen.size // per_read)):
             _read_tile_part(
+                tiles,
                 sampler,
+                year,
                 path,
                 header,
                 level,
@@ -236,7 +239,9 @@ def _read_own_grid(
 
 
 def _read_tile_part(
+    tiles,
     sampler,
+    year,
     path,
     header,
     level,
@@ -251,7 +256,8 @@ def _read_tile_part(
     filled,
     keep_blocks,
 ):
-    """Read the runs of `chips` (one per chip row) that lie in one tile and scatter them."""
+    """Read the runs of `chips` (one per chip row) that lie in one tile, the parts it owns,
+    and scatter them."""
     height = values.shape[-2]
     r = np.tile(np.arange(height), chips.size)
     rows = np.repeat(start, height) + step * r
@@ -259,6 +265,12 @@ def _read_tile_part(
     run_chip, run_r, rows = np.repeat(chips, height)[keep], r[keep], rows[keep]
     run_shift = np.repeat(shift, height)[keep]
     run_col0, run_col1 = np.repeat(col0, height)[keep], np.repeat(col1, height)[keep]
+    part, rows, run_col0, run_col1 = owned_runs(
+        tiles, sampler.header_reader, path, header, year, rows, run_col0, run_col1
+    )
+    if part.size == 0:  # the tile owns none of them: another zone's side of its overhang
+        return
+    run_chip, run_r, run_shift = run_chip[part], run_r[part], run_shift[part]
 
     def read():
         current = sampler.headers_for([path], level)[path]
@@ -303,8 +315,8 @@ def _scatter_pieces(layout, found, cuts, run_chip, run_r, run_shift, values, fil
 def _sample_rest(
     tiles, sampler, found, epsg, transform, year, bands, level, values, filled, keep_blocks
 ):
-    """Pixels of found chips that no tile of their grid holds: the source pixel under each
-    centre, located as aef_locate locates, chip grid by chip grid (one CRS a call)."""
+    """Pixels of found chips that no tile of their grid owns: the source pixel under each
+    centre in its owner, chip grid by chip grid (one CRS a call)."""
     for code in np.unique(epsg[found]).tolist():
         chips = found[epsg[found] == code]
         chip, r, c = np.nonzero(~filled[chips])
@@ -316,16 +328,9 @@ def _sample_rest(
             t = transform[i]
             px = t[:, 2] + (cc + 0.5) * t[:, 0]
             py = t[:, 5] + (rr + 0.5) * t[:, 4]
-            reader = sampler.header_reader
-            paths = locate(tiles, reader, px, py, np.full(px.size, year), crs=int(code))
-            if all(p is None for p in paths):
-                continue
-            samples = sampler.sample(
-                paths, px, py, list(bands), crs=int(code), keep_blocks=keep_blocks, level=level
+            got = centre_values(
+                tiles, sampler, px, py, int(code), year, bands, level, keep_blocks
             )
-            got = samples.values.copy()  # (pixels, bands)
-            for k in range(len(bands)):
-                got[~samples.band_valid(k), k] = NODATA
             values[i, :, rr, cc] = got
 
 

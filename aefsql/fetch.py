@@ -78,6 +78,32 @@ class ObjectChanged(RangeReadError):
         super().__init__(f"{redact(url)} changed while being read (was {expected}{now})")
 
 
+class RedirectRefused(RangeReadError):
+    """A server answered with a redirect (3xx), which aefsql does not follow: the origin
+    policy checks the URLs a catalog names, and a hop to another host would read its bytes
+    (and hand it the request's headers: an API key in storage options) unchecked — another
+    origin, a private address, cloud metadata. Not retried: the server means it."""
+
+    def __init__(self, url: str, status: int, location: str | None):
+        self.url, self.status_code, self.location = url, status, location
+        to = f" to {redact(location)}" if location else ""
+        super().__init__(
+            f"{redact(url)}: the server answered {status}, a redirect{to}; aefsql does not "
+            "follow redirects (name the file's final URL in the catalog)"
+        )
+
+
+async def refuse_redirects(response) -> None:
+    """aiohttp's `raise_for_status` hook on the sessions of aefsql's HTTP filesystems, whose
+    requests are all sent with `allow_redirects=False`: a 3xx answer (HEAD or GET, by fsspec
+    or by aefsql) raises RedirectRefused instead of being read as the file. Other statuses
+    are left to the caller."""
+    if 300 <= response.status < 400:
+        location = response.headers.get("Location")
+        response.close()  # its body is not the file: not read
+        raise RedirectRefused(str(response.url), response.status, location)
+
+
 class WrongRange(OSError):
     """The server answered with other bytes than the range asked for (retried)."""
 

@@ -172,6 +172,10 @@ def check_georeferenced(url: str, header: ImageHeader) -> None:
         raise TiffFormatError(f"{source}: file has no georeferencing")
     if header.epsg is None:
         raise TiffFormatError(f"{source}: file names no EPSG code in its GeoKeys")
+    if not geo.known_epsg(header.epsg):  # else pyproj's CRSError, naming no file, at transform
+        raise TiffFormatError(
+            f"{source}: its GeoKeys name EPSG:{header.epsg}, a CRS PROJ does not know"
+        )
     geo.check_north_aligned(header.transform, source)
 
 

@@ -25,11 +25,13 @@ from .errors import Cancelled, RangeReadError, redact, redact_text
 from .fetch import (
     ObjectChanged,
     Piece,
+    RedirectRefused,
     Request,
     Version,
     WrongRange,
     fetch,
     local_version,
+    refuse_redirects,
     version_from,
 )
 from .ranges import DEFAULT_MAX_GAP, DEFAULT_MAX_REQUEST, merge_ranges
@@ -174,6 +176,8 @@ class ByteStore:
         try:
             size = int(self.filesystem(url).size(url))
         except FileNotFoundError as exc:
+            if (refused := _refused_redirect(exc)) is not None:
+                raise refused from None
             failure = connection_failure(exc)
             if failure is not None:
                 raise RangeReadError(f"cannot reach {redact(url)}: {failure}") from None
@@ -227,6 +231,8 @@ class ByteStore:
                 return local_version(os.stat(fs._strip_protocol(url)))
             info = fs.info(url)
         except FileNotFoundError as exc:
+            if (refused := _refused_redirect(exc)) is not None:
+                raise refused from None
             failure = connection_failure(exc)
             if failure is not None:
                 raise RangeReadError(f"cannot reach {redact(url)}: {failure}") from None
@@ -242,7 +248,7 @@ class ByteStore:
         protocol = get_protocol(url)
         options = self.options.get(protocol_of(url), {})
         if protocol_of(url) == "http":
-            options = _with_http_timeouts(options)
+            options = http_options(options)
         return fsspec.filesystem(protocol, **options)
 
     def read_ranges(self, requests: Sequence[Request], *, allow_short: bool = False) -> list[Piece]:
@@ -306,6 +312,8 @@ class ByteStore:
         try:
             size = self.filesystem(request.url).size(request.url)
         except OSError as exc:
+            if (refused := _refused_redirect(exc)) is not None:
+                raise refused from None
             return _Transient(f"{redact(request.url)}: cannot check the file size: {exc}")
         if size is not None and size > request.start + len(piece.data):
             return _Transient(
@@ -349,7 +357,7 @@ def _checked(request: Request, answer, allow_short: bool):
     """The piece, a `_Transient` failure to retry, or a `RangeReadError` raised at once."""
     url, start, end = request.url, request.start, request.end
     where = f"{redact(url)} bytes {start}-{end - 1}"
-    if isinstance(answer, ObjectChanged):
+    if isinstance(answer, ObjectChanged | RedirectRefused):
         raise answer
     if isinstance(answer, FileNotFoundError):
         raise RangeReadError(f"{redact(url)}: file not found")
@@ -380,10 +388,26 @@ def _checked(request: Request, answer, allow_short: bool):
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
 
 
-def _with_http_timeouts(options: dict) -> dict:
+def http_options(options: dict) -> dict:
+    """fsspec HTTP storage options as aefsql uses them: its timeouts, and no redirect
+    followed by any request (fsspec passes these request options to every GET and HEAD it
+    sends, and `refuse_redirects` turns a 3xx into RedirectRefused): aiohttp would follow
+    up to 10 hops to any host, with the user's custom headers. Not an option a user can
+    turn back on."""
     client_kwargs = dict(options.get("client_kwargs") or {})
     client_kwargs.setdefault("timeout", HTTP_TIMEOUT)
-    return {**options, "client_kwargs": client_kwargs}
+    client_kwargs["raise_for_status"] = refuse_redirects
+    return {**options, "client_kwargs": client_kwargs, "allow_redirects": False}
+
+
+def _refused_redirect(error: BaseException) -> RedirectRefused | None:
+    """The RedirectRefused behind an fsspec error (its `info` reports any failure of HEAD
+    and GET as FileNotFoundError, the cause chained)."""
+    while error is not None:
+        if isinstance(error, RedirectRefused):
+            return error
+        error = error.__cause__
+    return None
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -450,6 +474,7 @@ def duckdb_filesystems(store: ByteStore, url: str) -> list[fsspec.AbstractFileSy
     family = protocol_of(url)
     options = store.options.get(family, {})
     if family == "http":
+        options = http_options(options)
         return [_HTTPForDuckDB(**options), _HTTPSForDuckDB(**options)]
     if family == "file":
         return []

@@ -4,7 +4,7 @@ Raster-sequential: the pixels of every polygon are laid out first (row spans, as
 `aef_pixels`), grouped by file and ordered by block, so that each block is decoded once
 however many polygons share it; their values are then summed per polygon with `bincount`.
 A pixel inside several polygons counts in each; a location is counted once per polygon
-across tiles and UTM zones (the ownership rule of `chunk_pixels`).
+across tiles and UTM zones (the ownership rule of aefsql/mosaic.py, applied by `areas_chunks`).
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 An area becomes chunks — (tile, year, row, first column, end column), at most CHUNK_PIXELS
 pixels each, inside one block column, in block order — from headers alone; chunks become
 pixel values through the sampler's run reads (`Sampler.read_layout`: each block fetched and
-decoded once, its pixels copied band by band). Where tiles of neighbouring UTM zones overlap,
-a pixel is kept only in the tile `locate` gives its centre (the point's own zone wins), so
-every location comes from exactly one tile: no double counting, no gap.
+decoded once, its pixels copied band by band). Where tiles overlap (neighbouring UTM zones'
+overhangs, lon/lat boxes), a chunk holds only the pixels its tile owns (aefsql/mosaic.py:
+the tile `locate` gives the pixel's centre, own zone first), decided before anything is read,
+so every location comes from exactly one tile — no double counting, no gap — and a block
+only another tile owns is never fetched.
 """
 
 from __future__ import annotations
@@ -19,10 +21,8 @@ from . import geo
 from .areas import (
     CHUNK_PIXELS,
     Area,
-    box_ring,
     centroid,
     chunked,
-    densified,
     projected,
     projected_all,
     row_spans,
@@ -32,14 +32,13 @@ from .catalog import TileTable
 from .errors import AefsqlError
 from .headers import check_georeferenced, group_indices, point_pixels
 from .locate import locate
+from .mosaic import owned_runs
 from .sampling import Sampler, human_bytes, nodata_of, run_layout
 
 AEF_PIXEL_METRES = 10.0
 # 10^8 pixels of 64 bands stream out (COPY … TO) in bounded memory; past this budget a
 # typo in an area (a continent instead of a county) is refused before it starts.
 DEFAULT_MAX_BYTES = 16 * 2**30
-EXTENT_STEP = 1000.0  # metres between vertices of a pixel extent's edges, projected to lon/lat
-BOX_MARGIN = 1.0  # metres around a projected lon/lat box: far above its densifying error
 
 
 @dataclass(frozen=True)
@@ -59,11 +58,11 @@ class Chunks:
 
 
 def area_chunks(tiles: TileTable, sampler: Sampler, area: Area, years, level: int = 0) -> Chunks:
-    """The chunks of every tile of `years` whose raster (at `level`: 0 full resolution, k
-    the k-th overview) holds pixel centres of `area`.
+    """The chunks of the pixels of `area` each tile of `years` owns (at `level`: 0 full
+    resolution, k the k-th overview; see aefsql/mosaic.py).
 
-    An area that holds no pixel centre at all (smaller than a pixel) gets the one pixel
-    under its centroid, flagged, from the tile `locate` picks for that point. (Callers check
+    An area none of whose pixel centres a tile owns (one smaller than a pixel) gets the one
+    pixel under its centroid, flagged, from the tile `locate` picks for that point. (Callers check
     the area's size first: `check_area_size`.)"""
     return areas_chunks(tiles, sampler, [area], years, level)[0]
 
@@ -102,6 +101,10 @@ def areas_chunks(tiles: TileTable, sampler: Sampler, areas: list[Area], years, l
             shape = in_crs[i, header.epsg]
             spans = row_spans(shape, header.transform, header.width, header.height)
             chunks = block_chunks(spans, header)
+            # Only the pixels this tile owns: an area whose centres all belong to other
+            # tiles (a sub-pixel square in a seam's overlap) is not "found" here.
+            _, *owned = owned_runs(tiles, reader, path, header, year, *chunks.T)
+            chunks = np.column_stack(owned) if len(chunks) else chunks
             if len(chunks):
                 parts.append((i, path, year, chunks, False))
         if len(parts) == before and not areas[i].empty:
@@ -240,21 +243,17 @@ def chunk_pixels(
     level: int = 0,
     coordinates: bool = True,
 ) -> Pixels:
-    """The pixels of `chunks` (rows and columns of the tiles' `level`) that belong to their
-    tile (see the module's docstring), and their values of `bands` (indices into A00..A63).
-    An overview pixel belongs to the tile `locate` gives its centre, as a full one does.
+    """The pixels of `chunks` (rows and columns of the tiles' `level`) and their values of
+    `bands` (indices into A00..A63). The chunks hold only pixels their tile owns (from
+    `area_chunks`, or cut by `mosaic.owned_runs`): nothing is located here.
 
     Pixels come in block order (see `RunLayout`), which is the chunks' own order when they
     come from `area_chunks`. Without `coordinates`, lon, lat and location are None (no
     pixel is projected to lon/lat)."""
     parts = []
     for url, of_url in group_indices(chunks.path, np.arange(chunks.row.size)).items():
-        for year, runs in group_indices(chunks.year, of_url).items():
-            parts.append(
-                _file_pixels(
-                    tiles, sampler, chunks, url, int(year), runs, bands, level, coordinates
-                )
-            )
+        for runs in group_indices(chunks.year, of_url).values():
+            parts.append(_file_pixels(sampler, chunks, url, runs, bands, level, coordinates))
     if not parts:
         empty = np.zeros(0, np.int64)
         return Pixels(
@@ -282,9 +281,9 @@ def chunk_pixels(
     )
 
 
-def _file_pixels(tiles, sampler, chunks: Chunks, url, year, runs, bands, level, coordinates):
+def _file_pixels(sampler, chunks: Chunks, url, runs, bands, level, coordinates):
     """chunk, row, col, x, y, lon, lat, location, values, nodata, band_count of the pixels of
-    one file's chunks that belong to it (lon, lat and location None without `coordinates`)."""
+    one file's chunks (lon, lat and location None without `coordinates`)."""
     reader = sampler.header_reader
 
     def read():
@@ -301,18 +300,7 @@ def _file_pixels(tiles, sampler, chunks: Chunks, url, year, runs, bands, level, 
 
     header, layout, x, y, (lon, lat), values = reader.restarting_on_change(read)
     chunk = runs[layout.run]
-    # Only a pixel that another tile's box also holds can belong elsewhere: ask `locate` for
-    # those alone (none, inside a tile away from its edges). A centroid chunk was located
-    # already, through the centroid.
     epsg = int(header.epsg)
-    doubtful = np.flatnonzero(
-        _in_other_boxes(tiles, url, year, epsg, x, y) & ~chunks.centroid[chunk]
-    )
-    keep = None
-    if doubtful.size:
-        owner = locate(tiles, reader, x[doubtful], y[doubtful], np.full(doubtful.size, year), epsg)
-        keep = np.ones(x.size, dtype=bool)
-        keep[doubtful] = owner == url
     t = header.transform
     location = location_key(epsg, x, y, abs(t.a), abs(t.e)) if coordinates else None
     n = x.size
@@ -330,36 +318,6 @@ def _file_pixels(tiles, sampler, chunks: Chunks, url, year, runs, bands, level, 
         np.full(n, nodata, np.int16),
         np.full(n, header.samples_per_pixel, np.int16),
     ]
-    if keep is not None and not keep.all():
-        found = [a if a is None else a[:, keep] if a.ndim == 2 else a[keep] for a in found]
-    return found
-
-
-def _in_other_boxes(tiles: TileTable, url: str, year: int, epsg: int, x, y) -> np.ndarray:
-    """True where (x, y), in EPSG `epsg`, may lie in the lon/lat box of a tile of `year` other
-    than `url` (a superset: `locate` decides). Each box is projected into `epsg` (densified)
-    and its bounds tested, so that no pixel has to be projected into lon/lat for this."""
-    found = np.zeros(x.size, dtype=bool)
-    if x.size == 0:
-        return found
-    extent = Area((densified(box_ring(x.min(), y.min(), x.max(), y.max()), EXTENT_STEP),), epsg)
-    lonlat = None
-    for t in candidate_tiles(tiles, projected(extent, geo.WGS84), year):
-        if tiles.path[t] == url:
-            continue
-        west, south, east, north = tiles.west[t], tiles.south[t], tiles.east[t], tiles.north[t]
-        try:
-            if west > east:  # a box across the antimeridian: no bounds to test in `epsg`
-                raise AefsqlError("across the antimeridian")
-            box = projected(Area((box_ring(west, south, east, north),), geo.WGS84), epsg)
-        except AefsqlError:  # or not projectable there: test in lon/lat
-            if lonlat is None:
-                lonlat = geo.transform_points(epsg, geo.WGS84, x, y)
-            found |= tiles.box_holds(t, *lonlat)
-            continue
-        x0, y0, x1, y1 = box.bounds
-        m = BOX_MARGIN
-        found |= (x >= x0 - m) & (x <= x1 + m) & (y >= y0 - m) & (y <= y1 + m)
     return found
 
 

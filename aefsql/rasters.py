@@ -1,9 +1,9 @@
 """Areas as rasters: the pixels of an area on one north-up grid, as numpy or xarray.
 
 The grid has square pixels of the tiles' size (10 m) in one projected CRS, aligned with the
-tiles of that CRS, so that inside one UTM zone every output pixel *is* a source pixel: an
-exact mosaic of however many tiles the area spans, read block by block as `aef_pixels`
-reads them (the pixels such a tile owns: see aefsql/pixels.py). Every other output pixel
+tiles of that CRS. Each output pixel follows the ownership rule (aefsql/mosaic.py): the
+pixels a tile on the grid owns are copied block by block, as `aef_pixels` reads them — inside
+one UTM zone an exact mosaic of however many tiles the area spans; every other output pixel
 centre goes through the point sampler — `locate` picks its tile (own UTM zone first), the
 sampler reads the pixel that contains it — so pixels of another zone's tiles are their
 nearest source pixel, int8 exact, never interpolated.
@@ -27,6 +27,7 @@ from .duck import Session, open_session
 from .errors import AefsqlError
 from .io import DEFAULT_CONCURRENCY
 from .locate import locate
+from .mosaic import centre_values, owned_runs
 from .options import BAND_NAMES, band_list, epsg, speaks, year_list
 from .pixels import Chunks, block_chunks, candidate_tiles, chunk_pixels
 from .quantization import NODATA
@@ -283,13 +284,9 @@ def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
             if rows.size == 0:
                 continue
             x, y = t.c + (cols + 0.5) * t.a, t.f + (rows + 0.5) * t.e
-            paths = locate(tiles, reader, x, y, np.full(x.size, year), crs=target)
-            samples = sampler.sample(
-                paths, x, y, bands, crs=target, keep_blocks=False, level=level
+            found = centre_values(
+                session.catalog.tiles(), sampler, x, y, target, year, bands, level
             )
-            found = samples.values  # (pixels, bands), a fresh array: masked in place
-            for k in range(len(bands)):
-                found[~samples.band_valid(k), k] = NODATA
             # One scatter for all bands from the transposed view: numpy walks it in memory
             # order, several times faster than a band-by-band or a copied transpose.
             values[i].reshape(len(bands), -1)[:, rows * grid.width + cols] = found.T
@@ -300,8 +297,8 @@ def _read_aligned(
     session: Session, grid: AreaGrid, spans, lonlat: Area, year, bands, out, level: int = 0
 ):
     """Write into `out` (bands, height, width) the pixels of `spans` that tiles on `grid`'s
-    own lattice (same CRS and pixel size, aligned) own, read block by block as `aef_pixels`
-    reads them; return where it wrote (bool, height * width)."""
+    own lattice (same CRS and pixel size, aligned) own (`mosaic.owned_runs`), read block by
+    block as `aef_pixels` reads them; return where it wrote (bool, height * width)."""
     tiles, sampler = session.catalog.tiles(), session.sampler
     filled = np.zeros(grid.height * grid.width, dtype=bool)
     for k in candidate_tiles(tiles, lonlat, year):
@@ -328,8 +325,10 @@ def _read_part(
     col1 = np.clip(spans[:, 2] + col_shift, 0, header.width)
     inside = (rows >= 0) & (rows < header.height) & (col1 > col0)
     runs = block_chunks(np.column_stack([rows, col0, col1])[inside], header, size=header.width)
+    _, *owned = owned_runs(tiles, sampler.header_reader, path, header, year, *runs.T)
+    runs = np.column_stack(owned)
     count = len(runs)
-    if count == 0:
+    if count == 0:  # the tile owns none of them (all another zone's, across a seam)
         return
     chunks = Chunks(
         path=np.full(count, path, dtype=object),

@@ -6,11 +6,13 @@ until a sample is read.
     loader = DataLoader(dataset, sampler=sampler, collate_fn=stack_samples)
 
 A query (TorchGeo's x, y and time slices) is read as a north-up window of `res` pixels in
-the dataset's CRS, by the rule of `aef_chips` (aefsql/chips.py): tiles on that grid are read
-block by block, every other pixel takes the source pixel under its centre (nearest
-neighbour, never interpolated). Tested with TorchGeo 0.8.1 (Python 3.11) and 0.10.1
-(Python 3.12): samples follow each version's own RasterDataset — 0.10 gives `bounds` and
-`transform` as tensors, 0.8 gives `crs` and the query as `bounds`.
+the dataset's CRS, by the rule of `aef_chips` (aefsql/chips.py, aefsql/mosaic.py): the
+pixels tiles on that grid own are read block by block, every other pixel takes the source
+pixel under its centre in the tile `aef_locate` gives it (nearest neighbour, never
+interpolated) — the same pixels `read_area`, `aef_chips` and `aef_pixels` give. Tested
+with TorchGeo 0.8.1 (Python 3.11) and 0.10.1 (Python 3.12): samples follow each version's
+own RasterDataset — 0.10 gives `bounds` and `transform` as tensors, 0.8 gives `crs` and the
+query as `bounds`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ AEF_PIXEL = 10.0  # metres: the published files' pixel
 class AEF(GeoDataset):
     """AlphaEarth Foundations embeddings of `years` (default: every year of the catalog).
 
-    `crs`: the dataset's CRS (default: the CRS of most of the chosen tiles), `res`: its pixel
+    `crs`: the dataset's CRS (default: the chosen tiles' CRS; required when they lie in
+    several UTM zones, refused otherwise), `res`: its pixel
     size in that CRS's units (default 10, AEF's own: windows on the tiles' grid are exact
     copies). `bands`: names such as ['A00', 'A05'] (default all 64). Images are int8 with -128
     for nodata, or float32 de-quantized with NaN for nodata when `dequantize`. A query that
@@ -87,7 +90,7 @@ class AEF(GeoDataset):
         if table.empty:
             raise AefsqlError(f"the catalog has no tile of year(s) {years}")
         codes = [_tile_epsg(label) for label in table["crs"]]
-        self.epsg = epsg(crs) if crs is not None else Counter(codes).most_common(1)[0][0]
+        self.epsg = epsg(crs) if crs is not None else _default_epsg(codes)
         self.index = _index(table, codes, self.epsg)
         pixel = AEF_PIXEL if res is None else float(res)
         self._res = (pixel, pixel)
@@ -156,6 +159,24 @@ class AEF(GeoDataset):
                 "transform": torch.tensor([a, b, c, d, e, f, 0.0, 0.0, 1.0]),
             }
         return {"image": image, "crs": self.crs, "bounds": query}
+
+
+def _default_epsg(codes: list[int]) -> int:
+    """The CRS of the chosen tiles when they share one; refused when they span several: the
+    dataset has one CRS, and a tile far from it reprojected there is distorted and its
+    bounding box mostly empty, so a sampler would draw windows that are all nodata."""
+    counts = Counter(codes).most_common()
+    if len(counts) == 1:
+        return counts[0][0]
+    listed = ", ".join(f"EPSG:{code} ({n} tiles)" for code, n in counts[:5])
+    more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+    raise AefsqlError(
+        f"the chosen tiles lie in {len(counts)} CRSs ({listed}{more}) and a TorchGeo dataset "
+        f"has one: pass crs= (e.g. crs={counts[0][0]}). Every chosen tile is then read in "
+        "that CRS, other zones' tiles reprojected: right for a zone and its neighbours across "
+        "a seam; distant zones give mostly-nodata windows, so sample a region in several "
+        "zones with one dataset per zone, over a catalog (or years) of that zone's tiles"
+    )
 
 
 def _tile_epsg(label) -> int:

@@ -10,6 +10,7 @@ import http.server
 import logging
 import os
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -231,6 +232,10 @@ class RangeHandler(FaultyHandler):
     log: RequestLog
     folder: Path
     honours_conditions = True
+    # {path suffix: URL}: requests (HEAD and GET) of such paths are answered with a redirect
+    # there (`redirect_status`), the path appended.
+    redirects: dict
+    redirect_status = 302
 
     def do_HEAD(self):
         self._serve(body=False)
@@ -241,6 +246,12 @@ class RangeHandler(FaultyHandler):
     def _serve(self, body: bool):
         byte_range = self.headers.get("Range")
         self.log.add(self.command, self.path, byte_range, self.headers)
+        target = next((u for s, u in self.redirects.items() if self.path.endswith(s)), None)
+        if target is not None:
+            answer = f"see {target}".encode()
+            headers = {"Location": target + self.path.lstrip("/"), "Content-Type": "text/plain"}
+            self.send_answer(self.redirect_status, headers, answer, None, send_body=body)
+            return
         fault = self.faults.take(self.path) if body else None
         path = self.folder / urllib.parse.unquote(self.path.split("?")[0]).lstrip("/")
         if not path.is_file():
@@ -286,6 +297,10 @@ class HTTPServer:
     base_url: str
     log: RequestLog
     faults: Faults
+    # {path suffix: base URL}: the requests of those paths are redirected there (see
+    # RangeHandler); change it while the server runs.
+    redirects: dict = field(default_factory=dict)
+    handler: type | None = None  # its handler class (e.g. to set its redirect_status)
 
 
 class _ThreadingServer(http.server.ThreadingHTTPServer):
@@ -294,10 +309,14 @@ class _ThreadingServer(http.server.ThreadingHTTPServer):
     request_queue_size = 256
 
 
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
 @contextlib.contextmanager
-def _serving(handler):
-    """Run `handler` on 127.0.0.1 (a free port) in a thread: yields the port."""
-    server = _ThreadingServer(("127.0.0.1", 0), handler)
+def _serving(handler, host: str = "127.0.0.1", port: int = 0):
+    """Run `handler` on host (a free port) in a thread: yields the port."""
+    server = (_ThreadingServer6 if ":" in host else _ThreadingServer)((host, port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -308,10 +327,14 @@ def _serving(handler):
 
 
 @contextlib.contextmanager
-def http_range_server(folder: Path, honours_conditions: bool = True):
-    """Serve folder on 127.0.0.1 (a free port): yields an HTTPServer whose base_url ends with
-    "/", whose log records every request and whose faults inject failures."""
-    log, faults = RequestLog(), Faults()
+def http_range_server(
+    folder: Path, honours_conditions: bool = True, host: str = "127.0.0.1", port: int = 0
+):
+    """Serve folder on host (127.0.0.1; ::1 and, in a network namespace, other addresses for
+    the tests of redirects), a free port unless given: yields an HTTPServer whose base_url
+    ends with "/", whose log records every request, whose faults inject failures and whose
+    redirects send requests elsewhere."""
+    log, faults, redirects = RequestLog(), Faults(), {}
     handler = type(
         "Handler",
         (RangeHandler,),
@@ -320,10 +343,12 @@ def http_range_server(folder: Path, honours_conditions: bool = True):
             "faults": faults,
             "folder": Path(folder),
             "honours_conditions": honours_conditions,
+            "redirects": redirects,
         },
     )
-    with _serving(handler) as port:
-        yield HTTPServer(f"http://127.0.0.1:{port}/", log, faults)
+    with _serving(handler, host, port) as bound:
+        shown = f"[{host}]" if ":" in host else host
+        yield HTTPServer(f"http://{shown}:{bound}/", log, faults, redirects, handler)
 
 
 class S3ProxyHandler(FaultyHandler):

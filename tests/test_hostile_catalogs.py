@@ -2,10 +2,12 @@
 a browser) and which lon/lat bounds it may give a tile. Both are checked where paths are
 normalized, before any tile is read."""
 
+import json
 import math
 import subprocess
 import sys
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -349,3 +351,251 @@ def test_the_shell_takes_allow_host(http_collection, catalog_server, expected):
     )
     assert allowed.returncode == 0, allowed.stderr
     assert allowed.stdout.splitlines()[1] == str(values[0]["A05"])
+
+
+# -- catalogs that repeat a file, or leave out its year ---------------------------------
+
+
+def repeated_catalog(http_collection, tile_base: str, target, spelling=lambda p: p) -> None:
+    """The collection's catalog with paths under tile_base (absolute, or relative when
+    tile_base is ""), and its first row again at the end (another fid), its path spelled
+    `spelling(path)`."""
+    absolute_catalog(http_collection, tile_base, target)
+    table = pq.read_table(target)
+    extra = table.slice(0, 1).to_pylist()[0]
+    extra["fid"] = max(table["fid"].to_pylist()) + 1
+    extra["path"] = spelling(extra["path"])
+    pq.write_table(pa.concat_tables([table, pa.Table.from_pylist([extra], table.schema)]), target)
+
+
+def area_of_tile_0() -> list[float]:
+    lon, lat, _, _ = tile_points(0, 1, seed=11)
+    lon, lat = float(lon[0]), float(lat[0])
+    return [lon - 0.002, lat - 0.002, lon + 0.002, lat + 0.002]
+
+
+def test_a_local_catalog_naming_a_file_twice_fails_at_registration(http_collection, tmp_path):
+    target = tmp_path / "index.parquet"
+    repeated_catalog(http_collection, str(http_collection.folder) + "/", target)
+    n = pq.read_metadata(target).num_rows
+    with pytest.raises(CatalogError, match=rf"rows 1 and {n} name the same file for 2023"):
+        aefsql.connect(catalog=str(target))
+
+
+def test_two_spellings_of_one_file_are_the_same_file(http_collection):
+    """`a.tiff` and `./a.tiff` resolve to one path: refused as well."""
+    folder = http_collection.folder.parent / "repeated-relative"
+    folder.mkdir(exist_ok=True)
+    for name in ("2023", "2024"):  # the tiles, beside the catalog (links: no copy)
+        if not (folder / name).exists():
+            (folder / name).symlink_to(http_collection.folder / name)
+    repeated_catalog(http_collection, "", folder / "index.parquet", lambda p: "./" + p)
+    n = pq.read_metadata(folder / "index.parquet").num_rows
+    with pytest.raises(CatalogError, match=rf"rows 1 and {n} name the same file for 2023"):
+        aefsql.connect(catalog=str(folder / "index.parquet"))
+
+
+def envelope_table(con, area) -> None:
+    """A table `parcels` of one WKT polygon: the box `area`."""
+    w, s, e, n = area
+    ring = f"{w} {s}, {e} {s}, {e} {n}, {w} {n}, {w} {s}"
+    con.execute(f"CREATE TABLE parcels AS SELECT 'POLYGON(({ring}))' AS geom")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT count(*) FROM aef_pixels({area}, years := 2023)",
+        "SELECT pixels FROM aef_zonal('parcels', years := 2023)",
+    ],
+    ids=["aef_pixels", "aef_zonal"],
+)
+def test_a_remote_catalog_naming_a_file_twice_fails_every_function(
+    http_collection, catalog_server, query
+):
+    """Followed, such a catalog doubled each pixel of aef_pixels and each count of
+    aef_zonal: it is refused, the rows named, by whichever function reads it first."""
+    server, folder = catalog_server
+    base = http_collection.index.rsplit("/", 1)[0] + "/"
+    repeated_catalog(http_collection, base, folder / "repeated.parquet")
+    n = pq.read_metadata(folder / "repeated.parquet").num_rows
+    area = area_of_tile_0()
+    url = f"{server.base_url}repeated.parquet"
+    con = aefsql.connect(catalog=url, allowed_hosts=["127.0.0.1"])
+    try:
+        envelope_table(con, area)
+        with pytest.raises(Exception, match=rf"rows 1 and {n} name the same file for 2023"):
+            con.execute(query.format(area=area)).fetchall()
+    finally:
+        con.close()
+
+
+def test_the_same_catalog_without_the_repeat_counts_each_pixel_once(
+    http_collection, catalog_server
+):
+    """The baseline of the test above: its catalog less the repeated row is read, and
+    aef_pixels gives as many rows as aef_zonal counts pixels."""
+    server, folder = catalog_server
+    base = http_collection.index.rsplit("/", 1)[0] + "/"
+    absolute_catalog(http_collection, base, folder / "once.parquet")
+    area = area_of_tile_0()
+    con = aefsql.connect(catalog=f"{server.base_url}once.parquet", allowed_hosts=["127.0.0.1"])
+    try:
+        envelope_table(con, area)
+        pixels = con.execute(f"SELECT count(*) FROM aef_pixels({area}, years := 2023)")
+        pixels = pixels.fetchone()[0]
+        zonal = con.execute("SELECT pixels FROM aef_zonal('parcels', years := 2023)").fetchone()[0]
+        distinct = con.execute(
+            f"SELECT count(DISTINCT location) FROM aef_pixels({area}, years := 2023)"
+        ).fetchone()[0]
+    finally:
+        con.close()
+    assert pixels == zonal == distinct > 0
+
+
+def test_a_null_year_is_refused_naming_the_row(tmp_path, catalog_server):
+    index = write_index(tmp_path / "index.parquet", year=[2023, None, 2023])
+    with pytest.raises(CatalogError, match=r"row 2: year is NULL"):
+        aefsql.connect(catalog=index)
+    url = serve_index(catalog_server, "null-year.parquet", year=[2023, 2023, None])
+    con = aefsql.connect(catalog=url)
+    try:
+        for query in ("SELECT aef_locate(1.2, 1.2, 2023)", "SELECT count(*) FROM aef_index()"):
+            with pytest.raises(Exception, match=r"row 3: year is NULL"):
+                con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_null_year_prints_no_warning(tmp_path):
+    """Its tile table used to be built with numpy's cast warning on stderr."""
+    index = write_index(tmp_path / "index.parquet", year=[2023, None, 2023])
+    script = (
+        "import aefsql\n"
+        "from aefsql.catalog import Catalog\n"
+        "from aefsql.io import ByteStore\n"
+        f"try: Catalog({str(index)!r}, ByteStore()).tiles()\n"
+        "except aefsql.CatalogError as e: print(e)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-W", "default", "-c", script], capture_output=True, text=True
+    )
+    assert "year is NULL" in run.stdout and run.stderr == ""
+
+
+# -- catalogs too large to decode: bounded from the footer, before any row is decoded ----
+
+
+def constant_catalog(target, rows: int, path: str = "2023/33N/tile.tiff") -> None:
+    """`rows` identical rows (no fid: aefsql numbers them): a few hundred KB of Parquet."""
+    chunk = min(rows, 500_000)
+    schema = pa.schema(
+        [("year", pa.int32()), ("path", pa.string())]
+        + [(name, pa.float64()) for name in catalog.WGS84_SIDES]
+    )
+    constant = {
+        "year": pa.array(np.full(chunk, 2023, np.int32)),
+        "path": pa.DictionaryArray.from_arrays(np.zeros(chunk, np.int32), [path]).cast(
+            pa.string()
+        ),
+        **{
+            name: np.full(chunk, value)
+            for name, value in zip(catalog.WGS84_SIDES, (12.0, 45.0, 12.75, 45.75), strict=True)
+        },
+    }
+    with pq.ParquetWriter(target, schema, compression="zstd") as out:
+        for start in range(0, rows, chunk):
+            n = min(chunk, rows - start)
+            out.write_table(pa.table({k: v[:n] for k, v in constant.items()}, schema=schema))
+
+
+def test_a_catalog_over_the_row_bound_is_refused_and_the_bound_raised(tmp_path, monkeypatch):
+    index = write_index(tmp_path / "index.parquet")
+    monkeypatch.setenv("AEFSQL_MAX_CATALOG_ROWS", "2")
+    with pytest.raises(CatalogError, match=r"has 3 rows, over the 2 .*AEFSQL_MAX_CATALOG_ROWS"):
+        aefsql.connect(catalog=index)
+    monkeypatch.setenv("AEFSQL_MAX_CATALOG_ROWS", "3")
+    aefsql.connect(catalog=index).close()
+    monkeypatch.setenv("AEFSQL_MAX_CATALOG_ROWS", "many")
+    with pytest.raises(CatalogError, match="AEFSQL_MAX_CATALOG_ROWS='many': expected a positive"):
+        aefsql.connect(catalog=index)
+
+
+def test_a_long_value_repeated_by_its_dictionary_is_bounded(tmp_path, catalog_server):
+    """120,000 rows naming one 10 KB path: 1.2 GB once decoded, in a file of a few hundred
+    KB (the value is stored once, in the column's dictionary): refused before it is expanded, local
+    (at registration) or remote (on first use)."""
+    target = tmp_path / "index.parquet"
+    constant_catalog(target, 120_000, path="a" * 10_000 + ".tiff")
+    assert target.stat().st_size < 1_000_000
+    refusal = r"decodes to 1,2[\d,]+ bytes, over the 1,073,741,824 .*AEFSQL_MAX_CATALOG_BYTES"
+    with pytest.raises(CatalogError, match=refusal):
+        aefsql.connect(catalog=str(target))
+    server, folder = catalog_server
+    constant_catalog(folder / "long-paths.parquet", 120_000, path="a" * 10_000 + ".tiff")
+    con = aefsql.connect(catalog=f"{server.base_url}long-paths.parquet")
+    try:
+        with pytest.raises(Exception, match=refusal):
+            con.execute("SELECT aef_locate(12.3, 45.3, 2023)").fetchall()
+    finally:
+        con.close()
+
+
+BOMB_SCRIPT = """
+import json, sys
+import aefsql
+con = aefsql.connect(catalog=sys.argv[1])
+outcome = []
+for query in ("SELECT count(*) FROM aef_index()", "SELECT aef_locate(12.3, 45.3, 2023)"):
+    try:
+        con.execute(query).fetchall()
+        outcome.append("read")
+    except Exception as exc:
+        outcome.append(str(exc))
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"outcome": outcome, "peak_kb": peak}))
+"""
+
+
+def test_a_remote_catalog_bomb_is_refused_from_its_footer(catalog_server):
+    """3 million identical rows in a few hundred KB, over HTTP: aef_index() and aef_locate
+    refuse it naming the bound, and the process (a child: its peak memory is its own) stays
+    small. Decoded, it took tens of seconds and gigabytes."""
+    server, folder = catalog_server
+    constant_catalog(folder / "bomb.parquet", 3_000_000)
+    assert (folder / "bomb.parquet").stat().st_size < 1_000_000
+    run = subprocess.run(
+        [sys.executable, "-c", BOMB_SCRIPT, f"{server.base_url}bomb.parquet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    for message in result["outcome"]:
+        assert "has 3,000,000 rows, over the 2,000,000" in message
+        assert "AEFSQL_MAX_CATALOG_ROWS" in message
+    # The bound does not depend on this figure's precision: decoded, the catalog alone
+    # took gigabytes.
+    assert result["peak_kb"] < 600 * 1024
+
+
+def test_repeats_are_per_year_and_counted(tmp_path):
+    """The same file in two years is two tiles (no pixel read twice for one year); three rows
+    of one file are named, and further repeated files counted."""
+    index = write_index(
+        tmp_path / "two-years.parquet", year=[2023, 2024, 2023], path=["a.tiff", "a.tiff", "c.tiff"]
+    )
+    aefsql.connect(catalog=index).close()
+    index = write_index(
+        tmp_path / "thrice.parquet",
+        fid=[1, 2, 3, 4, 5, 6],
+        year=[2023] * 6,
+        path=["b.tiff", "a.tiff", "./a.tiff", "c.tiff", "a.tiff", "c.tiff"],
+        **{side: [1.0, 1.0, 1.0, 1.0, 1.0, 1.0] for side in ("wgs84_west", "wgs84_south")},
+        **{side: [1.5] * 6 for side in ("wgs84_east", "wgs84_north")},
+    )
+    with pytest.raises(
+        CatalogError, match=r"rows 2, 3, 5 name the same file for 2023, .*/a\.tiff: .*1 more file"
+    ):
+        aefsql.connect(catalog=index)

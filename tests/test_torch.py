@@ -57,29 +57,21 @@ def owners(collection, year, epsg, x, y) -> np.ndarray:
 def expected_chip(collection, year, epsg, x, y, size, k=None):
     """(int8 (64, size, size), tile EPSG, west, north, source tile per pixel) of the chip of
     the point x/y (EPSG `epsg`) held by tile k (default: found by `owners`), by the chip rule,
-    from rasterio; None if no tile holds it. The tiles of k's CRS (all on one 10 m lattice
-    here) are read as boundless windows; the other pixels take the source pixel under their
-    centre, own zone first."""
+    from rasterio; None if no tile holds it. Every pixel is the source pixel under its centre
+    in the tile that owns it (own zone first); where that tile is of k's CRS (all on one 10 m
+    lattice here) it equals the tile's boundless window read (checked)."""
     k = int(owners(collection, year, epsg, x, y)[0]) if k is None else k
     if k < 0:
         return None
     code = COLLECTION_TILES[k][1]
     tx, ty = Transformer.from_crs(epsg, code, always_xy=True).transform(x, y)
     west, north = chip_corner(tile_file(collection, year, k), tx, ty, size)
-    values = np.full((64, size, size), NODATA, np.int8)
-    source = np.full((size, size), -1)
-    same = [j for j, tile in enumerate(COLLECTION_TILES) if tile[1] == code]
-    for j in same:
-        data, held = gdal_chip(tile_file(collection, year, j), west, north, size)
-        take = held & (source < 0)
-        values[:, take] = data[:, take]
-        source[take] = j
-    fill = source < 0
-    if fill.any():
-        cx, cy = chip_centres(west, north, size)
-        other, owner = own_zone_first(collection, year, code, cx, cy, skip=same)
-        values[:, fill] = other[:, fill]
-        source[fill] = owner[fill]
+    cx, cy = chip_centres(west, north, size)
+    values, source = own_zone_first(collection, year, code, cx, cy)
+    for j, tile in enumerate(COLLECTION_TILES):
+        if tile[1] == code:
+            data, _ = gdal_chip(tile_file(collection, year, j), west, north, size)
+            assert np.array_equal(values[:, source == j], data[:, source == j])
     return values, code, west, north, source
 
 

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from torchgeo.datasets import RasterDataset, stack_samples  # noqa: E402
 from torchgeo.samplers import GridGeoSampler, RandomGeoSampler  # noqa: E402
 
+from aefsql.errors import AefsqlError  # noqa: E402
 from aefsql.torchgeo import AEF  # noqa: E402
 
 try:  # TorchGeo >= 0.10
@@ -84,9 +85,9 @@ def centres(west, north, height, width, res):
 def expected_windows(collection, year, epsg, corners, size, res=PIXEL, tiles=TILES):
     """For each (west, north): (int8 (64, size, size), source tile per pixel (-1: none),
     int8 (64, size, size) by the centre rule alone) of the north-up window of `size` pixels
-    of `res` in EPSG `epsg`, from the catalog's tiles `tiles`: the pixels of tiles on the
-    window's grid are rasterio's boundless window reads (first tile in catalog order wins);
-    every other pixel is the source pixel under its centre, own UTM zone first."""
+    of `res` in EPSG `epsg`, from the catalog's tiles `tiles`: every pixel is the source pixel
+    under its centre in the tile that owns it (own UTM zone first); where that tile is on the
+    window's grid, this is rasterio's boundless window read of it (checked here too)."""
     grids = [centres(w, n, size, size, res) for w, n in corners]
     cx = np.stack([g[0] for g in grids])
     cy = np.stack([g[1] for g in grids])
@@ -96,16 +97,12 @@ def expected_windows(collection, year, epsg, corners, size, res=PIXEL, tiles=TIL
     for i, (west, north) in enumerate(corners):
         values = centre_values[:, i].copy()
         source = centre_source[i].copy()
-        filled = np.zeros((size, size), bool)
         for k in tiles:
             path = tile_file(collection, year, k)
             if not on_grid(path, epsg, west, north, res):
                 continue
             data, held = gdal_chip(path, west, north, size)
-            take = held & ~filled
-            values[:, take] = data[:, take]
-            source[take] = k
-            filled |= take
+            assert np.array_equal(values[:, source == k], data[:, source == k])
         out.append((values, source, centre_values[:, i]))
     return out
 
@@ -200,12 +197,14 @@ def check_samples(collection, ds, queries, samples, year, epsg, tiles=TILES):
 
 def test_construction_reads_no_cog_and_indexes_the_catalog(http_collection):
     """Over HTTP: building the dataset fetches the catalog, no .tiff. One row a tile of the
-    chosen years; the CRS is the one given, else the most common (33N: tiles 1 and 2); each
+    chosen years; the CRS is the one given (required: the tiles lie in three zones); each
     row's interval is its year; a tile in the dataset's CRS has its UTM box as footprint
     (rasterio's bounds), one in another CRS its outline reprojected."""
     log = http_collection.log
     before = log.total
-    ds = AEF(catalog=http_collection.index, years=2023)
+    with pytest.raises(AefsqlError, match=r"3 CRSs .*pass crs= \(e\.g\. crs=32633\)"):
+        AEF(catalog=http_collection.index, years=2023)
+    ds = AEF(catalog=http_collection.index, years=2023, crs=32633)
     paths = [p for _, p, _ in log.requests[before:]]
     assert paths and not [p for p in paths if p.endswith((".tiff", ".tif"))], paths
     assert len(ds) == len(ds.index) == 4
@@ -260,13 +259,37 @@ def test_construction_reads_no_cog_and_indexes_the_catalog(http_collection):
     assert [p for _, p, _ in log.requests[before:] if p.endswith(".tiff")]
 
 
+def test_tiles_of_several_zones_need_a_crs(gdal_collection, zone33_catalog):
+    """By default the dataset takes its tiles' CRS; tiles of several UTM zones (32N, 33N,
+    18S here) have none, and reprojecting the world into one of them gave samplers windows
+    that are all nodata, without a word: refused, naming the fix. One zone's catalog (the
+    fix's "one dataset per zone") samples with TorchGeo's own sampler, every window data."""
+    for years in (2023, [2023, 2024]):
+        with pytest.raises(AefsqlError, match=r"3 CRSs \(EPSG:32633 \(\d tiles\).*crs="):
+            AEF(catalog=gdal_collection.index, years=years)
+    ds = AEF(catalog=zone33_catalog, years=2023)
+    assert ds.crs == CRS.from_epsg(32633)
+    torch.manual_seed(0)
+    queries = list(RandomGeoSampler(ds, size=32, length=16))
+    boxes = []
+    for k in (1, 2):
+        with rasterio.open(tile_file(gdal_collection, 2023, k)) as src:
+            boxes.append(shapely.box(*raster_bounds(src)))
+    for q in queries:  # every window inside a tile (some hold the fixture's nodata block)
+        window = shapely.box(q[0].start, q[1].start, q[0].stop, q[1].stop)
+        assert any(box.contains(window) for box in boxes), q
+    images = [ds[q]["image"].numpy() for q in queries]
+    assert len(images) == 16 and sum((image != NODATA).any() for image in images) >= 12
+
+
 # -- 2: TorchGeo's samplers, sample by sample against rasterio -------------------------------
 
 
 def test_grid_sampler_samples_equal_rasterio(gdal_collection, ds33):
     """GridGeoSampler walks each tile's footprint (clipped to the ROI): windows on tiles 1/2's
-    lattice are exact copies of those files (where tile 0 overlaps tile 1 too), the windows
-    on tile 0's reprojected footprint take the source pixel under each centre."""
+    lattice are exact copies of those files where they own the pixels (where tile 0 overlaps
+    tile 1 west of 12°E, tile 0 does), the other pixels take the source pixel under each
+    centre in its owner."""
     sampler = GridGeoSampler(ds33, size=32, stride=32, roi=ROI)
     queries = list(sampler)
     assert len(queries) == len(sampler) > 30
@@ -276,12 +299,10 @@ def test_grid_sampler_samples_equal_rasterio(gdal_collection, ds33):
         on_grid(tile_file(gdal_collection, 2023, 1), 32633, *corner_of(q)[:2], 10) for q in queries
     ]
     assert any(aligned) and not all(aligned)
-    # Some aligned window holds pixels where the grid rule (tile 1) and the centre rule
-    # (own zone first: tile 0, west of 12°E) differ: the grid rule is what is checked.
+    # Some aligned window holds pixels tile 1 holds too but tile 0 owns (west of 12°E, own
+    # zone first): they are tile 0's pixel under their centre, not tile 1's copy.
     assert any(
-        not np.array_equal(values, centre)
-        for (values, _, centre), a in zip(expected, aligned, strict=True)
-        if a
+        (source == 0).any() for (_, source, _), a in zip(expected, aligned, strict=True) if a
     )
     sources = np.concatenate([s.ravel() for _, s, _ in expected])
     assert {0, 1, 2} <= set(sources.tolist())
