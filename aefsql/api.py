@@ -1,10 +1,14 @@
-"""The Python entry point for whole tables: `sample_points` (Arrow, pandas, polars or
-GeoPandas in; Arrow out), with the parameters of the SQL table function under the same names."""
+"""The Python entry points for whole tables: `sample_points` and `zonal` (Arrow, pandas,
+polars or GeoPandas in; Arrow out), with the parameters of the SQL table functions under the
+same names."""
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -14,14 +18,18 @@ from . import coverage, geo
 from .areas import Area
 from .catalog import quote_literal
 from .duck import Session, open_session
-from .errors import AefsqlError, redact_text
-from .options import BAND_NAMES, Options, epsg, resolve, year_list
+from .errors import AefsqlError, redact_text, user_stacklevel
+from .io import DEFAULT_CONCURRENCY, protocol_of
+from .options import BAND_NAMES, Options, added_columns, epsg, resolve, speaks, year_list
 from .progress import Progress
+from .sampling import check_level
 
 _POINTS = "__aef_points"
+_POLYGONS = "__aef_polygons"
 _ROW = "__aef_row"  # the 1-based input row, as the macros number it
 
 
+@speaks("python")
 def sample_points(
     points,
     *,
@@ -37,7 +45,11 @@ def sample_points(
     as_vector: bool = False,
     catalog: str | None = None,
     progress: bool | None = None,
-    **options,
+    cache_dir: str | None = None,
+    collection: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> pa.Table:
     """Every row of `points` (all its columns), once per distinct year, with the sampled
     bands beside it: the contract of the SQL `aef_sample_points`.
@@ -50,8 +62,9 @@ def sample_points(
     all 64). `as_vector`: one `embedding FLOAT[64]` column (de-quantized; NULL if any band is
     nodata) instead of the bands. `on_error`: 'null' gives the rows of unreadable files NULL
     bands and an `aef_error` message instead of failing. `progress`: a progress line on
-    stderr (default: when stderr is a terminal). `options`: cache_dir, concurrency,
-    collection and storage options, as for `aefsql.connect`. Bands are NULL where the point
+    stderr (default: when stderr is a terminal). `catalog`, `cache_dir`, `collection`,
+    `concurrency`, `allowed_hosts` and `storage_options` (one mapping): as for
+    `aefsql.connect`. Bands are NULL where the point
     lies in no tile, its coordinates are NULL or invalid, or the pixel is nodata. Rows keep
     their input order, and their columns their Arrow types (they are passed through, not
     read back from DuckDB). A year the catalog lacks gives NULL bands and a warning.
@@ -74,7 +87,15 @@ def sample_points(
         geometry_column=geometry_column,
     )
     report = Progress(enabled=progress)
-    session = open_session(catalog, progress=report, **options)
+    session = open_session(
+        catalog,
+        progress=report,
+        cache_dir=cache_dir,
+        collection=collection,
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
     warn_missing_years(session, chosen.years)
     con = duckdb.connect()
     try:
@@ -202,6 +223,85 @@ def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
     return result.drop_columns(BAND_NAMES).append_column("embedding", embedding)
 
 
+@speaks("python")
+def zonal(
+    polygons,
+    *,
+    years: int | Iterable[int] | None = None,
+    year: int | Iterable[int] | None = None,
+    geometry_column: str | None = None,
+    crs=None,
+    level: int = 0,
+    on_error: str = "raise",
+    catalog: str | None = None,
+    cache_dir: str | None = None,
+    collection: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> pa.Table:
+    """Every row of `polygons` (all its columns) once per distinct year, with `year`,
+    `pixels`, `nodata_pixels`, `centroid_pixel` and `embedding` (the mean de-quantized
+    embedding of its valid pixels): the contract of the SQL `aef_zonal`, which computes them.
+
+    `polygons`: a pyarrow Table or RecordBatchReader, a pandas, polars or GeoPandas
+    DataFrame (its geometry column and CRS are used unless you say otherwise), with polygons
+    as WKB in `geometry_column` (default the GeoDataFrame's, else 'geom'), in `crs` (default
+    lon/lat). `years` (alias `year`): one year or several. `level`: 0 (full resolution) or k,
+    the mean over the files' k-th overview (an approximation: see docs/functions.md).
+    `on_error`: 'null' gives a row whose geometry is not a usable area NULL results and an
+    `aef_error` message instead of failing. `catalog`, `cache_dir`, `collection`, `concurrency`, `allowed_hosts` and
+    `storage_options`: as for `aefsql.connect`. Rows keep their input order, and their
+    columns their Arrow types (a GeoDataFrame's geometry comes back as WKB).
+    """
+    source, _, geometry_column, crs = _arrow_points(polygons, geometry_column, crs)
+    geometry_column = geometry_column or "geom"
+    table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
+    check_level(level)
+    chosen = resolve(
+        years=years,
+        year=year,
+        crs=crs,
+        on_error=on_error,
+        function="aef_zonal",
+        columns=table.schema.names,
+        x_column=None,
+        y_column=None,
+        geometry_column=geometry_column,
+    )
+    session = open_session(
+        catalog,
+        cache_dir=cache_dir,
+        collection=collection,
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+    warn_missing_years(session, chosen.years)
+    added = added_columns("aef_zonal", chosen.bands, chosen.on_error, chosen.as_vector)
+    con = duckdb.connect()
+    try:
+        session.install(con)
+        # The macro sees the geometries only: the other columns are passed through here,
+        # with their Arrow types, rather than round-tripped through DuckDB.
+        con.register(_POLYGONS, table.select([geometry_column]))
+        result = con.sql(
+            f"SELECT {', '.join(added)} FROM aef_zonal('{_POLYGONS}', "
+            f"years := [{', '.join(map(str, chosen.years))}], "
+            f"geometry_column := {quote_literal(geometry_column)}, crs := {chosen.crs}, "
+            f"level := {int(level)}, on_error := {quote_literal(chosen.on_error)})"
+        ).to_arrow_table()
+    except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
+        raise type(exc)(redact_text(str(exc))) from None
+    finally:
+        con.close()
+    # aef_zonal orders its rows by input row, then year.
+    out = table.take(pa.array(np.repeat(np.arange(table.num_rows), len(chosen.years))))
+    for name in added:
+        out = out.append_column(name, result[name])
+    return out
+
+
 def warn_empty_area(session: Session, area: Area, years) -> list[str]:
     """Warn, once per reason, when some year of `area` meets no tile: the year is missing,
     the area is outside coverage, or its coordinates look swapped or in the wrong CRS (the
@@ -209,8 +309,9 @@ def warn_empty_area(session: Session, area: Area, years) -> list[str]:
     notes = coverage.area_notes(session.catalog.tiles(), area, years)
     reasons = list(dict.fromkeys(note for note in notes.values() if note))
     for reason in reasons:
-        # (stacklevel: the user's call of read_area or picture, through read_planned)
-        warnings.warn(f"area: {reason}; its pixels come back as nodata", stacklevel=4)
+        warnings.warn(
+            f"area: {reason}; its pixels come back as nodata", stacklevel=user_stacklevel()
+        )
     return reasons
 
 
@@ -222,7 +323,7 @@ def warn_uncovered_points(session: Session, x, y, crs: int, years, found_years) 
     empty = [y_ for y_ in years if y_ not in missing and y_ not in set(found_years)]
     reasons = list(dict.fromkeys(coverage.points_note(tiles, x, y, crs, year) for year in empty))
     for reason in reasons:
-        warnings.warn(f"no point lies in a tile: {reason}", stacklevel=3)
+        warnings.warn(f"no point lies in a tile: {reason}", stacklevel=user_stacklevel())
     return reasons
 
 
@@ -231,7 +332,9 @@ def warn_missing_years(session: Session, years) -> list[int]:
     missing = session.missing_years(years)
     if missing:
         note = coverage.missing_years_note(session.catalog.tiles(), missing)
-        warnings.warn(f"{note}: their rows come back with NULL bands", stacklevel=3)
+        warnings.warn(
+            f"{note}: their rows come back with NULL bands", stacklevel=user_stacklevel()
+        )
     return missing
 
 
@@ -268,17 +371,45 @@ def _arrow_points(points, geometry_column, crs):
     )
 
 
+@speaks("python")
 def build_collection(
     output: str,
     *,
     years: int | Iterable[int] | None = None,
     year: int | Iterable[int] | None = None,
     catalog: str | None = None,
-    **options,
+    cache_dir: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> int:
     """Write a read-ready collection: the parsed headers of the catalog's files (of `years`,
     alias `year`, one or several; default all) as one Parquet file at `output` (a path or
     URL). Returns the number of files. Pass it as `connect(collection=output)` and sampling
-    reads no COG header."""
+    reads no COG header. `catalog`, `cache_dir`, `concurrency`, `allowed_hosts` and
+    `storage_options`: as for `aefsql.connect`."""
     chosen = None if years is None and year is None else year_list(years, year)
-    return open_session(catalog, **options).write_collection(str(output), chosen)
+    if protocol_of(str(output)) == "file":
+        check_writable(output)  # before every file's header is read
+    session = open_session(
+        catalog,
+        cache_dir=cache_dir,
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+    return session.write_collection(str(output), chosen)
+
+
+def check_writable(path) -> None:
+    """Refuse an output path that cannot be written (its folder missing, read-only, or a folder
+    itself), before anything is read: one line, naming the path."""
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise AefsqlError(f"cannot write {path}: it is a folder")
+    if not folder.is_dir():
+        raise AefsqlError(f"cannot write {path}: no folder {folder}")
+    writable = os.access(target, os.W_OK) if target.exists() else os.access(folder, os.W_OK)
+    if not writable:
+        raise AefsqlError(f"cannot write {path}: permission denied")

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import geo
 from .errors import AefsqlError
+from .options import Mention, OptionError
 from .tiff import Affine
 
 # A straight lon/lat edge is a curve in UTM. Before projecting, edges are cut in halves
@@ -101,9 +102,11 @@ def _checked(area: Area) -> Area:
         if not np.isfinite(ring).all():
             raise AefsqlError("area: a vertex is NaN or infinite")
         if area.epsg == geo.WGS84 and not geo.valid_lonlat(ring[:, 0], ring[:, 1]).all():
-            raise AefsqlError(
+            raise OptionError(
                 "area: coordinates outside lon/lat range (-180..180, -90..90); if they are "
-                "projected, say so with crs := (e.g. crs := 32633)"
+                "projected, say so with {} (e.g. {})",
+                Mention("crs"),
+                Mention("crs", 32633),
             )
     return area
 

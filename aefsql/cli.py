@@ -6,6 +6,7 @@ import argparse
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 import duckdb
@@ -17,8 +18,9 @@ from .catalog import quote_literal
 from .demo import DEMO_POINTS, write_demo_collection
 from .duck import connect, open_session
 from .errors import AefsqlError
-from .options import MAX_YEARS
+from .options import MAX_YEARS, OptionError
 from .pictures import numbers_from, picture
+from .rasters import DEFAULT_MAX_BYTES
 from .shell import MODES, Shell, error_text
 
 # The demo's queries: (what it shows, SQL). The first is the canonical join of the README.
@@ -164,6 +166,29 @@ def run_sample(args, out=None) -> None:
             report_failed_rows(con, sys.stderr)
     finally:
         con.close()
+
+
+def run_picture(args, out=None) -> None:
+    out = out or sys.stdout
+    years = parse_years(args.year)
+    several = len(years) > 1
+    drawn = picture(
+        numbers_from(args.bbox, 4, "--bbox"),
+        years if several else years[0],
+        str(args.output),
+        crs=args.crs,
+        reference=args.similar_to and numbers_from(args.similar_to, 2, "--similar-to"),
+        bands=None if args.bands == "all" else [b.strip() for b in args.bands.split(",")],
+        level=args.level,
+        max_bytes=args.max_bytes,
+        catalog=args.catalog,
+        cache_dir=args.cache_dir,
+        allowed_hosts=args.allowed_hosts,
+    )
+    for one in drawn if several else [drawn]:
+        height, width, _ = one.rgba.shape
+        written = str(args.output).replace("{year}", str(one.year))
+        print(f"wrote {written}: {width} x {height} pixels, EPSG:{one.grid.epsg}", file=out)
 
 
 def report_failed_rows(con, err) -> None:
@@ -363,6 +388,14 @@ def run_verb(argv: list[str]) -> int:
         "--years", "--year", dest="years", help="only these years: 2023, 2023,2024 or 2018-2024"
     )
     build.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
+    build.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
+    build.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="HOST",
+        help="a host or bucket a remote catalog may name besides its own (repeatable)",
+    )
     draw = commands.add_parser(
         "picture",
         help="a PNG of an area: three principal components as RGB, or a similarity map",
@@ -370,14 +403,56 @@ def run_verb(argv: list[str]) -> int:
     draw.add_argument(
         "--bbox", required=True, help="west,south,east,north in --crs (--bbox=-122.5,… if negative)"
     )
-    draw.add_argument("--year", required=True, help="one year, e.g. 2024")
+    draw.add_argument(
+        "--year",
+        "--years",
+        dest="year",
+        required=True,
+        help="a year, e.g. 2024; or several (2023,2024) with {year} in -o: one PNG a year, "
+        "coloured alike, so that a change shows",
+    )
     draw.add_argument("--crs", default="EPSG:4326", help="CRS of --bbox (default EPSG:4326)")
     draw.add_argument(
         "--similar-to", help="lon,lat: grey map of the cosine similarity to this place"
     )
+    draw.add_argument(
+        "--bands", default="all", help="A00,A01,… the bands the picture is made of (default all)"
+    )
+    draw.add_argument(
+        "--level",
+        type=int,
+        default=0,
+        help="0: full resolution (default); k: the files' k-th overview (2^k x coarser)",
+    )
+    draw.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        help=f"refuse an area whose pixels take more (default {DEFAULT_MAX_BYTES})",
+    )
     draw.add_argument("-o", "--output", required=True, type=Path, help="the .png to write")
     draw.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
+    draw.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
+    draw.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="HOST",
+        help="a host or bucket a remote catalog may name besides its own (repeatable)",
+    )
     args = parser.parse_args(argv)
+    # Python's warnings, as one line each ("aefsql: warning: …"); none after an error, which
+    # says what went wrong.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        code = _run_verb(args)
+    if code == 0:
+        for message in dict.fromkeys(str(w.message) for w in caught):
+            print(f"aefsql: warning: {message}", file=sys.stderr)
+    return code
+
+
+def _run_verb(args) -> int:
     try:
         if args.command == "demo":
             run_demo(args.dir or default_demo_dir())
@@ -385,20 +460,19 @@ def run_verb(argv: list[str]) -> int:
             run_sample(args)
         elif args.command == "build-collection":
             years = parse_years(args.years) if args.years else None
-            files = build_collection(args.output, catalog=args.catalog, years=years)
+            files = build_collection(
+                args.output,
+                catalog=args.catalog,
+                years=years,
+                cache_dir=args.cache_dir,
+                allowed_hosts=args.allowed_hosts,
+            )
             print(f"wrote {args.output}: headers of {files} files")
         elif args.command == "picture":
-            drawn = picture(
-                numbers_from(args.bbox, 4, "--bbox"),
-                parse_years(args.year),
-                args.output,
-                crs=args.crs,
-                reference=args.similar_to and numbers_from(args.similar_to, 2, "--similar-to"),
-                catalog=args.catalog,
-            )
-            height, width, _ = drawn.rgba.shape
-            print(f"wrote {args.output}: {width} x {height} pixels, EPSG:{drawn.grid.epsg}")
-    except (AefsqlError, duckdb.Error) as exc:
+            run_picture(args)
+    except (AefsqlError, duckdb.Error, OSError) as exc:
+        if isinstance(exc, OptionError):
+            exc = exc.phrased("cli")
         print(f"aefsql: error: {error_text(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     return 0

@@ -46,7 +46,9 @@ class Plugin(BasePlugin):
             )
         config = dict(plugin_config)
         storage_options = config.pop("storage_options", None) or {}
-        self.session = open_session(config.pop("catalog", None), **config, **storage_options)
+        self.session = open_session(
+            config.pop("catalog", None), **config, storage_options=storage_options
+        )
         self._warned_views: set[str] = set()
         self._lock = threading.Lock()
 

@@ -7,11 +7,13 @@ publisher's de-quantisation. So nearby places and places of the same cover are s
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 from pyproj import Transformer
 
+from .errors import AefsqlError
 from .writer import NODATA, TileEntry, utm_zone_label, write_aef_cog, write_index
 
 PIXEL = 10.0
@@ -46,7 +48,7 @@ PROTOTYPES /= np.linalg.norm(PROTOTYPES, axis=1, keepdims=True)
 def write_demo_collection(folder, *, years=YEARS, tile_px: int = 512) -> Path:
     """Write the demo tiles for `years`, their index.parquet and places.csv into `folder`;
     return the index path. Existing files are rewritten, so the result is always the same."""
-    folder = Path(folder)
+    folder = _writable_folder(Path(folder))
     write_places(folder)
     entries = []
     for year in years:
@@ -80,6 +82,18 @@ def write_places(folder) -> Path:
     lines = ["name,lon,lat", *(f"{name},{lon},{lat}" for name, lon, lat in DEMO_POINTS)]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _writable_folder(folder: Path) -> Path:
+    """`folder`, made if missing; refused in one line, before any tile is computed, when it
+    cannot be made or written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AefsqlError(f"cannot write the demo to {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise AefsqlError(f"cannot write the demo to {folder}: permission denied")
+    return folder
 
 
 def _embeddings(epsg: int, west: float, south: float, size: int, year: int) -> np.ndarray:

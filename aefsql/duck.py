@@ -6,10 +6,12 @@ import json
 import os
 import secrets
 import threading
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -45,7 +47,7 @@ from .pixels import (
 from .progress import Progress
 from .rasteret import is_rasteret, open_rasteret
 from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_windows
-from .zonal import ZonalMeans, zonal_means
+from .means import ZonalMeans, zonal_means
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
 ROW_EMBEDDING_TYPE = (
@@ -587,7 +589,7 @@ class Session:
     def zonal(self, rows, wkbs, texts, types, crs, years, level, on_error) -> pa.ListArray:
         """Per call row (the lists of all polygons' row numbers, WKB, and the value as text
         and type where it did not cast to GEOMETRY): each polygon's zonal means in each year
-        (see aefsql/zonal.py). A row whose geometry is not a usable area fails the call
+        (see aefsql/means.py). A row whose geometry is not a usable area fails the call
         naming its row, or with on_error 'null' gets NULL results and its reason."""
         lists = []
         for ids, blobs, raw, kinds, code, wanted, at, mode in zip(
@@ -899,7 +901,11 @@ def register(
     catalog: str | None = None,
     *,
     allowed_hosts: list[str] | None = None,
-    **options,
+    cache_dir: str | None = None,
+    collection: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: bool | None = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Register every aef_* function on `con` (TEMP macros: per connection or cursor).
 
@@ -908,15 +914,23 @@ def register(
     catalog may name tiles on; default None, its own origin only. A catalog is untrusted
     input: local files, cloud metadata and addresses further into the network than the
     catalog's own host are refused whatever the list says (docs/security.md).
-    Options: `cache_dir` keeps every byte read (and the catalog) in this folder, so
-    that re-runs read nothing from the network (default `$AEFSQL_CACHE_DIR`, else none);
-    `collection` is a read-ready collection (see `build_collection`) whose headers are used
-    instead of reading them (default `$AEFSQL_COLLECTION`); `concurrency` is the number of
-    requests in flight; `progress` shows a progress line on stderr while sampling (None: when
-    stderr is a terminal). The other options are fsspec storage options for the catalog's
-    protocol (endpoint_url, anon, key/secret, …; default `$AEFSQL_STORAGE_OPTIONS`, JSON).
+    `cache_dir` keeps every byte read (and the catalog) in this folder, so that re-runs read
+    nothing from the network (default `$AEFSQL_CACHE_DIR`, else none); `collection` is a
+    read-ready collection (see `build_collection`) whose headers are used instead of reading
+    them (default `$AEFSQL_COLLECTION`); `concurrency` is the number of requests in flight;
+    `progress` shows a progress line on stderr while sampling (None: when stderr is a
+    terminal). `storage_options`: fsspec storage options for the catalog's protocol, one
+    mapping (endpoint_url, anon, key/secret, …; default `$AEFSQL_STORAGE_OPTIONS`, JSON).
     """
-    open_session(catalog, allowed_hosts=allowed_hosts, **options).install(con)
+    open_session(
+        catalog,
+        allowed_hosts=allowed_hosts,
+        cache_dir=cache_dir,
+        collection=collection,
+        concurrency=concurrency,
+        progress=progress,
+        storage_options=storage_options,
+    ).install(con)
     return con
 
 
@@ -928,17 +942,18 @@ def open_session(
     progress: bool | Progress | None = False,
     collection: str | None = None,
     allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
     tiles: TileTable | None = None,
     environment: bool = True,
-    **storage_options,
 ) -> Session:
-    """The catalog, storage and caches that UDFs share (see `register` for the options,
-    `allowed_hosts` among them). `tiles`: the catalog's tile table, read elsewhere.
+    """The catalog, storage and caches that UDFs share (see `register` for the options).
+    `tiles`: the catalog's tile table, read elsewhere.
     `environment`: take what is not given from $AEFSQL_CATALOG, $AEFSQL_STORAGE_OPTIONS,
     $AEFSQL_CACHE_DIR and $AEFSQL_COLLECTION; False for a copy of a session opened elsewhere
     (Spark's executors), whose options were resolved there."""
     env = os.environ if environment else {}
     url = catalog or env.get("AEFSQL_CATALOG") or PUBLIC_CATALOG
+    storage_options = dict(storage_options or {})
     if not storage_options and env.get("AEFSQL_STORAGE_OPTIONS"):
         try:
             storage_options = json.loads(env["AEFSQL_STORAGE_OPTIONS"])
@@ -969,13 +984,26 @@ def connect(
     catalog: str | None = None,
     *,
     allowed_hosts: list[str] | None = None,
-    **options,
+    cache_dir: str | None = None,
+    collection: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: bool | None = False,
+    storage_options: Mapping[str, Any] | None = None,
 ):
-    """A DuckDB connection with every aef_* function registered (see `register` for the
-    options: allowed_hosts, cache_dir, concurrency and storage options)."""
+    """A DuckDB connection (`database`: a file, default in memory) with every aef_* function
+    registered; the options are `register`'s."""
     con = duckdb.connect(database)
     try:
-        return register(con, catalog, allowed_hosts=allowed_hosts, **options)
+        return register(
+            con,
+            catalog,
+            allowed_hosts=allowed_hosts,
+            cache_dir=cache_dir,
+            collection=collection,
+            concurrency=concurrency,
+            progress=progress,
+            storage_options=storage_options,
+        )
     except BaseException:
         con.close()
         raise

@@ -1,6 +1,8 @@
 """The exceptions aefsql raises: one base class, a few specific kinds."""
 
+import os
 import re
+import sys
 from urllib.parse import urlsplit, urlunsplit
 
 # A URL inside a message: a scheme, "://", and everything up to a space, a quote or a
@@ -55,3 +57,14 @@ class RangeReadError(AefsqlError):
 
 class Cancelled(AefsqlError):
     """The query was cancelled (Ctrl-C in the shell) while aefsql was reading."""
+
+
+def user_stacklevel() -> int:
+    """The `stacklevel` that makes a `warnings.warn`, given by the function calling this,
+    name the first frame outside aefsql: the user's call, however deep in aefsql (and through
+    whichever decorators) the warning is given."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

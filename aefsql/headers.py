@@ -20,6 +20,7 @@ from .collection import CollectionHeaders
 from .errors import AefsqlError, RangeReadError, TiffFormatError, redact
 from .fetch import ObjectChanged
 from .io import ByteStore
+from .options import Mention, OptionError
 from .tiff import MAX_IFDS, ImageHeader, MissingBytes, SparseBytes, parse_header
 
 HEADER_FIRST_READ = 64 * 1024  # a COG with 1024-px blocks keeps its whole header in this
@@ -157,9 +158,10 @@ def point_pixels(url: str, header: ImageHeader, x, y, crs: int = geo.WGS84):
 def check_level(level: int) -> None:
     """A level is 0 (full resolution) or the number of an overview (1: the first)."""
     if isinstance(level, bool) or not isinstance(level, int | np.integer) or level < 0:
-        raise AefsqlError(
-            f"level := {level!r}: a level is 0 (full resolution) or 1, 2, … (the files' "
-            "overviews, coarser and coarser)"
+        raise OptionError(
+            "{}: a level is 0 (full resolution) or 1, 2, … (the files' overviews, coarser "
+            "and coarser)",
+            Mention("level", level),
         )
 
 

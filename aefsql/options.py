@@ -4,11 +4,15 @@ crs, bands, on_error, the coordinate columns and the columns a function adds.
 They are resolved here once, in Python: the SQL macros hand their parameters over as JSON
 (`to_json` keeps numbers, strings and booleans apart) and raise the message this module
 gives, so `year := '2023'` in SQL, `year="2023"` in Python and `--years 2023.5` on the
-command line fail with the same words.
+command line fail with the same words. Where a message names a parameter, each host says it
+in its own syntax (`years := 2024`, `years=2024`, `--years 2024`, Spark SQL's
+`years => 2024`): the message holds the
+mention (`Mention`), and `OptionError.phrased` writes it for the host (SQL by default).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 from collections.abc import Iterable
@@ -24,6 +28,98 @@ MAX_YEARS = 1000  # more distinct years than AEF will ever have: a typo like 202
 # aefsql's own column names begin so (the macros number rows as __aef_row, …): a user's
 # column so named would be renamed by DuckDB (__aef_row_1) or taken for aefsql's.
 RESERVED_PREFIX = "__aef_"
+
+
+HOSTS = ("sql", "python", "cli", "spark_sql")
+# The command line's flags where they are not --name with dashes for underscores.
+CLI_FLAGS = {"x_column": "--x", "y_column": "--y", "geometry_column": "--geometry"}
+_NO_VALUE = object()
+ANY_VALUE = ...  # a mention's value shown as "…": the parameter, whatever its value
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A parameter named in a message, with a value (or none: the bare name)."""
+
+    name: str
+    value: object = _NO_VALUE
+
+    def phrased(self, host: str) -> str:
+        if host == "cli":
+            flag = CLI_FLAGS.get(self.name, "--" + self.name.replace("_", "-"))
+            return flag if self.value is _NO_VALUE else f"{flag} {_cli_value(self.value)}"
+        if host == "python":
+            return (
+                f"{self.name}="
+                if self.value is _NO_VALUE
+                else f"{self.name}={_python_value(self.value)}"
+            )
+        spark = host == "spark_sql"  # named arguments `name => value`, lists `array(…)`
+        arrow = "=>" if spark else ":="
+        return (
+            f"{self.name} {arrow}"
+            if self.value is _NO_VALUE
+            else f"{self.name} {arrow} {_sql_value(self.value, spark)}"
+        )
+
+
+def _sql_value(value, spark: bool = False) -> str:
+    if value is ANY_VALUE:
+        return "…"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, list | tuple):
+        items = ", ".join(_sql_value(v, spark) for v in value)
+        return f"array({items})" if spark else f"[{items}]"
+    return str(value)
+
+
+def _python_value(value) -> str:
+    if value is ANY_VALUE:
+        return "…"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_python_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def _cli_value(value) -> str:
+    if value is ANY_VALUE:
+        return "…"
+    if isinstance(value, list | tuple):
+        return ",".join(_cli_value(v) for v in value) or "''"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class OptionError(AefsqlError):
+    """A parameter is wrong. `template` is the message with a `{}` for each of `mentions`;
+    str() is the SQL wording, `phrased(host)` another host's."""
+
+    def __init__(self, template: str, *mentions: Mention, host: str = "sql"):
+        self.template, self.mentions, self.host = template, mentions, host
+        super().__init__(template.format(*(m.phrased(host) for m in mentions)))
+
+    def phrased(self, host: str) -> OptionError:
+        return OptionError(self.template, *self.mentions, host=host)
+
+
+def speaks(host: str):
+    """Decorate a host's entry point: the OptionErrors it raises are worded for `host`."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except OptionError as exc:
+                if exc.host == host:
+                    raise
+                raise exc.phrased(host) from None
+
+        return call
+
+    return decorate
 
 
 @dataclass(frozen=True)
@@ -63,7 +159,11 @@ def resolve(
     if not isinstance(as_vector, bool):
         raise AefsqlError(f"as_vector must be true or false, not {as_vector!r}")
     if as_vector and bands is not None:
-        raise AefsqlError("as_vector := true returns all 64 bands as one vector: drop bands :=")
+        raise OptionError(
+            "{} returns all 64 bands as one vector: drop {}",
+            Mention("as_vector", True),
+            Mention("bands"),
+        )
     if columns is not None:
         _check_columns(
             function,
@@ -78,14 +178,19 @@ def resolve(
 
 def year_list(years=None, year=None) -> tuple[int, ...]:
     """The distinct years named by `years` (or its alias `year`): one year or a list."""
+    one, several = Mention("years", 2024), Mention("years", [2023, 2024])
     if years is not None and year is not None:
-        raise AefsqlError("pass years := … or its alias year := …, not both")
+        raise OptionError(
+            "pass {} or its alias {}, not both",
+            Mention("years", ANY_VALUE),
+            Mention("year", ANY_VALUE),
+        )
     value = years if years is not None else year
     if value is None:
-        raise AefsqlError("pass years := 2024 or years := [2023, 2024]: AEF has one image a year")
+        raise OptionError("pass {} or {}: AEF has one image a year", one, several)
     items = list(value) if _is_sequence(value) else [value]
     if not items:
-        raise AefsqlError("years names no year: pass years := 2024 or years := [2023, 2024]")
+        raise OptionError("years names no year: pass {} or {}", one, several)
     distinct = sorted({_one_year(v) for v in items})
     if len(distinct) > MAX_YEARS:
         raise AefsqlError(f"years names {len(distinct):,} years: at most {MAX_YEARS} at once")
@@ -120,7 +225,11 @@ def band_list(bands) -> tuple[str, ...]:
         raise AefsqlError(f"bands is a list of names such as ['A00', 'A05'], not {bands!r}")
     names = list(bands)
     if not names:
-        raise AefsqlError("bands := [] selects no band: name some (['A00', 'A05']) or omit it")
+        raise OptionError(
+            "{} selects no band: name some ({}) or omit it",
+            Mention("bands", []),
+            Mention("bands", ["A00", "A05"]),
+        )
     if any(n is None for n in names):
         raise AefsqlError("bands holds a NULL: name bands A00..A63")
     unknown = [n for n in names if n not in BAND_NAMES]

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .api import check_writable
+from .coverage import area_notes
 from .duck import Session, open_session
 from .errors import AefsqlError
+from .io import DEFAULT_CONCURRENCY
 from .locate import locate
-from .options import year_list
+from .options import BAND_NAMES, speaks, year_list
 from .quantization import NODATA, dequantize
 from .rasters import DEFAULT_MAX_BYTES, AreaGrid, plan_area, read_planned
 
@@ -26,54 +32,162 @@ COVARIANCE_PIXELS = 1 << 18
 STRETCH_PERCENTILES = (2, 98)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
+class PcaAxes:
+    """The colours of a PCA picture: three principal axes of the de-quantized embeddings
+    (`bands` of them), their mean, and the stretch of each component (`low` black, `high`
+    full colour). Give it to another `picture(axes=...)` and the same embedding gets the
+    same colour there."""
+
+    bands: tuple[str, ...]
+    mean: np.ndarray  # (bands,)
+    axes: np.ndarray  # (3, bands): at most 3 rows
+    low: np.ndarray  # (3,)
+    high: np.ndarray  # (3,)
+
+    def __repr__(self) -> str:
+        return f"PcaAxes({len(self.axes)} components of {len(self.bands)} bands)"
+
+
+@dataclass(frozen=True, repr=False)
 class Picture:
-    """What `picture` drew: RGBA rows north to south on `grid`, and the similarity map
-    (NaN at nodata) when a reference was given."""
+    """What `picture` drew: RGBA rows north to south on `grid` (one PNG pixel a grid pixel),
+    the similarity map (NaN at nodata) when a reference was given, else the PCA `axes` that
+    coloured it. A notebook shows it as its PNG."""
 
     rgba: np.ndarray  # uint8 (height, width, 4)
     grid: AreaGrid
     similarity: np.ndarray | None
+    year: int | None = None
+    axes: PcaAxes | None = None
+
+    def __repr__(self) -> str:
+        height, width, _ = self.rgba.shape
+        kind = "PCA" if self.similarity is None else "similarity"
+        return (
+            f"<Picture {kind} of {self.year}: {width} x {height} pixels of "
+            f"{abs(self.grid.transform.a):g} m, EPSG:{self.grid.epsg}>"
+        )
+
+    def _repr_png_(self) -> bytes:
+        return png_bytes(self.rgba)
+
+    def save(self, path) -> None:
+        """Write the picture as a PNG to `path` (a local file)."""
+        write_png(path, self.rgba)
 
 
+@speaks("python")
 def picture(
     area,
-    year: int,
-    path,
+    year,
+    path=None,
     *,
     crs=4326,
     reference: tuple[float, float] | None = None,
-    catalog: str | None = None,
+    axes: PcaAxes | None = None,
+    bands=None,
+    level: int = 0,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    **options,
-) -> Picture:
-    """Write a PNG of `area` in `year` to `path` (a local file) and return what it drew.
+    catalog: str | None = None,
+    cache_dir: str | None = None,
+    collection: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+):
+    """A picture of `area` in `year`, written as a PNG to `path` when given (a local file);
+    returns the `Picture` (shown as an image in a notebook).
 
-    `area` and `crs` as for `read_area` (the grid is its grid: north-up, one PNG pixel per
-    10 m pixel). Default: three principal components of the de-quantized embeddings of the
-    valid pixels (see `pca_rgb`) as red, green and blue, each stretched from its 2nd to its
-    98th percentile.
+    `area`, `crs`, `bands`, `level` and `max_bytes` as for `read_area` (the grid is its grid:
+    north-up, one PNG pixel per pixel). Default: three principal components of the
+    de-quantized embeddings of the valid pixels (see `pca_rgb`) as red, green and blue, each
+    stretched from its 2nd to its 98th percentile.
+    `year` a list, e.g. [2023, 2024]: one picture per year, in a list, on the same grid and
+    with the same axes and stretch (computed over every year's pixels), so that the same
+    embedding has the same colour in each and a change shows; `path` then names a file per
+    year with `{year}` in it ('area-{year}.png').
+    `axes`: the `Picture.axes` of an earlier picture, to colour this one the same way.
     `reference=(lon, lat)`: instead, a grey map of each pixel's cosine similarity to that
-    place's embedding in `year` (white 1, black 0 or below). A pixel with any band nodata, or
-    outside the area or coverage, is transparent.
+    place's embedding in the same year (white 1, black 0 or below).
+    A pixel with any band nodata, or outside the area or coverage, is transparent; a picture
+    with no valid pixel at all is an error. `catalog`, `cache_dir`, `collection`,
+    `concurrency`, `allowed_hosts` and `storage_options`: as for `aefsql.connect`.
     """
+    several = _is_sequence(year)
     years = year_list(year)
-    if len(years) != 1:
-        raise AefsqlError(f"a picture shows one year, not {list(years)}")
-    request = plan_area(area, years, crs=crs, max_bytes=max_bytes)
-    session = open_session(catalog, **options)
-    target = None if reference is None else reference_embedding(session, reference, years[0])
+    paths = _paths(path, years, several)
+    if reference is not None and axes is not None:
+        raise AefsqlError("axes colour a PCA picture; a similarity map (reference) has none")
+    request = plan_area(area, years, bands=bands, crs=crs, max_bytes=max_bytes, level=level)
+    if axes is not None and axes.bands != request.bands:
+        raise AefsqlError(
+            f"axes were made from {len(axes.bands)} bands, this picture has "
+            f"{len(request.bands)}: pass the same bands"
+        )
+    for written in paths:  # before anything is read
+        if written is not None:
+            check_writable(written)
+    session = open_session(
+        catalog,
+        cache_dir=cache_dir,
+        collection=collection,
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+    wanted = [BAND_NAMES.index(b) for b in request.bands]
+    targets = (
+        None
+        if reference is None
+        else [reference_embedding(session, reference, y, wanted) for y in years]
+    )
     raster = read_planned(session, request)
     if raster.grid.width == 0 or raster.grid.height == 0:
         raise AefsqlError("the area holds no pixel centre: there is nothing to draw")
-    values = raster.values[0]
-    if target is None:
-        drawn = Picture(pca_rgb(values), raster.grid, None)
+    if targets is None:
+        colours, axes = pca_pictures(list(raster.values), axes, request.bands)
+        drawn = [
+            Picture(rgba, raster.grid, None, y, axes)
+            for rgba, y in zip(colours, years, strict=True)
+        ]
     else:
-        similar = similarity(values, target)
-        drawn = Picture(grey(similar), raster.grid, similar)
-    write_png(path, drawn.rgba)
-    return drawn
+        drawn = []
+        for values, target, y in zip(raster.values, targets, years, strict=True):
+            similar = similarity(values, target)
+            drawn.append(Picture(grey(similar), raster.grid, similar, y))
+    empty = [p.year for p in drawn if not p.rgba[..., 3].any()]
+    if empty:
+        # Why, as aef_area_plan's note says it (aefsql/coverage.py); no note: the tiles there
+        # hold nodata only.
+        notes = area_notes(session.catalog.tiles(), request.area, empty)
+        reasons = dict.fromkeys(notes[y] or "every pixel of the area is nodata" for y in empty)
+        raise AefsqlError(
+            f"nothing to draw in {', '.join(map(str, empty))}: {'; '.join(reasons)}"
+        )
+    for picture_, written in zip(drawn, paths, strict=True):
+        if written is not None:
+            picture_.save(written)
+    return drawn if several else drawn[0]
+
+
+def _is_sequence(value) -> bool:
+    return not isinstance(value, str | bytes) and isinstance(value, Iterable)
+
+
+def _paths(path, years, several: bool) -> list:
+    """The file each year's picture is written to (None: not written)."""
+    if path is None:
+        return [None] * len(years)
+    if not several:
+        return [path]
+    text = str(path)
+    if "{year}" not in text:
+        raise AefsqlError(
+            f"a picture of several years is a file per year: put {{year}} in the path "
+            f"({text!r}), e.g. 'area-{{year}}.png'"
+        )
+    return [text.replace("{year}", str(y)) for y in years]
 
 
 def numbers_from(text: str, count: int, name: str) -> list[float]:
@@ -87,8 +201,9 @@ def numbers_from(text: str, count: int, name: str) -> list[float]:
     return numbers
 
 
-def reference_embedding(session: Session, reference, year: int) -> np.ndarray:
-    """The int8 embedding (64,) at a (lon, lat) in `year`, from the tile aef_locate picks."""
+def reference_embedding(session: Session, reference, year: int, bands=None) -> np.ndarray:
+    """The int8 embedding (of `bands`, indices; default all 64) at a (lon, lat) in `year`,
+    from the tile aef_locate picks."""
     try:
         lon, lat = (float(v) for v in reference)
     except (TypeError, ValueError):
@@ -96,7 +211,7 @@ def reference_embedding(session: Session, reference, year: int) -> np.ndarray:
     path = locate(session.catalog.tiles(), session.sampler.header_reader, [lon], [lat], [year])[0]
     if path is None:
         raise AefsqlError(f"reference ({lon}, {lat}) lies in no tile of {year}")
-    samples = session.sampler.sample([path], [lon], [lat])
+    samples = session.sampler.sample([path], [lon], [lat], bands)
     if not samples.valid.all():
         raise AefsqlError(f"reference ({lon}, {lat}) is nodata in {year}: pick another place")
     return samples.values[0]
@@ -123,32 +238,75 @@ def pca_rgb(values: np.ndarray) -> np.ndarray:
     """RGBA (height, width, 4) of int8 embeddings (bands, height, width): the first three
     principal components of the valid pixels, each stretched 2-98 percentile to 0..255.
     The components come from at most COVARIANCE_PIXELS of them, evenly spaced."""
-    bands, height, width = values.shape
-    rgba = np.zeros((height * width, 4), dtype=np.uint8)
-    pixels = _valid_pixels(values)
-    if pixels.size == 0:
-        return rgba.reshape(height, width, 4)
+    return pca_pictures([values])[0][0]
+
+
+def pca_pictures(arrays: list[np.ndarray], axes: PcaAxes | None = None, bands=None):
+    """([RGBA (height, width, 4)] of each int8 array (bands, height, width), the PcaAxes
+    that coloured them): `axes`, else those of all the arrays' valid pixels together (None
+    if there is none), so that one embedding has one colour in every array. `bands`: the
+    arrays' band names (default A00, A01, …)."""
+    valid = [_valid_pixels(v) for v in arrays]
+    if axes is None:
+        found = _principal_axes(arrays, valid)
+        if found is None:
+            return [_rgba(v.shape, p, None) for v, p in zip(arrays, valid, strict=True)], None
+        mean, vectors = found
+    else:
+        mean, vectors = axes.mean, axes.axes
+    components = []
+    for values, pixels in zip(arrays, valid, strict=True):
+        projected_ = np.zeros((pixels.size, 3), dtype=np.float32)
+        for part, v in _chunks(pixels, values):
+            projected_[part, : len(vectors)] = (vectors @ v - (vectors @ mean)[:, None]).T
+        components.append(projected_)
+    if axes is None:
+        low, high = np.percentile(np.concatenate(components), STRETCH_PERCENTILES, axis=0)
+        names = BAND_NAMES[: arrays[0].shape[0]] if bands is None else bands
+        axes = PcaAxes(tuple(names), mean, vectors, low, high)
+    colours = [
+        _rgba(values.shape, pixels, comps, axes)
+        for values, pixels, comps in zip(arrays, valid, components, strict=True)
+    ]
+    return colours, axes
+
+
+def _principal_axes(arrays, valid):
+    """(mean (bands,), axes (3, bands)) of the valid pixels of all arrays; None if none."""
+    bands = arrays[0].shape[0]
+    count = sum(p.size for p in valid)
+    if count == 0:
+        return None
     # The covariance costs 2 x bands² FLOP a pixel (8 GFLOP a million): a regular sample of
     # 262,144 pixels pins a 64 x 64 covariance to ~0.2%; the projection takes every pixel.
-    sample = pixels[:: -(-pixels.size // COVARIANCE_PIXELS)]
+    step = -(-count // COVARIANCE_PIXELS)
     # One pass (sums of x and x xᵀ): de-quantized values are at most 1, so float64 loses
     # nothing that matters.
-    total, outer = np.zeros(bands), np.zeros((bands, bands))
-    for _, v in _chunks(sample, values):
-        total += v.sum(axis=1)
-        outer += v @ v.T
-    mean = total / sample.size
-    _, vectors = np.linalg.eigh(outer / sample.size - np.outer(mean, mean))
+    total, outer, sampled = np.zeros(bands), np.zeros((bands, bands)), 0
+    for values, pixels in zip(arrays, valid, strict=True):
+        sample = pixels[::step]
+        sampled += sample.size
+        for _, v in _chunks(sample, values):
+            total += v.sum(axis=1)
+            outer += v @ v.T
+    mean = total / sampled
+    _, vectors = np.linalg.eigh(outer / sampled - np.outer(mean, mean))
     axes = vectors[:, ::-1][:, :3].T  # eigh sorts ascending
     # An eigenvector's sign is arbitrary: fix it so the same data gives the same colours.
     axes = axes * np.where(axes[range(len(axes)), np.abs(axes).argmax(axis=1)] < 0, -1, 1)[:, None]
-    components = np.zeros((pixels.size, 3), dtype=np.float32)
-    for part, v in _chunks(pixels, values):
-        components[part, : len(axes)] = (axes @ v - (axes @ mean)[:, None]).T
-    low, high = np.percentile(components, STRETCH_PERCENTILES, axis=0)
-    scaled = (components - low) / np.where(high > low, high - low, 1.0)
-    rgba[pixels, :3] = np.rint(np.clip(scaled, 0.0, 1.0) * 255)
-    rgba[pixels, 3] = 255
+    return mean, axes
+
+
+def _rgba(shape, pixels, components, axes: PcaAxes | None = None) -> np.ndarray:
+    """RGBA (height, width, 4): the components of `pixels` stretched by `axes`, the other
+    pixels transparent."""
+    _, height, width = shape
+    rgba = np.zeros((height * width, 4), dtype=np.uint8)
+    if components is not None and pixels.size:
+        low, high = axes.low, axes.high
+        scaled = (components - low) / np.where(high > low, high - low, 1.0)
+        rgba[pixels, :3] = np.rint(np.clip(scaled, 0.0, 1.0) * 255)
+        rgba[pixels, 3] = 255
     return rgba.reshape(height, width, 4)
 
 
@@ -176,6 +334,11 @@ def grey(similar: np.ndarray) -> np.ndarray:
 
 
 def write_png(path, rgba: np.ndarray) -> None:
+    """Write `png_bytes(rgba)` to `path`."""
+    Path(path).write_bytes(png_bytes(rgba))
+
+
+def png_bytes(rgba: np.ndarray) -> bytes:
     """An 8-bit RGBA PNG: signature, IHDR, one zlib stream of rows (each led by filter
     byte 0, "none"), IEND; every chunk with its length and CRC."""
     height, width, _ = rgba.shape
@@ -189,8 +352,11 @@ def write_png(path, rgba: np.ndarray) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8 bits, RGBA
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n")
-        f.write(chunk(b"IHDR", header))
-        f.write(chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)))
-        f.write(chunk(b"IEND", b""))
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            chunk(b"IHDR", header),
+            chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)),
+            chunk(b"IEND", b""),
+        )
+    )

@@ -12,7 +12,9 @@ nearest source pixel, int8 exact, never interpolated.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyproj
@@ -23,12 +25,13 @@ from .areas import Area, area_from, centroid, projected, row_spans
 from .chips import lattice_offsets
 from .duck import Session, open_session
 from .errors import AefsqlError
+from .io import DEFAULT_CONCURRENCY
 from .locate import locate
 from .mosaic import centre_values, owned_runs
-from .options import BAND_NAMES, band_list, epsg, year_list
+from .options import BAND_NAMES, band_list, epsg, speaks, year_list
 from .pixels import Chunks, block_chunks, candidate_tiles, chunk_pixels
 from .quantization import NODATA
-from .sampling import human_bytes
+from .sampling import check_level, human_bytes
 from .tiff import Affine
 
 PIXEL_SIZE = 10.0  # AEF's pixel, for grids in a CRS that has no tile to align with
@@ -58,6 +61,7 @@ class AreaRequest:
     bands: tuple[str, ...]
     target_epsg: int | None  # None: the zone whose tiles own most of the area's pixels
     estimated_pixels: int
+    level: int = 0  # 0: full resolution; k: the files' k-th overview
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class AreaRaster:
     bands: tuple[str, ...]
 
 
+@speaks("python")
 def read_area(
     area,
     years,
@@ -78,14 +83,20 @@ def read_area(
     bands=None,
     crs=4326,
     target_crs=None,
-    catalog: str | None = None,
+    level: int = 0,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    **options,
+    catalog: str | None = None,
+    cache_dir: str | None = None,
+    collection: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ):
     """The pixels of `area` as an xarray.DataArray (year, band, y, x) of int8, north-up.
 
     `area`: WKB bytes, a box [west, south, east, north] or a shapely geometry, in `crs`
-    (default lon/lat). The grid holds the pixels whose centres lie within the area's bounds;
+    (default lon/lat); `bands`: names such as ['A00', 'A05'] (default all 64). The grid holds
+    the pixels whose centres lie within the area's bounds;
     those whose centre is outside the area, outside coverage or nodata are -128
     (`_FillValue`): an area outside coverage is all -128, one holding no pixel centre gives
     y and x of size 0. Inside one UTM zone it is the tiles' own grid: an exact mosaic. An
@@ -93,17 +104,32 @@ def read_area(
     its pixels — and 10 m pixels aligned with that zone's tiles; each pixel takes the value
     of the source pixel (located as `aef_locate` does) that contains its centre: nearest
     neighbour, never interpolated.
+    `level`: 0 (full resolution) or k, the files' k-th overview (2^k times coarser pixels,
+    as `level :=` in SQL): the grid is then that overview's.
     Refused before anything is read when pixels x bands x years exceed `max_bytes` (default
     4 GiB). CRS and transform follow rioxarray's `spatial_ref` convention (`.rio` works when
-    rioxarray is installed). `options`: cache_dir, concurrency, collection and storage
-    options, as for `aefsql.connect`.
+    rioxarray is installed). `catalog`, `cache_dir`, `collection`, `concurrency`,
+    `allowed_hosts` and `storage_options`: as for `aefsql.connect`.
     """
     xr = _xarray()
     request = plan_area(
-        area, years, bands=bands, crs=crs, target_crs=target_crs, max_bytes=max_bytes
+        area,
+        years,
+        bands=bands,
+        crs=crs,
+        target_crs=target_crs,
+        max_bytes=max_bytes,
+        level=level,
     )
-    raster = read_planned(open_session(catalog, **options), request)
-    return to_dataarray(raster, xr)
+    session = open_session(
+        catalog,
+        cache_dir=cache_dir,
+        collection=collection,
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+    return to_dataarray(read_planned(session, request), xr)
 
 
 def _xarray():
@@ -117,15 +143,24 @@ def _xarray():
 
 
 def plan_area(
-    area, years, *, bands=None, crs=4326, target_crs=None, max_bytes: int = DEFAULT_MAX_BYTES
+    area,
+    years,
+    *,
+    bands=None,
+    crs=4326,
+    target_crs=None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    level: int = 0,
 ) -> AreaRequest:
     """Check the parameters and the size of an area's raster; read nothing. The estimate is
-    the window's pixels on a 10 m grid in the target CRS (or the zone holding most of the
-    area, as the catalog is not read yet)."""
+    the window's pixels on a 10 m grid (2^level m at an overview) in the target CRS (or the
+    zone holding most of the area, as the catalog is not read yet)."""
     chosen_years, names = year_list(years), band_list(bands)
+    check_level(level)
     shape = area_of(area, epsg(crs))
     target = None if target_crs is None else _projected_epsg(epsg(target_crs))
-    grid = grid_for(projected(shape, target or _zone_of_most(shape)), PIXEL_SIZE, PIXEL_SIZE)
+    size = PIXEL_SIZE * 2**level
+    grid = grid_for(projected(shape, target or _zone_of_most(shape)), size, size)
     pixels = grid.width * grid.height
     total = pixels * len(names) * len(chosen_years)
     if total > max_bytes:
@@ -135,7 +170,7 @@ def plan_area(
             f"of int8, above max_bytes ({human_bytes(max_bytes)}): ask for fewer bands "
             "(bands=['A00', ...]) or years, or a smaller area (or raise max_bytes=)"
         )
-    return AreaRequest(shape, chosen_years, names, target, pixels)
+    return AreaRequest(shape, chosen_years, names, target, pixels, int(level))
 
 
 def area_of(area, crs: int) -> Area:
@@ -216,7 +251,8 @@ def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
     owners = []
     for year in request.years:
         owners += [p for p in locate(tiles, reader, lon, lat, np.full(lon.size, year)) if p]
-    headers = sampler.headers_for(sorted(set(owners)))
+    level = request.level
+    headers = sampler.headers_for(sorted(set(owners)), level)
     votes = Counter(headers[p].epsg for p in owners)
     target = request.target_epsg or (
         votes.most_common(1)[0][0] if votes else _zone_of_most(request.area)
@@ -229,7 +265,8 @@ def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
             projected(request.area, target), pixel_x, pixel_y, (t.c % pixel_x, t.f % pixel_y)
         )
     else:
-        grid = grid_for(projected(request.area, target), PIXEL_SIZE, PIXEL_SIZE)
+        size = PIXEL_SIZE * 2**level
+        grid = grid_for(projected(request.area, target), size, size)
     bands = [BAND_NAMES.index(b) for b in request.bands]
     values = np.full(
         (len(request.years), len(bands), grid.height, grid.width), NODATA, dtype=np.int8
@@ -240,21 +277,25 @@ def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
     for i, year in enumerate(request.years):
         # Tiles on the grid itself are read as blocks, exactly; what they leave (pixels of
         # other zones' tiles, outside coverage) is sampled pixel centre by pixel centre.
-        filled = _read_aligned(session, grid, spans, lonlat, year, bands, values[i])
+        filled = _read_aligned(session, grid, spans, lonlat, year, bands, values[i], level)
         for rows, cols in _strips(spans, STRIP_PIXELS):
             rest = ~filled[rows * grid.width + cols]
             rows, cols = rows[rest], cols[rest]
             if rows.size == 0:
                 continue
             x, y = t.c + (cols + 0.5) * t.a, t.f + (rows + 0.5) * t.e
-            found = centre_values(session.catalog.tiles(), sampler, x, y, target, year, bands)
+            found = centre_values(
+                session.catalog.tiles(), sampler, x, y, target, year, bands, level
+            )
             # One scatter for all bands from the transposed view: numpy walks it in memory
             # order, several times faster than a band-by-band or a copied transpose.
             values[i].reshape(len(bands), -1)[:, rows * grid.width + cols] = found.T
     return AreaRaster(values, grid, request.years, request.bands)
 
 
-def _read_aligned(session: Session, grid: AreaGrid, spans, lonlat: Area, year, bands, out):
+def _read_aligned(
+    session: Session, grid: AreaGrid, spans, lonlat: Area, year, bands, out, level: int = 0
+):
     """Write into `out` (bands, height, width) the pixels of `spans` that tiles on `grid`'s
     own lattice (same CRS and pixel size, aligned) own (`mosaic.owned_runs`), read block by
     block as `aef_pixels` reads them; return where it wrote (bool, height * width)."""
@@ -262,16 +303,20 @@ def _read_aligned(session: Session, grid: AreaGrid, spans, lonlat: Area, year, b
     filled = np.zeros(grid.height * grid.width, dtype=bool)
     for k in candidate_tiles(tiles, lonlat, year):
         path = tiles.path[k]
-        header = sampler.headers_for([path])[path]
+        header = sampler.headers_for([path], level)[path]
         offset = _grid_offset(header, grid)
         if offset is None:
             continue
         for part in _span_groups(spans, STRIP_PIXELS):
-            _read_part(tiles, sampler, grid, path, header, year, part, offset, bands, out, filled)
+            _read_part(
+                tiles, sampler, grid, path, header, year, part, offset, bands, out, filled, level
+            )
     return filled
 
 
-def _read_part(tiles, sampler, grid, path, header, year, spans, offset, bands, out, filled):
+def _read_part(
+    tiles, sampler, grid, path, header, year, spans, offset, bands, out, filled, level=0
+):
     """`_read_aligned` for some spans of one tile."""
     col_shift, row_start, row_step = offset
     g = grid.transform
@@ -293,7 +338,7 @@ def _read_part(tiles, sampler, grid, path, header, year, spans, offset, bands, o
         col1=runs[:, 2],
         centroid=np.zeros(count, dtype=bool),
     )
-    pixels = chunk_pixels(tiles, sampler, chunks, bands, coordinates=False)
+    pixels = chunk_pixels(tiles, sampler, chunks, bands, level, coordinates=False)
     for b in range(len(bands)):
         null = pixels.band_null(b)
         if null is not None:

@@ -13,11 +13,17 @@ that fails and is rerun yields its partition's rows once.
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 import threading
 import uuid
+import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -30,16 +36,35 @@ from .catalog import quote_literal
 from .collection import CollectionHeaders
 from .duck import Session, open_session
 from .errors import AefsqlError, redact_text
-from .io import protocol_of
+from .io import DEFAULT_CONCURRENCY, protocol_of
 from .locate import locate
-from .options import Options, added_columns, resolve
+from .options import OptionError, Options, added_columns, resolve, speaks
+
+# PySpark 4.1 warns that it "does not yet fully support pandas >= 3.0.0" each time it checks
+# the pandas version (on import, and on making each Arrow UDF): aefsql's Spark code runs on
+# Arrow, and its users should not see that warning for calls they did not write.
+PANDAS_3_WARNING = "PySpark does not yet fully support pandas"
+
+
+@contextmanager
+def _without_pandas_3_warning():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=PANDAS_3_WARNING, category=FutureWarning)
+        yield
+
 
 try:
-    from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.functions import arrow_udf, udtf
-    from pyspark.sql.pandas.types import from_arrow_type, to_arrow_schema
-    from pyspark.sql.types import StructField, StructType
-    from pyspark.sql.udtf import AnalyzeArgument, AnalyzeResult, OrderingColumn, PartitioningColumn
+    with _without_pandas_3_warning():
+        from pyspark.sql import DataFrame, SparkSession
+        from pyspark.sql.functions import arrow_udf, udtf
+        from pyspark.sql.pandas.types import from_arrow_type, to_arrow_schema
+        from pyspark.sql.types import StructField, StructType
+        from pyspark.sql.udtf import (
+            AnalyzeArgument,
+            AnalyzeResult,
+            OrderingColumn,
+            PartitioningColumn,
+        )
 except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError(
         "aefsql.spark needs PySpark 4.1 or later: pip install 'aefsql[spark]'"
@@ -49,7 +74,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 # (None: in no catalog box) and its y in the points' CRS (the sort key within a tile).
 YEAR, TILE, Y = "__aef_year", "__aef_path", "__aef_y"
 HELPER_TYPES = {YEAR: pa.int32(), TILE: pa.string(), Y: pa.float64()}
-# The options of the session itself; the others are storage options.
+# The options of the session itself, besides its storage options.
 SESSION_OPTIONS = ("cache_dir", "concurrency", "allowed_hosts")
 # The named arguments of each table function in Spark SQL, as in DuckDB.
 CALL_PARAMETERS = {
@@ -64,7 +89,7 @@ CALL_PARAMETERS = {
         "on_error",
         "as_vector",
     ),
-    "aef_zonal": ("years", "year", "geometry_column", "crs", "level"),
+    "aef_zonal": ("years", "year", "geometry_column", "crs", "level", "on_error"),
 }
 # The Arrow types of the columns the functions add, but for the bands (int8).
 ADDED_TYPES = {
@@ -83,8 +108,11 @@ MAX_GROUP_ROWS = 1 << 18
 MAX_SESSIONS = 4
 
 
+@speaks("python")
+@_without_pandas_3_warning()
 def sample_points(
     df: DataFrame,
+    *,
     years: int | Iterable[int] | None = None,
     x_column: str = "lon",
     y_column: str = "lat",
@@ -94,11 +122,13 @@ def sample_points(
     catalog: str | None = None,
     collection: str | None = None,
     on_error: str = "raise",
-    *,
     year: int | Iterable[int] | None = None,
     as_vector: bool = False,
     partitions: int | None = None,
-    **options,
+    cache_dir: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> DataFrame:
     """Every row of `df` (all its columns, unchanged) once per distinct year, with `year` and
     the sampled bands beside it (or `embedding` with `as_vector`, and `aef_error` with
@@ -108,9 +138,9 @@ def sample_points(
     `collection`: a read-ready collection of headers (`aefsql.build_collection`), read once
     here and broadcast (the files of `years` only), so executors read no COG header.
     `partitions`: the number of (tile, year) partitions (default: Spark's shuffle partitions,
-    which adaptive execution coalesces). `options`: cache_dir, concurrency and the storage
-    options, as for `aefsql.connect`, resolved here (with the AEFSQL_* variables of the
-    driver's environment) and sent to the executors. Rows come back in no particular order,
+    which adaptive execution coalesces). `cache_dir`, `concurrency`, `allowed_hosts` and
+    `storage_options`: as for `aefsql.connect`, resolved here (with the AEFSQL_* variables of
+    the driver's environment) and sent to the executors. Rows come back in no particular order,
     as Spark's do. Needs a classic SparkContext (broadcasts): not Spark Connect.
     """
     params = dict(
@@ -124,30 +154,46 @@ def sample_points(
         on_error=on_error,
         as_vector=as_vector,
     )
+    options = _options(cache_dir, concurrency, allowed_hosts, storage_options)
     return _run(df, "aef_sample_points", params, catalog, collection, partitions, options)
 
 
+@speaks("python")
+@_without_pandas_3_warning()
 def zonal(
     df: DataFrame,
+    *,
     years: int | Iterable[int] | None = None,
     geometry_column: str = "geom",
     crs=None,
     level: int = 0,
+    on_error: str = "raise",
     catalog: str | None = None,
     collection: str | None = None,
-    *,
     year: int | Iterable[int] | None = None,
     partitions: int | None = None,
-    **options,
+    cache_dir: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> DataFrame:
     """Every row of a DataFrame of polygons (WKB in `geometry_column`, in `crs`) once per
     distinct year, its columns unchanged, with `year`, `pixels`, `nodata_pixels`,
     `centroid_pixel` and `embedding`: the contract of DuckDB's `aef_zonal`. Rows are
     partitioned by the tile of their centroid, so a task reads its tiles' blocks once for
-    all its polygons (a polygon across tiles reads from its neighbours too). Options as for
-    `sample_points`.
+    all its polygons (a polygon across tiles reads from its neighbours too). `on_error`:
+    'null' keeps a row whose geometry is no usable area, with NULL results and `aef_error`.
+    Options as for `sample_points`.
     """
-    params = dict(years=years, year=year, geometry_column=geometry_column, crs=crs, level=level)
+    params = dict(
+        years=years,
+        year=year,
+        geometry_column=geometry_column,
+        crs=crs,
+        level=level,
+        on_error=on_error,
+    )
+    options = _options(cache_dir, concurrency, allowed_hosts, storage_options)
     return _run(df, "aef_zonal", params, catalog, collection, partitions, options)
 
 
@@ -169,12 +215,17 @@ def _run(df, function, params, catalog, collection, partitions, options) -> Data
     )
 
 
+@speaks("python")
+@_without_pandas_3_warning()
 def register(
     spark: SparkSession,
     catalog: str | None = None,
     *,
     collection: str | None = None,
-    **options,
+    cache_dir: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Register aefsql's Spark SQL functions on `spark`:
 
@@ -187,9 +238,10 @@ def register(
     - `aef_locate(lon, lat, year)`: the path of the tile that holds the point, or NULL, as
       DuckDB's `aef_locate`.
 
-    `catalog`, `collection` (all of it) and `options` are read and broadcast as for
-    `sample_points`.
+    `catalog`, `collection` (all of it), `cache_dir`, `concurrency`, `allowed_hosts` and
+    `storage_options` are read and broadcast as for `sample_points`.
     """
+    options = _options(cache_dir, concurrency, allowed_hosts, storage_options)
     shared, _ = _shared(spark, catalog, collection, options, None)
     for function in CALL_PARAMETERS:
         spark.udtf.register(function, _table_udtf(shared, function))
@@ -252,7 +304,8 @@ class _Call:
                 f"SELECT * FROM aef_zonal({quote_literal(_TABLE)}, "
                 f"years := [{', '.join(map(str, years))}], "
                 f"geometry_column := {quote_literal(self.geometry_column)}, "
-                f"crs := {chosen.crs}, level := {int(self.level)})"
+                f"crs := {chosen.crs}, level := {int(self.level)}, "
+                f"on_error := {quote_literal(chosen.on_error)})"
             )
         return _sample_sql(
             _TABLE, chosen, self.x_column, self.y_column, self.geometry_column, self.some_bands
@@ -324,8 +377,9 @@ def _checked_call(function: str, columns: list[str], params: dict) -> _Call:
 
 def _shared(spark, catalog, collection, options, years) -> tuple[_Shared, Session]:
     """Read the catalog (and collection: of `years` only, if given) once, and broadcast."""
-    session = open_session(catalog, collection=collection, **options)
     context = spark.sparkContext
+    check_workers(context)
+    session = open_session(catalog, collection=collection, **options)
     tiles = session.catalog.tiles()
     headers = session.sampler.collection
     if headers is not None and (years is not None or not isinstance(headers, CollectionHeaders)):
@@ -343,12 +397,61 @@ def _shared(spark, catalog, collection, options, years) -> tuple[_Shared, Sessio
     return shared, session
 
 
+# Evaluated by an executor's Python (eval, a builtin, pickles without aefsql): imports what
+# aefsql's tasks import, and says which Python that is.
+_WORKER_PROBE = "(__import__('aefsql.duck'), __import__('sys').executable)[1]"
+_CHECKED_CONTEXTS: set[str] = set()  # the applicationIds whose executors import aefsql
+
+
+def check_workers(context) -> None:
+    """Make sure the executors' Python can import aefsql, once per SparkContext.
+
+    In local mode the workers are started from `context.pythonExec`, which PySpark takes from
+    $PYSPARK_PYTHON or else `python3` on PATH: not this Python when its venv is not
+    activated. There they run the driver's Python (`sys.executable`), or the
+    `spark.pyspark.python` the user configured, unless $PYSPARK_PYTHON says otherwise. On a
+    cluster the executors' Python is the cluster's: a one-task job checks that it imports
+    aefsql, and otherwise the error says so in one line, with the fix."""
+    if context.master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        context.pythonExec = context.getConf().get("spark.pyspark.python") or sys.executable
+    key = context.applicationId
+    if key in _CHECKED_CONTEXTS:
+        return
+    try:
+        context.parallelize([_WORKER_PROBE], 1).map(eval).collect()
+    except Exception as exc:
+        raise AefsqlError(
+            f"the Spark executors' Python ({context.pythonExec}) cannot import aefsql "
+            f"({_last_error_line(str(exc))}): install aefsql there, or set "
+            "spark.pyspark.python (or $PYSPARK_PYTHON) to a Python that has it"
+        ) from None
+    _CHECKED_CONTEXTS.add(key)
+
+
+def _last_error_line(text: str) -> str:
+    """The exception line of a Python traceback quoted in a Spark error (its last
+    `SomeError: why`), else the first line."""
+    found = re.findall(r"^(\w+(?:Error|Exception): .*)$", text, flags=re.MULTILINE)
+    return found[-1].strip() if found else text.strip().splitlines()[0]
+
+
+def _options(cache_dir, concurrency, allowed_hosts, storage_options) -> dict:
+    """The session options of a call, as `open_session` takes them."""
+    return dict(
+        cache_dir=cache_dir,
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+
+
 def _executor_options(session: Session, options: dict) -> dict:
     """The options executors open their sessions with: the session options given, and the
-    storage options the driver resolved (from `options`, `$AEFSQL_STORAGE_OPTIONS` or the
-    public bucket's defaults), since executors do not share the driver's environment."""
+    storage options the driver resolved (from `storage_options`, `$AEFSQL_STORAGE_OPTIONS`
+    or the public bucket's defaults), since executors do not share the driver's
+    environment."""
     storage = session.sampler.store.options.get(protocol_of(session.catalog.url), {})
-    return {**storage, **{k: v for k, v in options.items() if k in SESSION_OPTIONS}}
+    return {**{k: options[k] for k in SESSION_OPTIONS}, "storage_options": storage}
 
 
 class _Worker:
@@ -563,7 +666,12 @@ def _table_udtf(shared: _Shared, function: str):
                 if not arg.isConstantExpression:
                     raise AefsqlError(f"{function}: {name} must be a constant")
             schema = table.dataType
-            call = _checked_call(function, schema.names, {k: a.value for k, a in params.items()})
+            try:
+                call = _checked_call(
+                    function, schema.names, {k: a.value for k, a in params.items()}
+                )
+            except OptionError as exc:
+                raise exc.phrased("spark_sql") from None
             # (Spark SQL has no ST_Y to sort WKB by without Sedona.)
             order = [] if call.geometry_column else [OrderingColumn(_quote(call.y_column))]
             return AnalyzeResult(

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,8 +29,9 @@ from .chips import read_chips
 from .duck import Session, open_session
 from .errors import AefsqlError
 from .headers import group_indices, point_pixels
+from .io import DEFAULT_CONCURRENCY
 from .locate import locate
-from .options import BAND_NAMES, resolve
+from .options import BAND_NAMES, resolve, speaks
 from .quantization import NODATA, dequantize
 from .sampling import check_windows
 
@@ -50,26 +53,31 @@ class ChipDataset(Dataset):
     `points`: a pyarrow Table, or a pandas, polars or GeoPandas DataFrame, with `x_column`/
     `y_column` or a point `geometry_column` in `crs` (default lon/lat). `bands`: names such as
     ['A00', 'A05'] (default all 64), in A00..A63 order whatever order they are named in.
-    `options`: cache_dir, concurrency, collection and storage options, as for
-    `aefsql.connect`. The size is checked against the window budget
+    `catalog`, `cache_dir`, `collection`, `concurrency`, `allowed_hosts` and
+    `storage_options`: as for `aefsql.connect`. The size is checked against the window budget
     when the dataset is made (one chip) and per batch when it is read.
     """
 
+    @speaks("python")
     def __init__(
         self,
         points,
         size: int = 64,
+        *,
         years=None,
         bands=None,
         dequantize: bool = False,
         crs=None,
         catalog: str | None = None,
-        *,
         x_column: str = "lon",
         y_column: str = "lat",
         geometry_column: str | None = None,
         level: int = 0,
-        **options,
+        cache_dir: str | None = None,
+        collection: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        allowed_hosts: list[str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ):
         source, _, geometry_column, crs = _arrow_points(points, geometry_column, crs)
         table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
@@ -92,7 +100,14 @@ class ChipDataset(Dataset):
         self.size, self.level, self.dequantize = int(size), int(level), bool(dequantize)
         self.years, self.crs = chosen.years, chosen.crs
         self.bands = tuple(BAND_NAMES.index(b) for b in chosen.bands)
-        self.catalog, self.options = catalog, options
+        self.catalog = catalog
+        self.options = dict(  # the session's, opened in each worker process
+            cache_dir=cache_dir,
+            collection=collection,
+            concurrency=concurrency,
+            allowed_hosts=allowed_hosts,
+            storage_options=storage_options,
+        )
         if geometry_column is not None:
             self.x, self.y = geo.points_from_wkb(table.column(geometry_column).to_pylist())
         else:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -31,7 +33,8 @@ from torchgeo.datasets import GeoDataset
 from .chips import read_windows
 from .duck import Session, open_session
 from .errors import AefsqlError
-from .options import BAND_NAMES, band_list, epsg, year_list
+from .io import DEFAULT_CONCURRENCY
+from .options import BAND_NAMES, band_list, epsg, speaks, year_list
 from .quantization import NODATA, dequantize
 
 AEF_PIXEL = 10.0  # metres: the published files' pixel
@@ -46,10 +49,12 @@ class AEF(GeoDataset):
     copies). `bands`: names such as ['A00', 'A05'] (default all 64). Images are int8 with -128
     for nodata, or float32 de-quantized with NaN for nodata when `dequantize`. A query that
     spans several years mosaics them, earliest first (as RasterDataset does with its files);
-    `time_series=True` stacks them instead, [T, C, H, W]. `options`: cache_dir, concurrency,
-    collection and storage options, as for `aefsql.connect`.
+    `time_series=True` stacks them instead, [T, C, H, W]. `catalog`, `cache_dir`,
+    `collection`, `concurrency`, `allowed_hosts` and `storage_options`: as for
+    `aefsql.connect`.
     """
 
+    @speaks("python")
     def __init__(
         self,
         catalog: str | None = None,
@@ -61,9 +66,20 @@ class AEF(GeoDataset):
         dequantize: bool = False,
         time_series: bool = False,
         transforms=None,
-        **options,
+        cache_dir: str | None = None,
+        collection: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        allowed_hosts: list[str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ):
-        self.catalog, self.options = catalog, options
+        self.catalog = catalog
+        self.options = dict(  # the session's, opened in each worker process
+            cache_dir=cache_dir,
+            collection=collection,
+            concurrency=concurrency,
+            allowed_hosts=allowed_hosts,
+            storage_options=storage_options,
+        )
         self.bands = tuple(BAND_NAMES.index(b) for b in band_list(bands))
         self.dequantize, self.time_series, self.transforms = dequantize, time_series, transforms
         self._session: Session | None = None

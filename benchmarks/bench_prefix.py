@@ -60,7 +60,7 @@ def run(catalog: str, options: dict, proxy: LatencyProxy, lon, lat, prefix: bool
         catalog=catalog,
         concurrency=CONCURRENCY,
         progress=False,
-        **options,
+        storage_options=options,
     )
     seconds = time.perf_counter() - start
     values = np.column_stack([table[f"A{k:02d}"].to_numpy(zero_copy_only=False) for k in range(64)])

@@ -124,7 +124,7 @@ def cache_rerun(args, proxy: LatencyProxy, to_lonlat) -> tuple[float, float]:
             cache_dir=str(cache),
             concurrency=CONCURRENCY,
             progress=False,
-            **storage_options(proxy.port),
+            storage_options=storage_options(proxy.port),
         )
         seconds.append(time.perf_counter() - start)
         results.append(result)
@@ -179,7 +179,7 @@ def main() -> None:
                         catalog=f"s3://bench/index{block}.parquet",
                         concurrency=CONCURRENCY,
                         progress=False,
-                        **storage_options(proxy.port),
+                        storage_options=storage_options(proxy.port),
                     )
                     seconds = time.perf_counter() - start
                     requests, nbytes = proxy.counts.requests, proxy.counts.bytes_down

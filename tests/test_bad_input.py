@@ -220,7 +220,7 @@ def test_python_sample_points_needs_a_year_and_known_columns(catalog):
     _, tmp_path = catalog
     table = pa.table({"lon": [15.0], "lat": [45.0]})
     index = str(tmp_path / "index.parquet")
-    with pytest.raises(aefsql.AefsqlError, match="pass years := 2024"):
+    with pytest.raises(aefsql.AefsqlError, match=r"pass years=2024 or years=\[2023, 2024\]"):
         aefsql.sample_points(table, catalog=index)
     with pytest.raises(aefsql.AefsqlError, match="points table has no column 'x'"):
         aefsql.sample_points(table, x_column="x", year=2023, catalog=index)

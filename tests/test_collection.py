@@ -21,7 +21,7 @@ def collection(request):
 
 @pytest.fixture(scope="module")
 def con(collection):
-    con = aefsql.connect(catalog=collection.index, **collection.storage_options)
+    con = aefsql.connect(catalog=collection.index, storage_options=collection.storage_options)
     yield con
     con.close()
 
@@ -161,7 +161,7 @@ def test_python_sample_points_with_projected_coordinates(collection):
         bands=["A00", "A63"],
         geometry_crs=32718,
         catalog=collection.index,
-        **collection.storage_options,
+        storage_options=collection.storage_options,
     )
     assert out.column_names == ["plot", "e", "n", "year", "A00", "A63"]
     assert out["plot"].to_pylist() == points["plot"].to_pylist()
@@ -189,7 +189,9 @@ def test_python_sample_points_streams_record_batches(collection):
     lon, lat, _, _ = tile_points(0, 50, seed=12)
     table = pa.table({"id": np.arange(lon.size), "lon": lon, "lat": lat})
     reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=7))
-    options = dict(year=[2023], catalog=collection.index, **collection.storage_options)
+    options = dict(
+        year=[2023], catalog=collection.index, storage_options=collection.storage_options
+    )
     streamed = aefsql.sample_points(reader, **options)
     assert streamed.equals(aefsql.sample_points(table, **options))
     assert streamed["id"].to_pylist() == list(range(50))

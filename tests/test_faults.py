@@ -57,7 +57,7 @@ def test_a_stalled_server_times_out_and_is_retried(http_collection, http_server,
         year=2023,
         catalog=http_collection.index,
         progress=False,
-        client_kwargs={"timeout": timeout},
+        storage_options={"client_kwargs": {"timeout": timeout}},
     )
     assert http_server.faults.planned == [] and got.equals(expected)
     ranges = [r for m, path, r in http_server.log.requests if m == "GET" and path.endswith(TILE)]
@@ -101,7 +101,7 @@ def test_errors_never_show_secrets(http_server, s3_collection):
         con.close()
     options = dict(s3_collection.storage_options, secret="SECRET-KEY-VALUE")
     # A remote catalog is read by the first query that needs it, not at registration.
-    con = aefsql.connect(catalog="s3://aef/v1/annual/missing.parquet", **options)
+    con = aefsql.connect(catalog="s3://aef/v1/annual/missing.parquet", storage_options=options)
     try:
         with pytest.raises(Exception) as error:
             con.execute("SELECT count(*) FROM aef_index()").fetchall()
@@ -195,7 +195,7 @@ def sample_s3(collection, proxy, points, **options):
         year=2023,
         catalog=collection.index,
         progress=False,
-        **{**proxy.storage_options, **options},
+        storage_options={**proxy.storage_options, **options},
     )
 
 

@@ -118,7 +118,7 @@ def sample(where: Served, points, **options) -> pa.Table:
         year=2023,
         catalog=where.index,
         progress=False,
-        **where.storage_options,
+        storage_options=where.storage_options,
         **options,
     )
 
@@ -145,11 +145,13 @@ def test_a_file_replaced_between_queries_is_not_read_with_its_old_header(
     versions, transport, request, tmp_path
 ):
     with served(transport, versions, request) as where:
-        con = aefsql.connect(catalog=where.index, **where.storage_options)
+        con = aefsql.connect(catalog=where.index, storage_options=where.storage_options)
         collection = str(tmp_path / "collection.parquet")
-        aefsql.build_collection(collection, catalog=where.index, **where.storage_options)
+        aefsql.build_collection(
+            collection, catalog=where.index, storage_options=where.storage_options
+        )
         with_collection = aefsql.connect(
-            catalog=where.index, collection=collection, **where.storage_options
+            catalog=where.index, collection=collection, storage_options=where.storage_options
         )
         try:
             for connection in (con, with_collection):
@@ -201,11 +203,16 @@ def test_a_file_replaced_between_runs_is_not_served_from_the_disk_cache(
         collection = None
         if headers_from == "collection":
             collection = str(tmp_path / "collection.parquet")
-            aefsql.build_collection(collection, catalog=where.index, **where.storage_options)
+            aefsql.build_collection(
+                collection, catalog=where.index, storage_options=where.storage_options
+            )
 
         def connect():
             con = aefsql.connect(
-                catalog=where.index, collection=collection, cache_dir=cache, **where.storage_options
+                catalog=where.index,
+                collection=collection,
+                cache_dir=cache,
+                storage_options=where.storage_options,
             )
             con.register("points", versions.points)
             return con

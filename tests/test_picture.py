@@ -175,7 +175,7 @@ def test_cli_picture(gdal_collection, tmp_path, capsys):
     [
         (["--bbox=1,2,3"], "--bbox '1,2,3': expected 4 numbers separated by commas"),
         (["--bbox=11.99,45,12,45.01", "--similar-to=a,b"], "--similar-to 'a,b': expected 2"),
-        (["--bbox=11.99,45,12,45.01", "--year=2023,2024"], "a picture shows one year"),
+        (["--bbox=11.99,45,12,45.01", "--year=2023,2024"], "put {year} in the path"),
     ],
 )
 def test_cli_picture_errors(gdal_collection, tmp_path, capsys, argv, message):
@@ -192,7 +192,7 @@ def test_cli_picture_errors(gdal_collection, tmp_path, capsys, argv, message):
     [
         ({"area": [X0 + 101, Y0 + 101, X0 + 104, Y0 + 104]}, "no pixel centre"),
         ({"reference": (0.0, 0.0)}, "lies in no tile of 2023"),
-        ({"year": [2023, 2024]}, "one year"),
+        ({"year": [2023, 2024]}, "a file per year"),
         ({"max_bytes": 1000}, "fewer bands"),
     ],
 )
@@ -214,3 +214,170 @@ def test_write_png_round_trips(tmp_path, shape):
     rgba = np.random.default_rng(1).integers(0, 256, (*shape, 4), dtype=np.uint8)
     write_png(tmp_path / "x.png", rgba)
     assert np.array_equal(decoded(tmp_path / "x.png"), rgba)
+
+
+# -- issue 21/22: a picture in a notebook, years coloured alike, outputs checked first ----
+
+
+def test_picture_has_a_short_repr_and_shows_in_a_notebook(gdal_collection, tmp_path):
+    """The repr dumped whole arrays; `path` was required; a notebook showed no image."""
+    drawn = aefsql.picture(BOX, 2023, crs=EPSG, catalog=gdal_collection.index)
+    assert repr(drawn) == f"<Picture PCA of 2023: 120 x 200 pixels of 10 m, EPSG:{EPSG}>"
+    png = tmp_path / "shown.png"
+    png.write_bytes(drawn._repr_png_())
+    assert np.array_equal(decoded(png), drawn.rgba)
+    assert list(tmp_path.iterdir()) == [png]  # nothing else written without a path
+    assert repr(drawn.axes) == "PcaAxes(3 components of 64 bands)"
+
+
+@pytest.fixture(scope="module")
+def changed_collection(tmp_path_factory):
+    """One GDAL-written north-up tile in 2023 and in 2024, the same but for a 30 x 40 pixel
+    patch of 2024 that holds other embeddings (a change on the ground)."""
+    from gdal_fixtures import Layout, index_row, write_index, write_layout
+
+    folder = tmp_path_factory.mktemp("changed")
+    layout = Layout(south_up=False, width=200, height=160, block=128)
+    rows = []
+    for fid, year in enumerate((2023, 2024), start=1):
+        name = f"{year}/33N/change-0000000000-0000000000.tiff"
+        path = write_layout(folder, layout, seed=4, name=name)
+        if year == 2024:
+            rng = np.random.default_rng(9)
+            with rasterio.open(path, "r+") as ds:
+                patch = rng.integers(-127, 128, (64, 30, 40), dtype=np.int8)
+                ds.write(patch, window=Window(10, 10, 40, 30))
+        rows.append(index_row(fid, year, name, layout))
+    return str(write_index(folder / "index.parquet", rows)), layout
+
+
+def test_two_years_share_axes_so_a_change_shows(changed_collection, tmp_path):
+    """picture(area, [2023, 2024]) colours both years with one PCA and stretch: identical
+    embeddings get identical colours, so only the changed patch differs; `axes=` from a
+    first call does the same. Pictures made one by one (as before) differ everywhere."""
+    index, layout = changed_collection
+    west, south, east, north = layout.bounds
+    box = [west + 5, south + 5, east - 5, north - 5]
+    first, second = aefsql.picture(
+        box, [2023, 2024], tmp_path / "area-{year}.png", crs=layout.epsg, catalog=index
+    )
+    assert (first.year, second.year) == (2023, 2024) and first.axes is second.axes
+    assert np.array_equal(decoded(tmp_path / "area-2024.png"), second.rgba)
+    tile = "{}/33N/change-0000000000-0000000000.tiff"
+    with rasterio.open(index.replace("index.parquet", tile.format(2023))) as ds:
+        old = ds.read()
+    with rasterio.open(index.replace("index.parquet", tile.format(2024))) as ds:
+        new = ds.read()
+    rows, cols = first.rgba.shape[:2]
+    same = (old == new).all(axis=0)[:rows, :cols]  # north-up file, box from its corner
+    assert same.sum() > 20000 and (~same).sum() == 1200
+    assert np.array_equal(first.rgba[same], second.rgba[same])
+    assert (first.rgba[~same] != second.rgba[~same]).any(axis=1).mean() > 0.9
+    # axes from a first call
+    alone = aefsql.picture(box, 2023, crs=layout.epsg, catalog=index)
+    later = aefsql.picture(box, 2024, crs=layout.epsg, catalog=index, axes=alone.axes)
+    assert np.array_equal(alone.rgba[same], later.rgba[same])
+    # made independently, the unchanged pixels do not keep their colour
+    independent = aefsql.picture(box, 2024, crs=layout.epsg, catalog=index)
+    assert not np.array_equal(alone.rgba[same], independent.rgba[same])
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "bbox, year, message",
+    [
+        ("-30.01,29.99,-29.99,30.01", "2023", "nothing to draw in 2023: outside coverage"),
+        (None, "2031", "nothing to draw in 2031: the catalog has no tile of year(s) 2031"),
+        ("45.0,12.0,45.01,12.01", "2023", "nothing to draw in 2023: coordinates look swapped"),
+        # not lon/lat at all: said in the command line's syntax
+        ("12.0,95.0,12.01,95.01", "2023", "if they are projected, say so with --crs (e.g. "),
+    ],
+)
+def test_cli_picture_with_nothing_to_draw_is_an_error(
+    gdal_collection, tmp_path, capsys, bbox, year, message
+):
+    """It wrote a transparent PNG and exited 0."""
+    west, south, east, north = BOX
+    crs = "EPSG:4326" if bbox else f"EPSG:{EPSG}"
+    bbox = bbox or f"{west},{south},{east},{north}"
+    out = tmp_path / "empty.png"
+    argv = ["picture", f"--bbox={bbox}", "--year", year, "--crs", crs, "-o", str(out)]
+    code, _, err = run_cli([*argv, "--catalog", gdal_collection.index], capsys)
+    assert code == 1 and not out.exists()
+    assert err.count("\n") == 1 and err.startswith("aefsql: error: ") and message in err, err
+
+
+def test_cli_picture_level_bands_and_cache_dir(
+    gdal_collection, http_collection, tmp_path, capsys
+):
+    """--level, --bands, --max-bytes and --cache-dir, which the verb lacked."""
+    west, south, east, north = BOX
+    out, cache = tmp_path / "coarse.png", tmp_path / "cache"
+    argv = ["picture", f"--bbox={west},{south},{east},{north}", "--year=2023", f"--crs={EPSG}"]
+    options = ["--level=1", "--bands=A00,A05,A09", f"--cache-dir={cache}", "-o", str(out)]
+    code, printed, _ = run_cli([*argv, *options, "--catalog", http_collection.index], capsys)
+    assert code == 0, printed
+    expected = aefsql.picture(
+        BOX, 2023, crs=EPSG, level=1, bands=["A00", "A05", "A09"], catalog=gdal_collection.index
+    )
+    assert np.array_equal(decoded(out), expected.rgba) and expected.rgba.shape == (100, 60, 4)
+    assert any(cache.rglob("*"))
+    options = ["--max-bytes=1000", "-o", str(out), "--catalog", gdal_collection.index]
+    code, _, err = run_cli([*argv, *options], capsys)
+    assert code == 1 and "max_bytes" in err
+
+
+@pytest.fixture
+def headless_catalog(gdal_collection, tmp_path):
+    """The collection's index without its tiles: any read of a tile fails."""
+    import shutil
+
+    index = tmp_path / "gone" / "index.parquet"
+    index.parent.mkdir()
+    shutil.copy(gdal_collection.index, index)
+    return str(index)
+
+
+@pytest.mark.parametrize(
+    "verb, where",
+    [
+        (verb, where)
+        for verb in ("picture", "build-collection", "demo")
+        for where in ("missing_folder", "a_file_as_folder", "a_folder")
+        if (verb, where) != ("demo", "missing_folder")  # the demo makes its folder
+    ],
+)
+def test_unwritable_output_is_one_line_before_any_read(
+    headless_catalog, tmp_path, capsys, verb, where
+):
+    """A traceback, and for picture only after reading and drawing the whole area: the
+    output is now checked first (the tiles of this catalog are gone, so a read would fail
+    with another message)."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder.png").mkdir()
+    output = {
+        "missing_folder": tmp_path / "no" / "such" / "x.png",
+        "a_file_as_folder": tmp_path / "file" / "x.png",
+        "a_folder": tmp_path / "folder.png",
+    }[where]
+    west, south, east, north = BOX
+    box = f"--bbox={west},{south},{east},{north}"
+    demo_dir = output / "demo" if where == "a_folder" else output
+    argv = {
+        "picture": ["picture", box, "--year=2023", f"--crs={EPSG}", "-o", str(output)],
+        "build-collection": ["build-collection", "-o", str(output)],
+        "demo": ["demo", "--dir", str(demo_dir)],
+    }[verb]
+    if verb != "demo":
+        argv += ["--catalog", headless_catalog]
+    if verb == "demo" and where == "a_folder":
+        (output / "demo").write_text("")  # a file where the folder should be
+    code, _, err = run_cli(argv, capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("aefsql: error: cannot write"), err
+    assert "Traceback" not in err

@@ -118,7 +118,7 @@ def test_sampling_with_the_export_layout_reads_no_header(store, s3_proxy):
             catalog=f"s3://{BUCKET}/index.parquet",
             collection=f"s3://{BUCKET}/collection",
             progress=False,
-            **s3_proxy.storage_options,
+            storage_options=s3_proxy.storage_options,
         )
         assert (values(got) == gdal(year, x, y)).all()
         assert 0 < pc.count(got["A00"]).as_py() < len(table)  # values and nodata
@@ -135,7 +135,7 @@ def test_published_layout_reads_only_the_shards_it_needs(store, s3_proxy):
         catalog=f"s3://{BUCKET}/index.parquet",
         collection=f"s3://{BUCKET}/published/index.parquet",
         progress=False,
-        **s3_proxy.storage_options,
+        storage_options=s3_proxy.storage_options,
     )
     assert (values(got) == gdal(2024, x, y)).all()
     gets = [p for m, p, _ in s3_proxy.log.requests if m == "GET"]
@@ -162,7 +162,7 @@ def test_untrusted_records_fall_back_to_the_files(store, s3, s3_proxy, tmp_path)
     session = open_session(
         f"s3://{BUCKET}/index.parquet",
         collection="s3://rasteret-hostile/index.parquet",
-        **s3_proxy.storage_options,
+        storage_options=s3_proxy.storage_options,
     )
     assert len(session.sampler.collection) == 1  # the shard outside is not even named
     northup = f"s3://{BUCKET}/collection/tiffs/{FILES[2024]}"
@@ -179,7 +179,7 @@ def test_untrusted_records_fall_back_to_the_files(store, s3, s3_proxy, tmp_path)
                 catalog=f"s3://{BUCKET}/index.parquet",
                 collection="s3://rasteret-hostile/index.parquet",
                 progress=False,
-                **s3_proxy.storage_options,
+                storage_options=s3_proxy.storage_options,
             )
         assert (values(got) == gdal(year, x, y)).all()
         heads = [

@@ -66,7 +66,9 @@ def first_point():
 
 def test_the_catalog_reads_tiles_without_redirects(origin, gdal_collection):
     """The baseline: the same catalog and tiles, served without redirect, are read."""
-    con = aefsql.connect(catalog=index_url(origin, gdal_collection), headers=KEY)
+    con = aefsql.connect(
+        catalog=index_url(origin, gdal_collection), storage_options={"headers": KEY}
+    )
     try:
         assert con.execute("SELECT aef_embedding(?, ?, 2023)", first_point()).fetchone()[0]
     finally:
@@ -76,7 +78,9 @@ def test_the_catalog_reads_tiles_without_redirects(origin, gdal_collection):
 def test_a_tile_redirect_to_another_origin_is_not_followed(
     origin, elsewhere, gdal_collection, redirected
 ):
-    con = aefsql.connect(catalog=index_url(origin, gdal_collection), headers=KEY)
+    con = aefsql.connect(
+        catalog=index_url(origin, gdal_collection), storage_options={"headers": KEY}
+    )
     try:
         with pytest.raises(Exception, match="redirect") as error:
             con.execute("SELECT aef_embedding(?, ?, 2023)", first_point()).fetchall()
@@ -123,7 +127,7 @@ def test_every_request_kind_refuses_a_redirect(origin, elsewhere, gdal_collectio
         with pytest.raises(RedirectRefused, match=f"answered {status}"):
             store.filesystem(url).cat_file(url)
         with pytest.raises(Exception, match="CatalogError: .*does not follow redirects"):
-            aefsql.connect(catalog=url, headers=KEY).execute(
+            aefsql.connect(catalog=url, storage_options={"headers": KEY}).execute(
                 "SELECT count(*) FROM aef_index()"
             ).fetchall()
     finally:
@@ -136,7 +140,8 @@ def test_the_storage_options_cannot_turn_redirects_back_on(
     origin, elsewhere, gdal_collection, redirected
 ):
     con = aefsql.connect(
-        catalog=index_url(origin, gdal_collection), headers=KEY, allow_redirects=True
+        catalog=index_url(origin, gdal_collection),
+        storage_options={"headers": KEY, "allow_redirects": True},
     )
     try:
         with pytest.raises(Exception, match="does not follow redirects"):
@@ -175,7 +180,7 @@ def test_a_redirect_to_a_loopback_spelling_is_not_followed(
             with pytest.raises(RangeReadError, match="does not follow redirects"):
                 aefsql.sample_points(
                     points(lon, lat), years=2023, catalog=index_url(origin, gdal_collection),
-                    headers=KEY,
+                    storage_options={"headers": KEY},
                 )
         finally:
             origin.redirects.clear()
@@ -208,7 +213,7 @@ NAMESPACE_SCRIPT = textwrap.dedent(
         try:
             aefsql.sample_points(pa.table({"lon": [1.2], "lat": [1.2]}), years=2023,
                                  catalog=origin.base_url + "index.parquet",
-                                 headers={"X-Api-Key": "secret"})
+                                 storage_options={"headers": {"X-Api-Key": "secret"}})
             error = None
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"

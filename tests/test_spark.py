@@ -65,7 +65,7 @@ def reference(points, s3_collection, s3_proxy):
         years=YEARS,
         catalog=s3_collection.index,
         progress=False,
-        **s3_proxy.storage_options,
+        storage_options=s3_proxy.storage_options,
     )
 
 
@@ -73,7 +73,9 @@ def reference(points, s3_collection, s3_proxy):
 def headers(s3_collection, s3_proxy, tmp_path_factory):
     """A read-ready collection of the S3 collection's headers (a local file)."""
     path = str(tmp_path_factory.mktemp("spark") / "collection.parquet")
-    aefsql.build_collection(path, catalog=s3_collection.index, **s3_proxy.storage_options)
+    aefsql.build_collection(
+        path, catalog=s3_collection.index, storage_options=s3_proxy.storage_options
+    )
     return path
 
 
@@ -92,7 +94,7 @@ def assert_same_rows(got: pa.Table, expected: pa.Table) -> None:
 def test_dataframe_rows_equal_sample_points(spark, points, reference, s3_collection, s3_proxy):
     df = spark.createDataFrame(points)
     got = spark_api.sample_points(
-        df, years=YEARS, catalog=s3_collection.index, **s3_proxy.storage_options
+        df, years=YEARS, catalog=s3_collection.index, storage_options=s3_proxy.storage_options
     ).toArrow()
     assert got.num_rows == points.num_rows * len(YEARS)
     keys = Counter(zip(got["id"].to_pylist(), got["year"].to_pylist(), strict=True))
@@ -113,7 +115,7 @@ def test_each_block_is_read_once_and_no_header_with_a_collection(
 ):
     """With a collection, executors read no COG header; each (tile, year) is one task's, so
     each block is read once and the requests are those aef_sample_points plans."""
-    con = aefsql.connect(catalog=s3_collection.index, **s3_proxy.storage_options)
+    con = aefsql.connect(catalog=s3_collection.index, storage_options=s3_proxy.storage_options)
     con.register("pts", points)
     planned = con.sql(
         "SELECT sum(requests) FROM aef_plan('pts', years := [2023, 2024])"
@@ -124,7 +126,7 @@ def test_each_block_is_read_once_and_no_header_with_a_collection(
         years=YEARS,
         catalog=s3_collection.index,
         collection=headers,
-        **s3_proxy.storage_options,
+        storage_options=s3_proxy.storage_options,
     ).toArrow()
     assert_same_rows(got, reference)
     reads = [(p, r) for m, p, r in s3_proxy.log.requests if m == "GET" and p.endswith(".tiff")]
@@ -156,7 +158,7 @@ def test_a_failed_task_is_rerun_without_duplicate_rows(
             catalog=s3_collection.index,
             collection=headers,
             partitions=1,
-            **s3_proxy.storage_options,
+            storage_options=s3_proxy.storage_options,
         ).toArrow()
     finally:
         context.setJobGroup("", "")
@@ -187,7 +189,7 @@ def test_on_error_null_marks_the_rows_of_an_unreadable_file(
             years=YEARS,
             catalog=s3_collection.index,
             on_error="null",
-            **s3_proxy.storage_options,
+            storage_options=s3_proxy.storage_options,
         ).toArrow()
     finally:
         s3_proxy.faults.planned.clear()
@@ -214,18 +216,18 @@ def test_geometry_points_in_a_projected_crs(spark, s3_collection, s3_proxy):
         catalog=s3_collection.index,
         progress=False,
         **options,
-        **s3_proxy.storage_options,
+        storage_options=s3_proxy.storage_options,
     )
     got = spark_api.sample_points(
         spark.createDataFrame(points),
         catalog=s3_collection.index,
         **options,
-        **s3_proxy.storage_options,
+        storage_options=s3_proxy.storage_options,
     ).toArrow()
     assert got.column_names == ["id", "geom", "year", "A00", "A63"]
     assert_same_rows(got, expected)
     assert expected["A00"].null_count < 40
-    spark_api.register(spark, s3_collection.index, **s3_proxy.storage_options)
+    spark_api.register(spark, s3_collection.index, storage_options=s3_proxy.storage_options)
     spark.createDataFrame(points).createOrReplaceTempView("aef_geoms")
     got = spark.sql(
         "SELECT * FROM aef_sample_points(TABLE(aef_geoms), years => 2023, "
@@ -235,7 +237,7 @@ def test_geometry_points_in_a_projected_crs(spark, s3_collection, s3_proxy):
 
 
 def test_spark_sql_functions(spark, points, reference, s3_collection, s3_proxy):
-    spark_api.register(spark, s3_collection.index, **s3_proxy.storage_options)
+    spark_api.register(spark, s3_collection.index, storage_options=s3_proxy.storage_options)
     spark.createDataFrame(points).createOrReplaceTempView("aef_points")
     got = spark.sql(
         "SELECT * FROM aef_sample_points(TABLE(aef_points), years => array(2023, 2024), "
@@ -247,7 +249,7 @@ def test_spark_sql_functions(spark, points, reference, s3_collection, s3_proxy):
         .toArrow()
         .sort_by("id")
     )
-    con = aefsql.connect(catalog=s3_collection.index, **s3_proxy.storage_options)
+    con = aefsql.connect(catalog=s3_collection.index, storage_options=s3_proxy.storage_options)
     con.register("pts", points)
     expected = con.sql("SELECT aef_locate(lon, lat, 2024) AS path FROM pts ORDER BY id")
     assert located["path"].to_pylist() == expected.to_arrow_table()["path"].to_pylist()
@@ -264,12 +266,12 @@ def test_bad_calls_fail_before_any_job(spark, points, s3_collection, s3_proxy):
     clash = spark.createDataFrame(points.append_column("year", pa.array([1] * len(points))))
     with pytest.raises(AefsqlError, match="year"):
         spark_api.sample_points(
-            clash, years=2024, catalog=s3_collection.index, **s3_proxy.storage_options
+            clash, years=2024, catalog=s3_collection.index, storage_options=s3_proxy.storage_options
         )
     ours = spark.createDataFrame(points.append_column("__aef_path", points["label"]))
     with pytest.raises(AefsqlError, match="__aef_path: names starting with __aef_"):
         spark_api.sample_points(
-            ours, years=2024, catalog=s3_collection.index, **s3_proxy.storage_options
+            ours, years=2024, catalog=s3_collection.index, storage_options=s3_proxy.storage_options
         )
     with pytest.raises(AefsqlError, match="on_error"):
         spark_api.sample_points(
@@ -277,14 +279,17 @@ def test_bad_calls_fail_before_any_job(spark, points, s3_collection, s3_proxy):
             years=2024,
             on_error="skip",
             catalog=s3_collection.index,
-            **s3_proxy.storage_options,
+            storage_options=s3_proxy.storage_options,
         )
-    spark_api.register(spark, s3_collection.index, **s3_proxy.storage_options)
+    spark_api.register(spark, s3_collection.index, storage_options=s3_proxy.storage_options)
     spark.createDataFrame(points).createOrReplaceTempView("aef_points")
     with pytest.raises(Exception, match="no parameter colour"):
         spark.sql(
             "SELECT * FROM aef_sample_points(TABLE(aef_points), years => 2024, colour => 'red')"
         ).collect()
+    # In Spark SQL's own syntax (it said `years := 2024`, DuckDB's)
+    with pytest.raises(Exception, match=r"pass years => 2024 or years => array\(2023, 2024\)"):
+        spark.sql("SELECT * FROM aef_sample_points(TABLE(aef_points))").collect()
 
 
 def batch(tiles, years):
@@ -314,7 +319,7 @@ def polygons():
 
 
 def test_zonal_rows_equal_aef_zonal(spark, polygons, s3_collection, s3_proxy):
-    con = aefsql.connect(catalog=s3_collection.index, **s3_proxy.storage_options)
+    con = aefsql.connect(catalog=s3_collection.index, storage_options=s3_proxy.storage_options)
     con.register("polys", polygons)
     expected = con.sql("SELECT * FROM aef_zonal('polys', years := [2023, 2024])").to_arrow_table()
     assert pa.compute.sum(expected["pixels"]).as_py() > 1000
@@ -324,13 +329,13 @@ def test_zonal_rows_equal_aef_zonal(spark, polygons, s3_collection, s3_proxy):
         years=YEARS,
         catalog=s3_collection.index,
         partitions=3,
-        **s3_proxy.storage_options,
+        storage_options=s3_proxy.storage_options,
     ).toArrow()
     assert got.column_names == expected.column_names
     got, expected = got.sort_by(key), expected.sort_by(key)
     for name in expected.column_names:
         assert got[name].to_pylist() == expected[name].to_pylist(), name
-    spark_api.register(spark, s3_collection.index, **s3_proxy.storage_options)
+    spark_api.register(spark, s3_collection.index, storage_options=s3_proxy.storage_options)
     spark.createDataFrame(polygons).createOrReplaceTempView("aef_polygons")
     sql = (
         spark.sql("SELECT * FROM aef_zonal(TABLE(aef_polygons), years => array(2023, 2024))")
@@ -396,3 +401,27 @@ def test_partition_keys_need_no_read(gdal_collection, points):
     # The catalog's UTM footprints decide as the rasters do: the likely tile is the tile.
     assert likely.to_pylist() == exact.to_pylist()
     assert likely.null_count < len(likely) / 2
+
+
+def test_zonal_on_error_null_as_aef_zonal(spark, polygons, s3_collection, s3_proxy):
+    """aef_zonal's on_error in Spark too: a LINESTRING keeps its row, with its reason."""
+    line = bytes.fromhex("01" "02000000" "02000000") + bytes(32)
+    bad = pa.table({"pid": pa.array([1000], pa.int64()), "geom": pa.array([line], pa.binary())})
+    table = pa.concat_tables([polygons.slice(0, 3), bad])
+    con = aefsql.connect(catalog=s3_collection.index, storage_options=s3_proxy.storage_options)
+    con.register("polys", table)
+    expected = con.sql(
+        "SELECT * FROM aef_zonal('polys', years := 2024, on_error := 'null') ORDER BY pid"
+    ).to_arrow_table()
+    got = spark_api.zonal(
+        spark.createDataFrame(table),
+        years=2024,
+        on_error="null",
+        catalog=s3_collection.index,
+        storage_options=s3_proxy.storage_options,
+    ).toArrow()
+    got = got.sort_by([("pid", "ascending")])
+    assert got.column_names == expected.column_names and got.column_names[-1] == "aef_error"
+    for name in expected.column_names:
+        assert got[name].to_pylist() == expected[name].to_pylist(), name
+    assert got["aef_error"].to_pylist()[-1]

@@ -43,7 +43,7 @@ def hammer(catalog: str, storage_options: dict, points: str) -> dict:
     con = duckdb.connect()
     # Installed on the parent connection first, as the dbt plugin does: a Python UDF is freed
     # with the cursor that created it, so a shared session's UDFs must not belong to a cursor.
-    shared = open_session(catalog, **storage_options)
+    shared = open_session(catalog, storage_options=storage_options)
     shared.install(con)
     answers, errors = set(), []
 
@@ -52,7 +52,7 @@ def hammer(catalog: str, storage_options: dict, points: str) -> dict:
             cur = con.cursor()
             try:
                 if k % 2:
-                    aefsql.register(cur, catalog=catalog, **storage_options)
+                    aefsql.register(cur, catalog=catalog, storage_options=storage_options)
                 else:
                     shared.install(cur)
                 answers.add(answer(cur, queries(catalog, points)))

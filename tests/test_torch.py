@@ -454,6 +454,6 @@ def test_refused_parameters():
     for size in (0, 2049):
         with pytest.raises(AefsqlError, match=rf"{size} x {size} pixels is refused: size must"):
             ChipDataset(points, size=size, years=2024, catalog=nowhere)
-    message = "pass years := 2024 or years := [2023, 2024]: AEF has one image a year"
+    message = "pass years=2024 or years=[2023, 2024]: AEF has one image a year"
     with pytest.raises(AefsqlError, match=re.escape(message)):
         ChipDataset(points, size=8, catalog=nowhere)
