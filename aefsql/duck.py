@@ -657,6 +657,7 @@ class Session:
             strict=True,
         ):
             try:
+                s = int(s) if s is not None and float(s).is_integer() else s
                 per_call = min(chips_per_call(n or 0, s, b or 0, limit), DUCKDB_VECTOR_SIZE)
             except AefsqlError as exc:
                 results.append({"error": str(exc)})
@@ -1059,7 +1060,8 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         (
             "chip_plan",
             session.chip_plan,
-            ["BIGINT", "INTEGER", "INTEGER", "BIGINT"],
+            # size as DOUBLE: a CAST to INTEGER in SQL would round 2.5 to 3 unseen.
+            ["BIGINT", "DOUBLE", "INTEGER", "BIGINT"],
             CHIP_PLAN_TYPE,
         ),
         (

@@ -216,7 +216,7 @@ located AS MATERIALIZED (
     FROM __aef_located('points', 'options', x_column, y_column, geometry_column)
 ),
 planned AS MATERIALIZED (
-    SELECT {udf}_chip_plan(count(l.__aef_path), CAST(size AS INTEGER),
+    SELECT {udf}_chip_plan(count(l.__aef_path), CAST(size AS DOUBLE),
                            CAST(len(any_value(o.__aef_bands)) AS INTEGER),
                            CAST(max_bytes AS BIGINT)) AS p
     FROM located l CROSS JOIN options o

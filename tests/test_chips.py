@@ -628,3 +628,19 @@ def test_missing_year_in_catalog_is_null(con, gdal_collection):
     table = chips(con, points_table(epsg, x, y), 4, years="[2022, 2023]")
     assert table["year"].to_pylist() == [2022, 2023]
     assert chip_values(table)[0] is None and chip_values(table)[1] is not None
+
+
+@pytest.mark.parametrize("size", ["2.5", "63.9"])
+def test_a_size_that_is_not_a_whole_number_is_refused(con, size):
+    """size := 2.5 is refused, as years := 2023.5 is: DuckDB's CAST to INTEGER rounded it to 3."""
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    x, y = pixel_points([10], [20], x0, y0, seed=9)
+    with pytest.raises(Exception, match="size is a whole number of pixels, 1 to 2048, not"):
+        chips(con, points_table(epsg, x, y), size)
+
+
+def test_a_whole_size_given_as_a_decimal_is_that_size(con):
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    x, y = pixel_points([10], [20], x0, y0, seed=9)
+    points = points_table(epsg, x, y)
+    assert chip_values(chips(con, points, "8.0"))[0].shape == (64, 8, 8)
