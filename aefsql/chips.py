@@ -79,7 +79,7 @@ def chips_per_call(count: int, size, bands: int, max_bytes=None) -> int:
     """How many chips to read and hand over at once, after refusing (`check_windows`)
     `count` chips that cannot fit `max_bytes`; nothing is read before."""
     check_windows(count, size, bands, max_bytes)
-    return max(1, CALL_BYTES // (int(size) ** 2 * bands))
+    return max(1, CALL_BYTES // (int(size) ** 2 * max(bands, 1)))  # 0 bands: no point at all
 
 
 def chip_grids(sampler: Sampler, paths, x, y, crs: int, size: int, level: int = 0):

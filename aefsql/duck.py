@@ -424,7 +424,8 @@ class Session:
                     "this one is none of them (or NULL)"
                 )
             area = area_from(blob if blob is not None else corners, int(code))
-            check_area_size(area, len(wanted), int(count), int(budget), at)  # before any read
+            # Before any header or block is read (the catalog only when the area is large).
+            check_area_size(area, wanted, int(count), int(budget), at, self.catalog.tiles)
             chunks = area_chunks(self.catalog.tiles(), self.sampler, area, wanted, at)
             order = _vector_aligned(chunks, chunk_tiles(self.sampler, chunks, at))
             found = [
@@ -492,23 +493,27 @@ class Session:
         offsets = np.searchsorted(pixels.chunk, np.arange(len(chunks.row) + 1))
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
 
-    def zonal(self, rows, wkbs, crs, years, level) -> pa.ListArray:
+    def zonal(self, rows, wkbs, crs, years, level, max_bytes) -> pa.ListArray:
         """Per call row (the lists of all polygons' row numbers and WKB): each polygon's
-        zonal means in each year (see aefsql/zonal.py)."""
+        zonal means in each year (see aefsql/zonal.py); a polygon past `max_bytes` of
+        pixels x 64 bands x years (NULL: the default budget) is refused before any read."""
         lists = []
-        for ids, blobs, code, wanted, at in zip(
+        for ids, blobs, code, wanted, at, budget in zip(
             rows.to_pylist(),
             wkbs.to_pylist(),
             _ints(crs),
             years.to_pylist(),
             _levels(level),
+            max_bytes.to_pylist(),
             strict=True,
         ):
             if not ids:
                 lists.append(pa.array([], ZONAL_ARROW))
                 continue
             areas = [area_from(blob, int(code)) for blob in blobs]
-            found = zonal_means(self.catalog.tiles(), self.sampler, areas, wanted, at)
+            found = zonal_means(
+                self.catalog.tiles(), self.sampler, areas, wanted, at, max_bytes=budget
+            )
             empty = np.isnan(found.means[:, 0])
             embedding = pa.FixedSizeListArray.from_arrays(
                 pa.array(found.means.astype(np.float32).ravel()),
@@ -908,7 +913,7 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         (
             "zonal",
             session.zonal,
-            ["BIGINT[]", "BLOB[]", "INTEGER", "INTEGER[]", "INTEGER"],
+            ["BIGINT[]", "BLOB[]", "INTEGER", "INTEGER[]", "INTEGER", "BIGINT"],
             ZONAL_TYPE,
         ),
     ]

@@ -20,18 +20,18 @@ import pyproj
 from . import geo
 from .api import warn_missing_years
 from .areas import Area, area_from, centroid, projected, row_spans
+from .budgets import RASTER_BYTES, area_pixels, refuse_over
 from .chips import lattice_offsets
 from .duck import Session, open_session
 from .errors import AefsqlError
 from .locate import locate
 from .options import BAND_NAMES, band_list, epsg, year_list
-from .pixels import Chunks, block_chunks, candidate_tiles, chunk_pixels
+from .pixels import Chunks, block_chunks, candidate_tiles, chunk_pixels, projected_vertices
 from .quantization import NODATA
-from .sampling import human_bytes
 from .tiff import Affine
 
 PIXEL_SIZE = 10.0  # AEF's pixel, for grids in a CRS that has no tile to align with
-DEFAULT_MAX_BYTES = 4 * 1024**3
+DEFAULT_MAX_BYTES = RASTER_BYTES  # one array in memory (budgets.py)
 # Pixels sampled per call: bounds the per-pixel arrays (coordinates, locate's work) to a few
 # hundred MB. A block that straddles two strips is read once for each.
 STRIP_PIXELS = 1 << 22
@@ -120,20 +120,23 @@ def plan_area(
 ) -> AreaRequest:
     """Check the parameters and the size of an area's raster; read nothing. The estimate is
     the window's pixels on a 10 m grid in the target CRS (or the zone holding most of the
-    area, as the catalog is not read yet)."""
+    area, as the catalog is not read yet), and never less than the area's size on the
+    ellipsoid (budgets.area_pixels)."""
     chosen_years, names = year_list(years), band_list(bands)
     shape = area_of(area, epsg(crs))
     target = None if target_crs is None else _projected_epsg(epsg(target_crs))
+    advice = "fewer bands (bands=['A00', ...]) or years, or a smaller area"
+    # The grid's window holds the area, covered or not: never fewer pixels than the area's
+    # own size on the ellipsoid, checked first (an area much wider than a zone folds when
+    # projected into one, and its projected window says nothing).
+    pixels = int(area_pixels(projected_vertices(shape)))
+    subject = f"the area's window is at least {pixels:,} pixels (its size)"
+    refuse_over(subject, pixels, len(names), len(chosen_years), max_bytes, advice)
     grid = grid_for(projected(shape, target or _zone_of_most(shape)), PIXEL_SIZE, PIXEL_SIZE)
-    pixels = grid.width * grid.height
-    total = pixels * len(names) * len(chosen_years)
-    if total > max_bytes:
-        raise AefsqlError(
-            f"the area's window is {grid.width:,} x {grid.height:,} = {pixels:,} pixels; x "
-            f"{len(names)} bands x {len(chosen_years)} years it would be {human_bytes(total)} "
-            f"of int8, above max_bytes ({human_bytes(max_bytes)}): ask for fewer bands "
-            "(bands=['A00', ...]) or years, or a smaller area (or raise max_bytes=)"
-        )
+    window = grid.width * grid.height
+    subject = f"the area's window is {grid.width:,} x {grid.height:,} = {window:,} pixels"
+    refuse_over(subject, window, len(names), len(chosen_years), max_bytes, advice)
+    pixels = max(pixels, window)
     return AreaRequest(shape, chosen_years, names, target, pixels)
 
 

@@ -74,7 +74,8 @@ CREATE OR REPLACE TEMP MACRO aef_zonal(
     year := NULL,
     geometry_column := 'geom',
     crs := NULL,
-    level := 0
+    level := 0,
+    max_bytes := NULL
 ) AS TABLE
 WITH polygons AS MATERIALIZED (
     SELECT row_number() OVER () AS __aef_row, * FROM query_table(__aef_table(polygons_table))
@@ -92,7 +93,7 @@ geometries AS (
 zones AS (
     -- All polygons in one call: each block is then decoded once for all of them.
     SELECT unnest({udf}_zonal(g.__aef_rows, g.__aef_wkbs, o.__aef_crs, o.__aef_years,
-                              CAST(level AS INTEGER))) AS z
+                              CAST(level AS INTEGER), CAST(max_bytes AS BIGINT))) AS z
     FROM geometries g CROSS JOIN options o
 ),
 vectors AS (
