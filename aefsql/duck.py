@@ -428,26 +428,10 @@ class Session:
             check_area_size(area, wanted, int(count), int(budget), at, self.catalog.tiles)
             chunks = area_chunks(self.catalog.tiles(), self.sampler, area, wanted, at)
             order = _vector_aligned(chunks, chunk_tiles(self.sampler, chunks, at))
-            found = [
-                {"path": p, "year": y, "row": r, "col0": a, "col1": b, "centroid": c}
-                for p, y, r, a, b, c in zip(
-                    chunks.path.tolist(),
-                    chunks.year.tolist(),
-                    chunks.row.tolist(),
-                    chunks.col0.tolist(),
-                    chunks.col1.tolist(),
-                    chunks.centroid.tolist(),
-                    strict=True,
-                )
-            ]
-            # A padding chunk is empty: no pixel; it stands on the next chunk's file.
-            lists.append(
-                [
-                    found[k] if k >= 0 else {**found[-k - 1], "col0": 0, "col1": 0}
-                    for k in order.tolist()
-                ]
-            )
-        return pa.array(lists, type=pa.list_(CHUNK_ARROW))
+            lists.append(_chunk_arrow(chunks, order))
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
+        items = pa.concat_arrays(lists) if lists else pa.array([], CHUNK_ARROW)
+        return pa.ListArray.from_arrays(pa.array(offsets), items)
 
     def chunk_pixels(self, path, year, row, col0, col1, centroid, bands, level) -> pa.ListArray:
         """Per chunk (rows and columns of the tile's `level`): its pixels that belong to its
@@ -665,6 +649,31 @@ def _chip_arrow(result, n: int) -> pa.StructArray:
             pa.nulls(count, pa.string()),
         ],
         fields=list(CHIP_ARROW),
+    )
+
+
+def _chunk_arrow(chunks: Chunks, order: np.ndarray) -> pa.StructArray:
+    """The chunks in `order` (`_vector_aligned`) as Arrow, built column by column from numpy
+    (a Python dict a chunk took ~650 bytes: 4.9 GB for 7.5 M chunks). A padding chunk is
+    empty (no pixel) and stands on the next chunk's file."""
+    if order.size == 0:
+        return pa.array([], CHUNK_ARROW)
+    real = order >= 0
+    at = np.where(real, order, -order - 1)
+    names, codes = np.unique(chunks.path.astype(str), return_inverse=True)
+    path = pa.DictionaryArray.from_arrays(
+        pa.array(codes.astype(np.int32)[at]), pa.array(names.tolist(), pa.string())
+    ).cast(pa.string())
+    return pa.StructArray.from_arrays(
+        [
+            path,
+            pa.array(chunks.year[at], pa.int32()),
+            pa.array(chunks.row[at], pa.int32()),
+            pa.array(np.where(real, chunks.col0[at], 0), pa.int32()),
+            pa.array(np.where(real, chunks.col1[at], 0), pa.int32()),
+            pa.array(chunks.centroid[at]),
+        ],
+        fields=list(CHUNK_ARROW),
     )
 
 
