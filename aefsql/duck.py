@@ -660,9 +660,13 @@ def _chunk_arrow(chunks: Chunks, order: np.ndarray) -> pa.StructArray:
         return pa.array([], CHUNK_ARROW)
     real = order >= 0
     at = np.where(real, order, -order - 1)
-    names, codes = np.unique(chunks.path.astype(str), return_inverse=True)
+    # Paths come in runs (a tile's chunks together): one dictionary entry a run.
+    starts = np.flatnonzero(np.r_[True, chunks.path[1:] != chunks.path[:-1]])
+    names: dict[str, int] = {}
+    heads = np.array([names.setdefault(p, len(names)) for p in chunks.path[starts]], np.int32)
+    codes = np.repeat(heads, np.diff(np.r_[starts, chunks.path.size]))
     path = pa.DictionaryArray.from_arrays(
-        pa.array(codes.astype(np.int32)[at]), pa.array(names.tolist(), pa.string())
+        pa.array(codes[at]), pa.array(list(names), pa.string())
     ).cast(pa.string())
     return pa.StructArray.from_arrays(
         [
