@@ -12,17 +12,39 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from aefsql.duck import CHUNK_ARROW, _chunk_arrow
 from aefsql.pixels import Chunks
-from aefsql.duck import _chunk_arrow, CHUNK_ARROW
-n = int(sys.argv[2]); mode = sys.argv[1]
-c = Chunks(np.full(n, "https://storage.googleapis.com/alphaearth/2024/33N/x-0000000000-0000000000.tiff", object),
-           np.full(n, 2024), np.arange(n) // 16, (np.arange(n) % 16) * 512, (np.arange(n) % 16 + 1) * 512, np.zeros(n, bool))
-order = np.arange(n)
-t = time.perf_counter()
-if mode == "new":
-    a = _chunk_arrow(c, order)
-else:
-    found = [{"path": p, "year": y, "row": r, "col0": a, "col1": b, "centroid": x} for p, y, r, a, b, x in zip(c.path.tolist(), c.year.tolist(), c.row.tolist(), c.col0.tolist(), c.col1.tolist(), c.centroid.tolist())]
-    a = pa.array([[found[k] for k in order.tolist()]], type=pa.list_(CHUNK_ARROW))
-hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(mode, n, f"{time.perf_counter()-t:.1f} s", f"VmHWM {int(hwm)//1024} MiB")
+
+URL = "https://storage.googleapis.com/alphaearth/2024/33N/x-0000000000-0000000000.tiff"
+
+
+def main() -> None:
+    mode, n = sys.argv[1], int(sys.argv[2])
+    k = np.arange(n)
+    chunks = Chunks(
+        np.full(n, URL, object),
+        np.full(n, 2024),
+        k // 16,
+        (k % 16) * 512,
+        (k % 16 + 1) * 512,
+        np.zeros(n, bool),
+    )
+    order = np.arange(n)
+    start = time.perf_counter()
+    if mode == "new":
+        _chunk_arrow(chunks, order)
+    else:
+        columns = ("path", "year", "row", "col0", "col1", "centroid")
+        found = [
+            dict(zip(columns, values, strict=True))
+            for values in zip(*(getattr(chunks, c).tolist() for c in columns), strict=True)
+        ]
+        pa.array([[found[i] for i in order.tolist()]], type=pa.list_(CHUNK_ARROW))
+    seconds = time.perf_counter() - start
+    with open("/proc/self/status") as status:
+        hwm = next(line for line in status if line.startswith("VmHWM")).split()[1]
+    print(mode, n, f"{seconds:.1f} s", f"VmHWM {int(hwm) // 1024} MiB")
+
+
+if __name__ == "__main__":
+    main()
