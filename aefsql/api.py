@@ -250,9 +250,10 @@ def zonal(
     lon/lat). `years` (alias `year`): one year or several. `level`: 0 (full resolution) or k,
     the mean over the files' k-th overview (an approximation: see docs/functions.md).
     `on_error`: 'null' gives a row whose geometry is not a usable area NULL results and an
-    `aef_error` message instead of failing. `catalog`, `cache_dir`, `collection`, `concurrency`, `allowed_hosts` and
-    `storage_options`: as for `aefsql.connect`. Rows keep their input order, and their
-    columns their Arrow types (a GeoDataFrame's geometry comes back as WKB).
+    `aef_error` message instead of failing. `catalog`, `cache_dir`, `collection`,
+    `concurrency`, `allowed_hosts` and `storage_options`: as for `aefsql.connect`. Rows keep
+    their input order, and their columns their Arrow types (a GeoDataFrame's geometry comes
+    back as WKB).
     """
     source, _, geometry_column, crs = _arrow_points(polygons, geometry_column, crs)
     geometry_column = geometry_column or "geom"
@@ -332,9 +333,7 @@ def warn_missing_years(session: Session, years) -> list[int]:
     missing = session.missing_years(years)
     if missing:
         note = coverage.missing_years_note(session.catalog.tiles(), missing)
-        warnings.warn(
-            f"{note}: their rows come back with NULL bands", stacklevel=user_stacklevel()
-        )
+        warnings.warn(f"{note}: their rows come back with NULL bands", stacklevel=user_stacklevel())
     return missing
 
 

@@ -68,8 +68,7 @@ def area_from(value, epsg: int) -> Area:
     NULL are refused with what is wrong."""
     if value is None:
         raise AefsqlError(
-            "area is NULL: an area is a polygon, a multipolygon or a box [west, south, "
-            "east, north]"
+            "area is NULL: an area is a polygon, a multipolygon or a box [west, south, east, north]"
         )
     if isinstance(value, bytes | bytearray | memoryview):
         area = _checked(Area(tuple(_wkb_rings(bytes(value))), epsg))
@@ -115,6 +114,43 @@ def box_ring(west, south, east, north) -> np.ndarray:
     return np.array([[west, south], [east, south], [east, north], [west, north], [west, south]])
 
 
+def clipped_to_box(area: Area, west, south, east, north) -> Area:
+    """The area cut to the box [west, south, east, north] of its own CRS (Sutherland-Hodgman,
+    ring by ring: even-odd fill is kept, rings wholly outside are dropped). Where a concave
+    ring leaves the box and comes back, the result runs along the box's edge both ways: a
+    zero-width seam on the box's boundary, which encloses nothing."""
+    rings = []
+    for ring in area.rings:
+        if len(ring) and not np.array_equal(ring[0], ring[-1]):
+            ring = np.vstack([ring, ring[:1]])
+        sides = ((0, west, True), (0, east, False), (1, south, True), (1, north, False))
+        for axis, value, above in sides:
+            if len(ring) < 4:
+                break
+            ring = _clipped_half(ring, axis, value, above)
+        if len(ring) >= 4:
+            rings.append(ring)
+    return Area(tuple(rings), area.epsg)
+
+
+def _clipped_half(ring: np.ndarray, axis: int, value: float, above: bool) -> np.ndarray:
+    """A closed ring cut to the half plane coordinate[axis] >= value (<= when not `above`):
+    one Sutherland-Hodgman pass, every edge at once."""
+    start, end = ring[:-1], ring[1:]
+    start_in = start[:, axis] >= value if above else start[:, axis] <= value
+    end_in = end[:, axis] >= value if above else end[:, axis] <= value
+    crossing = start_in != end_in
+    with np.errstate(invalid="ignore", divide="ignore"):  # edges along the line: unused
+        t = (value - start[:, axis]) / (end[:, axis] - start[:, axis])
+        meet = start + t[:, None] * (end - start)
+    meet[:, axis] = value  # exactly on the line, whatever the rounding
+    # Per edge: where it crosses the line, then its end if that is inside.
+    points = np.stack([meet, end], axis=1)[np.column_stack([crossing, end_in])]
+    if len(points) == 0:
+        return points
+    return np.vstack([points, points[:1]])
+
+
 def _wkb_rings(blob: bytes) -> list[np.ndarray]:
     rings: list[np.ndarray] = []
     _read_geometry(blob, 0, rings, [0], 0)
@@ -125,9 +161,7 @@ def _read_geometry(blob: bytes, offset: int, rings: list, polygons: list, depth:
     """Appends the rings of the geometry at `offset` to `rings`; returns where it ends.
     `polygons` counts the polygons read so far (for messages)."""
     if depth > MAX_WKB_NESTING:
-        raise AefsqlError(
-            f"area: geometry collections nested more than {MAX_WKB_NESTING} deep"
-        )
+        raise AefsqlError(f"area: geometry collections nested more than {MAX_WKB_NESTING} deep")
     if len(blob) < offset + 5 or blob[offset] not in (0, 1):
         if offset == 0 or len(blob) >= offset + 5:
             raise AefsqlError("area: not WKB")

@@ -80,7 +80,7 @@ def chips_per_call(count: int, size, bands: int, max_bytes=None) -> int:
     """How many chips to read and hand over at once, after refusing (`check_windows`)
     `count` chips that cannot fit `max_bytes`; nothing is read before."""
     check_windows(count, size, bands, max_bytes)
-    return max(1, CALL_BYTES // (int(size) ** 2 * bands))
+    return max(1, CALL_BYTES // (int(size) ** 2 * max(bands, 1)))  # 0 bands: no point at all
 
 
 def chip_grids(sampler: Sampler, paths, x, y, crs: int, size: int, level: int = 0):
@@ -328,9 +328,7 @@ def _sample_rest(
             t = transform[i]
             px = t[:, 2] + (cc + 0.5) * t[:, 0]
             py = t[:, 5] + (rr + 0.5) * t[:, 4]
-            got = centre_values(
-                tiles, sampler, px, py, int(code), year, bands, level, keep_blocks
-            )
+            got = centre_values(tiles, sampler, px, py, int(code), year, bands, level, keep_blocks)
             values[i, :, rr, cc] = got
 
 

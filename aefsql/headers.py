@@ -17,7 +17,7 @@ import numpy as np
 from . import geo
 from .cache import HeaderCache
 from .collection import CollectionHeaders
-from .errors import AefsqlError, RangeReadError, TiffFormatError, redact
+from .errors import RangeReadError, TiffFormatError, redact
 from .fetch import ObjectChanged
 from .io import ByteStore
 from .options import Mention, OptionError

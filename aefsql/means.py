@@ -18,9 +18,9 @@ from .catalog import TileTable
 from .errors import AefsqlError
 from .headers import group_indices
 from .options import BAND_NAMES
-from .pixels import DEFAULT_MAX_BYTES, Chunks, areas_chunks, chunk_pixels, chunk_tiles
+from .pixels import Chunks, areas_chunks, check_area_size, chunk_pixels, chunk_tiles
 from .quantization import SCALE, signed_squares
-from .sampling import Sampler, human_bytes
+from .sampling import Sampler
 
 BATCH_PIXELS = 1 << 21  # pixels read at once: 128 MiB of int8 values, a few hundred MiB in all
 BANDS = list(range(len(BAND_NAMES)))
@@ -39,9 +39,10 @@ class ZonalMeans:
 
 
 def zonal_means(
-    tiles: TileTable, sampler: Sampler, areas: list[Area], years, level: int = 0
+    tiles: TileTable, sampler: Sampler, areas: list[Area], years, level: int = 0, max_bytes=None
 ) -> ZonalMeans:
-    """The zonal means of `areas` in each of `years` (at `level`)."""
+    """The zonal means of `areas` in each of `years` (at `level`); `max_bytes` (None: the
+    streamed budget) bounds each area's pixels x 64 bands x years."""
     years = [int(y) for y in years]
     slot = {year: k for k, year in enumerate(years)}
     entries = len(areas) * len(years)
@@ -49,7 +50,7 @@ def zonal_means(
     pixels = np.zeros(entries, np.int64)
     valid = np.zeros(entries, np.int64)
     centroid = np.zeros(entries, dtype=bool)
-    chunks, owner = _all_chunks(tiles, sampler, areas, years, level)
+    chunks, owner = _all_chunks(tiles, sampler, areas, years, level, max_bytes)
     entry = owner * len(years) + np.array([slot[int(y)] for y in chunks.year], np.int64)
     centroid[entry[chunks.centroid]] = True
     squares = signed_squares()
@@ -92,19 +93,16 @@ def zonal_means(
     )
 
 
-def _all_chunks(tiles, sampler, areas, years, level):
-    """Every area's chunks, and the area each chunk belongs to; refused past the budget of
-    `check_area_size` (pixels x 64 bands x years) for any one area, before pixels are read."""
-    chunks, owner = areas_chunks(tiles, sampler, areas, years, level)
-    pixels = np.bincount(owner, weights=chunks.col1 - chunks.col0, minlength=len(areas))
-    if pixels.size and pixels.max() * len(BANDS) > DEFAULT_MAX_BYTES:
-        i = int(pixels.argmax())
-        raise AefsqlError(
-            f"polygon {i + 1} holds {int(pixels[i]):,} pixel-years: x {len(BANDS)} bands is "
-            f"over the {human_bytes(DEFAULT_MAX_BYTES)} budget of one area; split it, or "
-            "ask for a coarser level :="
-        )
-    return chunks, owner
+def _all_chunks(tiles, sampler, areas, years, level, max_bytes=None):
+    """Every area's chunks, and the area each chunk belongs to; an area whose pixels x 64
+    bands x years exceed `max_bytes` (None: the streamed budget) is refused first, before
+    any chunk is laid out or header read (`check_area_size`)."""
+    for i, area in enumerate(areas):
+        try:
+            check_area_size(area, years, len(BANDS), max_bytes, level, lambda: tiles)
+        except AefsqlError as exc:
+            raise AefsqlError(f"polygon {i + 1}: {exc}") from None
+    return areas_chunks(tiles, sampler, areas, years, level)
 
 
 def _batches(sampler: Sampler, chunks: Chunks, level: int):

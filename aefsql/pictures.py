@@ -162,9 +162,7 @@ def picture(
         # hold nodata only.
         notes = area_notes(session.catalog.tiles(), request.area, empty)
         reasons = dict.fromkeys(notes[y] or "every pixel of the area is nodata" for y in empty)
-        raise AefsqlError(
-            f"nothing to draw in {', '.join(map(str, empty))}: {'; '.join(reasons)}"
-        )
+        raise AefsqlError(f"nothing to draw in {', '.join(map(str, empty))}: {'; '.join(reasons)}")
     for picture_, written in zip(drawn, paths, strict=True):
         if written is not None:
             picture_.save(written)

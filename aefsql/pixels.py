@@ -23,22 +23,22 @@ from .areas import (
     Area,
     centroid,
     chunked,
-    projected,
+    clipped_to_box,
     projected_all,
     row_spans,
-    surface,
 )
+from .budgets import STREAMED_BYTES, area_pixels, covered_pixels, refuse_over
 from .catalog import TileTable
 from .errors import AefsqlError
 from .headers import check_georeferenced, group_indices, point_pixels
 from .locate import locate
 from .mosaic import owned_runs
-from .sampling import Sampler, human_bytes, nodata_of, run_layout
+from .sampling import Sampler, nodata_of, run_layout
 
-AEF_PIXEL_METRES = 10.0
-# 10^8 pixels of 64 bands stream out (COPY … TO) in bounded memory; past this budget a
-# typo in an area (a continent instead of a county) is refused before it starts.
-DEFAULT_MAX_BYTES = 16 * 2**30
+DEFAULT_MAX_BYTES = STREAMED_BYTES  # the budget of aef_pixels and aef_zonal (budgets.py)
+# Degrees around a tile's lon/lat box when an area is cut to it (`near_tile`): ~1 km, far
+# more than a UTM edge bulges beyond its corners' box, so the cut never reaches a pixel.
+TILE_MARGIN_DEGREES = 0.01
 
 
 @dataclass(frozen=True)
@@ -80,25 +80,26 @@ def areas_chunks(tiles: TileTable, sampler: Sampler, areas: list[Area], years, l
     headers = reader.headers_for(paths, level) if paths else {}
     for path, header in headers.items():
         check_georeferenced(path, header)
-    in_crs = {}  # (area, epsg) -> the area in that CRS
+    in_crs = {}  # (area, tile) -> the area near the tile (`near_tile`), in the tile's CRS
     for code in {h.epsg for h in headers.values()}:
         needing = sorted(
             {
-                i
+                (i, t)
                 for (i, _), found in wanted.items()
                 for t in found
                 if headers[tiles.path[t]].epsg == code
             }
         )
-        for i, moved in zip(needing, projected_all([areas[i] for i in needing], code), strict=True):
-            in_crs[i, code] = moved
+        shapes = [near_tile(areas[i], tiles, t) for i, t in needing]
+        for key, moved in zip(needing, projected_all(shapes, code), strict=True):
+            in_crs[key] = moved
     parts = []  # (area, path, year, chunks, centroid)
     for (i, year), found in wanted.items():
         before = len(parts)
         for t in found:
             path = tiles.path[t]
             header = headers[path]
-            shape = in_crs[i, header.epsg]
+            shape = in_crs[i, t]
             spans = row_spans(shape, header.transform, header.width, header.height)
             chunks = block_chunks(spans, header)
             # Only the pixels this tile owns: an area whose centres all belong to other
@@ -131,6 +132,24 @@ def areas_chunks(tiles: TileTable, sampler: Sampler, areas: list[Area], years, l
     return chunks, np.concatenate([np.full(len(c), i, np.int64) for i, _, _, c, _ in parts])
 
 
+def near_tile(area: Area, tiles: TileTable, t: int) -> Area:
+    """A lon/lat area cut to tile t's lon/lat box (and TILE_MARGIN_DEGREES around it), which
+    holds every pixel centre of the tile: projected whole, an area much wider than a UTM
+    zone folds over itself there (a whole-world box encloses ~0 m² in any one zone), while
+    each cut piece projects as it should. An area in a projected CRS is left as it is."""
+    if area.epsg != geo.WGS84 or area.empty:
+        return area
+    west, south, east, north = tiles.west[t], tiles.south[t], tiles.east[t], tiles.north[t]
+    m = TILE_MARGIN_DEGREES
+    boxes = (
+        [(west - m, south - m, east + m, north + m)]
+        if west <= east
+        else [(west - m, south - m, 180.0, north + m), (-180.0, south - m, east + m, north + m)]
+    )
+    rings = tuple(ring for box in boxes for ring in clipped_to_box(area, *box).rings)
+    return Area(rings, area.epsg)
+
+
 def block_chunks(spans: np.ndarray, header, size: int = CHUNK_PIXELS) -> np.ndarray:
     """Spans of a raster as chunks of at most `size` pixels inside one block column each,
     ordered by tile, then row and column: the order `chunk_pixels` returns pixels in, and
@@ -154,25 +173,49 @@ def chunk_tiles(sampler: Sampler, chunks: Chunks, level: int = 0) -> np.ndarray:
     return tile
 
 
-def check_area_size(area: Area, years: int, bands: int, max_bytes: int, level: int = 0) -> None:
-    """Refuse an area too large to be worth starting, from its size alone (AEF's 10 m pixels,
-    in the UTM zone of its centre; a quarter as many at each overview level): no catalog or
-    header is read for this."""
-    pixels = 0.0
-    for ring in projected(area, geo.WGS84).rings:  # each in its own zone (holes count too)
-        part = Area((ring,), geo.WGS84)
-        lon, lat = centroid(part)
-        zone = int(np.clip(np.floor((lon + 180.0) / 6.0) + 1, 1, 60))
-        metric = projected(part, (32600 if lat >= 0 else 32700) + zone)
-        pixels += surface(metric) / (AEF_PIXEL_METRES**2) / 4**level
-    needed = pixels * bands * max(years, 1)
-    if needed > max_bytes:
+def check_area_size(
+    area: Area, years, bands: int, max_bytes: int | None, level: int = 0, tiles=None
+) -> None:
+    """Refuse an area whose pixels x `bands` over `years` exceed `max_bytes` (None: the
+    streamed budget, budgets.STREAMED_BYTES), before any header or block is read. Counted
+    on the ellipsoid from the area's own vertices: first its whole size (no catalog read
+    when that fits), then what it covers of the catalog's tiles (`tiles`: a callable that
+    gives the TileTable), so a whole-world box over a small catalog passes and one over a
+    large catalog is refused with its true size (see aefsql/budgets.py)."""
+    limit = STREAMED_BYTES if max_bytes is None else int(max_bytes)
+    lonlat = projected_vertices(area)
+    years = list(years)
+    whole = area_pixels(lonlat, level) * max(len(years), 1)
+    if whole * bands <= limit:
+        return
+    if tiles is None:
+        subject = f"the area holds about {whole:,.0f} pixels over {len(years)} year(s)"
+        refuse_over(subject, whole, bands, None, limit, _AREA_ADVICE)
+    covered = covered_pixels(tiles(), lonlat, years, level, stop_above=limit / max(bands, 1))
+    subject = (
+        f"the area covers about {covered:,.0f} pixels of the catalog's tiles over "
+        f"{len(years)} year(s)"
+    )
+    refuse_over(subject, covered, bands, None, limit, _AREA_ADVICE)
+
+
+_AREA_ADVICE = "fewer bands or years, a smaller area or a coarser level :="
+
+
+def projected_vertices(area: Area) -> Area:
+    """The area's vertices in lon/lat, not densified (budgets measure lon/lat edges as
+    straight lines: see budgets.ring_area)."""
+    if area.epsg == geo.WGS84 or area.empty:
+        return area
+    points = np.concatenate(area.rings)
+    lon, lat = geo.transform_points(area.epsg, geo.WGS84, points[:, 0], points[:, 1])
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
         raise AefsqlError(
-            f"the area holds about {pixels:,.0f} pixels: x {bands} bands x {years} year(s) "
-            f"is {human_bytes(int(needed))}, over the {human_bytes(max_bytes)} budget "
-            "(max_bytes :=); ask for fewer bands or years, a smaller area or a coarser "
-            "level :="
+            f"area: some vertices cannot be projected from EPSG:{area.epsg} to lon/lat "
+            "(is the area in the CRS crs := names?)"
         )
+    moved = np.split(np.column_stack([lon, lat]), np.cumsum([len(r) for r in area.rings])[:-1])
+    return Area(tuple(moved), geo.WGS84)
 
 
 def candidate_tiles(tiles: TileTable, lonlat: Area, year: int) -> list[int]:

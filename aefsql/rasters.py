@@ -22,6 +22,7 @@ import pyproj
 from . import geo
 from .api import warn_empty_area
 from .areas import Area, area_from, centroid, projected, row_spans
+from .budgets import RASTER_BYTES, area_pixels, refuse_over
 from .chips import lattice_offsets
 from .duck import Session, open_session
 from .errors import AefsqlError
@@ -29,13 +30,13 @@ from .io import DEFAULT_CONCURRENCY
 from .locate import locate
 from .mosaic import centre_values, owned_runs
 from .options import BAND_NAMES, band_list, epsg, speaks, year_list
-from .pixels import Chunks, block_chunks, candidate_tiles, chunk_pixels
+from .pixels import Chunks, block_chunks, candidate_tiles, chunk_pixels, projected_vertices
 from .quantization import NODATA
-from .sampling import check_level, human_bytes
+from .sampling import check_level
 from .tiff import Affine
 
 PIXEL_SIZE = 10.0  # AEF's pixel, for grids in a CRS that has no tile to align with
-DEFAULT_MAX_BYTES = 4 * 1024**3
+DEFAULT_MAX_BYTES = RASTER_BYTES  # one array in memory (budgets.py)
 # Pixels sampled per call: bounds the per-pixel arrays (coordinates, locate's work) to a few
 # hundred MB. A block that straddles two strips is read once for each.
 STRIP_PIXELS = 1 << 22
@@ -153,23 +154,26 @@ def plan_area(
     level: int = 0,
 ) -> AreaRequest:
     """Check the parameters and the size of an area's raster; read nothing. The estimate is
-    the window's pixels on a 10 m grid (2^level m at an overview) in the target CRS (or the
-    zone holding most of the area, as the catalog is not read yet)."""
+    the window's pixels on a 10 m grid (2^level x 10 m at an overview) in the target CRS (or
+    the zone holding most of the area, as the catalog is not read yet), and never less than
+    the area's size on the ellipsoid (budgets.area_pixels)."""
     chosen_years, names = year_list(years), band_list(bands)
     check_level(level)
     shape = area_of(area, epsg(crs))
     target = None if target_crs is None else _projected_epsg(epsg(target_crs))
+    advice = "fewer bands (bands=['A00', ...]) or years, or a smaller area or a coarser level"
+    # The grid's window holds the area, covered or not: never fewer pixels than the area's
+    # own size on the ellipsoid, checked first (an area much wider than a zone folds when
+    # projected into one, and its projected window says nothing).
+    pixels = int(area_pixels(projected_vertices(shape), level))
+    subject = f"the area's window is at least {pixels:,} pixels (its size)"
+    refuse_over(subject, pixels, len(names), len(chosen_years), max_bytes, advice)
     size = PIXEL_SIZE * 2**level
     grid = grid_for(projected(shape, target or _zone_of_most(shape)), size, size)
-    pixels = grid.width * grid.height
-    total = pixels * len(names) * len(chosen_years)
-    if total > max_bytes:
-        raise AefsqlError(
-            f"the area's window is {grid.width:,} x {grid.height:,} = {pixels:,} pixels; x "
-            f"{len(names)} bands x {len(chosen_years)} years it would be {human_bytes(total)} "
-            f"of int8, above max_bytes ({human_bytes(max_bytes)}): ask for fewer bands "
-            "(bands=['A00', ...]) or years, or a smaller area (or raise max_bytes=)"
-        )
+    window = grid.width * grid.height
+    subject = f"the area's window is {grid.width:,} x {grid.height:,} = {window:,} pixels"
+    refuse_over(subject, window, len(names), len(chosen_years), max_bytes, advice)
+    pixels = max(pixels, window)
     return AreaRequest(shape, chosen_years, names, target, pixels, int(level))
 
 

@@ -15,6 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from . import geo, threads
+from .budgets import WINDOW_BYTES, human_bytes, refuse_over  # human_bytes: re-exported
 from .cache import BlockCache, DiskCache, HeaderCache, PixelValues, values_entry_name
 from .codecs import ShortBlock, check_supported, decode_block, prefix_length
 from .collection import CollectionHeaders
@@ -35,7 +36,7 @@ from .tiff import ImageHeader
 
 BAND_COUNT = len(BAND_NAMES)
 MAX_WINDOW_SIZE = 2048  # pixels on a side of a patch or chip: 256 MiB at 64 bands
-DEFAULT_WINDOW_BYTES = 4 * 1024**3  # int8 of all the windows of one call or request
+DEFAULT_WINDOW_BYTES = WINDOW_BYTES  # int8 of all the windows of one call or request
 # Refused before reading: no AEF block comes near (a 1024-px tile of 64 chunky bands is 64 MiB).
 MAX_BLOCK_BYTES = 256 * 1024 * 1024
 PATCH_CHUNK_PIXELS = 1 << 20  # patch pixels sampled at once: bounds the planner's arrays
@@ -707,15 +708,6 @@ class _BlockRead:
         self.tile.gather(block, values, self.columns, self.samples)
 
 
-def human_bytes(n: int) -> str:
-    """1536 -> '1.5 KiB': the unit that keeps the number readable, never '0.0 GiB'."""
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 def check_windows(count: int, size, bands: int, max_bytes=None) -> None:
     """Refuse, before anything is read or allocated, `count` square windows (patches or
     chips) of `size` pixels and `bands` bands that do not fit `max_bytes` of int8 (default
@@ -733,13 +725,9 @@ def check_windows(count: int, size, bands: int, max_bytes=None) -> None:
             )
         )
     limit = DEFAULT_WINDOW_BYTES if max_bytes is None else int(max_bytes)
-    total = count * pixels * bands
-    if total > limit:
-        raise AefsqlError(
-            f"{count:,} windows of {size} x {size} pixels x {bands} bands are "
-            f"{human_bytes(total)} of int8, above max_bytes ({human_bytes(limit)}): ask for "
-            "fewer points, fewer bands or a smaller size (or raise max_bytes)"
-        )
+    subject = f"{count:,} windows of {size} x {size} pixels"
+    advice = "fewer points or bands, or a smaller size"
+    refuse_over(subject, count * pixels, bands, None, limit, advice)
 
 
 def patch_pixels(header: ImageHeader, indices, rows, cols, inside, size: int):

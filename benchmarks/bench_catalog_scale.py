@@ -37,7 +37,10 @@ def legit_catalog(path: Path, rows: int) -> None:
         {
             "fid": np.arange(1, rows + 1),
             "year": years.astype(np.int32),
-            "path": [f"{y}/{z}N/tile{i:08d}.tiff" for i, (y, z) in enumerate(zip(years, zone))],
+            "path": [
+                f"{y}/{z}N/tile{i:08d}.tiff"
+                for i, (y, z) in enumerate(zip(years, zone, strict=True))
+            ],
             "crs": [f"EPSG:326{z:02d}" for z in zone],
             "wgs84_west": west,
             "wgs84_south": south,

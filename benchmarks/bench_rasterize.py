@@ -183,27 +183,35 @@ def main() -> None:
         )
     mib = 2**20
     more = args.vertices // 20 + args.vertices // 50
-    print(f"{args.vertices:,} vertices (+ hole and part: {more:,}), {args.rows} x {args.rows} "
-          f"pixels; best of {args.repeat} fresh processes")
+    print(
+        f"{args.vertices:,} vertices (+ hole and part: {more:,}), {args.rows} x {args.rows} "
+        f"pixels; best of {args.repeat} fresh processes"
+    )
     print(f"{'':10} {'seconds':>8} {'peak MiB':>9} {'rise MiB':>9} {'pixels':>12}")
     best = {}
     for which, found in runs.items():
         best[which] = min(found, key=lambda r: r["seconds"])
         rise = min(r["rise"] for r in found) / mib
         peak = min(r["peak"] for r in found) / mib
-        print(f"{which:10} {best[which]['seconds']:8.2f} {peak:9.0f} {rise:9.0f} "
-              f"{best[which]['pixels']:12,}")
+        print(
+            f"{which:10} {best[which]['seconds']:8.2f} {peak:9.0f} {rise:9.0f} "
+            f"{best[which]['pixels']:12,}"
+        )
     a = best["aefsql"]
     if args.former:
         f = best["former"]
         print(f"former / aefsql time: {f['seconds'] / a['seconds']:.1f}")
-    print(f"aefsql / GDAL time: {a['seconds'] / best['gdal']['seconds']:.2f}; spans: "
-          f"{a['spans']:,} ({a['span_bytes'] / mib:.0f} MiB); masks equal: {same}")
+    print(
+        f"aefsql / GDAL time: {a['seconds'] / best['gdal']['seconds']:.2f}; spans: "
+        f"{a['spans']:,} ({a['span_bytes'] / mib:.0f} MiB); masks equal: {same}"
+    )
     small = {"aefsql": child(SMALL, json.dumps(None))}
     if args.former:
         small["former"] = child(SMALL, json.dumps(args.former))
-    print("a 10 x 8-pixel parcel on an 8192-row tile, per call: " + ", ".join(
-        f"{which} {seconds * 1e6:.0f} µs" for which, seconds in small.items()))
+    print(
+        "a 10 x 8-pixel parcel on an 8192-row tile, per call: "
+        + ", ".join(f"{which} {seconds * 1e6:.0f} µs" for which, seconds in small.items())
+    )
     print()
     heading = "lon/lat area projected to EPSG:32633"
     print(f"{heading:34} {'0.001° steps':>13} {'adaptive':>9} {'seconds':>8}")

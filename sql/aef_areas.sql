@@ -130,7 +130,8 @@ CREATE OR REPLACE TEMP MACRO aef_zonal(
     geometry_column := 'geom',
     crs := NULL,
     level := 0,
-    on_error := 'raise'
+    on_error := 'raise',
+    max_bytes := NULL
 ) AS TABLE
 WITH polygons AS MATERIALIZED (
     SELECT row_number() OVER () AS __aef_row,
@@ -156,7 +157,7 @@ zones AS (
     -- All polygons in one call: each block is then decoded once for all of them.
     SELECT unnest({udf}_zonal(g.__aef_rows, g.__aef_wkbs, g.__aef_texts, g.__aef_types,
                               o.__aef_crs, o.__aef_years, CAST(level AS INTEGER),
-                              CAST(on_error AS VARCHAR))) AS z
+                              CAST(on_error AS VARCHAR), CAST(max_bytes AS BIGINT))) AS z
     FROM geometries g CROSS JOIN options o
 ),
 vectors AS (

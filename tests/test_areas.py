@@ -389,9 +389,10 @@ def test_a_lon_lat_polygon_reads_what_gdal_rasterizes_of_its_curved_edges(gdal_c
     """A lon/lat star inside the 18S tile (no other tile near): aef_pixels (edges followed
     to 1 cm) holds the pixels GDAL's rasterizer gives the same edges followed every 10^-5°
     (~1 m), but for a centre closer to the curve than that."""
-    import aefsql
     import rasterio
     from gdal_fixtures import COLLECTION_TILES, collection_path
+
+    import aefsql
 
     _, epsg, x0, y0 = COLLECTION_TILES[3]
     lon0, lat0 = geo.transform_points(epsg, 4326, np.array([x0 + 1500.0]), np.array([y0 + 1300.0]))

@@ -34,9 +34,7 @@ def con(gdal_collection):
 
 
 def plan(con, area, years="[2023, 2024]", extra=""):
-    return con.sql(
-        f"SELECT * FROM aef_area_plan({area}, years := {years}{extra})"
-    ).to_arrow_table()
+    return con.sql(f"SELECT * FROM aef_area_plan({area}, years := {years}{extra})").to_arrow_table()
 
 
 def gdal_plan(path, box, block=128):
@@ -52,7 +50,9 @@ def gdal_plan(path, box, block=128):
         )
         assert ds.block_shapes[0] == (block, block)
     rows, cols = np.nonzero(inside)
-    return int(inside.sum()), len(set(zip((rows // block).tolist(), (cols // block).tolist())))
+    return int(inside.sum()), len(
+        set(zip((rows // block).tolist(), (cols // block).tolist(), strict=True))
+    )
 
 
 def test_the_plan_counts_what_gdal_finds(con, gdal_collection):
@@ -103,8 +103,9 @@ def test_a_missing_year_is_named_beside_the_good_ones(con):
 def test_over_budget_is_said_not_read(con):
     rows = plan(con, str(LONLAT_BOX), years="2023", extra=", max_bytes := 1000").to_pylist()
     assert rows[0]["pixels"] is None
-    assert re.match(r"the area holds about [\d,]+ pixels: .* over the 1,000 bytes budget",
-                    rows[0]["note"])
+    assert re.match(
+        r"the area holds about [\d,]+ pixels: .* over the 1,000 bytes budget", rows[0]["note"]
+    )
 
 
 def test_read_area_warns_with_the_reason(gdal_collection):

@@ -495,9 +495,7 @@ def constant_catalog(target, rows: int, path: str = "2023/33N/tile.tiff") -> Non
     )
     constant = {
         "year": pa.array(np.full(chunk, 2023, np.int32)),
-        "path": pa.DictionaryArray.from_arrays(np.zeros(chunk, np.int32), [path]).cast(
-            pa.string()
-        ),
+        "path": pa.DictionaryArray.from_arrays(np.zeros(chunk, np.int32), [path]).cast(pa.string()),
         **{
             name: np.full(chunk, value)
             for name, value in zip(catalog.WGS84_SIDES, (12.0, 45.0, 12.75, 45.75), strict=True)

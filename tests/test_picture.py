@@ -312,9 +312,7 @@ def test_cli_picture_with_nothing_to_draw_is_an_error(
     assert err.count("\n") == 1 and err.startswith("aefsql: error: ") and message in err, err
 
 
-def test_cli_picture_level_bands_and_cache_dir(
-    gdal_collection, http_collection, tmp_path, capsys
-):
+def test_cli_picture_level_bands_and_cache_dir(gdal_collection, http_collection, tmp_path, capsys):
     """--level, --bands, --max-bytes and --cache-dir, which the verb lacked."""
     west, south, east, north = BOX
     out, cache = tmp_path / "coarse.png", tmp_path / "cache"

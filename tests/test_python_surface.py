@@ -159,7 +159,13 @@ def test_zonal_of_a_geodataframe_equals_sql_aef_zonal(gdal_collection):
     finally:
         con.close()
     assert got.column_names == [
-        "field", "code", "geometry", "year", "pixels", "nodata_pixels", "centroid_pixel",
+        "field",
+        "code",
+        "geometry",
+        "year",
+        "pixels",
+        "nodata_pixels",
+        "centroid_pixel",
         "embedding",
     ]
     assert got.schema.field("code").type == pa.int8()
@@ -206,9 +212,7 @@ def python_calls(catalog):
     box = [-77.05, -12.05, -77.04, -12.04]
     return {
         "sample_points": lambda **kw: aefsql.sample_points(points, catalog=catalog, **kw),
-        "zonal": lambda **kw: aefsql.zonal(
-            pa.table({"geom": [b""]}), catalog=catalog, **kw
-        ),
+        "zonal": lambda **kw: aefsql.zonal(pa.table({"geom": [b""]}), catalog=catalog, **kw),
         "read_area": lambda **kw: aefsql.read_area(
             box, kw.pop("years", None), catalog=catalog, **kw
         ),
@@ -343,18 +347,17 @@ def test_storage_options_reach_the_store(s3_collection):
         storage_options=s3_collection.storage_options,
     )
     assert table.num_rows == 1
-    session = duck.open_session(
-        s3_collection.index, storage_options=s3_collection.storage_options
-    )
-    assert session.sampler.store.options["s3"]["endpoint_url"] == (
-        s3_collection.storage_options["endpoint_url"]
+    session = duck.open_session(s3_collection.index, storage_options=s3_collection.storage_options)
+    assert (
+        session.sampler.store.options["s3"]["endpoint_url"]
+        == (s3_collection.storage_options["endpoint_url"])
     )
 
 
 def test_zonal_on_error_null_names_the_bad_row(gdal_collection):
     """aef_zonal's on_error, in aefsql.zonal too: a LINESTRING keeps its row with a reason."""
     ring = zonal_polygons()[0]
-    line = bytes.fromhex("01" "02000000" "02000000") + bytes(32)  # LINESTRING, 2 points
+    line = bytes.fromhex("010200000002000000") + bytes(32)  # LINESTRING, 2 points
     table = pa.table({"id": [1, 2], "geom": [polygon_wkb(*ring.T), line]})
     got = aefsql.zonal(table, years=2023, on_error="null", catalog=gdal_collection.index)
     assert got.column_names[-1] == "aef_error" and got["id"].to_pylist() == [1, 2]

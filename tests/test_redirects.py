@@ -179,7 +179,9 @@ def test_a_redirect_to_a_loopback_spelling_is_not_followed(
             lon, lat = first_point()
             with pytest.raises(RangeReadError, match="does not follow redirects"):
                 aefsql.sample_points(
-                    points(lon, lat), years=2023, catalog=index_url(origin, gdal_collection),
+                    points(lon, lat),
+                    years=2023,
+                    catalog=index_url(origin, gdal_collection),
                     storage_options={"headers": KEY},
                 )
         finally:
@@ -235,8 +237,17 @@ def test_a_redirect_to_cloud_metadata_connects_nowhere(tmp_path):
     tests = str(Path(__file__).parent)
     command = f'{setup} && exec "$0" -c "$1" "$2" "$3"'
     run = subprocess.run(
-        ["unshare", "-rn", "sh", "-c", command, sys.executable, NAMESPACE_SCRIPT, tests,
-         str(tmp_path)],
+        [
+            "unshare",
+            "-rn",
+            "sh",
+            "-c",
+            command,
+            sys.executable,
+            NAMESPACE_SCRIPT,
+            tests,
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -80,8 +80,15 @@ def test_plan_predicts_the_reads(http_collection, http_server):
         ).fetchall()
         planned = {(path.rsplit("/", 1)[1], year): row for path, year, *row in plan if path}
         assert [row for row in plan if row[0] is None] == [
-            (None, year, 1, 0, 0, 0, f"outside coverage: the catalog has no tile of year {year} "
-             "there")
+            (
+                None,
+                year,
+                1,
+                0,
+                0,
+                0,
+                f"outside coverage: the catalog has no tile of year {year} there",
+            )
             for year in (2023, 2024)
         ]
         assert sum(points for points, *_ in planned.values()) == 2 * 120

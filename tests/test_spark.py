@@ -405,7 +405,7 @@ def test_partition_keys_need_no_read(gdal_collection, points):
 
 def test_zonal_on_error_null_as_aef_zonal(spark, polygons, s3_collection, s3_proxy):
     """aef_zonal's on_error in Spark too: a LINESTRING keeps its row, with its reason."""
-    line = bytes.fromhex("01" "02000000" "02000000") + bytes(32)
+    line = bytes.fromhex("010200000002000000") + bytes(32)
     bad = pa.table({"pid": pa.array([1000], pa.int64()), "geom": pa.array([line], pa.binary())})
     table = pa.concat_tables([polygons.slice(0, 3), bad])
     con = aefsql.connect(catalog=s3_collection.index, storage_options=s3_proxy.storage_options)

@@ -106,9 +106,7 @@ def test_local_workers_run_the_drivers_python_and_no_pandas_warning(
     assert "PANDAS3 0" in result.stdout
 
 
-def test_executors_that_cannot_import_aefsql_say_so_in_one_line(
-    tmp_path, demo_index, bare_python
-):
+def test_executors_that_cannot_import_aefsql_say_so_in_one_line(tmp_path, demo_index, bare_python):
     """A Python the user chose for the workers (as a cluster's would be) that lacks aefsql:
     one line naming that Python and the fix, before any job of the call runs."""
     result = run_child(tmp_path, demo_index, PYSPARK_PYTHON=bare_python)
