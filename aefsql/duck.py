@@ -495,7 +495,7 @@ class Session:
             area = area_from(blob if blob is not None else corners, int(code))
             notes = coverage.area_notes(tiles, area, wanted)
             try:
-                check_area_size(area, len(wanted), int(count), int(budget), at)
+                check_area_size(area, wanted, int(count), int(budget), at, self.catalog.tiles)
             except AefsqlError as exc:  # the plan says so, as aef_pixels would refuse
                 lists.append([{"plan_year": y, "note": notes[y] or str(exc)} for y in wanted])
                 continue

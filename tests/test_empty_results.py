@@ -104,7 +104,9 @@ def test_over_budget_is_said_not_read(con):
     rows = plan(con, str(LONLAT_BOX), years="2023", extra=", max_bytes := 1000").to_pylist()
     assert rows[0]["pixels"] is None
     assert re.match(
-        r"the area holds about [\d,]+ pixels: .* over the 1,000 bytes budget", rows[0]["note"]
+        r"the area covers about [\d,]+ pixels of the catalog's tiles over 1 year\(s\) x 64 "
+        r"bands are .* of int8, above max_bytes \(1,000 bytes\)",
+        rows[0]["note"],
     )
 
 
