@@ -4,7 +4,6 @@ same names."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -409,6 +408,13 @@ def check_writable(path) -> None:
         raise AefsqlError(f"cannot write {path}: it is a folder")
     if not folder.is_dir():
         raise AefsqlError(f"cannot write {path}: no folder {folder}")
-    writable = os.access(target, os.W_OK) if target.exists() else os.access(folder, os.W_OK)
-    if not writable:
-        raise AefsqlError(f"cannot write {path}: permission denied")
+    # Opened, not asked (os.access): root may write anywhere by mode bits, yet not on a
+    # read-only or virtual filesystem (/proc). A file made here is removed again.
+    existed = target.exists()
+    try:
+        with open(target, "ab"):
+            pass
+    except OSError as exc:
+        raise AefsqlError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if not existed:
+        target.unlink(missing_ok=True)

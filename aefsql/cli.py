@@ -218,9 +218,28 @@ VERBS = ("demo", "sample", "build-collection", "picture")
 def main(argv: list[str] | None = None) -> int:
     """`aefsql VERB …` runs a batch verb; anything else opens the SQL shell."""
     argv = sys.argv[1:] if argv is None else argv
+    argv = _verb_first(argv)
     if argv and argv[0] in VERBS:
         return run_verb(argv)
     return run_shell(argv)
+
+
+# Options the shell and the verbs share: `aefsql --catalog X picture …` reads as
+# `aefsql picture … --catalog X`, as a user who just ran `aefsql --catalog X` writes it.
+SHARED_OPTIONS = ("--catalog", "--cache-dir", "--allow-host")
+
+
+def _verb_first(argv: list[str]) -> list[str]:
+    """argv with a verb that follows shared options moved to the front (else unchanged)."""
+    k = 0
+    while k < len(argv):
+        name = argv[k].split("=", 1)[0]
+        if name not in SHARED_OPTIONS:
+            break
+        k += 1 if "=" in argv[k] else 2
+    if 0 < k < len(argv) and argv[k] in VERBS:
+        return [argv[k], *argv[k + 1 :], *argv[:k]]
+    return argv
 
 
 def run_shell(argv: list[str]) -> int:

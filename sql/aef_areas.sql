@@ -56,7 +56,7 @@ FROM pixels;
 
 -- aef_area_plan: what aef_pixels would read for `area`, from headers only (no pixel is
 -- read): per year, the `tiles` and `blocks` it touches, the `pixels` whose centres lie inside
--- (each tile's: a seam overlap strip counts in both), `value_bytes` (pixels x bands of int8,
+-- (each location once, as aef_pixels gives them), `value_bytes` (pixels x bands of int8,
 -- what max_bytes counts) and a `note` saying why nothing would come back (a year the catalog
 -- lacks, an area outside coverage, coordinates that look swapped or in the wrong CRS) or why
 -- aef_pixels would refuse the area; NULL when all is well.

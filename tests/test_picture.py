@@ -379,3 +379,31 @@ def test_unwritable_output_is_one_line_before_any_read(
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("aefsql: error: cannot write"), err
     assert "Traceback" not in err
+
+
+def test_an_output_on_a_filesystem_that_refuses_files_is_one_line(headless_catalog, capsys):
+    """/proc passes os.access for root, yet makes no file: opening is the check (a raw
+    FileNotFoundError before)."""
+    west, south, east, north = BOX
+    argv = ["picture", f"--bbox={west},{south},{east},{north}", "--year=2023", f"--crs={EPSG}"]
+    code, _, err = run_cli([*argv, "-o", "/proc/aefsql.png", "--catalog", headless_catalog], capsys)
+    assert code == 1
+    assert err == "aefsql: error: cannot write /proc/aefsql.png: No such file or directory\n"
+
+
+def test_shared_options_may_come_before_the_verb(gdal_collection, tmp_path, capsys):
+    """`aefsql --catalog X picture …`, as one writes after `aefsql --catalog X`, is the verb
+    with its --catalog (argparse refused it before: 'unrecognized arguments')."""
+    west, south, east, north = BOX
+    output = tmp_path / "x.png"
+    argv = ["picture", f"--bbox={west},{south},{east},{north}", "--year=2023", f"--crs={EPSG}"]
+    code, out, err = run_cli(["--catalog", gdal_collection.index, *argv, "-o", str(output)], capsys)
+    assert code == 0, err
+    assert output.read_bytes() == _picture_bytes(gdal_collection, argv, tmp_path, capsys)
+
+
+def _picture_bytes(collection, argv, tmp_path, capsys) -> bytes:
+    output = tmp_path / "verb-first.png"
+    code, _, err = run_cli([*argv, "-o", str(output), "--catalog", collection.index], capsys)
+    assert code == 0, err
+    return output.read_bytes()
