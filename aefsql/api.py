@@ -306,7 +306,7 @@ def warn_empty_area(session: Session, area: Area, years) -> list[str]:
     """Warn, once per reason, when some year of `area` meets no tile: the year is missing,
     the area is outside coverage, or its coordinates look swapped or in the wrong CRS (the
     diagnosis is aefsql/coverage.py's, as aef_area_plan's `note`)."""
-    notes = coverage.area_notes(session.catalog.tiles(), area, years)
+    notes = coverage.area_notes(session.catalog.tiles(), area, years, host="python")
     reasons = list(dict.fromkeys(note for note in notes.values() if note))
     for reason in reasons:
         warnings.warn(
@@ -321,7 +321,9 @@ def warn_uncovered_points(session: Session, x, y, crs: int, years, found_years) 
     tiles = session.catalog.tiles()
     missing = set(coverage.missing_years(tiles, years))
     empty = [y_ for y_ in years if y_ not in missing and y_ not in set(found_years)]
-    reasons = list(dict.fromkeys(coverage.points_note(tiles, x, y, crs, year) for year in empty))
+    reasons = list(
+        dict.fromkeys(coverage.points_note(tiles, x, y, crs, year, host="python") for year in empty)
+    )
     for reason in reasons:
         warnings.warn(f"no point lies in a tile: {reason}", stacklevel=user_stacklevel())
     return reasons

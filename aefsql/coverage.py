@@ -17,6 +17,7 @@ from .areas import Area, projected
 from .catalog import TileTable
 from .errors import AefsqlError
 from .locate import locate
+from .options import Mention
 from .pixels import candidate_tiles
 
 
@@ -35,9 +36,10 @@ def missing_years_note(tiles: TileTable, missing) -> str:
     )
 
 
-def area_notes(tiles: TileTable, area: Area, years) -> dict[int, str | None]:
+def area_notes(tiles: TileTable, area: Area, years, host: str = "sql") -> dict[int, str | None]:
     """Per year: None when some tile of that year meets the area (by the catalog's lon/lat
-    boxes), else why none does and the fix."""
+    boxes), else why none does and the fix, its parameters named as `host` names them
+    (options.HOSTS: `crs := 32633` in SQL, `crs=32633` in Python)."""
     try:
         lonlat = projected(area, geo.WGS84)
     except AefsqlError as exc:
@@ -55,12 +57,13 @@ def area_notes(tiles: TileTable, area: Area, years) -> dict[int, str | None]:
             notes[year] = None
         else:
             points = np.concatenate(area.rings) if area.rings else np.zeros((0, 2))
-            notes[year] = _outside_note(tiles, points[:, 0], points[:, 1], area.epsg, year)
+            notes[year] = _outside_note(tiles, points[:, 0], points[:, 1], area.epsg, year, host)
     return notes
 
 
-def points_note(tiles: TileTable, x, y, crs: int, year: int) -> str:
-    """Why no point of (x, y) in EPSG `crs` lies in a tile of `year` (the caller found none)."""
+def points_note(tiles: TileTable, x, y, crs: int, year: int, host: str = "sql") -> str:
+    """Why no point of (x, y) in EPSG `crs` lies in a tile of `year` (the caller found none),
+    worded for `host` as `area_notes` is."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if year in missing_years(tiles, [year]):
         return missing_years_note(tiles, [year])
@@ -71,23 +74,28 @@ def points_note(tiles: TileTable, x, y, crs: int, year: int) -> str:
     if crs == geo.WGS84 and not geo.valid_lonlat(x, y).any():
         return (
             "no point is within lon/lat range (-180..180, -90..90): if the coordinates "
-            "are projected, say so with crs := (e.g. crs := 32633)"
+            f"are projected, say so with {_crs(host)} (e.g. {_crs(host, 32633)})"
         )
-    return _outside_note(tiles, x, y, crs, year)
+    return _outside_note(tiles, x, y, crs, year, host)
 
 
-def _outside_note(tiles: TileTable, x, y, crs: int, year: int) -> str:
+def _outside_note(tiles: TileTable, x, y, crs: int, year: int, host: str) -> str:
     """Why coordinates that meet no tile of `year` may be wrong, else 'outside coverage'."""
     if crs != geo.WGS84 and _looks_lonlat(x, y) and geo.is_projected(crs):
         return (
-            f"the coordinates look like lon/lat, but crs := EPSG:{crs} is projected: drop "
-            "crs := (lon/lat is the default) or give projected coordinates"
+            f"the coordinates look like lon/lat, but {_crs(host, crs)} is projected: "
+            f"drop {_crs(host)} (lon/lat is the default) or give projected coordinates"
         )
     if crs == geo.WGS84 and geo.valid_lonlat(y, x).all():
         found = locate(tiles, None, y, x, np.full(x.size, year))
         if any(p is not None for p in found):
             return "coordinates look swapped (lat, lon)?: give longitude first, then latitude"
     return f"outside coverage: the catalog has no tile of year {year} there"
+
+
+def _crs(host: str, value=None) -> str:
+    """The crs parameter as `host` writes it: bare, or with an EPSG code."""
+    return Mention("crs").phrased(host) if value is None else Mention("crs", value).phrased(host)
 
 
 def _looks_lonlat(x, y) -> bool:

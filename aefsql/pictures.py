@@ -160,7 +160,7 @@ def picture(
     if empty:
         # Why, as aef_area_plan's note says it (aefsql/coverage.py); no note: the tiles there
         # hold nodata only.
-        notes = area_notes(session.catalog.tiles(), request.area, empty)
+        notes = area_notes(session.catalog.tiles(), request.area, empty, host="python")
         reasons = dict.fromkeys(notes[y] or "every pixel of the area is nodata" for y in empty)
         raise AefsqlError(f"nothing to draw in {', '.join(map(str, empty))}: {'; '.join(reasons)}")
     for picture_, written in zip(drawn, paths, strict=True):

@@ -22,7 +22,7 @@ LONLAT_BOX = [LON - 0.003, LAT - 0.003, LON + 0.003, LAT + 0.003]
 SWAPPED_BOX = [LAT - 0.003, LON - 0.003, LAT + 0.003, LON + 0.003]
 
 SWAPPED = "coordinates look swapped (lat, lon)?: give longitude first, then latitude"
-LONLAT_AS_PROJECTED = f"the coordinates look like lon/lat, but crs := EPSG:{EPSG} is projected"
+LONLAT_AS_PROJECTED = f"the coordinates look like lon/lat, but crs := {EPSG} is projected"
 OUTSIDE = "outside coverage: the catalog has no tile of year 2023 there"
 
 
@@ -114,7 +114,11 @@ def test_read_area_warns_with_the_reason(gdal_collection):
     with pytest.warns(UserWarning, match=r"area: coordinates look swapped \(lat, lon\)\?"):
         array = aefsql.read_area(SWAPPED_BOX, 2023, catalog=gdal_collection.index)
     assert (array.values == -128).all()
-    with pytest.warns(UserWarning, match=r"area: the coordinates look like lon/lat, but crs"):
+    # In Python's words (SQL's are `crs := …`):
+    python_words = (
+        rf"area: the coordinates look like lon/lat, but crs={EPSG} is projected: drop crs="
+    )
+    with pytest.warns(UserWarning, match=python_words):
         aefsql.read_area(LONLAT_BOX, 2023, crs=EPSG, catalog=gdal_collection.index)
     missing = r"area: the catalog has no tile of year\(s\) 2031 \(it has 2023, 2024\)"
     with pytest.warns(UserWarning, match=missing):
@@ -137,7 +141,7 @@ def test_sample_points_warns_with_the_reason(gdal_collection):
     with pytest.warns(UserWarning, match=r"no point lies in a tile: the coordinates look like"):
         aefsql.sample_points(points(lon, lat), crs=EPSG, **run)
     utm = points([X0 + 700, X0 + 1200, X0 + 2000], [Y0 + 600, Y0 + 900, Y0 + 1500])
-    with pytest.warns(UserWarning, match=r"within lon/lat range .* crs := \(e.g. crs := 32633\)"):
+    with pytest.warns(UserWarning, match=r"within lon/lat range .* crs= \(e.g. crs=32633\)"):
         aefsql.sample_points(utm, **run)
     with pytest.warns(UserWarning, match=r"no point lies in a tile: outside coverage"):
         aefsql.sample_points(points([-30.0] * 3, [30.0] * 3), **run)
