@@ -163,12 +163,12 @@ class Unit:
 
 
 def area_units(
-    tiles: TileTable, sampler: Sampler, area: Area, years, level: int = 0, most=UNIT_CHUNKS
+    tiles: TileTable, sampler: Sampler, area: Area, years, level: int = 0, most=None
 ) -> list[Unit]:
-    """The area's plan as units of tiles whose chunks number at most `most` in all (a tile
-    may have more: then it is a unit alone), from the catalog and headers only, then per
-    year a stand-in unit (`unit_chunks`). Tiles come in `areas_chunks`' order, so the units'
-    chunks, one after another, are `area_chunks`' own (the stand-in first, where it is one)."""
+    """The area's plan as units: tiles of a year whose chunks number at most `most` (None:
+    UNIT_CHUNKS) in all, or one tile that alone has more, from the catalog and headers
+    only; then per year a stand-in unit (see `unit_chunks`). The units' chunks, one unit
+    after another, are `area_chunks`' own, in its order."""
     reader = sampler.header_reader
     lonlat = projected_all([area], geo.WGS84)[0]
     wanted = {year: candidate_tiles(tiles, lonlat, year) for year in years}
@@ -176,6 +176,7 @@ def area_units(
     headers = reader.headers_for(paths, level) if paths else {}
     for path, header in headers.items():
         check_georeferenced(path, header)
+    most = UNIT_CHUNKS if most is None else most
     units = []
     for year, found in wanted.items():
         group, size = [], 0
