@@ -468,9 +468,7 @@ class Session:
             [pa.array(x), pa.array(y)], names=["x", "y"], mask=pa.array(~valid)
         )
 
-    def area_units(
-        self, wkb, box, text, kind, crs, years, bands, max_bytes, level
-    ) -> pa.ListArray:
+    def area_units(self, wkb, box, text, kind, crs, years, bands, max_bytes, level) -> pa.ListArray:
         """Per area (WKB, or a box where the WKB is NULL; `text` and `kind` the value and its
         type where it is neither): the units its plan is made of (aefsql/pixels.py
         `area_units`: tiles of a year at `level`), each followed by NULLs up to a DuckDB
@@ -535,9 +533,7 @@ class Session:
         items = pa.concat_arrays(lists) if lists else pa.array([], CHUNK_ARROW)
         return pa.ListArray.from_arrays(pa.array(offsets), items)
 
-    def area_plan(
-        self, wkb, box, text, kind, crs, years, bands, max_bytes, level
-    ) -> pa.ListArray:
+    def area_plan(self, wkb, box, text, kind, crs, years, bands, max_bytes, level) -> pa.ListArray:
         """Per area (as for `area_units`): per year, what aef_pixels would read, from
         headers only — tiles, blocks, pixels, value_bytes (pixels x bands of int8, what
         max_bytes counts) — and a `note` saying why nothing would come back
