@@ -149,7 +149,7 @@ def centroid_chunk(tiles: TileTable, reader, area: Area, year: int, level: int):
 
 # A planning unit (`area_units`) holds tiles of at most this many chunks in all (~300 bytes
 # a chunk as Arrow), or one tile: the plan aef_pixels holds at once, whatever the area.
-UNIT_CHUNKS = 1 << 18
+UNIT_CHUNKS = 1 << 17
 
 
 @dataclass(frozen=True)

@@ -47,20 +47,23 @@ units AS (
     SELECT unnest({udf}_area_units(__aef_area_wkb(area), __aef_area_box(area),
                                    __aef_area_text(area), typeof(area), __aef_crs,
                                    __aef_years, CAST(len(__aef_bands) AS INTEGER),
-                                   CAST(max_bytes AS BIGINT), CAST(level AS INTEGER))) AS unit
+                                   CAST(max_bytes AS BIGINT), CAST(level AS INTEGER))) AS unit,
+           __aef_bands
     FROM checked
 ),
 chunks AS (
-    SELECT unnest({udf}_unit_chunks(unit)) AS chunk
+    -- (The bands travel beside each unit and chunk: a join here would be DuckDB's to
+    -- reorder, and it may then plan every unit before the first row.)
+    SELECT unnest({udf}_unit_chunks(unit)) AS chunk, __aef_bands
     FROM units
 ),
 pixels AS (
     SELECT chunk.year AS __aef_year, chunk.path AS __aef_path,
            unnest({udf}_chunk_pixels(chunk.path, chunk.year, chunk.row, chunk.col0,
-                                     chunk.col1, chunk.centroid, k.__aef_bands,
+                                     chunk.col1, chunk.centroid, __aef_bands,
                                      CAST(level AS INTEGER)),
                   recursive := true)
-    FROM chunks CROSS JOIN checked k
+    FROM chunks
 )
 SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, xy_crs AS crs,
        lon, lat,
