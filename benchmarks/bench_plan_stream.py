@@ -1,12 +1,13 @@
 """aef_pixels over an area of many tiles: time to the first row and VmHWM, one process.
 
     PYTHONPATH=$PWD python benchmarks/bench_plan_stream.py write FOLDER TILES_ACROSS
-    PYTHONPATH=$PWD python benchmarks/bench_plan_stream.py first-row FOLDER/index.parquet
+    PYTHONPATH=$PWD python benchmarks/bench_plan_stream.py first-row|all FOLDER/index.parquet
 
 `write` makes a collection of TILES_ACROSS² tiles of 4096² px, one band (A00, a constant:
 planning, not decoding, is measured), 256-px blocks, side by side in EPSG:32633: each tile
 has 4096 rows x 16 block columns = 65,536 chunks. `first-row` runs `SELECT * FROM
-aef_pixels(<box of them all>, bands := ['A00']) LIMIT 1` and prints its time and VmHWM.
+aef_pixels(<box of them all>, bands := ['A00']) LIMIT 1` and prints its time and VmHWM;
+`all` runs `SELECT count(*), sum(A00)` of the same (every pixel streamed).
 Run `first-row` with PYTHONPATH of the tree to measure (a fresh process each), e.g. the
 branch's and main's, on the same collection.
 """
@@ -40,7 +41,7 @@ def write(folder: Path, across: int) -> None:
     write_index(folder / "index.parquet", entries)
 
 
-def first_row(index: str) -> None:
+def run(index: str, everything: bool) -> None:
     import aefsql
 
     index_folder = Path(index).parent
@@ -50,10 +51,11 @@ def first_row(index: str) -> None:
     to_lonlat = Transformer.from_crs(EPSG, 4326, always_xy=True)
     box = [WEST + 1, SOUTH + 1, WEST + span - 1, SOUTH + span - 1]
     con = aefsql.connect(catalog=index, progress=False)
-    query = (
-        f"SELECT x, y, A00 FROM aef_pixels({box}, years := 2024, crs := {EPSG}, "
-        "bands := ['A00'], max_bytes := 1e12) LIMIT 1"
-    )
+    pixels = f"aef_pixels({box}, years := 2024, crs := {EPSG}, bands := ['A00'], max_bytes := 1e12)"
+    if everything:
+        query = f"SELECT count(*), sum(A00) FROM {pixels}"
+    else:
+        query = f"SELECT x, y, A00 FROM {pixels} LIMIT 1"
     start = time.perf_counter()
     row = con.sql(query).fetchall()
     seconds = time.perf_counter() - start
@@ -62,7 +64,8 @@ def first_row(index: str) -> None:
     lon, lat = to_lonlat.transform(box[0], box[1])
     print(
         f"{across * across} tiles ({across * across * SIZE * 16:,} chunks) from "
-        f"lon/lat {lon:.3f} {lat:.3f}: first row {row} in {seconds:.1f} s, "
+        f"lon/lat {lon:.3f} {lat:.3f}: {'all' if everything else 'first row'} {row} in "
+        f"{seconds:.1f} s, "
         f"VmHWM {int(hwm) // 1024} MiB"
     )
 
@@ -71,7 +74,7 @@ def main() -> None:
     if sys.argv[1] == "write":
         write(Path(sys.argv[2]), int(sys.argv[3]))
     else:
-        first_row(sys.argv[2])
+        run(sys.argv[2], everything=sys.argv[1] == "all")
 
 
 if __name__ == "__main__":
