@@ -477,7 +477,6 @@ class Session:
         the default budget) before any header is read."""
         lists = []
         budgets = max_bytes.cast(pa.int64()).fill_null(DEFAULT_MAX_BYTES).to_numpy()
-        tiles = None
         for blob, corners, raw, typ, code, wanted, count, budget, at in zip(
             wkb.to_pylist(),
             box.to_pylist(),
