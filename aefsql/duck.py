@@ -40,10 +40,13 @@ from .options import check_input_columns, resolve_json, year_list
 from .pixels import (
     DEFAULT_MAX_BYTES,
     Chunks,
+    Unit,
     area_chunks,
+    area_units,
     check_area_size,
     chunk_pixels,
     chunk_tiles,
+    unit_chunks,
 )
 from .progress import Progress
 from .rasteret import is_rasteret, open_rasteret
@@ -87,6 +90,34 @@ CHUNK_TYPE = (
     "STRUCT(path VARCHAR, year INTEGER, row INTEGER, col0 INTEGER, col1 INTEGER, "
     "centroid BOOLEAN)[]"
 )
+UNIT_ARROW = pa.struct(
+    [
+        ("year", pa.int32()),
+        ("tiles", pa.list_(pa.int64())),
+        ("stand_in", pa.bool_()),
+        ("wkb", pa.binary()),
+        ("box", pa.list_(pa.float64())),
+        ("crs", pa.int32()),
+        ("level", pa.int32()),
+    ]
+)
+UNIT_TYPE = (
+    "STRUCT(year INTEGER, tiles BIGINT[], stand_in BOOLEAN, wkb BLOB, box DOUBLE[], "
+    "crs INTEGER, level INTEGER)"
+)
+# An area argument: WKB, box, the value as text and its type (where it is neither), EPSG
+# code, years, bands, max_bytes, level.
+AREA_PARAMS = [
+    "BLOB",
+    "DOUBLE[]",
+    "VARCHAR",
+    "VARCHAR",
+    "INTEGER",
+    "INTEGER[]",
+    "INTEGER",
+    "BIGINT",
+    "INTEGER",
+]
 PIXEL_ARROW = pa.struct(
     [
         ("location", pa.int64()),
@@ -437,16 +468,20 @@ class Session:
             [pa.array(x), pa.array(y)], names=["x", "y"], mask=pa.array(~valid)
         )
 
-    def area_chunks(self, wkb, box, crs, years, bands, max_bytes, level) -> pa.ListArray:
-        """Per area (WKB, or a box where the WKB is NULL): the chunks of pixels it covers in
-        every tile of its years at `level` (0, or NULL: full resolution; k: the k-th
-        overview; see aefsql/pixels.py); refused past `max_bytes` of pixels x `bands` x
-        years (NULL: the default budget)."""
+    def area_units(self, wkb, box, text, kind, crs, years, bands, max_bytes, level) -> pa.ListArray:
+        """Per area (WKB, or a box where the WKB is NULL; `text` and `kind` the value and its
+        type where it is neither): the units its plan is made of (aefsql/pixels.py
+        `area_units`: tiles of a year at `level`), each followed by NULLs up to a DuckDB
+        vector, so that `unit_chunks` plans one unit a call and the plan held at once stays
+        bounded whatever the area; refused past `max_bytes` of pixels x `bands` x years (NULL:
+        the default budget) before any header is read."""
         lists = []
         budgets = max_bytes.cast(pa.int64()).fill_null(DEFAULT_MAX_BYTES).to_numpy()
-        for blob, corners, code, wanted, count, budget, at in zip(
+        for blob, corners, raw, typ, code, wanted, count, budget, at in zip(
             wkb.to_pylist(),
             box.to_pylist(),
+            text.to_pylist(),
+            kind.to_pylist(),
             _ints(crs),
             years.to_pylist(),
             _ints(bands),
@@ -454,32 +489,62 @@ class Session:
             _levels(level),
             strict=True,
         ):
-            if blob is None and corners is None:
-                raise AefsqlError(
-                    "an area is a GEOMETRY, WKB, WKT or [west, south, east, north]; "
-                    "this one is none of them (or NULL)"
-                )
-            area = area_from(blob if blob is not None else corners, int(code))
+            area = _area_argument(blob, corners, raw, typ, int(code))
             # Before any header or block is read (the catalog only when the area is large).
             check_area_size(area, wanted, int(count), int(budget), at, self.catalog.tiles)
-            chunks = area_chunks(self.catalog.tiles(), self.sampler, area, wanted, at)
+            tiles = self.catalog.tiles()
+            units = [
+                {
+                    "year": u.year,
+                    "tiles": u.tiles,
+                    "stand_in": u.stand_in,
+                    "wkb": blob,
+                    "box": corners,
+                    "crs": int(code),
+                    "level": at,
+                }
+                for u in area_units(tiles, self.sampler, area, wanted, at)
+            ]
+            padded = [None] * (len(units) * DUCKDB_VECTOR_SIZE)
+            padded[::DUCKDB_VECTOR_SIZE] = units
+            lists.append(padded)
+        return pa.array(lists, type=pa.list_(UNIT_ARROW))
+
+    def unit_chunks(self, unit) -> pa.ListArray:
+        """Per unit of `area_units` (NULL: padding, no chunk): its chunks, vector-aligned (see
+        `_vector_aligned`), in block order within each tile."""
+        lists = []
+        tiles = None
+        for u in unit.to_pylist():
+            if u is None:
+                lists.append(pa.array([], CHUNK_ARROW))
+                continue
+            tiles = tiles or self.catalog.tiles()
+            corners = u["box"]
+            area = area_from(u["wkb"] if u["wkb"] is not None else corners, int(u["crs"]))
+            at = u["level"]
+            chunks = unit_chunks(
+                tiles, self.sampler, area, Unit(u["year"], u["tiles"], u["stand_in"]), at
+            )
             order = _vector_aligned(chunks, chunk_tiles(self.sampler, chunks, at))
             lists.append(_chunk_arrow(chunks, order))
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
         items = pa.concat_arrays(lists) if lists else pa.array([], CHUNK_ARROW)
         return pa.ListArray.from_arrays(pa.array(offsets), items)
 
-    def area_plan(self, wkb, box, crs, years, bands, max_bytes, level) -> pa.ListArray:
-        """Per area (as for `area_chunks`): per year, what aef_pixels would read, from
+    def area_plan(self, wkb, box, text, kind, crs, years, bands, max_bytes, level) -> pa.ListArray:
+        """Per area (as for `area_units`): per year, what aef_pixels would read, from
         headers only — tiles, blocks, pixels, value_bytes (pixels x bands of int8, what
         max_bytes counts) — and a `note` saying why nothing would come back
         (aefsql/coverage.py), or why the read would be refused."""
         lists = []
         budgets = max_bytes.cast(pa.int64()).fill_null(DEFAULT_MAX_BYTES).to_numpy()
         tiles = self.catalog.tiles()
-        for blob, corners, code, wanted, count, budget, at in zip(
+        for blob, corners, raw, typ, code, wanted, count, budget, at in zip(
             wkb.to_pylist(),
             box.to_pylist(),
+            text.to_pylist(),
+            kind.to_pylist(),
             _ints(crs),
             years.to_pylist(),
             _ints(bands),
@@ -487,12 +552,7 @@ class Session:
             _levels(level),
             strict=True,
         ):
-            if blob is None and corners is None:
-                raise AefsqlError(
-                    "an area is a GEOMETRY, WKB, WKT or [west, south, east, north]; "
-                    "this one is none of them (or NULL)"
-                )
-            area = area_from(blob if blob is not None else corners, int(code))
+            area = _area_argument(blob, corners, raw, typ, int(code))
             notes = coverage.area_notes(tiles, area, wanted)
             try:
                 check_area_size(area, wanted, int(count), int(budget), at, self.catalog.tiles)
@@ -732,6 +792,18 @@ def _zonal_areas(ids, blobs, texts, kinds, code: int):
                     failed.append((ids[k], str(exc)))
             failed.sort()
     return areas, failed
+
+
+def _area_argument(blob, corners, text, kind, code: int) -> Area:
+    """aef_pixels' and aef_area_plan's `area`: from its WKB, or its box where the WKB is
+    NULL; a value that is neither fails with DuckDB's own message (`text` and `kind`: the
+    value and its type where it did not cast to GEOMETRY, as for aef_zonal's rows)."""
+    if blob is None and corners is None:
+        why = "none of them (or NULL)" if text is None else _geometry_cast_error(text, kind)
+        raise AefsqlError(
+            f"an area is a GEOMETRY, WKB, WKT or [west, south, east, north]; this one is {why}"
+        )
+    return area_from(blob if blob is not None else corners, code)
 
 
 def _failed_zonal(failed, years) -> pa.StructArray:
@@ -1105,18 +1177,9 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
             ["DOUBLE[]", "DOUBLE[]", "INTEGER", "INTEGER"],
             "VARCHAR",
         ),
-        (
-            "area_chunks",
-            session.area_chunks,
-            ["BLOB", "DOUBLE[]", "INTEGER", "INTEGER[]", "INTEGER", "BIGINT", "INTEGER"],
-            CHUNK_TYPE,
-        ),
-        (
-            "area_plan",
-            session.area_plan,
-            ["BLOB", "DOUBLE[]", "INTEGER", "INTEGER[]", "INTEGER", "BIGINT", "INTEGER"],
-            AREA_PLAN_TYPE,
-        ),
+        ("area_units", session.area_units, AREA_PARAMS, f"{UNIT_TYPE}[]"),
+        ("unit_chunks", session.unit_chunks, [UNIT_TYPE], CHUNK_TYPE),
+        ("area_plan", session.area_plan, AREA_PARAMS, AREA_PLAN_TYPE),
         (
             "chunk_pixels",
             session.chunk_pixels,

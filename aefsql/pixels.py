@@ -98,24 +98,13 @@ def areas_chunks(tiles: TileTable, sampler: Sampler, areas: list[Area], years, l
         before = len(parts)
         for t in found:
             path = tiles.path[t]
-            header = headers[path]
-            shape = in_crs[i, t]
-            spans = row_spans(shape, header.transform, header.width, header.height)
-            chunks = block_chunks(spans, header)
-            # Only the pixels this tile owns: an area whose centres all belong to other
-            # tiles (a sub-pixel square in a seam's overlap) is not "found" here.
-            _, *owned = owned_runs(tiles, reader, path, header, year, *chunks.T)
-            chunks = np.column_stack(owned) if len(chunks) else chunks
+            chunks = owned_chunks(tiles, reader, path, headers[path], year, in_crs[i, t])
             if len(chunks):
                 parts.append((i, path, year, chunks, False))
-        if len(parts) == before and not areas[i].empty:
-            x, y = centroid(areas[i])
-            path = locate(tiles, reader, [x], [y], [year], crs=areas[i].epsg)[0]
-            if path is not None:
-                header = reader.headers_for([path], level)[path]
-                rows, cols, _ = point_pixels(path, header, [x], [y], areas[i].epsg)
-                one = np.array([[rows[0], cols[0], cols[0] + 1]])
-                parts.insert(before, (i, path, year, one, True))
+        if len(parts) == before:
+            one = centroid_chunk(tiles, reader, areas[i], year, level)
+            if one is not None:
+                parts.insert(before, (i, one[0], year, one[1], True))
     if not parts:
         empty = np.zeros(0, np.int64)
         none = Chunks(np.zeros(0, object), empty, empty, empty, empty, np.zeros(0, bool))
@@ -130,6 +119,123 @@ def areas_chunks(tiles: TileTable, sampler: Sampler, areas: list[Area], years, l
         centroid=np.concatenate([np.full(len(c), f) for *_, c, f in parts]),
     )
     return chunks, np.concatenate([np.full(len(c), i, np.int64) for i, _, _, c, _ in parts])
+
+
+def owned_chunks(tiles: TileTable, reader, path, header, year: int, shape: Area) -> np.ndarray:
+    """(row, col0, col1) chunks, in block order, of the pixels of `shape` (the area near the
+    tile, in its CRS: `near_tile`) that the tile `path` owns in `year`."""
+    spans = row_spans(shape, header.transform, header.width, header.height)
+    chunks = block_chunks(spans, header)
+    # Only the pixels this tile owns: an area whose centres all belong to other
+    # tiles (a sub-pixel square in a seam's overlap) is not "found" here.
+    _, *owned = owned_runs(tiles, reader, path, header, year, *chunks.T)
+    return np.column_stack(owned) if len(chunks) else chunks
+
+
+def centroid_chunk(tiles: TileTable, reader, area: Area, year: int, level: int):
+    """(path, [[row, col, col + 1]]) of the pixel under the area's centroid in the tile
+    `locate` picks for it, or None (an empty area, or a centroid in no tile): the stand-in
+    for an area holding no pixel centre."""
+    if area.empty:
+        return None
+    x, y = centroid(area)
+    path = locate(tiles, reader, [x], [y], [year], crs=area.epsg)[0]
+    if path is None:
+        return None
+    header = reader.headers_for([path], level)[path]
+    rows, cols, _ = point_pixels(path, header, [x], [y], area.epsg)
+    return path, np.array([[rows[0], cols[0], cols[0] + 1]])
+
+
+# A planning unit (`area_units`) holds tiles of at most this many chunks in all (~300 bytes
+# a chunk as Arrow), or one tile: the plan aef_pixels holds at once, whatever the area.
+UNIT_CHUNKS = 1 << 17
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Part of an area's plan: the chunks of `tiles` (indices into the TileTable) in `year`
+    or, when `stand_in`, the centroid's pixel should none of them own a pixel centre."""
+
+    year: int
+    tiles: list[int]
+    stand_in: bool = False
+
+
+def area_units(
+    tiles: TileTable, sampler: Sampler, area: Area, years, level: int = 0, most=None
+) -> list[Unit]:
+    """The area's plan as units: tiles of a year whose chunks number at most `most` (None:
+    UNIT_CHUNKS) in all, or one tile that alone has more, from the catalog and headers
+    only; then per year a stand-in unit (see `unit_chunks`). The units' chunks, one unit
+    after another, are `area_chunks`' own, in its order."""
+    reader = sampler.header_reader
+    lonlat = projected_all([area], geo.WGS84)[0]
+    wanted = {year: candidate_tiles(tiles, lonlat, year) for year in years}
+    paths = sorted({tiles.path[t] for found in wanted.values() for t in found})
+    headers = reader.headers_for(paths, level) if paths else {}
+    for path, header in headers.items():
+        check_georeferenced(path, header)
+    most = UNIT_CHUNKS if most is None else most
+    units = []
+    for year, found in wanted.items():
+        group, size = [], 0
+        for t in found:
+            h = headers[tiles.path[t]]
+            # At most a chunk per row, block column and CHUNK_PIXELS of a block's width.
+            bound = h.height * h.blocks_across * -(-h.block_width // CHUNK_PIXELS)
+            if group and size + bound > most:
+                units.append(Unit(year, group))
+                group, size = [], 0
+            group.append(t)
+            size += bound
+        if group:
+            units.append(Unit(year, group))
+        if not area.empty:
+            units.append(Unit(year, found, stand_in=True))
+    return units
+
+
+def unit_chunks(tiles: TileTable, sampler: Sampler, area: Area, unit: Unit, level: int = 0):
+    """The chunks of one unit of `area_units`: those its tiles own; for a stand-in unit, the
+    pixel under the area's centroid when none of its tiles owns a pixel centre of the area
+    (looked for tile by tile, so at most one tile's chunks are held), else none."""
+    reader = sampler.header_reader
+    if unit.stand_in:
+        for t in unit.tiles:
+            if unit_chunks(tiles, sampler, area, Unit(unit.year, [t]), level).row.size:
+                return _chunks_of([], unit.year)
+        one = centroid_chunk(tiles, reader, area, unit.year, level)
+        return _chunks_of([] if one is None else [one], unit.year, stand_in=True)
+    paths = [tiles.path[t] for t in unit.tiles]
+    headers = reader.headers_for(sorted(set(paths)), level) if paths else {}
+    in_crs = {}
+    for code in {h.epsg for h in headers.values()}:
+        needing = [t for t, p in zip(unit.tiles, paths, strict=True) if headers[p].epsg == code]
+        shapes = [near_tile(area, tiles, t) for t in needing]
+        in_crs.update(zip(needing, projected_all(shapes, code), strict=True))
+    parts = []
+    for t, path in zip(unit.tiles, paths, strict=True):
+        chunks = owned_chunks(tiles, reader, path, headers[path], unit.year, in_crs[t])
+        if len(chunks):
+            parts.append((path, chunks))
+    return _chunks_of(parts, unit.year)
+
+
+def _chunks_of(parts, year: int, stand_in: bool = False) -> Chunks:
+    """Chunks of [(path, (row, col0, col1) rows)], all of `year`."""
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return Chunks(np.zeros(0, object), empty, empty, empty, empty, np.zeros(0, bool))
+    n = sum(len(c) for _, c in parts)
+    return Chunks(
+        path=np.concatenate([np.full(len(c), p, dtype=object) for p, c in parts]),
+        year=np.full(n, year, np.int64),
+        row=np.concatenate([c[:, 0] for _, c in parts]),
+        col0=np.concatenate([c[:, 1] for _, c in parts]),
+        col1=np.concatenate([c[:, 2] for _, c in parts]),
+        centroid=np.full(n, stand_in),
+    )
 
 
 def near_tile(area: Area, tiles: TileTable, t: int) -> Area:

@@ -6,6 +6,13 @@ CREATE OR REPLACE TEMP MACRO __aef_area_wkb(area) AS ST_AsWKB(try_cast(area AS G
 -- An area argument as a box [west, south, east, north], or NULL when it is a geometry.
 CREATE OR REPLACE TEMP MACRO __aef_area_box(area) AS try_cast(area AS DOUBLE[]);
 
+-- An area argument as text when it is neither a geometry nor a box (NULL otherwise), and
+-- its type: the UDF gives DuckDB's own message for it (try_cast loses the parse position).
+CREATE OR REPLACE TEMP MACRO __aef_area_text(area) AS
+    CASE WHEN area IS NOT NULL AND try_cast(area AS GEOMETRY) IS NULL
+              AND try_cast(area AS DOUBLE[]) IS NULL
+         THEN CAST(area AS VARCHAR) END;
+
 -- aef_pixels: one row per pixel whose centre lies inside `area`, per year, with where it is
 -- and its bands; every location from exactly one tile.
 --
@@ -34,19 +41,29 @@ checked AS MATERIALIZED (
            o.crs AS __aef_crs, o.bands AS __aef_bands
     FROM options
 ),
-chunks AS (
-    SELECT unnest({udf}_area_chunks(__aef_area_wkb(area), __aef_area_box(area), __aef_crs,
-                                    __aef_years, CAST(len(__aef_bands) AS INTEGER),
-                                    CAST(max_bytes AS BIGINT), CAST(level AS INTEGER))) AS chunk
+units AS (
+    -- The plan in units (a year's tiles), each followed by NULLs up to a DuckDB vector: one
+    -- unit is planned a call, so rows stream at once and the plan held stays bounded.
+    SELECT unnest({udf}_area_units(__aef_area_wkb(area), __aef_area_box(area),
+                                   __aef_area_text(area), typeof(area), __aef_crs,
+                                   __aef_years, CAST(len(__aef_bands) AS INTEGER),
+                                   CAST(max_bytes AS BIGINT), CAST(level AS INTEGER))) AS unit,
+           __aef_bands
     FROM checked
+),
+chunks AS (
+    -- (The bands travel beside each unit and chunk: a join here would be DuckDB's to
+    -- reorder, and it may then plan every unit before the first row.)
+    SELECT unnest({udf}_unit_chunks(unit)) AS chunk, __aef_bands
+    FROM units
 ),
 pixels AS (
     SELECT chunk.year AS __aef_year, chunk.path AS __aef_path,
            unnest({udf}_chunk_pixels(chunk.path, chunk.year, chunk.row, chunk.col0,
-                                     chunk.col1, chunk.centroid, k.__aef_bands,
+                                     chunk.col1, chunk.centroid, __aef_bands,
                                      CAST(level AS INTEGER)),
                   recursive := true)
-    FROM chunks CROSS JOIN checked k
+    FROM chunks
 )
 SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, xy_crs AS crs,
        lon, lat,
@@ -80,9 +97,10 @@ checked AS MATERIALIZED (
     FROM options
 ),
 planned AS (
-    SELECT unnest({udf}_area_plan(__aef_area_wkb(area), __aef_area_box(area), __aef_crs,
-                                  __aef_years, CAST(len(__aef_bands) AS INTEGER),
-                                  CAST(max_bytes AS BIGINT), CAST(level AS INTEGER))) AS p
+    SELECT unnest({udf}_area_plan(__aef_area_wkb(area), __aef_area_box(area),
+                                  __aef_area_text(area), typeof(area), __aef_crs, __aef_years,
+                                  CAST(len(__aef_bands) AS INTEGER), CAST(max_bytes AS BIGINT),
+                                  CAST(level AS INTEGER))) AS p
     FROM checked
 )
 -- (`year` is a parameter here: output names are given as aliases, never read back.)

@@ -167,6 +167,11 @@ def test_areas_that_hold_nothing(con):
     assert empty.fetchall() == [(0,)]
     with pytest.raises(Exception, match="an area is a GEOMETRY"):
         con.sql("SELECT * FROM aef_pixels('not a geometry', years := 2023)").fetchall()
+    # Malformed WKT: DuckDB's own message, with where the parse failed (try_cast loses it).
+    bad = "POLYGON((10 40, 11 40, 11 41 10 40))"
+    for function in ("aef_pixels", "aef_area_plan"):
+        with pytest.raises(Exception, match=r"an area is a GEOMETRY.*Expected .* at offset 29"):
+            con.sql(f"SELECT * FROM {function}('{bad}', years := 2023)").fetchall()
     with pytest.raises(Exception, match="outside lon/lat range"):
         # UTM numbers given as lon/lat
         con.sql(
