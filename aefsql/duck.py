@@ -476,22 +476,11 @@ class Session:
         bounded whatever the area; refused past `max_bytes` of pixels x `bands` x years (NULL:
         the default budget) before any header is read."""
         lists = []
-        budgets = max_bytes.cast(pa.int64()).fill_null(DEFAULT_MAX_BYTES).to_numpy()
-        for blob, corners, raw, typ, code, wanted, count, budget, at in zip(
-            wkb.to_pylist(),
-            box.to_pylist(),
-            text.to_pylist(),
-            kind.to_pylist(),
-            _ints(crs),
-            years.to_pylist(),
-            _ints(bands),
-            budgets,
-            _levels(level),
-            strict=True,
+        for blob, corners, code, area, wanted, count, budget, at in _area_calls(
+            wkb, box, text, kind, crs, years, bands, max_bytes, level
         ):
-            area = _area_argument(blob, corners, raw, typ, int(code))
             # Before any header or block is read (the catalog only when the area is large).
-            check_area_size(area, wanted, int(count), int(budget), at, self.catalog.tiles)
+            check_area_size(area, wanted, count, budget, at, self.catalog.tiles)
             tiles = self.catalog.tiles()
             units = [
                 {
@@ -500,7 +489,7 @@ class Session:
                     "stand_in": u.stand_in,
                     "wkb": blob,
                     "box": corners,
-                    "crs": int(code),
+                    "crs": code,
                     "level": at,
                 }
                 for u in area_units(tiles, self.sampler, area, wanted, at)
@@ -538,24 +527,13 @@ class Session:
         max_bytes counts) — and a `note` saying why nothing would come back
         (aefsql/coverage.py), or why the read would be refused."""
         lists = []
-        budgets = max_bytes.cast(pa.int64()).fill_null(DEFAULT_MAX_BYTES).to_numpy()
         tiles = self.catalog.tiles()
-        for blob, corners, raw, typ, code, wanted, count, budget, at in zip(
-            wkb.to_pylist(),
-            box.to_pylist(),
-            text.to_pylist(),
-            kind.to_pylist(),
-            _ints(crs),
-            years.to_pylist(),
-            _ints(bands),
-            budgets,
-            _levels(level),
-            strict=True,
+        for _, _, _, area, wanted, count, budget, at in _area_calls(
+            wkb, box, text, kind, crs, years, bands, max_bytes, level
         ):
-            area = _area_argument(blob, corners, raw, typ, int(code))
             notes = coverage.area_notes(tiles, area, wanted)
             try:
-                check_area_size(area, wanted, int(count), int(budget), at, self.catalog.tiles)
+                check_area_size(area, wanted, count, budget, at, self.catalog.tiles)
             except AefsqlError as exc:  # the plan says so, as aef_pixels would refuse
                 lists.append([{"plan_year": y, "note": notes[y] or str(exc)} for y in wanted])
                 continue
@@ -571,7 +549,7 @@ class Session:
                         "tiles": len(set(chunks.path[mine].tolist())),
                         "blocks": len(set(zip(chunks.path[mine], blocks[mine], strict=True))),
                         "pixels": pixels,
-                        "value_bytes": pixels * int(count),
+                        "value_bytes": pixels * count,
                         "note": notes[year],
                     }
                 )
@@ -792,6 +770,27 @@ def _zonal_areas(ids, blobs, texts, kinds, code: int):
                     failed.append((ids[k], str(exc)))
             failed.sort()
     return areas, failed
+
+
+def _area_calls(wkb, box, text, kind, crs, years, bands, max_bytes, level):
+    """The rows of an area UDF's call (aef_pixels' `area_units`, `area_plan`): per row, its
+    WKB, box and EPSG code as given, the area they make, its years, band count, budget
+    (NULL: the default) and level."""
+    budgets = max_bytes.cast(pa.int64()).fill_null(DEFAULT_MAX_BYTES).to_numpy()
+    for blob, corners, raw, typ, code, wanted, count, budget, at in zip(
+        wkb.to_pylist(),
+        box.to_pylist(),
+        text.to_pylist(),
+        kind.to_pylist(),
+        _ints(crs),
+        years.to_pylist(),
+        _ints(bands),
+        budgets,
+        _levels(level),
+        strict=True,
+    ):
+        area = _area_argument(blob, corners, raw, typ, int(code))
+        yield blob, corners, int(code), area, wanted, int(count), int(budget), at
 
 
 def _area_argument(blob, corners, text, kind, code: int) -> Area:

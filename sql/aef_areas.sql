@@ -13,6 +13,16 @@ CREATE OR REPLACE TEMP MACRO __aef_area_text(area) AS
               AND try_cast(area AS DOUBLE[]) IS NULL
          THEN CAST(area AS VARCHAR) END;
 
+-- An area function's checked years, crs and bands (the error options.py gives, raised).
+CREATE OR REPLACE TEMP MACRO __aef_area_options(function, years, year, crs, bands) AS TABLE
+SELECT CASE WHEN o.error IS NOT NULL THEN error(o.error) ELSE o.years END AS __aef_years,
+       o.crs AS __aef_crs, o.bands AS __aef_bands
+FROM (
+    SELECT {udf}_options(to_json({
+        'function': function, 'years': years, 'year': year, 'crs': crs, 'bands': bands
+    })) AS o
+);
+
 -- aef_pixels: one row per pixel whose centre lies inside `area`, per year, with where it is
 -- and its bands; every location from exactly one tile.
 --
@@ -31,15 +41,8 @@ CREATE OR REPLACE TEMP MACRO aef_pixels(
     max_bytes := NULL,
     level := 0
 ) AS TABLE
-WITH options AS MATERIALIZED (
-    SELECT {udf}_options(to_json({
-        'function': 'aef_pixels', 'years': years, 'year': year, 'crs': crs, 'bands': bands
-    })) AS o
-),
-checked AS MATERIALIZED (
-    SELECT CASE WHEN o.error IS NOT NULL THEN error(o.error) ELSE o.years END AS __aef_years,
-           o.crs AS __aef_crs, o.bands AS __aef_bands
-    FROM options
+WITH checked AS MATERIALIZED (
+    FROM __aef_area_options('aef_pixels', years, year, crs, bands)
 ),
 units AS (
     -- The plan in units (a year's tiles), each followed by NULLs up to a DuckDB vector: one
@@ -86,15 +89,8 @@ CREATE OR REPLACE TEMP MACRO aef_area_plan(
     max_bytes := NULL,
     level := 0
 ) AS TABLE
-WITH options AS MATERIALIZED (
-    SELECT {udf}_options(to_json({
-        'function': 'aef_area_plan', 'years': years, 'year': year, 'crs': crs, 'bands': bands
-    })) AS o
-),
-checked AS MATERIALIZED (
-    SELECT CASE WHEN o.error IS NOT NULL THEN error(o.error) ELSE o.years END AS __aef_years,
-           o.crs AS __aef_crs, o.bands AS __aef_bands
-    FROM options
+WITH checked AS MATERIALIZED (
+    FROM __aef_area_options('aef_area_plan', years, year, crs, bands)
 ),
 planned AS (
     SELECT unnest({udf}_area_plan(__aef_area_wkb(area), __aef_area_box(area),
