@@ -1,7 +1,7 @@
 """aefsql: AlphaEarth Foundations satellite embeddings, queryable from SQL (DuckDB)."""
 
 from .api import build_collection, sample_points, zonal
-from .duck import connect, register
+from .duck.udfs import connect, register
 from .errors import (
     AefsqlError,
     CatalogError,
@@ -9,8 +9,8 @@ from .errors import (
     TiffFormatError,
     UnsupportedCodecError,
 )
-from .pictures import picture
-from .rasters import read_area
+from .kernels.pictures import picture
+from .kernels.rasters import read_area
 
 __version__ = "0.1.0"
 

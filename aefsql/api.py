@@ -13,15 +13,16 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from . import coverage, geo
-from .areas import Area
-from .catalog import quote_literal
-from .duck import Session, open_session
+from .catalog.index import quote_literal
+from .duck.udfs import Session, open_session
 from .errors import AefsqlError, redact_text, user_stacklevel
-from .io import DEFAULT_CONCURRENCY, protocol_of
+from .geometry import geo
+from .geometry.areas import Area
+from .kernels import coverage
+from .kernels.engine import check_level
 from .options import BAND_NAMES, Options, added_columns, epsg, resolve, speaks, year_list
 from .progress import Progress
-from .sampling import check_level
+from .storage.store import DEFAULT_CONCURRENCY, protocol_of
 
 _POINTS = "__aef_points"
 _POLYGONS = "__aef_polygons"
@@ -305,7 +306,7 @@ def zonal(
 def warn_empty_area(session: Session, area: Area, years) -> list[str]:
     """Warn, once per reason, when some year of `area` meets no tile: the year is missing,
     the area is outside coverage, or its coordinates look swapped or in the wrong CRS (the
-    diagnosis is aefsql/coverage.py's, as aef_area_plan's `note`)."""
+    diagnosis is aefsql/kernels/coverage.py's, as aef_area_plan's `note`)."""
     notes = coverage.area_notes(session.catalog.tiles(), area, years, host="python")
     reasons = list(dict.fromkeys(note for note in notes.values() if note))
     for reason in reasons:
@@ -317,7 +318,7 @@ def warn_empty_area(session: Session, area: Area, years) -> list[str]:
 
 def warn_uncovered_points(session: Session, x, y, crs: int, years, found_years) -> list[str]:
     """Warn for each year (the catalog has) in which no point lies in a tile, and why
-    (aefsql/coverage.py): swapped lon/lat, the wrong CRS, outside coverage."""
+    (aefsql/kernels/coverage.py): swapped lon/lat, the wrong CRS, outside coverage."""
     tiles = session.catalog.tiles()
     missing = set(coverage.missing_years(tiles, years))
     empty = [y_ for y_ in years if y_ not in missing and y_ not in set(found_years)]

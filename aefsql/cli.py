@@ -12,15 +12,16 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from . import __version__, coverage
+from . import __version__
 from .api import build_collection
-from .catalog import quote_literal
+from .catalog.index import quote_literal
 from .demo import DEMO_POINTS, write_demo_collection
-from .duck import connect, open_session
+from .duck.udfs import connect, open_session
 from .errors import AefsqlError
+from .kernels import coverage
+from .kernels.pictures import numbers_from, picture
+from .kernels.rasters import DEFAULT_MAX_BYTES
 from .options import MAX_YEARS, OptionError
-from .pictures import numbers_from, picture
-from .rasters import DEFAULT_MAX_BYTES
 from .shell import MODES, Shell, error_text
 
 # The demo's queries: (what it shows, SQL). The first is the canonical join of the README.

@@ -29,7 +29,7 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.events.logging import AdapterLogger
 from dbt_common.events.event_manager_client import get_event_manager
 
-from .duck import open_session
+from .duck.udfs import open_session
 from .errors import AefsqlError
 
 SETTINGS = {"catalog", "cache_dir", "concurrency", "collection", "storage_options"}

@@ -18,8 +18,8 @@ import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import geo
 from .errors import AefsqlError
+from .geometry import geo
 
 BAND_NAMES = tuple(f"A{i:02d}" for i in range(64))
 ON_ERROR = ("raise", "null")

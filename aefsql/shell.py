@@ -16,8 +16,8 @@ from pathlib import Path
 
 import duckdb
 
-from .catalog import quote_identifier, quote_literal
-from .duck import function_docs
+from .catalog.index import quote_identifier, quote_literal
+from .duck.udfs import function_docs
 from .errors import AefsqlError, redact_text
 
 MODES = ("box", "table", "csv", "json", "markdown", "line")

@@ -29,16 +29,16 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from . import geo
 from .api import warn_missing_years
-from .areas import area_from, centroid
-from .catalog import quote_literal
-from .collection import CollectionHeaders
-from .duck import Session, open_session
+from .catalog.index import quote_literal
+from .duck.udfs import Session, open_session
 from .errors import AefsqlError, redact_text
-from .io import DEFAULT_CONCURRENCY, protocol_of
-from .locate import locate
+from .geometry import geo
+from .geometry.areas import area_from, centroid
+from .headers.table import CollectionHeaders
+from .kernels.locate import locate
 from .options import OptionError, Options, added_columns, resolve, speaks
+from .storage.store import DEFAULT_CONCURRENCY, protocol_of
 
 # PySpark 4.1 warns that it "does not yet fully support pandas >= 3.0.0" each time it checks
 # the pandas version (on import, and on making each Arrow UDF): aefsql's Spark code runs on
@@ -399,7 +399,7 @@ def _shared(spark, catalog, collection, options, years) -> tuple[_Shared, Sessio
 
 # Evaluated by an executor's Python (eval, a builtin, pickles without aefsql): imports what
 # aefsql's tasks import, and says which Python that is.
-_WORKER_PROBE = "(__import__('aefsql.duck'), __import__('sys').executable)[1]"
+_WORKER_PROBE = "(__import__('aefsql.duck.udfs'), __import__('sys').executable)[1]"
 _CHECKED_CONTEXTS: set[str] = set()  # the applicationIds whose executors import aefsql
 
 

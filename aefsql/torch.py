@@ -22,18 +22,18 @@ import pyarrow as pa
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from . import geo
+from .aef import NODATA, dequantize
 from .api import _arrow_points, warn_missing_years
-from .cache import BlockCache
-from .chips import read_chips
-from .duck import Session, open_session
+from .duck.udfs import Session, open_session
 from .errors import AefsqlError
-from .headers import group_indices, point_pixels
-from .io import DEFAULT_CONCURRENCY
-from .locate import locate
+from .geometry import geo
+from .headers.reader import group_indices, point_pixels
+from .kernels.chips import read_chips
+from .kernels.engine import check_windows
+from .kernels.locate import locate
 from .options import BAND_NAMES, resolve, speaks
-from .quantization import NODATA, dequantize
-from .sampling import check_windows
+from .storage.cache import BlockCache
+from .storage.store import DEFAULT_CONCURRENCY
 
 BLOCK_CACHE_BYTES = 512 * 1024**2  # decoded blocks a process keeps
 SAMPLE_KEYS = ("image", "mask", "bounds", "crs", "transform", "year", "found")

@@ -6,13 +6,13 @@ until a sample is read.
     loader = DataLoader(dataset, sampler=sampler, collate_fn=stack_samples)
 
 A query (TorchGeo's x, y and time slices) is read as a north-up window of `res` pixels in
-the dataset's CRS, by the rule of `aef_chips` (aefsql/chips.py, aefsql/mosaic.py): the
-pixels tiles on that grid own are read block by block, every other pixel takes the source
-pixel under its centre in the tile `aef_locate` gives it (nearest neighbour, never
-interpolated) — the same pixels `read_area`, `aef_chips` and `aef_pixels` give. Tested
-with TorchGeo 0.8.1 (Python 3.11) and 0.10.1 (Python 3.12): samples follow each version's
-own RasterDataset — 0.10 gives `bounds` and `transform` as tensors, 0.8 gives `crs` and the
-query as `bounds`.
+the dataset's CRS, by the rule of `aef_chips` (aefsql/kernels/chips.py,
+aefsql/kernels/mosaic.py): the pixels tiles on that grid own are read block by block, every
+other pixel takes the source pixel under its centre in the tile `aef_locate` gives it
+(nearest neighbour, never interpolated) — the same pixels `read_area`, `aef_chips` and
+`aef_pixels` give. Tested with TorchGeo 0.8.1 (Python 3.11) and 0.10.1 (Python 3.12):
+samples follow each version's own RasterDataset — 0.10 gives `bounds` and `transform` as
+tensors, 0.8 gives `crs` and the query as `bounds`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ import shapely
 import torch
 from torchgeo.datasets import GeoDataset
 
-from .chips import read_windows
-from .duck import Session, open_session
+from .aef import NODATA, dequantize
+from .duck.udfs import Session, open_session
 from .errors import AefsqlError
-from .io import DEFAULT_CONCURRENCY
+from .kernels.chips import read_windows
 from .options import BAND_NAMES, band_list, epsg, speaks, year_list
-from .quantization import NODATA, dequantize
+from .storage.store import DEFAULT_CONCURRENCY
 
 AEF_PIXEL = 10.0  # metres: the published files' pixel
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import zstandard
 from pyproj import Transformer
 
-from .geo import polygon_wkb
+from .geometry.geo import polygon_wkb
 
 NODATA = -128
 COMPRESSION_CODES = {"zstd": 50000, "deflate": 8}

@@ -46,9 +46,9 @@ from latency_proxy import LatencyProxy
 from rasterio.windows import Window
 
 import aefsql
-from aefsql.areas import area_from
-from aefsql.duck import open_session
-from aefsql.pixels import area_chunks, chunk_pixels
+from aefsql.duck.udfs import open_session
+from aefsql.geometry.areas import area_from
+from aefsql.kernels.pixels import area_chunks, chunk_pixels
 
 YEAR = 2024
 BLOCK = 1024

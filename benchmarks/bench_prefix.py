@@ -27,7 +27,7 @@ from latency_proxy import LatencyProxy
 from pyproj import Transformer
 
 import aefsql
-from aefsql import sampling
+from aefsql.kernels import engine as sampling
 
 SIZE, TILES, BLOCK = 4096, 2, 1024
 

@@ -1,4 +1,4 @@
-"""The polygon rasteriser (`aefsql.areas.row_spans`) against GDAL's (rasterio.features.
+"""The polygon rasteriser (`aefsql.geometry.areas.row_spans`) against GDAL's (rasterio.features.
 geometry_mask, all_touched off) on the same polygon, in the same run, each in a fresh child
 process: wall time and peak memory (VmHWM, and the rise over the process's RSS once the
 polygon is built).
@@ -12,7 +12,7 @@ DENSIFY_TOLERANCE of their curve), against the former uniform 0.001° steps.
     python benchmarks/bench_rasterize.py [--vertices 100000] [--rows 8192] [--repeat 3]
                                          [--former COMMIT]
 
-`--former COMMIT` adds the row_spans of aefsql/areas.py as it was at COMMIT (e.g. 75c659c,
+`--former COMMIT` adds the row_spans of aefsql/geometry/areas.py as it was at COMMIT (e.g. 75c659c,
 the rows x edges matrix), run the same way: mind its memory (~rows x vertices x 30 bytes).
 """
 
@@ -37,17 +37,17 @@ def rss():
 which, vertices, rows, former = json.loads(sys.argv[1])
 from rasterio.features import geometry_mask
 from rasterio.transform import Affine as RioAffine
-from aefsql.areas import Area, row_spans
-from aefsql.tiff import Affine
+from aefsql.geometry.areas import Area, row_spans
+from aefsql.format.tiff import Affine
 if which == "former":  # the module as it was at that commit, inside the aefsql package
     import importlib.util, subprocess
-    source = subprocess.run(["git", "show", f"{former}:aefsql/areas.py"], check=True,
+    source = subprocess.run(["git", "show", f"{former}:aefsql/geometry/areas.py"], check=True,
                             capture_output=True, text=True).stdout
     spec = importlib.util.spec_from_loader("aefsql._former_areas", loader=None)
     module = importlib.util.module_from_spec(spec)
     module.__package__ = "aefsql"
     sys.modules[spec.name] = module  # dataclasses look their module up there
-    exec(compile(source, f"{former}:aefsql/areas.py", "exec"), module.__dict__)
+    exec(compile(source, f"{former}:aefsql/geometry/areas.py", "exec"), module.__dict__)
     Area, row_spans = module.Area, module.row_spans
 
 def outline(cx, cy, radius, n, seed):
@@ -92,19 +92,19 @@ print(json.dumps({"seconds": seconds, "peak": peak, "rise": peak - before, "pixe
 SMALL = r"""
 import json, sys, time
 import numpy as np
-from aefsql.areas import Area, row_spans
-from aefsql.tiff import Affine
+from aefsql.geometry.areas import Area, row_spans
+from aefsql.format.tiff import Affine
 
 former = json.loads(sys.argv[1])
 if former:  # as in CHILD
     import importlib.util, subprocess
-    source = subprocess.run(["git", "show", f"{former}:aefsql/areas.py"], check=True,
+    source = subprocess.run(["git", "show", f"{former}:aefsql/geometry/areas.py"], check=True,
                             capture_output=True, text=True).stdout
     spec = importlib.util.spec_from_loader("aefsql._former_areas", loader=None)
     module = importlib.util.module_from_spec(spec)
     module.__package__ = "aefsql"
     sys.modules[spec.name] = module
-    exec(compile(source, f"{former}:aefsql/areas.py", "exec"), module.__dict__)
+    exec(compile(source, f"{former}:aefsql/geometry/areas.py", "exec"), module.__dict__)
     Area, row_spans = module.Area, module.row_spans
 transform = Affine(10.0, 0.0, 500000.0, 0.0, 10.0, 4000000.0)
 ring = np.array([[501000.0, 4001000.0], [501100.0, 4001000.0], [501100.0, 4001080.0],
@@ -121,8 +121,8 @@ print(json.dumps((time.perf_counter() - start) / 5000))
 DENSIFY = r"""
 import json, sys, time
 import numpy as np
-from aefsql.areas import area_from, densified, projected
-from aefsql.geo import polygon_wkb
+from aefsql.geometry.areas import area_from, densified, projected
+from aefsql.geometry.geo import polygon_wkb
 
 results = []
 for name, box in [("1° x 1° box, 45°N", [12.0, 45.0, 13.0, 46.0]),

@@ -196,7 +196,7 @@ planned AS (
              ELSE {udf}_plan_group(l.__aef_path, list(l.__aef_x), list(l.__aef_y), l.__aef_crs,
                                    any_value(o.__aef_bands))
         END AS plan,
-        -- Why these points are in no tile (aefsql/coverage.py, as Python's warnings say).
+        -- Why these points are in no tile (aefsql/kernels/coverage.py, as Python's warnings say).
         CASE WHEN l.__aef_path IS NULL
              THEN {udf}_points_note(list(l.__aef_x), list(l.__aef_y), l.__aef_crs,
                                     l.__aef_year) END AS note

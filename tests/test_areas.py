@@ -8,8 +8,10 @@ import pytest
 from rasterio.features import geometry_mask
 from rasterio.transform import Affine as RioAffine
 
-from aefsql import geo
-from aefsql.areas import (
+from aefsql.errors import AefsqlError
+from aefsql.format.tiff import Affine
+from aefsql.geometry import geo
+from aefsql.geometry.areas import (
     DENSIFY_TOLERANCE,
     MAX_AREA_VERTICES,
     Area,
@@ -23,9 +25,7 @@ from aefsql.areas import (
     row_spans,
     split_at_antimeridian,
 )
-from aefsql.errors import AefsqlError
-from aefsql.geo import box_wkb, polygon_wkb
-from aefsql.tiff import Affine
+from aefsql.geometry.geo import box_wkb, polygon_wkb
 
 WIDTH, HEIGHT = 120, 90
 

@@ -15,7 +15,7 @@ from test_tiff import geotags, write
 
 import aefsql
 import aefsql.errors
-import aefsql.io
+import aefsql.storage.store
 
 DATA = np.random.default_rng(11).integers(-127, 128, (64, 40, 50), dtype=np.int8)
 DATA[:, 5:9, 5:9] = -128  # a nodata patch, all bands together
@@ -141,13 +141,13 @@ def test_truncated_tiff_fails_naming_it(catalog):
 def fetch_attempts(monkeypatch) -> list[int]:
     """The store's fetch attempts (each: how many requests), counted around the real fetch."""
     attempts = []
-    real_fetch = aefsql.io.fetch
+    real_fetch = aefsql.storage.store.fetch
 
     def counting_fetch(requests, *args, **kwargs):
         attempts.append(len(requests))
         return real_fetch(requests, *args, **kwargs)
 
-    monkeypatch.setattr(aefsql.io, "fetch", counting_fetch)
+    monkeypatch.setattr(aefsql.storage.store, "fetch", counting_fetch)
     return attempts
 
 
@@ -157,7 +157,7 @@ def test_a_local_file_shorter_than_its_header_says_is_not_retried(catalog, fetch
     _, folder = catalog
     url = f"file://{folder / 'truncated.tif'}"
     size = (folder / "truncated.tif").stat().st_size
-    store = aefsql.io.ByteStore()
+    store = aefsql.storage.store.ByteStore()
     with pytest.raises(aefsql.errors.RangeReadError, match="shorter than its header says"):
         store.read([(url, size - 10, size + 100)])
     assert fetch_attempts == [1]
@@ -432,7 +432,9 @@ def test_a_dead_server_is_given_up_on_once_per_host(tmp_path, fetch_attempts):
         ).fetchall()
     assert [(r[0], r[1]) for r in rows] == [(i, y) for i in (1, 2) for y in years]
     assert all(r[2] is None and f"127.0.0.1:{port}" in r[3] for r in rows)
-    assert len(fetch_attempts) <= aefsql.io.RetryPolicy().attempts  # one retry cycle in all
+    assert (
+        len(fetch_attempts) <= aefsql.storage.store.RetryPolicy().attempts
+    )  # one retry cycle in all
 
 
 @pytest.mark.parametrize("bands", [1, 63])

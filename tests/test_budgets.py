@@ -1,4 +1,4 @@
-"""One budget rule (aefsql/budgets.py): areas measured on the ellipsoid from their own
+"""One budget rule (aefsql/kernels/budgets.py): areas measured on the ellipsoid from their own
 vertices, counted by what they cover of the catalog's tiles, one message shape, checked
 before anything is read; the whole-world box returns every covered pixel once.
 
@@ -18,17 +18,17 @@ import shapely
 from gdal_fixtures import COLLECTION_TILES, PIXEL
 
 import aefsql
-from aefsql.areas import Area, box_ring, clipped_to_box, densified, surface
-from aefsql.budgets import (
+from aefsql.demo import write_demo_collection
+from aefsql.errors import AefsqlError
+from aefsql.geometry.areas import Area, box_ring, clipped_to_box, densified, surface
+from aefsql.kernels.budgets import (
     RASTER_BYTES,
     STREAMED_BYTES,
     WINDOW_BYTES,
     area_pixels,
     ring_area,
 )
-from aefsql.chips import chips_per_call
-from aefsql.demo import write_demo_collection
-from aefsql.errors import AefsqlError
+from aefsql.kernels.chips import chips_per_call
 
 WORLD = [-180.0, -90.0, 180.0, 90.0]
 WORLD_WKT = "POLYGON((-180 -90, 180 -90, 180 90, -180 90, -180 -90))"
@@ -264,7 +264,8 @@ def test_every_function_speaks_the_same_message(demo_con, demo):
 
 
 def test_one_constant_per_kind_of_output():
-    from aefsql import pixels, rasters, sampling
+    from aefsql.kernels import engine as sampling
+    from aefsql.kernels import pixels, rasters
 
     assert pixels.DEFAULT_MAX_BYTES == STREAMED_BYTES
     assert rasters.DEFAULT_MAX_BYTES == RASTER_BYTES

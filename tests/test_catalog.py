@@ -7,7 +7,7 @@ import pytest
 from test_docs import registered_aef_functions
 
 import aefsql
-from aefsql.catalog import (
+from aefsql.catalog.index import (
     PUBLIC_CATALOG,
     PUBLIC_COLUMNS,
     catalog_base,

@@ -540,17 +540,17 @@ def test_no_call_holds_more_chips_than_planned(con, gdal_collection, monkeypatch
     """aef_chips pads its queue so that one UDF call reads at most `per_call` chips (256 MiB
     of int8, CALL_BYTES): with CALL_BYTES cut to 7 chips of 16 x 16 x 64, no call may read
     more than 7."""
-    import aefsql.chips
-    import aefsql.duck
+    import aefsql.duck.udfs
+    import aefsql.kernels.chips
 
-    monkeypatch.setattr(aefsql.chips, "CALL_BYTES", 7 * 16 * 16 * 64)
-    read, seen = aefsql.duck.read_chips, []
+    monkeypatch.setattr(aefsql.kernels.chips, "CALL_BYTES", 7 * 16 * 16 * 64)
+    read, seen = aefsql.duck.udfs.read_chips, []
 
     def counted(tiles, sampler, paths, *args, **kwargs):
         seen.append(len(paths))
         return read(tiles, sampler, paths, *args, **kwargs)
 
-    monkeypatch.setattr(aefsql.duck, "read_chips", counted)
+    monkeypatch.setattr(aefsql.duck.udfs, "read_chips", counted)
     _, epsg, x0, y0 = COLLECTION_TILES[3]
     rng = np.random.default_rng(12)
     x, y = pixel_points(rng.integers(0, TILE_HEIGHT, 50), rng.integers(0, TILE_WIDTH, 50), x0, y0)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import zstandard
 
-from aefsql.codecs import ADOBE_DEFLATE, DEFLATE, LZW, NONE, ZSTD, decode_block
 from aefsql.errors import TiffFormatError, UnsupportedCodecError
+from aefsql.format.codecs import ADOBE_DEFLATE, DEFLATE, LZW, NONE, ZSTD, decode_block
 
 BLOCK = np.random.default_rng(7).integers(-128, 128, (8, 16, 3), dtype=np.int8)
 

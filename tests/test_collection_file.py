@@ -8,9 +8,9 @@ from test_requests import tile_ranges_of
 
 import aefsql
 from aefsql.cli import main
-from aefsql.collection import headers_from_table, headers_to_table
-from aefsql.io import ByteStore
-from aefsql.sampling import Sampler
+from aefsql.headers.table import headers_from_table, headers_to_table
+from aefsql.kernels.engine import Sampler
+from aefsql.storage.store import ByteStore
 
 # Every field of an ImageHeader but its block tables (compared apart).
 HEADER_FIELDS = (

@@ -9,9 +9,9 @@ from test_cache import TILES, points_in_every_tile
 from test_collection import tile_points
 
 import aefsql
-from aefsql.cache import BlockCache, HeaderCache
-from aefsql.io import ByteStore
-from aefsql.sampling import Sampler
+from aefsql.kernels.engine import Sampler
+from aefsql.storage.cache import BlockCache, HeaderCache
+from aefsql.storage.store import ByteStore
 
 
 def many_points(n_per_tile: int) -> pa.Table:

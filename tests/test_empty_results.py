@@ -1,7 +1,7 @@
 """No silent empties (issue 21): swapped lon/lat, a year the catalog lacks, an area outside
 coverage, lon/lat numbers with a projected crs, projected numbers as lon/lat. aef_area_plan
 says why per year (and what a read would touch, checked against rasterio on the GDAL-written
-collection); the Python entry points warn with the same words (aefsql/coverage.py)."""
+collection); the Python entry points warn with the same words (aefsql/kernels/coverage.py)."""
 
 import re
 import warnings

@@ -15,7 +15,7 @@ from test_collection import tile_points
 
 import aefsql
 from aefsql.errors import Cancelled
-from aefsql.io import ByteStore, RetryPolicy
+from aefsql.storage.store import ByteStore, RetryPolicy
 
 TILE = "2023/18S/tile3-0000000000-0000000000.tiff"
 
@@ -246,7 +246,7 @@ def read_in_own_process(url: str, options: dict | None = None) -> tuple[str, int
     ru_maxrss would start at the forking parent's peak)."""
     script = (
         "import json\n"
-        "from aefsql.io import ByteStore, RetryPolicy\n"
+        "from aefsql.storage.store import ByteStore, RetryPolicy\n"
         f"store = ByteStore(json.loads({json.dumps(json.dumps(options or {}))}), "
         "retry=RetryPolicy(attempts=2, base_delay=0.01))\n"
         "try:\n"

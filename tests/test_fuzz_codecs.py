@@ -15,8 +15,8 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aefsql.codecs import DEFLATE, LZW, NONE, ZSTD, decode_block
 from aefsql.errors import TiffFormatError
+from aefsql.format.codecs import DEFLATE, LZW, NONE, ZSTD, decode_block
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def test_a_table_code_right_after_a_clear_does_not_crash_on_a_dirty_heap():
         f"""
         import ctypes
         import numpy as np
-        from aefsql.codecs import LZW, decode_block
+        from aefsql.format.codecs import LZW, decode_block
         from aefsql.errors import TiffFormatError
 
         libc = ctypes.CDLL(None)

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aefsql.errors import TiffFormatError
-from aefsql.tiff import ImageHeader, SparseBytes, parse_header
+from aefsql.format.tiff import ImageHeader, SparseBytes, parse_header
 from aefsql.writer import encode_aef_cog
 
 pytestmark = pytest.mark.slow

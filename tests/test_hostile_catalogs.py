@@ -15,9 +15,9 @@ from servers import http_range_server
 from test_collection import tile_points
 
 import aefsql
-from aefsql import catalog
+from aefsql.catalog import index as catalog
 from aefsql.errors import CatalogError
-from aefsql.io import ByteStore
+from aefsql.storage.store import ByteStore
 
 REMOTE = "https://example.com/aef/index.parquet"
 BUCKET = "s3://bucket/aef/index.parquet"
@@ -472,8 +472,8 @@ def test_a_null_year_prints_no_warning(tmp_path):
     index = write_index(tmp_path / "index.parquet", year=[2023, None, 2023])
     script = (
         "import aefsql\n"
-        "from aefsql.catalog import Catalog\n"
-        "from aefsql.io import ByteStore\n"
+        "from aefsql.catalog.index import Catalog\n"
+        "from aefsql.storage.store import ByteStore\n"
         f"try: Catalog({str(index)!r}, ByteStore()).tiles()\n"
         "except aefsql.CatalogError as e: print(e)\n"
     )

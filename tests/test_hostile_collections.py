@@ -16,9 +16,9 @@ from test_collection import band_matrix, gdal_values, tile_points
 from test_rasteret import FILES, FIXTURE, gdal, points, values, with_fixture
 
 import aefsql
-from aefsql.collection import headers_from_table
-from aefsql.duck import open_session
+from aefsql.duck.udfs import open_session
 from aefsql.errors import TiffFormatError
+from aefsql.headers.table import headers_from_table
 
 NORTHUP = f"collection/tiffs/{FILES[2024]}"
 

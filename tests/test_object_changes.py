@@ -196,7 +196,7 @@ def test_a_file_replaced_between_runs_is_not_served_from_the_disk_cache(
     file is replaced, a run gets version 2's values, never the kept ones of version 1: on a
     new connection (the version comes from the file, or from a collection written before the
     change) and on the same one once its versions are due to be asked again."""
-    from aefsql import io
+    from aefsql.storage import store as io
 
     cache = str(tmp_path / "cache")
     with served(transport, versions, request) as where:

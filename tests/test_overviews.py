@@ -24,10 +24,10 @@ from test_tiff import write
 
 import aefsql
 from aefsql.errors import AefsqlError, TiffFormatError
-from aefsql.geo import polygon_wkb
-from aefsql.io import ByteStore
-from aefsql.sampling import Sampler
-from aefsql.tiff import MissingBytes, SparseBytes, parse_header
+from aefsql.format.tiff import MissingBytes, SparseBytes, parse_header
+from aefsql.geometry.geo import polygon_wkb
+from aefsql.kernels.engine import Sampler
+from aefsql.storage.store import ByteStore
 
 LEVELS = range(1, len(OVERVIEW_FACTORS) + 1)
 # A north-up tile whose size is odd both ways: GDAL's overviews are then not exactly 2x and

@@ -12,7 +12,7 @@ from gdal_fixtures import LAYOUTS, PIXEL, lonlat, random_pixel_points, raster_bo
 from test_collection import tile_points
 
 import aefsql
-from aefsql.sampling import BAND_NAMES, MAX_WINDOW_SIZE, Sampler
+from aefsql.kernels.engine import BAND_NAMES, MAX_WINDOW_SIZE, Sampler
 
 OUTSIDE, NODATA = -1000, -999
 
@@ -134,7 +134,7 @@ def test_a_huge_patch_is_refused_before_anything_is_allocated(con, gdal_layout_f
 
 @pytest.mark.parametrize("size, amount", [(2049, "256.3 MiB"), (31623, "59.6 GiB")])
 def test_patch_refusal_says_a_real_amount(size, amount):
-    from aefsql.sampling import check_windows
+    from aefsql.kernels.engine import check_windows
 
     with pytest.raises(aefsql.AefsqlError, match=rf"would be {amount} a row"):
         check_windows(1, size, 64)

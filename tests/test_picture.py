@@ -14,7 +14,7 @@ from rasterio.windows import Window
 import aefsql
 from aefsql.cli import main
 from aefsql.errors import AefsqlError
-from aefsql.pictures import pca_rgb, write_png
+from aefsql.kernels.pictures import pca_rgb, write_png
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -75,7 +75,9 @@ def low_rank_embeddings(shape=(40, 50), seed=0) -> np.ndarray:
 def test_pca_rgb_matches_numpy_svd(monkeypatch, covariance_pixels):
     """Against the SVD of every pixel, also when the axes come from a sample of them."""
     if covariance_pixels:
-        monkeypatch.setattr(sys.modules["aefsql.pictures"], "COVARIANCE_PIXELS", covariance_pixels)
+        monkeypatch.setattr(
+            sys.modules["aefsql.kernels.pictures"], "COVARIANCE_PIXELS", covariance_pixels
+        )
     values = low_rank_embeddings()
     rgba = pca_rgb(values)
     assert rgba.shape == (40, 50, 4) and (rgba[..., 3] == 255).all()

@@ -1,4 +1,4 @@
-"""aef_pixels plans an area unit by unit (a year's tiles, aefsql/pixels.py `area_units`),
+"""aef_pixels plans an area unit by unit (a year's tiles, aefsql/kernels/pixels.py `area_units`),
 so the plan held at once is bounded by a unit whatever the area, and the rows are those of
 the whole plan (`area_chunks`, as before), pixel for pixel against GDAL."""
 
@@ -9,11 +9,12 @@ from gdal_fixtures import collection_path
 from test_collection import band_matrix
 
 import aefsql
-from aefsql import duck, pixels
-from aefsql.areas import area_from
-from aefsql.catalog import Catalog
-from aefsql.io import ByteStore
-from aefsql.sampling import Sampler
+from aefsql.catalog.index import Catalog
+from aefsql.duck import udfs as duck
+from aefsql.geometry.areas import area_from
+from aefsql.kernels import pixels
+from aefsql.kernels.engine import Sampler
+from aefsql.storage.store import ByteStore
 
 # Across the 12°E seam: tiles 0 (32N), 1 and 2 (33N), each year.
 BOX = [11.90, 44.96, 12.06, 45.02]

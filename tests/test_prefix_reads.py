@@ -13,11 +13,11 @@ import zstandard
 from affine import Affine
 from servers import http_range_server
 
-from aefsql import sampling
-from aefsql.codecs import DEFLATE, ZSTD, ShortBlock, _zstd_walk, decode_block, prefix_length
 from aefsql.errors import TiffFormatError
-from aefsql.io import ByteStore
-from aefsql.sampling import Sampler
+from aefsql.format.codecs import DEFLATE, ZSTD, ShortBlock, _zstd_walk, decode_block, prefix_length
+from aefsql.kernels import engine as sampling
+from aefsql.kernels.engine import Sampler
+from aefsql.storage.store import ByteStore
 
 EPSG, WEST, SOUTH, PIXEL = 32633, 400000.0, 5000000.0, 10.0
 BLOCK, BANDS = 1024, 8  # AEF's blocks; fewer bands than its 64 keep the files quick
@@ -259,7 +259,7 @@ def test_a_corrupt_block_is_reported_after_reading_it_whole(tiffs, tmp_path):
 def test_prefixes_of_other_codecs_and_whole_reads():
     """Uncompressed blocks are cut exactly; LZW blocks (no prefix decoding here) and blocks
     whose every row is needed are read whole."""
-    from aefsql.codecs import LZW, NONE
+    from aefsql.format.codecs import LZW, NONE
 
     assert prefix_length(4096, NONE, 1000, 4096) == 1000
     assert prefix_length(900, LZW, 10, 4096) == 900
@@ -270,7 +270,7 @@ def test_prefixes_of_other_codecs_and_whole_reads():
 def test_a_block_is_read_in_three_parts_at_most(tiffs, monkeypatch):
     """However wrong the estimates (here 1% of what the ratio says), a block comes in at most
     three requests, each starting where the last ended, the third reaching its end."""
-    from aefsql import codecs
+    from aefsql.format import codecs
 
     monkeypatch.setattr(codecs, "PREFIX_SLACK", 0.01)
     path = tiffs["zstd"]
@@ -313,7 +313,7 @@ def test_a_block_whose_whole_bytes_decode_short_is_a_format_error(tiffs, tmp_pat
 def test_an_uncompressed_prefix_stays_inside_its_block():
     """Rows beyond what the block's byte count holds are never read from the bytes after
     it (another block's, or another object's): the block is read whole and found short."""
-    from aefsql.codecs import NONE
+    from aefsql.format.codecs import NONE
 
     assert prefix_length(100, NONE, 1000, 4096) == 100
     assert prefix_length(4096, NONE, 1000, 4096) == 1000
@@ -325,7 +325,7 @@ def test_blocks_that_share_their_bytes_read_them_once(tiffs, tmp_path, monkeypat
     header): one prefix is read for both, as far as the farther row needs, and extended once;
     both blocks' values are those bytes' values, as GDAL reads them. With a low slack every
     prefix falls short, twice."""
-    from aefsql import codecs
+    from aefsql.format import codecs
 
     monkeypatch.setattr(codecs, "PREFIX_SLACK", slack)
     path = tmp_path / "shared.tif"
@@ -358,8 +358,8 @@ def test_a_cut_block_never_sits_inside_a_request():
     and only C is cut."""
     from types import SimpleNamespace
 
-    from aefsql.codecs import NONE
-    from aefsql.ranges import merge_ranges
+    from aefsql.format.codecs import NONE
+    from aefsql.storage.ranges import merge_ranges
 
     mib = 1 << 20
 

@@ -9,7 +9,7 @@ from test_collection import tile_points
 
 import aefsql
 from aefsql import progress as progress_module
-from aefsql.duck import open_session
+from aefsql.duck.udfs import open_session
 from aefsql.progress import Progress
 from aefsql.shell import Shell
 

@@ -14,9 +14,11 @@ from rasterio.transform import rowcol
 from test_pixels import star
 
 import aefsql
-from aefsql import api, duck, pictures, rasters
+from aefsql import api
+from aefsql.duck import udfs as duck
 from aefsql.errors import AefsqlError
-from aefsql.geo import polygon_wkb
+from aefsql.geometry.geo import polygon_wkb
+from aefsql.kernels import pictures, rasters
 
 # -- unknown keywords -------------------------------------------------------------------
 

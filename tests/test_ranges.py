@@ -1,6 +1,6 @@
 """Read planning: merging byte ranges."""
 
-from aefsql.ranges import merge_ranges
+from aefsql.storage.ranges import merge_ranges
 
 
 def test_adjacent_and_near_ranges_merge_and_far_ones_do_not():

@@ -15,7 +15,7 @@ import rasterio
 from test_collection_file import HEADER_FIELDS
 
 import aefsql
-from aefsql.duck import open_session
+from aefsql.duck.udfs import open_session
 from aefsql.writer import TileEntry, write_index
 
 FIXTURE = Path(__file__).parent / "fixtures" / "rasteret" / "collection"

@@ -10,9 +10,9 @@ import pytest
 from rasterio.features import geometry_mask
 from rasterio.transform import Affine as RioAffine
 
-from aefsql import areas
-from aefsql.areas import Area, row_spans
-from aefsql.tiff import Affine
+from aefsql.format.tiff import Affine
+from aefsql.geometry import areas
+from aefsql.geometry.areas import Area, row_spans
 
 PIXEL = 10.0
 

@@ -18,14 +18,14 @@ from test_pixels import star
 import aefsql
 from aefsql.demo import write_demo_collection
 from aefsql.errors import AefsqlError
-from aefsql.sampling import BAND_NAMES
+from aefsql.kernels.engine import BAND_NAMES
 
 xr = pytest.importorskip("xarray")
 rioxarray = pytest.importorskip("rioxarray")
 
 
 def polygon_wkb(ring):
-    from aefsql.geo import polygon_wkb
+    from aefsql.geometry.geo import polygon_wkb
 
     return polygon_wkb(ring[:, 0], ring[:, 1])
 

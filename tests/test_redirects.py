@@ -20,8 +20,8 @@ from test_collection import tile_points
 
 import aefsql
 from aefsql.errors import RangeReadError
-from aefsql.fetch import RedirectRefused, Request
-from aefsql.io import ByteStore
+from aefsql.storage.fetch import RedirectRefused, Request
+from aefsql.storage.store import ByteStore
 
 KEY = {"X-Api-Key": "secret-key-4711"}
 

@@ -8,8 +8,8 @@ from pyproj import Transformer
 from test_tiff import GEOKEYS_32633, geotags, write
 
 from aefsql.errors import TiffFormatError
-from aefsql.io import ByteStore
-from aefsql.sampling import Sampler
+from aefsql.kernels.engine import Sampler
+from aefsql.storage.store import ByteStore
 
 ROWS, COLS, BANDS = 100, 90, 6
 TO_LONLAT = Transformer.from_crs(32633, 4326, always_xy=True)

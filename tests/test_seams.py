@@ -1,4 +1,4 @@
-"""One owner per location across a UTM seam, for every output (aefsql/mosaic.py).
+"""One owner per location across a UTM seam, for every output (aefsql/kernels/mosaic.py).
 
 Zones 32N and 33N meet at 12°E; the collection's tile 1 (33N) overhangs it westward over
 tile 0 (32N), and tile 0 eastward over tile 1. Windows across the seam, on either zone's
@@ -31,8 +31,8 @@ from pyproj import Transformer
 from rasterio.transform import rowcol
 
 import aefsql
-from aefsql.pictures import picture
-from aefsql.rasters import read_area
+from aefsql.kernels.pictures import picture
+from aefsql.kernels.rasters import read_area
 
 NODATA = -128
 YEAR = 2023

@@ -302,7 +302,7 @@ def batch(tiles, years):
 @pytest.fixture(scope="module")
 def polygons():
     """Boxes inside each tile, one across tiles 1 and 2, one outside every tile, and none."""
-    from aefsql.geo import box_wkb
+    from aefsql.geometry.geo import box_wkb
 
     boxes = []
     for k in range(len(COLLECTION_TILES)):
@@ -380,7 +380,7 @@ def test_partition_keys_need_no_read(gdal_collection, points):
     reached at all."""
     from types import SimpleNamespace
 
-    session = aefsql.duck.open_session(gdal_collection.index)
+    session = aefsql.duck.udfs.open_session(gdal_collection.index)
     tiles = session.catalog.tiles()
     shared = spark_api._Shared(
         "k",

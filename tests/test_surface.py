@@ -14,7 +14,7 @@ from test_collection import band_matrix, gdal_values, tile_points
 
 import aefsql
 from aefsql.errors import AefsqlError
-from aefsql.sampling import BAND_NAMES
+from aefsql.kernels.engine import BAND_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_missing_year_warns_in_python_and_shows_in_the_plan(con, gdal_collection
     notes = con.sql(
         "SELECT year, note FROM aef_plan('plots', years := [2023, 2030]) WHERE path IS NULL"
     ).fetchall()
-    # (the note is aefsql/coverage.py's, as the warnings'; issue 21)
+    # (the note is aefsql/kernels/coverage.py's, as the warnings'; issue 21)
     assert notes == [(2030, "the catalog has no tile of year(s) 2030 (it has 2023, 2024)")]
 
 
@@ -218,7 +218,7 @@ def test_utm_points_with_crs_equal_gdal(con, gdal_collection):
 def test_utm_points_in_their_tiles_crs_are_never_transformed(gdal_collection, monkeypatch):
     """A point in its tile's CRS goes straight to the pixel grid: PROJ is asked nothing for
     it beyond the catalog search (UTM -> lon/lat once), never UTM -> lon/lat -> UTM."""
-    from aefsql import geo
+    from aefsql.geometry import geo
 
     calls = []
     real = geo.transform_points

@@ -15,7 +15,7 @@ import pytest
 from test_collection import tile_points
 
 import aefsql
-from aefsql.duck import open_session
+from aefsql.duck.udfs import open_session
 
 THREADS, ROUNDS = 4, 3
 

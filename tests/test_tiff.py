@@ -7,7 +7,7 @@ import pytest
 import tifffile
 
 from aefsql.errors import TiffFormatError
-from aefsql.tiff import MissingBytes, SparseBytes, parse_header
+from aefsql.format.tiff import MissingBytes, SparseBytes, parse_header
 
 SOUTH_UP = (10.0, 0.0, 0.0, 500000.0, 0.0, 10.0, 0.0, 4000000.0, 0, 0, 0, 0, 0, 0, 0, 1)
 GEOKEYS_32633 = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633)

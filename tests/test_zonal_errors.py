@@ -10,7 +10,7 @@ from gdal_fixtures import COLLECTION_TILES, collection_path
 from rasterio.features import geometry_mask
 
 import aefsql
-from aefsql.geo import polygon_wkb
+from aefsql.geometry.geo import polygon_wkb
 
 _, EPSG, X0, Y0 = COLLECTION_TILES[3]
 RING = np.array(

@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import zstandard
 
-from .errors import TiffFormatError, UnsupportedCodecError
+from ..errors import TiffFormatError, UnsupportedCodecError
 
 NONE = 1
 LZW = 5

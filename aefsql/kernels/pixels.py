@@ -4,7 +4,7 @@ An area becomes chunks — (tile, year, row, first column, end column), at most 
 pixels each, inside one block column, in block order — from headers alone; chunks become
 pixel values through the sampler's run reads (`Sampler.read_layout`: each block fetched and
 decoded once, its pixels copied band by band). Where tiles overlap (neighbouring UTM zones'
-overhangs, lon/lat boxes), a chunk holds only the pixels its tile owns (aefsql/mosaic.py:
+overhangs, lon/lat boxes), a chunk holds only the pixels its tile owns (aefsql/kernels/mosaic.py:
 the tile `locate` gives the pixel's centre, own zone first), decided before anything is read,
 so every location comes from exactly one tile — no double counting, no gap — and a block
 only another tile owns is never fetched.
@@ -17,8 +17,10 @@ from functools import cached_property
 
 import numpy as np
 
-from . import geo
-from .areas import (
+from ..catalog.index import TileTable
+from ..errors import AefsqlError
+from ..geometry import geo
+from ..geometry.areas import (
     CHUNK_PIXELS,
     Area,
     centroid,
@@ -27,13 +29,11 @@ from .areas import (
     projected_all,
     row_spans,
 )
+from ..headers.reader import check_georeferenced, group_indices, point_pixels
 from .budgets import STREAMED_BYTES, area_pixels, covered_pixels, refuse_over
-from .catalog import TileTable
-from .errors import AefsqlError
-from .headers import check_georeferenced, group_indices, point_pixels
+from .engine import Sampler, nodata_of, run_layout
 from .locate import locate
 from .mosaic import owned_runs
-from .sampling import Sampler, nodata_of, run_layout
 
 DEFAULT_MAX_BYTES = STREAMED_BYTES  # the budget of aef_pixels and aef_zonal (budgets.py)
 # Degrees around a tile's lon/lat box when an area is cut to it (`near_tile`): ~1 km, far
@@ -59,7 +59,7 @@ class Chunks:
 
 def area_chunks(tiles: TileTable, sampler: Sampler, area: Area, years, level: int = 0) -> Chunks:
     """The chunks of the pixels of `area` each tile of `years` owns (at `level`: 0 full
-    resolution, k the k-th overview; see aefsql/mosaic.py).
+    resolution, k the k-th overview; see aefsql/kernels/mosaic.py).
 
     An area none of whose pixel centres a tile owns (one smaller than a pixel) gets the one
     pixel under its centroid, flagged, from the tile `locate` picks for that point. (Callers check
@@ -287,7 +287,7 @@ def check_area_size(
     on the ellipsoid from the area's own vertices: first its whole size (no catalog read
     when that fits), then what it covers of the catalog's tiles (`tiles`: a callable that
     gives the TileTable), so a whole-world box over a small catalog passes and one over a
-    large catalog is refused with its true size (see aefsql/budgets.py)."""
+    large catalog is refused with its true size (see aefsql/kernels/budgets.py)."""
     limit = STREAMED_BYTES if max_bytes is None else int(max_bytes)
     lonlat = projected_vertices(area)
     years = list(years)

@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from .api import check_writable
+from ..aef import NODATA, dequantize
+from ..api import check_writable
+from ..duck.udfs import Session, open_session
+from ..errors import AefsqlError
+from ..options import BAND_NAMES, speaks, year_list
+from ..storage.store import DEFAULT_CONCURRENCY
 from .coverage import area_notes
-from .duck import Session, open_session
-from .errors import AefsqlError
-from .io import DEFAULT_CONCURRENCY
 from .locate import locate
-from .options import BAND_NAMES, speaks, year_list
-from .quantization import NODATA, dequantize
 from .rasters import DEFAULT_MAX_BYTES, AreaGrid, plan_area, read_planned
 
 CHUNK_PIXELS = 1 << 18  # pixels de-quantized at once: 64 bands x 8 bytes = 128 MiB
@@ -158,8 +158,8 @@ def picture(
             drawn.append(Picture(grey(similar), raster.grid, similar, y))
     empty = [p.year for p in drawn if not p.rgba[..., 3].any()]
     if empty:
-        # Why, as aef_area_plan's note says it (aefsql/coverage.py); no note: the tiles there
-        # hold nodata only.
+        # Why, as aef_area_plan's note says it (aefsql/kernels/coverage.py); no note: the tiles
+        # there hold nodata only.
         notes = area_notes(session.catalog.tiles(), request.area, empty, host="python")
         reasons = dict.fromkeys(notes[y] or "every pixel of the area is nodata" for y in empty)
         raise AefsqlError(f"nothing to draw in {', '.join(map(str, empty))}: {'; '.join(reasons)}")

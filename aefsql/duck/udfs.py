@@ -18,10 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import coverage, geo
-from .areas import Area, area_from, projected_all
-from .cache import DiskCache
-from .catalog import (
+from ..catalog.index import (
     PUBLIC_CATALOG,
     Catalog,
     TileTable,
@@ -29,15 +26,18 @@ from .catalog import (
     quote_literal,
     storage_options_for,
 )
-from .chips import chips_per_call, read_chips
-from .collection import CollectionHeaders, headers_to_table
-from .errors import AefsqlError, CatalogError, RangeReadError
-from .headers import group_indices
-from .io import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
-from .locate import locate
-from .means import ZonalMeans, zonal_means
-from .options import check_input_columns, resolve_json, year_list
-from .pixels import (
+from ..errors import AefsqlError, CatalogError, RangeReadError
+from ..geometry import geo
+from ..geometry.areas import Area, area_from, projected_all
+from ..headers.rasteret import is_rasteret, open_rasteret
+from ..headers.reader import group_indices
+from ..headers.table import CollectionHeaders, headers_to_table
+from ..kernels import coverage
+from ..kernels.chips import chips_per_call, read_chips
+from ..kernels.engine import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_windows
+from ..kernels.locate import locate
+from ..kernels.means import ZonalMeans, zonal_means
+from ..kernels.pixels import (
     DEFAULT_MAX_BYTES,
     Chunks,
     Unit,
@@ -48,9 +48,10 @@ from .pixels import (
     chunk_tiles,
     unit_chunks,
 )
-from .progress import Progress
-from .rasteret import is_rasteret, open_rasteret
-from .sampling import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_windows
+from ..options import check_input_columns, resolve_json, year_list
+from ..progress import Progress
+from ..storage.cache import DiskCache
+from ..storage.store import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
 ROW_EMBEDDING_TYPE = (
@@ -366,7 +367,7 @@ class Session:
     def use_collection(self, path: str) -> None:
         """Take every file's header from a read-ready collection instead of its COG: aefsql's
         (a Parquet file), or Rasteret's (a Parquet file or folder of records, or a published
-        collection's index; see aefsql/rasteret.py)."""
+        collection's index; see aefsql/headers/rasteret.py)."""
         try:
             if not path.rstrip("/").endswith(".parquet"):  # a folder: Rasteret's
                 self.sampler.collection = open_rasteret(path, self.sampler.store)
@@ -470,7 +471,7 @@ class Session:
 
     def area_units(self, wkb, box, text, kind, crs, years, bands, max_bytes, level) -> pa.ListArray:
         """Per area (WKB, or a box where the WKB is NULL; `text` and `kind` the value and its
-        type where it is neither): the units its plan is made of (aefsql/pixels.py
+        type where it is neither): the units its plan is made of (aefsql/kernels/pixels.py
         `area_units`: tiles of a year at `level`), each followed by NULLs up to a DuckDB
         vector, so that `unit_chunks` plans one unit a call and the plan held at once stays
         bounded whatever the area; refused past `max_bytes` of pixels x `bands` x years (NULL:
@@ -525,7 +526,7 @@ class Session:
         """Per area (as for `area_units`): per year, what aef_pixels would read, from
         headers only — tiles, blocks, pixels, value_bytes (pixels x bands of int8, what
         max_bytes counts) — and a `note` saying why nothing would come back
-        (aefsql/coverage.py), or why the read would be refused."""
+        (aefsql/kernels/coverage.py), or why the read would be refused."""
         lists = []
         tiles = self.catalog.tiles()
         for _, _, _, area, wanted, count, budget, at in _area_calls(
@@ -612,7 +613,7 @@ class Session:
     ) -> pa.ListArray:
         """Per call row (the lists of all polygons' row numbers, WKB, and the value as text
         and type where it did not cast to GEOMETRY): each polygon's zonal means in each year
-        (see aefsql/means.py). A row whose geometry is not a usable area fails the call
+        (see aefsql/kernels/means.py). A row whose geometry is not a usable area fails the call
         naming its row, or with on_error 'null' gets NULL results and its reason. A polygon
         past `max_bytes` of pixels x 64 bands x years (NULL: the default budget) is refused
         before any read."""
@@ -701,7 +702,7 @@ class Session:
     def chip(self, path, year, x, y, crs, bands, size, level, on_error) -> pa.StructArray:
         """aef_chips' UDF: per row, the chip centred on (x, y) in the tile `path` (NULL where
         the path is NULL). One call reads its rows' chips together, grouped by year and CRS,
-        so chips of one tile share their block reads (aefsql/chips.py)."""
+        so chips of one tile share their block reads (aefsql/kernels/chips.py)."""
         paths = _objects(path)
         n = len(paths)
         live = np.flatnonzero(paths != None)  # noqa: E711 (elementwise)
@@ -1243,4 +1244,4 @@ def _sql_text(name: str) -> str:
     if packaged.is_file():
         return packaged.read_text()
     # An editable install sees the repository, where sql/ sits beside the package.
-    return (Path(__file__).resolve().parent.parent / "sql" / name).read_text()
+    return (Path(__file__).resolve().parents[2] / "sql" / name).read_text()

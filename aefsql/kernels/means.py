@@ -4,7 +4,8 @@ Raster-sequential: the pixels of every polygon are laid out first (row spans, as
 `aef_pixels`), grouped by file and ordered by block, so that each block is decoded once
 however many polygons share it; their values are then summed per polygon with `bincount`.
 A pixel inside several polygons counts in each; a location is counted once per polygon
-across tiles and UTM zones (the ownership rule of aefsql/mosaic.py, applied by `areas_chunks`).
+across tiles and UTM zones (the ownership rule of aefsql/kernels/mosaic.py, applied by
+`areas_chunks`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .areas import Area
-from .catalog import TileTable
-from .errors import AefsqlError
-from .headers import group_indices
-from .options import BAND_NAMES
+from ..aef import SCALE, signed_squares
+from ..catalog.index import TileTable
+from ..errors import AefsqlError
+from ..geometry.areas import Area
+from ..headers.reader import group_indices
+from ..options import BAND_NAMES
+from .engine import Sampler
 from .pixels import Chunks, areas_chunks, check_area_size, chunk_pixels, chunk_tiles
-from .quantization import SCALE, signed_squares
-from .sampling import Sampler
 
 BATCH_PIXELS = 1 << 21  # pixels read at once: 128 MiB of int8 values, a few hundred MiB in all
 BANDS = list(range(len(BAND_NAMES)))

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import AefsqlError, TiffFormatError
+from ..errors import AefsqlError, TiffFormatError
 
 if TYPE_CHECKING:
-    from .fetch import Version
+    from ..storage.fetch import Version
 
 # Tags aefsql reads.
 NEW_SUBFILE_TYPE = 254
@@ -473,7 +473,7 @@ def check_image(header: ImageHeader) -> None:
     """Raise `TiffFormatError` unless the header is one sampling can use: positive sizes, at
     most MAX_SAMPLES samples, a sample type aefsql reads, and one block-table entry per
     block. The parser applies it to every IFD, and a read-ready collection to every record
-    (aefsql/collection.py): both are untrusted."""
+    (aefsql/headers/table.py): both are untrusted."""
     _check_sizes(header.width, header.height, header.samples_per_pixel)
     dtype = header.dtype
     if not _supported_sample(dtype.kind, dtype.itemsize * 8):

@@ -23,7 +23,7 @@ from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.http import HTTPFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import Cancelled, RangeReadError, redact
+from ..errors import Cancelled, RangeReadError, redact
 
 CANCEL_POLL_SECONDS = 0.05
 

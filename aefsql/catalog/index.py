@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import geo
-from .errors import CatalogError, RangeReadError
-from .io import ByteStore, connection_failure, protocol_of, redact, redacted_text
+from ..errors import CatalogError, RangeReadError
+from ..geometry import geo
+from ..storage.store import ByteStore, connection_failure, protocol_of, redact, redacted_text
 
 PUBLIC_CATALOG = "s3://us-west-2.opendata.source.coop/tge-labs/aef/v1/annual/aef_index.parquet"
 # Source Cooperative serves the public bucket to anonymous, unsigned requests only.

@@ -20,11 +20,11 @@ import warnings
 import numpy as np
 import pyarrow as pa
 
-from .codecs import check_supported
-from .errors import TiffFormatError, redact
-from .fetch import version_from
-from .geo import check_north_aligned
-from .tiff import Affine, BlockTable, ImageHeader, check_image
+from ..errors import TiffFormatError, redact
+from ..format.codecs import check_supported
+from ..format.tiff import Affine, BlockTable, ImageHeader, check_image
+from ..geometry.geo import check_north_aligned
+from ..storage.fetch import version_from
 
 SCHEMA = pa.schema(
     [

@@ -19,9 +19,9 @@ from fsspec.implementations.http import HTTPFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import get_protocol
 
-from . import threads
+from .. import threads
+from ..errors import Cancelled, RangeReadError, redact, redact_text
 from .cache import DiskCache
-from .errors import Cancelled, RangeReadError, redact, redact_text
 from .fetch import (
     ObjectChanged,
     Piece,

@@ -27,8 +27,8 @@ import math
 
 import numpy as np
 
-from .areas import Area, clipped_to_box
-from .errors import AefsqlError
+from ..errors import AefsqlError
+from ..geometry.areas import Area, clipped_to_box
 
 GiB = 1024**3
 # Rows streamed out (aef_pixels) and pixels summed in batches (aef_zonal): memory does not

@@ -2,7 +2,7 @@
 
 A chip is `size` x `size` pixels of the grid of the tile that holds its point (that tile's
 CRS, pixel size and alignment), north-up, with the point's pixel at row and column
-size // 2. Its pixels follow the ownership rule (aefsql/mosaic.py): the pixels that the
+size // 2. Its pixels follow the ownership rule (aefsql/kernels/mosaic.py): the pixels that the
 point's tile and the tiles of the same CRS on the same grid (its neighbours in the UTM zone)
 own are read block by block, so a chip across a tile edge is an exact mosaic. Every other
 pixel (across a zone seam, including another zone's side of a tile's overhang, past the
@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import geo
-from .catalog import TileTable
-from .headers import group_indices, point_pixels
+from ..aef import NODATA, SCALE, signed_squares
+from ..catalog.index import TileTable
+from ..geometry import geo
+from ..headers.reader import group_indices, point_pixels
+from ..options import BAND_NAMES
+from .engine import Sampler, check_windows, run_layout
 from .mosaic import centre_values, owned_runs
-from .options import BAND_NAMES
-from .quantization import NODATA, SCALE, signed_squares
-from .sampling import Sampler, check_windows, run_layout
 
 CALL_BYTES = 256 * 1024**2  # chips read and handed over at once
 READ_PIXELS = 1 << 22  # chip pixels read from one tile at once: 256 MiB at 64 bands

@@ -4,7 +4,7 @@ A Rasteret record is one file: its `path` (or asset `href`) and, per band, an `A
 struct with the image and tile sizes, dtype, a 4-value transform (scale_x, translate_x,
 scale_y, translate_y: positive scale_y for south-up files), codec, predictor, nodata, and that
 band's own `tile_offsets` and `tile_byte_counts`. `records_to_collection` turns records into
-rows of aefsql's collection table (aefsql/collection.py), the 64 bands' tile tables laid end
+rows of aefsql's collection table (aefsql/headers/table.py), the 64 bands' tile tables laid end
 to end in band order, as a planar-separate TIFF lays them out.
 
 Two layouts are read (`open_rasteret`): what `rasteret.build_from_table`/`Collection.export`
@@ -31,11 +31,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .catalog import catalog_base, resolve_path
-from .collection import SCHEMA, CollectionHeaders, header_from_row, not_used, shortened
-from .errors import CatalogError, TiffFormatError
-from .io import ByteStore, redact
-from .tiff import planar_separate
+from ..catalog.index import catalog_base, resolve_path
+from ..errors import CatalogError, TiffFormatError
+from ..format.tiff import planar_separate
+from ..storage.store import ByteStore, redact
+from .table import SCHEMA, CollectionHeaders, header_from_row, not_used, shortened
 
 METADATA_SUFFIX = "_metadata"
 # The per-file fields every band's struct repeats: they must agree across bands.

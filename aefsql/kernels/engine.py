@@ -14,25 +14,26 @@ from functools import cached_property
 
 import numpy as np
 
-from . import geo, threads
-from .budgets import WINDOW_BYTES, human_bytes, refuse_over  # human_bytes: re-exported
-from .cache import BlockCache, DiskCache, HeaderCache, PixelValues, values_entry_name
-from .codecs import ShortBlock, check_supported, decode_block, prefix_length
-from .collection import CollectionHeaders
-from .errors import AefsqlError, TiffFormatError, redact
-from .fetch import Version
-from .headers import (
+from .. import threads
+from ..aef import NODATA
+from ..errors import AefsqlError, TiffFormatError, redact
+from ..format.codecs import ShortBlock, check_supported, decode_block, prefix_length
+from ..format.tiff import ImageHeader
+from ..geometry import geo
+from ..headers.reader import (
     Headers,
     check_level,
     group_indices,
     point_pixels,
 )
-from .io import ByteStore, protocol_of
-from .options import BAND_NAMES, band_list
-from .progress import Progress
-from .quantization import NODATA
-from .ranges import merge_ranges
-from .tiff import ImageHeader
+from ..headers.table import CollectionHeaders
+from ..options import BAND_NAMES, band_list
+from ..progress import Progress
+from ..storage.cache import BlockCache, DiskCache, HeaderCache, PixelValues, values_entry_name
+from ..storage.fetch import Version
+from ..storage.ranges import merge_ranges
+from ..storage.store import ByteStore, protocol_of
+from .budgets import WINDOW_BYTES, human_bytes, refuse_over  # human_bytes: re-exported
 
 BAND_COUNT = len(BAND_NAMES)
 MAX_WINDOW_SIZE = 2048  # pixels on a side of a patch or chip: 256 MiB at 64 bands

@@ -12,9 +12,9 @@ import pyarrow as pa
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
-from . import threads
-from .errors import AefsqlError, TiffFormatError
-from .tiff import Affine
+from .. import threads
+from ..errors import AefsqlError, TiffFormatError
+from ..format.tiff import Affine
 
 WGS84 = 4326
 _local = threading.local()

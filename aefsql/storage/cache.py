@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from .errors import AefsqlError, redact
+from ..errors import AefsqlError, redact
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -1,7 +1,7 @@
 """Areas as rasters: the pixels of an area on one north-up grid, as numpy or xarray.
 
 The grid has square pixels of the tiles' size (10 m) in one projected CRS, aligned with the
-tiles of that CRS. Each output pixel follows the ownership rule (aefsql/mosaic.py): the
+tiles of that CRS. Each output pixel follows the ownership rule (aefsql/kernels/mosaic.py): the
 pixels a tile on the grid owns are copied block by block, as `aef_pixels` reads them — inside
 one UTM zone an exact mosaic of however many tiles the area spans; every other output pixel
 centre goes through the point sampler — `locate` picks its tile (own UTM zone first), the
@@ -19,21 +19,21 @@ from typing import Any
 import numpy as np
 import pyproj
 
-from . import geo
-from .api import warn_empty_area
-from .areas import Area, area_from, centroid, projected, row_spans
+from ..aef import NODATA
+from ..api import warn_empty_area
+from ..duck.udfs import Session, open_session
+from ..errors import AefsqlError
+from ..format.tiff import Affine
+from ..geometry import geo
+from ..geometry.areas import Area, area_from, centroid, projected, row_spans
+from ..options import BAND_NAMES, band_list, epsg, speaks, year_list
+from ..storage.store import DEFAULT_CONCURRENCY
 from .budgets import RASTER_BYTES, area_pixels, refuse_over
 from .chips import lattice_offsets
-from .duck import Session, open_session
-from .errors import AefsqlError
-from .io import DEFAULT_CONCURRENCY
+from .engine import check_level
 from .locate import locate
 from .mosaic import centre_values, owned_runs
-from .options import BAND_NAMES, band_list, epsg, speaks, year_list
 from .pixels import Chunks, block_chunks, candidate_tiles, chunk_pixels, projected_vertices
-from .quantization import NODATA
-from .sampling import check_level
-from .tiff import Affine
 
 PIXEL_SIZE = 10.0  # AEF's pixel, for grids in a CRS that has no tile to align with
 DEFAULT_MAX_BYTES = RASTER_BYTES  # one array in memory (budgets.py)

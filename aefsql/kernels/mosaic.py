@@ -2,7 +2,7 @@
 
 Tiles overlap: the lon/lat boxes of neighbouring tiles do, and the files of adjacent UTM
 zones overhang their seam (the 33N tiles reach west of 12°E, over the 32N ones). A location
-belongs to the tile `aef_locate` gives it (aefsql/locate.py: the tile whose raster holds
+belongs to the tile `aef_locate` gives it (aefsql/kernels/locate.py: the tile whose raster holds
 it, tiles of the location's own UTM zone first), and every output takes it from there:
 
 - an output pixel — of `read_area`, `picture`, `aef_chips`, `ChipDataset`, TorchGeo's
@@ -28,13 +28,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import geo
-from .areas import Area, box_ring, densified, projected
-from .catalog import TileTable
-from .errors import AefsqlError
-from .headers import HeaderSource
+from ..aef import NODATA
+from ..catalog.index import TileTable
+from ..errors import AefsqlError
+from ..geometry import geo
+from ..geometry.areas import Area, box_ring, densified, projected
+from ..headers.reader import HeaderSource
 from .locate import locate
-from .quantization import NODATA
 
 EXTENT_STEP = 1000.0  # metres between vertices of a pixel extent's edges, projected to lon/lat
 BOX_MARGIN = 1.0  # metres around a projected lon/lat box: far above its densifying error

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import geo
-from .catalog import TileTable
-from .errors import AefsqlError
-from .headers import HeaderSource, group_indices, point_pixels
+from ..catalog.index import TileTable
+from ..errors import AefsqlError
+from ..geometry import geo
+from ..headers.reader import HeaderSource, group_indices, point_pixels
 
 
 def locate(

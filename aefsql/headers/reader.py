@@ -14,14 +14,14 @@ from typing import Protocol
 
 import numpy as np
 
-from . import geo
-from .cache import HeaderCache
-from .collection import CollectionHeaders
-from .errors import RangeReadError, TiffFormatError, redact
-from .fetch import ObjectChanged
-from .io import ByteStore
-from .options import Mention, OptionError
-from .tiff import MAX_IFDS, ImageHeader, MissingBytes, SparseBytes, parse_header
+from ..errors import RangeReadError, TiffFormatError, redact
+from ..format.tiff import MAX_IFDS, ImageHeader, MissingBytes, SparseBytes, parse_header
+from ..geometry import geo
+from ..options import Mention, OptionError
+from ..storage.cache import HeaderCache
+from ..storage.fetch import ObjectChanged
+from ..storage.store import ByteStore
+from .table import CollectionHeaders
 
 HEADER_FIRST_READ = 64 * 1024  # a COG with 1024-px blocks keeps its whole header in this
 HEADER_MIN_FOLLOW_UP = 16 * 1024

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import geo
-from .areas import Area, projected
-from .catalog import TileTable
-from .errors import AefsqlError
+from ..catalog.index import TileTable
+from ..errors import AefsqlError
+from ..geometry import geo
+from ..geometry.areas import Area, projected
+from ..options import Mention
 from .locate import locate
-from .options import Mention
 from .pixels import candidate_tiles
 
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import AefsqlError
+from ..format.tiff import Affine
+from ..options import Mention, OptionError
 from . import geo
-from .errors import AefsqlError
-from .options import Mention, OptionError
-from .tiff import Affine
 
 # A straight lon/lat edge is a curve in UTM. Before projecting, edges are cut in halves
 # until each piece's projected midpoint lies within DENSIFY_TOLERANCE (target CRS units:

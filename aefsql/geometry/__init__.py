@@ -1,0 +1,1 @@
+"""Pure geometry: lon/lat and projected coordinates, areas as rings and row spans. No I/O."""

@@ -1,0 +1,1 @@
+"""COG headers: read ahead beside the parser, or from a headers file (aefsql's, Rasteret's)."""

@@ -1,0 +1,1 @@
+"""Storage: byte ranges pinned to an object version, retries, the disk cache. Knows no TIFF."""
