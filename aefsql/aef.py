@@ -1,4 +1,5 @@
-"""AEF's int8 quantization: the publisher's de-quantization, in one place for Python."""
+"""The facts of AEF's published format, in one place for Python: 64 bands named A00..A63,
+int8 values with nodata -128, the publisher's (de-)quantization, and 10 m pixels."""
 
 from __future__ import annotations
 
@@ -6,8 +7,27 @@ from functools import cache
 
 import numpy as np
 
+BAND_COUNT = 64
 NODATA = -128
-SCALE = 127.5**2  # sign(v) * (|v| / 127.5)^2 = v * |v| / SCALE
+PIXEL_METRES = 10.0  # the published files' pixel, on a side
+STEP = 127.5  # sign(v) * (|v| / STEP)^2 de-quantizes v
+SCALE = STEP**2  # sign(v) * (|v| / 127.5)^2 = v * |v| / SCALE
+
+
+def band_name(index: int) -> str:
+    """The name of band `index` (0 -> 'A00')."""
+    return f"A{index:02d}"
+
+
+BAND_NAMES = tuple(band_name(i) for i in range(BAND_COUNT))
+
+
+def quantize(values) -> np.ndarray:
+    """The publisher's quantization, the inverse of `dequantize`: round(sign(v) * sqrt(|v|)
+    * 127.5) as int8, clipped to +-127 (never nodata)."""
+    return np.clip(np.rint(np.sign(values) * np.sqrt(np.abs(values)) * STEP), -127, 127).astype(
+        np.int8
+    )
 
 
 def dequantize(values) -> np.ndarray:

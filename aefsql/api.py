@@ -13,6 +13,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from .aef import BAND_NAMES
 from .catalog.index import quote_literal
 from .duck.udfs import Session, open_session
 from .errors import AefsqlError, redact_text, user_stacklevel
@@ -20,7 +21,7 @@ from .geometry import geo
 from .geometry.areas import Area
 from .kernels import coverage
 from .kernels.engine import check_level
-from .options import BAND_NAMES, Options, added_columns, epsg, resolve, speaks, year_list
+from .options import Options, added_columns, epsg, resolve, speaks, year_list
 from .progress import Progress
 from .storage.store import DEFAULT_CONCURRENCY, protocol_of
 

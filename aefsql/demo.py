@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 from pyproj import Transformer
 
+from .aef import NODATA, PIXEL_METRES, quantize
 from .errors import AefsqlError
-from .writer import NODATA, TileEntry, utm_zone_label, write_aef_cog, write_index
+from .geometry.geo import utm_label
+from .writer import TileEntry, write_aef_cog, write_index
 
-PIXEL = 10.0
 YEARS = (2023, 2024)
 
 # Named places of the demo: (name, lon, lat).
@@ -56,20 +57,20 @@ def write_demo_collection(folder, *, years=YEARS, tile_px: int = 512) -> Path:
             x_centre, y_centre = Transformer.from_crs(4326, epsg, always_xy=True).transform(
                 lon, lat
             )
-            half = tile_px * PIXEL / 2
-            west = np.floor((x_centre - half) / PIXEL) * PIXEL
-            south = np.floor((y_centre - half) / PIXEL) * PIXEL
-            rel = f"{year}/{utm_zone_label(epsg)}/demo{k}-{0:010d}-{0:010d}.tiff"
+            half = tile_px * PIXEL_METRES / 2
+            west = np.floor((x_centre - half) / PIXEL_METRES) * PIXEL_METRES
+            south = np.floor((y_centre - half) / PIXEL_METRES) * PIXEL_METRES
+            rel = f"{year}/{utm_label(epsg)}/demo{k}-{0:010d}-{0:010d}.tiff"
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             data = _embeddings(epsg, west, south, tile_px, year)
             write_aef_cog(
                 folder / rel,
                 data,
                 epsg=epsg,
-                transform=(PIXEL, 0.0, west, 0.0, PIXEL, south),
+                transform=(PIXEL_METRES, 0.0, west, 0.0, PIXEL_METRES, south),
                 block_size=256,
             )
-            east, north = west + tile_px * PIXEL, south + tile_px * PIXEL
+            east, north = west + tile_px * PIXEL_METRES, south + tile_px * PIXEL_METRES
             entries.append(TileEntry(year, rel, epsg, west, south, east, north))
     return write_index(folder / "index.parquet", entries)
 
@@ -99,8 +100,8 @@ def _writable_folder(folder: Path) -> Path:
 def _embeddings(epsg: int, west: float, south: float, size: int, year: int) -> np.ndarray:
     """int8 (64, size, size), south-up: row 0 is the southern edge."""
     cols, rows = np.meshgrid(np.arange(size), np.arange(size))
-    x = west + (cols + 0.5) * PIXEL
-    y = south + (rows + 0.5) * PIXEL
+    x = west + (cols + 0.5) * PIXEL_METRES
+    y = south + (rows + 0.5) * PIXEL_METRES
     lon, lat = Transformer.from_crs(epsg, 4326, always_xy=True).transform(x, y)
     # Cover weights: smooth fields of lon/lat, so tiles agree where they overlap.
     phase = 0.8 * (year - YEARS[0])
@@ -113,8 +114,7 @@ def _embeddings(epsg: int, west: float, south: float, size: int, year: int) -> n
     weights = np.exp(3.0 * weights).astype(np.float32)
     vectors = np.tensordot(weights, PROTOTYPES.astype(np.float32), axes=(0, 0))  # size x size x 64
     vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
-    quantised = np.clip(np.rint(np.sign(vectors) * np.sqrt(np.abs(vectors)) * 127.5), -127, 127)
-    data = np.moveaxis(quantised.astype(np.int8), -1, 0)
+    data = np.moveaxis(quantize(vectors), -1, 0)
     disc_lon, disc_lat, radius = NODATA_DISC
     dx = (lon - disc_lon) * 111320 * np.cos(np.radians(disc_lat))
     dy = (lat - disc_lat) * 110540

@@ -18,10 +18,10 @@ import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .aef import BAND_NAMES
 from .errors import AefsqlError
 from .geometry import geo
 
-BAND_NAMES = tuple(f"A{i:02d}" for i in range(64))
 ON_ERROR = ("raise", "null")
 CHIP_COLUMNS = ("chip", "chip_crs", "chip_bounds", "valid_pixels", "embedding")
 MAX_YEARS = 1000  # more distinct years than AEF will ever have: a typo like 2023-20230000

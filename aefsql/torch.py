@@ -22,7 +22,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .aef import NODATA, dequantize
+from .aef import BAND_NAMES, NODATA, dequantize
 from .api import _arrow_points, warn_missing_years
 from .duck.udfs import Session, open_session
 from .errors import AefsqlError
@@ -31,7 +31,7 @@ from .headers.reader import group_indices, point_pixels
 from .kernels.chips import read_chips
 from .kernels.engine import check_windows
 from .kernels.locate import locate
-from .options import BAND_NAMES, resolve, speaks
+from .options import resolve, speaks
 from .storage.cache import BlockCache
 from .storage.store import DEFAULT_CONCURRENCY
 

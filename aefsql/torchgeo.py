@@ -30,14 +30,12 @@ import shapely
 import torch
 from torchgeo.datasets import GeoDataset
 
-from .aef import NODATA, dequantize
+from .aef import BAND_NAMES, NODATA, PIXEL_METRES, dequantize
 from .duck.udfs import Session, open_session
 from .errors import AefsqlError
 from .kernels.chips import read_windows
-from .options import BAND_NAMES, band_list, epsg, speaks, year_list
+from .options import band_list, epsg, speaks, year_list
 from .storage.store import DEFAULT_CONCURRENCY
-
-AEF_PIXEL = 10.0  # metres: the published files' pixel
 
 
 class AEF(GeoDataset):
@@ -92,7 +90,7 @@ class AEF(GeoDataset):
         codes = [_tile_epsg(label) for label in table["crs"]]
         self.epsg = epsg(crs) if crs is not None else _default_epsg(codes)
         self.index = _index(table, codes, self.epsg)
-        pixel = AEF_PIXEL if res is None else float(res)
+        pixel = PIXEL_METRES if res is None else float(res)
         self._res = (pixel, pixel)
 
     def session(self) -> Session:

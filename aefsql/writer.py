@@ -20,9 +20,10 @@ import pyarrow.parquet as pq
 import zstandard
 from pyproj import Transformer
 
-from .geometry.geo import polygon_wkb
+from .aef import NODATA, band_name
+from .catalog.schema import PUBLISHED_SCHEMA
+from .geometry.geo import polygon_wkb, utm_label
 
-NODATA = -128
 COMPRESSION_CODES = {"zstd": 50000, "deflate": 8}
 
 # TIFF field types.
@@ -70,7 +71,7 @@ def encode_aef_cog(
     if block_size <= 0 or block_size % 16:
         raise ValueError(f"block_size must be a positive multiple of 16 (TIFF), not {block_size}")
     bands = data.shape[0]
-    names = band_names or [f"A{i:02d}" for i in range(bands)]
+    names = band_names or [band_name(i) for i in range(bands)]
     if len(names) != bands:
         raise ValueError(f"{len(names)} band names for {bands} bands")
 
@@ -268,33 +269,6 @@ def footprint_lonlat(tile: TileEntry, steps: int = 16) -> tuple[np.ndarray, np.n
     return np.asarray(lon), np.asarray(lat)
 
 
-def utm_zone_label(epsg: int) -> str:
-    return f"{epsg % 100}{'N' if epsg < 32700 else 'S'}"
-
-
-INDEX_SCHEMA = pa.schema(
-    [
-        ("fid", pa.int64()),
-        ("geom", pa.binary()),
-        ("year", pa.int32()),
-        ("path", pa.string()),
-        ("crs", pa.string()),
-        ("utm_zone", pa.string()),
-        *(
-            (name, pa.float64())
-            for name in (
-                "utm_west",
-                "utm_south",
-                "utm_east",
-                "utm_north",
-                "wgs84_west",
-                "wgs84_south",
-                "wgs84_east",
-                "wgs84_north",
-            )
-        ),
-    ]
-)
 GEOPARQUET = {
     "version": "1.0.0",
     "primary_column": "geom",
@@ -315,7 +289,7 @@ def write_index(path, tiles: list[TileEntry]) -> Path:
                 "year": tile.year,
                 "path": tile.path,
                 "crs": f"EPSG:{tile.epsg}",
-                "utm_zone": utm_zone_label(tile.epsg),
+                "utm_zone": utm_label(tile.epsg),
                 "utm_west": tile.west,
                 "utm_south": tile.south,
                 "utm_east": tile.east,
@@ -326,7 +300,7 @@ def write_index(path, tiles: list[TileEntry]) -> Path:
                 "wgs84_north": float(lat.max()),
             }
         )
-    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=PUBLISHED_SCHEMA)
     table = table.replace_schema_metadata({"geo": json.dumps(GEOPARQUET)})
     path = Path(path)
     pq.write_table(table, path)

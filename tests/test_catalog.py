@@ -9,13 +9,13 @@ from test_docs import registered_aef_functions
 import aefsql
 from aefsql.catalog.index import (
     PUBLIC_CATALOG,
-    PUBLIC_COLUMNS,
     catalog_base,
     columns_from_names,
     resolve_path,
     storage_options_for,
     zone_from_crs,
 )
+from aefsql.catalog.schema import PUBLIC_COLUMNS
 from aefsql.errors import CatalogError
 
 PUBLISHED = [

@@ -16,6 +16,7 @@ from test_collection import tile_points
 
 import aefsql
 from aefsql.catalog import index as catalog
+from aefsql.catalog import origins
 from aefsql.errors import CatalogError
 from aefsql.storage.store import ByteStore
 
@@ -47,7 +48,7 @@ LOCAL = "/data/aef/index.parquet"
     ],
 )
 def test_same_origin_and_local_catalogs_name_tiles_freely(catalog_url, path):
-    catalog.check_origin(path, catalog_url, None)
+    origins.check_origin(path, catalog_url, None)
 
 
 @pytest.mark.parametrize(
@@ -87,24 +88,24 @@ def test_same_origin_and_local_catalogs_name_tiles_freely(catalog_url, path):
 )
 def test_a_remote_catalog_names_only_its_own_origin(path, reason):
     with pytest.raises(CatalogError, match=reason):
-        catalog.check_origin(path, REMOTE, None)
+        origins.check_origin(path, REMOTE, None)
 
 
 def test_buckets_are_origins():
     with pytest.raises(CatalogError, match=r"allowed_hosts=\['other-bucket'\]"):
-        catalog.check_origin("s3://other-bucket/a.tiff", BUCKET, None)
+        origins.check_origin("s3://other-bucket/a.tiff", BUCKET, None)
     with pytest.raises(CatalogError, match="allowed_hosts="):
-        catalog.check_origin("gs://bucket/a.tiff", BUCKET, None)
-    catalog.check_origin("s3://other-bucket/a.tiff", BUCKET, ["other-bucket"])
+        origins.check_origin("gs://bucket/a.tiff", BUCKET, None)
+    origins.check_origin("s3://other-bucket/a.tiff", BUCKET, ["other-bucket"])
 
 
 def test_the_allow_list_opens_other_hosts_only():
     allowed = ["other.example.org", "127.0.0.1", "169.254.169.254", "localhost"]
-    catalog.check_origin("https://other.example.org/a.tiff", REMOTE, allowed)
-    catalog.check_origin("http://OTHER.example.org:8080/a.tiff", REMOTE, allowed)
-    catalog.check_origin("http://127.0.0.1:9000/a.tiff", LOOPBACK, allowed)  # another port
+    origins.check_origin("https://other.example.org/a.tiff", REMOTE, allowed)
+    origins.check_origin("http://OTHER.example.org:8080/a.tiff", REMOTE, allowed)
+    origins.check_origin("http://127.0.0.1:9000/a.tiff", LOOPBACK, allowed)  # another port
     with pytest.raises(CatalogError, match="allowed_hosts="):
-        catalog.check_origin("http://127.0.0.1:9000/a.tiff", LOOPBACK, None)
+        origins.check_origin("http://127.0.0.1:9000/a.tiff", LOOPBACK, None)
     # What no allow-list opens: metadata, local files, and inward from a public host.
     for path in (
         "http://169.254.169.254/latest/meta-data",
@@ -113,11 +114,11 @@ def test_the_allow_list_opens_other_hosts_only():
         "http://127.0.0.1/a.tiff",
     ):
         with pytest.raises(CatalogError):
-            catalog.check_origin(path, REMOTE, allowed)
+            origins.check_origin(path, REMOTE, allowed)
     with pytest.raises(CatalogError, match="metadata or link-local"):
-        catalog.check_origin("http://169.254.169.254/latest/meta-data", LOOPBACK, allowed)
+        origins.check_origin("http://169.254.169.254/latest/meta-data", LOOPBACK, allowed)
     with pytest.raises(CatalogError, match="metadata or link-local"):
-        catalog.check_origin("http://169.254.169.254/latest/meta-data", LOCAL, allowed)
+        origins.check_origin("http://169.254.169.254/latest/meta-data", LOCAL, allowed)
 
 
 @pytest.mark.parametrize("entry", ["https://example.com/", "example.com:8080", "a b", ""])

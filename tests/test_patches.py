@@ -12,7 +12,8 @@ from gdal_fixtures import LAYOUTS, PIXEL, lonlat, random_pixel_points, raster_bo
 from test_collection import tile_points
 
 import aefsql
-from aefsql.kernels.engine import BAND_NAMES, MAX_WINDOW_SIZE, Sampler
+from aefsql.aef import BAND_NAMES
+from aefsql.kernels.engine import MAX_WINDOW_SIZE, Sampler
 
 OUTSIDE, NODATA = -1000, -999
 

@@ -10,8 +10,8 @@ from rasterio.features import geometry_mask
 from test_collection import band_matrix
 
 import aefsql
+from aefsql.aef import BAND_NAMES
 from aefsql.geometry.geo import polygon_wkb
-from aefsql.kernels.engine import BAND_NAMES
 
 
 @pytest.fixture(scope="module")

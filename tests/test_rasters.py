@@ -16,9 +16,9 @@ from rasterio.windows import Window
 from test_pixels import star
 
 import aefsql
+from aefsql.aef import BAND_NAMES
 from aefsql.demo import write_demo_collection
 from aefsql.errors import AefsqlError
-from aefsql.kernels.engine import BAND_NAMES
 
 xr = pytest.importorskip("xarray")
 rioxarray = pytest.importorskip("rioxarray")

@@ -13,8 +13,8 @@ from gdal_fixtures import COLLECTION_TILES
 from test_collection import band_matrix, gdal_values, tile_points
 
 import aefsql
+from aefsql.aef import BAND_NAMES
 from aefsql.errors import AefsqlError
-from aefsql.kernels.engine import BAND_NAMES
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..aef import BAND_NAMES
 from ..catalog.index import (
     PUBLIC_CATALOG,
     Catalog,
@@ -34,7 +35,7 @@ from ..headers.reader import group_indices
 from ..headers.table import CollectionHeaders, headers_to_table
 from ..kernels import coverage
 from ..kernels.chips import chips_per_call, read_chips
-from ..kernels.engine import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_windows
+from ..kernels.engine import Sampler, Samples, band_indices, check_level, check_windows
 from ..kernels.locate import locate
 from ..kernels.means import ZonalMeans, zonal_means
 from ..kernels.pixels import (

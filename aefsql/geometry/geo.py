@@ -141,8 +141,27 @@ def utm_zone(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     number = np.clip(np.floor((np.where(ok, lon, 0.0) + 180.0) / 6.0).astype(np.int64) + 1, 1, 60)
     out = np.empty(lon.shape, dtype=object)
     for i in range(lon.size):
-        out[i] = f"{number[i]}{'N' if lat[i] >= 0 else 'S'}" if ok[i] else None
+        out[i] = utm_label(utm_epsg(int(number[i]), lat[i] >= 0)) if ok[i] else None
     return out
+
+
+def utm_epsg(number: int, north: bool) -> int:
+    """The EPSG code of UTM zone `number` (1 to 60) of a hemisphere: 33, north -> 32633."""
+    return (32600 if north else 32700) + number
+
+
+def utm_epsg_of_label(label: str) -> int:
+    """The EPSG code of a UTM zone label: '33N' -> 32633, '19S' -> 32719."""
+    return utm_epsg(int(label[:-1]), label.endswith("N"))
+
+
+def utm_label(epsg: int) -> str | None:
+    """The UTM zone label of an EPSG code: 32633 -> '33N', 32719 -> '19S'; None for a code
+    of no UTM zone (WGS 84's 32601-32660 and 32701-32760)."""
+    hemisphere, number = divmod(epsg, 100)
+    if hemisphere not in (326, 327) or not 1 <= number <= 60:
+        return None
+    return f"{number}{'N' if hemisphere == 326 else 'S'}"
 
 
 def epsg_of_crs_label(label: str | None) -> int | None:

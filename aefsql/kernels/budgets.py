@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from ..aef import PIXEL_METRES
 from ..errors import AefsqlError
 from ..geometry.areas import Area, clipped_to_box
 
@@ -42,7 +43,6 @@ RASTER_BYTES = 4 * GiB
 # parquet peaks well under a 24 GiB machine's memory.
 WINDOW_BYTES = 512 * 1024**2
 
-AEF_PIXEL_METRES = 10.0
 # WGS84: the authalic sphere has the ellipsoid's area, so an area on it is exact.
 _A = 6378137.0
 _F = 1 / 298.257223563
@@ -125,7 +125,7 @@ def lonlat_area(area: Area) -> float:
 def area_pixels(lonlat: Area, level: int = 0) -> float:
     """AEF pixels (10 m, a quarter as many each overview level) the area's size is worth,
     without reading anything: a bound on what it can cover."""
-    return lonlat_area(lonlat) / AEF_PIXEL_METRES**2 / 4**level
+    return lonlat_area(lonlat) / PIXEL_METRES**2 / 4**level
 
 
 def covered_pixels(tiles, lonlat: Area, years, level: int = 0, stop_above=math.inf) -> float:
@@ -179,7 +179,7 @@ def _box_pixels(tiles, found: np.ndarray, box, level: int) -> float:
         high = np.maximum(low, np.minimum(north, tiles.north[found]))
         band = np.sin(_authalic(high)) - np.sin(_authalic(low))
         total += float((np.radians(d_lon) * band).sum()) * _R2
-    return total / AEF_PIXEL_METRES**2 / 4**level
+    return total / PIXEL_METRES**2 / 4**level
 
 
 def _meets_any(tiles, bounds) -> np.ndarray:

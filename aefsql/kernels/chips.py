@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..aef import NODATA, SCALE, signed_squares
+from ..aef import BAND_NAMES, NODATA, SCALE, signed_squares
 from ..catalog.index import TileTable
 from ..geometry import geo
 from ..headers.reader import group_indices, point_pixels
-from ..options import BAND_NAMES
 from .engine import Sampler, check_windows, run_layout
 from .mosaic import centre_values, owned_runs
 

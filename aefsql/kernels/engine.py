@@ -15,7 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from .. import threads
-from ..aef import NODATA
+from ..aef import BAND_COUNT, BAND_NAMES, NODATA
 from ..errors import AefsqlError, TiffFormatError, redact
 from ..format.codecs import ShortBlock, check_supported, decode_block, prefix_length
 from ..format.tiff import ImageHeader
@@ -27,7 +27,7 @@ from ..headers.reader import (
     point_pixels,
 )
 from ..headers.table import CollectionHeaders
-from ..options import BAND_NAMES, band_list
+from ..options import band_list
 from ..progress import Progress
 from ..storage.cache import BlockCache, DiskCache, HeaderCache, PixelValues, values_entry_name
 from ..storage.fetch import Version
@@ -35,7 +35,6 @@ from ..storage.ranges import merge_ranges
 from ..storage.store import ByteStore, protocol_of
 from .budgets import WINDOW_BYTES, human_bytes, refuse_over  # human_bytes: re-exported
 
-BAND_COUNT = len(BAND_NAMES)
 MAX_WINDOW_SIZE = 2048  # pixels on a side of a patch or chip: 256 MiB at 64 bands
 DEFAULT_WINDOW_BYTES = WINDOW_BYTES  # int8 of all the windows of one call or request
 # Refused before reading: no AEF block comes near (a 1024-px tile of 64 chunky bands is 64 MiB).

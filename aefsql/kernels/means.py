@@ -14,17 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..aef import SCALE, signed_squares
+from ..aef import BAND_COUNT, SCALE, signed_squares
 from ..catalog.index import TileTable
 from ..errors import AefsqlError
 from ..geometry.areas import Area
 from ..headers.reader import group_indices
-from ..options import BAND_NAMES
 from .engine import Sampler
 from .pixels import Chunks, areas_chunks, check_area_size, chunk_pixels, chunk_tiles
 
 BATCH_PIXELS = 1 << 21  # pixels read at once: 128 MiB of int8 values, a few hundred MiB in all
-BANDS = list(range(len(BAND_NAMES)))
+BANDS = list(range(BAND_COUNT))
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ..aef import NODATA, dequantize
+from ..aef import BAND_NAMES, NODATA, dequantize
 from ..api import check_writable
 from ..duck.udfs import Session, open_session
 from ..errors import AefsqlError
-from ..options import BAND_NAMES, speaks, year_list
+from ..options import speaks, year_list
 from ..storage.store import DEFAULT_CONCURRENCY
 from .coverage import area_notes
 from .locate import locate

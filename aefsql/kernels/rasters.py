@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import pyproj
 
-from ..aef import NODATA
+from ..aef import BAND_NAMES, NODATA, PIXEL_METRES
 from ..api import warn_empty_area
 from ..duck.udfs import Session, open_session
 from ..errors import AefsqlError
 from ..format.tiff import Affine
 from ..geometry import geo
 from ..geometry.areas import Area, area_from, centroid, projected, row_spans
-from ..options import BAND_NAMES, band_list, epsg, speaks, year_list
+from ..options import band_list, epsg, speaks, year_list
 from ..storage.store import DEFAULT_CONCURRENCY
 from .budgets import RASTER_BYTES, area_pixels, refuse_over
 from .chips import lattice_offsets
@@ -35,7 +35,6 @@ from .locate import locate
 from .mosaic import centre_values, owned_runs
 from .pixels import Chunks, block_chunks, candidate_tiles, chunk_pixels, projected_vertices
 
-PIXEL_SIZE = 10.0  # AEF's pixel, for grids in a CRS that has no tile to align with
 DEFAULT_MAX_BYTES = RASTER_BYTES  # one array in memory (budgets.py)
 # Pixels sampled per call: bounds the per-pixel arrays (coordinates, locate's work) to a few
 # hundred MB. A block that straddles two strips is read once for each.
@@ -168,7 +167,7 @@ def plan_area(
     pixels = int(area_pixels(projected_vertices(shape), level))
     subject = f"the area's window is at least {pixels:,} pixels (its size)"
     refuse_over(subject, pixels, len(names), len(chosen_years), max_bytes, advice)
-    size = PIXEL_SIZE * 2**level
+    size = PIXEL_METRES * 2**level
     grid = grid_for(projected(shape, target or _zone_of_most(shape)), size, size)
     window = grid.width * grid.height
     subject = f"the area's window is {grid.width:,} x {grid.height:,} = {window:,} pixels"
@@ -241,7 +240,7 @@ def _zone_of_most(area: Area) -> int:
         return area.epsg
     labels = Counter(geo.utm_zone(lon, lat).tolist())
     label = labels.most_common(1)[0][0]
-    return (32600 if label.endswith("N") else 32700) + int(label[:-1])
+    return geo.utm_epsg_of_label(label)
 
 
 def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
@@ -269,7 +268,7 @@ def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
             projected(request.area, target), pixel_x, pixel_y, (t.c % pixel_x, t.f % pixel_y)
         )
     else:
-        size = PIXEL_SIZE * 2**level
+        size = PIXEL_METRES * 2**level
         grid = grid_for(projected(request.area, target), size, size)
     bands = [BAND_NAMES.index(b) for b in request.bands]
     values = np.full(
