@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from ..errors import CatalogError, RangeReadError
 from ..geometry import geo
-from ..storage.store import ByteStore, connection_failure, protocol_of, redact, redacted_text
+from ..storage.store import ByteStore, not_found, protocol_of, redact, redacted_text
 from .origins import URL_WITH_SCHEME, allowed_host_keys, check_origin, check_path
 from .schema import (
     INDEX_SCHEMA,
@@ -268,10 +268,7 @@ class Catalog:
                 data = pa.BufferReader(self._fetch_whole())
                 yield pq.ParquetFile(data, read_dictionary=read_dictionary)
         except FileNotFoundError as exc:
-            failure = connection_failure(exc)
-            if failure is not None:
-                raise CatalogError(f"cannot reach {url}: {failure}{_WAY_OUT}") from None
-            raise CatalogError(f"catalog {url} not found{_WAY_OUT}") from None
+            raise CatalogError(f"{not_found(self.url, exc)}{_WAY_OUT}") from None
         except pa.ArrowInvalid as exc:
             raise CatalogError(f"catalog {url} cannot be read as parquet: {exc}") from None
         except CatalogError:

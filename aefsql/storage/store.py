@@ -176,12 +176,7 @@ class ByteStore:
         try:
             size = int(self.filesystem(url).size(url))
         except FileNotFoundError as exc:
-            if (refused := _refused_redirect(exc)) is not None:
-                raise refused from None
-            failure = connection_failure(exc)
-            if failure is not None:
-                raise RangeReadError(f"cannot reach {redact(url)}: {failure}") from None
-            raise RangeReadError(f"{redact(url)}: file not found") from None
+            raise not_found(url, exc) from None
         except (OSError, TypeError, ValueError) as exc:
             raise RangeReadError(f"{redact(url)}: cannot tell its size: {exc}") from None
         if size > limit:
@@ -231,12 +226,7 @@ class ByteStore:
                 return local_version(os.stat(fs._strip_protocol(url)))
             info = fs.info(url)
         except FileNotFoundError as exc:
-            if (refused := _refused_redirect(exc)) is not None:
-                raise refused from None
-            failure = connection_failure(exc)
-            if failure is not None:
-                raise RangeReadError(f"cannot reach {redact(url)}: {failure}") from None
-            raise RangeReadError(f"{redact(url)}: file not found") from None
+            raise not_found(url, exc) from None
         except OSError as exc:
             raise RangeReadError(f"{redact(url)}: cannot stat: {exc}") from None
         return version_from(
@@ -360,7 +350,7 @@ def _checked(request: Request, answer, allow_short: bool):
     if isinstance(answer, ObjectChanged | RedirectRefused):
         raise answer
     if isinstance(answer, FileNotFoundError):
-        raise RangeReadError(f"{redact(url)}: file not found")
+        raise not_found(url, answer)
     status = getattr(answer, "status", None)
     if isinstance(answer, PermissionError) or status in (401, 403):
         raise RangeReadError(f"{redact(url)}: access denied ({type(answer).__name__})")
@@ -438,13 +428,17 @@ def _is_unreachable(answer) -> bool:
     )
 
 
-def connection_failure(error: FileNotFoundError) -> str | None:
-    """What really failed when fsspec's HTTP filesystem says "not found": it reports a refused
-    or broken connection that way, with the cause chained. None for a true "not found"."""
+def not_found(url: str, error: FileNotFoundError) -> RangeReadError:
+    """The error to raise when reading `url` says "not found", saying what really failed:
+    fsspec's HTTP filesystem reports a refused redirect, and a refused or broken connection,
+    that way, the cause chained; otherwise the file is not there."""
+    if (refused := _refused_redirect(error)) is not None:
+        return refused
     cause = error.__cause__
     if isinstance(cause, OSError | TimeoutError) and not isinstance(cause, FileNotFoundError):
-        return redacted_text(cause) or type(cause).__name__
-    return None
+        failure = redacted_text(cause) or type(cause).__name__
+        return RangeReadError(f"cannot reach {redact(url)}: {failure}")
+    return RangeReadError(f"{redact(url)}: file not found")
 
 
 def redacted_text(error: BaseException) -> str:
