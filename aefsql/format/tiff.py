@@ -11,14 +11,10 @@ from __future__ import annotations
 import bisect
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import AefsqlError, TiffFormatError
-
-if TYPE_CHECKING:
-    from ..storage.fetch import Version
 
 # Tags aefsql reads.
 NEW_SUBFILE_TYPE = 254
@@ -211,7 +207,9 @@ class ImageHeader:
     transform: Affine | None
     epsg: int | None
     nodata: float | None
-    version: Version | None = None  # of the object the header was read from (not parsed)
+    # The version of the object the header was read from, as the storage layer states it
+    # (its fetch.Version): opaque here, as the format layer parses bytes and reads none.
+    version: object | None = None
     level: int = 0
 
     @property
