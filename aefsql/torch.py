@@ -32,7 +32,7 @@ from .kernels.chips import read_chips
 from .kernels.engine import check_windows
 from .kernels.locate import locate
 from .options import resolve, speaks
-from .storage.cache import BlockCache
+from .storage.memory import BlockCache
 from .storage.store import DEFAULT_CONCURRENCY
 
 BLOCK_CACHE_BYTES = 512 * 1024**2  # decoded blocks a process keeps

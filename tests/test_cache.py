@@ -12,7 +12,7 @@ from test_requests import tile_ranges_of
 from aefsql.format.tiff import BlockTable
 from aefsql.headers.table import CollectionHeaders, headers_to_table
 from aefsql.kernels.engine import Sampler
-from aefsql.storage.cache import BlockCache, HeaderCache
+from aefsql.storage.memory import BlockCache, HeaderCache
 from aefsql.storage.store import ByteStore
 
 TILES = [
@@ -138,7 +138,7 @@ def test_header_cache_counts_the_memory_of_block_tables(gdal_collection):
 
 
 def test_pixel_values_round_trip_and_refuse_what_is_not_an_entry():
-    from aefsql.storage.cache import VALUES_PREFIX, PixelValues
+    from aefsql.storage.disk import VALUES_PREFIX, PixelValues
 
     kept = PixelValues(np.zeros(0, np.int64), np.zeros((0, 2), np.int8))
     found, _ = kept.lookup(np.array([1, 2]))

@@ -10,7 +10,7 @@ from test_collection import tile_points
 
 import aefsql
 from aefsql.kernels.engine import Sampler
-from aefsql.storage.cache import BlockCache, HeaderCache
+from aefsql.storage.memory import BlockCache, HeaderCache
 from aefsql.storage.store import ByteStore
 
 

@@ -109,7 +109,7 @@ def test_entries_that_do_not_verify_are_read_again_never_served(http_collection,
 
 
 def test_a_file_planted_under_an_entrys_name_is_not_served(tmp_path):
-    from aefsql.storage.cache import DiskCache
+    from aefsql.storage.disk import DiskCache
 
     cache = DiskCache(tmp_path / "cache")
     planted = cache._path(URL, VERSION, 0, 10)  # the name is predictable from url and version
@@ -145,7 +145,7 @@ def test_a_linked_folder_inside_the_cache_is_never_followed(tmp_path, level):
     or unpacked from elsewhere): nothing there is read, deleted or written."""
     import numpy as np
 
-    from aefsql.storage.cache import DiskCache, PixelValues, values_entry_name
+    from aefsql.storage.disk import DiskCache, PixelValues, values_entry_name
 
     cache = DiskCache(tmp_path / "cache")
     name = values_entry_name(0, [0, 1])
@@ -181,7 +181,7 @@ def test_what_the_cache_creates_is_private_whatever_the_umask(http_collection, t
 
 
 def test_a_cache_folder_others_can_write_is_refused(http_collection, tmp_path):
-    from aefsql.storage.cache import check_cache_folder
+    from aefsql.storage.disk import check_cache_folder
 
     folder = tmp_path / "shared"
     folder.mkdir()
@@ -329,7 +329,7 @@ def test_kept_values_are_read_one_file_at_a_time(tmp_path):
     from types import SimpleNamespace
 
     from aefsql.kernels.engine import _KeptValues
-    from aefsql.storage.cache import DiskCache, PixelValues, values_entry_name
+    from aefsql.storage.disk import DiskCache, PixelValues, values_entry_name
 
     files, pixels, bands = 8, 50_000, 64
     cache, name = DiskCache(tmp_path / "cache"), values_entry_name(0, list(range(bands)))

@@ -51,7 +51,7 @@ from ..kernels.pixels import (
 )
 from ..options import check_input_columns, resolve_json, year_list
 from ..progress import Progress
-from ..storage.cache import DiskCache
+from ..storage.disk import DiskCache
 from ..storage.store import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"

@@ -18,8 +18,8 @@ from ..errors import RangeReadError, TiffFormatError, redact
 from ..format.tiff import MAX_IFDS, ImageHeader, MissingBytes, SparseBytes, parse_header
 from ..geometry import geo
 from ..options import Mention, OptionError
-from ..storage.cache import HeaderCache
 from ..storage.fetch import ObjectChanged
+from ..storage.memory import HeaderCache
 from ..storage.store import ByteStore
 from .table import CollectionHeaders
 

@@ -29,8 +29,9 @@ from ..headers.reader import (
 from ..headers.table import CollectionHeaders
 from ..options import band_list
 from ..progress import Progress
-from ..storage.cache import BlockCache, DiskCache, HeaderCache, PixelValues, values_entry_name
+from ..storage.disk import DiskCache, PixelValues, values_entry_name
 from ..storage.fetch import Version
+from ..storage.memory import BlockCache, HeaderCache
 from ..storage.ranges import merge_ranges
 from ..storage.store import ByteStore, protocol_of
 from .budgets import WINDOW_BYTES, human_bytes, refuse_over  # human_bytes: re-exported

@@ -1,1 +1,2 @@
-"""Storage: byte ranges pinned to an object version, retries, the disk cache. Knows no TIFF."""
+"""Storage: byte ranges pinned to an object version, retries, caches in memory and on disk.
+Imports no TIFF format, catalog or kernel."""

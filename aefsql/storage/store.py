@@ -1,4 +1,6 @@
-"""The only module that touches storage: byte-range reads through fsspec, many at once."""
+"""The byte store, the door every stored byte aefsql reads comes through (tile ranges, whole
+catalogs and headers files): many ranges at once, each pinned to the object's version, retried,
+hosts found down skipped, the disk cache consulted. `fetch` sends one attempt's requests."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from fsspec.utils import get_protocol
 
 from .. import threads
 from ..errors import Cancelled, RangeReadError, redact, redact_text
-from .cache import DiskCache
+from .disk import DiskCache
 from .fetch import (
     ObjectChanged,
     Piece,
