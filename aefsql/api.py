@@ -20,8 +20,7 @@ from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
 from .geometry.areas import Area
 from .kernels import coverage
-from .kernels.engine import check_level
-from .options import Options, added_columns, epsg, resolve, speaks, year_list
+from .options import Options, added_columns, check_level, epsg, resolve, speaks, year_list
 from .progress import Progress
 from .storage.store import DEFAULT_CONCURRENCY, protocol_of
 

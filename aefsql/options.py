@@ -1,5 +1,5 @@
 """The parameters every home shares (SQL table functions, the Python API, the CLI): years,
-crs, bands, on_error, the coordinate columns and the columns a function adds.
+crs, bands, on_error, level, the coordinate columns and the columns a function adds.
 
 They are resolved here once, in Python: the SQL macros hand their parameters over as JSON
 (`to_json` keeps numbers, strings and booleans apart) and raise the message this module
@@ -154,8 +154,7 @@ def resolve(
     """
     chosen = year_list(years, year)
     band_names = band_list(bands)
-    if on_error not in ON_ERROR:
-        raise AefsqlError(f"on_error must be 'raise' or 'null', not {on_error!r}")
+    check_on_error(on_error)
     if not isinstance(as_vector, bool):
         raise AefsqlError(f"as_vector must be true or false, not {as_vector!r}")
     if as_vector and bands is not None:
@@ -174,6 +173,23 @@ def resolve(
             added_columns(function, band_names, on_error, as_vector),
         )
     return Options(chosen, epsg(crs), band_names, on_error, as_vector)
+
+
+def check_on_error(on_error) -> None:
+    """`on_error` is 'raise' (a failure fails the call) or 'null' (it gives NULL and the
+    error message)."""
+    if on_error not in ON_ERROR:
+        raise AefsqlError(f"on_error must be 'raise' or 'null', not {on_error!r}")
+
+
+def check_level(level) -> None:
+    """A level is 0 (full resolution) or the number of an overview (1: the first)."""
+    if isinstance(level, bool) or not isinstance(level, numbers.Integral) or level < 0:
+        raise OptionError(
+            "{}: a level is 0 (full resolution) or 1, 2, … (the files' overviews, coarser "
+            "and coarser)",
+            Mention("level", level),
+        )
 
 
 def year_list(years=None, year=None) -> tuple[int, ...]:

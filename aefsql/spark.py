@@ -37,7 +37,7 @@ from .geometry import geo
 from .geometry.areas import area_from, centroid
 from .headers.table import CollectionHeaders
 from .kernels.locate import locate
-from .options import OptionError, Options, added_columns, resolve, speaks
+from .options import OptionError, Options, added_columns, check_level, resolve, speaks
 from .storage.store import DEFAULT_CONCURRENCY, protocol_of
 
 # PySpark 4.1 warns that it "does not yet fully support pandas >= 3.0.0" each time it checks
@@ -357,10 +357,7 @@ def _checked_call(function: str, columns: list[str], params: dict) -> _Call:
         )
     level = given.pop("level", 0)
     if function == "aef_zonal":
-        if isinstance(level, bool) or not isinstance(level, int) or level < 0:
-            raise AefsqlError(
-                f"level is 0 (full resolution) or an overview's number, not {level!r}"
-            )
+        check_level(level)
         given.setdefault("geometry_column", "geom")
         given.update(x_column=None, y_column=None)
     chosen = resolve(function=function, columns=columns, **given)

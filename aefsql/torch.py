@@ -27,9 +27,10 @@ from .api import _arrow_points, warn_missing_years
 from .duck.udfs import Session, open_session
 from .errors import AefsqlError
 from .geometry import geo
-from .headers.reader import group_indices, point_pixels
+from .headers.reader import point_pixels
 from .kernels.chips import read_chips
 from .kernels.engine import check_windows
+from .kernels.grouping import group_indices
 from .kernels.locate import locate
 from .options import resolve, speaks
 from .storage.memory import BlockCache

@@ -31,11 +31,11 @@ from ..errors import AefsqlError, CatalogError, RangeReadError
 from ..geometry import geo
 from ..geometry.areas import Area, area_from, projected_all
 from ..headers.rasteret import is_rasteret, open_rasteret
-from ..headers.reader import group_indices
 from ..headers.table import CollectionHeaders, headers_to_table
 from ..kernels import coverage
 from ..kernels.chips import chips_per_call, read_chips
-from ..kernels.engine import Sampler, Samples, band_indices, check_level, check_windows
+from ..kernels.engine import Sampler, Samples, band_indices, check_windows
+from ..kernels.grouping import group_indices
 from ..kernels.locate import locate
 from ..kernels.means import ZonalMeans, zonal_means
 from ..kernels.pixels import (
@@ -49,7 +49,7 @@ from ..kernels.pixels import (
     chunk_tiles,
     unit_chunks,
 )
-from ..options import check_input_columns, resolve_json, year_list
+from ..options import check_input_columns, check_level, check_on_error, resolve_json, year_list
 from ..progress import Progress
 from ..storage.disk import DiskCache
 from ..storage.store import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
@@ -321,8 +321,8 @@ class Session:
         counts = np.diff(offsets)
         wanted = band_indices(sorted({n for names in bands.to_pylist() for n in names or ()}))
         modes = set(on_error.to_pylist())
-        if not modes <= {"raise", "null"}:
-            raise AefsqlError(f"on_error must be 'raise' or 'null', not {sorted(modes)}")
+        for mode in sorted(modes):
+            check_on_error(mode)
         codes = set(_ints(crs).tolist())
         if len(codes) != 1:  # the macro groups by CRS
             raise AefsqlError(f"one CRS per call expected, got {sorted(codes)}")

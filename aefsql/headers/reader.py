@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import RangeReadError, TiffFormatError, redact
 from ..format.tiff import MAX_IFDS, ImageHeader, MissingBytes, SparseBytes, parse_header
 from ..geometry import geo
-from ..options import Mention, OptionError
+from ..options import check_level
 from ..storage.fetch import ObjectChanged
 from ..storage.memory import HeaderCache
 from ..storage.store import ByteStore
@@ -155,16 +155,6 @@ def point_pixels(url: str, header: ImageHeader, x, y, crs: int = geo.WGS84):
     return geo.pixel_of(header.transform, header.width, header.height, x, y)
 
 
-def check_level(level: int) -> None:
-    """A level is 0 (full resolution) or the number of an overview (1: the first)."""
-    if isinstance(level, bool) or not isinstance(level, int | np.integer) or level < 0:
-        raise OptionError(
-            "{}: a level is 0 (full resolution) or 1, 2, … (the files' overviews, coarser "
-            "and coarser)",
-            Mention("level", level),
-        )
-
-
 def check_georeferenced(url: str, header: ImageHeader) -> None:
     """A raster aefsql can map points to: a north-aligned transform and an EPSG code."""
     source = redact(url)
@@ -177,25 +167,3 @@ def check_georeferenced(url: str, header: ImageHeader) -> None:
             f"{source}: its GeoKeys name EPSG:{header.epsg}, a CRS PROJ does not know"
         )
     geo.check_north_aligned(header.transform, source)
-
-
-def group_indices(keys: np.ndarray, indices: np.ndarray) -> dict:
-    """{key: the indices (ascending) whose key it is}, for the given indices."""
-    if indices.size == 0:
-        return {}
-    chosen = keys[indices]
-    if chosen.dtype == object:
-        # np.unique sorts Python objects (seconds for millions of URLs, though an area has one
-        # or two): number the distinct keys in a dict first, and group the numbers.
-        numbers: dict = {}
-        codes = np.fromiter(
-            (numbers.setdefault(k, len(numbers)) for k in chosen), np.int64, chosen.size
-        )
-        firsts, inverse = np.unique(codes, return_inverse=True)
-        names = list(numbers)
-        unique = np.array([names[c] for c in firsts], dtype=object)
-    else:
-        unique, inverse = np.unique(chosen, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(1, unique.size))
-    return dict(zip(unique.tolist(), np.split(indices[order], bounds), strict=True))

@@ -20,8 +20,9 @@ import numpy as np
 from ..aef import BAND_NAMES, NODATA, SCALE, signed_squares
 from ..catalog.index import TileTable
 from ..geometry import geo
-from ..headers.reader import group_indices, point_pixels
+from ..headers.reader import point_pixels
 from .engine import Sampler, check_windows, run_layout
+from .grouping import group_indices
 from .mosaic import centre_values, owned_runs
 
 CALL_BYTES = 256 * 1024**2  # chips read and handed over at once

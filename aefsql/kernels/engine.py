@@ -20,14 +20,9 @@ from ..errors import AefsqlError, TiffFormatError, redact
 from ..format.codecs import ShortBlock, check_supported, decode_block, prefix_length
 from ..format.tiff import ImageHeader
 from ..geometry import geo
-from ..headers.reader import (
-    Headers,
-    check_level,
-    group_indices,
-    point_pixels,
-)
+from ..headers.reader import Headers, point_pixels
 from ..headers.table import CollectionHeaders
-from ..options import band_list
+from ..options import band_list, check_level
 from ..progress import Progress
 from ..storage.disk import DiskCache, PixelValues, values_entry_name
 from ..storage.fetch import Version
@@ -35,6 +30,7 @@ from ..storage.memory import BlockCache, HeaderCache
 from ..storage.ranges import merge_ranges
 from ..storage.store import ByteStore, protocol_of
 from .budgets import WINDOW_BYTES, human_bytes, refuse_over  # human_bytes: re-exported
+from .grouping import group_indices
 
 MAX_WINDOW_SIZE = 2048  # pixels on a side of a patch or chip: 256 MiB at 64 bands
 DEFAULT_WINDOW_BYTES = WINDOW_BYTES  # int8 of all the windows of one call or request

@@ -13,7 +13,8 @@ import numpy as np
 from ..catalog.index import TileTable
 from ..errors import AefsqlError
 from ..geometry import geo
-from ..headers.reader import HeaderSource, group_indices, point_pixels
+from ..headers.reader import HeaderSource, point_pixels
+from .grouping import group_indices
 
 
 def locate(

@@ -18,8 +18,8 @@ from ..aef import BAND_COUNT, SCALE, signed_squares
 from ..catalog.index import TileTable
 from ..errors import AefsqlError
 from ..geometry.areas import Area
-from ..headers.reader import group_indices
 from .engine import Sampler
+from .grouping import group_indices
 from .pixels import Chunks, areas_chunks, check_area_size, chunk_pixels, chunk_tiles
 
 BATCH_PIXELS = 1 << 21  # pixels read at once: 128 MiB of int8 values, a few hundred MiB in all

@@ -29,9 +29,10 @@ from ..geometry.areas import (
     projected_all,
     row_spans,
 )
-from ..headers.reader import check_georeferenced, group_indices, point_pixels
+from ..headers.reader import check_georeferenced, point_pixels
 from .budgets import STREAMED_BYTES, area_pixels, covered_pixels, refuse_over
 from .engine import Sampler, nodata_of, run_layout
+from .grouping import group_indices
 from .locate import locate
 from .mosaic import owned_runs
 

@@ -26,11 +26,10 @@ from ..errors import AefsqlError
 from ..format.tiff import Affine
 from ..geometry import geo
 from ..geometry.areas import Area, area_from, centroid, projected, row_spans
-from ..options import band_list, epsg, speaks, year_list
+from ..options import band_list, check_level, epsg, speaks, year_list
 from ..storage.store import DEFAULT_CONCURRENCY
 from .budgets import RASTER_BYTES, area_pixels, refuse_over
 from .chips import lattice_offsets
-from .engine import check_level
 from .locate import locate
 from .mosaic import centre_values, owned_runs
 from .pixels import Chunks, block_chunks, candidate_tiles, chunk_pixels, projected_vertices
