@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from pyproj import Transformer
 
-from .aef import NODATA, PIXEL_METRES, quantize
+from .aef import BAND_COUNT, NODATA, PIXEL_METRES, quantize
 from .errors import AefsqlError
-from .geometry.geo import utm_label
+from .geometry.geo import WGS84, utm_label
 from .writer import TileEntry, write_aef_cog, write_index
 
 YEARS = (2023, 2024)
@@ -42,7 +42,7 @@ DEMO_TILES = [
 # A nodata disc (e.g. water masked by the publisher): lon, lat, radius in metres.
 NODATA_DISC = (12.03, 45.006, 600.0)
 
-PROTOTYPES = np.random.default_rng(2023).normal(size=(5, 64))
+PROTOTYPES = np.random.default_rng(2023).normal(size=(5, BAND_COUNT))
 PROTOTYPES /= np.linalg.norm(PROTOTYPES, axis=1, keepdims=True)
 
 
@@ -54,7 +54,7 @@ def write_demo_collection(folder, *, years=YEARS, tile_px: int = 512) -> Path:
     entries = []
     for year in years:
         for k, (epsg, lon, lat) in enumerate(DEMO_TILES):
-            x_centre, y_centre = Transformer.from_crs(4326, epsg, always_xy=True).transform(
+            x_centre, y_centre = Transformer.from_crs(WGS84, epsg, always_xy=True).transform(
                 lon, lat
             )
             half = tile_px * PIXEL_METRES / 2
@@ -102,7 +102,7 @@ def _embeddings(epsg: int, west: float, south: float, size: int, year: int) -> n
     cols, rows = np.meshgrid(np.arange(size), np.arange(size))
     x = west + (cols + 0.5) * PIXEL_METRES
     y = south + (rows + 0.5) * PIXEL_METRES
-    lon, lat = Transformer.from_crs(epsg, 4326, always_xy=True).transform(x, y)
+    lon, lat = Transformer.from_crs(epsg, WGS84, always_xy=True).transform(x, y)
     # Cover weights: smooth fields of lon/lat, so tiles agree where they overlap.
     phase = 0.8 * (year - YEARS[0])
     weights = np.stack(

@@ -22,7 +22,7 @@ from pyproj import Transformer
 
 from .aef import NODATA, band_name
 from .catalog.schema import PUBLISHED_SCHEMA
-from .geometry.geo import polygon_wkb, utm_label
+from .geometry.geo import WGS84, polygon_wkb, utm_label
 
 COMPRESSION_CODES = {"zstd": 50000, "deflate": 8}
 
@@ -265,7 +265,7 @@ def footprint_lonlat(tile: TileEntry, steps: int = 16) -> tuple[np.ndarray, np.n
     w, s, e, n = tile.west, tile.south, tile.east, tile.north
     xs = np.r_[w + t * (e - w), np.full(steps, e), e - t * (e - w), np.full(steps, w), w]
     ys = np.r_[np.full(steps, s), s + t * (n - s), np.full(steps, n), n - t * (n - s), s]
-    lon, lat = Transformer.from_crs(tile.epsg, 4326, always_xy=True).transform(xs, ys)
+    lon, lat = Transformer.from_crs(tile.epsg, WGS84, always_xy=True).transform(xs, ys)
     return np.asarray(lon), np.asarray(lat)
 
 

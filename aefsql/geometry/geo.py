@@ -1,4 +1,5 @@
-"""Pure geometry: lon/lat validity, lon/lat -> projected CRS (pyproj), projected -> pixel."""
+"""Pure geometry: lon/lat validity, UTM zones, lon/lat -> projected CRS (pyproj), projected
+-> pixel."""
 
 from __future__ import annotations
 
@@ -145,9 +146,13 @@ def utm_zone(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     return out
 
 
+# WGS 84 / UTM zone n is EPSG 32600 + n in the north, 32700 + n in the south (n: 1 to 60).
+UTM_NORTH, UTM_SOUTH = 32600, 32700
+
+
 def utm_epsg(number: int, north: bool) -> int:
     """The EPSG code of UTM zone `number` (1 to 60) of a hemisphere: 33, north -> 32633."""
-    return (32600 if north else 32700) + number
+    return (UTM_NORTH if north else UTM_SOUTH) + number
 
 
 def utm_epsg_of_label(label: str) -> int:
@@ -158,10 +163,10 @@ def utm_epsg_of_label(label: str) -> int:
 def utm_label(epsg: int) -> str | None:
     """The UTM zone label of an EPSG code: 32633 -> '33N', 32719 -> '19S'; None for a code
     of no UTM zone (WGS 84's 32601-32660 and 32701-32760)."""
-    hemisphere, number = divmod(epsg, 100)
-    if hemisphere not in (326, 327) or not 1 <= number <= 60:
+    number = epsg % 100
+    if epsg - number not in (UTM_NORTH, UTM_SOUTH) or not 1 <= number <= 60:
         return None
-    return f"{number}{'N' if hemisphere == 326 else 'S'}"
+    return f"{number}{'N' if epsg - number == UTM_NORTH else 'S'}"
 
 
 def epsg_of_crs_label(label: str | None) -> int | None:
