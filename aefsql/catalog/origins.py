@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
 
-from ..errors import CatalogError
-from ..storage.store import redact
+from ..errors import CatalogError, redact
 
 URL_WITH_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
