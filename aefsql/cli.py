@@ -21,7 +21,7 @@ from .errors import AefsqlError
 from .kernels import coverage
 from .kernels.pictures import numbers_from, picture
 from .kernels.rasters import DEFAULT_MAX_BYTES
-from .options import MAX_YEARS, OptionError
+from .options import MAX_YEARS, ON_ERROR, OptionError
 from .shell import MODES, Shell, error_text
 
 # The demo's queries: (what it shows, SQL). The first is the canonical join of the README.
@@ -389,7 +389,7 @@ def run_verb(argv: list[str]) -> int:
     )
     sample.add_argument(
         "--on-error",
-        choices=("raise", "null"),
+        choices=ON_ERROR,
         default="raise",
         help="null: rows of unreadable files get NULL bands and an aef_error column, "
         "instead of failing the job (default raise)",
