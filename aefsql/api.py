@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from .catalog.index import quote_literal
+from .duck.registration import install
 from .duck.udfs import Session, open_session
 from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
@@ -99,7 +100,7 @@ def sample_points(
     warn_missing_years(session, chosen.years)
     con = duckdb.connect()
     try:
-        session.install(con)
+        install(con, session)
         report.start(total=None if total is None else total * len(chosen.years))
         try:
             table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
@@ -214,7 +215,7 @@ def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
     one-table SELECT keeps the rows in order."""
     con = duckdb.connect()
     try:
-        session.install(con)
+        install(con, session)
         con.register("__aef_bands", result.select(BAND_NAMES))
         vectors = con.sql("SELECT aef_vector(b) AS embedding FROM __aef_bands b")
         embedding = vectors.to_arrow_table()["embedding"]
@@ -282,7 +283,7 @@ def zonal(
     added = added_columns("aef_zonal", chosen.bands, chosen.on_error, chosen.as_vector)
     con = duckdb.connect()
     try:
-        session.install(con)
+        install(con, session)
         # The macro sees the geometries only: the other columns are passed through here,
         # with their Arrow types, rather than round-tripped through DuckDB.
         con.register(_POLYGONS, table.select([geometry_column]))

@@ -16,7 +16,8 @@ from . import __version__
 from .api import build_collection
 from .catalog.index import quote_literal
 from .demo import DEMO_POINTS, write_demo_collection
-from .duck.udfs import connect, open_session
+from .duck.registration import connect, install
+from .duck.udfs import open_session
 from .errors import AefsqlError
 from .kernels import coverage
 from .kernels.pictures import numbers_from, picture
@@ -136,7 +137,7 @@ def run_sample(args, out=None) -> None:
         print(f"aefsql: warning: {note}: their rows get NULL bands", file=sys.stderr)
     con = duckdb.connect()
     try:
-        session.install(con)
+        install(con, session)
         if args.dry_run:
             con.sql(sql).show(max_rows=40)
             files, points, blocks, requests, nbytes = con.execute(
@@ -303,7 +304,7 @@ def run_shell(argv: list[str]) -> int:
         return 1
     try:
         session = open_session(args.catalog, **options)
-        session.install(con)
+        install(con, session)
     except Exception as exc:
         con.close()
         if args.debug:
@@ -313,7 +314,7 @@ def run_shell(argv: list[str]) -> int:
 
     def reconnect(url: str):
         new = open_session(url, **options)
-        new.install(con)
+        install(con, new)
         return new
 
     # A script (-c, -f, piped) stops at its first error; a person at the prompt goes on.

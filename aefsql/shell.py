@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from .catalog.index import quote_identifier, quote_literal
-from .duck.udfs import function_docs
+from .duck.registration import function_docs
 from .errors import AefsqlError, redact_text
 
 MODES = ("box", "table", "csv", "json", "markdown", "line")

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from .api import warn_missing_years
 from .catalog.index import quote_literal
+from .duck.registration import install
 from .duck.udfs import Session, open_session
 from .errors import AefsqlError, redact_text
 from .geometry import geo
@@ -466,7 +467,7 @@ class _Worker:
             self.session.sampler.collection = headers
         # One thread: a task has one core, and aefsql reads and decodes on its own threads.
         self.con = duckdb.connect(config={"threads": 1})
-        self.session.install(self.con)
+        install(self.con, self.session)
 
     def query(self, table: pa.Table, sql: str) -> pa.Table:
         self.con.register(_TABLE, table)
