@@ -1,7 +1,7 @@
 """aefsql: AlphaEarth Foundations satellite embeddings, queryable from SQL (DuckDB)."""
 
 from .api import build_collection, sample_points, zonal
-from .duck.udfs import connect, register
+from .duck import connect, register
 from .errors import (
     AefsqlError,
     CatalogError,

@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 
 from .aef import BAND_NAMES
-from .catalog.index import quote_literal
+from .duck.calls import table_call
+from .duck.registration import install
 from .duck.udfs import Session, open_session
 from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
@@ -99,7 +100,7 @@ def sample_points(
     warn_missing_years(session, chosen.years)
     con = duckdb.connect()
     try:
-        session.install(con)
+        install(con, session)
         report.start(total=None if total is None else total * len(chosen.years))
         try:
             table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
@@ -130,23 +131,24 @@ def _groups(
     """The points located and grouped by file, year and CRS by aef_sample_points' own
     macros (`__aef_groups`), rows numbered from 1 in input order."""
     con.register(_POINTS, table.append_column(_ROW, pa.array(np.arange(1, table.num_rows + 1))))
-    bands = f"[{', '.join(map(quote_literal, chosen.bands))}]"
-    columns = ", ".join(  # as sample_sql names them
-        (
-            quote_literal(x_column),
-            quote_literal(y_column),
-            "NULL" if geometry_column is None else quote_literal(geometry_column),
-        )
+    columns = (x_column, y_column, geometry_column)  # as sample_sql names them
+    options = table_call(
+        "__aef_options",
+        _POINTS,
+        "aef_sample_points",
+        chosen.years,
+        None,
+        chosen.crs,
+        *columns,
+        chosen.bands,
+        chosen.on_error,
+        False,
     )
     return con.sql(
         f"""
-        WITH options AS MATERIALIZED (
-            FROM __aef_options('{_POINTS}', 'aef_sample_points',
-                               [{", ".join(map(str, chosen.years))}], NULL, {chosen.crs},
-                               {columns}, {bands}, {quote_literal(chosen.on_error)}, false)
-        ),
+        WITH options AS MATERIALIZED (FROM {options}),
         -- Materialized, as in aef_sample_points: each point is located once.
-        located AS MATERIALIZED (FROM __aef_located('{_POINTS}', 'options', {columns}))
+        located AS MATERIALIZED (FROM {table_call("__aef_located", _POINTS, "options", *columns)})
         FROM __aef_groups('located')
         """
     ).to_arrow_table()
@@ -214,7 +216,7 @@ def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
     one-table SELECT keeps the rows in order."""
     con = duckdb.connect()
     try:
-        session.install(con)
+        install(con, session)
         con.register("__aef_bands", result.select(BAND_NAMES))
         vectors = con.sql("SELECT aef_vector(b) AS embedding FROM __aef_bands b")
         embedding = vectors.to_arrow_table()["embedding"]
@@ -282,16 +284,20 @@ def zonal(
     added = added_columns("aef_zonal", chosen.bands, chosen.on_error, chosen.as_vector)
     con = duckdb.connect()
     try:
-        session.install(con)
+        install(con, session)
         # The macro sees the geometries only: the other columns are passed through here,
         # with their Arrow types, rather than round-tripped through DuckDB.
         con.register(_POLYGONS, table.select([geometry_column]))
-        result = con.sql(
-            f"SELECT {', '.join(added)} FROM aef_zonal('{_POLYGONS}', "
-            f"years := [{', '.join(map(str, chosen.years))}], "
-            f"geometry_column := {quote_literal(geometry_column)}, crs := {chosen.crs}, "
-            f"level := {int(level)}, on_error := {quote_literal(chosen.on_error)})"
-        ).to_arrow_table()
+        call = table_call(
+            "aef_zonal",
+            _POLYGONS,
+            years=chosen.years,
+            geometry_column=geometry_column,
+            crs=chosen.crs,
+            level=int(level),
+            on_error=chosen.on_error,
+        )
+        result = con.sql(f"SELECT {', '.join(added)} FROM {call}").to_arrow_table()
     except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
         raise type(exc)(redact_text(str(exc))) from None
     finally:

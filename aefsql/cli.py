@@ -14,9 +14,10 @@ import pyarrow as pa
 
 from . import __version__
 from .api import build_collection
-from .catalog.index import quote_literal
 from .demo import DEMO_POINTS, write_demo_collection
-from .duck.udfs import connect, open_session
+from .duck.calls import sql_literal, table_call
+from .duck.registration import connect, install
+from .duck.udfs import open_session
 from .errors import AefsqlError
 from .kernels import coverage
 from .kernels.pictures import numbers_from, picture
@@ -102,25 +103,18 @@ def parse_years(text: str) -> list[int]:
 
 def sample_sql(args, years) -> str:
     """The SELECT a `sample` command runs; every user string is quoted as a literal."""
-    function = "aef_plan" if args.dry_run else "aef_sample_points"
-    parameters = [
-        quote_literal(args.points),
-        f"years := [{', '.join(map(str, years))}]",
-        f"crs := {quote_literal(args.crs)}",
-    ]
-    if args.geometry:
-        parameters.append(f"geometry_column := {quote_literal(args.geometry)}")
-    else:
-        parameters += [
-            f"x_column := {quote_literal(args.x)}",
-            f"y_column := {quote_literal(args.y)}",
-        ]
-    if args.bands != "all":
-        names = ", ".join(quote_literal(b.strip()) for b in args.bands.split(","))
-        parameters.append(f"bands := [{names}]")
-    if not args.dry_run:
-        parameters.append(f"on_error := {quote_literal(args.on_error)}")
-    return f"SELECT * FROM {function}({', '.join(parameters)})"
+    call = table_call(
+        "aef_plan" if args.dry_run else "aef_sample_points",
+        args.points,
+        years=years,
+        crs=args.crs,
+        geometry_column=args.geometry or None,
+        x_column=None if args.geometry else args.x,
+        y_column=None if args.geometry else args.y,
+        bands=None if args.bands == "all" else [b.strip() for b in args.bands.split(",")],
+        on_error=None if args.dry_run else args.on_error,
+    )
+    return f"SELECT * FROM {call}"
 
 
 def run_sample(args, out=None) -> None:
@@ -136,7 +130,7 @@ def run_sample(args, out=None) -> None:
         print(f"aefsql: warning: {note}: their rows get NULL bands", file=sys.stderr)
     con = duckdb.connect()
     try:
-        session.install(con)
+        install(con, session)
         if args.dry_run:
             con.sql(sql).show(max_rows=40)
             files, points, blocks, requests, nbytes = con.execute(
@@ -160,7 +154,7 @@ def run_sample(args, out=None) -> None:
             if suffix not in formats:
                 raise AefsqlError(f"-o {args.output}: write .parquet, .csv or .json")
             con.execute(
-                f"COPY ({sql}) TO {quote_literal(str(args.output))} (FORMAT {formats[suffix]})"
+                f"COPY ({sql}) TO {sql_literal(str(args.output))} (FORMAT {formats[suffix]})"
             )
             print(f"wrote {args.output}", file=out)
         if args.on_error == "null":
@@ -303,7 +297,7 @@ def run_shell(argv: list[str]) -> int:
         return 1
     try:
         session = open_session(args.catalog, **options)
-        session.install(con)
+        install(con, session)
     except Exception as exc:
         con.close()
         if args.debug:
@@ -313,7 +307,7 @@ def run_shell(argv: list[str]) -> int:
 
     def reconnect(url: str):
         new = open_session(url, **options)
-        new.install(con)
+        install(con, new)
         return new
 
     # A script (-c, -f, piped) stops at its first error; a person at the prompt goes on.

@@ -29,6 +29,7 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.events.logging import AdapterLogger
 from dbt_common.events.event_manager_client import get_event_manager
 
+from .duck.registration import install
 from .duck.udfs import open_session
 from .errors import AefsqlError
 
@@ -53,11 +54,11 @@ class Plugin(BasePlugin):
         self._lock = threading.Lock()
 
     def configure_connection(self, conn) -> None:
-        self.session.install(conn)
+        install(conn, self.session)
 
     def configure_cursor(self, cursor) -> None:
         # TEMP macros belong to one connection: dbt's cursors need them too.
-        self.session.install(cursor)
+        install(cursor, self.session)
         # dbt resets its event callbacks at each invocation, and one process (dbtRunner) may
         # run several with this plugin: make sure the view check listens to the current one.
         callbacks = get_event_manager().callbacks

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import duckdb
 
-from .catalog.index import quote_identifier, quote_literal
-from .duck.udfs import function_docs
+from .catalog.index import quote_identifier
+from .duck.calls import sql_literal
+from .duck.registration import function_docs
 from .errors import AefsqlError, redact_text
 
 MODES = ("box", "table", "csv", "json", "markdown", "line")
@@ -207,7 +208,7 @@ class Shell:
         return True
 
     def _schema(self, table: str) -> None:
-        only = f" WHERE name = {quote_literal(table)}" if table else ""
+        only = f" WHERE name = {sql_literal(table)}" if table else ""
         self.run(
             "SELECT sql FROM (SELECT table_name AS name, sql FROM duckdb_tables() UNION ALL "
             f"SELECT view_name, sql FROM duckdb_views() WHERE NOT internal){only};"

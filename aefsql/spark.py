@@ -30,7 +30,8 @@ import numpy as np
 import pyarrow as pa
 
 from .api import warn_missing_years
-from .catalog.index import quote_literal
+from .duck.calls import table_call
+from .duck.registration import install
 from .duck.udfs import Session, open_session
 from .errors import AefsqlError, redact_text
 from .geometry import geo
@@ -300,13 +301,16 @@ class _Call:
         """The DuckDB query of this call over `_TABLE`, for `years`."""
         chosen = replace(self.chosen, years=years)
         if self.function == "aef_zonal":
-            return (
-                f"SELECT * FROM aef_zonal({quote_literal(_TABLE)}, "
-                f"years := [{', '.join(map(str, years))}], "
-                f"geometry_column := {quote_literal(self.geometry_column)}, "
-                f"crs := {chosen.crs}, level := {int(self.level)}, "
-                f"on_error := {quote_literal(chosen.on_error)})"
+            call = table_call(
+                "aef_zonal",
+                _TABLE,
+                years=years,
+                geometry_column=self.geometry_column,
+                crs=chosen.crs,
+                level=int(self.level),
+                on_error=chosen.on_error,
             )
+            return f"SELECT * FROM {call}"
         return _sample_sql(
             _TABLE, chosen, self.x_column, self.y_column, self.geometry_column, self.some_bands
         )
@@ -322,18 +326,20 @@ def _sample_sql(
 ) -> str:
     """The aef_sample_points call over `table` with resolved parameters (`some_bands`: the
     caller named bands, rather than all 64)."""
-    return (
-        f"SELECT * FROM aef_sample_points({quote_literal(table)}, "
-        f"years := [{', '.join(map(str, chosen.years))}], crs := {chosen.crs}, "
-        + (
-            f"geometry_column := {quote_literal(geometry_column)}"
-            if geometry_column is not None
-            else f"x_column := {quote_literal(x_column)}, y_column := {quote_literal(y_column)}"
-        )
-        + (f", bands := [{', '.join(map(quote_literal, chosen.bands))}]" if some_bands else "")
-        + f", on_error := {quote_literal(chosen.on_error)}, "
-        f"as_vector := {str(chosen.as_vector).lower()})"
+    by_xy = geometry_column is None
+    call = table_call(
+        "aef_sample_points",
+        table,
+        years=chosen.years,
+        crs=chosen.crs,
+        geometry_column=geometry_column,
+        x_column=x_column if by_xy else None,
+        y_column=y_column if by_xy else None,
+        bands=chosen.bands if some_bands else None,
+        on_error=chosen.on_error,
+        as_vector=chosen.as_vector,
     )
+    return f"SELECT * FROM {call}"
 
 
 @dataclass(frozen=True)
@@ -463,7 +469,7 @@ class _Worker:
             self.session.sampler.collection = headers
         # One thread: a task has one core, and aefsql reads and decodes on its own threads.
         self.con = duckdb.connect(config={"threads": 1})
-        self.session.install(self.con)
+        install(self.con, self.session)
 
     def query(self, table: pa.Table, sql: str) -> pa.Table:
         self.con.register(_TABLE, table)

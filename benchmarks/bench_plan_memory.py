@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from aefsql.duck.udfs import CHUNK_ARROW, _chunk_arrow
+from aefsql.duck.types import CHUNK_ARROW
+from aefsql.duck.udfs import _chunk_arrow
 from aefsql.kernels.pixels import Chunks
 
 URL = "https://storage.googleapis.com/alphaearth/2024/33N/x-0000000000-0000000000.tiff"

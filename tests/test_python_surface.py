@@ -15,6 +15,7 @@ from test_pixels import star
 
 import aefsql
 from aefsql import api
+from aefsql.duck import registration
 from aefsql.duck import udfs as duck
 from aefsql.errors import AefsqlError
 from aefsql.geometry.geo import polygon_wkb
@@ -53,8 +54,8 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
 @pytest.mark.parametrize(
     "name",
     [
-        "duck.connect",
-        "duck.register",
+        "registration.connect",
+        "registration.register",
         "duck.open_session",
         "api.sample_points",
         "api.build_collection",
@@ -65,7 +66,13 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
 )
 def test_options_are_named_in_signature_and_docstring(name):
     module, attribute = name.split(".")
-    modules = {"duck": duck, "api": api, "rasters": rasters, "pictures": pictures}
+    modules = {
+        "registration": registration,
+        "duck": duck,
+        "api": api,
+        "rasters": rasters,
+        "pictures": pictures,
+    }
     function = getattr(modules[module], attribute)
     parameters = inspect.signature(function).parameters
     assert not any(p.kind is p.VAR_KEYWORD for p in parameters.values())
@@ -80,7 +87,7 @@ def test_options_are_named_in_signature_and_docstring(name):
 def _documented_by_reference(function) -> str:
     """A docstring that sends the reader to another function's for its options."""
     doc = inspect.getdoc(function)
-    for other in (duck.register, rasters.read_area, api.sample_points):
+    for other in (registration.register, rasters.read_area, api.sample_points):
         if f"`{other.__name__}`" in doc or f"aefsql.{other.__name__}" in doc:
             return inspect.getdoc(other)
     return ""

@@ -15,6 +15,7 @@ import pytest
 from test_collection import tile_points
 
 import aefsql
+from aefsql.duck.registration import install
 from aefsql.duck.udfs import open_session
 
 THREADS, ROUNDS = 4, 3
@@ -44,7 +45,7 @@ def hammer(catalog: str, storage_options: dict, points: str) -> dict:
     # Installed on the parent connection first, as the dbt plugin does: a Python UDF is freed
     # with the cursor that created it, so a shared session's UDFs must not belong to a cursor.
     shared = open_session(catalog, storage_options=storage_options)
-    shared.install(con)
+    install(con, shared)
     answers, errors = set(), []
 
     def work(k: int) -> None:
@@ -54,7 +55,7 @@ def hammer(catalog: str, storage_options: dict, points: str) -> dict:
                 if k % 2:
                     aefsql.register(cur, catalog=catalog, storage_options=storage_options)
                 else:
-                    shared.install(cur)
+                    install(cur, shared)
                 answers.add(answer(cur, queries(catalog, points)))
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")

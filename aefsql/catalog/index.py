@@ -88,10 +88,6 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 @dataclass
 class TileTable:
     """The narrow catalog in numpy arrays, for locating points' tiles."""

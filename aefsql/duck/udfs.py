@@ -1,16 +1,14 @@
-"""DuckDB registration: the aef_* UDFs, the SQL macros from sql/, and fsspec filesystems."""
+"""The aef_* UDF bodies over a session's catalog, storage and caches (`Session`,
+`open_session`); registration.py creates them on a connection."""
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -24,7 +22,6 @@ from ..catalog.index import (
     Catalog,
     TileTable,
     empty_index_file,
-    quote_literal,
     storage_options_for,
 )
 from ..errors import AefsqlError, CatalogError, RangeReadError
@@ -52,149 +49,22 @@ from ..kernels.pixels import (
 from ..options import check_input_columns, check_level, check_on_error, resolve_json, year_list
 from ..progress import Progress
 from ..storage.disk import DiskCache
-from ..storage.store import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
-
-EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
-ROW_EMBEDDING_TYPE = (
-    "STRUCT(__aef_row BIGINT, "
-    + ", ".join(f"{name} TINYINT" for name in BAND_NAMES)
-    + ", aef_error VARCHAR)[]"
-)
-EMBEDDING_ARROW = pa.struct([(name, pa.int8()) for name in BAND_NAMES])
-# sample_group's result: a list a group of (row, bands, error) structs.
-SAMPLED_ARROW = pa.list_(
-    pa.struct([("__aef_row", pa.int64()), *EMBEDDING_ARROW, ("aef_error", pa.string())])
-)
-PATCH_ARROW = pa.list_(EMBEDDING_ARROW)
-PLAN_TYPE = "STRUCT(points BIGINT, blocks BIGINT, requests BIGINT, bytes BIGINT)"
-PLAN_ARROW = pa.struct([(f, pa.int64()) for f in ("points", "blocks", "requests", "bytes")])
-OPTIONS_TYPE = "STRUCT(error VARCHAR, years INTEGER[], crs INTEGER, bands VARCHAR[])"
-OPTIONS_ARROW = pa.struct(
-    [
-        ("error", pa.string()),
-        ("years", pa.list_(pa.int32())),
-        ("crs", pa.int32()),
-        ("bands", pa.list_(pa.string())),
-    ]
-)
-
-CHUNK_ARROW = pa.struct(
-    [
-        ("path", pa.string()),
-        ("year", pa.int32()),
-        ("row", pa.int32()),
-        ("col0", pa.int32()),
-        ("col1", pa.int32()),
-        ("centroid", pa.bool_()),
-    ]
-)
-CHUNK_TYPE = (
-    "STRUCT(path VARCHAR, year INTEGER, row INTEGER, col0 INTEGER, col1 INTEGER, "
-    "centroid BOOLEAN)[]"
-)
-UNIT_ARROW = pa.struct(
-    [
-        ("year", pa.int32()),
-        ("tiles", pa.list_(pa.int64())),
-        ("stand_in", pa.bool_()),
-        ("wkb", pa.binary()),
-        ("box", pa.list_(pa.float64())),
-        ("crs", pa.int32()),
-        ("level", pa.int32()),
-    ]
-)
-UNIT_TYPE = (
-    "STRUCT(year INTEGER, tiles BIGINT[], stand_in BOOLEAN, wkb BLOB, box DOUBLE[], "
-    "crs INTEGER, level INTEGER)"
-)
-# An area argument: WKB, box, the value as text and its type (where it is neither), EPSG
-# code, years, bands, max_bytes, level.
-AREA_PARAMS = [
-    "BLOB",
-    "DOUBLE[]",
-    "VARCHAR",
-    "VARCHAR",
-    "INTEGER",
-    "INTEGER[]",
-    "INTEGER",
-    "BIGINT",
-    "INTEGER",
-]
-PIXEL_ARROW = pa.struct(
-    [
-        ("location", pa.int64()),
-        ("row", pa.int32()),
-        ("col", pa.int32()),
-        *((name, pa.float64()) for name in ("x", "y")),
-        # of x/y: "EPSG:32633", as aef_chips' chip_crs (aef_pixels calls it crs, a name its
-        # parameters take)
-        ("xy_crs", pa.string()),
-        *((name, pa.float64()) for name in ("lon", "lat")),
-        *EMBEDDING_ARROW,
-    ]
-)
-PIXEL_TYPE = (
-    "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, xy_crs VARCHAR, "
-    "lon DOUBLE, lat DOUBLE, " + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")[]"
-)
-
-AREA_PLAN_ARROW = pa.struct(
-    [
-        ("plan_year", pa.int32()),
-        *((name, pa.int64()) for name in ("tiles", "blocks", "pixels", "value_bytes")),
-        ("note", pa.string()),
-    ]
-)
-AREA_PLAN_TYPE = (
-    "STRUCT(plan_year INTEGER, tiles BIGINT, blocks BIGINT, pixels BIGINT, value_bytes BIGINT, "
-    "note VARCHAR)[]"
-)
-
-ZONAL_ARROW = pa.struct(
-    [
-        ("row", pa.int64()),
-        ("year", pa.int32()),
-        ("pixels", pa.int64()),
-        ("nodata_pixels", pa.int64()),
-        ("centroid_pixel", pa.bool_()),
-        ("embedding", pa.list_(pa.float32(), len(BAND_NAMES))),
-        ("aef_error", pa.string()),
-    ]
-)
-ZONAL_TYPE = (
-    "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "
-    f"centroid_pixel BOOLEAN, embedding FLOAT[{len(BAND_NAMES)}], aef_error VARCHAR)[]"
-)
-
-CHIP_ARROW = pa.struct(
-    [
-        ("chip", pa.list_(pa.list_(pa.list_(pa.int8())))),
-        ("chip_crs", pa.string()),
-        ("chip_bounds", pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])),
-        ("valid_pixels", pa.int64()),
-        ("embedding", pa.list_(pa.float32(), len(BAND_NAMES))),
-        ("aef_error", pa.string()),
-    ]
-)
-CHIP_TYPE = (
-    "STRUCT(chip TINYINT[][][], chip_crs VARCHAR, chip_bounds STRUCT(xmin DOUBLE, ymin DOUBLE, "
-    f"xmax DOUBLE, ymax DOUBLE), valid_pixels BIGINT, embedding FLOAT[{len(BAND_NAMES)}], "
-    "aef_error VARCHAR)"
-)
-CHIP_PLAN_TYPE = "STRUCT(error VARCHAR, per_call INTEGER, period INTEGER)"
-CHIP_PLAN_ARROW = pa.struct(
-    [("error", pa.string()), ("per_call", pa.int32()), ("period", pa.int32())]
+from ..storage.store import DEFAULT_CONCURRENCY, ByteStore, redact
+from .types import (
+    AREA_PLAN_ARROW,
+    CHIP_ARROW,
+    CHUNK_ARROW,
+    EMBEDDING_ARROW,
+    OPTIONS_ARROW,
+    PATCH_ARROW,
+    PIXEL_ARROW,
+    PLAN_ARROW,
+    SAMPLED_ARROW,
+    UNIT_ARROW,
+    ZONAL_ARROW,
 )
 
 DUCKDB_VECTOR_SIZE = 2048  # rows a scalar UDF gets at once (DuckDB's STANDARD_VECTOR_SIZE)
-
-SQL_FILES = (
-    "aef_values.sql",
-    "aef_functions.sql",
-    "aef_index.sql",
-    "aef_sample_points.sql",
-    "aef_areas.sql",
-)
 
 
 @dataclass
@@ -213,32 +83,6 @@ class Session:
 
     def resume(self) -> None:
         self.sampler.store.cancelled.clear()
-
-    def install(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Make the aef_* functions callable on `con`: the session's Python UDFs (once per
-        database instance: cursors share them) and the TEMP macros (per connection/cursor)."""
-        url = self.catalog.url
-        for fs in duckdb_filesystems(self.sampler.store, url):
-            # Once per database instance: unregistering a filesystem while another cursor
-            # reads through it crashes DuckDB (dbt registers every cursor from its threads).
-            # The first session's storage options serve DuckDB's own readers of that protocol.
-            if not con.filesystem_is_registered(fs.protocol[0]):
-                con.register_filesystem(fs)
-        if self.udf_prefix is None or not _function_exists(con, f"{self.udf_prefix}_sample"):
-            self.udf_prefix = _create_functions(con, self)
-        replacements = {
-            "{udf}": self.udf_prefix,
-            "{band_names}": "[" + ", ".join(quote_literal(b) for b in BAND_NAMES) + "]",
-        }
-        self._install_state.creating = True
-        try:
-            for name in SQL_FILES:
-                sql = _sql_text(name)
-                for placeholder, text in replacements.items():
-                    sql = sql.replace(placeholder, text)
-                con.execute(sql)
-        finally:
-            self._install_state.creating = False
 
     def aef_sample(self, path, lon, lat) -> pa.StructArray:
         return _struct(self.sampler.sample(_objects(path), geo.floats(lon), geo.floats(lat)))
@@ -989,44 +833,6 @@ def _struct(samples: Samples, bands: list[int] | None = None) -> pa.StructArray:
     )
 
 
-def register(
-    con: duckdb.DuckDBPyConnection,
-    catalog: str | None = None,
-    *,
-    allowed_hosts: list[str] | None = None,
-    cache_dir: str | None = None,
-    collection: str | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    progress: bool | None = False,
-    storage_options: Mapping[str, Any] | None = None,
-) -> duckdb.DuckDBPyConnection:
-    """Register every aef_* function on `con` (TEMP macros: per connection or cursor).
-
-    `catalog`: path or URL of an AEF index parquet; default `$AEFSQL_CATALOG`, else the public
-    AEF index. `allowed_hosts`: hosts (or s3/gs buckets) other than its own that a remote
-    catalog may name tiles on; default None, its own origin only. A catalog is untrusted
-    input: local files, cloud metadata and addresses further into the network than the
-    catalog's own host are refused whatever the list says (docs/security.md).
-    `cache_dir` keeps every byte read (and the catalog) in this folder, so that re-runs read
-    nothing from the network (default `$AEFSQL_CACHE_DIR`, else none); `collection` is a
-    read-ready collection (see `build_collection`) whose headers are used instead of reading
-    them (default `$AEFSQL_COLLECTION`); `concurrency` is the number of requests in flight;
-    `progress` shows a progress line on stderr while sampling (None: when stderr is a
-    terminal). `storage_options`: fsspec storage options for the catalog's protocol, one
-    mapping (endpoint_url, anon, key/secret, …; default `$AEFSQL_STORAGE_OPTIONS`, JSON).
-    """
-    open_session(
-        catalog,
-        allowed_hosts=allowed_hosts,
-        cache_dir=cache_dir,
-        collection=collection,
-        concurrency=concurrency,
-        progress=progress,
-        storage_options=storage_options,
-    ).install(con)
-    return con
-
-
 def open_session(
     catalog: str | None = None,
     *,
@@ -1070,179 +876,3 @@ def open_session(
         session.use_collection(collection)
     session.catalog.check()
     return session
-
-
-def connect(
-    database: str = ":memory:",
-    catalog: str | None = None,
-    *,
-    allowed_hosts: list[str] | None = None,
-    cache_dir: str | None = None,
-    collection: str | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    progress: bool | None = False,
-    storage_options: Mapping[str, Any] | None = None,
-):
-    """A DuckDB connection (`database`: a file, default in memory) with every aef_* function
-    registered; the options are `register`'s."""
-    con = duckdb.connect(database)
-    try:
-        return register(
-            con,
-            catalog,
-            allowed_hosts=allowed_hosts,
-            cache_dir=cache_dir,
-            collection=collection,
-            concurrency=concurrency,
-            progress=progress,
-            storage_options=storage_options,
-        )
-    except BaseException:
-        con.close()
-        raise
-
-
-def _function_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    rows = con.execute(
-        "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [name]
-    ).fetchall()
-    return rows[0][0] > 0
-
-
-def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
-    """Create the session's Python UDFs under fresh names; return their common prefix.
-
-    UDFs belong to the database instance, so a second connection (or cursor) with another
-    catalog cannot reuse the names; the public aef_* names are TEMP macros of each connection
-    that call its own session's UDFs.
-    """
-    prefix = f"__aef_{secrets.token_hex(4)}"
-    functions = [
-        ("sample", session.aef_sample, ["VARCHAR", "DOUBLE", "DOUBLE"], EMBEDDING_TYPE),
-        (
-            "embedding",
-            session.aef_embedding,
-            ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"],
-            EMBEDDING_TYPE,
-        ),
-        ("locate", session.aef_locate, ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"], "VARCHAR"),
-        (
-            "sample_patch",
-            session.aef_sample_patch,
-            ["VARCHAR", "DOUBLE", "DOUBLE", "INTEGER"],
-            f"{EMBEDDING_TYPE}[]",
-        ),
-        (
-            "sample_group",
-            session.sample_group,
-            ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "INTEGER", "VARCHAR[]", "VARCHAR"],
-            ROW_EMBEDDING_TYPE,
-        ),
-        ("build_collection", session.build_collection, ["VARCHAR", "VARCHAR"], "BIGINT"),
-        (
-            "plan_group",
-            session.plan_group,
-            ["VARCHAR", "DOUBLE[]", "DOUBLE[]", "INTEGER", "VARCHAR[]"],
-            PLAN_TYPE,
-        ),
-        ("options", session.options, ["VARCHAR"], OPTIONS_TYPE),
-        ("point_xy", session.point_xy, ["BLOB"], "STRUCT(x DOUBLE, y DOUBLE)"),
-        ("input_column", session.input_column, ["VARCHAR", "VARCHAR"], "BOOLEAN"),
-        ("index_file", session.index_file, ["INTEGER"], "VARCHAR"),
-        (
-            "chip_plan",
-            session.chip_plan,
-            # size as DOUBLE: a CAST to INTEGER in SQL would round 2.5 to 3 unseen.
-            ["BIGINT", "DOUBLE", "INTEGER", "BIGINT"],
-            CHIP_PLAN_TYPE,
-        ),
-        (
-            "chip",
-            session.chip,
-            [
-                "VARCHAR",
-                "INTEGER",
-                "DOUBLE",
-                "DOUBLE",
-                "INTEGER",
-                "VARCHAR[]",
-                "INTEGER",
-                "INTEGER",
-                "VARCHAR",
-            ],
-            CHIP_TYPE,
-        ),
-        (
-            "points_note",
-            session.points_note,
-            ["DOUBLE[]", "DOUBLE[]", "INTEGER", "INTEGER"],
-            "VARCHAR",
-        ),
-        ("area_units", session.area_units, AREA_PARAMS, f"{UNIT_TYPE}[]"),
-        ("unit_chunks", session.unit_chunks, [UNIT_TYPE], CHUNK_TYPE),
-        ("area_plan", session.area_plan, AREA_PARAMS, AREA_PLAN_TYPE),
-        (
-            "chunk_pixels",
-            session.chunk_pixels,
-            [
-                "VARCHAR",
-                "INTEGER",
-                "INTEGER",
-                "INTEGER",
-                "INTEGER",
-                "BOOLEAN",
-                "VARCHAR[]",
-                "INTEGER",
-            ],
-            PIXEL_TYPE,
-        ),
-        (
-            "zonal",
-            session.zonal,
-            [
-                "BIGINT[]",
-                "BLOB[]",
-                "VARCHAR[]",
-                "VARCHAR[]",
-                "INTEGER",
-                "INTEGER[]",
-                "INTEGER",
-                "VARCHAR",
-                "BIGINT",
-            ],
-            ZONAL_TYPE,
-        ),
-    ]
-    for name, fn, params, returns in functions:
-        # "special": NULL inputs reach the function, which answers NULL for them itself.
-        con.create_function(
-            f"{prefix}_{name}", fn, params, returns, type="arrow", null_handling="special"
-        )
-    return prefix
-
-
-def function_docs() -> dict[str, str]:
-    """{macro name: the first sentence of the comment above it in sql/}: one source of truth."""
-    docs = {}
-    for file in SQL_FILES:
-        comment: list[str] = []
-        for line in _sql_text(file).splitlines():
-            stripped = line.strip()
-            if stripped.startswith("--"):
-                comment.append(stripped.lstrip("- ").strip())
-            elif stripped.startswith("CREATE OR REPLACE TEMP MACRO"):
-                name = stripped.split("MACRO", 1)[1].split("(", 1)[0].strip()
-                text = " ".join(c for c in comment if c)
-                docs[name] = text.split(". ")[0].rstrip(".") + "." if text else ""
-                comment = []
-            else:  # a blank line or SQL: the comment above belongs to nothing
-                comment = []
-    return docs
-
-
-def _sql_text(name: str) -> str:
-    packaged = resources.files("aefsql") / "sql" / name
-    if packaged.is_file():
-        return packaged.read_text()
-    # An editable install sees the repository, where sql/ sits beside the package.
-    return (Path(__file__).resolve().parents[2] / "sql" / name).read_text()

@@ -5,7 +5,6 @@ hosts found down skipped, the disk cache consulted. `fetch` sends one attempt's 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import os
 import random
 import threading
@@ -17,7 +16,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import fsspec
-from fsspec.implementations.http import HTTPFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import get_protocol
 
@@ -447,31 +445,3 @@ def redacted_text(error: BaseException) -> str:
     """The first line of the error's text, its URLs redacted (see `errors.redact_text`)."""
     text = str(error)
     return redact_text(text.splitlines()[0] if text else "")
-
-
-class _HTTPForDuckDB(HTTPFileSystem):
-    """fsspec's HTTP filesystem as DuckDB wants it: `modified()` (DuckDB asks, fsspec's HTTP
-    filesystem does not answer) and one protocol per instance (DuckDB registers only the
-    first)."""
-
-    protocol = ("http",)
-
-    def modified(self, path):
-        return datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
-
-
-class _HTTPSForDuckDB(_HTTPForDuckDB):
-    protocol = ("https",)
-
-
-def duckdb_filesystems(store: ByteStore, url: str) -> list[fsspec.AbstractFileSystem]:
-    """Filesystems to register on a DuckDB connection so that its own readers (read_parquet
-    of the catalog, of points files) reach `url`'s storage with the store's options."""
-    family = protocol_of(url)
-    options = store.options.get(family, {})
-    if family == "http":
-        options = http_options(options)
-        return [_HTTPForDuckDB(**options), _HTTPSForDuckDB(**options)]
-    if family == "file":
-        return []
-    return [store.filesystem(url)]

@@ -1,0 +1,305 @@
+"""Registration: making the aef_* functions callable on a DuckDB connection (its session's
+Python UDFs, created once per database instance, and the TEMP macros of sql/, per connection
+or cursor), and the text of those macros."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ..aef import BAND_NAMES
+from ..storage.store import DEFAULT_CONCURRENCY
+from .calls import sql_literal
+from .filesystems import duckdb_filesystems
+from .types import (
+    AREA_PLAN_ARROW,
+    CHIP_ARROW,
+    CHIP_PLAN_ARROW,
+    CHUNK_ARROW,
+    EMBEDDING_ARROW,
+    OPTIONS_ARROW,
+    PATCH_ARROW,
+    PIXEL_ARROW,
+    PLAN_ARROW,
+    POINT_XY_ARROW,
+    SAMPLED_ARROW,
+    UNIT_ARROW,
+    ZONAL_ARROW,
+    sql_type,
+)
+from .udfs import Session, open_session
+
+SQL_FILES = (
+    "aef_values.sql",
+    "aef_functions.sql",
+    "aef_index.sql",
+    "aef_sample_points.sql",
+    "aef_areas.sql",
+)
+
+# An area argument: WKB, box, the value as text and its type (where it is neither), EPSG
+# code, years, bands, max_bytes, level.
+AREA_PARAMS = [
+    "BLOB",
+    "DOUBLE[]",
+    "VARCHAR",
+    "VARCHAR",
+    "INTEGER",
+    "INTEGER[]",
+    "INTEGER",
+    "BIGINT",
+    "INTEGER",
+]
+
+
+def register(
+    con: duckdb.DuckDBPyConnection,
+    catalog: str | None = None,
+    *,
+    allowed_hosts: list[str] | None = None,
+    cache_dir: str | None = None,
+    collection: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: bool | None = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Register every aef_* function on `con` (TEMP macros: per connection or cursor).
+
+    `catalog`: path or URL of an AEF index parquet; default `$AEFSQL_CATALOG`, else the public
+    AEF index. `allowed_hosts`: hosts (or s3/gs buckets) other than its own that a remote
+    catalog may name tiles on; default None, its own origin only. A catalog is untrusted
+    input: local files, cloud metadata and addresses further into the network than the
+    catalog's own host are refused whatever the list says (docs/security.md).
+    `cache_dir` keeps every byte read (and the catalog) in this folder, so that re-runs read
+    nothing from the network (default `$AEFSQL_CACHE_DIR`, else none); `collection` is a
+    read-ready collection (see `build_collection`) whose headers are used instead of reading
+    them (default `$AEFSQL_COLLECTION`); `concurrency` is the number of requests in flight;
+    `progress` shows a progress line on stderr while sampling (None: when stderr is a
+    terminal). `storage_options`: fsspec storage options for the catalog's protocol, one
+    mapping (endpoint_url, anon, key/secret, …; default `$AEFSQL_STORAGE_OPTIONS`, JSON).
+    """
+    session = open_session(
+        catalog,
+        allowed_hosts=allowed_hosts,
+        cache_dir=cache_dir,
+        collection=collection,
+        concurrency=concurrency,
+        progress=progress,
+        storage_options=storage_options,
+    )
+    install(con, session)
+    return con
+
+
+def connect(
+    database: str = ":memory:",
+    catalog: str | None = None,
+    *,
+    allowed_hosts: list[str] | None = None,
+    cache_dir: str | None = None,
+    collection: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: bool | None = False,
+    storage_options: Mapping[str, Any] | None = None,
+):
+    """A DuckDB connection (`database`: a file, default in memory) with every aef_* function
+    registered; the options are `register`'s."""
+    con = duckdb.connect(database)
+    try:
+        return register(
+            con,
+            catalog,
+            allowed_hosts=allowed_hosts,
+            cache_dir=cache_dir,
+            collection=collection,
+            concurrency=concurrency,
+            progress=progress,
+            storage_options=storage_options,
+        )
+    except BaseException:
+        con.close()
+        raise
+
+
+def install(con: duckdb.DuckDBPyConnection, session: Session) -> None:
+    """Make the aef_* functions callable on `con`: `session`'s Python UDFs (once per
+    database instance: cursors share them) and the TEMP macros (per connection/cursor)."""
+    url = session.catalog.url
+    for fs in duckdb_filesystems(session.sampler.store, url):
+        # Once per database instance: unregistering a filesystem while another cursor
+        # reads through it crashes DuckDB (dbt registers every cursor from its threads).
+        # The first session's storage options serve DuckDB's own readers of that protocol.
+        if not con.filesystem_is_registered(fs.protocol[0]):
+            con.register_filesystem(fs)
+    if session.udf_prefix is None or not _function_exists(con, f"{session.udf_prefix}_sample"):
+        session.udf_prefix = _create_functions(con, session)
+    replacements = {
+        "{udf}": session.udf_prefix,
+        "{band_names}": sql_literal(BAND_NAMES),
+    }
+    session._install_state.creating = True
+    try:
+        for name in SQL_FILES:
+            sql = _sql_text(name)
+            for placeholder, text in replacements.items():
+                sql = sql.replace(placeholder, text)
+            con.execute(sql)
+    finally:
+        session._install_state.creating = False
+
+
+def _function_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    rows = con.execute(
+        "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [name]
+    ).fetchall()
+    return rows[0][0] > 0
+
+
+def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
+    """Create the session's Python UDFs under fresh names; return their common prefix.
+
+    UDFs belong to the database instance, so a second connection (or cursor) with another
+    catalog cannot reuse the names; the public aef_* names are TEMP macros of each connection
+    that call its own session's UDFs.
+    """
+    prefix = f"__aef_{secrets.token_hex(4)}"
+    functions = [
+        ("sample", session.aef_sample, ["VARCHAR", "DOUBLE", "DOUBLE"], EMBEDDING_ARROW),
+        (
+            "embedding",
+            session.aef_embedding,
+            ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"],
+            EMBEDDING_ARROW,
+        ),
+        ("locate", session.aef_locate, ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"], pa.string()),
+        (
+            "sample_patch",
+            session.aef_sample_patch,
+            ["VARCHAR", "DOUBLE", "DOUBLE", "INTEGER"],
+            PATCH_ARROW,
+        ),
+        (
+            "sample_group",
+            session.sample_group,
+            ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "INTEGER", "VARCHAR[]", "VARCHAR"],
+            SAMPLED_ARROW,
+        ),
+        ("build_collection", session.build_collection, ["VARCHAR", "VARCHAR"], pa.int64()),
+        (
+            "plan_group",
+            session.plan_group,
+            ["VARCHAR", "DOUBLE[]", "DOUBLE[]", "INTEGER", "VARCHAR[]"],
+            PLAN_ARROW,
+        ),
+        ("options", session.options, ["VARCHAR"], OPTIONS_ARROW),
+        ("point_xy", session.point_xy, ["BLOB"], POINT_XY_ARROW),
+        ("input_column", session.input_column, ["VARCHAR", "VARCHAR"], pa.bool_()),
+        ("index_file", session.index_file, ["INTEGER"], pa.string()),
+        (
+            "chip_plan",
+            session.chip_plan,
+            # size as DOUBLE: a CAST to INTEGER in SQL would round 2.5 to 3 unseen.
+            ["BIGINT", "DOUBLE", "INTEGER", "BIGINT"],
+            CHIP_PLAN_ARROW,
+        ),
+        (
+            "chip",
+            session.chip,
+            [
+                "VARCHAR",
+                "INTEGER",
+                "DOUBLE",
+                "DOUBLE",
+                "INTEGER",
+                "VARCHAR[]",
+                "INTEGER",
+                "INTEGER",
+                "VARCHAR",
+            ],
+            CHIP_ARROW,
+        ),
+        (
+            "points_note",
+            session.points_note,
+            ["DOUBLE[]", "DOUBLE[]", "INTEGER", "INTEGER"],
+            pa.string(),
+        ),
+        ("area_units", session.area_units, AREA_PARAMS, pa.list_(UNIT_ARROW)),
+        ("unit_chunks", session.unit_chunks, [UNIT_ARROW], pa.list_(CHUNK_ARROW)),
+        ("area_plan", session.area_plan, AREA_PARAMS, pa.list_(AREA_PLAN_ARROW)),
+        (
+            "chunk_pixels",
+            session.chunk_pixels,
+            [
+                "VARCHAR",
+                "INTEGER",
+                "INTEGER",
+                "INTEGER",
+                "INTEGER",
+                "BOOLEAN",
+                "VARCHAR[]",
+                "INTEGER",
+            ],
+            pa.list_(PIXEL_ARROW),
+        ),
+        (
+            "zonal",
+            session.zonal,
+            [
+                "BIGINT[]",
+                "BLOB[]",
+                "VARCHAR[]",
+                "VARCHAR[]",
+                "INTEGER",
+                "INTEGER[]",
+                "INTEGER",
+                "VARCHAR",
+                "BIGINT",
+            ],
+            pa.list_(ZONAL_ARROW),
+        ),
+    ]
+    for name, fn, params, returns in functions:
+        # "special": NULL inputs reach the function, which answers NULL for them itself.
+        con.create_function(
+            f"{prefix}_{name}",
+            fn,
+            [p if isinstance(p, str) else sql_type(con, p) for p in params],
+            sql_type(con, returns),
+            type="arrow",
+            null_handling="special",
+        )
+    return prefix
+
+
+def function_docs() -> dict[str, str]:
+    """{macro name: the first sentence of the comment above it in sql/}: one source of truth."""
+    docs = {}
+    for file in SQL_FILES:
+        comment: list[str] = []
+        for line in _sql_text(file).splitlines():
+            stripped = line.strip()
+            if stripped.startswith("--"):
+                comment.append(stripped.lstrip("- ").strip())
+            elif stripped.startswith("CREATE OR REPLACE TEMP MACRO"):
+                name = stripped.split("MACRO", 1)[1].split("(", 1)[0].strip()
+                text = " ".join(c for c in comment if c)
+                docs[name] = text.split(". ")[0].rstrip(".") + "." if text else ""
+                comment = []
+            else:  # a blank line or SQL: the comment above belongs to nothing
+                comment = []
+    return docs
+
+
+def _sql_text(name: str) -> str:
+    packaged = resources.files("aefsql") / "sql" / name
+    if packaged.is_file():
+        return packaged.read_text()
+    # An editable install sees the repository, where sql/ sits beside the package.
+    return (Path(__file__).resolve().parents[2] / "sql" / name).read_text()

@@ -1,0 +1,106 @@
+"""The aef_* UDFs' result types, written once, as Arrow: DuckDB derives their SQL types
+(`sql_type`), so the two cannot disagree."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import duckdb
+import pyarrow as pa
+
+from ..aef import BAND_NAMES
+
+if TYPE_CHECKING:
+    from duckdb.sqltypes import DuckDBPyType
+
+EMBEDDING_ARROW = pa.struct([(name, pa.int8()) for name in BAND_NAMES])
+# sample_group's result: a list a group of (row, bands, error) structs.
+SAMPLED_ARROW = pa.list_(
+    pa.struct([("__aef_row", pa.int64()), *EMBEDDING_ARROW, ("aef_error", pa.string())])
+)
+PATCH_ARROW = pa.list_(EMBEDDING_ARROW)
+PLAN_ARROW = pa.struct([(f, pa.int64()) for f in ("points", "blocks", "requests", "bytes")])
+OPTIONS_ARROW = pa.struct(
+    [
+        ("error", pa.string()),
+        ("years", pa.list_(pa.int32())),
+        ("crs", pa.int32()),
+        ("bands", pa.list_(pa.string())),
+    ]
+)
+POINT_XY_ARROW = pa.struct([("x", pa.float64()), ("y", pa.float64())])
+
+CHUNK_ARROW = pa.struct(
+    [
+        ("path", pa.string()),
+        ("year", pa.int32()),
+        ("row", pa.int32()),
+        ("col0", pa.int32()),
+        ("col1", pa.int32()),
+        ("centroid", pa.bool_()),
+    ]
+)
+UNIT_ARROW = pa.struct(
+    [
+        ("year", pa.int32()),
+        ("tiles", pa.list_(pa.int64())),
+        ("stand_in", pa.bool_()),
+        ("wkb", pa.binary()),
+        ("box", pa.list_(pa.float64())),
+        ("crs", pa.int32()),
+        ("level", pa.int32()),
+    ]
+)
+PIXEL_ARROW = pa.struct(
+    [
+        ("location", pa.int64()),
+        ("row", pa.int32()),
+        ("col", pa.int32()),
+        *((name, pa.float64()) for name in ("x", "y")),
+        # of x/y: "EPSG:32633", as aef_chips' chip_crs (aef_pixels calls it crs, a name its
+        # parameters take)
+        ("xy_crs", pa.string()),
+        *((name, pa.float64()) for name in ("lon", "lat")),
+        *EMBEDDING_ARROW,
+    ]
+)
+
+AREA_PLAN_ARROW = pa.struct(
+    [
+        ("plan_year", pa.int32()),
+        *((name, pa.int64()) for name in ("tiles", "blocks", "pixels", "value_bytes")),
+        ("note", pa.string()),
+    ]
+)
+
+ZONAL_ARROW = pa.struct(
+    [
+        ("row", pa.int64()),
+        ("year", pa.int32()),
+        ("pixels", pa.int64()),
+        ("nodata_pixels", pa.int64()),
+        ("centroid_pixel", pa.bool_()),
+        ("embedding", pa.list_(pa.float32(), len(BAND_NAMES))),
+        ("aef_error", pa.string()),
+    ]
+)
+
+CHIP_ARROW = pa.struct(
+    [
+        ("chip", pa.list_(pa.list_(pa.list_(pa.int8())))),
+        ("chip_crs", pa.string()),
+        ("chip_bounds", pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])),
+        ("valid_pixels", pa.int64()),
+        ("embedding", pa.list_(pa.float32(), len(BAND_NAMES))),
+        ("aef_error", pa.string()),
+    ]
+)
+CHIP_PLAN_ARROW = pa.struct(
+    [("error", pa.string()), ("per_call", pa.int32()), ("period", pa.int32())]
+)
+
+
+def sql_type(con: duckdb.DuckDBPyConnection, arrow_type: pa.DataType) -> DuckDBPyType:
+    """The SQL type DuckDB gives Arrow values of `arrow_type` (that of an empty column of
+    it): what a UDF declared with it must return, exactly."""
+    return con.from_arrow(pa.table({"value": pa.array([], arrow_type)})).types[0]

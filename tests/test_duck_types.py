@@ -1,0 +1,71 @@
+"""The aef_* UDFs' SQL types are derived from their Arrow types (aefsql/duck/types.py): each
+must be the type the UDF was declared with when both were written by hand."""
+
+import duckdb
+
+from aefsql.duck.registration import install
+from aefsql.duck.udfs import open_session
+
+BANDS = ", ".join(f"A{i:02d} TINYINT" for i in range(64))
+EMBEDDING = f"STRUCT({BANDS})"
+UNIT = (
+    "STRUCT(year INTEGER, tiles BIGINT[], stand_in BOOLEAN, wkb BLOB, box DOUBLE[], "
+    "crs INTEGER, level INTEGER)"
+)
+# The SQL types the UDFs were declared with before the derivation, written out by hand.
+RETURNS = {
+    "sample": EMBEDDING,
+    "embedding": EMBEDDING,
+    "locate": "VARCHAR",
+    "sample_patch": f"{EMBEDDING}[]",
+    "sample_group": f"STRUCT(__aef_row BIGINT, {BANDS}, aef_error VARCHAR)[]",
+    "build_collection": "BIGINT",
+    "plan_group": "STRUCT(points BIGINT, blocks BIGINT, requests BIGINT, bytes BIGINT)",
+    "options": "STRUCT(error VARCHAR, years INTEGER[], crs INTEGER, bands VARCHAR[])",
+    "point_xy": "STRUCT(x DOUBLE, y DOUBLE)",
+    "input_column": "BOOLEAN",
+    "index_file": "VARCHAR",
+    "chip_plan": "STRUCT(error VARCHAR, per_call INTEGER, period INTEGER)",
+    "chip": (
+        "STRUCT(chip TINYINT[][][], chip_crs VARCHAR, chip_bounds STRUCT(xmin DOUBLE, "
+        "ymin DOUBLE, xmax DOUBLE, ymax DOUBLE), valid_pixels BIGINT, embedding FLOAT[64], "
+        "aef_error VARCHAR)"
+    ),
+    "points_note": "VARCHAR",
+    "area_units": f"{UNIT}[]",
+    "unit_chunks": (
+        "STRUCT(path VARCHAR, year INTEGER, row INTEGER, col0 INTEGER, col1 INTEGER, "
+        "centroid BOOLEAN)[]"
+    ),
+    "area_plan": (
+        "STRUCT(plan_year INTEGER, tiles BIGINT, blocks BIGINT, pixels BIGINT, "
+        "value_bytes BIGINT, note VARCHAR)[]"
+    ),
+    "chunk_pixels": (
+        "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, xy_crs VARCHAR, "
+        f"lon DOUBLE, lat DOUBLE, {BANDS})[]"
+    ),
+    "zonal": (
+        "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "
+        "centroid_pixel BOOLEAN, embedding FLOAT[64], aef_error VARCHAR)[]"
+    ),
+}
+
+
+def test_derived_sql_types_equal_the_hand_written_ones(gdal_collection):
+    session = open_session(gdal_collection.index)
+    with duckdb.connect() as con:
+        install(con, session)
+        rows = con.execute(
+            "SELECT function_name, return_type, parameter_types FROM duckdb_functions() "
+            "WHERE starts_with(function_name, ?)",
+            [session.udf_prefix + "_"],
+        ).fetchall()
+    declared = {name.removeprefix(session.udf_prefix + "_"): row for name, *row in rows}
+    assert declared.keys() == RETURNS.keys()
+    for name, (returns, _) in declared.items():
+        # DuckDB quotes the field names that are keywords ("year"): compare types, not text.
+        assert duckdb.sqltype(returns) == duckdb.sqltype(RETURNS[name]), name
+    # A parameter derived from an Arrow type too: unit_chunks takes area_units' units.
+    (unit,) = declared["unit_chunks"][1]
+    assert duckdb.sqltype(unit) == duckdb.sqltype(UNIT)
