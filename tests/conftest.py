@@ -1,4 +1,5 @@
-"""Session fixtures: GDAL-written files and collections, served locally over S3 and HTTP."""
+"""Fixtures: GDAL-written files and collections, served locally over S3 and HTTP; a connection
+over the local collection; a catalog of broken files. Helpers are in helpers.py."""
 
 from __future__ import annotations
 
@@ -10,9 +11,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import botocore.config
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from gdal_fixtures import LAYOUTS, write_collection, write_layout
+from helpers import GOOD_TILE, TO_LONLAT, write
 from servers import RequestLog, http_range_server, injected_counts, s3_fault_proxy, s3_server
+
+import aefsql
 
 S3_BUCKET, S3_PREFIX = "aef", "v1/annual/"
 # Spark starts its Python workers with `python3` from PATH, which is not this venv's when the
@@ -108,6 +115,57 @@ def http_collection(http_server, gdal_collection) -> Collection:
     counts the requests the server received."""
     url = f"{http_server.base_url}{gdal_collection.folder.name}/index.parquet"
     return Collection(url, {}, gdal_collection.folder, http_server.log)
+
+
+@pytest.fixture(scope="module")
+def con(gdal_collection):
+    """A connection with aefsql over the local collection, one per test module (a module
+    may define its own `con` over another collection)."""
+    con = aefsql.connect(catalog=gdal_collection.index)
+    yield con
+    con.close()
+
+
+@pytest.fixture
+def broken_catalog(tmp_path):
+    """(connection, folder of index.parquet): one good tile (GOOD_TILE), one missing file,
+    one non-TIFF and one truncated TIFF, as catalog rows of different years so each query
+    picks the one it tests."""
+    good = write(
+        tmp_path / "good.tif", GOOD_TILE, planarconfig="separate", tile=(16, 16), compression="zstd"
+    )
+    (tmp_path / "not_a_tiff.tif").write_bytes(b"<html>403 Forbidden</html>")
+    raw = good.read_bytes()
+    (tmp_path / "truncated.tif").write_bytes(raw[: len(raw) // 2])
+    # The raster's corners: x 500000..500500, y 4000000..4000400 (south-up, 10 m pixels).
+    lon, lat = np.asarray(
+        TO_LONLAT.transform([500000, 500500, 500000, 500500], [4e6, 4e6, 4000400, 4000400])
+    )
+    rows = [
+        (2023, "good.tif"),
+        (2024, "missing.tif"),
+        (2025, "not_a_tiff.tif"),
+        (2026, "truncated.tif"),
+    ]
+    index = tmp_path / "index.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "fid": list(range(len(rows))),
+                "year": [year for year, _ in rows],
+                "path": [path for _, path in rows],
+                "crs": ["EPSG:32633"] * len(rows),
+                "wgs84_west": [lon.min()] * len(rows),
+                "wgs84_south": [lat.min()] * len(rows),
+                "wgs84_east": [lon.max()] * len(rows),
+                "wgs84_north": [lat.max()] * len(rows),
+            }
+        ),
+        index,
+    )
+    con = aefsql.connect(catalog=str(index))
+    yield con, tmp_path
+    con.close()
 
 
 def pytest_terminal_summary(terminalreporter):

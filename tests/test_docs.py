@@ -11,25 +11,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import README, ROOT, blocks, readme_python, registered_aef_functions
 
 import aefsql
 from aefsql.cli import main
 from aefsql.demo import DEMO_POINTS, write_demo_collection
 
-ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
 FUNCTIONS = (ROOT / "docs" / "functions.md").read_text()
-
-
-def blocks(text: str, language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)\n```", text, flags=re.DOTALL)
-
-
-def registered_aef_functions(con) -> set[str]:
-    rows = con.execute(
-        "SELECT DISTINCT function_name FROM duckdb_functions() WHERE function_name LIKE 'aef%'"
-    ).fetchall()
-    return {name for (name,) in rows}
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +74,6 @@ def test_every_function_example_runs(demo_dir, monkeypatch, capsys):
             assert pq.read_metadata(demo_dir / target).num_rows > 0, sql
             continue
         assert json.loads(out), sql
-
-
-def readme_python(marker: str) -> str:
-    return next(block for block in blocks(README, "python") if marker in block)
 
 
 def test_readme_python_examples_run(demo_con, tmp_path, monkeypatch):

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 import rasterio
 from gdal_fixtures import COLLECTION_TILES, collection_path
+from helpers import readme_python, star
 from pyproj import Transformer
 from rasterio.transform import rowcol
-from test_pixels import star
 
 import aefsql
 from aefsql import api
@@ -296,7 +296,6 @@ def demo_index(tmp_path_factory):
 def test_readme_zonal_and_area_examples_run(demo_index, tmp_path, monkeypatch):
     pytest.importorskip("geopandas")
     pytest.importorskip("xarray")
-    from test_docs import readme_python
 
     monkeypatch.setenv("AEFSQL_CATALOG", demo_index)
     monkeypatch.chdir(tmp_path)
