@@ -3,7 +3,10 @@ over the local collection; a catalog of broken files. Helpers are in helpers.py.
 
 from __future__ import annotations
 
+import ast
+import itertools
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +169,48 @@ def broken_catalog(tmp_path):
     con = aefsql.connect(catalog=str(index))
     yield con, tmp_path
     con.close()
+
+
+def module_markers(path: Path) -> set[str]:
+    """The markers a test module's `pytestmark` gives each of its tests, read from its source:
+    importing test_torch imports torch."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
+        ):
+            names = {
+                n.attr
+                for n in ast.walk(node.value)
+                if isinstance(n, ast.Attribute)
+                and isinstance(n.value, ast.Attribute)
+                and n.value.attr == "mark"
+            }
+    return names
+
+
+def pytest_ignore_collect(collection_path: Path, config):
+    """A test module whose every test `-m` leaves out is not imported at all, so that the fast
+    loop (-m "not spark and not torch and not dbt and not slow") imports none of PySpark,
+    torch, TorchGeo or dbt (tests/test_markers.py checks it). Without -m, or when a test
+    could be selected by markers of its own, the module is collected as usual."""
+    markexpr = config.getoption("markexpr")
+    if not markexpr or "=" in markexpr or not collection_path.name.startswith("test_"):
+        return None
+    if collection_path.suffix != ".py":
+        return None
+    marks = module_markers(collection_path)
+    if not marks:
+        return None
+    from _pytest.mark.expression import Expression  # pytest's own reading of -m
+
+    expression = Expression.compile(markexpr)
+    others = sorted(set(re.findall(r"[\w:+\-.\[\]\\/]+", markexpr)) - {"and", "or", "not"} - marks)
+    for held in itertools.product((False, True), repeat=len(others)):
+        on = marks | {name for name, h in zip(others, held, strict=True) if h}
+        if expression.evaluate(on.__contains__):
+            return None
+    return True
 
 
 def pytest_terminal_summary(terminalreporter):

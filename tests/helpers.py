@@ -362,6 +362,11 @@ def readme_python(marker: str) -> str:
     return next(block for block in blocks(README, "python") if marker in block)
 
 
+def readme_fast_loop() -> str:
+    """The -m expression of the README's fast loop."""
+    return next(m[1] for b in blocks(README, "sh") if (m := re.search(r'pytest .*-m "([^"]+)"', b)))
+
+
 # -- dbt projects (dbt runs in a process of its own: nothing here imports dbt) --------------
 
 DBT = str(Path(sys.executable).parent / "dbt")
