@@ -1,7 +1,7 @@
 """Helpers shared by the test modules (fixtures live in conftest.py; files GDAL writes in
 gdal_fixtures.py; the local servers in servers.py). A test module imports from here, never
-from another test module. The expectations here come from rasterio, PROJ and tifffile, not
-from aefsql's own code."""
+from another test module. The expected values here come from rasterio, PROJ and tifffile;
+aefsql lends only its band names and its index writer."""
 
 from __future__ import annotations
 
