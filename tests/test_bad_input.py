@@ -10,71 +10,25 @@ import pyproj
 import pytest
 import rasterio
 import tifffile
-from test_sampling import TO_LONLAT, pixel_lonlat
-from test_tiff import geotags, write
+from helpers import GOOD_TILE, TO_LONLAT, geotags, pixel_lonlat, write
 
 import aefsql
 import aefsql.errors
 import aefsql.storage.store
-
-DATA = np.random.default_rng(11).integers(-127, 128, (64, 40, 50), dtype=np.int8)
-DATA[:, 5:9, 5:9] = -128  # a nodata patch, all bands together
-DATA[3, 20, 20] = -128  # one nodata pixel in one band
-
-
-@pytest.fixture
-def catalog(tmp_path):
-    """One good tile, one missing file, one non-TIFF and one truncated TIFF, as catalog rows
-    of different years so each query picks the one it tests."""
-    good = write(
-        tmp_path / "good.tif", DATA, planarconfig="separate", tile=(16, 16), compression="zstd"
-    )
-    (tmp_path / "not_a_tiff.tif").write_bytes(b"<html>403 Forbidden</html>")
-    raw = good.read_bytes()
-    (tmp_path / "truncated.tif").write_bytes(raw[: len(raw) // 2])
-    # The raster's corners: x 500000..500500, y 4000000..4000400 (south-up, 10 m pixels).
-    lon, lat = np.asarray(
-        TO_LONLAT.transform([500000, 500500, 500000, 500500], [4e6, 4e6, 4000400, 4000400])
-    )
-    rows = [
-        (2023, "good.tif"),
-        (2024, "missing.tif"),
-        (2025, "not_a_tiff.tif"),
-        (2026, "truncated.tif"),
-    ]
-    index = tmp_path / "index.parquet"
-    pq.write_table(
-        pa.table(
-            {
-                "fid": list(range(len(rows))),
-                "year": [year for year, _ in rows],
-                "path": [path for _, path in rows],
-                "crs": ["EPSG:32633"] * len(rows),
-                "wgs84_west": [lon.min()] * len(rows),
-                "wgs84_south": [lat.min()] * len(rows),
-                "wgs84_east": [lon.max()] * len(rows),
-                "wgs84_north": [lat.max()] * len(rows),
-            }
-        ),
-        index,
-    )
-    con = aefsql.connect(catalog=str(index))
-    yield con, tmp_path
-    con.close()
 
 
 def embedding(con, lon, lat, year=2023):
     return con.execute("SELECT aef_embedding(?, ?, ?)", [lon, lat, year]).fetchone()[0]
 
 
-def test_nodata_is_null_per_band(catalog):
-    con, _ = catalog
+def test_nodata_is_null_per_band(broken_catalog):
+    con, _ = broken_catalog
     lon, lat = pixel_lonlat(np.array([6, 20]), np.array([6, 20]))
     patch = embedding(con, lon[0], lat[0])
     assert patch is not None and set(patch.values()) == {None}
     single = embedding(con, lon[1], lat[1])
     assert single["A03"] is None
-    assert single["A04"] == DATA[4, 20, 20]
+    assert single["A04"] == GOOD_TILE[4, 20, 20]
 
 
 @pytest.mark.parametrize(
@@ -93,8 +47,8 @@ def test_nodata_is_null_per_band(catalog):
         (150.0, -80.0),
     ],
 )
-def test_invalid_or_uncovered_points_are_null(catalog, lon, lat):
-    con, _ = catalog
+def test_invalid_or_uncovered_points_are_null(broken_catalog, lon, lat):
+    con, _ = broken_catalog
     assert embedding(con, lon, lat) is None
     assert con.execute("SELECT aef_locate(?, ?, 2023)", [lon, lat]).fetchone()[0] is None
     row = con.execute(
@@ -103,14 +57,14 @@ def test_invalid_or_uncovered_points_are_null(catalog, lon, lat):
     assert row == (None,)
 
 
-def test_null_year_is_null(catalog):
-    con, _ = catalog
+def test_null_year_is_null(broken_catalog):
+    con, _ = broken_catalog
     lon, lat = pixel_lonlat(np.array([30]), np.array([30]))
     assert embedding(con, lon[0], lat[0], None) is None
 
 
-def test_missing_file_fails_naming_it(catalog):
-    con, tmp_path = catalog
+def test_missing_file_fails_naming_it(broken_catalog):
+    con, tmp_path = broken_catalog
     lon, lat = pixel_lonlat(np.array([30]), np.array([30]))
     with pytest.raises(Exception, match=r"RangeReadError: .*missing\.tif: file not found"):
         embedding(con, lon[0], lat[0], 2024)
@@ -118,10 +72,10 @@ def test_missing_file_fails_naming_it(catalog):
         con.execute("SELECT aef_sample(?, 15.0, 45.0)", [str(tmp_path / "nope.tif")]).fetchall()
 
 
-def test_non_tiff_fails_naming_it(catalog):
+def test_non_tiff_fails_naming_it(broken_catalog):
     """Naming the file, never echoing its bytes (a file that is not a TIFF may be a secret:
     its first bytes were in the message)."""
-    con, _ = catalog
+    con, _ = broken_catalog
     lon, lat = pixel_lonlat(np.array([30]), np.array([30]))
     with pytest.raises(
         Exception, match=r"TiffFormatError: .*not_a_tiff\.tif: not a TIFF file"
@@ -130,8 +84,8 @@ def test_non_tiff_fails_naming_it(catalog):
     assert "<htm" not in str(e.value) and "403" not in str(e.value)
 
 
-def test_truncated_tiff_fails_naming_it(catalog):
-    con, _ = catalog
+def test_truncated_tiff_fails_naming_it(broken_catalog):
+    con, _ = broken_catalog
     lon, lat = pixel_lonlat(np.array([39]), np.array([49]))
     with pytest.raises(Exception, match=r"truncated\.tif.*(shorter than|past the end)"):
         embedding(con, lon[0], lat[0], 2026)
@@ -151,10 +105,10 @@ def fetch_attempts(monkeypatch) -> list[int]:
     return attempts
 
 
-def test_a_local_file_shorter_than_its_header_says_is_not_retried(catalog, fetch_attempts):
+def test_a_local_file_shorter_than_its_header_says_is_not_retried(broken_catalog, fetch_attempts):
     """A local file is as long as it is: its short read fails at the first attempt (it was
     retried, for seconds, as a network fault)."""
-    _, folder = catalog
+    _, folder = broken_catalog
     url = f"file://{folder / 'truncated.tif'}"
     size = (folder / "truncated.tif").stat().st_size
     store = aefsql.storage.store.ByteStore()
@@ -163,8 +117,8 @@ def test_a_local_file_shorter_than_its_header_says_is_not_retried(catalog, fetch
     assert fetch_attempts == [1]
 
 
-def test_empty_points_table_gives_empty_result(catalog):
-    con, _ = catalog
+def test_empty_points_table_gives_empty_result(broken_catalog):
+    con, _ = broken_catalog
     con.execute("CREATE TABLE empty_points (id INTEGER, lon DOUBLE, lat DOUBLE)")
     result = con.execute("SELECT * FROM aef_sample_points('empty_points', year := 2023)")
     assert result.fetchall() == []
@@ -173,13 +127,13 @@ def test_empty_points_table_gives_empty_result(catalog):
     empty = aefsql.sample_points(
         pa.table({"lon": pa.array([], pa.float64()), "lat": pa.array([], pa.float64())}),
         year=2023,
-        catalog=str(catalog[1] / "index.parquet"),
+        catalog=str(broken_catalog[1] / "index.parquet"),
     )
     assert empty.num_rows == 0 and empty.column_names[:3] == ["lon", "lat", "year"]
 
 
-def test_every_row_comes_back_once_in_order(catalog):
-    con, _ = catalog
+def test_every_row_comes_back_once_in_order(broken_catalog):
+    con, _ = broken_catalog
     rows = np.array([1, 6, 39, 0, 25, 0])
     cols = np.array([1, 6, 49, 0, 25, 0])
     lon, lat = pixel_lonlat(rows, cols)
@@ -193,21 +147,21 @@ def test_every_row_comes_back_once_in_order(catalog):
     assert [(k, y) for k, y, _, _ in out] == [(k, y) for k in "abcdefgh" for y in (2023, 2030)]
     by_key = {(k, y): (a00, a63) for k, y, a00, a63 in out}
     for key, row, col in zip("abcdef", rows, cols, strict=True):
-        expected = tuple(None if v == -128 else int(v) for v in DATA[[0, 63], row, col])
+        expected = tuple(None if v == -128 else int(v) for v in GOOD_TILE[[0, 63], row, col])
         assert by_key[(key, 2023)] == expected
         assert by_key[(key, 2030)] == (None, None)
     assert by_key[("g", 2023)] == by_key[("h", 2023)] == (None, None)
 
 
-def test_sample_points_needs_a_year(catalog):
-    con, _ = catalog
+def test_sample_points_needs_a_year(broken_catalog):
+    con, _ = broken_catalog
     con.execute("CREATE TABLE p AS SELECT 15.0 AS lon, 45.0 AS lat")
     with pytest.raises(Exception, match="pass years := 2024 or years := "):
         con.execute("SELECT * FROM aef_sample_points('p')").fetchall()
 
 
-def test_unknown_band_is_a_clear_error(catalog):
-    con, _ = catalog
+def test_unknown_band_is_a_clear_error(broken_catalog):
+    con, _ = broken_catalog
     lon, lat = pixel_lonlat(np.array([30]), np.array([30]))
     con.execute("CREATE TABLE q AS SELECT ? AS lon, ? AS lat", [lon[0], lat[0]])
     with pytest.raises(Exception, match="unknown band name"):
@@ -216,8 +170,8 @@ def test_unknown_band_is_a_clear_error(catalog):
         ).fetchall()
 
 
-def test_python_sample_points_needs_a_year_and_known_columns(catalog):
-    _, tmp_path = catalog
+def test_python_sample_points_needs_a_year_and_known_columns(broken_catalog):
+    _, tmp_path = broken_catalog
     table = pa.table({"lon": [15.0], "lat": [45.0]})
     index = str(tmp_path / "index.parquet")
     with pytest.raises(aefsql.AefsqlError, match=r"pass years=2024 or years=\[2023, 2024\]"):
@@ -228,8 +182,8 @@ def test_python_sample_points_needs_a_year_and_known_columns(catalog):
         aefsql.sample_points({"lon": [1.0]}, year=2023, catalog=index)
 
 
-def test_on_error_null_keeps_every_row_and_says_why(catalog):
-    con, _ = catalog
+def test_on_error_null_keeps_every_row_and_says_why(broken_catalog):
+    con, _ = broken_catalog
     lon, lat = pixel_lonlat(np.array([30, 2]), np.array([30, 3]))
     con.register("two", pa.table({"id": [1, 2], "lon": lon, "lat": lat}))
     query = "SELECT * FROM aef_sample_points('two', years := [2023, 2024, 2025, 2026]{})"
@@ -241,7 +195,7 @@ def test_on_error_null_keeps_every_row_and_says_why(catalog):
         (i, y) for i in (1, 2) for y in (2023, 2024, 2025, 2026)
     ]
     by_year = {(r[0], r[3]): (r[4], r[6]) for r in rows}  # A00, aef_error
-    assert by_year[(1, 2023)] == (int(DATA[0, 30, 30]), None)
+    assert by_year[(1, 2023)] == (int(GOOD_TILE[0, 30, 30]), None)
     assert "missing.tif: file not found" in by_year[(1, 2024)][1] and by_year[(1, 2024)][0] is None
     assert "not_a_tiff.tif: not a TIFF file" in by_year[(2, 2025)][1]
     assert "truncated.tif" in by_year[(2, 2026)][1]
@@ -324,7 +278,7 @@ def test_a_tile_left_out_is_nodata_whatever_the_tag(tmp_path, nodata):
     """Tiles of byte count 0 are nodata: NULL bands, tagged or not (a file without the tag
     is read with AEF's -128; it read as 0 before)."""
     tags = [t for t in geotags() if nodata is not None or t[0] != 42113]
-    index = one_tile_catalog(tmp_path, DATA, tags, planarconfig="separate", tile=(16, 16))
+    index = one_tile_catalog(tmp_path, GOOD_TILE, tags, planarconfig="separate", tile=(16, 16))
     leave_out_first_tile(tmp_path / "tile.tif", 64)
     lon, lat = pixel_lonlat(np.array([2, 30]), np.array([3, 40]))
     with aefsql.connect(catalog=str(index)) as con:
@@ -334,7 +288,7 @@ def test_a_tile_left_out_is_nodata_whatever_the_tag(tmp_path, nodata):
         con.register("left_out", pa.table({"lon": lon[:1], "lat": lat[:1]}))
         plan = con.sql("SELECT blocks, bytes FROM aef_plan('left_out', years := 2023)").fetchall()
     assert left_out is not None and set(left_out.values()) == {None}
-    assert kept["A00"] == DATA[0, 30, 40]
+    assert kept["A00"] == GOOD_TILE[0, 30, 40]
     assert plan == [(64, 0)]  # the plan counts the 64 blocks left out, and no byte to read
 
 
@@ -343,7 +297,7 @@ def test_a_nodata_no_int8_can_hold_is_refused(tmp_path, nodata):
     """A nodata tag that no int8 equals would let nodata pixels read as data: refused,
     naming it."""
     tags = geotags(nodata=nodata)
-    index = one_tile_catalog(tmp_path, DATA, tags, planarconfig="separate", tile=(16, 16))
+    index = one_tile_catalog(tmp_path, GOOD_TILE, tags, planarconfig="separate", tile=(16, 16))
     leave_out_first_tile(tmp_path / "tile.tif", 64)
     lon, lat = pixel_lonlat(np.array([2]), np.array([3]))
     with aefsql.connect(catalog=str(index)) as con:
@@ -366,7 +320,7 @@ def test_a_transform_no_point_maps_through_is_refused(tmp_path, matrix):
     """A NaN, infinite or zero pixel size (or origin) is refused, naming the file: before,
     every point landed in pixel (0, 0) or nowhere without a word."""
     tags = geotags(matrix=matrix)
-    index = one_tile_catalog(tmp_path, DATA, tags, planarconfig="separate", tile=(16, 16))
+    index = one_tile_catalog(tmp_path, GOOD_TILE, tags, planarconfig="separate", tile=(16, 16))
     lon, lat = pixel_lonlat(np.array([20]), np.array([20]))
     with aefsql.connect(catalog=str(index)) as con:
         with pytest.raises(Exception, match=r"tile\.tif: geotransform (is not finite|has a zero)"):
@@ -399,7 +353,7 @@ def test_on_error_null_covers_files_that_fail_while_locating(tmp_path, tags, why
     """A file points cannot be mapped into (rotated, a CRS that is no EPSG code) failed the
     whole query while locating, even with on_error := 'null': now its rows come back with
     NULL bands and the reason, and the default still fails naming the file."""
-    index = one_tile_catalog(tmp_path, DATA, tags, planarconfig="separate", tile=(16, 16))
+    index = one_tile_catalog(tmp_path, GOOD_TILE, tags, planarconfig="separate", tile=(16, 16))
     lon, lat = pixel_lonlat(np.array([20, 30]), np.array([20, 30]))
     with aefsql.connect(catalog=str(index)) as con:
         con.register("pts", pa.table({"id": [1, 2], "lon": lon, "lat": lat}))
@@ -442,7 +396,7 @@ def test_files_with_other_band_counts_sample_what_they_hold(tmp_path, bands):
     """The policy for files not shaped like AEF (docs/security.md): sampled as they are —
     the bands a file holds, each equal to rasterio's read; the bands it lacks NULL."""
     layout = dict(planarconfig="separate") if bands > 1 else {}
-    data = DATA[:bands] if bands > 1 else DATA[0]
+    data = GOOD_TILE[:bands] if bands > 1 else GOOD_TILE[0]
     index = one_tile_catalog(tmp_path, data, geotags(), tile=(16, 16), **layout)
     lon, lat = pixel_lonlat(np.array([7, 33]), np.array([9, 41]))
     with aefsql.connect(catalog=str(index)) as con:
@@ -465,7 +419,7 @@ def test_a_file_in_a_crs_that_is_not_utm_is_sampled_in_its_own_crs(tmp_path):
     geokeys = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 3857)
     index = one_tile_catalog(
         tmp_path,
-        DATA,
+        GOOD_TILE,
         geotags(matrix, geokeys),
         3857,
         (x0, y0),

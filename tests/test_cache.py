@@ -6,19 +6,13 @@ import gc
 import weakref
 
 import numpy as np
-from test_collection import tile_points
-from test_requests import tile_ranges_of
+from helpers import TILES, points_in_every_tile, tile_ranges_of
 
 from aefsql.format.tiff import BlockTable
 from aefsql.headers.table import CollectionHeaders, headers_to_table
 from aefsql.kernels.engine import Sampler
 from aefsql.storage.memory import BlockCache, HeaderCache
 from aefsql.storage.store import ByteStore
-
-TILES = [
-    f"2023/{zone}/tile{k}-0000000000-0000000000.tiff"
-    for k, zone in enumerate(["32N", "33N", "33N", "18S"])
-]
 
 
 def test_block_cache_drops_least_recently_used_within_its_budget():
@@ -51,15 +45,6 @@ def test_header_cache_drops_least_recently_used_within_its_budget(gdal_collectio
     assert cache.get(paths[0]) is not None
     cache.discard(paths[0], version=headers[paths[0]].version)
     assert cache.get(paths[0]) is None and cache.nbytes == size
-
-
-def points_in_every_tile():
-    lon, lat = [], []
-    for k in range(len(TILES)):
-        a, b, _, _ = tile_points(k, 10, seed=k)
-        lon.append(a)
-        lat.append(b)
-    return np.repeat(np.arange(len(TILES)), 10), np.concatenate(lon), np.concatenate(lat)
 
 
 def test_sampling_with_room_for_one_header_reads_the_others_again(http_collection):

@@ -4,7 +4,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_docs import registered_aef_functions
+from helpers import registered_aef_functions
 
 import aefsql
 from aefsql.catalog.index import (

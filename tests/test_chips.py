@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import rasterio
-import tifffile
 from gdal_fixtures import (
     COLLECTION_TILES,
     LAYOUTS,
@@ -22,10 +21,20 @@ from gdal_fixtures import (
     to_lonlat,
     write_index,
 )
+from helpers import (
+    block_ranges,
+    block_reads,
+    chip_centres,
+    chip_corner,
+    gdal_chip,
+    opened,
+    own_zone_first,
+    pixel_points,
+    pixel_reads,
+    tile_file,
+)
 from pyproj import Transformer
 from rasterio.transform import rowcol
-from rasterio.windows import Window
-from rasterio.windows import bounds as window_bounds
 
 import aefsql
 
@@ -33,93 +42,7 @@ NODATA = -128
 ADDED = ["year", "chip", "chip_crs", "chip_bounds", "valid_pixels", "embedding"]
 
 
-def tile_file(collection, year, k):
-    return collection.folder / collection_path(year, k)
-
-
-def opened(path, level=0):
-    return rasterio.open(path, **({"overview_level": level - 1} if level else {}))
-
-
 # -- expectations, from rasterio and PROJ only ---------------------------------------------
-
-
-def pixel_box(path, x, y, level=0):
-    """(west, south, east, north) of the pixel of `path` (at overview `level`) holding x/y."""
-    with opened(path, level) as ds:
-        (row,), (col,) = rowcol(ds.transform, [x], [y])
-        west, south, east, north = window_bounds(Window(col, row, 1, 1), ds.transform)
-    return min(west, east), min(south, north), max(west, east), max(south, north)
-
-
-def chip_corner(path, x, y, size, level=0):
-    """(west, north) of the size x size chip whose pixel [size // 2, size // 2] is the pixel of
-    `path` holding x/y."""
-    west, _, east, north = pixel_box(path, x, y, level)
-    pixel = east - west
-    return west - (size // 2) * pixel, north + (size // 2) * pixel
-
-
-def gdal_chip(path, west, north, size, level=0, bands=None):
-    """(int8 (bands, size, size) north-up, held (size, size)): rasterio's boundless read of
-    the window of `path` whose north-west corner is (west, north), on the file's own grid;
-    held: the pixels inside the raster (the rest are -128)."""
-    with opened(path, level) as ds:
-        t = ds.transform
-        pixel = abs(t.a)
-        cx = west + (np.arange(size) + 0.5) * pixel  # centres, west to east
-        cy = north - (np.arange(size) + 0.5) * pixel  # north to south
-        rows, _ = rowcol(t, np.full(size, cx[0]), cy)
-        _, cols = rowcol(t, cx, np.full(size, cy[0]))
-        rows, cols = np.asarray(rows), np.asarray(cols)
-        window = Window(int(cols.min()), int(rows.min()), size, size)
-        indexes = None if bands is None else [b + 1 for b in bands]
-        data = ds.read(indexes, window=window, boundless=True, fill_value=NODATA)
-        if t.e > 0:  # south-up: file rows run northward
-            data = data[:, ::-1]
-        held = ((rows >= 0) & (rows < ds.height))[:, None] & ((cols >= 0) & (cols < ds.width))
-    return data, held
-
-
-def chip_centres(west, north, size, pixel=PIXEL):
-    x = west + (np.arange(size) + 0.5) * pixel
-    y = north - (np.arange(size) + 0.5) * pixel
-    return np.meshgrid(x, y)
-
-
-def source_pixels(path, epsg, x, y, level=0):
-    """(int8 (64, *x.shape), held): the pixel of `path` holding each point (EPSG `epsg`)."""
-    with opened(path, level) as ds:
-        tx, ty = Transformer.from_crs(epsg, ds.crs.to_epsg(), always_xy=True).transform(x, y)
-        rows, cols = rowcol(ds.transform, np.ravel(tx), np.ravel(ty))
-        rows, cols = np.reshape(rows, x.shape), np.reshape(cols, x.shape)
-        held = (rows >= 0) & (rows < ds.height) & (cols >= 0) & (cols < ds.width)
-        data = ds.read()
-    values = np.full((64, *x.shape), NODATA, np.int8)
-    values[:, held] = data[:, rows[held], cols[held]]
-    return values, held
-
-
-def own_zone_first(collection, year, epsg, x, y, level=0, skip=()):
-    """(values (64, *x.shape), tile index or -1) of each point's source pixel, the tiles of
-    the point's own UTM zone tried first (catalog order otherwise), as aef_locate does."""
-    lon, lat = Transformer.from_crs(epsg, 4326, always_xy=True).transform(x, y)
-    zone = np.floor((lon + 180) / 6).astype(int) + 1
-    own = np.where(lat >= 0, 32600, 32700) + zone
-    values = np.full((64, *x.shape), NODATA, np.int8)
-    owner = np.full(x.shape, -1)
-    found = {
-        k: source_pixels(tile_file(collection, year, k), epsg, x, y, level)
-        for k in range(len(COLLECTION_TILES))
-        if k not in skip
-    }
-    for first in (True, False):
-        for k, (data, held) in found.items():
-            mine = COLLECTION_TILES[k][1] == own
-            take = held & (owner < 0) & (mine if first else ~mine)
-            values[:, take] = data[:, take]
-            owner[take] = k
-    return values, owner
 
 
 def dequantized_means(chip):
@@ -167,23 +90,6 @@ def bounds_of(table) -> list:
 def points_table(epsg, x, y, **columns):
     lon, lat = to_lonlat(epsg, np.asarray(x, float), np.asarray(y, float))
     return pa.table({"id": np.arange(len(lon)), **columns, "lon": lon, "lat": lat})
-
-
-def pixel_points(rows, cols, x0, y0, seed=0):
-    """UTM x/y inside the given pixels of a south-up tile whose south-west corner is (x0, y0)
-    (rows counted northward), never near a pixel edge."""
-    rng = np.random.default_rng(seed)
-    rows, cols = np.asarray(rows), np.asarray(cols)
-    x = x0 + (cols + rng.uniform(0.1, 0.9, cols.size)) * PIXEL
-    y = y0 + (rows + rng.uniform(0.1, 0.9, rows.size)) * PIXEL
-    return x, y
-
-
-@pytest.fixture(scope="module")
-def con(gdal_collection):
-    con = aefsql.connect(catalog=gdal_collection.index)
-    yield con
-    con.close()
 
 
 # -- 1, 2: one tile, south-up and north-up --------------------------------------------------
@@ -419,33 +325,6 @@ def test_geometry_points_and_projected_coordinates(con, gdal_collection):
 
 
 # -- 7: the budget --------------------------------------------------------------------------
-
-
-def block_ranges(path, level=0):
-    """[(first, last byte)] of the pixel blocks of `path`'s level (tifffile)."""
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[level]
-        return [
-            (o, o + n - 1) for o, n in zip(page.dataoffsets, page.databytecounts, strict=True) if n
-        ]
-
-
-def pixel_reads(log, since, suffix):
-    """[(first, last byte)] of the ranged GETs of paths ending with `suffix` since request
-    number `since`, but the header's first read (from byte 0: in GDAL's layout it takes in
-    the first few blocks too, and reading a header is not reading pixels)."""
-    out = []
-    for method, path, byte_range in log.requests[since:]:
-        if method == "GET" and path.endswith(suffix) and byte_range:
-            first, last = byte_range.removeprefix("bytes=").split("-")
-            if int(first) > 0:
-                out.append((int(first), int(last)))
-    return out
-
-
-def block_reads(blocks, reads):
-    """How many reads overlap each block."""
-    return np.array([sum(a <= last and first <= b for a, b in reads) for first, last in blocks])
 
 
 def test_budget_refuses_before_any_pixel_is_read(http_collection):

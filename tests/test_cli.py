@@ -6,9 +6,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from test_bad_input import catalog  # noqa: F401 (a fixture: a catalog with broken files)
-from test_collection import tile_points
-from test_sampling import pixel_lonlat
+from helpers import pixel_lonlat, tile_points
 
 from aefsql.cli import main, parse_years
 
@@ -124,8 +122,8 @@ def test_bad_year_is_one_clear_line(points_csv):
     assert code == 1 and err.count("\n") == 1 and "--years 'last year'" in err
 
 
-def test_on_error_null_keeps_every_row_and_lists_the_failed_ones(catalog, tmp_path):  # noqa: F811
-    _, folder = catalog
+def test_on_error_null_keeps_every_row_and_lists_the_failed_ones(broken_catalog, tmp_path):
+    _, folder = broken_catalog
     lon, lat = pixel_lonlat(np.array([30, 2, 7]), np.array([30, 3, 9]))
     points = tmp_path / "plots.csv"
     points.write_text(

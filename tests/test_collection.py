@@ -3,8 +3,8 @@
 import numpy as np
 import pyarrow as pa
 import pytest
-import rasterio
-from gdal_fixtures import COLLECTION_TILES, PIXEL, TILE_HEIGHT, TILE_WIDTH, lonlat
+from gdal_fixtures import COLLECTION_TILES, PIXEL, TILE_HEIGHT, TILE_WIDTH
+from helpers import band_matrix, gdal_values, tile_points
 from pyproj import Transformer
 
 import aefsql
@@ -24,30 +24,6 @@ def con(collection):
     con = aefsql.connect(catalog=collection.index, storage_options=collection.storage_options)
     yield con
     con.close()
-
-
-def tile_points(k: int, n: int, seed: int):
-    """n random lon/lat points inside tile k, with their UTM x/y."""
-    _, epsg, x0, y0 = COLLECTION_TILES[k]
-    rng = np.random.default_rng(seed)
-    x = x0 + (rng.integers(0, TILE_WIDTH, n) + rng.uniform(0.05, 0.95, n)) * PIXEL
-    y = y0 + (rng.integers(0, TILE_HEIGHT, n) + rng.uniform(0.05, 0.95, n)) * PIXEL
-    lon, lat = lonlat(epsg, x, y)
-    return lon, lat, x, y
-
-
-def gdal_values(folder, year: int, k: int, x, y) -> np.ndarray:
-    zone = COLLECTION_TILES[k][0]
-    path = folder / f"{year}/{zone}/tile{k}-{0:010d}-{0:010d}.tiff"
-    with rasterio.open(path) as ds:
-        values = np.array(list(ds.sample(zip(x, y, strict=True)))).astype(np.int16)
-    return np.where(values == -128, -999, values)
-
-
-def band_matrix(table: pa.Table) -> np.ndarray:
-    return np.stack(
-        [table[b].cast(pa.int16()).fill_null(-999).to_numpy() for b in BAND_NAMES], axis=1
-    )
 
 
 def test_index_is_normalized(con, collection):

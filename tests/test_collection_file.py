@@ -3,31 +3,13 @@
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from test_collection import tile_points
-from test_requests import tile_ranges_of
+from helpers import HEADER_FIELDS, tile_points, tile_ranges_of
 
 import aefsql
 from aefsql.cli import main
 from aefsql.headers.table import headers_from_table, headers_to_table
 from aefsql.kernels.engine import Sampler
 from aefsql.storage.store import ByteStore
-
-# Every field of an ImageHeader but its block tables (compared apart).
-HEADER_FIELDS = (
-    "width",
-    "height",
-    "block_width",
-    "block_height",
-    "samples_per_pixel",
-    "dtype",
-    "planar_separate",
-    "compression",
-    "predictor",
-    "transform",
-    "epsg",
-    "nodata",
-    "tiled",
-)
 
 
 def test_headers_round_trip_through_a_table(gdal_collection):

@@ -5,8 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
-from test_cache import TILES, points_in_every_tile
-from test_collection import tile_points
+from helpers import TILES, points_in_every_tile, tile_points
 
 import aefsql
 from aefsql.kernels.engine import Sampler

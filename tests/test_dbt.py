@@ -2,16 +2,21 @@
 with several threads), an incremental model that samples only new plots, the warning about
 views, and a catalog that cannot be reached."""
 
-import json
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
-from test_collection import tile_points
+from helpers import (
+    SAMPLE_PLOTS,
+    dbt,
+    node_results,
+    plots_in_tile,
+    tile_points,
+    write_plots_seed,
+    write_project,
+)
 
 import aefsql
 
@@ -19,12 +24,6 @@ pytestmark = pytest.mark.dbt
 
 pytest.importorskip("dbt.adapters.duckdb")
 
-DBT = str(Path(sys.executable).parent / "dbt")
-SAMPLE_PLOTS = (
-    "{{ config(materialized='table') }}\n"
-    "SELECT * FROM aef_sample_points('{{ ref(\"plots\") }}', years := [2023, 2024],\n"
-    "                                bands := ['A00', 'A63'])"
-)
 # The incremental pattern of the README: only plots not yet sampled go through aef_*.
 SAMPLE_NEW_PLOTS = """{{ config(materialized='incremental', unique_key=['plot', 'year']) }}
 WITH new_plots AS (
@@ -43,70 +42,12 @@ VIEW_WARNING = (
 )
 
 
-def write_project(
-    folder: Path, database: Path, plugin_config: dict, models: dict, threads: int = 2
-) -> None:
-    (folder / "models").mkdir(parents=True)
-    (folder / "seeds").mkdir()
-    (folder / "dbt_project.yml").write_text(
-        "name: aef_demo\nversion: '1.0'\nprofile: aef_demo\n"
-        "model-paths: [models]\nseed-paths: [seeds]\n"
-    )
-    # JSON is YAML: the plugin config (storage options included) goes in as one mapping.
-    (folder / "profiles.yml").write_text(f"""
-aef_demo:
-  target: dev
-  outputs:
-    dev:
-      type: duckdb
-      path: {database}
-      threads: {threads}
-      plugins:
-        - module: aefsql.dbt
-          config: {json.dumps(plugin_config)}
-""")
-    for name, sql in models.items():
-        (folder / "models" / f"{name}.sql").write_text(sql)
-
-
-def write_plots_seed(folder: Path, plots: list) -> None:
-    lines = ["plot,lon,lat", *(f"{name},{lon!r},{lat!r}" for name, lon, lat in plots)]
-    (folder / "seeds" / "plots.csv").write_text("\n".join(lines) + "\n")
-
-
-def plots_in_tile(n: int, seed: int) -> list:
-    """n (name, lon, lat) inside the collection's tile 3, named after `seed`."""
-    lon, lat, _, _ = tile_points(3, n, seed=seed)
-    return [
-        (f"plot{seed}_{i}", float(a), float(b))
-        for i, (a, b) in enumerate(zip(lon, lat, strict=True))
-    ]
-
-
-def dbt(project: Path, *args: str) -> subprocess.CompletedProcess:
-    # dbt in a process of its own, as users run it (it holds the database file while alive).
-    return subprocess.run(
-        [DBT, *args, "--project-dir", str(project), "--profiles-dir", str(project)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def query(database: Path, sql: str) -> list:
     con = duckdb.connect(str(database), read_only=True)
     try:
         return con.execute(sql).fetchall()
     finally:
         con.close()
-
-
-def node_results(project: Path, run: subprocess.CompletedProcess) -> dict:
-    """{node name: its entry in dbt's run_results.json} of `run`, dbt's last invocation."""
-    path = project / "target" / "run_results.json"
-    assert path.exists(), f"dbt ran no node: {run.stdout[-3000:]}"
-    results = json.loads(path.read_text())["results"]
-    return {r["unique_id"].split(".")[-1]: r for r in results}
 
 
 def test_dbt_run_materialises_sampled_embeddings(gdal_collection, tmp_path):

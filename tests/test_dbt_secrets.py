@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from test_dbt import SAMPLE_PLOTS, dbt, node_results, plots_in_tile, write_plots_seed, write_project
+from helpers import SAMPLE_PLOTS, dbt, node_results, plots_in_tile, write_plots_seed, write_project
 
 pytestmark = pytest.mark.dbt
 

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from gdal_fixtures import COLLECTION_TILES, write_collection
+from helpers import tile_points
 from servers import http_range_server
-from test_collection import tile_points
 
 import aefsql
 

@@ -26,13 +26,6 @@ LONLAT_AS_PROJECTED = f"the coordinates look like lon/lat, but crs := {EPSG} is 
 OUTSIDE = "outside coverage: the catalog has no tile of year 2023 there"
 
 
-@pytest.fixture(scope="module")
-def con(gdal_collection):
-    con = aefsql.connect(catalog=gdal_collection.index)
-    yield con
-    con.close()
-
-
 def plan(con, area, years="[2023, 2024]", extra=""):
     return con.sql(f"SELECT * FROM aef_area_plan({area}, years := {years}{extra})").to_arrow_table()
 

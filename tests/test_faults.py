@@ -11,7 +11,7 @@ import aiohttp
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_collection import tile_points
+from helpers import tile_points
 
 import aefsql
 from aefsql.errors import Cancelled

@@ -11,27 +11,36 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import (
+    RASTERET_FILES,
+    RASTERET_FIXTURE,
+    band_matrix,
+    gdal_values,
+    rasteret_gdal,
+    rasteret_points,
+    rasteret_values,
+    tile_points,
+    with_rasteret_fixture,
+)
 from servers import http_range_server
-from test_collection import band_matrix, gdal_values, tile_points
-from test_rasteret import FILES, FIXTURE, gdal, points, values, with_fixture
 
 import aefsql
 from aefsql.duck.udfs import open_session
 from aefsql.errors import TiffFormatError
 from aefsql.headers.table import headers_from_table
 
-NORTHUP = f"collection/tiffs/{FILES[2024]}"
+NORTHUP = f"collection/tiffs/{RASTERET_FILES[2024]}"
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """The Rasteret fixture under collection/, and a catalog of its two files."""
-    return with_fixture(tmp_path_factory.mktemp("hostile-rasteret"))
+    return with_rasteret_fixture(tmp_path_factory.mktemp("hostile-rasteret"))
 
 
 def records(root: Path) -> pa.Table:
     """2024's Rasteret record, its path absolute."""
-    table = pq.read_table(next((FIXTURE / "year=2024").rglob("*.parquet")))
+    table = pq.read_table(next((RASTERET_FIXTURE / "year=2024").rglob("*.parquet")))
     paths = [str(root / "collection" / p) for p in table["path"].to_pylist()]
     return table.set_column(table.schema.get_field_index("path"), "path", pa.array(paths))
 
@@ -61,7 +70,7 @@ def export_folder(folder: Path, *tables: pa.Table) -> Path:
 
 
 def assert_gdal_values(root: Path, collection: str, **options) -> None:
-    table, x, y = points(2024, n=40, seed=9)
+    table, x, y = rasteret_points(2024, n=40, seed=9)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # asserted by the callers
         got = aefsql.sample_points(
@@ -72,7 +81,7 @@ def assert_gdal_values(root: Path, collection: str, **options) -> None:
             progress=False,
             **options,
         )
-    assert (values(got) == gdal(2024, x, y)).all()
+    assert (rasteret_values(got) == rasteret_gdal(2024, x, y)).all()
 
 
 def _tile_offsets(table: pa.Table, band: int) -> list[int]:
@@ -226,7 +235,7 @@ def test_a_shard_is_read_from_the_collections_folder_only(root, tmp_path, part):
     site = tmp_path / "site"
     shutil.copytree(root, site)
     with http_range_server(site) as server:
-        shard = pq.read_table(next((FIXTURE / "year=2024").rglob("*.parquet")))
+        shard = pq.read_table(next((RASTERET_FIXTURE / "year=2024").rglob("*.parquet")))
         remote = [server.base_url + "collection/" + p for p in shard["path"].to_pylist()]
         shard = shard.set_column(shard.schema.get_field_index("path"), "path", pa.array(remote))
         for folder in ("outside", "coll/data"):

@@ -22,13 +22,6 @@ CALLS = {
 }
 
 
-@pytest.fixture(scope="module")
-def con(gdal_collection):
-    con = aefsql.connect(catalog=gdal_collection.index)
-    yield con
-    con.close()
-
-
 def table(extra: dict) -> pa.Table:
     lon, lat = to_lonlat(EPSG, [X0 + 700, X0 + 1200, X0 + 2000], [Y0 + 600, Y0 + 900, Y0 + 1500])
     return pa.table({"lon": lon, "lat": lat, "geom": [SQUARE] * 3, **extra})

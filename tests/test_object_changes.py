@@ -13,8 +13,8 @@ import pytest
 import rasterio
 import tifffile
 from gdal_fixtures import collection_layout, collection_path, write_collection, write_layout
+from helpers import band_matrix, tile_points
 from servers import http_range_server
-from test_collection import band_matrix, tile_points
 
 import aefsql
 

@@ -17,10 +17,9 @@ from gdal_fixtures import (
     write_index,
     write_layout,
 )
+from helpers import assert_same, by_pixel, star, write
 from rasterio.features import geometry_mask
 from rasterio.transform import rowcol
-from test_pixels import assert_same, by_pixel, star
-from test_tiff import write
 
 import aefsql
 from aefsql.errors import AefsqlError, TiffFormatError
@@ -138,13 +137,6 @@ def north_up_collection(tmp_path_factory):
     path = "2023/33N/northup-0000000000-0000000000.tiff"
     write_layout(folder, NORTH_UP, seed=7, name=path)
     return write_index(folder / "index.parquet", [index_row(1, 2023, path, NORTH_UP)]), path
-
-
-@pytest.fixture(scope="module")
-def con(gdal_collection):
-    con = aefsql.connect(catalog=gdal_collection.index)
-    yield con
-    con.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import rasterio
 from gdal_fixtures import LAYOUTS, PIXEL, lonlat, random_pixel_points, raster_bounds
-from test_collection import tile_points
+from helpers import tile_points
 
 import aefsql
 from aefsql.aef import BAND_NAMES

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 from gdal_fixtures import collection_path
-from test_collection import band_matrix
+from helpers import band_matrix
 
 import aefsql
 from aefsql.catalog.index import Catalog

@@ -6,19 +6,12 @@ import pyarrow as pa
 import pytest
 import rasterio
 from gdal_fixtures import COLLECTION_TILES, PIXEL, collection_path
+from helpers import assert_same, by_pixel, star
 from rasterio.features import geometry_mask
-from test_collection import band_matrix
 
 import aefsql
 from aefsql.aef import BAND_NAMES
 from aefsql.geometry.geo import polygon_wkb
-
-
-@pytest.fixture(scope="module")
-def con(gdal_collection):
-    con = aefsql.connect(catalog=gdal_collection.index)
-    yield con
-    con.close()
 
 
 def tile_file(folder, year, k):
@@ -37,14 +30,6 @@ def gdal_pixels(path, rings):
     return {(r, c): data[:, r, c] for r, c in zip(rows.tolist(), cols.tolist(), strict=True)}
 
 
-def star(cx, cy, radius, n=9, seed=0):
-    rng = np.random.default_rng(seed)
-    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
-    radii = rng.uniform(0.4, 1.0, n) * radius
-    ring = np.column_stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)])
-    return np.vstack([ring, ring[:1]])
-
-
 def ours(con, ring, epsg, years=2023):
     wkb = polygon_wkb(ring[:, 0], ring[:, 1])
     return con.execute(
@@ -52,19 +37,6 @@ def ours(con, ring, epsg, years=2023):
         "ORDER BY year, path, row, col",
         [wkb],
     ).to_arrow_table()
-
-
-def by_pixel(table, path):
-    mine = table.filter(pa.compute.equal(table["path"], str(path)))
-    values = band_matrix(mine)
-    keys = zip(mine["row"].to_pylist(), mine["col"].to_pylist(), strict=True)
-    return {key: values[i] for i, key in enumerate(keys)}
-
-
-def assert_same(got: dict, expected: dict):
-    assert set(got) == set(expected)
-    for key, values in expected.items():
-        assert np.array_equal(got[key], values), key
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -2,18 +2,8 @@
 UTM zones, and each row says which CRS its x/y are in — the CRS GDAL reads from the tile."""
 
 import numpy as np
-import pytest
 import rasterio
 from gdal_fixtures import COLLECTION_TILES, collection_path
-
-import aefsql
-
-
-@pytest.fixture(scope="module")
-def con(gdal_collection):
-    con = aefsql.connect(catalog=gdal_collection.index)
-    yield con
-    con.close()
 
 
 def test_each_pixel_says_the_crs_of_its_x_y(con, gdal_collection):

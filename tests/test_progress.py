@@ -5,7 +5,7 @@ import io
 import duckdb
 import numpy as np
 import pyarrow as pa
-from test_collection import tile_points
+from helpers import tile_points
 
 import aefsql
 from aefsql import progress as progress_module

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 import rasterio
 from gdal_fixtures import COLLECTION_TILES, collection_path
+from helpers import readme_python, star
 from pyproj import Transformer
 from rasterio.transform import rowcol
-from test_pixels import star
 
 import aefsql
 from aefsql import api
@@ -303,7 +303,6 @@ def demo_index(tmp_path_factory):
 def test_readme_zonal_and_area_examples_run(demo_index, tmp_path, monkeypatch):
     pytest.importorskip("geopandas")
     pytest.importorskip("xarray")
-    from test_docs import readme_python
 
     monkeypatch.setenv("AEFSQL_CATALOG", demo_index)
     monkeypatch.chdir(tmp_path)
@@ -325,14 +324,20 @@ def test_readme_zonal_and_area_examples_run(demo_index, tmp_path, monkeypatch):
 
 def ml_and_spark_entry_points():
     """(module, a call with **kw) of the entry points in the optional extras: each refuses a
-    keyword it does not know before reading or starting anything."""
+    keyword it does not know before reading or starting anything. Each imports its library
+    (torch, PySpark), so carries its marker."""
     points = pa.table({"lon": [-77.04], "lat": [-12.04]})
-    return [
+    calls = [
         ("aefsql.torch", lambda m, **kw: m.ChipDataset(points, size=8, years=2024, **kw)),
         ("aefsql.torchgeo", lambda m, **kw: m.AEF(years=2024, **kw)),
         ("aefsql.spark", lambda m, **kw: m.sample_points(None, years=2024, **kw)),
         ("aefsql.spark", lambda m, **kw: m.zonal(None, years=2024, **kw)),
         ("aefsql.spark", lambda m, **kw: m.register(None, **kw)),
+    ]
+    marks = {"aefsql.torch": pytest.mark.torch, "aefsql.torchgeo": pytest.mark.torch}
+    return [
+        pytest.param(module, call, marks=marks.get(module, pytest.mark.spark))
+        for module, call in calls
     ]
 
 

@@ -3,36 +3,26 @@ make_fixture.py there): equal to the files' own, and sampling with them reads no
 and gives GDAL's values, in Rasteret's export layout and in the published sharded one."""
 
 import contextlib
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import rasterio
-from test_collection_file import HEADER_FIELDS
+from helpers import (
+    HEADER_FIELDS,
+    RASTERET_FILES,
+    RASTERET_FIXTURE,
+    rasteret_gdal,
+    rasteret_points,
+    rasteret_values,
+    with_rasteret_fixture,
+)
 
 import aefsql
 from aefsql.duck.udfs import open_session
-from aefsql.writer import TileEntry, write_index
 
-FIXTURE = Path(__file__).parent / "fixtures" / "rasteret" / "collection"
-FILES = {2023: "2023-southup.tif", 2024: "2024-northup.tif"}
 BUCKET = "rasteret"
-
-
-def with_fixture(root: Path) -> Path:
-    """`root` holding the fixture collection (collection/) and a catalog of its two files
-    (index.parquet)."""
-    shutil.copytree(FIXTURE, root / "collection")
-    entries = []
-    for year, name in FILES.items():
-        west, south, east, north = bounds(year)
-        entries.append(TileEntry(year, f"collection/tiffs/{name}", 32633, west, south, east, north))
-    write_index(root / "index.parquet", entries)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +30,11 @@ def store(s3, s3_proxy, tmp_path_factory):
     """In a bucket: the fixture collection (collection/), a catalog of its two files
     (index.parquet) and the same records as a published collection: published/index.parquet
     naming a shard a year under published/data/."""
-    root = with_fixture(tmp_path_factory.mktemp("rasteret"))
+    root = with_rasteret_fixture(tmp_path_factory.mktemp("rasteret"))
     (root / "published" / "data").mkdir(parents=True)
     index = []
-    for k, year in enumerate(FILES):
-        records = pq.read_table(next((FIXTURE / f"year={year}").rglob("*.parquet")))
+    for k, year in enumerate(RASTERET_FILES):
+        records = pq.read_table(next((RASTERET_FIXTURE / f"year={year}").rglob("*.parquet")))
         absolute = [f"s3://{BUCKET}/collection/{p}" for p in records["path"].to_pylist()]
         records = records.set_column(
             records.schema.get_field_index("path"), "path", pa.array(absolute)
@@ -60,58 +50,28 @@ def store(s3, s3_proxy, tmp_path_factory):
     return root
 
 
-def bounds(year: int) -> tuple[float, float, float, float]:
-    """West, south, east, north (rasterio's bounds put a south-up file's top at the south)."""
-    with rasterio.open(FIXTURE / "tiffs" / FILES[year]) as ds:
-        left, bottom, right, top = ds.bounds
-    return left, min(bottom, top), right, max(bottom, top)
-
-
-def points(year: int, n: int = 60, seed: int = 0):
-    """Lon/lat points over the file of `year` (some on nodata), with their x/y."""
-    from pyproj import Transformer
-
-    west, south, east, north = bounds(year)
-    rng = np.random.default_rng(seed)
-    x, y = rng.uniform(west + 1, east - 1, n), rng.uniform(south + 1, north - 1, n)
-    lon, lat = Transformer.from_crs(32633, 4326, always_xy=True).transform(x, y)
-    return pa.table({"lon": lon, "lat": lat}), x, y
-
-
-def gdal(year: int, x, y) -> np.ndarray:
-    with rasterio.open(FIXTURE / "tiffs" / FILES[year]) as ds:
-        return np.array(list(ds.sample(zip(x, y, strict=True)))).astype(np.int16)
-
-
-def values(table: pa.Table) -> np.ndarray:
-    return np.stack(
-        [table[f"A{b:02d}"].cast(pa.int16()).fill_null(-128).to_numpy() for b in range(64)],
-        axis=1,
-    )
-
-
 def test_rasteret_headers_are_the_files_own(gdal_collection):
     """Every field, and both block tables in full, as aefsql parses them from the files."""
-    session = open_session(gdal_collection.index, collection=str(FIXTURE))
+    session = open_session(gdal_collection.index, collection=str(RASTERET_FIXTURE))
     headers = session.sampler.collection
     assert len(headers) == 2
-    for name in FILES.values():
-        path = str(FIXTURE / "tiffs" / name)
+    for name in RASTERET_FILES.values():
+        path = str(RASTERET_FIXTURE / "tiffs" / name)
         theirs = headers.get(path)
         session.sampler.collection = None  # now from the file itself
         own = session.sampler.complete_headers([path])[path]
         session.sampler.collection = headers
         for field in HEADER_FIELDS:
             assert getattr(theirs, field) == getattr(own, field), (name, field)
-            assert theirs.transform.south_up == (name == FILES[2023])  # as the file is
+            assert theirs.transform.south_up == (name == RASTERET_FILES[2023])  # as the file is
         for table in ("block_offsets", "block_byte_counts"):
             assert np.array_equal(getattr(theirs, table).values, getattr(own, table).values)
 
 
 def test_sampling_with_the_export_layout_reads_no_header(store, s3_proxy):
     s3_proxy.log.clear()
-    for year in FILES:
-        table, x, y = points(year)
+    for year in RASTERET_FILES:
+        table, x, y = rasteret_points(year)
         got = aefsql.sample_points(
             table,
             years=year,
@@ -120,14 +80,14 @@ def test_sampling_with_the_export_layout_reads_no_header(store, s3_proxy):
             progress=False,
             storage_options=s3_proxy.storage_options,
         )
-        assert (values(got) == gdal(year, x, y)).all()
+        assert (rasteret_values(got) == rasteret_gdal(year, x, y)).all()
         assert 0 < pc.count(got["A00"]).as_py() < len(table)  # values and nodata
     tiffs = [r for m, p, r in s3_proxy.log.requests if m == "GET" and p.endswith(".tif")]
     assert tiffs and not [r for r in tiffs if r.startswith("bytes=0-")]
 
 
 def test_published_layout_reads_only_the_shards_it_needs(store, s3_proxy):
-    table, x, y = points(2024, seed=3)
+    table, x, y = rasteret_points(2024, seed=3)
     s3_proxy.log.clear()
     got = aefsql.sample_points(
         table,
@@ -137,7 +97,7 @@ def test_published_layout_reads_only_the_shards_it_needs(store, s3_proxy):
         progress=False,
         storage_options=s3_proxy.storage_options,
     )
-    assert (values(got) == gdal(2024, x, y)).all()
+    assert (rasteret_values(got) == rasteret_gdal(2024, x, y)).all()
     gets = [p for m, p, _ in s3_proxy.log.requests if m == "GET"]
     assert any(p.endswith("published/data/part-00001.parquet") for p in gets)  # 2024's
     assert not any(p.endswith("published/data/part-00000.parquet") for p in gets)  # 2023's
@@ -165,11 +125,11 @@ def test_untrusted_records_fall_back_to_the_files(store, s3, s3_proxy, tmp_path)
         storage_options=s3_proxy.storage_options,
     )
     assert len(session.sampler.collection) == 1  # the shard outside is not even named
-    northup = f"s3://{BUCKET}/collection/tiffs/{FILES[2024]}"
+    northup = f"s3://{BUCKET}/collection/tiffs/{RASTERET_FILES[2024]}"
     with pytest.warns(UserWarning, match=r"2024-northup\.tif: 63 band structs for 64 planes"):
         assert session.sampler.collection.get(northup) is None
-    for year in FILES:
-        table, x, y = points(year, seed=5)
+    for year in RASTERET_FILES:
+        table, x, y = rasteret_points(year, seed=5)
         s3_proxy.log.clear()
         broken_record = pytest.warns(UserWarning, match=r"2024-northup\.tif: 63 band structs")
         with broken_record if year == 2024 else contextlib.nullcontext():
@@ -181,7 +141,7 @@ def test_untrusted_records_fall_back_to_the_files(store, s3, s3_proxy, tmp_path)
                 progress=False,
                 storage_options=s3_proxy.storage_options,
             )
-        assert (values(got) == gdal(year, x, y)).all()
+        assert (rasteret_values(got) == rasteret_gdal(year, x, y)).all()
         heads = [
             r
             for m, p, r in s3_proxy.log.requests

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import rasterio
 from gdal_fixtures import COLLECTION_TILES, PIXEL, collection_path
+from helpers import star
 from pyproj import Transformer
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
-from test_pixels import star
 
 import aefsql
 from aefsql.aef import BAND_NAMES

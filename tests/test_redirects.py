@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import tile_points
 from servers import http_range_server
-from test_collection import tile_points
 
 import aefsql
 from aefsql.errors import RangeReadError

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import rasterio
 from gdal_fixtures import Layout, lonlat, random_pixel_points, write_layout
-from test_collection import tile_points
+from helpers import tile_points, tile_ranges_of
 
 import aefsql
 
@@ -15,16 +15,6 @@ TILE = "2023/18S/tile3-0000000000-0000000000.tiff"
 
 def tile_ranges(log) -> list[tuple[int, int]]:
     return tile_ranges_of(log, TILE)
-
-
-def tile_ranges_of(log, name: str) -> list[tuple[int, int]]:
-    ranges = []
-    for method, path, byte_range in log.requests:
-        if path.endswith(name):
-            assert method == "GET" and byte_range, "every read of a COG is a ranged GET"
-            start, end = map(int, re.fullmatch(r"bytes=(\d+)-(\d+)", byte_range).groups())
-            ranges.append((start, end + 1))
-    return ranges
 
 
 def test_header_once_bytes_once_and_always_ranged(http_collection, http_server):

@@ -4,23 +4,13 @@ uncompressed, chunky; plus files the sampler must refuse clearly."""
 import numpy as np
 import pytest
 import tifffile
-from pyproj import Transformer
-from test_tiff import GEOKEYS_32633, geotags, write
+from helpers import GEOKEYS_32633, geotags, pixel_lonlat, write
 
 from aefsql.errors import TiffFormatError
 from aefsql.kernels.engine import Sampler
 from aefsql.storage.store import ByteStore
 
 ROWS, COLS, BANDS = 100, 90, 6
-TO_LONLAT = Transformer.from_crs(32633, 4326, always_xy=True)
-
-
-def pixel_lonlat(rows, cols, x0=500000.0, y0=4000000.0, size=10.0):
-    """Lon/lat of points inside pixels of the south-up test grid (not on pixel edges)."""
-    rng = np.random.default_rng(3)
-    x = x0 + (cols + rng.uniform(0.1, 0.9, cols.size)) * size
-    y = y0 + (rows + rng.uniform(0.1, 0.9, rows.size)) * size
-    return TO_LONLAT.transform(x, y)
 
 
 def all_pixels():

@@ -164,6 +164,7 @@ def test_aef_chips(con, collection, epsg):
     assert np.array_equal(chip, expected)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("epsg", sorted(WINDOWS))
 def test_chip_dataset(collection, epsg):
     pytest.importorskip("torch")
@@ -180,6 +181,7 @@ def test_chip_dataset(collection, epsg):
     assert np.array_equal(item["image"].numpy(), expected)
 
 
+@pytest.mark.torch
 @pytest.mark.filterwarnings("ignore:Use torchgeo.samplers:DeprecationWarning")  # 0.10
 @pytest.mark.parametrize("epsg", sorted(WINDOWS))
 def test_torchgeo_sampler_queries(collection, epsg):

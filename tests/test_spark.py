@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from gdal_fixtures import COLLECTION_TILES
-from test_collection import band_matrix, gdal_values, tile_points
+from helpers import band_matrix, gdal_values, tile_points
 
 import aefsql
 from aefsql.errors import AefsqlError

@@ -13,6 +13,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.spark
+
 pytest.importorskip("pyspark", minversion="4.1")
 
 CHILD = textwrap.dedent(

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 from gdal_fixtures import COLLECTION_TILES
-from test_collection import band_matrix, gdal_values, tile_points
+from helpers import band_matrix, gdal_values, tile_points
 
 import aefsql
 from aefsql.aef import BAND_NAMES

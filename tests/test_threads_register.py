@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_collection import tile_points
+from helpers import tile_points
 
 import aefsql
 from aefsql.duck.registration import install

@@ -5,26 +5,10 @@ import struct
 import numpy as np
 import pytest
 import tifffile
+from helpers import GEOKEYS_32633, geotags, write
 
 from aefsql.errors import TiffFormatError
 from aefsql.format.tiff import MissingBytes, SparseBytes, parse_header
-
-SOUTH_UP = (10.0, 0.0, 0.0, 500000.0, 0.0, 10.0, 0.0, 4000000.0, 0, 0, 0, 0, 0, 0, 0, 1)
-GEOKEYS_32633 = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633)
-
-
-def geotags(matrix=SOUTH_UP, geokeys=GEOKEYS_32633, nodata="-128"):
-    return [
-        (34264, "d", 16, matrix, True),
-        (34735, "H", len(geokeys), geokeys, True),
-        (42113, "s", 0, nodata, True),
-    ]
-
-
-def write(path, data, **kw):
-    kw.setdefault("extratags", geotags())
-    tifffile.imwrite(path, data, photometric="minisblack", metadata=None, **kw)
-    return path
 
 
 def whole(path) -> SparseBytes:

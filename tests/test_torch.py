@@ -1,5 +1,5 @@
 """aefsql.torch against rasterio: ChipDataset items (chips, masks, grids) are compared with
-rasterio reads of the GDAL-written collection (the helpers of test_chips), the batch sampler
+rasterio reads of the GDAL-written collection (tests/helpers.py), the batch sampler
 with tiles found by rasterio, and the DataLoader paths (fork and spawn workers, pickling)
 with the single-process read. Nothing expected here is computed with aefsql's own code."""
 
@@ -25,8 +25,7 @@ from gdal_fixtures import (  # noqa: E402
     collection_path,
     to_lonlat,
 )
-from pyproj import Transformer  # noqa: E402
-from test_chips import (  # noqa: E402
+from helpers import (  # noqa: E402
     block_ranges,
     block_reads,
     chip_centres,
@@ -37,6 +36,7 @@ from test_chips import (  # noqa: E402
     pixel_reads,
     tile_file,
 )
+from pyproj import Transformer  # noqa: E402
 from torch.utils.data import DataLoader, default_collate, get_worker_info  # noqa: E402
 
 from aefsql import AefsqlError  # noqa: E402

@@ -1,6 +1,6 @@
 """aefsql.torchgeo.AEF against rasterio and TorchGeo itself: samples drawn by TorchGeo's own
 samplers are compared, pixel for pixel and band for band, with rasterio reads of the
-GDAL-written collection (the helpers of test_chips: boundless windows where a tile lies on
+GDAL-written collection (tests/helpers.py: boundless windows where a tile lies on
 the query's grid, else the source pixel under each pixel's centre through PROJ, own UTM zone
 first), and the sample's metadata with what the installed TorchGeo's own RasterDataset gives
 for the same query. Nothing expected here is computed with aefsql's own code.
@@ -29,9 +29,9 @@ from gdal_fixtures import (  # noqa: E402
     raster_bounds,
     write_index,
 )
+from helpers import gdal_chip, own_zone_first, tile_file  # noqa: E402
 from pyproj import CRS, Transformer  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
-from test_chips import gdal_chip, own_zone_first, tile_file  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchgeo.datasets import RasterDataset, stack_samples  # noqa: E402
 from torchgeo.samplers import GridGeoSampler, RandomGeoSampler  # noqa: E402

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import rasterio
 import tifffile
+from helpers import tile_points
 from pyproj import CRS
 from pyproj.exceptions import CRSError
-from test_collection import tile_points
 
 import aefsql
 

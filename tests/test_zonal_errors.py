@@ -9,7 +9,6 @@ import rasterio
 from gdal_fixtures import COLLECTION_TILES, collection_path
 from rasterio.features import geometry_mask
 
-import aefsql
 from aefsql.geometry.geo import polygon_wkb
 
 _, EPSG, X0, Y0 = COLLECTION_TILES[3]
@@ -19,13 +18,6 @@ RING = np.array(
 GOOD = "POLYGON((" + ", ".join(f"{x} {y}" for x, y in RING) + "))"
 MALFORMED = f"POLYGON(({X0 + 600} {Y0 + 500}, {X0 + 700} {Y0 + 900}"
 LINE = f"LINESTRING({X0 + 600} {Y0 + 500}, {X0 + 700} {Y0 + 900})"
-
-
-@pytest.fixture(scope="module")
-def con(gdal_collection):
-    con = aefsql.connect(catalog=gdal_collection.index)
-    yield con
-    con.close()
 
 
 def zonal(con, geoms, extra=""):
