@@ -30,7 +30,7 @@ from rasterio.transform import rowcol
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
-from aefsql.kernels.engine import BAND_NAMES
+from aefsql.aef import BAND_NAMES
 from aefsql.writer import TileEntry, write_index
 
 ROOT = Path(__file__).resolve().parent.parent
