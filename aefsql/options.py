@@ -15,10 +15,11 @@ from __future__ import annotations
 import functools
 import json
 import numbers
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import AefsqlError
+from .errors import AefsqlError, user_stacklevel
 from .geometry import geo
 
 BAND_NAMES = tuple(f"A{i:02d}" for i in range(64))
@@ -174,6 +175,21 @@ def resolve(
             added_columns(function, band_names, on_error, as_vector),
         )
     return Options(chosen, epsg(crs), band_names, on_error, as_vector)
+
+
+def headers_option(headers, collection, name: str = "collection=") -> str | None:
+    """The headers file named by `headers`, or by its deprecated alias `collection` (0.1's
+    name, which also meant the COGs plus their index): warned about, kept for one release."""
+    if collection is None:
+        return headers
+    warnings.warn(
+        f"{name} is deprecated: name the headers file with headers= ($AEFSQL_HEADERS)",
+        DeprecationWarning,
+        stacklevel=user_stacklevel(),
+    )
+    if headers is not None and headers != collection:
+        raise AefsqlError("pass headers= or its deprecated alias collection=, not both")
+    return collection
 
 
 def year_list(years=None, year=None) -> tuple[int, ...]:

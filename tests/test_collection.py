@@ -212,5 +212,3 @@ def test_arguments_of_any_numeric_type(con):
     for function in ("aef_embedding({}, {}, {})", "aef_locate({}, {}, {}) IS NOT NULL"):
         row = con.sql("SELECT " + function.format(*typed)).fetchall()
         assert row[0][0] not in (None, False), function
-    patch = con.sql(f"SELECT aef_patch({typed[0]}, {typed[1]}, {typed[2]}, 3::BIGINT)").fetchall()
-    assert len(patch[0][0]) == 9
