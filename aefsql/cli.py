@@ -485,6 +485,7 @@ def _run_verb(args) -> int:
                 warnings.warn(
                     "aefsql build-collection is deprecated: use aefsql write-headers",
                     DeprecationWarning,
+                    stacklevel=1,  # caught and printed as one line: no frame to name
                 )
             years = parse_years(args.years) if args.years else None
             files = write_headers(

@@ -54,8 +54,9 @@ class ChipDataset(Dataset):
     `y_column` or a point `geometry_column` in `crs` (default lon/lat). `bands`: names such as
     ['A00', 'A05'] (default all 64), in A00..A63 order whatever order they are named in.
     `catalog`, `cache_dir`, `headers`, `concurrency`, `allowed_hosts`, `storage_options` and
-    `collection` (deprecated alias of `headers`): as for `aefsql.connect`. The size is checked against the window budget
-    when the dataset is made (one chip) and per batch when it is read.
+    `collection` (deprecated alias of `headers`): as for `aefsql.connect`. The
+    size is checked against the window budget when the dataset is made (one chip) and per
+    batch when it is read.
     """
 
     @speaks("python")

@@ -86,7 +86,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{proxy.port}/"
         catalog = base + index.name
         ours = args.dir / "collection-aefsql.parquet"
-        aefsql.build_collection(str(ours), catalog=catalog)
+        aefsql.write_headers(str(ours), catalog=catalog)
         theirs = rasteret_folder(index, args.dir, args.dir / "collection-rasteret", base)
         sources = {
             "each COG": {},

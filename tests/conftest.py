@@ -36,12 +36,6 @@ def gdal_layout_files(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def layout_files(gdal_layout_files) -> dict:
-    """The older name of gdal_layout_files."""
-    return gdal_layout_files
-
-
-@pytest.fixture(scope="session")
 def gdal_collection(tmp_path_factory) -> Collection:
     """The two-year collection on local disk; index is the index.parquet's path."""
     folder = tmp_path_factory.mktemp("collection")

@@ -26,8 +26,8 @@ def ours(con, path, lon, lat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     con.register("pts", pa.table({"i": np.arange(lon.size), "lon": lon, "lat": lat}))
     quoted = str(path).replace("'", "''")
     table = con.sql(
-        f"SELECT i, aef_sample('{quoted}', lon, lat) IS NULL AS missing, "
-        f"unnest(aef_sample('{quoted}', lon, lat)) FROM pts ORDER BY i"
+        f"SELECT i, aef_file_embedding('{quoted}', lon, lat) IS NULL AS missing, "
+        f"unnest(aef_file_embedding('{quoted}', lon, lat)) FROM pts ORDER BY i"
     ).to_arrow_table()
     con.unregister("pts")
     values = np.stack(
@@ -37,8 +37,8 @@ def ours(con, path, lon, lat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.name)
-def test_layout_matches_gdal_sample(con, layout_files, layout):
-    path = layout_files[layout]
+def test_layout_matches_gdal_sample(con, gdal_layout_files, layout):
+    path = gdal_layout_files[layout]
     x, y, rows, cols, inside = random_pixel_points(path, POINTS_PER_FILE, seed=layout.width)
     assert inside.sum() >= POINTS_PER_FILE and (~inside).sum() == 4
     lon, lat = lonlat(layout.epsg, x, y)
@@ -56,8 +56,8 @@ def test_layout_matches_gdal_sample(con, layout_files, layout):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.name)
-def test_fixture_has_the_layout_it_claims(layout_files, layout):
-    with tifffile.TiffFile(layout_files[layout]) as tif:
+def test_fixture_has_the_layout_it_claims(gdal_layout_files, layout):
+    with tifffile.TiffFile(gdal_layout_files[layout]) as tif:
         page = tif.pages[0]
         assert tif.is_bigtiff == layout.bigtiff
         assert page.planarconfig == (2 if layout.interleave == "band" else 1)

@@ -129,12 +129,12 @@ def test_canonical_join_and_embedding_agree(con):
     lat = np.r_[lat, 0.0, 10.0]
     con.register("p", pa.table({"id": np.arange(lon.size), "lon": lon, "lat": lat}))
     joined = con.sql(
-        "SELECT p.id, i.fid, unnest(aef_sample(i.path, p.lon, p.lat)) FROM p "
+        "SELECT p.id, i.fid, unnest(aef_file_embedding(i.path, p.lon, p.lat)) FROM p "
         "JOIN aef_index() i ON i.year = 2024 AND i.path = aef_locate(p.lon, p.lat, 2024) "
         "ORDER BY p.id"
     ).to_arrow_table()
     left = con.sql(
-        "SELECT p.id, unnest(aef_sample(i.path, p.lon, p.lat)) FROM p "
+        "SELECT p.id, unnest(aef_file_embedding(i.path, p.lon, p.lat)) FROM p "
         "LEFT JOIN aef_index() i ON i.year = 2024 AND i.path = aef_locate(p.lon, p.lat, 2024) "
         "ORDER BY p.id"
     ).to_arrow_table()

@@ -8,7 +8,7 @@ from test_requests import tile_ranges_of
 
 import aefsql
 from aefsql.cli import main
-from aefsql.headers.table import headers_from_table, headers_to_table
+from aefsql.headers.table import header_from_row, headers_to_table
 from aefsql.kernels.engine import Sampler
 from aefsql.storage.store import ByteStore
 
@@ -33,7 +33,7 @@ HEADER_FIELDS = (
 def test_headers_round_trip_through_a_table(gdal_collection):
     paths = sorted(str(p) for p in gdal_collection.folder.rglob("*.tiff"))
     headers = Sampler(ByteStore()).complete_headers(paths)
-    back = headers_from_table(headers_to_table(headers))
+    back = {row["path"]: header_from_row(row) for row in headers_to_table(headers).to_pylist()}
     assert set(back) == set(paths)
     for path in paths:
         a, b = headers[path], back[path]
@@ -45,13 +45,13 @@ def test_headers_round_trip_through_a_table(gdal_collection):
 
 def test_sampling_with_a_collection_reads_no_header(http_collection, http_server, tmp_path):
     built = tmp_path / "collection.parquet"
-    assert aefsql.build_collection(str(built), catalog=http_collection.index, years=[2023]) == 4
+    assert aefsql.write_headers(str(built), catalog=http_collection.index, years=[2023]) == 4
     lon, lat, _, _ = tile_points(3, 30, seed=6)
     points = pa.table({"lon": lon, "lat": lat})
     plain = aefsql.sample_points(points, year=2023, catalog=http_collection.index)
     http_server.log.clear()
     ready = aefsql.sample_points(
-        points, year=2023, catalog=http_collection.index, collection=str(built)
+        points, year=2023, catalog=http_collection.index, headers=str(built)
     )
     assert ready.equals(plain)
     ranges = tile_ranges_of(http_server.log, "2023/18S/tile3-0000000000-0000000000.tiff")

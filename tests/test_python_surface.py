@@ -32,7 +32,7 @@ def entry_points():
         ("register", lambda **kw: aefsql.register(__import__("duckdb").connect(), **kw)),
         ("open_session", lambda **kw: duck.open_session(**kw)),
         ("sample_points", lambda **kw: aefsql.sample_points(points, years=2024, **kw)),
-        ("build_collection", lambda **kw: aefsql.build_collection("x.parquet", **kw)),
+        ("write_headers", lambda **kw: aefsql.write_headers("x.parquet", **kw)),
         ("read_area", lambda **kw: aefsql.read_area(box, 2024, **kw)),
         ("picture", lambda **kw: aefsql.picture(box, 2024, **kw)),
         ("zonal", lambda **kw: aefsql.zonal(points, years=2024, **kw)),
@@ -57,6 +57,7 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
         "duck.register",
         "duck.open_session",
         "api.sample_points",
+        "api.write_headers",
         "api.build_collection",
         "api.zonal",
         "rasters.read_area",
@@ -219,14 +220,14 @@ def python_calls(catalog):
             box, kw.pop("years", None), catalog=catalog, **kw
         ),
         "picture": lambda **kw: aefsql.picture(box, kw.pop("years", None), catalog=catalog, **kw),
-        "build_collection": lambda **kw: aefsql.build_collection(
+        "write_headers": lambda **kw: aefsql.write_headers(
             "/nonexistent/c.parquet", catalog=catalog, **kw
         ),
     }
 
 
 @pytest.mark.parametrize(
-    "name", ["sample_points", "zonal", "read_area", "picture", "build_collection"]
+    "name", ["sample_points", "zonal", "read_area", "picture", "write_headers"]
 )
 def test_python_errors_speak_python(gdal_collection, name):
     """`pass years := 2024` came out of Python calls: the same message, in Python's syntax."""

@@ -223,7 +223,9 @@ class Session:
             # The first session's storage options serve DuckDB's own readers of that protocol.
             if not con.filesystem_is_registered(fs.protocol[0]):
                 con.register_filesystem(fs)
-        if self.udf_prefix is None or not _function_exists(con, f"{self.udf_prefix}_file_embedding"):
+        if self.udf_prefix is None or not _function_exists(
+            con, f"{self.udf_prefix}_file_embedding"
+        ):
             self.udf_prefix = _create_functions(con, self)
         replacements = {
             "{udf}": self.udf_prefix,
@@ -999,10 +1001,11 @@ def register(
     `cache_dir` keeps every byte read (and the catalog) in this folder, so that re-runs read
     nothing from the network (default `$AEFSQL_CACHE_DIR`, else none); `headers` is a
     headers file (see `write_headers`) whose headers are used instead of reading them from
-    the files (default `$AEFSQL_HEADERS`; `collection` is its deprecated alias); `concurrency` is the number of requests in flight;
-    `progress` shows a progress line on stderr while sampling (None: when stderr is a
-    terminal). `storage_options`: fsspec storage options for the catalog's protocol, one
-    mapping (endpoint_url, anon, key/secret, …; default `$AEFSQL_STORAGE_OPTIONS`, JSON).
+    the files (default `$AEFSQL_HEADERS`; `collection` is its deprecated alias);
+    `concurrency` is the number of requests in flight; `progress` shows a progress line on
+    stderr while sampling (None: when stderr is a terminal). `storage_options`: fsspec
+    storage options for the catalog's protocol, one mapping (endpoint_url, anon,
+    key/secret, …; default `$AEFSQL_STORAGE_OPTIONS`, JSON).
     """
     open_session(
         catalog,
@@ -1031,8 +1034,9 @@ def open_session(
     """The catalog, storage and caches that UDFs share (see `register` for the options).
     `tiles`: the catalog's tile table, read elsewhere.
     `environment`: take what is not given from $AEFSQL_CATALOG, $AEFSQL_STORAGE_OPTIONS,
-    $AEFSQL_CACHE_DIR and $AEFSQL_HEADERS (or its deprecated alias $AEFSQL_COLLECTION); False for a copy of a session opened elsewhere
-    (Spark's executors), whose options were resolved there."""
+    $AEFSQL_CACHE_DIR and $AEFSQL_HEADERS (or its deprecated alias $AEFSQL_COLLECTION); False
+    for a copy of a session opened elsewhere (Spark's executors), whose options were
+    resolved there."""
     env = os.environ if environment else {}
     url = catalog or env.get("AEFSQL_CATALOG") or PUBLIC_CATALOG
     storage_options = dict(storage_options or {})
@@ -1054,8 +1058,10 @@ def open_session(
             progress=progress if isinstance(progress, Progress) else Progress(enabled=progress),
         ),
     )
-    headers = headers or env.get("AEFSQL_HEADERS") or headers_option(
-        None, env.get("AEFSQL_COLLECTION"), "$AEFSQL_COLLECTION"
+    headers = (
+        headers
+        or env.get("AEFSQL_HEADERS")
+        or headers_option(None, env.get("AEFSQL_COLLECTION"), "$AEFSQL_COLLECTION")
     )
     if headers:
         session.use_headers(headers)

@@ -15,7 +15,7 @@ shards are read when one of their files is first asked for.
 Rasteret records carry no file version (no ETag or Last-Modified), so reads of a file whose
 header came from one are not pinned to the version the header describes: a file replaced
 after the collection was built would be read at stale offsets. The published AEF files are
-not replaced; for others, build an aefsql collection (`aefsql.build_collection`), which pins.
+not replaced; for others, write an aefsql headers file (`aefsql.write_headers`), which pins.
 Relative paths resolve against the collection's folder. Records that are not a complete,
 consistent planar-separate or single-band header (a band missing, sizes that disagree), or
 whose values `collection.header_from_row` refuses, are skipped with a warning: those files'

@@ -1,16 +1,16 @@
-"""Read-ready collections: the parsed headers of many files in one Parquet table.
+"""Headers files: the parsed headers of many files in one Parquet table.
 
-With one registered (`connect(collection=…)`), sampling reads no COG header at all: each file
-costs only the blocks its points need. Build one with `aefsql build-collection`,
-`aefsql.build_collection()` or `SELECT aef_build_collection('collection.parquet')`.
+With one registered (`connect(headers=…)`), sampling reads no COG header at all: each file
+costs only the blocks its points need. Write one with `aefsql write-headers`,
+`aefsql.write_headers()` or `COPY (FROM aef_headers()) TO 'headers.parquet'`.
 
 It holds the full-resolution (level 0) headers only: a read of an overview (`level := k`)
 takes that level's header from the file itself, which costs a header read per file.
 
-A collection is untrusted, like the files: each row is checked as the parser checks an IFD
+A headers file is untrusted, like the files: each row is checked as the parser checks an IFD
 (`header_from_row`) before it is used. A row that fails, and a path with two rows, are not
 used, with a warning naming the file and why: that file's header is read from the file, as
-for a file the collection lacks or one that changed since it was built.
+for a file the headers file lacks or one that changed since it was written.
 """
 
 from __future__ import annotations
@@ -131,11 +131,6 @@ class CollectionHeaders:
         """The headers of these files only (those it has)."""
         rows = sorted(self._rows[p] for p in set(paths) if p in self._rows)
         return CollectionHeaders(self._table.take(pa.array(rows, type=pa.int64())))
-
-
-def headers_from_table(table: pa.Table) -> dict[str, ImageHeader]:
-    """Every row's header; a row that is not a usable header raises `TiffFormatError`."""
-    return {row["path"]: header_from_row(row) for row in table.select(SCHEMA.names).to_pylist()}
 
 
 def not_used(what: str) -> None:
