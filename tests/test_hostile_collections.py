@@ -249,7 +249,7 @@ def test_a_shard_is_read_from_the_collections_folder_only(root, tmp_path, part):
 
 @pytest.fixture(scope="module")
 def built(gdal_collection, tmp_path_factory) -> pa.Table:
-    """aefsql's own collection of 2023's files, as build_collection writes it."""
+    """aefsql's own headers file of 2023's files, as write_headers writes it."""
     out = tmp_path_factory.mktemp("built") / "collection.parquet"
     assert aefsql.write_headers(str(out), catalog=gdal_collection.index, years=[2023]) == 4
     return pq.read_table(out)
