@@ -35,7 +35,7 @@ from .duck.udfs import Session, open_session
 from .errors import AefsqlError, redact_text
 from .geometry import geo
 from .geometry.areas import area_from, centroid
-from .headers.table import CollectionHeaders
+from .headers.table import HeadersFile
 from .kernels.locate import locate
 from .options import OptionError, Options, added_columns, headers_option, resolve, speaks
 from .storage.store import DEFAULT_CONCURRENCY, protocol_of
@@ -265,7 +265,7 @@ class _Shared:
     catalog: str
     options: dict = field(repr=False)  # may hold credentials
     tiles: object  # Broadcast of the catalog's TileTable
-    headers: object | None  # Broadcast of a CollectionHeaders
+    headers: object | None  # Broadcast of a HeadersFile
 
 
 @dataclass(frozen=True)
@@ -388,7 +388,7 @@ def _shared(spark, catalog, headers_file, options, years) -> tuple[_Shared, Sess
     session = open_session(catalog, headers=headers_file, **options)
     tiles = session.catalog.tiles()
     headers = session.sampler.collection
-    if headers is not None and (years is not None or not isinstance(headers, CollectionHeaders)):
+    if headers is not None and (years is not None or not isinstance(headers, HeadersFile)):
         # The files of these years only; a sharded (Rasteret) collection is read here whole
         # for a registration, whose calls may ask for any year.
         wanted = np.ones(tiles.year.size, bool) if years is None else np.isin(tiles.year, years)
@@ -468,7 +468,7 @@ class _Worker:
             shared.catalog, tiles=shared.tiles.value, environment=False, **shared.options
         )
         if shared.headers is not None:
-            headers: CollectionHeaders = shared.headers.value
+            headers: HeadersFile = shared.headers.value
             self.session.sampler.collection = headers
         # One thread: a task has one core, and aefsql reads and decodes on its own threads.
         self.con = duckdb.connect(config={"threads": 1})

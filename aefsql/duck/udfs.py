@@ -32,7 +32,7 @@ from ..geometry import geo
 from ..geometry.areas import Area, area_from, projected_all
 from ..headers.rasteret import is_rasteret, open_rasteret
 from ..headers.reader import group_indices
-from ..headers.table import SCHEMA, CollectionHeaders, headers_to_table
+from ..headers.table import SCHEMA, HeadersFile, headers_to_table
 from ..kernels import coverage
 from ..kernels.chips import chips_per_call, read_chips
 from ..kernels.engine import BAND_NAMES, Sampler, Samples, band_indices, check_level
@@ -348,7 +348,7 @@ class Session:
             if is_rasteret(table.schema) or "source_part" in table.schema.names:
                 self.sampler.collection = open_rasteret(path, self.sampler.store, table)
             else:
-                self.sampler.collection = CollectionHeaders(table)
+                self.sampler.collection = HeadersFile(table)
         except RangeReadError as exc:  # it names the file itself
             raise CatalogError(f"headers file cannot be read: {exc}") from None
         except (OSError, pa.ArrowException, KeyError) as exc:

@@ -85,10 +85,10 @@ def headers_to_table(headers: dict[str, ImageHeader]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-class CollectionHeaders:
-    """A read-ready collection's headers, each built when its file is first asked for: the
-    table is compact, thousands of built headers would not be. Thread-safe: it is only read,
-    but for `forget`."""
+class HeadersFile:
+    """A headers file's headers (or a Rasteret collection's), each built when its file is
+    first asked for: the table is compact, thousands of built headers would not be.
+    Thread-safe: it is only read, but for `forget`."""
 
     def __init__(self, table: pa.Table):
         self._table = table.select(SCHEMA.names)
@@ -99,7 +99,7 @@ class CollectionHeaders:
                 duplicated.add(path)
             self._rows[path] = i
         # Which of two rows describes the file cannot be told, so neither is used. Refusing
-        # the whole collection instead would let one bad row break `connect` for every file,
+        # the whole headers file instead would let one bad row break `connect` for every file,
         # and would fail a query midway when the duplicate lies in a shard of a published
         # Rasteret collection (read when first needed); not using it costs one header read.
         for path in duplicated:
@@ -121,29 +121,29 @@ class CollectionHeaders:
             return None
 
     def forget(self, url: str) -> None:
-        """The file changed since the collection was built: its header must be read."""
+        """The file changed since the headers file was written: its header must be read."""
         self._changed.add(url)
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    def subset(self, paths) -> CollectionHeaders:
+    def subset(self, paths) -> HeadersFile:
         """The headers of these files only (those it has)."""
         rows = sorted(self._rows[p] for p in set(paths) if p in self._rows)
-        return CollectionHeaders(self._table.take(pa.array(rows, type=pa.int64())))
+        return HeadersFile(self._table.take(pa.array(rows, type=pa.int64())))
 
 
 def not_used(what: str) -> None:
-    """Warn that collection records are not used (`what`: which and why)."""
+    """Warn that headers-file records are not used (`what`: which and why)."""
     warnings.warn(
-        f"collection: {what}: not used, the file's own header is read instead",
+        f"headers file: {what}: not used, the file's own header is read instead",
         UserWarning,
         stacklevel=3,
     )
 
 
 def header_from_row(row: dict) -> ImageHeader:
-    """The header a collection row (SCHEMA's fields, as Python values) describes, checked as
+    """The header a headers-file row (SCHEMA's fields, as Python values) describes, checked as
     the parser checks an IFD, and its codec and transform as sampling would: a row is
     untrusted. Raises `TiffFormatError` naming the file and the field."""
     try:

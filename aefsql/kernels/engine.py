@@ -26,7 +26,7 @@ from ..headers.reader import (
     group_indices,
     point_pixels,
 )
-from ..headers.table import CollectionHeaders
+from ..headers.table import HeadersFile
 from ..options import BAND_NAMES, band_list
 from ..progress import Progress
 from ..storage.cache import BlockCache, DiskCache, HeaderCache, PixelValues, values_entry_name
@@ -194,12 +194,12 @@ class Sampler:
         return self.header_reader.cache
 
     @property
-    def collection(self) -> CollectionHeaders | None:
+    def collection(self) -> HeadersFile | None:
         """The read-ready collection whose headers are taken before reading."""
         return self.header_reader.collection
 
     @collection.setter
-    def collection(self, collection: CollectionHeaders | None) -> None:
+    def collection(self, collection: HeadersFile | None) -> None:
         self.header_reader.collection = collection
 
     def headers_for(self, urls, level: int = 0) -> dict[str, ImageHeader]:
