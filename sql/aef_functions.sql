@@ -38,7 +38,7 @@ CREATE OR REPLACE TEMP MACRO aef_embedding(lon, lat, year) AS
 -- per file: write them to a headers file with COPY (FROM aef_headers()) TO 'headers.parquet',
 -- then connect(headers=…) samples without reading any COG header.
 CREATE OR REPLACE TEMP MACRO aef_headers(years := NULL, year := NULL) AS TABLE
-    SELECT unnest(h, recursive := true)
+    SELECT unnest(h)
     FROM (SELECT unnest({udf}_headers(to_json({'years': years, 'year': year}))) AS h);
 
 -- Deprecated (removed in 0.2): COPY (FROM aef_headers(years := …)) TO output instead. Writes
