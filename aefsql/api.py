@@ -21,7 +21,16 @@ from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
 from .geometry.areas import Area
 from .kernels import coverage
-from .options import Options, added_columns, check_level, epsg, resolve, speaks, year_list
+from .options import (
+    Options,
+    added_columns,
+    check_level,
+    epsg,
+    headers_option,
+    resolve,
+    speaks,
+    year_list,
+)
 from .progress import Progress
 from .storage.store import DEFAULT_CONCURRENCY, protocol_of
 
@@ -47,10 +56,11 @@ def sample_points(
     catalog: str | None = None,
     progress: bool | None = None,
     cache_dir: str | None = None,
-    collection: str | None = None,
+    headers: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     allowed_hosts: list[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    collection: str | None = None,
 ) -> pa.Table:
     """Every row of `points` (all its columns), once per distinct year, with the sampled
     bands beside it: the contract of the SQL `aef_sample_points`.
@@ -63,9 +73,9 @@ def sample_points(
     all 64). `as_vector`: one `embedding FLOAT[64]` column (de-quantized; NULL if any band is
     nodata) instead of the bands. `on_error`: 'null' gives the rows of unreadable files NULL
     bands and an `aef_error` message instead of failing. `progress`: a progress line on
-    stderr (default: when stderr is a terminal). `catalog`, `cache_dir`, `collection`,
-    `concurrency`, `allowed_hosts` and `storage_options` (one mapping): as for
-    `aefsql.connect`. Bands are NULL where the point
+    stderr (default: when stderr is a terminal). `catalog`, `cache_dir`, `headers`,
+    `concurrency`, `allowed_hosts`, `storage_options` (one mapping) and `collection`
+    (deprecated alias of `headers`): as for `aefsql.connect`. Bands are NULL where the point
     lies in no tile, its coordinates are NULL or invalid, or the pixel is nodata. Rows keep
     their input order, and their columns their Arrow types (they are passed through, not
     read back from DuckDB). A year the catalog lacks gives NULL bands and a warning.
@@ -92,7 +102,7 @@ def sample_points(
         catalog,
         progress=report,
         cache_dir=cache_dir,
-        collection=collection,
+        headers=headers_option(headers, collection),
         concurrency=concurrency,
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
@@ -237,10 +247,11 @@ def zonal(
     on_error: str = "raise",
     catalog: str | None = None,
     cache_dir: str | None = None,
-    collection: str | None = None,
+    headers: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     allowed_hosts: list[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    collection: str | None = None,
 ) -> pa.Table:
     """Every row of `polygons` (all its columns) once per distinct year, with `year`,
     `pixels`, `nodata_pixels`, `centroid_pixel` and `embedding` (the mean de-quantized
@@ -252,8 +263,9 @@ def zonal(
     lon/lat). `years` (alias `year`): one year or several. `level`: 0 (full resolution) or k,
     the mean over the files' k-th overview (an approximation: see docs/functions.md).
     `on_error`: 'null' gives a row whose geometry is not a usable area NULL results and an
-    `aef_error` message instead of failing. `catalog`, `cache_dir`, `collection`,
-    `concurrency`, `allowed_hosts` and `storage_options`: as for `aefsql.connect`. Rows keep
+    `aef_error` message instead of failing. `catalog`, `cache_dir`, `headers`,
+    `concurrency`, `allowed_hosts`, `storage_options` and `collection` (deprecated alias of
+    `headers`): as for `aefsql.connect`. Rows keep
     their input order, and their columns their Arrow types (a GeoDataFrame's geometry comes
     back as WKB).
     """
@@ -275,7 +287,7 @@ def zonal(
     session = open_session(
         catalog,
         cache_dir=cache_dir,
-        collection=collection,
+        headers=headers_option(headers, collection),
         concurrency=concurrency,
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
@@ -379,6 +391,36 @@ def _arrow_points(points, geometry_column, crs):
 
 
 @speaks("python")
+def write_headers(
+    output: str,
+    *,
+    years: int | Iterable[int] | None = None,
+    year: int | Iterable[int] | None = None,
+    catalog: str | None = None,
+    cache_dir: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> int:
+    """Write the headers file: the parsed headers of the catalog's files (of `years`, alias
+    `year`, one or several; default all) as one Parquet file at `output` (a path or URL), the
+    rows of SQL's `aef_headers`. Returns the number of files. Pass it as
+    `connect(headers=output)` and sampling reads no COG header. `catalog`, `cache_dir`,
+    `concurrency`, `allowed_hosts` and `storage_options`: as for `aefsql.connect`."""
+    chosen = None if years is None and year is None else year_list(years, year)
+    if protocol_of(str(output)) == "file":
+        check_writable(output)  # before every file's header is read
+    session = open_session(
+        catalog,
+        cache_dir=cache_dir,
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+    return session.write_headers(str(output), chosen)
+
+
+@speaks("python")
 def build_collection(
     output: str,
     *,
@@ -390,22 +432,24 @@ def build_collection(
     allowed_hosts: list[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> int:
-    """Write a read-ready collection: the parsed headers of the catalog's files (of `years`,
-    alias `year`, one or several; default all) as one Parquet file at `output` (a path or
-    URL). Returns the number of files. Pass it as `connect(collection=output)` and sampling
-    reads no COG header. `catalog`, `cache_dir`, `concurrency`, `allowed_hosts` and
-    `storage_options`: as for `aefsql.connect`."""
-    chosen = None if years is None and year is None else year_list(years, year)
-    if protocol_of(str(output)) == "file":
-        check_writable(output)  # before every file's header is read
-    session = open_session(
-        catalog,
+    """Deprecated (removed in 0.2): `write_headers`, under its 0.1 name. `output`, `years`,
+    `year`, `catalog`, `cache_dir`, `concurrency`, `allowed_hosts` and `storage_options`: as
+    for `write_headers`."""
+    warnings.warn(
+        "aefsql.build_collection is deprecated: call aefsql.write_headers",
+        DeprecationWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return write_headers(
+        output,
+        years=years,
+        year=year,
+        catalog=catalog,
         cache_dir=cache_dir,
         concurrency=concurrency,
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
-    return session.write_collection(str(output), chosen)
 
 
 def check_writable(path) -> None:

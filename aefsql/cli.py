@@ -13,7 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from . import __version__
-from .api import build_collection
+from .api import write_headers
 from .demo import DEMO_POINTS, write_demo_collection
 from .duck.calls import sql_literal, table_call
 from .duck.registration import connect, install
@@ -30,7 +30,7 @@ DEMO_QUERIES = [
     (
         "the canonical join: points x catalog -> A00..A63",
         """\
-SELECT p.name, i.year, i.utm_zone, unnest(aef_sample(i.path, p.lon, p.lat))
+SELECT p.name, i.year, i.utm_zone, unnest(aef_file_embedding(i.path, p.lon, p.lat))
 FROM demo_points p
 JOIN aef_index() i ON i.year = 2024 AND i.path = aef_locate(p.lon, p.lat, 2024)
 ORDER BY p.name""",
@@ -207,7 +207,8 @@ def report_failed_rows(con, err) -> None:
         print(f"  {count} rows (output rows {rows}): {reason}", file=err)
 
 
-VERBS = ("demo", "sample", "build-collection", "picture")
+# build-collection: the deprecated name of write-headers (0.1), kept for one release.
+VERBS = ("demo", "sample", "write-headers", "build-collection", "picture")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,10 +395,11 @@ def run_verb(argv: list[str]) -> int:
         help="print the files, blocks, requests and bytes the job needs; read no pixel",
     )
     build = commands.add_parser(
-        "build-collection",
-        help="write the headers of the catalog's files to one Parquet (a read-ready collection)",
+        "write-headers",
+        aliases=["build-collection"],
+        help="write the headers of the catalog's files to one Parquet (the headers file)",
     )
-    build.add_argument("-o", "--output", required=True, help="collection.parquet path or URL")
+    build.add_argument("-o", "--output", required=True, help="headers.parquet path or URL")
     build.add_argument(
         "--years", "--year", dest="years", help="only these years: 2023, 2023,2024 or 2018-2024"
     )
@@ -472,9 +474,15 @@ def _run_verb(args) -> int:
             run_demo(args.dir or default_demo_dir())
         elif args.command == "sample":
             run_sample(args)
-        elif args.command == "build-collection":
+        elif args.command in ("write-headers", "build-collection"):
+            if args.command == "build-collection":
+                warnings.warn(
+                    "aefsql build-collection is deprecated: use aefsql write-headers",
+                    DeprecationWarning,
+                    stacklevel=1,  # caught and printed as one line: no frame to name
+                )
             years = parse_years(args.years) if args.years else None
-            files = build_collection(
+            files = write_headers(
                 args.output,
                 catalog=args.catalog,
                 years=years,

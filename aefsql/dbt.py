@@ -32,8 +32,10 @@ from dbt_common.events.event_manager_client import get_event_manager
 from .duck.registration import install
 from .duck.udfs import open_session
 from .errors import AefsqlError
+from .options import headers_option
 
-SETTINGS = {"catalog", "cache_dir", "concurrency", "collection", "storage_options"}
+# "collection": the deprecated alias of "headers".
+SETTINGS = {"catalog", "cache_dir", "concurrency", "headers", "collection", "storage_options"}
 AEF_CALL = re.compile(r"\baef_\w+\s*\(", re.IGNORECASE)
 logger = AdapterLogger("aefsql")
 
@@ -47,8 +49,9 @@ class Plugin(BasePlugin):
             )
         config = dict(plugin_config)
         storage_options = config.pop("storage_options", None) or {}
+        headers = headers_option(config.pop("headers", None), config.pop("collection", None))
         self.session = open_session(
-            config.pop("catalog", None), **config, storage_options=storage_options
+            config.pop("catalog", None), **config, headers=headers, storage_options=storage_options
         )
         self._warned_views: set[str] = set()
         self._lock = threading.Lock()

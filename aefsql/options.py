@@ -15,11 +15,12 @@ from __future__ import annotations
 import functools
 import json
 import numbers
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .aef import BAND_NAMES
-from .errors import AefsqlError
+from .errors import AefsqlError, user_stacklevel
 from .geometry import geo
 
 ON_ERROR = ("raise", "null")
@@ -190,6 +191,21 @@ def check_level(level) -> None:
             "and coarser)",
             Mention("level", level),
         )
+
+
+def headers_option(headers, collection, name: str = "collection=") -> str | None:
+    """The headers file named by `headers`, or by its deprecated alias `collection` (0.1's
+    name, which also meant the COGs plus their index): warned about, kept for one release."""
+    if collection is None:
+        return headers
+    warnings.warn(
+        f"{name} is deprecated: name the headers file with headers= ($AEFSQL_HEADERS)",
+        DeprecationWarning,
+        stacklevel=user_stacklevel(),
+    )
+    if headers is not None and headers != collection:
+        raise AefsqlError("pass headers= or its deprecated alias collection=, not both")
+    return collection
 
 
 def year_list(years=None, year=None) -> tuple[int, ...]:

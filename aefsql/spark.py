@@ -36,9 +36,17 @@ from .duck.udfs import Session, open_session
 from .errors import AefsqlError, redact_text
 from .geometry import geo
 from .geometry.areas import area_from, centroid
-from .headers.table import CollectionHeaders
+from .headers.table import HeadersFile
 from .kernels.locate import locate
-from .options import OptionError, Options, added_columns, check_level, resolve, speaks
+from .options import (
+    OptionError,
+    Options,
+    added_columns,
+    check_level,
+    headers_option,
+    resolve,
+    speaks,
+)
 from .storage.store import DEFAULT_CONCURRENCY, protocol_of
 
 # PySpark 4.1 warns that it "does not yet fully support pandas >= 3.0.0" each time it checks
@@ -115,29 +123,30 @@ def sample_points(
     df: DataFrame,
     *,
     years: int | Iterable[int] | None = None,
+    year: int | Iterable[int] | None = None,
     x_column: str = "lon",
     y_column: str = "lat",
-    crs=None,
     geometry_column: str | None = None,
+    crs=None,
     bands: list[str] | None = None,
-    catalog: str | None = None,
-    collection: str | None = None,
     on_error: str = "raise",
-    year: int | Iterable[int] | None = None,
     as_vector: bool = False,
     partitions: int | None = None,
+    catalog: str | None = None,
     cache_dir: str | None = None,
+    headers: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     allowed_hosts: list[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    collection: str | None = None,
 ) -> DataFrame:
     """Every row of `df` (all its columns, unchanged) once per distinct year, with `year` and
     the sampled bands beside it (or `embedding` with `as_vector`, and `aef_error` with
     on_error='null'): the contract of `aefsql.sample_points`, as a lazy Spark DataFrame.
 
     Parameters are those of `aefsql.sample_points`; `geometry_column` is WKB (BINARY).
-    `collection`: a read-ready collection of headers (`aefsql.build_collection`), read once
-    here and broadcast (the files of `years` only), so executors read no COG header.
+    `headers`: a headers file (`aefsql.write_headers`; `collection` is its deprecated alias),
+    read once here and broadcast (the files of `years` only), so executors read no COG header.
     `partitions`: the number of (tile, year) partitions (default: Spark's shuffle partitions,
     which adaptive execution coalesces). `cache_dir`, `concurrency`, `allowed_hosts` and
     `storage_options`: as for `aefsql.connect`, resolved here (with the AEFSQL_* variables of
@@ -156,7 +165,8 @@ def sample_points(
         as_vector=as_vector,
     )
     options = _options(cache_dir, concurrency, allowed_hosts, storage_options)
-    return _run(df, "aef_sample_points", params, catalog, collection, partitions, options)
+    headers = headers_option(headers, collection)
+    return _run(df, "aef_sample_points", params, catalog, headers, partitions, options)
 
 
 @speaks("python")
@@ -165,18 +175,19 @@ def zonal(
     df: DataFrame,
     *,
     years: int | Iterable[int] | None = None,
+    year: int | Iterable[int] | None = None,
     geometry_column: str = "geom",
     crs=None,
     level: int = 0,
     on_error: str = "raise",
-    catalog: str | None = None,
-    collection: str | None = None,
-    year: int | Iterable[int] | None = None,
     partitions: int | None = None,
+    catalog: str | None = None,
     cache_dir: str | None = None,
+    headers: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     allowed_hosts: list[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    collection: str | None = None,
 ) -> DataFrame:
     """Every row of a DataFrame of polygons (WKB in `geometry_column`, in `crs`) once per
     distinct year, its columns unchanged, with `year`, `pixels`, `nodata_pixels`,
@@ -195,13 +206,14 @@ def zonal(
         on_error=on_error,
     )
     options = _options(cache_dir, concurrency, allowed_hosts, storage_options)
-    return _run(df, "aef_zonal", params, catalog, collection, partitions, options)
+    headers = headers_option(headers, collection)
+    return _run(df, "aef_zonal", params, catalog, headers, partitions, options)
 
 
-def _run(df, function, params, catalog, collection, partitions, options) -> DataFrame:
+def _run(df, function, params, catalog, headers, partitions, options) -> DataFrame:
     """The two stages of a call, as the module's docstring says."""
     call = _checked_call(function, df.columns, params)  # before any read: fails at once
-    shared, session = _shared(df.sparkSession, catalog, collection, options, call.chosen.years)
+    shared, session = _shared(df.sparkSession, catalog, headers, options, call.chosen.years)
     warn_missing_years(session, call.chosen.years)
     job = _Job(shared, call)
     located = df.mapInArrow(
@@ -222,11 +234,12 @@ def register(
     spark: SparkSession,
     catalog: str | None = None,
     *,
-    collection: str | None = None,
     cache_dir: str | None = None,
+    headers: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     allowed_hosts: list[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    collection: str | None = None,
 ) -> None:
     """Register aefsql's Spark SQL functions on `spark`:
 
@@ -239,11 +252,12 @@ def register(
     - `aef_locate(lon, lat, year)`: the path of the tile that holds the point, or NULL, as
       DuckDB's `aef_locate`.
 
-    `catalog`, `collection` (all of it), `cache_dir`, `concurrency`, `allowed_hosts` and
-    `storage_options` are read and broadcast as for `sample_points`.
+    `catalog`, `cache_dir`, `headers` (all of it; `collection` is its deprecated alias),
+    `concurrency`, `allowed_hosts` and `storage_options` are read and broadcast as for
+    `sample_points`.
     """
     options = _options(cache_dir, concurrency, allowed_hosts, storage_options)
-    shared, _ = _shared(spark, catalog, collection, options, None)
+    shared, _ = _shared(spark, catalog, headers_option(headers, collection), options, None)
     for function in CALL_PARAMETERS:
         spark.udtf.register(function, _table_udtf(shared, function))
     spark.udf.register("aef_locate", _locate_udf(shared))
@@ -254,13 +268,13 @@ def register(
 @dataclass(frozen=True)
 class _Shared:
     """What every executor needs of one sample_points call or registration: picklable, the
-    tile table and collection broadcast."""
+    tile table and headers file broadcast."""
 
     key: str  # names the workers' session for it
     catalog: str
     options: dict = field(repr=False)  # may hold credentials
     tiles: object  # Broadcast of the catalog's TileTable
-    collection: object | None  # Broadcast of a CollectionHeaders
+    headers: object | None  # Broadcast of a HeadersFile
 
 
 @dataclass(frozen=True)
@@ -378,14 +392,14 @@ def _checked_call(function: str, columns: list[str], params: dict) -> _Call:
     )
 
 
-def _shared(spark, catalog, collection, options, years) -> tuple[_Shared, Session]:
-    """Read the catalog (and collection: of `years` only, if given) once, and broadcast."""
+def _shared(spark, catalog, headers_file, options, years) -> tuple[_Shared, Session]:
+    """Read the catalog (and headers file: of `years` only, if given) once, and broadcast."""
     context = spark.sparkContext
     check_workers(context)
-    session = open_session(catalog, collection=collection, **options)
+    session = open_session(catalog, headers=headers_file, **options)
     tiles = session.catalog.tiles()
     headers = session.sampler.collection
-    if headers is not None and (years is not None or not isinstance(headers, CollectionHeaders)):
+    if headers is not None and (years is not None or not isinstance(headers, HeadersFile)):
         # The files of these years only; a sharded (Rasteret) collection is read here whole
         # for a registration, whose calls may ask for any year.
         wanted = np.ones(tiles.year.size, bool) if years is None else np.isin(tiles.year, years)
@@ -395,7 +409,7 @@ def _shared(spark, catalog, collection, options, years) -> tuple[_Shared, Sessio
         catalog=session.catalog.url,
         options=_executor_options(session, options),
         tiles=context.broadcast(tiles),
-        collection=None if headers is None else context.broadcast(headers),
+        headers=None if headers is None else context.broadcast(headers),
     )
     return shared, session
 
@@ -464,8 +478,8 @@ class _Worker:
         self.session: Session = open_session(
             shared.catalog, tiles=shared.tiles.value, environment=False, **shared.options
         )
-        if shared.collection is not None:
-            headers: CollectionHeaders = shared.collection.value
+        if shared.headers is not None:
+            headers: HeadersFile = shared.headers.value
             self.session.sampler.collection = headers
         # One thread: a task has one core, and aefsql reads and decodes on its own threads.
         self.con = duckdb.connect(config={"threads": 1})

@@ -32,7 +32,7 @@ from .kernels.chips import read_chips
 from .kernels.engine import check_windows
 from .kernels.grouping import group_indices
 from .kernels.locate import locate
-from .options import resolve, speaks
+from .options import headers_option, resolve, speaks
 from .storage.memory import BlockCache
 from .storage.store import DEFAULT_CONCURRENCY
 
@@ -54,31 +54,33 @@ class ChipDataset(Dataset):
     `points`: a pyarrow Table, or a pandas, polars or GeoPandas DataFrame, with `x_column`/
     `y_column` or a point `geometry_column` in `crs` (default lon/lat). `bands`: names such as
     ['A00', 'A05'] (default all 64), in A00..A63 order whatever order they are named in.
-    `catalog`, `cache_dir`, `collection`, `concurrency`, `allowed_hosts` and
-    `storage_options`: as for `aefsql.connect`. The size is checked against the window budget
-    when the dataset is made (one chip) and per batch when it is read.
+    `catalog`, `cache_dir`, `headers`, `concurrency`, `allowed_hosts`, `storage_options` and
+    `collection` (deprecated alias of `headers`): as for `aefsql.connect`. The
+    size is checked against the window budget when the dataset is made (one chip) and per
+    batch when it is read.
     """
 
     @speaks("python")
     def __init__(
         self,
         points,
-        size: int = 64,
         *,
+        size: int = 64,
         years=None,
-        bands=None,
-        dequantize: bool = False,
-        crs=None,
-        catalog: str | None = None,
         x_column: str = "lon",
         y_column: str = "lat",
         geometry_column: str | None = None,
+        crs=None,
+        bands=None,
         level: int = 0,
+        dequantize: bool = False,
+        catalog: str | None = None,
         cache_dir: str | None = None,
-        collection: str | None = None,
+        headers: str | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         allowed_hosts: list[str] | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        collection: str | None = None,
     ):
         source, _, geometry_column, crs = _arrow_points(points, geometry_column, crs)
         table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
@@ -104,7 +106,7 @@ class ChipDataset(Dataset):
         self.catalog = catalog
         self.options = dict(  # the session's, opened in each worker process
             cache_dir=cache_dir,
-            collection=collection,
+            headers=headers_option(headers, collection),
             concurrency=concurrency,
             allowed_hosts=allowed_hosts,
             storage_options=storage_options,

@@ -34,7 +34,7 @@ from .aef import BAND_NAMES, NODATA, PIXEL_METRES, dequantize
 from .duck.udfs import Session, open_session
 from .errors import AefsqlError
 from .kernels.chips import read_windows
-from .options import band_list, epsg, speaks, year_list
+from .options import band_list, epsg, headers_option, speaks, year_list
 from .storage.store import DEFAULT_CONCURRENCY
 
 
@@ -48,32 +48,33 @@ class AEF(GeoDataset):
     for nodata, or float32 de-quantized with NaN for nodata when `dequantize`. A query that
     spans several years mosaics them, earliest first (as RasterDataset does with its files);
     `time_series=True` stacks them instead, [T, C, H, W]. `catalog`, `cache_dir`,
-    `collection`, `concurrency`, `allowed_hosts` and `storage_options`: as for
-    `aefsql.connect`.
+    `headers`, `concurrency`, `allowed_hosts`, `storage_options` and `collection` (deprecated
+    alias of `headers`): as for `aefsql.connect`.
     """
 
     @speaks("python")
     def __init__(
         self,
         catalog: str | None = None,
+        *,
         years=None,
         bands=None,
-        res: float | None = None,
         crs=None,
-        *,
+        res: float | None = None,
         dequantize: bool = False,
         time_series: bool = False,
         transforms=None,
         cache_dir: str | None = None,
-        collection: str | None = None,
+        headers: str | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         allowed_hosts: list[str] | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        collection: str | None = None,
     ):
         self.catalog = catalog
         self.options = dict(  # the session's, opened in each worker process
             cache_dir=cache_dir,
-            collection=collection,
+            headers=headers_option(headers, collection),
             concurrency=concurrency,
             allowed_hosts=allowed_hosts,
             storage_options=storage_options,

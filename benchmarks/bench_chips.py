@@ -210,8 +210,8 @@ def run_one(job: dict) -> dict:
     else:
         ds = ChipDataset(
             points_table(rows, cols),
-            size,
-            YEAR,
+            size=size,
+            years=YEAR,
             crs=EPSG,
             catalog=job["catalog"],
             x_column="x",
@@ -262,7 +262,13 @@ def in_fresh_process(job: dict) -> dict:
 def check_equal(catalog: str, tiff: str, env: dict, rows, cols, size: int, where: str) -> None:
     """aefsql's chips (read as one batch) against the rasterio dataset's, value for value."""
     ours = ChipDataset(
-        points_table(rows, cols), size, YEAR, crs=EPSG, catalog=catalog, x_column="x", y_column="y"
+        points_table(rows, cols),
+        size=size,
+        years=YEAR,
+        crs=EPSG,
+        catalog=catalog,
+        x_column="x",
+        y_column="y",
     )
     theirs = RasterioChips(tiff, rows, cols, size, env)
     try:

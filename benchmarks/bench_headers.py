@@ -1,5 +1,5 @@
 """Where headers come from, over HTTP with 50 ms a request: read from each COG, from an aefsql
-collection, or from a collection Rasteret built; requests, bytes and time of the same points,
+headers file, or from a collection Rasteret built; requests, bytes and time of the same points,
 values checked against GDAL in the same run.
 
 Rasteret needs Python >= 3.12, so this runs in its own venv:
@@ -85,13 +85,13 @@ def main() -> None:
     with RangeServer(args.dir) as server, LatencyProxy(server.port, args.latency) as proxy:
         base = f"http://127.0.0.1:{proxy.port}/"
         catalog = base + index.name
-        ours = args.dir / "collection-aefsql.parquet"
-        aefsql.build_collection(str(ours), catalog=catalog)
+        ours = args.dir / "headers-aefsql.parquet"
+        aefsql.write_headers(str(ours), catalog=catalog)
         theirs = rasteret_folder(index, args.dir, args.dir / "collection-rasteret", base)
         sources = {
             "each COG": {},
-            "aefsql collection": {"collection": str(ours)},
-            "Rasteret collection": {"collection": str(theirs)},
+            "aefsql headers file": {"headers": str(ours)},
+            "Rasteret collection": {"headers": str(theirs)},
         }
         for name, options in sources.items():
             best = None

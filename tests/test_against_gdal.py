@@ -26,8 +26,8 @@ def ours(con, path, lon, lat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     con.register("pts", pa.table({"i": np.arange(lon.size), "lon": lon, "lat": lat}))
     quoted = str(path).replace("'", "''")
     table = con.sql(
-        f"SELECT i, aef_sample('{quoted}', lon, lat) IS NULL AS missing, "
-        f"unnest(aef_sample('{quoted}', lon, lat)) FROM pts ORDER BY i"
+        f"SELECT i, aef_file_embedding('{quoted}', lon, lat) IS NULL AS missing, "
+        f"unnest(aef_file_embedding('{quoted}', lon, lat)) FROM pts ORDER BY i"
     ).to_arrow_table()
     con.unregister("pts")
     values = np.stack(

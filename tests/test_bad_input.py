@@ -52,7 +52,7 @@ def test_invalid_or_uncovered_points_are_null(broken_catalog, lon, lat):
     assert embedding(con, lon, lat) is None
     assert con.execute("SELECT aef_locate(?, ?, 2023)", [lon, lat]).fetchone()[0] is None
     row = con.execute(
-        "SELECT aef_sample(path, ?, ?) FROM aef_index() WHERE year = 2023", [lon, lat]
+        "SELECT aef_file_embedding(path, ?, ?) FROM aef_index() WHERE year = 2023", [lon, lat]
     ).fetchone()
     assert row == (None,)
 
@@ -69,7 +69,9 @@ def test_missing_file_fails_naming_it(broken_catalog):
     with pytest.raises(Exception, match=r"RangeReadError: .*missing\.tif: file not found"):
         embedding(con, lon[0], lat[0], 2024)
     with pytest.raises(Exception, match="file not found"):
-        con.execute("SELECT aef_sample(?, 15.0, 45.0)", [str(tmp_path / "nope.tif")]).fetchall()
+        con.execute(
+            "SELECT aef_file_embedding(?, 15.0, 45.0)", [str(tmp_path / "nope.tif")]
+        ).fetchall()
 
 
 def test_non_tiff_fails_naming_it(broken_catalog):
@@ -223,7 +225,7 @@ def test_a_header_declaring_giant_blocks_is_refused_before_reading_them(tmp_path
             match=r"giant\.tif: blocks of 32768 x 32768 pixels x 1 "
             r"samples \(1,024 MiB decoded\) are refused",
         ):
-            con.sql(f"SELECT aef_sample('{path}', {lon[0]}, {lat[0]})").fetchall()
+            con.sql(f"SELECT aef_file_embedding('{path}', {lon[0]}, {lat[0]})").fetchall()
     finally:
         con.close()
 

@@ -9,7 +9,7 @@ import numpy as np
 from helpers import TILES, points_in_every_tile, tile_ranges_of
 
 from aefsql.format.tiff import BlockTable
-from aefsql.headers.table import CollectionHeaders, headers_to_table
+from aefsql.headers.table import HeadersFile, headers_to_table
 from aefsql.kernels.engine import Sampler
 from aefsql.storage.memory import BlockCache, HeaderCache
 from aefsql.storage.store import ByteStore
@@ -70,7 +70,7 @@ def test_a_collection_rebuilds_dropped_headers_without_reading_them(http_collect
     tile, lon, lat = points_in_every_tile()
     table = headers_to_table(Sampler(ByteStore()).complete_headers(urls))
     sampler = Sampler(ByteStore(), headers=HeaderCache(max_bytes=1))
-    sampler.collection = CollectionHeaders(table)
+    sampler.collection = HeadersFile(table)
     expected = Sampler(ByteStore()).sample(np.array(urls, object)[tile], lon, lat)
     http_collection.log.clear()
     for _ in range(2):

@@ -105,12 +105,12 @@ def test_canonical_join_and_embedding_agree(con):
     lat = np.r_[lat, 0.0, 10.0]
     con.register("p", pa.table({"id": np.arange(lon.size), "lon": lon, "lat": lat}))
     joined = con.sql(
-        "SELECT p.id, i.fid, unnest(aef_sample(i.path, p.lon, p.lat)) FROM p "
+        "SELECT p.id, i.fid, unnest(aef_file_embedding(i.path, p.lon, p.lat)) FROM p "
         "JOIN aef_index() i ON i.year = 2024 AND i.path = aef_locate(p.lon, p.lat, 2024) "
         "ORDER BY p.id"
     ).to_arrow_table()
     left = con.sql(
-        "SELECT p.id, unnest(aef_sample(i.path, p.lon, p.lat)) FROM p "
+        "SELECT p.id, unnest(aef_file_embedding(i.path, p.lon, p.lat)) FROM p "
         "LEFT JOIN aef_index() i ON i.year = 2024 AND i.path = aef_locate(p.lon, p.lat, 2024) "
         "ORDER BY p.id"
     ).to_arrow_table()
@@ -188,5 +188,3 @@ def test_arguments_of_any_numeric_type(con):
     for function in ("aef_embedding({}, {}, {})", "aef_locate({}, {}, {}) IS NOT NULL"):
         row = con.sql("SELECT " + function.format(*typed)).fetchall()
         assert row[0][0] not in (None, False), function
-    patch = con.sql(f"SELECT aef_patch({typed[0]}, {typed[1]}, {typed[2]}, 3::BIGINT)").fetchall()
-    assert len(patch[0][0]) == 9

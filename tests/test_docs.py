@@ -76,7 +76,7 @@ def demo_dir(tmp_path_factory) -> Path:
 
 def test_every_function_example_runs(demo_dir, monkeypatch, capsys):
     """As the page says: in the demo's folder, in the shell it names, after its setup."""
-    monkeypatch.chdir(demo_dir)  # aef_build_collection's and COPY's examples write files here
+    monkeypatch.chdir(demo_dir)  # the COPY examples write files here
     command = next(b for b in blocks(FUNCTIONS, "sh") if "--catalog" in b).splitlines()[-1]
     arguments = command.split("aefsql ")[-1].split()
     setup = [block for block in blocks(FUNCTIONS, "sql") if "places.csv" in block]

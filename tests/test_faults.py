@@ -94,7 +94,7 @@ def test_errors_never_show_secrets(http_server, s3_collection):
     try:
         signed = f"{http_server.base_url}nope.tiff?X-Amz-Signature=TOPSECRET&X-Amz-Credential=AKIA"
         with pytest.raises(Exception) as error:
-            con.execute(f"SELECT aef_sample('{signed}', 15.0, 45.0)").fetchall()
+            con.execute(f"SELECT aef_file_embedding('{signed}', 15.0, 45.0)").fetchall()
         assert "nope.tiff: file not found" in str(error.value)
         assert "TOPSECRET" not in str(error.value) and "AKIA" not in str(error.value)
     finally:

@@ -27,7 +27,7 @@ from servers import http_range_server
 import aefsql
 from aefsql.duck.udfs import open_session
 from aefsql.errors import TiffFormatError
-from aefsql.headers.table import headers_from_table
+from aefsql.headers.table import header_from_row
 
 NORTHUP = f"collection/tiffs/{RASTERET_FILES[2024]}"
 
@@ -77,7 +77,7 @@ def assert_gdal_values(root: Path, collection: str, **options) -> None:
             table,
             years=2024,
             catalog=str(root / "index.parquet"),
-            collection=collection,
+            headers=collection,
             progress=False,
             **options,
         )
@@ -150,7 +150,7 @@ def test_a_rasteret_record_that_is_no_header_is_not_used(root, tmp_path, case):
     change, why = RASTERET_RECORDS[case]
     folder = export_folder(tmp_path / "hostile", change(records(root)))
     with pytest.warns(UserWarning, match=rf"2024-northup\.tif: .*{why}.*own header is read"):
-        session = open_session(str(root / "index.parquet"), collection=str(folder))
+        session = open_session(str(root / "index.parquet"), headers=str(folder))
     assert session.sampler.collection.get(str(root / NORTHUP)) is None
     assert_gdal_values(root, str(folder))
 
@@ -174,7 +174,7 @@ def published(folder: Path, shard: pa.Table | bytes, paths) -> Path:
 def test_a_bad_shard_record_is_not_used(root, tmp_path, on_error):
     shard = RASTERET_RECORDS["negative offset"][0](records(root))
     index = published(tmp_path / "published", shard, shard["path"])
-    session = open_session(str(root / "index.parquet"), collection=str(index))
+    session = open_session(str(root / "index.parquet"), headers=str(index))
     with pytest.warns(UserWarning, match=r"2024-northup\.tif: block_offsets holds -5"):
         assert session.sampler.collection.get(str(root / NORTHUP)) is None
     assert_gdal_values(root, str(index), on_error=on_error)
@@ -184,7 +184,7 @@ def test_a_bad_shard_record_is_not_used(root, tmp_path, on_error):
 def test_a_shard_that_is_not_parquet_is_not_used(root, tmp_path, on_error):
     paths = records(root)["path"]
     index = published(tmp_path / "published", b"PAR1 not really parquet PAR1", paths)
-    session = open_session(str(root / "index.parquet"), collection=str(index))
+    session = open_session(str(root / "index.parquet"), headers=str(index))
     with pytest.warns(UserWarning, match=r"shard .*part-0\.parquet, not Parquet"):
         assert session.sampler.collection.get(str(root / NORTHUP)) is None
     assert_gdal_values(root, str(index), on_error=on_error)
@@ -196,7 +196,7 @@ def test_a_file_with_two_rasteret_records_uses_neither(root, tmp_path):
     for first, second in ((good, shifted), (shifted, good)):
         folder = export_folder(tmp_path / "twice", first, second)
         with pytest.warns(UserWarning, match=r"1 file\(s\) with two records .*2024-northup"):
-            session = open_session(str(root / "index.parquet"), collection=str(folder))
+            session = open_session(str(root / "index.parquet"), headers=str(folder))
         assert session.sampler.collection.get(str(root / NORTHUP)) is None
         assert_gdal_values(root, str(folder))
 
@@ -211,7 +211,7 @@ def test_a_file_the_index_names_twice_is_not_used(root, tmp_path):
     index = pa.table({"path": [path, path], "source_part": ["data/a.parquet", "data/b.parquet"]})
     pq.write_table(index, folder / "index.parquet")
     with pytest.warns(UserWarning, match=r"the index names twice"):
-        session = open_session(str(root / "index.parquet"), collection=str(folder))
+        session = open_session(str(root / "index.parquet"), headers=str(folder))
     assert len(session.sampler.collection) == 0
 
 
@@ -246,8 +246,8 @@ def test_a_shard_is_read_from_the_collections_folder_only(root, tmp_path, part):
             table = pa.table({"path": remote, "source_part": [named]})
             pq.write_table(table, site / "coll" / index)
         catalog = server.base_url + "index.parquet"
-        good = open_session(catalog, collection=server.base_url + "coll/good.parquet")
-        bad = open_session(catalog, collection=server.base_url + "coll/bad.parquet")
+        good = open_session(catalog, headers=server.base_url + "coll/good.parquet")
+        bad = open_session(catalog, headers=server.base_url + "coll/bad.parquet")
         server.log.clear()
         assert good.sampler.collection.get(remote[0]) is not None  # a shard in coll/ is read
         assert len(bad.sampler.collection) == 0
@@ -258,9 +258,9 @@ def test_a_shard_is_read_from_the_collections_folder_only(root, tmp_path, part):
 
 @pytest.fixture(scope="module")
 def built(gdal_collection, tmp_path_factory) -> pa.Table:
-    """aefsql's own collection of 2023's files, as build_collection writes it."""
+    """aefsql's own headers file of 2023's files, as write_headers writes it."""
     out = tmp_path_factory.mktemp("built") / "collection.parquet"
-    assert aefsql.build_collection(str(out), catalog=gdal_collection.index, years=[2023]) == 4
+    assert aefsql.write_headers(str(out), catalog=gdal_collection.index, years=[2023]) == 4
     return pq.read_table(out)
 
 
@@ -320,7 +320,7 @@ def assert_tile_values(gdal_collection, collection: Path) -> None:
             pa.table({"lon": lon, "lat": lat}),
             year=2023,
             catalog=gdal_collection.index,
-            collection=str(collection),
+            headers=str(collection),
             progress=False,
         )
     assert np.array_equal(band_matrix(got), gdal_values(gdal_collection.folder, 2023, 3, x, y))
@@ -332,13 +332,13 @@ def test_a_row_of_aefsqls_collection_that_is_no_header_is_not_used(
 ):
     changes, why = OWN_ROWS[case]
     out = tampered(built, tmp_path, changes)
-    session = open_session(gdal_collection.index, collection=str(out))
+    session = open_session(gdal_collection.index, headers=str(out))
     path = next(p for p in built["path"].to_pylist() if p.endswith(TILE))
     with pytest.warns(UserWarning, match=rf"tile3-0000000000-0000000000\.tiff: .*{why}"):
         assert session.sampler.collection.get(path) is None
     assert session.sampler.collection.get(path) is None  # not built again
     with pytest.raises(TiffFormatError, match=why):
-        headers_from_table(pq.read_table(out))
+        [header_from_row(row) for row in pq.read_table(out).to_pylist()]
     assert_tile_values(gdal_collection, out)
 
 
@@ -351,7 +351,7 @@ def test_negative_offsets_in_a_signed_column_are_not_used(gdal_collection, built
     out = tampered(
         built, tmp_path, {"block_offsets": lambda r: [-5, *r["block_offsets"][1:]]}, schema
     )
-    session = open_session(gdal_collection.index, collection=str(out))
+    session = open_session(gdal_collection.index, headers=str(out))
     path = next(p for p in built["path"].to_pylist() if p.endswith(TILE))
     with pytest.warns(UserWarning, match=r"block_offsets holds -5"):
         assert session.sampler.collection.get(path) is None
@@ -365,7 +365,7 @@ def test_a_file_with_two_rows_uses_neither(gdal_collection, built, tmp_path):
         out = tmp_path / "twice.parquet"
         pq.write_table(pa.concat_tables([built, pa.Table.from_pylist([extra], built.schema)]), out)
         with pytest.warns(UserWarning, match=r"1 file\(s\) with two records .*tile3-"):
-            session = open_session(gdal_collection.index, collection=str(out))
+            session = open_session(gdal_collection.index, headers=str(out))
         assert session.sampler.collection.get(row["path"]) is None
         assert len(session.sampler.collection) == 3
         assert_tile_values(gdal_collection, out)
@@ -376,8 +376,8 @@ def test_the_good_rows_are_used_as_they_were(gdal_collection, built, tmp_path):
     pq.write_table(built, out)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        session = open_session(gdal_collection.index, collection=str(out))
-        headers = headers_from_table(built)
+        session = open_session(gdal_collection.index, headers=str(out))
+        headers = [header_from_row(row) for row in built.to_pylist()]
         for path in built["path"].to_pylist():
             assert session.sampler.collection.get(path) is not None
         assert len(headers) == 4

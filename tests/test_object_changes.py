@@ -147,11 +147,9 @@ def test_a_file_replaced_between_queries_is_not_read_with_its_old_header(
     with served(transport, versions, request) as where:
         con = aefsql.connect(catalog=where.index, storage_options=where.storage_options)
         collection = str(tmp_path / "collection.parquet")
-        aefsql.build_collection(
-            collection, catalog=where.index, storage_options=where.storage_options
-        )
+        aefsql.write_headers(collection, catalog=where.index, storage_options=where.storage_options)
         with_collection = aefsql.connect(
-            catalog=where.index, collection=collection, storage_options=where.storage_options
+            catalog=where.index, headers=collection, storage_options=where.storage_options
         )
         try:
             for connection in (con, with_collection):
@@ -203,14 +201,14 @@ def test_a_file_replaced_between_runs_is_not_served_from_the_disk_cache(
         collection = None
         if headers_from == "collection":
             collection = str(tmp_path / "collection.parquet")
-            aefsql.build_collection(
+            aefsql.write_headers(
                 collection, catalog=where.index, storage_options=where.storage_options
             )
 
         def connect():
             con = aefsql.connect(
                 catalog=where.index,
-                collection=collection,
+                headers=collection,
                 cache_dir=cache,
                 storage_options=where.storage_options,
             )

@@ -234,11 +234,11 @@ def test_zonal_at_level_equals_numpy_over_gdal_overview(con, gdal_collection):
 def test_read_ready_collection_serves_level_0_only(gdal_collection, tmp_path):
     """The collection holds full-resolution headers: a level > 0 reads the file's own."""
     built = tmp_path / "headers.parquet"
-    aefsql.build_collection(str(built), catalog=gdal_collection.index, years=[2023])
+    aefsql.write_headers(str(built), catalog=gdal_collection.index, years=[2023])
     _, epsg, x0, y0 = COLLECTION_TILES[3]
     ring = star(x0 + 1200, y0 + 1000, 700, seed=3)
     path = gdal_collection.folder / collection_path(2023, 3)
-    con = aefsql.connect(catalog=gdal_collection.index, collection=str(built))
+    con = aefsql.connect(catalog=gdal_collection.index, headers=str(built))
     try:
         check_against_gdal(at_level(con, ring, epsg, 1), path, ring, 1, minimum=100)
     finally:

@@ -347,7 +347,7 @@ def headless_catalog(gdal_collection, tmp_path):
     "verb, where",
     [
         (verb, where)
-        for verb in ("picture", "build-collection", "demo")
+        for verb in ("picture", "write-headers", "demo")
         for where in ("missing_folder", "a_file_as_folder", "a_folder")
         if (verb, where) != ("demo", "missing_folder")  # the demo makes its folder
     ],
@@ -370,7 +370,7 @@ def test_unwritable_output_is_one_line_before_any_read(
     demo_dir = output / "demo" if where == "a_folder" else output
     argv = {
         "picture": ["picture", box, "--year=2023", f"--crs={EPSG}", "-o", str(output)],
-        "build-collection": ["build-collection", "-o", str(output)],
+        "write-headers": ["write-headers", "-o", str(output)],
         "demo": ["demo", "--dir", str(demo_dir)],
     }[verb]
     if verb != "demo":

@@ -33,7 +33,7 @@ def entry_points():
         ("register", lambda **kw: aefsql.register(__import__("duckdb").connect(), **kw)),
         ("open_session", lambda **kw: duck.open_session(**kw)),
         ("sample_points", lambda **kw: aefsql.sample_points(points, years=2024, **kw)),
-        ("build_collection", lambda **kw: aefsql.build_collection("x.parquet", **kw)),
+        ("write_headers", lambda **kw: aefsql.write_headers("x.parquet", **kw)),
         ("read_area", lambda **kw: aefsql.read_area(box, 2024, **kw)),
         ("picture", lambda **kw: aefsql.picture(box, 2024, **kw)),
         ("zonal", lambda **kw: aefsql.zonal(points, years=2024, **kw)),
@@ -58,6 +58,7 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
         "registration.register",
         "duck.open_session",
         "api.sample_points",
+        "api.write_headers",
         "api.build_collection",
         "api.zonal",
         "rasters.read_area",
@@ -226,14 +227,14 @@ def python_calls(catalog):
             box, kw.pop("years", None), catalog=catalog, **kw
         ),
         "picture": lambda **kw: aefsql.picture(box, kw.pop("years", None), catalog=catalog, **kw),
-        "build_collection": lambda **kw: aefsql.build_collection(
+        "write_headers": lambda **kw: aefsql.write_headers(
             "/nonexistent/c.parquet", catalog=catalog, **kw
         ),
     }
 
 
 @pytest.mark.parametrize(
-    "name", ["sample_points", "zonal", "read_area", "picture", "build_collection"]
+    "name", ["sample_points", "zonal", "read_area", "picture", "write_headers"]
 )
 def test_python_errors_speak_python(gdal_collection, name):
     """`pass years := 2024` came out of Python calls: the same message, in Python's syntax."""
@@ -405,3 +406,81 @@ def test_area_and_level_errors_speak_python(gdal_collection):
     with pytest.raises(AefsqlError) as error:
         aefsql.read_area([1, 1, 1.001, 1.001], 2023, level=-1, catalog=gdal_collection.index)
     assert str(error.value).startswith("level=-1: a level is 0 (full resolution)")
+
+
+# -- data first, options keyword-only and named and ordered as in SQL (issue 23) ------------
+
+# (entry point, its positional data parameters, the SQL function whose parameters its options
+# are, the SQL parameters it does not offer). A SQL parameter it offers has the SQL name, so a
+# misnamed one shows as missing.
+SIGNATURES = [
+    ("aefsql.connect", ["database", "catalog"], None, set()),
+    ("aefsql.register", ["con", "catalog"], None, set()),
+    ("aefsql.sample_points", ["points"], "aef_sample_points", set()),
+    ("aefsql.zonal", ["polygons"], "aef_zonal", {"max_bytes"}),
+    ("aefsql.read_area", ["area", "years"], "aef_pixels", {"year"}),
+    ("aefsql.picture", ["area", "year", "path"], "aef_pixels", {"years"}),
+    ("aefsql.write_headers", ["output"], "aef_headers", set()),
+    ("aefsql.build_collection", ["output"], "aef_headers", set()),
+    pytest.param(
+        "aefsql.spark.sample_points", ["df"], "aef_sample_points", set(), marks=pytest.mark.spark
+    ),
+    pytest.param("aefsql.spark.zonal", ["df"], "aef_zonal", {"max_bytes"}, marks=pytest.mark.spark),
+    pytest.param(
+        "aefsql.spark.register", ["spark", "catalog"], None, set(), marks=pytest.mark.spark
+    ),
+    pytest.param(
+        "aefsql.torch.ChipDataset",
+        ["points"],
+        "aef_chips",
+        {"year", "max_bytes", "on_error"},
+        marks=pytest.mark.torch,
+    ),
+    pytest.param(
+        "aefsql.torchgeo.AEF",
+        ["catalog"],
+        "aef_pixels",
+        {"year", "max_bytes", "level"},
+        marks=pytest.mark.torch,
+    ),
+]
+
+
+SQL_DATA = {"points_table", "polygons_table", "area"}  # the SQL functions' own data
+
+
+def _entry_point(name: str):
+    module, attribute = name.rsplit(".", 1)
+    return getattr(__import__("importlib").import_module(module), attribute)
+
+
+@pytest.fixture(scope="module")
+def sql_parameters(gdal_collection) -> dict[str, list[str]]:
+    """{aef_* function: its parameters in order}, as DuckDB registers the macros."""
+    with aefsql.connect(catalog=gdal_collection.index) as con:
+        rows = con.sql(
+            "SELECT function_name, parameters FROM duckdb_functions() "
+            "WHERE function_name LIKE 'aef_%'"
+        ).fetchall()
+    return dict(rows)
+
+
+@pytest.mark.parametrize(
+    "name, data, function, not_offered",
+    SIGNATURES,
+    ids=lambda v: v if isinstance(v, str) and v.startswith("aefsql.") else "",
+)
+def test_entry_points_take_data_first_then_the_sql_options_in_sql_order(
+    sql_parameters, name, data, function, not_offered
+):
+    entry = _entry_point(name)
+    parameters = list(inspect.signature(entry).parameters.values())
+    positional = [p for p in parameters if p.kind is not p.KEYWORD_ONLY]
+    assert [p.name for p in positional] == data, "data first, positional"
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in positional)
+    assert not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters)
+    if function is None:
+        return
+    wanted = [p for p in sql_parameters[function] if p not in SQL_DATA and p not in data]
+    offered = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name in wanted]
+    assert offered == [p for p in wanted if p not in not_offered], (offered, wanted)

@@ -52,7 +52,7 @@ def store(s3, s3_proxy, tmp_path_factory):
 
 def test_rasteret_headers_are_the_files_own(gdal_collection):
     """Every field, and both block tables in full, as aefsql parses them from the files."""
-    session = open_session(gdal_collection.index, collection=str(RASTERET_FIXTURE))
+    session = open_session(gdal_collection.index, headers=str(RASTERET_FIXTURE))
     headers = session.sampler.collection
     assert len(headers) == 2
     for name in RASTERET_FILES.values():
@@ -76,7 +76,7 @@ def test_sampling_with_the_export_layout_reads_no_header(store, s3_proxy):
             table,
             years=year,
             catalog=f"s3://{BUCKET}/index.parquet",
-            collection=f"s3://{BUCKET}/collection",
+            headers=f"s3://{BUCKET}/collection",
             progress=False,
             storage_options=s3_proxy.storage_options,
         )
@@ -93,7 +93,7 @@ def test_published_layout_reads_only_the_shards_it_needs(store, s3_proxy):
         table,
         years=2024,
         catalog=f"s3://{BUCKET}/index.parquet",
-        collection=f"s3://{BUCKET}/published/index.parquet",
+        headers=f"s3://{BUCKET}/published/index.parquet",
         progress=False,
         storage_options=s3_proxy.storage_options,
     )
@@ -121,7 +121,7 @@ def test_untrusted_records_fall_back_to_the_files(store, s3, s3_proxy, tmp_path)
     s3.upload_folder(folder, "rasteret-hostile")
     session = open_session(
         f"s3://{BUCKET}/index.parquet",
-        collection="s3://rasteret-hostile/index.parquet",
+        headers="s3://rasteret-hostile/index.parquet",
         storage_options=s3_proxy.storage_options,
     )
     assert len(session.sampler.collection) == 1  # the shard outside is not even named
@@ -137,7 +137,7 @@ def test_untrusted_records_fall_back_to_the_files(store, s3, s3_proxy, tmp_path)
                 table,
                 years=year,
                 catalog=f"s3://{BUCKET}/index.parquet",
-                collection="s3://rasteret-hostile/index.parquet",
+                headers="s3://rasteret-hostile/index.parquet",
                 progress=False,
                 storage_options=s3_proxy.storage_options,
             )

@@ -116,7 +116,7 @@ def test_big_block_tables_are_read_entry_by_entry(http_server, tmp_path_factory)
     try:
         http_server.log.clear()
         con.register("p", pa.table({"lon": lon, "lat": lat}))
-        got = con.sql(f"SELECT unnest(aef_sample('{url}', lon, lat)) FROM p").fetchall()
+        got = con.sql(f"SELECT unnest(aef_file_embedding('{url}', lon, lat)) FROM p").fetchall()
     finally:
         con.close()
     got = np.array([[-128 if v is None else v for v in row[:16]] for row in got])

@@ -72,7 +72,7 @@ def test_errors_are_one_line_and_set_the_exit_code(gdal_collection):
 
 def test_functions_lists_every_aef_function_with_its_doc(gdal_collection):
     result = shell("-c", ".functions", catalog=gdal_collection.index)
-    assert "aef_sample(path, lon, lat)\n    The embedding at (lon, lat)" in result.stdout
+    assert "aef_file_embedding(path, lon, lat)\n    The embedding at (lon, lat)" in result.stdout
     for name in (
         "aef_index",
         "aef_locate",
@@ -81,7 +81,7 @@ def test_functions_lists_every_aef_function_with_its_doc(gdal_collection):
         "aef_plan",
         "aef_dequantize",
         "aef_vector",
-        "aef_build_collection",
+        "aef_headers",
     ):
         assert f"\n{name}(" in "\n" + result.stdout
 
@@ -134,7 +134,7 @@ def test_ctrl_c_ends_a_query_stuck_on_a_stalled_server_at_once(
     url = f"{http_collection.index.rsplit('/', 1)[0]}/{tile}"
     child = interactive_shell(http_collection.index, tmp_path)
     http_server.faults.add(tile, "stall 20")
-    child.sendline(f"SELECT aef_sample('{url}', -75.0, -13.5) IS NULL AS outside;")
+    child.sendline(f"SELECT aef_file_embedding('{url}', -75.0, -13.5) IS NULL AS outside;")
     time.sleep(1.5)  # the header request is in flight, its answer stalled
     assert http_server.faults.planned == []
     assert interrupt_then_keep_working(child) < 5
@@ -346,7 +346,7 @@ def test_the_default_catalog_starts_offline_and_a_failing_query_says_why(monkeyp
 
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    for name in ("AEFSQL_CATALOG", "AEFSQL_CACHE_DIR", "AEFSQL_COLLECTION"):
+    for name in ("AEFSQL_CATALOG", "AEFSQL_CACHE_DIR", "AEFSQL_HEADERS", "AEFSQL_COLLECTION"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fail fast
     assert main(["-c", "SELECT 42 AS answer"]) == 0

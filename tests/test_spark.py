@@ -73,7 +73,7 @@ def reference(points, s3_collection, s3_proxy):
 def headers(s3_collection, s3_proxy, tmp_path_factory):
     """A read-ready collection of the S3 collection's headers (a local file)."""
     path = str(tmp_path_factory.mktemp("spark") / "collection.parquet")
-    aefsql.build_collection(
+    aefsql.write_headers(
         path, catalog=s3_collection.index, storage_options=s3_proxy.storage_options
     )
     return path
@@ -125,7 +125,7 @@ def test_each_block_is_read_once_and_no_header_with_a_collection(
         spark.createDataFrame(points),
         years=YEARS,
         catalog=s3_collection.index,
-        collection=headers,
+        headers=headers,
         storage_options=s3_proxy.storage_options,
     ).toArrow()
     assert_same_rows(got, reference)
@@ -156,7 +156,7 @@ def test_a_failed_task_is_rerun_without_duplicate_rows(
             spark.createDataFrame(points),
             years=YEARS,
             catalog=s3_collection.index,
-            collection=headers,
+            headers=headers,
             partitions=1,
             storage_options=s3_proxy.storage_options,
         ).toArrow()

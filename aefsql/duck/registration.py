@@ -14,6 +14,8 @@ import duckdb
 import pyarrow as pa
 
 from ..aef import BAND_NAMES
+from ..headers.table import SCHEMA as HEADERS_SCHEMA
+from ..options import headers_option
 from ..storage.store import DEFAULT_CONCURRENCY
 from .calls import sql_literal
 from .filesystems import duckdb_filesystems
@@ -24,7 +26,6 @@ from .types import (
     CHUNK_ARROW,
     EMBEDDING_ARROW,
     OPTIONS_ARROW,
-    PATCH_ARROW,
     PIXEL_ARROW,
     PLAN_ARROW,
     POINT_XY_ARROW,
@@ -64,10 +65,11 @@ def register(
     *,
     allowed_hosts: list[str] | None = None,
     cache_dir: str | None = None,
-    collection: str | None = None,
+    headers: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool | None = False,
     storage_options: Mapping[str, Any] | None = None,
+    collection: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Register every aef_* function on `con` (TEMP macros: per connection or cursor).
 
@@ -77,18 +79,19 @@ def register(
     input: local files, cloud metadata and addresses further into the network than the
     catalog's own host are refused whatever the list says (docs/security.md).
     `cache_dir` keeps every byte read (and the catalog) in this folder, so that re-runs read
-    nothing from the network (default `$AEFSQL_CACHE_DIR`, else none); `collection` is a
-    read-ready collection (see `build_collection`) whose headers are used instead of reading
-    them (default `$AEFSQL_COLLECTION`); `concurrency` is the number of requests in flight;
-    `progress` shows a progress line on stderr while sampling (None: when stderr is a
-    terminal). `storage_options`: fsspec storage options for the catalog's protocol, one
-    mapping (endpoint_url, anon, key/secret, …; default `$AEFSQL_STORAGE_OPTIONS`, JSON).
+    nothing from the network (default `$AEFSQL_CACHE_DIR`, else none); `headers` is a
+    headers file (see `write_headers`) whose headers are used instead of reading them from
+    the files (default `$AEFSQL_HEADERS`; `collection` is its deprecated alias);
+    `concurrency` is the number of requests in flight; `progress` shows a progress line on
+    stderr while sampling (None: when stderr is a terminal). `storage_options`: fsspec
+    storage options for the catalog's protocol, one mapping (endpoint_url, anon,
+    key/secret, …; default `$AEFSQL_STORAGE_OPTIONS`, JSON).
     """
     session = open_session(
         catalog,
         allowed_hosts=allowed_hosts,
         cache_dir=cache_dir,
-        collection=collection,
+        headers=headers_option(headers, collection),
         concurrency=concurrency,
         progress=progress,
         storage_options=storage_options,
@@ -103,10 +106,11 @@ def connect(
     *,
     allowed_hosts: list[str] | None = None,
     cache_dir: str | None = None,
-    collection: str | None = None,
+    headers: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool | None = False,
     storage_options: Mapping[str, Any] | None = None,
+    collection: str | None = None,
 ):
     """A DuckDB connection (`database`: a file, default in memory) with every aef_* function
     registered; the options are `register`'s."""
@@ -117,7 +121,7 @@ def connect(
             catalog,
             allowed_hosts=allowed_hosts,
             cache_dir=cache_dir,
-            collection=collection,
+            headers=headers_option(headers, collection),
             concurrency=concurrency,
             progress=progress,
             storage_options=storage_options,
@@ -137,7 +141,9 @@ def install(con: duckdb.DuckDBPyConnection, session: Session) -> None:
         # The first session's storage options serve DuckDB's own readers of that protocol.
         if not con.filesystem_is_registered(fs.protocol[0]):
             con.register_filesystem(fs)
-    if session.udf_prefix is None or not _function_exists(con, f"{session.udf_prefix}_sample"):
+    if session.udf_prefix is None or not _function_exists(
+        con, f"{session.udf_prefix}_file_embedding"
+    ):
         session.udf_prefix = _create_functions(con, session)
     replacements = {
         "{udf}": session.udf_prefix,
@@ -170,7 +176,12 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
     """
     prefix = f"__aef_{secrets.token_hex(4)}"
     functions = [
-        ("sample", session.aef_sample, ["VARCHAR", "DOUBLE", "DOUBLE"], EMBEDDING_ARROW),
+        (
+            "file_embedding",
+            session.aef_file_embedding,
+            ["VARCHAR", "DOUBLE", "DOUBLE"],
+            EMBEDDING_ARROW,
+        ),
         (
             "embedding",
             session.aef_embedding,
@@ -179,18 +190,13 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         ),
         ("locate", session.aef_locate, ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"], pa.string()),
         (
-            "sample_patch",
-            session.aef_sample_patch,
-            ["VARCHAR", "DOUBLE", "DOUBLE", "INTEGER"],
-            PATCH_ARROW,
-        ),
-        (
             "sample_group",
             session.sample_group,
             ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "INTEGER", "VARCHAR[]", "VARCHAR"],
             SAMPLED_ARROW,
         ),
         ("build_collection", session.build_collection, ["VARCHAR", "VARCHAR"], pa.int64()),
+        ("headers", session.headers, ["VARCHAR"], pa.list_(pa.struct(list(HEADERS_SCHEMA)))),
         (
             "plan_group",
             session.plan_group,

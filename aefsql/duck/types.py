@@ -18,7 +18,6 @@ EMBEDDING_ARROW = pa.struct([(name, pa.int8()) for name in BAND_NAMES])
 SAMPLED_ARROW = pa.list_(
     pa.struct([("__aef_row", pa.int64()), *EMBEDDING_ARROW, ("aef_error", pa.string())])
 )
-PATCH_ARROW = pa.list_(EMBEDDING_ARROW)
 PLAN_ARROW = pa.struct([(f, pa.int64()) for f in ("points", "blocks", "requests", "bytes")])
 OPTIONS_ARROW = pa.struct(
     [

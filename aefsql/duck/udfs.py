@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
@@ -28,10 +29,10 @@ from ..errors import AefsqlError, CatalogError, RangeReadError
 from ..geometry import geo
 from ..geometry.areas import Area, area_from, projected_all
 from ..headers.rasteret import is_rasteret, open_rasteret
-from ..headers.table import CollectionHeaders, headers_to_table
+from ..headers.table import SCHEMA, HeadersFile, headers_to_table
 from ..kernels import coverage
 from ..kernels.chips import chips_per_call, read_chips
-from ..kernels.engine import Sampler, Samples, band_indices, check_windows
+from ..kernels.engine import Sampler, Samples, band_indices
 from ..kernels.grouping import group_indices
 from ..kernels.locate import locate
 from ..kernels.means import ZonalMeans, zonal_means
@@ -46,7 +47,14 @@ from ..kernels.pixels import (
     chunk_tiles,
     unit_chunks,
 )
-from ..options import check_input_columns, check_level, check_on_error, resolve_json, year_list
+from ..options import (
+    check_input_columns,
+    check_level,
+    check_on_error,
+    headers_option,
+    resolve_json,
+    year_list,
+)
 from ..progress import Progress
 from ..storage.disk import DiskCache
 from ..storage.store import DEFAULT_CONCURRENCY, ByteStore, redact
@@ -56,7 +64,6 @@ from .types import (
     CHUNK_ARROW,
     EMBEDDING_ARROW,
     OPTIONS_ARROW,
-    PATCH_ARROW,
     PIXEL_ARROW,
     PLAN_ARROW,
     SAMPLED_ARROW,
@@ -84,39 +91,8 @@ class Session:
     def resume(self) -> None:
         self.sampler.store.cancelled.clear()
 
-    def aef_sample(self, path, lon, lat) -> pa.StructArray:
+    def aef_file_embedding(self, path, lon, lat) -> pa.StructArray:
         return _struct(self.sampler.sample(_objects(path), geo.floats(lon), geo.floats(lat)))
-
-    def aef_sample_patch(self, path, lon, lat, size) -> pa.ListArray:
-        """Per row: the size x size embeddings around (lon, lat) in one COG (see
-        `Sampler.sample_patches`); NULL where the point is outside the raster or size is NULL.
-        Every size is checked before anything is read or allocated."""
-        urls, lon, lat = _objects(path), geo.floats(lon), geo.floats(lat)
-        present = np.asarray(size.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        sizes = size.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
-        distinct = [int(s) for s in np.unique(sizes[present])]
-        for wanted in distinct:
-            check_windows(int((present & (sizes == wanted)).sum()), wanted, len(BAND_NAMES))
-        pieces = [pa.nulls(int((~present).sum()), PATCH_ARROW)]
-        rows_of_pieces = [np.flatnonzero(~present)]
-        for wanted in distinct:
-            rows = np.flatnonzero(present & (sizes == wanted))
-            pieces.append(self._patches(urls[rows], lon[rows], lat[rows], wanted))
-            rows_of_pieces.append(rows)
-        position = np.empty(len(urls), dtype=np.int64)
-        position[np.concatenate(rows_of_pieces)] = np.arange(len(urls))
-        return pa.concat_arrays(pieces).take(pa.array(position))
-
-    def _patches(self, urls, lon, lat, size: int) -> pa.ListArray:
-        samples = self.sampler.sample_patches(urls, lon, lat, size)
-        area, centre = size * size, (size // 2) * size + size // 2
-        own_pixel_covered = samples.covered[np.arange(len(urls)) * area + centre]
-        return pa.ListArray.from_arrays(
-            pa.array(np.arange(len(urls) + 1) * area, pa.int32()),
-            _struct(samples),
-            type=PATCH_ARROW,
-            mask=pa.array(~own_pixel_covered),
-        )
 
     def aef_locate(self, x, y, year, crs) -> pa.StringArray:
         return pa.array(self._locate(geo.floats(x), geo.floats(y), year, crs), type=pa.string())
@@ -209,10 +185,10 @@ class Session:
             merged = self.sampler.sample(np.full(urls.size, None), xs, ys, bands, crs=crs)
         return merged
 
-    def use_collection(self, path: str) -> None:
-        """Take every file's header from a read-ready collection instead of its COG: aefsql's
-        (a Parquet file), or Rasteret's (a Parquet file or folder of records, or a published
-        collection's index; see aefsql/headers/rasteret.py)."""
+    def use_headers(self, path: str) -> None:
+        """Take every file's header from a headers file instead of its COG: aefsql's (a
+        Parquet file), or a Rasteret collection (a Parquet file or folder of records, or a
+        published collection's index; see aefsql/headers/rasteret.py)."""
         try:
             if not path.rstrip("/").endswith(".parquet"):  # a folder: Rasteret's
                 self.sampler.collection = open_rasteret(path, self.sampler.store)
@@ -222,32 +198,52 @@ class Session:
             if is_rasteret(table.schema) or "source_part" in table.schema.names:
                 self.sampler.collection = open_rasteret(path, self.sampler.store, table)
             else:
-                self.sampler.collection = CollectionHeaders(table)
+                self.sampler.collection = HeadersFile(table)
         except RangeReadError as exc:  # it names the file itself
-            raise CatalogError(f"collection cannot be read: {exc}") from None
+            raise CatalogError(f"headers file cannot be read: {exc}") from None
         except (OSError, pa.ArrowException, KeyError) as exc:
-            raise CatalogError(f"collection {redact(path)} cannot be read: {exc}") from None
+            raise CatalogError(f"headers file {redact(path)} cannot be read: {exc}") from None
+
+    def headers(self, years) -> pa.ListArray:
+        """The UDF of aef_headers: per row, the headers table (as `headers_to_table`) as a
+        list of structs; `years` is JSON {years, year} (one or a list)."""
+        lists = [self.headers_table(_json_years(given)) for given in years.to_pylist()]
+        rows = [table.num_rows for table in lists]
+        structs = [
+            pa.StructArray.from_arrays(
+                [column.combine_chunks() for column in table.columns], fields=list(SCHEMA)
+            )
+            for table in lists
+        ]
+        return pa.ListArray.from_arrays(
+            pa.array(np.concatenate([[0], np.cumsum(rows)]), pa.int32()),
+            pa.concat_arrays(structs) if structs else pa.array([], pa.struct(list(SCHEMA))),
+        )
 
     def build_collection(self, output, years) -> pa.Int64Array:
-        """The UDF of aef_build_collection: `years` is JSON {years, year} (one or a list)."""
+        """The UDF of aef_build_collection, deprecated for aef_headers (a table to COPY)."""
+        warnings.warn(
+            "aef_build_collection(output) is deprecated: write the headers file with "
+            "COPY (FROM aef_headers(years := …)) TO 'headers.parquet'",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         counts = []
         for target, given in zip(output.to_pylist(), years.to_pylist(), strict=True):
-            given = json.loads(given) if given else {}
-            chosen = (
-                None
-                if given.get("years") is None and given.get("year") is None
-                else year_list(given.get("years"), given.get("year"))
-            )
-            counts.append(None if target is None else self.write_collection(target, chosen))
+            chosen = _json_years(given)
+            counts.append(None if target is None else self.write_headers(target, chosen))
         return pa.array(counts, type=pa.int64())
 
-    def write_collection(self, target: str, years: tuple[int, ...] | None) -> int:
-        """Write the headers of the catalog's files (of `years`, default all) to `target`;
-        return how many files."""
+    def headers_table(self, years: tuple[int, ...] | None) -> pa.Table:
+        """The headers of the catalog's files (of `years`, default all), one row per file."""
         tiles = self.catalog.tiles()
         chosen = tiles.path if years is None else tiles.path[np.isin(tiles.year, years)]
-        headers = self.sampler.complete_headers(list(dict.fromkeys(chosen)))
-        table = headers_to_table(headers)
+        return headers_to_table(self.sampler.complete_headers(list(dict.fromkeys(chosen))))
+
+    def write_headers(self, target: str, years: tuple[int, ...] | None) -> int:
+        """Write the headers file of the catalog's files (of `years`, default all) to
+        `target`; return how many files."""
+        table = self.headers_table(years)
         with self.sampler.store.filesystem(target).open(target, "wb") as f:
             pq.write_table(table, f)
         return table.num_rows
@@ -839,7 +835,7 @@ def open_session(
     cache_dir: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool | Progress | None = False,
-    collection: str | None = None,
+    headers: str | None = None,
     allowed_hosts: list[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     tiles: TileTable | None = None,
@@ -848,8 +844,9 @@ def open_session(
     """The catalog, storage and caches that UDFs share (see `register` for the options).
     `tiles`: the catalog's tile table, read elsewhere.
     `environment`: take what is not given from $AEFSQL_CATALOG, $AEFSQL_STORAGE_OPTIONS,
-    $AEFSQL_CACHE_DIR and $AEFSQL_COLLECTION; False for a copy of a session opened elsewhere
-    (Spark's executors), whose options were resolved there."""
+    $AEFSQL_CACHE_DIR and $AEFSQL_HEADERS (or its deprecated alias $AEFSQL_COLLECTION); False
+    for a copy of a session opened elsewhere (Spark's executors), whose options were
+    resolved there."""
     env = os.environ if environment else {}
     url = catalog or env.get("AEFSQL_CATALOG") or PUBLIC_CATALOG
     storage_options = dict(storage_options or {})
@@ -871,8 +868,20 @@ def open_session(
             progress=progress if isinstance(progress, Progress) else Progress(enabled=progress),
         ),
     )
-    collection = collection or env.get("AEFSQL_COLLECTION")
-    if collection:
-        session.use_collection(collection)
+    headers = (
+        headers
+        or env.get("AEFSQL_HEADERS")
+        or headers_option(None, env.get("AEFSQL_COLLECTION"), "$AEFSQL_COLLECTION")
+    )
+    if headers:
+        session.use_headers(headers)
     session.catalog.check()
     return session
+
+
+def _json_years(given: str | None) -> tuple[int, ...] | None:
+    """The years of a JSON {years, year} argument (one or a list each); None for all."""
+    given = json.loads(given) if given else {}
+    if given.get("years") is None and given.get("year") is None:
+        return None
+    return year_list(given.get("years"), given.get("year"))

@@ -169,16 +169,6 @@ def utm_label(epsg: int) -> str | None:
     return f"{number}{'N' if epsg - number == UTM_NORTH else 'S'}"
 
 
-def epsg_of_crs_label(label: str | None) -> int | None:
-    """'EPSG:32633' -> 32633; None for anything else."""
-    if not label or not isinstance(label, str):
-        return None
-    prefix, _, code = label.partition(":")
-    if prefix.upper() != "EPSG" or not code.isdigit():
-        return None
-    return int(code)
-
-
 _WKB_TYPES = {
     1: "POINT",
     2: "LINESTRING",

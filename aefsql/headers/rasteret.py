@@ -15,7 +15,7 @@ shards are read when one of their files is first asked for.
 Rasteret records carry no file version (no ETag or Last-Modified), so reads of a file whose
 header came from one are not pinned to the version the header describes: a file replaced
 after the collection was built would be read at stale offsets. The published AEF files are
-not replaced; for others, build an aefsql collection (`aefsql.build_collection`), which pins.
+not replaced; for others, write an aefsql headers file (`aefsql.write_headers`), which pins.
 Relative paths resolve against the collection's folder. Records that are not a complete,
 consistent planar-separate or single-band header (a band missing, sizes that disagree), or
 whose values `collection.header_from_row` refuses, are skipped with a warning: those files'
@@ -35,7 +35,7 @@ from ..catalog.index import catalog_base, resolve_path
 from ..errors import CatalogError, TiffFormatError
 from ..format.tiff import planar_separate
 from ..storage.store import ByteStore, redact
-from .table import SCHEMA, CollectionHeaders, header_from_row, not_used, shortened
+from .table import SCHEMA, HeadersFile, header_from_row, not_used, shortened
 
 METADATA_SUFFIX = "_metadata"
 # The per-file fields every band's struct repeats: they must agree across bands.
@@ -165,7 +165,7 @@ def open_rasteret(url: str, store: ByteStore, first: pa.Table | None = None):
         folder = catalog_base(url)
         if "source_part" in first.schema.names:
             return ShardedHeaders(folder, first, store)
-        return CollectionHeaders(records_to_collection(first, folder))
+        return HeadersFile(records_to_collection(first, folder))
     folder = folder_of(url)
     fs = store.filesystem(folder)
     index = folder + "index.parquet"
@@ -178,7 +178,7 @@ def open_rasteret(url: str, store: ByteStore, first: pa.Table | None = None):
     tables = [records_to_collection(t, folder) for t in tables if is_rasteret(t.schema)]
     if not tables:
         raise CatalogError(f"collection {redact(url)}: no Rasteret record file in it")
-    return CollectionHeaders(pa.concat_tables(tables))
+    return HeadersFile(pa.concat_tables(tables))
 
 
 def _parquet(store: ByteStore, url: str) -> pa.Table:
@@ -207,13 +207,13 @@ class ShardedHeaders:
             if path in self._shard_of:
                 named_twice.add(path)
             self._shard_of[path] = resolve_path(part, base)
-        # As CollectionHeaders does with two records of a file: neither is used.
+        # As HeadersFile does with two records of a file: neither is used.
         for path in named_twice:
             del self._shard_of[path]
         if named_twice:
             shown = ", ".join(redact(p) for p in sorted(named_twice)[:3])
             not_used(f"{len(named_twice)} file(s) the index names twice ({shown})")
-        self._shards: dict[str, CollectionHeaders] = {}
+        self._shards: dict[str, HeadersFile] = {}
         self._changed: set[str] = set()
         self._lock = threading.Lock()
 
@@ -223,7 +223,7 @@ class ShardedHeaders:
             return None
         return self._shard(shard).get(url)
 
-    def _shard(self, part: str) -> CollectionHeaders:
+    def _shard(self, part: str) -> HeadersFile:
         with self._lock:
             headers = self._shards.get(part)
             if headers is None:
@@ -234,7 +234,7 @@ class ShardedHeaders:
                     # the files (kept, so that it is not read again for each of them).
                     not_used(f"shard {redact(part)}, not Parquet ({shortened(str(exc))})")
                     records = pa.table({})
-                headers = CollectionHeaders(records_to_collection(records, self.base))
+                headers = HeadersFile(records_to_collection(records, self.base))
                 while len(self._shards) >= MAX_SHARDS:
                     self._shards.pop(next(iter(self._shards)))
                 self._shards[part] = headers
@@ -243,15 +243,15 @@ class ShardedHeaders:
     def forget(self, url: str) -> None:
         self._changed.add(url)
 
-    def subset(self, paths) -> CollectionHeaders:
+    def subset(self, paths) -> HeadersFile:
         """The headers of these files (those it has) as one in-memory collection."""
         wanted = [p for p in set(paths) if p in self._shard_of and p not in self._changed]
         tables = []
         for part in sorted({self._shard_of[p] for p in wanted}):
             tables.append(self._shard(part)._table)
         if not tables:
-            return CollectionHeaders(SCHEMA.empty_table())
-        return CollectionHeaders(pa.concat_tables(tables)).subset(wanted)
+            return HeadersFile(SCHEMA.empty_table())
+        return HeadersFile(pa.concat_tables(tables)).subset(wanted)
 
     def __len__(self) -> int:
         return len(self._shard_of)

@@ -2,7 +2,7 @@
 
 Every kernel (points, areas, chips) and `locate` gets its headers here: the first read of
 HEADER_FIRST_READ bytes, follow-up ranges while `parse_header` reports bytes missing,
-block-table entries fetched on demand, a read-ready collection consulted before any read, and
+block-table entries fetched on demand, a headers file consulted before any read, and
 the restart when a file changes under a read. The pure point -> pixel mapping over a header
 lives here too, so that a caller that only locates points needs no sampler.
 """
@@ -21,7 +21,7 @@ from ..options import check_level
 from ..storage.fetch import ObjectChanged
 from ..storage.memory import HeaderCache
 from ..storage.store import ByteStore
-from .table import CollectionHeaders
+from .table import HeadersFile
 
 HEADER_FIRST_READ = 64 * 1024  # a COG with 1024-px blocks keeps its whole header in this
 HEADER_MIN_FOLLOW_UP = 16 * 1024
@@ -42,11 +42,11 @@ class Headers:
     def __init__(self, store: ByteStore, cache: HeaderCache | None = None):
         self.store = store
         self.cache = cache if cache is not None else HeaderCache()  # keyed by (url, level)
-        self.collection: CollectionHeaders | None = None  # headers to take before reading
+        self.collection: HeadersFile | None = None  # headers to take before reading
 
     def headers_for(self, urls, level: int = 0) -> dict[str, ImageHeader]:
         """Headers of the given files at `level` (0: full resolution, k: the k-th overview):
-        cached ones at once, the others fetched concurrently. A read-ready collection holds
+        cached ones at once, the others fetched concurrently. A headers file holds
         level 0 only: an overview's header is read from its file (then cached)."""
         check_level(level)
         return self.restarting_on_change(lambda: self._headers_for(urls, level))
@@ -118,7 +118,7 @@ class Headers:
             table.fill(start, data)
 
     def complete(self, urls) -> dict[str, ImageHeader]:
-        """Headers with every block-table entry loaded (for a read-ready collection)."""
+        """Headers with every block-table entry loaded (for a headers file)."""
 
         def complete():
             headers = self.headers_for(urls)

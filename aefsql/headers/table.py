@@ -1,16 +1,16 @@
-"""Read-ready collections: the parsed headers of many files in one Parquet table.
+"""Headers files: the parsed headers of many files in one Parquet table.
 
-With one registered (`connect(collection=…)`), sampling reads no COG header at all: each file
-costs only the blocks its points need. Build one with `aefsql build-collection`,
-`aefsql.build_collection()` or `SELECT aef_build_collection('collection.parquet')`.
+With one registered (`connect(headers=…)`), sampling reads no COG header at all: each file
+costs only the blocks its points need. Write one with `aefsql write-headers`,
+`aefsql.write_headers()` or `COPY (FROM aef_headers()) TO 'headers.parquet'`.
 
 It holds the full-resolution (level 0) headers only: a read of an overview (`level := k`)
 takes that level's header from the file itself, which costs a header read per file.
 
-A collection is untrusted, like the files: each row is checked as the parser checks an IFD
+A headers file is untrusted, like the files: each row is checked as the parser checks an IFD
 (`header_from_row`) before it is used. A row that fails, and a path with two rows, are not
 used, with a warning naming the file and why: that file's header is read from the file, as
-for a file the collection lacks or one that changed since it was built.
+for a file the headers file lacks or one that changed since it was written.
 """
 
 from __future__ import annotations
@@ -85,10 +85,10 @@ def headers_to_table(headers: dict[str, ImageHeader]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-class CollectionHeaders:
-    """A read-ready collection's headers, each built when its file is first asked for: the
-    table is compact, thousands of built headers would not be. Thread-safe: it is only read,
-    but for `forget`."""
+class HeadersFile:
+    """A headers file's headers (or a Rasteret collection's), each built when its file is
+    first asked for: the table is compact, thousands of built headers would not be.
+    Thread-safe: it is only read, but for `forget`."""
 
     def __init__(self, table: pa.Table):
         self._table = table.select(SCHEMA.names)
@@ -99,7 +99,7 @@ class CollectionHeaders:
                 duplicated.add(path)
             self._rows[path] = i
         # Which of two rows describes the file cannot be told, so neither is used. Refusing
-        # the whole collection instead would let one bad row break `connect` for every file,
+        # the whole headers file instead would let one bad row break `connect` for every file,
         # and would fail a query midway when the duplicate lies in a shard of a published
         # Rasteret collection (read when first needed); not using it costs one header read.
         for path in duplicated:
@@ -121,34 +121,29 @@ class CollectionHeaders:
             return None
 
     def forget(self, url: str) -> None:
-        """The file changed since the collection was built: its header must be read."""
+        """The file changed since the headers file was written: its header must be read."""
         self._changed.add(url)
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    def subset(self, paths) -> CollectionHeaders:
+    def subset(self, paths) -> HeadersFile:
         """The headers of these files only (those it has)."""
         rows = sorted(self._rows[p] for p in set(paths) if p in self._rows)
-        return CollectionHeaders(self._table.take(pa.array(rows, type=pa.int64())))
-
-
-def headers_from_table(table: pa.Table) -> dict[str, ImageHeader]:
-    """Every row's header; a row that is not a usable header raises `TiffFormatError`."""
-    return {row["path"]: header_from_row(row) for row in table.select(SCHEMA.names).to_pylist()}
+        return HeadersFile(self._table.take(pa.array(rows, type=pa.int64())))
 
 
 def not_used(what: str) -> None:
-    """Warn that collection records are not used (`what`: which and why)."""
+    """Warn that headers-file records are not used (`what`: which and why)."""
     warnings.warn(
-        f"collection: {what}: not used, the file's own header is read instead",
+        f"headers file: {what}: not used, the file's own header is read instead",
         UserWarning,
         stacklevel=3,
     )
 
 
 def header_from_row(row: dict) -> ImageHeader:
-    """The header a collection row (SCHEMA's fields, as Python values) describes, checked as
+    """The header a headers-file row (SCHEMA's fields, as Python values) describes, checked as
     the parser checks an IFD, and its codec and transform as sampling would: a row is
     untrusted. Raises `TiffFormatError` naming the file and the field."""
     try:

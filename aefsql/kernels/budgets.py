@@ -14,7 +14,7 @@ output, and is always what the output would really hold:
   tiles' pixels, not the world's;
 - a raster (`read_area`, `picture`): its whole window, which is allocated covered or not
   (at least the area's own size on the ellipsoid, `area_pixels`);
-- windows (`aef_chips`, `aef_patch`, ChipDataset): count x size² (`check_windows` in
+- windows (`aef_chips`, ChipDataset): count x size² (`check_windows` in
   sampling.py).
 
 Areas are measured from their raw lon/lat vertices on the ellipsoid, never through one UTM
@@ -38,7 +38,7 @@ GiB = 1024**3
 STREAMED_BYTES = 16 * GiB
 # One numpy array in memory (read_area, picture): the raster itself.
 RASTER_BYTES = 4 * GiB
-# Chips and patches, handed to DuckDB as nested lists: DuckDB's peak is many times the
+# Chips, handed to DuckDB as nested lists: DuckDB's peak is many times the
 # int8 (benchmarks/README.md, "Chips: peak memory"), so this is the size whose COPY … TO
 # parquet peaks well under a 24 GiB machine's memory.
 WINDOW_BYTES = 512 * 1024**2

@@ -21,7 +21,7 @@ from ..format.codecs import ShortBlock, check_supported, decode_block, prefix_le
 from ..format.tiff import ImageHeader
 from ..geometry import geo
 from ..headers.reader import Headers, point_pixels
-from ..headers.table import CollectionHeaders
+from ..headers.table import HeadersFile
 from ..options import band_list, check_level
 from ..progress import Progress
 from ..storage.disk import DiskCache, PixelValues, values_entry_name
@@ -32,11 +32,10 @@ from ..storage.store import ByteStore, protocol_of
 from .budgets import WINDOW_BYTES, human_bytes, refuse_over  # human_bytes: re-exported
 from .grouping import group_indices
 
-MAX_WINDOW_SIZE = 2048  # pixels on a side of a patch or chip: 256 MiB at 64 bands
+MAX_WINDOW_SIZE = 2048  # pixels on a side of a chip: 256 MiB at 64 bands
 DEFAULT_WINDOW_BYTES = WINDOW_BYTES  # int8 of all the windows of one call or request
 # Refused before reading: no AEF block comes near (a 1024-px tile of 64 chunky bands is 64 MiB).
 MAX_BLOCK_BYTES = 256 * 1024 * 1024
-PATCH_CHUNK_PIXELS = 1 << 20  # patch pixels sampled at once: bounds the planner's arrays
 # Compressed bytes per wave: with PREFETCH_WAVES, what a job holds of them (48 MiB). Two
 # waves ahead keep ~10 MB in flight at 200 MB/s and 50 ms latency with room to spare.
 WAVE_BYTES = 16 * 1024 * 1024
@@ -191,12 +190,12 @@ class Sampler:
         return self.header_reader.cache
 
     @property
-    def collection(self) -> CollectionHeaders | None:
+    def collection(self) -> HeadersFile | None:
         """The read-ready collection whose headers are taken before reading."""
         return self.header_reader.collection
 
     @collection.setter
-    def collection(self, collection: CollectionHeaders | None) -> None:
+    def collection(self, collection: HeadersFile | None) -> None:
         self.header_reader.collection = collection
 
     def headers_for(self, urls, level: int = 0) -> dict[str, ImageHeader]:
@@ -251,32 +250,6 @@ class Sampler:
             )
         )
 
-    def sample_patches(self, urls, lon, lat, size: int, bands: list[int] | None = None) -> Samples:
-        """The size x size pixels around each (url, lon, lat): Samples of n * size * size
-        pixels, point by point, each patch row by row from north to south and west to east,
-        whatever the file's orientation. The point's pixel is at row and column size // 2. A
-        pixel is not covered when outside the raster (a neighbouring tile is not consulted)."""
-        check_windows(len(urls), size, BAND_COUNT)
-        lon = np.asarray(lon, dtype=np.float64)
-        lat = np.asarray(lat, dtype=np.float64)
-        urls = np.asarray(urls, dtype=object)
-        per_chunk = max(1, PATCH_CHUNK_PIXELS // (size * size))
-        parts = [
-            self.header_reader.restarting_on_change(
-                lambda k=k: self._sample(
-                    urls[k : k + per_chunk],
-                    lon[k : k + per_chunk],
-                    lat[k : k + per_chunk],
-                    bands,
-                    crs=geo.WGS84,
-                    keep_blocks=False,
-                    patch=size,
-                )
-            )
-            for k in range(0, max(lon.size, 1), per_chunk)
-        ]
-        return Samples.concatenate(parts)
-
     def _sample(
         self,
         urls,
@@ -286,14 +259,13 @@ class Sampler:
         *,
         crs: int,
         keep_blocks: bool,
-        patch: int | None = None,
         level: int = 0,
         keep_values: bool = False,
     ) -> Samples:
         bands = list(range(BAND_COUNT)) if bands is None else bands
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
-        n = x.size * (patch * patch if patch else 1)
+        n = x.size
         values = np.zeros((n, len(bands)), dtype=np.int8)
         covered = np.zeros(n, dtype=bool)
         nodata = np.full(n, np.nan)
@@ -309,15 +281,11 @@ class Sampler:
         located = []  # (url, output rows, pixel rows, pixel cols) of the points inside
         for url, indices in by_url.items():
             rows, cols, inside = point_pixels(url, headers[url], x[indices], y[indices], crs)
-            if patch:
-                indices, rows, cols, inside = patch_pixels(
-                    headers[url], indices, rows, cols, inside, patch
-                )
             covered[indices] = inside
             band_count[indices] = headers[url].samples_per_pixel
             nodata[indices] = nodata_of(url, headers[url])
             located.append((url, indices[inside], rows[inside], cols[inside]))
-        kept = self._kept_values(headers, level, bands) if keep_values and not patch else None
+        kept = self._kept_values(headers, level, bands) if keep_values else None
         if kept is not None:
             located = kept.fill(located, values)
         self.header_reader.load_block_tables(
@@ -706,8 +674,8 @@ class _BlockRead:
 
 
 def check_windows(count: int, size, bands: int, max_bytes=None) -> None:
-    """Refuse, before anything is read or allocated, `count` square windows (patches or
-    chips) of `size` pixels and `bands` bands that do not fit `max_bytes` of int8 (default
+    """Refuse, before anything is read or allocated, `count` square windows (chips) of
+    `size` pixels and `bands` bands that do not fit `max_bytes` of int8 (default
     DEFAULT_WINDOW_BYTES), or a size out of 1..MAX_WINDOW_SIZE."""
     if isinstance(size, bool) or not isinstance(size, int | np.integer):
         raise AefsqlError(f"size is a whole number of pixels, 1 to {MAX_WINDOW_SIZE}, not {size!r}")
@@ -725,32 +693,6 @@ def check_windows(count: int, size, bands: int, max_bytes=None) -> None:
     subject = f"{count:,} windows of {size} x {size} pixels"
     advice = "fewer points or bands, or a smaller size"
     refuse_over(subject, count * pixels, bands, None, limit, advice)
-
-
-def patch_pixels(header: ImageHeader, indices, rows, cols, inside, size: int):
-    """(output indices, rows, cols, inside) of the size x size pixels around each point's
-    pixel: output index = point index * size² + patch row * size + patch column, patch rows
-    from north to south."""
-    centre = size // 2
-    down, across = np.divmod(np.arange(size * size), size)
-    north = 1 if header.transform.e > 0 else -1  # raster rows grow northward when south-up
-    east = 1 if header.transform.a > 0 else -1
-    patch_rows = rows[:, None] + ((centre - down) * north)[None, :]
-    patch_cols = cols[:, None] + ((across - centre) * east)[None, :]
-    ok = (
-        inside[:, None]
-        & (patch_rows >= 0)
-        & (patch_rows < header.height)
-        & (patch_cols >= 0)
-        & (patch_cols < header.width)
-    )
-    out = indices[:, None] * (size * size) + np.arange(size * size)[None, :]
-    return (
-        out.ravel(),
-        np.where(ok, patch_rows, 0).ravel(),
-        np.where(ok, patch_cols, 0).ravel(),
-        ok.ravel(),
-    )
 
 
 def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_BlockRead]:

@@ -21,7 +21,7 @@ from ..aef import BAND_NAMES, NODATA, dequantize
 from ..api import check_writable
 from ..duck.udfs import Session, open_session
 from ..errors import AefsqlError
-from ..options import speaks, year_list
+from ..options import headers_option, speaks, year_list
 from ..storage.store import DEFAULT_CONCURRENCY
 from .coverage import area_notes
 from .locate import locate
@@ -83,18 +83,19 @@ def picture(
     year,
     path=None,
     *,
+    bands=None,
     crs=4326,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    level: int = 0,
     reference: tuple[float, float] | None = None,
     axes: PcaAxes | None = None,
-    bands=None,
-    level: int = 0,
-    max_bytes: int = DEFAULT_MAX_BYTES,
     catalog: str | None = None,
     cache_dir: str | None = None,
-    collection: str | None = None,
+    headers: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     allowed_hosts: list[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    collection: str | None = None,
 ):
     """A picture of `area` in `year`, written as a PNG to `path` when given (a local file);
     returns the `Picture` (shown as an image in a notebook).
@@ -111,8 +112,9 @@ def picture(
     `reference=(lon, lat)`: instead, a grey map of each pixel's cosine similarity to that
     place's embedding in the same year (white 1, black 0 or below).
     A pixel with any band nodata, or outside the area or coverage, is transparent; a picture
-    with no valid pixel at all is an error. `catalog`, `cache_dir`, `collection`,
-    `concurrency`, `allowed_hosts` and `storage_options`: as for `aefsql.connect`.
+    with no valid pixel at all is an error. `catalog`, `cache_dir`, `headers`,
+    `concurrency`, `allowed_hosts`, `storage_options` and `collection` (deprecated alias of
+    `headers`): as for `aefsql.connect`.
     """
     several = _is_sequence(year)
     years = year_list(year)
@@ -131,7 +133,7 @@ def picture(
     session = open_session(
         catalog,
         cache_dir=cache_dir,
-        collection=collection,
+        headers=headers_option(headers, collection),
         concurrency=concurrency,
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,

@@ -26,7 +26,7 @@ from ..errors import AefsqlError
 from ..format.tiff import Affine
 from ..geometry import geo
 from ..geometry.areas import Area, area_from, centroid, projected, row_spans
-from ..options import band_list, check_level, epsg, speaks, year_list
+from ..options import band_list, check_level, epsg, headers_option, speaks, year_list
 from ..storage.store import DEFAULT_CONCURRENCY
 from .budgets import RASTER_BYTES, area_pixels, refuse_over
 from .chips import lattice_offsets
@@ -82,14 +82,15 @@ def read_area(
     bands=None,
     crs=4326,
     target_crs=None,
-    level: int = 0,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    level: int = 0,
     catalog: str | None = None,
     cache_dir: str | None = None,
-    collection: str | None = None,
+    headers: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     allowed_hosts: list[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    collection: str | None = None,
 ):
     """The pixels of `area` as an xarray.DataArray (year, band, y, x) of int8, north-up.
 
@@ -107,8 +108,9 @@ def read_area(
     as `level :=` in SQL): the grid is then that overview's.
     Refused before anything is read when pixels x bands x years exceed `max_bytes` (default
     4 GiB). CRS and transform follow rioxarray's `spatial_ref` convention (`.rio` works when
-    rioxarray is installed). `catalog`, `cache_dir`, `collection`, `concurrency`,
-    `allowed_hosts` and `storage_options`: as for `aefsql.connect`.
+    rioxarray is installed). `catalog`, `cache_dir`, `headers`, `concurrency`,
+    `allowed_hosts`, `storage_options` and `collection` (deprecated alias of `headers`): as
+    for `aefsql.connect`.
     """
     xr = _xarray()
     request = plan_area(
@@ -123,7 +125,7 @@ def read_area(
     session = open_session(
         catalog,
         cache_dir=cache_dir,
-        collection=collection,
+        headers=headers_option(headers, collection),
         concurrency=concurrency,
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
