@@ -14,10 +14,9 @@ UNIT = (
 )
 # The SQL types the UDFs were declared with before the derivation, written out by hand.
 RETURNS = {
-    "sample": EMBEDDING,
+    "file_embedding": EMBEDDING,
     "embedding": EMBEDDING,
     "locate": "VARCHAR",
-    "sample_patch": f"{EMBEDDING}[]",
     "sample_group": f"STRUCT(__aef_row BIGINT, {BANDS}, aef_error VARCHAR)[]",
     "build_collection": "BIGINT",
     "plan_group": "STRUCT(points BIGINT, blocks BIGINT, requests BIGINT, bytes BIGINT)",
@@ -62,7 +61,8 @@ def test_derived_sql_types_equal_the_hand_written_ones(gdal_collection):
             [session.udf_prefix + "_"],
         ).fetchall()
     declared = {name.removeprefix(session.udf_prefix + "_"): row for name, *row in rows}
-    assert declared.keys() == RETURNS.keys()
+    # (aef_headers' UDF came after the derivation: its type is the headers file's schema.)
+    assert declared.keys() - {"headers"} == RETURNS.keys()
     for name, (returns, _) in declared.items():
         # DuckDB quotes the field names that are keywords ("year"): compare types, not text.
         assert duckdb.sqltype(returns) == duckdb.sqltype(RETURNS[name]), name
