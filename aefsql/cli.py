@@ -16,12 +16,13 @@ from . import __version__
 from .api import build_collection
 from .catalog.index import quote_literal
 from .demo import DEMO_POINTS, write_demo_collection
-from .duck.udfs import connect, open_session
+from .duck.udfs import SessionUdfs, connect
 from .errors import AefsqlError
 from .kernels import coverage
+from .kernels.budgets import RASTER_BYTES
 from .kernels.pictures import numbers_from, picture
-from .kernels.rasters import DEFAULT_MAX_BYTES
 from .options import MAX_YEARS, OptionError
+from .session import open_session
 from .shell import MODES, Shell, error_text
 
 # The demo's queries: (what it shows, SQL). The first is the canonical join of the README.
@@ -136,7 +137,7 @@ def run_sample(args, out=None) -> None:
         print(f"aefsql: warning: {note}: their rows get NULL bands", file=sys.stderr)
     con = duckdb.connect()
     try:
-        session.install(con)
+        SessionUdfs(session).install(con)
         if args.dry_run:
             con.sql(sql).show(max_rows=40)
             files, points, blocks, requests, nbytes = con.execute(
@@ -303,7 +304,7 @@ def run_shell(argv: list[str]) -> int:
         return 1
     try:
         session = open_session(args.catalog, **options)
-        session.install(con)
+        SessionUdfs(session).install(con)
     except Exception as exc:
         con.close()
         if args.debug:
@@ -313,7 +314,7 @@ def run_shell(argv: list[str]) -> int:
 
     def reconnect(url: str):
         new = open_session(url, **options)
-        new.install(con)
+        SessionUdfs(new).install(con)
         return new
 
     # A script (-c, -f, piped) stops at its first error; a person at the prompt goes on.
@@ -447,8 +448,8 @@ def run_verb(argv: list[str]) -> int:
     draw.add_argument(
         "--max-bytes",
         type=int,
-        default=DEFAULT_MAX_BYTES,
-        help=f"refuse an area whose pixels take more (default {DEFAULT_MAX_BYTES})",
+        default=RASTER_BYTES,
+        help=f"refuse an area whose pixels take more (default {RASTER_BYTES})",
     )
     draw.add_argument("-o", "--output", required=True, type=Path, help="the .png to write")
     draw.add_argument("--catalog", help="index parquet path/URL (default as for sample)")

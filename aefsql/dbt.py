@@ -29,8 +29,9 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt.adapters.events.logging import AdapterLogger
 from dbt_common.events.event_manager_client import get_event_manager
 
-from .duck.udfs import open_session
+from .duck.udfs import SessionUdfs
 from .errors import AefsqlError
+from .session import open_session
 
 SETTINGS = {"catalog", "cache_dir", "concurrency", "collection", "storage_options"}
 AEF_CALL = re.compile(r"\baef_\w+\s*\(", re.IGNORECASE)
@@ -49,15 +50,16 @@ class Plugin(BasePlugin):
         self.session = open_session(
             config.pop("catalog", None), **config, storage_options=storage_options
         )
+        self.udfs = SessionUdfs(self.session)  # once: dbt's cursors share its UDFs
         self._warned_views: set[str] = set()
         self._lock = threading.Lock()
 
     def configure_connection(self, conn) -> None:
-        self.session.install(conn)
+        self.udfs.install(conn)
 
     def configure_cursor(self, cursor) -> None:
         # TEMP macros belong to one connection: dbt's cursors need them too.
-        self.session.install(cursor)
+        self.udfs.install(cursor)
         # dbt resets its event callbacks at each invocation, and one process (dbtRunner) may
         # run several with this plugin: make sure the view check listens to the current one.
         callbacks = get_event_manager().callbacks

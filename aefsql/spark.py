@@ -29,15 +29,16 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .api import warn_missing_years
 from .catalog.index import quote_literal
-from .duck.udfs import Session, open_session
+from .duck.udfs import SessionUdfs
 from .errors import AefsqlError, redact_text
 from .geometry import geo
 from .geometry.areas import area_from, centroid
 from .headers.table import CollectionHeaders
-from .kernels.locate import locate
+from .kernels.coverage import warn_missing_years
+from .kernels.locate import locate, locate_each
 from .options import OptionError, Options, added_columns, resolve, speaks
+from .session import Session, open_session
 from .storage.store import DEFAULT_CONCURRENCY, protocol_of
 
 # PySpark 4.1 warns that it "does not yet fully support pandas >= 3.0.0" each time it checks
@@ -201,7 +202,7 @@ def _run(df, function, params, catalog, collection, partitions, options) -> Data
     """The two stages of a call, as the module's docstring says."""
     call = _checked_call(function, df.columns, params)  # before any read: fails at once
     shared, session = _shared(df.sparkSession, catalog, collection, options, call.chosen.years)
-    warn_missing_years(session, call.chosen.years)
+    warn_missing_years(session.catalog.tiles(), call.chosen.years)
     job = _Job(shared, call)
     located = df.mapInArrow(
         lambda batches: _locate_batches(job, batches),
@@ -381,7 +382,7 @@ def _shared(spark, catalog, collection, options, years) -> tuple[_Shared, Sessio
     check_workers(context)
     session = open_session(catalog, collection=collection, **options)
     tiles = session.catalog.tiles()
-    headers = session.sampler.collection
+    headers = session.engine.headers.collection
     if headers is not None and (years is not None or not isinstance(headers, CollectionHeaders)):
         # The files of these years only; a sharded (Rasteret) collection is read here whole
         # for a registration, whose calls may ask for any year.
@@ -450,7 +451,7 @@ def _executor_options(session: Session, options: dict) -> dict:
     storage options the driver resolved (from `storage_options`, `$AEFSQL_STORAGE_OPTIONS`
     or the public bucket's defaults), since executors do not share the driver's
     environment."""
-    storage = session.sampler.store.options.get(protocol_of(session.catalog.url), {})
+    storage = session.engine.store.options.get(protocol_of(session.catalog.url), {})
     return {**{k: options[k] for k in SESSION_OPTIONS}, "storage_options": storage}
 
 
@@ -463,10 +464,10 @@ class _Worker:
         )
         if shared.collection is not None:
             headers: CollectionHeaders = shared.collection.value
-            self.session.sampler.collection = headers
+            self.session.engine.headers.collection = headers
         # One thread: a task has one core, and aefsql reads and decodes on its own threads.
         self.con = duckdb.connect(config={"threads": 1})
-        self.session.install(self.con)
+        SessionUdfs(self.session).install(self.con)
 
     def query(self, table: pa.Table, sql: str) -> pa.Table:
         self.con.register(_TABLE, table)
@@ -600,8 +601,12 @@ def _locate_udf(shared: _Shared):
     """aef_locate(lon, lat, year) for Spark SQL: the exact rule, as DuckDB's."""
 
     def aef_locate(lon: pa.Array, lat: pa.Array, year: pa.Array) -> pa.Array:
-        wgs84 = pa.array(np.full(len(lon), geo.WGS84), pa.int32())
-        return _worker(shared).session.aef_locate(lon, lat, year, wgs84)
+        session = _worker(shared).session
+        x, y, years = geo.floats(lon), geo.floats(lat), geo.floats(year)
+        codes = np.full(x.size, geo.WGS84)
+        tiles = session.catalog.tiles()
+        paths = locate_each(tiles, session.engine.headers, x, y, years, codes)
+        return pa.array(paths, type=pa.string())
 
     return arrow_udf(aef_locate, "string")
 

@@ -31,10 +31,10 @@ import torch
 from torchgeo.datasets import GeoDataset
 
 from .aef import NODATA, dequantize
-from .duck.udfs import Session, open_session
 from .errors import AefsqlError
 from .kernels.chips import read_windows
 from .options import BAND_NAMES, band_list, epsg, speaks, year_list
+from .session import Session, open_session
 from .storage.store import DEFAULT_CONCURRENCY
 
 AEF_PIXEL = 10.0  # metres: the published files' pixel
@@ -125,8 +125,7 @@ class AEF(GeoDataset):
         session = self.session()
         layers = [
             read_windows(
-                session.catalog.tiles(),
-                session.sampler,
+                session,
                 [self.epsg],
                 [transform],
                 int(year),

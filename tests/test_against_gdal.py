@@ -9,7 +9,7 @@ from gdal_fixtures import LAYOUTS, lonlat, random_pixel_points
 from rasterio.transform import rowcol
 
 import aefsql
-from aefsql.kernels.engine import BAND_NAMES
+from aefsql.options import BAND_NAMES
 
 POINTS_PER_FILE = 1000
 

@@ -8,7 +8,7 @@ from gdal_fixtures import COLLECTION_TILES, PIXEL, TILE_HEIGHT, TILE_WIDTH, lonl
 from pyproj import Transformer
 
 import aefsql
-from aefsql.kernels.engine import BAND_NAMES
+from aefsql.options import BAND_NAMES
 
 STORES = ["local", "s3", "http"]
 

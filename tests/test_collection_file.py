@@ -9,7 +9,7 @@ from test_requests import tile_ranges_of
 import aefsql
 from aefsql.cli import main
 from aefsql.headers.table import headers_from_table, headers_to_table
-from aefsql.kernels.engine import Sampler
+from aefsql.kernels.engine import BlockEngine
 from aefsql.storage.store import ByteStore
 
 # Every field of an ImageHeader but its block tables (compared apart).
@@ -32,7 +32,7 @@ HEADER_FIELDS = (
 
 def test_headers_round_trip_through_a_table(gdal_collection):
     paths = sorted(str(p) for p in gdal_collection.folder.rglob("*.tiff"))
-    headers = Sampler(ByteStore()).complete_headers(paths)
+    headers = BlockEngine(ByteStore()).headers.complete(paths)
     back = headers_from_table(headers_to_table(headers))
     assert set(back) == set(paths)
     for path in paths:

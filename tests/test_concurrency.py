@@ -9,7 +9,8 @@ from test_cache import TILES, points_in_every_tile
 from test_collection import tile_points
 
 import aefsql
-from aefsql.kernels.engine import Sampler
+from aefsql.kernels import points
+from aefsql.kernels.engine import BlockEngine
 from aefsql.storage.cache import BlockCache, HeaderCache
 from aefsql.storage.store import ByteStore
 
@@ -51,14 +52,14 @@ def test_python_threads_sharing_one_sampler_and_small_caches(gdal_collection):
     holds a few blocks and header cache one header: entries are evicted under their feet."""
     urls = np.array([str(gdal_collection.folder / t) for t in TILES], object)
     tile, lon, lat = points_in_every_tile()
-    expected = Sampler(ByteStore()).sample(urls[tile], lon, lat)
-    shared = Sampler(
-        ByteStore(), headers=HeaderCache(max_bytes=1), blocks=BlockCache(max_bytes=200_000)
+    expected = points.sample(BlockEngine(ByteStore()), urls[tile], lon, lat)
+    shared = BlockEngine(
+        ByteStore(), header_cache=HeaderCache(max_bytes=1), blocks=BlockCache(max_bytes=200_000)
     )
 
     def run(seed: int):
         order = np.random.default_rng(seed).permutation(lon.size)
-        got = shared.sample(urls[tile][order], lon[order], lat[order])
+        got = points.sample(shared, urls[tile][order], lon[order], lat[order])
         back = np.argsort(order)
         return got.values[back], got.covered[back]
 

@@ -12,7 +12,9 @@ from gdal_fixtures import LAYOUTS, PIXEL, lonlat, random_pixel_points, raster_bo
 from test_collection import tile_points
 
 import aefsql
-from aefsql.kernels.engine import BAND_NAMES, MAX_WINDOW_SIZE, Sampler
+from aefsql.kernels import points
+from aefsql.kernels.budgets import MAX_WINDOW_SIZE
+from aefsql.options import BAND_NAMES
 
 OUTSIDE, NODATA = -1000, -999
 
@@ -129,12 +131,12 @@ def test_a_huge_patch_is_refused_before_anything_is_allocated(con, gdal_layout_f
     with pytest.raises(Exception, match=r"size must be 1 to 2048"):
         con.sql(f"SELECT aef_sample_patch('{path}', 15.0, 46.0, 0)").fetchall()
     with pytest.raises(Exception, match="refused"):
-        Sampler(store=None).sample_patches([path], [15.0], [46.0], MAX_WINDOW_SIZE + 1)
+        points.sample_patches(None, [path], [15.0], [46.0], MAX_WINDOW_SIZE + 1)
 
 
 @pytest.mark.parametrize("size, amount", [(2049, "256.3 MiB"), (31623, "59.6 GiB")])
 def test_patch_refusal_says_a_real_amount(size, amount):
-    from aefsql.kernels.engine import check_windows
+    from aefsql.kernels.budgets import check_windows
 
     with pytest.raises(aefsql.AefsqlError, match=rf"would be {amount} a row"):
         check_windows(1, size, 64)

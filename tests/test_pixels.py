@@ -11,7 +11,7 @@ from test_collection import band_matrix
 
 import aefsql
 from aefsql.geometry.geo import polygon_wkb
-from aefsql.kernels.engine import BAND_NAMES
+from aefsql.options import BAND_NAMES
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from aefsql.duck import udfs as duck
 from aefsql.errors import AefsqlError
 from aefsql.geometry.geo import polygon_wkb
 from aefsql.kernels import pictures, rasters
+from aefsql.session import open_session
 
 # -- unknown keywords -------------------------------------------------------------------
 
@@ -30,7 +31,7 @@ def entry_points():
     return [
         ("connect", lambda **kw: aefsql.connect(**kw)),
         ("register", lambda **kw: aefsql.register(__import__("duckdb").connect(), **kw)),
-        ("open_session", lambda **kw: duck.open_session(**kw)),
+        ("open_session", lambda **kw: open_session(**kw)),
         ("sample_points", lambda **kw: aefsql.sample_points(points, years=2024, **kw)),
         ("build_collection", lambda **kw: aefsql.build_collection("x.parquet", **kw)),
         ("read_area", lambda **kw: aefsql.read_area(box, 2024, **kw)),
@@ -55,7 +56,7 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
     [
         "duck.connect",
         "duck.register",
-        "duck.open_session",
+        "session.open_session",
         "api.sample_points",
         "api.build_collection",
         "api.zonal",
@@ -65,7 +66,13 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
 )
 def test_options_are_named_in_signature_and_docstring(name):
     module, attribute = name.split(".")
-    modules = {"duck": duck, "api": api, "rasters": rasters, "pictures": pictures}
+    modules = {
+        "duck": duck,
+        "session": aefsql.session,
+        "api": api,
+        "rasters": rasters,
+        "pictures": pictures,
+    }
     function = getattr(modules[module], attribute)
     parameters = inspect.signature(function).parameters
     assert not any(p.kind is p.VAR_KEYWORD for p in parameters.values())
@@ -349,9 +356,9 @@ def test_storage_options_reach_the_store(s3_collection):
         storage_options=s3_collection.storage_options,
     )
     assert table.num_rows == 1
-    session = duck.open_session(s3_collection.index, storage_options=s3_collection.storage_options)
+    session = open_session(s3_collection.index, storage_options=s3_collection.storage_options)
     assert (
-        session.sampler.store.options["s3"]["endpoint_url"]
+        session.engine.store.options["s3"]["endpoint_url"]
         == (s3_collection.storage_options["endpoint_url"])
     )
 

@@ -18,7 +18,7 @@ from test_pixels import star
 import aefsql
 from aefsql.demo import write_demo_collection
 from aefsql.errors import AefsqlError
-from aefsql.kernels.engine import BAND_NAMES
+from aefsql.options import BAND_NAMES
 
 xr = pytest.importorskip("xarray")
 rioxarray = pytest.importorskip("rioxarray")

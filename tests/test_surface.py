@@ -14,7 +14,7 @@ from test_collection import band_matrix, gdal_values, tile_points
 
 import aefsql
 from aefsql.errors import AefsqlError
-from aefsql.kernels.engine import BAND_NAMES
+from aefsql.options import BAND_NAMES
 
 
 @pytest.fixture(scope="module")

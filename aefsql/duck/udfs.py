@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import threading
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -16,42 +15,32 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..catalog.index import (
-    PUBLIC_CATALOG,
-    Catalog,
-    TileTable,
-    empty_index_file,
-    quote_literal,
-    storage_options_for,
-)
-from ..errors import AefsqlError, CatalogError, RangeReadError
+from ..catalog.index import empty_index_file, quote_literal
+from ..errors import AefsqlError
 from ..geometry import geo
 from ..geometry.areas import Area, area_from, projected_all
-from ..headers.rasteret import is_rasteret, open_rasteret
-from ..headers.reader import group_indices
-from ..headers.table import CollectionHeaders, headers_to_table
-from ..kernels import coverage
+from ..headers.reader import check_level, group_indices
+from ..kernels import coverage, points
+from ..kernels.budgets import STREAMED_BYTES, check_windows
 from ..kernels.chips import chips_per_call, read_chips
-from ..kernels.engine import BAND_NAMES, Sampler, Samples, band_indices, check_level, check_windows
-from ..kernels.locate import locate
+from ..kernels.engine import file_by_file
+from ..kernels.locate import locate_each
 from ..kernels.means import ZonalMeans, zonal_means
 from ..kernels.pixels import (
-    DEFAULT_MAX_BYTES,
     Chunks,
     Unit,
     area_chunks,
     area_units,
     check_area_size,
+    chunk_blocks,
     chunk_pixels,
-    chunk_tiles,
     unit_chunks,
 )
-from ..options import check_input_columns, resolve_json, year_list
-from ..progress import Progress
-from ..storage.cache import DiskCache
-from ..storage.store import DEFAULT_CONCURRENCY, ByteStore, duckdb_filesystems, redact
+from ..kernels.points import Samples, band_indices
+from ..options import BAND_NAMES, check_input_columns, resolve_json, year_list
+from ..session import Session, open_session
+from ..storage.store import DEFAULT_CONCURRENCY, duckdb_filesystems
 
 EMBEDDING_TYPE = "STRUCT(" + ", ".join(f"{name} TINYINT" for name in BAND_NAMES) + ")"
 ROW_EMBEDDING_TYPE = (
@@ -196,28 +185,21 @@ SQL_FILES = (
 )
 
 
-@dataclass
-class Session:
-    """What the UDFs of one registration share: catalog, storage and caches."""
+class SessionUdfs:
+    """The DuckDB face of one session: the bodies of its Python UDFs (Arrow in, Arrow out,
+    each calling the kernels with the session), and their installation on connections."""
 
-    catalog: Catalog
-    sampler: Sampler
-    udf_prefix: str | None = None  # the names its Python UDFs were created under
-    # Per thread: whether this thread is creating the macros (see index_file).
-    _install_state: threading.local = field(default_factory=threading.local)
-
-    def cancel(self) -> None:
-        """Stop this session's reads: the running aef_* calls end with `Cancelled`."""
-        self.sampler.store.cancelled.set()
-
-    def resume(self) -> None:
-        self.sampler.store.cancelled.clear()
+    def __init__(self, session: Session):
+        self.session = session
+        self.udf_prefix: str | None = None  # the names its Python UDFs were created under
+        # Per thread: whether this thread is creating the macros (see index_file).
+        self._install_state = threading.local()
 
     def install(self, con: duckdb.DuckDBPyConnection) -> None:
         """Make the aef_* functions callable on `con`: the session's Python UDFs (once per
         database instance: cursors share them) and the TEMP macros (per connection/cursor)."""
-        url = self.catalog.url
-        for fs in duckdb_filesystems(self.sampler.store, url):
+        url = self.session.catalog.url
+        for fs in duckdb_filesystems(self.session.engine.store, url):
             # Once per database instance: unregistering a filesystem while another cursor
             # reads through it crashes DuckDB (dbt registers every cursor from its threads).
             # The first session's storage options serve DuckDB's own readers of that protocol.
@@ -240,11 +222,12 @@ class Session:
             self._install_state.creating = False
 
     def aef_sample(self, path, lon, lat) -> pa.StructArray:
-        return _struct(self.sampler.sample(_objects(path), geo.floats(lon), geo.floats(lat)))
+        engine = self.session.engine
+        return _struct(points.sample(engine, _objects(path), geo.floats(lon), geo.floats(lat)))
 
     def aef_sample_patch(self, path, lon, lat, size) -> pa.ListArray:
         """Per row: the size x size embeddings around (lon, lat) in one COG (see
-        `Sampler.sample_patches`); NULL where the point is outside the raster or size is NULL.
+        `points.sample_patches`); NULL where the point is outside the raster or size is NULL.
         Every size is checked before anything is read or allocated."""
         urls, lon, lat = _objects(path), geo.floats(lon), geo.floats(lat)
         present = np.asarray(size.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
@@ -263,7 +246,7 @@ class Session:
         return pa.concat_arrays(pieces).take(pa.array(position))
 
     def _patches(self, urls, lon, lat, size: int) -> pa.ListArray:
-        samples = self.sampler.sample_patches(urls, lon, lat, size)
+        samples = points.sample_patches(self.session.engine, urls, lon, lat, size)
         area, centre = size * size, (size // 2) * size + size // 2
         own_pixel_covered = samples.covered[np.arange(len(urls)) * area + centre]
         return pa.ListArray.from_arrays(
@@ -277,31 +260,20 @@ class Session:
         return pa.array(self._locate(geo.floats(x), geo.floats(y), year, crs), type=pa.string())
 
     def _locate(self, x, y, year, crs) -> np.ndarray:
-        """The tile of each point: one pass per distinct CRS (in practice, one)."""
-        codes, years = _ints(crs), geo.floats(year)
-        distinct = np.unique(years[np.isfinite(years)])
-        if distinct.size:
-            year_list(distinct.tolist())  # the rule "a year is an integer", from its one home
-        paths = np.full(x.size, None, dtype=object)
-        for code in np.unique(codes):
-            mine = codes == code
-            paths[mine] = locate(
-                self.catalog.tiles(),
-                self.sampler.header_reader,
-                x[mine],
-                y[mine],
-                years[mine],
-                crs=int(code),
-            )
-        return paths
+        """The tile of each point (`locate_each`)."""
+        session = self.session
+        return locate_each(
+            session.catalog.tiles(), session.engine.headers, x, y, geo.floats(year), _ints(crs)
+        )
 
     def aef_embedding(self, x, y, year, crs) -> pa.StructArray:
         x, y, codes = geo.floats(x), geo.floats(y), _ints(crs)
         paths = self._locate(x, y, year, crs)
-        merged = self.sampler.sample(np.full(x.size, None), x, y)  # nothing covered yet
+        engine = self.session.engine
+        merged = points.sample(engine, np.full(x.size, None), x, y)  # nothing covered yet
         for code in np.unique(codes):
             mine = codes == code
-            part = self.sampler.sample(np.where(mine, paths, None), x, y, crs=int(code))
+            part = points.sample(engine, np.where(mine, paths, None), x, y, crs=int(code))
             merged = merged.overlay(part, mine)
         return _struct(merged)
 
@@ -328,60 +300,28 @@ class Session:
         code = codes.pop()
         urls = np.repeat(_objects(path), counts)
         xs, ys = geo.floats(x.flatten()), geo.floats(y.flatten())
-        errors = pa.nulls(urls.size, pa.string())
-        try:
-            samples = self.sampler.sample(
-                urls, xs, ys, wanted, crs=code, keep_blocks=False, keep_values=True
-            )
-        except AefsqlError:
-            if modes != {"null"}:
-                raise
-            messages = np.full(urls.size, None, dtype=object)
-            samples = self._sample_each_file(urls, xs, ys, code, wanted, messages)
-            errors = pa.array(messages, pa.string())
+        samples, messages = points.sample_or_errors(
+            self.session.engine,
+            urls,
+            xs,
+            ys,
+            wanted,
+            crs=code,
+            on_error="null" if modes == {"null"} else "raise",
+            keep_blocks=False,
+            keep_values=True,
+        )
+        errors = (
+            pa.nulls(urls.size, pa.string())
+            if messages is None
+            else pa.array(messages, pa.string())
+        )
         embedding = _struct(samples, wanted)
         items = pa.StructArray.from_arrays(
             [rows.flatten().cast(pa.int64()), *embedding.flatten(), errors],
             fields=list(SAMPLED_ARROW.value_type),
         )
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
-
-    def _sample_each_file(self, urls, xs, ys, crs, bands, errors) -> Samples:
-        """Sample file by file, so that one unreadable file fails only its own rows."""
-        merged = None
-        for url in dict.fromkeys(urls):
-            mine = urls == url
-            part_urls = np.where(mine, urls, None)
-            try:
-                part = self.sampler.sample(
-                    part_urls, xs, ys, bands, crs=crs, keep_blocks=False, keep_values=True
-                )
-            except AefsqlError as exc:
-                errors[mine] = str(exc)
-                continue
-            merged = part if merged is None else merged.overlay(part, mine)
-        if merged is None:  # every file failed
-            merged = self.sampler.sample(np.full(urls.size, None), xs, ys, bands, crs=crs)
-        return merged
-
-    def use_collection(self, path: str) -> None:
-        """Take every file's header from a read-ready collection instead of its COG: aefsql's
-        (a Parquet file), or Rasteret's (a Parquet file or folder of records, or a published
-        collection's index; see aefsql/headers/rasteret.py)."""
-        try:
-            if not path.rstrip("/").endswith(".parquet"):  # a folder: Rasteret's
-                self.sampler.collection = open_rasteret(path, self.sampler.store)
-                return
-            data = self.sampler.store.read_file(path)  # retried, one version
-            table = pq.read_table(pa.BufferReader(data))
-            if is_rasteret(table.schema) or "source_part" in table.schema.names:
-                self.sampler.collection = open_rasteret(path, self.sampler.store, table)
-            else:
-                self.sampler.collection = CollectionHeaders(table)
-        except RangeReadError as exc:  # it names the file itself
-            raise CatalogError(f"collection cannot be read: {exc}") from None
-        except (OSError, pa.ArrowException, KeyError) as exc:
-            raise CatalogError(f"collection {redact(path)} cannot be read: {exc}") from None
 
     def build_collection(self, output, years) -> pa.Int64Array:
         """The UDF of aef_build_collection: `years` is JSON {years, year} (one or a list)."""
@@ -393,27 +333,12 @@ class Session:
                 if given.get("years") is None and given.get("year") is None
                 else year_list(given.get("years"), given.get("year"))
             )
-            counts.append(None if target is None else self.write_collection(target, chosen))
+            counts.append(None if target is None else self.session.write_collection(target, chosen))
         return pa.array(counts, type=pa.int64())
-
-    def write_collection(self, target: str, years: tuple[int, ...] | None) -> int:
-        """Write the headers of the catalog's files (of `years`, default all) to `target`;
-        return how many files."""
-        tiles = self.catalog.tiles()
-        chosen = tiles.path if years is None else tiles.path[np.isin(tiles.year, years)]
-        headers = self.sampler.complete_headers(list(dict.fromkeys(chosen)))
-        table = headers_to_table(headers)
-        with self.sampler.store.filesystem(target).open(target, "wb") as f:
-            pq.write_table(table, f)
-        return table.num_rows
-
-    def missing_years(self, years) -> list[int]:
-        """The years the catalog has no tile of."""
-        return coverage.missing_years(self.catalog.tiles(), years)
 
     def points_note(self, x, y, crs, year) -> pa.StringArray:
         """Per row (the x and y lists of points in no tile of `year`): why (coverage.py)."""
-        tiles = self.catalog.tiles()
+        tiles = self.session.catalog.tiles()
         return pa.array(
             [
                 coverage.points_note(tiles, geo.floats(xs.values), geo.floats(ys.values), c, yr)
@@ -428,11 +353,17 @@ class Session:
         """The read plan of each group of points of one file (x/y in EPSG `crs`)."""
         x, y = _contiguous(x), _contiguous(y)
         paths = path.to_pylist()
-        self.sampler.headers_for([p for p in paths if p is not None])  # all files at once
+        engine = self.session.engine
+        engine.headers.headers_for([p for p in paths if p is not None])  # all files at once
         plans = [
             asdict(
-                self.sampler.plan(
-                    p, geo.floats(xs.values), geo.floats(ys.values), band_indices(names), int(code)
+                points.plan(
+                    engine,
+                    p,
+                    geo.floats(xs.values),
+                    geo.floats(ys.values),
+                    band_indices(names),
+                    int(code),
                 )
             )
             for p, xs, ys, code, names in zip(
@@ -481,8 +412,7 @@ class Session:
             wkb, box, text, kind, crs, years, bands, max_bytes, level
         ):
             # Before any header or block is read (the catalog only when the area is large).
-            check_area_size(area, wanted, count, budget, at, self.catalog.tiles)
-            tiles = self.catalog.tiles()
+            check_area_size(area, wanted, count, budget, at, self.session.catalog.tiles)
             units = [
                 {
                     "year": u.year,
@@ -493,7 +423,7 @@ class Session:
                     "crs": code,
                     "level": at,
                 }
-                for u in area_units(tiles, self.sampler, area, wanted, at)
+                for u in area_units(self.session, area, wanted, at)
             ]
             padded = [None] * (len(units) * DUCKDB_VECTOR_SIZE)
             padded[::DUCKDB_VECTOR_SIZE] = units
@@ -504,19 +434,15 @@ class Session:
         """Per unit of `area_units` (NULL: padding, no chunk): its chunks, vector-aligned (see
         `_vector_aligned`), in block order within each tile."""
         lists = []
-        tiles = None
         for u in unit.to_pylist():
             if u is None:
                 lists.append(pa.array([], CHUNK_ARROW))
                 continue
-            tiles = tiles or self.catalog.tiles()
             corners = u["box"]
             area = area_from(u["wkb"] if u["wkb"] is not None else corners, int(u["crs"]))
             at = u["level"]
-            chunks = unit_chunks(
-                tiles, self.sampler, area, Unit(u["year"], u["tiles"], u["stand_in"]), at
-            )
-            order = _vector_aligned(chunks, chunk_tiles(self.sampler, chunks, at))
+            chunks = unit_chunks(self.session, area, Unit(u["year"], u["tiles"], u["stand_in"]), at)
+            order = _vector_aligned(chunks, chunk_blocks(self.session, chunks, at))
             lists.append(_chunk_arrow(chunks, order))
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
         items = pa.concat_arrays(lists) if lists else pa.array([], CHUNK_ARROW)
@@ -528,18 +454,18 @@ class Session:
         max_bytes counts) — and a `note` saying why nothing would come back
         (aefsql/kernels/coverage.py), or why the read would be refused."""
         lists = []
-        tiles = self.catalog.tiles()
+        tiles = self.session.catalog.tiles()
         for _, _, _, area, wanted, count, budget, at in _area_calls(
             wkb, box, text, kind, crs, years, bands, max_bytes, level
         ):
             notes = coverage.area_notes(tiles, area, wanted)
             try:
-                check_area_size(area, wanted, count, budget, at, self.catalog.tiles)
+                check_area_size(area, wanted, count, budget, at, self.session.catalog.tiles)
             except AefsqlError as exc:  # the plan says so, as aef_pixels would refuse
                 lists.append([{"plan_year": y, "note": notes[y] or str(exc)} for y in wanted])
                 continue
-            chunks = area_chunks(tiles, self.sampler, area, wanted, at)
-            blocks = chunk_tiles(self.sampler, chunks, at)
+            chunks = area_chunks(self.session, area, wanted, at)
+            blocks = chunk_blocks(self.session, chunks, at)
             plans = []
             for year in wanted:
                 mine = chunks.year == year
@@ -573,7 +499,7 @@ class Session:
         )
         wanted = band_indices(sorted({n for names in bands.to_pylist() for n in names or ()}))
         at = levels.pop() if levels else 0
-        pixels = chunk_pixels(self.catalog.tiles(), self.sampler, chunks, wanted, at)
+        pixels = chunk_pixels(self.session, chunks, wanted, at)
         rows = {band: k for k, band in enumerate(wanted)}
         n = pixels.row.size
         band_columns = []
@@ -604,7 +530,7 @@ class Session:
     def _chunk_crs(self, chunks: Chunks, level: int) -> pa.StringArray:
         """The CRS of each chunk's file ('EPSG:32633'): of its pixels' x/y."""
         paths = sorted(set(chunks.path.tolist()))
-        headers = self.sampler.header_reader.headers_for(paths, level) if paths else {}
+        headers = self.session.engine.headers.headers_for(paths, level) if paths else {}
         names = {p: f"EPSG:{int(h.epsg)}" for p, h in headers.items()}
         return pa.array([names[p] for p in chunks.path.tolist()], pa.string())
 
@@ -639,9 +565,7 @@ class Session:
                 raise AefsqlError(f"aef_zonal: row {row}: {reason}")
             # Every row has its area (an empty one for a NULL or unusable geometry), so that
             # zonal_means' "polygon k" is the k-th row; the unusable ones' entries are left out.
-            found = zonal_means(
-                self.catalog.tiles(), self.sampler, areas, wanted, at, max_bytes=budget
-            )
+            found = zonal_means(self.session, areas, wanted, at, max_bytes=budget)
             bad_rows = {row for row, _ in failed}
             unusable = [k for k, row in enumerate(ids) if row in bad_rows]
             if unusable:
@@ -720,15 +644,16 @@ class Session:
             k = int(members[0])
             read = partial(
                 read_chips,
-                self.catalog.tiles(),
-                self.sampler,
+                self.session,
                 crs=int(codes[k]),
                 year=int(years[k]),
                 size=int(sizes[k]),
                 bands=wanted,
                 level=levels[k],
             )
-            for rows, result in _chips_or_errors(read, paths, xs, ys, members, mode):
+            for rows, result in file_by_file(
+                lambda rows, read=read: read(paths[rows], xs[rows], ys[rows]), paths, members, mode
+            ):
                 pieces.append(_chip_arrow(result, len(rows)))
                 placed.append(rows)
         position = np.empty(n, dtype=np.int64)
@@ -739,7 +664,7 @@ class Session:
         """The normalized catalog aef_index() reads. DuckDB calls this when it creates the
         macro too: then an empty catalog stands in, so that registering reads nothing."""
         creating = getattr(self._install_state, "creating", False)
-        path = empty_index_file() if creating else self.catalog.index_file()
+        path = empty_index_file() if creating else self.session.catalog.index_file()
         return pa.array([path] * len(calls), pa.string())
 
 
@@ -777,7 +702,7 @@ def _area_calls(wkb, box, text, kind, crs, years, bands, max_bytes, level):
     """The rows of an area UDF's call (aef_pixels' `area_units`, `area_plan`): per row, its
     WKB, box and EPSG code as given, the area they make, its years, band count, budget
     (NULL: the default) and level."""
-    budgets = max_bytes.cast(pa.int64()).fill_null(DEFAULT_MAX_BYTES).to_numpy()
+    budgets = max_bytes.cast(pa.int64()).fill_null(STREAMED_BYTES).to_numpy()
     for blob, corners, raw, typ, code, wanted, count, budget, at in zip(
         wkb.to_pylist(),
         box.to_pylist(),
@@ -830,22 +755,6 @@ def _geometry_cast_error(text: str, kind: str | None) -> str:
     finally:
         con.close()
     return f"{kind or 'the value'} {text[:60]!r} is not a geometry"
-
-
-def _chips_or_errors(read, paths, xs, ys, members, mode):
-    """(rows, Chips) of `members`; with on_error 'null', a file that fails gives its rows
-    (rows, message) instead, file by file."""
-    try:
-        yield members, read(paths[members], xs[members], ys[members])
-        return
-    except AefsqlError:
-        if mode != "null":
-            raise
-    for rows in group_indices(paths, members).values():
-        try:
-            yield rows, read(paths[rows], xs[rows], ys[rows])
-        except AefsqlError as exc:
-            yield rows, str(exc)
 
 
 def _chip_arrow(result, n: int) -> pa.StructArray:
@@ -1014,7 +923,7 @@ def register(
     terminal). `storage_options`: fsspec storage options for the catalog's protocol, one
     mapping (endpoint_url, anon, key/secret, …; default `$AEFSQL_STORAGE_OPTIONS`, JSON).
     """
-    open_session(
+    session = open_session(
         catalog,
         allowed_hosts=allowed_hosts,
         cache_dir=cache_dir,
@@ -1022,53 +931,9 @@ def register(
         concurrency=concurrency,
         progress=progress,
         storage_options=storage_options,
-    ).install(con)
+    )
+    SessionUdfs(session).install(con)
     return con
-
-
-def open_session(
-    catalog: str | None = None,
-    *,
-    cache_dir: str | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    progress: bool | Progress | None = False,
-    collection: str | None = None,
-    allowed_hosts: list[str] | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-    tiles: TileTable | None = None,
-    environment: bool = True,
-) -> Session:
-    """The catalog, storage and caches that UDFs share (see `register` for the options).
-    `tiles`: the catalog's tile table, read elsewhere.
-    `environment`: take what is not given from $AEFSQL_CATALOG, $AEFSQL_STORAGE_OPTIONS,
-    $AEFSQL_CACHE_DIR and $AEFSQL_COLLECTION; False for a copy of a session opened elsewhere
-    (Spark's executors), whose options were resolved there."""
-    env = os.environ if environment else {}
-    url = catalog or env.get("AEFSQL_CATALOG") or PUBLIC_CATALOG
-    storage_options = dict(storage_options or {})
-    if not storage_options and env.get("AEFSQL_STORAGE_OPTIONS"):
-        try:
-            storage_options = json.loads(env["AEFSQL_STORAGE_OPTIONS"])
-        except json.JSONDecodeError as exc:
-            raise CatalogError(f"AEFSQL_STORAGE_OPTIONS is not valid JSON: {exc}") from None
-    cache_dir = cache_dir or env.get("AEFSQL_CACHE_DIR")
-    store = ByteStore(
-        storage_options_for(url, storage_options),
-        concurrency=concurrency,
-        disk_cache=DiskCache(cache_dir) if cache_dir else None,
-    )
-    session = Session(
-        catalog=Catalog(url, store, allowed_hosts=allowed_hosts, tiles=tiles),
-        sampler=Sampler(
-            store,
-            progress=progress if isinstance(progress, Progress) else Progress(enabled=progress),
-        ),
-    )
-    collection = collection or env.get("AEFSQL_COLLECTION")
-    if collection:
-        session.use_collection(collection)
-    session.catalog.check()
-    return session
 
 
 def connect(
@@ -1108,7 +973,7 @@ def _function_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return rows[0][0] > 0
 
 
-def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
+def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> str:
     """Create the session's Python UDFs under fresh names; return their common prefix.
 
     UDFs belong to the database instance, so a second connection (or cursor) with another

@@ -14,6 +14,7 @@ from ..catalog.index import TileTable
 from ..errors import AefsqlError
 from ..geometry import geo
 from ..headers.reader import HeaderSource, group_indices, point_pixels
+from ..options import year_list
 
 
 def locate(
@@ -83,6 +84,21 @@ def locate(
                 open_ = members[found[members] == None]  # noqa: E711 (elementwise)
                 found[open_[tiles.box_holds(t, lon[open_], lat[open_])]] = tiles.path[t]
     return found
+
+
+def locate_each(tiles: TileTable, headers: HeaderSource, x, y, year, crs) -> np.ndarray:
+    """`locate` of points each in its own EPSG code (`crs`, an array): one pass per distinct
+    code (in practice, one). Years are checked first: a year is a whole number (NaN: NULL)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    codes, years = np.asarray(crs, dtype=np.int64), np.asarray(year, dtype=np.float64)
+    distinct = np.unique(years[np.isfinite(years)])
+    if distinct.size:
+        year_list(distinct.tolist())  # the rule "a year is an integer", from its one home
+    paths = np.full(x.size, None, dtype=object)
+    for code in np.unique(codes):
+        mine = codes == code
+        paths[mine] = locate(tiles, headers, x[mine], y[mine], years[mine], crs=int(code))
+    return paths
 
 
 def _readable_headers(source: HeaderSource, paths: list[str]):

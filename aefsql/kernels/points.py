@@ -1,0 +1,379 @@
+"""The point sampler: values of points of named files, read through the block engine.
+
+`sample` maps each (file, x, y) to its pixel in that file (`headers.reader.point_pixels`),
+groups the points by block and reads every block once (`engine.BlockEngine`); `sample_patches`
+reads the pixels around each point; `plan` says what a sample would read, from headers only.
+Point values of remote files can be kept in the disk cache (`_KeptValues`), so that a re-run
+of a whole-table job reads nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..format.tiff import ImageHeader
+from ..geometry import geo
+from ..headers.reader import check_level, group_indices, point_pixels
+from ..options import BAND_NAMES, band_list
+from ..storage.cache import DiskCache, PixelValues, values_entry_name
+from ..storage.ranges import merge_ranges
+from ..storage.store import protocol_of
+from .budgets import check_windows
+from .engine import BlockEngine, fetch_spans, file_by_file, needed_blocks, nodata_of, plan_blocks
+
+BAND_COUNT = len(BAND_NAMES)
+PATCH_CHUNK_PIXELS = 1 << 20  # patch pixels sampled at once: bounds the planner's arrays
+
+
+@dataclass
+class Samples:
+    """Pixel values of n points in k bands. A band is NULL where its point is not covered or
+    its value is its file's nodata."""
+
+    values: np.ndarray  # int8 (n, k)
+    covered: np.ndarray  # bool (n,): inside a raster
+    nodata: np.ndarray  # float (n,): the nodata value of each point's file, NaN for none
+    band_count: np.ndarray  # int (n,): how many bands each point's file has
+    bands: list[int]  # the band (index into A00..A63) of each of the k columns
+
+    @staticmethod
+    def empty(n: int, bands: list[int]) -> Samples:
+        """n points covered by nothing, to be filled."""
+        return Samples(
+            values=np.zeros((n, len(bands)), dtype=np.int8),
+            covered=np.zeros(n, dtype=bool),
+            nodata=np.full(n, np.nan),
+            band_count=np.zeros(n, dtype=np.int16),
+            bands=bands,
+        )
+
+    def put(self, rows: np.ndarray, other: Samples) -> None:
+        """Write `other` (the samples of `rows`, indices) in place."""
+        self.values[rows] = other.values
+        self.covered[rows] = other.covered
+        self.nodata[rows] = other.nodata
+        self.band_count[rows] = other.band_count
+
+    def band_valid(self, k: int) -> np.ndarray:
+        """bool (n,): band column k holds data (one column at a time: no n x k mask)."""
+        with np.errstate(invalid="ignore"):
+            return (
+                self.covered
+                & (self.bands[k] < self.band_count)
+                & (self.values[:, k] != self.nodata)
+            )
+
+    def overlay(self, other: Samples, rows: np.ndarray) -> Samples:
+        """These samples with `rows` (a boolean mask) taken from `other`."""
+        pick = rows[:, None]
+        return Samples(
+            values=np.where(pick, other.values, self.values),
+            covered=np.where(rows, other.covered, self.covered),
+            nodata=np.where(rows, other.nodata, self.nodata),
+            band_count=np.where(rows, other.band_count, self.band_count),
+            bands=self.bands,
+        )
+
+    @staticmethod
+    def concatenate(parts: list[Samples]) -> Samples:
+        return Samples(
+            values=np.concatenate([p.values for p in parts]),
+            covered=np.concatenate([p.covered for p in parts]),
+            nodata=np.concatenate([p.nodata for p in parts]),
+            band_count=np.concatenate([p.band_count for p in parts]),
+            bands=parts[0].bands,
+        )
+
+    @property
+    def valid(self) -> np.ndarray:
+        """bool (n, k): every band's validity at once."""
+        return np.stack([self.band_valid(k) for k in range(self.values.shape[1])], axis=1)
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """The cost of sampling some points of one file, before any pixel is read."""
+
+    points: int
+    blocks: int
+    requests: int
+    bytes: int
+
+
+def band_indices(names: list[str] | None) -> list[int]:
+    """['A00', 'A05'] -> [0, 5]; None -> all 64 bands."""
+    return [BAND_NAMES.index(name) for name in band_list(names)]
+
+
+def sample(
+    engine: BlockEngine,
+    urls,
+    x,
+    y,
+    bands: list[int] | None = None,
+    *,
+    crs: int = geo.WGS84,
+    keep_blocks: bool = True,
+    level: int = 0,
+    keep_values: bool = False,
+) -> Samples:
+    """Values of `bands` (indices into A00..A63) at each (url, x, y), x/y in EPSG `crs`
+    (default lon/lat; a point in its file's own CRS is not transformed at all).
+
+    A point is not covered when its url is None, its x/y is invalid, or it falls
+    outside that raster; a band is not valid where it is not covered or holds nodata.
+    `keep_blocks`: put decoded blocks in the block cache (a whole-table job, which reads
+    each block once, does better to leave the memory free). `level`: read the files'
+    level-k overview (0: full resolution); a file without it is an error. `keep_values`:
+    keep the values read in the disk cache, per remote file version and pixel, and take
+    them from there when every point of a file has them (a whole-table job that is re-run;
+    row-by-row calls would rewrite a file's entry each time).
+    """
+    check_level(level)
+    return engine.headers.restarting_on_change(
+        lambda: _sample(
+            engine,
+            urls,
+            x,
+            y,
+            bands,
+            crs=crs,
+            keep_blocks=keep_blocks,
+            level=level,
+            keep_values=keep_values,
+        )
+    )
+
+
+def sample_or_errors(
+    engine: BlockEngine, urls, x, y, bands: list[int], *, crs: int, on_error: str, **options
+) -> tuple[Samples, np.ndarray | None]:
+    """`sample`, and with on_error 'null' a file that cannot be read gives its points no
+    value and its message (`engine.file_by_file`): (samples, the message of each point, or
+    None when every file was read)."""
+    urls = np.asarray(urls, dtype=object)
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+    def read(rows: np.ndarray) -> Samples:
+        return sample(engine, urls[rows], x[rows], y[rows], bands, crs=crs, **options)
+
+    everything = np.arange(urls.size)
+    parts = list(file_by_file(read, urls, everything, on_error))
+    if len(parts) == 1 and parts[0][0] is everything:
+        return parts[0][1], None
+    merged = Samples.empty(urls.size, bands)
+    errors = np.full(urls.size, None, dtype=object)
+    for rows, part in parts:
+        if isinstance(part, str):
+            errors[rows] = part
+        else:
+            merged.put(rows, part)
+    return merged, errors
+
+
+def sample_patches(
+    engine: BlockEngine, urls, lon, lat, size: int, bands: list[int] | None = None
+) -> Samples:
+    """The size x size pixels around each (url, lon, lat): Samples of n * size * size
+    pixels, point by point, each patch row by row from north to south and west to east,
+    whatever the file's orientation. The point's pixel is at row and column size // 2. A
+    pixel is not covered when outside the raster (a neighbouring tile is not consulted)."""
+    check_windows(len(urls), size, BAND_COUNT)
+    lon = np.asarray(lon, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
+    urls = np.asarray(urls, dtype=object)
+    per_chunk = max(1, PATCH_CHUNK_PIXELS // (size * size))
+    parts = [
+        engine.headers.restarting_on_change(
+            lambda k=k: _sample(
+                engine,
+                urls[k : k + per_chunk],
+                lon[k : k + per_chunk],
+                lat[k : k + per_chunk],
+                bands,
+                crs=geo.WGS84,
+                keep_blocks=False,
+                patch=size,
+            )
+        )
+        for k in range(0, max(lon.size, 1), per_chunk)
+    ]
+    return Samples.concatenate(parts)
+
+
+def _sample(
+    engine: BlockEngine,
+    urls,
+    x,
+    y,
+    bands,
+    *,
+    crs: int,
+    keep_blocks: bool,
+    patch: int | None = None,
+    level: int = 0,
+    keep_values: bool = False,
+) -> Samples:
+    bands = list(range(BAND_COUNT)) if bands is None else bands
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n = x.size * (patch * patch if patch else 1)
+    found = Samples.empty(n, bands)
+    values, covered, nodata, band_count = (
+        found.values,
+        found.covered,
+        found.nodata,
+        found.band_count,
+    )
+    urls = np.asarray(urls, dtype=object)
+    usable = geo.valid_coordinates(x, y, crs) & np.array([u is not None for u in urls], bool)
+    if not usable.any():
+        return found
+
+    by_url = group_indices(urls, np.flatnonzero(usable))
+    headers = engine.headers.headers_for(list(by_url), level)
+
+    located = []  # (url, output rows, pixel rows, pixel cols) of the points inside
+    for url, indices in by_url.items():
+        rows, cols, inside = point_pixels(url, headers[url], x[indices], y[indices], crs)
+        if patch:
+            indices, rows, cols, inside = patch_pixels(
+                headers[url], indices, rows, cols, inside, patch
+            )
+        covered[indices] = inside
+        band_count[indices] = headers[url].samples_per_pixel
+        nodata[indices] = nodata_of(url, headers[url])
+        located.append((url, indices[inside], rows[inside], cols[inside]))
+    kept = _kept_values(engine, headers, level, bands) if keep_values and not patch else None
+    if kept is not None:
+        located = kept.fill(located, values)
+    engine.headers.load_block_tables(
+        [(url, headers[url], needed_blocks(headers[url], r, c, bands)) for url, _, r, c in located]
+    )
+    reads = []  # one block read per (url, block): the points it serves
+    for url, points, rows, cols in located:
+        reads.extend(plan_blocks(url, headers[url], points, rows, cols, bands))
+    if kept is None:
+        del located  # the reads hold what is needed: 10^6 points' worth less while reading
+
+    engine.read_blocks(reads, headers, values, keep_blocks)
+    if kept is not None:
+        kept.keep(located, values)
+    engine.progress.add(points=x.size)
+    return found
+
+
+def _kept_values(engine: BlockEngine, headers, level: int, bands: list[int]) -> _KeptValues | None:
+    """The disk cache's pixel values for these files, when there is a disk cache."""
+    store = engine.store
+    if store.disk_cache is None:
+        return None
+    keepable = [url for url, header in headers.items() if _keepable(url, header)]
+    store.versions(keepable)  # asked side by side
+    for url in keepable:  # nothing kept under a version the file no longer has is served
+        store.confirmed(url, headers[url].version)
+    return _KeptValues(store.disk_cache, headers, values_entry_name(level, bands), len(bands))
+
+
+def plan(engine: BlockEngine, url: str, x, y, bands: list[int], crs: int = geo.WGS84) -> ReadPlan:
+    """What sampling `bands` at these points of one file would read (headers only)."""
+    return engine.headers.restarting_on_change(lambda: _plan(engine, url, x, y, bands, crs))
+
+
+def _plan(engine: BlockEngine, url: str, x, y, bands: list[int], crs: int) -> ReadPlan:
+    header = engine.headers.headers_for([url])[url]
+    rows, cols, inside = point_pixels(url, header, np.asarray(x), np.asarray(y), crs)
+    points = np.flatnonzero(inside)
+    rows, cols = rows[inside], cols[inside]
+    engine.headers.load_block_tables([(url, header, needed_blocks(header, rows, cols, bands))])
+    reads = plan_blocks(url, header, points, rows, cols, bands)
+    nonempty = [r for r in reads if r.size]
+    merged = merge_ranges(fetch_spans(nonempty, {url: header}, keep=False))
+    return ReadPlan(
+        points=int(points.size),
+        blocks=len(reads),
+        requests=len(merged),
+        bytes=sum(m.end - m.start for m in merged),
+    )
+
+
+def patch_pixels(header: ImageHeader, indices, rows, cols, inside, size: int):
+    """(output indices, rows, cols, inside) of the size x size pixels around each point's
+    pixel: output index = point index * size² + patch row * size + patch column, patch rows
+    from north to south."""
+    centre = size // 2
+    down, across = np.divmod(np.arange(size * size), size)
+    north = 1 if header.transform.e > 0 else -1  # raster rows grow northward when south-up
+    east = 1 if header.transform.a > 0 else -1
+    patch_rows = rows[:, None] + ((centre - down) * north)[None, :]
+    patch_cols = cols[:, None] + ((across - centre) * east)[None, :]
+    ok = (
+        inside[:, None]
+        & (patch_rows >= 0)
+        & (patch_rows < header.height)
+        & (patch_cols >= 0)
+        & (patch_cols < header.width)
+    )
+    out = indices[:, None] * (size * size) + np.arange(size * size)[None, :]
+    return (
+        out.ravel(),
+        np.where(ok, patch_rows, 0).ravel(),
+        np.where(ok, patch_cols, 0).ravel(),
+        ok.ravel(),
+    )
+
+
+@dataclass
+class _KeptValues:
+    """Point values kept in the disk cache per file version (PixelValues): a re-run finds
+    them there, and neither downloads nor decodes (only for `_keepable` files). Entries are
+    read one file at a time and let go (each may hold up to VALUES_ENTRY_LIMIT bytes): the
+    few a job adds to are read again to be merged."""
+
+    cache: DiskCache
+    headers: dict
+    name: str  # the entry of this level and band list
+    bands: int
+
+    def fill(self, located: list, values: np.ndarray) -> list:
+        """`located` (url, points, rows, cols) without the points whose values are kept:
+        those are written into `values`; the others are left to read."""
+        left = []
+        for url, points, rows, cols in located:
+            header = self.headers[url]
+            kept = self._get(url, header) if points.size else None
+            if kept is not None:
+                found, at = kept.lookup(rows.astype(np.int64) * header.width + cols)
+                values[points[found]] = kept.values[at[found]]
+                if found.all():
+                    continue
+                points, rows, cols = points[~found], rows[~found], cols[~found]
+            left.append((url, points, rows, cols))
+        return left
+
+    def keep(self, read: list, values: np.ndarray) -> None:
+        """Add the values just read, file by file."""
+        for url, points, rows, cols in read:
+            header = self.headers[url]
+            if not _keepable(url, header) or not points.size:
+                continue
+            pixels = rows.astype(np.int64) * header.width + cols
+            kept = self._get(url, header) or PixelValues(
+                np.zeros(0, np.int64), np.zeros((0, self.bands), np.int8)
+            )
+            merged = kept.merged(pixels, values[points])
+            self.cache.put_values(url, str(header.version), self.name, merged)
+
+    def _get(self, url: str, header) -> PixelValues | None:
+        """The kept values of the file's version, if it has any and is keepable."""
+        if not _keepable(url, header):
+            return None
+        return self.cache.get_values(url, str(header.version), self.name, self.bands)
+
+
+def _keepable(url: str, header: ImageHeader) -> bool:
+    """Values are kept for remote files with a version: local files are read in place (the
+    disk cache never copies them), and values of an unversioned file could be another's."""
+    return header.version is not None and protocol_of(url) != "file"
