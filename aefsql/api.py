@@ -171,7 +171,7 @@ def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Opti
     """What aef_sample_points returns (bands, not vectors), put together by position.
 
     The groups (`_groups`) are sampled as aef_sample_points' own UDF samples them (the point
-    sampler, `points.sample_or_errors`, file failures isolated by on_error), but the result is not
+    sampler at the pixels located, `points.sample_pixels_or_errors`), but the result is not
     joined back onto the rows and sorted: row r's year k is output row r * len(years) + k,
     so each sampled value is put in place, and the input columns are passed through as they
     are (repeated once per year). Wide rows are never hashed nor sorted: for 10^6 points x
@@ -182,15 +182,17 @@ def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Opti
         extra.append("aef_error")
     counts = groups["__aef_rows"].combine_chunks().value_lengths().to_numpy(zero_copy_only=False)
     urls = np.repeat(np.asarray(groups["__aef_path"].to_pylist(), dtype=object), counts)
-    xs, ys = (geo.floats(groups[c].combine_chunks().flatten()) for c in ("__aef_xs", "__aef_ys"))
+    at_rows, at_cols = (
+        groups[c].combine_chunks().flatten().fill_null(-1).to_numpy()
+        for c in ("__aef_pixel_rows", "__aef_pixel_cols")
+    )
     wanted = points.band_indices(sorted(chosen.bands))  # as the SQL UDF orders them
-    samples, errors = points.sample_or_errors(
+    samples, errors = points.sample_pixels_or_errors(
         session.engine,
         urls,
-        xs,
-        ys,
+        at_rows,
+        at_cols,
         wanted,
-        crs=chosen.crs,
         on_error=chosen.on_error,
         keep_blocks=False,
         keep_values=True,
@@ -206,7 +208,7 @@ def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Opti
         sampled_columns["aef_error"] = (
             pa.nulls(urls.size, pa.string()) if errors is None else pa.array(errors, pa.string())
         )
-    del groups, samples, errors, urls, xs, ys  # each column is let go once put in place
+    del groups, samples, errors, urls, at_rows, at_cols  # each let go once put in place
     # Output row of each sampled item; -1 (a NULL index: NULL bands) where none was sampled.
     source = np.full(n * years.size, -1, dtype=np.int64)
     source[(rows - 1) * years.size + np.searchsorted(years, year_of_item)] = np.arange(rows.size)

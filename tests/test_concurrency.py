@@ -48,7 +48,7 @@ def test_duckdb_parallel_udf_calls_equal_single_threaded(gdal_collection):
 
 
 def test_python_threads_sharing_one_sampler_and_small_caches(gdal_collection):
-    """Eight threads sample overlapping files at once through one Sampler whose block cache
+    """Eight threads sample overlapping files at once through one BlockEngine whose block cache
     holds a few blocks and header cache one header: entries are evicted under their feet."""
     urls = np.array([str(gdal_collection.folder / t) for t in TILES], object)
     tile, lon, lat = points_in_every_tile()

@@ -25,7 +25,7 @@ from ..kernels import coverage, points
 from ..kernels.budgets import STREAMED_BYTES, check_windows
 from ..kernels.chips import chips_per_call, read_chips
 from ..kernels.engine import file_by_file
-from ..kernels.locate import locate_each
+from ..kernels.locate import Located, locate_each
 from ..kernels.means import ZonalMeans, zonal_means
 from ..kernels.pixels import (
     Chunks,
@@ -54,6 +54,10 @@ SAMPLED_ARROW = pa.list_(
     pa.struct([("__aef_row", pa.int64()), *EMBEDDING_ARROW, ("aef_error", pa.string())])
 )
 PATCH_ARROW = pa.list_(EMBEDDING_ARROW)
+LOCATED_ARROW = pa.struct(
+    [("path", pa.string()), ("pixel_row", pa.int32()), ("pixel_col", pa.int32())]
+)
+LOCATED_TYPE = "STRUCT(path VARCHAR, pixel_row INTEGER, pixel_col INTEGER)"
 PLAN_TYPE = "STRUCT(points BIGINT, blocks BIGINT, requests BIGINT, bytes BIGINT)"
 PLAN_ARROW = pa.struct([(f, pa.int64()) for f in ("points", "blocks", "requests", "bytes")])
 OPTIONS_TYPE = "STRUCT(error VARCHAR, years INTEGER[], crs INTEGER, bands VARCHAR[])"
@@ -257,36 +261,48 @@ class SessionUdfs:
         )
 
     def aef_locate(self, x, y, year, crs) -> pa.StringArray:
-        return pa.array(self._locate(geo.floats(x), geo.floats(y), year, crs), type=pa.string())
+        return pa.array(self._locate(x, y, year, crs).path, type=pa.string())
 
-    def _locate(self, x, y, year, crs) -> np.ndarray:
-        """The tile of each point (`locate_each`)."""
+    def locate_pixel(self, x, y, year, crs) -> pa.StructArray:
+        """aef_sample_points' locate: per point, its tile and its pixel there (NULL for none),
+        which `sample_group` reads without projecting the point again."""
+        found = self._locate(x, y, year, crs)
+        known = found.row >= 0
+        return pa.StructArray.from_arrays(
+            [
+                pa.array(found.path, pa.string()),
+                pa.array(found.row, pa.int32(), mask=~known),
+                pa.array(found.col, pa.int32(), mask=~known),
+            ],
+            fields=list(LOCATED_ARROW),
+        )
+
+    def _locate(self, x, y, year, crs) -> Located:
+        """The tile of each point, and its pixel there (`locate_each`)."""
         session = self.session
         return locate_each(
-            session.catalog.tiles(), session.engine.headers, x, y, geo.floats(year), _ints(crs)
+            session.catalog.tiles(),
+            session.engine.headers,
+            geo.floats(x),
+            geo.floats(y),
+            geo.floats(year),
+            _ints(crs),
         )
 
     def aef_embedding(self, x, y, year, crs) -> pa.StructArray:
-        x, y, codes = geo.floats(x), geo.floats(y), _ints(crs)
-        paths = self._locate(x, y, year, crs)
-        engine = self.session.engine
-        merged = points.sample(engine, np.full(x.size, None), x, y)  # nothing covered yet
-        for code in np.unique(codes):
-            mine = codes == code
-            part = points.sample(engine, np.where(mine, paths, None), x, y, crs=int(code))
-            merged = merged.overlay(part, mine)
-        return _struct(merged)
+        found = self._locate(x, y, year, crs)
+        return _struct(points.sample_pixels(self.session.engine, *found))
 
-    def sample_group(self, path, rows, x, y, crs, bands, on_error) -> pa.ListArray:
-        """One list of (row, bands, error) structs per group of points of one file (x/y in
-        the group's EPSG `crs`).
+    def sample_group(self, path, rows, pixel_rows, pixel_cols, bands, on_error) -> pa.ListArray:
+        """One list of (row, bands, error) structs per group of points of one file, at their
+        pixels there (`locate_pixel`'s; NULL: unknown, the file's header could not be read).
 
         `on_error` 'null': a file that cannot be read gives its rows NULL bands and the error
         message instead of failing the query; 'raise' (the default) fails it.
         """
         if len(path) == 0:  # no group: DuckDB never asks, the Python API may
             return pa.array([], SAMPLED_ARROW)
-        rows, x, y = (_contiguous(c) for c in (rows, x, y))
+        rows, pixel_rows, pixel_cols = (_contiguous(c) for c in (rows, pixel_rows, pixel_cols))
         offsets = rows.offsets.to_numpy()
         offsets = offsets - offsets[0]  # a sliced list array's offsets do not start at 0
         counts = np.diff(offsets)
@@ -294,19 +310,13 @@ class SessionUdfs:
         modes = set(on_error.to_pylist())
         if not modes <= {"raise", "null"}:
             raise AefsqlError(f"on_error must be 'raise' or 'null', not {sorted(modes)}")
-        codes = set(_ints(crs).tolist())
-        if len(codes) != 1:  # the macro groups by CRS
-            raise AefsqlError(f"one CRS per call expected, got {sorted(codes)}")
-        code = codes.pop()
         urls = np.repeat(_objects(path), counts)
-        xs, ys = geo.floats(x.flatten()), geo.floats(y.flatten())
-        samples, messages = points.sample_or_errors(
+        samples, messages = points.sample_pixels_or_errors(
             self.session.engine,
             urls,
-            xs,
-            ys,
+            _ints(pixel_rows.flatten().fill_null(-1)),
+            _ints(pixel_cols.flatten().fill_null(-1)),
             wanted,
-            crs=code,
             on_error="null" if modes == {"null"} else "raise",
             keep_blocks=False,
             keep_values=True,
@@ -991,6 +1001,12 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
         ),
         ("locate", session.aef_locate, ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"], "VARCHAR"),
         (
+            "locate_pixel",
+            session.locate_pixel,
+            ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"],
+            LOCATED_TYPE,
+        ),
+        (
             "sample_patch",
             session.aef_sample_patch,
             ["VARCHAR", "DOUBLE", "DOUBLE", "INTEGER"],
@@ -999,7 +1015,7 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
         (
             "sample_group",
             session.sample_group,
-            ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "INTEGER", "VARCHAR[]", "VARCHAR"],
+            ["VARCHAR", "BIGINT[]", "INTEGER[]", "INTEGER[]", "VARCHAR[]", "VARCHAR"],
             ROW_EMBEDDING_TYPE,
         ),
         ("build_collection", session.build_collection, ["VARCHAR", "VARCHAR"], "BIGINT"),

@@ -1,8 +1,10 @@
 """The point sampler: values of points of named files, read through the block engine.
 
 `sample` maps each (file, x, y) to its pixel in that file (`headers.reader.point_pixels`),
-groups the points by block and reads every block once (`engine.BlockEngine`); `sample_patches`
-reads the pixels around each point; `plan` says what a sample would read, from headers only.
+groups the points by block and reads every block once (`engine.BlockEngine`);
+`sample_pixels` does the same for pixels `locate.locate_pixels` already found (a whole-table
+job: each point projected once); `sample_patches` reads the pixels around each point; `plan`
+says what a sample would read, from headers only.
 Point values of remote files can be kept in the disk cache (`_KeptValues`), so that a re-run
 of a whole-table job reads nothing.
 """
@@ -64,17 +66,6 @@ class Samples:
                 & (self.bands[k] < self.band_count)
                 & (self.values[:, k] != self.nodata)
             )
-
-    def overlay(self, other: Samples, rows: np.ndarray) -> Samples:
-        """These samples with `rows` (a boolean mask) taken from `other`."""
-        pick = rows[:, None]
-        return Samples(
-            values=np.where(pick, other.values, self.values),
-            covered=np.where(rows, other.covered, self.covered),
-            nodata=np.where(rows, other.nodata, self.nodata),
-            band_count=np.where(rows, other.band_count, self.band_count),
-            bands=self.bands,
-        )
 
     @staticmethod
     def concatenate(parts: list[Samples]) -> Samples:
@@ -147,17 +138,38 @@ def sample(
     )
 
 
-def sample_or_errors(
-    engine: BlockEngine, urls, x, y, bands: list[int], *, crs: int, on_error: str, **options
-) -> tuple[Samples, np.ndarray | None]:
-    """`sample`, and with on_error 'null' a file that cannot be read gives its points no
-    value and its message (`engine.file_by_file`): (samples, the message of each point, or
-    None when every file was read)."""
-    urls = np.asarray(urls, dtype=object)
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+def sample_pixels(
+    engine: BlockEngine,
+    urls,
+    rows,
+    cols,
+    bands: list[int] | None = None,
+    *,
+    keep_blocks: bool = True,
+    keep_values: bool = False,
+) -> Samples:
+    """`sample` at pixels already located (`locate.locate_pixels`: the row and column of
+    each point in its file's full-resolution grid, -1 for none), so that no point is
+    projected a second time. A pixel is not covered when its url is None, or its row and
+    column are not in that raster."""
+    return engine.headers.restarting_on_change(
+        lambda: _sample_pixels(
+            engine, urls, rows, cols, bands, keep_blocks=keep_blocks, keep_values=keep_values
+        )
+    )
 
-    def read(rows: np.ndarray) -> Samples:
-        return sample(engine, urls[rows], x[rows], y[rows], bands, crs=crs, **options)
+
+def sample_pixels_or_errors(
+    engine: BlockEngine, urls, rows, cols, bands: list[int], *, on_error: str, **options
+) -> tuple[Samples, np.ndarray | None]:
+    """`sample_pixels`, and with on_error 'null' a file that cannot be read gives its points
+    no value and its message (`engine.file_by_file`): (samples, the message of each point,
+    or None when every file was read)."""
+    urls = np.asarray(urls, dtype=object)
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+
+    def read(at: np.ndarray) -> Samples:
+        return sample_pixels(engine, urls[at], rows[at], cols[at], bands, **options)
 
     everything = np.arange(urls.size)
     parts = list(file_by_file(read, urls, everything, on_error))
@@ -165,11 +177,11 @@ def sample_or_errors(
         return parts[0][1], None
     merged = Samples.empty(urls.size, bands)
     errors = np.full(urls.size, None, dtype=object)
-    for rows, part in parts:
+    for at, part in parts:
         if isinstance(part, str):
-            errors[rows] = part
+            errors[at] = part
         else:
-            merged.put(rows, part)
+            merged.put(at, part)
     return merged, errors
 
 
@@ -219,14 +231,7 @@ def _sample(
     bands = list(range(BAND_COUNT)) if bands is None else bands
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    n = x.size * (patch * patch if patch else 1)
-    found = Samples.empty(n, bands)
-    values, covered, nodata, band_count = (
-        found.values,
-        found.covered,
-        found.nodata,
-        found.band_count,
-    )
+    found = Samples.empty(x.size * (patch * patch if patch else 1), bands)
     urls = np.asarray(urls, dtype=object)
     usable = geo.valid_coordinates(x, y, crs) & np.array([u is not None for u in urls], bool)
     if not usable.any():
@@ -234,7 +239,6 @@ def _sample(
 
     by_url = group_indices(urls, np.flatnonzero(usable))
     headers = engine.headers.headers_for(list(by_url), level)
-
     located = []  # (url, output rows, pixel rows, pixel cols) of the points inside
     for url, indices in by_url.items():
         rows, cols, inside = point_pixels(url, headers[url], x[indices], y[indices], crs)
@@ -242,13 +246,60 @@ def _sample(
             indices, rows, cols, inside = patch_pixels(
                 headers[url], indices, rows, cols, inside, patch
             )
-        covered[indices] = inside
-        band_count[indices] = headers[url].samples_per_pixel
-        nodata[indices] = nodata_of(url, headers[url])
-        located.append((url, indices[inside], rows[inside], cols[inside]))
-    kept = _kept_values(engine, headers, level, bands) if keep_values and not patch else None
+        located.append(_placed(found, url, headers[url], indices, rows, cols, inside))
+    _read_located(engine, headers, located, found, level, keep_blocks, keep_values and not patch)
+    engine.progress.add(points=x.size)
+    return found
+
+
+def _sample_pixels(
+    engine: BlockEngine, urls, rows, cols, bands, *, keep_blocks: bool, keep_values: bool
+) -> Samples:
+    bands = list(range(BAND_COUNT)) if bands is None else bands
+    urls = np.asarray(urls, dtype=object)
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    found = Samples.empty(urls.size, bands)
+    usable = np.array([u is not None for u in urls], bool)
+    if not usable.any():
+        return found
+    by_url = group_indices(urls, np.flatnonzero(usable))
+    headers = engine.headers.headers_for(list(by_url))
+    located = []
+    for url, indices in by_url.items():
+        header, r, c = headers[url], rows[indices], cols[indices]
+        # Checked against the header of now: the file may have changed since it was located.
+        inside = (r >= 0) & (r < header.height) & (c >= 0) & (c < header.width)
+        located.append(_placed(found, url, header, indices, r, c, inside))
+    _read_located(engine, headers, located, found, 0, keep_blocks, keep_values)
+    engine.progress.add(points=urls.size)
+    return found
+
+
+def _placed(found: Samples, url, header: ImageHeader, indices, rows, cols, inside):
+    """Mark the points `indices` of one file covered or not, with its nodata and band count;
+    return (url, output rows, pixel rows, pixel cols) of those inside."""
+    found.covered[indices] = inside
+    found.band_count[indices] = header.samples_per_pixel
+    found.nodata[indices] = nodata_of(url, header)
+    return url, indices[inside], rows[inside], cols[inside]
+
+
+def _read_located(
+    engine: BlockEngine,
+    headers,
+    located: list,
+    found: Samples,
+    level: int,
+    keep_blocks: bool,
+    keep_values: bool,
+) -> None:
+    """Read the values of the `located` pixels (`_placed`) into `found`: from the disk
+    cache's kept values where it has them, else block by block. `located` is emptied once
+    the block reads hold what they need (10^6 points' worth less while reading)."""
+    bands, values = found.bands, found.values
+    kept = _kept_values(engine, headers, level, bands) if keep_values else None
     if kept is not None:
-        located = kept.fill(located, values)
+        located[:] = kept.fill(located, values)
     engine.headers.load_block_tables(
         [(url, headers[url], needed_blocks(headers[url], r, c, bands)) for url, _, r, c in located]
     )
@@ -256,13 +307,10 @@ def _sample(
     for url, points, rows, cols in located:
         reads.extend(plan_blocks(url, headers[url], points, rows, cols, bands))
     if kept is None:
-        del located  # the reads hold what is needed: 10^6 points' worth less while reading
-
+        located.clear()
     engine.read_blocks(reads, headers, values, keep_blocks)
     if kept is not None:
         kept.keep(located, values)
-    engine.progress.add(points=x.size)
-    return found
 
 
 def _kept_values(engine: BlockEngine, headers, level: int, bands: list[int]) -> _KeptValues | None:
