@@ -86,15 +86,15 @@ SELECT * EXCLUDE (__aef_at), __aef_at.path AS __aef_path,
        __aef_at.pixel_row AS __aef_pixel_row, __aef_at.pixel_col AS __aef_pixel_col
 FROM located;
 
--- The located points of each file and year, at their pixels (the arguments of
+-- The located points of each file, year and CRS, at their pixels (the arguments of
 -- {udf}_sample_group): each file's points are sampled in one call, so that each block is
 -- read once. Points in no tile are left out.
 CREATE OR REPLACE TEMP MACRO __aef_groups(located_table) AS TABLE
-SELECT __aef_path, __aef_year, list(__aef_row) AS __aef_rows,
+SELECT __aef_path, __aef_year, __aef_crs, list(__aef_row) AS __aef_rows,
        list(__aef_pixel_row) AS __aef_pixel_rows, list(__aef_pixel_col) AS __aef_pixel_cols
 FROM query_table(located_table)
 WHERE __aef_path IS NOT NULL
-GROUP BY __aef_path, __aef_year;
+GROUP BY __aef_path, __aef_year, __aef_crs;
 
 -- aef_sample_points: every row of a points table, once per distinct year, with the sampled
 -- bands.

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..format.tiff import ImageHeader
 from ..geometry import geo
-from ..headers.reader import check_level, group_indices, point_pixels
+from ..headers.reader import check_georeferenced, check_level, group_indices, point_pixels
 from ..options import BAND_NAMES, band_list
 from ..storage.cache import DiskCache, PixelValues, values_entry_name
 from ..storage.ranges import merge_ranges
@@ -267,6 +267,9 @@ def _sample_pixels(
     located = []
     for url, indices in by_url.items():
         header, r, c = headers[url], rows[indices], cols[indices]
+        # As `point_pixels` checks: a file whose points could not be mapped while locating
+        # (rotated, no EPSG code) has them without a pixel, and fails here, naming why.
+        check_georeferenced(url, header)
         # Checked against the header of now: the file may have changed since it was located.
         inside = (r >= 0) & (r < header.height) & (c >= 0) & (c < header.width)
         located.append(_placed(found, url, header, indices, r, c, inside))
