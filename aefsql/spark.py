@@ -605,7 +605,7 @@ def _locate_udf(shared: _Shared):
         x, y, years = geo.floats(lon), geo.floats(lat), geo.floats(year)
         codes = np.full(x.size, geo.WGS84)
         tiles = session.catalog.tiles()
-        paths = locate_each(tiles, session.engine.headers, x, y, years, codes)
+        paths = locate_each(tiles, session.engine.headers, x, y, years, codes).path
         return pa.array(paths, type=pa.string())
 
     return arrow_udf(aef_locate, "string")

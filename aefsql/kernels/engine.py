@@ -150,6 +150,9 @@ class BlockEngine:
         return values
 
     def read_blocks(self, reads: list[_BlockRead], headers, values, keep: bool) -> None:
+        """Gather the pixels of `reads` (`plan_blocks`) into `values`: each block from the
+        block cache, else fetched in waves (prefixes where they end a request) and decoded;
+        decoded blocks are kept in the cache with `keep`."""
         to_fetch = []
         for read in reads:
             block = self.blocks.get(read.key)
