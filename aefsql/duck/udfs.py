@@ -842,15 +842,15 @@ def _chunk_arrow(chunks: Chunks, order: np.ndarray) -> pa.StructArray:
     )
 
 
-def _vector_aligned(chunks: Chunks, tiles: np.ndarray) -> np.ndarray:
-    """Chunk indices with padding (-1 - the next chunk's index) so that a tile's chunks
+def _vector_aligned(chunks: Chunks, blocks: np.ndarray) -> np.ndarray:
+    """Chunk indices with padding (-1 - the next chunk's index) so that a block's chunks
     start a DuckDB vector whenever they would straddle two: a scalar UDF gets one vector
-    per call, and a tile split between two calls would be fetched and decoded twice."""
-    n = tiles.size
+    per call, and a block split between two calls would be fetched and decoded twice."""
+    n = blocks.size
     if n == 0:
         return np.zeros(0, np.int64)
     key_changes = (
-        (tiles[1:] != tiles[:-1])
+        (blocks[1:] != blocks[:-1])
         | (chunks.year[1:] != chunks.year[:-1])
         | (chunks.path[1:] != chunks.path[:-1])
     )
