@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -16,11 +15,12 @@ import pyarrow as pa
 from .aef import BAND_NAMES
 from .duck.calls import table_call
 from .duck.registration import install
-from .duck.udfs import Session, open_session
+from .duck.udfs import SessionUdfs
 from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
-from .geometry.areas import Area
-from .kernels import coverage
+from .kernels import points
+from .kernels.coverage import warn_missing_years, warn_uncovered_points
+from .kernels.pictures import check_writable
 from .options import (
     Options,
     added_columns,
@@ -32,6 +32,7 @@ from .options import (
     year_list,
 )
 from .progress import Progress
+from .session import Session, open_session
 from .storage.store import DEFAULT_CONCURRENCY, protocol_of
 
 _POINTS = "__aef_points"
@@ -107,10 +108,10 @@ def sample_points(
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
-    warn_missing_years(session, chosen.years)
+    warn_missing_years(session.catalog.tiles(), chosen.years)
     con = duckdb.connect()
     try:
-        install(con, session)
+        install(con, SessionUdfs(session))
         report.start(total=None if total is None else total * len(chosen.years))
         try:
             table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
@@ -118,7 +119,11 @@ def sample_points(
             located = _coordinates(table, x_column, y_column, geometry_column)
             if table.num_rows and located is not None:
                 warn_uncovered_points(
-                    session, *located, chosen.crs, chosen.years, groups["__aef_year"].to_pylist()
+                    session.catalog.tiles(),
+                    *located,
+                    chosen.crs,
+                    chosen.years,
+                    groups["__aef_year"].to_pylist(),
                 )
             con.close()  # DuckDB keeps the memory of its last query until then
             result = _assembled(session, table, groups, chosen)
@@ -178,7 +183,8 @@ def _coordinates(table: pa.Table, x_column, y_column, geometry_column):
 def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Options) -> pa.Table:
     """What aef_sample_points returns (bands, not vectors), put together by position.
 
-    The groups (`_groups`) are sampled by aef_sample_points' own UDF, but the result is not
+    The groups (`_groups`) are sampled as aef_sample_points' own UDF samples them (the point
+    sampler at the pixels located, `points.sample_pixels_or_errors`), but the result is not
     joined back onto the rows and sorted: row r's year k is output row r * len(years) + k,
     so each sampled value is put in place, and the input columns are passed through as they
     are (repeated once per year). Wide rows are never hashed nor sorted: for 10^6 points x
@@ -187,23 +193,35 @@ def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Opti
     extra = [name for name in BAND_NAMES if name in chosen.bands]
     if chosen.on_error == "null":
         extra.append("aef_error")
-    count = groups.num_rows
-    sampled = session.sample_group(
-        groups["__aef_path"],
-        groups["__aef_rows"],
-        groups["__aef_xs"],
-        groups["__aef_ys"],
-        groups["__aef_crs"],
-        pa.array([list(chosen.bands)] * count, pa.list_(pa.string())),
-        pa.array([chosen.on_error] * count, pa.string()),
+    counts = groups["__aef_rows"].combine_chunks().value_lengths().to_numpy(zero_copy_only=False)
+    urls = np.repeat(np.asarray(groups["__aef_path"].to_pylist(), dtype=object), counts)
+    at_rows, at_cols = (
+        groups[c].combine_chunks().flatten().fill_null(-1).to_numpy()
+        for c in ("__aef_pixel_rows", "__aef_pixel_cols")
     )
-    items = sampled.flatten()
-    year_of_item = np.repeat(
-        groups["__aef_year"].to_numpy(), sampled.value_lengths().to_numpy(zero_copy_only=False)
+    wanted = points.band_indices(sorted(chosen.bands))  # as the SQL UDF orders them
+    samples, errors = points.sample_pixels_or_errors(
+        session.engine,
+        urls,
+        at_rows,
+        at_cols,
+        wanted,
+        on_error=chosen.on_error,
+        keep_blocks=False,
+        keep_values=True,
     )
-    rows = items.field(_ROW).to_numpy()
-    sampled_columns = {name: items.field(name) for name in extra}
-    del groups, sampled, items  # each column's values are let go once put in place
+    year_of_item = np.repeat(groups["__aef_year"].to_numpy(), counts)
+    rows = groups["__aef_rows"].combine_chunks().flatten().to_numpy()
+    sampled_columns = {
+        name: pa.array(samples.values[:, k], mask=~samples.band_valid(k))
+        for k, name in enumerate(BAND_NAMES[b] for b in wanted)
+        if name in extra
+    }
+    if "aef_error" in extra:
+        sampled_columns["aef_error"] = (
+            pa.nulls(urls.size, pa.string()) if errors is None else pa.array(errors, pa.string())
+        )
+    del groups, samples, errors, urls, at_rows, at_cols  # each let go once put in place
     # Output row of each sampled item; -1 (a NULL index: NULL bands) where none was sampled.
     source = np.full(n * years.size, -1, dtype=np.int64)
     source[(rows - 1) * years.size + np.searchsorted(years, year_of_item)] = np.arange(rows.size)
@@ -226,7 +244,7 @@ def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
     one-table SELECT keeps the rows in order."""
     con = duckdb.connect()
     try:
-        install(con, session)
+        install(con, SessionUdfs(session))
         con.register("__aef_bands", result.select(BAND_NAMES))
         vectors = con.sql("SELECT aef_vector(b) AS embedding FROM __aef_bands b")
         embedding = vectors.to_arrow_table()["embedding"]
@@ -292,11 +310,11 @@ def zonal(
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
-    warn_missing_years(session, chosen.years)
+    warn_missing_years(session.catalog.tiles(), chosen.years)
     added = added_columns("aef_zonal", chosen.bands, chosen.on_error, chosen.as_vector)
     con = duckdb.connect()
     try:
-        install(con, session)
+        install(con, SessionUdfs(session))
         # The macro sees the geometries only: the other columns are passed through here,
         # with their Arrow types, rather than round-tripped through DuckDB.
         con.register(_POLYGONS, table.select([geometry_column]))
@@ -319,42 +337,6 @@ def zonal(
     for name in added:
         out = out.append_column(name, result[name])
     return out
-
-
-def warn_empty_area(session: Session, area: Area, years) -> list[str]:
-    """Warn, once per reason, when some year of `area` meets no tile: the year is missing,
-    the area is outside coverage, or its coordinates look swapped or in the wrong CRS (the
-    diagnosis is aefsql/kernels/coverage.py's, as aef_area_plan's `note`)."""
-    notes = coverage.area_notes(session.catalog.tiles(), area, years, host="python")
-    reasons = list(dict.fromkeys(note for note in notes.values() if note))
-    for reason in reasons:
-        warnings.warn(
-            f"area: {reason}; its pixels come back as nodata", stacklevel=user_stacklevel()
-        )
-    return reasons
-
-
-def warn_uncovered_points(session: Session, x, y, crs: int, years, found_years) -> list[str]:
-    """Warn for each year (the catalog has) in which no point lies in a tile, and why
-    (aefsql/kernels/coverage.py): swapped lon/lat, the wrong CRS, outside coverage."""
-    tiles = session.catalog.tiles()
-    missing = set(coverage.missing_years(tiles, years))
-    empty = [y_ for y_ in years if y_ not in missing and y_ not in set(found_years)]
-    reasons = list(
-        dict.fromkeys(coverage.points_note(tiles, x, y, crs, year, host="python") for year in empty)
-    )
-    for reason in reasons:
-        warnings.warn(f"no point lies in a tile: {reason}", stacklevel=user_stacklevel())
-    return reasons
-
-
-def warn_missing_years(session: Session, years) -> list[int]:
-    """Warn about the years the catalog has no tile of (their rows get NULL bands)."""
-    missing = session.missing_years(years)
-    if missing:
-        note = coverage.missing_years_note(session.catalog.tiles(), missing)
-        warnings.warn(f"{note}: their rows come back with NULL bands", stacklevel=user_stacklevel())
-    return missing
 
 
 def _arrow_points(points, geometry_column, crs):
@@ -450,24 +432,3 @@ def build_collection(
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
-
-
-def check_writable(path) -> None:
-    """Refuse an output path that cannot be written (its folder missing, read-only, or a folder
-    itself), before anything is read: one line, naming the path."""
-    target = Path(path)
-    folder = target.parent
-    if target.is_dir():
-        raise AefsqlError(f"cannot write {path}: it is a folder")
-    if not folder.is_dir():
-        raise AefsqlError(f"cannot write {path}: no folder {folder}")
-    # Opened, not asked (os.access): root may write anywhere by mode bits, yet not on a
-    # read-only or virtual filesystem (/proc). A file made here is removed again.
-    existed = target.exists()
-    try:
-        with open(target, "ab"):
-            pass
-    except OSError as exc:
-        raise AefsqlError(f"cannot write {path}: {exc.strerror or exc}") from None
-    if not existed:
-        target.unlink(missing_ok=True)

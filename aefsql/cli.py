@@ -17,12 +17,13 @@ from .api import write_headers
 from .demo import DEMO_POINTS, write_demo_collection
 from .duck.calls import sql_literal, table_call
 from .duck.registration import connect, install
-from .duck.udfs import open_session
+from .duck.udfs import SessionUdfs
 from .errors import AefsqlError
 from .kernels import coverage
+from .kernels.budgets import RASTER_BYTES
 from .kernels.pictures import numbers_from, picture
-from .kernels.rasters import DEFAULT_MAX_BYTES
 from .options import MAX_YEARS, ON_ERROR, OptionError
+from .session import open_session
 from .shell import MODES, Shell, error_text
 
 # The demo's queries: (what it shows, SQL). The first is the canonical join of the README.
@@ -130,7 +131,7 @@ def run_sample(args, out=None) -> None:
         print(f"aefsql: warning: {note}: their rows get NULL bands", file=sys.stderr)
     con = duckdb.connect()
     try:
-        install(con, session)
+        install(con, SessionUdfs(session))
         if args.dry_run:
             con.sql(sql).show(max_rows=40)
             files, points, blocks, requests, nbytes = con.execute(
@@ -298,7 +299,7 @@ def run_shell(argv: list[str]) -> int:
         return 1
     try:
         session = open_session(args.catalog, **options)
-        install(con, session)
+        install(con, SessionUdfs(session))
     except Exception as exc:
         con.close()
         if args.debug:
@@ -308,7 +309,7 @@ def run_shell(argv: list[str]) -> int:
 
     def reconnect(url: str):
         new = open_session(url, **options)
-        install(con, new)
+        install(con, SessionUdfs(new))
         return new
 
     # A script (-c, -f, piped) stops at its first error; a person at the prompt goes on.
@@ -443,8 +444,8 @@ def run_verb(argv: list[str]) -> int:
     draw.add_argument(
         "--max-bytes",
         type=int,
-        default=DEFAULT_MAX_BYTES,
-        help=f"refuse an area whose pixels take more (default {DEFAULT_MAX_BYTES})",
+        default=RASTER_BYTES,
+        help=f"refuse an area whose pixels take more (default {RASTER_BYTES})",
     )
     draw.add_argument("-o", "--output", required=True, type=Path, help="the .png to write")
     draw.add_argument("--catalog", help="index parquet path/URL (default as for sample)")

@@ -30,9 +30,10 @@ from dbt.adapters.events.logging import AdapterLogger
 from dbt_common.events.event_manager_client import get_event_manager
 
 from .duck.registration import install
-from .duck.udfs import open_session
+from .duck.udfs import SessionUdfs
 from .errors import AefsqlError
 from .options import headers_option
+from .session import open_session
 
 # "collection": the deprecated alias of "headers".
 SETTINGS = {"catalog", "cache_dir", "concurrency", "headers", "collection", "storage_options"}
@@ -53,15 +54,16 @@ class Plugin(BasePlugin):
         self.session = open_session(
             config.pop("catalog", None), **config, headers=headers, storage_options=storage_options
         )
+        self.udfs = SessionUdfs(self.session)  # once: dbt's cursors share its UDFs
         self._warned_views: set[str] = set()
         self._lock = threading.Lock()
 
     def configure_connection(self, conn) -> None:
-        install(conn, self.session)
+        install(conn, self.udfs)
 
     def configure_cursor(self, cursor) -> None:
         # TEMP macros belong to one connection: dbt's cursors need them too.
-        install(cursor, self.session)
+        install(cursor, self.udfs)
         # dbt resets its event callbacks at each invocation, and one process (dbtRunner) may
         # run several with this plugin: make sure the view check listens to the current one.
         callbacks = get_event_manager().callbacks

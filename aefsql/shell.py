@@ -293,7 +293,7 @@ class Shell:
 
     def _end_progress(self) -> None:
         if self.session is not None:
-            self.session.sampler.progress.close()
+            self.session.engine.progress.close()
 
     def close(self) -> None:
         self._set_output("")

@@ -29,15 +29,15 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .api import warn_missing_years
 from .duck.calls import table_call
 from .duck.registration import install
-from .duck.udfs import Session, open_session
+from .duck.udfs import SessionUdfs
 from .errors import AefsqlError, redact_text
 from .geometry import geo
 from .geometry.areas import area_from, centroid
 from .headers.table import HeadersFile
-from .kernels.locate import locate
+from .kernels.coverage import warn_missing_years
+from .kernels.locate import locate, locate_each
 from .options import (
     OptionError,
     Options,
@@ -47,6 +47,7 @@ from .options import (
     resolve,
     speaks,
 )
+from .session import Session, open_session
 from .storage.store import DEFAULT_CONCURRENCY, protocol_of
 
 # PySpark 4.1 warns that it "does not yet fully support pandas >= 3.0.0" each time it checks
@@ -214,7 +215,7 @@ def _run(df, function, params, catalog, headers, partitions, options) -> DataFra
     """The two stages of a call, as the module's docstring says."""
     call = _checked_call(function, df.columns, params)  # before any read: fails at once
     shared, session = _shared(df.sparkSession, catalog, headers, options, call.chosen.years)
-    warn_missing_years(session, call.chosen.years)
+    warn_missing_years(session.catalog.tiles(), call.chosen.years)
     job = _Job(shared, call)
     located = df.mapInArrow(
         lambda batches: _locate_batches(job, batches),
@@ -398,7 +399,7 @@ def _shared(spark, catalog, headers_file, options, years) -> tuple[_Shared, Sess
     check_workers(context)
     session = open_session(catalog, headers=headers_file, **options)
     tiles = session.catalog.tiles()
-    headers = session.sampler.collection
+    headers = session.engine.headers.collection
     if headers is not None and (years is not None or not isinstance(headers, HeadersFile)):
         # The files of these years only; a sharded (Rasteret) collection is read here whole
         # for a registration, whose calls may ask for any year.
@@ -467,7 +468,7 @@ def _executor_options(session: Session, options: dict) -> dict:
     storage options the driver resolved (from `storage_options`, `$AEFSQL_STORAGE_OPTIONS`
     or the public bucket's defaults), since executors do not share the driver's
     environment."""
-    storage = session.sampler.store.options.get(protocol_of(session.catalog.url), {})
+    storage = session.engine.store.options.get(protocol_of(session.catalog.url), {})
     return {**{k: options[k] for k in SESSION_OPTIONS}, "storage_options": storage}
 
 
@@ -480,10 +481,10 @@ class _Worker:
         )
         if shared.headers is not None:
             headers: HeadersFile = shared.headers.value
-            self.session.sampler.collection = headers
+            self.session.engine.headers.collection = headers
         # One thread: a task has one core, and aefsql reads and decodes on its own threads.
         self.con = duckdb.connect(config={"threads": 1})
-        install(self.con, self.session)
+        install(self.con, SessionUdfs(self.session))
 
     def query(self, table: pa.Table, sql: str) -> pa.Table:
         self.con.register(_TABLE, table)
@@ -617,8 +618,12 @@ def _locate_udf(shared: _Shared):
     """aef_locate(lon, lat, year) for Spark SQL: the exact rule, as DuckDB's."""
 
     def aef_locate(lon: pa.Array, lat: pa.Array, year: pa.Array) -> pa.Array:
-        wgs84 = pa.array(np.full(len(lon), geo.WGS84), pa.int32())
-        return _worker(shared).session.aef_locate(lon, lat, year, wgs84)
+        session = _worker(shared).session
+        x, y, years = geo.floats(lon), geo.floats(lat), geo.floats(year)
+        codes = np.full(x.size, geo.WGS84)
+        tiles = session.catalog.tiles()
+        paths = locate_each(tiles, session.engine.headers, x, y, years, codes).path
+        return pa.array(paths, type=pa.string())
 
     return arrow_udf(aef_locate, "string")
 

@@ -23,16 +23,17 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .aef import BAND_NAMES, NODATA, dequantize
-from .api import _arrow_points, warn_missing_years
-from .duck.udfs import Session, open_session
+from .api import _arrow_points
 from .errors import AefsqlError
 from .geometry import geo
 from .headers.reader import point_pixels
+from .kernels.budgets import check_windows
 from .kernels.chips import read_chips
-from .kernels.engine import check_windows
+from .kernels.coverage import warn_missing_years
 from .kernels.grouping import group_indices
 from .kernels.locate import locate
 from .options import headers_option, resolve, speaks
+from .session import Session, open_session
 from .storage.memory import BlockCache
 from .storage.store import DEFAULT_CONCURRENCY
 
@@ -146,8 +147,7 @@ class ChipDataset(Dataset):
         transform = np.full((indices.size, 6), np.nan)
         for slot, members in group_indices(slots, np.arange(indices.size)).items():
             chips = read_chips(
-                session.catalog.tiles(),
-                session.sampler,
+                session,
                 paths[members],
                 self.x[rows[members]],
                 self.y[rows[members]],
@@ -190,16 +190,16 @@ class ChipDataset(Dataset):
             self._session = open_session(self.catalog, **self.options)
             # Batches come back to the blocks of earlier ones: keep a few block positions'
             # 64 decoded bands (1 MiB each, for the published 1024-px blocks).
-            self._session.sampler.blocks = BlockCache(BLOCK_CACHE_BYTES)
+            self._session.engine.blocks = BlockCache(BLOCK_CACHE_BYTES)
             self._pid = os.getpid()
-            warn_missing_years(self._session, self.years)
+            warn_missing_years(self._session.catalog.tiles(), self.years)
         return self._session
 
     def tiles(self) -> np.ndarray:
         """The tile (path, or None) of each item, found once: it reads tile headers."""
         if self._paths is None:
             session = self.session()
-            reader = session.sampler.header_reader
+            reader = session.engine.headers
             n = self.x.size
             found = np.full(len(self), None, dtype=object)
             for slot, year in enumerate(self.years):
@@ -283,7 +283,7 @@ def _tile_batches(dataset: ChipDataset, batch_size: int, drop_last: bool):
         path = paths[members[0]]
         order, block = members, np.zeros(members.size, np.int64)
         if path is not None:
-            header = session.sampler.headers_for([path], dataset.level)[path]
+            header = session.engine.headers.headers_for([path], dataset.level)[path]
             rows_of = members // len(dataset.years)
             r, c, _ = point_pixels(
                 path, header, dataset.x[rows_of], dataset.y[rows_of], dataset.crs

@@ -31,10 +31,10 @@ import torch
 from torchgeo.datasets import GeoDataset
 
 from .aef import BAND_NAMES, NODATA, PIXEL_METRES, dequantize
-from .duck.udfs import Session, open_session
 from .errors import AefsqlError
 from .kernels.chips import read_windows
 from .options import band_list, epsg, headers_option, speaks, year_list
+from .session import Session, open_session
 from .storage.store import DEFAULT_CONCURRENCY
 
 
@@ -124,8 +124,7 @@ class AEF(GeoDataset):
         session = self.session()
         layers = [
             read_windows(
-                session.catalog.tiles(),
-                session.sampler,
+                session,
                 [self.epsg],
                 [transform],
                 int(year),

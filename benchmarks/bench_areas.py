@@ -46,9 +46,9 @@ from latency_proxy import LatencyProxy
 from rasterio.windows import Window
 
 import aefsql
-from aefsql.duck.udfs import open_session
 from aefsql.geometry.areas import area_from
 from aefsql.kernels.pixels import area_chunks, chunk_pixels
+from aefsql.session import open_session
 
 YEAR = 2024
 BLOCK = 1024
@@ -192,9 +192,8 @@ def aefsql_area(catalog: str, box: list[float]) -> pa.Table:
 def aefsql_kernels(catalog: str, box: list[float]):
     """aefsql's Python kernels alone (no DuckDB, no Arrow): the values as numpy arrays."""
     session = open_session(catalog)
-    tiles, sampler = session.catalog.tiles(), session.sampler
-    chunks = area_chunks(tiles, sampler, area_from(box, EPSG), [YEAR])
-    return chunk_pixels(tiles, sampler, chunks, list(range(64)))
+    chunks = area_chunks(session, area_from(box, EPSG), [YEAR])
+    return chunk_pixels(session, chunks, list(range(64)))
 
 
 def aefsql_read_area(catalog: str, box: list[float]):

@@ -1,4 +1,4 @@
-"""aef_pixels' plan (Session.area_chunks' result) for N chunks: time and VmHWM, one process.
+"""aef_pixels' plan (area_chunks' result) for N chunks: time and VmHWM, one process.
 
     PYTHONPATH=$PWD python benchmarks/bench_plan_memory.py new|old N
 

@@ -38,7 +38,8 @@ SELECT CASE WHEN o.error IS NOT NULL THEN error(o.error) ELSE o.years END AS __a
 FROM resolved;
 
 -- Every (row, year) of a points table (it must carry __aef_row) with its coordinates in the
--- given CRS and the tile that holds it: NULL where none does or x/y is NULL or invalid.
+-- given CRS, the tile that holds it (NULL where none does or x/y is NULL or invalid) and its
+-- pixel there (row and column: found while locating, read without projecting it again).
 -- A column named by x_column/y_column/geometry_column that does not exist must not stop the
 -- query from binding (the options say which it is): each selection also matches a NULL
 -- stand-in placed first, and the last item of the list is the column, or the stand-in.
@@ -74,17 +75,23 @@ points AS (
 ),
 wanted_years AS (
     SELECT unnest(__aef_years) AS __aef_year, __aef_crs FROM query_table(options_table)
+),
+located AS (
+    SELECT p.__aef_row, p.xy.x AS __aef_x, p.xy.y AS __aef_y, y.__aef_crs, y.__aef_year,
+           {udf}_locate_pixel(p.xy.x, p.xy.y, CAST(y.__aef_year AS DOUBLE), y.__aef_crs)
+               AS __aef_at
+    FROM points p CROSS JOIN wanted_years y
 )
-SELECT p.__aef_row, p.xy.x AS __aef_x, p.xy.y AS __aef_y, y.__aef_crs, y.__aef_year,
-       {udf}_locate(p.xy.x, p.xy.y, CAST(y.__aef_year AS DOUBLE), y.__aef_crs) AS __aef_path
-FROM points p CROSS JOIN wanted_years y;
+SELECT * EXCLUDE (__aef_at), __aef_at.path AS __aef_path,
+       __aef_at.pixel_row AS __aef_pixel_row, __aef_at.pixel_col AS __aef_pixel_col
+FROM located;
 
--- The located points of each file, year and CRS (the arguments of {udf}_sample_group):
--- each file's points are sampled in one call, so that each block is read once. Points in no
--- tile are left out.
+-- The located points of each file, year and CRS, at their pixels (the arguments of
+-- {udf}_sample_group): each file's points are sampled in one call, so that each block is
+-- read once. Points in no tile are left out.
 CREATE OR REPLACE TEMP MACRO __aef_groups(located_table) AS TABLE
 SELECT __aef_path, __aef_year, __aef_crs, list(__aef_row) AS __aef_rows,
-       list(__aef_x) AS __aef_xs, list(__aef_y) AS __aef_ys
+       list(__aef_pixel_row) AS __aef_pixel_rows, list(__aef_pixel_col) AS __aef_pixel_cols
 FROM query_table(located_table)
 WHERE __aef_path IS NOT NULL
 GROUP BY __aef_path, __aef_year, __aef_crs;
@@ -131,7 +138,7 @@ located AS MATERIALIZED (
 sampled AS (
     SELECT g.__aef_year, unnest(
         {udf}_sample_group(
-            g.__aef_path, g.__aef_rows, g.__aef_xs, g.__aef_ys, g.__aef_crs, o.__aef_bands,
+            g.__aef_path, g.__aef_rows, g.__aef_pixel_rows, g.__aef_pixel_cols, o.__aef_bands,
             CAST(on_error AS VARCHAR)
         ),
         recursive := true

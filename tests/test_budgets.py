@@ -6,6 +6,7 @@ Independent references: pyproj.Geod for areas on the ellipsoid, the closed-form 
 the WGS84 ellipsoid, shapely for polygon clipping, rasterio + pyproj for the pixels each
 demo tile owns."""
 
+import inspect
 import math
 import re
 
@@ -264,12 +265,15 @@ def test_every_function_speaks_the_same_message(demo_con, demo):
 
 
 def test_one_constant_per_kind_of_output():
-    from aefsql.kernels import engine as sampling
-    from aefsql.kernels import pixels, rasters
+    """The defaults are budgets.py's constants, each named after the output it bounds: no
+    other module names a budget of its own (two DEFAULT_MAX_BYTES once meant 16 and 4 GiB)."""
+    from aefsql.kernels import chips, engine, pixels, points, rasters
 
-    assert pixels.DEFAULT_MAX_BYTES == STREAMED_BYTES
-    assert rasters.DEFAULT_MAX_BYTES == RASTER_BYTES
-    assert sampling.DEFAULT_WINDOW_BYTES == WINDOW_BYTES
+    for module in (chips, engine, pixels, points, rasters):
+        assert not [n for n in vars(module) if n.startswith("DEFAULT_") and n.endswith("BYTES")]
+    assert inspect.signature(rasters.read_area).parameters["max_bytes"].default == RASTER_BYTES
+    assert inspect.signature(aefsql.picture).parameters["max_bytes"].default == RASTER_BYTES
+    assert STREAMED_BYTES > RASTER_BYTES > WINDOW_BYTES
 
 
 # -- chips: a default that fits in memory ----------------------------------------------------

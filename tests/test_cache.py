@@ -10,7 +10,8 @@ from helpers import TILES, points_in_every_tile, tile_ranges_of
 
 from aefsql.format.tiff import BlockTable
 from aefsql.headers.table import HeadersFile, headers_to_table
-from aefsql.kernels.engine import Sampler
+from aefsql.kernels import points
+from aefsql.kernels.engine import BlockEngine
 from aefsql.storage.memory import BlockCache, HeaderCache
 from aefsql.storage.store import ByteStore
 
@@ -31,7 +32,7 @@ def test_block_cache_drops_least_recently_used_within_its_budget():
 
 def test_header_cache_drops_least_recently_used_within_its_budget(gdal_collection):
     paths = [str(gdal_collection.folder / tile) for tile in TILES]
-    headers = Sampler(ByteStore()).headers_for(paths)
+    headers = BlockEngine(ByteStore()).headers.headers_for(paths)
     size = headers[paths[0]].nbytes
     assert size > 1024 and all(h.nbytes == size for h in headers.values())
     cache = HeaderCache(max_bytes=2 * size)
@@ -51,15 +52,15 @@ def test_sampling_with_room_for_one_header_reads_the_others_again(http_collectio
     base = http_collection.index.rsplit("/", 1)[0]
     urls = [f"{base}/{tile}" for tile in TILES]
     tile, lon, lat = points_in_every_tile()
-    roomy = Sampler(ByteStore())
-    cramped = Sampler(ByteStore(), headers=HeaderCache(max_bytes=1))
-    expected = roomy.sample(np.array(urls, object)[tile], lon, lat)
+    roomy = BlockEngine(ByteStore())
+    cramped = BlockEngine(ByteStore(), header_cache=HeaderCache(max_bytes=1))
+    expected = points.sample(roomy, np.array(urls, object)[tile], lon, lat)
     http_collection.log.clear()
     for _ in range(2):  # the second round finds at most one header cached
-        got = cramped.sample(np.array(urls, object)[tile], lon, lat)
+        got = points.sample(cramped, np.array(urls, object)[tile], lon, lat)
         assert np.array_equal(got.values, expected.values)
         assert np.array_equal(got.covered, expected.covered)
-    assert len(cramped.headers) == 1
+    assert len(cramped.headers.cache) == 1
     header_reads = sum(tile_ranges_of(http_collection.log, t).count((0, 65536)) for t in TILES)
     assert header_reads >= 2 * len(TILES) - 1  # all in the first round, all but one after
 
@@ -68,13 +69,13 @@ def test_a_collection_rebuilds_dropped_headers_without_reading_them(http_collect
     base = http_collection.index.rsplit("/", 1)[0]
     urls = [f"{base}/{tile}" for tile in TILES]
     tile, lon, lat = points_in_every_tile()
-    table = headers_to_table(Sampler(ByteStore()).complete_headers(urls))
-    sampler = Sampler(ByteStore(), headers=HeaderCache(max_bytes=1))
-    sampler.collection = HeadersFile(table)
-    expected = Sampler(ByteStore()).sample(np.array(urls, object)[tile], lon, lat)
+    table = headers_to_table(BlockEngine(ByteStore()).headers.complete(urls))
+    engine = BlockEngine(ByteStore(), header_cache=HeaderCache(max_bytes=1))
+    engine.headers.collection = HeadersFile(table)
+    expected = points.sample(BlockEngine(ByteStore()), np.array(urls, object)[tile], lon, lat)
     http_collection.log.clear()
     for _ in range(2):
-        got = sampler.sample(np.array(urls, object)[tile], lon, lat)
+        got = points.sample(engine, np.array(urls, object)[tile], lon, lat)
         assert np.array_equal(got.values, expected.values)
     assert all((0, 65536) not in tile_ranges_of(http_collection.log, t) for t in TILES)
     assert any(tile_ranges_of(http_collection.log, t) for t in TILES)  # blocks were read
@@ -102,7 +103,7 @@ def test_block_cache_counts_the_memory_a_view_keeps_alive():
 
 def test_header_cache_counts_the_memory_of_block_tables(gdal_collection):
     path = str(gdal_collection.folder / TILES[0])
-    header = Sampler(ByteStore()).headers_for([path])[path]
+    header = BlockEngine(ByteStore()).headers.headers_for([path])[path]
     count = header.block_offsets.size
     # Tables that view a larger buffer hold all of it.
     buffer = np.arange(1 << 20, dtype=np.uint64)

@@ -434,9 +434,9 @@ def test_no_call_holds_more_chips_than_planned(con, gdal_collection, monkeypatch
     monkeypatch.setattr(aefsql.kernels.chips, "CALL_BYTES", 7 * 16 * 16 * 64)
     read, seen = aefsql.duck.udfs.read_chips, []
 
-    def counted(tiles, sampler, paths, *args, **kwargs):
+    def counted(session, paths, *args, **kwargs):
         seen.append(len(paths))
-        return read(tiles, sampler, paths, *args, **kwargs)
+        return read(session, paths, *args, **kwargs)
 
     monkeypatch.setattr(aefsql.duck.udfs, "read_chips", counted)
     _, epsg, x0, y0 = COLLECTION_TILES[3]

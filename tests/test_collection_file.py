@@ -10,13 +10,13 @@ from helpers import HEADER_FIELDS, tile_points, tile_ranges_of
 import aefsql
 from aefsql.cli import main
 from aefsql.headers.table import header_from_row, headers_to_table
-from aefsql.kernels.engine import Sampler
+from aefsql.kernels.engine import BlockEngine
 from aefsql.storage.store import ByteStore
 
 
 def test_headers_round_trip_through_a_table(gdal_collection):
     paths = sorted(str(p) for p in gdal_collection.folder.rglob("*.tiff"))
-    headers = Sampler(ByteStore()).complete_headers(paths)
+    headers = BlockEngine(ByteStore()).headers.complete(paths)
     back = {row["path"]: header_from_row(row) for row in headers_to_table(headers).to_pylist()}
     assert set(back) == set(paths)
     for path in paths:

@@ -8,7 +8,8 @@ import pyarrow as pa
 from helpers import TILES, points_in_every_tile, tile_points
 
 import aefsql
-from aefsql.kernels.engine import Sampler
+from aefsql.kernels import points
+from aefsql.kernels.engine import BlockEngine
 from aefsql.storage.memory import BlockCache, HeaderCache
 from aefsql.storage.store import ByteStore
 
@@ -46,18 +47,18 @@ def test_duckdb_parallel_udf_calls_equal_single_threaded(gdal_collection):
 
 
 def test_python_threads_sharing_one_sampler_and_small_caches(gdal_collection):
-    """Eight threads sample overlapping files at once through one Sampler whose block cache
+    """Eight threads sample overlapping files at once through one BlockEngine whose block cache
     holds a few blocks and header cache one header: entries are evicted under their feet."""
     urls = np.array([str(gdal_collection.folder / t) for t in TILES], object)
     tile, lon, lat = points_in_every_tile()
-    expected = Sampler(ByteStore()).sample(urls[tile], lon, lat)
-    shared = Sampler(
-        ByteStore(), headers=HeaderCache(max_bytes=1), blocks=BlockCache(max_bytes=200_000)
+    expected = points.sample(BlockEngine(ByteStore()), urls[tile], lon, lat)
+    shared = BlockEngine(
+        ByteStore(), header_cache=HeaderCache(max_bytes=1), blocks=BlockCache(max_bytes=200_000)
     )
 
     def run(seed: int):
         order = np.random.default_rng(seed).permutation(lon.size)
-        got = shared.sample(urls[tile][order], lon[order], lat[order])
+        got = points.sample(shared, urls[tile][order], lon[order], lat[order])
         back = np.argsort(order)
         return got.values[back], got.covered[back]
 

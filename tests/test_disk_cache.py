@@ -328,7 +328,7 @@ def test_kept_values_are_read_one_file_at_a_time(tmp_path):
     import tracemalloc
     from types import SimpleNamespace
 
-    from aefsql.kernels.engine import _KeptValues
+    from aefsql.kernels.points import _KeptValues
     from aefsql.storage.disk import DiskCache, PixelValues, values_entry_name
 
     files, pixels, bands = 8, 50_000, 64

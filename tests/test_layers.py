@@ -72,14 +72,11 @@ RULES = [
         "kernels-and-session-import-no-host",
         ("aefsql.kernels", "aefsql.session"),
         HOSTS,
-        fixed_by="core (kernels.rasters and kernels.pictures import aefsql.duck.udfs for a "
-        "session, and aefsql.api for a warning)",
     ),
     Rule(
         "ml-datasets-import-no-duckdb-host",
         ("aefsql.torch", "aefsql.torchgeo"),
         ("aefsql.duck",),
-        fixed_by="core (torch and torchgeo import aefsql.duck.udfs for a session)",
     ),
     Rule(
         "only-storage-and-fsspec-shims-import-fsspec",
@@ -198,7 +195,7 @@ def test_layering_rule(rule):
 
 def test_rules_name_modules_that_exist():
     """A rule about a module that is gone (renamed, moved) would hold for nothing."""
-    planned = {"aefsql.session"}  # issue 23, being written
+    planned: set[str] = set()
     named = {
         name
         for rule in RULES

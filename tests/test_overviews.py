@@ -25,7 +25,8 @@ import aefsql
 from aefsql.errors import AefsqlError, TiffFormatError
 from aefsql.format.tiff import MissingBytes, SparseBytes, parse_header
 from aefsql.geometry.geo import polygon_wkb
-from aefsql.kernels.engine import Sampler
+from aefsql.kernels import points
+from aefsql.kernels.engine import BlockEngine
 from aefsql.storage.store import ByteStore
 
 LEVELS = range(1, len(OVERVIEW_FACTORS) + 1)
@@ -105,7 +106,7 @@ def test_a_file_without_overviews_says_so(tmp_path):
     with pytest.raises(AefsqlError, match="levels count from 0"):
         parse_header(whole(path), -1)
     with pytest.raises(AefsqlError, match=r"level := -1: a level is 0 \(full resolution\)"):
-        Sampler(ByteStore()).headers_for([str(path)], level=-1)
+        BlockEngine(ByteStore()).headers.headers_for([str(path)], level=-1)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.name)
@@ -114,15 +115,15 @@ def test_sample_at_level_equals_gdal_overview(gdal_layout_files, layout):
     first, so a block of one level must never stand in for the same-numbered block of
     another."""
     path = str(gdal_layout_files[layout])
-    sampler = Sampler(ByteStore())
+    engine = BlockEngine(ByteStore())
     for level in LEVELS:
         with rasterio.open(path, overview_level=level - 1) as ds:
             x, y, rows, cols, inside = random_pixel_points(ds, 200, seed=level)
             assert np.array_equal(rowcol(ds.transform, x, y), (rows, cols))  # GDAL's pixels
             expected = ds.read()[:, rows[inside], cols[inside]].T
         urls = [path] * x.size
-        sampler.sample(urls, x, y, crs=layout.epsg)  # level 0's blocks into the cache
-        got = sampler.sample(urls, x, y, crs=layout.epsg, level=level)
+        points.sample(engine, urls, x, y, crs=layout.epsg)  # level 0's blocks into the cache
+        got = points.sample(engine, urls, x, y, crs=layout.epsg, level=level)
         assert np.array_equal(got.covered, inside)
         assert np.array_equal(got.values[inside], expected)
 

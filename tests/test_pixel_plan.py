@@ -9,12 +9,10 @@ from gdal_fixtures import collection_path
 from helpers import band_matrix
 
 import aefsql
-from aefsql.catalog.index import Catalog
 from aefsql.duck import udfs as duck
 from aefsql.geometry.areas import area_from
 from aefsql.kernels import pixels
-from aefsql.kernels.engine import Sampler
-from aefsql.storage.store import ByteStore
+from aefsql.session import open_session
 
 # Across the 12°E seam: tiles 0 (32N), 1 and 2 (33N), each year.
 BOX = [11.90, 44.96, 12.06, 45.02]
@@ -44,9 +42,8 @@ def planned(gdal_collection, monkeypatch):
 def test_the_plan_is_held_a_unit_at_a_time(gdal_collection, planned):
     table, sizes = planned
     # The whole plan, as area_chunks makes it (one list, as aef_pixels held it before).
-    store = ByteStore()
-    tiles = Catalog(str(gdal_collection.index), store).tiles()
-    whole = pixels.area_chunks(tiles, Sampler(store), area_from(BOX, 4326), YEARS)
+    session = open_session(str(gdal_collection.index), environment=False)
+    whole = pixels.area_chunks(session, area_from(BOX, 4326), YEARS)
     per_tile = {}
     for path, year in zip(whole.path.tolist(), whole.year.tolist(), strict=True):
         per_tile[path, year] = per_tile.get((path, year), 0) + 1

@@ -16,7 +16,8 @@ from servers import http_range_server
 from aefsql.errors import TiffFormatError
 from aefsql.format.codecs import DEFLATE, ZSTD, ShortBlock, _zstd_walk, decode_block, prefix_length
 from aefsql.kernels import engine as sampling
-from aefsql.kernels.engine import Sampler
+from aefsql.kernels import points
+from aefsql.kernels.engine import BlockEngine
 from aefsql.storage.store import ByteStore
 
 EPSG, WEST, SOUTH, PIXEL = 32633, 400000.0, 5000000.0, 10.0
@@ -167,11 +168,11 @@ def gdal_values(path: Path, x, y) -> np.ndarray:
 def sample_over_http(path: Path, x, y):
     with http_range_server(path.parent) as server:
         url = f"{server.base_url}{path.name}"
-        sampler = Sampler(ByteStore())
-        sampler.headers_for([url])  # the header read is not what is measured
+        engine = BlockEngine(ByteStore())
+        engine.headers.headers_for([url])  # the header read is not what is measured
         server.log.clear()
         bands = list(range(BANDS))
-        samples = sampler.sample([url] * len(x), x, y, bands, crs=EPSG, keep_blocks=False)
+        samples = points.sample(engine, [url] * len(x), x, y, bands, crs=EPSG, keep_blocks=False)
         return samples.values, block_ranges(server.log, path.name)
 
 
@@ -370,6 +371,6 @@ def test_a_cut_block_never_sits_inside_a_request():
         )  # fmt: skip
 
     reads = [read(0, mib, mib), read(mib, 2 * mib, mib - 30_000), read(2 * mib, 10 * mib, mib)]
-    spans = sampling._fetch_spans(reads, {"u": SimpleNamespace(compression=NONE)}, keep=False)
+    spans = sampling.fetch_spans(reads, {"u": SimpleNamespace(compression=NONE)}, keep=False)
     assert spans == [(0, mib), (mib, 2 * mib), (2 * mib, 3 * mib)]
     assert [(m.start, m.end) for m in merge_ranges(spans)] == [(0, 3 * mib)]

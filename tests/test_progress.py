@@ -10,8 +10,9 @@ from helpers import tile_points
 import aefsql
 from aefsql import progress as progress_module
 from aefsql.duck.registration import install
-from aefsql.duck.udfs import open_session
+from aefsql.duck.udfs import SessionUdfs
 from aefsql.progress import Progress
+from aefsql.session import open_session
 from aefsql.shell import Shell
 
 
@@ -94,7 +95,7 @@ def test_the_shell_ends_the_progress_line_before_printing_the_result(gdal_collec
     report = Progress(stream=terminal, enabled=True, interval=0.0)
     con = duckdb.connect()
     session = open_session(gdal_collection.index, progress=report)
-    install(con, session)
+    install(con, SessionUdfs(session))
     shell = Shell(con, session=session, out=terminal, err=terminal)
     lon, lat, _, _ = tile_points(3, 40, seed=3)
     con.register("p", pa.table({"lon": lon, "lat": lat}))

@@ -20,6 +20,7 @@ from aefsql.duck import udfs as duck
 from aefsql.errors import AefsqlError
 from aefsql.geometry.geo import polygon_wkb
 from aefsql.kernels import pictures, rasters
+from aefsql.session import open_session
 
 # -- unknown keywords -------------------------------------------------------------------
 
@@ -31,7 +32,7 @@ def entry_points():
     return [
         ("connect", lambda **kw: aefsql.connect(**kw)),
         ("register", lambda **kw: aefsql.register(__import__("duckdb").connect(), **kw)),
-        ("open_session", lambda **kw: duck.open_session(**kw)),
+        ("open_session", lambda **kw: open_session(**kw)),
         ("sample_points", lambda **kw: aefsql.sample_points(points, years=2024, **kw)),
         ("write_headers", lambda **kw: aefsql.write_headers("x.parquet", **kw)),
         ("read_area", lambda **kw: aefsql.read_area(box, 2024, **kw)),
@@ -56,7 +57,7 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
     [
         "registration.connect",
         "registration.register",
-        "duck.open_session",
+        "session.open_session",
         "api.sample_points",
         "api.write_headers",
         "api.build_collection",
@@ -70,6 +71,7 @@ def test_options_are_named_in_signature_and_docstring(name):
     modules = {
         "registration": registration,
         "duck": duck,
+        "session": aefsql.session,
         "api": api,
         "rasters": rasters,
         "pictures": pictures,
@@ -362,9 +364,9 @@ def test_storage_options_reach_the_store(s3_collection):
         storage_options=s3_collection.storage_options,
     )
     assert table.num_rows == 1
-    session = duck.open_session(s3_collection.index, storage_options=s3_collection.storage_options)
+    session = open_session(s3_collection.index, storage_options=s3_collection.storage_options)
     assert (
-        session.sampler.store.options["s3"]["endpoint_url"]
+        session.engine.store.options["s3"]["endpoint_url"]
         == (s3_collection.storage_options["endpoint_url"])
     )
 

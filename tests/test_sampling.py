@@ -7,7 +7,8 @@ import tifffile
 from helpers import GEOKEYS_32633, geotags, pixel_lonlat, write
 
 from aefsql.errors import TiffFormatError
-from aefsql.kernels.engine import Sampler
+from aefsql.kernels import points
+from aefsql.kernels.engine import BlockEngine
 from aefsql.storage.store import ByteStore
 
 ROWS, COLS, BANDS = 100, 90, 6
@@ -40,7 +41,9 @@ def test_every_pixel_matches_what_tifffile_wrote(tmp_path, layout):
 
     rows, cols = all_pixels()
     lon, lat = pixel_lonlat(rows, cols)
-    samples = Sampler(ByteStore()).sample([str(path)] * rows.size, lon, lat, list(range(BANDS)))
+    samples = points.sample(
+        BlockEngine(ByteStore()), [str(path)] * rows.size, lon, lat, list(range(BANDS))
+    )
     expected = data[:, rows, cols].T
     assert samples.covered.all()
     assert np.array_equal(samples.values, expected)
@@ -51,7 +54,7 @@ def test_bands_beyond_the_file_are_null(tmp_path):
     data = np.ones((2, 32, 32), np.int8)
     path = write(tmp_path / "two.tif", data, planarconfig="separate", tile=(16, 16))
     lon, lat = pixel_lonlat(np.array([3]), np.array([4]))
-    samples = Sampler(ByteStore()).sample([str(path)], lon, lat, [0, 1, 2, 63])
+    samples = points.sample(BlockEngine(ByteStore()), [str(path)], lon, lat, [0, 1, 2, 63])
     assert samples.covered.tolist() == [True]
     assert samples.valid.tolist() == [[True, True, False, False]]
 
@@ -65,7 +68,7 @@ def test_points_outside_the_raster_are_not_covered(tmp_path):
     lon, lat = pixel_lonlat(rows, cols)
     lon = np.r_[lon, np.nan, 200.0]
     lat = np.r_[lat, 10.0, 10.0]
-    samples = Sampler(ByteStore()).sample([str(path)] * lon.size, lon, lat, [0])
+    samples = points.sample(BlockEngine(ByteStore()), [str(path)] * lon.size, lon, lat, [0])
     assert samples.covered.tolist() == [False, True, True, False, False, False, False, False]
 
 
@@ -94,5 +97,5 @@ def test_unusable_files_are_refused_clearly(tmp_path, tags, data, message):
     path = write(tmp_path / "bad.tif", data, planarconfig="separate", tile=(16, 16), extratags=tags)
     lon, lat = pixel_lonlat(np.array([1]), np.array([1]))
     with pytest.raises(TiffFormatError, match=message) as error:
-        Sampler(ByteStore()).sample([str(path)], lon, lat, [0])
+        points.sample(BlockEngine(ByteStore()), [str(path)], lon, lat, [0])
     assert "bad.tif" in str(error.value)

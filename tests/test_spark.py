@@ -380,7 +380,7 @@ def test_partition_keys_need_no_read(gdal_collection, points):
     reached at all."""
     from types import SimpleNamespace
 
-    session = aefsql.duck.udfs.open_session(gdal_collection.index)
+    session = aefsql.session.open_session(gdal_collection.index)
     tiles = session.catalog.tiles()
     shared = spark_api._Shared(
         "k",
@@ -394,7 +394,7 @@ def test_partition_keys_need_no_read(gdal_collection, points):
         spark_api._locate_batches(spark_api._Job(shared, call), iter(points.to_batches()))
     )
     assert out.num_rows == points.num_rows * len(YEARS)
-    exact = session.aef_locate(
+    exact = aefsql.duck.udfs.SessionUdfs(session).aef_locate(
         points["lon"], points["lat"], pa.array([2024] * len(points)), pa.array([4326] * len(points))
     )
     likely = out.filter(pa.compute.equal(out[spark_api.YEAR], 2024))[spark_api.TILE]

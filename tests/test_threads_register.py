@@ -16,7 +16,8 @@ from helpers import tile_points
 
 import aefsql
 from aefsql.duck.registration import install
-from aefsql.duck.udfs import open_session
+from aefsql.duck.udfs import SessionUdfs
+from aefsql.session import open_session
 
 THREADS, ROUNDS = 4, 3
 
@@ -44,7 +45,7 @@ def hammer(catalog: str, storage_options: dict, points: str) -> dict:
     con = duckdb.connect()
     # Installed on the parent connection first, as the dbt plugin does: a Python UDF is freed
     # with the cursor that created it, so a shared session's UDFs must not belong to a cursor.
-    shared = open_session(catalog, storage_options=storage_options)
+    shared = SessionUdfs(open_session(catalog, storage_options=storage_options))
     install(con, shared)
     answers, errors = set(), []
 

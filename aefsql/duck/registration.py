@@ -16,6 +16,7 @@ import pyarrow as pa
 from ..aef import BAND_NAMES
 from ..headers.table import SCHEMA as HEADERS_SCHEMA
 from ..options import headers_option
+from ..session import open_session
 from ..storage.store import DEFAULT_CONCURRENCY
 from .calls import sql_literal
 from .filesystems import duckdb_filesystems
@@ -25,6 +26,7 @@ from .types import (
     CHIP_PLAN_ARROW,
     CHUNK_ARROW,
     EMBEDDING_ARROW,
+    LOCATED_ARROW,
     OPTIONS_ARROW,
     PIXEL_ARROW,
     PLAN_ARROW,
@@ -34,7 +36,7 @@ from .types import (
     ZONAL_ARROW,
     sql_type,
 )
-from .udfs import Session, open_session
+from .udfs import SessionUdfs
 
 SQL_FILES = (
     "aef_values.sql",
@@ -96,7 +98,7 @@ def register(
         progress=progress,
         storage_options=storage_options,
     )
-    install(con, session)
+    install(con, SessionUdfs(session))
     return con
 
 
@@ -131,25 +133,23 @@ def connect(
         raise
 
 
-def install(con: duckdb.DuckDBPyConnection, session: Session) -> None:
-    """Make the aef_* functions callable on `con`: `session`'s Python UDFs (once per
+def install(con: duckdb.DuckDBPyConnection, udfs: SessionUdfs) -> None:
+    """Make the aef_* functions callable on `con`: the Python UDFs of `udfs` (once per
     database instance: cursors share them) and the TEMP macros (per connection/cursor)."""
-    url = session.catalog.url
-    for fs in duckdb_filesystems(session.sampler.store, url):
+    url = udfs.session.catalog.url
+    for fs in duckdb_filesystems(udfs.session.engine.store, url):
         # Once per database instance: unregistering a filesystem while another cursor
         # reads through it crashes DuckDB (dbt registers every cursor from its threads).
         # The first session's storage options serve DuckDB's own readers of that protocol.
         if not con.filesystem_is_registered(fs.protocol[0]):
             con.register_filesystem(fs)
-    if session.udf_prefix is None or not _function_exists(
-        con, f"{session.udf_prefix}_file_embedding"
-    ):
-        session.udf_prefix = _create_functions(con, session)
+    if udfs.udf_prefix is None or not _function_exists(con, f"{udfs.udf_prefix}_file_embedding"):
+        udfs.udf_prefix = _create_functions(con, udfs)
     replacements = {
-        "{udf}": session.udf_prefix,
+        "{udf}": udfs.udf_prefix,
         "{band_names}": sql_literal(BAND_NAMES),
     }
-    session._install_state.creating = True
+    udfs._install_state.creating = True
     try:
         for name in SQL_FILES:
             sql = _sql_text(name)
@@ -157,7 +157,7 @@ def install(con: duckdb.DuckDBPyConnection, session: Session) -> None:
                 sql = sql.replace(placeholder, text)
             con.execute(sql)
     finally:
-        session._install_state.creating = False
+        udfs._install_state.creating = False
 
 
 def _function_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
@@ -167,7 +167,7 @@ def _function_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return rows[0][0] > 0
 
 
-def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
+def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> str:
     """Create the session's Python UDFs under fresh names; return their common prefix.
 
     UDFs belong to the database instance, so a second connection (or cursor) with another
@@ -190,9 +190,15 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: Session) -> str:
         ),
         ("locate", session.aef_locate, ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"], pa.string()),
         (
+            "locate_pixel",
+            session.locate_pixel,
+            ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"],
+            LOCATED_ARROW,
+        ),
+        (
             "sample_group",
             session.sample_group,
-            ["VARCHAR", "BIGINT[]", "DOUBLE[]", "DOUBLE[]", "INTEGER", "VARCHAR[]", "VARCHAR"],
+            ["VARCHAR", "BIGINT[]", "INTEGER[]", "INTEGER[]", "VARCHAR[]", "VARCHAR"],
             SAMPLED_ARROW,
         ),
         ("build_collection", session.build_collection, ["VARCHAR", "VARCHAR"], pa.int64()),

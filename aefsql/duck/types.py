@@ -18,6 +18,10 @@ EMBEDDING_ARROW = pa.struct([(name, pa.int8()) for name in BAND_NAMES])
 SAMPLED_ARROW = pa.list_(
     pa.struct([("__aef_row", pa.int64()), *EMBEDDING_ARROW, ("aef_error", pa.string())])
 )
+# locate_pixel's result: the tile of a point and the point's pixel there.
+LOCATED_ARROW = pa.struct(
+    [("path", pa.string()), ("pixel_row", pa.int32()), ("pixel_col", pa.int32())]
+)
 PLAN_ARROW = pa.struct([(f, pa.int64()) for f in ("points", "blocks", "requests", "bytes")])
 OPTIONS_ARROW = pa.struct(
     [

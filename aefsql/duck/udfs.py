@@ -1,68 +1,51 @@
-"""The aef_* UDF bodies over a session's catalog, storage and caches (`Session`,
-`open_session`); registration.py creates them on a connection."""
+"""The aef_* UDF bodies: `SessionUdfs` is the DuckDB face of one session (Arrow in, Arrow
+out, each body calling the kernels with the session); registration.py creates them on a
+connection."""
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import warnings
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from functools import partial
-from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..aef import BAND_NAMES
-from ..catalog.index import (
-    PUBLIC_CATALOG,
-    Catalog,
-    TileTable,
-    empty_index_file,
-    storage_options_for,
-)
-from ..errors import AefsqlError, CatalogError, RangeReadError
+from ..catalog.index import empty_index_file
+from ..errors import AefsqlError
 from ..geometry import geo
 from ..geometry.areas import Area, area_from, projected_all
-from ..headers.rasteret import is_rasteret, open_rasteret
-from ..headers.table import SCHEMA, HeadersFile, headers_to_table
-from ..kernels import coverage
+from ..headers.table import SCHEMA
+from ..kernels import coverage, points
+from ..kernels.budgets import STREAMED_BYTES
 from ..kernels.chips import chips_per_call, read_chips
-from ..kernels.engine import Sampler, Samples, band_indices
+from ..kernels.engine import file_by_file
 from ..kernels.grouping import group_indices
-from ..kernels.locate import locate
+from ..kernels.locate import Located, locate_each
 from ..kernels.means import ZonalMeans, zonal_means
 from ..kernels.pixels import (
-    DEFAULT_MAX_BYTES,
     Chunks,
     Unit,
     area_chunks,
     area_units,
     check_area_size,
+    chunk_blocks,
     chunk_pixels,
-    chunk_tiles,
     unit_chunks,
 )
-from ..options import (
-    check_input_columns,
-    check_level,
-    check_on_error,
-    headers_option,
-    resolve_json,
-    year_list,
-)
-from ..progress import Progress
-from ..storage.disk import DiskCache
-from ..storage.store import DEFAULT_CONCURRENCY, ByteStore, redact
+from ..kernels.points import Samples, band_indices
+from ..options import check_input_columns, check_level, check_on_error, resolve_json, year_list
+from ..session import Session
 from .types import (
     AREA_PLAN_ARROW,
     CHIP_ARROW,
     CHUNK_ARROW,
     EMBEDDING_ARROW,
+    LOCATED_ARROW,
     OPTIONS_ARROW,
     PIXEL_ARROW,
     PLAN_ARROW,
@@ -74,68 +57,63 @@ from .types import (
 DUCKDB_VECTOR_SIZE = 2048  # rows a scalar UDF gets at once (DuckDB's STANDARD_VECTOR_SIZE)
 
 
-@dataclass
-class Session:
-    """What the UDFs of one registration share: catalog, storage and caches."""
+class SessionUdfs:
+    """The DuckDB face of one session: the bodies of its Python UDFs (Arrow in, Arrow out,
+    each calling the kernels with the session), and their installation on connections."""
 
-    catalog: Catalog
-    sampler: Sampler
-    udf_prefix: str | None = None  # the names its Python UDFs were created under
-    # Per thread: whether this thread is creating the macros (see index_file).
-    _install_state: threading.local = field(default_factory=threading.local)
-
-    def cancel(self) -> None:
-        """Stop this session's reads: the running aef_* calls end with `Cancelled`."""
-        self.sampler.store.cancelled.set()
-
-    def resume(self) -> None:
-        self.sampler.store.cancelled.clear()
+    def __init__(self, session: Session):
+        self.session = session
+        self.udf_prefix: str | None = None  # the names its Python UDFs were created under
+        # Per thread: whether this thread is creating the macros (see index_file).
+        self._install_state = threading.local()
 
     def aef_file_embedding(self, path, lon, lat) -> pa.StructArray:
-        return _struct(self.sampler.sample(_objects(path), geo.floats(lon), geo.floats(lat)))
+        engine = self.session.engine
+        return _struct(points.sample(engine, _objects(path), geo.floats(lon), geo.floats(lat)))
 
     def aef_locate(self, x, y, year, crs) -> pa.StringArray:
-        return pa.array(self._locate(geo.floats(x), geo.floats(y), year, crs), type=pa.string())
+        return pa.array(self._locate(x, y, year, crs).path, type=pa.string())
 
-    def _locate(self, x, y, year, crs) -> np.ndarray:
-        """The tile of each point: one pass per distinct CRS (in practice, one)."""
-        codes, years = _ints(crs), geo.floats(year)
-        distinct = np.unique(years[np.isfinite(years)])
-        if distinct.size:
-            year_list(distinct.tolist())  # the rule "a year is an integer", from its one home
-        paths = np.full(x.size, None, dtype=object)
-        for code in np.unique(codes):
-            mine = codes == code
-            paths[mine] = locate(
-                self.catalog.tiles(),
-                self.sampler.header_reader,
-                x[mine],
-                y[mine],
-                years[mine],
-                crs=int(code),
-            )
-        return paths
+    def locate_pixel(self, x, y, year, crs) -> pa.StructArray:
+        """aef_sample_points' locate: per point, its tile and its pixel there (NULL for none),
+        which `sample_group` reads without projecting the point again."""
+        found = self._locate(x, y, year, crs)
+        known = found.row >= 0
+        return pa.StructArray.from_arrays(
+            [
+                pa.array(found.path, pa.string()),
+                pa.array(found.row, pa.int32(), mask=~known),
+                pa.array(found.col, pa.int32(), mask=~known),
+            ],
+            fields=list(LOCATED_ARROW),
+        )
+
+    def _locate(self, x, y, year, crs) -> Located:
+        """The tile of each point, and its pixel there (`locate_each`)."""
+        session = self.session
+        return locate_each(
+            session.catalog.tiles(),
+            session.engine.headers,
+            geo.floats(x),
+            geo.floats(y),
+            geo.floats(year),
+            _ints(crs),
+        )
 
     def aef_embedding(self, x, y, year, crs) -> pa.StructArray:
-        x, y, codes = geo.floats(x), geo.floats(y), _ints(crs)
-        paths = self._locate(x, y, year, crs)
-        merged = self.sampler.sample(np.full(x.size, None), x, y)  # nothing covered yet
-        for code in np.unique(codes):
-            mine = codes == code
-            part = self.sampler.sample(np.where(mine, paths, None), x, y, crs=int(code))
-            merged = merged.overlay(part, mine)
-        return _struct(merged)
+        found = self._locate(x, y, year, crs)
+        return _struct(points.sample_pixels(self.session.engine, *found))
 
-    def sample_group(self, path, rows, x, y, crs, bands, on_error) -> pa.ListArray:
-        """One list of (row, bands, error) structs per group of points of one file (x/y in
-        the group's EPSG `crs`).
+    def sample_group(self, path, rows, pixel_rows, pixel_cols, bands, on_error) -> pa.ListArray:
+        """One list of (row, bands, error) structs per group of points of one file, at their
+        pixels there (`locate_pixel`'s; NULL: unknown, the file's header could not be read).
 
         `on_error` 'null': a file that cannot be read gives its rows NULL bands and the error
         message instead of failing the query; 'raise' (the default) fails it.
         """
         if len(path) == 0:  # no group: DuckDB never asks, the Python API may
             return pa.array([], SAMPLED_ARROW)
-        rows, x, y = (_contiguous(c) for c in (rows, x, y))
+        rows, pixel_rows, pixel_cols = (_contiguous(c) for c in (rows, pixel_rows, pixel_cols))
         offsets = rows.offsets.to_numpy()
         offsets = offsets - offsets[0]  # a sliced list array's offsets do not start at 0
         counts = np.diff(offsets)
@@ -143,23 +121,22 @@ class Session:
         modes = set(on_error.to_pylist())
         for mode in sorted(modes):
             check_on_error(mode)
-        codes = set(_ints(crs).tolist())
-        if len(codes) != 1:  # the macro groups by CRS
-            raise AefsqlError(f"one CRS per call expected, got {sorted(codes)}")
-        code = codes.pop()
         urls = np.repeat(_objects(path), counts)
-        xs, ys = geo.floats(x.flatten()), geo.floats(y.flatten())
-        errors = pa.nulls(urls.size, pa.string())
-        try:
-            samples = self.sampler.sample(
-                urls, xs, ys, wanted, crs=code, keep_blocks=False, keep_values=True
-            )
-        except AefsqlError:
-            if modes != {"null"}:
-                raise
-            messages = np.full(urls.size, None, dtype=object)
-            samples = self._sample_each_file(urls, xs, ys, code, wanted, messages)
-            errors = pa.array(messages, pa.string())
+        samples, messages = points.sample_pixels_or_errors(
+            self.session.engine,
+            urls,
+            _ints(pixel_rows.flatten().fill_null(-1)),
+            _ints(pixel_cols.flatten().fill_null(-1)),
+            wanted,
+            on_error="null" if modes == {"null"} else "raise",
+            keep_blocks=False,
+            keep_values=True,
+        )
+        errors = (
+            pa.nulls(urls.size, pa.string())
+            if messages is None
+            else pa.array(messages, pa.string())
+        )
         embedding = _struct(samples, wanted)
         items = pa.StructArray.from_arrays(
             [rows.flatten().cast(pa.int64()), *embedding.flatten(), errors],
@@ -167,47 +144,10 @@ class Session:
         )
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
 
-    def _sample_each_file(self, urls, xs, ys, crs, bands, errors) -> Samples:
-        """Sample file by file, so that one unreadable file fails only its own rows."""
-        merged = None
-        for url in dict.fromkeys(urls):
-            mine = urls == url
-            part_urls = np.where(mine, urls, None)
-            try:
-                part = self.sampler.sample(
-                    part_urls, xs, ys, bands, crs=crs, keep_blocks=False, keep_values=True
-                )
-            except AefsqlError as exc:
-                errors[mine] = str(exc)
-                continue
-            merged = part if merged is None else merged.overlay(part, mine)
-        if merged is None:  # every file failed
-            merged = self.sampler.sample(np.full(urls.size, None), xs, ys, bands, crs=crs)
-        return merged
-
-    def use_headers(self, path: str) -> None:
-        """Take every file's header from a headers file instead of its COG: aefsql's (a
-        Parquet file), or a Rasteret collection (a Parquet file or folder of records, or a
-        published collection's index; see aefsql/headers/rasteret.py)."""
-        try:
-            if not path.rstrip("/").endswith(".parquet"):  # a folder: Rasteret's
-                self.sampler.collection = open_rasteret(path, self.sampler.store)
-                return
-            data = self.sampler.store.read_file(path)  # retried, one version
-            table = pq.read_table(pa.BufferReader(data))
-            if is_rasteret(table.schema) or "source_part" in table.schema.names:
-                self.sampler.collection = open_rasteret(path, self.sampler.store, table)
-            else:
-                self.sampler.collection = HeadersFile(table)
-        except RangeReadError as exc:  # it names the file itself
-            raise CatalogError(f"headers file cannot be read: {exc}") from None
-        except (OSError, pa.ArrowException, KeyError) as exc:
-            raise CatalogError(f"headers file {redact(path)} cannot be read: {exc}") from None
-
     def headers(self, years) -> pa.ListArray:
         """The UDF of aef_headers: per row, the headers table (as `headers_to_table`) as a
         list of structs; `years` is JSON {years, year} (one or a list)."""
-        lists = [self.headers_table(_json_years(given)) for given in years.to_pylist()]
+        lists = [self.session.headers_table(_json_years(given)) for given in years.to_pylist()]
         rows = [table.num_rows for table in lists]
         structs = [
             pa.StructArray.from_arrays(
@@ -231,30 +171,12 @@ class Session:
         counts = []
         for target, given in zip(output.to_pylist(), years.to_pylist(), strict=True):
             chosen = _json_years(given)
-            counts.append(None if target is None else self.write_headers(target, chosen))
+            counts.append(None if target is None else self.session.write_headers(target, chosen))
         return pa.array(counts, type=pa.int64())
-
-    def headers_table(self, years: tuple[int, ...] | None) -> pa.Table:
-        """The headers of the catalog's files (of `years`, default all), one row per file."""
-        tiles = self.catalog.tiles()
-        chosen = tiles.path if years is None else tiles.path[np.isin(tiles.year, years)]
-        return headers_to_table(self.sampler.complete_headers(list(dict.fromkeys(chosen))))
-
-    def write_headers(self, target: str, years: tuple[int, ...] | None) -> int:
-        """Write the headers file of the catalog's files (of `years`, default all) to
-        `target`; return how many files."""
-        table = self.headers_table(years)
-        with self.sampler.store.filesystem(target).open(target, "wb") as f:
-            pq.write_table(table, f)
-        return table.num_rows
-
-    def missing_years(self, years) -> list[int]:
-        """The years the catalog has no tile of."""
-        return coverage.missing_years(self.catalog.tiles(), years)
 
     def points_note(self, x, y, crs, year) -> pa.StringArray:
         """Per row (the x and y lists of points in no tile of `year`): why (coverage.py)."""
-        tiles = self.catalog.tiles()
+        tiles = self.session.catalog.tiles()
         return pa.array(
             [
                 coverage.points_note(tiles, geo.floats(xs.values), geo.floats(ys.values), c, yr)
@@ -269,11 +191,17 @@ class Session:
         """The read plan of each group of points of one file (x/y in EPSG `crs`)."""
         x, y = _contiguous(x), _contiguous(y)
         paths = path.to_pylist()
-        self.sampler.headers_for([p for p in paths if p is not None])  # all files at once
+        engine = self.session.engine
+        engine.headers.headers_for([p for p in paths if p is not None])  # all files at once
         plans = [
             asdict(
-                self.sampler.plan(
-                    p, geo.floats(xs.values), geo.floats(ys.values), band_indices(names), int(code)
+                points.plan(
+                    engine,
+                    p,
+                    geo.floats(xs.values),
+                    geo.floats(ys.values),
+                    band_indices(names),
+                    int(code),
                 )
             )
             for p, xs, ys, code, names in zip(
@@ -322,8 +250,7 @@ class Session:
             wkb, box, text, kind, crs, years, bands, max_bytes, level
         ):
             # Before any header or block is read (the catalog only when the area is large).
-            check_area_size(area, wanted, count, budget, at, self.catalog.tiles)
-            tiles = self.catalog.tiles()
+            check_area_size(area, wanted, count, budget, at, self.session.catalog.tiles)
             units = [
                 {
                     "year": u.year,
@@ -334,7 +261,7 @@ class Session:
                     "crs": code,
                     "level": at,
                 }
-                for u in area_units(tiles, self.sampler, area, wanted, at)
+                for u in area_units(self.session, area, wanted, at)
             ]
             padded = [None] * (len(units) * DUCKDB_VECTOR_SIZE)
             padded[::DUCKDB_VECTOR_SIZE] = units
@@ -345,19 +272,15 @@ class Session:
         """Per unit of `area_units` (NULL: padding, no chunk): its chunks, vector-aligned (see
         `_vector_aligned`), in block order within each tile."""
         lists = []
-        tiles = None
         for u in unit.to_pylist():
             if u is None:
                 lists.append(pa.array([], CHUNK_ARROW))
                 continue
-            tiles = tiles or self.catalog.tiles()
             corners = u["box"]
             area = area_from(u["wkb"] if u["wkb"] is not None else corners, int(u["crs"]))
             at = u["level"]
-            chunks = unit_chunks(
-                tiles, self.sampler, area, Unit(u["year"], u["tiles"], u["stand_in"]), at
-            )
-            order = _vector_aligned(chunks, chunk_tiles(self.sampler, chunks, at))
+            chunks = unit_chunks(self.session, area, Unit(u["year"], u["tiles"], u["stand_in"]), at)
+            order = _vector_aligned(chunks, chunk_blocks(self.session, chunks, at))
             lists.append(_chunk_arrow(chunks, order))
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
         items = pa.concat_arrays(lists) if lists else pa.array([], CHUNK_ARROW)
@@ -369,18 +292,18 @@ class Session:
         max_bytes counts) — and a `note` saying why nothing would come back
         (aefsql/kernels/coverage.py), or why the read would be refused."""
         lists = []
-        tiles = self.catalog.tiles()
+        tiles = self.session.catalog.tiles()
         for _, _, _, area, wanted, count, budget, at in _area_calls(
             wkb, box, text, kind, crs, years, bands, max_bytes, level
         ):
             notes = coverage.area_notes(tiles, area, wanted)
             try:
-                check_area_size(area, wanted, count, budget, at, self.catalog.tiles)
+                check_area_size(area, wanted, count, budget, at, self.session.catalog.tiles)
             except AefsqlError as exc:  # the plan says so, as aef_pixels would refuse
                 lists.append([{"plan_year": y, "note": notes[y] or str(exc)} for y in wanted])
                 continue
-            chunks = area_chunks(tiles, self.sampler, area, wanted, at)
-            blocks = chunk_tiles(self.sampler, chunks, at)
+            chunks = area_chunks(self.session, area, wanted, at)
+            blocks = chunk_blocks(self.session, chunks, at)
             plans = []
             for year in wanted:
                 mine = chunks.year == year
@@ -414,7 +337,7 @@ class Session:
         )
         wanted = band_indices(sorted({n for names in bands.to_pylist() for n in names or ()}))
         at = levels.pop() if levels else 0
-        pixels = chunk_pixels(self.catalog.tiles(), self.sampler, chunks, wanted, at)
+        pixels = chunk_pixels(self.session, chunks, wanted, at)
         rows = {band: k for k, band in enumerate(wanted)}
         n = pixels.row.size
         band_columns = []
@@ -445,7 +368,7 @@ class Session:
     def _chunk_crs(self, chunks: Chunks, level: int) -> pa.StringArray:
         """The CRS of each chunk's file ('EPSG:32633'): of its pixels' x/y."""
         paths = sorted(set(chunks.path.tolist()))
-        headers = self.sampler.header_reader.headers_for(paths, level) if paths else {}
+        headers = self.session.engine.headers.headers_for(paths, level) if paths else {}
         names = {p: f"EPSG:{int(h.epsg)}" for p, h in headers.items()}
         return pa.array([names[p] for p in chunks.path.tolist()], pa.string())
 
@@ -480,9 +403,7 @@ class Session:
                 raise AefsqlError(f"aef_zonal: row {row}: {reason}")
             # Every row has its area (an empty one for a NULL or unusable geometry), so that
             # zonal_means' "polygon k" is the k-th row; the unusable ones' entries are left out.
-            found = zonal_means(
-                self.catalog.tiles(), self.sampler, areas, wanted, at, max_bytes=budget
-            )
+            found = zonal_means(self.session, areas, wanted, at, max_bytes=budget)
             bad_rows = {row for row, _ in failed}
             unusable = [k for k, row in enumerate(ids) if row in bad_rows]
             if unusable:
@@ -561,15 +482,16 @@ class Session:
             k = int(members[0])
             read = partial(
                 read_chips,
-                self.catalog.tiles(),
-                self.sampler,
+                self.session,
                 crs=int(codes[k]),
                 year=int(years[k]),
                 size=int(sizes[k]),
                 bands=wanted,
                 level=levels[k],
             )
-            for rows, result in _chips_or_errors(read, paths, xs, ys, members, mode):
+            for rows, result in file_by_file(
+                lambda rows, read=read: read(paths[rows], xs[rows], ys[rows]), paths, members, mode
+            ):
                 pieces.append(_chip_arrow(result, len(rows)))
                 placed.append(rows)
         position = np.empty(n, dtype=np.int64)
@@ -580,7 +502,7 @@ class Session:
         """The normalized catalog aef_index() reads. DuckDB calls this when it creates the
         macro too: then an empty catalog stands in, so that registering reads nothing."""
         creating = getattr(self._install_state, "creating", False)
-        path = empty_index_file() if creating else self.catalog.index_file()
+        path = empty_index_file() if creating else self.session.catalog.index_file()
         return pa.array([path] * len(calls), pa.string())
 
 
@@ -618,7 +540,7 @@ def _area_calls(wkb, box, text, kind, crs, years, bands, max_bytes, level):
     """The rows of an area UDF's call (aef_pixels' `area_units`, `area_plan`): per row, its
     WKB, box and EPSG code as given, the area they make, its years, band count, budget
     (NULL: the default) and level."""
-    budgets = max_bytes.cast(pa.int64()).fill_null(DEFAULT_MAX_BYTES).to_numpy()
+    budgets = max_bytes.cast(pa.int64()).fill_null(STREAMED_BYTES).to_numpy()
     for blob, corners, raw, typ, code, wanted, count, budget, at in zip(
         wkb.to_pylist(),
         box.to_pylist(),
@@ -671,22 +593,6 @@ def _geometry_cast_error(text: str, kind: str | None) -> str:
     finally:
         con.close()
     return f"{kind or 'the value'} {text[:60]!r} is not a geometry"
-
-
-def _chips_or_errors(read, paths, xs, ys, members, mode):
-    """(rows, Chips) of `members`; with on_error 'null', a file that fails gives its rows
-    (rows, message) instead, file by file."""
-    try:
-        yield members, read(paths[members], xs[members], ys[members])
-        return
-    except AefsqlError:
-        if mode != "null":
-            raise
-    for rows in group_indices(paths, members).values():
-        try:
-            yield rows, read(paths[rows], xs[rows], ys[rows])
-        except AefsqlError as exc:
-            yield rows, str(exc)
 
 
 def _chip_arrow(result, n: int) -> pa.StructArray:
@@ -764,15 +670,15 @@ def _chunk_arrow(chunks: Chunks, order: np.ndarray) -> pa.StructArray:
     )
 
 
-def _vector_aligned(chunks: Chunks, tiles: np.ndarray) -> np.ndarray:
-    """Chunk indices with padding (-1 - the next chunk's index) so that a tile's chunks
+def _vector_aligned(chunks: Chunks, blocks: np.ndarray) -> np.ndarray:
+    """Chunk indices with padding (-1 - the next chunk's index) so that a block's chunks
     start a DuckDB vector whenever they would straddle two: a scalar UDF gets one vector
-    per call, and a tile split between two calls would be fetched and decoded twice."""
-    n = tiles.size
+    per call, and a block split between two calls would be fetched and decoded twice."""
+    n = blocks.size
     if n == 0:
         return np.zeros(0, np.int64)
     key_changes = (
-        (tiles[1:] != tiles[:-1])
+        (blocks[1:] != blocks[:-1])
         | (chunks.year[1:] != chunks.year[:-1])
         | (chunks.path[1:] != chunks.path[:-1])
     )
@@ -827,56 +733,6 @@ def _struct(samples: Samples, bands: list[int] | None = None) -> pa.StructArray:
     return pa.StructArray.from_arrays(
         children, fields=list(EMBEDDING_ARROW), mask=pa.array(~samples.covered)
     )
-
-
-def open_session(
-    catalog: str | None = None,
-    *,
-    cache_dir: str | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    progress: bool | Progress | None = False,
-    headers: str | None = None,
-    allowed_hosts: list[str] | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-    tiles: TileTable | None = None,
-    environment: bool = True,
-) -> Session:
-    """The catalog, storage and caches that UDFs share (see `register` for the options).
-    `tiles`: the catalog's tile table, read elsewhere.
-    `environment`: take what is not given from $AEFSQL_CATALOG, $AEFSQL_STORAGE_OPTIONS,
-    $AEFSQL_CACHE_DIR and $AEFSQL_HEADERS (or its deprecated alias $AEFSQL_COLLECTION); False
-    for a copy of a session opened elsewhere (Spark's executors), whose options were
-    resolved there."""
-    env = os.environ if environment else {}
-    url = catalog or env.get("AEFSQL_CATALOG") or PUBLIC_CATALOG
-    storage_options = dict(storage_options or {})
-    if not storage_options and env.get("AEFSQL_STORAGE_OPTIONS"):
-        try:
-            storage_options = json.loads(env["AEFSQL_STORAGE_OPTIONS"])
-        except json.JSONDecodeError as exc:
-            raise CatalogError(f"AEFSQL_STORAGE_OPTIONS is not valid JSON: {exc}") from None
-    cache_dir = cache_dir or env.get("AEFSQL_CACHE_DIR")
-    store = ByteStore(
-        storage_options_for(url, storage_options),
-        concurrency=concurrency,
-        disk_cache=DiskCache(cache_dir) if cache_dir else None,
-    )
-    session = Session(
-        catalog=Catalog(url, store, allowed_hosts=allowed_hosts, tiles=tiles),
-        sampler=Sampler(
-            store,
-            progress=progress if isinstance(progress, Progress) else Progress(enabled=progress),
-        ),
-    )
-    headers = (
-        headers
-        or env.get("AEFSQL_HEADERS")
-        or headers_option(None, env.get("AEFSQL_COLLECTION"), "$AEFSQL_COLLECTION")
-    )
-    if headers:
-        session.use_headers(headers)
-    session.catalog.check()
-    return session
 
 
 def _json_years(given: str | None) -> tuple[int, ...] | None:

@@ -31,7 +31,7 @@ CHANGE_RESTARTS = 3  # an object that keeps changing while being read fails afte
 
 
 class HeaderSource(Protocol):
-    """Anything that gives the headers of files at a level (`Headers`, or a `Sampler`)."""
+    """Anything that gives the headers of files at a level (a `Headers`)."""
 
     def headers_for(self, urls, level: int = 0) -> dict[str, ImageHeader]: ...
 

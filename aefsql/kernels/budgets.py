@@ -14,8 +14,7 @@ output, and is always what the output would really hold:
   tiles' pixels, not the world's;
 - a raster (`read_area`, `picture`): its whole window, which is allocated covered or not
   (at least the area's own size on the ellipsoid, `area_pixels`);
-- windows (`aef_chips`, ChipDataset): count x size² (`check_windows` in
-  sampling.py).
+- windows (`aef_chips`, ChipDataset): count x size² (`check_windows`).
 
 Areas are measured from their raw lon/lat vertices on the ellipsoid, never through one UTM
 zone (a world box projected into one zone encloses ~0 m²). Pure: nothing here does I/O.
@@ -42,6 +41,7 @@ RASTER_BYTES = 4 * GiB
 # int8 (benchmarks/README.md, "Chips: peak memory"), so this is the size whose COPY … TO
 # parquet peaks well under a 24 GiB machine's memory.
 WINDOW_BYTES = 512 * 1024**2
+MAX_WINDOW_SIZE = 2048  # pixels on a side of a chip: 256 MiB at 64 bands
 
 # WGS84: the authalic sphere has the ellipsoid's area, so an area on it is exact.
 _A = 6378137.0
@@ -74,6 +74,28 @@ def refuse_over(subject: str, pixels, bands: int, years, max_bytes: int, advice:
         f"{subject} x {bands} bands{per_year} are {human_bytes(int(total))} of int8, above "
         f"max_bytes ({human_bytes(int(max_bytes))}): ask for {advice} (or raise max_bytes)"
     )
+
+
+def check_windows(count: int, size, bands: int, max_bytes=None) -> None:
+    """Refuse, before anything is read or allocated, `count` square windows (chips)
+    of `size` pixels and `bands` bands that do not fit `max_bytes` of int8 (default
+    WINDOW_BYTES), or a size out of 1..MAX_WINDOW_SIZE."""
+    if isinstance(size, bool) or not isinstance(size, int | np.integer):
+        raise AefsqlError(f"size is a whole number of pixels, 1 to {MAX_WINDOW_SIZE}, not {size!r}")
+    pixels = int(size) ** 2
+    if not 1 <= size <= MAX_WINDOW_SIZE:
+        raise AefsqlError(
+            f"a window of {size} x {size} pixels is refused: size must be 1 to {MAX_WINDOW_SIZE}"
+            + (
+                f" ({pixels:,} pixels x {bands} bands would be {human_bytes(pixels * bands)} a row)"
+                if size > MAX_WINDOW_SIZE
+                else ""
+            )
+        )
+    limit = WINDOW_BYTES if max_bytes is None else int(max_bytes)
+    subject = f"{count:,} windows of {size} x {size} pixels"
+    advice = "fewer points or bands, or a smaller size"
+    refuse_over(subject, count * pixels, bands, None, limit, advice)
 
 
 def _authalic(lat_degrees: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ interpolated. A pixel nothing covers is nodata (-128).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,9 +22,13 @@ from ..aef import BAND_NAMES, NODATA, SCALE, signed_squares
 from ..catalog.index import TileTable
 from ..geometry import geo
 from ..headers.reader import point_pixels
-from .engine import Sampler, check_windows, run_layout
+from .budgets import check_windows
+from .engine import run_layout
 from .grouping import group_indices
 from .mosaic import centre_values, owned_runs
+
+if TYPE_CHECKING:
+    from ..session import Session
 
 CALL_BYTES = 256 * 1024**2  # chips read and handed over at once
 READ_PIXELS = 1 << 22  # chip pixels read from one tile at once: 256 MiB at 64 bands
@@ -83,7 +88,7 @@ def chips_per_call(count: int, size, bands: int, max_bytes=None) -> int:
     return max(1, CALL_BYTES // (int(size) ** 2 * max(bands, 1)))  # 0 bands: no point at all
 
 
-def chip_grids(sampler: Sampler, paths, x, y, crs: int, size: int, level: int = 0):
+def chip_grids(session: Session, paths, x, y, crs: int, size: int, level: int = 0):
     """(epsg int64 (n,), transform float64 (n, 6)) of the chip of each point, on the grid of
     the tile (`paths`, at `level`) that holds it; epsg 0 where the path is None or the point
     lies outside that raster."""
@@ -94,7 +99,7 @@ def chip_grids(sampler: Sampler, paths, x, y, crs: int, size: int, level: int = 
     held = np.flatnonzero(paths != None)  # noqa: E711 (elementwise)
     half = size // 2
     for path, members in group_indices(paths, held).items():
-        header = sampler.headers_for([path], level)[path]
+        header = session.engine.headers.headers_for([path], level)[path]
         rows, cols, inside = point_pixels(path, header, x[members], y[members], crs)
         members, rows, cols = members[inside], rows[inside], cols[inside]
         t = header.transform
@@ -116,8 +121,7 @@ def chip_grids(sampler: Sampler, paths, x, y, crs: int, size: int, level: int = 
 
 
 def read_chips(
-    tiles: TileTable,
-    sampler: Sampler,
+    session: Session,
     paths,
     x,
     y,
@@ -130,17 +134,14 @@ def read_chips(
 ) -> Chips:
     """The chips centred on points (x/y in EPSG `crs`) of one year, each on the grid of the
     tile `paths` names for it (from `locate`; None: no chip). Size-checked by the caller.
-    `keep_blocks`: keep decoded blocks in the sampler's block cache, for later batches."""
+    `keep_blocks`: keep decoded blocks in the session's block cache, for later batches."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    epsg, transform = chip_grids(sampler, paths, x, y, crs, size, level)
-    return read_windows(
-        tiles, sampler, epsg, transform, year, (size, size), bands, level, keep_blocks
-    )
+    epsg, transform = chip_grids(session, paths, x, y, crs, size, level)
+    return read_windows(session, epsg, transform, year, (size, size), bands, level, keep_blocks)
 
 
 def read_windows(
-    tiles: TileTable,
-    sampler: Sampler,
+    session: Session,
     epsg,
     transform,
     year: int,
@@ -165,8 +166,7 @@ def read_windows(
     )
     for members in group_indices(keys, found).values():
         _read_own_grid(
-            tiles,
-            sampler,
+            session,
             members,
             epsg,
             transform,
@@ -177,14 +177,12 @@ def read_windows(
             filled,
             keep_blocks,
         )
-    _sample_rest(
-        tiles, sampler, found, epsg, transform, year, bands, level, values, filled, keep_blocks
-    )
+    _sample_rest(session, found, epsg, transform, year, bands, level, values, filled, keep_blocks)
     return Chips(values, epsg, transform, bands)
 
 
 def _read_own_grid(
-    tiles, sampler, members, epsg, transform, year, bands, level, values, filled, keep_blocks
+    session, members, epsg, transform, year, bands, level, values, filled, keep_blocks
 ):
     """Fill the chips `members` (of one grid) with the pixels the tiles lying on that grid
     own, block by block."""
@@ -201,7 +199,7 @@ def _read_own_grid(
     )
     m = members.size
     lon, lat = lon.reshape(4, m), lat.reshape(4, m)
-    reader = sampler.header_reader
+    tiles, reader = session.catalog.tiles(), session.engine.headers
     for k in _candidates(tiles, year, lon.min(0), lat.min(0), lon.max(0), lat.max(0)):
         path = tiles.path[k]
         header = reader.headers_for([path], level)[path]
@@ -219,8 +217,7 @@ def _read_own_grid(
         per_read = max(1, READ_PIXELS // (height * width))
         for part in np.array_split(chosen, -(-chosen.size // per_read)):
             _read_tile_part(
-                tiles,
-                sampler,
+                session,
                 year,
                 path,
                 header,
@@ -239,8 +236,7 @@ def _read_own_grid(
 
 
 def _read_tile_part(
-    tiles,
-    sampler,
+    session,
     year,
     path,
     header,
@@ -265,19 +261,20 @@ def _read_tile_part(
     run_chip, run_r, rows = np.repeat(chips, height)[keep], r[keep], rows[keep]
     run_shift = np.repeat(shift, height)[keep]
     run_col0, run_col1 = np.repeat(col0, height)[keep], np.repeat(col1, height)[keep]
+    engine = session.engine
     part, rows, run_col0, run_col1 = owned_runs(
-        tiles, sampler.header_reader, path, header, year, rows, run_col0, run_col1
+        session.catalog.tiles(), engine.headers, path, header, year, rows, run_col0, run_col1
     )
     if part.size == 0:  # the tile owns none of them: another zone's side of its overhang
         return
     run_chip, run_r, run_shift = run_chip[part], run_r[part], run_shift[part]
 
     def read():
-        current = sampler.headers_for([path], level)[path]
+        current = engine.headers.headers_for([path], level)[path]
         layout = run_layout(path, current, rows, run_col0, run_col1)
-        return layout, sampler.read_layout(path, current, layout, list(bands), keep_blocks)
+        return layout, engine.read_layout(path, current, layout, list(bands), keep_blocks)
 
-    layout, found = sampler.header_reader.restarting_on_change(read)
+    layout, found = engine.headers.restarting_on_change(read)
     # Pieces: consecutive pixels of one run, one row of one chip each.
     cuts = np.flatnonzero((np.diff(layout.run) != 0) | (np.diff(layout.col) != 1)) + 1
     if layout.pixels >= SLICE_PIECES * (cuts.size + 1):
@@ -312,9 +309,7 @@ def _scatter_pieces(layout, found, cuts, run_chip, run_r, run_shift, values, fil
         done[:] = True
 
 
-def _sample_rest(
-    tiles, sampler, found, epsg, transform, year, bands, level, values, filled, keep_blocks
-):
+def _sample_rest(session, found, epsg, transform, year, bands, level, values, filled, keep_blocks):
     """Pixels of found chips that no tile of their grid owns: the source pixel under each
     centre in its owner, chip grid by chip grid (one CRS a call)."""
     for code in np.unique(epsg[found]).tolist():
@@ -328,7 +323,7 @@ def _sample_rest(
             t = transform[i]
             px = t[:, 2] + (cc + 0.5) * t[:, 0]
             py = t[:, 5] + (rr + 0.5) * t[:, 4]
-            got = centre_values(tiles, sampler, px, py, int(code), year, bands, level, keep_blocks)
+            got = centre_values(session, px, py, int(code), year, bands, level, keep_blocks)
             values[i, :, rr, cc] = got
 
 

@@ -2,7 +2,8 @@
 no tile, and the fix — from the catalog alone (no file is read).
 
 The one home of these diagnoses: `aef_area_plan`'s `note` column in SQL, the warnings of the
-Python entry points (`sample_points`, `read_area`, `picture`) and the CLI's all come from here.
+Python entry points (`sample_points`, `read_area`, `picture`, the datasets and Spark: the
+`warn_*` functions here) and the CLI's all come from here.
 The usual mistakes it recognises: a year the catalog lacks, lat/lon given in lon/lat's
 place, lon/lat numbers passed with a projected `crs`, projected numbers passed as lon/lat,
 and a place simply outside coverage.
@@ -10,10 +11,12 @@ and a place simply outside coverage.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..catalog.index import TileTable
-from ..errors import AefsqlError
+from ..errors import AefsqlError, user_stacklevel
 from ..geometry import geo
 from ..geometry.areas import Area, projected
 from ..options import Mention
@@ -102,3 +105,38 @@ def _looks_lonlat(x, y) -> bool:
     """Every coordinate within lon/lat range: no projected place near enough the false
     origin to be an AEF tile gives such numbers."""
     return bool(x.size) and bool(geo.valid_lonlat(x, y).all())
+
+
+def warn_empty_area(tiles: TileTable, area: Area, years) -> list[str]:
+    """Warn, once per reason, when some year of `area` meets no tile: the year is missing,
+    the area is outside coverage, or its coordinates look swapped or in the wrong CRS (the
+    diagnosis of `area_notes`, as aef_area_plan's `note`)."""
+    notes = area_notes(tiles, area, years, host="python")
+    reasons = list(dict.fromkeys(note for note in notes.values() if note))
+    for reason in reasons:
+        warnings.warn(
+            f"area: {reason}; its pixels come back as nodata", stacklevel=user_stacklevel()
+        )
+    return reasons
+
+
+def warn_uncovered_points(tiles: TileTable, x, y, crs: int, years, found_years) -> list[str]:
+    """Warn for each year (the catalog has) in which no point lies in a tile, and why
+    (`points_note`): swapped lon/lat, the wrong CRS, outside coverage."""
+    missing = set(missing_years(tiles, years))
+    empty = [y_ for y_ in years if y_ not in missing and y_ not in set(found_years)]
+    reasons = list(
+        dict.fromkeys(points_note(tiles, x, y, crs, year, host="python") for year in empty)
+    )
+    for reason in reasons:
+        warnings.warn(f"no point lies in a tile: {reason}", stacklevel=user_stacklevel())
+    return reasons
+
+
+def warn_missing_years(tiles: TileTable, years) -> list[int]:
+    """Warn about the years the catalog has no tile of (their rows get NULL bands)."""
+    missing = missing_years(tiles, years)
+    if missing:
+        note = missing_years_note(tiles, missing)
+        warnings.warn(f"{note}: their rows come back with NULL bands", stacklevel=user_stacklevel())
+    return missing

@@ -1,40 +1,39 @@
-"""The planner: points -> (file, block) groups -> ranged reads -> decoded blocks -> pixel values.
+"""The block engine: (file, block) reads -> ranged fetches in waves -> decoded blocks -> pixels.
 
-One call handles a whole batch of points over any number of files: it fetches the missing
-headers concurrently, reads every distinct block once (nearby blocks of a file merged into one
-request), decodes blocks in a thread pool (zstd and zlib release the GIL) and gathers all the
-points of each block at once.
+Every kernel reads pixels through it: the point sampler (points.py) with a few pixels a
+block, the area and chip kernels with runs of pixels (`run_layout`, `BlockEngine.read_layout`).
+One call reads every distinct block once (nearby blocks of a file merged into one request,
+only the prefix a block's needed rows take when it ends a request), decodes blocks in a
+thread pool (zstd and zlib release the GIL) and gathers all the pixels of each block at once.
+
+Words: a *tile* is a file (a catalog row); a *block* is a TIFF tile or strip inside it. A
+block number counts the blocks of one plane (`block_row * blocks_across + block_col`);
+planar-separate files hold one such block per band (`_plane_blocks`).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
 from .. import threads
-from ..aef import BAND_COUNT, BAND_NAMES, NODATA
+from ..aef import NODATA
 from ..errors import AefsqlError, TiffFormatError, redact
 from ..format.codecs import ShortBlock, check_supported, decode_block, prefix_length
 from ..format.tiff import ImageHeader
-from ..geometry import geo
-from ..headers.reader import Headers, point_pixels
-from ..headers.table import HeadersFile
-from ..options import band_list, check_level
+from ..headers.reader import Headers
 from ..progress import Progress
-from ..storage.disk import DiskCache, PixelValues, values_entry_name
 from ..storage.fetch import Version
 from ..storage.memory import BlockCache, HeaderCache
 from ..storage.ranges import merge_ranges
-from ..storage.store import ByteStore, protocol_of
-from .budgets import WINDOW_BYTES, human_bytes, refuse_over  # human_bytes: re-exported
+from ..storage.store import ByteStore
 from .grouping import group_indices
 
-MAX_WINDOW_SIZE = 2048  # pixels on a side of a chip: 256 MiB at 64 bands
-DEFAULT_WINDOW_BYTES = WINDOW_BYTES  # int8 of all the windows of one call or request
-# Refused before reading: no AEF block comes near (a 1024-px tile of 64 chunky bands is 64 MiB).
+# Refused before reading: no AEF block comes near (a 1024-px block of 64 chunky bands is 64 MiB).
 MAX_BLOCK_BYTES = 256 * 1024 * 1024
 # Compressed bytes per wave: with PREFETCH_WAVES, what a job holds of them (48 MiB). Two
 # waves ahead keep ~10 MB in flight at 200 MB/s and 50 ms latency with room to spare.
@@ -43,75 +42,18 @@ PREFETCH_WAVES = 2  # waves fetched ahead of the one being decoded
 PREFIX_READS = True  # False: blocks are read whole (benchmarks/bench_prefix.py compares)
 
 
-@dataclass
-class Samples:
-    """Pixel values of n points in k bands. A band is NULL where its point is not covered or
-    its value is its file's nodata."""
-
-    values: np.ndarray  # int8 (n, k)
-    covered: np.ndarray  # bool (n,): inside a raster
-    nodata: np.ndarray  # float (n,): the nodata value of each point's file, NaN for none
-    band_count: np.ndarray  # int (n,): how many bands each point's file has
-    bands: list[int]  # the band (index into A00..A63) of each of the k columns
-
-    def band_valid(self, k: int) -> np.ndarray:
-        """bool (n,): band column k holds data (one column at a time: no n x k mask)."""
-        with np.errstate(invalid="ignore"):
-            return (
-                self.covered
-                & (self.bands[k] < self.band_count)
-                & (self.values[:, k] != self.nodata)
-            )
-
-    def overlay(self, other: Samples, rows: np.ndarray) -> Samples:
-        """These samples with `rows` (a boolean mask) taken from `other`."""
-        pick = rows[:, None]
-        return Samples(
-            values=np.where(pick, other.values, self.values),
-            covered=np.where(rows, other.covered, self.covered),
-            nodata=np.where(rows, other.nodata, self.nodata),
-            band_count=np.where(rows, other.band_count, self.band_count),
-            bands=self.bands,
-        )
-
-    @staticmethod
-    def concatenate(parts: list[Samples]) -> Samples:
-        return Samples(
-            values=np.concatenate([p.values for p in parts]),
-            covered=np.concatenate([p.covered for p in parts]),
-            nodata=np.concatenate([p.nodata for p in parts]),
-            band_count=np.concatenate([p.band_count for p in parts]),
-            bands=parts[0].bands,
-        )
-
-    @property
-    def valid(self) -> np.ndarray:
-        """bool (n, k): every band's validity at once."""
-        return np.stack([self.band_valid(k) for k in range(self.values.shape[1])], axis=1)
-
-
-@dataclass(frozen=True)
-class ReadPlan:
-    """The cost of sampling some points of one file, before any pixel is read."""
-
-    points: int
-    blocks: int
-    requests: int
-    bytes: int
-
-
 @dataclass(frozen=True)
 class RunLayout:
     """The pixels of runs — columns [col0, col1) of one row each — of one raster, in block
-    order: runs are cut at block columns and the pieces ordered by (tile, row, column), so
-    each tile's pixels are consecutive (a tile's 64 band blocks are then decoded once and
+    order: runs are cut at block columns and the pieces ordered by (block, row, column), so
+    each block's pixels are consecutive (a block's 64 band planes are then decoded once and
     read with one index). Runs already cut and in that order keep their order."""
 
     run: np.ndarray  # the input run of each pixel
     row: np.ndarray
     col: np.ndarray
-    tiles: np.ndarray  # the tiles, in order
-    bounds: np.ndarray  # tiles[i]'s pixels are [bounds[i], bounds[i + 1])
+    blocks: np.ndarray  # the blocks, in order
+    bounds: np.ndarray  # blocks[i]'s pixels are [bounds[i], bounds[i + 1])
 
     @property
     def pixels(self) -> int:
@@ -137,21 +79,21 @@ def run_layout(url, header: ImageHeader, row, col0, col1) -> RunLayout:
     start = np.maximum(col0[piece_run], block_col * width)
     end = np.minimum(col1[piece_run], (block_col + 1) * width)
     piece_row = row[piece_run]
-    tile = (piece_row // height) * header.blocks_across + block_col
-    order = np.lexsort((start, piece_row, tile))
+    block = (piece_row // height) * header.blocks_across + block_col
+    order = np.lexsort((start, piece_row, block))
     if not np.all(order[1:] > order[:-1]):  # not yet in block order
-        piece_run, start, end, piece_row, tile = (
-            a[order] for a in (piece_run, start, end, piece_row, tile)
+        piece_run, start, end, piece_row, block = (
+            a[order] for a in (piece_run, start, end, piece_row, block)
         )
     lengths = end - start
-    changes = np.flatnonzero(tile[1:] != tile[:-1]) + 1
-    firsts = np.concatenate([[0], changes]) if tile.size else np.zeros(0, np.int64)
+    changes = np.flatnonzero(block[1:] != block[:-1]) + 1
+    firsts = np.concatenate([[0], changes]) if block.size else np.zeros(0, np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     return RunLayout(
         run=np.repeat(run[piece_run], lengths),
         row=np.repeat(piece_row, lengths),
         col=np.repeat(start, lengths) + _ramp(lengths),
-        tiles=tile[firsts],
+        blocks=block[firsts],
         bounds=np.append(offsets[firsts], offsets[-1]),
     )
 
@@ -162,160 +104,21 @@ def _ramp(counts: np.ndarray) -> np.ndarray:
     return np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
-def band_indices(names: list[str] | None) -> list[int]:
-    """['A00', 'A05'] -> [0, 5]; None -> all 64 bands."""
-    return [BAND_NAMES.index(name) for name in band_list(names)]
-
-
-class Sampler:
-    """Samples AEF rasters at points; safe to call from several threads at once."""
+class BlockEngine:
+    """Reads blocks of files: the store, the headers (their cache and any headers file), the
+    cache of decoded blocks and the progress line; safe to call from several threads."""
 
     def __init__(
         self,
         store: ByteStore,
-        headers: HeaderCache | None = None,
+        header_cache: HeaderCache | None = None,
         blocks: BlockCache | None = None,
         progress: Progress | None = None,
     ):
         self.store = store
-        self.header_reader = Headers(store, headers)  # headers, their cache and collection
+        self.headers = Headers(store, header_cache)
         self.blocks = blocks if blocks is not None else BlockCache()
         self.progress = progress if progress is not None else Progress(enabled=False)
-
-    # -- headers: thin delegations to `Headers` ------------------------------------------
-
-    @property
-    def headers(self) -> HeaderCache:
-        """The header cache, keyed by (url, level)."""
-        return self.header_reader.cache
-
-    @property
-    def collection(self) -> HeadersFile | None:
-        """The read-ready collection whose headers are taken before reading."""
-        return self.header_reader.collection
-
-    @collection.setter
-    def collection(self, collection: HeadersFile | None) -> None:
-        self.header_reader.collection = collection
-
-    def headers_for(self, urls, level: int = 0) -> dict[str, ImageHeader]:
-        """See `Headers.headers_for`."""
-        return self.header_reader.headers_for(urls, level)
-
-    def complete_headers(self, urls) -> dict[str, ImageHeader]:
-        """Headers with every block-table entry loaded (for a read-ready collection)."""
-        return self.header_reader.complete(urls)
-
-    def pixels(self, url: str, header: ImageHeader, x, y, crs: int = geo.WGS84):
-        """(rows, cols, inside) of points (x/y in EPSG `crs`) in one raster."""
-        return point_pixels(url, header, x, y, crs)
-
-    # -- sampling ------------------------------------------------------------------------
-
-    def sample(
-        self,
-        urls,
-        x,
-        y,
-        bands: list[int] | None = None,
-        *,
-        crs: int = geo.WGS84,
-        keep_blocks: bool = True,
-        level: int = 0,
-        keep_values: bool = False,
-    ) -> Samples:
-        """Values of `bands` (indices into A00..A63) at each (url, x, y), x/y in EPSG `crs`
-        (default lon/lat; a point in its file's own CRS is not transformed at all).
-
-        A point is not covered when its url is None, its x/y is invalid, or it falls
-        outside that raster; a band is not valid where it is not covered or holds nodata.
-        `keep_blocks`: put decoded blocks in the block cache (a whole-table job, which reads
-        each block once, does better to leave the memory free). `level`: read the files'
-        level-k overview (0: full resolution); a file without it is an error. `keep_values`:
-        keep the values read in the disk cache, per remote file version and pixel, and take
-        them from there when every point of a file has them (a whole-table job that is re-run;
-        row-by-row calls would rewrite a file's entry each time).
-        """
-        check_level(level)
-        return self.header_reader.restarting_on_change(
-            lambda: self._sample(
-                urls,
-                x,
-                y,
-                bands,
-                crs=crs,
-                keep_blocks=keep_blocks,
-                level=level,
-                keep_values=keep_values,
-            )
-        )
-
-    def _sample(
-        self,
-        urls,
-        x,
-        y,
-        bands,
-        *,
-        crs: int,
-        keep_blocks: bool,
-        level: int = 0,
-        keep_values: bool = False,
-    ) -> Samples:
-        bands = list(range(BAND_COUNT)) if bands is None else bands
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        n = x.size
-        values = np.zeros((n, len(bands)), dtype=np.int8)
-        covered = np.zeros(n, dtype=bool)
-        nodata = np.full(n, np.nan)
-        band_count = np.zeros(n, dtype=np.int16)
-        urls = np.asarray(urls, dtype=object)
-        usable = geo.valid_coordinates(x, y, crs) & np.array([u is not None for u in urls], bool)
-        if not usable.any():
-            return Samples(values, covered, nodata, band_count, bands)
-
-        by_url = group_indices(urls, np.flatnonzero(usable))
-        headers = self.header_reader.headers_for(list(by_url), level)
-
-        located = []  # (url, output rows, pixel rows, pixel cols) of the points inside
-        for url, indices in by_url.items():
-            rows, cols, inside = point_pixels(url, headers[url], x[indices], y[indices], crs)
-            covered[indices] = inside
-            band_count[indices] = headers[url].samples_per_pixel
-            nodata[indices] = nodata_of(url, headers[url])
-            located.append((url, indices[inside], rows[inside], cols[inside]))
-        kept = self._kept_values(headers, level, bands) if keep_values else None
-        if kept is not None:
-            located = kept.fill(located, values)
-        self.header_reader.load_block_tables(
-            [
-                (url, headers[url], _needed_blocks(headers[url], r, c, bands))
-                for url, _, r, c in located
-            ]
-        )
-        reads = []  # one _BlockRead per (url, block): the points it serves
-        for url, points, rows, cols in located:
-            reads.extend(_plan_blocks(url, headers[url], points, rows, cols, bands))
-        if kept is None:
-            del located  # the reads hold what is needed: 10^6 points' worth less while reading
-
-        self._read_blocks(reads, headers, values, keep_blocks)
-        if kept is not None:
-            kept.keep(located, values)
-        self.progress.add(points=x.size)
-        return Samples(values, covered, nodata, band_count, bands)
-
-    def _kept_values(self, headers, level: int, bands: list[int]) -> _KeptValues | None:
-        """The disk cache's pixel values for these files, when there is a disk cache."""
-        cache = self.store.disk_cache
-        if cache is None:
-            return None
-        keepable = [url for url, header in headers.items() if _keepable(url, header)]
-        self.store.versions(keepable)  # asked side by side
-        for url in keepable:  # nothing kept under a version the file no longer has is served
-            self.store.confirmed(url, headers[url].version)
-        return _KeptValues(cache, headers, values_entry_name(level, bands), len(bands))
 
     def read_layout(
         self, url: str, header: ImageHeader, layout: RunLayout, bands: list[int], keep=False
@@ -324,52 +127,33 @@ class Sampler:
         values, nodata included (a band the file lacks holds its nodata, or 0). Decoded
         blocks are kept (whole) in the block cache only with `keep`: an area reads each block
         once, batches of chips may come back to it. Call it inside
-        `header_reader.restarting_on_change`, with the header the layout was made from."""
+        `headers.restarting_on_change`, with the header the layout was made from."""
         _check_readable(url, header)
         values = np.empty((len(bands), layout.pixels), dtype=np.int8)
         absent = [k for k, band in enumerate(bands) if band >= header.samples_per_pixel]
         values[absent] = nodata_of(url, header)
-        needed = _tile_blocks(header, layout.tiles, bands)
-        self.header_reader.load_block_tables([(url, header, needed)])
+        needed = _plane_blocks(header, layout.blocks, bands)
+        self.headers.load_block_tables([(url, header, needed)])
         reads = []
         width, height = header.block_width, header.block_height
-        for tile, start, end in zip(
-            layout.tiles.tolist(),
+        for block, start, end in zip(
+            layout.blocks.tolist(),
             layout.bounds[:-1].tolist(),
             layout.bounds[1:].tolist(),
             strict=True,
         ):
-            rows = layout.row[start:end] - (tile // header.blocks_across) * height
-            cols = layout.col[start:end] - (tile % header.blocks_across) * width
-            runs = _TileRuns(start, end, rows, cols, width)
-            reads.extend(_band_reads(url, header, tile, runs, bands))
-        self._read_blocks(reads, {url: header}, values, keep=keep)
+            rows = layout.row[start:end] - (block // header.blocks_across) * height
+            cols = layout.col[start:end] - (block % header.blocks_across) * width
+            runs = _BlockRuns(start, end, rows, cols, width)
+            reads.extend(_band_reads(url, header, block, runs, bands))
+        self.read_blocks(reads, {url: header}, values, keep=keep)
         self.progress.add(points=layout.pixels)
         return values
 
-    def plan(self, url: str, x, y, bands: list[int], crs: int = geo.WGS84) -> ReadPlan:
-        """What sampling `bands` at these points of one file would read (headers only)."""
-        return self.header_reader.restarting_on_change(lambda: self._plan(url, x, y, bands, crs))
-
-    def _plan(self, url: str, x, y, bands: list[int], crs: int) -> ReadPlan:
-        header = self.header_reader.headers_for([url])[url]
-        rows, cols, inside = point_pixels(url, header, np.asarray(x), np.asarray(y), crs)
-        points = np.flatnonzero(inside)
-        rows, cols = rows[inside], cols[inside]
-        self.header_reader.load_block_tables(
-            [(url, header, _needed_blocks(header, rows, cols, bands))]
-        )
-        reads = _plan_blocks(url, header, points, rows, cols, bands)
-        nonempty = [r for r in reads if r.size]
-        merged = merge_ranges(_fetch_spans(nonempty, {url: header}, keep=False))
-        return ReadPlan(
-            points=int(points.size),
-            blocks=len(reads),
-            requests=len(merged),
-            bytes=sum(m.end - m.start for m in merged),
-        )
-
-    def _read_blocks(self, reads: list[_BlockRead], headers, values, keep: bool) -> None:
+    def read_blocks(self, reads: list[_BlockRead], headers, values, keep: bool) -> None:
+        """Gather the pixels of `reads` (`plan_blocks`) into `values`: each block from the
+        block cache, else fetched in waves (prefixes where they end a request) and decoded;
+        decoded blocks are kept in the cache with `keep`."""
         to_fetch = []
         for read in reads:
             block = self.blocks.get(read.key)
@@ -394,7 +178,7 @@ class Sampler:
                 pending.append(
                     prefetch.submit(self._fetch, waves[i + PREFETCH_WAVES], headers, keep)
                 )
-            short = self._decode(_by_tile(wave), raw_by_range, headers, values, keep)
+            short = self._decode(_by_block(wave), raw_by_range, headers, values, keep)
             if late is not None:
                 self._finish(*late, headers, values, keep)
             late = None
@@ -417,10 +201,10 @@ class Sampler:
 
     def _fetch(self, wave: list[_BlockRead], headers, keep: bool) -> dict:
         """{(url, byte range): compressed bytes} of a wave's blocks: whole, or the prefix their
-        rows need (see `_fetch_spans`)."""
+        rows need (see `fetch_spans`)."""
         nonempty = [r for r in wave if r.size]
         ends: dict[tuple, int] = {}  # (url, byte range): end of the bytes to fetch
-        for read, (_, end) in zip(nonempty, _fetch_spans(nonempty, headers, keep), strict=True):
+        for read, (_, end) in zip(nonempty, fetch_spans(nonempty, headers, keep), strict=True):
             _farther(ends, (read.url, read.byte_range), end)
         answers = self.store.read(
             [(url, start, end) for (url, (start, _)), end in ends.items()],
@@ -512,72 +296,18 @@ def _farther(ends: dict, key: tuple, end: int) -> None:
     ends[key] = max(ends.get(key, end), end)
 
 
-def _by_tile(wave: list[_BlockRead]) -> list[list[_BlockRead]]:
-    """A wave's reads, one task per tile (its 64 band blocks when planar-separate): per-task
-    overhead would otherwise dominate for small blocks."""
-    by_tile: dict[int, list[_BlockRead]] = {}
+def _by_block(wave: list[_BlockRead]) -> list[list[_BlockRead]]:
+    """A wave's reads, one task per block (its 64 band planes when planar-separate):
+    per-task overhead would otherwise dominate for small blocks."""
+    by_block: dict[int, list[_BlockRead]] = {}
     for read in wave:
-        by_tile.setdefault(id(read.tile), []).append(read)
-    return list(by_tile.values())
-
-
-@dataclass
-class _KeptValues:
-    """Point values kept in the disk cache per file version (PixelValues): a re-run finds
-    them there, and neither downloads nor decodes (only for `_keepable` files). Entries are
-    read one file at a time and let go (each may hold up to VALUES_ENTRY_LIMIT bytes): the
-    few a job adds to are read again to be merged."""
-
-    cache: DiskCache
-    headers: dict
-    name: str  # the entry of this level and band list
-    bands: int
-
-    def fill(self, located: list, values: np.ndarray) -> list:
-        """`located` (url, points, rows, cols) without the points whose values are kept:
-        those are written into `values`; the others are left to read."""
-        left = []
-        for url, points, rows, cols in located:
-            header = self.headers[url]
-            kept = self._get(url, header) if points.size else None
-            if kept is not None:
-                found, at = kept.lookup(rows.astype(np.int64) * header.width + cols)
-                values[points[found]] = kept.values[at[found]]
-                if found.all():
-                    continue
-                points, rows, cols = points[~found], rows[~found], cols[~found]
-            left.append((url, points, rows, cols))
-        return left
-
-    def keep(self, read: list, values: np.ndarray) -> None:
-        """Add the values just read, file by file."""
-        for url, points, rows, cols in read:
-            header = self.headers[url]
-            if not _keepable(url, header) or not points.size:
-                continue
-            pixels = rows.astype(np.int64) * header.width + cols
-            kept = self._get(url, header) or PixelValues(
-                np.zeros(0, np.int64), np.zeros((0, self.bands), np.int8)
-            )
-            merged = kept.merged(pixels, values[points])
-            self.cache.put_values(url, str(header.version), self.name, merged)
-
-    def _get(self, url: str, header) -> PixelValues | None:
-        """The kept values of the file's version, if it has any and is keepable."""
-        if not _keepable(url, header):
-            return None
-        return self.cache.get_values(url, str(header.version), self.name, self.bands)
-
-
-def _keepable(url: str, header: ImageHeader) -> bool:
-    """Values are kept for remote files with a version: local files are read in place (the
-    disk cache never copies them), and values of an unversioned file could be another's."""
-    return header.version is not None and protocol_of(url) != "file"
+        by_block.setdefault(id(read.pixels), []).append(read)
+    return list(by_block.values())
 
 
 @dataclass(frozen=True)
-class _TilePoints:
-    """The points that fall in one tile (the same pixel in each band's block), written
+class _BlockPoints:
+    """The points that fall in one block (the same pixel in each band's plane), written
     point-major: values[point, band column]."""
 
     points: np.ndarray  # output rows
@@ -594,8 +324,8 @@ class _TilePoints:
 
 
 @dataclass(frozen=True)
-class _TileRuns:
-    """Consecutive output pixels [start, end) that fall in one tile, written band-major:
+class _BlockRuns:
+    """Consecutive output pixels [start, end) that fall in one block, written band-major:
     values[band column, start:end]. Pixels that fill a window of the block (an area's box)
     are copied as one slice, others taken with one index shared by all bands."""
 
@@ -642,10 +372,10 @@ class _BlockRead:
     url: str
     version: Version | None  # of the file: a block read from another one must not be used
     level: int  # block numbers are per level
-    block: int
+    block: int  # in the file's block table (planes after planes when planar-separate)
     block_row: int
     byte_range: tuple[int, int]
-    tile: _TilePoints | _TileRuns
+    pixels: _BlockPoints | _BlockRuns
     columns: np.ndarray  # output band columns
     samples: np.ndarray  # the block's samples for those columns ([0] when planar-separate)
 
@@ -655,7 +385,7 @@ class _BlockRead:
 
     @property
     def rows_needed(self) -> int:
-        return self.tile.rows_needed
+        return self.pixels.rows_needed
 
     @property
     def size(self) -> int:
@@ -670,67 +400,46 @@ class _BlockRead:
         return min(self.rows_needed, rows) * row, rows * row
 
     def gather(self, block: np.ndarray, values: np.ndarray) -> None:
-        self.tile.gather(block, values, self.columns, self.samples)
+        self.pixels.gather(block, values, self.columns, self.samples)
 
 
-def check_windows(count: int, size, bands: int, max_bytes=None) -> None:
-    """Refuse, before anything is read or allocated, `count` square windows (chips) of
-    `size` pixels and `bands` bands that do not fit `max_bytes` of int8 (default
-    DEFAULT_WINDOW_BYTES), or a size out of 1..MAX_WINDOW_SIZE."""
-    if isinstance(size, bool) or not isinstance(size, int | np.integer):
-        raise AefsqlError(f"size is a whole number of pixels, 1 to {MAX_WINDOW_SIZE}, not {size!r}")
-    pixels = int(size) ** 2
-    if not 1 <= size <= MAX_WINDOW_SIZE:
-        raise AefsqlError(
-            f"a window of {size} x {size} pixels is refused: size must be 1 to {MAX_WINDOW_SIZE}"
-            + (
-                f" ({pixels:,} pixels x {bands} bands would be {human_bytes(pixels * bands)} a row)"
-                if size > MAX_WINDOW_SIZE
-                else ""
-            )
-        )
-    limit = DEFAULT_WINDOW_BYTES if max_bytes is None else int(max_bytes)
-    subject = f"{count:,} windows of {size} x {size} pixels"
-    advice = "fewer points or bands, or a smaller size"
-    refuse_over(subject, count * pixels, bands, None, limit, advice)
-
-
-def _plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_BlockRead]:
+def plan_blocks(url, header: ImageHeader, points, rows, cols, bands) -> list[_BlockRead]:
     """The block reads that fetch `bands` at the given pixels of one file (point-major)."""
     if points.size == 0:
         return []
     _check_readable(url, header)
     block_row = rows // header.block_height
-    tile_of = block_row * header.blocks_across + cols // header.block_width
+    block_of = block_row * header.blocks_across + cols // header.block_width
     reads = []
-    for tile, members in group_indices(tile_of, np.arange(points.size)).items():
-        group = _TilePoints(  # in-block pixels fit int32: blocks are at most 256 MiB
+    for block, members in group_indices(block_of, np.arange(points.size)).items():
+        group = _BlockPoints(  # in-block pixels fit int32: blocks are at most 256 MiB
             points[members],
             (rows[members] - block_row[members] * header.block_height).astype(np.int32),
             (cols[members] % header.block_width).astype(np.int32),
         )
-        reads.extend(_band_reads(url, header, int(tile), group, bands))
+        reads.extend(_band_reads(url, header, int(block), group, bands))
     return reads
 
 
-def _band_reads(url, header: ImageHeader, tile: int, group, bands) -> list[_BlockRead]:
-    """The reads of `bands` at one tile's pixels: a block per band when planar-separate."""
+def _band_reads(url, header: ImageHeader, block: int, pixels, bands) -> list[_BlockRead]:
+    """The reads of `bands` at one block's pixels: a plane's block per band when
+    planar-separate."""
     columns = np.array([c for c, b in enumerate(bands) if b < header.samples_per_pixel], np.int64)
     wanted = np.array([b for b in bands if b < header.samples_per_pixel], np.int64)
     if header.planar_separate:
-        blocks = [
-            (tile + band * header.blocks_per_plane, columns[k : k + 1], np.zeros(1, np.int64))
+        numbers = [
+            (block + band * header.blocks_per_plane, columns[k : k + 1], np.zeros(1, np.int64))
             for k, band in enumerate(wanted.tolist())
         ]
     else:
-        blocks = [(tile, columns, wanted)]
+        numbers = [(block, columns, wanted)]
     reads = []
-    for block, block_columns, samples in blocks:
-        offset = int(header.block_offsets[block])
-        size = int(header.block_byte_counts[block])
+    for number, block_columns, samples in numbers:
+        offset = int(header.block_offsets[number])
+        size = int(header.block_byte_counts[number])
         if size > MAX_BLOCK_BYTES:
             raise TiffFormatError(
-                f"{redact(url)} block {block}: its byte count ({size:,}) is refused: "
+                f"{redact(url)} block {number}: its byte count ({size:,}) is refused: "
                 f"the limit is {MAX_BLOCK_BYTES // 2**20} MiB"
             )
         reads.append(
@@ -738,10 +447,10 @@ def _band_reads(url, header: ImageHeader, tile: int, group, bands) -> list[_Bloc
                 url=url,
                 version=header.version,
                 level=header.level,
-                block=block,
-                block_row=tile // header.blocks_across,
+                block=number,
+                block_row=block // header.blocks_across,
                 byte_range=(offset, offset + size),
-                tile=group,
+                pixels=pixels,
                 columns=block_columns,
                 samples=samples,
             )
@@ -787,20 +496,20 @@ def _check_block_size(url, header: ImageHeader) -> None:
         )
 
 
-def _needed_blocks(header: ImageHeader, rows, cols, bands) -> np.ndarray:
+def needed_blocks(header: ImageHeader, rows, cols, bands) -> np.ndarray:
     """The distinct blocks holding `bands` at these pixels."""
-    tiles = np.unique(
+    blocks = np.unique(
         (rows // header.block_height) * header.blocks_across + cols // header.block_width
     )
-    return _tile_blocks(header, tiles, bands)
+    return _plane_blocks(header, blocks, bands)
 
 
-def _tile_blocks(header: ImageHeader, tiles: np.ndarray, bands) -> np.ndarray:
-    """The blocks holding `bands` of these (distinct) tiles."""
+def _plane_blocks(header: ImageHeader, blocks: np.ndarray, bands) -> np.ndarray:
+    """The blocks of the table holding `bands` of these (distinct) blocks of one plane."""
     if not header.planar_separate:
-        return tiles
+        return blocks
     wanted = np.array([b for b in bands if b < header.samples_per_pixel], dtype=np.int64)
-    return (wanted[:, None] * header.blocks_per_plane + tiles[None, :]).ravel()
+    return (wanted[:, None] * header.blocks_per_plane + blocks[None, :]).ravel()
 
 
 def _empty_block(url, header: ImageHeader, rows: int, samples: int) -> np.ndarray:
@@ -809,7 +518,7 @@ def _empty_block(url, header: ImageHeader, rows: int, samples: int) -> np.ndarra
     return np.full((rows, header.block_width, samples), fill, dtype=header.dtype.newbyteorder("="))
 
 
-def _fetch_spans(reads: list[_BlockRead], headers, keep: bool) -> list[tuple[int, int]]:
+def fetch_spans(reads: list[_BlockRead], headers, keep: bool) -> list[tuple[int, int]]:
     """The bytes to fetch of each of `reads` (non-empty): the prefix its rows need
     (`codecs.prefix_length`) when its block ends a request (`ranges.merge_ranges`, as the
     store merges them), else the whole block: a block followed closely by another one read
@@ -861,3 +570,26 @@ def _waves(reads: list[_BlockRead]) -> list[list[_BlockRead]]:
     if wave:
         waves.append(wave)
     return waves
+
+
+def file_by_file(
+    read: Callable[[np.ndarray], object], paths: np.ndarray, members: np.ndarray, on_error: str
+) -> Iterator[tuple[np.ndarray, object]]:
+    """Per-file failure isolation, for every kernel: (rows, result) of `read(members)`
+    (`members`: indices into `paths`, the file of each row). With on_error 'null', when that
+    read fails, each file's rows are read again on their own, and a file that fails gives
+    (its rows, its message) instead: one unreadable file fails only its own rows. With
+    'raise' the error goes up."""
+    try:
+        result = read(members)
+    except AefsqlError:
+        if on_error != "null":
+            raise
+    else:
+        yield members, result
+        return
+    for rows in group_indices(paths, members).values():
+        try:
+            yield rows, read(rows)
+        except AefsqlError as exc:
+            yield rows, str(exc)

@@ -11,16 +11,18 @@ across tiles and UTM zones (the ownership rule of aefsql/kernels/mosaic.py, appl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..aef import BAND_COUNT, SCALE, signed_squares
-from ..catalog.index import TileTable
 from ..errors import AefsqlError
 from ..geometry.areas import Area
-from .engine import Sampler
 from .grouping import group_indices
-from .pixels import Chunks, areas_chunks, check_area_size, chunk_pixels, chunk_tiles
+from .pixels import Chunks, areas_chunks, check_area_size, chunk_blocks, chunk_pixels
+
+if TYPE_CHECKING:
+    from ..session import Session
 
 BATCH_PIXELS = 1 << 21  # pixels read at once: 128 MiB of int8 values, a few hundred MiB in all
 BANDS = list(range(BAND_COUNT))
@@ -39,7 +41,7 @@ class ZonalMeans:
 
 
 def zonal_means(
-    tiles: TileTable, sampler: Sampler, areas: list[Area], years, level: int = 0, max_bytes=None
+    session: Session, areas: list[Area], years, level: int = 0, max_bytes=None
 ) -> ZonalMeans:
     """The zonal means of `areas` in each of `years` (at `level`); `max_bytes` (None: the
     streamed budget) bounds each area's pixels x 64 bands x years."""
@@ -50,14 +52,12 @@ def zonal_means(
     pixels = np.zeros(entries, np.int64)
     valid = np.zeros(entries, np.int64)
     centroid = np.zeros(entries, dtype=bool)
-    chunks, owner = _all_chunks(tiles, sampler, areas, years, level, max_bytes)
+    chunks, owner = _all_chunks(session, areas, years, level, max_bytes)
     entry = owner * len(years) + np.array([slot[int(y)] for y in chunks.year], np.int64)
     centroid[entry[chunks.centroid]] = True
     squares = signed_squares()
-    for batch in _batches(sampler, chunks, level):
-        found = chunk_pixels(
-            tiles, sampler, _subset(chunks, batch), BANDS, level, coordinates=False
-        )
+    for batch in _batches(session, chunks, level):
+        found = chunk_pixels(session, _subset(chunks, batch), BANDS, level, coordinates=False)
         if found.chunk.size == 0:
             continue
         # Pixels come run by run (each chunk's pixels consecutive, in chunk order): sums
@@ -93,30 +93,30 @@ def zonal_means(
     )
 
 
-def _all_chunks(tiles, sampler, areas, years, level, max_bytes=None):
+def _all_chunks(session: Session, areas, years, level, max_bytes=None):
     """Every area's chunks, and the area each chunk belongs to; an area whose pixels x 64
     bands x years exceed `max_bytes` (None: the streamed budget) is refused first, before
     any chunk is laid out or header read (`check_area_size`)."""
     for i, area in enumerate(areas):
         try:
-            check_area_size(area, years, len(BANDS), max_bytes, level, lambda: tiles)
+            check_area_size(area, years, len(BANDS), max_bytes, level, session.catalog.tiles)
         except AefsqlError as exc:
             raise AefsqlError(f"polygon {i + 1}: {exc}") from None
-    return areas_chunks(tiles, sampler, areas, years, level)
+    return areas_chunks(session, areas, years, level)
 
 
-def _batches(sampler: Sampler, chunks: Chunks, level: int):
-    """Indices of chunks, file by file and year by year, in block order, cut between tiles
-    into batches of about BATCH_PIXELS pixels (a tile's chunks stay in one batch, so each
+def _batches(session: Session, chunks: Chunks, level: int):
+    """Indices of chunks, file by file and year by year, in block order, cut between blocks
+    into batches of about BATCH_PIXELS pixels (a block's chunks stay in one batch, so each
     block is decoded once)."""
     counts = chunks.col1 - chunks.col0
-    tiles = chunk_tiles(sampler, chunks, level)
+    blocks = chunk_blocks(session, chunks, level)
     for of_path in group_indices(chunks.path, np.arange(counts.size)).values():
         for runs in group_indices(chunks.year, of_path).values():
-            tile = tiles[runs]
-            order = np.lexsort((chunks.col0[runs], chunks.row[runs], tile))
-            runs, tile = runs[order], tile[order]
-            firsts = np.flatnonzero(np.diff(tile, prepend=-1))  # where each tile starts
+            block = blocks[runs]
+            order = np.lexsort((chunks.col0[runs], chunks.row[runs], block))
+            runs, block = runs[order], block[order]
+            firsts = np.flatnonzero(np.diff(block, prepend=-1))  # where each block starts
             sizes = np.add.reduceat(counts[runs], firsts)
             start, total = 0, 0
             for k, size in enumerate(sizes.tolist()):

@@ -25,6 +25,7 @@ output pixels whose centre lies within half a pixel's diagonal (7.1 m) of the se
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,7 +35,11 @@ from ..errors import AefsqlError
 from ..geometry import geo
 from ..geometry.areas import Area, box_ring, densified, projected
 from ..headers.reader import HeaderSource
+from . import points
 from .locate import locate
+
+if TYPE_CHECKING:
+    from ..session import Session
 
 EXTENT_STEP = 1000.0  # metres between vertices of a pixel extent's edges, projected to lon/lat
 BOX_MARGIN = 1.0  # metres around a projected lon/lat box: far above its densifying error
@@ -159,8 +164,7 @@ def _box_bounds(west: float, south: float, east: float, north: float, epsg: int)
 
 
 def centre_values(
-    tiles: TileTable,
-    sampler,
+    session: Session,
     x,
     y,
     crs: int,
@@ -173,11 +177,12 @@ def centre_values(
     `crs`) in the tile `locate` gives it in `year`; NODATA where no tile holds the point,
     the file holds nodata or lacks the band."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    paths = locate(tiles, sampler.header_reader, x, y, np.full(x.size, year), crs=crs)
+    engine = session.engine
+    paths = locate(session.catalog.tiles(), engine.headers, x, y, np.full(x.size, year), crs=crs)
     if all(p is None for p in paths):
         return np.full((x.size, len(bands)), NODATA, np.int8)
-    samples = sampler.sample(
-        paths, x, y, list(bands), crs=crs, keep_blocks=keep_blocks, level=level
+    samples = points.sample(
+        engine, paths, x, y, list(bands), crs=crs, keep_blocks=keep_blocks, level=level
     )
     found = np.array(samples.values, dtype=np.int8, copy=True)  # (points, bands)
     for k in range(len(bands)):

@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from ..aef import BAND_NAMES, NODATA, dequantize
-from ..api import check_writable
-from ..duck.udfs import Session, open_session
 from ..errors import AefsqlError
 from ..options import headers_option, speaks, year_list
+from ..session import Session, open_session
 from ..storage.store import DEFAULT_CONCURRENCY
+from . import points
+from .budgets import RASTER_BYTES
 from .coverage import area_notes
 from .locate import locate
-from .rasters import DEFAULT_MAX_BYTES, AreaGrid, plan_area, read_planned
+from .rasters import AreaGrid, plan_area, read_planned
 
 CHUNK_PIXELS = 1 << 18  # pixels de-quantized at once: 64 bands x 8 bytes = 128 MiB
 COVARIANCE_PIXELS = 1 << 18
@@ -85,7 +86,7 @@ def picture(
     *,
     bands=None,
     crs=4326,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int = RASTER_BYTES,
     level: int = 0,
     reference: tuple[float, float] | None = None,
     axes: PcaAxes | None = None,
@@ -208,10 +209,10 @@ def reference_embedding(session: Session, reference, year: int, bands=None) -> n
         lon, lat = (float(v) for v in reference)
     except (TypeError, ValueError):
         raise AefsqlError(f"reference is (lon, lat), not {reference!r}") from None
-    path = locate(session.catalog.tiles(), session.sampler.header_reader, [lon], [lat], [year])[0]
+    path = locate(session.catalog.tiles(), session.engine.headers, [lon], [lat], [year])[0]
     if path is None:
         raise AefsqlError(f"reference ({lon}, {lat}) lies in no tile of {year}")
-    samples = session.sampler.sample([path], [lon], [lat], bands)
+    samples = points.sample(session.engine, [path], [lon], [lat], bands)
     if not samples.valid.all():
         raise AefsqlError(f"reference ({lon}, {lat}) is nodata in {year}: pick another place")
     return samples.values[0]
@@ -360,3 +361,24 @@ def png_bytes(rgba: np.ndarray) -> bytes:
             chunk(b"IEND", b""),
         )
     )
+
+
+def check_writable(path) -> None:
+    """Refuse an output path that cannot be written (its folder missing, read-only, or a folder
+    itself), before anything is read: one line, naming the path."""
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise AefsqlError(f"cannot write {path}: it is a folder")
+    if not folder.is_dir():
+        raise AefsqlError(f"cannot write {path}: no folder {folder}")
+    # Opened, not asked (os.access): root may write anywhere by mode bits, yet not on a
+    # read-only or virtual filesystem (/proc). A file made here is removed again.
+    existed = target.exists()
+    try:
+        with open(target, "ab"):
+            pass
+    except OSError as exc:
+        raise AefsqlError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if not existed:
+        target.unlink(missing_ok=True)

@@ -2,7 +2,7 @@
 
 An area becomes chunks — (tile, year, row, first column, end column), at most CHUNK_PIXELS
 pixels each, inside one block column, in block order — from headers alone; chunks become
-pixel values through the sampler's run reads (`Sampler.read_layout`: each block fetched and
+pixel values through the block engine's run reads (`BlockEngine.read_layout`: each block fetched and
 decoded once, its pixels copied band by band). Where tiles overlap (neighbouring UTM zones'
 overhangs, lon/lat boxes), a chunk holds only the pixels its tile owns (aefsql/kernels/mosaic.py:
 the tile `locate` gives the pixel's centre, own zone first), decided before anything is read,
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,12 +32,14 @@ from ..geometry.areas import (
 )
 from ..headers.reader import check_georeferenced, point_pixels
 from .budgets import STREAMED_BYTES, area_pixels, covered_pixels, refuse_over
-from .engine import Sampler, nodata_of, run_layout
+from .engine import BlockEngine, nodata_of, run_layout
 from .grouping import group_indices
 from .locate import locate
 from .mosaic import owned_runs
 
-DEFAULT_MAX_BYTES = STREAMED_BYTES  # the budget of aef_pixels and aef_zonal (budgets.py)
+if TYPE_CHECKING:
+    from ..session import Session
+
 # Degrees around a tile's lon/lat box when an area is cut to it (`near_tile`): ~1 km, far
 # more than a UTM edge bulges beyond its corners' box, so the cut never reaches a pixel.
 TILE_MARGIN_DEGREES = 0.01
@@ -58,20 +61,20 @@ class Chunks:
         return int((self.col1 - self.col0).sum())
 
 
-def area_chunks(tiles: TileTable, sampler: Sampler, area: Area, years, level: int = 0) -> Chunks:
+def area_chunks(session: Session, area: Area, years, level: int = 0) -> Chunks:
     """The chunks of the pixels of `area` each tile of `years` owns (at `level`: 0 full
     resolution, k the k-th overview; see aefsql/kernels/mosaic.py).
 
     An area none of whose pixel centres a tile owns (one smaller than a pixel) gets the one
     pixel under its centroid, flagged, from the tile `locate` picks for that point. (Callers check
     the area's size first: `check_area_size`.)"""
-    return areas_chunks(tiles, sampler, [area], years, level)[0]
+    return areas_chunks(session, [area], years, level)[0]
 
 
-def areas_chunks(tiles: TileTable, sampler: Sampler, areas: list[Area], years, level: int = 0):
+def areas_chunks(session: Session, areas: list[Area], years, level: int = 0):
     """`area_chunks` of many areas at once (their vertices projected in one PROJ call per
     CRS): all their chunks, area by area, and the index of the area of each chunk."""
-    reader = sampler.header_reader
+    tiles, reader = session.catalog.tiles(), session.engine.headers
     in_lonlat = projected_all(areas, geo.WGS84)
     wanted = {}  # (area, year) -> candidate tiles
     for i, lonlat in enumerate(in_lonlat):
@@ -163,14 +166,12 @@ class Unit:
     stand_in: bool = False
 
 
-def area_units(
-    tiles: TileTable, sampler: Sampler, area: Area, years, level: int = 0, most=None
-) -> list[Unit]:
+def area_units(session: Session, area: Area, years, level: int = 0, most=None) -> list[Unit]:
     """The area's plan as units: tiles of a year whose chunks number at most `most` (None:
     UNIT_CHUNKS) in all, or one tile that alone has more, from the catalog and headers
     only; then per year a stand-in unit (see `unit_chunks`). The units' chunks, one unit
     after another, are `area_chunks`' own, in its order."""
-    reader = sampler.header_reader
+    tiles, reader = session.catalog.tiles(), session.engine.headers
     lonlat = projected_all([area], geo.WGS84)[0]
     wanted = {year: candidate_tiles(tiles, lonlat, year) for year in years}
     paths = sorted({tiles.path[t] for found in wanted.values() for t in found})
@@ -197,14 +198,14 @@ def area_units(
     return units
 
 
-def unit_chunks(tiles: TileTable, sampler: Sampler, area: Area, unit: Unit, level: int = 0):
+def unit_chunks(session: Session, area: Area, unit: Unit, level: int = 0):
     """The chunks of one unit of `area_units`: those its tiles own; for a stand-in unit, the
     pixel under the area's centroid when none of its tiles owns a pixel centre of the area
     (looked for tile by tile, so at most one tile's chunks are held), else none."""
-    reader = sampler.header_reader
+    tiles, reader = session.catalog.tiles(), session.engine.headers
     if unit.stand_in:
         for t in unit.tiles:
-            if unit_chunks(tiles, sampler, area, Unit(unit.year, [t]), level).row.size:
+            if unit_chunks(session, area, Unit(unit.year, [t]), level).row.size:
                 return _chunks_of([], unit.year)
         one = centroid_chunk(tiles, reader, area, unit.year, level)
         return _chunks_of([] if one is None else [one], unit.year, stand_in=True)
@@ -259,25 +260,25 @@ def near_tile(area: Area, tiles: TileTable, t: int) -> Area:
 
 def block_chunks(spans: np.ndarray, header, size: int = CHUNK_PIXELS) -> np.ndarray:
     """Spans of a raster as chunks of at most `size` pixels inside one block column each,
-    ordered by tile, then row and column: the order `chunk_pixels` returns pixels in, and
+    ordered by block, then row and column: the order `chunk_pixels` returns pixels in, and
     DuckDB's batches of consecutive chunks cover whole blocks, each decoded once."""
     chunks = chunked(spans, size, block_width=header.block_width)
-    tile = (chunks[:, 0] // header.block_height) * header.blocks_across + (
+    block = (chunks[:, 0] // header.block_height) * header.blocks_across + (
         chunks[:, 1] // header.block_width
     )
-    return chunks[np.lexsort((chunks[:, 1], chunks[:, 0], tile))]
+    return chunks[np.lexsort((chunks[:, 1], chunks[:, 0], block))]
 
 
-def chunk_tiles(sampler: Sampler, chunks: Chunks, level: int = 0) -> np.ndarray:
-    """The tile (block row x blocks across + block column) of each chunk in its file's
+def chunk_blocks(session: Session, chunks: Chunks, level: int = 0) -> np.ndarray:
+    """The block (block row x blocks across + block column) of each chunk in its file's
     `level`; a chunk of `block_chunks` lies in one."""
-    tile = np.zeros(chunks.row.size, np.int64)
+    block = np.zeros(chunks.row.size, np.int64)
     for path, members in group_indices(chunks.path, np.arange(chunks.row.size)).items():
-        header = sampler.header_reader.headers_for([path], level)[path]
-        tile[members] = (chunks.row[members] // header.block_height) * header.blocks_across + (
+        header = session.engine.headers.headers_for([path], level)[path]
+        block[members] = (chunks.row[members] // header.block_height) * header.blocks_across + (
             chunks.col0[members] // header.block_width
         )
-    return tile
+    return block
 
 
 def check_area_size(
@@ -386,8 +387,7 @@ class Pixels:
 
 
 def chunk_pixels(
-    tiles: TileTable,
-    sampler: Sampler,
+    session: Session,
     chunks: Chunks,
     bands,
     level: int = 0,
@@ -403,7 +403,7 @@ def chunk_pixels(
     parts = []
     for url, of_url in group_indices(chunks.path, np.arange(chunks.row.size)).items():
         for runs in group_indices(chunks.year, of_url).values():
-            parts.append(_file_pixels(sampler, chunks, url, runs, bands, level, coordinates))
+            parts.append(_file_pixels(session.engine, chunks, url, runs, bands, level, coordinates))
     if not parts:
         empty = np.zeros(0, np.int64)
         return Pixels(
@@ -431,10 +431,10 @@ def chunk_pixels(
     )
 
 
-def _file_pixels(sampler, chunks: Chunks, url, runs, bands, level, coordinates):
+def _file_pixels(engine: BlockEngine, chunks: Chunks, url, runs, bands, level, coordinates):
     """chunk, row, col, x, y, lon, lat, location, values, nodata, band_count of the pixels of
     one file's chunks (lon, lat and location None without `coordinates`)."""
-    reader = sampler.header_reader
+    reader = engine.headers
 
     def read():
         header = reader.headers_for([url], level)[url]
@@ -445,7 +445,7 @@ def _file_pixels(sampler, chunks: Chunks, url, runs, bands, level, coordinates):
         y = t.f + (layout.row + 0.5) * t.e
         # PROJ (which lets go of the GIL) works while the blocks are fetched and decoded.
         lonlat = geo.transform_later(header.epsg, geo.WGS84, x, y) if coordinates else None
-        values = sampler.read_layout(url, header, layout, bands)
+        values = engine.read_layout(url, header, layout, bands)
         return header, layout, x, y, lonlat.result() if lonlat else (None, None), values
 
     header, layout, x, y, (lon, lat), values = reader.restarting_on_change(read)

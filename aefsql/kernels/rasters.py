@@ -20,21 +20,20 @@ import numpy as np
 import pyproj
 
 from ..aef import BAND_NAMES, NODATA, PIXEL_METRES
-from ..api import warn_empty_area
-from ..duck.udfs import Session, open_session
 from ..errors import AefsqlError
 from ..format.tiff import Affine
 from ..geometry import geo
 from ..geometry.areas import Area, area_from, centroid, projected, row_spans
 from ..options import band_list, check_level, epsg, headers_option, speaks, year_list
+from ..session import Session, open_session
 from ..storage.store import DEFAULT_CONCURRENCY
 from .budgets import RASTER_BYTES, area_pixels, refuse_over
 from .chips import lattice_offsets
+from .coverage import warn_empty_area
 from .locate import locate
 from .mosaic import centre_values, owned_runs
 from .pixels import Chunks, block_chunks, candidate_tiles, chunk_pixels, projected_vertices
 
-DEFAULT_MAX_BYTES = RASTER_BYTES  # one array in memory (budgets.py)
 # Pixels sampled per call: bounds the per-pixel arrays (coordinates, locate's work) to a few
 # hundred MB. A block that straddles two strips is read once for each.
 STRIP_PIXELS = 1 << 22
@@ -82,7 +81,7 @@ def read_area(
     bands=None,
     crs=4326,
     target_crs=None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int = RASTER_BYTES,
     level: int = 0,
     catalog: str | None = None,
     cache_dir: str | None = None,
@@ -150,7 +149,7 @@ def plan_area(
     bands=None,
     crs=4326,
     target_crs=None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int = RASTER_BYTES,
     level: int = 0,
 ) -> AreaRequest:
     """Check the parameters and the size of an area's raster; read nothing. The estimate is
@@ -246,9 +245,8 @@ def _zone_of_most(area: Area) -> int:
 
 def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
     """Read a planned area: pick the target CRS and grid, then sample every pixel centre."""
-    warn_empty_area(session, request.area, request.years)
-    tiles, sampler = session.catalog.tiles(), session.sampler
-    reader = sampler.header_reader
+    warn_empty_area(session.catalog.tiles(), request.area, request.years)
+    tiles, reader = session.catalog.tiles(), session.engine.headers
     # Which tiles own a lattice of points over the area: they vote for the target zone and
     # give its grid's pixel size and alignment.
     lon, lat = _lattice(request.area)
@@ -256,7 +254,7 @@ def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
     for year in request.years:
         owners += [p for p in locate(tiles, reader, lon, lat, np.full(lon.size, year)) if p]
     level = request.level
-    headers = sampler.headers_for(sorted(set(owners)), level)
+    headers = reader.headers_for(sorted(set(owners)), level)
     votes = Counter(headers[p].epsg for p in owners)
     target = request.target_epsg or (
         votes.most_common(1)[0][0] if votes else _zone_of_most(request.area)
@@ -288,9 +286,7 @@ def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
             if rows.size == 0:
                 continue
             x, y = t.c + (cols + 0.5) * t.a, t.f + (rows + 0.5) * t.e
-            found = centre_values(
-                session.catalog.tiles(), sampler, x, y, target, year, bands, level
-            )
+            found = centre_values(session, x, y, target, year, bands, level)
             # One scatter for all bands from the transposed view: numpy walks it in memory
             # order, several times faster than a band-by-band or a copied transpose.
             values[i].reshape(len(bands), -1)[:, rows * grid.width + cols] = found.T
@@ -303,24 +299,20 @@ def _read_aligned(
     """Write into `out` (bands, height, width) the pixels of `spans` that tiles on `grid`'s
     own lattice (same CRS and pixel size, aligned) own (`mosaic.owned_runs`), read block by
     block as `aef_pixels` reads them; return where it wrote (bool, height * width)."""
-    tiles, sampler = session.catalog.tiles(), session.sampler
+    tiles = session.catalog.tiles()
     filled = np.zeros(grid.height * grid.width, dtype=bool)
     for k in candidate_tiles(tiles, lonlat, year):
         path = tiles.path[k]
-        header = sampler.headers_for([path], level)[path]
+        header = session.engine.headers.headers_for([path], level)[path]
         offset = _grid_offset(header, grid)
         if offset is None:
             continue
         for part in _span_groups(spans, STRIP_PIXELS):
-            _read_part(
-                tiles, sampler, grid, path, header, year, part, offset, bands, out, filled, level
-            )
+            _read_part(session, grid, path, header, year, part, offset, bands, out, filled, level)
     return filled
 
 
-def _read_part(
-    tiles, sampler, grid, path, header, year, spans, offset, bands, out, filled, level=0
-):
+def _read_part(session, grid, path, header, year, spans, offset, bands, out, filled, level=0):
     """`_read_aligned` for some spans of one tile."""
     col_shift, row_start, row_step = offset
     g = grid.transform
@@ -329,7 +321,8 @@ def _read_part(
     col1 = np.clip(spans[:, 2] + col_shift, 0, header.width)
     inside = (rows >= 0) & (rows < header.height) & (col1 > col0)
     runs = block_chunks(np.column_stack([rows, col0, col1])[inside], header, size=header.width)
-    _, *owned = owned_runs(tiles, sampler.header_reader, path, header, year, *runs.T)
+    tiles = session.catalog.tiles()
+    _, *owned = owned_runs(tiles, session.engine.headers, path, header, year, *runs.T)
     runs = np.column_stack(owned)
     count = len(runs)
     if count == 0:  # the tile owns none of them (all another zone's, across a seam)
@@ -342,7 +335,7 @@ def _read_part(
         col1=runs[:, 2],
         centroid=np.zeros(count, dtype=bool),
     )
-    pixels = chunk_pixels(tiles, sampler, chunks, bands, level, coordinates=False)
+    pixels = chunk_pixels(session, chunks, bands, level, coordinates=False)
     for b in range(len(bands)):
         null = pixels.band_null(b)
         if null is not None:
