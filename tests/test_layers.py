@@ -44,7 +44,6 @@ class Rule:
     modules: tuple  # the modules the rule is about (a name covers its submodules) …
     forbidden: tuple  # … may not import these (aefsql's or third-party)
     except_modules: tuple = ()  # … but these are exempt
-    fixed_by: str = ""  # the helper of issue 23 who makes it hold (an xfail until merged)
 
 
 RULES = [
@@ -173,21 +172,7 @@ def breaches(rule: Rule, known=MODULES) -> list:
     )
 
 
-def rule_params() -> list:
-    """One test per rule; a rule today's tree breaks is a strict xfail naming who fixes it."""
-    return [
-        pytest.param(
-            rule,
-            id=rule.name,
-            marks=[pytest.mark.xfail(strict=True, reason=f"issue 23: fixed by {rule.fixed_by}")]
-            if rule.fixed_by
-            else [],
-        )
-        for rule in RULES
-    ]
-
-
-@pytest.mark.parametrize("rule", rule_params())
+@pytest.mark.parametrize("rule", RULES, ids=[rule.name for rule in RULES])
 def test_layering_rule(rule):
     found = breaches(rule)
     assert not found, "\n".join(f"{module} imports {name}" for module, name in found)
@@ -195,14 +180,13 @@ def test_layering_rule(rule):
 
 def test_rules_name_modules_that_exist():
     """A rule about a module that is gone (renamed, moved) would hold for nothing."""
-    planned: set[str] = set()
     named = {
         name
         for rule in RULES
         for name in (*rule.modules, *rule.except_modules, *rule.forbidden)
         if name.startswith("aefsql")
     }
-    missing = {n for n in named - planned if not any(within(m, (n,)) for m in MODULES)}
+    missing = {n for n in named if not any(within(m, (n,)) for m in MODULES)}
     assert missing == set()
 
 
