@@ -53,14 +53,14 @@ class Session:
         store, headers = self.engine.store, self.engine.headers
         try:
             if not path.rstrip("/").endswith(".parquet"):  # a folder: Rasteret's
-                headers.collection = open_rasteret(path, store)
+                headers.file = open_rasteret(path, store)
                 return
             data = store.read_file(path)  # retried, one version
             table = pq.read_table(pa.BufferReader(data))
             if is_rasteret(table.schema) or "source_part" in table.schema.names:
-                headers.collection = open_rasteret(path, store, table)
+                headers.file = open_rasteret(path, store, table)
             else:
-                headers.collection = HeadersFile(table)
+                headers.file = HeadersFile(table)
         except RangeReadError as exc:  # it names the file itself
             raise CatalogError(f"headers file cannot be read: {exc}") from None
         except (OSError, pa.ArrowException, KeyError) as exc:

@@ -399,7 +399,7 @@ def _shared(spark, catalog, headers_file, options, years) -> tuple[_Shared, Sess
     check_workers(context)
     session = open_session(catalog, headers=headers_file, **options)
     tiles = session.catalog.tiles()
-    headers = session.engine.headers.collection
+    headers = session.engine.headers.file
     if headers is not None and (years is not None or not isinstance(headers, HeadersFile)):
         # The files of these years only; a sharded (Rasteret) collection is read here whole
         # for a registration, whose calls may ask for any year.
@@ -481,7 +481,7 @@ class _Worker:
         )
         if shared.headers is not None:
             headers: HeadersFile = shared.headers.value
-            self.session.engine.headers.collection = headers
+            self.session.engine.headers.file = headers
         # One thread: a task has one core, and aefsql reads and decodes on its own threads.
         self.con = duckdb.connect(config={"threads": 1})
         install(self.con, SessionUdfs(self.session))

@@ -1,5 +1,5 @@
 """The in-memory caches keep to their byte budgets, and sampling stays right when they drop
-entries: a dropped header is read again, or rebuilt from a read-ready collection."""
+entries: a dropped header is read again, or rebuilt from a headers file."""
 
 import dataclasses
 import gc
@@ -71,7 +71,7 @@ def test_a_collection_rebuilds_dropped_headers_without_reading_them(http_collect
     tile, lon, lat = points_in_every_tile()
     table = headers_to_table(BlockEngine(ByteStore()).headers.complete(urls))
     engine = BlockEngine(ByteStore(), header_cache=HeaderCache(max_bytes=1))
-    engine.headers.collection = HeadersFile(table)
+    engine.headers.file = HeadersFile(table)
     expected = points.sample(BlockEngine(ByteStore()), np.array(urls, object)[tile], lon, lat)
     http_collection.log.clear()
     for _ in range(2):

@@ -371,7 +371,7 @@ def test_a_huge_request_is_refused_before_anything_is_allocated(con):
 @pytest.mark.parametrize("size, amount", [(2049, "256.3 MiB"), (31623, "59.6 GiB")])
 def test_window_refusal_says_a_real_amount(size, amount):
     """(From the retired aef_patch's tests.) A size past 2048 says what one window would be."""
-    from aefsql.kernels.engine import check_windows
+    from aefsql.kernels.budgets import check_windows
 
     with pytest.raises(aefsql.AefsqlError, match=rf"would be {amount} a row"):
         check_windows(1, size, 64)

@@ -151,7 +151,7 @@ def test_a_rasteret_record_that_is_no_header_is_not_used(root, tmp_path, case):
     folder = export_folder(tmp_path / "hostile", change(records(root)))
     with pytest.warns(UserWarning, match=rf"2024-northup\.tif: .*{why}.*own header is read"):
         session = open_session(str(root / "index.parquet"), headers=str(folder))
-    assert session.engine.headers.collection.get(str(root / NORTHUP)) is None
+    assert session.engine.headers.file.get(str(root / NORTHUP)) is None
     assert_gdal_values(root, str(folder))
 
 
@@ -176,7 +176,7 @@ def test_a_bad_shard_record_is_not_used(root, tmp_path, on_error):
     index = published(tmp_path / "published", shard, shard["path"])
     session = open_session(str(root / "index.parquet"), headers=str(index))
     with pytest.warns(UserWarning, match=r"2024-northup\.tif: block_offsets holds -5"):
-        assert session.engine.headers.collection.get(str(root / NORTHUP)) is None
+        assert session.engine.headers.file.get(str(root / NORTHUP)) is None
     assert_gdal_values(root, str(index), on_error=on_error)
 
 
@@ -186,7 +186,7 @@ def test_a_shard_that_is_not_parquet_is_not_used(root, tmp_path, on_error):
     index = published(tmp_path / "published", b"PAR1 not really parquet PAR1", paths)
     session = open_session(str(root / "index.parquet"), headers=str(index))
     with pytest.warns(UserWarning, match=r"shard .*part-0\.parquet, not Parquet"):
-        assert session.engine.headers.collection.get(str(root / NORTHUP)) is None
+        assert session.engine.headers.file.get(str(root / NORTHUP)) is None
     assert_gdal_values(root, str(index), on_error=on_error)
 
 
@@ -197,7 +197,7 @@ def test_a_file_with_two_rasteret_records_uses_neither(root, tmp_path):
         folder = export_folder(tmp_path / "twice", first, second)
         with pytest.warns(UserWarning, match=r"1 file\(s\) with two records .*2024-northup"):
             session = open_session(str(root / "index.parquet"), headers=str(folder))
-        assert session.engine.headers.collection.get(str(root / NORTHUP)) is None
+        assert session.engine.headers.file.get(str(root / NORTHUP)) is None
         assert_gdal_values(root, str(folder))
 
 
@@ -212,7 +212,7 @@ def test_a_file_the_index_names_twice_is_not_used(root, tmp_path):
     pq.write_table(index, folder / "index.parquet")
     with pytest.warns(UserWarning, match=r"the index names twice"):
         session = open_session(str(root / "index.parquet"), headers=str(folder))
-    assert len(session.engine.headers.collection) == 0
+    assert len(session.engine.headers.file) == 0
 
 
 # Shard paths that could leave the collection's folder once a client decodes them.
@@ -249,9 +249,9 @@ def test_a_shard_is_read_from_the_collections_folder_only(root, tmp_path, part):
         good = open_session(catalog, headers=server.base_url + "coll/good.parquet")
         bad = open_session(catalog, headers=server.base_url + "coll/bad.parquet")
         server.log.clear()
-        assert good.engine.headers.collection.get(remote[0]) is not None  # a shard in coll/ is read
-        assert len(bad.engine.headers.collection) == 0
-        assert bad.engine.headers.collection.get(remote[0]) is None
+        assert good.engine.headers.file.get(remote[0]) is not None  # a shard in coll/ is read
+        assert len(bad.engine.headers.file) == 0
+        assert bad.engine.headers.file.get(remote[0]) is None
         gets = [p for m, p, _ in server.log.requests if m == "GET"]
         assert gets and all(p.startswith("/coll/") for p in gets), gets
 
@@ -335,8 +335,8 @@ def test_a_row_of_aefsqls_collection_that_is_no_header_is_not_used(
     session = open_session(gdal_collection.index, headers=str(out))
     path = next(p for p in built["path"].to_pylist() if p.endswith(TILE))
     with pytest.warns(UserWarning, match=rf"tile3-0000000000-0000000000\.tiff: .*{why}"):
-        assert session.engine.headers.collection.get(path) is None
-    assert session.engine.headers.collection.get(path) is None  # not built again
+        assert session.engine.headers.file.get(path) is None
+    assert session.engine.headers.file.get(path) is None  # not built again
     with pytest.raises(TiffFormatError, match=why):
         [header_from_row(row) for row in pq.read_table(out).to_pylist()]
     assert_tile_values(gdal_collection, out)
@@ -354,7 +354,7 @@ def test_negative_offsets_in_a_signed_column_are_not_used(gdal_collection, built
     session = open_session(gdal_collection.index, headers=str(out))
     path = next(p for p in built["path"].to_pylist() if p.endswith(TILE))
     with pytest.warns(UserWarning, match=r"block_offsets holds -5"):
-        assert session.engine.headers.collection.get(path) is None
+        assert session.engine.headers.file.get(path) is None
     assert_tile_values(gdal_collection, out)
 
 
@@ -366,8 +366,8 @@ def test_a_file_with_two_rows_uses_neither(gdal_collection, built, tmp_path):
         pq.write_table(pa.concat_tables([built, pa.Table.from_pylist([extra], built.schema)]), out)
         with pytest.warns(UserWarning, match=r"1 file\(s\) with two records .*tile3-"):
             session = open_session(gdal_collection.index, headers=str(out))
-        assert session.engine.headers.collection.get(row["path"]) is None
-        assert len(session.engine.headers.collection) == 3
+        assert session.engine.headers.file.get(row["path"]) is None
+        assert len(session.engine.headers.file) == 3
         assert_tile_values(gdal_collection, out)
 
 
@@ -379,6 +379,6 @@ def test_the_good_rows_are_used_as_they_were(gdal_collection, built, tmp_path):
         session = open_session(gdal_collection.index, headers=str(out))
         headers = [header_from_row(row) for row in built.to_pylist()]
         for path in built["path"].to_pylist():
-            assert session.engine.headers.collection.get(path) is not None
+            assert session.engine.headers.file.get(path) is not None
         assert len(headers) == 4
     assert_tile_values(gdal_collection, out)

@@ -53,14 +53,14 @@ def store(s3, s3_proxy, tmp_path_factory):
 def test_rasteret_headers_are_the_files_own(gdal_collection):
     """Every field, and both block tables in full, as aefsql parses them from the files."""
     session = open_session(gdal_collection.index, headers=str(RASTERET_FIXTURE))
-    headers = session.engine.headers.collection
+    headers = session.engine.headers.file
     assert len(headers) == 2
     for name in RASTERET_FILES.values():
         path = str(RASTERET_FIXTURE / "tiffs" / name)
         theirs = headers.get(path)
-        session.engine.headers.collection = None  # now from the file itself
+        session.engine.headers.file = None  # now from the file itself
         own = session.engine.headers.complete([path])[path]
-        session.engine.headers.collection = headers
+        session.engine.headers.file = headers
         for field in HEADER_FIELDS:
             assert getattr(theirs, field) == getattr(own, field), (name, field)
             assert theirs.transform.south_up == (name == RASTERET_FILES[2023])  # as the file is
@@ -124,10 +124,10 @@ def test_untrusted_records_fall_back_to_the_files(store, s3, s3_proxy, tmp_path)
         headers="s3://rasteret-hostile/index.parquet",
         storage_options=s3_proxy.storage_options,
     )
-    assert len(session.engine.headers.collection) == 1  # the shard outside is not even named
+    assert len(session.engine.headers.file) == 1  # the shard outside is not even named
     northup = f"s3://{BUCKET}/collection/tiffs/{RASTERET_FILES[2024]}"
     with pytest.warns(UserWarning, match=r"2024-northup\.tif: 63 band structs for 64 planes"):
-        assert session.engine.headers.collection.get(northup) is None
+        assert session.engine.headers.file.get(northup) is None
     for year in RASTERET_FILES:
         table, x, y = rasteret_points(year, seed=5)
         s3_proxy.log.clear()

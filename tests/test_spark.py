@@ -71,7 +71,7 @@ def reference(points, s3_collection, s3_proxy):
 
 @pytest.fixture(scope="module")
 def headers(s3_collection, s3_proxy, tmp_path_factory):
-    """A read-ready collection of the S3 collection's headers (a local file)."""
+    """A headers file of the S3 collection's headers (a local file)."""
     path = str(tmp_path_factory.mktemp("spark") / "collection.parquet")
     aefsql.write_headers(
         path, catalog=s3_collection.index, storage_options=s3_proxy.storage_options

@@ -470,7 +470,7 @@ def _image_header(
 def check_image(header: ImageHeader) -> None:
     """Raise `TiffFormatError` unless the header is one sampling can use: positive sizes, at
     most MAX_SAMPLES samples, a sample type aefsql reads, and one block-table entry per
-    block. The parser applies it to every IFD, and a read-ready collection to every record
+    block. The parser applies it to every IFD, and a headers file to every record
     (aefsql/headers/table.py): both are untrusted."""
     _check_sizes(header.width, header.height, header.samples_per_pixel)
     dtype = header.dtype

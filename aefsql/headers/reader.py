@@ -42,7 +42,7 @@ class Headers:
     def __init__(self, store: ByteStore, cache: HeaderCache | None = None):
         self.store = store
         self.cache = cache if cache is not None else HeaderCache()  # keyed by (url, level)
-        self.collection: HeadersFile | None = None  # headers to take before reading
+        self.file: HeadersFile | None = None  # the headers file: headers taken before reading
 
     def headers_for(self, urls, level: int = 0) -> dict[str, ImageHeader]:
         """Headers of the given files at `level` (0: full resolution, k: the k-th overview):
@@ -56,8 +56,8 @@ class Headers:
         pending: dict[str, SparseBytes] = {}
         for url in dict.fromkeys(urls):
             header = self.cache.get((url, level))
-            if header is None and self.collection is not None and level == 0:
-                header = self.collection.get(url)
+            if header is None and self.file is not None and level == 0:
+                header = self.file.get(url)
                 if header is not None:
                     self.cache.put((url, level), header)
             if header is None:
@@ -142,8 +142,8 @@ class Headers:
                     ) from None
                 for level in range(MAX_IFDS):  # every level read of the file
                     self.cache.discard((changed.url, level), version=changed.expected)
-                if self.collection is not None:
-                    self.collection.forget(changed.url)
+                if self.file is not None:
+                    self.file.forget(changed.url)
                 self.store.forget(changed.url)
         raise AssertionError("unreachable")
 
