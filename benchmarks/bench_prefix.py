@@ -2,7 +2,7 @@
 
 Sparse points, one in every other 1024-px block at a uniform row, are sampled over s3://
 (rclone) and http:// (a Range server), each behind a proxy adding 50 ms to every request:
-once reading whole blocks (`sampling.PREFIX_READS = False`, the floor before) and once
+once reading whole blocks (`engine.PREFIX_READS = False`, the floor before) and once
 reading prefixes. Also: one point in every block (blocks side by side in the file, whose
 reads merged into one request before), points in the last 5% of their block's rows (file
 order: nothing to save, nothing may get worse) and the clustered points of bench_local.py.
@@ -27,7 +27,7 @@ from latency_proxy import LatencyProxy
 from pyproj import Transformer
 
 import aefsql
-from aefsql.kernels import engine as sampling
+from aefsql.kernels import engine
 
 SIZE, TILES, BLOCK = 4096, 2, 1024
 
@@ -51,7 +51,7 @@ def one_per_block(seed: int, rows: tuple[float, float], isolated: bool):
 
 
 def run(catalog: str, options: dict, proxy: LatencyProxy, lon, lat, prefix: bool):
-    sampling.PREFIX_READS = prefix
+    engine.PREFIX_READS = prefix
     proxy.reset()
     start = time.perf_counter()
     table = aefsql.sample_points(
@@ -135,7 +135,7 @@ def main() -> None:
                         f"{pb / 1e6:>9.1f} {pb / wb:>10.3f}x"
                     )
     finally:
-        sampling.PREFIX_READS = True
+        engine.PREFIX_READS = True
         rclone.terminate()
     print("# every run's values equal GDAL's at the same points")
 
