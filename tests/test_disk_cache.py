@@ -274,12 +274,12 @@ def test_a_rerun_decodes_nothing_and_other_bands_keep_their_own(
 ):
     """Whole-table jobs keep the values they read per file version and pixel: a re-run
     decodes no block. Another band list has its own entry; a corrupt entry is decoded anew."""
-    from aefsql.kernels import engine as sampling
+    from aefsql.kernels import engine as block_engine
 
     decoded = []
-    real = sampling.decode_block
+    real = block_engine.decode_block
     monkeypatch.setattr(
-        sampling, "decode_block", lambda *a, **k: decoded.append(1) or real(*a, **k)
+        block_engine, "decode_block", lambda *a, **k: decoded.append(1) or real(*a, **k)
     )
     parts = [tile_points(k, 25, seed=30 + k) for k in range(len(COLLECTION_TILES))]
     lon = np.concatenate([p[0] for p in parts])

@@ -15,7 +15,7 @@ from servers import http_range_server
 
 from aefsql.errors import TiffFormatError
 from aefsql.format.codecs import DEFLATE, ZSTD, ShortBlock, _zstd_walk, decode_block, prefix_length
-from aefsql.kernels import engine as sampling
+from aefsql.kernels import engine as block_engine
 from aefsql.kernels import points
 from aefsql.kernels.engine import BlockEngine
 from aefsql.storage.store import ByteStore
@@ -237,7 +237,7 @@ def test_whole_blocks_when_prefix_reads_are_off(tiffs, monkeypatch):
     path = tiffs["zstd"]
     offsets, counts = block_table(path)
     x, y = points_at(0, [200], [40])
-    monkeypatch.setattr(sampling, "PREFIX_READS", False)
+    monkeypatch.setattr(block_engine, "PREFIX_READS", False)
     values, ranges = sample_over_http(path, x, y)
     np.testing.assert_array_equal(values, gdal_values(path, x, y))
     assert ranges == whole_blocks(offsets, counts, tile=0)
@@ -371,6 +371,6 @@ def test_a_cut_block_never_sits_inside_a_request():
         )  # fmt: skip
 
     reads = [read(0, mib, mib), read(mib, 2 * mib, mib - 30_000), read(2 * mib, 10 * mib, mib)]
-    spans = sampling.fetch_spans(reads, {"u": SimpleNamespace(compression=NONE)}, keep=False)
+    spans = block_engine.fetch_spans(reads, {"u": SimpleNamespace(compression=NONE)}, keep=False)
     assert spans == [(0, mib), (mib, 2 * mib), (2 * mib, 3 * mib)]
     assert [(m.start, m.end) for m in merge_ranges(spans)] == [(0, 3 * mib)]
