@@ -24,6 +24,7 @@ from .kernels.pictures import check_writable
 from .options import (
     Options,
     added_columns,
+    arrow_points,
     check_level,
     epsg,
     headers_option,
@@ -84,7 +85,7 @@ def sample_points(
     if crs is not None and geometry_crs is not None and epsg(crs) != epsg(geometry_crs):
         raise AefsqlError("pass crs= or its alias geometry_crs=, not both")
     crs = crs if crs is not None else geometry_crs
-    source, total, geometry_column, crs = _arrow_points(points, geometry_column, crs)
+    source, total, geometry_column, crs = arrow_points(points, geometry_column, crs)
     chosen = resolve(
         years=years,
         year=year,
@@ -287,7 +288,7 @@ def zonal(
     their input order, and their columns their Arrow types (a GeoDataFrame's geometry comes
     back as WKB).
     """
-    source, _, geometry_column, crs = _arrow_points(polygons, geometry_column, crs)
+    source, _, geometry_column, crs = arrow_points(polygons, geometry_column, crs)
     geometry_column = geometry_column or "geom"
     table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
     check_level(level)
@@ -337,39 +338,6 @@ def zonal(
     for name in added:
         out = out.append_column(name, result[name])
     return out
-
-
-def _arrow_points(points, geometry_column, crs):
-    """(Arrow table or reader, row count or None, geometry column, crs) of any points input.
-
-    GeoPandas gives its geometry column (as WKB) and its CRS unless the caller names others;
-    the libraries are recognised by their methods, so none of them is imported here.
-    """
-    if isinstance(points, pa.Table):
-        return points, points.num_rows, geometry_column, crs
-    if isinstance(points, pa.RecordBatchReader):
-        return points, None, geometry_column, crs
-    if hasattr(points, "geometry") and hasattr(points, "to_wkb") and hasattr(points, "crs"):
-        geometry_column = geometry_column or points.geometry.name
-        if crs is None:
-            crs = points.crs
-        elif points.crs is not None and epsg(crs) != epsg(points.crs):
-            raise AefsqlError(
-                f"crs={crs!r} but the GeoDataFrame's CRS is {points.crs}: reproject it "
-                "(to_crs) or drop crs="
-            )
-        table = pa.Table.from_pandas(points.to_wkb(), preserve_index=False)
-        return table, table.num_rows, geometry_column, crs
-    if hasattr(points, "to_arrow") and hasattr(points, "schema"):  # polars
-        table = points.to_arrow()
-        return table, table.num_rows, geometry_column, crs
-    if hasattr(points, "to_numpy") and hasattr(points, "columns") and hasattr(points, "iloc"):
-        table = pa.Table.from_pandas(points, preserve_index=False)
-        return table, table.num_rows, geometry_column, crs
-    raise AefsqlError(
-        "points must be a pyarrow Table or RecordBatchReader, or a pandas, polars or GeoPandas "
-        f"DataFrame, not {type(points).__name__}"
-    )
 
 
 @speaks("python")

@@ -1,5 +1,6 @@
 """The parameters every home shares (SQL table functions, the Python API, the CLI): years,
-crs, bands, on_error, level, the coordinate columns and the columns a function adds.
+crs, bands, on_error, level, the coordinate columns and the columns a function adds, and the
+points or polygons table itself (`arrow_points`: Arrow, pandas, polars or GeoPandas in).
 
 They are resolved here once, in Python: the SQL macros hand their parameters over as JSON
 (`to_json` keeps numbers, strings and booleans apart) and raise the message this module
@@ -18,6 +19,8 @@ import numbers
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import pyarrow as pa
 
 from .aef import BAND_NAMES
 from .errors import AefsqlError, user_stacklevel
@@ -379,3 +382,36 @@ def resolve_json(text: str) -> Options:
     """`resolve` for the SQL macros, which send their parameters as one JSON object."""
     params = json.loads(text)
     return resolve(**params)
+
+
+def arrow_points(points, geometry_column, crs):
+    """(Arrow table or reader, row count or None, geometry column, crs) of any points input.
+
+    GeoPandas gives its geometry column (as WKB) and its CRS unless the caller names others;
+    the libraries are recognised by their methods, so none of them is imported here.
+    """
+    if isinstance(points, pa.Table):
+        return points, points.num_rows, geometry_column, crs
+    if isinstance(points, pa.RecordBatchReader):
+        return points, None, geometry_column, crs
+    if hasattr(points, "geometry") and hasattr(points, "to_wkb") and hasattr(points, "crs"):
+        geometry_column = geometry_column or points.geometry.name
+        if crs is None:
+            crs = points.crs
+        elif points.crs is not None and epsg(crs) != epsg(points.crs):
+            raise AefsqlError(
+                f"crs={crs!r} but the GeoDataFrame's CRS is {points.crs}: reproject it "
+                "(to_crs) or drop crs="
+            )
+        table = pa.Table.from_pandas(points.to_wkb(), preserve_index=False)
+        return table, table.num_rows, geometry_column, crs
+    if hasattr(points, "to_arrow") and hasattr(points, "schema"):  # polars
+        table = points.to_arrow()
+        return table, table.num_rows, geometry_column, crs
+    if hasattr(points, "to_numpy") and hasattr(points, "columns") and hasattr(points, "iloc"):
+        table = pa.Table.from_pandas(points, preserve_index=False)
+        return table, table.num_rows, geometry_column, crs
+    raise AefsqlError(
+        "points must be a pyarrow Table or RecordBatchReader, or a pandas, polars or GeoPandas "
+        f"DataFrame, not {type(points).__name__}"
+    )

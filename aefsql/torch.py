@@ -23,7 +23,6 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .aef import BAND_NAMES, NODATA, dequantize
-from .api import _arrow_points
 from .errors import AefsqlError
 from .geometry import geo
 from .headers.reader import point_pixels
@@ -32,7 +31,7 @@ from .kernels.chips import read_chips
 from .kernels.coverage import warn_missing_years
 from .kernels.grouping import group_indices
 from .kernels.locate import locate
-from .options import headers_option, resolve, speaks
+from .options import arrow_points, headers_option, resolve, speaks
 from .session import Session, open_session
 from .storage.memory import BlockCache
 from .storage.store import DEFAULT_CONCURRENCY
@@ -83,7 +82,7 @@ class ChipDataset(Dataset):
         storage_options: Mapping[str, Any] | None = None,
         collection: str | None = None,
     ):
-        source, _, geometry_column, crs = _arrow_points(points, geometry_column, crs)
+        source, _, geometry_column, crs = arrow_points(points, geometry_column, crs)
         table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
         chosen = resolve(years=years, crs=crs, bands=bands)
         names = table.schema.names

@@ -73,9 +73,9 @@ RULES = [
         HOSTS,
     ),
     Rule(
-        "ml-datasets-import-no-duckdb-host",
+        "ml-datasets-import-no-other-host",
         ("aefsql.torch", "aefsql.torchgeo"),
-        ("aefsql.duck",),
+        ("aefsql.duck", "aefsql.api", "aefsql.cli", "aefsql.shell", "aefsql.spark", "aefsql.dbt"),
     ),
     Rule(
         "only-storage-and-fsspec-shims-import-fsspec",
