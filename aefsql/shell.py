@@ -16,8 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from .catalog.index import quote_identifier
-from .duck.calls import sql_literal
+from .duck.calls import sql_identifier, sql_literal
 from .duck.registration import function_docs
 from .errors import AefsqlError, redact_text
 
@@ -366,7 +365,7 @@ def _sql_type(column_type, float_as: str) -> str | None:
         if kind == "map":
             return f"MAP({types[0]}, {types[1]})"
         fields = ", ".join(
-            f"{quote_identifier(name)} {t}" for (name, _), t in zip(children, types, strict=True)
+            f"{sql_identifier(name)} {t}" for (name, _), t in zip(children, types, strict=True)
         )
         return f"{kind.upper()}({fields})"
     return None

@@ -84,10 +84,6 @@ def resolve_path(path: str | None, base: str) -> str | None:
     return base + path.removeprefix("./")
 
 
-def quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 @dataclass
 class TileTable:
     """The narrow catalog in numpy arrays, for locating points' tiles."""

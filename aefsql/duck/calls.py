@@ -1,6 +1,6 @@
-"""SQL text for a call of an aef_* function, built in one place for every host (the CLI, the
-Python API, Spark): values become literals by one quoting rule, so a user's string can never
-become SQL."""
+"""SQL text built in one place for every host (the CLI, the shell, the Python API, Spark): a
+call of an aef_* function, its values as literals and names as identifiers, each by one quoting
+rule, so a user's string can never become SQL."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def sql_literal(value) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(map(sql_literal, value)) + "]"
     raise TypeError(f"no SQL literal for {type(value).__name__}: {value!r}")
+
+
+def sql_identifier(name: str) -> str:
+    """`name` as a quoted SQL identifier (its quotes doubled): any column name, keywords too."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def table_call(function: str, /, *arguments, **parameters) -> str:
