@@ -5,7 +5,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from aefsql.duck.calls import sql_literal, table_call
+from aefsql.duck.calls import sql_identifier, sql_literal, table_call
 
 
 @pytest.mark.parametrize(
@@ -70,3 +70,9 @@ def test_call_runs_on_duckdb():
         )
         call = table_call("echo", "t", name="it's", years=(2023, 2024), flag=None)
         assert con.execute(f"FROM {call}").fetchall() == [(1, "it's", [2023, 2024], False)]
+
+
+@pytest.mark.parametrize("name", ["lon", "select", 'a "quoted" name', "año 2024"])
+def test_identifiers_come_back_as_the_name(name):
+    """Any column name, keywords and quotes too, is one identifier to DuckDB."""
+    assert duckdb.sql(f"SELECT 1 AS {sql_identifier(name)}").columns == [name]
