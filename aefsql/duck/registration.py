@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ..aef import BAND_NAMES
+from ..aef import BAND_COUNT, BAND_NAMES, NODATA, STEP
 from ..headers.table import SCHEMA as HEADERS_SCHEMA
 from ..options import headers_option
 from ..session import open_session
@@ -133,6 +133,18 @@ def connect(
         raise
 
 
+# The format's facts in the macros' text (sql/aef_values.sql), from their one home (aef.py).
+AEF_FACTS = {
+    "{nodata}": str(NODATA),
+    "{step}": repr(STEP),
+    "{band_count}": str(BAND_COUNT),
+    "{band_names}": sql_literal(BAND_NAMES),
+    "{dequantized_bands}": "["
+    + ", ".join(f"aef_dequantize(embedding.{name})" for name in BAND_NAMES)
+    + "]",
+}
+
+
 def install(con: duckdb.DuckDBPyConnection, udfs: SessionUdfs) -> None:
     """Make the aef_* functions callable on `con`: the Python UDFs of `udfs` (once per
     database instance: cursors share them) and the TEMP macros (per connection/cursor)."""
@@ -147,7 +159,7 @@ def install(con: duckdb.DuckDBPyConnection, udfs: SessionUdfs) -> None:
         udfs.udf_prefix = _create_functions(con, udfs)
     replacements = {
         "{udf}": udfs.udf_prefix,
-        "{band_names}": sql_literal(BAND_NAMES),
+        **AEF_FACTS,
     }
     udfs._install_state.creating = True
     try:
