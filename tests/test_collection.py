@@ -8,7 +8,7 @@ from helpers import band_matrix, gdal_values, tile_points
 from pyproj import Transformer
 
 import aefsql
-from aefsql.aef import BAND_NAMES
+from aefsql.aef import BAND_NAMES, dequantize
 
 STORES = ["local", "s3", "http"]
 
@@ -159,6 +159,25 @@ def test_dequantize_and_vector(con):
         expected = np.sign(q) * (abs(q) / 127.5) ** 2
         assert f == pytest.approx(expected, rel=1e-6)
         assert len(v) == 64 and v[7] == pytest.approx(expected, rel=1e-6)
+
+
+def test_sql_and_python_dequantize_every_int8_alike(con):
+    """aef_dequantize and aef_vector (SQL, their facts filled in from aef.py) give what
+    aef.dequantize gives, for all 256 int8 values: nodata NULL (NaN in Python)."""
+    values = np.arange(-128, 128, dtype=np.int8)
+    con.register("q", pa.table({"v": values}))
+    sql = con.sql("SELECT aef_dequantize(v) FROM q ORDER BY v").fetchnumpy()
+    vector = con.sql(
+        "SELECT aef_vector({" + ", ".join(f"{b}: v" for b in BAND_NAMES) + "}) FROM q ORDER BY v"
+    ).fetchall()
+    con.unregister("q")
+    python = dequantize(values)
+    got = np.ma.filled(next(iter(sql.values())).astype(np.float64), np.nan)
+    assert np.allclose(got, python, rtol=1e-6, equal_nan=True)  # FLOAT in SQL
+    assert vector[0][0] is None  # -128 in every band: nodata
+    assert all(
+        row[0] == pytest.approx([python[k + 1]] * 64, rel=1e-6) for k, row in enumerate(vector[1:])
+    )
 
 
 def test_python_sample_points_streams_record_batches(collection):
