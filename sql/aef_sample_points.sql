@@ -159,11 +159,14 @@ wanted_bands AS (
                 OR (c = 'aef_error' AND on_error = 'null'))
     FROM with_vector
 )
-SELECT p.* EXCLUDE (__aef_row), l.__aef_year AS year, s.* EXCLUDE (__aef_row, __aef_year)
+-- Each row once per year is the points crossed with the years, not joined back to `located`:
+-- that join hashed a million located rows (their paths too) while the sampling ran, about
+-- 150 MiB of the peak for 10^6 points (benchmarks/README.md, "Memory").
+SELECT p.* EXCLUDE (__aef_row), y.__aef_year AS year, s.* EXCLUDE (__aef_row, __aef_year)
 FROM points p
-JOIN located l ON l.__aef_row = p.__aef_row
-LEFT JOIN wanted_bands s ON s.__aef_row = l.__aef_row AND s.__aef_year = l.__aef_year
-ORDER BY p.__aef_row, l.__aef_year;
+CROSS JOIN (SELECT unnest(__aef_years) AS __aef_year FROM options) y
+LEFT JOIN wanted_bands s ON s.__aef_row = p.__aef_row AND s.__aef_year = y.__aef_year
+ORDER BY p.__aef_row, y.__aef_year;
 
 -- aef_plan: what aef_sample_points would read, from headers only (no pixel is read): per file,
 -- the points it holds, the distinct blocks, the requests after merging nearby ranges, and the
