@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..aef import BAND_COUNT, dequantized_table
 from ..catalog.index import TileTable
 from ..errors import AefsqlError
 from ..geometry import geo
@@ -372,6 +373,24 @@ class Pixels:
         if self.fewest_bands <= self.bands[k]:
             null |= self.band_count <= self.bands[k]
         return null if null.any() else None
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (pixels, 64): each pixel's de-quantized embedding, pixel by pixel (as a
+        fixed-size list wants it), and bool (pixels,): where it is NULL — any band nodata or
+        missing, as aef_vector says (AEF masks all 64 bands together, and DuckDB's array
+        functions refuse NULL elements). Needs all 64 bands, in order."""
+        if self.bands != list(range(BAND_COUNT)):
+            raise AefsqlError("an embedding vector needs all 64 bands, in order")
+        n = self.values.shape[1]
+        null = np.zeros(n, bool)
+        for k in range(BAND_COUNT):
+            band = self.band_null(k)
+            if band is not None:
+                null |= band
+        # One lookup in the 256-entry table (aef.dequantize's) per value, on the values laid
+        # out pixel-major first: transposing int8 costs a quarter of transposing float32.
+        table = dequantized_table().astype(np.float32)
+        return table[np.ascontiguousarray(self.values.T).view(np.uint8)], null
 
     @cached_property
     def common_nodata(self) -> int | None:
