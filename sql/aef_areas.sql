@@ -14,12 +14,14 @@ CREATE OR REPLACE TEMP MACRO __aef_area_text(area) AS
          THEN CAST(area AS VARCHAR) END;
 
 -- An area function's checked years, crs and bands (the error options.py gives, raised).
-CREATE OR REPLACE TEMP MACRO __aef_area_options(function, years, year, crs, bands) AS TABLE
+CREATE OR REPLACE TEMP MACRO __aef_area_options(function, years, year, crs, bands,
+                                                as_vector := false) AS TABLE
 SELECT CASE WHEN o.error IS NOT NULL THEN error(o.error) ELSE o.years END AS __aef_years,
        o.crs AS __aef_crs, o.bands AS __aef_bands
 FROM (
     SELECT {udf}_options(to_json({
-        'function': function, 'years': years, 'year': year, 'crs': crs, 'bands': bands
+        'function': function, 'years': years, 'year': year, 'crs': crs, 'bands': bands,
+        'as_vector': as_vector
     })) AS o
 );
 
@@ -31,7 +33,9 @@ FROM (
 -- every year: join two years on it for a change map. `x`/`y` are the pixel centre in the
 -- CRS of its tile, `crs` ('EPSG:32633', as aef_chips' chip_crs): an area across a UTM seam
 -- has pixels of two zones. Rows come in no set order. `level` k reads the files' k-th
--- overview (0: full resolution): row, col, x, y are that level's.
+-- overview (0: full resolution): row, col, x, y are that level's. `as_vector` gives one
+-- `embedding FLOAT[64]` (de-quantized in the kernel; NULL where any band is nodata) in place
+-- of the 64 band columns, for array_cosine_similarity and friends.
 CREATE OR REPLACE TEMP MACRO aef_pixels(
     area,
     years := NULL,
@@ -39,10 +43,11 @@ CREATE OR REPLACE TEMP MACRO aef_pixels(
     bands := NULL,
     crs := NULL,
     max_bytes := NULL,
-    level := 0
+    level := 0,
+    as_vector := false
 ) AS TABLE
 WITH checked AS MATERIALIZED (
-    FROM __aef_area_options('aef_pixels', years, year, crs, bands)
+    FROM __aef_area_options('aef_pixels', years, year, crs, bands, as_vector := as_vector)
 ),
 units AS (
     -- The plan in units (a year's tiles), each followed by NULLs up to a DuckDB vector: one
@@ -60,18 +65,34 @@ chunks AS (
     SELECT unnest({udf}_unit_chunks(unit)) AS chunk, __aef_bands
     FROM units
 ),
-pixels AS (
+with_bands AS (
     SELECT chunk.year AS __aef_year, chunk.path AS __aef_path,
            unnest({udf}_chunk_pixels(chunk.path, chunk.year, chunk.row, chunk.col0,
                                      chunk.col1, chunk.centroid, __aef_bands,
                                      CAST(level AS INTEGER)),
                   recursive := true)
     FROM chunks
+    WHERE NOT as_vector
+),
+with_vectors AS (
+    -- (A UDF has one result type: the vectors come from their own, and the branch that
+    -- as_vector rules out gets no chunk.)
+    SELECT chunk.year AS __aef_year, chunk.path AS __aef_path,
+           unnest({udf}_chunk_vectors(chunk.path, chunk.year, chunk.row, chunk.col0,
+                                      chunk.col1, chunk.centroid, CAST(level AS INTEGER)),
+                  recursive := true)
+    FROM chunks
+    WHERE as_vector
+),
+pixels AS (
+    FROM with_bands UNION ALL BY NAME FROM with_vectors
 )
 SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, xy_crs AS crs,
        lon, lat,
-       COLUMNS(lambda c: c SIMILAR TO 'A[0-9][0-9]'
-               AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
+       COLUMNS(lambda c: (c SIMILAR TO 'A[0-9][0-9]' AND NOT as_vector
+                          AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()),
+                                            c))
+                         OR (c = 'embedding' AND as_vector))
 FROM pixels;
 
 -- aef_area_plan: what aef_pixels would read for `area`, from headers only (no pixel is

@@ -46,6 +46,10 @@ RETURNS = {
         "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, xy_crs VARCHAR, "
         f"lon DOUBLE, lat DOUBLE, {BANDS})[]"
     ),
+    "chunk_vectors": (
+        "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, xy_crs VARCHAR, "
+        "lon DOUBLE, lat DOUBLE, embedding FLOAT[64])[]"
+    ),
     "zonal": (
         "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "
         "centroid_pixel BOOLEAN, embedding FLOAT[64], aef_error VARCHAR)[]"

@@ -420,8 +420,9 @@ SIGNATURES = [
     ("aefsql.register", ["con", "catalog"], None, set()),
     ("aefsql.sample_points", ["points"], "aef_sample_points", set()),
     ("aefsql.zonal", ["polygons"], "aef_zonal", {"max_bytes"}),
-    ("aefsql.read_area", ["area", "years"], "aef_pixels", {"year"}),
-    ("aefsql.picture", ["area", "year", "path"], "aef_pixels", {"years"}),
+    # (aef_pixels' as_vector: rows of vectors; read_area gives a cube, picture an image.)
+    ("aefsql.read_area", ["area", "years"], "aef_pixels", {"year", "as_vector"}),
+    ("aefsql.picture", ["area", "year", "path"], "aef_pixels", {"years", "as_vector"}),
     ("aefsql.write_headers", ["output"], "aef_headers", set()),
     ("aefsql.build_collection", ["output"], "aef_headers", set()),
     pytest.param(
@@ -442,7 +443,7 @@ SIGNATURES = [
         "aefsql.torchgeo.AEF",
         ["catalog"],
         "aef_pixels",
-        {"year", "max_bytes", "level"},
+        {"year", "max_bytes", "level", "as_vector"},
         marks=pytest.mark.torch,
     ),
 ]

@@ -29,6 +29,7 @@ from .types import (
     LOCATED_ARROW,
     OPTIONS_ARROW,
     PIXEL_ARROW,
+    PIXEL_VECTOR_ARROW,
     PLAN_ARROW,
     POINT_XY_ARROW,
     SAMPLED_ARROW,
@@ -271,6 +272,12 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
                 "INTEGER",
             ],
             pa.list_(PIXEL_ARROW),
+        ),
+        (
+            "chunk_vectors",
+            session.chunk_vectors,
+            ["VARCHAR", "INTEGER", "INTEGER", "INTEGER", "INTEGER", "BOOLEAN", "INTEGER"],
+            pa.list_(PIXEL_VECTOR_ARROW),
         ),
         (
             "zonal",

@@ -54,18 +54,21 @@ UNIT_ARROW = pa.struct(
         ("level", pa.int32()),
     ]
 )
-PIXEL_ARROW = pa.struct(
-    [
-        ("location", pa.int64()),
-        ("row", pa.int32()),
-        ("col", pa.int32()),
-        *((name, pa.float64()) for name in ("x", "y")),
-        # of x/y: "EPSG:32633", as aef_chips' chip_crs (aef_pixels calls it crs, a name its
-        # parameters take)
-        ("xy_crs", pa.string()),
-        *((name, pa.float64()) for name in ("lon", "lat")),
-        *EMBEDDING_ARROW,
-    ]
+# Where a pixel of aef_pixels is: the fields before its bands (or its vector).
+PIXEL_PLACE_ARROW = [
+    ("location", pa.int64()),
+    ("row", pa.int32()),
+    ("col", pa.int32()),
+    *((name, pa.float64()) for name in ("x", "y")),
+    # of x/y: "EPSG:32633", as aef_chips' chip_crs (aef_pixels calls it crs, a name its
+    # parameters take)
+    ("xy_crs", pa.string()),
+    *((name, pa.float64()) for name in ("lon", "lat")),
+]
+PIXEL_ARROW = pa.struct([*PIXEL_PLACE_ARROW, *EMBEDDING_ARROW])
+# aef_pixels(as_vector := true): the de-quantized bands as one FLOAT[64] (NULL on nodata).
+PIXEL_VECTOR_ARROW = pa.struct(
+    [*PIXEL_PLACE_ARROW, ("embedding", pa.list_(pa.float32(), len(BAND_NAMES)))]
 )
 
 AREA_PLAN_ARROW = pa.struct(

@@ -48,6 +48,7 @@ from .types import (
     LOCATED_ARROW,
     OPTIONS_ARROW,
     PIXEL_ARROW,
+    PIXEL_VECTOR_ARROW,
     PLAN_ARROW,
     SAMPLED_ARROW,
     UNIT_ARROW,
@@ -324,6 +325,33 @@ class SessionUdfs:
     def chunk_pixels(self, path, year, row, col0, col1, centroid, bands, level) -> pa.ListArray:
         """Per chunk (rows and columns of the tile's `level`): its pixels that belong to its
         tile, where they are and their bands."""
+        wanted = band_indices(sorted({n for names in bands.to_pylist() for n in names or ()}))
+        chunks, pixels, at = self._read_chunks(path, year, row, col0, col1, centroid, level, wanted)
+        rows = {band: k for k, band in enumerate(wanted)}
+        n = pixels.row.size
+        band_columns = []
+        for band in range(len(BAND_NAMES)):
+            k = rows.get(band)
+            if k is None:
+                band_columns.append(pa.nulls(n, pa.int8()))
+                continue
+            null = pixels.band_null(k)
+            band_columns.append(pa.array(pixels.values[k], mask=null))
+        return self._pixel_lists(chunks, pixels, at, band_columns, PIXEL_ARROW)
+
+    def chunk_vectors(self, path, year, row, col0, col1, centroid, level) -> pa.ListArray:
+        """`chunk_pixels` with the 64 bands as one de-quantized FLOAT[64] `embedding`, NULL
+        where any band is nodata (aef_pixels(as_vector := true))."""
+        every = list(range(len(BAND_NAMES)))
+        chunks, pixels, at = self._read_chunks(path, year, row, col0, col1, centroid, level, every)
+        vectors, null = pixels.vectors()
+        embedding = pa.FixedSizeListArray.from_arrays(
+            pa.array(vectors.reshape(-1)), len(BAND_NAMES), mask=pa.array(null)
+        )
+        return self._pixel_lists(chunks, pixels, at, [embedding], PIXEL_VECTOR_ARROW)
+
+    def _read_chunks(self, path, year, row, col0, col1, centroid, level, bands):
+        """(chunks, their pixels of `bands`, level) of a call's chunk columns."""
         levels = set(_levels(level))
         if len(levels) > 1:
             raise AefsqlError(f"level := must be one value per call, not {sorted(levels)}")
@@ -335,19 +363,11 @@ class SessionUdfs:
             col1=_ints(col1),
             centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
         )
-        wanted = band_indices(sorted({n for names in bands.to_pylist() for n in names or ()}))
         at = levels.pop() if levels else 0
-        pixels = chunk_pixels(self.session, chunks, wanted, at)
-        rows = {band: k for k, band in enumerate(wanted)}
-        n = pixels.row.size
-        band_columns = []
-        for band in range(len(BAND_NAMES)):
-            k = rows.get(band)
-            if k is None:
-                band_columns.append(pa.nulls(n, pa.int8()))
-                continue
-            null = pixels.band_null(k)
-            band_columns.append(pa.array(pixels.values[k], mask=null))
+        return chunks, chunk_pixels(self.session, chunks, bands, at), at
+
+    def _pixel_lists(self, chunks, pixels, level, values, arrow_type) -> pa.ListArray:
+        """Per chunk, the list of its pixels: where each is, then `values` (its columns)."""
         items = pa.StructArray.from_arrays(
             [
                 pa.array(pixels.location),
@@ -355,12 +375,12 @@ class SessionUdfs:
                 pa.array(pixels.col, pa.int32()),
                 pa.array(pixels.x),
                 pa.array(pixels.y),
-                self._chunk_crs(chunks, at).take(pa.array(pixels.chunk)),
+                self._chunk_crs(chunks, level).take(pa.array(pixels.chunk)),
                 pa.array(pixels.lon),
                 pa.array(pixels.lat),
-                *band_columns,
+                *values,
             ],
-            fields=list(PIXEL_ARROW),
+            fields=list(arrow_type),
         )
         offsets = np.searchsorted(pixels.chunk, np.arange(len(chunks.row) + 1))
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)

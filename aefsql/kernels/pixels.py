@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import threads
+from ..aef import BAND_COUNT, dequantized_table
 from ..catalog.index import TileTable
 from ..errors import AefsqlError
 from ..geometry import geo
@@ -345,6 +347,10 @@ def candidate_tiles(tiles: TileTable, lonlat: Area, year: int) -> list[int]:
     return sorted(found)
 
 
+# Pixels de-quantized a task by `Pixels.vectors`: 1 MiB of int8 in, 4 MiB of float32 out.
+VECTOR_PIECE = 1 << 14
+
+
 @dataclass
 class Pixels:
     """Pixel values of chunks, with where each pixel is."""
@@ -372,6 +378,33 @@ class Pixels:
         if self.fewest_bands <= self.bands[k]:
             null |= self.band_count <= self.bands[k]
         return null if null.any() else None
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (pixels, 64): each pixel's de-quantized embedding, pixel by pixel (as a
+        fixed-size list wants it), and bool (pixels,): where it is NULL — any band nodata or
+        missing, as aef_vector says (AEF masks all 64 bands together, and DuckDB's array
+        functions refuse NULL elements). Needs all 64 bands, in order."""
+        if self.bands != list(range(BAND_COUNT)):
+            raise AefsqlError("an embedding vector needs all 64 bands, in order")
+        n = self.values.shape[1]
+        null = np.zeros(n, bool)
+        for k in range(BAND_COUNT):
+            band = self.band_null(k)
+            if band is not None:
+                null |= band
+        # One lookup in the 256-entry table (aef.dequantize's) per value, on the values laid
+        # out pixel-major first (transposing int8 costs a quarter of transposing float32),
+        # piece by piece in the thread pool: numpy lets go of the GIL for both, and a piece's
+        # int8 stays in cache between the two.
+        table = dequantized_table().astype(np.float32)
+        vectors = np.empty((n, BAND_COUNT), np.float32)
+
+        def piece(start: int) -> None:
+            part = np.ascontiguousarray(self.values[:, start : start + VECTOR_PIECE].T)
+            vectors[start : start + VECTOR_PIECE] = table[part.view(np.uint8)]
+
+        list(threads.pool("vectors").map(piece, range(0, n, VECTOR_PIECE)))
+        return vectors, null
 
     @cached_property
     def common_nodata(self) -> int | None:
