@@ -87,8 +87,10 @@ with_vectors AS (
 pixels AS (
     FROM with_bands UNION ALL BY NAME FROM with_vectors
 )
+-- lon/lat by a UDF of their own, which DuckDB leaves out of a query that reads neither
+-- (projecting costs more than reading the pixels) and calls once for both.
 SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, xy_crs AS crs,
-       lon, lat,
+       {udf}_pixel_lonlat(x, y, xy_crs).lon AS lon, {udf}_pixel_lonlat(x, y, xy_crs).lat AS lat,
        COLUMNS(lambda c: (c SIMILAR TO 'A[0-9][0-9]' AND NOT as_vector
                           AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()),
                                             c))

@@ -42,13 +42,14 @@ RETURNS = {
         "STRUCT(plan_year INTEGER, tiles BIGINT, blocks BIGINT, pixels BIGINT, "
         "value_bytes BIGINT, note VARCHAR)[]"
     ),
+    "pixel_lonlat": "STRUCT(lon DOUBLE, lat DOUBLE)",
     "chunk_pixels": (
         "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, xy_crs VARCHAR, "
-        f"lon DOUBLE, lat DOUBLE, {BANDS})[]"
+        f"{BANDS})[]"
     ),
     "chunk_vectors": (
         "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, xy_crs VARCHAR, "
-        "lon DOUBLE, lat DOUBLE, embedding FLOAT[64])[]"
+        "embedding FLOAT[64])[]"
     ),
     "zonal": (
         "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "

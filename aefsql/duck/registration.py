@@ -27,6 +27,7 @@ from .types import (
     CHUNK_ARROW,
     EMBEDDING_ARROW,
     LOCATED_ARROW,
+    LONLAT_ARROW,
     OPTIONS_ARROW,
     PIXEL_ARROW,
     PIXEL_VECTOR_ARROW,
@@ -273,6 +274,7 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
             ],
             pa.list_(PIXEL_ARROW),
         ),
+        ("pixel_lonlat", session.pixel_lonlat, ["DOUBLE", "DOUBLE", "VARCHAR"], LONLAT_ARROW),
         (
             "chunk_vectors",
             session.chunk_vectors,

@@ -63,8 +63,10 @@ PIXEL_PLACE_ARROW = [
     # of x/y: "EPSG:32633", as aef_chips' chip_crs (aef_pixels calls it crs, a name its
     # parameters take)
     ("xy_crs", pa.string()),
-    *((name, pa.float64()) for name in ("lon", "lat")),
 ]
+# pixel_lonlat's result: lon/lat of a pixel centre, asked for apart from the pixels (PROJ costs
+# more than reading them) so that DuckDB leaves it out of queries that never read lon or lat.
+LONLAT_ARROW = pa.struct([(name, pa.float64()) for name in ("lon", "lat")])
 PIXEL_ARROW = pa.struct([*PIXEL_PLACE_ARROW, *EMBEDDING_ARROW])
 # aef_pixels(as_vector := true): the de-quantized bands as one FLOAT[64] (NULL on nodata).
 PIXEL_VECTOR_ARROW = pa.struct(

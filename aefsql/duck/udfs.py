@@ -13,6 +13,7 @@ from functools import partial
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..aef import BAND_NAMES
 from ..catalog.index import empty_index_file
@@ -35,6 +36,7 @@ from ..kernels.pixels import (
     check_area_size,
     chunk_blocks,
     chunk_pixels,
+    lonlat,
     unit_chunks,
 )
 from ..kernels.points import Samples, band_indices
@@ -46,6 +48,7 @@ from .types import (
     CHUNK_ARROW,
     EMBEDDING_ARROW,
     LOCATED_ARROW,
+    LONLAT_ARROW,
     OPTIONS_ARROW,
     PIXEL_ARROW,
     PIXEL_VECTOR_ARROW,
@@ -364,7 +367,7 @@ class SessionUdfs:
             centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
         )
         at = levels.pop() if levels else 0
-        return chunks, chunk_pixels(self.session, chunks, bands, at), at
+        return chunks, chunk_pixels(self.session, chunks, bands, at, coordinates=False), at
 
     def _pixel_lists(self, chunks, pixels, level, values, arrow_type) -> pa.ListArray:
         """Per chunk, the list of its pixels: where each is, then `values` (its columns)."""
@@ -376,14 +379,27 @@ class SessionUdfs:
                 pa.array(pixels.x),
                 pa.array(pixels.y),
                 self._chunk_crs(chunks, level).take(pa.array(pixels.chunk)),
-                pa.array(pixels.lon),
-                pa.array(pixels.lat),
                 *values,
             ],
             fields=list(arrow_type),
         )
         offsets = np.searchsorted(pixels.chunk, np.arange(len(chunks.row) + 1))
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
+
+    def pixel_lonlat(self, x, y, crs) -> pa.StructArray:
+        """lon/lat of pixel centres x/y in their CRS `crs` ('EPSG:32633', as aef_pixels' crs
+        column); NULL where any of the three is NULL."""
+        x, y, crs = _contiguous(x), _contiguous(y), _contiguous(crs)
+        names = crs.dictionary_encode()  # a CRS or two a call: parse each name once
+        epsg = np.array([int(n.split(":")[1]) for n in names.dictionary.to_pylist()], np.int64)
+        codes = np.zeros(len(crs), np.int64)
+        if len(epsg):
+            codes = epsg[names.indices.fill_null(0).to_numpy(zero_copy_only=False)]
+        lon, lat = lonlat(geo.floats(x), geo.floats(y), codes)
+        null = pc.or_(pc.or_(x.is_null(), y.is_null()), crs.is_null())
+        return pa.StructArray.from_arrays(
+            [pa.array(lon), pa.array(lat)], fields=list(LONLAT_ARROW), mask=null
+        )
 
     def _chunk_crs(self, chunks: Chunks, level: int) -> pa.StringArray:
         """The CRS of each chunk's file ('EPSG:32633'): of its pixels' x/y."""

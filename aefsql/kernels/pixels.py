@@ -362,7 +362,7 @@ class Pixels:
     y: np.ndarray
     lon: np.ndarray | None  # None: not asked for (`coordinates`)
     lat: np.ndarray | None
-    location: np.ndarray | None  # int64: the same for the same place in every year
+    location: np.ndarray  # int64: the same for the same place in every year
     values: np.ndarray  # int8 (bands, pixels): band-major, the files' own values
     nodata: np.ndarray  # int16 (pixels,): the nodata value of the pixel's file (`nodata_of`)
     band_count: np.ndarray  # int16 (pixels,): how many bands the pixel's file has
@@ -431,8 +431,9 @@ def chunk_pixels(
     `area_chunks`, or cut by `mosaic.owned_runs`): nothing is located here.
 
     Pixels come in block order (see `RunLayout`), which is the chunks' own order when they
-    come from `area_chunks`. Without `coordinates`, lon, lat and location are None (no
-    pixel is projected to lon/lat)."""
+    come from `area_chunks`. Without `coordinates`, lon and lat are None (no pixel is
+    projected to lon/lat: PROJ costs more than the read; SQL asks for them apart, see
+    `lonlat`)."""
     parts = []
     for url, of_url in group_indices(chunks.path, np.arange(chunks.row.size)).items():
         for runs in group_indices(chunks.year, of_url).values():
@@ -441,7 +442,8 @@ def chunk_pixels(
         empty = np.zeros(0, np.int64)
         return Pixels(
             *([empty] * 3),
-            *([np.zeros(0)] * 4),
+            *([np.zeros(0)] * 2),
+            *([np.zeros(0) if coordinates else None] * 2),
             empty,
             np.zeros((len(bands), 0), np.int8),
             np.zeros(0, np.int16),
@@ -466,7 +468,7 @@ def chunk_pixels(
 
 def _file_pixels(engine: BlockEngine, chunks: Chunks, url, runs, bands, level, coordinates):
     """chunk, row, col, x, y, lon, lat, location, values, nodata, band_count of the pixels of
-    one file's chunks (lon, lat and location None without `coordinates`)."""
+    one file's chunks (lon and lat None without `coordinates`)."""
     reader = engine.headers
 
     def read():
@@ -485,7 +487,7 @@ def _file_pixels(engine: BlockEngine, chunks: Chunks, url, runs, bands, level, c
     chunk = runs[layout.run]
     epsg = int(header.epsg)
     t = header.transform
-    location = location_key(epsg, x, y, abs(t.a), abs(t.e)) if coordinates else None
+    location = location_key(epsg, x, y, abs(t.a), abs(t.e))
     n = x.size
     nodata = nodata_of(url, header)
     found = [
@@ -502,6 +504,17 @@ def _file_pixels(engine: BlockEngine, chunks: Chunks, url, runs, bands, level, c
         np.full(n, header.samples_per_pixel, np.int16),
     ]
     return found
+
+
+def lonlat(x, y, crs) -> tuple[np.ndarray, np.ndarray]:
+    """lon, lat of points (x, y) each in its own CRS `crs` (EPSG codes, one per point): one
+    PROJ call per CRS."""
+    x, y, crs = np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(crs)
+    lon, lat = np.full(x.size, np.nan), np.full(x.size, np.nan)
+    for code in np.unique(crs).tolist():
+        mine = crs == code
+        lon[mine], lat[mine] = geo.transform_points(int(code), geo.WGS84, x[mine], y[mine])
+    return lon, lat
 
 
 def location_key(epsg: int, x, y, pixel_x: float, pixel_y: float) -> np.ndarray:
