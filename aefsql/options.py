@@ -137,6 +137,18 @@ class Options:
     as_vector: bool = False
 
 
+def check_as_vector(as_vector, bands=None) -> None:
+    """as_vector is true or false, and takes all 64 bands (one vector of them)."""
+    if not isinstance(as_vector, bool):
+        raise AefsqlError(f"as_vector must be true or false, not {as_vector!r}")
+    if as_vector and bands is not None:
+        raise OptionError(
+            "{} returns all 64 bands as one vector: drop {}",
+            Mention("as_vector", True),
+            Mention("bands"),
+        )
+
+
 def resolve(
     *,
     years=None,
@@ -159,14 +171,7 @@ def resolve(
     chosen = year_list(years, year)
     band_names = band_list(bands)
     check_on_error(on_error)
-    if not isinstance(as_vector, bool):
-        raise AefsqlError(f"as_vector must be true or false, not {as_vector!r}")
-    if as_vector and bands is not None:
-        raise OptionError(
-            "{} returns all 64 bands as one vector: drop {}",
-            Mention("as_vector", True),
-            Mention("bands"),
-        )
+    check_as_vector(as_vector, bands)
     if columns is not None:
         _check_columns(
             function,

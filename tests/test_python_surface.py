@@ -420,8 +420,8 @@ SIGNATURES = [
     ("aefsql.register", ["con", "catalog"], None, set()),
     ("aefsql.sample_points", ["points"], "aef_sample_points", set()),
     ("aefsql.zonal", ["polygons"], "aef_zonal", {"max_bytes"}),
-    # (aef_pixels' as_vector: rows of vectors; read_area gives a cube, picture an image.)
-    ("aefsql.read_area", ["area", "years"], "aef_pixels", {"year", "as_vector"}),
+    # (aef_pixels' as_vector: read_area's is a cube of vectors; picture gives an image.)
+    ("aefsql.read_area", ["area", "years"], "aef_pixels", {"year"}),
     ("aefsql.picture", ["area", "year", "path"], "aef_pixels", {"years", "as_vector"}),
     ("aefsql.write_headers", ["output"], "aef_headers", set()),
     ("aefsql.build_collection", ["output"], "aef_headers", set()),

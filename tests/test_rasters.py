@@ -313,3 +313,85 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     assert (a00 != -128).mean() > 0.9
     for name in ("area.png", "similar.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_dequantize_and_as_vector_equal_gdal_dequantized(gdal_collection):
+    """dequantize: float32 of the publisher's formula over GDAL's int8, NaN where -128;
+    as_vector: the same pixel-major, (year, y, x, band), NaN over the whole vector where any
+    band is -128 — each pixel's vector equal to aef_pixels(as_vector := true)'s embedding."""
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    ring = star(x0 + 1200, y0 + 1100, 700, seed=1)
+    area, options = polygon_wkb(ring), {"crs": epsg, "catalog": gdal_collection.index}
+    floats = aefsql.read_area(area, [2023, 2024], dequantize=True, **options)
+    vectors = aefsql.read_area(area, [2023, 2024], as_vector=True, **options)
+    assert floats.dims == ("year", "band", "y", "x") and floats.dtype == np.float32
+    assert vectors.dims == ("year", "y", "x", "band") and vectors.dtype == np.float32
+    assert list(vectors.band.values) == list(BAND_NAMES)
+    assert np.isnan(floats.attrs["_FillValue"]) and np.isnan(vectors.attrs["nodata"])
+    for i, year in enumerate((2023, 2024)):
+        raw = gdal_window(tile_file(gdal_collection, year, 3), floats)
+        raw = np.where(inside(ring, floats), raw, -128).astype(np.float64)
+        expected = np.where(raw == -128, np.nan, np.sign(raw) * (np.abs(raw) / 127.5) ** 2)
+        assert np.isnan(expected).any() and not np.isnan(expected).all()
+        assert np.allclose(floats.values[i], expected, rtol=1e-6, atol=0, equal_nan=True)
+        any_nodata = np.isnan(expected).any(axis=0)
+        moved = np.moveaxis(expected, 0, -1)
+        moved[any_nodata] = np.nan
+        assert np.allclose(vectors.values[i], moved, rtol=1e-6, atol=0, equal_nan=True)
+    with aefsql.connect(catalog=gdal_collection.index) as con:
+        rows = con.sql(
+            f"SELECT x, y, embedding FROM aef_pixels(ST_GeomFromWKB(?), years := 2024, "
+            f"crs := {epsg}, as_vector := true) WHERE embedding IS NOT NULL",
+            params=[area],
+        ).to_arrow_table()
+    t = vectors.rio.transform()
+    cols = np.rint((rows["x"].to_numpy() - t.c) / t.a - 0.5).astype(int)
+    lines = np.rint((rows["y"].to_numpy() - t.f) / t.e - 0.5).astype(int)
+    sql = np.array(rows["embedding"].to_pylist(), np.float32)
+    assert len(sql) > 1000
+    assert np.array_equal(vectors.values[1][lines, cols], sql)
+    valid = ~np.isnan(vectors.values[1]).any(axis=-1)
+    assert valid.sum() == len(sql)
+
+
+def test_a_vector_with_any_band_nodata_is_all_nan():
+    """(The GDAL fixtures mask all 64 bands together, as AEF does: here one band alone.)"""
+    from aefsql.kernels.rasters import dequantized
+
+    rng = np.random.default_rng(5)
+    values = rng.integers(-128, 128, (2, 64, 70, 9), dtype=np.int8)  # 70 rows: two pieces
+    values[values == -128] = 0
+    values[1, 17, 3, 4] = values[0, :, 69, 8] = -128
+    vectors = dequantized(values, as_vector=True)
+    floats = dequantized(values, as_vector=False)
+    expected = np.sign(values) * (np.abs(values.astype(np.float64)) / 127.5) ** 2
+    expected[values == -128] = np.nan
+    assert np.allclose(floats, expected, rtol=1e-6, atol=0, equal_nan=True)
+    assert np.isnan(floats).sum() == 65
+    assert np.isnan(vectors[1, 3, 4]).all() and np.isnan(vectors[0, 69, 8]).all()
+    assert np.isnan(vectors).sum() == 128
+    keep = ~np.isnan(vectors).any(axis=-1)
+    assert np.array_equal(vectors[keep], np.moveaxis(floats, 1, -1)[keep])
+
+
+def test_dequantized_budget_counts_float32(gdal_collection):
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    box = [x0 + 1000, y0 + 500, x0 + 1800, y0 + 1300]  # 80 x 80 pixels
+    options = {"crs": epsg, "catalog": gdal_collection.index, "max_bytes": 80 * 80 * 64 * 2}
+    assert aefsql.read_area(box, 2023, **options).dtype == np.int8
+    for flag in ("dequantize", "as_vector"):
+        with pytest.raises(AefsqlError, match=r"of float32, above max_bytes"):
+            aefsql.read_area(box, 2023, **{flag: True}, **options)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"as_vector": True, "bands": ["A00"]}, "as_vector=True returns all 64 bands"),
+        ({"as_vector": 1}, "as_vector must be true or false"),
+        ({"dequantize": "yes"}, "dequantize must be True or False"),
+    ],
+)
+def test_vector_options_are_checked(gdal_collection, kwargs, message):
+    with pytest.raises(AefsqlError, match=message):
+        aefsql.read_area([12.5, 45.0, 12.6, 45.1], 2023, catalog=gdal_collection.index, **kwargs)

@@ -62,18 +62,25 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def refuse_over(subject: str, pixels, bands: int, years, max_bytes: int, advice: str) -> None:
-    """Raise, in the one message shape, when pixels x bands (x years) exceed max_bytes:
+def refuse_over(
+    subject: str, pixels, bands: int, years, max_bytes: int, advice: str, value_type: str = "int8"
+) -> None:
+    """Raise, in the one message shape, when pixels x bands (x years) values of `value_type`
+    ('int8', or 'float32' for de-quantized outputs: 4 bytes a value) exceed max_bytes:
     '<subject> x B bands x Y year(s) are N GiB of int8, above max_bytes (M GiB): ask for
     <advice> (or raise max_bytes)'. `years` None: the pixels already count every year."""
-    total = float(pixels) * bands * (1 if years is None else max(int(years), 1))
+    size = VALUE_BYTES[value_type]
+    total = float(pixels) * bands * (1 if years is None else max(int(years), 1)) * size
     if total <= max_bytes:
         return
     per_year = "" if years is None else f" x {years} year(s)"
     raise AefsqlError(
-        f"{subject} x {bands} bands{per_year} are {human_bytes(int(total))} of int8, above "
-        f"max_bytes ({human_bytes(int(max_bytes))}): ask for {advice} (or raise max_bytes)"
+        f"{subject} x {bands} bands{per_year} are {human_bytes(int(total))} of {value_type}, "
+        f"above max_bytes ({human_bytes(int(max_bytes))}): ask for {advice} (or raise max_bytes)"
     )
+
+
+VALUE_BYTES = {"int8": 1, "float32": 4}
 
 
 def check_windows(count: int, size, bands: int, max_bytes=None) -> None:

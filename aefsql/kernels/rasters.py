@@ -19,12 +19,20 @@ from typing import Any
 import numpy as np
 import pyproj
 
-from ..aef import BAND_NAMES, NODATA, PIXEL_METRES
+from ..aef import BAND_NAMES, NODATA, PIXEL_METRES, dequantized_table
 from ..errors import AefsqlError
 from ..format.tiff import Affine
 from ..geometry import geo
 from ..geometry.areas import Area, area_from, centroid, projected, row_spans
-from ..options import band_list, check_level, epsg, headers_option, speaks, year_list
+from ..options import (
+    band_list,
+    check_as_vector,
+    check_level,
+    epsg,
+    headers_option,
+    speaks,
+    year_list,
+)
 from ..session import Session, open_session
 from ..storage.store import DEFAULT_CONCURRENCY
 from .budgets import RASTER_BYTES, area_pixels, refuse_over
@@ -83,6 +91,8 @@ def read_area(
     target_crs=None,
     max_bytes: int = RASTER_BYTES,
     level: int = 0,
+    as_vector: bool = False,
+    dequantize: bool = False,
     catalog: str | None = None,
     cache_dir: str | None = None,
     headers: str | None = None,
@@ -105,13 +115,21 @@ def read_area(
     neighbour, never interpolated.
     `level`: 0 (full resolution) or k, the files' k-th overview (2^k times coarser pixels,
     as `level :=` in SQL): the grid is then that overview's.
+    `dequantize`: float32 values, sign(v) * (|v| / 127.5)^2, NaN where -128. `as_vector`:
+    de-quantized too, as (year, y, x, band): each pixel's 64 bands one contiguous vector,
+    as aef_pixels(as_vector := true) gives them, NaN over a pixel's whole vector where any
+    band is nodata (needs all 64 bands: no `bands`).
     Refused before anything is read when pixels x bands x years exceed `max_bytes` (default
-    4 GiB). CRS and transform follow rioxarray's `spatial_ref` convention (`.rio` works when
+    4 GiB) of int8, or of float32 (4 bytes a value) when de-quantized; the int8 read under
+    a de-quantized result is held beside it until converted (a fifth more). CRS and transform follow rioxarray's `spatial_ref` convention (`.rio` works when
     rioxarray is installed). `catalog`, `cache_dir`, `headers`, `concurrency`,
     `allowed_hosts`, `storage_options` and `collection` (deprecated alias of `headers`): as
     for `aefsql.connect`.
     """
     xr = _xarray()
+    check_as_vector(as_vector, bands)
+    if not isinstance(dequantize, bool):
+        raise AefsqlError(f"dequantize must be True or False, not {dequantize!r}")
     request = plan_area(
         area,
         years,
@@ -120,6 +138,7 @@ def read_area(
         target_crs=target_crs,
         max_bytes=max_bytes,
         level=level,
+        value_type="float32" if as_vector or dequantize else "int8",
     )
     session = open_session(
         catalog,
@@ -129,7 +148,10 @@ def read_area(
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
-    return to_dataarray(read_planned(session, request), xr)
+    raster = read_planned(session, request)
+    if as_vector or dequantize:
+        return to_dataarray(raster, xr, dequantized(raster.values, as_vector), as_vector)
+    return to_dataarray(raster, xr)
 
 
 def _xarray():
@@ -151,6 +173,7 @@ def plan_area(
     target_crs=None,
     max_bytes: int = RASTER_BYTES,
     level: int = 0,
+    value_type: str = "int8",
 ) -> AreaRequest:
     """Check the parameters and the size of an area's raster; read nothing. The estimate is
     the window's pixels on a 10 m grid (2^level x 10 m at an overview) in the target CRS (or
@@ -166,12 +189,12 @@ def plan_area(
     # projected into one, and its projected window says nothing).
     pixels = int(area_pixels(projected_vertices(shape), level))
     subject = f"the area's window is at least {pixels:,} pixels (its size)"
-    refuse_over(subject, pixels, len(names), len(chosen_years), max_bytes, advice)
+    refuse_over(subject, pixels, len(names), len(chosen_years), max_bytes, advice, value_type)
     size = PIXEL_METRES * 2**level
     grid = grid_for(projected(shape, target or _zone_of_most(shape)), size, size)
     window = grid.width * grid.height
     subject = f"the area's window is {grid.width:,} x {grid.height:,} = {window:,} pixels"
-    refuse_over(subject, window, len(names), len(chosen_years), max_bytes, advice)
+    refuse_over(subject, window, len(names), len(chosen_years), max_bytes, advice, value_type)
     pixels = max(pixels, window)
     return AreaRequest(shape, chosen_years, names, target, pixels, int(level))
 
@@ -400,8 +423,37 @@ def _span_groups(spans: np.ndarray, limit: int):
         start = stop
 
 
-def to_dataarray(raster: AreaRaster, xr=None):
-    """An AreaRaster as xarray, with rioxarray's CF `spatial_ref` grid mapping."""
+# Rows of a year turned into vectors at once (`dequantized`): their int8 moved pixel-major
+# and its float32 stay a few MB whatever the area.
+VECTOR_ROWS = 64
+
+
+def dequantized(values: np.ndarray, as_vector: bool) -> np.ndarray:
+    """float32 of int8 `values` (years, bands, height, width): de-quantized (the 256-entry
+    table, aef.dequantized_table), NaN where -128; `as_vector`: (years, height, width,
+    bands), NaN over a pixel's whole vector where any band is -128 (AEF masks its 64 bands
+    together; as aef_pixels' embedding is NULL). Year by year, piece by piece: no float64
+    or whole-size temporary."""
+    table = dequantized_table().astype(np.float32)
+    years, bands, height, width = values.shape
+    if not as_vector:
+        out = np.empty(values.shape, np.float32)
+        for i in range(years):
+            np.take(table, values[i].view(np.uint8), out=out[i])
+        return out
+    out = np.empty((years, height, width, bands), np.float32)
+    for i in range(years):
+        for top in range(0, height, VECTOR_ROWS):
+            part = np.ascontiguousarray(np.moveaxis(values[i, :, top : top + VECTOR_ROWS], 0, -1))
+            vectors = out[i, top : top + VECTOR_ROWS]
+            np.take(table, part.view(np.uint8), out=vectors)
+            vectors[(part == NODATA).any(axis=-1)] = np.nan
+    return out
+
+
+def to_dataarray(raster: AreaRaster, xr=None, values=None, as_vector: bool = False):
+    """An AreaRaster as xarray, with rioxarray's CF `spatial_ref` grid mapping; `values` in
+    place of its int8 (float32 from `dequantized`, (year, y, x, band) when `as_vector`)."""
     xr = xr or _xarray()
     grid, t = raster.grid, raster.grid.transform
     wkt = pyproj.CRS.from_epsg(grid.epsg).to_wkt()
@@ -414,9 +466,11 @@ def to_dataarray(raster: AreaRaster, xr=None):
             "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
         },
     )
+    floats = values is not None
+    fill = np.float32(np.nan) if floats else NODATA
     return xr.DataArray(
-        raster.values,
-        dims=("year", "band", "y", "x"),
+        values if floats else raster.values,
+        dims=("year", "y", "x", "band") if as_vector else ("year", "band", "y", "x"),
         coords={
             "year": list(raster.years),
             "band": list(raster.bands),
@@ -424,6 +478,6 @@ def to_dataarray(raster: AreaRaster, xr=None):
             "x": ("x", t.c + (np.arange(grid.width) + 0.5) * t.a, {"axis": "X", "units": "m"}),
             "spatial_ref": spatial_ref,
         },
-        attrs={"_FillValue": NODATA, "nodata": NODATA, "grid_mapping": "spatial_ref"},
+        attrs={"_FillValue": fill, "nodata": fill, "grid_mapping": "spatial_ref"},
         name="aef",
     )
