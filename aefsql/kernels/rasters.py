@@ -121,7 +121,8 @@ def read_area(
     band is nodata (needs all 64 bands: no `bands`).
     Refused before anything is read when pixels x bands x years exceed `max_bytes` (default
     4 GiB) of int8, or of float32 (4 bytes a value) when de-quantized; the int8 read under
-    a de-quantized result is held beside it until converted (a fifth more). CRS and transform follow rioxarray's `spatial_ref` convention (`.rio` works when
+    a de-quantized result is held beside it until converted (a fifth more). CRS and
+    transform follow rioxarray's `spatial_ref` convention (`.rio` works when
     rioxarray is installed). `catalog`, `cache_dir`, `headers`, `concurrency`,
     `allowed_hosts`, `storage_options` and `collection` (deprecated alias of `headers`): as
     for `aefsql.connect`.
