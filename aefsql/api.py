@@ -27,7 +27,6 @@ from .kernels.pixels import (
     check_area_size,
     chunk_blocks,
     chunk_pixels,
-    lonlat,
     unit_chunks,
 )
 from .kernels.rasters import area_of
@@ -353,6 +352,7 @@ def zonal(
 
 # Pixels read at once by `similarity`: whole blocks up to about this many (64 MiB of int8).
 SIMILARITY_BATCH = 1 << 20
+LONLAT_PIECE = 1 << 16  # points projected a task
 SIMILARITY_SCHEMA = pa.schema(
     [
         ("year", pa.int32()),
@@ -447,13 +447,23 @@ def _block_batches(chunks: Chunks, blocks: np.ndarray):
 
 def _similarity_batch(session: Session, chunks: Chunks, query, level: int) -> pa.RecordBatch:
     pixels = chunk_pixels(session, chunks, list(range(BAND_COUNT)), level, coordinates=False)
-    similarity = pixel_similarity(pixels, query)
     paths = sorted(set(chunks.path.tolist()))
     found = session.engine.headers.headers_for(paths, level)
     codes = {p: int(h.epsg) for p, h in found.items()}
     chunk_epsg = np.array([codes[p] for p in chunks.path.tolist()], np.int64)
     epsg_of = chunk_epsg[pixels.chunk]
-    lon, lat = lonlat(pixels.x, pixels.y, epsg_of)
+    # PROJ (on its own threads, letting go of the GIL) projects while the cosines are
+    # computed, in pieces so that both cores take part: it costs more than the cosine.
+    lon, lat = np.full(pixels.x.size, np.nan), np.full(pixels.x.size, np.nan)
+    pending = []
+    for code in np.unique(epsg_of).tolist():
+        mine = np.flatnonzero(epsg_of == code)
+        for part in np.array_split(mine, max(1, mine.size // LONLAT_PIECE)):
+            future = geo.transform_later(code, geo.WGS84, pixels.x[part], pixels.y[part])
+            pending.append((part, future))
+    similarity = pixel_similarity(pixels, query)
+    for part, future in pending:
+        lon[part], lat[part] = future.result()
     names = pa.array([f"EPSG:{c}" for c in chunk_epsg.tolist()], pa.string())
     return pa.RecordBatch.from_arrays(
         [

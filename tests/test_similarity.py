@@ -23,7 +23,8 @@ from aefsql.aef import BAND_COUNT, NODATA, PIXEL_METRES, dequantize
 from aefsql.duck import udfs
 from aefsql.errors import AefsqlError
 from aefsql.geometry.geo import polygon_wkb
-from aefsql.kernels.pixels import lonlat
+from aefsql.kernels.pixels import Pixels, lonlat
+from aefsql.kernels.similarity import SIMILARITY_PIECE, pixel_similarity, query_vector
 
 COLUMNS = ["year", "location", "crs", "x", "y", "lon", "lat", "similarity"]
 NORTH_UP = Layout(south_up=False, width=301, height=259, block=128, west=300000.0)
@@ -318,3 +319,30 @@ def test_python_equals_sql(con, gdal_collection):
         aefsql.similarity(
             [11.99, 45.0, 12.01, 45.01], [1.0, 2.0], years=2023, catalog=gdal_collection.index
         )
+
+
+@pytest.mark.parametrize("nodata", [[-128, -128], [-128, 5], [7, 7]])
+def test_the_kernel_honours_each_files_nodata(nodata):
+    """pixel_similarity over pixels of two files: NaN where any band equals the pixel's own
+    file's nodata (AEF's -128 takes a shortcut; another value, or two, the general path)."""
+    rng = np.random.default_rng(0)
+    n = 3 * SIMILARITY_PIECE + 17
+    values = rng.integers(-127, 128, (BAND_COUNT, n)).astype(np.int8)
+    file = (np.arange(n) >= n // 2).astype(np.int64)
+    own = np.array(nodata, np.int16)[file]
+    hit = rng.choice(n, 200, replace=False)
+    values[rng.integers(0, BAND_COUNT, hit.size), hit] = own[hit]
+    values[:, 5] = 0  # no direction: NaN too
+    empty = np.zeros(n)
+    pixels = Pixels(
+        file, file, file, empty, empty, None, None, file, values, own,
+        np.full(n, BAND_COUNT, np.int16), list(range(BAND_COUNT)),
+    )  # fmt: skip
+    query = query_vector(embedding(1))
+    got = pixel_similarity(pixels, query)
+    deq = dequantize(values.T)
+    null = (values == own).any(axis=0) | (values == 0).all(axis=0)
+    valid = deq[~null]
+    expected = valid @ query / np.linalg.norm(valid, axis=1)
+    assert np.array_equal(np.isnan(got), null)
+    assert np.allclose(got[~null], expected, rtol=1e-5, atol=2e-6)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import threads
-from ..aef import BAND_COUNT
+from ..aef import BAND_COUNT, NODATA
 from ..errors import AefsqlError
 from ..options import ANY_VALUE, Mention, OptionError
 
@@ -159,7 +159,9 @@ def pixel_similarity(pixels: Pixels, query: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             result = dot / norm
         result[norm == 0] = np.nan
-        if nodata is not None:
+        if nodata == NODATA:  # the int8 minimum: a pixel's minimum says it (2x cheaper)
+            result[part.min(axis=0) == NODATA] = np.nan
+        elif nodata is not None:
             result[(part == np.int8(nodata)).any(axis=0)] = np.nan
         similarity[start:stop] = result
 
