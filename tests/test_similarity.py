@@ -346,3 +346,23 @@ def test_the_kernel_honours_each_files_nodata(nodata):
     expected = valid @ query / np.linalg.norm(valid, axis=1)
     assert np.array_equal(np.isnan(got), null)
     assert np.allclose(got[~null], expected, rtol=1e-5, atol=2e-6)
+
+
+def test_areas_as_geometry_wkt_and_box_agree(con):
+    """The area conventions are aef_pixels' (one shared plan): a GEOMETRY, WKT text and a
+    box of the same rectangle give the same rows."""
+    west, south, east, north = 11.99, 45.0, 12.01, 45.01
+    wkt = (
+        f"POLYGON(({west} {south}, {east} {south}, {east} {north}, {west} {north}, {west} {south}))"
+    )
+    reference = embedding(1).tolist()
+    tables = [
+        con.sql(
+            f"SELECT * FROM aef_similarity({area}, ?::FLOAT[64], years := 2023) "
+            "ORDER BY year, location",
+            params=[reference],
+        ).to_arrow_table()
+        for area in (SEAM_BOX, f"'{wkt}'", f"'{wkt}'::GEOMETRY")
+    ]
+    assert tables[0].num_rows > 1000
+    assert tables[0].equals(tables[1]) and tables[0].equals(tables[2])
