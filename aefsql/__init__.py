@@ -1,6 +1,6 @@
 """aefsql: AlphaEarth Foundations satellite embeddings, queryable from SQL (DuckDB)."""
 
-from .api import build_collection, sample_points, write_headers, zonal
+from .api import build_collection, sample_points, similarity, write_headers, zonal
 from .duck import connect, register
 from .errors import (
     AefsqlError,
@@ -27,6 +27,7 @@ __all__ = [
     "read_area",
     "register",
     "sample_points",
+    "similarity",
     "write_headers",
     "zonal",
 ]

@@ -1,6 +1,6 @@
 """The Python entry points for whole tables: `sample_points` and `zonal` (Arrow, pandas,
-polars or GeoPandas in; Arrow out), with the parameters of the SQL table functions under the
-same names."""
+polars or GeoPandas in; Arrow out), and `similarity` (an area in, Arrow out), with the
+parameters of the SQL table functions under the same names."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .aef import BAND_NAMES
+from .aef import BAND_COUNT, BAND_NAMES
 from .duck.calls import table_call
 from .duck.registration import install
 from .duck.udfs import SessionUdfs
@@ -21,6 +21,16 @@ from .geometry import geo
 from .kernels import points
 from .kernels.coverage import warn_missing_years, warn_uncovered_points
 from .kernels.pictures import check_writable
+from .kernels.pixels import (
+    Chunks,
+    area_units,
+    check_area_size,
+    chunk_blocks,
+    chunk_pixels,
+    unit_chunks,
+)
+from .kernels.rasters import area_of
+from .kernels.similarity import pixel_similarity, query_vector
 from .options import (
     Options,
     added_columns,
@@ -338,6 +348,136 @@ def zonal(
     for name in added:
         out = out.append_column(name, result[name])
     return out
+
+
+# Pixels read at once by `similarity`: whole blocks up to about this many (64 MiB of int8).
+SIMILARITY_BATCH = 1 << 20
+LONLAT_PIECE = 1 << 16  # points projected a task
+SIMILARITY_SCHEMA = pa.schema(
+    [
+        ("year", pa.int32()),
+        ("location", pa.int64()),
+        ("crs", pa.string()),
+        *((name, pa.float64()) for name in ("x", "y", "lon", "lat")),
+        ("similarity", pa.float32()),
+    ]
+)
+
+
+@speaks("python")
+def similarity(
+    area,
+    reference,
+    *,
+    years: int | Iterable[int] | None = None,
+    year: int | Iterable[int] | None = None,
+    crs=4326,
+    level: int = 0,
+    negatives=None,
+    max_bytes: int | None = None,
+    catalog: str | None = None,
+    cache_dir: str | None = None,
+    headers: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    collection: str | None = None,
+) -> pa.Table:
+    """Every pixel whose centre lies inside `area`, per year, with its cosine similarity to a
+    query vector: the contract of the SQL `aef_similarity` (`year`, `location`, `crs`, `x`,
+    `y`, `lon`, `lat`, `similarity`), over the same kernel.
+
+    `area`: WKB bytes, a box [west, south, east, north] or a shapely geometry, in `crs`
+    (default lon/lat). `reference`: one de-quantized embedding (64 numbers) or a list of
+    them; `negatives`: a list of them (or one) to rank away from; the query is
+    2·mean(reference) − mean(negatives) (mean(reference) without negatives; see
+    docs/functions.md). `years` (alias `year`): one year or several. `level`: 0 (full
+    resolution) or k, the files' k-th overview. `max_bytes`: refuse before anything is read
+    when pixels x 64 bands x years of int8 exceed it (default: aef_pixels' budget).
+    `similarity` is float32, NULL where any band is nodata. `catalog`, `cache_dir`,
+    `headers`, `concurrency`, `allowed_hosts`, `storage_options` and `collection`
+    (deprecated alias of `headers`): as for `aefsql.connect`.
+    """
+    chosen = resolve(years=years, year=year, crs=crs, function="aef_similarity")
+    check_level(level)
+    query = query_vector(reference, negatives)
+    shape = area_of(area, chosen.crs)
+    session = open_session(
+        catalog,
+        cache_dir=cache_dir,
+        headers=headers_option(headers, collection),
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+    tiles = session.catalog.tiles
+    check_area_size(shape, chosen.years, BAND_COUNT, max_bytes, level, tiles)
+    warn_missing_years(tiles(), chosen.years)
+    batches = []
+    for unit in area_units(session, shape, chosen.years, level):
+        chunks = unit_chunks(session, shape, unit, level)
+        for part in _block_batches(chunks, chunk_blocks(session, chunks, level)):
+            batches.append(_similarity_batch(session, part, query, level))
+    return pa.Table.from_batches(batches, SIMILARITY_SCHEMA)
+
+
+def _block_batches(chunks: Chunks, blocks: np.ndarray):
+    """`chunks` in runs of whole blocks (each block read once) of about SIMILARITY_BATCH
+    pixels or one block."""
+    n = chunks.row.size
+    if n == 0:
+        return
+    changes = (blocks[1:] != blocks[:-1]) | (chunks.path[1:] != chunks.path[:-1])
+    ends = np.concatenate([np.flatnonzero(changes) + 1, [n]])
+    before = np.concatenate([[0], np.cumsum(chunks.col1 - chunks.col0)])
+    first = 0
+    for end in ends.tolist():
+        if before[end] - before[first] >= SIMILARITY_BATCH or end == n:
+            cut = slice(first, end)
+            yield Chunks(
+                chunks.path[cut],
+                chunks.year[cut],
+                chunks.row[cut],
+                chunks.col0[cut],
+                chunks.col1[cut],
+                chunks.centroid[cut],
+            )
+            first = end
+
+
+def _similarity_batch(session: Session, chunks: Chunks, query, level: int) -> pa.RecordBatch:
+    pixels = chunk_pixels(session, chunks, list(range(BAND_COUNT)), level, coordinates=False)
+    paths = sorted(set(chunks.path.tolist()))
+    found = session.engine.headers.headers_for(paths, level)
+    codes = {p: int(h.epsg) for p, h in found.items()}
+    chunk_epsg = np.array([codes[p] for p in chunks.path.tolist()], np.int64)
+    epsg_of = chunk_epsg[pixels.chunk]
+    # PROJ (on its own threads, letting go of the GIL) projects while the cosines are
+    # computed, in pieces so that both cores take part: it costs more than the cosine.
+    lon, lat = np.full(pixels.x.size, np.nan), np.full(pixels.x.size, np.nan)
+    pending = []
+    for code in np.unique(epsg_of).tolist():
+        mine = np.flatnonzero(epsg_of == code)
+        for part in np.array_split(mine, max(1, mine.size // LONLAT_PIECE)):
+            future = geo.transform_later(code, geo.WGS84, pixels.x[part], pixels.y[part])
+            pending.append((part, future))
+    similarity = pixel_similarity(pixels, query)
+    for part, future in pending:
+        lon[part], lat[part] = future.result()
+    names = pa.array([f"EPSG:{c}" for c in chunk_epsg.tolist()], pa.string())
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(chunks.year[pixels.chunk], pa.int32()),
+            pa.array(pixels.location),
+            names.take(pa.array(pixels.chunk)),
+            pa.array(pixels.x),
+            pa.array(pixels.y),
+            pa.array(lon),
+            pa.array(lat),
+            pa.array(similarity, mask=np.isnan(similarity)),
+        ],
+        schema=SIMILARITY_SCHEMA,
+    )
 
 
 @speaks("python")

@@ -25,6 +25,28 @@ FROM (
     })) AS o
 );
 
+-- The chunks of an area function's pixels (each with the checked band names beside it): the
+-- options checked, then the plan in units (a year's tiles), each followed by NULLs up to a
+-- DuckDB vector: one unit is planned a call, so rows stream at once and the plan held stays
+-- bounded. `function` names the caller in the options' messages.
+CREATE OR REPLACE TEMP MACRO __aef_area_chunks(area, years, year, crs, bands, max_bytes, level,
+                                               function, as_vector := false) AS TABLE
+WITH checked AS MATERIALIZED (
+    FROM __aef_area_options(function, years, year, crs, bands, as_vector := as_vector)
+),
+units AS (
+    SELECT unnest({udf}_area_units(__aef_area_wkb(area), __aef_area_box(area),
+                                   __aef_area_text(area), typeof(area), __aef_crs,
+                                   __aef_years, CAST(len(__aef_bands) AS INTEGER),
+                                   CAST(max_bytes AS BIGINT), CAST(level AS INTEGER))) AS unit,
+           __aef_bands
+    FROM checked
+)
+-- (The bands travel beside each unit and chunk: a join here would be DuckDB's to reorder,
+-- and it may then plan every unit before the first row.)
+SELECT unnest({udf}_unit_chunks(unit)) AS chunk, __aef_bands
+FROM units;
+
 -- aef_pixels: one row per pixel whose centre lies inside `area`, per year, with where it is
 -- and its bands; every location from exactly one tile.
 --
@@ -46,24 +68,9 @@ CREATE OR REPLACE TEMP MACRO aef_pixels(
     level := 0,
     as_vector := false
 ) AS TABLE
-WITH checked AS MATERIALIZED (
-    FROM __aef_area_options('aef_pixels', years, year, crs, bands, as_vector := as_vector)
-),
-units AS (
-    -- The plan in units (a year's tiles), each followed by NULLs up to a DuckDB vector: one
-    -- unit is planned a call, so rows stream at once and the plan held stays bounded.
-    SELECT unnest({udf}_area_units(__aef_area_wkb(area), __aef_area_box(area),
-                                   __aef_area_text(area), typeof(area), __aef_crs,
-                                   __aef_years, CAST(len(__aef_bands) AS INTEGER),
-                                   CAST(max_bytes AS BIGINT), CAST(level AS INTEGER))) AS unit,
-           __aef_bands
-    FROM checked
-),
-chunks AS (
-    -- (The bands travel beside each unit and chunk: a join here would be DuckDB's to
-    -- reorder, and it may then plan every unit before the first row.)
-    SELECT unnest({udf}_unit_chunks(unit)) AS chunk, __aef_bands
-    FROM units
+WITH chunks AS (
+    FROM __aef_area_chunks(area, years, year, crs, bands, max_bytes, level, 'aef_pixels',
+                           as_vector := as_vector)
 ),
 with_bands AS (
     SELECT chunk.year AS __aef_year, chunk.path AS __aef_path,

@@ -51,6 +51,11 @@ RETURNS = {
         "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, xy_crs VARCHAR, "
         "embedding FLOAT[64])[]"
     ),
+    "similarity_query": "STRUCT(error VARCHAR, query FLOAT[64])",
+    "chunk_similarity": (
+        "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, xy_crs VARCHAR, "
+        "similarity FLOAT)[]"
+    ),
     "zonal": (
         "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "
         "centroid_pixel BOOLEAN, embedding FLOAT[64], aef_error VARCHAR)[]"

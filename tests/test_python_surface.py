@@ -38,6 +38,7 @@ def entry_points():
         ("read_area", lambda **kw: aefsql.read_area(box, 2024, **kw)),
         ("picture", lambda **kw: aefsql.picture(box, 2024, **kw)),
         ("zonal", lambda **kw: aefsql.zonal(points, years=2024, **kw)),
+        ("similarity", lambda **kw: aefsql.similarity(box, [0.1] * 64, years=2024, **kw)),
     ]
 
 
@@ -62,6 +63,7 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
         "api.write_headers",
         "api.build_collection",
         "api.zonal",
+        "api.similarity",
         "rasters.read_area",
         "pictures.picture",
     ],

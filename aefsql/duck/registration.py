@@ -30,9 +30,11 @@ from .types import (
     LONLAT_ARROW,
     OPTIONS_ARROW,
     PIXEL_ARROW,
+    PIXEL_SIMILARITY_ARROW,
     PIXEL_VECTOR_ARROW,
     PLAN_ARROW,
     POINT_XY_ARROW,
+    QUERY_ARROW,
     SAMPLED_ARROW,
     UNIT_ARROW,
     ZONAL_ARROW,
@@ -46,6 +48,7 @@ SQL_FILES = (
     "aef_index.sql",
     "aef_sample_points.sql",
     "aef_areas.sql",
+    "aef_analyses.sql",
 )
 
 # An area argument: WKB, box, the value as text and its type (where it is neither), EPSG
@@ -280,6 +283,22 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
             session.chunk_vectors,
             ["VARCHAR", "INTEGER", "INTEGER", "INTEGER", "INTEGER", "BOOLEAN", "INTEGER"],
             pa.list_(PIXEL_VECTOR_ARROW),
+        ),
+        ("similarity_query", session.similarity_query, ["VARCHAR", "VARCHAR"], QUERY_ARROW),
+        (
+            "chunk_similarity",
+            session.chunk_similarity,
+            [
+                "VARCHAR",
+                "INTEGER",
+                "INTEGER",
+                "INTEGER",
+                "INTEGER",
+                "BOOLEAN",
+                "INTEGER",
+                pa.list_(pa.float32(), BAND_COUNT),
+            ],
+            pa.list_(PIXEL_SIMILARITY_ARROW),
         ),
         (
             "zonal",

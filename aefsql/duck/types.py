@@ -72,6 +72,12 @@ PIXEL_ARROW = pa.struct([*PIXEL_PLACE_ARROW, *EMBEDDING_ARROW])
 PIXEL_VECTOR_ARROW = pa.struct(
     [*PIXEL_PLACE_ARROW, ("embedding", pa.list_(pa.float32(), len(BAND_NAMES)))]
 )
+# aef_similarity: where a pixel is and its cosine with the query (FLOAT: computed in float32).
+PIXEL_SIMILARITY_ARROW = pa.struct([*PIXEL_PLACE_ARROW, ("similarity", pa.float32())])
+# similarity_query's result: the error to raise, or the unit query vector.
+QUERY_ARROW = pa.struct(
+    [("error", pa.string()), ("query", pa.list_(pa.float32(), len(BAND_NAMES)))]
+)
 
 AREA_PLAN_ARROW = pa.struct(
     [

@@ -40,6 +40,7 @@ from ..kernels.pixels import (
     unit_chunks,
 )
 from ..kernels.points import Samples, band_indices
+from ..kernels.similarity import pixel_similarity, query_vector
 from ..options import check_input_columns, check_level, check_on_error, resolve_json, year_list
 from ..session import Session
 from .types import (
@@ -51,8 +52,10 @@ from .types import (
     LONLAT_ARROW,
     OPTIONS_ARROW,
     PIXEL_ARROW,
+    PIXEL_SIMILARITY_ARROW,
     PIXEL_VECTOR_ARROW,
     PLAN_ARROW,
+    QUERY_ARROW,
     SAMPLED_ARROW,
     UNIT_ARROW,
     ZONAL_ARROW,
@@ -352,6 +355,42 @@ class SessionUdfs:
             pa.array(vectors.reshape(-1)), len(BAND_NAMES), mask=pa.array(null)
         )
         return self._pixel_lists(chunks, pixels, at, [embedding], PIXEL_VECTOR_ARROW)
+
+    def similarity_query(self, reference, negatives) -> pa.StructArray:
+        """aef_similarity's query vector (aefsql/kernels/similarity.py `query_vector`) of
+        `reference` and `negatives` as JSON (to_json keeps one embedding and a list of them
+        apart; NULL: none), or the error to raise."""
+        results = []
+        for given, pushed in zip(reference.to_pylist(), negatives.to_pylist(), strict=True):
+            try:
+                query = query_vector(
+                    None if given is None else json.loads(given),
+                    None if pushed is None else json.loads(pushed),
+                )
+            except AefsqlError as exc:
+                results.append({"error": str(exc)})
+            else:
+                results.append({"query": query.astype(np.float32).tolist()})
+        return pa.array(results, type=QUERY_ARROW)
+
+    def chunk_similarity(self, path, year, row, col0, col1, centroid, level, query) -> pa.ListArray:
+        """`chunk_pixels` with, in place of the bands, each pixel's cosine with `query` (one
+        unit vector a call, `similarity_query`'s), NULL where any band is nodata: computed
+        from the int8 values (aefsql/kernels/similarity.py)."""
+        queries = _contiguous(query)
+        known = queries.drop_null()
+        if len(known) == 0:  # only padding chunks: no pixel
+            unit = np.zeros(len(BAND_NAMES))
+        else:
+            vectors = known.flatten().to_numpy().reshape(-1, len(BAND_NAMES))
+            if not (vectors == vectors[0]).all():
+                raise AefsqlError("aef_similarity: one query vector per call")
+            unit = vectors[0].astype(np.float64)
+        every = list(range(len(BAND_NAMES)))
+        chunks, pixels, at = self._read_chunks(path, year, row, col0, col1, centroid, level, every)
+        similarity = pixel_similarity(pixels, unit)
+        column = pa.array(similarity, mask=np.isnan(similarity))
+        return self._pixel_lists(chunks, pixels, at, [column], PIXEL_SIMILARITY_ARROW)
 
     def _read_chunks(self, path, year, row, col0, col1, centroid, level, bands):
         """(chunks, their pixels of `bands`, level) of a call's chunk columns."""
