@@ -38,6 +38,7 @@ def entry_points():
         ("read_area", lambda **kw: aefsql.read_area(box, 2024, **kw)),
         ("picture", lambda **kw: aefsql.picture(box, 2024, **kw)),
         ("zonal", lambda **kw: aefsql.zonal(points, years=2024, **kw)),
+        ("change", lambda **kw: aefsql.change(box, years=[2023, 2024], **kw)),
     ]
 
 
@@ -62,6 +63,7 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
         "api.write_headers",
         "api.build_collection",
         "api.zonal",
+        "api.change",
         "rasters.read_area",
         "pictures.picture",
     ],
@@ -420,6 +422,7 @@ SIGNATURES = [
     ("aefsql.register", ["con", "catalog"], None, set()),
     ("aefsql.sample_points", ["points"], "aef_sample_points", set()),
     ("aefsql.zonal", ["polygons"], "aef_zonal", {"max_bytes"}),
+    ("aefsql.change", ["area"], "aef_change", set()),
     # (aef_pixels' as_vector: rows of vectors; read_area gives a cube, picture an image.)
     ("aefsql.read_area", ["area", "years"], "aef_pixels", {"year", "as_vector"}),
     ("aefsql.picture", ["area", "year", "path"], "aef_pixels", {"years", "as_vector"}),
