@@ -32,11 +32,12 @@ from ..catalog.index import TileTable
 from ..geometry import geo
 from ..geometry.areas import Area, projected_all
 from ..headers.reader import check_georeferenced
+from .engine import nodata_of, run_layout
+from .grouping import group_indices
 from .pixels import (
     Chunks,
     candidate_tiles,
     centroid_chunk,
-    chunk_pixels,
     location_key,
     near_tile,
     owned_chunks,
@@ -197,11 +198,12 @@ def chunk_changes(
     a, c, e, f, epsg = (grid[:, k][chunk] for k in range(5))
     x, y = c + (col + 0.5) * a, f + (row + 0.5) * e
     location = location_key(epsg.astype(np.int64), x, y, np.abs(a), np.abs(e))
-    values, absent = [], []
-    for k, year in enumerate(years):
-        v, missing = _year_values(session, chunks, paths[:, k], year, level, chunk, col, starts)
-        values.append(v)
-        absent.append(missing)
+    bounds = np.append(starts, chunk.size)
+    # The years are read side by side: one's blocks decode while another's Python runs.
+    read = threads.pool("change-years").map(
+        lambda k: _year_values(session, chunks, paths[:, k], level, bounds), range(len(years))
+    )
+    values, absent = (list(v) for v in zip(*read, strict=True)) if years else ([], [])
     return Changes(
         chunk=chunk,
         location=location,
@@ -212,43 +214,50 @@ def chunk_changes(
     )
 
 
-def _year_values(session, chunks: Chunks, paths, year, level, chunk, col, starts):
-    """int8 (64, pixels) of one year, in the chunks' pixel order, and bool (pixels,) where
-    the pixel is to be taken as NULL beyond holding -128 (no file, a file whose nodata is
-    another value or that lacks bands; None: nowhere)."""
-    have = np.flatnonzero(paths != None)  # noqa: E711 (elementwise)
-    total = chunk.size
-    if have.size == 0:
+def _year_values(session: Session, chunks: Chunks, paths, level, starts):
+    """int8 (64, pixels) of one year, in the chunks' pixel order (`starts`: each chunk's
+    first), read from `paths` (each chunk's file that year, None: none), and bool (pixels,)
+    where a pixel is NULL beyond holding -128 (no file, a file whose nodata is another value
+    or that lacks bands; None: nowhere).
+
+    The engine's run reads (`read_layout`), file by file: each block once, and no place or
+    lon/lat worked out again for every year (`chunk_changes` has them once)."""
+    engine = session.engine
+    reader = engine.headers
+    total = int(starts[-1]) if starts.size else 0
+    values, missing = None, None
+    files = group_indices(paths, np.flatnonzero(paths != None))  # noqa: E711 (elementwise)
+    for url, runs in files.items():
+
+        def read(url=url, runs=runs):
+            header = reader.headers_for([url], level)[url]
+            check_georeferenced(url, header)
+            layout = run_layout(url, header, chunks.row[runs], chunks.col0[runs], chunks.col1[runs])
+            return header, layout, engine.read_layout(url, header, layout, list(range(BAND_COUNT)))
+
+        header, layout, found = reader.restarting_on_change(read)
+        at = runs[layout.run]
+        place = starts[at] + (layout.col - chunks.col0[at])
+        whole = found.shape[1] == total and np.array_equal(place, np.arange(total))
+        odd = nodata_of(url, header) != NODATA or header.samples_per_pixel < BAND_COUNT
+        if whole and len(files) == 1:  # the usual call: one file, the chunks in block order
+            return found, (_odd_nulls(found, url, header) if odd else None)
+        if values is None:
+            values = np.full((BAND_COUNT, total), NODATA, np.int8)
+            missing = np.ones(total, bool)
+        values[:, place] = found
+        missing[place] = _odd_nulls(found, url, header) if odd else False
+    if values is None:
         return np.full((BAND_COUNT, total), NODATA, np.int8), np.ones(total, bool)
-    mine = Chunks(
-        path=paths[have],
-        year=np.full(have.size, year, np.int64),
-        row=chunks.row[have],
-        col0=chunks.col0[have],
-        col1=chunks.col1[have],
-        centroid=chunks.centroid[have],
-    )
-    pixels = chunk_pixels(session, mine, list(range(BAND_COUNT)), level, coordinates=False)
-    odd = None  # NULL beyond -128: another nodata value, or bands the file lacks
-    if pixels.common_nodata != NODATA or pixels.fewest_bands < BAND_COUNT:
-        odd = np.zeros(pixels.row.size, bool)
-        for k in range(BAND_COUNT):
-            band = pixels.band_null(k)
-            if band is not None:
-                odd |= band
-    if pixels.row.size == total and have.size == chunks.row.size:
-        if not (np.array_equal(pixels.chunk, chunk) and np.array_equal(pixels.col, col)):
-            raise AssertionError("a year's pixels came in another order than its chunks'")
-        return pixels.values, odd
-    # Some chunks have no file this year: its pixels go where their chunks' are, the rest
-    # stay nodata.
-    at = have[pixels.chunk]
-    place = starts[at] + (pixels.col - chunks.col0[at])
-    values = np.full((BAND_COUNT, total), NODATA, np.int8)
-    values[:, place] = pixels.values
-    missing = np.ones(total, bool)
-    missing[place] = False if odd is None else odd
     return values, missing
+
+
+def _odd_nulls(values: np.ndarray, url, header) -> np.ndarray:
+    """bool (pixels,): any band the file's own nodata, or one it lacks."""
+    null = (values == np.int8(nodata_of(url, header))).any(axis=0)
+    if header.samples_per_pixel < BAND_COUNT:
+        null[:] = True  # a vector needs all 64 bands
+    return null
 
 
 def compare(values: list[np.ndarray], absent: list[np.ndarray | None]) -> np.ndarray:
