@@ -280,3 +280,27 @@ def test_python_equals_sql(con, gdal_collection):
     assert got.sort_by([("location", "ascending"), ("year_from", "ascending")]).equals(expected)
     with pytest.raises(AefsqlError, match=r"years=\[2023, 2024\]"):
         aefsql.change(wkb, years=2023, crs=epsg, catalog=gdal_collection.index)
+
+
+def test_areas_that_hold_nothing_or_no_pixel_centre(con, gdal_collection):
+    """aef_pixels' areas, aef_pixels' locations: none outside coverage, for an empty area or
+    across the antimeridian here; the pixel under the centroid for a sub-pixel square (once
+    per pair), and a refusal naming the fix for what is not an area."""
+    for area in (
+        "[-30.0, 30.0, -29.9, 30.1]",
+        "'POLYGON EMPTY'",
+        "[179.9, -1.0, -179.9, 1.0]",
+    ):
+        found = con.sql(f"SELECT count(*) FROM aef_change({area}, years := [2023, 2024])")
+        assert found.fetchall() == [(0,)], area
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    tiny = [x0 + 1001, y0 + 1001, x0 + 1003, y0 + 1003]  # inside one pixel, off its centre
+    table = changes(con, str(tiny), extra=f", years := [2023, 2024], crs := {epsg}")
+    pixels = con.sql(
+        f"SELECT location, x, y FROM aef_pixels({tiny}, years := 2023, crs := {epsg})"
+    ).to_arrow_table()
+    assert table.num_rows == 1 and pixels.num_rows == 1
+    assert table.select(["location", "x", "y"]).equals(pixels)
+    check_against_gdal(table, collection_files(gdal_collection.folder))
+    with pytest.raises(Exception, match="an area is a GEOMETRY"):
+        con.sql("FROM aef_change('not a geometry', years := [2023, 2024])").fetchall()
