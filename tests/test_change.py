@@ -23,21 +23,35 @@ from aefsql.geometry.geo import polygon_wkb
 
 COLUMNS = ["location", "crs", "x", "y", "lon", "lat", "year_from", "year_to", "similarity"]
 NORTH_UP = Layout(south_up=False, width=301, height=259, block=128, west=300000.0)
+# 240 rows x 10 block columns: 2,400 chunks, which DuckDB hands over in two calls. (With
+# blocks this small a request spans the next call's blocks too: counted per block, aef_pixels
+# "reads" most blocks twice.)
+SMALL_BLOCKS = Layout(south_up=False, width=160, height=240, block=16, west=300000.0)
 NORTH_YEARS = (2023, 2024, 2025)
 SEAM = "[11.99, 45.0, 12.01, 45.01]"
 
 
-@pytest.fixture(scope="module")
-def north(tmp_path_factory):
-    """A one-tile, three-year collection of a north-up, odd-sized layout (its folder beside
-    the other fixtures', so the HTTP server serves it too); {year: path} and the index."""
-    folder = tmp_path_factory.mktemp("north_up_change")
+def three_years(folder, layout: Layout):
+    """A one-tile, three-year collection of `layout`: {year: path} and the index."""
     files, rows = {}, []
     for year in NORTH_YEARS:
         name = f"{year}/33N/northup-0000000000-0000000000.tiff"
-        files[year] = write_layout(folder, NORTH_UP, seed=year, name=name)
-        rows.append(index_row(len(rows) + 1, year, name, NORTH_UP))
+        files[year] = write_layout(folder, layout, seed=year, name=name)
+        rows.append(index_row(len(rows) + 1, year, name, layout))
     return files, write_index(folder / "index.parquet", rows)
+
+
+@pytest.fixture(scope="module")
+def north(tmp_path_factory):
+    """Three years of a north-up, odd-sized layout."""
+    return three_years(tmp_path_factory.mktemp("north_up_change"), NORTH_UP)
+
+
+@pytest.fixture(scope="module")
+def small_blocks(tmp_path_factory):
+    """Three years of a north-up layout of 16-px blocks (its folder beside the other
+    fixtures', so the HTTP server serves it too)."""
+    return three_years(tmp_path_factory.mktemp("small_blocks_change"), SMALL_BLOCKS)
 
 
 def changes(con, area: str, params=(), extra: str = "") -> pa.Table:
@@ -240,6 +254,12 @@ def test_a_year_that_lacks_a_tile(gdal_collection, tmp_path):
     check_against_gdal(table, files)
 
 
+def year_reads(log, since: int, index, year: int) -> list:
+    """The pixel reads (byte ranges) of `year`'s file of a three-year collection."""
+    name = f"/{index.parent.name}/{year}/33N/northup-0000000000-0000000000.tiff"
+    return sorted(pixel_reads(log, since, name))
+
+
 def test_each_block_of_each_year_is_read_once(north, http_server):
     """The whole tile over HTTP in three years: every pixel block of each year's file is
     fetched once (the server's request log), and the rows are numpy's."""
@@ -253,12 +273,29 @@ def test_each_block_of_each_year_is_read_once(north, http_server):
         table = changes(con, str(box), extra=", years := [2023, 2024, 2025], crs := 32633")
     assert table.num_rows == 2 * NORTH_UP.width * NORTH_UP.height
     for year, path in files.items():
-        blocks = block_ranges(path)
-        suffix = f"/{index.parent.name}/{year}/33N/northup-0000000000-0000000000.tiff"
-        reads = block_reads(blocks, pixel_reads(log, before, suffix))
-        assert reads.max() == 1 and reads.sum() == len(blocks), year
-    local = {(NORTH_UP.epsg, y): [p] for y, p in files.items()}
-    check_against_gdal(table, local)
+        reads = block_reads(block_ranges(path), year_reads(log, before, index, year))
+        assert reads.max() == 1 and reads.sum() == len(block_ranges(path)), year
+    check_against_gdal(table, {(NORTH_UP.epsg, y): [p] for y, p in files.items()})
+
+
+def test_over_several_calls_each_year_is_read_as_aef_pixels_reads_it(small_blocks, http_server):
+    """2,400 chunks come in two DuckDB calls: each year's file gets exactly the requests
+    aef_pixels makes for the same area and years (whose chunks, like aef_change's, never
+    split a block between calls), though every pair is compared."""
+    files, index = small_blocks
+    url = f"{http_server.base_url}{index.parent.name}/index.parquet"
+    log = http_server.log
+    west, south, east, north_ = SMALL_BLOCKS.bounds
+    box = [west + 1, south + 1, east - 1, north_ - 1]
+    reads = []
+    for function in ("aef_pixels", "aef_change"):
+        with aefsql.connect(catalog=url) as con:
+            before = log.total
+            con.sql(
+                f"SELECT count(*) FROM {function}({box}, years := [2023, 2024, 2025], crs := 32633)"
+            ).fetchall()
+        reads.append([year_reads(log, before, index, year) for year in files])
+    assert reads[0] == reads[1] and all(reads[0])
 
 
 def test_one_year_is_refused(con):
