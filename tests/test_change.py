@@ -10,11 +10,13 @@ from gdal_fixtures import (
     COLLECTION_TILES,
     Layout,
     collection_path,
+    footprint_lonlat,
     index_row,
     write_index,
     write_layout,
 )
 from helpers import block_ranges, block_reads, pixel_reads, star
+from pyproj import Transformer
 
 import aefsql
 from aefsql.aef import NODATA, dequantize
@@ -251,6 +253,45 @@ def test_a_year_that_lacks_a_tile(gdal_collection, tmp_path):
     assert not null[crs == "EPSG:32633"].all()
     files = collection_files(gdal_collection.folder, (2023,), (0, 1))
     files[32633, 2024] = [gdal_collection.folder / collection_path(2024, 1)]
+    check_against_gdal(table, files)
+
+
+@pytest.fixture(scope="module")
+def antimeridian(tmp_path_factory):
+    """Two tiles meeting at 180° near Fiji (UTM 60S west of it, 1S east, each overhanging
+    it, as test_areas.py's), in 2023 and 2024: {(epsg, year): [path]} and the index."""
+    folder = tmp_path_factory.mktemp("antimeridian_change")
+    files, rows = {}, []
+    for year in (2023, 2024):
+        for k, (epsg, lon) in enumerate([(32760, 179.99), (32701, -179.99)]):
+            x, y = (
+                v[0]
+                for v in Transformer.from_crs(4326, epsg, always_xy=True).transform([lon], [-16.0])
+            )
+            west, south = float(np.round(x / 10) * 10 - 1500), float(np.round(y / 10) * 10 - 1300)
+            layout = Layout(epsg=epsg, width=300, height=260, block=128, west=west, south=south)
+            path = f"{year}/{epsg % 100}S/tile{k}.tiff"
+            files[epsg, year] = [write_layout(folder, layout, seed=year + k, name=path)]
+            row = index_row(len(rows) + 1, year, path, layout)
+            lon_edge, _ = footprint_lonlat(epsg, layout.bounds)
+            row["wgs84_west"] = float(lon_edge[lon_edge > 0].min())  # west > east: across 180°
+            row["wgs84_east"] = float(lon_edge[lon_edge < 0].max())
+            rows.append(row)
+    return files, write_index(folder / "index.parquet", rows)
+
+
+def test_across_the_antimeridian(antimeridian):
+    """A box across 180° (west > east): both sides' tiles, each location once per pair, as
+    aef_pixels gives them, and numpy's cosines."""
+    files, index = antimeridian
+    box = "[179.99, -16.001, -179.99, -15.999]"
+    with aefsql.connect(catalog=str(index)) as con:
+        table = changes(con, box, extra=", years := [2023, 2024]")
+        pixels = con.sql(
+            f"SELECT location, crs, x, y FROM aef_pixels({box}, years := 2023) ORDER BY location"
+        ).to_arrow_table()
+    assert len(set(table["crs"].to_pylist())) == 2 and table.num_rows > 1000
+    assert table.select(["location", "crs", "x", "y"]).equals(pixels)
     check_against_gdal(table, files)
 
 

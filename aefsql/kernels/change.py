@@ -87,8 +87,8 @@ def tile_positions(session: Session, area: Area, years, level: int = 0) -> Posit
     grids: dict[tuple, dict[int, int]] = {}
     for t in sorted(found, key=lambda t: (tiles.year[t], tiles.path[t])):
         h = headers[tiles.path[t]]
-        t_ = h.transform
-        grid = (int(h.epsg), t_.a, t_.b, t_.c, t_.d, t_.e, t_.f, h.width, h.height)
+        a, b, c, d, e, f = (getattr(h.transform, k) for k in "abcdef")
+        grid = (int(h.epsg), a, b, c, d, e, f, h.width, h.height)
         grids.setdefault(grid, {}).setdefault(int(tiles.year[t]), t)
     members = sorted(grids.values(), key=lambda m: tiles.path[m[min(m)]])
     first = np.array([m[min(m)] for m in members], np.int64)
