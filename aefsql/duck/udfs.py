@@ -618,12 +618,16 @@ class SessionUdfs:
         pairs = max(len(wanted) - 1, 0)
         names = pa.array([f"EPSG:{int(e)}" for e in found.epsg], pa.string())
         similarity = found.similarity.reshape(-1)  # pixel by pixel, its pairs together
+
+        def each_pair(values: np.ndarray) -> np.ndarray:  # (one pair: no copy)
+            return values if pairs == 1 else np.repeat(values, pairs)
+
         items = pa.StructArray.from_arrays(
             [
-                pa.array(np.repeat(found.location, pairs)),
-                pa.array(np.repeat(found.x, pairs)),
-                pa.array(np.repeat(found.y, pairs)),
-                names.take(pa.array(np.repeat(found.chunk, pairs))),
+                pa.array(each_pair(found.location)),
+                pa.array(each_pair(found.x)),
+                pa.array(each_pair(found.y)),
+                names.take(pa.array(each_pair(found.chunk))),
                 pa.array(np.tile(np.asarray(wanted[:-1], np.int32), found.chunk.size)),
                 pa.array(np.tile(np.asarray(wanted[1:], np.int32), found.chunk.size)),
                 pa.array(similarity, mask=np.isnan(similarity)),
