@@ -2,6 +2,8 @@
 rasterio reads from the two years' files at the row's pixel; each location once per pair
 (across a UTM seam, and when a year lacks a tile); each block of each year read once."""
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -299,6 +301,33 @@ def year_reads(log, since: int, index, year: int) -> list:
     """The pixel reads (byte ranges) of `year`'s file of a three-year collection."""
     name = f"/{index.parent.name}/{year}/33N/northup-0000000000-0000000000.tiff"
     return sorted(pixel_reads(log, since, name))
+
+
+def test_a_year_on_another_grid(tmp_path):
+    """2024's file lies half a pixel east of 2023's (never in AEF): two tile positions, and
+    each location of the area still once, from the one that owns it, NULL (the other year
+    has no file on its grid) — never a pixel of one grid compared with one of the other."""
+    rows = []
+    for year, west in ((2023, NORTH_UP.west), (2024, NORTH_UP.west + 5.0)):
+        layout = replace(NORTH_UP, west=west)
+        name = f"{year}/33N/northup-0000000000-0000000000.tiff"
+        write_layout(tmp_path, layout, seed=year, name=name)
+        rows.append(index_row(len(rows) + 1, year, name, layout))
+    index = write_index(tmp_path / "index.parquet", rows)
+    west, south, east, north_ = NORTH_UP.bounds
+    box = [west + 500, south + 500, east - 500, north_ - 500]
+    with aefsql.connect(catalog=str(index)) as con:
+        table = changes(con, str(box), extra=", years := [2023, 2024], crs := 32633")
+        years = [
+            con.sql(
+                f"SELECT location FROM aef_pixels({box}, years := {y}, crs := 32633) "
+                "ORDER BY location"
+            ).to_arrow_table()["location"]
+            for y in (2023, 2024)
+        ]
+    assert table.num_rows > 1000 and con_free_unique(table)
+    assert table["location"] in years  # one grid's locations, whole
+    assert table["similarity"].null_count == table.num_rows
 
 
 def test_each_block_of_each_year_is_read_once(north, http_server):
