@@ -2,7 +2,7 @@
 rasterio reads from the two years' files at the row's pixel; each location once per pair
 (across a UTM seam, and when a year lacks a tile); each block of each year read once."""
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +23,11 @@ from pyproj import Transformer
 import aefsql
 from aefsql.aef import NODATA, dequantize
 from aefsql.errors import AefsqlError
+from aefsql.geometry.areas import area_from
 from aefsql.geometry.geo import polygon_wkb
+from aefsql.kernels import change
+from aefsql.kernels.pixels import Chunks
+from aefsql.session import open_session
 
 COLUMNS = ["location", "crs", "x", "y", "lon", "lat", "year_from", "year_to", "similarity"]
 NORTH_UP = Layout(south_up=False, width=301, height=259, block=128, west=300000.0)
@@ -33,6 +37,7 @@ NORTH_UP = Layout(south_up=False, width=301, height=259, block=128, west=300000.
 SMALL_BLOCKS = Layout(south_up=False, width=160, height=240, block=16, west=300000.0)
 NORTH_YEARS = (2023, 2024, 2025)
 SEAM = "[11.99, 45.0, 12.01, 45.01]"
+YEARS = [2023, 2024]
 
 
 def three_years(folder, layout: Layout):
@@ -411,3 +416,22 @@ def test_areas_that_hold_nothing_or_no_pixel_centre(con, gdal_collection):
     check_against_gdal(table, collection_files(gdal_collection.folder))
     with pytest.raises(Exception, match="an area is a GEOMETRY"):
         con.sql("FROM aef_change('not a geometry', years := [2023, 2024])").fetchall()
+
+
+def test_a_call_of_chunks_of_two_grids(gdal_collection):
+    """DuckDB may hand one call chunks of several grids (the seam's two zones): each keeps
+    its own grid's places and values, as in calls of their own."""
+    session = open_session(gdal_collection.index)
+    area = area_from([11.99, 45.0, 12.01, 45.01], 4326)
+    positions = change.tile_positions(session, area, YEARS)
+    units = [u for u in change.change_units(positions, area) if not u.stand_in]
+    parts = [change.unit_chunks(session, positions, area, u) for u in units]
+    assert len(parts) == 2 and all(c.row.size for c, _ in parts)
+    apart = [change.chunk_changes(session, c, p, YEARS) for c, p in parts]
+    merged = Chunks(
+        *(np.concatenate([getattr(c, f.name) for c, _ in parts]) for f in fields(Chunks))
+    )
+    together = change.chunk_changes(session, merged, np.vstack([p for _, p in parts]), YEARS)
+    for name in ("location", "x", "y", "similarity"):
+        expected = np.concatenate([getattr(a, name) for a in apart])
+        assert np.array_equal(getattr(together, name), expected, equal_nan=True), name

@@ -188,8 +188,9 @@ def chunk_changes(
     chunk = np.repeat(np.arange(n), lengths)
     starts = np.cumsum(lengths) - lengths
     col = np.repeat(chunks.col0, lengths) + (np.arange(chunk.size) - starts[chunk])
-    row = chunks.row[chunk]
-    # Where each pixel is, from its grid's header (as aef_pixels computes it: same keys).
+    # Where each pixel is, from its grid's header, as aef_pixels computes it (the same x, y
+    # and location keys: pixels.location_key). A row is one y and a chunk one row, so y and
+    # the key's y part are worked out per chunk; a call's chunks mostly share one grid.
     reader = session.engine.headers
     named = sorted({p for p in chunks.path.tolist() if p})
     headers = reader.headers_for(named, level) if named else {}
@@ -197,9 +198,18 @@ def chunk_changes(
     for path, header in headers.items():
         t = header.transform
         grid[chunks.path == path] = (t.a, t.c, t.e, t.f, header.epsg)
-    a, c, e, f, epsg = (grid[:, k][chunk] for k in range(5))
-    x, y = c + (col + 0.5) * a, f + (row + 0.5) * e
-    location = location_key(epsg.astype(np.int64), x, y, np.abs(a), np.abs(e))
+    a, c, e, f, epsg = grid.T
+    row_y = f + (chunks.row + 0.5) * e
+    row_key = location_key(epsg.astype(np.int64), 0.0, row_y, 1.0, np.abs(e))
+    if n and (grid == grid[0]).all(axis=0)[[0, 1]].all():  # one a and c: scalars
+        x = c[0] + (col + 0.5) * a[0]
+        x_key = np.floor(x / abs(a[0])).astype(np.int64)
+    else:
+        pixel_a = a[chunk]
+        x = c[chunk] + (col + 0.5) * pixel_a
+        x_key = np.floor(x / np.abs(pixel_a)).astype(np.int64)
+    y = row_y[chunk]
+    location = row_key[chunk] + x_key
     bounds = np.append(starts, chunk.size)
     # The years are read side by side: one's blocks decode while another's Python runs.
     read = threads.pool("change-years").map(
