@@ -1,6 +1,6 @@
 """aefsql: AlphaEarth Foundations satellite embeddings, queryable from SQL (DuckDB)."""
 
-from .api import build_collection, sample_points, similarity, write_headers, zonal
+from .api import build_collection, change, sample_points, similarity, write_headers, zonal
 from .duck import connect, register
 from .errors import (
     AefsqlError,
@@ -22,6 +22,7 @@ __all__ = [
     "UnsupportedCodecError",
     "__version__",
     "build_collection",
+    "change",
     "connect",
     "picture",
     "read_area",

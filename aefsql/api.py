@@ -1,6 +1,6 @@
 """The Python entry points for whole tables: `sample_points` and `zonal` (Arrow, pandas,
-polars or GeoPandas in; Arrow out), and `similarity` (an area in, Arrow out), with the
-parameters of the SQL table functions under the same names."""
+polars or GeoPandas in; Arrow out), `similarity` and `change` (an area in, Arrow out), with
+the parameters of the SQL table functions under the same names."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from .aef import BAND_COUNT, BAND_NAMES
-from .duck.calls import table_call
+from .duck.calls import sql_literal, table_call
 from .duck.registration import install
 from .duck.udfs import SessionUdfs
 from .errors import AefsqlError, redact_text, user_stacklevel
@@ -478,6 +478,79 @@ def _similarity_batch(session: Session, chunks: Chunks, query, level: int) -> pa
         ],
         schema=SIMILARITY_SCHEMA,
     )
+
+
+@speaks("python")
+def change(
+    area,
+    *,
+    years: Iterable[int],
+    crs=4326,
+    level: int = 0,
+    max_bytes: int | None = None,
+    catalog: str | None = None,
+    cache_dir: str | None = None,
+    headers: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    collection: str | None = None,
+) -> pa.Table:
+    """One row per location of `area` and pair of consecutive `years` (two or more) with the
+    cosine `similarity` of its embeddings in `year_from` and `year_to`: the rows of the SQL
+    `aef_change`, which computes them (NULL where either year is nodata or has no file).
+
+    `area`: WKB bytes, WKT, a shapely geometry or a box [west, south, east, north], in `crs`
+    (default lon/lat). `level`: 0 (full resolution) or k, the files' k-th overview.
+    `max_bytes`: refused before anything is read when pixels x 64 bands x years exceed it
+    (default 16 GiB). `catalog`, `cache_dir`, `headers`, `concurrency`, `allowed_hosts`,
+    `storage_options` and `collection` (deprecated alias of `headers`): as for
+    `aefsql.connect`. Rows come in no set order."""
+    chosen = resolve(years=years, crs=crs, function="aef_change")
+    check_level(level)
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
+        raise AefsqlError(f"max_bytes is a number of bytes, not {max_bytes!r}")
+    argument, value = _area_parameter(area)
+    session = open_session(
+        catalog,
+        cache_dir=cache_dir,
+        headers=headers_option(headers, collection),
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+    warn_missing_years(session.catalog.tiles(), chosen.years)
+    options = {"years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
+    if max_bytes is not None:
+        options["max_bytes"] = max_bytes
+    given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
+    con = duckdb.connect()
+    try:
+        install(con, SessionUdfs(session))
+        query = f"FROM aef_change({argument}, {given})"
+        return con.sql(query, params=[value]).to_arrow_table()
+    except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
+        raise type(exc)(redact_text(str(exc))) from None
+    finally:
+        con.close()
+
+
+def _area_parameter(area) -> tuple[str, object]:
+    """An area argument as a typed SQL parameter and its value: WKB bytes, WKT text, a
+    shapely geometry (its WKB) or a box [west, south, east, north]."""
+    if isinstance(area, bytes | bytearray | memoryview):
+        return "?::BLOB", bytes(area)
+    if isinstance(area, str):
+        return "?::VARCHAR", area
+    if hasattr(area, "wkb"):
+        return "?::BLOB", area.wkb
+    try:
+        return "?::DOUBLE[]", [float(v) for v in area]
+    except (TypeError, ValueError):
+        raise AefsqlError(
+            "area is WKB bytes, WKT, a shapely geometry or a box [west, south, east, north], "
+            f"not {type(area).__name__}"
+        ) from None
 
 
 @speaks("python")

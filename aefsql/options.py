@@ -169,6 +169,8 @@ def resolve(
     them and none may collide with a column the function adds.
     """
     chosen = year_list(years, year)
+    if function == "aef_change":
+        check_pairs(chosen)
     band_names = band_list(bands)
     check_on_error(on_error)
     check_as_vector(as_vector, bands)
@@ -235,6 +237,16 @@ def year_list(years=None, year=None) -> tuple[int, ...]:
     if len(distinct) > MAX_YEARS:
         raise AefsqlError(f"years names {len(distinct):,} years: at most {MAX_YEARS} at once")
     return tuple(distinct)
+
+
+def check_pairs(years: tuple[int, ...]) -> None:
+    """A change compares consecutive years: it needs two or more."""
+    if len(years) < 2:
+        raise OptionError(
+            "a change compares consecutive years: pass two or more, as {} (got {})",
+            Mention("years", [2023, 2024]),
+            Mention("years", list(years)),
+        )
 
 
 def _one_year(value) -> int:

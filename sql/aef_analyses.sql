@@ -1,4 +1,5 @@
--- Analyses over an area's pixels, computed in the kernel from the int8 blocks: aef_similarity.
+-- Analyses over an area's pixels, computed in the kernel from the int8 blocks: aef_similarity
+-- and aef_change.
 
 -- aef_similarity: one row per pixel whose centre lies inside `area`, per year, with where it
 -- is and `similarity`, the cosine of its embedding with a query vector; every location from
@@ -47,3 +48,52 @@ SELECT __aef_year AS year, location, xy_crs AS crs, x, y,
        {udf}_pixel_lonlat(x, y, xy_crs).lon AS lon, {udf}_pixel_lonlat(x, y, xy_crs).lat AS lat,
        similarity
 FROM pixels;
+
+-- aef_change: one row per location of `area` and pair of consecutive years (of the sorted,
+-- distinct `years`, two or more), with `similarity`, the cosine of the location's de-quantized
+-- embeddings in `year_from` and `year_to`; NULL where either is nodata or the year has no file
+-- there.
+--
+-- Locations are aef_pixels' (centre inside `area`, in `crs`, one tile each, as many UTM zones
+-- as the area spans), planned once for all the years over the tile positions any of them has
+-- (AEF's tiles are the same grids every year): each location once per pair, none dropped.
+-- Each block of each year is read once and all pairs computed from the values in hand: no
+-- join, no FLOAT[64] per pixel. `level` k compares the k-th overview's pixels; `max_bytes`
+-- (pixels x 64 bands x years of int8, default 16 GiB) is checked before anything is read.
+-- Rows come in no set order.
+CREATE OR REPLACE TEMP MACRO aef_change(
+    area,
+    years := NULL,
+    crs := NULL,
+    level := 0,
+    max_bytes := NULL
+) AS TABLE
+WITH checked AS MATERIALIZED (
+    FROM __aef_area_options('aef_change', years, NULL, crs, NULL)
+),
+units AS (
+    -- One tile position a unit, each followed by NULLs up to a DuckDB vector: one unit is
+    -- planned a call, so rows stream at once. (The years travel in each unit and chunk: a
+    -- join here would be DuckDB's to reorder.)
+    SELECT unnest({udf}_change_units(__aef_area_wkb(area), __aef_area_box(area),
+                                     __aef_area_text(area), typeof(area), __aef_crs,
+                                     __aef_years, CAST({band_count} AS INTEGER),
+                                     CAST(max_bytes AS BIGINT), CAST(level AS INTEGER)))
+               AS unit
+    FROM checked
+),
+chunks AS (
+    SELECT unnest({udf}_change_chunks(unit)) AS chunk, unit.years AS __aef_years
+    FROM units
+),
+pairs AS (
+    SELECT unnest({udf}_change_pixels(chunk.paths, __aef_years, chunk.row, chunk.col0,
+                                      chunk.col1, chunk.centroid, CAST(level AS INTEGER)),
+                  recursive := true)
+    FROM chunks
+)
+-- lon/lat by aef_pixels' UDF of their own, left out of a query that reads neither.
+SELECT location, xy_crs AS crs, x, y,
+       {udf}_pixel_lonlat(x, y, xy_crs).lon AS lon, {udf}_pixel_lonlat(x, y, xy_crs).lat AS lat,
+       year_from, year_to, similarity
+FROM pairs;

@@ -60,6 +60,17 @@ RETURNS = {
         "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "
         "centroid_pixel BOOLEAN, embedding FLOAT[64], aef_error VARCHAR)[]"
     ),
+    "change_units": (
+        "STRUCT(position INTEGER, stand_in BOOLEAN, wkb BLOB, box DOUBLE[], crs INTEGER, "
+        "years INTEGER[], level INTEGER)[]"
+    ),
+    "change_chunks": (
+        "STRUCT(paths VARCHAR[], row INTEGER, col0 INTEGER, col1 INTEGER, centroid BOOLEAN)[]"
+    ),
+    "change_pixels": (
+        "STRUCT(location BIGINT, x DOUBLE, y DOUBLE, xy_crs VARCHAR, year_from INTEGER, "
+        "year_to INTEGER, similarity FLOAT)[]"
+    ),
 }
 
 

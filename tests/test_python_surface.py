@@ -39,6 +39,7 @@ def entry_points():
         ("picture", lambda **kw: aefsql.picture(box, 2024, **kw)),
         ("zonal", lambda **kw: aefsql.zonal(points, years=2024, **kw)),
         ("similarity", lambda **kw: aefsql.similarity(box, [0.1] * 64, years=2024, **kw)),
+        ("change", lambda **kw: aefsql.change(box, years=[2023, 2024], **kw)),
     ]
 
 
@@ -64,6 +65,7 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
         "api.build_collection",
         "api.zonal",
         "api.similarity",
+        "api.change",
         "rasters.read_area",
         "pictures.picture",
     ],
@@ -422,6 +424,7 @@ SIGNATURES = [
     ("aefsql.register", ["con", "catalog"], None, set()),
     ("aefsql.sample_points", ["points"], "aef_sample_points", set()),
     ("aefsql.zonal", ["polygons"], "aef_zonal", {"max_bytes"}),
+    ("aefsql.change", ["area"], "aef_change", set()),
     # (aef_pixels' as_vector: read_area's is a cube of vectors; picture gives an image.)
     ("aefsql.read_area", ["area", "years"], "aef_pixels", {"year"}),
     ("aefsql.picture", ["area", "year", "path"], "aef_pixels", {"years", "as_vector"}),

@@ -22,6 +22,9 @@ from .calls import sql_literal
 from .filesystems import duckdb_filesystems
 from .types import (
     AREA_PLAN_ARROW,
+    CHANGE_ARROW,
+    CHANGE_CHUNK_ARROW,
+    CHANGE_UNIT_ARROW,
     CHIP_ARROW,
     CHIP_PLAN_ARROW,
     CHUNK_ARROW,
@@ -315,6 +318,14 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
                 "BIGINT",
             ],
             pa.list_(ZONAL_ARROW),
+        ),
+        ("change_units", session.change_units, AREA_PARAMS, pa.list_(CHANGE_UNIT_ARROW)),
+        ("change_chunks", session.change_chunks, [CHANGE_UNIT_ARROW], pa.list_(CHANGE_CHUNK_ARROW)),
+        (
+            "change_pixels",
+            session.change_pixels,
+            ["VARCHAR[]", "INTEGER[]", "INTEGER", "INTEGER", "INTEGER", "BOOLEAN", "INTEGER"],
+            pa.list_(CHANGE_ARROW),
         ),
     ]
     for name, fn, params, returns in functions:

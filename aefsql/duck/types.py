@@ -79,6 +79,39 @@ QUERY_ARROW = pa.struct(
     [("error", pa.string()), ("query", pa.list_(pa.float32(), len(BAND_NAMES)))]
 )
 
+# aef_change's plan and rows: a unit (one tile position, or the centroid's stand-in) with its
+# area; a chunk with its file in each year (NULL: none that year); a row per pixel and pair.
+CHANGE_UNIT_ARROW = pa.struct(
+    [
+        ("position", pa.int32()),
+        ("stand_in", pa.bool_()),
+        ("wkb", pa.binary()),
+        ("box", pa.list_(pa.float64())),
+        ("crs", pa.int32()),
+        ("years", pa.list_(pa.int32())),
+        ("level", pa.int32()),
+    ]
+)
+CHANGE_CHUNK_ARROW = pa.struct(
+    [
+        ("paths", pa.list_(pa.string())),
+        ("row", pa.int32()),
+        ("col0", pa.int32()),
+        ("col1", pa.int32()),
+        ("centroid", pa.bool_()),
+    ]
+)
+CHANGE_ARROW = pa.struct(
+    [
+        ("location", pa.int64()),
+        *((name, pa.float64()) for name in ("x", "y")),
+        ("xy_crs", pa.string()),
+        ("year_from", pa.int32()),
+        ("year_to", pa.int32()),
+        ("similarity", pa.float32()),
+    ]
+)
+
 AREA_PLAN_ARROW = pa.struct(
     [
         ("plan_year", pa.int32()),

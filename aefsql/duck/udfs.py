@@ -21,7 +21,7 @@ from ..errors import AefsqlError
 from ..geometry import geo
 from ..geometry.areas import Area, area_from, projected_all
 from ..headers.table import SCHEMA
-from ..kernels import coverage, points
+from ..kernels import change, coverage, points
 from ..kernels.budgets import STREAMED_BYTES
 from ..kernels.chips import chips_per_call, read_chips
 from ..kernels.engine import file_by_file
@@ -45,6 +45,9 @@ from ..options import check_input_columns, check_level, check_on_error, resolve_
 from ..session import Session
 from .types import (
     AREA_PLAN_ARROW,
+    CHANGE_ARROW,
+    CHANGE_CHUNK_ARROW,
+    CHANGE_UNIT_ARROW,
     CHIP_ARROW,
     CHUNK_ARROW,
     EMBEDDING_ARROW,
@@ -573,6 +576,106 @@ class SessionUdfs:
         position[np.concatenate(placed)] = np.arange(n)
         return pa.concat_arrays(pieces).take(pa.array(position))
 
+    def change_units(
+        self, wkb, box, text, kind, crs, years, bands, max_bytes, level
+    ) -> pa.ListArray:
+        """aef_change's plan: per area (as for `area_units`), its units (aefsql/kernels/
+        change.py: one tile position each, then the centroid's stand-in), each followed by
+        NULLs up to a DuckDB vector so that `change_chunks` plans one a call; refused past
+        `max_bytes` of pixels x `bands` x years (NULL: the default budget) before any header
+        is read."""
+        lists = []
+        for blob, corners, code, area, wanted, count, budget, at in _area_calls(
+            wkb, box, text, kind, crs, years, bands, max_bytes, level
+        ):
+            check_area_size(area, wanted, count, budget, at, self.session.catalog.tiles)
+            positions = change.tile_positions(self.session, area, wanted, at)
+            units = [
+                {
+                    "position": u.position,
+                    "stand_in": u.stand_in,
+                    "wkb": blob,
+                    "box": corners,
+                    "crs": code,
+                    "years": list(wanted),
+                    "level": at,
+                }
+                for u in change.change_units(positions, area)
+            ]
+            padded = [None] * (len(units) * DUCKDB_VECTOR_SIZE)
+            padded[::DUCKDB_VECTOR_SIZE] = units
+            lists.append(padded)
+        return pa.array(lists, type=pa.list_(CHANGE_UNIT_ARROW))
+
+    def change_chunks(self, unit) -> pa.ListArray:
+        """Per unit of `change_units` (NULL: padding, no chunk): its chunks, each with its
+        file in every year, vector-aligned (`_vector_aligned`) in block order."""
+        lists = []
+        for u in unit.to_pylist():
+            if u is None:
+                lists.append(pa.array([], CHANGE_CHUNK_ARROW))
+                continue
+            area = area_from(u["wkb"] if u["wkb"] is not None else u["box"], int(u["crs"]))
+            at = u["level"]
+            positions = change.tile_positions(self.session, area, u["years"], at)
+            chunks, paths = change.unit_chunks(
+                self.session, positions, area, change.ChangeUnit(u["position"], u["stand_in"]), at
+            )
+            order = _vector_aligned(chunks, chunk_blocks(self.session, chunks, at))
+            lists.append(_change_chunk_arrow(chunks, paths, order))
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
+        items = pa.concat_arrays(lists) if lists else pa.array([], CHANGE_CHUNK_ARROW)
+        return pa.ListArray.from_arrays(pa.array(offsets), items)
+
+    def change_pixels(self, paths, years, row, col0, col1, centroid, level) -> pa.ListArray:
+        """Per chunk (its file in each of `years`, NULL where none): a row per pixel and pair
+        of consecutive years, with the cosine similarity of its embeddings in the two
+        (aefsql/kernels/change.py: each year's blocks read once, no join)."""
+        paths, years = _contiguous(paths), _contiguous(years)
+        distinct = {tuple(y) for y in years.to_pylist() if y is not None}
+        if len(distinct) > 1:
+            raise AefsqlError(f"years := must be one list per call, not {sorted(distinct)}")
+        wanted = list(distinct.pop()) if distinct else []
+        levels = set(_levels(level))
+        if len(levels) > 1:
+            raise AefsqlError(f"level := must be one value per call, not {sorted(levels)}")
+        at = levels.pop() if levels else 0
+        n = len(row)
+        files = np.full((n, len(wanted)), None, dtype=object)
+        if n and wanted:
+            files[:] = np.asarray(paths.flatten().to_pylist(), dtype=object).reshape(n, -1)
+        grid = np.array([next((p for p in f if p is not None), "") for f in files], object)
+        chunks = Chunks(
+            path=grid,
+            year=np.full(n, change.EVERY_YEAR, np.int64),
+            row=_ints(row),
+            col0=_ints(col0),
+            col1=_ints(col1),
+            centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
+        )
+        found = change.chunk_changes(self.session, chunks, files, wanted, at)
+        pairs = max(len(wanted) - 1, 0)
+        names = pa.array([f"EPSG:{int(e)}" for e in found.epsg], pa.string())
+        similarity = found.similarity.reshape(-1)  # pixel by pixel, its pairs together
+
+        def each_pair(values: np.ndarray) -> np.ndarray:  # (one pair: no copy)
+            return values if pairs == 1 else np.repeat(values, pairs)
+
+        items = pa.StructArray.from_arrays(
+            [
+                pa.array(each_pair(found.location)),
+                pa.array(each_pair(found.x)),
+                pa.array(each_pair(found.y)),
+                names.take(pa.array(each_pair(found.chunk))),
+                pa.array(np.tile(np.asarray(wanted[:-1], np.int32), found.chunk.size)),
+                pa.array(np.tile(np.asarray(wanted[1:], np.int32), found.chunk.size)),
+                pa.array(similarity, mask=np.isnan(similarity)),
+            ],
+            fields=list(CHANGE_ARROW),
+        )
+        offsets = np.searchsorted(found.chunk, np.arange(n + 1)) * pairs
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
+
     def index_file(self, calls) -> pa.StringArray:
         """The normalized catalog aef_index() reads. DuckDB calls this when it creates the
         macro too: then an empty catalog stands in, so that registering reads nothing."""
@@ -742,6 +845,37 @@ def _chunk_arrow(chunks: Chunks, order: np.ndarray) -> pa.StructArray:
             pa.array(chunks.centroid[at]),
         ],
         fields=list(CHUNK_ARROW),
+    )
+
+
+def _change_chunk_arrow(chunks: Chunks, paths: np.ndarray, order: np.ndarray) -> pa.StructArray:
+    """aef_change's chunks in `order` (`_vector_aligned`; a padding chunk is empty), each
+    with its file in every year (`paths`, object (chunks, years), None where none)."""
+    if order.size == 0:
+        return pa.array([], CHANGE_CHUNK_ARROW)
+    real = order >= 0
+    at = np.where(real, order, -order - 1)
+    years = paths.shape[1]
+    # One tile position a unit: the same few paths in every chunk, encoded once each.
+    names: dict[str, int] = {}
+    codes = np.array(
+        [-1 if p is None else names.setdefault(p, len(names)) for p in paths.reshape(-1)],
+        np.int32,
+    ).reshape(paths.shape)[at]
+    flat = pa.DictionaryArray.from_arrays(
+        pa.array(codes.reshape(-1), mask=codes.reshape(-1) < 0),
+        pa.array(list(names), pa.string()),
+    ).cast(pa.string())
+    files = pa.ListArray.from_arrays(pa.array(np.arange(at.size + 1, dtype=np.int32) * years), flat)
+    return pa.StructArray.from_arrays(
+        [
+            files,
+            pa.array(chunks.row[at], pa.int32()),
+            pa.array(np.where(real, chunks.col0[at], 0), pa.int32()),
+            pa.array(np.where(real, chunks.col1[at], 0), pa.int32()),
+            pa.array(chunks.centroid[at]),
+        ],
+        fields=list(CHANGE_CHUNK_ARROW),
     )
 
 
