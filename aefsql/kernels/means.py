@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..aef import BAND_COUNT, SCALE, signed_squares
+from ..aef import BAND_COUNT, SCALE, signed_square
 from ..errors import AefsqlError
 from ..geometry.areas import Area
+from .engine import RunLayout, nodata_of, run_layout
 from .grouping import group_indices
-from .pixels import Chunks, areas_chunks, check_area_size, chunk_blocks, chunk_pixels
+from .pixels import Chunks, areas_chunks, check_area_size, chunk_blocks
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -48,40 +49,22 @@ def zonal_means(
     years = [int(y) for y in years]
     slot = {year: k for k, year in enumerate(years)}
     entries = len(areas) * len(years)
-    sums = np.zeros((entries, len(BANDS)))
-    pixels = np.zeros(entries, np.int64)
-    valid = np.zeros(entries, np.int64)
-    centroid = np.zeros(entries, dtype=bool)
     chunks, owner = _all_chunks(session, areas, years, level, max_bytes)
     entry = owner * len(years) + np.array([slot[int(y)] for y in chunks.year], np.int64)
+    centroid = np.zeros(entries, dtype=bool)
     centroid[entry[chunks.centroid]] = True
-    squares = signed_squares()
+    # Every pixel of a chunk is read (chunks hold only owned pixels): counted from the chunks.
+    pixels = np.bincount(entry, weights=chunks.col1 - chunks.col0, minlength=entries)
+    sums = np.zeros(entries * len(BANDS))  # exact: integers far below 2^53
+    valid = np.zeros(entries)
     for batch in _batches(session, chunks, level):
-        found = chunk_pixels(session, _subset(chunks, batch), BANDS, level, coordinates=False)
-        if found.chunk.size == 0:
-            continue
-        # Pixels come run by run (each chunk's pixels consecutive, in chunk order): sums
-        # over runs first, a few per polygon, then per polygon.
-        starts = np.flatnonzero(np.diff(found.chunk, prepend=-1))
-        run_entry = entry[batch][found.chunk[starts]]
-        run_pixels = np.diff(starts, append=found.chunk.size)
-        good = np.ones(found.chunk.size, dtype=bool)
-        for k in range(len(BANDS)):
-            null = found.band_null(k)
-            if null is not None:
-                good &= ~null
-        pixels += np.bincount(run_entry, weights=run_pixels, minlength=entries).astype(np.int64)
-        run_valid = np.add.reduceat(good, starts, dtype=np.int64)
-        valid += np.bincount(run_entry, weights=run_valid, minlength=entries).astype(np.int64)
-        for k in range(len(BANDS)):
-            codes = found.values[k].view(np.uint8)  # the table is indexed by uint8 view
-            terms = squares[codes]
-            if not good.all():
-                terms[~good] = 0
-            run_sums = np.add.reduceat(terms, starts, dtype=np.int64)
-            sums[:, k] += np.bincount(run_entry, weights=run_sums, minlength=entries)
+        run_sums, run_valid = _run_sums(session, _subset(chunks, batch), level)
+        valid += np.bincount(entry[batch], weights=run_valid, minlength=entries)
+        cells = (entry[batch][:, None] * len(BANDS) + np.arange(len(BANDS))).ravel()
+        sums += np.bincount(cells, weights=run_sums.T.ravel(), minlength=sums.size)
+    pixels, valid = pixels.astype(np.int64), valid.astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / SCALE / valid[:, None]
+        means = sums.reshape(entries, len(BANDS)) / SCALE / valid[:, None]
     means[valid == 0] = np.nan
     return ZonalMeans(
         polygon=np.repeat(np.arange(len(areas)), len(years)),
@@ -91,6 +74,99 @@ def zonal_means(
         centroid_pixel=centroid,
         means=means,
     )
+
+
+def _run_sums(session: Session, chunks: Chunks, level: int) -> tuple[np.ndarray, np.ndarray]:
+    """int64 (bands, chunks): each chunk's sum of v * |v| over its valid pixels (no band
+    nodata or missing), and int64 (chunks,): how many there are. The chunks are of one file
+    and year (a batch of `_batches`)."""
+    url = chunks.path[0]
+    engine = session.engine
+
+    def read():
+        header = engine.headers.headers_for([url], level)[url]
+        layout = run_layout(url, header, chunks.row, chunks.col0, chunks.col1)
+        sums = _LayoutSums(layout, header, nodata_of(url, header))
+        engine.read_layout(url, header, layout, BANDS, reduce=sums.block)
+        return sums.by_run(chunks.row.size)
+
+    return engine.headers.restarting_on_change(read)
+
+
+class _LayoutSums:
+    """The sums of a RunLayout's pixels, made block by block in the decode threads as the
+    blocks come (no (bands, pixels) values for the whole layout): a *segment* is the
+    consecutive pixels of one run in one block, summed as one."""
+
+    def __init__(self, layout: RunLayout, header, nodata: int):
+        self.layout = layout
+        self.nodata = nodata
+        # Bands the file lacks are NULL: then no pixel of the file is valid.
+        self.planes = sum(1 for band in BANDS if band < header.samples_per_pixel)
+        starts = np.zeros(layout.pixels, dtype=bool)
+        starts[layout.bounds[:-1]] = True
+        starts[1:] |= layout.run[1:] != layout.run[:-1]
+        self.starts = np.flatnonzero(starts)
+        self.sums = np.zeros((len(BANDS), self.starts.size), np.int64)
+        self.valid = np.zeros(self.starts.size, np.int64)
+
+    def block(self, start: int, end: int, rows, cols, width: int) -> _BlockSums:
+        """The reducer of the layout's pixels [start, end), all in one block (the engine's
+        `reduce`)."""
+        first, stop = np.searchsorted(self.starts, [start, end])
+        return _BlockSums(self, start, end, rows, cols, width, slice(first, stop))
+
+    def by_run(self, runs: int) -> tuple[np.ndarray, np.ndarray]:
+        """(sums (bands, runs), valid pixels (runs,)) of the input runs."""
+        run = self.layout.run[self.starts]
+        cells = (np.arange(len(BANDS))[:, None] * runs + run).ravel()
+        # (float64 weights: exact, the sums are far below 2^53)
+        sums = np.bincount(cells, weights=self.sums.ravel(), minlength=len(BANDS) * runs)
+        valid = np.bincount(run, weights=self.valid, minlength=runs)
+        return sums.reshape(len(BANDS), runs).astype(np.int64), valid.astype(np.int64)
+
+
+class _BlockSums:
+    """One block's pixels of a `_LayoutSums`: each band plane is taken into an int8 buffer
+    as it is decoded; once all are in, the block's segments are summed (`_finish`)."""
+
+    def __init__(self, of: _LayoutSums, start, end, rows, cols, width, segments: slice):
+        self.of = of
+        self.rows = rows
+        self.flat = rows * width + cols
+        self.segments = segments
+        self.starts = of.starts[segments] - start  # of the segments, in the block's pixels
+        self.values: np.ndarray | None = None
+        self.planes_in = 0
+
+    @property
+    def rows_needed(self) -> int:
+        return int(self.rows[-1]) + 1
+
+    def gather(self, block: np.ndarray, _values, columns, samples) -> None:
+        if self.values is None:
+            self.values = np.empty((len(BANDS), self.flat.size), np.int8)
+        for column, sample in zip(columns.tolist(), samples.tolist(), strict=True):
+            np.take(block[..., sample].reshape(-1), self.flat, out=self.values[column])
+        self.planes_in += len(columns)
+        if self.planes_in == self.of.planes:
+            self._finish()
+
+    def _finish(self) -> None:
+        """v * |v| (`signed_square`, int16), summed per segment in int32: a segment is at
+        most a block's width of pixels, < 2^31 / 128² for any block the engine reads."""
+        values, self.values = self.values, None
+        bad = (values == self.of.nodata).any(axis=0)
+        if self.of.planes < len(BANDS):
+            bad[:] = True
+        squares = signed_square(values)
+        if bad.any():
+            squares[:, bad] = 0
+        sums = self.of.sums[:, self.segments]  # a view: each block writes its own segments
+        for k in range(len(BANDS)):  # (a band at a time: faster than reduceat along axis 1)
+            sums[k] = np.add.reduceat(squares[k], self.starts, dtype=np.int32)
+        counts = np.diff(self.starts, append=self.flat.size)
+        self.of.valid[self.segments] = counts - np.add.reduceat(bad, self.starts, dtype=np.int64)
 
 
 def _all_chunks(session: Session, areas, years, level, max_bytes=None):

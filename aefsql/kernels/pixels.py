@@ -99,12 +99,13 @@ def areas_chunks(session: Session, areas: list[Area], years, level: int = 0):
         shapes = [near_tile(areas[i], tiles, t) for i, t in needing]
         for key, moved in zip(needing, projected_all(shapes, code), strict=True):
             in_crs[key] = moved
+    owned = _owned_by_tile(tiles, reader, headers, wanted, in_crs)
     parts = []  # (area, path, year, chunks, centroid)
     for (i, year), found in wanted.items():
         before = len(parts)
         for t in found:
             path = tiles.path[t]
-            chunks = owned_chunks(tiles, reader, path, headers[path], year, in_crs[i, t])
+            chunks = owned[i, year, t]
             if len(chunks):
                 parts.append((i, path, year, chunks, False))
         if len(parts) == before:
@@ -125,6 +126,29 @@ def areas_chunks(session: Session, areas: list[Area], years, level: int = 0):
         centroid=np.concatenate([np.full(len(c), f) for *_, c, f in parts]),
     )
     return chunks, np.concatenate([np.full(len(c), i, np.int64) for i, _, _, c, _ in parts])
+
+
+def _owned_by_tile(tiles: TileTable, reader, headers, wanted, in_crs) -> dict:
+    """`owned_chunks` of each (area, year, tile) of `wanted` ({(area, year): tiles}), the
+    areas' chunks in a tile tested for ownership together: `owned_runs` finds a tile's
+    neighbours once a call, which for many small areas costs more than their chunks."""
+    laid: dict = {}  # (tile, year) -> [(area, its chunks in the tile)]
+    for (i, year), found in wanted.items():
+        for t in found:
+            header = headers[tiles.path[t]]
+            spans = row_spans(in_crs[i, t], header.transform, header.width, header.height)
+            laid.setdefault((t, year), []).append((i, block_chunks(spans, header)))
+    owned = {}
+    for (t, year), pieces in laid.items():
+        path = tiles.path[t]
+        every = np.concatenate([chunks for _, chunks in pieces])
+        run, *kept = owned_runs(tiles, reader, path, headers[path], year, *every.T)
+        kept = np.column_stack(kept) if len(every) else every
+        # The parts come in the runs' order: each area's are consecutive.
+        cuts = np.searchsorted(run, np.cumsum([0] + [len(c) for _, c in pieces]))
+        for (i, _), first, stop in zip(pieces, cuts[:-1], cuts[1:], strict=True):
+            owned[i, year, t] = kept[first:stop]
+    return owned
 
 
 def owned_chunks(tiles: TileTable, reader, path, header, year: int, shape: Area) -> np.ndarray:
