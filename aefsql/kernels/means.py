@@ -17,7 +17,8 @@ import numpy as np
 
 from ..aef import BAND_COUNT, SCALE, signed_square
 from ..errors import AefsqlError
-from ..geometry.areas import Area
+from ..geometry import geo
+from ..geometry.areas import Area, projected_all
 from .engine import RunLayout, nodata_of, run_layout
 from .grouping import group_indices
 from .pixels import Chunks, areas_chunks, check_area_size, chunk_blocks
@@ -55,16 +56,17 @@ def zonal_means(
     centroid[entry[chunks.centroid]] = True
     # Every pixel of a chunk is read (chunks hold only owned pixels): counted from the chunks.
     pixels = np.bincount(entry, weights=chunks.col1 - chunks.col0, minlength=entries)
-    sums = np.zeros(entries * len(BANDS))  # exact: integers far below 2^53
+    sums = np.zeros((len(BANDS), entries))  # exact: integers far below 2^53
     valid = np.zeros(entries)
     for batch in _batches(session, chunks, level):
-        run_sums, run_valid = _run_sums(session, _subset(chunks, batch), level)
-        valid += np.bincount(entry[batch], weights=run_valid, minlength=entries)
-        cells = (entry[batch][:, None] * len(BANDS) + np.arange(len(BANDS))).ravel()
-        sums += np.bincount(cells, weights=run_sums.T.ravel(), minlength=sums.size)
+        run, segment_sums, segment_valid = _segment_sums(session, _subset(chunks, batch), level)
+        of_entry = entry[batch][run]
+        valid += np.bincount(of_entry, weights=segment_valid, minlength=entries)
+        for k in range(len(BANDS)):  # (a bincount a band: 4x faster than one over all cells)
+            sums[k] += np.bincount(of_entry, weights=segment_sums[k], minlength=entries)
     pixels, valid = pixels.astype(np.int64), valid.astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums.reshape(entries, len(BANDS)) / SCALE / valid[:, None]
+        means = sums.T / SCALE / valid[:, None]
     means[valid == 0] = np.nan
     return ZonalMeans(
         polygon=np.repeat(np.arange(len(areas)), len(years)),
@@ -76,10 +78,11 @@ def zonal_means(
     )
 
 
-def _run_sums(session: Session, chunks: Chunks, level: int) -> tuple[np.ndarray, np.ndarray]:
-    """int64 (bands, chunks): each chunk's sum of v * |v| over its valid pixels (no band
-    nodata or missing), and int64 (chunks,): how many there are. The chunks are of one file
-    and year (a batch of `_batches`)."""
+def _segment_sums(session: Session, chunks: Chunks, level: int):
+    """The sums of the chunks' pixels, segment by segment (see `_LayoutSums`): the chunk of
+    each segment, int64 (bands, segments) its sums of v * |v| over its valid pixels (no band
+    nodata or missing), and int64 (segments,) how many those are. The chunks are of one
+    file and year (a batch of `_batches`)."""
     url = chunks.path[0]
     engine = session.engine
 
@@ -88,7 +91,7 @@ def _run_sums(session: Session, chunks: Chunks, level: int) -> tuple[np.ndarray,
         layout = run_layout(url, header, chunks.row, chunks.col0, chunks.col1)
         sums = _LayoutSums(layout, header, nodata_of(url, header))
         engine.read_layout(url, header, layout, BANDS, reduce=sums.block)
-        return sums.by_run(chunks.row.size)
+        return layout.run[sums.starts], sums.sums, sums.valid
 
     return engine.headers.restarting_on_change(read)
 
@@ -99,7 +102,6 @@ class _LayoutSums:
     consecutive pixels of one run in one block, summed as one."""
 
     def __init__(self, layout: RunLayout, header, nodata: int):
-        self.layout = layout
         self.nodata = nodata
         # Bands the file lacks are NULL: then no pixel of the file is valid.
         self.planes = sum(1 for band in BANDS if band < header.samples_per_pixel)
@@ -115,15 +117,6 @@ class _LayoutSums:
         `reduce`)."""
         first, stop = np.searchsorted(self.starts, [start, end])
         return _BlockSums(self, start, end, rows, cols, width, slice(first, stop))
-
-    def by_run(self, runs: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sums (bands, runs), valid pixels (runs,)) of the input runs."""
-        run = self.layout.run[self.starts]
-        cells = (np.arange(len(BANDS))[:, None] * runs + run).ravel()
-        # (float64 weights: exact, the sums are far below 2^53)
-        sums = np.bincount(cells, weights=self.sums.ravel(), minlength=len(BANDS) * runs)
-        valid = np.bincount(run, weights=self.valid, minlength=runs)
-        return sums.reshape(len(BANDS), runs).astype(np.int64), valid.astype(np.int64)
 
 
 class _BlockSums:
@@ -173,9 +166,14 @@ def _all_chunks(session: Session, areas, years, level, max_bytes=None):
     """Every area's chunks, and the area each chunk belongs to; an area whose pixels x 64
     bands x years exceed `max_bytes` (None: the streamed budget) is refused first, before
     any chunk is laid out or header read (`check_area_size`)."""
-    for i, area in enumerate(areas):
+    try:  # the vertices in lon/lat (`projected_vertices`), in one PROJ call for all
+        in_lonlat = projected_all(areas, geo.WGS84)
+    except AefsqlError:  # (each area's own call then says which cannot be)
+        in_lonlat = [None] * len(areas)
+    tiles = session.catalog.tiles
+    for i, (area, lonlat) in enumerate(zip(areas, in_lonlat, strict=True)):
         try:
-            check_area_size(area, years, len(BANDS), max_bytes, level, session.catalog.tiles)
+            check_area_size(area, years, len(BANDS), max_bytes, level, tiles, lonlat=lonlat)
         except AefsqlError as exc:
             raise AefsqlError(f"polygon {i + 1}: {exc}") from None
     return areas_chunks(session, areas, years, level)

@@ -308,16 +308,17 @@ def chunk_blocks(session: Session, chunks: Chunks, level: int = 0) -> np.ndarray
 
 
 def check_area_size(
-    area: Area, years, bands: int, max_bytes: int | None, level: int = 0, tiles=None
+    area: Area, years, bands: int, max_bytes: int | None, level: int = 0, tiles=None, lonlat=None
 ) -> None:
     """Refuse an area whose pixels x `bands` over `years` exceed `max_bytes` (None: the
     streamed budget, budgets.STREAMED_BYTES), before any header or block is read. Counted
     on the ellipsoid from the area's own vertices: first its whole size (no catalog read
     when that fits), then what it covers of the catalog's tiles (`tiles`: a callable that
     gives the TileTable), so a whole-world box over a small catalog passes and one over a
-    large catalog is refused with its true size (see aefsql/kernels/budgets.py)."""
+    large catalog is refused with its true size (see aefsql/kernels/budgets.py). `lonlat`:
+    `projected_vertices(area)`, when the caller has it."""
     limit = STREAMED_BYTES if max_bytes is None else int(max_bytes)
-    lonlat = projected_vertices(area)
+    lonlat = projected_vertices(area) if lonlat is None else lonlat
     years = list(years)
     whole = area_pixels(lonlat, level) * max(len(years), 1)
     if whole * bands <= limit:
