@@ -120,8 +120,11 @@ class _LayoutSums:
 
 
 class _BlockSums:
-    """One block's pixels of a `_LayoutSums`: each band plane is taken into an int8 buffer
-    as it is decoded; once all are in, the block's segments are summed (`_finish`)."""
+    """One block's pixels of a `_LayoutSums`, summed plane by plane as the planes are
+    decoded (a plane's pixels, their squares and sums stay in the CPU's cache): v * |v|
+    (`signed_square`, int16) summed per segment in int32 — a segment is at most a block's
+    width of pixels, < 2^31 / 128² for any block the engine reads. The int8 values are kept
+    until the last plane: a pixel found nodata in one band leaves every band's sums."""
 
     def __init__(self, of: _LayoutSums, start, end, rows, cols, width, segments: slice):
         self.of = of
@@ -130,6 +133,7 @@ class _BlockSums:
         self.segments = segments
         self.starts = of.starts[segments] - start  # of the segments, in the block's pixels
         self.values: np.ndarray | None = None
+        self.null: np.ndarray | None = None  # bool (pixels,): some band nodata
         self.planes_in = 0
 
     @property
@@ -139,27 +143,36 @@ class _BlockSums:
     def gather(self, block: np.ndarray, _values, columns, samples) -> None:
         if self.values is None:
             self.values = np.empty((len(BANDS), self.flat.size), np.int8)
+        sums = self.of.sums[:, self.segments]  # a view: each block writes its own segments
         for column, sample in zip(columns.tolist(), samples.tolist(), strict=True):
-            np.take(block[..., sample].reshape(-1), self.flat, out=self.values[column])
+            values = self.values[column]
+            np.take(block[..., sample].reshape(-1), self.flat, out=values)
+            null = values == self.of.nodata
+            if null.any():
+                self.null = null if self.null is None else self.null | null
+            sums[column] = np.add.reduceat(signed_square(values), self.starts, dtype=np.int32)
         self.planes_in += len(columns)
         if self.planes_in == self.of.planes:
             self._finish()
 
     def _finish(self) -> None:
-        """v * |v| (`signed_square`, int16), summed per segment in int32: a segment is at
-        most a block's width of pixels, < 2^31 / 128² for any block the engine reads."""
+        """Each segment's valid pixels, and its sums without the others' values."""
         values, self.values = self.values, None
-        bad = (values == self.of.nodata).any(axis=0)
-        if self.of.planes < len(BANDS):
-            bad[:] = True
-        squares = signed_square(values)
-        if bad.any():
-            squares[:, bad] = 0
-        sums = self.of.sums[:, self.segments]  # a view: each block writes its own segments
-        for k in range(len(BANDS)):  # (a band at a time: faster than reduceat along axis 1)
-            sums[k] = np.add.reduceat(squares[k], self.starts, dtype=np.int32)
         counts = np.diff(self.starts, append=self.flat.size)
-        self.of.valid[self.segments] = counts - np.add.reduceat(bad, self.starts, dtype=np.int64)
+        sums = self.of.sums[:, self.segments]
+        if self.of.planes < len(BANDS):  # a band the file lacks: no pixel is valid
+            sums[...] = 0
+            self.of.valid[self.segments] = 0
+            return
+        if self.null is None:
+            self.of.valid[self.segments] = counts
+            return
+        bad = np.flatnonzero(self.null)
+        segment = np.searchsorted(self.starts, bad, side="right") - 1
+        terms = signed_square(values[:, bad])
+        for k in range(len(BANDS)):  # (exact: float64 holds these integers)
+            sums[k] -= np.bincount(segment, terms[k], minlength=counts.size).astype(np.int64)
+        self.of.valid[self.segments] = counts - np.bincount(segment, minlength=counts.size)
 
 
 def _all_chunks(session: Session, areas, years, level, max_bytes=None):
