@@ -582,25 +582,16 @@ def _closed(rings):
 def chunked(spans: np.ndarray, size: int = CHUNK_PIXELS, block_width: int | None = None):
     """Spans cut to at most `size` pixels each and, given `block_width`, at the edges of
     block columns too (so that each chunk lies in one block): (row, col0, col1) rows."""
-    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 3)
-    spans = spans[spans[:, 2] > spans[:, 1]]
-    row, col0, col1 = spans[:, 0], spans[:, 1], spans[:, 2]
-    if block_width:  # first the pieces between block edges
-        first = col0 // block_width
-        pieces = (col1 - 1) // block_width - first + 1
-        span, edge = np.repeat(np.arange(row.size), pieces), np.repeat(first, pieces)
-        edge += np.arange(span.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-        row = row[span]
-        col0 = np.maximum(col0[span], edge * block_width)
-        col1 = np.minimum(col1[span], (edge + 1) * block_width)
-    # then each piece cut every `size` pixels from its start (vectorized: areas of many
-    # spans, or many areas, would spend their time in a Python loop)
-    counts = -(-(col1 - col0) // size)
-    piece = np.repeat(np.arange(row.size), counts)
-    start = col0[piece] + size * (
-        np.arange(piece.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    )
-    return np.column_stack([row[piece], start, np.minimum(start + size, col1[piece])])
+    out = []
+    for row, col0, col1 in spans.tolist():
+        start = col0
+        while start < col1:
+            stop = min(col1, start + size)
+            if block_width:
+                stop = min(stop, (start // block_width + 1) * block_width)
+            out.append((row, start, stop))
+            start = stop
+    return np.array(out, dtype=np.int64).reshape(-1, 3)
 
 
 def surface(area: Area) -> float:
