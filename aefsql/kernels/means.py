@@ -51,7 +51,9 @@ def zonal_means(
     slot = {year: k for k, year in enumerate(years)}
     entries = len(areas) * len(years)
     chunks, owner = _all_chunks(session, areas, years, level, max_bytes)
-    entry = owner * len(years) + np.array([slot[int(y)] for y in chunks.year], np.int64)
+    known = np.array(sorted(slot), np.int64)  # each chunk's year's slot, without a loop
+    slots = np.array([slot[year] for year in known.tolist()], np.int64)
+    entry = owner * len(years) + slots[np.searchsorted(known, chunks.year)]
     centroid = np.zeros(entries, dtype=bool)
     centroid[entry[chunks.centroid]] = True
     # Every pixel of a chunk is read (chunks hold only owned pixels): counted from the chunks.

@@ -353,22 +353,40 @@ def projected_vertices(area: Area) -> Area:
     return Area(tuple(moved), geo.WGS84)
 
 
+# An area box over at most this many 1-degree cells finds its tiles through the catalog's
+# cell index (`TileTable.candidates`); a larger one tests every tile of the year.
+CELL_LOOKUPS = 64
+
+
 def candidate_tiles(tiles: TileTable, lonlat: Area, year: int) -> list[int]:
     """Tiles of `year` whose lon/lat box meets the area's (each part's, for an area split
-    at the antimeridian)."""
+    at the antimeridian). A small area looks only at the tiles its cells list: testing all
+    of a catalog's ~34k tiles a year took ~1 ms an area, an hour for 10^6 fields."""
     found = set()
     for ring in lonlat.rings:
         west, south = ring.min(axis=0)
         east, north = ring.max(axis=0)
-        of_year = tiles.year == year
-        wraps = tiles.west > tiles.east  # a box crossing the antimeridian
+        # A tile's box meeting the area's shares a point with it, in a cell of both boxes.
+        columns = range(int(np.floor(west)), int(np.floor(east)) + 1)
+        rows = range(int(np.floor(south)), int(np.floor(north)) + 1)
+        if len(columns) * len(rows) <= CELL_LOOKUPS and -180 <= west and east <= 180:
+            near = np.unique(
+                np.concatenate(
+                    [tiles.candidates(year, x, y) for x in columns for y in rows]
+                    or [np.zeros(0, np.int64)]
+                )
+            )
+        else:
+            near = np.flatnonzero(tiles.year == year)
+        tile_west, tile_east = tiles.west[near], tiles.east[near]
+        wraps = tile_west > tile_east  # a box crossing the antimeridian
         meets_lon = np.where(
             wraps,
-            (east >= tiles.west) | (west <= tiles.east),
-            (east >= tiles.west) & (west <= tiles.east),
+            (east >= tile_west) | (west <= tile_east),
+            (east >= tile_west) & (west <= tile_east),
         )
-        meets = of_year & meets_lon & (north >= tiles.south) & (south <= tiles.north)
-        found.update(np.flatnonzero(meets).tolist())
+        meets = meets_lon & (north >= tiles.south[near]) & (south <= tiles.north[near])
+        found.update(near[meets].tolist())
     return sorted(found)
 
 
