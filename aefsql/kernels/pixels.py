@@ -275,6 +275,10 @@ def near_tile(area: Area, tiles: TileTable, t: int) -> Area:
         return area
     west, south, east, north = tiles.west[t], tiles.south[t], tiles.east[t], tiles.north[t]
     m = TILE_MARGIN_DEGREES
+    lon0, lat0, lon1, lat1 = area.bounds
+    inside = west <= east and west - m <= lon0 and lon1 <= east + m
+    if inside and south - m <= lat0 and lat1 <= north + m and _closed_rings(area):
+        return area  # the cut would give its rings back (each started a few vertices on)
     boxes = (
         [(west - m, south - m, east + m, north + m)]
         if west <= east
@@ -282,6 +286,10 @@ def near_tile(area: Area, tiles: TileTable, t: int) -> Area:
     )
     rings = tuple(ring for box in boxes for ring in clipped_to_box(area, *box).rings)
     return Area(rings, area.epsg)
+
+
+def _closed_rings(area: Area) -> bool:
+    return all(len(r) >= 4 and np.array_equal(r[0], r[-1]) for r in area.rings)
 
 
 def block_chunks(spans: np.ndarray, header, size: int = CHUNK_PIXELS) -> np.ndarray:
