@@ -2,7 +2,10 @@
 
 Raster-sequential: the pixels of every polygon are laid out first (row spans, as for
 `aef_pixels`), grouped by file and ordered by block, so that each block is decoded once
-however many polygons share it; their values are then summed per polygon with `bincount`.
+however many polygons share it. Each band plane is summed as soon as it is decoded, in the
+decode threads (`BlockEngine.read_layout`'s `reduce`): v * |v| in integers over each run of
+a polygon's pixels in the block, then per polygon with `bincount`, divided by 127.5² once
+(the publisher's de-quantization, exact).
 A pixel inside several polygons counts in each; a location is counted once per polygon
 across tiles and UTM zones (the ownership rule of aefsql/kernels/mosaic.py, applied by
 `areas_chunks`).
@@ -26,7 +29,9 @@ from .pixels import Chunks, areas_chunks, check_area_size, chunk_blocks
 if TYPE_CHECKING:
     from ..session import Session
 
-BATCH_PIXELS = 1 << 21  # pixels read at once: 128 MiB of int8 values, a few hundred MiB in all
+# Pixels read at once: a block's int8 values are kept until its last plane is summed (a
+# pixel nodata in one band leaves the others' sums), 128 MiB, ~300 MiB in all.
+BATCH_PIXELS = 1 << 21
 BANDS = list(range(BAND_COUNT))
 
 
