@@ -21,8 +21,9 @@ ZSTD, 1024-px blocks, south-up), measures in one run:
         [--runs 2] [--only local,http,zonal] [--profile]
 
 `--profile` prints cProfile's view of the kernels, and with the zonal part aef_zonal's time
-stage by stage (cProfile sees the main thread only: decode threads show as waiting). The whole run takes 5-6 minutes on an idle 2-core machine; each
-part can run alone (`--only`). Needs `pip install exactextract` for the zonal part.
+stage by stage (cProfile sees the main thread only: decode threads show as waiting). The
+whole run takes 5-6 minutes on an idle 2-core machine; each part can run alone (`--only`).
+Needs `pip install exactextract` for the zonal part.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from rasterio.windows import Window
 import aefsql
 from aefsql.geometry.areas import area_from
 from aefsql.kernels.means import zonal_means
-from aefsql.kernels.pixels import area_chunks, areas_chunks, check_area_size, chunk_pixels
+from aefsql.kernels.pixels import area_chunks, areas_chunks, chunk_pixels
 from aefsql.session import open_session
 
 YEAR = 2024
@@ -467,15 +468,10 @@ def profile_zonal(catalog: str, polygons: list[shapely.Polygon]) -> None:
     session = open_session(catalog)
     areas = [area_from(blob, EPSG) for blob in wkb]
 
-    def layout():
-        for area in areas:
-            check_area_size(area, [YEAR], 64, None, 0, session.catalog.tiles)
-        return areas_chunks(session, areas, [YEAR])
-
     stages = {
         "connect (new connection)": lambda: aefsql.connect(catalog=catalog).close(),
         "WKB -> areas": lambda: [area_from(blob, EPSG) for blob in wkb],
-        "budgets + chunks (layout)": layout,
+        "chunks (areas_chunks)": lambda: areas_chunks(session, areas, [YEAR]),
         "zonal_means (layout + reads)": lambda: zonal_means(session, areas, [YEAR]),
         "SQL end to end": lambda: zonal_aefsql(catalog, polygons),
     }
