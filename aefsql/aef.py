@@ -48,5 +48,14 @@ def signed_squares() -> np.ndarray:
     """int32 (256,): v * |v| for each int8 v (by its uint8 view), 0 for nodata. Summed in
     integers and divided by SCALE once, they give exactly the de-quantization above,
     averaged: means of many pixels lose nothing to float rounding."""
-    v = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.int32)
-    return np.where(v == NODATA, 0, v * np.abs(v)).astype(np.int32)
+    v = np.arange(256, dtype=np.uint8).view(np.int8)
+    return np.where(v == NODATA, 0, signed_square(v)).astype(np.int32)
+
+
+def signed_square(values: np.ndarray) -> np.ndarray:
+    """int16 v * |v| of int8 values (nodata's too: callers leave those out), computed
+    rather than looked up in `signed_squares`: a quarter of the time over many values.
+    |v| <= 128, so v * |v| fits int16."""
+    squares = values.astype(np.int16)
+    np.multiply(squares, np.abs(squares), out=squares)
+    return squares

@@ -121,17 +121,30 @@ class BlockEngine:
         self.progress = progress if progress is not None else Progress(enabled=False)
 
     def read_layout(
-        self, url: str, header: ImageHeader, layout: RunLayout, bands: list[int], keep=False
-    ) -> np.ndarray:
+        self,
+        url: str,
+        header: ImageHeader,
+        layout: RunLayout,
+        bands: list[int],
+        keep=False,
+        reduce=None,
+    ) -> np.ndarray | None:
         """int8 values (bands, pixels) of `layout`'s pixels, band-major: the file's own
         values, nodata included (a band the file lacks holds its nodata, or 0). Decoded
         blocks are kept (whole) in the block cache only with `keep`: an area reads each block
         once, batches of chips may come back to it. Call it inside
-        `headers.restarting_on_change`, with the header the layout was made from."""
+        `headers.restarting_on_change`, with the header the layout was made from.
+
+        With `reduce`, no values are made (None is returned): each block's pixels go to the
+        object `reduce(start, end, rows, cols, width)` makes for them, which has
+        `_BlockRuns`' `rows_needed` and `gather(block, None, columns, samples)` and sums
+        them itself, in the decode threads (aefsql/kernels/means.py)."""
         _check_readable(url, header)
-        values = np.empty((len(bands), layout.pixels), dtype=np.int8)
-        absent = [k for k, band in enumerate(bands) if band >= header.samples_per_pixel]
-        values[absent] = nodata_of(url, header)
+        values = None
+        if reduce is None:
+            values = np.empty((len(bands), layout.pixels), dtype=np.int8)
+            absent = [k for k, band in enumerate(bands) if band >= header.samples_per_pixel]
+            values[absent] = nodata_of(url, header)
         needed = _plane_blocks(header, layout.blocks, bands)
         self.headers.load_block_tables([(url, header, needed)])
         reads = []
@@ -144,7 +157,7 @@ class BlockEngine:
         ):
             rows = layout.row[start:end] - (block // header.blocks_across) * height
             cols = layout.col[start:end] - (block % header.blocks_across) * width
-            runs = _BlockRuns(start, end, rows, cols, width)
+            runs = (reduce or _BlockRuns)(start, end, rows, cols, width)
             reads.extend(_band_reads(url, header, block, runs, bands))
         self.read_blocks(reads, {url: header}, values, keep=keep)
         self.progress.add(points=layout.pixels)
