@@ -140,8 +140,11 @@ located AS MATERIALIZED (
 -- join back onto the rows would keep no order, and sorting the wide rows cost ~100 MiB for
 -- 10^6 points (aefsql/duck/sampled.py; benchmarks/README.md, "Issue 24").
 store AS MATERIALIZED (
-    SELECT {udf}_sample_store((SELECT count(*) FROM points), __aef_years, __aef_bands)
-               AS __aef_store
+    SELECT {udf}_sample_store(
+               (SELECT count(*) FROM points), __aef_years, __aef_bands,
+               (SELECT list(DISTINCT __aef_path) FILTER (WHERE __aef_path IS NOT NULL)
+                FROM located)
+           ) AS __aef_store
     FROM options
 ),
 sampled AS MATERIALIZED (

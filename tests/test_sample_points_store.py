@@ -93,7 +93,7 @@ def test_a_query_stopped_early_leaves_its_store_until_it_is_idle(connection, mon
 
 def test_a_store_let_go_says_so():
     stores = sampled.SampledStores()
-    number = stores.open(2, [2023], [0])
+    number = stores.open(2, [2023], [0], [])
     stores.read(number, np.array([0, 1]))
     with pytest.raises(AefsqlError, match="no longer held.*run it again"):
         stores.read(number, np.array([0]))

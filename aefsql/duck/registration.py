@@ -213,7 +213,12 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
             ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"],
             LOCATED_ARROW,
         ),
-        ("sample_store", session.sample_store, ["BIGINT", "INTEGER[]", "VARCHAR[]"], pa.int64()),
+        (
+            "sample_store",
+            session.sample_store,
+            ["BIGINT", "INTEGER[]", "VARCHAR[]", "VARCHAR[]"],
+            pa.int64(),
+        ),
         (
             "sample_group",
             session.sample_group,

@@ -7,9 +7,10 @@ the year's index — into a store opened for the query, and the query's last pro
 which runs over the points in input order (projections keep it), reads them back by
 position: no join, no sort, and no value held twice by DuckDB.
 
-A store is let go once every position has been read back. One whose query stopped early (a
-LIMIT, a filter on the input columns, an error) is let go when another store is opened and
-it has not been used for `IDLE_SECONDS`.
+A store is let go once every position has been read back, and its values region by region
+before that (the rows are read back roughly in order, while DuckDB writes them out). One
+whose query stopped early (a LIMIT, a filter on the input columns, an error) is let go when
+another store is opened and it has not been used for `IDLE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import itertools
+import mmap
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,16 +29,50 @@ from ..errors import AefsqlError
 from ..kernels.points import Samples
 
 IDLE_SECONDS = 600.0
+# Positions per region of the values handed back to the OS once read: whole pages (16,384
+# positions x k bands is a multiple of 4 KiB), 1 MiB at 64 bands.
+REGION_POSITIONS = 2**14
 
 
 @dataclass
 class _Store:
     samples: Samples  # one per output position
     years: np.ndarray  # int64, sorted: a year's index is its output position within a row
+    values: mmap.mmap  # the memory of samples.values (anonymous: pages on first write)
+    unread_regions: np.ndarray  # int64: positions of each region not yet read back
+    files: list[str] = field(default_factory=list)  # every file the query samples
     errors: np.ndarray | None = None  # object: the message of each position, once one has one
     unread: int = 0  # positions not yet read back
     filling: int = 0  # sample calls under way (a long read must not look idle)
     used: float = field(default_factory=time.monotonic)
+
+    @staticmethod
+    def empty(positions: int, years: np.ndarray, bands: list[int]) -> _Store:
+        memory = mmap.mmap(-1, max(positions * len(bands), 1))
+        values = np.frombuffer(memory, np.int8, positions * len(bands))
+        samples = Samples.empty(0, bands)
+        samples.values = values.reshape(positions, len(bands))
+        samples.covered = np.zeros(positions, dtype=bool)
+        samples.nodata = np.full(positions, np.nan)
+        samples.band_count = np.zeros(positions, dtype=np.int16)
+        regions = np.bincount(np.arange(positions) // REGION_POSITIONS).astype(np.int64)
+        return _Store(samples, years, memory, regions, unread=positions)
+
+    def release_read(self, at: np.ndarray) -> None:
+        """Count positions `at` read; hand each region read in full back to the OS (its
+        values read again would be zeros: a second read of a region is refused)."""
+        if self.unread_regions.size == 0:
+            return
+        done = np.bincount(at // REGION_POSITIONS, minlength=self.unread_regions.size)
+        self.unread_regions -= done
+        if (self.unread_regions < 0).any():
+            raise AefsqlError("aef_sample_points read a row's sampled values twice")
+        width = self.samples.values.shape[1]
+        for region in np.flatnonzero((self.unread_regions == 0) & (done > 0)).tolist():
+            start = region * REGION_POSITIONS * width
+            length = min(REGION_POSITIONS * width, len(self.values) - start)
+            if hasattr(mmap, "MADV_DONTNEED") and length > 0:
+                self.values.madvise(mmap.MADV_DONTNEED, start, length)
 
 
 class SampledStores:
@@ -47,10 +83,12 @@ class SampledStores:
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
 
-    def open(self, rows: int, years, bands: list[int]) -> int:
-        """A store for `rows` input rows x `years` (sorted) of `bands`; its number."""
+    def open(self, rows: int, years, bands: list[int], files: list[str]) -> int:
+        """A store for `rows` input rows x `years` (sorted) of `bands`, sampled from
+        `files`; its number."""
         years = np.asarray(years, dtype=np.int64)
-        store = _Store(Samples.empty(rows * years.size, bands), years, unread=rows * years.size)
+        store = _Store.empty(rows * years.size, years, bands)
+        store.files = sorted(files)
         with self._lock:
             now = time.monotonic()
             for number, old in list(self._stores.items()):
@@ -61,8 +99,8 @@ class SampledStores:
                 self._stores[number] = store
         return number
 
-    def bands(self, number: int) -> list[int]:
-        return self._store(number).samples.bands
+    def files(self, number: int) -> list[str]:
+        return self._store(number).files
 
     def positions(self, number: int, rows: np.ndarray, years: np.ndarray, counts=None):
         """The output positions (int64) of (row, year) pairs, rows numbered from 1; with
@@ -103,6 +141,7 @@ class SampledStores:
         part = Samples(s.values[at], s.covered[at], s.nodata[at], s.band_count[at], s.bands)
         messages = None if store.errors is None else store.errors[at]
         with self._lock:
+            store.release_read(at)
             store.unread -= at.size
             store.used = time.monotonic()
             if store.unread <= 0:

@@ -111,14 +111,21 @@ class SessionUdfs:
         found = self._locate(x, y, year, crs)
         return _struct(points.sample_pixels(self.session.engine, *found))
 
-    def sample_store(self, rows, years, bands) -> pa.Int64Array:
+    def sample_store(self, rows, years, bands, files) -> pa.Int64Array:
         """aef_sample_points' store for its query (`SampledStores`): `rows` input rows x
-        `years` of `bands` (names; sorted, as the band columns are), one store per row."""
+        `years` of `bands` (names; sorted, as the band columns are), sampled from `files`;
+        one store per row."""
         return pa.array(
             [
-                self.sampled.open(int(n or 0), ys or [], band_indices(sorted(names or ())))
-                for n, ys, names in zip(
-                    rows.to_pylist(), years.to_pylist(), bands.to_pylist(), strict=True
+                self.sampled.open(
+                    int(n or 0), ys or [], band_indices(sorted(names or ())), paths or []
+                )
+                for n, ys, names, paths in zip(
+                    rows.to_pylist(),
+                    years.to_pylist(),
+                    bands.to_pylist(),
+                    files.to_pylist(),
+                    strict=True,
                 )
             ],
             pa.int64(),
@@ -140,6 +147,11 @@ class SessionUdfs:
         for mode in sorted(modes):
             check_on_error(mode)
         (number,) = set(_ints(store).tolist())  # a query has one store
+        if modes != {"null"}:
+            # DuckDB hands the groups to several calls, on several threads: every call
+            # reads every file's header first, so that the query fails on the same file
+            # (unreadable, not a TIFF) whichever call runs first, not on another's blocks.
+            self.session.engine.headers.headers_for(self.sampled.files(number))
         paths, years = _objects(path), _ints(year)
         rows, pixel_rows, pixel_cols = (c.flatten() for c in (rows, pixel_rows, pixel_cols))
         for first, end in _batches(counts, SAMPLE_BATCH_POINTS):
