@@ -191,10 +191,9 @@ class SessionUdfs:
         number = int(_ints(store)[0])  # the same for every row: a query's one store
         at = self.sampled.positions(number, _ints(row), _ints(year))
         part, messages = self.sampled.read(number, at)
-        bands = _struct(part, part.bands).flatten()  # NULL bands where the struct is
         errors = pa.nulls(at.size, pa.string()) if messages is None else pa.array(messages)
         return pa.StructArray.from_arrays(
-            [*bands, errors.cast(pa.string())], fields=list(SAMPLE_VALUES_ARROW)
+            [*_band_columns(part), errors.cast(pa.string())], fields=list(SAMPLE_VALUES_ARROW)
         )
 
     def headers(self, years) -> pa.ListArray:
@@ -788,6 +787,29 @@ def _batches(counts: np.ndarray, most: int):
         total += count
     if first < len(counts):
         yield first, len(counts)
+
+
+def _band_columns(samples: Samples) -> list[pa.Array]:
+    """The A00..A63 columns of `samples` (NULL: not covered, nodata, or a band not asked
+    for), as `_struct`'s fields; every band's validity at once, for the ~500 calls of a
+    10^6-row aef_sample_points."""
+    n = samples.covered.size
+    with np.errstate(invalid="ignore"):
+        valid = (
+            samples.covered[:, None]
+            & (np.asarray(samples.bands)[None, :] < samples.band_count[:, None])
+            & (samples.values != samples.nodata[:, None])
+        )
+    values = np.ascontiguousarray(samples.values.T)  # band-major: one buffer a band
+    bits = np.packbits(np.ascontiguousarray(valid.T), axis=1, bitorder="little")
+    column_of = {band: k for k, band in enumerate(samples.bands)}
+    missing = pa.nulls(n, pa.int8())
+    return [
+        missing
+        if (k := column_of.get(band)) is None
+        else pa.Array.from_buffers(pa.int8(), n, [pa.py_buffer(bits[k]), pa.py_buffer(values[k])])
+        for band in range(len(BAND_NAMES))
+    ]
 
 
 def _int32s(column) -> np.ndarray:
