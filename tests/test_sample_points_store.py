@@ -97,3 +97,11 @@ def test_a_store_let_go_says_so():
     stores.read(number, np.array([0, 1]))
     with pytest.raises(AefsqlError, match="no longer held.*run it again"):
         stores.read(number, np.array([0]))
+
+
+def test_a_region_handed_back_is_never_read_as_zeros():
+    stores = sampled.SampledStores()
+    number = stores.open(sampled.REGION_POSITIONS + 10, [2023], [0, 1], [])
+    stores.read(number, np.arange(sampled.REGION_POSITIONS))  # the first region, in full
+    with pytest.raises(AefsqlError, match="read a row's sampled values twice"):
+        stores.read(number, np.array([0]))

@@ -50,12 +50,16 @@ class _Store:
     def empty(positions: int, years: np.ndarray, bands: list[int]) -> _Store:
         memory = mmap.mmap(-1, max(positions * len(bands), 1))
         values = np.frombuffer(memory, np.int8, positions * len(bands))
-        samples = Samples.empty(0, bands)
-        samples.values = values.reshape(positions, len(bands))
-        samples.covered = np.zeros(positions, dtype=bool)
-        samples.nodata = np.full(positions, np.nan)
-        samples.band_count = np.zeros(positions, dtype=np.int16)
-        regions = np.bincount(np.arange(positions) // REGION_POSITIONS).astype(np.int64)
+        samples = Samples(
+            values=values.reshape(positions, len(bands)),
+            covered=np.zeros(positions, dtype=bool),
+            nodata=np.full(positions, np.nan),
+            band_count=np.zeros(positions, dtype=np.int16),
+            bands=bands,
+        )
+        regions = np.full(-(-positions // REGION_POSITIONS), REGION_POSITIONS, np.int64)
+        if positions % REGION_POSITIONS:
+            regions[-1] = positions % REGION_POSITIONS
         return _Store(samples, years, memory, regions, unread=positions)
 
     def release_read(self, at: np.ndarray) -> None:
