@@ -135,38 +135,49 @@ options AS MATERIALIZED (
 located AS MATERIALIZED (
     FROM __aef_located('points', 'options', x_column, y_column, geometry_column)
 ),
-sampled AS (
-    SELECT g.__aef_year, unnest(
-        {udf}_sample_group(
-            g.__aef_path, g.__aef_rows, g.__aef_pixel_rows, g.__aef_pixel_cols, o.__aef_bands,
-            CAST(on_error AS VARCHAR)
-        ),
-        recursive := true
-    )
-    FROM __aef_groups('located') g CROSS JOIN options o
+-- The values are sampled into a store of this query, each at its output position (row,
+-- year), and read back by the last projection, which runs over `points` in input order: a
+-- join back onto the rows would keep no order, and sorting the wide rows cost ~100 MiB for
+-- 10^6 points (aefsql/duck/sampled.py; benchmarks/README.md, "Issue 24").
+store AS MATERIALIZED (
+    SELECT {udf}_sample_store(
+               (SELECT count(*) FROM points), __aef_years, __aef_bands,
+               (SELECT list(DISTINCT __aef_path) FILTER (WHERE __aef_path IS NOT NULL)
+                FROM located)
+           ) AS __aef_store
+    FROM options
 ),
-with_vector AS (
-    SELECT *, aef_vector(sampled) AS embedding FROM sampled
+sampled AS MATERIALIZED (
+    SELECT {udf}_sample_group(
+               s.__aef_store, g.__aef_path, g.__aef_year, g.__aef_rows, g.__aef_pixel_rows,
+               g.__aef_pixel_cols, CAST(on_error AS VARCHAR)
+           ) AS __aef_points
+    FROM __aef_groups('located') g CROSS JOIN store s
 ),
-wanted_bands AS (
-    SELECT
-        __aef_year,
-        -- __aef_row keeps the selection non-empty whatever `bands` says.
-        COLUMNS(lambda c: c = '__aef_row'
-                OR (c SIMILAR TO 'A[0-9][0-9]' AND NOT as_vector
-                    AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
-                OR (c = 'embedding' AND as_vector)
-                OR (c = 'aef_error' AND on_error = 'null'))
-    FROM with_vector
+-- Each row once per year (the input columns packed as one struct, so that none can clash
+-- with a band or error column while they are chosen), with its values. The one-row
+-- subqueries are computed before the first row goes through: the sum makes the sampling
+-- finish first.
+with_values AS (
+    SELECT __aef_input, __aef_year,
+           {udf}_sampled_values(
+               (SELECT __aef_store FROM store), __aef_input.__aef_row, __aef_year,
+               (SELECT CAST(sum(__aef_points) AS BIGINT) FROM sampled)
+           ) AS __aef_values
+    FROM (SELECT __aef_p AS __aef_input, unnest((SELECT __aef_years FROM options)) AS __aef_year
+          FROM points __aef_p)
+),
+expanded AS (
+    SELECT __aef_input, __aef_year, __aef_values.*, aef_vector(__aef_values) AS embedding
+    FROM with_values
 )
--- Each row once per year is the points crossed with the years, not joined back to `located`:
--- that join hashed a million located rows (their paths too) while the sampling ran, about
--- 150 MiB of the peak for 10^6 points (benchmarks/README.md, "Memory").
-SELECT p.* EXCLUDE (__aef_row), y.__aef_year AS year, s.* EXCLUDE (__aef_row, __aef_year)
-FROM points p
-CROSS JOIN (SELECT unnest(__aef_years) AS __aef_year FROM options) y
-LEFT JOIN wanted_bands s ON s.__aef_row = p.__aef_row AND s.__aef_year = y.__aef_year
-ORDER BY p.__aef_row, y.__aef_year;
+SELECT __aef_input.* EXCLUDE (__aef_row), __aef_year AS year,
+       COLUMNS(lambda c:
+               (c SIMILAR TO 'A[0-9][0-9]' AND NOT as_vector
+                AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
+               OR (c = 'embedding' AND as_vector)
+               OR (c = 'aef_error' AND on_error = 'null'))
+FROM expanded;
 
 -- aef_plan: what aef_sample_points would read, from headers only (no pixel is read): per file,
 -- the points it holds, the distinct blocks, the requests after merging nearby ranges, and the

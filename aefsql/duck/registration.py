@@ -38,7 +38,7 @@ from .types import (
     PLAN_ARROW,
     POINT_XY_ARROW,
     QUERY_ARROW,
-    SAMPLED_ARROW,
+    SAMPLE_VALUES_ARROW,
     UNIT_ARROW,
     ZONAL_ARROW,
     sql_type,
@@ -187,6 +187,11 @@ def _function_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return rows[0][0] > 0
 
 
+# UDFs that write aef_sample_points' per-query store (duck/sampled.py) or read it back once:
+# volatile, so that DuckDB calls each once per row, never once more for a pushed-down filter.
+_WRITING = {"sample_store", "sample_group", "sampled_values"}
+
+
 def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> str:
     """Create the session's Python UDFs under fresh names; return their common prefix.
 
@@ -216,10 +221,22 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
             LOCATED_ARROW,
         ),
         (
+            "sample_store",
+            session.sample_store,
+            ["BIGINT", "INTEGER[]", "VARCHAR[]", "VARCHAR[]"],
+            pa.int64(),
+        ),
+        (
             "sample_group",
             session.sample_group,
-            ["VARCHAR", "BIGINT[]", "INTEGER[]", "INTEGER[]", "VARCHAR[]", "VARCHAR"],
-            SAMPLED_ARROW,
+            ["BIGINT", "VARCHAR", "INTEGER", "BIGINT[]", "INTEGER[]", "INTEGER[]", "VARCHAR"],
+            pa.int64(),
+        ),
+        (
+            "sampled_values",
+            session.sampled_values,
+            ["BIGINT", "BIGINT", "INTEGER", "BIGINT"],
+            SAMPLE_VALUES_ARROW,
         ),
         ("build_collection", session.build_collection, ["VARCHAR", "VARCHAR"], pa.int64()),
         ("headers", session.headers, ["VARCHAR"], pa.list_(pa.struct(list(HEADERS_SCHEMA)))),
@@ -337,6 +354,7 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
             sql_type(con, returns),
             type="arrow",
             null_handling="special",
+            side_effects=name in _WRITING,
         )
     return prefix
 

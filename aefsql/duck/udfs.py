@@ -43,6 +43,7 @@ from ..kernels.points import Samples, band_indices
 from ..kernels.similarity import pixel_similarity, query_vector
 from ..options import check_input_columns, check_level, check_on_error, resolve_json, year_list
 from ..session import Session
+from .sampled import SampledStores
 from .types import (
     AREA_PLAN_ARROW,
     CHANGE_ARROW,
@@ -59,12 +60,16 @@ from .types import (
     PIXEL_VECTOR_ARROW,
     PLAN_ARROW,
     QUERY_ARROW,
-    SAMPLED_ARROW,
+    SAMPLE_VALUES_ARROW,
     UNIT_ARROW,
     ZONAL_ARROW,
 )
 
 DUCKDB_VECTOR_SIZE = 2048  # rows a scalar UDF gets at once (DuckDB's STANDARD_VECTOR_SIZE)
+# aef_sample_points samples whole files' groups of points in batches of about this many
+# points: the sampler's index arrays (~70 bytes a point) then stay bounded however many
+# points a DuckDB vector of groups holds, and a file's blocks are still read once.
+SAMPLE_BATCH_POINTS = 2**19
 
 
 class SessionUdfs:
@@ -74,6 +79,7 @@ class SessionUdfs:
     def __init__(self, session: Session):
         self.session = session
         self.udf_prefix: str | None = None  # the names its Python UDFs were created under
+        self.sampled = SampledStores()  # aef_sample_points' values, query by query
         # Per thread: whether this thread is creating the macros (see index_file).
         self._install_state = threading.local()
 
@@ -114,45 +120,90 @@ class SessionUdfs:
         found = self._locate(x, y, year, crs)
         return _struct(points.sample_pixels(self.session.engine, *found))
 
-    def sample_group(self, path, rows, pixel_rows, pixel_cols, bands, on_error) -> pa.ListArray:
-        """One list of (row, bands, error) structs per group of points of one file, at their
-        pixels there (`locate_pixel`'s; NULL: unknown, the file's header could not be read).
+    def sample_store(self, rows, years, bands, files) -> pa.Int64Array:
+        """aef_sample_points' store for its query (`SampledStores`): `rows` input rows x
+        `years` of `bands` (names; sorted, as the band columns are), sampled from `files`;
+        one store per row."""
+        return pa.array(
+            [
+                self.sampled.open(
+                    int(n or 0), ys or [], band_indices(sorted(names or ())), paths or []
+                )
+                for n, ys, names, paths in zip(
+                    rows.to_pylist(),
+                    years.to_pylist(),
+                    bands.to_pylist(),
+                    files.to_pylist(),
+                    strict=True,
+                )
+            ],
+            pa.int64(),
+        )
+
+    def sample_group(self, store, path, year, rows, pixel_rows, pixel_cols, on_error):
+        """Sample each group of points of one file and year, at their pixels there
+        (`locate_pixel`'s; NULL: unknown, the file's header could not be read), into the
+        query's `store` at their output positions (`SampledStores`); per group, its points.
 
         `on_error` 'null': a file that cannot be read gives its rows NULL bands and the error
         message instead of failing the query; 'raise' (the default) fails it.
         """
-        if len(path) == 0:  # no group: DuckDB never asks, the Python API may
-            return pa.array([], SAMPLED_ARROW)
+        if len(path) == 0:
+            return pa.array([], pa.int64())
         rows, pixel_rows, pixel_cols = (_contiguous(c) for c in (rows, pixel_rows, pixel_cols))
-        offsets = rows.offsets.to_numpy()
-        offsets = offsets - offsets[0]  # a sliced list array's offsets do not start at 0
-        counts = np.diff(offsets)
-        wanted = band_indices(sorted({n for names in bands.to_pylist() for n in names or ()}))
+        counts = rows.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
         modes = set(on_error.to_pylist())
         for mode in sorted(modes):
             check_on_error(mode)
-        urls = np.repeat(_objects(path), counts)
-        samples, messages = points.sample_pixels_or_errors(
-            self.session.engine,
-            urls,
-            _ints(pixel_rows.flatten().fill_null(-1)),
-            _ints(pixel_cols.flatten().fill_null(-1)),
-            wanted,
-            on_error="null" if modes == {"null"} else "raise",
-            keep_blocks=False,
-            keep_values=True,
+        (number,) = set(_ints(store).tolist())  # a query has one store
+        if modes != {"null"}:
+            # DuckDB hands the groups to several calls, on several threads: every call
+            # reads every file's header first, so that the query fails on the same file
+            # (unreadable, not a TIFF) whichever call runs first, not on another's blocks.
+            self.session.engine.headers.headers_for(self.sampled.files(number))
+        paths, years = _objects(path), _ints(year)
+        rows, pixel_rows, pixel_cols = (c.flatten() for c in (rows, pixel_rows, pixel_cols))
+        for first, end in _batches(counts, SAMPLE_BATCH_POINTS):
+            start, stop = int(counts[:first].sum()), int(counts[:end].sum())
+
+            def fill(into: Samples, errors, first=first, end=end, start=start, stop=stop):
+                at = self.sampled.positions(
+                    number,
+                    _ints(rows.slice(start, stop - start)),
+                    years[first:end],
+                    counts[first:end],
+                )
+                _, messages = points.sample_pixels_or_errors(
+                    self.session.engine,
+                    np.repeat(paths[first:end], counts[first:end]),
+                    _int32s(pixel_rows.slice(start, stop - start)),
+                    _int32s(pixel_cols.slice(start, stop - start)),
+                    into.bands,
+                    on_error="null" if modes == {"null"} else "raise",
+                    keep_blocks=False,
+                    keep_values=True,
+                    into=(into, at),
+                )
+                if messages is not None:
+                    errors()[at] = messages
+
+            self.sampled.fill(number, fill)
+        return pa.array(counts, pa.int64())
+
+    def sampled_values(self, store, row, year, sampled) -> pa.StructArray:
+        """aef_sample_points' values of each (row, year), read back from the query's
+        `store` (`SampledStores`): the bands, NULL where not covered or nodata, and the
+        error message. `sampled` (the points sampled) is not read: it makes the query
+        finish the sampling before it reads."""
+        if len(row) == 0:
+            return pa.array([], SAMPLE_VALUES_ARROW)
+        number = int(_ints(store)[0])  # the same for every row: a query's one store
+        at = self.sampled.positions(number, _ints(row), _ints(year))
+        part, messages = self.sampled.read(number, at)
+        errors = pa.nulls(at.size, pa.string()) if messages is None else pa.array(messages)
+        return pa.StructArray.from_arrays(
+            [*_band_columns(part), errors.cast(pa.string())], fields=list(SAMPLE_VALUES_ARROW)
         )
-        errors = (
-            pa.nulls(urls.size, pa.string())
-            if messages is None
-            else pa.array(messages, pa.string())
-        )
-        embedding = _struct(samples, wanted)
-        items = pa.StructArray.from_arrays(
-            [rows.flatten().cast(pa.int64()), *embedding.flatten(), errors],
-            fields=list(SAMPLED_ARROW.value_type),
-        )
-        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
 
     def headers(self, years) -> pa.ListArray:
         """The UDF of aef_headers: per row, the headers table (as `headers_to_table`) as a
@@ -912,6 +963,48 @@ def _contiguous(column) -> pa.Array:
 def _ints(column) -> np.ndarray:
     """An integer Arrow column (never NULL here: the macros always pass one) as int64."""
     return np.asarray(column.cast(pa.int64()).to_numpy(zero_copy_only=False))
+
+
+def _batches(counts: np.ndarray, most: int):
+    """(first, end) ranges of consecutive groups of `counts` items, each of at most `most`
+    items unless one group alone has more."""
+    first, total = 0, 0
+    for k, count in enumerate(counts.tolist()):
+        if k > first and total + count > most:
+            yield first, k
+            first, total = k, 0
+        total += count
+    if first < len(counts):
+        yield first, len(counts)
+
+
+def _band_columns(samples: Samples) -> list[pa.Array]:
+    """The A00..A63 columns of `samples` (NULL: not covered, nodata, or a band not asked
+    for), as `_struct`'s fields; every band's validity at once, for the ~500 calls of a
+    10^6-row aef_sample_points."""
+    n = samples.covered.size
+    with np.errstate(invalid="ignore"):
+        valid = (
+            samples.covered[:, None]
+            & (np.asarray(samples.bands)[None, :] < samples.band_count[:, None])
+            & (samples.values != samples.nodata[:, None])
+        )
+    values = np.ascontiguousarray(samples.values.T)  # band-major: one buffer a band
+    bits = np.packbits(np.ascontiguousarray(valid.T), axis=1, bitorder="little")
+    column_of = {band: k for k, band in enumerate(samples.bands)}
+    missing = pa.nulls(n, pa.int8())
+    return [
+        missing
+        if (k := column_of.get(band)) is None
+        else pa.Array.from_buffers(pa.int8(), n, [pa.py_buffer(bits[k]), pa.py_buffer(values[k])])
+        for band in range(len(BAND_NAMES))
+    ]
+
+
+def _int32s(column) -> np.ndarray:
+    """An INTEGER Arrow column as int32 (no copy without NULLs), NULL as -1 (none)."""
+    column = column.fill_null(-1) if column.null_count else column
+    return np.asarray(column.cast(pa.int32()).to_numpy(zero_copy_only=False))
 
 
 def _levels(column) -> list[int]:

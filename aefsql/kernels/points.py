@@ -144,40 +144,64 @@ def sample_pixels(
     *,
     keep_blocks: bool = True,
     keep_values: bool = False,
+    into: tuple[Samples, np.ndarray] | None = None,
 ) -> Samples:
     """`sample` at pixels already located (`locate.locate_pixels`: the row and column of
     each point in its file's full-resolution grid, -1 for none), so that no point is
     projected a second time. A pixel is not covered when its url is None, or its row and
-    column are not in that raster."""
+    column are not in that raster. `into`: (samples, position of each point there) to
+    write the values into, and return, instead of new samples of the points (a caller that
+    keeps them elsewhere then never holds them twice); its bands must be `bands`."""
     return engine.headers.restarting_on_change(
         lambda: _sample_pixels(
-            engine, urls, rows, cols, bands, keep_blocks=keep_blocks, keep_values=keep_values
+            engine,
+            urls,
+            rows,
+            cols,
+            bands,
+            keep_blocks=keep_blocks,
+            keep_values=keep_values,
+            into=into,
         )
     )
 
 
 def sample_pixels_or_errors(
-    engine: BlockEngine, urls, rows, cols, bands: list[int], *, on_error: str, **options
+    engine: BlockEngine,
+    urls,
+    rows,
+    cols,
+    bands: list[int],
+    *,
+    on_error: str,
+    into: tuple[Samples, np.ndarray] | None = None,
+    **options,
 ) -> tuple[Samples, np.ndarray | None]:
     """`sample_pixels`, and with on_error 'null' a file that cannot be read gives its points
     no value and its message (`engine.file_by_file`): (samples, the message of each point,
-    or None when every file was read)."""
+    or None when every file was read). `into`: as for `sample_pixels` (the messages are
+    still per point)."""
     urls = np.asarray(urls, dtype=object)
-    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    rows, cols = _pixel_indices(rows), _pixel_indices(cols)
+    everything = np.arange(urls.size)
 
     def read(at: np.ndarray) -> Samples:
-        return sample_pixels(engine, urls[at], rows[at], cols[at], bands, **options)
+        if at is everything:  # (no copies of 10^6 points' arrays for the usual case)
+            return sample_pixels(engine, urls, rows, cols, bands, into=into, **options)
+        part_into = None if into is None else (into[0], into[1][at])
+        return sample_pixels(engine, urls[at], rows[at], cols[at], bands, into=part_into, **options)
 
-    everything = np.arange(urls.size)
     parts = list(file_by_file(read, urls, everything, on_error))
     if len(parts) == 1 and parts[0][0] is everything:
         return parts[0][1], None
-    merged = Samples.empty(urls.size, bands)
+    merged = Samples.empty(urls.size, bands) if into is None else into[0]
     errors = np.full(urls.size, None, dtype=object)
     for at, part in parts:
         if isinstance(part, str):
             errors[at] = part
-        else:
+            if into is not None:  # a read that failed part way may have marked them
+                merged.covered[into[1][at]] = False
+        elif into is None:
             merged.put(at, part)
     return merged, errors
 
@@ -215,29 +239,54 @@ def _sample(
 
 
 def _sample_pixels(
-    engine: BlockEngine, urls, rows, cols, bands, *, keep_blocks: bool, keep_values: bool
+    engine: BlockEngine,
+    urls,
+    rows,
+    cols,
+    bands,
+    *,
+    keep_blocks: bool,
+    keep_values: bool,
+    into: tuple[Samples, np.ndarray] | None,
 ) -> Samples:
     bands = list(range(BAND_COUNT)) if bands is None else bands
     urls = np.asarray(urls, dtype=object)
-    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-    found = Samples.empty(urls.size, bands)
-    usable = np.array([u is not None for u in urls], bool)
+    rows, cols = _pixel_indices(rows), _pixel_indices(cols)
+    found, at = (Samples.empty(urls.size, bands), None) if into is None else into
+    if found.bands != bands:
+        raise ValueError(f"sample_pixels into samples of bands {found.bands}, not {bands}")
+    usable = np.not_equal(urls, None)
     if not usable.any():
         return found
     by_url = group_indices(urls, np.flatnonzero(usable))
     headers = engine.headers.headers_for(list(by_url))
-    located = []
-    for url, indices in by_url.items():
-        header, r, c = headers[url], rows[indices], cols[indices]
-        # As `point_pixels` checks: a file whose points could not be mapped while locating
-        # (rotated, no EPSG code) has them without a pixel, and fails here, naming why.
-        check_georeferenced(url, header)
-        # Checked against the header of now: the file may have changed since it was located.
-        inside = (r >= 0) & (r < header.height) & (c >= 0) & (c < header.width)
-        located.append(_placed(found, url, header, indices, r, c, inside))
+    located = [
+        _pixels_placed(found, url, headers[url], indices, rows, cols, at)
+        for url, indices in by_url.items()
+    ]
+    del by_url, usable  # (10^6 points' worth less while the blocks are read)
     _read_located(engine, headers, located, found, 0, keep_blocks, keep_values)
     engine.progress.add(points=urls.size)
     return found
+
+
+def _pixel_indices(values) -> np.ndarray:
+    """Pixel rows or columns as integers, as given (int32 from DuckDB: half the memory of
+    int64 for 10^6 points), else int64."""
+    values = np.asarray(values)
+    return values if np.issubdtype(values.dtype, np.integer) else values.astype(np.int64)
+
+
+def _pixels_placed(found: Samples, url, header: ImageHeader, indices, rows, cols, at):
+    """`_placed` for the points `indices` (at positions `at[indices]` of `found`, or at
+    `indices` without `at`) of one file at pixels already located."""
+    r, c = rows[indices], cols[indices]
+    # As `point_pixels` checks: a file whose points could not be mapped while locating
+    # (rotated, no EPSG code) has them without a pixel, and fails here, naming why.
+    check_georeferenced(url, header)
+    # Checked against the header of now: the file may have changed since it was located.
+    inside = (r >= 0) & (r < header.height) & (c >= 0) & (c < header.width)
+    return _placed(found, url, header, indices if at is None else at[indices], r, c, inside)
 
 
 def _placed(found: Samples, url, header: ImageHeader, indices, rows, cols, inside):
