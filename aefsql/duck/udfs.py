@@ -35,11 +35,11 @@ from ..kernels.pixels import (
     area_units,
     check_area_size,
     chunk_blocks,
-    chunk_pixels,
     lonlat,
     unit_chunks,
 )
 from ..kernels.points import Samples, band_indices
+from ..kernels.readahead import ReadAhead
 from ..options import check_input_columns, check_level, check_on_error, resolve_json, year_list
 from ..session import Session
 from .types import (
@@ -70,6 +70,8 @@ class SessionUdfs:
         self.udf_prefix: str | None = None  # the names its Python UDFs were created under
         # Per thread: whether this thread is creating the macros (see index_file).
         self._install_state = threading.local()
+        # aef_pixels' next vector of chunks read while DuckDB consumes the current one.
+        self.read_ahead = ReadAhead(session)
 
     def aef_file_embedding(self, path, lon, lat) -> pa.StructArray:
         engine = self.session.engine
@@ -285,7 +287,15 @@ class SessionUdfs:
             at = u["level"]
             chunks = unit_chunks(self.session, area, Unit(u["year"], u["tiles"], u["stand_in"]), at)
             order = _vector_aligned(chunks, chunk_blocks(self.session, chunks, at))
-            lists.append(_chunk_arrow(chunks, order))
+            # DuckDB hands chunk_pixels these chunks a vector at a time, in this order.
+            padded = _padded_chunks(chunks, order)
+            self.read_ahead.plan(
+                [
+                    _chunk_slice(padded, slice(start, start + DUCKDB_VECTOR_SIZE))
+                    for start in range(0, order.size, DUCKDB_VECTOR_SIZE)
+                ]
+            )
+            lists.append(_chunk_arrow(padded))
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
         items = pa.concat_arrays(lists) if lists else pa.array([], CHUNK_ARROW)
         return pa.ListArray.from_arrays(pa.array(offsets), items)
@@ -367,7 +377,7 @@ class SessionUdfs:
             centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
         )
         at = levels.pop() if levels else 0
-        return chunks, chunk_pixels(self.session, chunks, bands, at, coordinates=False), at
+        return chunks, self.read_ahead.pixels(chunks, bands, at), at
 
     def _pixel_lists(self, chunks, pixels, level, values, arrow_type) -> pa.ListArray:
         """Per chunk, the list of its pixels: where each is, then `values` (its columns)."""
@@ -677,30 +687,46 @@ def _chip_arrow(result, n: int) -> pa.StructArray:
     )
 
 
-def _chunk_arrow(chunks: Chunks, order: np.ndarray) -> pa.StructArray:
-    """The chunks in `order` (`_vector_aligned`) as Arrow, built column by column from numpy
-    (a Python dict a chunk took ~650 bytes: 4.9 GB for 7.5 M chunks). A padding chunk is
-    empty (no pixel) and stands on the next chunk's file."""
-    if order.size == 0:
-        return pa.array([], CHUNK_ARROW)
+def _padded_chunks(chunks: Chunks, order: np.ndarray) -> Chunks:
+    """The chunks in `order` (`_vector_aligned`): a padding chunk is empty (no pixel) and
+    stands on the next chunk's file, row and year."""
     real = order >= 0
     at = np.where(real, order, -order - 1)
+    return Chunks(
+        path=chunks.path[at],
+        year=chunks.year[at],
+        row=chunks.row[at],
+        col0=np.where(real, chunks.col0[at], 0),
+        col1=np.where(real, chunks.col1[at], 0),
+        centroid=chunks.centroid[at],
+    )
+
+
+def _chunk_slice(chunks: Chunks, part: slice) -> Chunks:
+    return Chunks(*(getattr(chunks, f.name)[part] for f in fields(Chunks)))
+
+
+def _chunk_arrow(chunks: Chunks) -> pa.StructArray:
+    """Chunks as Arrow, built column by column from numpy (a Python dict a chunk took ~650
+    bytes: 4.9 GB for 7.5 M chunks)."""
+    if chunks.row.size == 0:
+        return pa.array([], CHUNK_ARROW)
     # Paths come in runs (a tile's chunks together): one dictionary entry a run.
     starts = np.flatnonzero(np.r_[True, chunks.path[1:] != chunks.path[:-1]])
     names: dict[str, int] = {}
     heads = np.array([names.setdefault(p, len(names)) for p in chunks.path[starts]], np.int32)
     codes = np.repeat(heads, np.diff(np.r_[starts, chunks.path.size]))
-    path = pa.DictionaryArray.from_arrays(
-        pa.array(codes[at]), pa.array(list(names), pa.string())
-    ).cast(pa.string())
+    path = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(list(names), pa.string())).cast(
+        pa.string()
+    )
     return pa.StructArray.from_arrays(
         [
             path,
-            pa.array(chunks.year[at], pa.int32()),
-            pa.array(chunks.row[at], pa.int32()),
-            pa.array(np.where(real, chunks.col0[at], 0), pa.int32()),
-            pa.array(np.where(real, chunks.col1[at], 0), pa.int32()),
-            pa.array(chunks.centroid[at]),
+            pa.array(chunks.year, pa.int32()),
+            pa.array(chunks.row, pa.int32()),
+            pa.array(chunks.col0, pa.int32()),
+            pa.array(chunks.col1, pa.int32()),
+            pa.array(chunks.centroid),
         ],
         fields=list(CHUNK_ARROW),
     )
