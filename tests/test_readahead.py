@@ -6,11 +6,13 @@ would have without read-ahead."""
 import numpy as np
 import pytest
 import rasterio
+import rasterio.warp
 from gdal_fixtures import PIXEL, Layout, index_row, write_index, write_layout
 from helpers import block_ranges, tile_ranges_of
 
 import aefsql
 from aefsql.geometry.areas import area_from
+from aefsql.kernels import readahead
 from aefsql.kernels.pixels import Chunks, area_chunks, chunk_pixels
 from aefsql.kernels.readahead import ReadAhead
 from aefsql.session import open_session
@@ -155,3 +157,33 @@ def test_only_the_planned_batch_with_its_bands_is_taken(wide, monkeypatch):
         expected = chunk_pixels(session, batch, list(got.bands), 0, coordinates=False)
         assert np.array_equal(got.values, expected.values)
         assert np.array_equal(got.location, expected.location)
+
+
+def test_lon_lat_projected_ahead_are_projs_and_only_when_asked_for(wide, monkeypatch):
+    """Over three vectors, lon/lat are PROJ's of each pixel's x/y (projected ahead from the
+    second vector on, each pixel once); a query that reads neither projects nothing, even
+    right after one that did."""
+    path, index = wide
+    projected = []
+    project = readahead.lonlat
+
+    def counted(x, y, crs):
+        projected.append(len(x))
+        return project(x, y, crs)
+
+    monkeypatch.setattr(readahead, "lonlat", counted)
+    con = aefsql.connect(catalog=index)
+    area = f"aef_pixels({whole_tile_box()}, years := 2024, crs := 32633, bands := ['A00'])"
+    try:
+        table = con.sql(f"SELECT x, y, lon, lat FROM {area}").to_arrow_table()
+        assert max(projected) > 2048  # a batch projected ahead, whole
+        assert sum(projected) == table.num_rows == LAYOUT.width * LAYOUT.height
+        x, y = table["x"].to_numpy(), table["y"].to_numpy()
+        lon, lat = rasterio.warp.transform("EPSG:32633", "EPSG:4326", x, y)
+        assert np.allclose(table["lon"].to_numpy(), lon, rtol=0, atol=1e-9)
+        assert np.allclose(table["lat"].to_numpy(), lat, rtol=0, atol=1e-9)
+        projected.clear()
+        assert con.sql(f"SELECT count(x), sum(A00) FROM {area}").fetchall()[0][0] == table.num_rows
+        assert projected == []
+    finally:
+        con.close()

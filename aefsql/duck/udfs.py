@@ -35,7 +35,6 @@ from ..kernels.pixels import (
     area_units,
     check_area_size,
     chunk_blocks,
-    lonlat,
     unit_chunks,
 )
 from ..kernels.points import Samples, band_indices
@@ -405,7 +404,7 @@ class SessionUdfs:
         codes = np.zeros(len(crs), np.int64)
         if len(epsg):
             codes = epsg[names.indices.fill_null(0).to_numpy(zero_copy_only=False)]
-        lon, lat = lonlat(geo.floats(x), geo.floats(y), codes)
+        lon, lat = self.read_ahead.lonlat(geo.floats(x), geo.floats(y), codes)
         null = pc.or_(pc.or_(x.is_null(), y.is_null()), crs.is_null())
         return pa.StructArray.from_arrays(
             [pa.array(lon), pa.array(lat)], fields=list(LONLAT_ARROW), mask=null
