@@ -294,7 +294,7 @@ class SessionUdfs:
                     for start in range(0, order.size, DUCKDB_VECTOR_SIZE)
                 ]
             )
-            lists.append(_chunk_arrow(padded))
+            lists.append(_chunk_arrow(chunks, order))
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
         items = pa.concat_arrays(lists) if lists else pa.array([], CHUNK_ARROW)
         return pa.ListArray.from_arrays(pa.array(offsets), items)
@@ -705,11 +705,12 @@ def _chunk_slice(chunks: Chunks, part: slice) -> Chunks:
     return Chunks(*(getattr(chunks, f.name)[part] for f in fields(Chunks)))
 
 
-def _chunk_arrow(chunks: Chunks) -> pa.StructArray:
-    """Chunks as Arrow, built column by column from numpy (a Python dict a chunk took ~650
-    bytes: 4.9 GB for 7.5 M chunks)."""
-    if chunks.row.size == 0:
+def _chunk_arrow(chunks: Chunks, order: np.ndarray) -> pa.StructArray:
+    """The chunks in `order` (`_padded_chunks`) as Arrow, built column by column from numpy
+    (a Python dict a chunk took ~650 bytes: 4.9 GB for 7.5 M chunks)."""
+    if order.size == 0:
         return pa.array([], CHUNK_ARROW)
+    chunks = _padded_chunks(chunks, order)
     # Paths come in runs (a tile's chunks together): one dictionary entry a run.
     starts = np.flatnonzero(np.r_[True, chunks.path[1:] != chunks.path[:-1]])
     names: dict[str, int] = {}

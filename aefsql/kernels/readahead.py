@@ -17,8 +17,9 @@ session may have resumed since), and nothing is fetched twice when the plan is f
 
 lon/lat too (`lonlat`): once a query has asked for the lon/lat of a batch's pixels, those of
 the batch read ahead are projected ahead as well (PROJ, in its own threads, costs more than
-the read); a query that reads neither never projects. Pixels whose x, y and CRS are not
-exactly those projected ahead are projected then.
+the read); a query that reads neither never projects (unless another query of the session
+asks for lon/lat meanwhile). Pixels whose x, y and CRS are not exactly those projected ahead,
+where the last ask ended, are projected then.
 """
 
 from __future__ import annotations
