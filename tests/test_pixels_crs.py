@@ -6,7 +6,7 @@ import rasterio
 import rasterio.warp
 from gdal_fixtures import COLLECTION_TILES, collection_path
 
-from aefsql.duck import udfs
+from aefsql.kernels import readahead
 from aefsql.kernels.pixels import lonlat
 
 
@@ -54,7 +54,7 @@ def test_lon_lat_are_each_pixels_centre_projected_and_only_when_asked_for(
         projected.append(len(x))
         return lonlat(x, y, crs)
 
-    monkeypatch.setattr(udfs, "lonlat", counted)
+    monkeypatch.setattr(readahead, "lonlat", counted)
     area = "[11.998, 45.003, 12.002, 45.007], years := 2023, bands := ['A00']"
     table = con.sql(f"SELECT x, y, crs, lon, lat FROM aef_pixels({area})").to_arrow_table()
     assert set(table["crs"].to_pylist()) == {"EPSG:32632", "EPSG:32633"}

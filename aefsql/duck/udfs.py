@@ -35,12 +35,11 @@ from ..kernels.pixels import (
     area_units,
     check_area_size,
     chunk_blocks,
-    chunk_pixels,
-    lonlat,
     unit_chunks,
 )
 from ..kernels.points import Samples, band_indices
 from ..kernels.similarity import pixel_similarity, query_vector
+from ..kernels.readahead import ReadAhead
 from ..options import check_input_columns, check_level, check_on_error, resolve_json, year_list
 from ..session import Session
 from .sampled import SampledStores
@@ -82,6 +81,8 @@ class SessionUdfs:
         self.sampled = SampledStores()  # aef_sample_points' values, query by query
         # Per thread: whether this thread is creating the macros (see index_file).
         self._install_state = threading.local()
+        # aef_pixels' next vector of chunks read while DuckDB consumes the current one.
+        self.read_ahead = ReadAhead(session)
 
     def aef_file_embedding(self, path, lon, lat) -> pa.StructArray:
         engine = self.session.engine
@@ -342,6 +343,14 @@ class SessionUdfs:
             at = u["level"]
             chunks = unit_chunks(self.session, area, Unit(u["year"], u["tiles"], u["stand_in"]), at)
             order = _vector_aligned(chunks, chunk_blocks(self.session, chunks, at))
+            # DuckDB hands chunk_pixels these chunks a vector at a time, in this order.
+            padded = _padded_chunks(chunks, order)
+            self.read_ahead.plan(
+                [
+                    _chunk_slice(padded, slice(start, start + DUCKDB_VECTOR_SIZE))
+                    for start in range(0, order.size, DUCKDB_VECTOR_SIZE)
+                ]
+            )
             lists.append(_chunk_arrow(chunks, order))
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
         items = pa.concat_arrays(lists) if lists else pa.array([], CHUNK_ARROW)
@@ -460,7 +469,7 @@ class SessionUdfs:
             centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
         )
         at = levels.pop() if levels else 0
-        return chunks, chunk_pixels(self.session, chunks, bands, at, coordinates=False), at
+        return chunks, self.read_ahead.pixels(chunks, bands, at), at
 
     def _pixel_lists(self, chunks, pixels, level, values, arrow_type) -> pa.ListArray:
         """Per chunk, the list of its pixels: where each is, then `values` (its columns)."""
@@ -488,7 +497,7 @@ class SessionUdfs:
         codes = np.zeros(len(crs), np.int64)
         if len(epsg):
             codes = epsg[names.indices.fill_null(0).to_numpy(zero_copy_only=False)]
-        lon, lat = lonlat(geo.floats(x), geo.floats(y), codes)
+        lon, lat = self.read_ahead.lonlat(geo.floats(x), geo.floats(y), codes)
         null = pc.or_(pc.or_(x.is_null(), y.is_null()), crs.is_null())
         return pa.StructArray.from_arrays(
             [pa.array(lon), pa.array(lat)], fields=list(LONLAT_ARROW), mask=null
@@ -870,30 +879,47 @@ def _chip_arrow(result, n: int) -> pa.StructArray:
     )
 
 
-def _chunk_arrow(chunks: Chunks, order: np.ndarray) -> pa.StructArray:
-    """The chunks in `order` (`_vector_aligned`) as Arrow, built column by column from numpy
-    (a Python dict a chunk took ~650 bytes: 4.9 GB for 7.5 M chunks). A padding chunk is
-    empty (no pixel) and stands on the next chunk's file."""
-    if order.size == 0:
-        return pa.array([], CHUNK_ARROW)
+def _padded_chunks(chunks: Chunks, order: np.ndarray) -> Chunks:
+    """The chunks in `order` (`_vector_aligned`): a padding chunk is empty (no pixel) and
+    stands on the next chunk's file, row and year."""
     real = order >= 0
     at = np.where(real, order, -order - 1)
+    return Chunks(
+        path=chunks.path[at],
+        year=chunks.year[at],
+        row=chunks.row[at],
+        col0=np.where(real, chunks.col0[at], 0),
+        col1=np.where(real, chunks.col1[at], 0),
+        centroid=chunks.centroid[at],
+    )
+
+
+def _chunk_slice(chunks: Chunks, part: slice) -> Chunks:
+    return Chunks(*(getattr(chunks, f.name)[part] for f in fields(Chunks)))
+
+
+def _chunk_arrow(chunks: Chunks, order: np.ndarray) -> pa.StructArray:
+    """The chunks in `order` (`_padded_chunks`) as Arrow, built column by column from numpy
+    (a Python dict a chunk took ~650 bytes: 4.9 GB for 7.5 M chunks)."""
+    if order.size == 0:
+        return pa.array([], CHUNK_ARROW)
+    chunks = _padded_chunks(chunks, order)
     # Paths come in runs (a tile's chunks together): one dictionary entry a run.
     starts = np.flatnonzero(np.r_[True, chunks.path[1:] != chunks.path[:-1]])
     names: dict[str, int] = {}
     heads = np.array([names.setdefault(p, len(names)) for p in chunks.path[starts]], np.int32)
     codes = np.repeat(heads, np.diff(np.r_[starts, chunks.path.size]))
-    path = pa.DictionaryArray.from_arrays(
-        pa.array(codes[at]), pa.array(list(names), pa.string())
-    ).cast(pa.string())
+    path = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(list(names), pa.string())).cast(
+        pa.string()
+    )
     return pa.StructArray.from_arrays(
         [
             path,
-            pa.array(chunks.year[at], pa.int32()),
-            pa.array(chunks.row[at], pa.int32()),
-            pa.array(np.where(real, chunks.col0[at], 0), pa.int32()),
-            pa.array(np.where(real, chunks.col1[at], 0), pa.int32()),
-            pa.array(chunks.centroid[at]),
+            pa.array(chunks.year, pa.int32()),
+            pa.array(chunks.row, pa.int32()),
+            pa.array(chunks.col0, pa.int32()),
+            pa.array(chunks.col1, pa.int32()),
+            pa.array(chunks.centroid),
         ],
         fields=list(CHUNK_ARROW),
     )

@@ -1,0 +1,175 @@
+"""Read-ahead of an area's pixels: the next batch of chunks read while the caller consumes
+the current one.
+
+A host that hands an area's chunks to `chunk_pixels` in batches it knows up front (DuckDB:
+`unit_chunks` plans a unit, then calls `chunk_pixels` one vector of it at a time) says so
+with `plan`; `pixels` then reads each batch as `chunk_pixels` would and, as soon as it has,
+starts reading the planned next one in a thread: its blocks are fetched and decoded while
+the caller (DuckDB's unnest, projection and Arrow export) works on the current batch — over
+a slow link the next requests are in flight meanwhile.
+
+Bounded: one batch is read ahead at a time (a batch's pixels, ~100 MB for DuckDB's 2,048
+chunks of 512 pixels), and only the plans of the last few units are kept. A read ahead that
+is not the next one asked for is dropped, never used: a batch is used only when the call
+asks for exactly its chunks, bands and level. Errors behave as before: a read ahead that
+failed raises its error when its batch is asked for (a cancelled one is read again: the
+session may have resumed since), and nothing is fetched twice when the plan is followed.
+
+lon/lat too (`lonlat`): once a query has asked for the lon/lat of a batch's pixels, those of
+the batch read ahead are projected ahead as well (PROJ, in its own threads, costs more than
+the read); a query that reads neither never projects (unless another query of the session
+asks for lon/lat meanwhile). Pixels whose x, y and CRS are not exactly those projected ahead,
+where the last ask ended, are projected then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .. import threads
+from ..errors import Cancelled
+from .pixels import Chunks, Pixels, chunk_pixels, lonlat
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+PLANNED_UNITS = 4  # units whose plans are kept: more than the queries reading at once
+PROJECTED_BATCHES = 2  # batches whose lon/lat projected ahead are kept for the asking
+
+
+@dataclass
+class _Projected:
+    """lon/lat of a batch's pixels (x, y in their CRS `epsg`), and where the next ask
+    should start (DuckDB asks for them a vector at a time, in order)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    epsg: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
+    cursor: int = 0
+
+    def find(self, x: np.ndarray, y: np.ndarray, epsg: np.ndarray) -> int | None:
+        """Where these points start among this batch's (only where the last ask ended is
+        looked at), or None."""
+        start, end = self.cursor, self.cursor + x.size
+        if (
+            end <= self.x.size
+            and np.array_equal(self.x[start:end], x)
+            and np.array_equal(self.y[start:end], y)
+            and np.array_equal(self.epsg[start:end], epsg)
+        ):
+            return start
+        return None
+
+
+def batch_key(chunks: Chunks) -> bytes:
+    """A digest of a batch's chunks (the same chunks in the same order give the same)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update("\0".join(map(str, chunks.path.tolist())).encode())
+    for column in (chunks.year, chunks.row, chunks.col0, chunks.col1):
+        digest.update(np.ascontiguousarray(column, np.int64).tobytes())
+    digest.update(np.ascontiguousarray(chunks.centroid, bool).tobytes())
+    return digest.digest()
+
+
+class ReadAhead:
+    """One session's read-ahead of planned batches of chunks; safe to call from several
+    threads (a batch asked for by two queries at once is read ahead for one of them)."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self._lock = threading.Lock()
+        # batch key -> the batch planned after it (units' plans, oldest first)
+        self._units: OrderedDict[int, dict[bytes, Chunks]] = OrderedDict()
+        self._next_unit = 0
+        # The batch being read ahead: [(key, bands, level), future of its Pixels, future of
+        # its _Projected (None: not asked for), its Chunks], or None.
+        self._ahead: list | None = None
+        self._projected: deque[Future] = deque(maxlen=PROJECTED_BATCHES)
+
+    def plan(self, batches: list[Chunks]) -> None:
+        """The batches of one unit, in the order they will be asked for."""
+        if len(batches) < 2:
+            return
+        keys = [batch_key(b) for b in batches]
+        following = dict(zip(keys[:-1], batches[1:], strict=True))
+        with self._lock:
+            self._units[self._next_unit] = following
+            self._next_unit += 1
+            while len(self._units) > PLANNED_UNITS:
+                self._units.popitem(last=False)
+
+    def pixels(self, chunks: Chunks, bands: list[int], level: int) -> Pixels:
+        """`chunk_pixels(session, chunks, bands, level, coordinates=False)`: the read ahead
+        when it is this batch, else read now; then the planned next batch is read ahead."""
+        key = batch_key(chunks)
+        wanted = (key, tuple(bands), level)
+        with self._lock:
+            ahead, self._ahead = self._ahead, None
+            following = None
+            for plan in self._units.values():
+                following = plan.pop(key, following)
+        found = None
+        if ahead is not None and ahead[0] == wanted:
+            try:
+                found = ahead[1].result()
+            except Cancelled:  # cancelled then: the session may have resumed since
+                found = None
+            if found is not None and ahead[2] is not None:
+                with self._lock:
+                    self._projected.append(ahead[2])
+        # (Any other read ahead is dropped: its future ends on its own and is forgotten.)
+        if found is None:
+            found = self._read(chunks, bands, level)
+        if following is not None:
+            self._start((batch_key(following), tuple(bands), level), following)
+        return found
+
+    def lonlat(self, x: np.ndarray, y: np.ndarray, epsg: np.ndarray):
+        """`pixels.lonlat(x, y, epsg)`: projected ahead when these are the pixels of a batch
+        read ahead, in order; else now. Asking starts projecting the batch read ahead."""
+        with self._lock:
+            if self._ahead is not None and self._ahead[2] is None:
+                wanted, read, _, chunks = self._ahead
+                self._ahead[2] = threads.pool("lonlat-ahead").submit(
+                    self._project, read, chunks, wanted[2]
+                )
+            projected = list(self._projected)
+        if x.size:
+            for future in reversed(projected):
+                try:
+                    batch = future.result()
+                except Exception:  # noqa: BLE001 (its read failed: projected now instead)
+                    continue
+                start = batch.find(x, y, epsg)
+                if start is not None:
+                    batch.cursor = start + x.size
+                    end = batch.cursor
+                    return batch.lon[start:end], batch.lat[start:end]
+        return lonlat(x, y, epsg)
+
+    def _project(self, read: Future, chunks: Chunks, level: int) -> _Projected:
+        """lon/lat of the pixels of a batch read ahead (once read), each in its file's CRS."""
+        pixels = read.result()
+        paths = chunks.path.tolist()
+        headers = self.session.engine.headers.headers_for(sorted(set(paths)), level)
+        codes = np.array([headers[p].epsg for p in paths], np.int64)
+        epsg = codes[pixels.chunk]
+        lon, lat = lonlat(pixels.x, pixels.y, epsg)
+        return _Projected(pixels.x, pixels.y, epsg, lon, lat)
+
+    def _start(self, wanted: tuple, chunks: Chunks) -> None:
+        future = threads.pool("readahead").submit(self._read, chunks, list(wanted[1]), wanted[2])
+        with self._lock:
+            self._ahead = [wanted, future, None, chunks]
+
+    def _read(self, chunks: Chunks, bands: list[int], level: int) -> Pixels:
+        return chunk_pixels(self.session, chunks, bands, level, coordinates=False)

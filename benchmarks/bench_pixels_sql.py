@@ -1,0 +1,137 @@
+"""aef_pixels to Arrow and to Parquet against a threaded rasterio window read (issue 24).
+
+One 2048² × 64-band area of bench_areas.py (tile 0 at row 700, column 900), read by:
+rasterio (`GDAL_NUM_THREADS=ALL_CPUS` locally; over HTTP GDAL's defaults, its faster
+setting there), `SELECT * FROM aef_pixels(…)` to Arrow, the same without lon/lat, `COPY … TO`
+Parquet, and `SELECT count(*), sum(A63)` (the read alone). Each SQL reader opens a new
+connection. Over HTTP everything goes through latency_proxy.py (+50 ms a request). Every
+Arrow result is checked against rasterio's window: as many rows as pixels, and the same sum
+of each of three bands.
+
+    python benchmarks/bench_pixels_sql.py [--runs 3] [--only local,http]
+
+Run it from each tree to compare (PYTHONPATH=<tree>), alternating, in one session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_areas import (
+    EPSG,
+    GDAL_HTTP,
+    GDAL_THREADS,
+    YEAR,
+    RangeServer,
+    area_box,
+    rasterio_area,
+    write_collection,
+)
+from latency_proxy import LatencyProxy
+
+import aefsql
+
+BLOCK = 1024
+CHECKED_BANDS = (0, 31, 63)
+
+
+def sql_reader(catalog: str, box: list[float], select: str, copy_to: str | None = None):
+    def read():
+        con = aefsql.connect(catalog=catalog)
+        area = f"aef_pixels({box}, years := {YEAR}, crs := {EPSG})"
+        try:
+            if copy_to:
+                con.sql(f"COPY (SELECT {select} FROM {area}) TO '{copy_to}' (FORMAT parquet)")
+                return None
+            return con.sql(f"SELECT {select} FROM {area}").to_arrow_table()
+        finally:
+            con.close()
+
+    return read
+
+
+def check(table, window: np.ndarray, label: str) -> None:
+    if table is None or "A63" not in table.column_names:
+        return
+    n = window.shape[1] * window.shape[2]
+    if table.num_rows != n:
+        raise AssertionError(f"{label}: {table.num_rows} rows, not {n}")
+    for band in CHECKED_BANDS:
+        got = table[f"A{band:02d}"].fill_null(-128).to_numpy().astype(np.int64).sum()
+        if got != window[band].astype(np.int64).sum():
+            raise AssertionError(f"{label}: band {band} differs from rasterio's window")
+
+
+def run(where: str, readers: dict, runs: int, baseline: str) -> None:
+    best = dict.fromkeys(readers, float("inf"))
+    load = os.getloadavg()[0]
+    window = None
+    for _ in range(runs):  # readers take turns
+        for label, read in readers.items():
+            start = time.perf_counter()
+            result = read()
+            best[label] = min(best[label], time.perf_counter() - start)
+            if label == baseline:
+                window = result
+            else:
+                check(result, window, label)
+            del result
+    print(f"\n# {where}, best of {runs}; load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+    for label, seconds in best.items():
+        print(f"{label:<34} {seconds:>7.2f} s {best[baseline] / seconds:>6.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="local,http")
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/aefsql-bench"))
+    args = parser.parse_args()
+    parts = set(args.only.split(","))
+    index = write_collection(args.dir, 4096, 2, BLOCK)
+    rel = f"2024/33N/bench{BLOCK}-0.tiff"
+    row0, col0, n = 700, 900, 2048
+    box = area_box(row0, col0, n)
+    out = str(Path(tempfile.mkdtemp()) / "pixels.parquet")
+
+    def sql_readers(catalog: str, parquet: bool) -> dict:
+        readers = {
+            "SELECT * -> Arrow": sql_reader(catalog, box, "*"),
+            "SELECT * EXCLUDE (lon, lat) -> Arrow": sql_reader(
+                catalog, box, "* EXCLUDE (lon, lat)"
+            ),
+            "count(*), sum(A63)": sql_reader(catalog, box, "count(*), sum(A63)"),
+        }
+        if parquet:
+            readers["COPY (SELECT *) TO Parquet"] = sql_reader(catalog, box, "*", out)
+        return readers
+
+    if "local" in parts:
+        tiff = str(args.dir / rel)
+        readers = {
+            "rasterio, 2 threads": lambda: rasterio_area(tiff, row0, col0, n, GDAL_THREADS),
+            **sql_readers(str(index), parquet=True),
+        }
+        run("local files", readers, args.runs, "rasterio, 2 threads")
+    if "http" in parts:
+        with RangeServer(args.dir) as server, LatencyProxy(server.port, args.latency) as proxy:
+            base = f"http://127.0.0.1:{proxy.port}/"
+            counter = [0]
+
+            def rasterio_http():
+                counter[0] += 1  # a new URL each run: GDAL's /vsicurl/ cache lives on
+                url = f"/vsicurl/{base}{rel}?run={counter[0]}"
+                return rasterio_area(url, row0, col0, n, GDAL_HTTP)
+
+            readers = {"rasterio": rasterio_http, **sql_readers(base + index.name, False)}
+            run(f"HTTP + {args.latency * 1000:.0f} ms a request", readers, args.runs, "rasterio")
+
+
+if __name__ == "__main__":
+    main()
