@@ -38,8 +38,8 @@ from ..kernels.pixels import (
     unit_chunks,
 )
 from ..kernels.points import Samples, band_indices
-from ..kernels.similarity import pixel_similarity, query_vector
 from ..kernels.readahead import ReadAhead
+from ..kernels.similarity import pixel_similarity, query_vector
 from ..options import check_input_columns, check_level, check_on_error, resolve_json, year_list
 from ..session import Session
 from .sampled import SampledStores
