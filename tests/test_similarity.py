@@ -20,9 +20,9 @@ from helpers import star
 
 import aefsql
 from aefsql.aef import BAND_COUNT, NODATA, PIXEL_METRES, dequantize
-from aefsql.duck import udfs
 from aefsql.errors import AefsqlError
 from aefsql.geometry.geo import polygon_wkb
+from aefsql.kernels import readahead
 from aefsql.kernels.pixels import Pixels, lonlat
 from aefsql.kernels.similarity import SIMILARITY_PIECE, pixel_similarity, query_vector
 
@@ -212,7 +212,7 @@ def test_lon_lat_are_projected_only_when_read(con, monkeypatch):
         projected.append(len(x))
         return lonlat(x, y, crs)
 
-    monkeypatch.setattr(udfs, "lonlat", counted)
+    monkeypatch.setattr(readahead, "lonlat", counted)
     reference = embedding(1).tolist()
     query = f"FROM aef_similarity({SEAM_BOX}, ?::FLOAT[64], years := 2023)"
     lean = con.sql(f"SELECT x, y, similarity {query}", params=[reference]).fetchall()
