@@ -19,7 +19,7 @@ from .duck.udfs import SessionUdfs
 from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
 from .kernels import points
-from .kernels.coverage import warn_missing_years, warn_uncovered_points
+from .kernels.coverage import warn_empty_area, warn_missing_years, warn_uncovered_points
 from .kernels.pictures import check_writable
 from .kernels.pixels import (
     Chunks,
@@ -412,7 +412,7 @@ def similarity(
     )
     tiles = session.catalog.tiles
     check_area_size(shape, chosen.years, BAND_COUNT, max_bytes, level, tiles)
-    warn_missing_years(tiles(), chosen.years)
+    warn_empty_area(tiles(), shape, chosen.years, "no pixel of it comes back")
     batches = []
     for unit in area_units(session, shape, chosen.years, level):
         chunks = unit_chunks(session, shape, unit, level)
@@ -519,7 +519,11 @@ def change(
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
-    warn_missing_years(session.catalog.tiles(), chosen.years)
+    if isinstance(area, str):  # WKT: parsed by DuckDB, in the query
+        warn_missing_years(session.catalog.tiles(), chosen.years)
+    else:
+        outcome = "its pairs come back with NULL similarity, or not at all where no year has it"
+        warn_empty_area(session.catalog.tiles(), area_of(area, chosen.crs), chosen.years, outcome)
     options = {"years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
     if max_bytes is not None:
         options["max_bytes"] = max_bytes

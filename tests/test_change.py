@@ -435,3 +435,15 @@ def test_a_call_of_chunks_of_two_grids(gdal_collection):
     for name in ("location", "x", "y", "similarity"):
         expected = np.concatenate([getattr(a, name) for a in apart])
         assert np.array_equal(getattr(together, name), expected, equal_nan=True), name
+
+
+def test_python_says_why_nothing_came_back(gdal_collection):
+    """Outside coverage: no row and a warning that says why; a year the catalog lacks: NULL
+    similarities and a warning naming it."""
+    index = gdal_collection.index
+    with pytest.warns(UserWarning, match="outside coverage"):
+        table = aefsql.change([-60.0, -10.0, -59.99, -9.99], years=[2023, 2024], catalog=index)
+    assert table.num_rows == 0
+    with pytest.warns(UserWarning, match="no tile of year"):
+        table = aefsql.change([12.0, 44.995, 12.01, 45.005], years=[1999, 2024], catalog=index)
+    assert table.num_rows > 0 and table["similarity"].null_count == table.num_rows

@@ -366,3 +366,19 @@ def test_areas_as_geometry_wkt_and_box_agree(con):
     ]
     assert tables[0].num_rows > 1000
     assert tables[0].equals(tables[1]) and tables[0].equals(tables[2])
+
+
+def test_python_says_why_nothing_came_back(gdal_collection):
+    """A year the catalog lacks, an area outside coverage or swapped lon/lat: no pixel, and a
+    warning that says why (as read_area's), never silence."""
+    reference, index = embedding(1).tolist(), gdal_collection.index
+    cases = [
+        ({"years": 1999}, [12.0, 44.995, 12.01, 45.005], "no tile of year"),
+        ({"years": 2024}, [-60.0, -10.0, -59.99, -9.99], "outside coverage"),
+        ({"years": 2024}, [44.995, 12.0, 45.005, 12.01], "swapped"),
+    ]
+    for options, box, why in cases:
+        with pytest.warns(UserWarning, match=why) as caught:
+            table = aefsql.similarity(box, reference, catalog=index, **options)
+        assert table.num_rows == 0
+        assert "no pixel of it comes back" in str(caught[0].message)

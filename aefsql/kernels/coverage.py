@@ -107,16 +107,17 @@ def _looks_lonlat(x, y) -> bool:
     return bool(x.size) and bool(geo.valid_lonlat(x, y).all())
 
 
-def warn_empty_area(tiles: TileTable, area: Area, years) -> list[str]:
+def warn_empty_area(
+    tiles: TileTable, area: Area, years, outcome: str = "its pixels come back as nodata"
+) -> list[str]:
     """Warn, once per reason, when some year of `area` meets no tile: the year is missing,
     the area is outside coverage, or its coordinates look swapped or in the wrong CRS (the
-    diagnosis of `area_notes`, as aef_area_plan's `note`)."""
+    diagnosis of `area_notes`, as aef_area_plan's `note`), saying what the caller gives for
+    it (`outcome`)."""
     notes = area_notes(tiles, area, years, host="python")
     reasons = list(dict.fromkeys(note for note in notes.values() if note))
     for reason in reasons:
-        warnings.warn(
-            f"area: {reason}; its pixels come back as nodata", stacklevel=user_stacklevel()
-        )
+        warnings.warn(f"area: {reason}; {outcome}", stacklevel=user_stacklevel())
     return reasons
 
 
