@@ -433,3 +433,17 @@ def node_results(project: Path, run: subprocess.CompletedProcess) -> dict:
     assert path.exists(), f"dbt ran no node: {run.stdout[-3000:]}"
     results = json.loads(path.read_text())["results"]
     return {r["unique_id"].split(".")[-1]: r for r in results}
+
+
+def gdal_pixels(table: pa.Table, level: int = 0):
+    """For each file of a table of pixels (`path`, `row`, `col` columns, as aef_pixels gives
+    them): (the rows of that file, bool over the table) and rasterio's values of those
+    pixels, int8 (bands, rows), read from one window of the file's `level`."""
+    paths = table["path"].to_numpy(zero_copy_only=False)
+    rows, cols = table["row"].to_numpy(), table["col"].to_numpy()
+    for path in sorted(set(paths.tolist())):
+        mine = paths == path
+        r, c = rows[mine], cols[mine]
+        with rasterio.open(path, **({"overview_level": level - 1} if level else {})) as ds:
+            window = Window(c.min(), r.min(), c.max() - c.min() + 1, r.max() - r.min() + 1)
+            yield path, mine, ds.read(window=window)[:, r - r.min(), c - c.min()]

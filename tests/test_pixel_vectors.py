@@ -5,7 +5,6 @@ rows as aef_pixels without it; array_cosine_similarity over it equals numpy's co
 import numpy as np
 import pyarrow as pa
 import pytest
-import rasterio
 from gdal_fixtures import (
     COLLECTION_TILES,
     TILE_HEIGHT,
@@ -15,7 +14,7 @@ from gdal_fixtures import (
     write_index,
     write_layout,
 )
-from helpers import star
+from helpers import gdal_pixels, star
 
 import aefsql
 from aefsql.aef import BAND_COUNT, NODATA, PIXEL_METRES, dequantize
@@ -63,16 +62,7 @@ def check_against_gdal(vectors: pa.Table, bands: pa.Table, level: int = 0) -> in
     assert vectors.schema.field("embedding").type == pa.list_(pa.float32(), BAND_COUNT)
     assert vectors.select(PLACE).equals(bands.select(PLACE))
     got, null = embeddings(vectors)
-    paths = vectors["path"].to_numpy(zero_copy_only=False)
-    rows, cols = vectors["row"].to_numpy(), vectors["col"].to_numpy()
-    for path in set(paths.tolist()):
-        mine = paths == path
-        r, c = rows[mine], cols[mine]
-        with rasterio.open(path, **({"overview_level": level - 1} if level else {})) as ds:
-            window = rasterio.windows.Window(
-                c.min(), r.min(), c.max() - c.min() + 1, r.max() - r.min() + 1
-            )
-            data = ds.read(window=window)[:, r - r.min(), c - c.min()]
+    for path, mine, data in gdal_pixels(vectors, level):
         expected_null = (data == NODATA).any(axis=0)
         assert np.array_equal(null[mine], expected_null), path
         expected = dequantize(data.T).astype(np.float32)

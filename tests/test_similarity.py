@@ -6,7 +6,6 @@ both orientations, across the 12°E seam, at level 1 and few-shot with negatives
 import numpy as np
 import pyarrow as pa
 import pytest
-import rasterio
 from gdal_fixtures import (
     COLLECTION_TILES,
     TILE_HEIGHT,
@@ -16,7 +15,7 @@ from gdal_fixtures import (
     write_index,
     write_layout,
 )
-from helpers import star
+from helpers import gdal_pixels, star
 
 import aefsql
 from aefsql.aef import BAND_COUNT, NODATA, PIXEL_METRES, dequantize
@@ -82,16 +81,7 @@ def check_against_gdal(table: pa.Table, query: np.ndarray, level: int = 0) -> in
     assert table.select(COLUMNS).schema == aef_similarity_schema()
     got = table["similarity"].to_numpy(zero_copy_only=False).astype(np.float64)
     null = table["similarity"].is_null().to_numpy(zero_copy_only=False)
-    paths = table["path"].to_numpy(zero_copy_only=False)
-    rows, cols = table["row"].to_numpy(), table["col"].to_numpy()
-    for path in set(paths.tolist()):
-        mine = paths == path
-        r, c = rows[mine], cols[mine]
-        with rasterio.open(path, **({"overview_level": level - 1} if level else {})) as ds:
-            window = rasterio.windows.Window(
-                c.min(), r.min(), c.max() - c.min() + 1, r.max() - r.min() + 1
-            )
-            data = ds.read(window=window)[:, r - r.min(), c - c.min()]
+    for path, mine, data in gdal_pixels(table, level):
         expected_null = (data == NODATA).any(axis=0)
         assert np.array_equal(null[mine], expected_null), path
         vectors = dequantize(data.T)[~expected_null]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import threads
-from ..aef import BAND_COUNT, NODATA
+from ..aef import BAND_COUNT, NODATA, any_nodata, signed_square
 from ..catalog.index import TileTable
 from ..geometry import geo
 from ..geometry.areas import Area, projected_all
@@ -290,12 +290,10 @@ def compare(values: list[np.ndarray], absent: list[np.ndarray | None]) -> np.nda
         squares, norms, null = [], [], []
         for v, gone in zip(values, absent, strict=True):
             part = v[:, start:end]
-            s = np.empty(part.shape, np.float32)
-            np.abs(part, out=s)  # (-128 stays -128: nodata, masked below)
-            s *= part
+            s = signed_square(part, out=np.empty(part.shape, np.float32))  # nodata: masked
             squares.append(s)
             norms.append(np.einsum("ij,ij->j", s, s))
-            bad = part.min(axis=0) == NODATA  # -128 is the least int8: any band nodata
+            bad = any_nodata(part)
             null.append(bad if gone is None else bad | gone[start:end])
         for k in range(years - 1):
             dot = np.einsum("ij,ij->j", squares[k], squares[k + 1])

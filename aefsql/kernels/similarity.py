@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import threads
-from ..aef import BAND_COUNT, NODATA
+from ..aef import BAND_COUNT, NODATA, any_nodata, signed_square
 from ..errors import AefsqlError
 from ..options import ANY_VALUE, Mention, OptionError
 
@@ -149,18 +149,14 @@ def pixel_similarity(pixels: Pixels, query: np.ndarray) -> np.ndarray:
         width = stop - start
         if getattr(buffers, "f", None) is None:
             buffers.f = np.empty((BAND_COUNT, SIMILARITY_PIECE), np.float32)
-            buffers.g = np.empty((BAND_COUNT, SIMILARITY_PIECE), np.float32)
-        f, g = buffers.f[:, :width], buffers.g[:, :width]
-        np.copyto(f, part, casting="unsafe")
-        np.abs(f, out=g)
-        f *= g  # v·|v|: the de-quantized value times 127.5²
+        f = signed_square(part, out=buffers.f[:, :width])
         dot = query @ f
         norm = np.sqrt(np.einsum("ij,ij->j", f, f))
         with np.errstate(divide="ignore", invalid="ignore"):
             result = dot / norm
         result[norm == 0] = np.nan
-        if nodata == NODATA:  # the int8 minimum: a pixel's minimum says it (2x cheaper)
-            result[part.min(axis=0) == NODATA] = np.nan
+        if nodata == NODATA:
+            result[any_nodata(part)] = np.nan
         elif nodata is not None:
             result[(part == np.int8(nodata)).any(axis=0)] = np.nan
         similarity[start:stop] = result
