@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import shlex
 import sys
@@ -457,6 +458,7 @@ def run_verb(argv: list[str]) -> int:
         metavar="HOST",
         help="a host or bucket a remote catalog may name besides its own (repeatable)",
     )
+    _refuse_unknown_options(commands.choices.get(argv[0]) if argv else None, argv[1:])
     args = parser.parse_args(argv)
     # Python's warnings, as one line each ("aefsql: warning: …"); none after an error, which
     # says what went wrong.
@@ -467,6 +469,23 @@ def run_verb(argv: list[str]) -> int:
         for message in dict.fromkeys(str(w.message) for w in caught):
             print(f"aefsql: warning: {message}", file=sys.stderr)
     return code
+
+
+def _refuse_unknown_options(verb: argparse.ArgumentParser | None, argv: list[str]) -> None:
+    """A misspelt option said as such, with the nearest one, before argparse's own checks:
+    it reports a missing required option first, so `--yeers 2024` read as "--years is
+    required"."""
+    if verb is None:
+        return
+    known = [name for name in verb._option_string_actions if name.startswith("--")]
+    for token in argv:
+        if token == "--":
+            break
+        name = token.split("=", 1)[0]
+        if not name.startswith("--") or any(option.startswith(name) for option in known):
+            continue  # (argparse takes an unambiguous prefix of an option)
+        near = difflib.get_close_matches(name, known, n=1)
+        verb.error(f"unknown option {name}" + (f" (did you mean {near[0]}?)" if near else ""))
 
 
 def _run_verb(args) -> int:

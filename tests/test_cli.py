@@ -205,3 +205,31 @@ def test_missing_year_warns_and_huge_year_ranges_are_refused(gdal_collection, po
         "sample", str(points_csv), "--years", "2023-20230000", "--catalog", gdal_collection.index
     )
     assert code == 1 and err.count("\n") == 1 and "at most 1000" in err
+
+
+def test_a_misspelt_option_is_named_with_the_nearest_one(gdal_collection, points_csv):
+    # argparse alone reports the required --years as missing, not the misspelt one.
+    with pytest.raises(SystemExit) as exit_:
+        run("sample", str(points_csv), "--yeers", "2024")
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit), redirect_stderr(io.StringIO()) as err:
+        main(["sample", str(points_csv), "--years", "2024", "--on-eror=null"])
+    assert "unknown option --on-eror (did you mean --on-error?)" in err.getvalue()
+    with pytest.raises(SystemExit), redirect_stderr(io.StringIO()) as err:
+        main(["picture", "--bbox", "1,2,3,4", "--yeer", "2024", "-o", "x.png"])
+    assert "unknown option --yeer (did you mean --year?)" in err.getvalue()
+    # A prefix argparse accepts is not refused here.
+    code, stdout, _ = run(
+        "sample",
+        str(points_csv),
+        "--years",
+        "2024",
+        "--x",
+        "x",
+        "--y",
+        "y",
+        "--catalog",
+        gdal_collection.index,
+        "--dry",
+    )
+    assert code == 0 and stdout.strip().splitlines()[-1].startswith("plan: 1 files")
