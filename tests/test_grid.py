@@ -4,13 +4,15 @@ grouped by the cell of each centre (floor of x/y for squares; h3.latlng_to_cell 
 centre's lon/lat, projected by pyproj, for H3), in both orientations, across the 12°E seam
 (each location once, from aef_pixels' tiles); and equal to aef_zonal over the cells' polygons."""
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
 import rasterio
 from gdal_fixtures import COLLECTION_TILES, Layout, collection_path, index_row, write_index
 from gdal_fixtures import write_layout as write_gdal_layout
-from helpers import gdal_pixels
+from helpers import block_ranges, block_reads, gdal_pixels, pixel_reads
 from pyproj import Transformer
 
 import aefsql
@@ -67,10 +69,10 @@ def numpy_grid(cells: list[str], values: np.ndarray) -> dict:
     return found
 
 
-def tile_pixels(path, box):
-    """(epsg, x, y, values (64, n)) of the pixels of the file whose centre lies inside the
-    box (in the file's CRS), from rasterio."""
-    with rasterio.open(path) as ds:
+def tile_pixels(path, box, level: int = 0):
+    """(epsg, x, y, values (64, n)) of the pixels of the file (its `level`) whose centre lies
+    inside the box (in the file's CRS), from rasterio."""
+    with rasterio.open(path, **({"overview_level": level - 1} if level else {})) as ds:
         data, t, epsg = ds.read(), ds.transform, ds.crs.to_epsg()
     rows, cols = np.meshgrid(np.arange(data.shape[1]), np.arange(data.shape[2]), indexing="ij")
     x = t.c + (cols.ravel() + 0.5) * t.a
@@ -198,6 +200,33 @@ def assert_equal_to_zonal(table: pa.Table, cells: list[str], zonal: pa.Table, ye
         got = (mine["pixels"], mine["nodata_pixels"], mine["embedding"])
         assert got == (row["pixels"], row["nodata_pixels"], row["embedding"]), cells[row["i"]]
     assert len(zonal) == len(cells) * len(years)
+
+
+def test_each_block_is_read_once_for_all_cells(north, http_server):
+    """The whole north-up tile over HTTP in H3 cells: every pixel block of the file is
+    fetched once (the server's request log), and the cells are numpy's."""
+    index, path = north
+    folder = Path(index).parent.name
+    log = http_server.log
+    west, south, east, north_ = NORTH_UP.bounds
+    box = [west + 1, south + 1, east - 1, north_ - 1]
+    with aefsql.connect(catalog=f"{http_server.base_url}{folder}/index.parquet") as con:
+        before = log.total
+        table = grid(con, box, ", cell := 'h3:9', years := 2023, crs := 32633")
+    reads = block_reads(block_ranges(path), sorted(pixel_reads(log, before, path.name)))
+    assert reads.max() == 1 and reads.sum() == len(block_ranges(path))
+    code, x, y, values = tile_pixels(path, box)
+    assert_grid(table, 2023, numpy_grid(h3_cells(code, x, y, 9), values))
+
+
+@pytest.mark.parametrize("cell", [1000, "h3:7"])
+def test_level_one_is_the_overview_s_pixels(con, gdal_collection, cell):
+    epsg, box = tile3_box(gdal_collection)
+    table = grid(con, box, f", cell := {cell!r}, years := 2024, crs := {epsg}, level := 1")
+    path = gdal_collection.folder / collection_path(2024, 3)
+    code, x, y, values = tile_pixels(path, box, level=1)
+    cells = square_cells(code, x, y, 1000) if cell == 1000 else h3_cells(code, x, y, 7)
+    assert_grid(table, 2024, numpy_grid(cells, values))
 
 
 def test_squares_equal_aef_zonal_over_their_polygons(con, gdal_collection):
