@@ -15,7 +15,9 @@ once for all cells. A pixel belongs to the cell that holds its centre:
   cell: it is in that cell, since an H3 cell is convex (a hexagon of great-circle arcs) and
   a straight run of 16 pixels in UTM bends from a great circle by far less than a
   millimetre. A centre is projected to lon/lat once at most; about 1 pixel in 10 is asked at
-  resolution 8.
+  resolution 8. (Where a cell straddles an edge of H3's icosahedron its two faces' parts
+  meet at a slight kink, so a pixel there, within 16 pixels of both, could in principle
+  differ from asking it; the tests, which ask every pixel, lie on no such edge.)
 """
 
 from __future__ import annotations
