@@ -1,5 +1,5 @@
 """The Python entry points for whole tables: `sample_points` and `zonal` (Arrow, pandas,
-polars or GeoPandas in; Arrow out), `similarity` and `change` (an area in, Arrow out), with
+polars or GeoPandas in; Arrow out), `similarity`, `change` and `grid` (an area in, Arrow out), with
 the parameters of the SQL table functions under the same names."""
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from .options import (
     Options,
     added_columns,
     arrow_points,
+    check_cell,
     check_level,
     epsg,
     headers_option,
@@ -533,6 +534,67 @@ def change(
         install(con, SessionUdfs(session))
         query = f"FROM aef_change({argument}, {given})"
         return con.sql(query, params=[value]).to_arrow_table()
+    except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
+        raise type(exc)(redact_text(str(exc))) from None
+    finally:
+        con.close()
+
+
+@speaks("python")
+def grid(
+    area,
+    *,
+    cell,
+    years: int | Iterable[int] | None = None,
+    crs=4326,
+    level: int = 0,
+    max_bytes: int | None = None,
+    catalog: str | None = None,
+    cache_dir: str | None = None,
+    headers: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> pa.Table:
+    """The mean embedding of `area`'s pixels per grid cell and year: the rows of the SQL
+    `aef_grid` (`cell`, `year`, `pixels`, `nodata_pixels`, `embedding`), which computes them.
+
+    `cell`: 'h3:7' (H3 cells of that resolution; needs `pip install 'aefsql[h3]'`) or a whole
+    number of metres (square cells on the UTM grid of each pixel's tile). `area`: WKB bytes,
+    WKT, a shapely geometry or a box [west, south, east, north], in `crs` (default lon/lat).
+    `years`: one year or several. `level`: 0 (full resolution) or k, the files' k-th
+    overview. `max_bytes`: refused before anything is read when pixels x 64 bands x years
+    exceed it (default: aef_pixels' budget). `catalog`, `cache_dir`, `headers`,
+    `concurrency`, `allowed_hosts` and `storage_options`: as for `aefsql.connect`."""
+    chosen = resolve(years=years, crs=crs, function="aef_grid")
+    check_level(level)
+    kind, size = check_cell(cell)
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
+        raise AefsqlError(f"max_bytes is a number of bytes, not {max_bytes!r}")
+    argument, value = _area_parameter(area)
+    session = open_session(
+        catalog,
+        cache_dir=cache_dir,
+        headers=headers,
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+    if isinstance(area, str):  # WKT: parsed by DuckDB, in the query
+        warn_missing_years(session.catalog.tiles(), chosen.years)
+    else:
+        warn_empty_area(
+            session.catalog.tiles(), area_of(area, chosen.crs), chosen.years, "no cell comes back"
+        )
+    cell = f"h3:{size}" if kind == "h3" else size  # (1000.0 as 1000)
+    options = {"cell": cell, "years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
+    if max_bytes is not None:
+        options["max_bytes"] = max_bytes
+    given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
+    con = duckdb.connect()
+    try:
+        install(con, SessionUdfs(session))
+        return con.sql(f"FROM aef_grid({argument}, {given})", params=[value]).to_arrow_table()
     except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
         raise type(exc)(redact_text(str(exc))) from None
     finally:

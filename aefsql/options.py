@@ -14,7 +14,9 @@ mention (`Mention`), and `OptionError.phrased` writes it for the host (SQL by de
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
+import math
 import numbers
 import warnings
 from collections.abc import Iterable
@@ -201,6 +203,59 @@ def check_level(level) -> None:
             "and coarser)",
             Mention("level", level),
         )
+
+
+H3_RESOLUTIONS = range(16)
+
+
+def check_cell(cell) -> tuple[str, int]:
+    """aef_grid's `cell`: ('h3', resolution) for 'h3:7' (the h3 package installed), or
+    ('square', metres) for a whole number of metres such as 1000."""
+    example = "{} (H3 cells of resolution 0-15) or {} (squares of 1000 m)"
+    h3, square = Mention("cell", "h3:7"), Mention("cell", 1000)
+    if cell is None:
+        raise OptionError("pass " + example, h3, square)
+    if isinstance(cell, str):
+        kind, _, resolution = cell.strip().lower().partition(":")
+        if kind == "h3" and resolution.isdigit() and int(resolution) in H3_RESOLUTIONS:
+            if importlib.util.find_spec("h3") is None:
+                raise OptionError(
+                    "{} needs the h3 package: pip install 'aefsql[h3]' (or pip install h3)",
+                    Mention("cell", cell),
+                )
+            return "h3", int(resolution)
+        if kind == "h3":
+            raise OptionError("{}: an H3 resolution is 0 to 15, as {}", Mention("cell", cell), h3)
+        number = _number(cell)
+        if number is not None:
+            whole = int(number) if number.is_integer() else number
+            raise OptionError(
+                "{}: a size in metres is a number, as {}",
+                Mention("cell", cell),
+                Mention("cell", whole),
+            )
+        raise OptionError("{} is neither: pass " + example, Mention("cell", cell), h3, square)
+    if (
+        not isinstance(cell, bool)
+        and isinstance(cell, numbers.Real)
+        and math.isfinite(cell)
+        and float(cell).is_integer()
+        and cell >= 1
+    ):
+        return "square", int(cell)
+    raise OptionError(
+        "{}: a square cell is a whole number of metres, 1 or more; pass " + example,
+        Mention("cell", cell),
+        h3,
+        square,
+    )
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def headers_option(headers, collection, name: str = "collection=") -> str | None:

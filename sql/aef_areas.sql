@@ -311,3 +311,36 @@ FROM points p
 JOIN located l ON l.__aef_row = p.__aef_row
 LEFT JOIN found f ON f.__aef_row = l.__aef_row AND f.__aef_year = l.__aef_year
 ORDER BY p.__aef_row, l.__aef_year;
+
+-- aef_grid: the mean embedding of `area`'s pixels per grid cell, per year: `cell` (VARCHAR:
+-- the H3 index as h3 writes it, '872830828ffffff', for cell := 'h3:7'; 'EPSG:32633:262000:
+-- 4986000', the cell's CRS and lower-left corner in metres, for square cells of cell := 1000
+-- metres on the grid of the pixel's UTM zone), `year`, `pixels` (pixel centres inside the
+-- area and the cell), `nodata_pixels` and `embedding FLOAT[64]`, the mean de-quantized
+-- embedding of its valid pixels (NULL when none is valid), as aef_zonal computes it over the
+-- cell's polygon. A pixel belongs to the cell holding its centre, each location once, from
+-- the tile that owns it (its own UTM zone first): across a seam each zone's squares hold the
+-- pixels its tiles own. Only cells holding a pixel come back. `area`, `years`, `crs`,
+-- `level` and `max_bytes` (pixels x 64 bands x years of int8) as for aef_pixels; each block
+-- is read once for all cells.
+CREATE OR REPLACE TEMP MACRO aef_grid(
+    area,
+    cell := NULL,
+    years := NULL,
+    crs := NULL,
+    level := 0,
+    max_bytes := NULL
+) AS TABLE
+WITH checked AS MATERIALIZED (
+    FROM __aef_area_options('aef_grid', years, NULL, crs, NULL)
+),
+cells AS (
+    SELECT unnest({udf}_grid(__aef_area_wkb(area), __aef_area_box(area),
+                             __aef_area_text(area), typeof(area), __aef_crs, __aef_years,
+                             CAST({band_count} AS INTEGER), CAST(max_bytes AS BIGINT),
+                             CAST(level AS INTEGER), CAST(to_json(cell) AS VARCHAR))) AS g
+    FROM checked
+)
+SELECT g.cell, g.year, g.pixels, g.nodata_pixels, g.embedding
+FROM cells
+ORDER BY g.cell, g.year;

@@ -62,6 +62,10 @@ RETURNS = {
         "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "
         "centroid_pixel BOOLEAN, embedding FLOAT[64], aef_error VARCHAR)[]"
     ),
+    "grid": (
+        "STRUCT(cell VARCHAR, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "
+        "embedding FLOAT[64])[]"
+    ),
     "change_units": (
         "STRUCT(position INTEGER, stand_in BOOLEAN, wkb BLOB, box DOUBLE[], crs INTEGER, "
         "years INTEGER[], level INTEGER)[]"

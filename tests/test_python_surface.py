@@ -40,6 +40,7 @@ def entry_points():
         ("zonal", lambda **kw: aefsql.zonal(points, years=2024, **kw)),
         ("similarity", lambda **kw: aefsql.similarity(box, [0.1] * 64, years=2024, **kw)),
         ("change", lambda **kw: aefsql.change(box, years=[2023, 2024], **kw)),
+        ("grid", lambda **kw: aefsql.grid(box, cell=1000, years=2024, **kw)),
     ]
 
 
@@ -66,6 +67,7 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
         "api.zonal",
         "api.similarity",
         "api.change",
+        "api.grid",
         "rasters.read_area",
         "pictures.picture",
     ],

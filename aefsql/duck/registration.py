@@ -29,6 +29,7 @@ from .types import (
     CHIP_PLAN_ARROW,
     CHUNK_ARROW,
     EMBEDDING_ARROW,
+    GRID_ARROW,
     LOCATED_ARROW,
     LONLAT_ARROW,
     OPTIONS_ARROW,
@@ -336,6 +337,7 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
             ],
             pa.list_(ZONAL_ARROW),
         ),
+        ("grid", session.grid, [*AREA_PARAMS, "VARCHAR"], pa.list_(GRID_ARROW)),
         ("change_units", session.change_units, AREA_PARAMS, pa.list_(CHANGE_UNIT_ARROW)),
         ("change_chunks", session.change_chunks, [CHANGE_UNIT_ARROW], pa.list_(CHANGE_CHUNK_ARROW)),
         (

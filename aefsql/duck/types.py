@@ -130,6 +130,17 @@ ZONAL_ARROW = pa.struct(
     ]
 )
 
+# aef_grid: a cell's mean embedding in a year.
+GRID_ARROW = pa.struct(
+    [
+        ("cell", pa.string()),
+        ("year", pa.int32()),
+        ("pixels", pa.int64()),
+        ("nodata_pixels", pa.int64()),
+        ("embedding", pa.list_(pa.float32(), len(BAND_NAMES))),
+    ]
+)
+
 CHIP_ARROW = pa.struct(
     [
         ("chip", pa.list_(pa.list_(pa.list_(pa.int8())))),

@@ -25,6 +25,7 @@ from ..kernels import change, coverage, points
 from ..kernels.budgets import STREAMED_BYTES
 from ..kernels.chips import chips_per_call, read_chips
 from ..kernels.engine import file_by_file
+from ..kernels.grid import grid_means
 from ..kernels.grouping import group_indices
 from ..kernels.locate import Located, locate_each
 from ..kernels.means import ZonalMeans, zonal_means
@@ -40,7 +41,14 @@ from ..kernels.pixels import (
 from ..kernels.points import Samples, band_indices
 from ..kernels.readahead import ReadAhead
 from ..kernels.similarity import pixel_similarity, query_vector
-from ..options import check_input_columns, check_level, check_on_error, resolve_json, year_list
+from ..options import (
+    check_cell,
+    check_input_columns,
+    check_level,
+    check_on_error,
+    resolve_json,
+    year_list,
+)
 from ..session import Session
 from .sampled import SampledStores
 from .types import (
@@ -51,6 +59,7 @@ from .types import (
     CHIP_ARROW,
     CHUNK_ARROW,
     EMBEDDING_ARROW,
+    GRID_ARROW,
     LOCATED_ARROW,
     LONLAT_ARROW,
     OPTIONS_ARROW,
@@ -571,6 +580,42 @@ class SessionUdfs:
                 lists[-1] = pa.concat_arrays([lists[-1], _failed_zonal(failed, wanted)])
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
         items = pa.concat_arrays(lists) if lists else pa.array([], ZONAL_ARROW)
+        return pa.ListArray.from_arrays(pa.array(offsets), items)
+
+    def grid(self, wkb, box, text, kind, crs, years, bands, max_bytes, level, cell) -> pa.ListArray:
+        """Per area (as for `area_units`; `cell` its JSON): the mean embedding of its pixels
+        in each grid cell holding one, per year (aefsql/kernels/grid.py). The cell is
+        checked first, then the area's size against `max_bytes` (pixels x 64 bands x years;
+        NULL: the default budget), before any header is read."""
+        cells = [check_cell(None if c is None else json.loads(c)) for c in cell.to_pylist()]
+        lists = []
+        for one, (*_, area, wanted, _, budget, at) in zip(
+            cells,
+            _area_calls(wkb, box, text, kind, crs, years, bands, max_bytes, level),
+            strict=True,
+        ):
+            found = grid_means(self.session, area, one, wanted, at, max_bytes=budget)
+            means = found.means
+            empty = np.isnan(means.means[:, 0]) if len(means.year) else np.zeros(0, bool)
+            embedding = pa.FixedSizeListArray.from_arrays(
+                pa.array(means.means.astype(np.float32).ravel()),
+                len(BAND_NAMES),
+                mask=pa.array(empty),
+            )
+            lists.append(
+                pa.StructArray.from_arrays(
+                    [
+                        pa.array(found.cell, pa.string()),
+                        pa.array(means.year, pa.int32()),
+                        pa.array(means.pixels),
+                        pa.array(means.nodata_pixels),
+                        embedding,
+                    ],
+                    fields=list(GRID_ARROW),
+                )
+            )
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
+        items = pa.concat_arrays(lists) if lists else pa.array([], GRID_ARROW)
         return pa.ListArray.from_arrays(pa.array(offsets), items)
 
     def chip_plan(self, count, size, bands, max_bytes) -> pa.StructArray:

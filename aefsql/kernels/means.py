@@ -37,7 +37,8 @@ BANDS = list(range(BAND_COUNT))
 
 @dataclass(frozen=True)
 class ZonalMeans:
-    """One entry per (polygon, year), polygon-major: `polygon` indexes the input areas."""
+    """One entry per (polygon, year), polygon-major: `polygon` indexes the input areas (the
+    owners of `chunk_means`)."""
 
     polygon: np.ndarray  # int64
     year: np.ndarray  # int64
@@ -52,10 +53,19 @@ def zonal_means(
 ) -> ZonalMeans:
     """The zonal means of `areas` in each of `years` (at `level`); `max_bytes` (None: the
     streamed budget) bounds each area's pixels x 64 bands x years."""
+    chunks, owner = _all_chunks(session, areas, [int(y) for y in years], level, max_bytes)
+    return chunk_means(session, chunks, owner, len(areas), years, level)
+
+
+def chunk_means(
+    session: Session, chunks: Chunks, owner: np.ndarray, owners: int, years, level: int = 0
+) -> ZonalMeans:
+    """The means of chunks grouped by `owner` (int64, one per chunk, below `owners`: a
+    polygon of aef_zonal, a cell of aef_grid), per owner and year of `years`: every pixel of
+    a chunk counted in its owner's entry of its year. The one home of the mean rule."""
     years = [int(y) for y in years]
     slot = {year: k for k, year in enumerate(years)}
-    entries = len(areas) * len(years)
-    chunks, owner = _all_chunks(session, areas, years, level, max_bytes)
+    entries = owners * len(years)
     known = np.array(sorted(slot), np.int64)  # each chunk's year's slot, without a loop
     slots = np.array([slot[year] for year in known.tolist()], np.int64)
     entry = owner * len(years) + slots[np.searchsorted(known, chunks.year)]
@@ -76,8 +86,8 @@ def zonal_means(
         means = sums.T / SCALE / valid[:, None]
     means[valid == 0] = np.nan
     return ZonalMeans(
-        polygon=np.repeat(np.arange(len(areas)), len(years)),
-        year=np.tile(np.array(years, np.int64), len(areas)),
+        polygon=np.repeat(np.arange(owners), len(years)),
+        year=np.tile(np.array(years, np.int64), owners),
         pixels=pixels,
         nodata_pixels=pixels - valid,
         centroid_pixel=centroid,
