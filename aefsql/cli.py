@@ -202,7 +202,7 @@ def run_map(args, out=None) -> None:
         kind=args.kind,
         reference=places(args.similar_to),
         negatives=places(args.unlike),
-        bands=None if args.bands is None else [b.strip() for b in args.bands.split(",")],
+        bands=None if args.bands in (None, "all") else [b.strip() for b in args.bands.split(",")],
         crs=args.crs,
         target_crs=args.target_crs,
         level=args.level,
@@ -524,7 +524,9 @@ def run_verb(argv: list[str]) -> int:
         metavar="LON,LAT",
         help="similarity: a place to rank away from (repeatable)",
     )
-    mapped.add_argument("--bands", help="A00,A01,…: the bands of a bands or pca map (default all)")
+    mapped.add_argument(
+        "--bands", help="A00,A01,… or all: the bands of a bands or pca map (default all)"
+    )
     mapped.add_argument(
         "--level",
         type=int,

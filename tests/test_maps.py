@@ -76,12 +76,13 @@ def opened(path):
         return ds.read(), ds.profile | {"colorinterp": ds.colorinterp, "names": ds.descriptions}
 
 
-def source_values(file, transform: Affine, height: int, width: int) -> np.ndarray:
-    """int8 (bands, height, width): rasterio's values of `file` at the centre of each pixel of
-    the grid (`transform`, north-up): whatever the file's row order, each from its place."""
+def source_values(file, transform: Affine, height: int, width: int, level=0) -> np.ndarray:
+    """int8 (bands, height, width): rasterio's values of `file` (its overview `level`) at the
+    centre of each pixel of the grid (`transform`, north-up): whatever the file's row order,
+    each from its place."""
     rows, cols = np.mgrid[0:height, 0:width]
     xs, ys = xy(transform, rows.ravel(), cols.ravel())
-    with rasterio.open(file) as ds:
+    with rasterio.open(file, **({"overview_level": level - 1} if level else {})) as ds:
         r, c = rowcol(ds.transform, xs, ys)
         return ds.read()[:, np.asarray(r), np.asarray(c)].reshape(-1, height, width)
 
@@ -209,6 +210,21 @@ def test_bands_map_is_aef_pixels_placed_by_xy(tile, tmp_path):
         assert np.array_equal(values[k], np.where(np.isnan(expected), -128, expected))
     source = source_values(files[2023], transform, height, width)
     assert np.array_equal(values, source[[3, 40]])
+
+
+def test_bands_map_at_level_is_the_files_overview(tile, tmp_path):
+    index, files, epsg, box = tile
+    path = tmp_path / "coarse.tif"
+    aefsql.write_map(box, 2023, path, kind="bands", level=1, crs=epsg, catalog=index)
+    values, profile = opened(path)
+    _, height, width = values.shape
+    with rasterio.open(files[2023], overview_level=0) as ds:  # 2 x 10 m, or near (odd sizes)
+        a, e = ds.transform.a, abs(ds.transform.e)
+    west, _, _, north = box
+    assert profile["transform"] == Affine(a, 0, west, 0, -e, north)
+    assert np.array_equal(
+        values, source_values(files[2023], profile["transform"], height, width, 1)
+    )
 
 
 def test_pca_map_is_picture_colours_with_alpha(tile, tmp_path):
