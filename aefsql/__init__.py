@@ -17,6 +17,7 @@ from .errors import (
     TiffFormatError,
     UnsupportedCodecError,
 )
+from .kernels.maps import write_map
 from .kernels.pictures import picture
 from .kernels.rasters import read_area
 
@@ -39,5 +40,6 @@ __all__ = [
     "sample_points",
     "similarity",
     "write_headers",
+    "write_map",
     "zonal",
 ]

@@ -22,6 +22,7 @@ from .duck.udfs import SessionUdfs
 from .errors import AefsqlError
 from .kernels import coverage
 from .kernels.budgets import RASTER_BYTES
+from .kernels.maps import KINDS, write_map
 from .kernels.pictures import numbers_from, picture
 from .options import MAX_YEARS, ON_ERROR, OptionError
 from .session import open_session
@@ -188,6 +189,37 @@ def run_picture(args, out=None) -> None:
         print(f"wrote {written}: {width} x {height} pixels, EPSG:{one.grid.epsg}", file=out)
 
 
+def run_map(args, out=None) -> None:
+    out = out or sys.stdout
+    years = parse_years(args.year)
+
+    def places(given):
+        return given and [numbers_from(p, 2, "--similar-to/--unlike") for p in given]
+
+    written = write_map(
+        numbers_from(args.bbox, 4, "--bbox"),
+        years if len(years) > 1 else years[0],
+        str(args.output),
+        kind=args.kind,
+        reference=places(args.similar_to),
+        negatives=places(args.unlike),
+        bands=None if args.bands in (None, "all") else [b.strip() for b in args.bands.split(",")],
+        crs=args.crs,
+        target_crs=args.target_crs,
+        level=args.level,
+        max_bytes=args.max_bytes,
+        compression=args.compression,
+        catalog=args.catalog,
+        cache_dir=args.cache_dir,
+        allowed_hosts=args.allowed_hosts,
+    )
+    _, height, width = written.values.shape
+    print(
+        f"wrote {written.path}: {args.kind}, {width} x {height} pixels, EPSG:{written.grid.epsg}",
+        file=out,
+    )
+
+
 def report_failed_rows(con, err) -> None:
     """One line per reason why rows could not be read: how many, and the first few of their
     output row numbers."""
@@ -210,7 +242,7 @@ def report_failed_rows(con, err) -> None:
 
 
 # build-collection: the deprecated name of write-headers (0.1), kept for one release.
-VERBS = ("demo", "sample", "write-headers", "build-collection", "picture")
+VERBS = ("demo", "sample", "write-headers", "build-collection", "picture", "map")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -458,6 +490,69 @@ def run_verb(argv: list[str]) -> int:
         metavar="HOST",
         help="a host or bucket a remote catalog may name besides its own (repeatable)",
     )
+    mapped = commands.add_parser(
+        "map",
+        help="a Cloud-Optimized GeoTIFF of an area: similarity, change, PCA colours or bands",
+    )
+    mapped.add_argument(
+        "--kind",
+        required=True,
+        choices=KINDS,
+        help="similarity (to --similar-to), change (between --years), pca (RGB and alpha) "
+        "or bands (int8)",
+    )
+    mapped.add_argument(
+        "--bbox", required=True, help="west,south,east,north in --crs (--bbox=-122.5,… if negative)"
+    )
+    mapped.add_argument(
+        "--year", "--years", dest="year", required=True, help="a year; change: 2023,2024"
+    )
+    mapped.add_argument("--crs", default="EPSG:4326", help="CRS of --bbox (default EPSG:4326)")
+    mapped.add_argument(
+        "--target-crs",
+        help="the map's CRS (a UTM zone) for an area across zones (default: the zone whose "
+        "tiles own most of it)",
+    )
+    mapped.add_argument(
+        "--similar-to",
+        action="append",
+        metavar="LON,LAT",
+        help="similarity: a place whose embedding is the query (repeatable: their mean)",
+    )
+    mapped.add_argument(
+        "--unlike",
+        action="append",
+        metavar="LON,LAT",
+        help="similarity: a place to rank away from (repeatable)",
+    )
+    mapped.add_argument(
+        "--bands", help="A00,A01,… or all: the bands of a bands or pca map (default all)"
+    )
+    mapped.add_argument(
+        "--level",
+        type=int,
+        default=0,
+        help="0: full resolution (default); k: the files' k-th overview (2^k x coarser)",
+    )
+    mapped.add_argument(
+        "--max-bytes",
+        type=int,
+        default=RASTER_BYTES,
+        help=f"refuse an area whose pixels take more (default {RASTER_BYTES})",
+    )
+    mapped.add_argument(
+        "--compression", choices=("deflate", "zstd"), default="deflate", help="default deflate"
+    )
+    mapped.add_argument("-o", "--output", required=True, type=Path, help="the .tif to write")
+    mapped.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
+    mapped.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
+    mapped.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="HOST",
+        help="a host or bucket a remote catalog may name besides its own (repeatable)",
+    )
     _refuse_unknown_options(commands.choices.get(argv[0]) if argv else None, argv[1:])
     args = parser.parse_args(argv)
     # Python's warnings, as one line each ("aefsql: warning: …"); none after an error, which
@@ -512,6 +607,8 @@ def _run_verb(args) -> int:
             print(f"wrote {args.output}: headers of {files} files")
         elif args.command == "picture":
             run_picture(args)
+        elif args.command == "map":
+            run_map(args)
     except (AefsqlError, duckdb.Error, OSError) as exc:
         if isinstance(exc, OptionError):
             exc = exc.phrased("cli")

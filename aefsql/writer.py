@@ -4,6 +4,9 @@ It writes what the published files are: int8 x 64 bands, planar-separate, tiled,
 DEFLATE), nodata -128, georeferenced by a ModelTransformationTag (south-up by default), with
 overviews as further IFDs; all IFDs first and block data after, so a reader's first range
 holds the header. Used by `aefsql demo` and by anyone who wants a local AEF-format collection.
+The same writer writes maps (`encode_map_cog`: float32 with NaN, int8 with -128, or RGBA
+uint8), their block data in the COG order GDAL and validators expect: the smallest
+overview's first, full resolution last.
 """
 
 from __future__ import annotations
@@ -62,6 +65,91 @@ def encode_aef_cog(
         raise ValueError(
             f"data must be int8 shaped (bands, rows, cols), not {data.dtype} {data.shape}"
         )
+    return _encode(
+        data,
+        epsg=epsg,
+        transform=transform,
+        nodata=NODATA,
+        alpha=False,
+        block_size=block_size,
+        compression=compression,
+        predictor=predictor,
+        bigtiff=bigtiff,
+        overview_levels=overview_levels,
+        band_names=band_names or [band_name(i) for i in range(data.shape[0])],
+        overviews_first=False,
+    )
+
+
+def write_aef_cog(path, data: np.ndarray, **options) -> None:
+    """Write `encode_aef_cog(data, **options)` to `path`."""
+    Path(path).write_bytes(encode_aef_cog(data, **options))
+
+
+# A map's sample types: (TIFF SampleFormat, bits).
+MAP_TYPES = {np.dtype(np.int8): (2, 8), np.dtype(np.uint8): (1, 8), np.dtype(np.float32): (3, 32)}
+BIGTIFF_ABOVE = 3_500_000_000  # bytes of values: past this, offsets may not fit 32 bits
+
+
+def encode_map_cog(
+    data: np.ndarray,
+    *,
+    epsg: int,
+    transform: tuple[float, float, float, float, float, float],
+    nodata: float | None,
+    alpha: bool = False,
+    band_names: list[str] | None = None,
+    block_size: int = 256,
+    compression: str = "deflate",
+) -> bytes:
+    """The bytes of a map as a COG: `data` float32, int8 or uint8 (bands, rows, cols), with
+    `nodata` (NaN for float32; None when `alpha`: then data is RGBA uint8, its 4th band the
+    alpha). Overviews (2, 4, … until the smallest fits one block) average each cell's valid
+    pixels; block data smallest overview first, as a COG has it; BigTIFF when large."""
+    data = np.asarray(data)
+    if data.dtype not in MAP_TYPES or data.ndim != 3:
+        raise ValueError(
+            f"a map is float32, int8 or uint8 shaped (bands, rows, cols), not {data.dtype} "
+            f"{data.shape}"
+        )
+    if alpha and (data.dtype != np.uint8 or data.shape[0] != 4 or nodata is not None):
+        raise ValueError("an alpha map is RGBA uint8 (4 bands) with no nodata value")
+    _, rows, cols = data.shape
+    levels, factor = [], 2
+    while max(-(-rows // (factor // 2)), -(-cols // (factor // 2))) > block_size:
+        levels.append(factor)
+        factor *= 2
+    return _encode(
+        data,
+        epsg=epsg,
+        transform=transform,
+        nodata=nodata,
+        alpha=alpha,
+        block_size=block_size,
+        compression=compression,
+        predictor=1,
+        bigtiff=data.nbytes > BIGTIFF_ABOVE,
+        overview_levels=tuple(levels),
+        band_names=band_names,
+        overviews_first=True,
+    )
+
+
+def _encode(
+    data,
+    *,
+    epsg,
+    transform,
+    nodata,
+    alpha,
+    block_size,
+    compression,
+    predictor,
+    bigtiff,
+    overview_levels,
+    band_names,
+    overviews_first,
+) -> bytes:
     if compression not in COMPRESSION_CODES:
         raise ValueError(
             f"compression must be one of {sorted(COMPRESSION_CODES)}, not {compression!r}"
@@ -71,42 +159,60 @@ def encode_aef_cog(
     if block_size <= 0 or block_size % 16:
         raise ValueError(f"block_size must be a positive multiple of 16 (TIFF), not {block_size}")
     bands = data.shape[0]
-    names = band_names or [band_name(i) for i in range(bands)]
-    if len(names) != bands:
-        raise ValueError(f"{len(names)} band names for {bands} bands")
-
-    levels = [data] + [_reduce(data, factor) for factor in overview_levels]
+    if band_names is not None and len(band_names) != bands:
+        raise ValueError(f"{len(band_names)} band names for {bands} bands")
+    fill = _fill_value(data.dtype, nodata)
+    valid = _validity(data, nodata, alpha)
+    levels = [data] + [_reduce(data, valid, factor, fill) for factor in overview_levels]
     images = []
     for level, image in enumerate(levels):
-        tags = _image_tags(image, block_size, compression, predictor, bigtiff, overview=level > 0)
+        tags = _image_tags(
+            image, block_size, compression, predictor, bigtiff, level > 0, nodata, alpha
+        )
         if level == 0:
             a, b, c, d, e, f = transform
             tags[34264] = (DOUBLE, [a, b, 0.0, c, d, e, 0.0, f, 0, 0, 0, 0, 0, 0, 0, 1.0])
             tags[34735] = (SHORT, [1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, epsg])
-            tags[42112] = (ASCII, [_gdal_metadata(names)])
+            if band_names:
+                tags[42112] = (ASCII, [_gdal_metadata(band_names)])
         blocks = [
-            _compress(block, compression, predictor) for block in _cut_blocks(image, block_size)
+            _compress(block, compression, predictor)
+            for block in _cut_blocks(image, block_size, fill)
         ]
         images.append(_Image(tags, blocks))
-    return _serialize(images, bigtiff)
+    return _serialize(images, bigtiff, overviews_first)
 
 
-def write_aef_cog(path, data: np.ndarray, **options) -> None:
-    """Write `encode_aef_cog(data, **options)` to `path`."""
-    Path(path).write_bytes(encode_aef_cog(data, **options))
+def _fill_value(dtype: np.dtype, nodata):
+    """What pads edge blocks and fills an overview cell with no valid pixel."""
+    if nodata is None:
+        return 0  # alpha 0: transparent
+    return np.float32(np.nan) if dtype.kind == "f" else nodata
 
 
-def _image_tags(image, block_size, compression, predictor, bigtiff, overview) -> dict:
+def _validity(data: np.ndarray, nodata, alpha: bool) -> np.ndarray:
+    """bool, broadcastable to data: where a value counts in an overview's mean."""
+    if alpha:
+        return data[3:4] > 0  # a pixel is there in every band or none
+    if data.dtype.kind == "f":
+        return ~np.isnan(data)
+    return data != nodata
+
+
+def _image_tags(
+    image, block_size, compression, predictor, bigtiff, overview, nodata=NODATA, alpha=False
+) -> dict:
     bands, rows, cols = image.shape
+    sample_format, bits = MAP_TYPES[image.dtype]
     blocks = bands * -(-rows // block_size) * -(-cols // block_size)
     offset_type = LONG8 if bigtiff else LONG
     tags = {
         254: (LONG, [1 if overview else 0]),
         256: (LONG, [cols]),
         257: (LONG, [rows]),
-        258: (SHORT, [8] * bands),
+        258: (SHORT, [bits] * bands),
         259: (SHORT, [COMPRESSION_CODES[compression]]),
-        262: (SHORT, [1]),  # min-is-black
+        262: (SHORT, [2 if alpha else 1]),  # RGB, or min-is-black
         277: (SHORT, [bands]),
         284: (SHORT, [2]),  # planar-separate
         317: (SHORT, [predictor]),
@@ -114,10 +220,13 @@ def _image_tags(image, block_size, compression, predictor, bigtiff, overview) ->
         323: (SHORT, [block_size]),
         324: (offset_type, [0] * blocks),  # filled in by _serialize
         325: (offset_type, [0] * blocks),
-        339: (SHORT, [2] * bands),  # signed integers
-        42113: (ASCII, [str(NODATA)]),
+        339: (SHORT, [sample_format] * bands),
     }
-    if bands > 1:
+    if nodata is not None:
+        tags[42113] = (ASCII, ["nan" if np.isnan(nodata) else str(nodata)])
+    if alpha:
+        tags[338] = (SHORT, [2])  # the 4th band: unassociated alpha
+    elif bands > 1:
         tags[338] = (SHORT, [0] * (bands - 1))  # unspecified extra samples, as GDAL writes
     return tags
 
@@ -130,11 +239,11 @@ def _gdal_metadata(names: list[str]) -> str:
     return f"<GDALMetadata>{items}</GDALMetadata>"
 
 
-def _cut_blocks(image: np.ndarray, block_size: int):
-    """Blocks in TIFF order: band by band, then row-major; edge blocks padded with nodata."""
+def _cut_blocks(image: np.ndarray, block_size: int, fill=NODATA):
+    """Blocks in TIFF order: band by band, then row-major; edge blocks padded with `fill`."""
     bands, rows, cols = image.shape
     down, across = -(-rows // block_size), -(-cols // block_size)
-    padded = np.full((bands, down * block_size, across * block_size), NODATA, dtype=np.int8)
+    padded = np.full((bands, down * block_size, across * block_size), fill, dtype=image.dtype)
     padded[:, :rows, :cols] = image
     for band in range(bands):
         for r in range(down):
@@ -148,34 +257,38 @@ def _cut_blocks(image: np.ndarray, block_size: int):
 
 def _compress(block: np.ndarray, compression: str, predictor: int) -> bytes:
     if predictor == 2:
-        # Horizontal differencing; int8 subtraction wraps, as the decoder's addition does.
-        block = np.concatenate([block[:, :1], np.diff(block, axis=1)], axis=1).astype(np.int8)
+        # Horizontal differencing; integer subtraction wraps, as the decoder's addition does.
+        block = np.concatenate([block[:, :1], np.diff(block, axis=1)], axis=1).astype(block.dtype)
     raw = np.ascontiguousarray(block).tobytes()
     if compression == "zstd":
         return zstandard.ZstdCompressor().compress(raw)
     return zlib.compress(raw, 6)
 
 
-def _reduce(data: np.ndarray, factor: int) -> np.ndarray:
-    """An overview level: the mean of the valid pixels of each factor x factor cell."""
+def _reduce(data: np.ndarray, valid: np.ndarray, factor: int, fill) -> np.ndarray:
+    """An overview level: the mean of the valid pixels of each factor x factor cell (`fill`
+    where none is); integers rounded, int8 kept off its nodata -128."""
     bands, rows, cols = data.shape
     out_rows, out_cols = -(-rows // factor), -(-cols // factor)
-    padded = np.full((bands, out_rows * factor, out_cols * factor), NODATA, dtype=np.int8)
-    padded[:, :rows, :cols] = data
-    total = np.zeros((bands, out_rows, out_cols), dtype=np.int32)
-    count = np.zeros((bands, out_rows, out_cols), dtype=np.int32)
+    padded = np.zeros((bands, out_rows * factor, out_cols * factor), dtype=data.dtype)
+    padded[:, :rows, :cols] = np.where(valid, data, 0)
+    counted = np.zeros((valid.shape[0], out_rows * factor, out_cols * factor), dtype=bool)
+    counted[:, :rows, :cols] = valid
+    total = np.zeros((bands, out_rows, out_cols), dtype=np.float64)
+    count = np.zeros((valid.shape[0], out_rows, out_cols), dtype=np.int32)
     for i in range(factor):  # one strided view per position inside the cell
         for j in range(factor):
-            part = padded[:, i::factor, j::factor]
-            valid = part != NODATA
-            total += np.where(valid, part, 0)
-            count += valid
+            total += padded[:, i::factor, j::factor]
+            count += counted[:, i::factor, j::factor]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.rint(total / count)
-    return np.where(count > 0, np.clip(mean, -127, 127), NODATA).astype(np.int8)
+        mean = total / count
+    if data.dtype.kind != "f":
+        low = -127 if data.dtype == np.int8 else np.iinfo(data.dtype).min
+        mean = np.clip(np.rint(mean), low, np.iinfo(data.dtype).max)
+    return np.where(count > 0, mean, fill).astype(data.dtype)
 
 
-def _serialize(images: list[_Image], bigtiff: bool) -> bytes:
+def _serialize(images: list[_Image], bigtiff: bool, overviews_first: bool = False) -> bytes:
     entry_size, count_format, offset_format = (20, "Q", "Q") if bigtiff else (12, "H", "I")
     inline = 8 if bigtiff else 4
     header_size = 16 if bigtiff else 8
@@ -192,7 +305,10 @@ def _serialize(images: list[_Image], bigtiff: bool) -> bytes:
     for image in images:
         ifd_offsets.append(position)
         position += ifd_size(image)
-    for image in images:  # block data after every IFD: a reader's first range holds them all
+    # Block data after every IFD: a reader's first range holds them all. A COG's go smallest
+    # overview first, full resolution last (a viewer reads the coarse levels first).
+    data_order = images[::-1] if overviews_first else images
+    for image in data_order:
         offsets, counts = [], []
         for block in image.blocks:
             offsets.append(position)
@@ -226,7 +342,7 @@ def _serialize(images: list[_Image], bigtiff: bool) -> bytes:
             entries.append(struct.pack("<HH" + offset_format, tag, type_, count) + field)
         out += struct.pack("<" + count_format, len(entries)) + b"".join(entries)
         out += struct.pack("<" + offset_format, next_ifd) + values_blob
-    for image in images:
+    for image in data_order:
         for block in image.blocks:
             out += block
     return bytes(out)

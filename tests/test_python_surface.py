@@ -19,7 +19,7 @@ from aefsql.duck import registration
 from aefsql.duck import udfs as duck
 from aefsql.errors import AefsqlError
 from aefsql.geometry.geo import polygon_wkb
-from aefsql.kernels import pictures, rasters
+from aefsql.kernels import maps, pictures, rasters
 from aefsql.session import open_session
 
 # -- unknown keywords -------------------------------------------------------------------
@@ -37,6 +37,7 @@ def entry_points():
         ("write_headers", lambda **kw: aefsql.write_headers("x.parquet", **kw)),
         ("read_area", lambda **kw: aefsql.read_area(box, 2024, **kw)),
         ("picture", lambda **kw: aefsql.picture(box, 2024, **kw)),
+        ("write_map", lambda **kw: aefsql.write_map(box, 2024, "x.tif", kind="pca", **kw)),
         ("zonal", lambda **kw: aefsql.zonal(points, years=2024, **kw)),
         ("similarity", lambda **kw: aefsql.similarity(box, [0.1] * 64, years=2024, **kw)),
         ("change", lambda **kw: aefsql.change(box, years=[2023, 2024], **kw)),
@@ -70,6 +71,7 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
         "api.grid",
         "rasters.read_area",
         "pictures.picture",
+        "maps.write_map",
     ],
 )
 def test_options_are_named_in_signature_and_docstring(name):
@@ -81,6 +83,7 @@ def test_options_are_named_in_signature_and_docstring(name):
         "api": api,
         "rasters": rasters,
         "pictures": pictures,
+        "maps": maps,
     }
     function = getattr(modules[module], attribute)
     parameters = inspect.signature(function).parameters
@@ -323,12 +326,10 @@ def test_readme_zonal_and_area_examples_run(demo_index, tmp_path, monkeypatch):
     exec(readme_python("aefsql.read_area(area"), namespace)
     before, after = namespace["before"], namespace["after"]
     assert before.axes is after.axes and (before.year, after.year) == (2023, 2024)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "area-2023.png",
-        "area-2024.png",
-        "area.png",
-        "similar.png",
-    ]
+    pngs = ["area-2023.png", "area-2024.png", "area.png", "similar.png"]
+    # each with its georeferencing beside it: a world file and GDAL's .aux.xml
+    sidecars = [f"{name[:-4]}.pgw" for name in pngs] + [f"{name}.aux.xml" for name in pngs]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(pngs + sidecars)
 
 
 def ml_and_spark_entry_points():

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import numpy as np
+import pyproj
 
 from ..aef import BAND_NAMES, NODATA, dequantize
 from ..errors import AefsqlError
@@ -74,8 +76,11 @@ class Picture:
         return png_bytes(self.rgba)
 
     def save(self, path) -> None:
-        """Write the picture as a PNG to `path` (a local file)."""
+        """Write the picture as a PNG to `path` (a local file), and its georeferencing beside
+        it: a world file (`.pgw`; `.wld` for another suffix) and GDAL's `.aux.xml` (with the
+        CRS), so that QGIS and rasterio place it. A GeoTIFF: `aefsql.write_map`."""
         write_png(path, self.rgba)
+        write_georeferencing(path, self.grid)
 
 
 @speaks("python")
@@ -332,6 +337,23 @@ def grey(similar: np.ndarray) -> np.ndarray:
     rgba[shown, :3] = np.rint(np.clip(similar[shown], 0.0, 1.0) * 255)[:, None]
     rgba[shown, 3] = 255
     return rgba
+
+
+def write_georeferencing(path, grid: AreaGrid) -> None:
+    """The files that place an image of `grid` at `path`: a world file (the centre of the
+    top-left pixel, as the format has it) and a GDAL PAM `.aux.xml` holding the CRS, which a
+    world file cannot say."""
+    path = Path(path)
+    t = grid.transform
+    world = path.with_suffix(".pgw") if path.suffix.lower() == ".png" else Path(f"{path}.wld")
+    lines = (t.a, t.d, t.b, t.e, t.c + (t.a + t.b) / 2, t.f + (t.d + t.e) / 2)
+    world.write_text("".join(f"{v!r}\n" for v in lines))
+    wkt = escape(pyproj.CRS.from_epsg(grid.epsg).to_wkt())
+    transform = ", ".join(repr(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e))
+    Path(f"{path}.aux.xml").write_text(
+        f"<PAMDataset>\n  <SRS>{wkt}</SRS>\n  <GeoTransform>{transform}</GeoTransform>\n"
+        "</PAMDataset>\n"
+    )
 
 
 def write_png(path, rgba: np.ndarray) -> None:
