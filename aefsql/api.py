@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .aef import BAND_COUNT, BAND_NAMES
 from .duck.calls import sql_literal, table_call
@@ -19,7 +20,12 @@ from .duck.udfs import SessionUdfs
 from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
 from .kernels import points
-from .kernels.coverage import warn_empty_area, warn_missing_years, warn_uncovered_points
+from .kernels.coverage import (
+    point_statuses,
+    warn_empty_area,
+    warn_missing_years,
+    warn_uncovered_points,
+)
 from .kernels.pictures import check_writable
 from .kernels.pixels import (
     Chunks,
@@ -66,6 +72,7 @@ def sample_points(
     bands: list[str] | None = None,
     on_error: str = "raise",
     as_vector: bool = False,
+    status: bool = False,
     catalog: str | None = None,
     progress: bool | None = None,
     cache_dir: str | None = None,
@@ -85,8 +92,9 @@ def sample_points(
     EPSG code or 'EPSG:32610', default lon/lat. `bands`: names such as ['A00', 'A05'] (default
     all 64). `as_vector`: one `embedding FLOAT[64]` column (de-quantized; NULL if any band is
     nodata) instead of the bands. `on_error`: 'null' gives the rows of unreadable files NULL
-    bands and an `aef_error` message instead of failing. `progress`: a progress line on
-    stderr (default: when stderr is a terminal). `catalog`, `cache_dir`, `headers`,
+    bands and an `aef_error` message instead of failing. `status`: a `status` column (valid,
+    nodata, outside, no_year, error), as aef_sample_points' `status := true`. `progress`: a
+    progress line on stderr (default: when stderr is a terminal). `catalog`, `cache_dir`, `headers`,
     `concurrency`, `allowed_hosts`, `storage_options` (one mapping) and `collection`
     (deprecated alias of `headers`): as for `aefsql.connect`. Bands are NULL where the point
     lies in no tile, its coordinates are NULL or invalid, or the pixel is nodata. Rows keep
@@ -104,6 +112,7 @@ def sample_points(
         bands=bands,
         on_error=on_error,
         as_vector=as_vector,
+        status=status,
         function="sample_points",
         columns=source.schema.names,
         x_column=x_column,
@@ -233,6 +242,15 @@ def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Opti
         sampled_columns["aef_error"] = (
             pa.nulls(urls.size, pa.string()) if errors is None else pa.array(errors, pa.string())
         )
+    missing = session.missing_years(years) if chosen.status else []
+    if chosen.status:  # what each sampled item holds; rows of no item are filled below
+        failed = np.zeros(urls.size, dtype=bool)
+        if errors is not None:
+            failed = np.fromiter((e is not None for e in errors), dtype=bool, count=urls.size)
+        statuses = point_statuses(
+            samples.covered, samples.complete(), failed, year_of_item, missing
+        )
+        sampled_columns["status"] = statuses
     del groups, samples, errors, urls, at_rows, at_cols  # each let go once put in place
     # Output row of each sampled item; -1 (a NULL index: NULL bands) where none was sampled.
     source = np.full(n * years.size, -1, dtype=np.int64)
@@ -247,6 +265,11 @@ def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Opti
     columns["year"] = pa.array(np.tile(years.astype(np.int32), n))
     for name in extra:
         columns[name] = sampled_columns.pop(name).take(take)
+    if chosen.status:  # a row no item was sampled for: in no tile, or of a missing year
+        unsampled = np.where(np.isin(np.tile(years, n), missing), "no_year", "outside")
+        columns["status"] = pc.coalesce(
+            sampled_columns.pop("status").take(take), pa.array(unsampled, pa.string())
+        )
     return pa.table(columns)
 
 

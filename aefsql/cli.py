@@ -16,6 +16,7 @@ import pyarrow as pa
 from . import __version__
 from .api import write_headers
 from .demo import DEMO_POINTS, write_demo_collection
+from .demo import YEARS as DEMO_YEARS
 from .duck.calls import sql_literal, table_call
 from .duck.registration import connect, install
 from .duck.udfs import SessionUdfs
@@ -29,26 +30,28 @@ from .session import open_session
 from .shell import MODES, Shell, error_text
 
 # The demo's queries: (what it shows, SQL). The first is the canonical join of the README.
+# Their years are the demo collection's (demo.YEARS): aefsql itself knows no year.
+_LAST, _ALL = DEMO_YEARS[-1], "[" + ", ".join(map(str, DEMO_YEARS)) + "]"
 DEMO_QUERIES = [
     (
         "the canonical join: points x catalog -> A00..A63",
-        """\
+        f"""\
 SELECT p.name, i.year, i.utm_zone, unnest(aef_file_embedding(i.path, p.lon, p.lat))
 FROM demo_points p
-JOIN aef_index() i ON i.year = 2024 AND i.path = aef_locate(p.lon, p.lat, 2024)
+JOIN aef_index() i ON i.year = {_LAST} AND i.path = aef_locate(p.lon, p.lat, {_LAST})
 ORDER BY p.name""",
     ),
     (
         "every point, every year (NULL bands: outside coverage or nodata)",
-        """\
+        f"""\
 SELECT name, year, A00, A01, A02, A63
-FROM aef_sample_points('demo_points', years := [2023, 2024],
+FROM aef_sample_points('demo_points', years := {_ALL},
                        bands := ['A00', 'A01', 'A02', 'A63'])""",
     ),
     (
         "the most similar pairs of places (cosine of de-quantized embeddings)",
-        """\
-WITH e AS (SELECT name, aef_vector(aef_embedding(lon, lat, 2024)) AS v FROM demo_points)
+        f"""\
+WITH e AS (SELECT name, aef_vector(aef_embedding(lon, lat, {_LAST})) AS v FROM demo_points)
 SELECT a.name AS a, b.name AS b, round(array_cosine_similarity(a.v, b.v), 3) AS cosine
 FROM e a JOIN e b ON a.name < b.name
 WHERE a.v IS NOT NULL AND b.v IS NOT NULL
@@ -93,7 +96,7 @@ def parse_years(text: str) -> list[int]:
         try:
             low, high = int(first), int(last or first)
         except ValueError:
-            raise AefsqlError(f"--years {text!r}: expected 2023, 2023,2024 or 2018-2024") from None
+            raise AefsqlError(f"--years {text!r}: expected 2023, 2023,2024 or 2017-2025") from None
         if high - low >= MAX_YEARS:  # before building the range: 2023-20230000 is a typo
             raise AefsqlError(
                 f"--years {text!r} names {high - low + 1:,} years: at most {MAX_YEARS}"
@@ -393,7 +396,7 @@ def run_verb(argv: list[str]) -> int:
     sample.add_argument("points", help="any file DuckDB reads: points.csv, plots/*.parquet, …")
     sample.add_argument("-o", "--output", type=Path, help="write .parquet, .csv or .json")
     sample.add_argument(
-        "--years", "--year", dest="years", required=True, help="2023, 2023,2024 or 2018-2024"
+        "--years", "--year", dest="years", required=True, help="2023, 2023,2024 or 2017-2025"
     )
     sample.add_argument("--x", default="lon", help="x (longitude) column (default lon)")
     sample.add_argument("--y", default="lat", help="y (latitude) column (default lat)")
@@ -435,7 +438,7 @@ def run_verb(argv: list[str]) -> int:
     )
     build.add_argument("-o", "--output", required=True, help="headers.parquet path or URL")
     build.add_argument(
-        "--years", "--year", dest="years", help="only these years: 2023, 2023,2024 or 2018-2024"
+        "--years", "--year", dest="years", help="only these years: 2023, 2023,2024 or 2017-2025"
     )
     build.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
     build.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")

@@ -137,6 +137,7 @@ class Options:
     bands: tuple[str, ...]
     on_error: str = "raise"
     as_vector: bool = False
+    status: bool = False  # aef_sample_points' status column
 
 
 def check_as_vector(as_vector, bands=None) -> None:
@@ -159,6 +160,7 @@ def resolve(
     bands=None,
     on_error="raise",
     as_vector=False,
+    status=False,
     function: str = "aef_sample_points",
     columns: Iterable[str] | None = None,
     x_column: str | None = "lon",
@@ -176,6 +178,8 @@ def resolve(
     band_names = band_list(bands)
     check_on_error(on_error)
     check_as_vector(as_vector, bands)
+    if not isinstance(status, bool):
+        raise AefsqlError(f"status must be true or false, not {status!r}")
     if columns is not None:
         _check_columns(
             function,
@@ -183,9 +187,9 @@ def resolve(
             x_column,
             y_column,
             geometry_column,
-            added_columns(function, band_names, on_error, as_vector),
+            added_columns(function, band_names, on_error, as_vector, status),
         )
-    return Options(chosen, epsg(crs), band_names, on_error, as_vector)
+    return Options(chosen, epsg(crs), band_names, on_error, as_vector, status)
 
 
 def check_on_error(on_error) -> None:
@@ -374,7 +378,9 @@ def epsg(crs) -> int:
     return code
 
 
-def added_columns(function: str, bands: tuple[str, ...], on_error: str, as_vector: bool):
+def added_columns(
+    function: str, bands: tuple[str, ...], on_error: str, as_vector: bool, status: bool = False
+):
     """The columns a function appends to its input table's own."""
     if function == "aef_zonal":
         return [
@@ -395,6 +401,7 @@ def added_columns(function: str, bands: tuple[str, ...], on_error: str, as_vecto
         "year",
         *(["embedding"] if as_vector else bands),
         *(["aef_error"] if on_error == "null" else []),
+        *(["status"] if status else []),
     ]
 
 
@@ -415,11 +422,12 @@ def _check_columns(function, columns, x_column, y_column, geometry_column, added
 def check_input_columns(columns: list[str], params: dict) -> None:
     """Refuse input columns named as a column the call adds, or as aefsql's own: what the
     SQL table functions check while binding (so that DESCRIBE refuses too, rather than
-    showing a renamed `year_1`). `params`: function, bands, on_error, as_vector."""
+    showing a renamed `year_1`). `params`: function, bands, on_error, as_vector, status."""
     function = params.get("function", "aef_sample_points")
     on_error = params.get("on_error") or "raise"
     as_vector = bool(params.get("as_vector"))
-    added = added_columns(function, band_list(params.get("bands")), on_error, as_vector)
+    status = bool(params.get("status"))
+    added = added_columns(function, band_list(params.get("bands")), on_error, as_vector, status)
     _refuse_clashes(function, columns, added)
 
 

@@ -104,6 +104,8 @@ GROUP BY __aef_path, __aef_year, __aef_crs;
 -- filters the outer query adds. Rows whose point lies in no tile, or whose x/y is NULL or
 -- invalid, come back with NULL bands. With on_error := 'null', rows of a file that cannot be
 -- read get NULL bands and an aef_error column says why; the default fails the query.
+-- status := true adds `status`, what each row holds (valid, nodata, outside, no_year, error:
+-- aefsql/kernels/coverage.py).
 -- A table macro takes a table, view or CTE name, or a file: not a subquery.
 CREATE OR REPLACE TEMP MACRO aef_sample_points(
     points_table,
@@ -115,7 +117,8 @@ CREATE OR REPLACE TEMP MACRO aef_sample_points(
     crs := NULL,
     bands := NULL,
     on_error := 'raise',
-    as_vector := false
+    as_vector := false,
+    status := false
 ) AS TABLE
 WITH points AS MATERIALIZED (
     -- Each input column passes through; one named as a column this function adds (`year`,
@@ -125,7 +128,7 @@ WITH points AS MATERIALIZED (
     SELECT row_number() OVER () AS __aef_row,
            COLUMNS(lambda c: {udf}_input_column(c, to_json({
                'function': 'aef_sample_points', 'bands': bands, 'on_error': on_error,
-               'as_vector': as_vector})))
+               'as_vector': as_vector, 'status': status})))
     FROM query_table(__aef_table(points_table))
 ),
 options AS MATERIALIZED (
@@ -176,7 +179,8 @@ SELECT __aef_input.* EXCLUDE (__aef_row), __aef_year AS year,
                (c SIMILAR TO 'A[0-9][0-9]' AND NOT as_vector
                 AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
                OR (c = 'embedding' AND as_vector)
-               OR (c = 'aef_error' AND on_error = 'null'))
+               OR (c = 'aef_error' AND on_error = 'null')
+               OR (c = 'status' AND status))
 FROM expanded;
 
 -- aef_plan: what aef_sample_points would read, from headers only (no pixel is read): per file,

@@ -315,3 +315,65 @@ def write_index(path: Path, rows: list[dict]) -> Path:
     table = table.replace_schema_metadata({"geo": json.dumps(geo)})
     pq.write_table(table, path)
     return Path(path)
+
+
+# -- the same collection's STAC-GeoParquet index --------------------------------------------
+
+
+def write_stac_index(
+    path: Path, folder: Path, years=(2023, 2024), proj: str = "code", utm_bbox: bool = True
+) -> Path:
+    """The collection in `folder` (write_collection) as the published
+    aef_index_stac_geoparquet.parquet is built: one STAC item per file and year, read from
+    the file with rasterio (its CRS, bounds and shape in the projection extension), its COG
+    in the `data` asset (an absolute path, as the published hrefs are URLs), its year as
+    `datetime` 1 January UTC with start/end_datetime the whole year, its footprint and bbox
+    the densified outline in lon/lat; written with stac-geoparquet. `proj`: 'code'
+    (projection extension v2, `proj:code`) or 'epsg' (v1, `proj:epsg`); `utm_bbox`: whether
+    items carry `proj:bbox`. Rows in write_collection's order."""
+    import datetime
+
+    import pystac
+    from stac_geoparquet.arrow import parse_stac_items_to_arrow, to_parquet
+
+    items = []
+    for year in years:
+        for k in range(len(COLLECTION_TILES)):
+            tiff = Path(folder) / collection_path(year, k)
+            with rasterio.open(tiff) as ds:
+                epsg, bounds, shape = ds.crs.to_epsg(), raster_bounds(ds), [ds.height, ds.width]
+            lon, lat = footprint_lonlat(epsg, bounds)
+            start = datetime.datetime(year, 1, 1, tzinfo=datetime.UTC)
+            properties = {
+                "start_datetime": start.isoformat(),
+                "end_datetime": datetime.datetime(
+                    year, 12, 31, 23, 59, 59, tzinfo=datetime.UTC
+                ).isoformat(),
+                "proj:shape": shape,
+            }
+            if proj == "code":
+                properties["proj:code"] = f"EPSG:{epsg}"
+            else:
+                properties["proj:epsg"] = epsg
+            if utm_bbox:
+                properties["proj:bbox"] = list(bounds)
+            item = pystac.Item(
+                id=f"{year}/{tiff.stem}",
+                geometry={"type": "Polygon", "coordinates": [list(zip(lon, lat, strict=True))]},
+                bbox=[float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())],
+                datetime=start,
+                properties=properties,
+                stac_extensions=[
+                    "https://stac-extensions.github.io/projection/"
+                    + ("v2.0.0" if proj == "code" else "v1.1.0")
+                    + "/schema.json"
+                ],
+            )
+            item.add_asset(
+                "data",
+                pystac.Asset(href=str(tiff), media_type=pystac.MediaType.COG, roles=["data"]),
+            )
+            items.append(item.to_dict())
+    table = parse_stac_items_to_arrow(items)
+    to_parquet(table, path)
+    return Path(path)

@@ -21,7 +21,7 @@ RETURNS = {
     "locate_pixel": "STRUCT(path VARCHAR, pixel_row INTEGER, pixel_col INTEGER)",
     "sample_store": "BIGINT",
     "sample_group": "BIGINT",
-    "sampled_values": f"STRUCT({BANDS}, aef_error VARCHAR)",
+    "sampled_values": f"STRUCT({BANDS}, aef_error VARCHAR, status VARCHAR)",
     "build_collection": "BIGINT",
     "plan_group": "STRUCT(points BIGINT, blocks BIGINT, requests BIGINT, bytes BIGINT)",
     "options": "STRUCT(error VARCHAR, years INTEGER[], crs INTEGER, bands VARCHAR[])",

@@ -434,7 +434,12 @@ SIGNATURES = [
     ("aefsql.write_headers", ["output"], "aef_headers", set()),
     ("aefsql.build_collection", ["output"], "aef_headers", set()),
     pytest.param(
-        "aefsql.spark.sample_points", ["df"], "aef_sample_points", set(), marks=pytest.mark.spark
+        # (status: SQL and aefsql.sample_points only, for now)
+        "aefsql.spark.sample_points",
+        ["df"],
+        "aef_sample_points",
+        {"status"},
+        marks=pytest.mark.spark,
     ),
     pytest.param("aefsql.spark.zonal", ["df"], "aef_zonal", {"max_bytes"}, marks=pytest.mark.spark),
     pytest.param(

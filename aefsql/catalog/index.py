@@ -33,6 +33,7 @@ from .schema import (
     WGS84_SIDES,
     CatalogColumns,
 )
+from .stac import TEXT_NAMES, StacLayout, is_stac, stac_layout
 
 PUBLIC_CATALOG = "s3://us-west-2.opendata.source.coop/tge-labs/aef/v1/annual/aef_index.parquet"
 # Source Cooperative serves the public bucket to anonymous, unsigned requests only.
@@ -199,6 +200,7 @@ class Catalog:
         self.store = store
         self.allowed_hosts = allowed_host_keys(allowed_hosts)
         self._columns: CatalogColumns | None = None
+        self._stac: StacLayout | None = None  # for a STAC-GeoParquet catalog (see stac.py)
         self._tiles: TileTable | None = tiles
         self._index_file: str | None = None
         self._fetched: tuple | None = None  # (version, bytes) of a remote catalog
@@ -280,8 +282,12 @@ class Catalog:
                 with self._parquet() as parquet:
                     schema = parquet.schema_arrow
                     check_size(parquet.metadata, redact(self.url))
-                columns = columns_from_names(schema.names, redact(self.url))
-                _check_types(schema, columns, redact(self.url))
+                if is_stac(schema):
+                    self._stac = stac_layout(schema, redact(self.url))
+                    columns = self._stac.columns
+                else:
+                    columns = columns_from_names(schema.names, redact(self.url))
+                    _check_types(schema, columns, redact(self.url))
                 self._columns = columns
             return self._columns
 
@@ -304,18 +310,16 @@ class Catalog:
                 columns, keys = self.columns, []
                 names = _source_names(columns)
                 with (
-                    self._parquet(read_dictionary=names) as parquet,
+                    self._parquet(read_dictionary=self._text_sources(names)) as parquet,
                     pq.ParquetWriter(target, INDEX_SCHEMA) as out,
                 ):
                     # Its strings, read as dictionaries: no larger than the footer says (the
                     # numbers' size the footer tells).
-                    schema = parquet.schema_arrow
-                    strings = [n for n in names if _is_text(schema.field(n).type)]
-                    check_decoded(parquet.read(columns=strings), redact(self.url))
+                    check_decoded(self._read(parquet, self._text(parquet, names)), redact(self.url))
                     offset = 0
-                    for batch in parquet.iter_batches(columns=names):
+                    for batch in parquet.iter_batches(columns=self._sources(names)):
                         table = normalize(
-                            _dense(pa.Table.from_batches([batch])),
+                            _dense(self._flat(pa.Table.from_batches([batch]), names, offset)),
                             columns,
                             self.url,
                             offset,
@@ -336,8 +340,8 @@ class Catalog:
             if self._tiles is None:
                 columns = self.columns
                 wanted = _source_names(columns, TILE_ROLES)
-                with self._parquet(read_dictionary=wanted) as parquet:
-                    table = parquet.read(columns=wanted)
+                with self._parquet(read_dictionary=self._text_sources(wanted)) as parquet:
+                    table = self._read(parquet, wanted)
                 check_decoded(table, redact(self.url))
                 table = _dense(table)
                 table = normalize(
@@ -360,6 +364,33 @@ class Catalog:
                     ).astype(np.float64),
                 )
             return self._tiles
+
+    # The catalog's columns by their narrow names (`_source_names`): a narrow catalog's are
+    # read as they are, a STAC-GeoParquet one's from its items' fields (`stac.StacLayout`).
+
+    def _sources(self, names: list[str]) -> list[str]:
+        """The parquet columns to read for the narrow columns `names`."""
+        return names if self._stac is None else self._stac.sources(names)
+
+    def _text_sources(self, names: list[str]) -> list[str]:
+        """Of those, the leaves read as dictionaries (see `check_decoded`)."""
+        return names if self._stac is None else self._stac.text_sources(names)
+
+    def _text(self, parquet: pq.ParquetFile, names: list[str]) -> list[str]:
+        """Of the narrow columns `names`, those holding strings or bytes."""
+        if self._stac is not None:
+            return [n for n in names if n in TEXT_NAMES]
+        schema = parquet.schema_arrow
+        return [n for n in names if _is_text(schema.field(n).type)]
+
+    def _flat(self, table: pa.Table, names: list[str], row_offset: int) -> pa.Table:
+        """A table read with `_sources(names)` as the narrow columns `names`."""
+        if self._stac is None:
+            return table
+        return self._stac.flatten(table, names, redact(self.url), row_offset)
+
+    def _read(self, parquet: pq.ParquetFile, names: list[str]) -> pa.Table:
+        return self._flat(parquet.read(columns=self._sources(names)), names, 0)
 
 
 @lru_cache(maxsize=1)

@@ -4,6 +4,7 @@ or cursor), and the text of those macros."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Mapping
 from importlib import resources
@@ -14,6 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from ..aef import BAND_COUNT, BAND_NAMES, NODATA, STEP
+from ..errors import AefsqlError
 from ..headers.table import SCHEMA as HEADERS_SCHEMA
 from ..options import headers_option
 from ..session import open_session
@@ -70,6 +72,25 @@ AREA_PARAMS = [
 ]
 
 
+# The oldest DuckDB aefsql runs on: pyproject.toml's `duckdb>=` says the same
+# (tests/test_duckdb_version.py checks they agree). 1.4 cannot register the macros (ST_CRS,
+# the GEOMETRY type with a CRS, are not in its core); the test suite runs on 2.0 only.
+MIN_DUCKDB = (2, 0)
+
+
+def check_duckdb_version(version: str) -> None:
+    """AefsqlError when `version` (a duckdb.__version__) is older than MIN_DUCKDB, naming the
+    fix; nothing for a version it cannot read (a source build)."""
+    match = re.match(r"v?(\d+)\.(\d+)", version)
+    if match is None or (int(match.group(1)), int(match.group(2))) >= MIN_DUCKDB:
+        return
+    floor = ".".join(map(str, MIN_DUCKDB))
+    raise AefsqlError(
+        f"aefsql needs DuckDB {floor} or later (its core GEOMETRY type and ST_ functions); "
+        f"this Python has duckdb {version}: pip install --upgrade 'duckdb>={floor}'"
+    )
+
+
 def register(
     con: duckdb.DuckDBPyConnection,
     catalog: str | None = None,
@@ -98,6 +119,7 @@ def register(
     storage options for the catalog's protocol, one mapping (endpoint_url, anon,
     key/secret, …; default `$AEFSQL_STORAGE_OPTIONS`, JSON).
     """
+    check_duckdb_version(duckdb.__version__)  # before the catalog: the first thing to fix
     session = open_session(
         catalog,
         allowed_hosts=allowed_hosts,
@@ -157,6 +179,7 @@ AEF_FACTS = {
 def install(con: duckdb.DuckDBPyConnection, udfs: SessionUdfs) -> None:
     """Make the aef_* functions callable on `con`: the Python UDFs of `udfs` (once per
     database instance: cursors share them) and the TEMP macros (per connection/cursor)."""
+    check_duckdb_version(duckdb.__version__)  # every host registers here (dbt, Spark, the API)
     url = udfs.session.catalog.url
     for fs in duckdb_filesystems(udfs.session.engine.store, url):
         # Once per database instance: unregistering a filesystem while another cursor

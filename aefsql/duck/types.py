@@ -14,8 +14,11 @@ if TYPE_CHECKING:
     from duckdb.sqltypes import DuckDBPyType
 
 EMBEDDING_ARROW = pa.struct([(name, pa.int8()) for name in BAND_NAMES])
-# sampled_values' result: the bands of one (row, year) of aef_sample_points, and its error.
-SAMPLE_VALUES_ARROW = pa.struct([*EMBEDDING_ARROW, ("aef_error", pa.string())])
+# sampled_values' result: the bands of one (row, year) of aef_sample_points, its error and
+# its status (coverage.STATUSES).
+SAMPLE_VALUES_ARROW = pa.struct(
+    [*EMBEDDING_ARROW, ("aef_error", pa.string()), ("status", pa.string())]
+)
 # locate_pixel's result: the tile of a point and the point's pixel there.
 LOCATED_ARROW = pa.struct(
     [("path", pa.string()), ("pixel_row", pa.int32()), ("pixel_col", pa.int32())]

@@ -92,6 +92,14 @@ class SessionUdfs:
         self._install_state = threading.local()
         # aef_pixels' next vector of chunks read while DuckDB consumes the current one.
         self.read_ahead = ReadAhead(session)
+        self._years_held: dict[int, bool] = {}  # see _has_year
+
+    def _has_year(self, year: int) -> bool:
+        """Whether the catalog has a tile of `year`, looked up once a year (sampled_values
+        asks it for every vector of rows with uncovered points)."""
+        if year not in self._years_held:
+            self._years_held[year] = not self.session.missing_years([year])
+        return self._years_held[year]
 
     def aef_file_embedding(self, path, lon, lat) -> pa.StructArray:
         engine = self.session.engine
@@ -211,8 +219,20 @@ class SessionUdfs:
         at = self.sampled.positions(number, _ints(row), _ints(year))
         part, messages = self.sampled.read(number, at)
         errors = pa.nulls(at.size, pa.string()) if messages is None else pa.array(messages)
+        years = _ints(year)
+        failed = np.zeros(at.size, dtype=bool)
+        if messages is not None:
+            failed = np.fromiter((m is not None for m in messages), dtype=bool, count=at.size)
+        statuses = coverage.point_statuses(
+            part.covered,
+            part.complete(),
+            failed,
+            years,
+            [y for y in np.unique(years[~part.covered]).tolist() if not self._has_year(y)],
+        )
         return pa.StructArray.from_arrays(
-            [*_band_columns(part), errors.cast(pa.string())], fields=list(SAMPLE_VALUES_ARROW)
+            [*_band_columns(part), errors.cast(pa.string()), statuses],
+            fields=list(SAMPLE_VALUES_ARROW),
         )
 
     def headers(self, years) -> pa.ListArray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pyarrow as pa
 
 from ..catalog.index import TileTable
 from ..errors import AefsqlError, user_stacklevel
@@ -22,6 +23,27 @@ from ..geometry.areas import Area, projected
 from ..options import Mention
 from .locate import locate
 from .pixels import candidate_tiles
+
+# What a sampled (row, year) holds, and so why its bands are NULL (aef_sample_points'
+# `status`, as geotessera's probe says it): read with every band asked for; read, but a band
+# is nodata; in no tile of that year (or its coordinates are NULL or invalid); the catalog
+# has no tile of that year at all; its file could not be read (on_error := 'null').
+STATUSES = ("valid", "nodata", "outside", "no_year", "error")
+
+
+def point_statuses(covered, complete, failed, years, missing) -> pa.StringArray:
+    """The STATUSES word of each sampled point: `covered` (inside a raster), `complete`
+    (every band asked for has a value), `failed` (its file could not be read), `years` (the
+    year it was sampled for) and `missing` (years the catalog has no tile of); bool and int
+    arrays. The first that applies of error, no_year, valid, nodata, outside."""
+    code = np.where(covered, np.where(complete, 0, 1), 2).astype(np.int8)
+    if len(missing):
+        code[np.isin(years, list(missing))] = 3
+    code[failed] = 4
+    return _STATUS_WORDS.take(pa.array(code))  # (a take: no Python string per row)
+
+
+_STATUS_WORDS = pa.array(STATUSES, pa.string())
 
 
 def missing_years(tiles: TileTable, years) -> list[int]:

@@ -55,6 +55,15 @@ class Samples:
         self.nodata[rows] = other.nodata
         self.band_count[rows] = other.band_count
 
+    def complete(self) -> np.ndarray:
+        """bool (n,): every band column holds data (coverage.point_statuses' `complete`)."""
+        with np.errstate(invalid="ignore"):
+            return (
+                self.covered
+                & (self.values != self.nodata[:, None]).all(axis=1)
+                & (max(self.bands, default=-1) < self.band_count)
+            )
+
     def band_valid(self, k: int) -> np.ndarray:
         """bool (n,): band column k holds data (one column at a time: no n x k mask)."""
         with np.errstate(invalid="ignore"):
