@@ -15,9 +15,11 @@ import pyarrow as pa
 from .aef import BAND_COUNT, BAND_NAMES
 from .duck.calls import sql_literal, table_call
 from .duck.registration import install
+from .duck.types import GEOMETRY_ARROW
 from .duck.udfs import SessionUdfs
 from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
+from .geometry.footprints import cell_geometries, pixel_geometries
 from .kernels import points
 from .kernels.coverage import warn_empty_area, warn_missing_years, warn_uncovered_points
 from .kernels.pictures import check_writable
@@ -65,6 +67,7 @@ def sample_points(
     bands: list[str] | None = None,
     on_error: str = "raise",
     as_vector: bool = False,
+    geometry: str | None = None,
     catalog: str | None = None,
     progress: bool | None = None,
     cache_dir: str | None = None,
@@ -83,7 +86,9 @@ def sample_points(
     or a point `geometry_column` (WKB), in `crs` (alias `geometry_crs`, Rasteret's name): an
     EPSG code or 'EPSG:32610', default lon/lat. `bands`: names such as ['A00', 'A05'] (default
     all 64). `as_vector`: one `embedding FLOAT[64]` column (de-quantized; NULL if any band is
-    nodata) instead of the bands. `on_error`: 'null' gives the rows of unreadable files NULL
+    nodata) instead of the bands. `geometry`: 'point' or 'pixel' adds `geom` (GeoArrow WKB
+    in lon/lat, OGC:CRS84), the centre or footprint of the pixel sampled (NULL where no tile
+    holds the point). `on_error`: 'null' gives the rows of unreadable files NULL
     bands and an `aef_error` message instead of failing. `progress`: a progress line on
     stderr (default: when stderr is a terminal). `catalog`, `cache_dir`, `headers`,
     `concurrency`, `allowed_hosts`, `storage_options` (one mapping) and `collection`
@@ -103,6 +108,7 @@ def sample_points(
         bands=bands,
         on_error=on_error,
         as_vector=as_vector,
+        geometry=geometry,
         function="sample_points",
         columns=source.schema.names,
         x_column=x_column,
@@ -137,8 +143,10 @@ def sample_points(
                     groups["__aef_year"].to_pylist(),
                 )
             con.close()  # DuckDB keeps the memory of its last query until then
-            result = _assembled(session, table, groups, chosen)
-            return _with_vectors(session, result) if chosen.as_vector else result
+            result, geom = _assembled(session, table, groups, chosen, geometry)
+            result = _with_vectors(session, result) if chosen.as_vector else result
+            # (last, as aef_sample_points places it)
+            return result if geom is None else result.append_column("geom", geom)
         except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
             raise type(exc)(redact_text(str(exc))) from None
     finally:
@@ -191,8 +199,11 @@ def _coordinates(table: pa.Table, x_column, y_column, geometry_column):
     return None
 
 
-def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Options) -> pa.Table:
-    """What aef_sample_points returns (bands, not vectors), put together by position.
+def _assembled(
+    session: Session, table: pa.Table, groups: pa.Table, chosen: Options, geometry: str | None
+) -> tuple[pa.Table, pa.Array | None]:
+    """What aef_sample_points returns (bands, not vectors), put together by position, and
+    its `geom` column (None without `geometry`).
 
     The groups (`_groups`) are sampled as aef_sample_points' own UDF samples them (the point
     sampler at the pixels located, `points.sample_pixels_or_errors`), but the result is not
@@ -232,6 +243,10 @@ def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Opti
         sampled_columns["aef_error"] = (
             pa.nulls(urls.size, pa.string()) if errors is None else pa.array(errors, pa.string())
         )
+    places = None
+    if geometry is not None:  # the pixel each value comes from, as aef_sample_points'
+        headers = session.engine.headers.headers_for(sorted(set(urls.tolist())))
+        places = cell_geometries(geometry, headers, urls, at_rows, at_cols)
     del groups, samples, errors, urls, at_rows, at_cols  # each let go once put in place
     # Output row of each sampled item; -1 (a NULL index: NULL bands) where none was sampled.
     source = np.full(n * years.size, -1, dtype=np.int64)
@@ -246,7 +261,9 @@ def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Opti
     columns["year"] = pa.array(np.tile(years.astype(np.int32), n))
     for name in extra:
         columns[name] = sampled_columns.pop(name).take(take)
-    return pa.table(columns)
+    if places is None:
+        return pa.table(columns), None
+    return pa.table(columns), pa.ExtensionArray.from_storage(GEOMETRY_ARROW, places.take(take))
 
 
 def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
@@ -375,6 +392,7 @@ def similarity(
     level: int = 0,
     negatives=None,
     max_bytes: int | None = None,
+    geometry: str | None = None,
     catalog: str | None = None,
     cache_dir: str | None = None,
     headers: str | None = None,
@@ -394,11 +412,13 @@ def similarity(
     docs/functions.md). `years` (alias `year`): one year or several. `level`: 0 (full
     resolution) or k, the files' k-th overview. `max_bytes`: refuse before anything is read
     when pixels x 64 bands x years of int8 exceed it (default: aef_pixels' budget).
-    `similarity` is float32, NULL where any band is nodata. `catalog`, `cache_dir`,
+    `similarity` is float32, NULL where any band is nodata. `geometry`: 'point' or 'pixel'
+    adds `geom` (GeoArrow WKB in lon/lat, OGC:CRS84), each pixel's centre or footprint, as
+    the SQL gives it. `catalog`, `cache_dir`,
     `headers`, `concurrency`, `allowed_hosts`, `storage_options` and `collection`
     (deprecated alias of `headers`): as for `aefsql.connect`.
     """
-    chosen = resolve(years=years, year=year, crs=crs, function="aef_similarity")
+    chosen = resolve(years=years, year=year, crs=crs, function="aef_similarity", geometry=geometry)
     check_level(level)
     query = query_vector(reference, negatives)
     shape = area_of(area, chosen.crs)
@@ -417,8 +437,11 @@ def similarity(
     for unit in area_units(session, shape, chosen.years, level):
         chunks = unit_chunks(session, shape, unit, level)
         for part in _block_batches(chunks, chunk_blocks(session, chunks, level)):
-            batches.append(_similarity_batch(session, part, query, level))
-    return pa.Table.from_batches(batches, SIMILARITY_SCHEMA)
+            batches.append(_similarity_batch(session, part, query, level, geometry))
+    schema = SIMILARITY_SCHEMA
+    if geometry is not None:
+        schema = schema.append(pa.field("geom", GEOMETRY_ARROW))
+    return pa.Table.from_batches(batches, schema)
 
 
 def _block_batches(chunks: Chunks, blocks: np.ndarray):
@@ -445,7 +468,9 @@ def _block_batches(chunks: Chunks, blocks: np.ndarray):
             first = end
 
 
-def _similarity_batch(session: Session, chunks: Chunks, query, level: int) -> pa.RecordBatch:
+def _similarity_batch(
+    session: Session, chunks: Chunks, query, level: int, geometry: str | None
+) -> pa.RecordBatch:
     pixels = chunk_pixels(session, chunks, list(range(BAND_COUNT)), level, coordinates=False)
     paths = sorted(set(chunks.path.tolist()))
     found = session.engine.headers.headers_for(paths, level)
@@ -465,19 +490,22 @@ def _similarity_batch(session: Session, chunks: Chunks, query, level: int) -> pa
     for part, future in pending:
         lon[part], lat[part] = future.result()
     names = pa.array([f"EPSG:{c}" for c in chunk_epsg.tolist()], pa.string())
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array(chunks.year[pixels.chunk], pa.int32()),
-            pa.array(pixels.location),
-            names.take(pa.array(pixels.chunk)),
-            pa.array(pixels.x),
-            pa.array(pixels.y),
-            pa.array(lon),
-            pa.array(lat),
-            pa.array(similarity, mask=np.isnan(similarity)),
-        ],
-        schema=SIMILARITY_SCHEMA,
-    )
+    columns = [
+        pa.array(chunks.year[pixels.chunk], pa.int32()),
+        pa.array(pixels.location),
+        names.take(pa.array(pixels.chunk)),
+        pa.array(pixels.x),
+        pa.array(pixels.y),
+        pa.array(lon),
+        pa.array(lat),
+        pa.array(similarity, mask=np.isnan(similarity)),
+    ]
+    schema = SIMILARITY_SCHEMA
+    if geometry is not None:
+        wkb = pixel_geometries(geometry, found, chunks.path[pixels.chunk], pixels.x, pixels.y)
+        columns.append(pa.ExtensionArray.from_storage(GEOMETRY_ARROW, wkb))
+        schema = schema.append(pa.field("geom", GEOMETRY_ARROW))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 @speaks("python")
@@ -488,6 +516,7 @@ def change(
     crs=4326,
     level: int = 0,
     max_bytes: int | None = None,
+    geometry: str | None = None,
     catalog: str | None = None,
     cache_dir: str | None = None,
     headers: str | None = None,
@@ -503,10 +532,11 @@ def change(
     `area`: WKB bytes, WKT, a shapely geometry or a box [west, south, east, north], in `crs`
     (default lon/lat). `level`: 0 (full resolution) or k, the files' k-th overview.
     `max_bytes`: refused before anything is read when pixels x 64 bands x years exceed it
-    (default 16 GiB). `catalog`, `cache_dir`, `headers`, `concurrency`, `allowed_hosts`,
+    (default 16 GiB). `geometry`: 'point' or 'pixel' adds `geom` as `similarity` gives it.
+    `catalog`, `cache_dir`, `headers`, `concurrency`, `allowed_hosts`,
     `storage_options` and `collection` (deprecated alias of `headers`): as for
     `aefsql.connect`. Rows come in no set order."""
-    chosen = resolve(years=years, crs=crs, function="aef_change")
+    chosen = resolve(years=years, crs=crs, function="aef_change", geometry=geometry)
     check_level(level)
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
         raise AefsqlError(f"max_bytes is a number of bytes, not {max_bytes!r}")
@@ -527,6 +557,8 @@ def change(
     options = {"years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
     if max_bytes is not None:
         options["max_bytes"] = max_bytes
+    if geometry is not None:
+        options["geometry"] = geometry
     given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
     con = duckdb.connect()
     try:

@@ -426,12 +426,16 @@ SIGNATURES = [
     ("aefsql.zonal", ["polygons"], "aef_zonal", {"max_bytes"}),
     ("aefsql.change", ["area"], "aef_change", set()),
     # (aef_pixels' as_vector: read_area's is a cube of vectors; picture gives an image.)
-    ("aefsql.read_area", ["area", "years"], "aef_pixels", {"year"}),
-    ("aefsql.picture", ["area", "year", "path"], "aef_pixels", {"years", "as_vector"}),
+    ("aefsql.read_area", ["area", "years"], "aef_pixels", {"year", "geometry"}),
+    ("aefsql.picture", ["area", "year", "path"], "aef_pixels", {"years", "as_vector", "geometry"}),
     ("aefsql.write_headers", ["output"], "aef_headers", set()),
     ("aefsql.build_collection", ["output"], "aef_headers", set()),
     pytest.param(
-        "aefsql.spark.sample_points", ["df"], "aef_sample_points", set(), marks=pytest.mark.spark
+        "aefsql.spark.sample_points",
+        ["df"],
+        "aef_sample_points",
+        {"geometry"},
+        marks=pytest.mark.spark,
     ),
     pytest.param("aefsql.spark.zonal", ["df"], "aef_zonal", {"max_bytes"}, marks=pytest.mark.spark),
     pytest.param(
@@ -441,14 +445,14 @@ SIGNATURES = [
         "aefsql.torch.ChipDataset",
         ["points"],
         "aef_chips",
-        {"year", "max_bytes", "on_error"},
+        {"year", "max_bytes", "on_error", "geometry"},
         marks=pytest.mark.torch,
     ),
     pytest.param(
         "aefsql.torchgeo.AEF",
         ["catalog"],
         "aef_pixels",
-        {"year", "max_bytes", "level", "as_vector"},
+        {"year", "max_bytes", "level", "as_vector", "geometry"},
         marks=pytest.mark.torch,
     ),
 ]
