@@ -19,7 +19,7 @@ from .duck.types import GEOMETRY_ARROW
 from .duck.udfs import SessionUdfs
 from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
-from .geometry.footprints import cell_geometries, pixel_geometries
+from .geometry.footprints import cell_geometries, pixel_geometries, points_wkb
 from .kernels import points
 from .kernels.coverage import warn_empty_area, warn_missing_years, warn_uncovered_points
 from .kernels.pictures import check_writable
@@ -502,7 +502,11 @@ def _similarity_batch(
     ]
     schema = SIMILARITY_SCHEMA
     if geometry is not None:
-        wkb = pixel_geometries(geometry, found, chunks.path[pixels.chunk], pixels.x, pixels.y)
+        wkb = (  # a point is lon/lat's, as in SQL
+            points_wkb(lon, lat)
+            if geometry == "point"
+            else pixel_geometries(geometry, found, chunks.path[pixels.chunk], pixels.x, pixels.y)
+        )
         columns.append(pa.ExtensionArray.from_storage(GEOMETRY_ARROW, wkb))
         schema = schema.append(pa.field("geom", GEOMETRY_ARROW))
     return pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -47,15 +47,18 @@ pixels AS (
     FROM chunks
 )
 SELECT __aef_year AS year, location, xy_crs AS crs, x, y,
-       {udf}_pixel_lonlat(x, y, xy_crs).lon AS lon, {udf}_pixel_lonlat(x, y, xy_crs).lat AS lat,
+       __aef_lonlat.lon AS lon, __aef_lonlat.lat AS lat,
        -- (one COLUMNS: one that selects nothing is an error)
        COLUMNS(lambda c: c = 'similarity'
                          OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))
 FROM (
     -- geometry := …: `geom` as aef_pixels gives it, left out of a query that does not read it.
-    SELECT *, {udf}_pixel_geometry(__aef_path, CAST(level AS INTEGER), x, y,
-                                   CAST(geometry AS VARCHAR)) AS geom
-    FROM pixels
+    SELECT *, CASE WHEN CAST(geometry AS VARCHAR) = 'point'
+                   -- (the points lon/lat give, projected once for the three)
+                   THEN {udf}_lonlat_point(__aef_lonlat)
+                   ELSE {udf}_pixel_geometry(__aef_path, CAST(level AS INTEGER), x, y,
+                                             CAST(geometry AS VARCHAR)) END AS geom
+    FROM (SELECT *, {udf}_pixel_lonlat(x, y, xy_crs) AS __aef_lonlat FROM pixels)
 );
 
 -- aef_change: one row per location of `area` and pair of consecutive years (of the sorted,
@@ -106,14 +109,17 @@ pairs AS (
 )
 -- lon/lat by aef_pixels' UDF of their own, left out of a query that reads neither.
 SELECT location, xy_crs AS crs, x, y,
-       {udf}_pixel_lonlat(x, y, xy_crs).lon AS lon, {udf}_pixel_lonlat(x, y, xy_crs).lat AS lat,
+       __aef_lonlat.lon AS lon, __aef_lonlat.lat AS lat,
        year_from, year_to,
        -- (one COLUMNS: one that selects nothing is an error)
        COLUMNS(lambda c: c = 'similarity'
                          OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))
 FROM (
     -- geometry := …: `geom` as aef_pixels gives it, left out of a query that does not read it.
-    SELECT *, {udf}_pixel_geometry(__aef_path, CAST(level AS INTEGER), x, y,
-                                   CAST(geometry AS VARCHAR)) AS geom
-    FROM pairs
+    SELECT *, CASE WHEN CAST(geometry AS VARCHAR) = 'point'
+                   -- (the points lon/lat give, projected once for the three)
+                   THEN {udf}_lonlat_point(__aef_lonlat)
+                   ELSE {udf}_pixel_geometry(__aef_path, CAST(level AS INTEGER), x, y,
+                                             CAST(geometry AS VARCHAR)) END AS geom
+    FROM (SELECT *, {udf}_pixel_lonlat(x, y, xy_crs) AS __aef_lonlat FROM pairs)
 );

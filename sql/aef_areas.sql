@@ -99,14 +99,17 @@ pixels AS (
 ),
 placed AS (
     -- geometry := …: `geom` by a UDF of its own, left out of a query that does not read it.
-    SELECT *, {udf}_pixel_geometry(__aef_path, CAST(level AS INTEGER), x, y,
-                                   CAST(geometry AS VARCHAR)) AS geom
-    FROM pixels
+    SELECT *, CASE WHEN CAST(geometry AS VARCHAR) = 'point'
+                   -- (the points lon/lat give, projected once for the three)
+                   THEN {udf}_lonlat_point(__aef_lonlat)
+                   ELSE {udf}_pixel_geometry(__aef_path, CAST(level AS INTEGER), x, y,
+                                             CAST(geometry AS VARCHAR)) END AS geom
+    FROM (SELECT *, {udf}_pixel_lonlat(x, y, xy_crs) AS __aef_lonlat FROM pixels)
 )
 -- lon/lat by a UDF of their own, which DuckDB leaves out of a query that reads neither
 -- (projecting costs more than reading the pixels) and calls once for both.
 SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, xy_crs AS crs,
-       {udf}_pixel_lonlat(x, y, xy_crs).lon AS lon, {udf}_pixel_lonlat(x, y, xy_crs).lat AS lat,
+       __aef_lonlat.lon AS lon, __aef_lonlat.lat AS lat,
        COLUMNS(lambda c: (c SIMILAR TO 'A[0-9][0-9]' AND NOT as_vector
                           AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()),
                                             c))

@@ -75,6 +75,7 @@ RETURNS = {
     ),
     # (geometry := …: these came with the derivation, from a GeoArrow WKB type with its CRS.)
     "geometry_wanted": "BOOLEAN",
+    "lonlat_point": "GEOMETRY('OGC:CRS84')",
     "pixel_geometry": "GEOMETRY('OGC:CRS84')",
     "chip_geometry": "GEOMETRY('OGC:CRS84')",
     "sampled_geometry": "GEOMETRY('OGC:CRS84')",

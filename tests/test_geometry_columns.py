@@ -21,6 +21,7 @@ from helpers import opened, tile_points
 from pyproj import CRS, Transformer
 
 import aefsql
+from aefsql.duck.udfs import SessionUdfs
 from aefsql.geometry.footprints import SEGMENT_PIXELS
 
 SEAM_BOX = "[11.995, 44.995, 12.005, 45.005]"  # tiles 0 (32N) and 1 (33N), both sides of 12°E
@@ -138,6 +139,28 @@ def test_pixels_across_the_seam_equal_rasterio(con, kind):
         got = shapes(table)
         assert np.array_equal(shapely.get_x(got), table["lon"].to_numpy())
         assert np.array_equal(shapely.get_y(got), table["lat"].to_numpy())
+
+
+@pytest.mark.parametrize("function", ["aef_pixels", "aef_similarity", "aef_change"])
+def test_points_and_lonlat_are_projected_once(gdal_collection, monkeypatch, function):
+    """geometry := 'point' is the point lon/lat give, projected once for the three; a query
+    reading neither, and 'pixel' alone, project no centre."""
+    projected = []
+    udf = SessionUdfs.pixel_lonlat
+
+    def counted(self, x, y, crs):
+        projected.append(len(x))
+        return udf(self, x, y, crs)
+
+    monkeypatch.setattr(SessionUdfs, "pixel_lonlat", counted)
+    call = calls(function, "point").replace("misspelt_points", "x")
+    with aefsql.connect(catalog=gdal_collection.index) as con:
+        rows = len(con.sql(f"SELECT lon, lat, geom FROM {call}").fetchall())
+        assert sum(projected) == rows > 1000
+        projected.clear()
+        con.sql(f"SELECT x, geom FROM {calls(function, 'pixel')}").fetchall()
+        con.sql(f"SELECT x FROM {calls(function, None)}").fetchall()
+        assert projected == []
 
 
 @pytest.mark.parametrize("level", [0, 1])

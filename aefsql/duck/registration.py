@@ -306,6 +306,7 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
         ),
         ("pixel_lonlat", session.pixel_lonlat, ["DOUBLE", "DOUBLE", "VARCHAR"], LONLAT_ARROW),
         ("geometry_wanted", session.geometry_wanted, ["VARCHAR"], pa.bool_()),
+        ("lonlat_point", session.lonlat_point, [LONLAT_ARROW], GEOMETRY_ARROW),
         (
             "pixel_geometry",
             session.pixel_geometry,

@@ -23,6 +23,7 @@ from ..geometry.areas import Area, area_from, projected_all
 from ..geometry.footprints import (
     cell_geometries,
     pixel_geometries,
+    points_wkb,
     rectangle_geometries,
     segments_for,
 )
@@ -590,6 +591,16 @@ class SessionUdfs:
             geo.floats(y.take(pa.array(at))),
         )
         return _scattered(found, at, len(path))
+
+    def lonlat_point(self, lonlat) -> pa.Array:
+        """geometry := 'point' from `pixel_lonlat`'s lon/lat (projected once for lon, lat and
+        geom, ahead with the pixels): the same points; NULL where they are."""
+        lonlat = _contiguous(lonlat)
+        valid = lonlat.is_valid().to_numpy(zero_copy_only=False)
+        at = np.flatnonzero(valid)
+        picked = lonlat.take(pa.array(at))
+        lon, lat = (geo.floats(picked.field(k)) for k in ("lon", "lat"))
+        return _scattered(points_wkb(lon, lat), at, len(lonlat))
 
     def chip_geometry(self, crs, bounds, size, kind) -> pa.Array:
         """aef_chips' chips as lon/lat geometry: their footprints from `chip_bounds` in

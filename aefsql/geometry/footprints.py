@@ -46,7 +46,7 @@ def rectangle_geometries(
         lon, lat = _to_lonlat(
             epsg[:, None], ((xmin + xmax) / 2)[:, None], ((ymin + ymax) / 2)[:, None]
         )
-        return _points_wkb(lon[:, 0], lat[:, 0])
+        return points_wkb(lon[:, 0], lat[:, 0])
     # Counter-clockwise from the south-west corner, `segments` steps a side, closed.
     t = np.arange(segments) / segments
     ones, zeros = np.ones(segments), np.zeros(segments)
@@ -103,7 +103,8 @@ def _to_lonlat(epsg: np.ndarray, x: np.ndarray, y: np.ndarray):
     return lon, lat
 
 
-def _points_wkb(lon: np.ndarray, lat: np.ndarray) -> pa.BinaryArray:
+def points_wkb(lon: np.ndarray, lat: np.ndarray) -> pa.BinaryArray:
+    """Points (lon, lat), already in lon/lat, as WKB."""
     record = np.dtype([("order", "u1"), ("type", "<u4"), ("x", "<f8"), ("y", "<f8")])
     out = np.empty(lon.size, record)  # packed: 21 bytes a point, as WKB lays it out
     out["order"], out["type"], out["x"], out["y"] = 1, _WKB_POINT, lon, lat
