@@ -1,6 +1,14 @@
 """aefsql: AlphaEarth Foundations satellite embeddings, queryable from SQL (DuckDB)."""
 
-from .api import build_collection, change, sample_points, similarity, write_headers, zonal
+from .api import (
+    build_collection,
+    change,
+    export,
+    sample_points,
+    similarity,
+    write_headers,
+    zonal,
+)
 from .duck import connect, register
 from .errors import (
     AefsqlError,
@@ -24,6 +32,7 @@ __all__ = [
     "build_collection",
     "change",
     "connect",
+    "export",
     "picture",
     "read_area",
     "register",

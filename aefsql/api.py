@@ -4,6 +4,7 @@ the parameters of the SQL table functions under the same names."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -12,14 +13,15 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .aef import BAND_COUNT, BAND_NAMES
+from .aef import BAND_COUNT, BAND_NAMES, DEQUANTIZATION, MODEL, NODATA, PIXEL_METRES
 from .duck.calls import sql_literal, table_call
 from .duck.registration import install
 from .duck.types import GEOMETRY_ARROW
 from .duck.udfs import SessionUdfs
 from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
-from .geometry.footprints import cell_geometries, pixel_geometries, points_wkb
+from .geometry.footprints import cell_geometries, pixel_geometries, points_wkb, wkb_bounds
+from .geometry.hilbert import hilbert_keys
 from .kernels import points
 from .kernels.coverage import warn_empty_area, warn_missing_years, warn_uncovered_points
 from .kernels.pictures import check_writable
@@ -34,6 +36,8 @@ from .kernels.pixels import (
 from .kernels.rasters import area_of
 from .kernels.similarity import pixel_similarity, query_vector
 from .options import (
+    Mention,
+    OptionError,
     Options,
     added_columns,
     arrow_points,
@@ -653,3 +657,183 @@ def build_collection(
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
+
+
+# export's rows per Parquet row group: ~30-50 MB before compression (64 int8 values, the
+# place, a bbox and a geometry a row), so a spatial filter skips most of a big file's groups
+# while each group stays worth a request.
+EXPORT_ROW_GROUP_ROWS = 1 << 18
+_EXPORT_BATCH = 1 << 16  # rows handed from the pixel query to the writer at a time
+_EXPORTED = "__aef_export"
+
+
+@speaks("python")
+def export(
+    area,
+    output: str,
+    *,
+    years: int | Iterable[int] | None = None,
+    year: int | Iterable[int] | None = None,
+    crs=4326,
+    max_bytes: int | None = None,
+    level: int = 0,
+    geometry: str = "point",
+    row_group_rows: int = EXPORT_ROW_GROUP_ROWS,
+    catalog: str | None = None,
+    cache_dir: str | None = None,
+    headers: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> int:
+    """Write every pixel of `area`, per year, as an embedding table in GeoParquet 2.0 at
+    `output` (a local path), as geoembeddings.org's best practices describe; returns the
+    rows written.
+
+    Columns: `year`, `location`, `crs`, `x`, `y` (as aef_pixels gives them), `embedding`
+    (the 64 int8 values as published, -128 nodata: lossless), `bbox` (the geometry's
+    xmin/ymin/xmax/ymax, declared as its covering) and `geometry` (`geometry` 'point': the
+    pixel centre, or 'pixel': its footprint, in OGC:CRS84). Rows are in Hilbert order of
+    the pixel centres (then year), in row groups of `row_group_rows`, ZSTD-compressed; the
+    file metadata key `embedding` says the model, 64 dimensions, int8, nodata and the
+    de-quantization sign(v)·(|v|/127.5)². `area`, `years` (alias `year`), `crs`, `level`
+    and `max_bytes` as for `similarity`; `catalog`, `cache_dir`, `headers`, `concurrency`,
+    `allowed_hosts` and `storage_options` as for `aefsql.connect`."""
+    if geometry is None:
+        raise OptionError(
+            "{}: an export is GeoParquet: geometry is 'point' or 'pixel'", Mention("geometry", None)
+        )
+    chosen = resolve(years=years, year=year, crs=crs, function="aef_pixels", geometry=geometry)
+    check_level(level)
+    if (
+        isinstance(row_group_rows, bool)
+        or not isinstance(row_group_rows, int)
+        or row_group_rows < 1
+    ):
+        raise AefsqlError(f"row_group_rows is a number of rows (1 or more), not {row_group_rows!r}")
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
+        raise AefsqlError(f"max_bytes is a number of bytes, not {max_bytes!r}")
+    check_writable(output)
+    argument, value = _area_parameter(area)
+    session = open_session(
+        catalog,
+        cache_dir=cache_dir,
+        headers=headers_option(headers, None),
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+    options = {"years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
+    if max_bytes is not None:
+        options["max_bytes"] = max_bytes
+    options["geometry"] = geometry
+    given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
+    metadata = _export_metadata(geometry, chosen.years, int(level))
+    source, sink = duckdb.connect(), duckdb.connect()
+    try:
+        install(source, SessionUdfs(session))
+        pixels = source.sql(
+            f"SELECT year, location, crs, x, y, lon, lat, {', '.join(BAND_NAMES)}, geom "
+            f"FROM aef_pixels({argument}, {given})",
+            params=[value],
+        ).to_arrow_reader(_EXPORT_BATCH)
+        rows = pa.RecordBatchReader.from_batches(
+            _EXPORT_SCHEMA, (_export_batch(batch) for batch in pixels)
+        )
+        sink.register(_EXPORTED, rows)
+        # DuckDB sorts (spilling to disk past its memory limit) and writes the native
+        # GEOMETRY type with its CRS and statistics; the `geo` metadata is ours, to declare
+        # the bbox covering (DuckDB's own names none).
+        copy = (
+            f"COPY (SELECT * EXCLUDE (__aef_hilbert) FROM {_EXPORTED} "
+            f"ORDER BY __aef_hilbert, year) TO {sql_literal(str(output))} "
+            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {row_group_rows}, "
+            "GEOPARQUET_VERSION 'NONE', KV_METADATA {"
+            + ", ".join(f"{k}: {sql_literal(v)}" for k, v in metadata.items())
+            + "})"
+        )
+        return int(sink.execute(copy).fetchall()[0][0])
+    except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
+        raise type(exc)(redact_text(str(exc))) from None
+    finally:
+        sink.close()
+        source.close()
+
+
+_EXPORT_SCHEMA = pa.schema(
+    [
+        ("year", pa.int32()),
+        ("location", pa.int64()),
+        ("crs", pa.string()),
+        ("x", pa.float64()),
+        ("y", pa.float64()),
+        ("embedding", pa.list_(pa.int8(), BAND_COUNT)),
+        ("bbox", pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])),
+        ("geometry", GEOMETRY_ARROW),
+        ("__aef_hilbert", pa.uint64()),
+    ]
+)
+
+
+def _export_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """aef_pixels' rows as export writes them: the bands as one int8 vector (nodata's NULL
+    back to -128, as published), the geometry's bbox, and the Hilbert key to sort by."""
+    bands = np.empty((batch.num_rows, BAND_COUNT), np.int8)
+    for k, name in enumerate(BAND_NAMES):
+        bands[:, k] = batch.column(name).fill_null(NODATA).to_numpy()
+    wkb = batch.column("geom")
+    wkb = wkb.storage if isinstance(wkb, pa.ExtensionArray) else wkb.cast(pa.binary())
+    bounds = wkb_bounds(wkb)
+    keys = hilbert_keys(geo.floats(batch.column("lon")), geo.floats(batch.column("lat")))
+    return pa.RecordBatch.from_arrays(
+        [
+            batch.column("year").cast(pa.int32()),
+            batch.column("location"),
+            batch.column("crs"),
+            batch.column("x"),
+            batch.column("y"),
+            pa.FixedSizeListArray.from_arrays(pa.array(bands.ravel()), BAND_COUNT),
+            pa.StructArray.from_arrays(
+                [pa.array(b) for b in bounds], names=["xmin", "ymin", "xmax", "ymax"]
+            ),
+            pa.ExtensionArray.from_storage(GEOMETRY_ARROW, wkb),
+            pa.array(keys),
+        ],
+        schema=_EXPORT_SCHEMA,
+    )
+
+
+def _export_metadata(geometry: str, years, level: int) -> dict[str, str]:
+    """The file metadata of an export: GeoParquet 2.0's `geo` (the covering declared; the
+    CRS, OGC:CRS84, is the GEOMETRY type's) and `embedding`, what the vectors are."""
+    from . import __version__ as aefsql_version  # (the package's: it imports this module)
+
+    covering = {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}
+    kinds = ["Point"] if geometry == "point" else ["Polygon", "MultiPolygon"]
+    geo_metadata = {
+        "version": "2.0.0",
+        "primary_column": "geometry",
+        "columns": {
+            "geometry": {
+                "encoding": "WKB",
+                "geometry_types": kinds,
+                "covering": {"bbox": covering},
+            }
+        },
+    }
+    embedding = {
+        "column": "embedding",
+        "model": MODEL,
+        "dimensions": BAND_COUNT,
+        "data_type": "int8",
+        "nodata": NODATA,
+        "band_names": list(BAND_NAMES),
+        "dequantization": DEQUANTIZATION,
+        "years": list(years),
+        "pixel_size_m": PIXEL_METRES * 2**level,
+        "level": level,
+        "geometry": "pixel centre" if geometry == "point" else "pixel footprint",
+        "order": "Hilbert curve of the pixel centres (lon/lat), then year",
+        "written_by": f"aefsql {aefsql_version}",
+    }
+    return {"geo": json.dumps(geo_metadata), "embedding": json.dumps(embedding)}

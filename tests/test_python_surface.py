@@ -40,6 +40,7 @@ def entry_points():
         ("zonal", lambda **kw: aefsql.zonal(points, years=2024, **kw)),
         ("similarity", lambda **kw: aefsql.similarity(box, [0.1] * 64, years=2024, **kw)),
         ("change", lambda **kw: aefsql.change(box, years=[2023, 2024], **kw)),
+        ("export", lambda **kw: aefsql.export(box, "x.parquet", years=2024, **kw)),
     ]
 
 
@@ -66,6 +67,7 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
         "api.zonal",
         "api.similarity",
         "api.change",
+        "api.export",
         "rasters.read_area",
         "pictures.picture",
     ],
@@ -425,6 +427,8 @@ SIGNATURES = [
     ("aefsql.sample_points", ["points"], "aef_sample_points", set()),
     ("aefsql.zonal", ["polygons"], "aef_zonal", {"max_bytes"}),
     ("aefsql.change", ["area"], "aef_change", set()),
+    # (export writes all 64 bands, as published: no bands, no as_vector)
+    ("aefsql.export", ["area", "output"], "aef_pixels", {"bands", "as_vector"}),
     # (aef_pixels' as_vector: read_area's is a cube of vectors; picture gives an image.)
     ("aefsql.read_area", ["area", "years"], "aef_pixels", {"year", "geometry"}),
     ("aefsql.picture", ["area", "year", "path"], "aef_pixels", {"years", "as_vector", "geometry"}),

@@ -160,3 +160,41 @@ def _binary(records: np.ndarray) -> pa.BinaryArray:
     return pa.Array.from_buffers(
         kind, records.size, [None, pa.py_buffer(offsets), pa.py_buffer(records.tobytes())]
     )
+
+
+def wkb_bounds(values: pa.BinaryArray) -> tuple[np.ndarray, ...]:
+    """xmin, ymin, xmax, ymax of each WKB value these functions write (points, one-ring
+    polygons, the MultiPolygons of a footprint split at 180°); NaN for NULL. Values of one
+    length (all but the split ones) are read as one array, the others one by one."""
+    n = len(values)
+    bounds = np.full((4, n), np.nan)
+    width = np.int64 if pa.types.is_large_binary(values.type) else np.int32
+    offsets = np.frombuffer(values.buffers()[1], width)[values.offset : values.offset + n + 1]
+    sizes = np.diff(offsets)
+    data = np.frombuffer(values.buffers()[2] or b"", np.uint8) if n else np.empty(0, np.uint8)
+    valid = values.is_valid().to_numpy(zero_copy_only=False)
+    for size in np.unique(sizes[valid]).tolist():
+        rows = np.flatnonzero(valid & (sizes == size))
+        blobs = data[offsets[rows][:, None] + np.arange(size)]
+        kind = blobs[0, 1:5].view("<u4")[0]
+        if kind == _WKB_POINT or kind == _WKB_POLYGON:
+            start = 5 if kind == _WKB_POINT else 13
+            xy = np.ascontiguousarray(blobs[:, start:]).view("<f8").reshape(rows.size, -1, 2)
+            bounds[:, rows] = [*xy.min(axis=1).T, *xy.max(axis=1).T]
+            continue
+        for i, blob in zip(rows.tolist(), blobs, strict=True):  # split footprints: few
+            xy = np.concatenate([part for part in _multipolygon_rings(blob.tobytes())])
+            bounds[:, i] = [*xy.min(axis=0), *xy.max(axis=0)]
+    return tuple(bounds)
+
+
+def _multipolygon_rings(blob: bytes):
+    """The rings of a WKB MultiPolygon of one-ring polygons, as `_split_at_antimeridian`
+    writes it."""
+    (parts,) = struct.unpack_from("<I", blob, 5)
+    at = 9
+    for _ in range(parts):
+        (points,) = struct.unpack_from("<I", blob, at + 9)
+        at += 13
+        yield np.frombuffer(blob, "<f8", points * 2, at).reshape(-1, 2)
+        at += points * 16
