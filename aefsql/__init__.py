@@ -3,6 +3,7 @@
 from .api import (
     build_collection,
     change,
+    export,
     grid,
     sample_points,
     similarity,
@@ -33,6 +34,7 @@ __all__ = [
     "build_collection",
     "change",
     "connect",
+    "export",
     "grid",
     "picture",
     "read_area",

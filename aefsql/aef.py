@@ -12,6 +12,9 @@ NODATA = -128
 PIXEL_METRES = 10.0  # the published files' pixel, on a side
 STEP = 127.5  # sign(v) * (|v| / STEP)^2 de-quantizes v
 SCALE = STEP**2  # sign(v) * (|v| / 127.5)^2 = v * |v| / SCALE
+# The de-quantization as a formula, for file metadata that tells readers how to use the values.
+DEQUANTIZATION = f"sign(v) * (abs(v) / {STEP})^2"
+MODEL = "AlphaEarth Foundations (Google DeepMind), Satellite Embedding V1, annual"
 
 
 def band_name(index: int) -> str:

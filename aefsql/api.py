@@ -4,6 +4,7 @@ the parameters of the SQL table functions under the same names."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -13,12 +14,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .aef import BAND_COUNT, BAND_NAMES
+from .aef import BAND_COUNT, BAND_NAMES, DEQUANTIZATION, MODEL, NODATA, PIXEL_METRES
 from .duck.calls import sql_literal, table_call
 from .duck.registration import install
+from .duck.types import GEOMETRY_ARROW
 from .duck.udfs import SessionUdfs
 from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
+from .geometry.footprints import cell_geometries, pixel_geometries, points_wkb, wkb_bounds
+from .geometry.hilbert import hilbert_keys
 from .kernels import points
 from .kernels.coverage import (
     point_statuses,
@@ -38,6 +42,8 @@ from .kernels.pixels import (
 from .kernels.rasters import area_of
 from .kernels.similarity import pixel_similarity, query_vector
 from .options import (
+    Mention,
+    OptionError,
     Options,
     added_columns,
     arrow_points,
@@ -73,6 +79,7 @@ def sample_points(
     on_error: str = "raise",
     as_vector: bool = False,
     status: bool = False,
+    geometry: str | None = None,
     catalog: str | None = None,
     progress: bool | None = None,
     cache_dir: str | None = None,
@@ -91,7 +98,9 @@ def sample_points(
     or a point `geometry_column` (WKB), in `crs` (alias `geometry_crs`, Rasteret's name): an
     EPSG code or 'EPSG:32610', default lon/lat. `bands`: names such as ['A00', 'A05'] (default
     all 64). `as_vector`: one `embedding FLOAT[64]` column (de-quantized; NULL if any band is
-    nodata) instead of the bands. `on_error`: 'null' gives the rows of unreadable files NULL
+    nodata) instead of the bands. `geometry`: 'point' or 'pixel' adds `geom` (GeoArrow WKB
+    in lon/lat, OGC:CRS84), the centre or footprint of the pixel sampled (NULL where no tile
+    holds the point). `on_error`: 'null' gives the rows of unreadable files NULL
     bands and an `aef_error` message instead of failing. `status`: a `status` column (valid,
     nodata, outside, no_year, error), as aef_sample_points' `status := true`. `progress`: a
     progress line on stderr (default: when stderr is a terminal). `catalog`, `cache_dir`, `headers`,
@@ -113,6 +122,7 @@ def sample_points(
         on_error=on_error,
         as_vector=as_vector,
         status=status,
+        geometry=geometry,
         function="sample_points",
         columns=source.schema.names,
         x_column=x_column,
@@ -147,8 +157,10 @@ def sample_points(
                     groups["__aef_year"].to_pylist(),
                 )
             con.close()  # DuckDB keeps the memory of its last query until then
-            result = _assembled(session, table, groups, chosen)
-            return _with_vectors(session, result) if chosen.as_vector else result
+            result, geom = _assembled(session, table, groups, chosen, geometry)
+            result = _with_vectors(session, result) if chosen.as_vector else result
+            # (last, as aef_sample_points places it)
+            return result if geom is None else result.append_column("geom", geom)
         except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
             raise type(exc)(redact_text(str(exc))) from None
     finally:
@@ -201,8 +213,11 @@ def _coordinates(table: pa.Table, x_column, y_column, geometry_column):
     return None
 
 
-def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Options) -> pa.Table:
-    """What aef_sample_points returns (bands, not vectors), put together by position.
+def _assembled(
+    session: Session, table: pa.Table, groups: pa.Table, chosen: Options, geometry: str | None
+) -> tuple[pa.Table, pa.Array | None]:
+    """What aef_sample_points returns (bands, not vectors), put together by position, and
+    its `geom` column (None without `geometry`).
 
     The groups (`_groups`) are sampled as aef_sample_points' own UDF samples them (the point
     sampler at the pixels located, `points.sample_pixels_or_errors`), but the result is not
@@ -251,6 +266,10 @@ def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Opti
             samples.covered, samples.complete(), failed, year_of_item, missing
         )
         sampled_columns["status"] = statuses
+    places = None
+    if geometry is not None:  # the pixel each value comes from, as aef_sample_points'
+        headers = session.engine.headers.headers_for(sorted(set(urls.tolist())))
+        places = cell_geometries(geometry, headers, urls, at_rows, at_cols)
     del groups, samples, errors, urls, at_rows, at_cols  # each let go once put in place
     # Output row of each sampled item; -1 (a NULL index: NULL bands) where none was sampled.
     source = np.full(n * years.size, -1, dtype=np.int64)
@@ -270,7 +289,9 @@ def _assembled(session: Session, table: pa.Table, groups: pa.Table, chosen: Opti
         columns["status"] = pc.coalesce(
             sampled_columns.pop("status").take(take), pa.array(unsampled, pa.string())
         )
-    return pa.table(columns)
+    if places is None:
+        return pa.table(columns), None
+    return pa.table(columns), pa.ExtensionArray.from_storage(GEOMETRY_ARROW, places.take(take))
 
 
 def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
@@ -399,6 +420,7 @@ def similarity(
     level: int = 0,
     negatives=None,
     max_bytes: int | None = None,
+    geometry: str | None = None,
     catalog: str | None = None,
     cache_dir: str | None = None,
     headers: str | None = None,
@@ -418,11 +440,13 @@ def similarity(
     docs/functions.md). `years` (alias `year`): one year or several. `level`: 0 (full
     resolution) or k, the files' k-th overview. `max_bytes`: refuse before anything is read
     when pixels x 64 bands x years of int8 exceed it (default: aef_pixels' budget).
-    `similarity` is float32, NULL where any band is nodata. `catalog`, `cache_dir`,
+    `similarity` is float32, NULL where any band is nodata. `geometry`: 'point' or 'pixel'
+    adds `geom` (GeoArrow WKB in lon/lat, OGC:CRS84), each pixel's centre or footprint, as
+    the SQL gives it. `catalog`, `cache_dir`,
     `headers`, `concurrency`, `allowed_hosts`, `storage_options` and `collection`
     (deprecated alias of `headers`): as for `aefsql.connect`.
     """
-    chosen = resolve(years=years, year=year, crs=crs, function="aef_similarity")
+    chosen = resolve(years=years, year=year, crs=crs, function="aef_similarity", geometry=geometry)
     check_level(level)
     query = query_vector(reference, negatives)
     shape = area_of(area, chosen.crs)
@@ -441,8 +465,11 @@ def similarity(
     for unit in area_units(session, shape, chosen.years, level):
         chunks = unit_chunks(session, shape, unit, level)
         for part in _block_batches(chunks, chunk_blocks(session, chunks, level)):
-            batches.append(_similarity_batch(session, part, query, level))
-    return pa.Table.from_batches(batches, SIMILARITY_SCHEMA)
+            batches.append(_similarity_batch(session, part, query, level, geometry))
+    schema = SIMILARITY_SCHEMA
+    if geometry is not None:
+        schema = schema.append(pa.field("geom", GEOMETRY_ARROW))
+    return pa.Table.from_batches(batches, schema)
 
 
 def _block_batches(chunks: Chunks, blocks: np.ndarray):
@@ -469,7 +496,9 @@ def _block_batches(chunks: Chunks, blocks: np.ndarray):
             first = end
 
 
-def _similarity_batch(session: Session, chunks: Chunks, query, level: int) -> pa.RecordBatch:
+def _similarity_batch(
+    session: Session, chunks: Chunks, query, level: int, geometry: str | None
+) -> pa.RecordBatch:
     pixels = chunk_pixels(session, chunks, list(range(BAND_COUNT)), level, coordinates=False)
     paths = sorted(set(chunks.path.tolist()))
     found = session.engine.headers.headers_for(paths, level)
@@ -489,19 +518,26 @@ def _similarity_batch(session: Session, chunks: Chunks, query, level: int) -> pa
     for part, future in pending:
         lon[part], lat[part] = future.result()
     names = pa.array([f"EPSG:{c}" for c in chunk_epsg.tolist()], pa.string())
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array(chunks.year[pixels.chunk], pa.int32()),
-            pa.array(pixels.location),
-            names.take(pa.array(pixels.chunk)),
-            pa.array(pixels.x),
-            pa.array(pixels.y),
-            pa.array(lon),
-            pa.array(lat),
-            pa.array(similarity, mask=np.isnan(similarity)),
-        ],
-        schema=SIMILARITY_SCHEMA,
-    )
+    columns = [
+        pa.array(chunks.year[pixels.chunk], pa.int32()),
+        pa.array(pixels.location),
+        names.take(pa.array(pixels.chunk)),
+        pa.array(pixels.x),
+        pa.array(pixels.y),
+        pa.array(lon),
+        pa.array(lat),
+        pa.array(similarity, mask=np.isnan(similarity)),
+    ]
+    schema = SIMILARITY_SCHEMA
+    if geometry is not None:
+        wkb = (  # a point is lon/lat's, as in SQL
+            points_wkb(lon, lat)
+            if geometry == "point"
+            else pixel_geometries(geometry, found, chunks.path[pixels.chunk], pixels.x, pixels.y)
+        )
+        columns.append(pa.ExtensionArray.from_storage(GEOMETRY_ARROW, wkb))
+        schema = schema.append(pa.field("geom", GEOMETRY_ARROW))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 @speaks("python")
@@ -512,6 +548,7 @@ def change(
     crs=4326,
     level: int = 0,
     max_bytes: int | None = None,
+    geometry: str | None = None,
     catalog: str | None = None,
     cache_dir: str | None = None,
     headers: str | None = None,
@@ -527,10 +564,11 @@ def change(
     `area`: WKB bytes, WKT, a shapely geometry or a box [west, south, east, north], in `crs`
     (default lon/lat). `level`: 0 (full resolution) or k, the files' k-th overview.
     `max_bytes`: refused before anything is read when pixels x 64 bands x years exceed it
-    (default 16 GiB). `catalog`, `cache_dir`, `headers`, `concurrency`, `allowed_hosts`,
+    (default 16 GiB). `geometry`: 'point' or 'pixel' adds `geom` as `similarity` gives it.
+    `catalog`, `cache_dir`, `headers`, `concurrency`, `allowed_hosts`,
     `storage_options` and `collection` (deprecated alias of `headers`): as for
     `aefsql.connect`. Rows come in no set order."""
-    chosen = resolve(years=years, crs=crs, function="aef_change")
+    chosen = resolve(years=years, crs=crs, function="aef_change", geometry=geometry)
     check_level(level)
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
         raise AefsqlError(f"max_bytes is a number of bytes, not {max_bytes!r}")
@@ -551,6 +589,8 @@ def change(
     options = {"years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
     if max_bytes is not None:
         options["max_bytes"] = max_bytes
+    if geometry is not None:
+        options["geometry"] = geometry
     given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
     con = duckdb.connect()
     try:
@@ -702,3 +742,183 @@ def build_collection(
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
+
+
+# export's rows per Parquet row group: ~30-50 MB before compression (64 int8 values, the
+# place, a bbox and a geometry a row), so a spatial filter skips most of a big file's groups
+# while each group stays worth a request.
+EXPORT_ROW_GROUP_ROWS = 1 << 18
+_EXPORT_BATCH = 1 << 16  # rows handed from the pixel query to the writer at a time
+_EXPORTED = "__aef_export"
+
+
+@speaks("python")
+def export(
+    area,
+    output: str,
+    *,
+    years: int | Iterable[int] | None = None,
+    year: int | Iterable[int] | None = None,
+    crs=4326,
+    max_bytes: int | None = None,
+    level: int = 0,
+    geometry: str = "point",
+    row_group_rows: int = EXPORT_ROW_GROUP_ROWS,
+    catalog: str | None = None,
+    cache_dir: str | None = None,
+    headers: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    allowed_hosts: list[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> int:
+    """Write every pixel of `area`, per year, as an embedding table in GeoParquet 2.0 at
+    `output` (a local path), as geoembeddings.org's best practices describe; returns the
+    rows written.
+
+    Columns: `year`, `location`, `crs`, `x`, `y` (as aef_pixels gives them), `embedding`
+    (the 64 int8 values as published, -128 nodata: lossless), `bbox` (the geometry's
+    xmin/ymin/xmax/ymax, declared as its covering) and `geometry` (`geometry` 'point': the
+    pixel centre, or 'pixel': its footprint, in OGC:CRS84). Rows are in Hilbert order of
+    the pixel centres (then year), in row groups of `row_group_rows`, ZSTD-compressed; the
+    file metadata key `embedding` says the model, 64 dimensions, int8, nodata and the
+    de-quantization sign(v)·(|v|/127.5)². `area`, `years` (alias `year`), `crs`, `level`
+    and `max_bytes` as for `similarity`; `catalog`, `cache_dir`, `headers`, `concurrency`,
+    `allowed_hosts` and `storage_options` as for `aefsql.connect`."""
+    if geometry is None:
+        raise OptionError(
+            "{}: an export is GeoParquet: geometry is 'point' or 'pixel'", Mention("geometry", None)
+        )
+    chosen = resolve(years=years, year=year, crs=crs, function="aef_pixels", geometry=geometry)
+    check_level(level)
+    if (
+        isinstance(row_group_rows, bool)
+        or not isinstance(row_group_rows, int)
+        or row_group_rows < 1
+    ):
+        raise AefsqlError(f"row_group_rows is a number of rows (1 or more), not {row_group_rows!r}")
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
+        raise AefsqlError(f"max_bytes is a number of bytes, not {max_bytes!r}")
+    check_writable(output)
+    argument, value = _area_parameter(area)
+    session = open_session(
+        catalog,
+        cache_dir=cache_dir,
+        headers=headers_option(headers, None),
+        concurrency=concurrency,
+        allowed_hosts=allowed_hosts,
+        storage_options=storage_options,
+    )
+    options = {"years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
+    if max_bytes is not None:
+        options["max_bytes"] = max_bytes
+    options["geometry"] = geometry
+    given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
+    metadata = _export_metadata(geometry, chosen.years, int(level))
+    source, sink = duckdb.connect(), duckdb.connect()
+    try:
+        install(source, SessionUdfs(session))
+        pixels = source.sql(
+            f"SELECT year, location, crs, x, y, lon, lat, {', '.join(BAND_NAMES)}, geom "
+            f"FROM aef_pixels({argument}, {given})",
+            params=[value],
+        ).to_arrow_reader(_EXPORT_BATCH)
+        rows = pa.RecordBatchReader.from_batches(
+            _EXPORT_SCHEMA, (_export_batch(batch) for batch in pixels)
+        )
+        sink.register(_EXPORTED, rows)
+        # DuckDB sorts (spilling to disk past its memory limit) and writes the native
+        # GEOMETRY type with its CRS and statistics; the `geo` metadata is ours, to declare
+        # the bbox covering (DuckDB's own names none).
+        copy = (
+            f"COPY (SELECT * EXCLUDE (__aef_hilbert) FROM {_EXPORTED} "
+            f"ORDER BY __aef_hilbert, year) TO {sql_literal(str(output))} "
+            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {row_group_rows}, "
+            "GEOPARQUET_VERSION 'NONE', KV_METADATA {"
+            + ", ".join(f"{k}: {sql_literal(v)}" for k, v in metadata.items())
+            + "})"
+        )
+        return int(sink.execute(copy).fetchall()[0][0])
+    except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
+        raise type(exc)(redact_text(str(exc))) from None
+    finally:
+        sink.close()
+        source.close()
+
+
+_EXPORT_SCHEMA = pa.schema(
+    [
+        ("year", pa.int32()),
+        ("location", pa.int64()),
+        ("crs", pa.string()),
+        ("x", pa.float64()),
+        ("y", pa.float64()),
+        ("embedding", pa.list_(pa.int8(), BAND_COUNT)),
+        ("bbox", pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])),
+        ("geometry", GEOMETRY_ARROW),
+        ("__aef_hilbert", pa.uint64()),
+    ]
+)
+
+
+def _export_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """aef_pixels' rows as export writes them: the bands as one int8 vector (nodata's NULL
+    back to -128, as published), the geometry's bbox, and the Hilbert key to sort by."""
+    bands = np.empty((batch.num_rows, BAND_COUNT), np.int8)
+    for k, name in enumerate(BAND_NAMES):
+        bands[:, k] = batch.column(name).fill_null(NODATA).to_numpy()
+    wkb = batch.column("geom")
+    wkb = wkb.storage if isinstance(wkb, pa.ExtensionArray) else wkb.cast(pa.binary())
+    bounds = wkb_bounds(wkb)
+    keys = hilbert_keys(geo.floats(batch.column("lon")), geo.floats(batch.column("lat")))
+    return pa.RecordBatch.from_arrays(
+        [
+            batch.column("year").cast(pa.int32()),
+            batch.column("location"),
+            batch.column("crs"),
+            batch.column("x"),
+            batch.column("y"),
+            pa.FixedSizeListArray.from_arrays(pa.array(bands.ravel()), BAND_COUNT),
+            pa.StructArray.from_arrays(
+                [pa.array(b) for b in bounds], names=["xmin", "ymin", "xmax", "ymax"]
+            ),
+            pa.ExtensionArray.from_storage(GEOMETRY_ARROW, wkb),
+            pa.array(keys),
+        ],
+        schema=_EXPORT_SCHEMA,
+    )
+
+
+def _export_metadata(geometry: str, years, level: int) -> dict[str, str]:
+    """The file metadata of an export: GeoParquet 2.0's `geo` (the covering declared; the
+    CRS, OGC:CRS84, is the GEOMETRY type's) and `embedding`, what the vectors are."""
+    from . import __version__ as aefsql_version  # (the package's: it imports this module)
+
+    covering = {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}
+    kinds = ["Point"] if geometry == "point" else ["Polygon", "MultiPolygon"]
+    geo_metadata = {
+        "version": "2.0.0",
+        "primary_column": "geometry",
+        "columns": {
+            "geometry": {
+                "encoding": "WKB",
+                "geometry_types": kinds,
+                "covering": {"bbox": covering},
+            }
+        },
+    }
+    embedding = {
+        "column": "embedding",
+        "model": MODEL,
+        "dimensions": BAND_COUNT,
+        "data_type": "int8",
+        "nodata": NODATA,
+        "band_names": list(BAND_NAMES),
+        "dequantization": DEQUANTIZATION,
+        "years": list(years),
+        "pixel_size_m": PIXEL_METRES * 2**level,
+        "level": level,
+        "geometry": "pixel centre" if geometry == "point" else "pixel footprint",
+        "order": "Hilbert curve of the pixel centres (lon/lat), then year",
+        "written_by": f"aefsql {aefsql_version}",
+    }
+    return {"geo": json.dumps(geo_metadata), "embedding": json.dumps(embedding)}

@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from . import __version__
-from .api import write_headers
+from .api import EXPORT_ROW_GROUP_ROWS, export, write_headers
 from .demo import DEMO_POINTS, write_demo_collection
 from .demo import YEARS as DEMO_YEARS
 from .duck.calls import sql_literal, table_call
@@ -192,6 +192,23 @@ def run_picture(args, out=None) -> None:
         print(f"wrote {written}: {width} x {height} pixels, EPSG:{one.grid.epsg}", file=out)
 
 
+def run_export(args, out=None) -> None:
+    out = out or sys.stdout
+    rows = export(
+        numbers_from(args.bbox, 4, "--bbox"),
+        str(args.output),
+        years=parse_years(args.years),
+        crs=args.crs,
+        level=args.level,
+        geometry=args.geometry,
+        row_group_rows=args.row_group_rows,
+        catalog=args.catalog,
+        cache_dir=args.cache_dir,
+        allowed_hosts=args.allowed_hosts,
+    )
+    print(f"wrote {args.output}: {rows} rows (pixels x years), GeoParquet 2.0", file=out)
+
+
 def run_map(args, out=None) -> None:
     out = out or sys.stdout
     years = parse_years(args.year)
@@ -245,7 +262,7 @@ def report_failed_rows(con, err) -> None:
 
 
 # build-collection: the deprecated name of write-headers (0.1), kept for one release.
-VERBS = ("demo", "sample", "write-headers", "build-collection", "picture", "map")
+VERBS = ("demo", "sample", "write-headers", "build-collection", "picture", "map", "export")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -556,6 +573,45 @@ def run_verb(argv: list[str]) -> int:
         metavar="HOST",
         help="a host or bucket a remote catalog may name besides its own (repeatable)",
     )
+    dump = commands.add_parser(
+        "export",
+        help="every pixel of an area as an embedding table: GeoParquet 2.0, Hilbert-sorted",
+    )
+    dump.add_argument(
+        "--bbox", required=True, help="west,south,east,north in --crs (--bbox=-122.5,… if negative)"
+    )
+    dump.add_argument(
+        "--years", "--year", dest="years", required=True, help="2023, 2023,2024 or 2018-2024"
+    )
+    dump.add_argument("--crs", default="EPSG:4326", help="CRS of --bbox (default EPSG:4326)")
+    dump.add_argument(
+        "--geometry",
+        choices=("point", "pixel"),
+        default="point",
+        help="point: each pixel's centre (default); pixel: its footprint polygon",
+    )
+    dump.add_argument(
+        "--level",
+        type=int,
+        default=0,
+        help="0: full resolution (default); k: the files' k-th overview (2^k x coarser)",
+    )
+    dump.add_argument(
+        "--row-group-rows",
+        type=int,
+        default=EXPORT_ROW_GROUP_ROWS,
+        help=f"rows per Parquet row group (default {EXPORT_ROW_GROUP_ROWS})",
+    )
+    dump.add_argument("-o", "--output", required=True, type=Path, help="the .parquet to write")
+    dump.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
+    dump.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
+    dump.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="HOST",
+        help="a host or bucket a remote catalog may name besides its own (repeatable)",
+    )
     _refuse_unknown_options(commands.choices.get(argv[0]) if argv else None, argv[1:])
     args = parser.parse_args(argv)
     # Python's warnings, as one line each ("aefsql: warning: …"); none after an error, which
@@ -612,6 +668,8 @@ def _run_verb(args) -> int:
             run_picture(args)
         elif args.command == "map":
             run_map(args)
+        elif args.command == "export":
+            run_export(args)
     except (AefsqlError, duckdb.Error, OSError) as exc:
         if isinstance(exc, OptionError):
             exc = exc.phrased("cli")

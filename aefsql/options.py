@@ -29,6 +29,7 @@ from .errors import AefsqlError, user_stacklevel
 from .geometry import geo
 
 ON_ERROR = ("raise", "null")
+GEOMETRY_KINDS = ("point", "pixel")  # geometry := …: aefsql/geometry/footprints.py
 CHIP_COLUMNS = ("chip", "chip_crs", "chip_bounds", "valid_pixels", "embedding")
 MAX_YEARS = 1000  # more distinct years than AEF will ever have: a typo like 2023-20230000
 # aefsql's own column names begin so (the macros number rows as __aef_row, …): a user's
@@ -166,6 +167,7 @@ def resolve(
     x_column: str | None = "lon",
     y_column: str | None = "lat",
     geometry_column: str | None = None,
+    geometry: str | None = None,
 ) -> Options:
     """Check and normalise a call's parameters; AefsqlError says what is wrong and the fix.
 
@@ -180,6 +182,7 @@ def resolve(
     check_as_vector(as_vector, bands)
     if not isinstance(status, bool):
         raise AefsqlError(f"status must be true or false, not {status!r}")
+    check_geometry(geometry)
     if columns is not None:
         _check_columns(
             function,
@@ -187,9 +190,20 @@ def resolve(
             x_column,
             y_column,
             geometry_column,
-            added_columns(function, band_names, on_error, as_vector, status),
+            added_columns(function, band_names, on_error, as_vector, status, geometry),
         )
     return Options(chosen, epsg(crs), band_names, on_error, as_vector, status)
+
+
+def check_geometry(geometry) -> None:
+    """`geometry` is None (no `geom` column), 'point' (each pixel's centre) or 'pixel' (its
+    footprint polygon; a chip's, for aef_chips)."""
+    if geometry is not None and geometry not in GEOMETRY_KINDS:
+        raise OptionError(
+            "{}: geometry is 'point' (the pixel centre) or 'pixel' (the pixel's footprint; "
+            "aef_chips: the chip's), or left out for no geom column",
+            Mention("geometry", geometry),
+        )
 
 
 def check_on_error(on_error) -> None:
@@ -379,9 +393,16 @@ def epsg(crs) -> int:
 
 
 def added_columns(
-    function: str, bands: tuple[str, ...], on_error: str, as_vector: bool, status: bool = False
+    function: str,
+    bands: tuple[str, ...],
+    on_error: str,
+    as_vector: bool,
+    status: bool = False,
+    geometry: str | None = None,
 ):
     """The columns a function appends to its input table's own."""
+    if geometry is not None:
+        return [*added_columns(function, bands, on_error, as_vector, status), "geom"]
     if function == "aef_zonal":
         return [
             "year",
@@ -422,12 +443,17 @@ def _check_columns(function, columns, x_column, y_column, geometry_column, added
 def check_input_columns(columns: list[str], params: dict) -> None:
     """Refuse input columns named as a column the call adds, or as aefsql's own: what the
     SQL table functions check while binding (so that DESCRIBE refuses too, rather than
-    showing a renamed `year_1`). `params`: function, bands, on_error, as_vector, status."""
+    showing a renamed `year_1`). `params`: function, bands, on_error, as_vector, status,
+    geometry."""
     function = params.get("function", "aef_sample_points")
     on_error = params.get("on_error") or "raise"
     as_vector = bool(params.get("as_vector"))
     status = bool(params.get("status"))
-    added = added_columns(function, band_list(params.get("bands")), on_error, as_vector, status)
+    geometry = params.get("geometry")
+    check_geometry(geometry)
+    added = added_columns(
+        function, band_list(params.get("bands")), on_error, as_vector, status, geometry
+    )
     _refuse_clashes(function, columns, added)
 
 

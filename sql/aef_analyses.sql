@@ -15,7 +15,8 @@
 -- or all zeros: the row stays, so every pixel comes once. No pixel's 64 values are ever held
 -- as columns or as a vector. `area`, `years`, `crs`, `level` and `max_bytes` (counted as 64
 -- bands of int8, the bytes read) as for aef_pixels; `x`/`y` are the pixel centre in its
--- tile's CRS `crs`; lon/lat are projected only when a query reads them.
+-- tile's CRS `crs`; lon/lat are projected only when a query reads them, and `geom` (with
+-- `geometry`) as aef_pixels gives it.
 CREATE OR REPLACE TEMP MACRO aef_similarity(
     area,
     reference,
@@ -24,7 +25,8 @@ CREATE OR REPLACE TEMP MACRO aef_similarity(
     crs := NULL,
     level := 0,
     negatives := NULL,
-    max_bytes := NULL
+    max_bytes := NULL,
+    geometry := NULL
 ) AS TABLE
 WITH query AS MATERIALIZED (
     -- Checked before anything is planned or read (a one-row build side, see below).
@@ -37,7 +39,7 @@ chunks AS (
 pixels AS (
     -- (The query as a scalar subquery: DuckDB builds its one row first and streams the
     -- chunks past it, as it would not promise of a join.)
-    SELECT chunk.year AS __aef_year,
+    SELECT chunk.year AS __aef_year, chunk.path AS __aef_path,
            unnest({udf}_chunk_similarity(chunk.path, chunk.year, chunk.row, chunk.col0,
                                          chunk.col1, chunk.centroid, CAST(level AS INTEGER),
                                          (SELECT __aef_query FROM query)),
@@ -45,9 +47,19 @@ pixels AS (
     FROM chunks
 )
 SELECT __aef_year AS year, location, xy_crs AS crs, x, y,
-       {udf}_pixel_lonlat(x, y, xy_crs).lon AS lon, {udf}_pixel_lonlat(x, y, xy_crs).lat AS lat,
-       similarity
-FROM pixels;
+       __aef_lonlat.lon AS lon, __aef_lonlat.lat AS lat,
+       -- (one COLUMNS: one that selects nothing is an error)
+       COLUMNS(lambda c: c = 'similarity'
+                         OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))
+FROM (
+    -- geometry := …: `geom` as aef_pixels gives it, left out of a query that does not read it.
+    SELECT *, CASE WHEN CAST(geometry AS VARCHAR) = 'point'
+                   -- (the points lon/lat give, projected once for the three)
+                   THEN {udf}_lonlat_point(__aef_lonlat)
+                   ELSE {udf}_pixel_geometry(__aef_path, CAST(level AS INTEGER), x, y,
+                                             CAST(geometry AS VARCHAR)) END AS geom
+    FROM (SELECT *, {udf}_pixel_lonlat(x, y, xy_crs) AS __aef_lonlat FROM pixels)
+);
 
 -- aef_change: one row per location of `area` and pair of consecutive years (of the sorted,
 -- distinct `years`, two or more), with `similarity`, the cosine of the location's de-quantized
@@ -60,13 +72,14 @@ FROM pixels;
 -- Each block of each year is read once and all pairs computed from the values in hand: no
 -- join, no FLOAT[64] per pixel. `level` k compares the k-th overview's pixels; `max_bytes`
 -- (pixels x 64 bands x years of int8, default 16 GiB) is checked before anything is read.
--- Rows come in no set order.
+-- Rows come in no set order. `geometry` adds `geom` as aef_pixels gives it.
 CREATE OR REPLACE TEMP MACRO aef_change(
     area,
     years := NULL,
     crs := NULL,
     level := 0,
-    max_bytes := NULL
+    max_bytes := NULL,
+    geometry := NULL
 ) AS TABLE
 WITH checked AS MATERIALIZED (
     FROM __aef_area_options('aef_change', years, NULL, crs, NULL)
@@ -87,13 +100,26 @@ chunks AS (
     FROM units
 ),
 pairs AS (
-    SELECT unnest({udf}_change_pixels(chunk.paths, __aef_years, chunk.row, chunk.col0,
+    -- (A location's pixel is the same in every year's file: AEF's grids are the same.)
+    SELECT list_filter(chunk.paths, lambda p: p IS NOT NULL)[1] AS __aef_path,
+           unnest({udf}_change_pixels(chunk.paths, __aef_years, chunk.row, chunk.col0,
                                       chunk.col1, chunk.centroid, CAST(level AS INTEGER)),
                   recursive := true)
     FROM chunks
 )
 -- lon/lat by aef_pixels' UDF of their own, left out of a query that reads neither.
 SELECT location, xy_crs AS crs, x, y,
-       {udf}_pixel_lonlat(x, y, xy_crs).lon AS lon, {udf}_pixel_lonlat(x, y, xy_crs).lat AS lat,
-       year_from, year_to, similarity
-FROM pairs;
+       __aef_lonlat.lon AS lon, __aef_lonlat.lat AS lat,
+       year_from, year_to,
+       -- (one COLUMNS: one that selects nothing is an error)
+       COLUMNS(lambda c: c = 'similarity'
+                         OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))
+FROM (
+    -- geometry := …: `geom` as aef_pixels gives it, left out of a query that does not read it.
+    SELECT *, CASE WHEN CAST(geometry AS VARCHAR) = 'point'
+                   -- (the points lon/lat give, projected once for the three)
+                   THEN {udf}_lonlat_point(__aef_lonlat)
+                   ELSE {udf}_pixel_geometry(__aef_path, CAST(level AS INTEGER), x, y,
+                                             CAST(geometry AS VARCHAR)) END AS geom
+    FROM (SELECT *, {udf}_pixel_lonlat(x, y, xy_crs) AS __aef_lonlat FROM pairs)
+);

@@ -57,7 +57,9 @@ FROM units;
 -- has pixels of two zones. Rows come in no set order. `level` k reads the files' k-th
 -- overview (0: full resolution): row, col, x, y are that level's. `as_vector` gives one
 -- `embedding FLOAT[64]` (de-quantized in the kernel; NULL where any band is nodata) in place
--- of the 64 band columns, for array_cosine_similarity and friends.
+-- of the 64 band columns, for array_cosine_similarity and friends. `geometry` 'point' or
+-- 'pixel' adds `geom GEOMETRY('OGC:CRS84')`: the pixel's centre or its footprint polygon
+-- (aefsql/geometry/footprints.py), computed only when read.
 CREATE OR REPLACE TEMP MACRO aef_pixels(
     area,
     years := NULL,
@@ -66,7 +68,8 @@ CREATE OR REPLACE TEMP MACRO aef_pixels(
     crs := NULL,
     max_bytes := NULL,
     level := 0,
-    as_vector := false
+    as_vector := false,
+    geometry := NULL
 ) AS TABLE
 WITH chunks AS (
     FROM __aef_area_chunks(area, years, year, crs, bands, max_bytes, level, 'aef_pixels',
@@ -93,16 +96,27 @@ with_vectors AS (
 ),
 pixels AS (
     FROM with_bands UNION ALL BY NAME FROM with_vectors
+),
+placed AS (
+    -- geometry := …: `geom` by a UDF of its own, left out of a query that does not read it.
+    SELECT *, CASE WHEN CAST(geometry AS VARCHAR) = 'point'
+                   -- (the points lon/lat give, projected once for the three)
+                   THEN {udf}_lonlat_point(__aef_lonlat)
+                   ELSE {udf}_pixel_geometry(__aef_path, CAST(level AS INTEGER), x, y,
+                                             CAST(geometry AS VARCHAR)) END AS geom
+    FROM (SELECT *, {udf}_pixel_lonlat(x, y, xy_crs) AS __aef_lonlat FROM pixels)
 )
 -- lon/lat by a UDF of their own, which DuckDB leaves out of a query that reads neither
 -- (projecting costs more than reading the pixels) and calls once for both.
 SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, xy_crs AS crs,
-       {udf}_pixel_lonlat(x, y, xy_crs).lon AS lon, {udf}_pixel_lonlat(x, y, xy_crs).lat AS lat,
+       __aef_lonlat.lon AS lon, __aef_lonlat.lat AS lat,
        COLUMNS(lambda c: (c SIMILAR TO 'A[0-9][0-9]' AND NOT as_vector
                           AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()),
                                             c))
-                         OR (c = 'embedding' AND as_vector))
-FROM pixels;
+                         OR (c = 'embedding' AND as_vector)
+                         -- (in this COLUMNS: one that selects nothing is an error)
+                         OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))
+FROM placed;
 
 -- aef_area_plan: what aef_pixels would read for `area`, from headers only (no pixel is
 -- read): per year, the `tiles` and `blocks` it touches, the `pixels` whose centres lie inside
@@ -230,7 +244,9 @@ ORDER BY p.__aef_row, y.__aef_year;
 -- them (across a zone seam) from the source pixel under their centre: nearest neighbour,
 -- never interpolated. A point in no tile gives NULL chip columns. size is 1 to 2048; the
 -- chips of a call may hold `max_bytes` of int8 (default 4 GiB): more is refused before
--- anything is read. `level` k cuts chips from the files' k-th overview.
+-- anything is read. `level` k cuts chips from the files' k-th overview. `geometry` 'pixel'
+-- adds `geom GEOMETRY('OGC:CRS84')`, the chip's footprint in lon/lat; 'point', the centre of
+-- its middle pixel (the point's).
 CREATE OR REPLACE TEMP MACRO aef_chips(
     points_table,
     size := 64,
@@ -243,14 +259,15 @@ CREATE OR REPLACE TEMP MACRO aef_chips(
     bands := NULL,
     level := 0,
     max_bytes := NULL,
-    on_error := 'raise'
+    on_error := 'raise',
+    geometry := NULL
 ) AS TABLE
 WITH points AS MATERIALIZED (
     SELECT row_number() OVER () AS __aef_row,
            -- (an input column named as one added is refused: see aef_sample_points)
            COLUMNS(lambda c: {udf}_input_column(c, to_json({
                'function': 'aef_chips', 'bands': bands, 'on_error': on_error,
-               'as_vector': false})))
+               'as_vector': false, 'geometry': geometry})))
     FROM query_table(__aef_table(points_table))
 ),
 options AS MATERIALIZED (
@@ -300,13 +317,18 @@ chips AS (
 ),
 found AS (
     SELECT __aef_row, __aef_year, c.chip, c.chip_crs, c.chip_bounds, c.valid_pixels,
-           c.embedding, c.aef_error
+           c.embedding, c.aef_error,
+           -- geometry := …: left out of a query that does not read it
+           {udf}_chip_geometry(c.chip_crs, c.chip_bounds, CAST(size AS INTEGER),
+                               CAST(geometry AS VARCHAR)) AS geom
     FROM chips
     WHERE __aef_row IS NOT NULL
 )
 SELECT p.* EXCLUDE (__aef_row), l.__aef_year AS year,
        COLUMNS(lambda c: c IN ('chip', 'chip_crs', 'chip_bounds', 'valid_pixels', 'embedding')
-                         OR (c = 'aef_error' AND on_error = 'null'))
+                         OR (c = 'aef_error' AND on_error = 'null')
+                         -- (f's geom: the points' own is refused when geometry is given)
+                         OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))
 FROM points p
 JOIN located l ON l.__aef_row = p.__aef_row
 LEFT JOIN found f ON f.__aef_row = l.__aef_row AND f.__aef_year = l.__aef_year

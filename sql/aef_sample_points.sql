@@ -106,6 +106,8 @@ GROUP BY __aef_path, __aef_year, __aef_crs;
 -- read get NULL bands and an aef_error column says why; the default fails the query.
 -- status := true adds `status`, what each row holds (valid, nodata, outside, no_year, error:
 -- aefsql/kernels/coverage.py).
+-- `geometry` 'point' or 'pixel' adds `geom GEOMETRY('OGC:CRS84')`: the centre or footprint
+-- of the pixel sampled (NULL where no tile holds the point).
 -- A table macro takes a table, view or CTE name, or a file: not a subquery.
 CREATE OR REPLACE TEMP MACRO aef_sample_points(
     points_table,
@@ -118,7 +120,8 @@ CREATE OR REPLACE TEMP MACRO aef_sample_points(
     bands := NULL,
     on_error := 'raise',
     as_vector := false,
-    status := false
+    status := false,
+    geometry := NULL
 ) AS TABLE
 WITH points AS MATERIALIZED (
     -- Each input column passes through; one named as a column this function adds (`year`,
@@ -128,7 +131,7 @@ WITH points AS MATERIALIZED (
     SELECT row_number() OVER () AS __aef_row,
            COLUMNS(lambda c: {udf}_input_column(c, to_json({
                'function': 'aef_sample_points', 'bands': bands, 'on_error': on_error,
-               'as_vector': as_vector, 'status': status})))
+               'as_vector': as_vector, 'status': status, 'geometry': geometry})))
     FROM query_table(__aef_table(points_table))
 ),
 options AS MATERIALIZED (
@@ -146,7 +149,8 @@ store AS MATERIALIZED (
     SELECT {udf}_sample_store(
                (SELECT count(*) FROM points), __aef_years, __aef_bands,
                (SELECT list(DISTINCT __aef_path) FILTER (WHERE __aef_path IS NOT NULL)
-                FROM located)
+                FROM located),
+               CAST(geometry AS VARCHAR)
            ) AS __aef_store
     FROM options
 ),
@@ -166,12 +170,19 @@ with_values AS (
            {udf}_sampled_values(
                (SELECT __aef_store FROM store), __aef_input.__aef_row, __aef_year,
                (SELECT CAST(sum(__aef_points) AS BIGINT) FROM sampled)
-           ) AS __aef_values
+           ) AS __aef_values,
+           -- geometry := …: where each value was sampled, left out of a query that does not
+           -- read it
+           {udf}_sampled_geometry(
+               (SELECT __aef_store FROM store), __aef_input.__aef_row, __aef_year,
+               CAST(geometry AS VARCHAR), (SELECT CAST(sum(__aef_points) AS BIGINT) FROM sampled)
+           ) AS __aef_geom
     FROM (SELECT __aef_p AS __aef_input, unnest((SELECT __aef_years FROM options)) AS __aef_year
           FROM points __aef_p)
 ),
 expanded AS (
-    SELECT __aef_input, __aef_year, __aef_values.*, aef_vector(__aef_values) AS embedding
+    SELECT __aef_input, __aef_year, __aef_values.*, aef_vector(__aef_values) AS embedding,
+           __aef_geom AS geom
     FROM with_values
 )
 SELECT __aef_input.* EXCLUDE (__aef_row), __aef_year AS year,
@@ -180,7 +191,8 @@ SELECT __aef_input.* EXCLUDE (__aef_row), __aef_year AS year,
                 AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
                OR (c = 'embedding' AND as_vector)
                OR (c = 'aef_error' AND on_error = 'null')
-               OR (c = 'status' AND status))
+               OR (c = 'status' AND status)
+               OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))
 FROM expanded;
 
 -- aef_plan: what aef_sample_points would read, from headers only (no pixel is read): per file,

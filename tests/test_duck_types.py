@@ -77,6 +77,12 @@ RETURNS = {
         "STRUCT(location BIGINT, x DOUBLE, y DOUBLE, xy_crs VARCHAR, year_from INTEGER, "
         "year_to INTEGER, similarity FLOAT)[]"
     ),
+    # (geometry := …: these came with the derivation, from a GeoArrow WKB type with its CRS.)
+    "geometry_wanted": "BOOLEAN",
+    "lonlat_point": "GEOMETRY('OGC:CRS84')",
+    "pixel_geometry": "GEOMETRY('OGC:CRS84')",
+    "chip_geometry": "GEOMETRY('OGC:CRS84')",
+    "sampled_geometry": "GEOMETRY('OGC:CRS84')",
 }
 
 

@@ -42,6 +42,7 @@ def entry_points():
         ("similarity", lambda **kw: aefsql.similarity(box, [0.1] * 64, years=2024, **kw)),
         ("change", lambda **kw: aefsql.change(box, years=[2023, 2024], **kw)),
         ("grid", lambda **kw: aefsql.grid(box, cell=1000, years=2024, **kw)),
+        ("export", lambda **kw: aefsql.export(box, "x.parquet", years=2024, **kw)),
     ]
 
 
@@ -69,6 +70,7 @@ def test_unknown_keywords_are_refused(gdal_collection, name, call, keyword):
         "api.similarity",
         "api.change",
         "api.grid",
+        "api.export",
         "rasters.read_area",
         "pictures.picture",
         "maps.write_map",
@@ -428,9 +430,11 @@ SIGNATURES = [
     ("aefsql.sample_points", ["points"], "aef_sample_points", set()),
     ("aefsql.zonal", ["polygons"], "aef_zonal", {"max_bytes"}),
     ("aefsql.change", ["area"], "aef_change", set()),
+    # (export writes all 64 bands, as published: no bands, no as_vector)
+    ("aefsql.export", ["area", "output"], "aef_pixels", {"bands", "as_vector"}),
     # (aef_pixels' as_vector: read_area's is a cube of vectors; picture gives an image.)
-    ("aefsql.read_area", ["area", "years"], "aef_pixels", {"year"}),
-    ("aefsql.picture", ["area", "year", "path"], "aef_pixels", {"years", "as_vector"}),
+    ("aefsql.read_area", ["area", "years"], "aef_pixels", {"year", "geometry"}),
+    ("aefsql.picture", ["area", "year", "path"], "aef_pixels", {"years", "as_vector", "geometry"}),
     ("aefsql.write_headers", ["output"], "aef_headers", set()),
     ("aefsql.build_collection", ["output"], "aef_headers", set()),
     pytest.param(
@@ -438,7 +442,7 @@ SIGNATURES = [
         "aefsql.spark.sample_points",
         ["df"],
         "aef_sample_points",
-        {"status"},
+        {"status", "geometry"},
         marks=pytest.mark.spark,
     ),
     pytest.param("aefsql.spark.zonal", ["df"], "aef_zonal", {"max_bytes"}, marks=pytest.mark.spark),
@@ -449,14 +453,14 @@ SIGNATURES = [
         "aefsql.torch.ChipDataset",
         ["points"],
         "aef_chips",
-        {"year", "max_bytes", "on_error"},
+        {"year", "max_bytes", "on_error", "geometry"},
         marks=pytest.mark.torch,
     ),
     pytest.param(
         "aefsql.torchgeo.AEF",
         ["catalog"],
         "aef_pixels",
-        {"year", "max_bytes", "level", "as_vector"},
+        {"year", "max_bytes", "level", "as_vector", "geometry"},
         marks=pytest.mark.torch,
     ),
 ]

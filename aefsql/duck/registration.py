@@ -31,6 +31,7 @@ from .types import (
     CHIP_PLAN_ARROW,
     CHUNK_ARROW,
     EMBEDDING_ARROW,
+    GEOMETRY_ARROW,
     GRID_ARROW,
     LOCATED_ARROW,
     LONLAT_ARROW,
@@ -213,7 +214,7 @@ def _function_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 # UDFs that write aef_sample_points' per-query store (duck/sampled.py) or read it back once:
 # volatile, so that DuckDB calls each once per row, never once more for a pushed-down filter.
-_WRITING = {"sample_store", "sample_group", "sampled_values"}
+_WRITING = {"sample_store", "sample_group", "sampled_values", "sampled_geometry"}
 
 
 def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> str:
@@ -247,7 +248,7 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
         (
             "sample_store",
             session.sample_store,
-            ["BIGINT", "INTEGER[]", "VARCHAR[]", "VARCHAR[]"],
+            ["BIGINT", "INTEGER[]", "VARCHAR[]", "VARCHAR[]", "VARCHAR"],
             pa.int64(),
         ),
         (
@@ -261,6 +262,12 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
             session.sampled_values,
             ["BIGINT", "BIGINT", "INTEGER", "BIGINT"],
             SAMPLE_VALUES_ARROW,
+        ),
+        (
+            "sampled_geometry",
+            session.sampled_geometry,
+            ["BIGINT", "BIGINT", "INTEGER", "VARCHAR", "BIGINT"],
+            GEOMETRY_ARROW,
         ),
         ("build_collection", session.build_collection, ["VARCHAR", "VARCHAR"], pa.int64()),
         ("headers", session.headers, ["VARCHAR"], pa.list_(pa.struct(list(HEADERS_SCHEMA)))),
@@ -322,6 +329,20 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
             pa.list_(PIXEL_ARROW),
         ),
         ("pixel_lonlat", session.pixel_lonlat, ["DOUBLE", "DOUBLE", "VARCHAR"], LONLAT_ARROW),
+        ("geometry_wanted", session.geometry_wanted, ["VARCHAR"], pa.bool_()),
+        ("lonlat_point", session.lonlat_point, [LONLAT_ARROW], GEOMETRY_ARROW),
+        (
+            "pixel_geometry",
+            session.pixel_geometry,
+            ["VARCHAR", "INTEGER", "DOUBLE", "DOUBLE", "VARCHAR"],
+            GEOMETRY_ARROW,
+        ),
+        (
+            "chip_geometry",
+            session.chip_geometry,
+            ["VARCHAR", CHIP_ARROW.field("chip_bounds").type, "INTEGER", "VARCHAR"],
+            GEOMETRY_ARROW,
+        ),
         (
             "chunk_vectors",
             session.chunk_vectors,

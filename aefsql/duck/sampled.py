@@ -42,6 +42,9 @@ class _Store:
     unread_regions: np.ndarray  # int64: positions of each region not yet read back
     files: list[str] = field(default_factory=list)  # every file the query samples
     errors: np.ndarray | None = None  # object: the message of each position, once one has one
+    # geometry := …: each position's file (index in `files`; -1: none) and pixel row and
+    # column there, read back once more (`read_places`) for its `geom`.
+    places: np.ndarray | None = None
     unread: int = 0  # positions not yet read back
     filling: int = 0  # sample calls under way (a long read must not look idle)
     used: float = field(default_factory=time.monotonic)
@@ -87,12 +90,18 @@ class SampledStores:
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
 
-    def open(self, rows: int, years, bands: list[int], files: list[str]) -> int:
+    def open(
+        self, rows: int, years, bands: list[int], files: list[str], places: bool = False
+    ) -> int:
         """A store for `rows` input rows x `years` (sorted) of `bands`, sampled from
-        `files`; its number."""
+        `files`; its number. `places`: keep where each value was sampled too, to be read
+        back (`read_places`) as well as the values."""
         years = np.asarray(years, dtype=np.int64)
         store = _Store.empty(rows * years.size, years, bands)
         store.files = sorted(files)
+        if places:
+            store.places = np.full((store.unread, 3), -1, np.int32)
+            store.unread *= 2  # each position read twice: its values, its place
         with self._lock:
             now = time.monotonic()
             for number, old in list(self._stores.items()):
@@ -136,6 +145,30 @@ class SampledStores:
                 store.filling -= 1
                 store.used = time.monotonic()
             _return_free_heap()
+
+    def place(self, number: int, at: np.ndarray, paths, rows, cols) -> None:
+        """Record where positions `at` are sampled from (files, pixel rows and columns),
+        when the store keeps places."""
+        store = self._store(number)
+        if store.places is not None:
+            files = np.asarray(store.files, dtype=object)
+            store.places[at, 0] = np.searchsorted(files, np.asarray(paths, dtype=object))
+            store.places[at, 1], store.places[at, 2] = rows, cols
+
+    def read_places(self, number: int, at: np.ndarray):
+        """The file (None: no tile holds it), pixel row and column of positions `at`; or
+        None when the store keeps no places. Counted as read, as `read`'s are."""
+        store = self._store(number)
+        if store.places is None:
+            return None
+        file, rows, cols = store.places[at].T
+        paths = np.where(file >= 0, np.asarray(store.files + [None], dtype=object)[file], None)
+        with self._lock:
+            store.unread -= at.size
+            store.used = time.monotonic()
+            if store.unread <= 0:
+                self._stores.pop(number, None)
+        return paths, rows, cols
 
     def read(self, number: int, at: np.ndarray) -> tuple[Samples, np.ndarray | None]:
         """The samples (and messages, None when there are none) of positions `at`; the

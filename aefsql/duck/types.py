@@ -68,6 +68,26 @@ PIXEL_PLACE_ARROW = [
 # pixel_lonlat's result: lon/lat of a pixel centre, asked for apart from the pixels (PROJ costs
 # more than reading them) so that DuckDB leaves it out of queries that never read lon or lat.
 LONLAT_ARROW = pa.struct([(name, pa.float64()) for name in ("lon", "lat")])
+
+
+class LonLatWkb(pa.ExtensionType):
+    """WKB in lon/lat, as GeoArrow names it (`geoarrow.wkb`, CRS OGC:CRS84): DuckDB reads it
+    as GEOMETRY('OGC:CRS84'), GeoPandas as a GeoSeries in EPSG:4326. (Not registered with
+    pyarrow: geoarrow-pyarrow, where installed, registers the name itself.)"""
+
+    def __init__(self):
+        super().__init__(pa.binary(), "geoarrow.wkb")
+
+    def __arrow_ext_serialize__(self) -> bytes:
+        return b'{"crs": "OGC:CRS84"}'
+
+    @classmethod
+    def __arrow_ext_deserialize__(cls, storage_type, serialized) -> LonLatWkb:
+        return cls()
+
+
+# The `geom` column of geometry := 'point' | 'pixel'.
+GEOMETRY_ARROW = LonLatWkb()
 PIXEL_ARROW = pa.struct([*PIXEL_PLACE_ARROW, *EMBEDDING_ARROW])
 # aef_pixels(as_vector := true): the de-quantized bands as one FLOAT[64] (NULL on nodata).
 PIXEL_VECTOR_ARROW = pa.struct(

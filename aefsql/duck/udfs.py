@@ -20,6 +20,13 @@ from ..catalog.index import empty_index_file
 from ..errors import AefsqlError
 from ..geometry import geo
 from ..geometry.areas import Area, area_from, projected_all
+from ..geometry.footprints import (
+    cell_geometries,
+    pixel_geometries,
+    points_wkb,
+    rectangle_geometries,
+    segments_for,
+)
 from ..headers.table import SCHEMA
 from ..kernels import change, coverage, points
 from ..kernels.budgets import STREAMED_BYTES
@@ -43,6 +50,7 @@ from ..kernels.readahead import ReadAhead
 from ..kernels.similarity import pixel_similarity, query_vector
 from ..options import (
     check_cell,
+    check_geometry,
     check_input_columns,
     check_level,
     check_on_error,
@@ -138,20 +146,25 @@ class SessionUdfs:
         found = self._locate(x, y, year, crs)
         return _struct(points.sample_pixels(self.session.engine, *found))
 
-    def sample_store(self, rows, years, bands, files) -> pa.Int64Array:
+    def sample_store(self, rows, years, bands, files, geometry) -> pa.Int64Array:
         """aef_sample_points' store for its query (`SampledStores`): `rows` input rows x
-        `years` of `bands` (names; sorted, as the band columns are), sampled from `files`;
-        one store per row."""
+        `years` of `bands` (names; sorted, as the band columns are), sampled from `files`,
+        keeping each value's place when `geometry` is asked for; one store per row."""
         return pa.array(
             [
                 self.sampled.open(
-                    int(n or 0), ys or [], band_indices(sorted(names or ())), paths or []
+                    int(n or 0),
+                    ys or [],
+                    band_indices(sorted(names or ())),
+                    paths or [],
+                    places=kind is not None,
                 )
-                for n, ys, names, paths in zip(
+                for n, ys, names, paths, kind in zip(
                     rows.to_pylist(),
                     years.to_pylist(),
                     bands.to_pylist(),
                     files.to_pylist(),
+                    geometry.to_pylist(),
                     strict=True,
                 )
             ],
@@ -204,6 +217,13 @@ class SessionUdfs:
                 )
                 if messages is not None:
                     errors()[at] = messages
+                self.sampled.place(
+                    number,
+                    at,
+                    np.repeat(paths[first:end], counts[first:end]),
+                    _int32s(pixel_rows.slice(start, stop - start)),
+                    _int32s(pixel_cols.slice(start, stop - start)),
+                )
 
             self.sampled.fill(number, fill)
         return pa.array(counts, pa.int64())
@@ -234,6 +254,30 @@ class SessionUdfs:
             [*_band_columns(part), errors.cast(pa.string()), statuses],
             fields=list(SAMPLE_VALUES_ARROW),
         )
+
+    def sampled_geometry(self, store, row, year, geometry, sampled) -> pa.Array:
+        """aef_sample_points' `geom` of each (row, year): the pixel it was sampled from, as
+        lon/lat geometry (`geometry` 'point': its centre; 'pixel': its footprint), read
+        from the query's `store`; NULL where no tile holds the point. `sampled` as for
+        `sampled_values`."""
+        out = pa.nulls(len(row), pa.binary())
+        kinds = set(_contiguous(geometry).to_pylist())
+        if len(row) == 0 or kinds == {None}:
+            return out
+        (kind,) = kinds
+        check_geometry(kind)
+        number = int(_ints(store)[0])
+        at = self.sampled.positions(number, _ints(row), _ints(year))
+        found = self.sampled.read_places(number, at)
+        if found is None:
+            return out
+        paths, rows, cols = found
+        held = np.flatnonzero(paths != None)  # noqa: E711 (elementwise, over objects)
+        if held.size == 0:
+            return out
+        headers = self.session.engine.headers.headers_for(sorted(set(paths[held].tolist())))
+        wkb = cell_geometries(kind, headers, paths[held], rows[held], cols[held])
+        return _scattered(wkb, held, len(row))
 
     def headers(self, years) -> pa.ListArray:
         """The UDF of aef_headers: per row, the headers table (as `headers_to_table`) as a
@@ -531,6 +575,84 @@ class SessionUdfs:
         return pa.StructArray.from_arrays(
             [pa.array(lon), pa.array(lat)], fields=list(LONLAT_ARROW), mask=null
         )
+
+    def geometry_wanted(self, geometry) -> pa.BooleanArray:
+        """True when a table function gives a `geom` column (geometry := 'point' or
+        'pixel'), false when geometry is NULL; raises for another value. Called from a
+        COLUMNS lambda, so while the query binds: a misspelt value fails even an empty call."""
+        kinds = _contiguous(geometry)
+        for kind in set(kinds.to_pylist()):
+            check_geometry(kind)
+        return pc.is_valid(kinds)
+
+    def pixel_geometry(self, path, level, x, y, kind) -> pa.Array:
+        """The pixels centred at x/y of file `path`'s `level` (in its CRS), as lon/lat
+        geometry: their centres (`kind` 'point') or footprints ('pixel'); NULL where any
+        argument is NULL (aefsql/geometry/footprints.py)."""
+        path, x, y, kind = (_contiguous(c) for c in (path, x, y, kind))
+        levels = _contiguous(level)
+        valid = pc.and_(
+            pc.and_(
+                pc.and_(path.is_valid(), levels.is_valid()), pc.and_(x.is_valid(), y.is_valid())
+            ),
+            kind.is_valid(),
+        )
+        at = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
+        out = pa.nulls(len(path), pa.binary())
+        if at.size == 0:
+            return out
+        paths = np.asarray(path.take(pa.array(at)).to_pylist(), object)
+        (at_level,) = set(_ints(levels.take(pa.array(at))).tolist())  # a parameter: one
+        (wanted,) = set(kind.take(pa.array(at)).to_pylist())
+        check_geometry(wanted)
+        headers = self.session.engine.headers.headers_for(sorted(set(paths.tolist())), at_level)
+        found = pixel_geometries(
+            wanted,
+            headers,
+            paths,
+            geo.floats(x.take(pa.array(at))),
+            geo.floats(y.take(pa.array(at))),
+        )
+        return _scattered(found, at, len(path))
+
+    def lonlat_point(self, lonlat) -> pa.Array:
+        """geometry := 'point' from `pixel_lonlat`'s lon/lat (projected once for lon, lat and
+        geom, ahead with the pixels): the same points; NULL where they are."""
+        lonlat = _contiguous(lonlat)
+        valid = lonlat.is_valid().to_numpy(zero_copy_only=False)
+        at = np.flatnonzero(valid)
+        picked = lonlat.take(pa.array(at))
+        lon, lat = (geo.floats(picked.field(k)) for k in ("lon", "lat"))
+        return _scattered(points_wkb(lon, lat), at, len(lonlat))
+
+    def chip_geometry(self, crs, bounds, size, kind) -> pa.Array:
+        """aef_chips' chips as lon/lat geometry: their footprints from `chip_bounds` in
+        `chip_crs` (`kind` 'pixel'), or the centre of the pixel at row and column size // 2
+        (the point's: 'point'); NULL where the chip is."""
+        crs, bounds, size, kind = (_contiguous(c) for c in (crs, bounds, size, kind))
+        valid = pc.and_(pc.and_(crs.is_valid(), bounds.is_valid()), kind.is_valid())
+        at = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
+        out = pa.nulls(len(crs), pa.binary())
+        if at.size == 0:
+            return out
+        picked = bounds.take(pa.array(at))
+        xmin, ymin, xmax, ymax = (
+            geo.floats(picked.field(k)) for k in ("xmin", "ymin", "xmax", "ymax")
+        )
+        epsg = np.array(
+            [int(c.split(":")[1]) for c in crs.take(pa.array(at)).to_pylist()], np.int64
+        )
+        (side,) = set(_ints(size.take(pa.array(at))).tolist())
+        (wanted,) = set(kind.take(pa.array(at)).to_pylist())
+        check_geometry(wanted)
+        if (
+            wanted == "point"
+        ):  # the chip's middle pixel, north-up: columns from xmin, rows from ymax
+            width, height = (xmax - xmin) / side, (ymax - ymin) / side
+            xmin, ymax = xmin + (side // 2) * width, ymax - (side // 2) * height
+            xmax, ymin = xmin + width, ymax - height
+        found = rectangle_geometries(wanted, epsg, xmin, ymin, xmax, ymax, segments_for(side))
+        return _scattered(found, at, len(crs))
 
     def _chunk_crs(self, chunks: Chunks, level: int) -> pa.StringArray:
         """The CRS of each chunk's file ('EPSG:32633'): of its pixels' x/y."""
@@ -1049,6 +1171,15 @@ def _vector_aligned(chunks: Chunks, blocks: np.ndarray) -> np.ndarray:
 
 def _contiguous(column) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _scattered(values: pa.Array, at: np.ndarray, n: int) -> pa.Array:
+    """`values` at positions `at` of n, NULL elsewhere."""
+    if at.size == n:
+        return values
+    where = np.full(n, -1, np.int64)
+    where[at] = np.arange(at.size)
+    return values.take(pa.array(where, mask=where < 0))
 
 
 def _ints(column) -> np.ndarray:
