@@ -6,9 +6,16 @@ setting there), `SELECT * FROM aef_pixels(…)` to Arrow, the same without lon/l
 Parquet, and `SELECT count(*), sum(A63)` (the read alone). Each SQL reader opens a new
 connection. Over HTTP everything goes through latency_proxy.py (+50 ms a request). Every
 Arrow result is checked against rasterio's window: as many rows as pixels, and the same sum
-of each of three bands.
+of each of three bands. Wall and CPU seconds (this process's, every thread) are printed.
 
-    python benchmarks/bench_pixels_sql.py [--runs 3] [--only local,http]
+`floors` measures what the SQL read cannot go below on this machine, each part alone:
+(a) DuckDB's own `SELECT *` → Arrow and `COPY … TO` Parquet of an in-memory Arrow table
+with exactly aef_pixels' schema and rows (aef_pixels' own result, no aefsql in the query);
+(b) pyproj projecting the 4.2 M pixel centres to lon/lat, in one thread and in two (halves,
+a transformer each: PROJ lets go of the GIL); (c) aefsql's kernels alone (fetch, decode,
+gather: `chunk_pixels` of the area's chunks, no lon/lat, no DuckDB).
+
+    python benchmarks/bench_pixels_sql.py [--runs 3] [--only local,http,floors]
 
 Run it from each tree to compare (PYTHONPATH=<tree>), alternating, in one session.
 """
@@ -19,9 +26,12 @@ import argparse
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import duckdb
 import numpy as np
+import pyproj
 from bench_areas import (
     EPSG,
     GDAL_HTTP,
@@ -35,6 +45,9 @@ from bench_areas import (
 from latency_proxy import LatencyProxy
 
 import aefsql
+from aefsql.geometry.areas import area_from
+from aefsql.kernels.pixels import area_chunks, chunk_pixels
+from aefsql.session import open_session
 
 BLOCK = 1024
 CHECKED_BANDS = (0, 31, 63)
@@ -67,29 +80,75 @@ def check(table, window: np.ndarray, label: str) -> None:
             raise AssertionError(f"{label}: band {band} differs from rasterio's window")
 
 
-def run(where: str, readers: dict, runs: int, baseline: str) -> None:
-    best = dict.fromkeys(readers, float("inf"))
+def run(where: str, readers: dict, runs: int, baseline: str | None) -> None:
+    """Best wall time of `runs` turns of each reader (and the CPU seconds of that run),
+    with its ratio to `baseline`'s; each result checked against the baseline's window."""
+    best = dict.fromkeys(readers, (float("inf"), 0.0))
     load = os.getloadavg()[0]
     window = None
     for _ in range(runs):  # readers take turns
         for label, read in readers.items():
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             result = read()
-            best[label] = min(best[label], time.perf_counter() - start)
+            took = (time.perf_counter() - start, time.process_time() - cpu)
+            best[label] = min(best[label], took)
             if label == baseline:
                 window = result
-            else:
+            elif baseline is not None:
                 check(result, window, label)
             del result
     print(f"\n# {where}, best of {runs}; load {load:.1f} -> {os.getloadavg()[0]:.1f}")
-    for label, seconds in best.items():
-        print(f"{label:<34} {seconds:>7.2f} s {best[baseline] / seconds:>6.2f}x")
+    for label, (seconds, cpu) in best.items():
+        ratio = f"{best[baseline][0] / seconds:>6.2f}x" if baseline else ""
+        print(f"{label:<40} {seconds:>7.2f} s {cpu:>6.2f} CPU-s {ratio}")
+
+
+def floors(catalog: str, box: list[float], runs: int, out: str) -> None:
+    """(a) DuckDB alone on aef_pixels' own result, (b) PROJ alone on its pixel centres,
+    (c) aefsql's kernels alone: see the module's docstring."""
+    table = sql_reader(catalog, box, "*")()  # exactly aef_pixels' schema and rows
+    con = duckdb.connect()
+    con.register("pixels", table)
+    x, y = table["x"].to_numpy(), table["y"].to_numpy()
+    crs = set(table["crs"].unique().to_pylist())
+    if crs != {f"EPSG:{EPSG}"}:
+        raise AssertionError(f"the area's pixels are in {crs}, not EPSG:{EPSG} alone")
+
+    def project(part: slice):
+        transformer = pyproj.Transformer.from_crs(EPSG, 4326, always_xy=True)
+        return transformer.transform(x[part], y[part], errcheck=False)
+
+    def project_in_two():
+        half = x.size // 2
+        with ThreadPoolExecutor(2) as pool:
+            return list(pool.map(project, [slice(0, half), slice(half, None)]))
+
+    def kernels():
+        session = open_session(catalog)
+        chunks = area_chunks(session, area_from(box, EPSG), [YEAR])
+        return chunk_pixels(session, chunks, list(range(64)), coordinates=False)
+
+    readers = {
+        "(a) DuckDB: SELECT * FROM arrow -> Arrow": lambda: con.sql(
+            "SELECT * FROM pixels"
+        ).to_arrow_table(),
+        "(a) DuckDB: COPY arrow TO Parquet": lambda: con.sql(
+            f"COPY (SELECT * FROM pixels) TO '{out}' (FORMAT parquet)"
+        ),
+        f"(b) PROJ, {x.size:,} lon/lat, 1 thread": lambda: project(slice(None)),
+        f"(b) PROJ, {x.size:,} lon/lat, 2 threads": project_in_two,
+        "(c) aefsql kernels, no lon/lat": kernels,
+    }
+    schema = ", ".join(f"{f.name} {f.type}" for f in table.schema if not f.name.startswith("A"))
+    print(f"\n{table.num_rows:,} rows: {schema}, A00..A63 int8")
+    run("floors", readers, runs, None)
+    con.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="local,http")
+    parser.add_argument("--only", default="local,http,floors")
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/aefsql-bench"))
     args = parser.parse_args()
@@ -131,6 +190,8 @@ def main() -> None:
 
             readers = {"rasterio": rasterio_http, **sql_readers(base + index.name, False)}
             run(f"HTTP + {args.latency * 1000:.0f} ms a request", readers, args.runs, "rasterio")
+    if "floors" in parts:
+        floors(str(index), box, args.runs, out)
 
 
 if __name__ == "__main__":

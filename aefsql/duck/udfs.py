@@ -404,8 +404,7 @@ class SessionUdfs:
             if k is None:
                 band_columns.append(pa.nulls(n, pa.int8()))
                 continue
-            null = pixels.band_null(k)
-            band_columns.append(pa.array(pixels.values[k], mask=null))
+            band_columns.append(_int8_column(pixels.values[k], pixels.band_null(k)))
         return self._pixel_lists(chunks, pixels, at, band_columns, PIXEL_ARROW)
 
     def chunk_vectors(self, path, year, row, col0, col1, centroid, level) -> pa.ListArray:
@@ -980,6 +979,19 @@ def _vector_aligned(chunks: Chunks, blocks: np.ndarray) -> np.ndarray:
         out.append(np.arange(start, start + size, dtype=np.int64))
         at += size
     return np.concatenate(out)
+
+
+def _int8_column(values: np.ndarray, null: np.ndarray | None) -> pa.Array:
+    """An int8 Arrow column of `values`, NULL where `null` (None: nowhere), sharing their
+    memory: the validity bits packed by numpy (`pa.array(mask=)` took ten times as long, a
+    fifth of a second of DuckDB's one pipeline thread for a 2048² area's 64 bands)."""
+    values = np.ascontiguousarray(values, np.int8)
+    if null is None:
+        return pa.array(values)
+    valid = np.packbits(~null, bitorder="little")
+    return pa.Array.from_buffers(
+        pa.int8(), values.size, [pa.py_buffer(valid), pa.py_buffer(values)]
+    )
 
 
 def _contiguous(column) -> pa.Array:
