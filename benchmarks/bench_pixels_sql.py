@@ -13,7 +13,10 @@ of each of three bands. Wall and CPU seconds (this process's, every thread) are 
 with exactly aef_pixels' schema and rows (aef_pixels' own result, no aefsql in the query);
 (b) pyproj projecting the 4.2 M pixel centres to lon/lat, in one thread and in two (halves,
 a transformer each: PROJ lets go of the GIL); (c) aefsql's kernels alone (fetch, decode,
-gather: `chunk_pixels` of the area's chunks, no lon/lat, no DuckDB).
+gather: `chunk_pixels` of the area's chunks, no lon/lat, no DuckDB); (d) each SQL read's
+CPU seconds by thread (Linux: /proc/self/task): DuckDB runs aef_pixels' pipeline on one
+thread (its source is one UDF's list of chunks), which also runs the UDFs' Python, while
+aefsql's pools read, decode and project beside it: that thread's CPU is the query's floor.
 
     python benchmarks/bench_pixels_sql.py [--runs 3] [--only local,http,floors]
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -143,6 +147,52 @@ def floors(catalog: str, box: list[float], runs: int, out: str) -> None:
     print(f"\n{table.num_rows:,} rows: {schema}, A00..A63 int8")
     run("floors", readers, runs, None)
     con.close()
+    if os.path.isdir("/proc/self/task"):
+        print(f"\n# (d) CPU seconds by thread, best wall time of {runs}")
+        for select in ("*", "* EXCLUDE (lon, lat)", "count(*), sum(A63)"):
+            best = min((by_thread(catalog, box, select) for _ in range(runs)), key=lambda r: r[0])
+            wall, threads = best
+            pipeline = max((v, k) for k, v in threads.items() if not k.startswith("aefsql-"))
+            pools = ", ".join(
+                f"{k[7:]} {v:.2f}" for k, v in sorted(threads.items()) if k.startswith("aefsql-")
+            )
+            print(
+                f"SELECT {select:<22} {wall:>6.2f} s; DuckDB's pipeline thread {pipeline[0]:.2f}"
+                f" CPU-s; aefsql's pools: {pools}"
+            )
+
+
+def by_thread(catalog: str, box: list[float], select: str) -> tuple[float, dict[str, float]]:
+    """Wall seconds of `SELECT {select} FROM aef_pixels(…)` to Arrow, and the CPU seconds
+    each thread spent in it, by name (aefsql's pools by pool; DuckDB's threads, unknown to
+    Python, by their id), read before the connection closes (its threads end with it)."""
+
+    def cpu() -> dict[str, float]:
+        tick = os.sysconf("SC_CLK_TCK")
+        found = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:  # a thread that ended meanwhile
+                continue
+            found[tid] = (int(fields[11]) + int(fields[12])) / tick
+        return found
+
+    area = f"{box}, years := {YEAR}, crs := {EPSG}"
+    con = aefsql.connect(catalog=catalog)
+    try:
+        before, start = cpu(), time.perf_counter()
+        con.sql(f"SELECT {select} FROM aef_pixels({area})").to_arrow_table()
+        wall, after = time.perf_counter() - start, cpu()
+    finally:
+        con.close()
+    names = {str(t.native_id): t.name.rsplit("_", 1)[0] for t in threading.enumerate()}
+    threads: dict[str, float] = {}
+    for tid, seconds in after.items():
+        name = names.get(tid, f"thread {tid}")
+        threads[name] = threads.get(name, 0.0) + seconds - before.get(tid, 0.0)
+    return wall, threads
 
 
 def main() -> None:
