@@ -107,9 +107,9 @@ def test_a_server_error_met_ahead_fails_the_query(wide, http_server, monkeypatch
     failed = []
     read = ReadAhead._read
 
-    def ahead(self, chunks, bands, level):
+    def ahead(self, chunks, bands, level, **derive):
         try:
-            return read(self, chunks, bands, level)
+            return read(self, chunks, bands, level, **derive)
         except aefsql.AefsqlError as exc:
             failed.append(exc)
             raise
@@ -137,22 +137,22 @@ def test_only_the_planned_batch_with_its_bands_is_taken(wide, monkeypatch):
     reads = []
     read = ReadAhead._read
 
-    def counted(self, chunks, bands, level):
+    def counted(self, chunks, bands, level, **derive):
         reads.append(chunks.row[0])
-        return read(self, chunks, bands, level)
+        return read(self, chunks, bands, level, **derive)
 
     monkeypatch.setattr(ReadAhead, "_read", counted)
     ahead = ReadAhead(session)
     ahead.plan(batches)
     bands = [0, 5, 63]
     first = ahead.pixels(batches[0], bands, 0)
-    assert ahead._ahead is not None and ahead._ahead[0][1] == tuple(bands)
+    assert len(ahead._ahead) == 1 and ahead._ahead[0][0][1] == tuple(bands)
     second = ahead.pixels(batches[1], [0, 5], 0)  # other bands: read now, not taken
     expected = chunk_pixels(session, batches[1], [0, 5], 0, coordinates=False)
     assert np.array_equal(second.values, expected.values)
     third = ahead.pixels(batches[2], [0, 5], 0)  # read ahead after the second call
     assert reads == [batches[k].row[0] for k in (0, 1, 1, 2)]
-    assert ahead._ahead is None  # nothing planned after the last batch
+    assert not ahead._ahead  # nothing planned after the last batch
     for got, batch in ((first, batches[0]), (third, batches[2])):
         expected = chunk_pixels(session, batch, list(got.bands), 0, coordinates=False)
         assert np.array_equal(got.values, expected.values)

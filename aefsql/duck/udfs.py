@@ -39,7 +39,7 @@ from ..kernels.pixels import (
 )
 from ..kernels.points import Samples, band_indices
 from ..kernels.readahead import ReadAhead
-from ..kernels.similarity import pixel_similarity, query_vector
+from ..kernels.similarity import Cosines, query_vector
 from ..options import check_input_columns, check_level, check_on_error, resolve_json, year_list
 from ..session import Session
 from .sampled import SampledStores
@@ -449,14 +449,18 @@ class SessionUdfs:
             if not (vectors == vectors[0]).all():
                 raise AefsqlError("aef_similarity: one query vector per call")
             unit = vectors[0].astype(np.float64)
-        every = list(range(len(BAND_NAMES)))
-        chunks, pixels, at = self._read_chunks(path, year, row, col0, col1, centroid, level, every)
-        similarity = pixel_similarity(pixels, unit)
+        # Computed as each block is decoded, and the next vector's ahead (`Cosines`).
+        cosines = Cosines(tuple(unit.astype(np.float32).tolist()))
+        chunks, pixels, at = self._read_chunks(
+            path, year, row, col0, col1, centroid, level, [], derive=cosines
+        )
+        similarity = pixels.derived
         column = pa.array(similarity, mask=np.isnan(similarity))
         return self._pixel_lists(chunks, pixels, at, [column], PIXEL_SIMILARITY_ARROW)
 
-    def _read_chunks(self, path, year, row, col0, col1, centroid, level, bands):
-        """(chunks, their pixels of `bands`, level) of a call's chunk columns."""
+    def _read_chunks(self, path, year, row, col0, col1, centroid, level, bands, derive=None):
+        """(chunks, their pixels of `bands` (or `derive`d), level) of a call's chunk
+        columns."""
         levels = set(_levels(level))
         if len(levels) > 1:
             raise AefsqlError(f"level := must be one value per call, not {sorted(levels)}")
@@ -469,7 +473,7 @@ class SessionUdfs:
             centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
         )
         at = levels.pop() if levels else 0
-        return chunks, self.read_ahead.pixels(chunks, bands, at), at
+        return chunks, self.read_ahead.pixels(chunks, bands, at, derive=derive), at
 
     def _pixel_lists(self, chunks, pixels, level, values, arrow_type) -> pa.ListArray:
         """Per chunk, the list of its pixels: where each is, then `values` (its columns)."""

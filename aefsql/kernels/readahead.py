@@ -42,6 +42,11 @@ if TYPE_CHECKING:
 
 PLANNED_UNITS = 4  # units whose plans are kept: more than the queries reading at once
 PROJECTED_BATCHES = 2  # batches whose lon/lat projected ahead are kept for the asking
+# Batches read ahead at once: one of values (a batch's 64 bands are ~100 MB); two when each
+# pixel's bands are reduced as they are decoded (`derive`: a number a pixel comes out), so
+# the decode threads always hold a batch's blocks while the one before them finishes.
+AHEAD_VALUES = 1
+AHEAD_DERIVED = 2
 
 
 @dataclass
@@ -70,6 +75,10 @@ class _Projected:
         return None
 
 
+def _depth(derive) -> int:
+    return AHEAD_VALUES if derive is None else AHEAD_DERIVED
+
+
 def batch_key(chunks: Chunks) -> bytes:
     """A digest of a batch's chunks (the same chunks in the same order give the same)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -90,9 +99,9 @@ class ReadAhead:
         # batch key -> the batch planned after it (units' plans, oldest first)
         self._units: OrderedDict[int, dict[bytes, Chunks]] = OrderedDict()
         self._next_unit = 0
-        # The batch being read ahead: [(key, bands, level), future of its Pixels, future of
-        # its _Projected (None: not asked for), its Chunks], or None.
-        self._ahead: list | None = None
+        # The batches being read ahead, next first: [(key, bands, level, derive), future of
+        # its Pixels, future of its _Projected (None: not asked for), its Chunks].
+        self._ahead: list[list] = []
         self._projected: deque[Future] = deque(maxlen=PROJECTED_BATCHES)
 
     def plan(self, batches: list[Chunks]) -> None:
@@ -107,18 +116,28 @@ class ReadAhead:
             while len(self._units) > PLANNED_UNITS:
                 self._units.popitem(last=False)
 
-    def pixels(self, chunks: Chunks, bands: list[int], level: int) -> Pixels:
-        """`chunk_pixels(session, chunks, bands, level, coordinates=False)`: the read ahead
-        when it is this batch, else read now; then the planned next batch is read ahead."""
+    def pixels(self, chunks: Chunks, bands: list[int], level: int, derive=None) -> Pixels:
+        """`chunk_pixels(session, chunks, bands, level, coordinates=False, derive=derive)`:
+        the read ahead when it is this batch, else read now; then the planned next batch is
+        read ahead. (`derive`, compared by equality, computes per pixel as the blocks are
+        decoded: aef_similarity's cosines, so that they are computed ahead too.)"""
         key = batch_key(chunks)
-        wanted = (key, tuple(bands), level)
+        wanted = (key, tuple(bands), level, derive)
         with self._lock:
-            ahead, self._ahead = self._ahead, None
-            following = None
+            at = next((i for i, a in enumerate(self._ahead) if a[0] == wanted), None)
+            ahead = None if at is None else self._ahead[at]
+            self._ahead = [] if at is None else self._ahead[at + 1 :]
+            chain, step = None, None
             for plan in self._units.values():
-                following = plan.pop(key, following)
+                after = plan.pop(key, None)
+                if after is not None:
+                    chain, step = plan, after
+            following = []  # the next batches planned, as many as are read ahead
+            while step is not None and len(following) < _depth(derive):
+                following.append(step)
+                step = chain.get(batch_key(step))
         found = None
-        if ahead is not None and ahead[0] == wanted:
+        if ahead is not None:
             try:
                 found = ahead[1].result()
             except Cancelled:  # cancelled then: the session may have resumed since
@@ -127,19 +146,32 @@ class ReadAhead:
                 with self._lock:
                     self._projected.append(ahead[2])
         # (Any other read ahead is dropped: its future ends on its own and is forgotten.)
+        # Derived reads (a number a pixel out) start the next batches before reading this
+        # one when it was not ahead (the first): their blocks decode side by side with its.
+        if derive is not None:
+            self._start_following(following, bands, level, derive)
         if found is None:
-            found = self._read(chunks, bands, level)
-        if following is not None:
-            self._start((batch_key(following), tuple(bands), level), following)
+            found = self._read(chunks, bands, level, derive=derive)
+        if derive is None:
+            self._start_following(following, bands, level, derive)
         return found
+
+    def _start_following(self, following: list[Chunks], bands, level: int, derive) -> None:
+        """Read ahead the planned next batches not read ahead yet."""
+        for batch in following:
+            upcoming = (batch_key(batch), tuple(bands), level, derive)
+            with self._lock:
+                started = any(a[0] == upcoming for a in self._ahead)
+            if not started:
+                self._start(upcoming, batch)
 
     def lonlat(self, x: np.ndarray, y: np.ndarray, epsg: np.ndarray):
         """`pixels.lonlat(x, y, epsg)`: projected ahead when these are the pixels of a batch
         read ahead, in order; else now. Asking starts projecting the batch read ahead."""
         with self._lock:
-            if self._ahead is not None and self._ahead[2] is None:
-                wanted, read, _, chunks = self._ahead
-                self._ahead[2] = threads.pool("lonlat-ahead").submit(
+            if self._ahead and self._ahead[0][2] is None:
+                wanted, read, _, chunks = self._ahead[0]
+                self._ahead[0][2] = threads.pool("lonlat-ahead").submit(
                     self._project, read, chunks, wanted[2]
                 )
             projected = list(self._projected)
@@ -167,9 +199,11 @@ class ReadAhead:
         return _Projected(pixels.x, pixels.y, epsg, lon, lat)
 
     def _start(self, wanted: tuple, chunks: Chunks) -> None:
-        future = threads.pool("readahead").submit(self._read, chunks, list(wanted[1]), wanted[2])
+        future = threads.pool("readahead").submit(
+            self._read, chunks, list(wanted[1]), wanted[2], derive=wanted[3]
+        )
         with self._lock:
-            self._ahead = [wanted, future, None, chunks]
+            self._ahead.append([wanted, future, None, chunks])
 
-    def _read(self, chunks: Chunks, bands: list[int], level: int) -> Pixels:
-        return chunk_pixels(self.session, chunks, bands, level, coordinates=False)
+    def _read(self, chunks: Chunks, bands: list[int], level: int, derive=None) -> Pixels:
+        return chunk_pixels(self.session, chunks, bands, level, coordinates=False, derive=derive)
