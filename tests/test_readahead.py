@@ -61,9 +61,9 @@ def started(monkeypatch):
     seen = []
     start = ReadAhead._start
 
-    def spy(self, wanted, chunks):
+    def spy(self, wanted, chunks, compute):
         seen.append(chunks.row.size)
-        start(self, wanted, chunks)
+        start(self, wanted, chunks, compute)
 
     monkeypatch.setattr(ReadAhead, "_start", spy)
     return seen
@@ -94,9 +94,9 @@ def test_a_server_error_met_ahead_fails_the_query(wide, http_server, monkeypatch
     before = []  # GETs of the tile when the first read ahead starts: header, first vector
     start = ReadAhead._start
 
-    def spy(self, wanted, chunks):
+    def spy(self, wanted, chunks, compute):
         before.append(len(tile_ranges_of(http_server.log, NAME)))
-        start(self, wanted, chunks)
+        start(self, wanted, chunks, compute)
 
     monkeypatch.setattr(ReadAhead, "_start", spy)
     http_server.log.clear()

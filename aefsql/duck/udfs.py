@@ -4,6 +4,7 @@ connection."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import warnings
@@ -38,7 +39,7 @@ from ..kernels.pixels import (
     unit_chunks,
 )
 from ..kernels.points import Samples, band_indices
-from ..kernels.readahead import ReadAhead
+from ..kernels.readahead import ReadAhead, batch_key
 from ..kernels.similarity import Cosines, query_vector
 from ..options import check_input_columns, check_level, check_on_error, resolve_json, year_list
 from ..session import Session
@@ -686,6 +687,10 @@ class SessionUdfs:
                 self.session, positions, area, change.ChangeUnit(u["position"], u["stand_in"]), at
             )
             order = _vector_aligned(chunks, chunk_blocks(self.session, chunks, at))
+            # DuckDB hands change_pixels these chunks a vector at a time, in this order: the
+            # next vectors' changes are computed while it consumes one.
+            batches = _change_batches(chunks, paths, order)
+            self.read_ahead.plan(batches, key=_change_batch_key)
             lists.append(_change_chunk_arrow(chunks, paths, order))
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
         items = pa.concat_arrays(lists) if lists else pa.array([], CHANGE_CHUNK_ARROW)
@@ -708,16 +713,22 @@ class SessionUdfs:
         files = np.full((n, len(wanted)), None, dtype=object)
         if n and wanted:
             files[:] = np.asarray(paths.flatten().to_pylist(), dtype=object).reshape(n, -1)
-        grid = np.array([next((p for p in f if p is not None), "") for f in files], object)
         chunks = Chunks(
-            path=grid,
+            path=_grid_paths(files),
             year=np.full(n, change.EVERY_YEAR, np.int64),
             row=_ints(row),
             col0=_ints(col0),
             col1=_ints(col1),
             centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
         )
-        found = change.chunk_changes(self.session, chunks, files, wanted, at)
+
+        def compute(batch: tuple[Chunks, np.ndarray]) -> change.Changes:
+            return change.chunk_changes(self.session, *batch, wanted, at)
+
+        # Computed ahead when `change_chunks` planned this vector (`_change_batches`).
+        found = self.read_ahead.computed(
+            (chunks, files), ("change", tuple(wanted), at), compute, key=_change_batch_key
+        )
         pairs = max(len(wanted) - 1, 0)
         names = pa.array([f"EPSG:{int(e)}" for e in found.epsg], pa.string())
         similarity = found.similarity.reshape(-1)  # pixel by pixel, its pairs together
@@ -958,6 +969,40 @@ def _change_chunk_arrow(chunks: Chunks, paths: np.ndarray, order: np.ndarray) ->
         ],
         fields=list(CHANGE_CHUNK_ARROW),
     )
+
+
+def _grid_paths(files: np.ndarray) -> np.ndarray:
+    """aef_change's chunk path: the first of its files over the years (its grid's)."""
+    return np.array([next((p for p in f if p is not None), "") for f in files], object)
+
+
+def _change_batches(chunks: Chunks, paths: np.ndarray, order: np.ndarray) -> list:
+    """aef_change's (chunks, files) of each DuckDB vector of the chunks in `order`, as
+    `change_pixels` gets them (`_change_chunk_arrow`'s)."""
+    padded = _padded_chunks(chunks, order)
+    at = np.where(order >= 0, order, -order - 1)
+    files = paths[at] if order.size else paths
+    batches = []
+    for start in range(0, order.size, DUCKDB_VECTOR_SIZE):
+        part = slice(start, start + DUCKDB_VECTOR_SIZE)
+        mine = files[part]
+        batch = Chunks(
+            path=_grid_paths(mine),
+            year=np.full(len(mine), change.EVERY_YEAR, np.int64),
+            row=padded.row[part],
+            col0=padded.col0[part],
+            col1=padded.col1[part],
+            centroid=padded.centroid[part],
+        )
+        batches.append((batch, mine))
+    return batches
+
+
+def _change_batch_key(batch: tuple[Chunks, np.ndarray]) -> bytes:
+    """A digest of aef_change's chunks and their files in every year."""
+    chunks, files = batch
+    files = "\0".join(map(str, np.asarray(files).reshape(-1).tolist())).encode()
+    return batch_key(chunks) + hashlib.blake2b(files, digest_size=16).digest()
 
 
 def _vector_aligned(chunks: Chunks, blocks: np.ndarray) -> np.ndarray:

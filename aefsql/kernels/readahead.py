@@ -75,10 +75,6 @@ class _Projected:
         return None
 
 
-def _depth(derive) -> int:
-    return AHEAD_VALUES if derive is None else AHEAD_DERIVED
-
-
 def batch_key(chunks: Chunks) -> bytes:
     """A digest of a batch's chunks (the same chunks in the same order give the same)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -96,22 +92,24 @@ class ReadAhead:
     def __init__(self, session: Session):
         self.session = session
         self._lock = threading.Lock()
-        # batch key -> the batch planned after it (units' plans, oldest first)
-        self._units: OrderedDict[int, dict[bytes, Chunks]] = OrderedDict()
+        # (batch key -> the batch planned after it, the key function) of units' plans,
+        # oldest first
+        self._units: OrderedDict[int, tuple[dict, object]] = OrderedDict()
         self._next_unit = 0
-        # The batches being read ahead, next first: [(key, bands, level, derive), future of
-        # its Pixels, future of its _Projected (None: not asked for), its Chunks].
+        # The batches being read ahead, next first: [(key, *how), future of its result
+        # (Pixels for `pixels`), future of its _Projected (None: not asked for), the batch].
         self._ahead: list[list] = []
         self._projected: deque[Future] = deque(maxlen=PROJECTED_BATCHES)
 
-    def plan(self, batches: list[Chunks]) -> None:
-        """The batches of one unit, in the order they will be asked for."""
+    def plan(self, batches: list, key=batch_key) -> None:
+        """The batches of one unit, in the order they will be asked for (Chunks, or what
+        `computed`'s callers read a batch from, told apart by `key`)."""
         if len(batches) < 2:
             return
-        keys = [batch_key(b) for b in batches]
+        keys = [key(b) for b in batches]
         following = dict(zip(keys[:-1], batches[1:], strict=True))
         with self._lock:
-            self._units[self._next_unit] = following
+            self._units[self._next_unit] = (following, key)
             self._next_unit += 1
             while len(self._units) > PLANNED_UNITS:
                 self._units.popitem(last=False)
@@ -121,21 +119,36 @@ class ReadAhead:
         the read ahead when it is this batch, else read now; then the planned next batch is
         read ahead. (`derive`, compared by equality, computes per pixel as the blocks are
         decoded: aef_similarity's cosines, so that they are computed ahead too.)"""
-        key = batch_key(chunks)
-        wanted = (key, tuple(bands), level, derive)
+
+        def read(batch: Chunks) -> Pixels:
+            return self._read(batch, list(bands), level, derive=derive)
+
+        how = (tuple(bands), level, derive)
+        return self.computed(chunks, how, read, derived=derive is not None)
+
+    def computed(self, batch, how: tuple, compute, derived: bool = True, key=batch_key):
+        """`compute(batch)`: computed ahead when it is this batch with the same `how` (what
+        `compute` does, compared by equality), else now; then the planned next batches are
+        computed ahead (AHEAD_DERIVED of them when `derived` — a small result a pixel —,
+        else AHEAD_VALUES). `key` tells batches apart, as given to `plan`."""
+        wanted = (key(batch), *how)
         with self._lock:
             at = next((i for i, a in enumerate(self._ahead) if a[0] == wanted), None)
             ahead = None if at is None else self._ahead[at]
             self._ahead = [] if at is None else self._ahead[at + 1 :]
             chain, step = None, None
-            for plan in self._units.values():
-                after = plan.pop(key, None)
+            for plan, planned_key in self._units.values():
+                if planned_key is not key:
+                    continue
+                after = plan.pop(wanted[0], None)
                 if after is not None:
                     chain, step = plan, after
             following = []  # the next batches planned, as many as are read ahead
-            while step is not None and len(following) < _depth(derive):
+            while step is not None and len(following) < (
+                AHEAD_DERIVED if derived else AHEAD_VALUES
+            ):
                 following.append(step)
-                step = chain.get(batch_key(step))
+                step = chain.get(key(step))
         found = None
         if ahead is not None:
             try:
@@ -148,28 +161,28 @@ class ReadAhead:
         # (Any other read ahead is dropped: its future ends on its own and is forgotten.)
         # Derived reads (a number a pixel out) start the next batches before reading this
         # one when it was not ahead (the first): their blocks decode side by side with its.
-        if derive is not None:
-            self._start_following(following, bands, level, derive)
+        if derived:
+            self._start_following(following, how, compute, key)
         if found is None:
-            found = self._read(chunks, bands, level, derive=derive)
-        if derive is None:
-            self._start_following(following, bands, level, derive)
+            found = compute(batch)
+        if not derived:
+            self._start_following(following, how, compute, key)
         return found
 
-    def _start_following(self, following: list[Chunks], bands, level: int, derive) -> None:
-        """Read ahead the planned next batches not read ahead yet."""
+    def _start_following(self, following: list, how: tuple, compute, key) -> None:
+        """Compute ahead the planned next batches not computed ahead yet."""
         for batch in following:
-            upcoming = (batch_key(batch), tuple(bands), level, derive)
+            upcoming = (key(batch), *how)
             with self._lock:
                 started = any(a[0] == upcoming for a in self._ahead)
             if not started:
-                self._start(upcoming, batch)
+                self._start(upcoming, batch, compute)
 
     def lonlat(self, x: np.ndarray, y: np.ndarray, epsg: np.ndarray):
         """`pixels.lonlat(x, y, epsg)`: projected ahead when these are the pixels of a batch
         read ahead, in order; else now. Asking starts projecting the batch read ahead."""
         with self._lock:
-            if self._ahead and self._ahead[0][2] is None:
+            if self._ahead and self._ahead[0][2] is None and isinstance(self._ahead[0][3], Chunks):
                 wanted, read, _, chunks = self._ahead[0]
                 self._ahead[0][2] = threads.pool("lonlat-ahead").submit(
                     self._project, read, chunks, wanted[2]
@@ -198,12 +211,10 @@ class ReadAhead:
         lon, lat = lonlat(pixels.x, pixels.y, epsg)
         return _Projected(pixels.x, pixels.y, epsg, lon, lat)
 
-    def _start(self, wanted: tuple, chunks: Chunks) -> None:
-        future = threads.pool("readahead").submit(
-            self._read, chunks, list(wanted[1]), wanted[2], derive=wanted[3]
-        )
+    def _start(self, wanted: tuple, batch, compute) -> None:
+        future = threads.pool("readahead").submit(compute, batch)
         with self._lock:
-            self._ahead.append([wanted, future, None, chunks])
+            self._ahead.append([wanted, future, None, batch])
 
     def _read(self, chunks: Chunks, bands: list[int], level: int, derive=None) -> Pixels:
         return chunk_pixels(self.session, chunks, bands, level, coordinates=False, derive=derive)
