@@ -8,6 +8,7 @@ import hashlib
 import json
 import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import asdict, fields
 from functools import partial
 
@@ -70,6 +71,7 @@ DUCKDB_VECTOR_SIZE = 2048  # rows a scalar UDF gets at once (DuckDB's STANDARD_V
 # points: the sampler's index arrays (~70 bytes a point) then stay bounded however many
 # points a DuckDB vector of groups holds, and a file's blocks are still read once.
 SAMPLE_BATCH_POINTS = 2**19
+OWNING_PLANS = 64  # plans remembered as having chunks (`SessionUdfs._owned`)
 
 
 class SessionUdfs:
@@ -84,6 +86,24 @@ class SessionUdfs:
         self._install_state = threading.local()
         # aef_pixels' next vector of chunks read while DuckDB consumes the current one.
         self.read_ahead = ReadAhead(session)
+        # Plans (an area, its year or years, level) some unit of which had chunks, recent
+        # first: their stand-in unit, which comes after them, then has none without
+        # planning every tile again to find out (`_owned`).
+        self._owning: OrderedDict[tuple, bool] = OrderedDict()
+        self._owning_lock = threading.Lock()
+
+    def _owned(self, plan: tuple, stand_in: bool, chunks: Chunks) -> None:
+        """Remember that a unit of `plan` had chunks (a stand-in forgets it: the plan is
+        done). Units are planned in order, a stand-in after its tiles' units; planned out of
+        order, a stand-in looks for itself, as before."""
+        with self._owning_lock:
+            if stand_in:
+                self._owning.pop(plan, None)
+            elif chunks.row.size:
+                self._owning[plan] = True
+                self._owning.move_to_end(plan)
+                while len(self._owning) > OWNING_PLANS:
+                    self._owning.popitem(last=False)
 
     def aef_file_embedding(self, path, lon, lat) -> pa.StructArray:
         engine = self.session.engine
@@ -342,7 +362,13 @@ class SessionUdfs:
             corners = u["box"]
             area = area_from(u["wkb"] if u["wkb"] is not None else corners, int(u["crs"]))
             at = u["level"]
-            chunks = unit_chunks(self.session, area, Unit(u["year"], u["tiles"], u["stand_in"]), at)
+            plan = (u["wkb"], tuple(corners or ()), u["crs"], u["year"], at)
+            if u["stand_in"] and self._owning.get(plan):
+                chunks = _no_chunks()  # a unit of its tiles had chunks: no stand-in
+            else:
+                unit_of = Unit(u["year"], u["tiles"], u["stand_in"])
+                chunks = unit_chunks(self.session, area, unit_of, at)
+            self._owned(plan, u["stand_in"], chunks)
             order = _vector_aligned(chunks, chunk_blocks(self.session, chunks, at))
             # DuckDB hands chunk_pixels these chunks a vector at a time, in this order.
             padded = _padded_chunks(chunks, order)
@@ -682,10 +708,15 @@ class SessionUdfs:
                 continue
             area = area_from(u["wkb"] if u["wkb"] is not None else u["box"], int(u["crs"]))
             at = u["level"]
+            plan = (u["wkb"], tuple(u["box"] or ()), u["crs"], tuple(u["years"]), at)
             positions = change.tile_positions(self.session, area, u["years"], at)
-            chunks, paths = change.unit_chunks(
-                self.session, positions, area, change.ChangeUnit(u["position"], u["stand_in"]), at
-            )
+            if u["stand_in"] and self._owning.get(plan):
+                chunks = _no_chunks()  # a position had chunks: no stand-in
+                paths = np.zeros((0, len(positions.years)), object)
+            else:
+                unit_of = change.ChangeUnit(u["position"], u["stand_in"])
+                chunks, paths = change.unit_chunks(self.session, positions, area, unit_of, at)
+            self._owned(plan, u["stand_in"], chunks)
             order = _vector_aligned(chunks, chunk_blocks(self.session, chunks, at))
             # DuckDB hands change_pixels these chunks a vector at a time, in this order: the
             # next vectors' changes are computed while it consumes one.
@@ -969,6 +1000,11 @@ def _change_chunk_arrow(chunks: Chunks, paths: np.ndarray, order: np.ndarray) ->
         ],
         fields=list(CHANGE_CHUNK_ARROW),
     )
+
+
+def _no_chunks() -> Chunks:
+    empty = np.zeros(0, np.int64)
+    return Chunks(np.zeros(0, object), empty, empty, empty, empty, np.zeros(0, bool))
 
 
 def _grid_paths(files: np.ndarray) -> np.ndarray:
