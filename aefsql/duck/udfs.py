@@ -503,18 +503,19 @@ class SessionUdfs:
         return chunks, self.read_ahead.pixels(chunks, bands, at, derive=derive), at
 
     def _pixel_lists(self, chunks, pixels, level, values, arrow_type) -> pa.ListArray:
-        """Per chunk, the list of its pixels: where each is, then `values` (its columns)."""
+        """Per chunk, the list of its pixels: where each is (the fields of PIXEL_PLACE_ARROW
+        that `arrow_type` has), then `values` (its columns)."""
+        place = {
+            "location": lambda: pa.array(pixels.location),
+            "row": lambda: pa.array(pixels.row, pa.int32()),
+            "col": lambda: pa.array(pixels.col, pa.int32()),
+            "x": lambda: pa.array(pixels.x),
+            "y": lambda: pa.array(pixels.y),
+            "xy_crs": lambda: self._chunk_crs(chunks, level).take(pa.array(pixels.chunk)),
+        }
+        wanted = [f.name for f in arrow_type if f.name in place]
         items = pa.StructArray.from_arrays(
-            [
-                pa.array(pixels.location),
-                pa.array(pixels.row, pa.int32()),
-                pa.array(pixels.col, pa.int32()),
-                pa.array(pixels.x),
-                pa.array(pixels.y),
-                self._chunk_crs(chunks, level).take(pa.array(pixels.chunk)),
-                *values,
-            ],
-            fields=list(arrow_type),
+            [*(place[name]() for name in wanted), *values], fields=list(arrow_type)
         )
         offsets = np.searchsorted(pixels.chunk, np.arange(len(chunks.row) + 1))
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
