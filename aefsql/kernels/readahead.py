@@ -8,10 +8,13 @@ starts reading the planned next one in a thread: its blocks are fetched and deco
 the caller (DuckDB's unnest, projection and Arrow export) works on the current batch — over
 a slow link the next requests are in flight meanwhile.
 
-Bounded: one batch is read ahead at a time (a batch's pixels, ~100 MB for DuckDB's 2,048
-chunks of 512 pixels), and only the plans of the last few units are kept. A read ahead that
-is not the next one asked for is dropped, never used: a batch is used only when the call
-asks for exactly its chunks, bands and level. Errors behave as before: a read ahead that
+Bounded: one batch of values is read ahead at a time (a batch's pixels, ~100 MB for
+DuckDB's 2,048 chunks of 512 pixels); two of a computation that gives a number or two a
+pixel (`computed`: aef_similarity's cosines, computed as the blocks decode, and aef_change's
+pairs), so that the decode threads always hold the next batch's blocks. Only the plans of
+the last few units are kept. A read ahead that is not the next one asked for is dropped,
+never used: a batch is used only when the call asks for exactly its chunks (and, for
+aef_change, files), bands, level and computation. Errors behave as before: a read ahead that
 failed raises its error when its batch is asked for (a cancelled one is read again: the
 session may have resumed since), and nothing is fetched twice when the plan is followed.
 

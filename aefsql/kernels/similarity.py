@@ -11,8 +11,9 @@ positives' mean once more keeps them the anchor and only pushes away from the ne
 Cosine does not care about scale, and de-quantization is v·|v| / 127.5² (aef.SCALE), so a
 pixel's cosine with the query is that of its v·|v|: int8 becomes float32 v·|v| a piece at a
 time (a piece stays in cache), then one BLAS matrix-vector product gives the dot products and
-one einsum the norms, pieces in the thread pool (numpy lets go of the GIL). No pixel's 64
-de-quantized values are ever kept.
+one einsum the norms (numpy lets go of the GIL). No pixel's 64 de-quantized values are ever
+kept. An area's cosines are computed as its blocks are read (`Cosines`: in the decode
+threads, a block at a time); `pixel_similarity` computes those of pixels in memory.
 """
 
 from __future__ import annotations
