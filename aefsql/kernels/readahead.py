@@ -9,9 +9,9 @@ the caller (DuckDB's unnest, projection and Arrow export) works on the current b
 a slow link the next requests are in flight meanwhile.
 
 Bounded: one batch of values is read ahead at a time (a batch's pixels, ~100 MB for
-DuckDB's 2,048 chunks of 512 pixels); two of a computation that gives a number or two a
-pixel (`computed`: aef_similarity's cosines, computed as the blocks decode, and aef_change's
-pairs), so that the decode threads always hold the next batch's blocks. Only the plans of
+DuckDB's 2,048 chunks of 512 pixels), or of a computation from the blocks (`computed`:
+aef_similarity's cosines, computed as the blocks decode, and aef_change's pairs), whose
+first batch's follower starts before the first is read. Only the plans of
 the last few units are kept. A read ahead that is not the next one asked for is dropped,
 never used: a batch is used only when the call asks for exactly its chunks (and, for
 aef_change, files), bands, level and computation. Errors behave as before: a read ahead that
@@ -45,11 +45,12 @@ if TYPE_CHECKING:
 
 PLANNED_UNITS = 4  # units whose plans are kept: more than the queries reading at once
 PROJECTED_BATCHES = 2  # batches whose lon/lat projected ahead are kept for the asking
-# Batches read ahead at once: one of values (a batch's 64 bands are ~100 MB); two when each
-# pixel's bands are reduced as they are decoded (`derive`: a number a pixel comes out), so
-# the decode threads always hold a batch's blocks while the one before them finishes.
+# Batches read ahead at once: one of values (a batch's 64 bands are ~100 MB); of results
+# computed from the blocks (`computed`: a number or two a pixel) one too — two made the
+# decode threads hold two batches' blocks besides the one DuckDB waits for, and a whole-tile
+# aef_similarity scan's peak RSS rose past 1 GiB (benchmarks/README.md, issue 24).
 AHEAD_VALUES = 1
-AHEAD_DERIVED = 2
+AHEAD_DERIVED = 1
 
 
 @dataclass
