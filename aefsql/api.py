@@ -40,7 +40,7 @@ from .kernels.pixels import (
     unit_chunks,
 )
 from .kernels.rasters import area_of
-from .kernels.similarity import pixel_similarity, query_vector
+from .kernels.similarity import Cosines, query_vector
 from .options import (
     Mention,
     OptionError,
@@ -499,14 +499,15 @@ def _block_batches(chunks: Chunks, blocks: np.ndarray):
 def _similarity_batch(
     session: Session, chunks: Chunks, query, level: int, geometry: str | None
 ) -> pa.RecordBatch:
-    pixels = chunk_pixels(session, chunks, list(range(BAND_COUNT)), level, coordinates=False)
+    cosines = Cosines(tuple(query.astype(np.float32).tolist()))  # as aef_similarity's
+    pixels = chunk_pixels(session, chunks, [], level, coordinates=False, derive=cosines)
     paths = sorted(set(chunks.path.tolist()))
     found = session.engine.headers.headers_for(paths, level)
     codes = {p: int(h.epsg) for p, h in found.items()}
     chunk_epsg = np.array([codes[p] for p in chunks.path.tolist()], np.int64)
     epsg_of = chunk_epsg[pixels.chunk]
-    # PROJ (on its own threads, letting go of the GIL) projects while the cosines are
-    # computed, in pieces so that both cores take part: it costs more than the cosine.
+    # PROJ (on its own threads, letting go of the GIL) projects in pieces so that both
+    # cores take part: it costs more than the read and cosines (computed as blocks decode).
     lon, lat = np.full(pixels.x.size, np.nan), np.full(pixels.x.size, np.nan)
     pending = []
     for code in np.unique(epsg_of).tolist():
@@ -514,7 +515,7 @@ def _similarity_batch(
         for part in np.array_split(mine, max(1, mine.size // LONLAT_PIECE)):
             future = geo.transform_later(code, geo.WGS84, pixels.x[part], pixels.y[part])
             pending.append((part, future))
-    similarity = pixel_similarity(pixels, query)
+    similarity = pixels.derived
     for part, future in pending:
         lon[part], lat[part] = future.result()
     names = pa.array([f"EPSG:{c}" for c in chunk_epsg.tolist()], pa.string())

@@ -447,3 +447,32 @@ def test_python_says_why_nothing_came_back(gdal_collection):
     with pytest.warns(UserWarning, match="no tile of year"):
         table = aefsql.change([12.0, 44.995, 12.01, 45.005], years=[1999, 2024], catalog=index)
     assert table.num_rows > 0 and table["similarity"].null_count == table.num_rows
+
+
+def test_the_next_vectors_changes_are_computed_ahead(small_blocks, monkeypatch):
+    """2,400 chunks in two DuckDB calls: the second call's changes are computed while
+    DuckDB consumes the first's (`ReadAhead.computed`, planned by change_chunks), taken by
+    the second call (not computed again), and every row is numpy's."""
+    from aefsql.kernels.readahead import ReadAhead
+
+    files, index = small_blocks
+    started, computed = [], []
+    start, chunk_changes = ReadAhead._start, change.chunk_changes
+
+    def spy(self, wanted, batch, compute):
+        started.append(wanted[1])
+        start(self, wanted, batch, compute)
+
+    def counted(session, chunks, *args):
+        computed.append(chunks.row.size)
+        return chunk_changes(session, chunks, *args)
+
+    monkeypatch.setattr(ReadAhead, "_start", spy)
+    monkeypatch.setattr(change, "chunk_changes", counted)
+    west, south, east, north_ = SMALL_BLOCKS.bounds
+    box = [west + 1, south + 1, east - 1, north_ - 1]
+    with aefsql.connect(catalog=str(index)) as con:
+        table = changes(con, str(box), extra=", years := [2023, 2024, 2025], crs := 32633")
+    assert started == ["change"] and len(computed) == 2  # each vector once, the second ahead
+    assert table.num_rows == 2 * SMALL_BLOCKS.width * SMALL_BLOCKS.height
+    check_against_gdal(table, {(SMALL_BLOCKS.epsg, y): [p] for y, p in files.items()})

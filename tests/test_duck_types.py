@@ -54,9 +54,8 @@ RETURNS = {
         "embedding FLOAT[64])[]"
     ),
     "similarity_query": "STRUCT(error VARCHAR, query FLOAT[64])",
-    "chunk_similarity": (
-        "STRUCT(location BIGINT, row INTEGER, col INTEGER, x DOUBLE, y DOUBLE, xy_crs VARCHAR, "
-        "similarity FLOAT)[]"
+    "chunk_similarity": (  # (no row/col: aef_similarity does not give them)
+        "STRUCT(location BIGINT, x DOUBLE, y DOUBLE, xy_crs VARCHAR, similarity FLOAT)[]"
     ),
     "zonal": (
         "STRUCT(row BIGINT, year INTEGER, pixels BIGINT, nodata_pixels BIGINT, "

@@ -6,6 +6,7 @@ both orientations, across the 12°E seam, at level 1 and few-shot with negatives
 import numpy as np
 import pyarrow as pa
 import pytest
+import rasterio
 from gdal_fixtures import (
     COLLECTION_TILES,
     TILE_HEIGHT,
@@ -372,3 +373,95 @@ def test_python_says_why_nothing_came_back(gdal_collection):
             table = aefsql.similarity(box, reference, catalog=index, **options)
         assert table.num_rows == 0
         assert "no pixel of it comes back" in str(caught[0].message)
+
+
+@pytest.mark.parametrize(
+    "layout, nodata",
+    [
+        (Layout(), None),  # AEF's: planar, south-up, -128 within blocks and in single bands
+        (Layout(south_up=False, interleave="pixel", block=128, width=301, height=259), 5),
+        (Layout(bands=63), None),  # a band missing: no vector, every pixel NULL
+    ],
+    ids=["aef-south-up", "chunky-north-up-nodata-5", "63-bands"],
+)
+@pytest.mark.parametrize("shape", ["whole", "star"])
+def test_cosines_computed_as_blocks_decode_equal_numpy(tmp_path, layout, nodata, shape):
+    """`Cosines` (each block's pixels turned into cosines in the decode threads, no (64,
+    pixels) values) against numpy's cosine over rasterio's read of the GDAL-written file:
+    NaN exactly where a band is the file's nodata (its own tag: 5, where -128 is data),
+    every pixel where the file lacks a band; over a whole tile (windows of blocks) and a
+    star (runs the blocks do not fill)."""
+    from aefsql.geometry.areas import area_from
+    from aefsql.kernels.pixels import area_chunks, chunk_pixels
+    from aefsql.kernels.similarity import Cosines
+    from aefsql.session import open_session
+
+    path = write_layout(tmp_path, layout, seed=4, name="2024/33N/cosines.tiff")
+    if nodata is not None:
+        with rasterio.open(path, "r+") as ds:
+            ds.nodata = nodata
+    index = write_index(
+        tmp_path / "index.parquet", [index_row(1, 2024, "2024/33N/cosines.tiff", layout)]
+    )
+    west, south, east, north = layout.bounds
+    if shape == "whole":
+        area = area_from([west + 1, south + 1, east - 1, north - 1], layout.epsg)
+    else:
+        ring = star((west + east) / 2, (south + north) / 2, 0.45 * (north - south), seed=3)
+        area = area_from(polygon_wkb(ring[:, 0], ring[:, 1]), layout.epsg)
+    session = open_session(str(index))
+    chunks = area_chunks(session, area, [2024])
+    query = query_vector(embedding(2))
+    got = chunk_pixels(
+        session, chunks, [], coordinates=False, derive=Cosines(tuple(query.astype(np.float32)))
+    )
+    with rasterio.open(path) as ds:
+        values = ds.read()[:, got.row, got.col]  # int8 (bands, pixels)
+    assert got.derived.shape == (got.row.size,) and got.row.size > 1000
+    if layout.bands < BAND_COUNT:
+        assert np.isnan(got.derived).all()
+        return
+    own = NODATA if nodata is None else nodata
+    null = (values == own).any(axis=0)
+    assert null.any() and not null.all()
+    assert np.array_equal(np.isnan(got.derived), null)
+    compared = ~null & (values != NODATA).all(axis=0)  # (-128 as data: no de-quantization)
+    deq = dequantize(values[:, compared].T)
+    expected = deq @ query / np.linalg.norm(deq, axis=1)
+    assert np.allclose(got.derived[compared], expected, rtol=1e-5, atol=2e-6)
+
+
+def test_a_stand_in_unit_after_one_with_chunks_plans_nothing(con, monkeypatch):
+    """The stand-in unit comes after the area's tile units: when one of them had chunks, it
+    has none, and is not planned tile by tile again (`SessionUdfs._owned`); an area holding
+    no pixel centre still gets its centroid pixel, the same area twice the same rows."""
+    from aefsql.duck import udfs
+
+    planned = []
+    unit_chunks = udfs.unit_chunks
+
+    def counted(session, area, unit, level=0):
+        planned.append(unit.stand_in)
+        return unit_chunks(session, area, unit, level)
+
+    monkeypatch.setattr(udfs, "unit_chunks", counted)
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    reference = embedding(1).tolist()
+    boxes = [f"[{x0 + 1000}, {y0 + 1000}, {x0 + 1300}, {y0 + 1200}]"] * 2
+    boxes.append(f"[{x0 + 1001}, {y0 + 1001}, {x0 + 1002}, {y0 + 1002}]")
+    for k, box in enumerate(boxes):
+        planned.clear()
+        got = con.sql(
+            f"SELECT location, similarity FROM aef_similarity({box}, ?::FLOAT[64], "
+            f"years := 2023, crs := {epsg}) ORDER BY location",
+            params=[reference],
+        ).fetchall()
+        expected = con.sql(
+            f"SELECT location FROM aef_pixels({box}, years := 2023, crs := {epsg}) "
+            "ORDER BY location"
+        ).fetchall()
+        assert [row[:1] for row in got] == expected
+        if k < 2:
+            assert len(got) == 30 * 20 and True not in planned  # (aef_pixels' too)
+        else:
+            assert len(got) == 1 and planned.count(True) == 2  # (aef_pixels' too)

@@ -93,8 +93,14 @@ PIXEL_ARROW = pa.struct([*PIXEL_PLACE_ARROW, *EMBEDDING_ARROW])
 PIXEL_VECTOR_ARROW = pa.struct(
     [*PIXEL_PLACE_ARROW, ("embedding", pa.list_(pa.float32(), len(BAND_NAMES)))]
 )
-# aef_similarity: where a pixel is and its cosine with the query (FLOAT: computed in float32).
-PIXEL_SIMILARITY_ARROW = pa.struct([*PIXEL_PLACE_ARROW, ("similarity", pa.float32())])
+# aef_similarity: where a pixel is and its cosine with the query (FLOAT: computed in float32);
+# no row/col, which it does not give (fewer columns for DuckDB to unnest).
+PIXEL_SIMILARITY_ARROW = pa.struct(
+    [
+        *(f for f in PIXEL_PLACE_ARROW if f[0] not in ("row", "col")),
+        ("similarity", pa.float32()),
+    ]
+)
 # similarity_query's result: the error to raise, or the unit query vector.
 QUERY_ARROW = pa.struct(
     [("error", pa.string()), ("query", pa.list_(pa.float32(), len(BAND_NAMES)))]

@@ -4,9 +4,11 @@ connection."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import asdict, fields
 from functools import partial
 
@@ -46,8 +48,8 @@ from ..kernels.pixels import (
     unit_chunks,
 )
 from ..kernels.points import Samples, band_indices
-from ..kernels.readahead import ReadAhead
-from ..kernels.similarity import pixel_similarity, query_vector
+from ..kernels.readahead import ReadAhead, batch_key
+from ..kernels.similarity import Cosines, query_vector
 from ..options import (
     check_cell,
     check_geometry,
@@ -86,6 +88,7 @@ DUCKDB_VECTOR_SIZE = 2048  # rows a scalar UDF gets at once (DuckDB's STANDARD_V
 # points: the sampler's index arrays (~70 bytes a point) then stay bounded however many
 # points a DuckDB vector of groups holds, and a file's blocks are still read once.
 SAMPLE_BATCH_POINTS = 2**19
+OWNING_PLANS = 64  # plans remembered as having chunks (`SessionUdfs._owned`)
 
 
 class SessionUdfs:
@@ -108,6 +111,24 @@ class SessionUdfs:
         if year not in self._years_held:
             self._years_held[year] = not self.session.missing_years([year])
         return self._years_held[year]
+        # Plans (an area, its year or years, level) some unit of which had chunks, recent
+        # first: their stand-in unit, which comes after them, then has none without
+        # planning every tile again to find out (`_owned`).
+        self._owning: OrderedDict[tuple, bool] = OrderedDict()
+        self._owning_lock = threading.Lock()
+
+    def _owned(self, plan: tuple, stand_in: bool, chunks: Chunks) -> None:
+        """Remember that a unit of `plan` had chunks (a stand-in forgets it: the plan is
+        done). Units are planned in order, a stand-in after its tiles' units; planned out of
+        order, a stand-in looks for itself, as before."""
+        with self._owning_lock:
+            if stand_in:
+                self._owning.pop(plan, None)
+            elif chunks.row.size:
+                self._owning[plan] = True
+                self._owning.move_to_end(plan)
+                while len(self._owning) > OWNING_PLANS:
+                    self._owning.popitem(last=False)
 
     def aef_file_embedding(self, path, lon, lat) -> pa.StructArray:
         engine = self.session.engine
@@ -414,7 +435,13 @@ class SessionUdfs:
             corners = u["box"]
             area = area_from(u["wkb"] if u["wkb"] is not None else corners, int(u["crs"]))
             at = u["level"]
-            chunks = unit_chunks(self.session, area, Unit(u["year"], u["tiles"], u["stand_in"]), at)
+            plan = (u["wkb"], tuple(corners or ()), u["crs"], u["year"], at)
+            if u["stand_in"] and self._owning.get(plan):
+                chunks = _no_chunks()  # a unit of its tiles had chunks: no stand-in
+            else:
+                unit_of = Unit(u["year"], u["tiles"], u["stand_in"])
+                chunks = unit_chunks(self.session, area, unit_of, at)
+            self._owned(plan, u["stand_in"], chunks)
             order = _vector_aligned(chunks, chunk_blocks(self.session, chunks, at))
             # DuckDB hands chunk_pixels these chunks a vector at a time, in this order.
             padded = _padded_chunks(chunks, order)
@@ -521,14 +548,18 @@ class SessionUdfs:
             if not (vectors == vectors[0]).all():
                 raise AefsqlError("aef_similarity: one query vector per call")
             unit = vectors[0].astype(np.float64)
-        every = list(range(len(BAND_NAMES)))
-        chunks, pixels, at = self._read_chunks(path, year, row, col0, col1, centroid, level, every)
-        similarity = pixel_similarity(pixels, unit)
+        # Computed as each block is decoded, and the next vector's ahead (`Cosines`).
+        cosines = Cosines(tuple(unit.astype(np.float32).tolist()))
+        chunks, pixels, at = self._read_chunks(
+            path, year, row, col0, col1, centroid, level, [], derive=cosines
+        )
+        similarity = pixels.derived
         column = pa.array(similarity, mask=np.isnan(similarity))
         return self._pixel_lists(chunks, pixels, at, [column], PIXEL_SIMILARITY_ARROW)
 
-    def _read_chunks(self, path, year, row, col0, col1, centroid, level, bands):
-        """(chunks, their pixels of `bands`, level) of a call's chunk columns."""
+    def _read_chunks(self, path, year, row, col0, col1, centroid, level, bands, derive=None):
+        """(chunks, their pixels of `bands` (or `derive`d), level) of a call's chunk
+        columns."""
         levels = set(_levels(level))
         if len(levels) > 1:
             raise AefsqlError(f"level := must be one value per call, not {sorted(levels)}")
@@ -541,21 +572,22 @@ class SessionUdfs:
             centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
         )
         at = levels.pop() if levels else 0
-        return chunks, self.read_ahead.pixels(chunks, bands, at), at
+        return chunks, self.read_ahead.pixels(chunks, bands, at, derive=derive), at
 
     def _pixel_lists(self, chunks, pixels, level, values, arrow_type) -> pa.ListArray:
-        """Per chunk, the list of its pixels: where each is, then `values` (its columns)."""
+        """Per chunk, the list of its pixels: where each is (the fields of PIXEL_PLACE_ARROW
+        that `arrow_type` has), then `values` (its columns)."""
+        place = {
+            "location": lambda: pa.array(pixels.location),
+            "row": lambda: pa.array(pixels.row, pa.int32()),
+            "col": lambda: pa.array(pixels.col, pa.int32()),
+            "x": lambda: pa.array(pixels.x),
+            "y": lambda: pa.array(pixels.y),
+            "xy_crs": lambda: self._chunk_crs(chunks, level).take(pa.array(pixels.chunk)),
+        }
+        wanted = [f.name for f in arrow_type if f.name in place]
         items = pa.StructArray.from_arrays(
-            [
-                pa.array(pixels.location),
-                pa.array(pixels.row, pa.int32()),
-                pa.array(pixels.col, pa.int32()),
-                pa.array(pixels.x),
-                pa.array(pixels.y),
-                self._chunk_crs(chunks, level).take(pa.array(pixels.chunk)),
-                *values,
-            ],
-            fields=list(arrow_type),
+            [*(place[name]() for name in wanted), *values], fields=list(arrow_type)
         )
         offsets = np.searchsorted(pixels.chunk, np.arange(len(chunks.row) + 1))
         return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), items)
@@ -870,11 +902,20 @@ class SessionUdfs:
                 continue
             area = area_from(u["wkb"] if u["wkb"] is not None else u["box"], int(u["crs"]))
             at = u["level"]
+            plan = (u["wkb"], tuple(u["box"] or ()), u["crs"], tuple(u["years"]), at)
             positions = change.tile_positions(self.session, area, u["years"], at)
-            chunks, paths = change.unit_chunks(
-                self.session, positions, area, change.ChangeUnit(u["position"], u["stand_in"]), at
-            )
+            if u["stand_in"] and self._owning.get(plan):
+                chunks = _no_chunks()  # a position had chunks: no stand-in
+                paths = np.zeros((0, len(positions.years)), object)
+            else:
+                unit_of = change.ChangeUnit(u["position"], u["stand_in"])
+                chunks, paths = change.unit_chunks(self.session, positions, area, unit_of, at)
+            self._owned(plan, u["stand_in"], chunks)
             order = _vector_aligned(chunks, chunk_blocks(self.session, chunks, at))
+            # DuckDB hands change_pixels these chunks a vector at a time, in this order: the
+            # next vectors' changes are computed while it consumes one.
+            batches = _change_batches(chunks, paths, order)
+            self.read_ahead.plan(batches, key=_change_batch_key)
             lists.append(_change_chunk_arrow(chunks, paths, order))
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
         items = pa.concat_arrays(lists) if lists else pa.array([], CHANGE_CHUNK_ARROW)
@@ -897,16 +938,22 @@ class SessionUdfs:
         files = np.full((n, len(wanted)), None, dtype=object)
         if n and wanted:
             files[:] = np.asarray(paths.flatten().to_pylist(), dtype=object).reshape(n, -1)
-        grid = np.array([next((p for p in f if p is not None), "") for f in files], object)
         chunks = Chunks(
-            path=grid,
+            path=_grid_paths(files),
             year=np.full(n, change.EVERY_YEAR, np.int64),
             row=_ints(row),
             col0=_ints(col0),
             col1=_ints(col1),
             centroid=np.asarray(centroid.to_numpy(zero_copy_only=False), dtype=bool),
         )
-        found = change.chunk_changes(self.session, chunks, files, wanted, at)
+
+        def compute(batch: tuple[Chunks, np.ndarray]) -> change.Changes:
+            return change.chunk_changes(self.session, *batch, wanted, at)
+
+        # Computed ahead when `change_chunks` planned this vector (`_change_batches`).
+        found = self.read_ahead.computed(
+            (chunks, files), ("change", tuple(wanted), at), compute, key=_change_batch_key
+        )
         pairs = max(len(wanted) - 1, 0)
         names = pa.array([f"EPSG:{int(e)}" for e in found.epsg], pa.string())
         similarity = found.similarity.reshape(-1)  # pixel by pixel, its pairs together
@@ -1147,6 +1194,45 @@ def _change_chunk_arrow(chunks: Chunks, paths: np.ndarray, order: np.ndarray) ->
         ],
         fields=list(CHANGE_CHUNK_ARROW),
     )
+
+
+def _no_chunks() -> Chunks:
+    empty = np.zeros(0, np.int64)
+    return Chunks(np.zeros(0, object), empty, empty, empty, empty, np.zeros(0, bool))
+
+
+def _grid_paths(files: np.ndarray) -> np.ndarray:
+    """aef_change's chunk path: the first of its files over the years (its grid's)."""
+    return np.array([next((p for p in f if p is not None), "") for f in files], object)
+
+
+def _change_batches(chunks: Chunks, paths: np.ndarray, order: np.ndarray) -> list:
+    """aef_change's (chunks, files) of each DuckDB vector of the chunks in `order`, as
+    `change_pixels` gets them (`_change_chunk_arrow`'s)."""
+    padded = _padded_chunks(chunks, order)
+    at = np.where(order >= 0, order, -order - 1)
+    files = paths[at] if order.size else paths
+    batches = []
+    for start in range(0, order.size, DUCKDB_VECTOR_SIZE):
+        part = slice(start, start + DUCKDB_VECTOR_SIZE)
+        mine = files[part]
+        batch = Chunks(
+            path=_grid_paths(mine),
+            year=np.full(len(mine), change.EVERY_YEAR, np.int64),
+            row=padded.row[part],
+            col0=padded.col0[part],
+            col1=padded.col1[part],
+            centroid=padded.centroid[part],
+        )
+        batches.append((batch, mine))
+    return batches
+
+
+def _change_batch_key(batch: tuple[Chunks, np.ndarray]) -> bytes:
+    """A digest of aef_change's chunks and their files in every year."""
+    chunks, files = batch
+    files = "\0".join(map(str, np.asarray(files).reshape(-1).tolist())).encode()
+    return batch_key(chunks) + hashlib.blake2b(files, digest_size=16).digest()
 
 
 def _vector_aligned(chunks: Chunks, blocks: np.ndarray) -> np.ndarray:

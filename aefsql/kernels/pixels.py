@@ -418,6 +418,8 @@ class Pixels:
     nodata: np.ndarray  # int16 (pixels,): the nodata value of the pixel's file (`nodata_of`)
     band_count: np.ndarray  # int16 (pixels,): how many bands the pixel's file has
     bands: list[int]  # the band (index into A00..A63) of each row of `values`
+    # What `chunk_pixels`' `derive` computed from the blocks in place of bands, per pixel.
+    derived: np.ndarray | None = None
 
     def band_null(self, k: int) -> np.ndarray | None:
         """bool (pixels,): where band row k is NULL (nodata, or a band the file lacks);
@@ -476,6 +478,7 @@ def chunk_pixels(
     bands,
     level: int = 0,
     coordinates: bool = True,
+    derive=None,
 ) -> Pixels:
     """The pixels of `chunks` (rows and columns of the tiles' `level`) and their values of
     `bands` (indices into A00..A63). The chunks hold only pixels their tile owns (from
@@ -484,11 +487,19 @@ def chunk_pixels(
     Pixels come in block order (see `RunLayout`), which is the chunks' own order when they
     come from `area_chunks`. Without `coordinates`, lon and lat are None (no pixel is
     projected to lon/lat: PROJ costs more than the read; SQL asks for them apart, see
-    `lonlat`)."""
+    `lonlat`).
+
+    With `derive` (and no `bands`), nothing is read into `values`: `derive(engine, url,
+    header, layout)` gives one number per pixel of each file's `RunLayout`, computed from
+    the blocks as they are decoded (similarity.Cosines), in `derived`."""
+    if derive is not None and len(bands):
+        raise AefsqlError("chunk_pixels: derive reads no bands")
     parts = []
     for url, of_url in group_indices(chunks.path, np.arange(chunks.row.size)).items():
         for runs in group_indices(chunks.year, of_url).values():
-            parts.append(_file_pixels(session.engine, chunks, url, runs, bands, level, coordinates))
+            parts.append(
+                _file_pixels(session.engine, chunks, url, runs, bands, level, coordinates, derive)
+            )
     if not parts:
         empty = np.zeros(0, np.int64)
         return Pixels(
@@ -500,6 +511,7 @@ def chunk_pixels(
             np.zeros(0, np.int16),
             np.zeros(0, np.int16),
             list(bands),
+            None if derive is None else np.zeros(0, np.float32),
         )
     chunk = np.concatenate([p[0] for p in parts])
     order = None if np.all(chunk[1:] >= chunk[:-1]) else np.argsort(chunk, kind="stable")
@@ -513,13 +525,21 @@ def chunk_pixels(
         return whole[:, order] if axis else whole[order]
 
     return Pixels(
-        *(joined(i) for i in range(8)), joined(8, axis=1), joined(9), joined(10), list(bands)
+        *(joined(i) for i in range(8)),
+        joined(8, axis=1),
+        joined(9),
+        joined(10),
+        list(bands),
+        joined(11),
     )
 
 
-def _file_pixels(engine: BlockEngine, chunks: Chunks, url, runs, bands, level, coordinates):
-    """chunk, row, col, x, y, lon, lat, location, values, nodata, band_count of the pixels of
-    one file's chunks (lon and lat None without `coordinates`)."""
+def _file_pixels(
+    engine: BlockEngine, chunks: Chunks, url, runs, bands, level, coordinates, derive=None
+):
+    """chunk, row, col, x, y, lon, lat, location, values, nodata, band_count, derived of the
+    pixels of one file's chunks (lon and lat None without `coordinates`, derived without
+    `derive`)."""
     reader = engine.headers
 
     def read():
@@ -531,10 +551,14 @@ def _file_pixels(engine: BlockEngine, chunks: Chunks, url, runs, bands, level, c
         y = t.f + (layout.row + 0.5) * t.e
         # PROJ (which lets go of the GIL) works while the blocks are fetched and decoded.
         lonlat = geo.transform_later(header.epsg, geo.WGS84, x, y) if coordinates else None
-        values = engine.read_layout(url, header, layout, bands)
-        return header, layout, x, y, lonlat.result() if lonlat else (None, None), values
+        if derive is None:
+            values, derived = engine.read_layout(url, header, layout, bands), None
+        else:
+            values = np.zeros((0, layout.pixels), np.int8)
+            derived = derive(engine, url, header, layout)
+        return header, layout, x, y, lonlat.result() if lonlat else (None, None), values, derived
 
-    header, layout, x, y, (lon, lat), values = reader.restarting_on_change(read)
+    header, layout, x, y, (lon, lat), values, derived = reader.restarting_on_change(read)
     chunk = runs[layout.run]
     epsg = int(header.epsg)
     t = header.transform
@@ -553,6 +577,7 @@ def _file_pixels(engine: BlockEngine, chunks: Chunks, url, runs, bands, level, c
         values,
         np.full(n, nodata, np.int16),
         np.full(n, header.samples_per_pixel, np.int16),
+        derived,
     ]
     return found
 

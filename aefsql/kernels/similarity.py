@@ -11,8 +11,9 @@ positives' mean once more keeps them the anchor and only pushes away from the ne
 Cosine does not care about scale, and de-quantization is v·|v| / 127.5² (aef.SCALE), so a
 pixel's cosine with the query is that of its v·|v|: int8 becomes float32 v·|v| a piece at a
 time (a piece stays in cache), then one BLAS matrix-vector product gives the dot products and
-one einsum the norms, pieces in the thread pool (numpy lets go of the GIL). No pixel's 64
-de-quantized values are ever kept.
+one einsum the norms (numpy lets go of the GIL). No pixel's 64 de-quantized values are ever
+kept. An area's cosines are computed as its blocks are read (`Cosines`: in the decode
+threads, a block at a time); `pixel_similarity` computes those of pixels in memory.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 import numbers
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +30,7 @@ from .. import threads
 from ..aef import BAND_COUNT, NODATA, any_nodata, signed_square
 from ..errors import AefsqlError
 from ..options import ANY_VALUE, Mention, OptionError
+from .engine import BlockEngine, RunLayout, _BlockRuns, nodata_of
 
 if TYPE_CHECKING:
     from .pixels import Pixels
@@ -123,7 +126,8 @@ def _is_number(value) -> bool:
 def pixel_similarity(pixels: Pixels, query: np.ndarray) -> np.ndarray:
     """float32 (pixels,): each pixel's cosine with `query` (float64 (64,), `query_vector`'s),
     NaN where any band is nodata (or missing), or where every band is 0 (no direction).
-    Needs all 64 bands, in order."""
+    Needs all 64 bands, in order. (Over pixels in memory; an area's are computed as they are
+    read: `Cosines`.)"""
     if pixels.bands != list(range(BAND_COUNT)):
         raise AefsqlError("a similarity needs all 64 bands, in order")
     values, n = pixels.values, pixels.values.shape[1]
@@ -145,23 +149,85 @@ def pixel_similarity(pixels: Pixels, query: np.ndarray) -> np.ndarray:
 
     def piece(start: int) -> None:
         stop = min(start + SIMILARITY_PIECE, n)
-        part = values[:, start:stop]
-        width = stop - start
         if getattr(buffers, "f", None) is None:
             buffers.f = np.empty((BAND_COUNT, SIMILARITY_PIECE), np.float32)
-        f = signed_square(part, out=buffers.f[:, :width])
-        dot = query @ f
-        norm = np.sqrt(np.einsum("ij,ij->j", f, f))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            result = dot / norm
-        result[norm == 0] = np.nan
-        if nodata == NODATA:
-            result[any_nodata(part)] = np.nan
-        elif nodata is not None:
-            result[(part == np.int8(nodata)).any(axis=0)] = np.nan
-        similarity[start:stop] = result
+        similarity[start:stop] = _cosines(values[:, start:stop], query, nodata, buffers.f)
 
     list(threads.pool("similarity").map(piece, range(0, n, SIMILARITY_PIECE)))
     if null is not None:
         similarity[null] = np.nan
     return similarity
+
+
+def _cosines(part: np.ndarray, query: np.ndarray, nodata: int | None, scratch) -> np.ndarray:
+    """float32 (pixels,): the cosine of each pixel of int8 `part` (64, pixels) with the unit
+    float32 `query`, NaN where every band is 0 or (unless `nodata` is None) any band is
+    `nodata`. `scratch`: float32 (64, at least pixels), for the v·|v| (`signed_square`)."""
+    f = signed_square(part, out=scratch[:, : part.shape[1]])
+    dot = query @ f
+    norm = np.sqrt(np.einsum("ij,ij->j", f, f))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = dot / norm
+    result[norm == 0] = np.nan
+    if nodata == NODATA:
+        result[any_nodata(part)] = np.nan
+    elif nodata is not None:
+        result[(part == np.int8(nodata)).any(axis=0)] = np.nan
+    return result
+
+
+@dataclass(frozen=True)
+class Cosines:
+    """Each pixel's cosine with a unit query vector, computed from a file's blocks as they
+    are decoded (`chunk_pixels`' `derive`): a block's 64 planes are gathered into the block's
+    own int8 values and, as its last plane comes, turned into cosines piece by piece in that
+    decode thread (`_cosines`) — no (64, pixels) array of the whole read, and the cosines of
+    one block overlap the decoding of the next. NaN where any band is the file's nodata,
+    every band 0, or the file lacks bands (a vector needs all 64: nothing is read then).
+    Equal queries make equal objects: a read ahead is matched by it."""
+
+    query: tuple[float, ...]  # float32 values of the unit query vector
+
+    def __call__(self, engine: BlockEngine, url: str, header, layout: RunLayout) -> np.ndarray:
+        """float32 (layout.pixels,): the cosines of `layout`'s pixels of the file `url`."""
+        out = np.full(layout.pixels, np.nan, np.float32)
+        if header.samples_per_pixel < BAND_COUNT or not layout.pixels:
+            return out
+        query = np.asarray(self.query, np.float32)
+        nodata = nodata_of(url, header)
+
+        def block(start: int, end: int, rows, cols, width: int) -> _BlockCosines:
+            runs = _BlockRuns(0, end - start, rows, cols, width)
+            return _BlockCosines(runs, out[start:end], query, nodata)
+
+        engine.read_layout(url, header, layout, list(range(BAND_COUNT)), reduce=block)
+        return out
+
+
+class _BlockCosines:
+    """One block's pixels of a `Cosines` read (the engine's `reduce`): each plane gathered
+    into the block's int8 values as it is decoded; after the 64th, the cosines. A block's
+    planes come one task after another (never two threads at once), as in means.py."""
+
+    def __init__(self, runs: _BlockRuns, out: np.ndarray, query: np.ndarray, nodata: int):
+        self.runs, self.out, self.query, self.nodata = runs, out, query, nodata
+        self.values: np.ndarray | None = None
+        self.planes_in = 0
+
+    @property
+    def rows_needed(self) -> int:
+        return self.runs.rows_needed
+
+    def gather(self, block: np.ndarray, _values, columns, samples) -> None:
+        if self.values is None:
+            self.values = np.empty((BAND_COUNT, self.out.size), np.int8)
+        self.runs.gather(block, self.values, columns, samples)
+        self.planes_in += len(columns)
+        if self.planes_in == BAND_COUNT:
+            values, self.values = self.values, None
+            scratch = np.empty((BAND_COUNT, min(SIMILARITY_PIECE, values.shape[1])), np.float32)
+            for start in range(0, values.shape[1], SIMILARITY_PIECE):
+                stop = start + SIMILARITY_PIECE
+                self.out[start:stop] = _cosines(
+                    values[:, start:stop], self.query, self.nodata, scratch
+                )
