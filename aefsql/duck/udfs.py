@@ -104,6 +104,11 @@ class SessionUdfs:
         # aef_pixels' next vector of chunks read while DuckDB consumes the current one.
         self.read_ahead = ReadAhead(session)
         self._years_held: dict[int, bool] = {}  # see _has_year
+        # Plans (an area, its year or years, level) some unit of which had chunks, recent
+        # first: their stand-in unit, which comes after them, then has none without
+        # planning every tile again to find out (`_owned`).
+        self._owning: OrderedDict[tuple, bool] = OrderedDict()
+        self._owning_lock = threading.Lock()
 
     def _has_year(self, year: int) -> bool:
         """Whether the catalog has a tile of `year`, looked up once a year (sampled_values
@@ -111,11 +116,6 @@ class SessionUdfs:
         if year not in self._years_held:
             self._years_held[year] = not self.session.missing_years([year])
         return self._years_held[year]
-        # Plans (an area, its year or years, level) some unit of which had chunks, recent
-        # first: their stand-in unit, which comes after them, then has none without
-        # planning every tile again to find out (`_owned`).
-        self._owning: OrderedDict[tuple, bool] = OrderedDict()
-        self._owning_lock = threading.Lock()
 
     def _owned(self, plan: tuple, stand_in: bool, chunks: Chunks) -> None:
         """Remember that a unit of `plan` had chunks (a stand-in forgets it: the plan is
