@@ -424,18 +424,7 @@ def run_verb(argv: list[str]) -> int:
         "--crs", default="EPSG:4326", help="CRS of the points: 4326 (default) or EPSG:32610"
     )
     sample.add_argument("--bands", default="all", help="A00,A01,… or all (default)")
-    sample.add_argument(
-        "--catalog",
-        help="index parquet path/URL (default: $AEFSQL_CATALOG, else the public AEF index)",
-    )
-    sample.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
-    sample.add_argument(
-        "--allow-host",
-        action="append",
-        dest="allowed_hosts",
-        metavar="HOST",
-        help="a host or bucket a remote catalog may name besides its own (repeatable)",
-    )
+    _session_options(sample)
     sample.add_argument(
         "--on-error",
         choices=ON_ERROR,
@@ -457,15 +446,7 @@ def run_verb(argv: list[str]) -> int:
     build.add_argument(
         "--years", "--year", dest="years", help="only these years: 2023, 2023,2024 or 2017-2025"
     )
-    build.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
-    build.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
-    build.add_argument(
-        "--allow-host",
-        action="append",
-        dest="allowed_hosts",
-        metavar="HOST",
-        help="a host or bucket a remote catalog may name besides its own (repeatable)",
-    )
+    _session_options(build)
     draw = commands.add_parser(
         "picture",
         help="a PNG of an area: three principal components as RGB, or a similarity map",
@@ -501,15 +482,7 @@ def run_verb(argv: list[str]) -> int:
         help=f"refuse an area whose pixels take more (default {RASTER_BYTES})",
     )
     draw.add_argument("-o", "--output", required=True, type=Path, help="the .png to write")
-    draw.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
-    draw.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
-    draw.add_argument(
-        "--allow-host",
-        action="append",
-        dest="allowed_hosts",
-        metavar="HOST",
-        help="a host or bucket a remote catalog may name besides its own (repeatable)",
-    )
+    _session_options(draw)
     mapped = commands.add_parser(
         "map",
         help="a Cloud-Optimized GeoTIFF of an area: similarity, change, PCA colours or bands",
@@ -564,15 +537,7 @@ def run_verb(argv: list[str]) -> int:
         "--compression", choices=("deflate", "zstd"), default="deflate", help="default deflate"
     )
     mapped.add_argument("-o", "--output", required=True, type=Path, help="the .tif to write")
-    mapped.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
-    mapped.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
-    mapped.add_argument(
-        "--allow-host",
-        action="append",
-        dest="allowed_hosts",
-        metavar="HOST",
-        help="a host or bucket a remote catalog may name besides its own (repeatable)",
-    )
+    _session_options(mapped)
     dump = commands.add_parser(
         "export",
         help="every pixel of an area as an embedding table: GeoParquet 2.0, Hilbert-sorted",
@@ -603,15 +568,7 @@ def run_verb(argv: list[str]) -> int:
         help=f"rows per Parquet row group (default {EXPORT_ROW_GROUP_ROWS})",
     )
     dump.add_argument("-o", "--output", required=True, type=Path, help="the .parquet to write")
-    dump.add_argument("--catalog", help="index parquet path/URL (default as for sample)")
-    dump.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
-    dump.add_argument(
-        "--allow-host",
-        action="append",
-        dest="allowed_hosts",
-        metavar="HOST",
-        help="a host or bucket a remote catalog may name besides its own (repeatable)",
-    )
+    _session_options(dump)
     _refuse_unknown_options(commands.choices.get(argv[0]) if argv else None, argv[1:])
     args = parser.parse_args(argv)
     # Python's warnings, as one line each ("aefsql: warning: …"); none after an error, which
@@ -623,6 +580,22 @@ def run_verb(argv: list[str]) -> int:
         for message in dict.fromkeys(str(w.message) for w in caught):
             print(f"aefsql: warning: {message}", file=sys.stderr)
     return code
+
+
+def _session_options(verb: argparse.ArgumentParser) -> None:
+    """The options every verb that reads the collection takes (SHARED_OPTIONS)."""
+    verb.add_argument(
+        "--catalog",
+        help="index parquet path/URL (default: $AEFSQL_CATALOG, else the public AEF index)",
+    )
+    verb.add_argument("--cache-dir", help="keep every byte read here (default $AEFSQL_CACHE_DIR)")
+    verb.add_argument(
+        "--allow-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="HOST",
+        help="a host or bucket a remote catalog may name besides its own (repeatable)",
+    )
 
 
 def _refuse_unknown_options(verb: argparse.ArgumentParser | None, argv: list[str]) -> None:
