@@ -404,7 +404,10 @@ def empty_index_file() -> str:
     return path
 
 
-_WAY_OUT = "; pass --catalog (catalog=…) or run `aefsql demo` for a local one"
+# (`aefsql demo` prints the path of the index it writes, ~/.cache/aefsql/demo/index.parquet.)
+_WAY_OUT = (
+    "; pass --catalog (catalog=…): for a local one, the index `aefsql demo` writes and prints"
+)
 
 
 def _source_names(columns: CatalogColumns, roles=None) -> list[str]:

@@ -239,7 +239,7 @@ def _say_zone(area, epsg: int) -> None:
         warnings.warn(
             f"the area spans UTM zones {', '.join(zones)}: the map is in EPSG:{epsg}, the "
             "zone whose tiles own most of it (pixels of other zones' tiles are their nearest "
-            "source pixel); pass target_crs to choose",
+            "source pixel); pass target_crs (aefsql map: --target-crs) to choose",
             UserWarning,
             stacklevel=user_stacklevel(),
         )
