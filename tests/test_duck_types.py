@@ -82,6 +82,9 @@ RETURNS = {
     "pixel_geometry": "GEOMETRY('OGC:CRS84')",
     "chip_geometry": "GEOMETRY('OGC:CRS84')",
     "sampled_geometry": "GEOMETRY('OGC:CRS84')",
+    # (status := … of aef_zonal and aef_chips: coverage.STATUSES words)
+    "zonal_status": "VARCHAR",
+    "chip_status": "VARCHAR",
 }
 
 
