@@ -220,3 +220,17 @@ def test_status_costs_nothing_when_not_asked(gdal_collection, monkeypatch, funct
         assert calls
     finally:
         con.close()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "aef_sample_points('status_chips', years := 2024, status := {})",
+        "aef_chips('status_chips', size := 4, years := 2024, status := {})",
+        "aef_zonal('status_fields', years := 2024, status := {})",
+    ],
+)
+@pytest.mark.parametrize("value, shown", [("'yes'", "'yes'"), ("1", "1"), ("NULL", "None")])
+def test_a_status_that_is_not_a_boolean_is_refused(con, fields, chip_points, call, value, shown):
+    with pytest.raises(Exception, match=f"status must be true or false, not {shown}"):
+        con.sql("FROM " + call.format(value)).fetchall()
