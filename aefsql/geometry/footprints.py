@@ -72,28 +72,39 @@ def h3_geometries(kind: str, cells: list[str]) -> pa.BinaryArray:
     if kind == "point":
         lat, lon = np.array([h3.cell_to_latlng(c) for c in cells], np.float64).reshape(-1, 2).T
         return points_wkb(lon, lat)
-    return rings_wkb([_great_circle_ring(np.array(h3.cell_to_boundary(c))) for c in cells])
+    boundaries = [h3.cell_to_boundary(c) for c in cells]
+    count = np.array([len(b) for b in boundaries], np.int64)
+    corners = np.array([v for b in boundaries for v in b], np.float64).reshape(-1, 2)
+    # Each edge from a corner to the next of its cell (the last back to the first).
+    first = np.cumsum(count) - count
+    owner = np.repeat(np.arange(count.size), count)
+    following = first[owner] + (np.arange(owner.size) - first[owner] + 1) % count[owner]
+    a = _unit_vectors(corners)
+    b = a[following]
+    omega = np.arctan2(np.linalg.norm(np.cross(a, b), axis=1), np.einsum("ij,ij->i", a, b))
+    segments = np.array(
+        [segments_for(m / PIXEL_METRES) for m in (omega * _EARTH_RADIUS).tolist()], np.int64
+    )
+    # The points of every edge: its corner (t = 0, h3's own) and segments - 1 on the arc.
+    edge = np.repeat(np.arange(segments.size), segments)
+    t = (np.arange(edge.size) - (np.cumsum(segments) - segments)[edge]) / segments[edge]
+    lon, lat = corners[edge, 1].copy(), corners[edge, 0].copy()
+    inner = t > 0
+    e, u = edge[inner], t[inner][:, None]
+    w = omega[e][:, None]
+    xyz = (np.sin((1 - u) * w) * a[e] + np.sin(u * w) * b[e]) / np.sin(w)
+    lon[inner] = np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0]))
+    lat[inner] = np.degrees(np.arcsin(np.clip(xyz[:, 2] / np.linalg.norm(xyz, axis=1), -1, 1)))
+    points = np.column_stack([lon, lat])
+    ends = np.cumsum(np.bincount(owner, weights=segments, minlength=count.size).astype(np.int64))
+    rings = np.split(points, ends[:-1])
+    return rings_wkb([np.concatenate([ring, ring[:1]]) for ring in rings])
 
 
-def _great_circle_ring(corners: np.ndarray) -> np.ndarray:
-    """A closed (k, 2) lon/lat ring through `corners` ((lat, lng) in degrees, h3's order),
-    each edge split along its great circle; the corners themselves kept as given."""
-    lat, lng = np.radians(corners).T
-    xyz = np.column_stack([np.cos(lat) * np.cos(lng), np.cos(lat) * np.sin(lng), np.sin(lat)])
-    ring = []
-    for i, (a, b) in enumerate(zip(xyz, np.roll(xyz, -1, axis=0), strict=True)):
-        ring.append(corners[i, ::-1][None, :])
-        omega = float(np.arctan2(np.linalg.norm(np.cross(a, b)), a @ b))
-        segments = segments_for(omega * _EARTH_RADIUS / PIXEL_METRES)
-        if segments == 1:
-            continue
-        t = (np.arange(1, segments) / segments)[:, None]
-        inner = (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
-        lon = np.degrees(np.arctan2(inner[:, 1], inner[:, 0]))
-        lat_ = np.degrees(np.arcsin(np.clip(inner[:, 2] / np.linalg.norm(inner, axis=1), -1, 1)))
-        ring.append(np.column_stack([lon, lat_]))
-    ring.append(corners[0, ::-1][None, :])
-    return np.concatenate(ring)
+def _unit_vectors(latlng: np.ndarray) -> np.ndarray:
+    """(n, 3) points on the unit sphere of (n, 2) (lat, lng) in degrees."""
+    lat, lng = np.radians(latlng).T
+    return np.column_stack([np.cos(lat) * np.cos(lng), np.cos(lat) * np.sin(lng), np.sin(lat)])
 
 
 def rings_wkb(rings: list[np.ndarray]) -> pa.BinaryArray:
