@@ -320,6 +320,7 @@ def zonal(
     crs=None,
     level: int = 0,
     on_error: str = "raise",
+    status: bool = False,
     catalog: str | None = None,
     cache_dir: str | None = None,
     headers: str | None = None,
@@ -338,11 +339,11 @@ def zonal(
     lon/lat). `years` (alias `year`): one year or several. `level`: 0 (full resolution) or k,
     the mean over the files' k-th overview (an approximation: see docs/functions.md).
     `on_error`: 'null' gives a row whose geometry is not a usable area NULL results and an
-    `aef_error` message instead of failing. `catalog`, `cache_dir`, `headers`,
-    `concurrency`, `allowed_hosts`, `storage_options` and `collection` (deprecated alias of
-    `headers`): as for `aefsql.connect`. Rows keep
-    their input order, and their columns their Arrow types (a GeoDataFrame's geometry comes
-    back as WKB).
+    `aef_error` message instead of failing. `status`: a `status` column (valid, nodata,
+    outside, no_year, error), as aef_zonal's `status := true`. `catalog`, `cache_dir`,
+    `headers`, `concurrency`, `allowed_hosts`, `storage_options` and `collection`
+    (deprecated alias of `headers`): as for `aefsql.connect`. Rows keep their input order,
+    and their columns their Arrow types (a GeoDataFrame's geometry comes back as WKB).
     """
     source, _, geometry_column, crs = arrow_points(polygons, geometry_column, crs)
     geometry_column = geometry_column or "geom"
@@ -353,6 +354,7 @@ def zonal(
         year=year,
         crs=crs,
         on_error=on_error,
+        status=status,
         function="aef_zonal",
         columns=table.schema.names,
         x_column=None,
@@ -368,7 +370,9 @@ def zonal(
         storage_options=storage_options,
     )
     warn_missing_years(session.catalog.tiles(), chosen.years)
-    added = added_columns("aef_zonal", chosen.bands, chosen.on_error, chosen.as_vector)
+    added = added_columns(
+        "aef_zonal", chosen.bands, chosen.on_error, chosen.as_vector, chosen.status
+    )
     con = duckdb.connect()
     try:
         install(con, SessionUdfs(session))
@@ -383,6 +387,7 @@ def zonal(
             crs=chosen.crs,
             level=int(level),
             on_error=chosen.on_error,
+            status=chosen.status,
         )
         result = con.sql(f"SELECT {', '.join(added)} FROM {call}").to_arrow_table()
     except duckdb.Error as exc:  # its message may quote a URL as given, secrets too

@@ -138,7 +138,7 @@ class Options:
     bands: tuple[str, ...]
     on_error: str = "raise"
     as_vector: bool = False
-    status: bool = False  # aef_sample_points' status column
+    status: bool = False  # the status column of aef_sample_points, aef_zonal, aef_chips
 
 
 def check_as_vector(as_vector, bands=None) -> None:
@@ -180,8 +180,7 @@ def resolve(
     band_names = band_list(bands)
     check_on_error(on_error)
     check_as_vector(as_vector, bands)
-    if not isinstance(status, bool):
-        raise AefsqlError(f"status must be true or false, not {status!r}")
+    check_status(status)
     check_geometry(geometry)
     if columns is not None:
         _check_columns(
@@ -193,6 +192,12 @@ def resolve(
             added_columns(function, band_names, on_error, as_vector, status, geometry),
         )
     return Options(chosen, epsg(crs), band_names, on_error, as_vector, status)
+
+
+def check_status(status) -> None:
+    """`status` (aef_sample_points, aef_zonal, aef_chips) is true or false."""
+    if not isinstance(status, bool):
+        raise AefsqlError(f"status must be true or false, not {status!r}")
 
 
 def check_geometry(geometry) -> None:
@@ -411,12 +416,14 @@ def added_columns(
             "centroid_pixel",
             "embedding",
             *(["aef_error"] if on_error == "null" else []),
+            *(["status"] if status else []),
         ]
     if function == "aef_chips":
         return [
             "year",
             *CHIP_COLUMNS,
             *(["aef_error"] if on_error == "null" else []),
+            *(["status"] if status else []),
         ]
     return [
         "year",
@@ -448,7 +455,8 @@ def check_input_columns(columns: list[str], params: dict) -> None:
     function = params.get("function", "aef_sample_points")
     on_error = params.get("on_error") or "raise"
     as_vector = bool(params.get("as_vector"))
-    status = bool(params.get("status"))
+    status = params.get("status", False)
+    check_status(status)
     geometry = params.get("geometry")
     check_geometry(geometry)
     added = added_columns(

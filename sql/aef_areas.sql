@@ -181,6 +181,8 @@ FROM (
 -- A NULL geometry gives 0 pixels. A geometry that is not an area (unparsable WKT or WKB, a
 -- LINESTRING, …) fails the query naming its row (1-based, in the table's order) and what is
 -- wrong; with on_error := 'null' its row gets NULL results and an `aef_error` column says why.
+-- status := true adds `status`, what each polygon-year holds (valid, nodata, outside,
+-- no_year, error: aefsql/kernels/coverage.py).
 CREATE OR REPLACE TEMP MACRO aef_zonal(
     polygons_table,
     years := NULL,
@@ -189,14 +191,15 @@ CREATE OR REPLACE TEMP MACRO aef_zonal(
     crs := NULL,
     level := 0,
     on_error := 'raise',
-    max_bytes := NULL
+    max_bytes := NULL,
+    status := false
 ) AS TABLE
 WITH polygons AS MATERIALIZED (
     SELECT row_number() OVER () AS __aef_row,
            -- (an input column named as one added is refused: see aef_sample_points)
            COLUMNS(lambda c: {udf}_input_column(c, to_json({
                'function': 'aef_zonal', 'bands': NULL, 'on_error': on_error,
-               'as_vector': false})))
+               'as_vector': false, 'status': status})))
     FROM query_table(__aef_table(polygons_table))
 ),
 options AS MATERIALIZED (
@@ -220,7 +223,9 @@ zones AS (
 ),
 vectors AS (
     SELECT z.row AS __aef_row, z.year AS __aef_year, z.pixels, z.nodata_pixels,
-           z.centroid_pixel, z.embedding, z.aef_error
+           z.centroid_pixel, z.embedding, z.aef_error,
+           -- status := …: left out of a query that does not read it
+           {udf}_zonal_status(z.pixels, z.nodata_pixels, z.aef_error, z.year) AS status
     FROM zones
 )
 SELECT p.* EXCLUDE (__aef_row), y.__aef_year AS year,
@@ -228,7 +233,8 @@ SELECT p.* EXCLUDE (__aef_row), y.__aef_year AS year,
        CASE WHEN v.aef_error IS NULL THEN coalesce(v.nodata_pixels, 0) END AS nodata_pixels,
        CASE WHEN v.aef_error IS NULL THEN coalesce(v.centroid_pixel, false) END
            AS centroid_pixel,
-       COLUMNS(lambda c: c = 'embedding' OR (c = 'aef_error' AND on_error = 'null'))
+       COLUMNS(lambda c: c = 'embedding' OR (c = 'aef_error' AND on_error = 'null')
+                         OR (c = 'status' AND status))
 FROM polygons p
 CROSS JOIN (SELECT unnest(__aef_years) AS __aef_year FROM options) y
 LEFT JOIN vectors v ON v.__aef_row = p.__aef_row AND v.__aef_year = y.__aef_year
@@ -246,7 +252,9 @@ ORDER BY p.__aef_row, y.__aef_year;
 -- chips of a call may hold `max_bytes` of int8 (default 4 GiB): more is refused before
 -- anything is read. `level` k cuts chips from the files' k-th overview. `geometry` 'pixel'
 -- adds `geom GEOMETRY('OGC:CRS84')`, the chip's footprint in lon/lat; 'point', the centre of
--- its middle pixel (the point's).
+-- its middle pixel (the point's). status := true adds `status` before `geom` (valid: every
+-- pixel of the chip is; nodata: some pixel is not; outside, no_year, error as for
+-- aef_sample_points: aefsql/kernels/coverage.py).
 CREATE OR REPLACE TEMP MACRO aef_chips(
     points_table,
     size := 64,
@@ -260,6 +268,7 @@ CREATE OR REPLACE TEMP MACRO aef_chips(
     level := 0,
     max_bytes := NULL,
     on_error := 'raise',
+    status := false,
     geometry := NULL
 ) AS TABLE
 WITH points AS MATERIALIZED (
@@ -267,7 +276,7 @@ WITH points AS MATERIALIZED (
            -- (an input column named as one added is refused: see aef_sample_points)
            COLUMNS(lambda c: {udf}_input_column(c, to_json({
                'function': 'aef_chips', 'bands': bands, 'on_error': on_error,
-               'as_vector': false, 'geometry': geometry})))
+               'as_vector': false, 'status': status, 'geometry': geometry})))
     FROM query_table(__aef_table(points_table))
 ),
 options AS MATERIALIZED (
@@ -323,16 +332,27 @@ found AS (
                                CAST(geometry AS VARCHAR)) AS geom
     FROM chips
     WHERE __aef_row IS NOT NULL
+),
+chipped AS (
+    -- Every located (row, year) with its chip (NULL where its point is in no tile)
+    SELECT l.__aef_row, l.__aef_year, f.chip, f.chip_crs, f.chip_bounds, f.valid_pixels,
+           f.embedding, f.aef_error,
+           -- status := …: left out of a query that does not read it
+           {udf}_chip_status(l.__aef_path, f.valid_pixels, CAST(size AS INTEGER), f.aef_error,
+                             l.__aef_year) AS status,
+           f.geom
+    FROM located l
+    LEFT JOIN found f ON f.__aef_row = l.__aef_row AND f.__aef_year = l.__aef_year
 )
-SELECT p.* EXCLUDE (__aef_row), l.__aef_year AS year,
+SELECT p.* EXCLUDE (__aef_row), h.__aef_year AS year,
        COLUMNS(lambda c: c IN ('chip', 'chip_crs', 'chip_bounds', 'valid_pixels', 'embedding')
                          OR (c = 'aef_error' AND on_error = 'null')
-                         -- (f's geom: the points' own is refused when geometry is given)
+                         OR (c = 'status' AND status)
+                         -- (h's geom: the points' own is refused when geometry is given)
                          OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))
 FROM points p
-JOIN located l ON l.__aef_row = p.__aef_row
-LEFT JOIN found f ON f.__aef_row = l.__aef_row AND f.__aef_year = l.__aef_year
-ORDER BY p.__aef_row, l.__aef_year;
+JOIN chipped h ON h.__aef_row = p.__aef_row
+ORDER BY p.__aef_row, h.__aef_year;
 
 -- aef_grid: the mean embedding of `area`'s pixels per grid cell, per year: `cell` (VARCHAR:
 -- the H3 index as h3 writes it, '872830828ffffff', for cell := 'h3:7'; 'EPSG:32633:262000:

@@ -83,6 +83,9 @@ RETURNS = {
     "chip_geometry": "GEOMETRY('OGC:CRS84')",
     "grid_geometry": "GEOMETRY('OGC:CRS84')",
     "sampled_geometry": "GEOMETRY('OGC:CRS84')",
+    # (status := … of aef_zonal and aef_chips: coverage.STATUSES words)
+    "zonal_status": "VARCHAR",
+    "chip_status": "VARCHAR",
 }
 
 

@@ -438,14 +438,16 @@ SIGNATURES = [
     ("aefsql.write_headers", ["output"], "aef_headers", set()),
     ("aefsql.build_collection", ["output"], "aef_headers", set()),
     pytest.param(
-        # (status: SQL and aefsql.sample_points only, for now)
+        # (status: SQL, aefsql.sample_points and aefsql.zonal only, for now)
         "aefsql.spark.sample_points",
         ["df"],
         "aef_sample_points",
         {"status", "geometry"},
         marks=pytest.mark.spark,
     ),
-    pytest.param("aefsql.spark.zonal", ["df"], "aef_zonal", {"max_bytes"}, marks=pytest.mark.spark),
+    pytest.param(
+        "aefsql.spark.zonal", ["df"], "aef_zonal", {"max_bytes", "status"}, marks=pytest.mark.spark
+    ),
     pytest.param(
         "aefsql.spark.register", ["spark", "catalog"], None, set(), marks=pytest.mark.spark
     ),
@@ -453,7 +455,8 @@ SIGNATURES = [
         "aefsql.torch.ChipDataset",
         ["points"],
         "aef_chips",
-        {"year", "max_bytes", "on_error", "geometry"},
+        # (a dataset of tensors: no table to hold a status or geom column)
+        {"year", "max_bytes", "on_error", "status", "geometry"},
         marks=pytest.mark.torch,
     ),
     pytest.param(

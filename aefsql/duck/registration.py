@@ -338,6 +338,18 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
             GEOMETRY_ARROW,
         ),
         (
+            "zonal_status",
+            session.zonal_status,
+            ["BIGINT", "BIGINT", "VARCHAR", "INTEGER"],
+            pa.string(),
+        ),
+        (
+            "chip_status",
+            session.chip_status,
+            ["VARCHAR", "BIGINT", "INTEGER", "VARCHAR", "INTEGER"],
+            pa.string(),
+        ),
+        (
             "chip_geometry",
             session.chip_geometry,
             ["VARCHAR", CHIP_ARROW.field("chip_bounds").type, "INTEGER", "VARCHAR"],

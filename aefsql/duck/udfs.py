@@ -780,6 +780,35 @@ class SessionUdfs:
         items = pa.concat_arrays(lists) if lists else pa.array([], ZONAL_ARROW)
         return pa.ListArray.from_arrays(pa.array(offsets), items)
 
+    def zonal_status(self, pixels, nodata_pixels, aef_error, year) -> pa.StringArray:
+        """aef_zonal's `status := true`: the word of each (polygon, year) from its counts and
+        aef_error (coverage.zonal_statuses)."""
+        years = _ints(year)
+        return coverage.zonal_statuses(
+            _counts(pixels),
+            _counts(nodata_pixels),
+            _present(aef_error),
+            years,
+            self._missing(years),
+        )
+
+    def chip_status(self, path, valid_pixels, size, aef_error, year) -> pa.StringArray:
+        """aef_chips' `status := true`: the word of each (point, year) from the tile holding
+        its centre (`path`), its valid pixels and aef_error (coverage.chip_statuses)."""
+        years = _ints(year)
+        return coverage.chip_statuses(
+            _present(path),
+            _counts(valid_pixels),
+            _ints(size),
+            _present(aef_error),
+            years,
+            self._missing(years),
+        )
+
+    def _missing(self, years: np.ndarray) -> list[int]:
+        """The years among `years` the catalog has no tile of."""
+        return [y for y in np.unique(years).tolist() if not self._has_year(y)]
+
     def grid(self, wkb, box, text, kind, crs, years, bands, max_bytes, level, cell) -> pa.ListArray:
         """Per area (as for `area_units`; `cell` its JSON): the mean embedding of its pixels
         in each grid cell holding one, per year (aefsql/kernels/grid.py). The cell is
@@ -1315,6 +1344,16 @@ def _scattered(values: pa.Array, at: np.ndarray, n: int) -> pa.Array:
     where = np.full(n, -1, np.int64)
     where[at] = np.arange(at.size)
     return values.take(pa.array(where, mask=where < 0))
+
+
+def _counts(column) -> np.ndarray:
+    """An integer Arrow column as int64, NULL as 0 (no pixel counted)."""
+    return _ints(pc.fill_null(column, 0))
+
+
+def _present(column) -> np.ndarray:
+    """bool: which items of an Arrow column are not NULL."""
+    return column.is_valid().to_numpy(zero_copy_only=False)
 
 
 def _ints(column) -> np.ndarray:

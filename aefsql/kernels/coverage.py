@@ -25,9 +25,10 @@ from .locate import locate
 from .pixels import candidate_tiles
 
 # What a sampled (row, year) holds, and so why its bands are NULL (aef_sample_points'
-# `status`, as geotessera's probe says it): read with every band asked for; read, but a band
-# is nodata; in no tile of that year (or its coordinates are NULL or invalid); the catalog
-# has no tile of that year at all; its file could not be read (on_error := 'null').
+# `status`, as geotessera's probe says it; aef_zonal's and aef_chips' by the same rule): read
+# with every band asked for; read, but a band is nodata; in no tile of that year (or its
+# coordinates are NULL or invalid); the catalog has no tile of that year at all; its file
+# could not be read (on_error := 'null').
 STATUSES = ("valid", "nodata", "outside", "no_year", "error")
 
 
@@ -44,6 +45,24 @@ def point_statuses(covered, complete, failed, years, missing) -> pa.StringArray:
 
 
 _STATUS_WORDS = pa.array(STATUSES, pa.string())
+
+
+def zonal_statuses(pixels, nodata_pixels, failed, years, missing) -> pa.StringArray:
+    """The STATUSES word of each (polygon, year) of aef_zonal, from its `pixels` and
+    `nodata_pixels` (int arrays; the centroid's stand-in pixel counts) and `failed` (its row
+    has an aef_error): valid when some pixel is valid, nodata when pixels were read but all
+    are nodata, outside when none was (a NULL geometry too); then as `point_statuses`."""
+    pixels, nodata_pixels = np.asarray(pixels), np.asarray(nodata_pixels)
+    return point_statuses(pixels > 0, pixels > nodata_pixels, failed, years, missing)
+
+
+def chip_statuses(in_tile, valid_pixels, size, failed, years, missing) -> pa.StringArray:
+    """The STATUSES word of each (point, year) of aef_chips, from `in_tile` (the chip's
+    centre lies in a tile), `valid_pixels` and `size` (int arrays): valid when all size x
+    size pixels are, nodata when any is not (nodata in the file, or in no tile); outside
+    when the centre is in no tile; then as `point_statuses`."""
+    complete = np.asarray(valid_pixels) == np.asarray(size) ** 2
+    return point_statuses(in_tile, complete, failed, years, missing)
 
 
 def missing_years(tiles: TileTable, years) -> list[int]:
