@@ -445,3 +445,16 @@ def test_python_geometry_equals_sql(con, gdal_collection):
     expected = grid(con, SEAM_BOX, ", cell := 'h3:8', years := 2023, geometry := 'pixel'")
     assert got.column_names == expected.column_names
     assert got["geom"].to_pylist() == expected["geom"].to_pylist()
+
+
+def test_squares_across_the_seam_are_each_projected_from_their_own_zone(con):
+    """Across 12°E the squares of both zones: each centre from its own zone's CRS."""
+    table = grid(con, SEAM_BOX, ", cell := 500, years := 2023, geometry := 'point'")
+    zones = set()
+    for name, point in zip(table["cell"].to_pylist(), geoms(table), strict=True):
+        _, code, x, y = name.split(":")
+        zones.add(int(code))
+        to_lonlat = Transformer.from_crs(int(code), "OGC:CRS84", always_xy=True)
+        lon, lat = to_lonlat.transform(float(x) + 250, float(y) + 250)
+        assert np.allclose([point.x, point.y], [lon, lat], 0, 1e-12), name
+    assert zones == {32632, 32633}
