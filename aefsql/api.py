@@ -48,6 +48,7 @@ from .options import (
     added_columns,
     arrow_points,
     check_cell,
+    check_geometry,
     check_level,
     epsg,
     headers_option,
@@ -618,6 +619,7 @@ def grid(
     crs=4326,
     level: int = 0,
     max_bytes: int | None = None,
+    geometry: str | None = None,
     catalog: str | None = None,
     cache_dir: str | None = None,
     headers: str | None = None,
@@ -626,7 +628,9 @@ def grid(
     storage_options: Mapping[str, Any] | None = None,
 ) -> pa.Table:
     """The mean embedding of `area`'s pixels per grid cell and year: the rows of the SQL
-    `aef_grid` (`cell`, `year`, `pixels`, `nodata_pixels`, `embedding`), which computes them.
+    `aef_grid` (`cell`, `year`, `pixels`, `nodata_pixels`, `embedding`; `geom` with
+    `geometry` 'pixel', the cell's outline in lon/lat, or 'point', its centre), which
+    computes them.
 
     `cell`: 'h3:7' (H3 cells of that resolution; needs `pip install 'aefsql[h3]'`) or a whole
     number of metres (square cells on the UTM grid of each pixel's tile). `area`: WKB bytes,
@@ -638,6 +642,7 @@ def grid(
     chosen = resolve(years=years, crs=crs, function="aef_grid")
     check_level(level)
     kind, size = check_cell(cell)
+    check_geometry(geometry)
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
         raise AefsqlError(f"max_bytes is a number of bytes, not {max_bytes!r}")
     argument, value = _area_parameter(area)
@@ -659,6 +664,8 @@ def grid(
     options = {"cell": cell, "years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
     if max_bytes is not None:
         options["max_bytes"] = max_bytes
+    if geometry is not None:
+        options["geometry"] = geometry
     given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
     con = duckdb.connect()
     try:

@@ -202,11 +202,11 @@ def check_status(status) -> None:
 
 def check_geometry(geometry) -> None:
     """`geometry` is None (no `geom` column), 'point' (each pixel's centre) or 'pixel' (its
-    footprint polygon; a chip's, for aef_chips)."""
+    footprint polygon; a chip's, for aef_chips; a cell's, for aef_grid)."""
     if geometry is not None and geometry not in GEOMETRY_KINDS:
         raise OptionError(
             "{}: geometry is 'point' (the pixel centre) or 'pixel' (the pixel's footprint; "
-            "aef_chips: the chip's), or left out for no geom column",
+            "aef_chips: the chip's; aef_grid: the cell's), or left out for no geom column",
             Mention("geometry", geometry),
         )
 

@@ -15,10 +15,13 @@ Both read every block once; the difference is the plan: aef_zonal lays out and o
 polygon's rows, aef_grid lays the area out once and cuts its runs at the cells. Each run
 checks that both count the same pixels in all; squares must agree cell for cell, H3 cells may
 differ by a pixel where a centre lies within centimetres of a straight-edged boundary (see
-docs/functions.md). Prints the best of --runs for each, and the ratio.
+docs/functions.md). Prints the best of --runs for each, and the ratio. With --geometry
+'pixel' (or 'point'), aef_grid is timed a third time with `geometry := …`, its `geom` read:
+what the cells' outlines (or centres) add.
 
     PYTHONPATH=$PWD python benchmarks/bench_grid.py [--area 1536] [--runs 3]
         [--cells h3:7,h3:8,h3:9,1000,250,100] [--dir /tmp/aefsql-bench-grid]
+        [--geometry pixel]
 """
 
 from __future__ import annotations
@@ -50,10 +53,11 @@ def area_box(n: int) -> list[float]:
     return [x0, y0, x0 + n * PIXEL - 2 * inset, y0 + n * PIXEL - 2 * inset]
 
 
-def grid(catalog: str, box: list[float], cell) -> pa.Table:
+def grid(catalog: str, box: list[float], cell, geometry: str | None = None) -> pa.Table:
+    given = f", geometry := '{geometry}'" if geometry else ""
     with aefsql.connect(catalog=catalog) as con:
         return con.sql(
-            f"FROM aef_grid({box}, cell := {cell!r}, years := {YEAR}, crs := {EPSG})"
+            f"FROM aef_grid({box}, cell := {cell!r}, years := {YEAR}, crs := {EPSG}{given})"
         ).to_arrow_table()
 
 
@@ -106,6 +110,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cells", default="h3:7,h3:8,h3:9,1000,250,100")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/aefsql-bench-grid"))
+    parser.add_argument("--geometry", choices=["pixel", "point"], default=None)
     args = parser.parse_args()
     catalog = str(write_collection(args.dir, SIZE, 1, BLOCK))
     box = area_box(args.area)
@@ -117,16 +122,22 @@ def main() -> None:
     print(
         f"{'cell':>6} {'cells':>6} {'aef_grid s':>10} {'aef_zonal s':>11} "
         f"{'grid speed-up':>13} {'H3 cells off by a pixel':>23}"
+        + (f" {'with geom s':>11} {'geom adds':>9}" if args.geometry else "")
     )
     for text in args.cells.split(","):
         cell = text if text.startswith("h3:") else int(text)
         rows = grid(catalog, box, cell)  # warm the page cache; the cells to compare
         polygons = cell_polygons(rows["cell"].to_pylist(), box, cell)
-        best = {"grid": float("inf"), "zonal": float("inf")}
+        best = {"grid": float("inf"), "zonal": float("inf"), "geom": float("inf")}
         for _ in range(args.runs):
             for name, action in (
                 ("grid", lambda cell=cell: grid(catalog, box, cell)),
                 ("zonal", lambda polygons=polygons: zonal(catalog, polygons)),
+                *(
+                    [("geom", lambda cell=cell: grid(catalog, box, cell, args.geometry))]
+                    if args.geometry
+                    else []
+                ),
             ):
                 start = time.perf_counter()
                 result = action()
@@ -136,6 +147,11 @@ def main() -> None:
         print(
             f"{text:>6} {rows.num_rows:>6} {best['grid']:>10.2f} {best['zonal']:>11.2f} "
             f"{best['zonal'] / best['grid']:>12.2f}x {differ:>23}"
+            + (
+                f" {best['geom']:>11.2f} {best['geom'] / best['grid'] - 1:>8.0%}"
+                if args.geometry
+                else ""
+            )
         )
     print(f"# uptime: {os.popen('uptime').read().strip()}")
 

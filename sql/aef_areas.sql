@@ -364,14 +364,16 @@ ORDER BY p.__aef_row, h.__aef_year;
 -- the tile that owns it (its own UTM zone first): across a seam each zone's squares hold the
 -- pixels its tiles own. Only cells holding a pixel come back. `area`, `years`, `crs`,
 -- `level` and `max_bytes` (pixels x 64 bands x years of int8) as for aef_pixels; each block
--- is read once for all cells.
+-- is read once for all cells. `geometry` 'pixel' adds `geom GEOMETRY('OGC:CRS84')`, the
+-- cell's outline in lon/lat; 'point', its centre (aefsql/geometry/footprints.py).
 CREATE OR REPLACE TEMP MACRO aef_grid(
     area,
     cell := NULL,
     years := NULL,
     crs := NULL,
     level := 0,
-    max_bytes := NULL
+    max_bytes := NULL,
+    geometry := NULL
 ) AS TABLE
 WITH checked AS MATERIALIZED (
     FROM __aef_area_options('aef_grid', years, NULL, crs, NULL)
@@ -382,7 +384,15 @@ cells AS (
                              CAST({band_count} AS INTEGER), CAST(max_bytes AS BIGINT),
                              CAST(level AS INTEGER), CAST(to_json(cell) AS VARCHAR))) AS g
     FROM checked
+),
+placed AS (
+    -- geometry := …: `geom` by a UDF of its own, left out of a query that does not read it.
+    SELECT g.cell, g.year, g.pixels, g.nodata_pixels, g.embedding,
+           {udf}_grid_geometry(g.cell, CAST(to_json(cell) AS VARCHAR),
+                               CAST(geometry AS VARCHAR)) AS geom
+    FROM cells
 )
-SELECT g.cell, g.year, g.pixels, g.nodata_pixels, g.embedding
-FROM cells
-ORDER BY g.cell, g.year;
+SELECT COLUMNS(lambda c: c IN ('cell', 'year', 'pixels', 'nodata_pixels', 'embedding')
+                         OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))
+FROM placed
+ORDER BY placed.cell, placed.year;

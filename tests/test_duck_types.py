@@ -81,6 +81,7 @@ RETURNS = {
     "lonlat_point": "GEOMETRY('OGC:CRS84')",
     "pixel_geometry": "GEOMETRY('OGC:CRS84')",
     "chip_geometry": "GEOMETRY('OGC:CRS84')",
+    "grid_geometry": "GEOMETRY('OGC:CRS84')",
     "sampled_geometry": "GEOMETRY('OGC:CRS84')",
     # (status := … of aef_zonal and aef_chips: coverage.STATUSES words)
     "zonal_status": "VARCHAR",

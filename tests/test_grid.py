@@ -4,16 +4,19 @@ grouped by the cell of each centre (floor of x/y for squares; h3.latlng_to_cell 
 centre's lon/lat, projected by pyproj, for H3), in both orientations, across the 12°E seam
 (each location once, from aef_pixels' tiles); and equal to aef_zonal over the cells' polygons."""
 
+import re
 from pathlib import Path
 
+import geopandas
 import numpy as np
 import pyarrow as pa
 import pytest
 import rasterio
+import shapely
 from gdal_fixtures import COLLECTION_TILES, Layout, collection_path, index_row, write_index
 from gdal_fixtures import write_layout as write_gdal_layout
 from helpers import block_ranges, block_reads, gdal_pixels, pixel_reads
-from pyproj import Transformer
+from pyproj import CRS, Geod, Transformer
 
 import aefsql
 from aefsql import options
@@ -308,3 +311,150 @@ def test_h3_without_the_package_names_the_extra(con, gdal_collection, monkeypatc
         aefsql.grid(SEAM_BOX, cell="h3:7", years=2023, catalog=gdal_collection.index)
     # Square cells need no h3.
     assert grid(con, SEAM_BOX, ", cell := 1000, years := 2023").num_rows > 0
+
+
+# -- geometry := 'pixel' | 'point': the cell's outline or centre in lon/lat -----------------
+
+
+def geoms(table: pa.Table) -> list:
+    return [shapely.from_wkb(v) for v in table["geom"].to_pylist()]
+
+
+def on_great_circle(a, b, points) -> np.ndarray:
+    """Whether lon/lat `points` lie on the great-circle arc from a to b (lon/lat), within
+    1e-9 rad, between them."""
+
+    def xyz(lon, lat):
+        lon, lat = np.radians(lon), np.radians(lat)
+        return np.column_stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)])
+
+    a, b = xyz(*np.array([a]).T), xyz(*np.array([b]).T)
+    p = xyz(points[:, 0], points[:, 1])
+    normal = np.cross(a, b) / np.linalg.norm(np.cross(a, b))
+    off = np.abs(p @ normal[0])
+    between = (p @ a[0] > a[0] @ b[0] - 1e-12) & (p @ b[0] > a[0] @ b[0] - 1e-12)
+    return (off < 1e-9) & between
+
+
+@pytest.mark.parametrize("resolution", [7, 9])
+def test_h3_geometry_is_h3_s_boundary_on_great_circles_and_its_centre(con, resolution):
+    """'pixel': h3's cell_to_boundary vertices, in its order, and between two vertices points
+    on the great-circle arc joining them, at most 640 m apart (a 10 m pixel footprint's rule);
+    'point': h3's cell_to_latlng."""
+    geod = Geod(ellps="WGS84")
+    call = f", cell := 'h3:{resolution}', years := 2023"
+    table = grid(con, SEAM_BOX, call + ", geometry := 'pixel'")
+    assert table.column_names == [*COLUMNS, "geom"]
+    plain = grid(con, SEAM_BOX, call)
+    assert table.drop_columns(["geom"]).equals(plain)
+    split = 0
+    for name, shape in zip(table["cell"].to_pylist(), geoms(table), strict=True):
+        assert shape.geom_type == "Polygon" and shape.exterior.is_ccw
+        ring = np.array(shape.exterior.coords)
+        corners = np.array(h3.cell_to_boundary(name))[:, ::-1]  # (lon, lat)
+        at = [int(np.flatnonzero((ring == c).all(axis=1))[0]) for c in corners]
+        assert at == sorted(at) and at[0] == 0 and (ring[-1] == ring[0]).all()
+        for k, (start, stop) in enumerate(zip(at, [*at[1:], len(ring) - 1], strict=True)):
+            inner = ring[start + 1 : stop]
+            split += len(inner) > 0
+            assert on_great_circle(corners[k], corners[(k + 1) % len(corners)], inner).all()
+            steps = geod.line_lengths(ring[start : stop + 1, 0], ring[start : stop + 1, 1])
+            assert max(steps) <= 640.0 * 1.001
+    assert split > 0 if resolution == 7 else split == 0  # res 7: ~1.2 km edges
+    points = geoms(grid(con, SEAM_BOX, call + ", geometry := 'point'"))
+    for name, point in zip(table["cell"].to_pylist(), points, strict=True):
+        lat, lon = h3.cell_to_latlng(name)
+        assert (point.x, point.y) == (lon, lat)
+
+
+def test_square_geometry_is_pyproj_s_projected_square_and_centre(con, gdal_collection):
+    """A 1000 m square: its UTM corners, each edge in 2 segments (a vertex every 640 m at
+    most), projected by pyproj; its centre projected."""
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    box = [x0 + 400.0, y0 + 400.0, x0 + 2800.0, y0 + 2400.0]
+    call = f", cell := 1000, years := [2023, 2024], crs := {epsg}"
+    table = grid(con, box, call + ", geometry := 'pixel'")
+    centres = geoms(grid(con, box, call + ", geometry := 'point'"))
+    to_lonlat = Transformer.from_crs(epsg, "OGC:CRS84", always_xy=True)
+    t = np.array([0.0, 0.5])
+    u = np.r_[t, [1, 1], 1 - t, [0, 0], 0.0]
+    v = np.r_[[0, 0], t, [1, 1], 1 - t, 0.0]
+    assert table.num_rows >= 8
+    for name, shape, centre in zip(table["cell"].to_pylist(), geoms(table), centres, strict=True):
+        _, code, x, y = name.split(":")
+        assert int(code) == epsg
+        lon, lat = to_lonlat.transform(float(x) + 1000 * u, float(y) + 1000 * v)
+        assert np.allclose(np.array(shape.exterior.coords), np.column_stack([lon, lat]), 0, 1e-12)
+        lon, lat = to_lonlat.transform(float(x) + 500, float(y) + 500)
+        assert np.allclose([centre.x, centre.y], [lon, lat], 0, 1e-12)
+
+
+def test_an_h3_cell_across_the_antimeridian_is_split_at_180():
+    from aefsql.geometry.footprints import h3_geometries
+
+    name = h3.latlng_to_cell(-16.5, 180.0, 5)
+    assert np.ptp(np.array(h3.cell_to_boundary(name))[:, 1]) > 180
+    (shape,) = [shapely.from_wkb(v) for v in h3_geometries("pixel", [name]).to_pylist()]
+    assert shape.geom_type == "MultiPolygon" and len(shape.geoms) == 2
+    west, east = sorted(shape.geoms, key=lambda g: g.bounds[0])
+    assert west.bounds[0] == -180.0 and east.bounds[2] == 180.0
+    lat, lon = h3.cell_to_latlng(name)
+    assert shape.covers(shapely.Point(lon if lon <= 180 else lon - 360, lat))
+
+
+def test_copy_writes_geoparquet_geopandas_reads_in_crs84(con, tmp_path):
+    """COPY … (GEOPARQUET_VERSION 'V2'): GeoPandas reads the cells' outlines in OGC:CRS84,
+    the same shapes as the query's, each holding its H3 centre."""
+    call = f"FROM aef_grid({SEAM_BOX}, cell := 'h3:8', years := 2023, geometry := 'pixel')"
+    out = tmp_path / "cells.parquet"
+    con.sql(f"COPY ({call}) TO '{out}' (FORMAT parquet, GEOPARQUET_VERSION 'V2')")
+    frame = geopandas.read_parquet(out)
+    assert frame.crs.equals(CRS("OGC:CRS84")) and frame.geometry.name == "geom"
+    table = con.sql(call).to_arrow_table()
+    assert frame["cell"].tolist() == table["cell"].to_pylist() and len(frame) > 3
+    assert [g.wkb for g in frame.geometry] == [g.wkb for g in geoms(table)]
+    for name, shape in zip(frame["cell"], frame.geometry, strict=True):
+        assert len(shape.exterior.coords) == 7  # 6 vertices, closed: ~0.5 km edges
+        assert shape.contains(shapely.Point(*h3.cell_to_latlng(name)[::-1]))
+
+
+def test_misspelt_geometry_is_refused_and_none_unless_asked(con, gdal_collection):
+    """A misspelt value fails the query, naming the parameter; without geometry, no geom
+    column and no geometry UDF in the plan (DuckDB never calls it)."""
+    call = f"aef_grid({SEAM_BOX}, cell := 1000, years := 2023"
+
+    def planned(extra: str) -> list[str]:
+        plan = "".join(r[1] for r in con.sql(f"EXPLAIN FROM {call}{extra})").fetchall())
+        return re.findall(r"\w*geom\w*", plan)
+
+    with pytest.raises(Exception, match=r"geometry := 'points': geometry is 'point' .* or 'pixel'"):
+        con.sql(f"DESCRIBE FROM {call}, geometry := 'points')").fetchall()
+    assert "geom" not in grid(con, SEAM_BOX, ", cell := 1000, years := 2023").column_names
+    assert not planned("")
+    assert planned(", geometry := 'point'")
+    described = con.sql(f"DESCRIBE FROM {call}, geometry := 'point')").fetchall()
+    assert described[-1][:2] == ("geom", "GEOMETRY('OGC:CRS84')")
+    with pytest.raises(AefsqlError, match=r"geometry='pt': geometry is 'point'"):
+        aefsql.grid(SEAM_BOX, cell=1000, years=2023, geometry="pt", catalog=gdal_collection.index)
+
+
+def test_python_geometry_equals_sql(con, gdal_collection):
+    got = aefsql.grid(
+        SEAM_BOX, cell="h3:8", years=2023, geometry="pixel", catalog=gdal_collection.index
+    )
+    expected = grid(con, SEAM_BOX, ", cell := 'h3:8', years := 2023, geometry := 'pixel'")
+    assert got.column_names == expected.column_names
+    assert got["geom"].to_pylist() == expected["geom"].to_pylist()
+
+
+def test_squares_across_the_seam_are_each_projected_from_their_own_zone(con):
+    """Across 12°E the squares of both zones: each centre from its own zone's CRS."""
+    table = grid(con, SEAM_BOX, ", cell := 500, years := 2023, geometry := 'point'")
+    zones = set()
+    for name, point in zip(table["cell"].to_pylist(), geoms(table), strict=True):
+        _, code, x, y = name.split(":")
+        zones.add(int(code))
+        to_lonlat = Transformer.from_crs(int(code), "OGC:CRS84", always_xy=True)
+        lon, lat = to_lonlat.transform(float(x) + 250, float(y) + 250)
+        assert np.allclose([point.x, point.y], [lon, lat], 0, 1e-12), name
+    assert zones == {32632, 32633}

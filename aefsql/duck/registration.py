@@ -394,6 +394,12 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
             pa.list_(ZONAL_ARROW),
         ),
         ("grid", session.grid, [*AREA_PARAMS, "VARCHAR"], pa.list_(GRID_ARROW)),
+        (
+            "grid_geometry",
+            session.grid_geometry,
+            ["VARCHAR", "VARCHAR", "VARCHAR"],
+            GEOMETRY_ARROW,
+        ),
         ("change_units", session.change_units, AREA_PARAMS, pa.list_(CHANGE_UNIT_ARROW)),
         ("change_chunks", session.change_chunks, [CHANGE_UNIT_ARROW], pa.list_(CHANGE_CHUNK_ARROW)),
         (

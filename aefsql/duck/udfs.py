@@ -34,7 +34,7 @@ from ..kernels import change, coverage, points
 from ..kernels.budgets import STREAMED_BYTES
 from ..kernels.chips import chips_per_call, read_chips
 from ..kernels.engine import file_by_file
-from ..kernels.grid import grid_means
+from ..kernels.grid import grid_geometries, grid_means
 from ..kernels.grouping import group_indices
 from ..kernels.locate import Located, locate_each
 from ..kernels.means import ZonalMeans, zonal_means
@@ -691,6 +691,24 @@ class SessionUdfs:
             xmax, ymin = xmin + width, ymax - height
         found = rectangle_geometries(wanted, epsg, xmin, ymin, xmax, ymax, segments_for(side))
         return _scattered(found, at, len(crs))
+
+    def grid_geometry(self, cell_id, cell, kind) -> pa.Array:
+        """aef_grid's cells (`cell_id`, of the grid `cell`, its JSON) as lon/lat geometry:
+        their centres (`kind` 'point') or outlines ('pixel'), each distinct cell once
+        (aefsql/kernels/grid.py); NULL where the cell is."""
+        cell_id, cell, kind = (_contiguous(c) for c in (cell_id, cell, kind))
+        valid = pc.and_(pc.and_(cell_id.is_valid(), cell.is_valid()), kind.is_valid())
+        at = np.flatnonzero(valid.to_numpy(zero_copy_only=False))
+        if at.size == 0:
+            return pa.nulls(len(cell_id), pa.binary())
+        (grid,) = {check_cell(json.loads(c)) for c in cell.take(pa.array(at)).to_pylist()}
+        (wanted,) = set(kind.take(pa.array(at)).to_pylist())
+        check_geometry(wanted)
+        ids = cell_id.take(pa.array(at)).to_pylist()
+        distinct = sorted(set(ids))
+        index = {name: k for k, name in enumerate(distinct)}
+        found = grid_geometries(wanted, grid, distinct)
+        return _scattered(found.take(pa.array([index[i] for i in ids])), at, len(cell_id))
 
     def _chunk_crs(self, chunks: Chunks, level: int) -> pa.StringArray:
         """The CRS of each chunk's file ('EPSG:32633'): of its pixels' x/y."""

@@ -1,12 +1,15 @@
-"""Where a pixel or a chip lies, as lon/lat geometry (OGC:CRS84, WKB) for a `geom` column:
-its centre (`point`) or its footprint (`pixel`).
+"""Where a pixel, a chip or a grid cell lies, as lon/lat geometry (OGC:CRS84, WKB) for a
+`geom` column: its centre (`point`) or its footprint (`pixel`).
 
 Both start from the rectangle in the CRS of its tile (a pixel: its four corners from the
 tile's transform; a chip: its bounds) and are projected to lon/lat by PROJ, never by hand.
 A UTM rectangle's straight edges are curves in lon/lat, bowing by about (edge / 640 m)^2 x
 8 mm (measured with pyproj at 45°N): a footprint gets a vertex every SEGMENT_PIXELS pixels
 of an edge, so it stays within 1 cm of the true outline. A pixel of the published files
-(10 m) is then its 4 corners; a 256-pixel chip has 4 vertices an edge.
+(10 m) is then its 4 corners; a 256-pixel chip has 4 vertices an edge. An H3 cell starts
+from h3's own vertices (`cell_to_boundary`) and centre (`cell_to_latlng`): its edges are
+great-circle arcs, which bow away from straight lon/lat lines as a UTM edge does, so they
+get a vertex every SEGMENT_PIXELS pixels' length (of the published 10 m) too, on the arc.
 
 A footprint that crosses the antimeridian (its lon/lat corners more than 180° apart) is
 split at 180° into a MultiPolygon of its two sides, as GeoJSON (RFC 7946) and GeoParquet
@@ -20,6 +23,7 @@ import struct
 import numpy as np
 import pyarrow as pa
 
+from ..aef import PIXEL_METRES
 from ..format.tiff import Affine
 from . import geo
 from .areas import Area, clipped_to_box
@@ -27,6 +31,7 @@ from .areas import Area, clipped_to_box
 SEGMENT_PIXELS = 64  # most pixels of a footprint's edge between two vertices (see above)
 _WKB_POINT, _WKB_POLYGON, _WKB_MULTIPOLYGON = 1, 3, 6
 _FAR = 1e9  # a half plane's far side, in degrees
+_EARTH_RADIUS = 6371007.18  # metres: H3's sphere (its EARTH_RADIUS_KM)
 
 
 def segments_for(pixels: int) -> int:
@@ -56,6 +61,66 @@ def rectangle_geometries(
     y = ymin[:, None] + v[None, :] * (ymax - ymin)[:, None]
     lon, lat = _to_lonlat(np.broadcast_to(epsg[:, None], x.shape), x, y)
     return _polygons_wkb(lon, lat)
+
+
+def h3_geometries(kind: str, cells: list[str]) -> pa.BinaryArray:
+    """WKB in lon/lat of H3 cells (indexes as h3 writes them): their centres (`kind` 'point')
+    or outlines ('pixel'): h3's vertices, counter-clockwise as h3 gives them, and between two
+    a vertex every SEGMENT_PIXELS x 10 m on the great-circle arc joining them."""
+    import h3  # (an optional extra: options.check_cell checked it)
+
+    if kind == "point":
+        lat, lon = np.array([h3.cell_to_latlng(c) for c in cells], np.float64).reshape(-1, 2).T
+        return points_wkb(lon, lat)
+    boundaries = [h3.cell_to_boundary(c) for c in cells]
+    count = np.array([len(b) for b in boundaries], np.int64)
+    corners = np.array([v for b in boundaries for v in b], np.float64).reshape(-1, 2)
+    # Each edge from a corner to the next of its cell (the last back to the first).
+    first = np.cumsum(count) - count
+    owner = np.repeat(np.arange(count.size), count)
+    following = first[owner] + (np.arange(owner.size) - first[owner] + 1) % count[owner]
+    a = _unit_vectors(corners)
+    b = a[following]
+    omega = np.arctan2(np.linalg.norm(np.cross(a, b), axis=1), np.einsum("ij,ij->i", a, b))
+    segments = np.array(
+        [segments_for(m / PIXEL_METRES) for m in (omega * _EARTH_RADIUS).tolist()], np.int64
+    )
+    # The points of every edge: its corner (t = 0, h3's own) and segments - 1 on the arc.
+    edge = np.repeat(np.arange(segments.size), segments)
+    t = (np.arange(edge.size) - (np.cumsum(segments) - segments)[edge]) / segments[edge]
+    lon, lat = corners[edge, 1].copy(), corners[edge, 0].copy()
+    inner = t > 0
+    e, u = edge[inner], t[inner][:, None]
+    w = omega[e][:, None]
+    xyz = (np.sin((1 - u) * w) * a[e] + np.sin(u * w) * b[e]) / np.sin(w)
+    lon[inner] = np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0]))
+    lat[inner] = np.degrees(np.arcsin(np.clip(xyz[:, 2] / np.linalg.norm(xyz, axis=1), -1, 1)))
+    points = np.column_stack([lon, lat])
+    ends = np.cumsum(np.bincount(owner, weights=segments, minlength=count.size).astype(np.int64))
+    rings = np.split(points, ends[:-1])
+    return rings_wkb([np.concatenate([ring, ring[:1]]) for ring in rings])
+
+
+def _unit_vectors(latlng: np.ndarray) -> np.ndarray:
+    """(n, 3) points on the unit sphere of (n, 2) (lat, lng) in degrees."""
+    lat, lng = np.radians(latlng).T
+    return np.column_stack([np.cos(lat) * np.cos(lng), np.cos(lat) * np.sin(lng), np.sin(lat)])
+
+
+def rings_wkb(rings: list[np.ndarray]) -> pa.BinaryArray:
+    """Closed lon/lat rings ((k, 2) arrays, k of each its own) as one-ring polygons, in order;
+    a ring across the antimeridian as the MultiPolygon of its two sides."""
+    if not rings:
+        return pa.array([], pa.binary())
+    lengths = np.array([len(r) for r in rings])
+    parts, order = [], []
+    for k in np.unique(lengths).tolist():
+        at = np.flatnonzero(lengths == k)
+        xy = np.stack([rings[i] for i in at.tolist()])
+        parts.append(_polygons_wkb(xy[..., 0], xy[..., 1]).cast(pa.large_binary()))
+        order.append(at)
+    found = pa.concat_arrays(parts).take(pa.array(np.argsort(np.concatenate(order))))
+    return found.cast(pa.binary())
 
 
 def pixel_geometries(kind: str, headers: dict, paths, x, y) -> pa.BinaryArray:

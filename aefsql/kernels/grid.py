@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
-from ..aef import BAND_COUNT
+from ..aef import BAND_COUNT, PIXEL_METRES
 from ..geometry import geo
 from ..geometry.areas import Area
+from ..geometry.footprints import h3_geometries, rectangle_geometries, segments_for
 from .means import ZonalMeans, chunk_means
 from .pixels import Chunks, areas_chunks, check_area_size
 
@@ -75,6 +77,20 @@ def _cell_id(cell: tuple[str, int], epsg: int, a: int, b: int) -> str:
         return h3.int_to_str(a)
     size = cell[1]
     return f"EPSG:{epsg}:{a * size}:{b * size}"
+
+
+def grid_geometries(kind: str, cell: tuple[str, int], ids: list[str]) -> pa.BinaryArray:
+    """lon/lat WKB (aefsql/geometry/footprints.py) of cells `ids` as `grid_means` names them
+    in `cell`'s grid: their centres (`kind` 'point') or outlines ('pixel'). A square is its
+    4 corners in its zone's CRS, each edge split as a footprint's of that length is."""
+    if cell[0] == "h3":
+        return h3_geometries(kind, ids)
+    size = cell[1]
+    # 'EPSG:32633:262000:4986000': the zone and the lower-left corner (`_cell_id`).
+    epsg, x, y = np.array([i.split(":")[1:] for i in ids], np.int64).reshape(-1, 3).T
+    return rectangle_geometries(
+        kind, epsg, x, y, x + size, y + size, segments_for(size / PIXEL_METRES)
+    )
 
 
 def _cell_pieces(session: Session, chunks: Chunks, cell, level: int):
