@@ -219,3 +219,29 @@ def test_lon_lat_projected_in_pieces_are_one_proj_calls_bit_for_bit(wide, monkey
     lon, lat = geo.transform_points(32633, geo.WGS84, x, y)
     assert np.array_equal(table["lon"].to_numpy(), lon)
     assert np.array_equal(table["lat"].to_numpy(), lat)
+
+
+def test_another_querys_batch_is_not_projected(gdal_collection, monkeypatch):
+    """aef_change gives its pixels through no `pixels` call: the batch an earlier aef_pixels
+    query (without lon/lat) was given is left alone, and only aef_change's pixels are
+    projected, once each."""
+    projected = []
+    project = readahead.lonlat
+
+    def counted(x, y, crs):
+        projected.append(len(x))
+        return project(x, y, crs)
+
+    monkeypatch.setattr(readahead, "lonlat", counted)
+    with aefsql.connect(catalog=gdal_collection.index) as con:
+        pixels = "aef_pixels([498500, 8506500, 499500, 8507500], year := 2023, crs := 32718)"
+        assert len(con.sql(f"SELECT x FROM {pixels}").fetchall()) == 10_000
+        change = (
+            "aef_change([266000, 4989000, 267000, 4990000], years := [2023, 2024], crs := 32633)"
+        )
+        table = con.sql(f"SELECT x, y, crs, lon, lat FROM {change}").to_arrow_table()
+    assert sum(projected) == table.num_rows == 10_000
+    assert set(table["crs"].to_pylist()) == {"EPSG:32633"}
+    lon, lat = geo.transform_points(32633, geo.WGS84, table["x"].to_numpy(), table["y"].to_numpy())
+    assert np.array_equal(table["lon"].to_numpy(), lon)
+    assert np.array_equal(table["lat"].to_numpy(), lat)

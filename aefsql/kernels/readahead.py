@@ -87,15 +87,17 @@ class _Projected:
     def find(self, x: np.ndarray, y: np.ndarray, epsg: np.ndarray) -> int | None:
         """Where these points start among this batch's (only where the last ask ended is
         looked at), or None."""
-        start, end = self.cursor, self.cursor + x.size
-        if (
-            end <= self.x.size
-            and np.array_equal(self.x[start:end], x)
-            and np.array_equal(self.y[start:end], y)
-            and np.array_equal(self.epsg[start:end], epsg)
-        ):
-            return start
-        return None
+        mine = (self.x, self.y, self.epsg)
+        return self.cursor if _points_at(mine, self.cursor, x, y, epsg) else None
+
+
+def _points_at(batch: tuple, start: int, x: np.ndarray, y: np.ndarray, epsg: np.ndarray) -> bool:
+    """True when points (x, y, epsg) are those of `batch` (its x, y, epsg) from `start` on."""
+    end = start + x.size
+    return end <= batch[0].size and all(
+        np.array_equal(column[start:end], points)
+        for column, points in zip(batch, (x, y, epsg), strict=True)
+    )
 
 
 def batch_key(chunks: Chunks) -> bytes:
@@ -229,14 +231,16 @@ class ReadAhead:
                 found = self._taken(batch, x, y, epsg)
                 if found is not None:
                     return found
-            if given is not None:
-                batch = self._projection(*given)
-                if batch.find(x, y, epsg) == 0:
-                    done: Future = Future()
-                    done.set_result(batch)
-                    with self._lock:
-                        self._projected.append(done)
-                    return self._taken(batch, x, y, epsg)
+            # (Compared before projecting: a query that calls no `pixels` — aef_change —
+            # may find another query's batch here.)
+            points = None if given is None else self._points(*given)
+            if points is not None and _points_at(points, 0, x, y, epsg):
+                batch = _Projected(*points)
+                done: Future = Future()
+                done.set_result(batch)
+                with self._lock:
+                    self._projected.append(done)
+                return self._taken(batch, x, y, epsg)
         return lonlat(x, y, epsg)
 
     @staticmethod
@@ -251,15 +255,15 @@ class ReadAhead:
     def _project(self, read: Future, chunks: Chunks, level: int) -> _Projected:
         """lon/lat of the pixels of a batch read ahead, projecting once it is read."""
         pixels = read.result()
-        return self._projection(pixels.x, pixels.y, pixels.chunk, chunks, level)
+        return _Projected(*self._points(pixels.x, pixels.y, pixels.chunk, chunks, level))
 
-    def _projection(self, x, y, chunk, chunks: Chunks, level: int) -> _Projected:
-        """lon/lat of a batch's pixels (x, y, and `chunk`: the index of each one's chunk),
-        each in its file's CRS, projecting from now on."""
+    def _points(self, x, y, chunk, chunks: Chunks, level: int) -> tuple:
+        """(x, y, EPSG code) of a batch's pixels (`chunk`: the index of each one's chunk),
+        each in its file's CRS."""
         paths = chunks.path.tolist()
         headers = self.session.engine.headers.headers_for(sorted(set(paths)), level)
         codes = np.array([headers[p].epsg for p in paths], np.int64)
-        return _Projected(x, y, codes[chunk])
+        return x, y, codes[chunk]
 
     def _start(self, wanted: tuple, batch, compute) -> None:
         future = threads.pool("readahead").submit(compute, batch)
