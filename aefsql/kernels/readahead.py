@@ -18,11 +18,14 @@ aef_change, files), bands, level and computation. Errors behave as before: a rea
 failed raises its error when its batch is asked for (a cancelled one is read again: the
 session may have resumed since), and nothing is fetched twice when the plan is followed.
 
-lon/lat too (`lonlat`): once a query has asked for the lon/lat of a batch's pixels, those of
-the batch read ahead are projected ahead as well (PROJ, in its own threads, costs more than
-the read); a query that reads neither never projects (unless another query of the session
-asks for lon/lat meanwhile). Pixels whose x, y and CRS are not exactly those projected ahead,
-where the last ask ended, are projected then.
+lon/lat too (`lonlat`): once a query asks for the lon/lat of the first pixels of the batch
+`pixels` gave it last, that whole batch is projected, and so are the batches read ahead, once
+read (PROJ costs more than the read): in pieces of LONLAT_PIECE points, each a task of the
+thread pool (PROJ lets go of the GIL, so pieces run on every core beside DuckDB's thread),
+and an ask waits only for the pieces holding its points. A query that reads neither never
+projects (unless another query of the session asks for lon/lat meanwhile). Pixels whose x,
+y and CRS are not exactly those projected, where the last ask ended, are projected then.
+Held: the lon/lat of PROJECTED_BATCHES batches (16 bytes a pixel).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import hashlib
 import threading
 from collections import OrderedDict, deque
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -53,30 +55,49 @@ AHEAD_VALUES = 1
 AHEAD_DERIVED = 1
 
 
-@dataclass
-class _Projected:
-    """lon/lat of a batch's pixels (x, y in their CRS `epsg`), and where the next ask
-    should start (DuckDB asks for them a vector at a time, in order)."""
+# Points a PROJ task projects (~25 ms): DuckDB's first ask of a batch (2,048 points) waits
+# for one piece, not for the batch, and the pieces keep both cores busy.
+LONLAT_PIECE = 1 << 16
 
-    x: np.ndarray
-    y: np.ndarray
-    epsg: np.ndarray
-    lon: np.ndarray
-    lat: np.ndarray
-    cursor: int = 0
+
+class _Projected:
+    """lon/lat of a batch's pixels (x, y in their CRS `epsg`), projected in pieces by the
+    thread pool from creation on, and where the next ask should start (DuckDB asks for them
+    a vector at a time, in order)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, epsg: np.ndarray):
+        self.x, self.y, self.epsg = x, y, epsg
+        self.cursor = 0
+        pool = threads.pool("lonlat")
+        # (`lonlat` looked up in this module each time: tests count the points projected.)
+        self._pieces = [
+            pool.submit(lambda s: lonlat(*(a[s : s + LONLAT_PIECE] for a in (x, y, epsg))), start)
+            for start in range(0, x.size, LONLAT_PIECE)
+        ]
+
+    def take(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """lon, lat of points [start, end), once the pieces holding them are projected."""
+        first, last = start // LONLAT_PIECE, (end - 1) // LONLAT_PIECE
+        parts = [self._pieces[k].result() for k in range(first, last + 1)]
+        offset = first * LONLAT_PIECE
+        lon = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        lat = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        return lon[start - offset : end - offset], lat[start - offset : end - offset]
 
     def find(self, x: np.ndarray, y: np.ndarray, epsg: np.ndarray) -> int | None:
         """Where these points start among this batch's (only where the last ask ended is
         looked at), or None."""
-        start, end = self.cursor, self.cursor + x.size
-        if (
-            end <= self.x.size
-            and np.array_equal(self.x[start:end], x)
-            and np.array_equal(self.y[start:end], y)
-            and np.array_equal(self.epsg[start:end], epsg)
-        ):
-            return start
-        return None
+        mine = (self.x, self.y, self.epsg)
+        return self.cursor if _points_at(mine, self.cursor, x, y, epsg) else None
+
+
+def _points_at(batch: tuple, start: int, x: np.ndarray, y: np.ndarray, epsg: np.ndarray) -> bool:
+    """True when points (x, y, epsg) are those of `batch` (its x, y, epsg) from `start` on."""
+    end = start + x.size
+    return end <= batch[0].size and all(
+        np.array_equal(column[start:end], points)
+        for column, points in zip(batch, (x, y, epsg), strict=True)
+    )
 
 
 def batch_key(chunks: Chunks) -> bytes:
@@ -104,6 +125,9 @@ class ReadAhead:
         # (Pixels for `pixels`), future of its _Projected (None: not asked for), the batch].
         self._ahead: list[list] = []
         self._projected: deque[Future] = deque(maxlen=PROJECTED_BATCHES)
+        # The batch `pixels` gave last, for its lon/lat at the first ask: (x, y, the chunk of
+        # each pixel, Chunks, level) — its coordinates only (24 bytes a pixel) — or None.
+        self._given: tuple | None = None
 
     def plan(self, batches: list, key=batch_key) -> None:
         """The batches of one unit, in the order they will be asked for (Chunks, or what
@@ -128,7 +152,10 @@ class ReadAhead:
             return self._read(batch, list(bands), level, derive=derive)
 
         how = (tuple(bands), level, derive)
-        return self.computed(chunks, how, read, derived=derive is not None)
+        found = self.computed(chunks, how, read, derived=derive is not None)
+        with self._lock:  # (a batch whose lon/lat were projected ahead is found there first)
+            self._given = (found.x, found.y, found.chunk, chunks, level)
+        return found
 
     def computed(self, batch, how: tuple, compute, derived: bool = True, key=batch_key):
         """`compute(batch)`: computed ahead when it is this batch with the same `how` (what
@@ -184,13 +211,16 @@ class ReadAhead:
 
     def lonlat(self, x: np.ndarray, y: np.ndarray, epsg: np.ndarray):
         """`pixels.lonlat(x, y, epsg)`: projected ahead when these are the pixels of a batch
-        read ahead, in order; else now. Asking starts projecting the batch read ahead."""
+        given or read ahead, in order; else now. Asking starts projecting the batches read
+        ahead, and the batch `pixels` gave last when these are its first pixels."""
         with self._lock:
-            if self._ahead and self._ahead[0][2] is None and isinstance(self._ahead[0][3], Chunks):
-                wanted, read, _, chunks = self._ahead[0]
-                self._ahead[0][2] = threads.pool("lonlat-ahead").submit(
-                    self._project, read, chunks, wanted[2]
-                )
+            for ahead in self._ahead:
+                if ahead[2] is None and isinstance(ahead[3], Chunks):
+                    wanted, read, _, chunks = ahead
+                    ahead[2] = threads.pool("lonlat-ahead").submit(
+                        self._project, read, chunks, wanted[2]
+                    )
+            given, self._given = self._given, None
             projected = list(self._projected)
         if x.size:
             for future in reversed(projected):
@@ -198,22 +228,42 @@ class ReadAhead:
                     batch = future.result()
                 except Exception:  # noqa: BLE001 (its read failed: projected now instead)
                     continue
-                start = batch.find(x, y, epsg)
-                if start is not None:
-                    batch.cursor = start + x.size
-                    end = batch.cursor
-                    return batch.lon[start:end], batch.lat[start:end]
+                found = self._taken(batch, x, y, epsg)
+                if found is not None:
+                    return found
+            # (Compared before projecting: a query that calls no `pixels` — aef_change —
+            # may find another query's batch here.)
+            points = None if given is None else self._points(*given)
+            if points is not None and _points_at(points, 0, x, y, epsg):
+                batch = _Projected(*points)
+                done: Future = Future()
+                done.set_result(batch)
+                with self._lock:
+                    self._projected.append(done)
+                return self._taken(batch, x, y, epsg)
         return lonlat(x, y, epsg)
 
+    @staticmethod
+    def _taken(batch: _Projected, x, y, epsg):
+        """lon, lat of these points from `batch` when they are its next ones, else None."""
+        start = batch.find(x, y, epsg)
+        if start is None:
+            return None
+        batch.cursor = start + x.size
+        return batch.take(start, batch.cursor)
+
     def _project(self, read: Future, chunks: Chunks, level: int) -> _Projected:
-        """lon/lat of the pixels of a batch read ahead (once read), each in its file's CRS."""
+        """lon/lat of the pixels of a batch read ahead, projecting once it is read."""
         pixels = read.result()
+        return _Projected(*self._points(pixels.x, pixels.y, pixels.chunk, chunks, level))
+
+    def _points(self, x, y, chunk, chunks: Chunks, level: int) -> tuple:
+        """(x, y, EPSG code) of a batch's pixels (`chunk`: the index of each one's chunk),
+        each in its file's CRS."""
         paths = chunks.path.tolist()
         headers = self.session.engine.headers.headers_for(sorted(set(paths)), level)
         codes = np.array([headers[p].epsg for p in paths], np.int64)
-        epsg = codes[pixels.chunk]
-        lon, lat = lonlat(pixels.x, pixels.y, epsg)
-        return _Projected(pixels.x, pixels.y, epsg, lon, lat)
+        return x, y, codes[chunk]
 
     def _start(self, wanted: tuple, batch, compute) -> None:
         future = threads.pool("readahead").submit(compute, batch)
