@@ -24,6 +24,7 @@ from .geometry import geo
 from .geometry.footprints import cell_geometries, pixel_geometries, points_wkb, wkb_bounds
 from .geometry.hilbert import hilbert_keys
 from .kernels import points
+from .kernels.budgets import check_max_bytes
 from .kernels.coverage import (
     point_statuses,
     warn_empty_area,
@@ -577,8 +578,7 @@ def change(
     `aefsql.connect`. Rows come in no set order."""
     chosen = resolve(years=years, crs=crs, function="aef_change", geometry=geometry)
     check_level(level)
-    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
-        raise AefsqlError(f"max_bytes is a number of bytes, not {max_bytes!r}")
+    check_max_bytes(max_bytes)
     argument, value = _area_parameter(area)
     session = open_session(
         catalog,
@@ -643,8 +643,7 @@ def grid(
     check_level(level)
     kind, size = check_cell(cell)
     check_geometry(geometry)
-    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
-        raise AefsqlError(f"max_bytes is a number of bytes, not {max_bytes!r}")
+    check_max_bytes(max_bytes)
     argument, value = _area_parameter(area)
     session = open_session(
         catalog,
@@ -809,8 +808,7 @@ def export(
         or row_group_rows < 1
     ):
         raise AefsqlError(f"row_group_rows is a number of rows (1 or more), not {row_group_rows!r}")
-    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
-        raise AefsqlError(f"max_bytes is a number of bytes, not {max_bytes!r}")
+    check_max_bytes(max_bytes)
     check_writable(output)
     argument, value = _area_parameter(area)
     session = open_session(

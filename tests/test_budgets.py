@@ -315,3 +315,26 @@ def test_aef_chips_of_no_point(gdal_collection):
             "none", pa.table({"lon": pa.array([], pa.float64()), "lat": pa.array([], pa.float64())})
         )
         assert con.sql("SELECT count(*) FROM aef_chips('none', years := 2023)").fetchall() == [(0,)]
+
+
+# Both sides of 12°E: tiles of 32N and 33N in the GDAL collection.
+BUDGET_BOX = [11.995, 44.995, 12.005, 45.005]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c, mb: aefsql.read_area(BUDGET_BOX, 2024, max_bytes=mb, catalog=c),
+        lambda c, mb: aefsql.similarity(
+            BUDGET_BOX, [0.1] * 64, years=2024, max_bytes=mb, catalog=c
+        ),
+        lambda c, mb: aefsql.change(BUDGET_BOX, years=[2023, 2024], max_bytes=mb, catalog=c),
+        lambda c, mb: aefsql.grid(BUDGET_BOX, cell=1000, years=2024, max_bytes=mb, catalog=c),
+    ],
+    ids=["read_area", "similarity", "change", "grid"],
+)
+@pytest.mark.parametrize("bad", ["1GB", True, 1.5e9])
+def test_max_bytes_that_is_not_a_number_of_bytes_is_named(gdal_collection, call, bad):
+    # '1GB' used to meet a failed comparison deep down (ValueError, TypeError).
+    with pytest.raises(aefsql.AefsqlError, match="max_bytes is a number of bytes, not"):
+        call(gdal_collection.index, bad)

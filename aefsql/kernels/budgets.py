@@ -23,6 +23,7 @@ zone (a world box projected into one zone encloses ~0 m²). Pure: nothing here d
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -62,6 +63,15 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def check_max_bytes(max_bytes) -> None:
+    """max_bytes is a whole number of bytes, or None (the function's default budget): a
+    string such as '1GB' is refused here, not met later as a failed comparison."""
+    if max_bytes is not None and (
+        isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral)
+    ):
+        raise AefsqlError(f"max_bytes is a number of bytes, not {max_bytes!r}")
+
+
 def refuse_over(
     subject: str, pixels, bands: int, years, max_bytes: int, advice: str, value_type: str = "int8"
 ) -> None:
@@ -69,6 +79,7 @@ def refuse_over(
     ('int8', or 'float32' for de-quantized outputs: 4 bytes a value) exceed max_bytes:
     '<subject> x B bands x Y year(s) are N GiB of int8, above max_bytes (M GiB): ask for
     <advice> (or raise max_bytes)'. `years` None: the pixels already count every year."""
+    check_max_bytes(max_bytes)
     size = VALUE_BYTES[value_type]
     total = float(pixels) * bands * (1 if years is None else max(int(years), 1)) * size
     if total <= max_bytes:
@@ -99,6 +110,7 @@ def check_windows(count: int, size, bands: int, max_bytes=None) -> None:
                 else ""
             )
         )
+    check_max_bytes(max_bytes)
     limit = WINDOW_BYTES if max_bytes is None else int(max_bytes)
     subject = f"{count:,} windows of {size} x {size} pixels"
     advice = "fewer points or bands, or a smaller size"

@@ -33,7 +33,7 @@ from ..geometry.areas import (
     row_spans,
 )
 from ..headers.reader import check_georeferenced, point_pixels
-from .budgets import STREAMED_BYTES, area_pixels, covered_pixels, refuse_over
+from .budgets import STREAMED_BYTES, area_pixels, check_max_bytes, covered_pixels, refuse_over
 from .engine import BlockEngine, nodata_of, run_layout
 from .grouping import group_indices
 from .locate import locate
@@ -325,6 +325,7 @@ def check_area_size(
     gives the TileTable), so a whole-world box over a small catalog passes and one over a
     large catalog is refused with its true size (see aefsql/kernels/budgets.py). `lonlat`:
     `projected_vertices(area)`, when the caller has it."""
+    check_max_bytes(max_bytes)
     limit = STREAMED_BYTES if max_bytes is None else int(max_bytes)
     lonlat = projected_vertices(area) if lonlat is None else lonlat
     years = list(years)
