@@ -41,6 +41,7 @@ from .kernels.pixels import (
     unit_chunks,
 )
 from .kernels.rasters import area_of
+from .kernels.readahead import lonlat_in_pieces
 from .kernels.similarity import Cosines, query_vector
 from .options import (
     Mention,
@@ -404,7 +405,6 @@ def zonal(
 
 # Pixels read at once by `similarity`: whole blocks up to about this many (64 MiB of int8).
 SIMILARITY_BATCH = 1 << 20
-LONLAT_PIECE = 1 << 16  # points projected a task
 SIMILARITY_SCHEMA = pa.schema(
     [
         ("year", pa.int32()),
@@ -513,18 +513,8 @@ def _similarity_batch(
     codes = {p: int(h.epsg) for p, h in found.items()}
     chunk_epsg = np.array([codes[p] for p in chunks.path.tolist()], np.int64)
     epsg_of = chunk_epsg[pixels.chunk]
-    # PROJ (on its own threads, letting go of the GIL) projects in pieces so that both
-    # cores take part: it costs more than the read and cosines (computed as blocks decode).
-    lon, lat = np.full(pixels.x.size, np.nan), np.full(pixels.x.size, np.nan)
-    pending = []
-    for code in np.unique(epsg_of).tolist():
-        mine = np.flatnonzero(epsg_of == code)
-        for part in np.array_split(mine, max(1, mine.size // LONLAT_PIECE)):
-            future = geo.transform_later(code, geo.WGS84, pixels.x[part], pixels.y[part])
-            pending.append((part, future))
+    lon, lat = lonlat_in_pieces(pixels.x, pixels.y, epsg_of)  # (PROJ costs more than the read)
     similarity = pixels.derived
-    for part, future in pending:
-        lon[part], lat[part] = future.result()
     names = pa.array([f"EPSG:{c}" for c in chunk_epsg.tolist()], pa.string())
     columns = [
         pa.array(chunks.year[pixels.chunk], pa.int32()),

@@ -60,6 +60,14 @@ AHEAD_DERIVED = 1
 LONLAT_PIECE = 1 << 16
 
 
+def lonlat_in_pieces(x: np.ndarray, y: np.ndarray, epsg: np.ndarray):
+    """`pixels.lonlat(x, y, epsg)` in pieces of LONLAT_PIECE points on the thread pool (PROJ
+    lets go of the GIL: both cores project), for a caller that wants a whole batch's."""
+    if not x.size:
+        return lonlat(x, y, epsg)
+    return _Projected(x, y, epsg).take(0, x.size)
+
+
 class _Projected:
     """lon/lat of a batch's pixels (x, y in their CRS `epsg`), projected in pieces by the
     thread pool from creation on, and where the next ask should start (DuckDB asks for them
