@@ -288,10 +288,9 @@ def _assembled(
     for name in extra:
         columns[name] = sampled_columns.pop(name).take(take)
     if chosen.status:  # a row no item was sampled for: in no tile, or of a missing year
-        unsampled = np.where(np.isin(np.tile(years, n), missing), "no_year", "outside")
-        columns["status"] = pc.coalesce(
-            sampled_columns.pop("status").take(take), pa.array(unsampled, pa.string())
-        )
+        none = np.zeros(n * years.size, dtype=bool)  # covered, complete, failed: none
+        unsampled = point_statuses(none, none, none, np.tile(years, n), missing)
+        columns["status"] = pc.coalesce(sampled_columns.pop("status").take(take), unsampled)
     if places is None:
         return pa.table(columns), None
     return pa.table(columns), pa.ExtensionArray.from_storage(GEOMETRY_ARROW, places.take(take))
@@ -538,6 +537,16 @@ def _similarity_batch(
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
+def _warn_area(session: Session, area, chosen, outcome: str) -> None:
+    """Say why an SQL-computed area result may come back empty: a year the catalog lacks, an
+    area outside coverage or swapped lon/lat (`outcome`: what the user then gets). A WKT area
+    is parsed by DuckDB, in the query: only its years are looked at here."""
+    if isinstance(area, str):
+        warn_missing_years(session.catalog.tiles(), chosen.years)
+    else:
+        warn_empty_area(session.catalog.tiles(), area_of(area, chosen.crs), chosen.years, outcome)
+
+
 @speaks("python")
 def change(
     area,
@@ -578,11 +587,12 @@ def change(
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
-    if isinstance(area, str):  # WKT: parsed by DuckDB, in the query
-        warn_missing_years(session.catalog.tiles(), chosen.years)
-    else:
-        outcome = "its pairs come back with NULL similarity, or not at all where no year has it"
-        warn_empty_area(session.catalog.tiles(), area_of(area, chosen.crs), chosen.years, outcome)
+    _warn_area(
+        session,
+        area,
+        chosen,
+        "its pairs come back with NULL similarity, or not at all where no year has it",
+    )
     options = {"years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
     if max_bytes is not None:
         options["max_bytes"] = max_bytes
@@ -643,12 +653,7 @@ def grid(
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
-    if isinstance(area, str):  # WKT: parsed by DuckDB, in the query
-        warn_missing_years(session.catalog.tiles(), chosen.years)
-    else:
-        warn_empty_area(
-            session.catalog.tiles(), area_of(area, chosen.crs), chosen.years, "no cell comes back"
-        )
+    _warn_area(session, area, chosen, "no cell comes back")
     cell = f"h3:{size}" if kind == "h3" else size  # (1000.0 as 1000)
     options = {"cell": cell, "years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
     if max_bytes is not None:
@@ -809,6 +814,7 @@ def export(
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
+    _warn_area(session, area, chosen, "the file is written with no rows")
     options = {"years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
     if max_bytes is not None:
         options["max_bytes"] = max_bytes

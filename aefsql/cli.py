@@ -201,6 +201,7 @@ def run_export(args, out=None) -> None:
         crs=args.crs,
         level=args.level,
         geometry=args.geometry,
+        max_bytes=args.max_bytes,
         row_group_rows=args.row_group_rows,
         catalog=args.catalog,
         cache_dir=args.cache_dir,
@@ -546,7 +547,7 @@ def run_verb(argv: list[str]) -> int:
         "--bbox", required=True, help="west,south,east,north in --crs (--bbox=-122.5,… if negative)"
     )
     dump.add_argument(
-        "--years", "--year", dest="years", required=True, help="2023, 2023,2024 or 2018-2024"
+        "--years", "--year", dest="years", required=True, help="2023, 2023,2024 or 2017-2025"
     )
     dump.add_argument("--crs", default="EPSG:4326", help="CRS of --bbox (default EPSG:4326)")
     dump.add_argument(
@@ -560,6 +561,12 @@ def run_verb(argv: list[str]) -> int:
         type=int,
         default=0,
         help="0: full resolution (default); k: the files' k-th overview (2^k x coarser)",
+    )
+    dump.add_argument(
+        "--max-bytes",
+        type=int,
+        default=None,
+        help="refuse an area whose pixels x 64 bands x years take more (default 16 GiB)",
     )
     dump.add_argument(
         "--row-group-rows",

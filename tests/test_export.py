@@ -174,3 +174,13 @@ def test_hilbert_keys_walk_a_grid_cell_by_cell():
     steps = np.abs(np.diff(col[walk])) + np.abs(np.diff(row[walk]))
     assert (steps == 1).all()
     assert pa.array(hilbert_keys(lon, lat)).type == pa.uint64()
+
+
+def test_an_empty_export_says_why(gdal_collection, tmp_path):
+    # A year the catalog lacks, or an area outside every tile, writes a file with no rows:
+    # the warning says why, as aefsql.change and aefsql.grid do.
+    out = str(tmp_path / "none.parquet")
+    with pytest.warns(UserWarning, match=r"no tile of year\(s\) 2019.*written with no rows"):
+        assert aefsql.export(BOX, out, years=2019, catalog=gdal_collection.index) == 0
+    with pytest.warns(UserWarning, match="outside coverage.*written with no rows"):
+        aefsql.export([0, 0, 0.01, 0.01], out, years=2024, catalog=gdal_collection.index)

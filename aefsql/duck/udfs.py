@@ -677,9 +677,7 @@ class SessionUdfs:
         xmin, ymin, xmax, ymax = (
             geo.floats(picked.field(k)) for k in ("xmin", "ymin", "xmax", "ymax")
         )
-        epsg = np.array(
-            [int(c.split(":")[1]) for c in crs.take(pa.array(at)).to_pylist()], np.int64
-        )
+        epsg = np.array([_epsg_code(c) for c in crs.take(pa.array(at)).to_pylist()], np.int64)
         (side,) = set(_ints(size.take(pa.array(at))).tolist())
         (wanted,) = set(kind.take(pa.array(at)).to_pylist())
         check_geometry(wanted)
