@@ -378,6 +378,14 @@ def test_picture_png_is_georeferenced(gdal_collection, tmp_path):
     (tmp_path / "area.png.aux.xml").unlink()  # the world file alone places it too
     with rasterio.open(path) as ds:
         assert ds.transform == Affine(PIXEL, 0, x0 + 800, 0, -PIXEL, y0 + 2200)
+    # Another suffix: the world file is `.wld` in place of it (GDAL does not look for
+    # `area.img.wld`).
+    other = tmp_path / "area.img"
+    drawn.save(other)
+    (tmp_path / "area.img.aux.xml").unlink()
+    assert (tmp_path / "area.wld").exists()
+    with rasterio.open(other) as ds:
+        assert ds.transform == Affine(PIXEL, 0, x0 + 800, 0, -PIXEL, y0 + 2200)
 
 
 def test_readme_maps_example_runs(tmp_path, monkeypatch, capsys):

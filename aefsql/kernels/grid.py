@@ -103,7 +103,8 @@ def _cell_pieces(session: Session, chunks: Chunks, cell, level: int):
     # each distinct run of a grid is given cells once.
     grid_of = {p: _grid(h) for p, h in headers.items()}
     grids = sorted(set(grid_of.values()))
-    grid = np.array([grids.index(grid_of[p]) for p in chunks.path.tolist()], np.int64)
+    number = {g: k for k, g in enumerate(grids)}
+    grid = np.array([number[grid_of[p]] for p in chunks.path.tolist()], np.int64)
     pieces_of = [np.zeros((0, 2), np.int64)]  # (chunk, piece) pairs
     bounds, keys = [np.zeros((0, 2), np.int64)], [np.zeros((0, 3), np.int64)]
     first = 0

@@ -345,7 +345,7 @@ def write_georeferencing(path, grid: AreaGrid) -> None:
     world file cannot say."""
     path = Path(path)
     t = grid.transform
-    world = path.with_suffix(".pgw") if path.suffix.lower() == ".png" else Path(f"{path}.wld")
+    world = path.with_suffix(".pgw") if path.suffix.lower() == ".png" else path.with_suffix(".wld")
     lines = (t.a, t.d, t.b, t.e, t.c + (t.a + t.b) / 2, t.f + (t.d + t.e) / 2)
     world.write_text("".join(f"{v!r}\n" for v in lines))
     wkt = escape(pyproj.CRS.from_epsg(grid.epsg).to_wkt())
