@@ -339,8 +339,9 @@ def zonal(
     as WKB in `geometry_column` (default the GeoDataFrame's, else 'geom'), in `crs` (default
     lon/lat). `years` (alias `year`): one year or several. `level`: 0 (full resolution) or k,
     the mean over the files' k-th overview (an approximation: see docs/functions.md).
-    `on_error`: 'null' gives a row whose geometry is not a usable area NULL results and an
-    `aef_error` message instead of failing. `status`: a `status` column (valid, nodata,
+    `on_error`: 'null' gives a row whose geometry is not a usable area, and the polygon-years
+    of a file that cannot be read, NULL results and an `aef_error` message instead of
+    failing. `status`: a `status` column (valid, nodata,
     outside, no_year, error), as aef_zonal's `status := true`. `catalog`, `cache_dir`,
     `headers`, `concurrency`, `allowed_hosts`, `storage_options` and `collection`
     (deprecated alias of `headers`): as for `aefsql.connect`. Rows keep their input order,

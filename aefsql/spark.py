@@ -195,7 +195,8 @@ def zonal(
     `centroid_pixel` and `embedding`: the contract of DuckDB's `aef_zonal`. Rows are
     partitioned by the tile of their centroid, so a task reads its tiles' blocks once for
     all its polygons (a polygon across tiles reads from its neighbours too). `on_error`:
-    'null' keeps a row whose geometry is no usable area, with NULL results and `aef_error`.
+    'null' keeps a row whose geometry is no usable area, and the polygon-years of a file that
+    cannot be read, with NULL results and `aef_error`.
     Options as for `sample_points`.
     """
     params = dict(

@@ -180,7 +180,8 @@ FROM (
 -- counted once each, across tiles and UTM zones; `level` k averages the k-th overview's.
 -- A NULL geometry gives 0 pixels. A geometry that is not an area (unparsable WKT or WKB, a
 -- LINESTRING, …) fails the query naming its row (1-based, in the table's order) and what is
--- wrong; with on_error := 'null' its row gets NULL results and an `aef_error` column says why.
+-- wrong; with on_error := 'null' its row gets NULL results and an `aef_error` column says why,
+-- and so do the polygon-years of a file that cannot be read (aefsql/kernels/means.py).
 -- status := true adds `status`, what each polygon-year holds (valid, nodata, outside,
 -- no_year, error: aefsql/kernels/coverage.py).
 CREATE OR REPLACE TEMP MACRO aef_zonal(

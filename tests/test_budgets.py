@@ -241,6 +241,13 @@ def test_zonal_is_refused_before_its_chunks_are_laid_out(http_collection):
         with pytest.raises(Exception, match="polygon 1: the area covers about .*" + SHAPE):
             con.sql("FROM aef_zonal('fields', years := 2023, max_bytes := 100000)").fetchall()
         assert not [p for _, p, _ in http_collection.log.requests if p.endswith(".tiff")]
+        # on_error := 'null': the polygon keeps its row, with the refusal as its aef_error.
+        kept = con.sql(
+            "SELECT pixels, aef_error FROM aef_zonal('fields', years := 2023, "
+            "max_bytes := 100000, on_error := 'null')"
+        ).fetchall()
+        assert kept[0][0] is None and re.search("the area covers about .*" + SHAPE, kept[0][1])
+        assert not [p for _, p, _ in http_collection.log.requests if p.endswith(".tiff")]
         rows = con.sql("FROM aef_zonal('fields', years := 2023)").fetchall()
         assert rows[0][3] > 0  # pixels, within the default budget
 

@@ -2,13 +2,16 @@
 query naming its row (1-based, in the table's order) and what is wrong, keeping DuckDB's
 parse position; with on_error := 'null' the row is kept with NULL results and `aef_error`."""
 
+import shutil
+
 import numpy as np
 import pyarrow as pa
 import pytest
 import rasterio
-from gdal_fixtures import COLLECTION_TILES, collection_path
+from gdal_fixtures import COLLECTION_TILES, collection_path, to_lonlat
 from rasterio.features import geometry_mask
 
+import aefsql
 from aefsql.geometry.geo import polygon_wkb
 
 _, EPSG, X0, Y0 = COLLECTION_TILES[3]
@@ -124,3 +127,56 @@ def test_vertices_the_crs_cannot_map_name_their_row(con):
     rows = zonal(con, [GOOD, far], ", on_error := 'null'").to_pylist()
     assert rows[0]["pixels"] > 100 and rows[0]["aef_error"] is None
     assert rows[2]["pixels"] is None and "cannot be projected" in rows[2]["aef_error"]
+
+
+def lonlat_square(k: int) -> str:
+    """A 400 m square inside tile k of the collection, as lon/lat WKT."""
+    _, epsg, x0, y0 = COLLECTION_TILES[k]
+    xs = [x0 + 700, x0 + 1100, x0 + 1100, x0 + 700, x0 + 700]
+    ys = [y0 + 700, y0 + 700, y0 + 1100, y0 + 1100, y0 + 700]
+    lon, lat = to_lonlat(epsg, xs, ys)
+    return (
+        "POLYGON(("
+        + ", ".join(f"{a!r} {b!r}" for a, b in zip(lon.tolist(), lat.tolist(), strict=True))
+        + "))"
+    )
+
+
+def test_an_unreadable_file_fails_only_its_polygons_years(gdal_collection, tmp_path):
+    """on_error := 'null' keeps a file that cannot be read to the polygon-years it holds:
+    tile 2's 2024 file is not a TIFF (its header fails), tile 3's blocks are zeros (they
+    fail to decode); every other polygon-year is what the intact collection gives."""
+    folder = tmp_path / "collection"
+    shutil.copytree(gdal_collection.folder, folder)
+    (folder / collection_path(2024, 2)).write_bytes(b"<html>503 Slow Down</html>")
+    cut = folder / collection_path(2024, 3)
+    raw = bytearray(cut.read_bytes())
+    raw[len(raw) // 4 : 3 * len(raw) // 4] = bytes(len(raw) // 2)  # zeros for its blocks
+    cut.write_bytes(raw)
+    table = pa.table({"id": [1, 2, 3, 4], "geom": [lonlat_square(k) for k in (0, 3, 2, 1)]})
+    query = "FROM aef_zonal('fields', years := [2023, 2024]{})"
+    broken = aefsql.connect(catalog=str(folder / "index.parquet"))
+    intact = aefsql.connect(catalog=gdal_collection.index)
+    try:
+        for con in (broken, intact):
+            con.register("fields", table)
+        with pytest.raises(Exception, match=r"not a TIFF"):
+            broken.sql(query.format("")).fetchall()
+        kept = query.format(", on_error := 'null', status := true")
+        got = broken.sql(kept).to_arrow_table().to_pylist()
+        want = intact.sql(kept).to_arrow_table().to_pylist()
+    finally:
+        broken.close()
+        intact.close()
+    assert [(r["id"], r["year"]) for r in got] == [
+        (i, y) for i in (1, 2, 3, 4) for y in (2023, 2024)
+    ]
+    failed = {(r["id"], r["year"]): r for r in got if r["status"] == "error"}
+    assert sorted(failed) == [(2, 2024), (3, 2024)]
+    assert collection_path(2024, 3) in failed[2, 2024]["aef_error"]
+    assert collection_path(2024, 2) in failed[3, 2024]["aef_error"]
+    for row in failed.values():
+        assert row["pixels"] is None and row["embedding"] is None
+    for row, clean in zip(got, want, strict=True):
+        if (row["id"], row["year"]) not in failed:
+            assert row == clean and row["status"] == "valid" and row["pixels"] > 1000

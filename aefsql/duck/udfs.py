@@ -37,7 +37,7 @@ from ..kernels.engine import file_by_file
 from ..kernels.grid import grid_geometries, grid_means
 from ..kernels.grouping import group_indices
 from ..kernels.locate import Located, locate_each
-from ..kernels.means import ZonalMeans, zonal_means
+from ..kernels.means import entries_of, isolated_zonal_means, zonal_means
 from ..kernels.pixels import (
     Chunks,
     Unit,
@@ -746,12 +746,16 @@ class SessionUdfs:
                 raise AefsqlError(f"aef_zonal: row {row}: {reason}")
             # Every row has its area (an empty one for a NULL or unusable geometry), so that
             # zonal_means' "polygon k" is the k-th row; the unusable ones' entries are left out.
-            found = zonal_means(self.session, areas, wanted, at, max_bytes=budget)
+            if mode == "null":  # a file that cannot be read fails its polygon-years only
+                found, unread = isolated_zonal_means(self.session, areas, wanted, at, budget)
+            else:
+                found, unread = zonal_means(self.session, areas, wanted, at, budget), []
             bad_rows = {row for row, _ in failed}
             unusable = [k for k, row in enumerate(ids) if row in bad_rows]
             if unusable:
-                keep = ~np.isin(found.polygon, unusable)
-                found = ZonalMeans(*(getattr(found, f.name)[keep] for f in fields(ZonalMeans)))
+                found = entries_of(found, ~np.isin(found.polygon, unusable))
+            failed = [(row, year, reason) for row, reason in failed for year in wanted]
+            failed += [(ids[k], year, reason) for k, year, reason in unread]
             empty = np.isnan(found.means[:, 0])
             embedding = pa.FixedSizeListArray.from_arrays(
                 pa.array(found.means.astype(np.float32).ravel()),
@@ -772,8 +776,8 @@ class SessionUdfs:
                     fields=list(ZONAL_ARROW),
                 )
             )
-            if failed:  # one list per call row: the failed rows' entries after the others
-                lists[-1] = pa.concat_arrays([lists[-1], _failed_zonal(failed, wanted)])
+            if failed:  # one list per call row: the failed entries after the others
+                lists[-1] = pa.concat_arrays([lists[-1], _failed_zonal(failed)])
         offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int32)
         items = pa.concat_arrays(lists) if lists else pa.array([], ZONAL_ARROW)
         return pa.ListArray.from_arrays(pa.array(offsets), items)
@@ -1092,14 +1096,10 @@ def _area_argument(blob, corners, text, kind, code: int) -> Area:
     return area_from(blob if blob is not None else corners, code)
 
 
-def _failed_zonal(failed, years) -> pa.StructArray:
-    """The entries of rows whose geometry is unusable: NULL results, and why, every year."""
+def _failed_zonal(failed) -> pa.StructArray:
+    """The entries that could not be made, (row, year, reason): NULL results, and why."""
     return pa.array(
-        [
-            {"row": row, "year": year, "aef_error": reason}
-            for row, reason in failed
-            for year in years
-        ],
+        [{"row": row, "year": year, "aef_error": reason} for row, year, reason in failed],
         ZONAL_ARROW,
     )
 

@@ -13,7 +13,7 @@ across tiles and UTM zones (the ownership rule of aefsql/kernels/mosaic.py, appl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,6 +55,54 @@ def zonal_means(
     streamed budget) bounds each area's pixels x 64 bands x years."""
     chunks, owner = _all_chunks(session, areas, [int(y) for y in years], level, max_bytes)
     return chunk_means(session, chunks, owner, len(areas), years, level)
+
+
+def isolated_zonal_means(
+    session: Session, areas: list[Area], years, level: int = 0, max_bytes=None
+) -> tuple[ZonalMeans, list[tuple[int, int, str]]]:
+    """`zonal_means` with each failure (a file that cannot be read, a polygon past its
+    budget) kept to the polygon-years it touches: aef_zonal's on_error := 'null'. When the
+    whole call fails, each year is tried alone, and a failing year's polygons by halves,
+    until each failure is one polygon in one year. Returns the means of the polygon-years
+    that were read (polygon-major, as `zonal_means`) and (polygon, year, message) of the
+    others. A call with no failure costs one try; k failing polygons, ~k log n tries."""
+    years = [int(y) for y in years]
+    try:
+        return zonal_means(session, areas, years, level, max_bytes), []
+    except AefsqlError:
+        pass
+    parts, failed = [], []
+
+    def attempt(year: int, members: list[int]) -> None:
+        chosen = set(members)  # the others stand empty: the polygon numbering is kept
+        subset = [a if k in chosen else Area((), a.epsg) for k, a in enumerate(areas)]
+        try:
+            found = zonal_means(session, subset, [year], level, max_bytes)
+        except AefsqlError as exc:
+            if len(members) == 1:
+                failed.append((members[0], year, str(exc)))
+                return
+            half = len(members) // 2
+            attempt(year, members[:half])
+            attempt(year, members[half:])
+            return
+        parts.append(entries_of(found, np.isin(found.polygon, members)))
+
+    for year in years:
+        attempt(year, list(range(len(areas))))
+    if not parts:
+        return entries_of(zonal_means(session, [], years, level), []), sorted(failed)
+    joined = ZonalMeans(
+        *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ZonalMeans))
+    )
+    rank = {year: k for k, year in enumerate(years)}
+    order = np.lexsort(([rank[y] for y in joined.year.tolist()], joined.polygon))
+    return entries_of(joined, order), sorted(failed)
+
+
+def entries_of(means: ZonalMeans, index) -> ZonalMeans:
+    """The entries `index` (a mask or indices) of `means`."""
+    return ZonalMeans(*(getattr(means, f.name)[index] for f in fields(ZonalMeans)))
 
 
 def chunk_means(
