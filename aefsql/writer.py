@@ -43,7 +43,17 @@ class _Image:
     blocks: list[bytes]
 
 
-def encode_aef_cog(
+def encode_aef_cog(data: np.ndarray, **options) -> bytes:
+    """The bytes of an AEF-layout COG (`aef_cog_parts`)."""
+    return b"".join(aef_cog_parts(data, **options))
+
+
+def write_aef_cog(path, data: np.ndarray, **options) -> None:
+    """Write an AEF-layout COG (`aef_cog_parts`) to `path`."""
+    _write_parts(path, aef_cog_parts(data, **options))
+
+
+def aef_cog_parts(
     data: np.ndarray,
     *,
     epsg: int,
@@ -51,11 +61,11 @@ def encode_aef_cog(
     block_size: int = 256,
     compression: str = "zstd",
     predictor: int = 1,
-    bigtiff: bool = False,
+    bigtiff: bool | None = None,
     overview_levels: tuple[int, ...] = (2, 4),
     band_names: list[str] | None = None,
-) -> bytes:
-    """The bytes of an AEF-layout COG holding `data` (int8, shaped bands x rows x cols).
+) -> list[bytes]:
+    """The bytes, in parts, of an AEF-layout COG holding `data` (int8, shaped bands x rows x cols).
 
     `transform` is GDAL-ordered (a, b, c, d, e, f): x = c + a*col + b*row, y = f + d*col + e*row;
     e > 0 makes the file south-up (row 0 at the southern edge), like the published files.
@@ -81,17 +91,23 @@ def encode_aef_cog(
     )
 
 
-def write_aef_cog(path, data: np.ndarray, **options) -> None:
-    """Write `encode_aef_cog(data, **options)` to `path`."""
-    Path(path).write_bytes(encode_aef_cog(data, **options))
-
-
 # A map's sample types: (TIFF SampleFormat, bits).
 MAP_TYPES = {np.dtype(np.int8): (2, 8), np.dtype(np.uint8): (1, 8), np.dtype(np.float32): (3, 32)}
-BIGTIFF_ABOVE = 3_500_000_000  # bytes of values: past this, offsets may not fit 32 bits
+# A classic TIFF's offsets are 32 bits: a file larger than this is written as BigTIFF.
+CLASSIC_HEADER, CLASSIC_LAST_OFFSET = 8, (1 << 32) - 1
 
 
-def encode_map_cog(
+def encode_map_cog(data: np.ndarray, **options) -> bytes:
+    """The bytes of a map as a COG (`map_cog_parts`)."""
+    return b"".join(map_cog_parts(data, **options))
+
+
+def write_map_cog(path, data: np.ndarray, **options) -> None:
+    """Write a map as a COG (`map_cog_parts`) to `path`."""
+    _write_parts(path, map_cog_parts(data, **options))
+
+
+def map_cog_parts(
     data: np.ndarray,
     *,
     epsg: int,
@@ -101,11 +117,12 @@ def encode_map_cog(
     band_names: list[str] | None = None,
     block_size: int = 256,
     compression: str = "deflate",
-) -> bytes:
-    """The bytes of a map as a COG: `data` float32, int8 or uint8 (bands, rows, cols), with
-    `nodata` (NaN for float32; None when `alpha`: then data is RGBA uint8, its 4th band the
-    alpha). Overviews (2, 4, … until the smallest fits one block) average each cell's valid
-    pixels; block data smallest overview first, as a COG has it; BigTIFF when large."""
+) -> list[bytes]:
+    """The bytes, in parts, of a map as a COG: `data` float32, int8 or uint8 (bands, rows,
+    cols), with `nodata` (NaN for float32; None when `alpha`: then data is RGBA uint8, its
+    4th band the alpha). Overviews (2, 4, … until the smallest fits one block) average each
+    cell's valid pixels; block data smallest overview first, as a COG has it; BigTIFF when
+    a classic TIFF cannot hold it."""
     data = np.asarray(data)
     if data.dtype not in MAP_TYPES or data.ndim != 3:
         raise ValueError(
@@ -128,7 +145,7 @@ def encode_map_cog(
         block_size=block_size,
         compression=compression,
         predictor=1,
-        bigtiff=data.nbytes > BIGTIFF_ABOVE,
+        bigtiff=None,
         overview_levels=tuple(levels),
         band_names=band_names,
         overviews_first=True,
@@ -149,7 +166,7 @@ def _encode(
     overview_levels,
     band_names,
     overviews_first,
-) -> bytes:
+) -> list[bytes]:
     if compression not in COMPRESSION_CODES:
         raise ValueError(
             f"compression must be one of {sorted(COMPRESSION_CODES)}, not {compression!r}"
@@ -163,24 +180,32 @@ def _encode(
         raise ValueError(f"{len(band_names)} band names for {bands} bands")
     fill = _fill_value(data.dtype, nodata)
     valid = _validity(data, nodata, alpha)
-    levels = [data] + [_reduce(data, valid, factor, fill) for factor in overview_levels]
-    images = []
-    for level, image in enumerate(levels):
-        tags = _image_tags(
-            image, block_size, compression, predictor, bigtiff, level > 0, nodata, alpha
-        )
-        if level == 0:
-            a, b, c, d, e, f = transform
-            tags[34264] = (DOUBLE, [a, b, 0.0, c, d, e, 0.0, f, 0, 0, 0, 0, 0, 0, 0, 1.0])
-            tags[34735] = (SHORT, [1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, epsg])
-            if band_names:
-                tags[42112] = (ASCII, [_gdal_metadata(band_names)])
-        blocks = [
-            _compress(block, compression, predictor)
-            for block in _cut_blocks(image, block_size, fill)
-        ]
-        images.append(_Image(tags, blocks))
-    return _serialize(images, bigtiff, overviews_first)
+    levels = [data, *_overviews(data, valid, overview_levels, fill)]
+    blocks = [
+        [_compress(block, compression, predictor) for block in _cut_blocks(image, block_size, fill)]
+        for image in levels
+    ]
+
+    def images(bigtiff: bool) -> list[_Image]:
+        found = []
+        for level, image in enumerate(levels):
+            tags = _image_tags(
+                image, block_size, compression, predictor, bigtiff, level > 0, nodata, alpha
+            )
+            if level == 0:
+                a, b, c, d, e, f = transform
+                tags[34264] = (DOUBLE, [a, b, 0.0, c, d, e, 0.0, f, 0, 0, 0, 0, 0, 0, 0, 1.0])
+                tags[34735] = (SHORT, [1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, epsg])
+                if band_names:
+                    tags[42112] = (ASCII, [_gdal_metadata(band_names)])
+            found.append(_Image(tags, blocks[level]))
+        return found
+
+    if bigtiff is None:  # BigTIFF only when a classic TIFF's 32-bit offsets cannot hold it
+        classic = images(False)
+        size = sum(_ifd_size(i, False) + sum(len(b) for b in i.blocks) for i in classic)
+        bigtiff = CLASSIC_HEADER + size > CLASSIC_LAST_OFFSET
+    return _serialize(images(bigtiff), bigtiff, overviews_first)
 
 
 def _fill_value(dtype: np.dtype, nodata):
@@ -240,19 +265,18 @@ def _gdal_metadata(names: list[str]) -> str:
 
 
 def _cut_blocks(image: np.ndarray, block_size: int, fill=NODATA):
-    """Blocks in TIFF order: band by band, then row-major; edge blocks padded with `fill`."""
+    """Blocks in TIFF order: band by band, then row-major; edge blocks padded with `fill`
+    (only they are copied)."""
     bands, rows, cols = image.shape
-    down, across = -(-rows // block_size), -(-cols // block_size)
-    padded = np.full((bands, down * block_size, across * block_size), fill, dtype=image.dtype)
-    padded[:, :rows, :cols] = image
     for band in range(bands):
-        for r in range(down):
-            for c in range(across):
-                yield padded[
-                    band,
-                    r * block_size : (r + 1) * block_size,
-                    c * block_size : (c + 1) * block_size,
-                ]
+        for r in range(0, rows, block_size):
+            for c in range(0, cols, block_size):
+                block = image[band, r : r + block_size, c : c + block_size]
+                if block.shape != (block_size, block_size):
+                    edge = np.full((block_size, block_size), fill, dtype=image.dtype)
+                    edge[: block.shape[0], : block.shape[1]] = block
+                    block = edge
+                yield block
 
 
 def _compress(block: np.ndarray, compression: str, predictor: int) -> bytes:
@@ -265,46 +289,72 @@ def _compress(block: np.ndarray, compression: str, predictor: int) -> bytes:
     return zlib.compress(raw, 6)
 
 
-def _reduce(data: np.ndarray, valid: np.ndarray, factor: int, fill) -> np.ndarray:
-    """An overview level: the mean of the valid pixels of each factor x factor cell (`fill`
-    where none is); integers rounded, int8 kept off its nodata -128."""
-    bands, rows, cols = data.shape
-    out_rows, out_cols = -(-rows // factor), -(-cols // factor)
-    padded = np.zeros((bands, out_rows * factor, out_cols * factor), dtype=data.dtype)
-    padded[:, :rows, :cols] = np.where(valid, data, 0)
-    counted = np.zeros((valid.shape[0], out_rows * factor, out_cols * factor), dtype=bool)
-    counted[:, :rows, :cols] = valid
-    total = np.zeros((bands, out_rows, out_cols), dtype=np.float64)
-    count = np.zeros((valid.shape[0], out_rows, out_cols), dtype=np.int32)
-    for i in range(factor):  # one strided view per position inside the cell
-        for j in range(factor):
-            total += padded[:, i::factor, j::factor]
-            count += counted[:, i::factor, j::factor]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
-    if data.dtype.kind != "f":
-        low = -127 if data.dtype == np.int8 else np.iinfo(data.dtype).min
-        mean = np.clip(np.rint(mean), low, np.iinfo(data.dtype).max)
-    return np.where(count > 0, mean, fill).astype(data.dtype)
+def _overviews(data: np.ndarray, valid: np.ndarray, factors, fill):
+    """Each overview level of `factors`: the mean of the valid pixels of each factor x factor
+    cell (`fill` where none is); integers rounded, int8 kept off its nodata -128. A level
+    whose factor is a multiple of the last one's is pooled from that level's sums and
+    counts (the same sums, exact for integers): the full-size data is read once for the
+    ladder 2, 4, 8…, and no full-size temporary is made."""
+    exact = np.float64 if data.dtype.kind == "f" else np.int64
+    last = None  # (factor, sums, counts) of the last level
+    for factor in factors:
+        if last is not None and factor % last[0] == 0:
+            sums, counts = _pooled(last[1], factor // last[0]), _pooled(last[2], factor // last[0])
+        else:
+            sums = _pooled(data, factor, exact, where=valid)
+            counts = _pooled(valid, factor, np.int64)
+        last = (factor, sums, counts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = sums / counts
+        if data.dtype.kind != "f":
+            low = -127 if data.dtype == np.int8 else np.iinfo(data.dtype).min
+            mean = np.clip(np.rint(mean), low, np.iinfo(data.dtype).max)
+        yield np.where(counts > 0, mean, fill).astype(data.dtype)
 
 
-def _serialize(images: list[_Image], bigtiff: bool, overviews_first: bool = False) -> bytes:
+def _pooled(values: np.ndarray, k: int, dtype=None, where=None) -> np.ndarray:
+    """The sums of each k x k cell of `values` (bands, rows, cols; the last cells partial),
+    counting only where `where` (broadcastable) holds: one strided view per position inside
+    the cell, each a 1/k² temporary."""
+    bands, rows, cols = values.shape
+    out = np.zeros((bands, -(-rows // k), -(-cols // k)), dtype or values.dtype)
+    for i in range(k):
+        for j in range(k):
+            part = values[:, i::k, j::k]
+            if where is not None:
+                part = np.where(where[:, i::k, j::k], part, 0)
+            out[:, : part.shape[1], : part.shape[2]] += part
+    return out
+
+
+def _ifd_size(image: _Image, bigtiff: bool) -> int:
+    """The bytes of an image's IFD: its entries and the values too long to hold inline."""
+    entry_size, count_size, inline = (20, 8, 8) if bigtiff else (12, 2, 4)
+    size = count_size + entry_size * len(image.tags) + inline
+    for type_, values in image.tags.values():
+        nbytes = _value_size(type_, values)
+        if nbytes > inline:
+            size += nbytes + nbytes % 2
+    return size
+
+
+def _write_parts(path, parts: list[bytes]) -> None:
+    """Write a file's parts in order (no copy of the whole file is made)."""
+    with open(path, "wb") as out:
+        for part in parts:
+            out.write(part)
+
+
+def _serialize(images: list[_Image], bigtiff: bool, overviews_first: bool = False) -> list[bytes]:
+    """The file: its header and IFDs, then the blocks, as parts (the blocks as they are)."""
     entry_size, count_format, offset_format = (20, "Q", "Q") if bigtiff else (12, "H", "I")
     inline = 8 if bigtiff else 4
-    header_size = 16 if bigtiff else 8
-
-    def ifd_size(image: _Image) -> int:
-        size = struct.calcsize(count_format) + entry_size * len(image.tags) + inline
-        for type_, values in image.tags.values():
-            nbytes = _value_size(type_, values)
-            if nbytes > inline:
-                size += nbytes + nbytes % 2
-        return size
+    header_size = 16 if bigtiff else CLASSIC_HEADER
 
     ifd_offsets, position = [], header_size
     for image in images:
         ifd_offsets.append(position)
-        position += ifd_size(image)
+        position += _ifd_size(image, bigtiff)
     # Block data after every IFD: a reader's first range holds them all. A COG's go smallest
     # overview first, full resolution last (a viewer reads the coarse levels first).
     data_order = images[::-1] if overviews_first else images
@@ -342,10 +392,7 @@ def _serialize(images: list[_Image], bigtiff: bool, overviews_first: bool = Fals
             entries.append(struct.pack("<HH" + offset_format, tag, type_, count) + field)
         out += struct.pack("<" + count_format, len(entries)) + b"".join(entries)
         out += struct.pack("<" + offset_format, next_ifd) + values_blob
-    for image in data_order:
-        for block in image.blocks:
-            out += block
-    return bytes(out)
+    return [bytes(out), *(block for image in data_order for block in image.blocks)]
 
 
 def _pack_values(type_: int, values: list) -> bytes:

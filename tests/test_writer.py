@@ -7,7 +7,8 @@ import pytest
 import rasterio
 import tifffile
 
-from aefsql.writer import encode_aef_cog, write_aef_cog
+from aefsql import writer
+from aefsql.writer import encode_aef_cog, encode_map_cog, write_aef_cog
 
 CASES = [
     dict(compression="zstd", predictor=1, bigtiff=False, south_up=True, epsg=32633),
@@ -71,8 +72,9 @@ def test_gdal_reads_what_the_writer_wrote(tmp_path, case):
         if case["south_up"]:
             # The southern-most row is row 0: y just above the origin lies in row 0.
             assert ds.index(500005.0, 4000005.0) == (0, 0)
-    with rasterio.open(path, overview_level=0) as ov:
-        assert np.array_equal(ov.read(), reference_overview(data, 2))
+    for k, factor in enumerate((2, 4)):  # 4 is pooled from 2's sums: the same means
+        with rasterio.open(path, overview_level=k) as ov:
+            assert np.array_equal(ov.read(), reference_overview(data, factor))
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         assert tif.is_bigtiff == case["bigtiff"]
@@ -108,3 +110,25 @@ def test_writer_output_is_reproducible_and_small_headers_fit_the_first_read():
 def test_bad_arguments_are_refused(data, options, message):
     with pytest.raises(ValueError, match=message):
         encode_aef_cog(data, epsg=32633, transform=transform_for(True, 8), **options)
+
+
+def test_bigtiff_when_the_file_needs_it(tmp_path, monkeypatch):
+    """Unless told, a file is BigTIFF exactly when a classic TIFF's 32-bit offsets cannot
+    hold it, counting what is written: overviews and compressed blocks (before: a map was
+    BigTIFF by its level-0 values' size alone, and a large map with overviews overflowed)."""
+    data = sample_data(rows=150, cols=170, bands=4)
+    kw = dict(epsg=32633, transform=transform_for(True, 150), block_size=64)
+    small = encode_aef_cog(data, **kw)
+    assert small[2:4] == bytes([42, 0])  # classic
+    monkeypatch.setattr(writer, "CLASSIC_LAST_OFFSET", len(small) - 1)  # one byte too few
+    for name, raw in (
+        ("aef.tif", encode_aef_cog(data, **kw)),
+        ("map.tif", encode_map_cog(data, nodata=-128, **kw)),
+    ):
+        assert raw[2:4] == bytes([43, 0]), name  # BigTIFF
+        (tmp_path / name).write_bytes(raw)
+        with rasterio.open(tmp_path / name) as ds:
+            assert np.array_equal(ds.read(), data)
+            assert ds.overviews(1) == [2, 4]
+    monkeypatch.setattr(writer, "CLASSIC_LAST_OFFSET", len(small))  # just enough
+    assert encode_aef_cog(data, **kw)[2:4] == bytes([42, 0])

@@ -6,7 +6,7 @@ one UTM zone, north-up; across zones the zone whose tiles own most of the area, 
 `target_crs`), from its int8 values, by the kernels that compute the same numbers elsewhere:
 the cosine of `aef_similarity` (`similarity.pixel_similarity`), of `aef_change`
 (`change.compare`), `picture`'s PCA colours (`pictures.pca_pictures`). It is written by
-aefsql's own COG writer (`writer.encode_map_cog`).
+aefsql's own COG writer (`writer.write_map_cog`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from ..geometry.areas import projected
 from ..options import speaks, year_list
 from ..session import Session, open_session
 from ..storage.store import DEFAULT_CONCURRENCY
-from ..writer import COMPRESSION_CODES, encode_map_cog
+from ..writer import COMPRESSION_CODES, write_map_cog
 from .budgets import RASTER_BYTES
 from .change import compare
 from .pictures import check_writable, pca_pictures, reference_embedding
@@ -163,16 +162,15 @@ def write_map(
     else:
         values, names, nodata = raster.values[0], list(request.bands), NODATA
     t = grid.transform
-    Path(path).write_bytes(
-        encode_map_cog(
-            values,
-            epsg=grid.epsg,
-            transform=(t.a, t.b, t.c, t.d, t.e, t.f),
-            nodata=nodata,
-            alpha=alpha,
-            band_names=names,
-            compression=compression,
-        )
+    write_map_cog(
+        path,
+        values,
+        epsg=grid.epsg,
+        transform=(t.a, t.b, t.c, t.d, t.e, t.f),
+        nodata=nodata,
+        alpha=alpha,
+        band_names=names,
+        compression=compression,
     )
     return Map(
         str(path), kind, grid, years, values, tuple(names or ("red", "green", "blue", "alpha"))
