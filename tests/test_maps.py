@@ -5,6 +5,7 @@ files, for south-up and north-up tiles; valid COGs by rio-cogeo; and picture's P
 georeferenced beside it (world file and .aux.xml)."""
 
 import shlex
+import warnings
 
 import numpy as np
 import pytest
@@ -259,6 +260,23 @@ def test_overview_is_the_mean_of_valid_pixels(tile, tmp_path):
         expected = np.nanmean(cells.astype(np.float64), axis=(1, 3))
     np.testing.assert_allclose(overview, expected, atol=1e-6)
     assert np.array_equal(np.isnan(overview), np.isnan(expected))
+
+
+def test_an_area_across_12e_with_one_zones_tiles_gets_no_warning(gdal_collection, tmp_path):
+    """Whether the map spans zones is what the tiles owning its pixels say, not the area's
+    corners: this box crosses 12°E, but only tile 2 (33N) holds any of it."""
+    area = [11.99, 45.015, 12.03, 45.02]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written = aefsql.write_map(
+            area,
+            2023,
+            tmp_path / "one.tif",
+            kind="bands",
+            bands=["A00"],
+            catalog=gdal_collection.index,
+        )
+    assert written.grid.epsg == 32633 and (written.values != -128).any()
 
 
 def test_across_zones_the_map_is_in_the_zone_of_most_and_says_so(gdal_collection, tmp_path):

@@ -21,7 +21,6 @@ import numpy as np
 from ..aef import BAND_COUNT, NODATA, dequantize
 from ..errors import AefsqlError, user_stacklevel
 from ..geometry import geo
-from ..geometry.areas import projected
 from ..options import speaks, year_list
 from ..session import Session, open_session
 from ..storage.store import DEFAULT_CONCURRENCY
@@ -145,7 +144,7 @@ def write_map(
     if grid.width == 0 or grid.height == 0:
         raise AefsqlError("the area holds no pixel centre: there is nothing to map")
     if target_crs is None:
-        _say_zone(request.area, grid.epsg)
+        _say_zone(raster.zones, grid.epsg)
     alpha, nodata = False, np.float32(np.nan)
     if kind == "similarity":
         values = _similarity(raster.values[0], query)[None]
@@ -224,18 +223,13 @@ def _similarity(values: np.ndarray, query: np.ndarray) -> np.ndarray:
     return out.reshape(height, width)
 
 
-def _say_zone(area, epsg: int) -> None:
-    """Warn when the area spans UTM zones: the map is in one of them."""
-    lonlat = projected(area, geo.WGS84)
-    if lonlat.empty:
-        return
-    west, south, east, north = lonlat.bounds
-    lon = np.array([west, east, west, east, (west + east) / 2])
-    lat = np.array([south, south, north, north, (south + north) / 2])
-    zones = sorted(set(geo.utm_zone(lon, lat).tolist()))
+def _say_zone(zones: tuple[int, ...], epsg: int) -> None:
+    """Warn when tiles of several UTM zones own the area (`AreaRaster.zones`): the map is in
+    one of them."""
     if len(zones) > 1:
+        names = ", ".join(geo.utm_label(code) or f"EPSG:{code}" for code in sorted(zones))
         warnings.warn(
-            f"the area spans UTM zones {', '.join(zones)}: the map is in EPSG:{epsg}, the "
+            f"the area spans UTM zones {names}: the map is in EPSG:{epsg}, the "
             "zone whose tiles own most of it (pixels of other zones' tiles are their nearest "
             "source pixel); pass target_crs (aefsql map: --target-crs) to choose",
             UserWarning,

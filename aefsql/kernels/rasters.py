@@ -79,6 +79,7 @@ class AreaRaster:
     grid: AreaGrid
     years: tuple[int, ...]
     bands: tuple[str, ...]
+    zones: tuple[int, ...] = ()  # EPSG codes of the tiles owning the area, most-owning first
 
 
 @speaks("python")
@@ -314,7 +315,8 @@ def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
             # One scatter for all bands from the transposed view: numpy walks it in memory
             # order, several times faster than a band-by-band or a copied transpose.
             values[i].reshape(len(bands), -1)[:, rows * grid.width + cols] = found.T
-    return AreaRaster(values, grid, request.years, request.bands)
+    zones = tuple(code for code, _ in votes.most_common())
+    return AreaRaster(values, grid, request.years, request.bands, zones)
 
 
 def _read_aligned(
