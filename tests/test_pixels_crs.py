@@ -6,8 +6,8 @@ import rasterio
 import rasterio.warp
 from gdal_fixtures import COLLECTION_TILES, collection_path
 
+from aefsql.geometry.geo import lonlat
 from aefsql.kernels import readahead
-from aefsql.kernels.pixels import lonlat
 
 
 def test_each_pixel_says_the_crs_of_its_x_y(con, gdal_collection):

@@ -21,9 +21,9 @@ from helpers import gdal_pixels, star
 import aefsql
 from aefsql.aef import BAND_COUNT, NODATA, PIXEL_METRES, dequantize
 from aefsql.errors import AefsqlError
-from aefsql.geometry.geo import polygon_wkb
+from aefsql.geometry.geo import lonlat, polygon_wkb
 from aefsql.kernels import readahead
-from aefsql.kernels.pixels import Pixels, lonlat
+from aefsql.kernels.pixels import Pixels
 from aefsql.kernels.similarity import SIMILARITY_PIECE, pixel_similarity, query_vector
 
 COLUMNS = ["year", "location", "crs", "x", "y", "lon", "lat", "similarity"]

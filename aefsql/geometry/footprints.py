@@ -48,10 +48,7 @@ def rectangle_geometries(
     epsg = np.asarray(epsg, np.int64)
     xmin, ymin, xmax, ymax = (np.asarray(v, np.float64) for v in (xmin, ymin, xmax, ymax))
     if kind == "point":
-        lon, lat = _to_lonlat(
-            epsg[:, None], ((xmin + xmax) / 2)[:, None], ((ymin + ymax) / 2)[:, None]
-        )
-        return points_wkb(lon[:, 0], lat[:, 0])
+        return points_wkb(*geo.lonlat((xmin + xmax) / 2, (ymin + ymax) / 2, epsg))
     # Counter-clockwise from the south-west corner, `segments` steps a side, closed.
     t = np.arange(segments) / segments
     ones, zeros = np.ones(segments), np.zeros(segments)
@@ -59,7 +56,7 @@ def rectangle_geometries(
     v = np.concatenate([zeros, t, ones, 1 - t, [0.0]])  # 0 at ymin, 1 at ymax
     x = xmin[:, None] + u[None, :] * (xmax - xmin)[:, None]
     y = ymin[:, None] + v[None, :] * (ymax - ymin)[:, None]
-    lon, lat = _to_lonlat(np.broadcast_to(epsg[:, None], x.shape), x, y)
+    lon, lat = geo.lonlat(x, y, epsg[:, None])
     return _polygons_wkb(lon, lat)
 
 
@@ -157,15 +154,6 @@ def pixel_rectangles(transform: Affine, rows, cols):
     x0, x1 = transform.c + transform.a * cols, transform.c + transform.a * (cols + 1)
     y0, y1 = transform.f + transform.e * rows, transform.f + transform.e * (rows + 1)
     return np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)
-
-
-def _to_lonlat(epsg: np.ndarray, x: np.ndarray, y: np.ndarray):
-    """lon, lat of points (any shape) each in its own CRS: one PROJ call per CRS."""
-    lon, lat = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
-    for code in np.unique(epsg).tolist():
-        mine = epsg == code
-        lon[mine], lat[mine] = geo.transform_points(int(code), geo.WGS84, x[mine], y[mine])
-    return lon, lat
 
 
 def points_wkb(lon: np.ndarray, lat: np.ndarray) -> pa.BinaryArray:

@@ -77,6 +77,18 @@ def transform_points(
     return transform_later(source_epsg, target_epsg, x, y).result()
 
 
+def lonlat(x, y, crs) -> tuple[np.ndarray, np.ndarray]:
+    """lon, lat of points (x, y; any shape) each in its own CRS `crs` (EPSG codes, one per
+    point, or one for all): one PROJ call per CRS."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    crs = np.broadcast_to(np.asarray(crs), x.shape)
+    lon, lat = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
+    for code in np.unique(crs).tolist():
+        mine = crs == code
+        lon[mine], lat[mine] = transform_points(int(code), WGS84, x[mine], y[mine])
+    return lon, lat
+
+
 def transform_later(source_epsg: int, target_epsg: int, x, y) -> Future:
     """`transform_points` started now, its (x, y) in the future's result: PROJ lets go of
     the GIL, so the caller can fetch and decode meanwhile."""

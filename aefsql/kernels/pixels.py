@@ -583,17 +583,6 @@ def _file_pixels(
     return found
 
 
-def lonlat(x, y, crs) -> tuple[np.ndarray, np.ndarray]:
-    """lon, lat of points (x, y) each in its own CRS `crs` (EPSG codes, one per point): one
-    PROJ call per CRS."""
-    x, y, crs = np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(crs)
-    lon, lat = np.full(x.size, np.nan), np.full(x.size, np.nan)
-    for code in np.unique(crs).tolist():
-        mine = crs == code
-        lon[mine], lat[mine] = geo.transform_points(int(code), geo.WGS84, x[mine], y[mine])
-    return lon, lat
-
-
 def location_key(epsg: int, x, y, pixel_x: float, pixel_y: float) -> np.ndarray:
     """A pixel's place as one BIGINT, equal across years for the same pixel of the same grid:
     (epsg * 2^21 + floor(y / pixel)) * 2^21 + floor(x / pixel). UTM coordinates are

@@ -40,7 +40,8 @@ import numpy as np
 
 from .. import threads
 from ..errors import Cancelled
-from .pixels import Chunks, Pixels, chunk_pixels, lonlat
+from ..geometry.geo import lonlat
+from .pixels import Chunks, Pixels, chunk_pixels
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -61,8 +62,9 @@ LONLAT_PIECE = 1 << 16
 
 
 def lonlat_in_pieces(x: np.ndarray, y: np.ndarray, epsg: np.ndarray):
-    """`pixels.lonlat(x, y, epsg)` in pieces of LONLAT_PIECE points on the thread pool (PROJ
-    lets go of the GIL: both cores project), for a caller that wants a whole batch's."""
+    """`lonlat(x, y, epsg)` (geometry/geo.py) in pieces of LONLAT_PIECE points on the
+    thread pool (PROJ lets go of the GIL: both cores project), for a caller that wants a
+    whole batch's."""
     if not x.size:
         return lonlat(x, y, epsg)
     return _Projected(x, y, epsg).take(0, x.size)
@@ -218,9 +220,10 @@ class ReadAhead:
                 self._start(upcoming, batch, compute)
 
     def lonlat(self, x: np.ndarray, y: np.ndarray, epsg: np.ndarray):
-        """`pixels.lonlat(x, y, epsg)`: projected ahead when these are the pixels of a batch
-        given or read ahead, in order; else now. Asking starts projecting the batches read
-        ahead, and the batch `pixels` gave last when these are its first pixels."""
+        """`lonlat(x, y, epsg)` (geometry/geo.py): projected ahead when these are the pixels
+        of a batch given or read ahead, in order; else now. Asking starts projecting the
+        batches read ahead, and the batch `pixels` gave last when these are its first
+        pixels."""
         with self._lock:
             for ahead in self._ahead:
                 if ahead[2] is None and isinstance(ahead[3], Chunks):
