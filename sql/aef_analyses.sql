@@ -53,11 +53,7 @@ SELECT __aef_year AS year, location, xy_crs AS crs, x, y,
                          OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))
 FROM (
     -- geometry := …: `geom` as aef_pixels gives it, left out of a query that does not read it.
-    SELECT *, CASE WHEN CAST(geometry AS VARCHAR) = 'point'
-                   -- (the points lon/lat give, projected once for the three)
-                   THEN {udf}_lonlat_point(__aef_lonlat)
-                   ELSE {udf}_pixel_geometry(__aef_path, CAST(level AS INTEGER), x, y,
-                                             CAST(geometry AS VARCHAR)) END AS geom
+    SELECT *, __aef_pixel_geom(geometry, __aef_lonlat, __aef_path, level, x, y) AS geom
     FROM (SELECT *, {udf}_pixel_lonlat(x, y, xy_crs) AS __aef_lonlat FROM pixels)
 );
 
@@ -116,10 +112,6 @@ SELECT location, xy_crs AS crs, x, y,
                          OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))
 FROM (
     -- geometry := …: `geom` as aef_pixels gives it, left out of a query that does not read it.
-    SELECT *, CASE WHEN CAST(geometry AS VARCHAR) = 'point'
-                   -- (the points lon/lat give, projected once for the three)
-                   THEN {udf}_lonlat_point(__aef_lonlat)
-                   ELSE {udf}_pixel_geometry(__aef_path, CAST(level AS INTEGER), x, y,
-                                             CAST(geometry AS VARCHAR)) END AS geom
+    SELECT *, __aef_pixel_geom(geometry, __aef_lonlat, __aef_path, level, x, y) AS geom
     FROM (SELECT *, {udf}_pixel_lonlat(x, y, xy_crs) AS __aef_lonlat FROM pairs)
 );

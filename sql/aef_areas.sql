@@ -47,6 +47,14 @@ units AS (
 SELECT unnest({udf}_unit_chunks(unit)) AS chunk, __aef_bands
 FROM units;
 
+-- A pixel's `geom` for geometry := 'point' (its centre: the point its lon/lat give, so that
+-- it is projected once for the three) or 'pixel' (its footprint, by a UDF of its own). A
+-- query that does not read `geom` leaves both UDFs out.
+CREATE OR REPLACE TEMP MACRO __aef_pixel_geom(geometry, lonlat, path, level, x, y) AS
+    CASE WHEN CAST(geometry AS VARCHAR) = 'point' THEN {udf}_lonlat_point(lonlat)
+         ELSE {udf}_pixel_geometry(path, CAST(level AS INTEGER), x, y,
+                                   CAST(geometry AS VARCHAR)) END;
+
 -- aef_pixels: one row per pixel whose centre lies inside `area`, per year, with where it is
 -- and its bands; every location from exactly one tile.
 --
@@ -99,11 +107,7 @@ pixels AS (
 ),
 placed AS (
     -- geometry := …: `geom` by a UDF of its own, left out of a query that does not read it.
-    SELECT *, CASE WHEN CAST(geometry AS VARCHAR) = 'point'
-                   -- (the points lon/lat give, projected once for the three)
-                   THEN {udf}_lonlat_point(__aef_lonlat)
-                   ELSE {udf}_pixel_geometry(__aef_path, CAST(level AS INTEGER), x, y,
-                                             CAST(geometry AS VARCHAR)) END AS geom
+    SELECT *, __aef_pixel_geom(geometry, __aef_lonlat, __aef_path, level, x, y) AS geom
     FROM (SELECT *, {udf}_pixel_lonlat(x, y, xy_crs) AS __aef_lonlat FROM pixels)
 )
 -- lon/lat by a UDF of their own, which DuckDB leaves out of a query that reads neither
