@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from .aef import BAND_COUNT, BAND_NAMES, DEQUANTIZATION, MODEL, NODATA, PIXEL_METRES
 from .duck.calls import sql_literal, table_call
 from .duck.registration import install
-from .duck.types import GEOMETRY_ARROW
+from .duck.types import GEOMETRY_ARROW, status_words
 from .duck.udfs import SessionUdfs
 from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
@@ -26,7 +26,7 @@ from .geometry.hilbert import hilbert_keys
 from .kernels import points
 from .kernels.budgets import check_max_bytes
 from .kernels.coverage import (
-    point_statuses,
+    point_status_codes,
     warn_empty_area,
     warn_missing_years,
     warn_uncovered_points,
@@ -265,10 +265,10 @@ def _assembled(
         failed = np.zeros(urls.size, dtype=bool)
         if errors is not None:
             failed = np.fromiter((e is not None for e in errors), dtype=bool, count=urls.size)
-        statuses = point_statuses(
+        codes = point_status_codes(
             samples.covered, samples.complete(), failed, year_of_item, missing
         )
-        sampled_columns["status"] = statuses
+        sampled_columns["status"] = status_words(codes)
     places = None
     if geometry is not None:  # the pixel each value comes from, as aef_sample_points'
         headers = session.engine.headers.headers_for(sorted(set(urls.tolist())))
@@ -289,8 +289,10 @@ def _assembled(
         columns[name] = sampled_columns.pop(name).take(take)
     if chosen.status:  # a row no item was sampled for: in no tile, or of a missing year
         none = np.zeros(n * years.size, dtype=bool)  # covered, complete, failed: none
-        unsampled = point_statuses(none, none, none, np.tile(years, n), missing)
-        columns["status"] = pc.coalesce(sampled_columns.pop("status").take(take), unsampled)
+        unsampled = point_status_codes(none, none, none, np.tile(years, n), missing)
+        columns["status"] = pc.coalesce(
+            sampled_columns.pop("status").take(take), status_words(unsampled)
+        )
     if places is None:
         return pa.table(columns), None
     return pa.table(columns), pa.ExtensionArray.from_storage(GEOMETRY_ARROW, places.take(take))

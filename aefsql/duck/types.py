@@ -9,6 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from ..aef import BAND_NAMES
+from ..kernels.coverage import STATUSES
 
 if TYPE_CHECKING:
     from duckdb.sqltypes import DuckDBPyType
@@ -189,3 +190,9 @@ def sql_type(con: duckdb.DuckDBPyConnection, arrow_type: pa.DataType) -> DuckDBP
     """The SQL type DuckDB gives Arrow values of `arrow_type` (that of an empty column of
     it): what a UDF declared with it must return, exactly."""
     return con.from_arrow(pa.table({"value": pa.array([], arrow_type)})).types[0]
+
+
+def status_words(codes) -> pa.StringArray:
+    """The `status` column from coverage's int8 codes (indices into STATUSES): a take, no
+    Python string per row."""
+    return pa.array(STATUSES, pa.string()).take(pa.array(codes))

@@ -81,6 +81,7 @@ from .types import (
     SAMPLE_VALUES_ARROW,
     UNIT_ARROW,
     ZONAL_ARROW,
+    status_words,
 )
 
 DUCKDB_VECTOR_SIZE = 2048  # rows a scalar UDF gets at once (DuckDB's STANDARD_VECTOR_SIZE)
@@ -264,12 +265,14 @@ class SessionUdfs:
         failed = np.zeros(at.size, dtype=bool)
         if messages is not None:
             failed = np.fromiter((m is not None for m in messages), dtype=bool, count=at.size)
-        statuses = coverage.point_statuses(
-            part.covered,
-            part.complete(),
-            failed,
-            years,
-            [y for y in np.unique(years[~part.covered]).tolist() if not self._has_year(y)],
+        statuses = status_words(
+            coverage.point_status_codes(
+                part.covered,
+                part.complete(),
+                failed,
+                years,
+                [y for y in np.unique(years[~part.covered]).tolist() if not self._has_year(y)],
+            )
         )
         return pa.StructArray.from_arrays(
             [*_band_columns(part), errors.cast(pa.string()), statuses],
@@ -784,27 +787,31 @@ class SessionUdfs:
 
     def zonal_status(self, pixels, nodata_pixels, aef_error, year) -> pa.StringArray:
         """aef_zonal's `status := true`: the word of each (polygon, year) from its counts and
-        aef_error (coverage.zonal_statuses)."""
+        aef_error (coverage.zonal_status_codes)."""
         years = _ints(year)
-        return coverage.zonal_statuses(
-            _counts(pixels),
-            _counts(nodata_pixels),
-            _present(aef_error),
-            years,
-            self._missing(years),
+        return status_words(
+            coverage.zonal_status_codes(
+                _counts(pixels),
+                _counts(nodata_pixels),
+                _present(aef_error),
+                years,
+                self._missing(years),
+            )
         )
 
     def chip_status(self, path, valid_pixels, size, aef_error, year) -> pa.StringArray:
         """aef_chips' `status := true`: the word of each (point, year) from the tile holding
-        its centre (`path`), its valid pixels and aef_error (coverage.chip_statuses)."""
+        its centre (`path`), its valid pixels and aef_error (coverage.chip_status_codes)."""
         years = _ints(year)
-        return coverage.chip_statuses(
-            _present(path),
-            _counts(valid_pixels),
-            _ints(size),
-            _present(aef_error),
-            years,
-            self._missing(years),
+        return status_words(
+            coverage.chip_status_codes(
+                _present(path),
+                _counts(valid_pixels),
+                _ints(size),
+                _present(aef_error),
+                years,
+                self._missing(years),
+            )
         )
 
     def _missing(self, years: np.ndarray) -> list[int]:

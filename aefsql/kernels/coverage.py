@@ -14,7 +14,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pyarrow as pa
 
 from ..catalog.index import TileTable
 from ..errors import AefsqlError, user_stacklevel
@@ -32,37 +31,35 @@ from .pixels import candidate_tiles
 STATUSES = ("valid", "nodata", "outside", "no_year", "error")
 
 
-def point_statuses(covered, complete, failed, years, missing) -> pa.StringArray:
-    """The STATUSES word of each sampled point: `covered` (inside a raster), `complete`
-    (every band asked for has a value), `failed` (its file could not be read), `years` (the
-    year it was sampled for) and `missing` (years the catalog has no tile of); bool and int
-    arrays. The first that applies of error, no_year, valid, nodata, outside."""
+def point_status_codes(covered, complete, failed, years, missing) -> np.ndarray:
+    """int8: the index in STATUSES of each sampled point's word, from `covered` (inside a
+    raster), `complete` (every band asked for has a value), `failed` (its file could not be
+    read), `years` (the year it was sampled for) and `missing` (years the catalog has no
+    tile of); bool and int arrays. The first that applies of error, no_year, valid, nodata,
+    outside."""
     code = np.where(covered, np.where(complete, 0, 1), 2).astype(np.int8)
     if len(missing):
         code[np.isin(years, list(missing))] = 3
     code[failed] = 4
-    return _STATUS_WORDS.take(pa.array(code))  # (a take: no Python string per row)
+    return code
 
 
-_STATUS_WORDS = pa.array(STATUSES, pa.string())
-
-
-def zonal_statuses(pixels, nodata_pixels, failed, years, missing) -> pa.StringArray:
-    """The STATUSES word of each (polygon, year) of aef_zonal, from its `pixels` and
+def zonal_status_codes(pixels, nodata_pixels, failed, years, missing) -> np.ndarray:
+    """The STATUSES codes of each (polygon, year) of aef_zonal, from its `pixels` and
     `nodata_pixels` (int arrays; the centroid's stand-in pixel counts) and `failed` (its row
     has an aef_error): valid when some pixel is valid, nodata when pixels were read but all
-    are nodata, outside when none was (a NULL geometry too); then as `point_statuses`."""
+    are nodata, outside when none was (a NULL geometry too); then as `point_status_codes`."""
     pixels, nodata_pixels = np.asarray(pixels), np.asarray(nodata_pixels)
-    return point_statuses(pixels > 0, pixels > nodata_pixels, failed, years, missing)
+    return point_status_codes(pixels > 0, pixels > nodata_pixels, failed, years, missing)
 
 
-def chip_statuses(in_tile, valid_pixels, size, failed, years, missing) -> pa.StringArray:
-    """The STATUSES word of each (point, year) of aef_chips, from `in_tile` (the chip's
+def chip_status_codes(in_tile, valid_pixels, size, failed, years, missing) -> np.ndarray:
+    """The STATUSES codes of each (point, year) of aef_chips, from `in_tile` (the chip's
     centre lies in a tile), `valid_pixels` and `size` (int arrays): valid when all size x
     size pixels are, nodata when any is not (nodata in the file, or in no tile); outside
-    when the centre is in no tile; then as `point_statuses`."""
+    when the centre is in no tile; then as `point_status_codes`."""
     complete = np.asarray(valid_pixels) == np.asarray(size) ** 2
-    return point_statuses(in_tile, complete, failed, years, missing)
+    return point_status_codes(in_tile, complete, failed, years, missing)
 
 
 def missing_years(tiles: TileTable, years) -> list[int]:

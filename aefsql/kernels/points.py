@@ -56,7 +56,7 @@ class Samples:
         self.band_count[rows] = other.band_count
 
     def complete(self) -> np.ndarray:
-        """bool (n,): every band column holds data (coverage.point_statuses' `complete`)."""
+        """bool (n,): every band column holds data (coverage.point_status_codes' `complete`)."""
         with np.errstate(invalid="ignore"):
             return (
                 self.covered
