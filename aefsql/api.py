@@ -619,6 +619,7 @@ def grid(
     *,
     cell,
     years: int | Iterable[int] | None = None,
+    year: int | Iterable[int] | None = None,
     crs=4326,
     level: int = 0,
     max_bytes: int | None = None,
@@ -638,11 +639,11 @@ def grid(
     `cell`: 'h3:7' (H3 cells of that resolution; needs `pip install 'aefsql[h3]'`) or a whole
     number of metres (square cells on the UTM grid of each pixel's tile). `area`: WKB bytes,
     WKT, a shapely geometry or a box [west, south, east, north], in `crs` (default lon/lat).
-    `years`: one year or several. `level`: 0 (full resolution) or k, the files' k-th
-    overview. `max_bytes`: refused before anything is read when pixels x 64 bands x years
-    exceed it (default: aef_pixels' budget). `catalog`, `cache_dir`, `headers`,
+    `years` (alias `year`): one year or several. `level`: 0 (full resolution) or k, the
+    files' k-th overview. `max_bytes`: refused before anything is read when pixels x 64
+    bands x years exceed it (default: aef_pixels' budget). `catalog`, `cache_dir`, `headers`,
     `concurrency`, `allowed_hosts` and `storage_options`: as for `aefsql.connect`."""
-    chosen = resolve(years=years, crs=crs, function="aef_grid")
+    chosen = resolve(years=years, year=year, crs=crs, function="aef_grid")
     check_level(level)
     kind, size = check_cell(cell)
     check_geometry(geometry)

@@ -375,13 +375,14 @@ CREATE OR REPLACE TEMP MACRO aef_grid(
     area,
     cell := NULL,
     years := NULL,
+    year := NULL,
     crs := NULL,
     level := 0,
     max_bytes := NULL,
     geometry := NULL
 ) AS TABLE
 WITH checked AS MATERIALIZED (
-    FROM __aef_area_options('aef_grid', years, NULL, crs, NULL)
+    FROM __aef_area_options('aef_grid', years, year, crs, NULL)
 ),
 cells AS (
     SELECT unnest({udf}_grid(__aef_area_wkb(area), __aef_area_box(area),

@@ -430,6 +430,8 @@ SIGNATURES = [
     ("aefsql.sample_points", ["points"], "aef_sample_points", set()),
     ("aefsql.zonal", ["polygons"], "aef_zonal", {"max_bytes"}),
     ("aefsql.change", ["area"], "aef_change", set()),
+    ("aefsql.grid", ["area"], "aef_grid", set()),
+    ("aefsql.similarity", ["area", "reference"], "aef_similarity", set()),
     # (export writes all 64 bands, as published: no bands, no as_vector)
     ("aefsql.export", ["area", "output"], "aef_pixels", {"bands", "as_vector"}),
     # (aef_pixels' as_vector: read_area's is a cube of vectors; picture gives an image.)
