@@ -470,6 +470,13 @@ SUBQUERY_ADVICE = (
 )
 
 
+def _own_error_names(classes=(AefsqlError,)) -> set[str]:
+    """The names of AefsqlError and of every class under it."""
+    return {c.__name__ for c in classes} | {
+        name for c in classes for name in _own_error_names(tuple(c.__subclasses__()))
+    }
+
+
 def error_text(exc: BaseException) -> str:
     """What the user needs of an error: its cause on one line, never a Python traceback;
     then, for a parser error, DuckDB's `LINE n: …` and the caret under the culprit."""
@@ -482,8 +489,12 @@ def error_text(exc: BaseException) -> str:
         start = tracebacks[-1]
         cause = next((x for x in lines[start + 1 :] if x and not x[0].isspace()), "")
         head = lines[start].split(_TRACEBACK)[0] + cause
-    # "Invalid Input Error: Python exception occurred while executing the UDF: X: why" -> "X: why"
+    # "Invalid Input Error: Python exception occurred while executing the UDF: X: why" -> "X: why",
+    # and "why" alone when X is aefsql's own error (a refusal says its reason, as DuckDB's do).
     head = head.split(_UDF_FAILED)[-1].strip()
+    named = re.match(r"(\w+): ", head)
+    if named and named.group(1) in _own_error_names():
+        head = head[named.end() :]
     if not isinstance(exc, duckdb.Error | AefsqlError):  # unexpected: its type says what broke
         head = f"{type(exc).__name__}: {head}"
     head = head.rstrip(": ") or type(exc).__name__

@@ -277,6 +277,20 @@ def test_unexpected_errors_are_one_line_naming_their_type():
     ]
 
 
+def test_aefsqls_own_errors_say_why_without_a_class_name(gdal_collection):
+    """An aef_* function's refusal reads as its reason, as DuckDB's own errors do; a foreign
+    exception (a bug) keeps its class (above)."""
+    result = shell(
+        "-c",
+        "SELECT count(*) FROM aef_pixels([11.9, 44.9, 12.1, 45.1], years := 2023, "
+        "max_bytes := 1000);",
+        catalog=gdal_collection.index,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: the area covers about "), result.stderr
+    assert "AefsqlError" not in result.stderr
+
+
 def test_startup_failures_are_one_line_and_exit_1(gdal_collection, tmp_path):
     missing = shell("-f", str(tmp_path / "missing.sql"), catalog=gdal_collection.index)
     assert missing.returncode == 1
