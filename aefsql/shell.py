@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import io
 import json
 import os
@@ -132,7 +133,7 @@ class Shell:
         except KeyboardInterrupt:
             self._complain("Interrupted")
         except Exception as exc:  # noqa: BLE001 (one line, and the session lives on)
-            self._fail(exc)
+            self._fail(exc, sql)
 
     def _call(self, fn, *args):
         """Run fn on the worker thread; Ctrl-C interrupts DuckDB and waits for it to stop."""
@@ -285,8 +286,8 @@ class Shell:
         self.failed = True
         print(f"Error: {text}", file=self.err)
 
-    def _fail(self, exc: Exception) -> None:
-        self._complain(error_text(exc))
+    def _fail(self, exc: Exception, sql: str | None = None) -> None:
+        self._complain(error_text(exc, sql))
         if self.debug:
             traceback.print_exception(exc, file=self.err)
 
@@ -477,9 +478,48 @@ def _own_error_names(classes=(AefsqlError,)) -> set[str]:
     }
 
 
-def error_text(exc: BaseException) -> str:
+_NO_BINDING = re.compile(r"Macro (\w+)\(\) does not support the supplied arguments")
+
+
+def _arguments_hint(head: str, lines: list[str], sql: str | None) -> str | None:
+    """For DuckDB's "Macro f() does not support the supplied arguments" (a misspelt or
+    extra argument): the name `sql` gives f that f has no parameter of, the one it likely
+    meant, and f's parameters (DuckDB lists them under "Candidate macros")."""
+    found = _NO_BINDING.search(head)
+    if not found:
+        return None
+    macro = found.group(1)
+    signature = next((x.strip() for x in lines if x.strip().startswith(macro + "(")), None)
+    if signature is None:
+        return None
+    params = [p.split(":=")[0].strip() for p in signature[len(macro) + 1 : -1].split(",")]
+    unknown = [name for name in _named_arguments(sql or "", macro) if name not in params]
+    if not unknown:
+        return f"{head.split('. ')[0]}: it takes {signature}"
+    named = []
+    for name in dict.fromkeys(unknown):
+        close = difflib.get_close_matches(name, params, n=1)
+        named.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    plural = "s" if len(named) > 1 else ""
+    return f"{macro}() has no parameter{plural} {', '.join(named)}; it takes {', '.join(params)}"
+
+
+def _named_arguments(sql: str, macro: str) -> list[str]:
+    """The `name :=` arguments of each call of `macro` in `sql`."""
+    names = []
+    for call in re.finditer(rf"\b{re.escape(macro)}\s*\(", sql, re.IGNORECASE):
+        depth, end = 1, call.end()
+        while end < len(sql) and depth:
+            depth += {"(": 1, ")": -1}.get(sql[end], 0)
+            end += 1
+        names += re.findall(r"(\w+)\s*:=", sql[call.end() : end])
+    return names
+
+
+def error_text(exc: BaseException, sql: str | None = None) -> str:
     """What the user needs of an error: its cause on one line, never a Python traceback;
-    then, for a parser error, DuckDB's `LINE n: …` and the caret under the culprit."""
+    then, for a parser error, DuckDB's `LINE n: …` and the caret under the culprit. `sql`
+    (what was run) lets a misspelt argument of a macro be named."""
     lines = str(exc).strip().splitlines()
     head = lines[0] if lines else ""
     tracebacks = [i for i, line in enumerate(lines) if _TRACEBACK in line]
@@ -498,7 +538,9 @@ def error_text(exc: BaseException) -> str:
     if not isinstance(exc, duckdb.Error | AefsqlError):  # unexpected: its type says what broke
         head = f"{type(exc).__name__}: {head}"
     head = head.rstrip(": ") or type(exc).__name__
-    head = " ".join([head, *(x for x in lines[1:] if x.startswith(_HINTS))])
+    head = _arguments_hint(head, lines, sql) or " ".join(
+        [head, *(x for x in lines[1:] if x.startswith(_HINTS))]
+    )
     if "Table function cannot contain subqueries" in head:
         head += f" ({SUBQUERY_ADVICE})"
     context = []

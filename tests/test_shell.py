@@ -291,6 +291,33 @@ def test_aefsqls_own_errors_say_why_without_a_class_name(gdal_collection):
     assert "AefsqlError" not in result.stderr
 
 
+def test_a_misspelt_argument_is_named_with_the_one_meant(gdal_collection):
+    """DuckDB says only that a macro "does not support the supplied arguments": the shell
+    names each argument the macro has no parameter of, the likely one, and its parameters;
+    right names in a wrong shape get the macro's signature."""
+    result = shell(
+        "-c",
+        "SELECT * FROM aef_index() LIMIT 0; "
+        "SELECT * FROM aef_zonal('t', yaers := 2023, on_eror := 'null', crs := 4326);",
+        catalog=gdal_collection.index,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Error: aef_zonal() has no parameters yaers (did you mean years?), on_eror (did you mean "
+        "on_error?); it takes polygons_table, years, year, geometry_column, crs, level, "
+        "on_error, max_bytes, status\n"
+    )
+    shape = shell(
+        "-c",
+        "SELECT * FROM aef_pixels([0, 0, 1, 1], [1], years := 2023);",
+        catalog=gdal_collection.index,
+    )
+    assert shape.stderr.startswith(
+        "Error: Binder Error: Macro aef_pixels() does not support the supplied arguments: it "
+        "takes aef_pixels(area, years := NULL, year := NULL, bands := NULL"
+    ), shape.stderr
+
+
 def test_startup_failures_are_one_line_and_exit_1(gdal_collection, tmp_path):
     missing = shell("-f", str(tmp_path / "missing.sql"), catalog=gdal_collection.index)
     assert missing.returncode == 1
