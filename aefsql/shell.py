@@ -12,6 +12,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -118,16 +119,22 @@ class Shell:
                 query = _strip_terminator(statement.query)
                 started = time.perf_counter()
                 text = None
-                try:
-                    if statement.type.name in RESULT_TYPES:
-                        text = self._call(self._render, query, statement.type.name)
-                    else:
-                        self._call(self.con.execute, query)
-                finally:
-                    # The progress line (stderr) ends before the result or error prints.
-                    self._end_progress()
+                # The functions' Python warnings (a year the catalog lacks), one line each
+                # after the result, as DuckDB's CLI prints its own.
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    try:
+                        if statement.type.name in RESULT_TYPES:
+                            text = self._call(self._render, query, statement.type.name)
+                        else:
+                            self._call(self.con.execute, query)
+                    finally:
+                        # The progress line (stderr) ends before the result or error prints.
+                        self._end_progress()
                 if text is not None:
                     self._emit(text)
+                for message in dict.fromkeys(str(w.message) for w in caught):
+                    print(f"Warning: {message}", file=self.err)
                 if self.timer:
                     self._say(f"Run Time: {time.perf_counter() - started:.3f} s")
         except KeyboardInterrupt:

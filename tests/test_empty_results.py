@@ -164,3 +164,48 @@ def test_aef_plan_says_why_points_are_in_no_tile(con):
             assert rows == [(False, 3, None)]
         else:
             assert len(rows) == 1 and rows[0][:2] == (True, 3) and rows[0][2].startswith(note)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"FROM aef_pixels({LONLAT_BOX}, years := [2023, 2031])",
+        f"FROM aef_grid({LONLAT_BOX}, cell := 1000, years := [2023, 2031])",
+        "FROM aef_sample_points('one_point', years := [2023, 2031])",
+        "FROM aef_zonal('one_area', years := [2023, 2031])",
+        "FROM aef_chips('one_point', years := [2023, 2031], size := 4)",
+    ],
+)
+def test_sql_warns_of_a_year_the_catalog_lacks(con, query):
+    """In SQL too a year the catalog lacks is said, as a Python warning naming the function
+    (the shell prints it as `Warning: …`); the good years come back as ever."""
+    con.register("one_point", pa.table({"lon": [LON], "lat": [LAT]}))
+    con.register("one_area", pa.table({"geom": [aefsql_box_wkt(LONLAT_BOX)]}))
+    function = query.split("(")[0].removeprefix("FROM ")
+    with pytest.warns(UserWarning) as caught:
+        rows = con.sql(query).fetchall()
+    said = {str(w.message) for w in caught}
+    assert said == {f"{function}: the catalog has no tile of year(s) 2031 (it has 2023, 2024)"}
+    assert rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        con.sql(query.replace("2031", "2024")).fetchall()
+
+
+def aefsql_box_wkt(box) -> str:
+    west, south, east, north = box
+    return (
+        f"POLYGON(({west} {south}, {east} {south}, {east} {north}, {west} {north}, {west} {south}))"
+    )
+
+
+def test_the_python_api_says_it_once(gdal_collection):
+    """The Python API warns itself, at the caller's line: the SQL under it says nothing more."""
+    table = pa.table({"geom": [aefsql_box_wkt(LONLAT_BOX)]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        aefsql.zonal(table, years=[2023, 2031], catalog=gdal_collection.index)
+        aefsql.grid(LONLAT_BOX, cell=1000, years=[2023, 2031], catalog=gdal_collection.index)
+    said = [str(w.message) for w in caught if "2031" in str(w.message)]
+    assert len(said) == 2, said
+    assert all(w.filename == __file__ for w in caught if "2031" in str(w.message))

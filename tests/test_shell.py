@@ -318,6 +318,20 @@ def test_a_misspelt_argument_is_named_with_the_one_meant(gdal_collection):
     ), shape.stderr
 
 
+def test_a_year_the_catalog_lacks_is_a_warning_line(gdal_collection):
+    result = shell(
+        "-csv",
+        "-c",
+        "SELECT count(*) AS n FROM aef_pixels([11.99, 45.0, 12.0, 45.005], years := [2023, 2031]);",
+        catalog=gdal_collection.index,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("n\n") and int(result.stdout.split()[1]) > 0
+    assert result.stderr == (
+        "Warning: aef_pixels: the catalog has no tile of year(s) 2031 (it has 2023, 2024)\n"
+    )
+
+
 def test_startup_failures_are_one_line_and_exit_1(gdal_collection, tmp_path):
     missing = shell("-f", str(tmp_path / "missing.sql"), catalog=gdal_collection.index)
     assert missing.returncode == 1

@@ -96,8 +96,12 @@ class SessionUdfs:
     """The DuckDB face of one session: the bodies of its Python UDFs (Arrow in, Arrow out,
     each calling the kernels with the session), and their installation on connections."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, *, warn_missing_years: bool = True):
         self.session = session
+        # A year the catalog lacks gives empty or NULL results: said as a Python warning from
+        # `options` (the shell prints it; a notebook shows it), unless the caller says it
+        # itself (the Python API and the CLI verbs do, pointing at the caller's line).
+        self.warn_missing_years = warn_missing_years
         self.udf_prefix: str | None = None  # the names its Python UDFs were created under
         self.sampled = SampledStores()  # aef_sample_points' values, query by query
         # Per thread: whether this thread is creating the macros (see index_file).
@@ -380,7 +384,18 @@ class SessionUdfs:
                 results.append({"error": str(exc)})
             else:
                 results.append({"years": list(o.years), "crs": o.crs, "bands": list(o.bands)})
+                self._say_missing_years(json.loads(text).get("function"), o.years)
         return pa.array(results, type=OPTIONS_ARROW)
+
+    def _say_missing_years(self, function: str | None, years) -> None:
+        """Warn when the catalog has no tile of some of `years` (see `warn_missing_years`);
+        not for the plans, whose `note` column says it."""
+        if not self.warn_missing_years or function in ("aef_area_plan", "aef_plan"):
+            return
+        missing = [y for y in years if not self._has_year(int(y))]
+        if missing:
+            note = coverage.missing_years_note(self.session.catalog.tiles(), missing)
+            warnings.warn(f"{function or 'aefsql'}: {note}", UserWarning, stacklevel=2)
 
     def input_column(self, names, params) -> pa.BooleanArray:
         """True for each input column name a table function may pass through; raises for a
