@@ -145,7 +145,7 @@ def sample_points(
     warn_missing_years(session.catalog.tiles(), chosen.years)
     con = duckdb.connect()
     try:
-        install(con, SessionUdfs(session, warn_missing_years=False))
+        install(con, SessionUdfs(session, warn_empty=False))
         report.start(total=None if total is None else total * len(chosen.years))
         try:
             table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
@@ -304,7 +304,7 @@ def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
     one-table SELECT keeps the rows in order."""
     con = duckdb.connect()
     try:
-        install(con, SessionUdfs(session, warn_missing_years=False))
+        install(con, SessionUdfs(session, warn_empty=False))
         con.register("__aef_bands", result.select(BAND_NAMES))
         vectors = con.sql("SELECT aef_vector(b) AS embedding FROM __aef_bands b")
         embedding = vectors.to_arrow_table()["embedding"]
@@ -379,7 +379,7 @@ def zonal(
     )
     con = duckdb.connect()
     try:
-        install(con, SessionUdfs(session, warn_missing_years=False))
+        install(con, SessionUdfs(session, warn_empty=False))
         # The macro sees the geometries only: the other columns are passed through here,
         # with their Arrow types, rather than round-tripped through DuckDB.
         con.register(_POLYGONS, table.select([geometry_column]))
@@ -604,7 +604,7 @@ def change(
     given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
     con = duckdb.connect()
     try:
-        install(con, SessionUdfs(session, warn_missing_years=False))
+        install(con, SessionUdfs(session, warn_empty=False))
         query = f"FROM aef_change({argument}, {given})"
         return con.sql(query, params=[value]).to_arrow_table()
     except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
@@ -667,7 +667,7 @@ def grid(
     given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
     con = duckdb.connect()
     try:
-        install(con, SessionUdfs(session, warn_missing_years=False))
+        install(con, SessionUdfs(session, warn_empty=False))
         return con.sql(f"FROM aef_grid({argument}, {given})", params=[value]).to_arrow_table()
     except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
         raise type(exc)(redact_text(str(exc))) from None
@@ -827,7 +827,7 @@ def export(
     metadata = _export_metadata(geometry, chosen.years, int(level))
     source, sink = duckdb.connect(), duckdb.connect()
     try:
-        install(source, SessionUdfs(session, warn_missing_years=False))
+        install(source, SessionUdfs(session, warn_empty=False))
         pixels = source.sql(
             f"SELECT year, location, crs, x, y, lon, lat, {', '.join(BAND_NAMES)}, geom "
             f"FROM aef_pixels({argument}, {given})",

@@ -136,7 +136,7 @@ def run_sample(args, out=None) -> None:
         print(f"aefsql: warning: {note}: their rows get NULL bands", file=sys.stderr)
     con = duckdb.connect()
     try:
-        install(con, SessionUdfs(session, warn_missing_years=False))  # (said above)
+        install(con, SessionUdfs(session, warn_empty=False))  # (said above)
         if args.dry_run:
             con.sql(sql).show(max_rows=40)
             files, points, blocks, requests, nbytes = con.execute(

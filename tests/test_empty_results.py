@@ -209,3 +209,37 @@ def test_the_python_api_says_it_once(gdal_collection):
     said = [str(w.message) for w in caught if "2031" in str(w.message)]
     assert len(said) == 2, said
     assert all(w.filename == __file__ for w in caught if "2031" in str(w.message))
+
+
+REFERENCE = "[" + ", ".join(["0.1"] * 64) + "]"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "aef_pixels({area}, years := 2023{crs})",
+        "aef_similarity({area}, " + REFERENCE + ", years := 2023{crs})",
+        "aef_change({area}, years := [2023, 2024]{crs})",
+        "aef_grid({area}, cell := 1000, years := 2023{crs})",
+    ],
+)
+def test_sql_warns_why_an_area_comes_back_empty(con, call):
+    """An area SQL finds no tile for says why, as aef_area_plan's note does: swapped lon/lat,
+    lon/lat numbers with a projected crs, outside coverage; an area inside says nothing."""
+    cases = [
+        (SWAPPED_BOX, "", SWAPPED),
+        (LONLAT_BOX, f", crs := {EPSG}", LONLAT_AS_PROJECTED),
+        (
+            [-30.0, 30.0, -29.99, 30.01],
+            "",
+            "outside coverage: the catalog has no tile of year 2023",
+        ),
+    ]
+    for area, crs, reason in cases:
+        query = f"SELECT count(*) FROM {call.format(area=area, crs=crs)}"
+        with pytest.warns(UserWarning, match=re.escape(f"area: {reason}")):
+            assert con.sql(query).fetchall() == [(0,)], query
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        query = f"SELECT count(*) FROM {call.format(area=LONLAT_BOX, crs='')}"
+        assert con.sql(query).fetchall()[0][0] > 0

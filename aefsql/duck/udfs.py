@@ -96,12 +96,13 @@ class SessionUdfs:
     """The DuckDB face of one session: the bodies of its Python UDFs (Arrow in, Arrow out,
     each calling the kernels with the session), and their installation on connections."""
 
-    def __init__(self, session: Session, *, warn_missing_years: bool = True):
+    def __init__(self, session: Session, *, warn_empty: bool = True):
         self.session = session
-        # A year the catalog lacks gives empty or NULL results: said as a Python warning from
-        # `options` (the shell prints it; a notebook shows it), unless the caller says it
-        # itself (the Python API and the CLI verbs do, pointing at the caller's line).
-        self.warn_missing_years = warn_missing_years
+        # A year the catalog lacks, an area outside coverage or with swapped lon/lat give
+        # empty or NULL results: said as Python warnings (`options`, the area plans; the shell
+        # prints them, a notebook shows them), unless the caller says it itself (the Python
+        # API and the CLI verbs do, pointing at the caller's line).
+        self.warn_empty = warn_empty
         self.udf_prefix: str | None = None  # the names its Python UDFs were created under
         self.sampled = SampledStores()  # aef_sample_points' values, query by query
         # Per thread: whether this thread is creating the macros (see index_file).
@@ -387,10 +388,20 @@ class SessionUdfs:
                 self._say_missing_years(json.loads(text).get("function"), o.years)
         return pa.array(results, type=OPTIONS_ARROW)
 
+    def _say_empty_area(self, area, years) -> None:
+        """Warn when some year the catalog has meets no tile of `area`, and why (outside
+        coverage, swapped lon/lat, the wrong crs: `coverage.area_notes`, in SQL's words)."""
+        held = [int(y) for y in years if self._has_year(int(y))]
+        if not self.warn_empty or not held:
+            return
+        notes = coverage.area_notes(self.session.catalog.tiles(), area, held, host="sql")
+        for reason in dict.fromkeys(note for note in notes.values() if note):
+            warnings.warn(f"area: {reason}", UserWarning, stacklevel=2)
+
     def _say_missing_years(self, function: str | None, years) -> None:
-        """Warn when the catalog has no tile of some of `years` (see `warn_missing_years`);
+        """Warn when the catalog has no tile of some of `years` (see `warn_empty`);
         not for the plans, whose `note` column says it."""
-        if not self.warn_missing_years or function in ("aef_area_plan", "aef_plan"):
+        if not self.warn_empty or function in ("aef_area_plan", "aef_plan"):
             return
         missing = [y for y in years if not self._has_year(int(y))]
         if missing:
@@ -425,6 +436,7 @@ class SessionUdfs:
         ):
             # Before any header or block is read (the catalog only when the area is large).
             check_area_size(area, wanted, count, budget, at, self.session.catalog.tiles)
+            self._say_empty_area(area, wanted)
             units = [
                 {
                     "year": u.year,
@@ -846,6 +858,7 @@ class SessionUdfs:
             strict=True,
         ):
             found = grid_means(self.session, area, one, wanted, at, max_bytes=budget)
+            self._say_empty_area(area, wanted)
             means = found.means
             empty = np.isnan(means.means[:, 0]) if len(means.year) else np.zeros(0, bool)
             embedding = pa.FixedSizeListArray.from_arrays(
@@ -945,6 +958,7 @@ class SessionUdfs:
             wkb, box, text, kind, crs, years, bands, max_bytes, level
         ):
             check_area_size(area, wanted, count, budget, at, self.session.catalog.tiles)
+            self._say_empty_area(area, wanted)
             positions = change.tile_positions(self.session, area, wanted, at)
             units = [
                 {
