@@ -98,8 +98,9 @@ CALL_PARAMETERS = {
         "bands",
         "on_error",
         "as_vector",
+        "status",
     ),
-    "aef_zonal": ("years", "year", "geometry_column", "crs", "level", "on_error"),
+    "aef_zonal": ("years", "year", "geometry_column", "crs", "level", "on_error", "status"),
 }
 # The Arrow types of the columns the functions add, but for the bands (int8).
 ADDED_TYPES = {
@@ -109,6 +110,7 @@ ADDED_TYPES = {
     "pixels": pa.int64(),
     "nodata_pixels": pa.int64(),
     "centroid_pixel": pa.bool_(),
+    "status": pa.string(),
 }
 _TABLE = "__aef_points"
 # Rows of one (tile, year) sampled in one query: more are split into several queries, each
@@ -132,6 +134,7 @@ def sample_points(
     bands: list[str] | None = None,
     on_error: str = "raise",
     as_vector: bool = False,
+    status: bool = False,
     partitions: int | None = None,
     catalog: str | None = None,
     cache_dir: str | None = None,
@@ -142,8 +145,9 @@ def sample_points(
     collection: str | None = None,
 ) -> DataFrame:
     """Every row of `df` (all its columns, unchanged) once per distinct year, with `year` and
-    the sampled bands beside it (or `embedding` with `as_vector`, and `aef_error` with
-    on_error='null'): the contract of `aefsql.sample_points`, as a lazy Spark DataFrame.
+    the sampled bands beside it (or `embedding` with `as_vector`, `aef_error` with
+    on_error='null', and `status` with status=True): the contract of `aefsql.sample_points`,
+    as a lazy Spark DataFrame.
 
     Parameters are those of `aefsql.sample_points`; `geometry_column` is WKB (BINARY).
     `headers`: a headers file (`aefsql.write_headers`; `collection` is its deprecated alias),
@@ -164,6 +168,7 @@ def sample_points(
         bands=bands,
         on_error=on_error,
         as_vector=as_vector,
+        status=status,
     )
     options = _options(cache_dir, concurrency, allowed_hosts, storage_options)
     headers = headers_option(headers, collection)
@@ -181,6 +186,7 @@ def zonal(
     crs=None,
     level: int = 0,
     on_error: str = "raise",
+    status: bool = False,
     partitions: int | None = None,
     catalog: str | None = None,
     cache_dir: str | None = None,
@@ -196,8 +202,9 @@ def zonal(
     partitioned by the tile of their centroid, so a task reads its tiles' blocks once for
     all its polygons (a polygon across tiles reads from its neighbours too). `on_error`:
     'null' keeps a row whose geometry is no usable area, and the polygon-years of a file that
-    cannot be read, with NULL results and `aef_error`.
-    Options as for `sample_points`.
+    cannot be read, with NULL results and `aef_error`. `status`: a `status` column (valid,
+    nodata, outside, no_year, error), as aef_zonal's `status := true`. Options as for
+    `sample_points`.
     """
     params = dict(
         years=years,
@@ -206,6 +213,7 @@ def zonal(
         crs=crs,
         level=level,
         on_error=on_error,
+        status=status,
     )
     options = _options(cache_dir, concurrency, allowed_hosts, storage_options)
     headers = headers_option(headers, collection)
@@ -247,10 +255,12 @@ def register(
 
     - `aef_sample_points(TABLE(points), years => 2024, ...)`: the contract of the DuckDB table
       function, its parameters as named constant arguments (x_column, y_column,
-      geometry_column, crs, bands, on_error, as_vector). Rows are partitioned by tile (of the
-      first year) and sorted by y for you: the call takes no PARTITION BY of its own.
+      geometry_column, crs, bands, on_error, as_vector, status). Rows are partitioned by
+      tile (of the first year) and sorted by y for you: the call takes no PARTITION BY of
+      its own.
     - `aef_zonal(TABLE(polygons), years => 2024, ...)`: the contract of DuckDB's `aef_zonal`
-      (geometry_column, crs, level), partitioned by the tile of each polygon's centroid.
+      (geometry_column, crs, level, on_error, status), partitioned by the tile of each
+      polygon's centroid.
     - `aef_locate(lon, lat, year)`: the path of the tile that holds the point, or NULL, as
       DuckDB's `aef_locate`.
 
@@ -306,7 +316,9 @@ class _Call:
 
     def added(self) -> list[str]:
         chosen = self.chosen
-        return added_columns(self.function, chosen.bands, chosen.on_error, chosen.as_vector)
+        return added_columns(
+            self.function, chosen.bands, chosen.on_error, chosen.as_vector, chosen.status
+        )
 
     def added_fields(self) -> list[StructField]:
         """The Spark fields of the added columns, of the types DuckDB gives them
@@ -325,6 +337,7 @@ class _Call:
                 crs=chosen.crs,
                 level=int(self.level),
                 on_error=chosen.on_error,
+                status=chosen.status,
             )
             return f"SELECT * FROM {call}"
         return _sample_sql(
@@ -354,6 +367,7 @@ def _sample_sql(
         bands=chosen.bands if some_bands else None,
         on_error=chosen.on_error,
         as_vector=chosen.as_vector,
+        status=chosen.status,
     )
     return f"SELECT * FROM {call}"
 
@@ -485,7 +499,8 @@ class _Worker:
             self.session.engine.headers.file = headers
         # One thread: a task has one core, and aefsql reads and decodes on its own threads.
         self.con = duckdb.connect(config={"threads": 1})
-        install(self.con, SessionUdfs(self.session))
+        # (the driver says what comes back empty, and why: see `_run`)
+        install(self.con, SessionUdfs(self.session, warn_empty=False))
 
     def query(self, table: pa.Table, sql: str) -> pa.Table:
         self.con.register(_TABLE, table)

@@ -440,16 +440,14 @@ SIGNATURES = [
     ("aefsql.write_headers", ["output"], "aef_headers", set()),
     ("aefsql.build_collection", ["output"], "aef_headers", set()),
     pytest.param(
-        # (status: SQL, aefsql.sample_points and aefsql.zonal only, for now)
+        # (geometry: Spark has no GEOMETRY type to hold it)
         "aefsql.spark.sample_points",
         ["df"],
         "aef_sample_points",
-        {"status", "geometry"},
+        {"geometry"},
         marks=pytest.mark.spark,
     ),
-    pytest.param(
-        "aefsql.spark.zonal", ["df"], "aef_zonal", {"max_bytes", "status"}, marks=pytest.mark.spark
-    ),
+    pytest.param("aefsql.spark.zonal", ["df"], "aef_zonal", {"max_bytes"}, marks=pytest.mark.spark),
     pytest.param(
         "aefsql.spark.register", ["spark", "catalog"], None, set(), marks=pytest.mark.spark
     ),

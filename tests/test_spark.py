@@ -425,3 +425,33 @@ def test_zonal_on_error_null_as_aef_zonal(spark, polygons, s3_collection, s3_pro
     for name in expected.column_names:
         assert got[name].to_pylist() == expected[name].to_pylist(), name
     assert got["aef_error"].to_pylist()[-1]
+
+
+def test_status_as_the_python_api_and_aef_zonal(spark, points, polygons, s3_collection, s3_proxy):
+    """status=True in Spark gives each row-year the word the Python API and aef_zonal give:
+    a year the catalog lacks, points in no tile, nodata, valid; a polygon that is no area."""
+    run = dict(catalog=s3_collection.index, storage_options=s3_proxy.storage_options)
+    table = points  # (with rows outside every tile and without coordinates)
+    got = spark_api.sample_points(
+        spark.createDataFrame(table), years=[2019, 2024], status=True, bands=["A00"], **run
+    ).toArrow()
+    expected = aefsql.sample_points(
+        table, years=[2019, 2024], status=True, bands=["A00"], progress=False, **run
+    )
+    assert_same_rows(got, expected)
+    assert set(got["status"].to_pylist()) >= {"no_year", "outside", "valid"}
+    line = bytes.fromhex("010200000002000000") + bytes(32)
+    bad = pa.table({"pid": pa.array([1000], pa.int64()), "geom": pa.array([line], pa.binary())})
+    polys = pa.concat_tables([polygons.slice(0, 3), bad])
+    con = aefsql.connect(catalog=s3_collection.index, storage_options=s3_proxy.storage_options)
+    con.register("polys", polys)
+    want = con.sql(
+        "SELECT pid, year, status FROM aef_zonal('polys', years := [2019, 2024], "
+        "on_error := 'null', status := true) ORDER BY pid, year"
+    ).fetchall()
+    zonal = spark_api.zonal(
+        spark.createDataFrame(polys), years=[2019, 2024], on_error="null", status=True, **run
+    ).toArrow()
+    assert zonal.column_names[-1] == "status"
+    rows = sorted(zip(*(zonal[c].to_pylist() for c in ("pid", "year", "status")), strict=True))
+    assert rows == want and ("error" in {s for *_, s in want})
