@@ -345,3 +345,29 @@ def test_max_bytes_that_is_not_a_number_of_bytes_is_named(gdal_collection, call,
     # '1GB' used to meet a failed comparison deep down (ValueError, TypeError).
     with pytest.raises(aefsql.AefsqlError, match="max_bytes is a number of bytes, not"):
         call(gdal_collection.index, bad)
+
+
+def test_a_grid_of_too_many_cells_is_refused_before_any_read(http_collection):
+    """aef_grid holds every cell's 64 sums: cells far smaller than the area (10 m squares
+    over a county) are refused before any header or block is read, by the cells x 64 x
+    years float64 they would hold (default 512 MiB; max_bytes := raises it), while the same
+    area in 1 km cells is read."""
+    _, epsg, x0, y0 = COLLECTION_TILES[1]
+    box = [x0 + 5.0, y0 + 5.0, x0 + 2995.0, y0 + 2595.0]  # tile 1, about 77,000 pixels
+    with aefsql.connect(catalog=http_collection.index) as con:
+        http_collection.log.clear()
+        with pytest.raises(
+            Exception,
+            match=r"the grid has about [\d,]+ cell-years x 64 bands are .* of float64, above "
+            r"max_bytes \(9\.5 MiB\): ask for coarser cells, fewer years or a smaller area",
+        ):
+            con.sql(
+                f"FROM aef_grid({box}, cell := 10, years := 2023, crs := {epsg}, "
+                "max_bytes := 10000000)"
+            ).fetchall()
+        assert not [p for _, p, _ in http_collection.log.requests if p.endswith(".tiff")]
+        rows = con.sql(
+            f"SELECT sum(pixels) FROM aef_grid({box}, cell := 1000, years := 2023, "
+            f"crs := {epsg}, max_bytes := 10000000)"
+        ).fetchall()
+        assert rows[0][0] > 70_000

@@ -848,12 +848,14 @@ class SessionUdfs:
     def grid(self, wkb, box, text, kind, crs, years, bands, max_bytes, level, cell) -> pa.ListArray:
         """Per area (as for `area_units`; `cell` its JSON): the mean embedding of its pixels
         in each grid cell holding one, per year (aefsql/kernels/grid.py). The cell is
-        checked first, then the area's size against `max_bytes` (pixels x 64 bands x years;
-        NULL: the default budget), before any header is read."""
+        checked first, then the area's size and the cells' against `max_bytes` (pixels x 64
+        bands x years of int8, and cells x 64 x years of float64 sums; NULL: each one's
+        default budget), before any header is read."""
         cells = [check_cell(None if c is None else json.loads(c)) for c in cell.to_pylist()]
         lists = []
-        for one, (*_, area, wanted, _, budget, at) in zip(
+        for one, budget, (*_, area, wanted, _, _, at) in zip(
             cells,
+            max_bytes.to_pylist(),
             _area_calls(wkb, box, text, kind, crs, years, bands, max_bytes, level),
             strict=True,
         ):

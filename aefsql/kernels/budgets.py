@@ -43,6 +43,10 @@ RASTER_BYTES = 4 * GiB
 # parquet peaks well under a 24 GiB machine's memory.
 WINDOW_BYTES = 512 * 1024**2
 MAX_WINDOW_SIZE = 2048  # pixels on a side of a chip: 256 MiB at 64 bands
+# A grid's cells (aef_grid): each cell-year's 64 sums are float64 and held until the end,
+# then handed to DuckDB as 64 float32 (~1.3 KiB a cell-year in all, measured): the default,
+# a million cell-years, peaks about 1.3 GiB (benchmarks/README.md, "aef_grid's memory").
+GRID_BYTES = 512 * 1024**2
 
 # WGS84: the authalic sphere has the ellipsoid's area, so an area on it is exact.
 _A = 6378137.0
@@ -76,7 +80,7 @@ def refuse_over(
     subject: str, pixels, bands: int, years, max_bytes: int, advice: str, value_type: str = "int8"
 ) -> None:
     """Raise, in the one message shape, when pixels x bands (x years) values of `value_type`
-    ('int8', or 'float32' for de-quantized outputs: 4 bytes a value) exceed max_bytes:
+    ('int8', 'float32' for de-quantized outputs, 'float64' for sums) exceed max_bytes:
     '<subject> x B bands x Y year(s) are N GiB of int8, above max_bytes (M GiB): ask for
     <advice> (or raise max_bytes)'. `years` None: the pixels already count every year."""
     check_max_bytes(max_bytes)
@@ -91,7 +95,7 @@ def refuse_over(
     )
 
 
-VALUE_BYTES = {"int8": 1, "float32": 4}
+VALUE_BYTES = {"int8": 1, "float32": 4, "float64": 8}
 
 
 def check_windows(count: int, size, bands: int, max_bytes=None) -> None:

@@ -32,8 +32,9 @@ from ..aef import BAND_COUNT, PIXEL_METRES
 from ..geometry import geo
 from ..geometry.areas import Area
 from ..geometry.footprints import h3_geometries, rectangle_geometries, segments_for
+from .budgets import GRID_BYTES, area_pixels, covered_pixels, refuse_over
 from .means import ZonalMeans, chunk_means
-from .pixels import Chunks, areas_chunks, check_area_size
+from .pixels import Chunks, areas_chunks, check_area_size, projected_vertices
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -55,10 +56,12 @@ def grid_means(
 ) -> GridMeans:
     """The means of `area`'s pixels in each cell of `cell` (options.check_cell's: ('h3',
     resolution) or ('square', metres)) and year of `years`, at `level`; only cells holding a
-    pixel. `max_bytes` (None: the streamed budget) bounds pixels x 64 bands x years,
-    checked before any header is read."""
+    pixel. `max_bytes` bounds pixels x 64 bands x years of int8 (None: the streamed budget)
+    and cells x 64 x years of float64 sums (None: budgets.GRID_BYTES), both checked before
+    any header is read."""
     years = [int(y) for y in years]
     check_area_size(area, years, BAND_COUNT, max_bytes, level, session.catalog.tiles)
+    check_grid_size(area, cell, years, max_bytes, level, session.catalog.tiles)
     chunks, _ = areas_chunks(session, [area], years, level)
     pieces, keys = _cell_pieces(session, chunks, cell, level)
     # One id per distinct key: (epsg, x, y) of a square, the H3 index as (0, index, 0).
@@ -68,6 +71,41 @@ def grid_means(
     means = chunk_means(session, pieces, owner.reshape(-1), len(found), years, level)
     ids = [_cell_id(cell, *key) for key in found.tolist()]
     return GridMeans(cell=[ids[k] for k in means.polygon.tolist()], means=means)
+
+
+def check_grid_size(area: Area, cell, years, max_bytes=None, level: int = 0, tiles=None):
+    """Refuse, before any header is read, a grid whose cells x years x 64 float64 sums would
+    exceed `max_bytes` (None: budgets.GRID_BYTES): cells far smaller than the area (10 m
+    squares over a county) are held all at once. The cells are estimated as the pixels the
+    area covers (`budgets.covered_pixels`, the catalog read only for a large area) over the
+    pixels a cell holds (at least one)."""
+    limit = GRID_BYTES if max_bytes is None else int(max_bytes)
+    per_cell = max(_cell_metres2(cell) / (PIXEL_METRES * 2**level) ** 2, 1.0)
+    lonlat = projected_vertices(area)
+    cells = area_pixels(lonlat, level) / per_cell * max(len(years), 1)
+    if cells * BAND_COUNT * 8 <= limit or tiles is None:
+        refuse_over(
+            _GRID_SUBJECT.format(cells), cells, BAND_COUNT, None, limit, _GRID_ADVICE, "float64"
+        )
+        return
+    stop = limit / BAND_COUNT / 8 * per_cell
+    cells = covered_pixels(tiles(), lonlat, years, level, stop_above=stop) / per_cell
+    refuse_over(
+        _GRID_SUBJECT.format(cells), cells, BAND_COUNT, None, limit, _GRID_ADVICE, "float64"
+    )
+
+
+_GRID_SUBJECT = "the grid has about {:,.0f} cell-years"
+_GRID_ADVICE = "coarser cells, fewer years or a smaller area"
+
+
+def _cell_metres2(cell: tuple[str, int]) -> float:
+    """A cell's area in m²: a square's, or an H3 cell's average at its resolution."""
+    if cell[0] == "h3":
+        import h3
+
+        return float(h3.average_hexagon_area(cell[1], unit="m^2"))
+    return float(cell[1]) ** 2
 
 
 def _cell_id(cell: tuple[str, int], epsg: int, a: int, b: int) -> str:
