@@ -642,8 +642,9 @@ def grid(
     `years` (alias `year`): one year or several. `level`: 0 (full resolution) or k, the
     files' k-th overview. `max_bytes`: refused before anything is read when pixels x 64
     bands x years of int8 (default: aef_pixels' budget), or cells x 64 x years of float64
-    sums (default 512 MiB, about a million cell-years), exceed it. `catalog`, `cache_dir`, `headers`,
-    `concurrency`, `allowed_hosts` and `storage_options`: as for `aefsql.connect`."""
+    sums (default 512 MiB, about a million cell-years), exceed it. `catalog`, `cache_dir`,
+    `headers`, `concurrency`, `allowed_hosts` and `storage_options`: as for
+    `aefsql.connect`."""
     chosen = resolve(years=years, year=year, crs=crs, function="aef_grid")
     check_level(level)
     kind, size = check_cell(cell)

@@ -180,3 +180,42 @@ def test_an_unreadable_file_fails_only_its_polygons_years(gdal_collection, tmp_p
     for row, clean in zip(got, want, strict=True):
         if (row["id"], row["year"]) not in failed:
             assert row == clean and row["status"] == "valid" and row["pixels"] > 1000
+
+
+def tile_outline(k: int) -> str:
+    """Tile k's whole extent, as lon/lat WKT."""
+    _, epsg, x0, y0 = COLLECTION_TILES[k]
+    xs = [x0, x0 + 3000, x0 + 3000, x0, x0]
+    ys = [y0, y0, y0 + 2600, y0 + 2600, y0]
+    lon, lat = to_lonlat(epsg, xs, ys)
+    pairs = zip(lon.tolist(), lat.tolist(), strict=True)
+    return "POLYGON((" + ", ".join(f"{a} {b}" for a, b in pairs) + "))"
+
+
+TILE_1 = tile_outline(1)
+
+
+def test_polygons_in_batches_give_the_same_rows(gdal_collection, monkeypatch):
+    """Past ZONAL_BATCH polygons aef_zonal lays them out a batch of neighbours at a time
+    (memory: a state's fields at once would not fit): every row the same, in its order, as
+    in one batch, with a polygon spanning tiles, a NULL geometry and a bad one among them;
+    a polygon over budget is still refused before any read, under its own number."""
+    from aefsql.kernels import means
+
+    geoms = [lonlat_square(k) for k in (0, 3, 2, 1)] + [None, LINE, GOOD]
+    geoms += [lonlat_square(k) for k in (1, 0)]
+    table = pa.table({"id": list(range(len(geoms))), "geom": geoms})
+    query = "FROM aef_zonal('fields', years := [2023, 2024], on_error := 'null') ORDER BY id, year"
+    with aefsql.connect(catalog=gdal_collection.index) as con:
+        con.register("fields", table)
+        whole = con.sql(query).to_arrow_table()
+        monkeypatch.setattr(means, "ZONAL_BATCH", 2)
+        batched = con.sql(query).to_arrow_table()
+        con.register("huge", pa.table({"geom": [lonlat_square(0), lonlat_square(3), TILE_1]}))
+        with pytest.raises(Exception, match=r"polygon 3: the area covers about"):
+            con.sql("FROM aef_zonal('huge', years := 2023, max_bytes := 200000)").fetchall()
+    assert batched.equals(whole)
+    # LINE, and GOOD's UTM numbers taken as lon/lat, both years: NULL with their reason
+    failed = whole["aef_error"].is_valid().to_pylist()
+    assert sum(failed) == 4 and whole["pixels"].is_null().to_pylist() == failed
+    assert whole.num_rows == 2 * table.num_rows

@@ -755,22 +755,29 @@ class SessionUdfs:
         past `max_bytes` of pixels x 64 bands x years (NULL: the default budget) is refused
         before any read."""
         lists = []
-        for ids, blobs, raw, kinds, code, wanted, at, mode, budget in zip(
-            rows.to_pylist(),
-            wkbs.to_pylist(),
-            texts.to_pylist(),
-            types.to_pylist(),
-            _ints(crs),
-            years.to_pylist(),
-            _levels(level),
-            on_error.to_pylist(),
-            max_bytes.to_pylist(),
-            strict=True,
+        # (A call row's lists stay Arrow, each value made a Python one only as its area is:
+        # 10^6 polygons' WKB as Python bytes at once would be ~200 MiB more.)
+        for k, (code, wanted, at, mode, budget) in enumerate(
+            zip(
+                _ints(crs),
+                years.to_pylist(),
+                _levels(level),
+                on_error.to_pylist(),
+                max_bytes.to_pylist(),
+                strict=True,
+            )
         ):
+            ids = _list_values(rows, k).to_pylist()
             if not ids:
                 lists.append(pa.array([], ZONAL_ARROW))
                 continue
-            areas, failed = _zonal_areas(ids, blobs, raw, kinds, int(code))
+            areas, failed = _zonal_areas(
+                ids,
+                _list_values(wkbs, k),
+                _list_values(texts, k),
+                _list_values(types, k),
+                int(code),
+            )
             if failed and mode != "null":
                 row, reason = failed[0]
                 raise AefsqlError(f"aef_zonal: row {row}: {reason}")
@@ -1071,14 +1078,21 @@ class SessionUdfs:
         return pa.array([path] * len(calls), pa.string())
 
 
-def _zonal_areas(ids, blobs, texts, kinds, code: int):
+def _list_values(lists: pa.ListArray, k: int) -> pa.Array:
+    """The values of list `k` of `lists` (none for a NULL list), without copying them."""
+    return lists[k].values if lists[k].is_valid else pa.array([], lists.type.value_type)
+
+
+def _zonal_areas(ids, blobs: pa.Array, texts: pa.Array, kinds: pa.Array, code: int):
     """The area of each row (empty for a NULL geometry or an unusable one), and (row, reason)
     of the unusable, in row order: a value that did not cast to GEOMETRY (with DuckDB's own
     message, which gives the parse position), a geometry that is not an area (a
-    LINESTRING…), or vertices that cannot be what EPSG `code` says."""
+    LINESTRING…), or vertices that cannot be what EPSG `code` says. Each value is made a
+    Python one as its row comes."""
     nothing = Area((), code)
     areas, failed = [], []
-    for row, blob, text, kind in zip(ids, blobs, texts, kinds, strict=True):
+    for row, one, words, sort in zip(ids, blobs, texts, kinds, strict=True):
+        blob, text, kind = one.as_py(), words.as_py(), sort.as_py()
         try:
             if blob is None and text is not None:
                 raise AefsqlError(_geometry_cast_error(text, kind))

@@ -13,7 +13,7 @@ across tiles and UTM zones (the ownership rule of aefsql/kernels/mosaic.py, appl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +22,7 @@ from ..aef import BAND_COUNT, SCALE, signed_square
 from ..errors import AefsqlError
 from ..geometry import geo
 from ..geometry.areas import Area, projected_all
+from ..geometry.hilbert import hilbert_keys
 from .engine import RunLayout, nodata_of, run_layout
 from .grouping import group_indices
 from .pixels import Chunks, areas_chunks, check_area_size, chunk_blocks
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 # Pixels read at once: a block's int8 values are kept until its last plane is summed (a
 # pixel nodata in one band leaves the others' sums), 128 MiB, ~300 MiB in all.
 BATCH_PIXELS = 1 << 21
+# Polygons laid out at once: a polygon's plan holds ~4.5 KiB of Python objects (its rings,
+# candidate tiles, chunks), so a state's 10^7 fields at once would need ~45 GiB.
+ZONAL_BATCH = 1 << 16
 BANDS = list(range(BAND_COUNT))
 
 
@@ -52,9 +56,26 @@ def zonal_means(
     session: Session, areas: list[Area], years, level: int = 0, max_bytes=None
 ) -> ZonalMeans:
     """The zonal means of `areas` in each of `years` (at `level`); `max_bytes` (None: the
-    streamed budget) bounds each area's pixels x 64 bands x years."""
-    chunks, owner = _all_chunks(session, areas, [int(y) for y in years], level, max_bytes)
-    return chunk_means(session, chunks, owner, len(areas), years, level)
+    streamed budget) bounds each area's pixels x 64 bands x years, every area checked
+    before any is read. More than ZONAL_BATCH areas are laid out and summed a batch of
+    neighbours at a time (`_neighbourly`)."""
+    years = [int(y) for y in years]
+    order = _neighbourly(areas) if len(areas) > ZONAL_BATCH else np.arange(len(areas))
+    batches = [order[s : s + ZONAL_BATCH] for s in range(0, len(areas), ZONAL_BATCH)]
+    for batch in batches:
+        _check_sizes(session, areas, batch, years, level, max_bytes)
+    parts = []
+    for batch in batches or [order]:
+        subset = [areas[i] for i in batch.tolist()]
+        chunks, owner = areas_chunks(session, subset, years, level)
+        found = chunk_means(session, chunks, owner, len(subset), years, level)
+        parts.append(replace(found, polygon=batch[found.polygon]))
+    if len(parts) == 1:  # (one batch: the areas in their own order)
+        return parts[0]
+    joined = ZonalMeans(
+        *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ZonalMeans))
+    )
+    return entries_of(joined, np.argsort(joined.polygon, kind="stable"))  # polygon-major
 
 
 def isolated_zonal_means(
@@ -242,21 +263,33 @@ class _BlockSums:
         self.of.valid[self.segments] = counts - np.bincount(segment, minlength=counts.size)
 
 
-def _all_chunks(session: Session, areas, years, level, max_bytes=None):
-    """Every area's chunks, and the area each chunk belongs to; an area whose pixels x 64
-    bands x years exceed `max_bytes` (None: the streamed budget) is refused first, before
+def _check_sizes(session: Session, areas, batch: np.ndarray, years, level, max_bytes=None):
+    """Refuse the first area of `batch` (indices into `areas`) whose pixels x 64 bands x
+    years exceed `max_bytes` (None: the streamed budget), naming its polygon number, before
     any chunk is laid out or header read (`check_area_size`)."""
+    chosen = [areas[i] for i in batch.tolist()]
     try:  # the vertices in lon/lat (`projected_vertices`), in one PROJ call for all
-        in_lonlat = projected_all(areas, geo.WGS84)
+        in_lonlat = projected_all(chosen, geo.WGS84)
     except AefsqlError:  # (each area's own call then says which cannot be)
-        in_lonlat = [None] * len(areas)
+        in_lonlat = [None] * len(chosen)
     tiles = session.catalog.tiles
-    for i, (area, lonlat) in enumerate(zip(areas, in_lonlat, strict=True)):
+    for i, area, lonlat in zip(batch.tolist(), chosen, in_lonlat, strict=True):
         try:
             check_area_size(area, years, len(BANDS), max_bytes, level, tiles, lonlat=lonlat)
         except AefsqlError as exc:
             raise AefsqlError(f"polygon {i + 1}: {exc}") from None
-    return areas_chunks(session, areas, years, level)
+
+
+def _neighbourly(areas: list[Area]) -> np.ndarray:
+    """The areas' indices along a Hilbert curve through their first vertices (scaled to the
+    curve's range; an empty area first): consecutive ones are neighbours, so a batch of
+    them shares its blocks, each decoded once for all of it."""
+    first = np.array([a.rings[0][0] if a.rings else (np.nan, np.nan) for a in areas], float)
+    low, high = np.nanmin(first, axis=0), np.nanmax(first, axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    scaled = (first - low) / span  # [0, 1]
+    keys = hilbert_keys(scaled[:, 0] * 360 - 180, scaled[:, 1] * 180 - 90)
+    return np.argsort(keys, kind="stable")
 
 
 def _batches(session: Session, chunks: Chunks, level: int):
