@@ -8,7 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import rasterio
-from gdal_fixtures import COLLECTION_TILES, collection_path, to_lonlat
+from gdal_fixtures import (
+    COLLECTION_TILES,
+    TILE_BLOCK,
+    TILE_HEIGHT,
+    collection_path,
+    to_lonlat,
+)
 from rasterio.features import geometry_mask
 
 import aefsql
@@ -219,3 +225,57 @@ def test_polygons_in_batches_give_the_same_rows(gdal_collection, monkeypatch):
     failed = whole["aef_error"].is_valid().to_pylist()
     assert sum(failed) == 4 and whole["pixels"].is_null().to_pylist() == failed
     assert whole.num_rows == 2 * table.num_rows
+
+
+def test_a_block_that_cannot_be_read_fails_only_the_polygons_it_holds(gdal_collection, tmp_path):
+    """A file whose header reads but one of whose blocks does not (its bytes zeroed in every
+    band, found by tifffile) fails the polygon-years holding pixels of that block, and no
+    other: a polygon in another block of the same file is what the intact file gives."""
+    import tifffile
+
+    folder = tmp_path / "collection"
+    shutil.copytree(gdal_collection.folder, folder)
+    path = folder / collection_path(2024, 3)
+    raw = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        across = -(-page.imagewidth // page.tilewidth)
+        per_band = across * -(-page.imagelength // page.tilelength)
+        offsets, counts = page.dataoffsets, page.databytecounts
+        # the block of the second block row and column, in every band (planar: band-major)
+        for band in range(page.samplesperpixel):
+            k = band * per_band + 1 * across + 1
+            raw[offsets[k] : offsets[k] + counts[k]] = bytes(counts[k])
+        south_up = page.tags["ModelTransformationTag"].value[5] > 0
+    path.write_bytes(raw)
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    block_m = TILE_BLOCK * 10.0
+
+    def square(col: float, row: float) -> str:
+        """A 200 m square centred in block (row, col) of tile 3 (rows from the file's top)."""
+        x = x0 + col * block_m + block_m / 2
+        y = y0 + (row if south_up else (TILE_HEIGHT / TILE_BLOCK - row)) * block_m
+        y += block_m / 2 if south_up else -block_m / 2
+        xs = [x - 100, x + 100, x + 100, x - 100, x - 100]
+        ys = [y - 100, y - 100, y + 100, y + 100, y - 100]
+        lon, lat = to_lonlat(epsg, xs, ys)
+        pairs = zip(lon.tolist(), lat.tolist(), strict=True)
+        return "POLYGON((" + ", ".join(f"{a} {b}" for a, b in pairs) + "))"
+
+    table = pa.table({"id": [1, 2, 3], "geom": [square(0, 0), square(1, 1), square(0, 1)]})
+    query = "FROM aef_zonal('fields', years := 2024, on_error := 'null', status := true)"
+    broken = aefsql.connect(catalog=str(folder / "index.parquet"))
+    intact = aefsql.connect(catalog=gdal_collection.index)
+    try:
+        for con in (broken, intact):
+            con.register("fields", table)
+        got = broken.sql(query + " ORDER BY id").to_arrow_table().to_pylist()
+        want = intact.sql(query + " ORDER BY id").to_arrow_table().to_pylist()
+        with pytest.raises(Exception, match="corrupt|ZSTD|zstd"):
+            broken.sql("FROM aef_zonal('fields', years := 2024)").fetchall()
+    finally:
+        broken.close()
+        intact.close()
+    assert [r["status"] for r in got] == ["valid", "error", "valid"]
+    assert collection_path(2024, 3) in got[1]["aef_error"]
+    assert got[0] == want[0] and got[2] == want[2] and want[1]["status"] == "valid"

@@ -25,7 +25,7 @@ from ..geometry.areas import Area, projected_all
 from ..geometry.hilbert import hilbert_keys
 from .engine import RunLayout, nodata_of, run_layout
 from .grouping import group_indices
-from .pixels import Chunks, areas_chunks, check_area_size, chunk_blocks
+from .pixels import Chunks, areas_chunks, candidate_tiles, check_area_size, chunk_blocks
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -53,12 +53,12 @@ class ZonalMeans:
 
 
 def zonal_means(
-    session: Session, areas: list[Area], years, level: int = 0, max_bytes=None
+    session: Session, areas: list[Area], years, level: int = 0, max_bytes=None, lost=None
 ) -> ZonalMeans:
     """The zonal means of `areas` in each of `years` (at `level`); `max_bytes` (None: the
     streamed budget) bounds each area's pixels x 64 bands x years, every area checked
     before any is read. More than ZONAL_BATCH areas are laid out and summed a batch of
-    neighbours at a time (`_neighbourly`)."""
+    neighbours at a time (`_neighbourly`). `lost`: see `chunk_means`."""
     years = [int(y) for y in years]
     order = _neighbourly(areas) if len(areas) > ZONAL_BATCH else np.arange(len(areas))
     batches = [order[s : s + ZONAL_BATCH] for s in range(0, len(areas), ZONAL_BATCH)]
@@ -68,7 +68,10 @@ def zonal_means(
     for batch in batches or [order]:
         subset = [areas[i] for i in batch.tolist()]
         chunks, owner = areas_chunks(session, subset, years, level)
-        found = chunk_means(session, chunks, owner, len(subset), years, level)
+        mine = None if lost is None else {}
+        found = chunk_means(session, chunks, owner, len(subset), years, level, mine)
+        if mine:
+            lost.update({(int(batch[k]), year): why for (k, year), why in mine.items()})
         parts.append(replace(found, polygon=batch[found.polygon]))
     if len(parts) == 1:  # (one batch: the areas in their own order)
         return parts[0]
@@ -82,31 +85,63 @@ def isolated_zonal_means(
     session: Session, areas: list[Area], years, level: int = 0, max_bytes=None
 ) -> tuple[ZonalMeans, list[tuple[int, int, str]]]:
     """`zonal_means` with each failure (a file that cannot be read, a polygon past its
-    budget) kept to the polygon-years it touches: aef_zonal's on_error := 'null'. When the
-    whole call fails, each year is tried alone, and a failing year's polygons by halves,
-    until each failure is one polygon in one year. Returns the means of the polygon-years
-    that were read (polygon-major, as `zonal_means`) and (polygon, year, message) of the
-    others. A call with no failure costs one try; k failing polygons, ~k log n tries."""
+    budget) kept to the polygon-years it touches: aef_zonal's on_error := 'null'. Returns
+    the means of the polygon-years that were read (polygon-major, as `zonal_means`) and
+    (polygon, year, message) of the others.
+
+    Blocks that cannot be read fail the polygon-years whose pixels they hold, block by block
+    (`chunk_means`' `lost`). A file whose header cannot be read fails the plan: then each
+    year is tried alone, the polygons that have that file among their candidate tiles (the
+    plan reads their headers) fail with it, and the others are tried again; a failure that
+    names no such file (a budget, a neighbour's header) splits the polygons in halves, until
+    each is one polygon in one year. A call with no failure costs one try."""
     years = [int(y) for y in years]
+    lost: dict = {}
     try:
-        return zonal_means(session, areas, years, level, max_bytes), []
+        found = zonal_means(session, areas, years, level, max_bytes, lost)
     except AefsqlError:
         pass
+    else:
+        return _without_lost(found, lost), sorted((p, y, why) for (p, y), why in lost.items())
     parts, failed = [], []
+    tiles = session.catalog.tiles()
+    try:
+        in_lonlat = projected_all(areas, geo.WGS84)
+    except AefsqlError:  # (some cannot be projected: then no file is looked for)
+        in_lonlat = None
 
     def attempt(year: int, members: list[int]) -> None:
         chosen = set(members)  # the others stand empty: the polygon numbering is kept
         subset = [a if k in chosen else Area((), a.epsg) for k, a in enumerate(areas)]
+        mine: dict = {}
         try:
-            found = zonal_means(session, subset, [year], level, max_bytes)
+            found = zonal_means(session, subset, [year], level, max_bytes, mine)
         except AefsqlError as exc:
+            why = str(exc)
+            named = _named_paths(tiles, year, why)
+            touched = [
+                k
+                for k in members
+                if named
+                and in_lonlat is not None
+                and not areas[k].empty
+                and named & {tiles.path[t] for t in candidate_tiles(tiles, in_lonlat[k], year)}
+            ]
+            if touched:
+                failed.extend((k, year, why) for k in touched)
+                rest = sorted(chosen - set(touched))
+                if rest:
+                    attempt(year, rest)
+                return
             if len(members) == 1:
-                failed.append((members[0], year, str(exc)))
+                failed.append((members[0], year, why))
                 return
             half = len(members) // 2
             attempt(year, members[:half])
             attempt(year, members[half:])
             return
+        failed.extend((p, y, why) for (p, y), why in mine.items())
+        found = _without_lost(found, mine)
         parts.append(entries_of(found, np.isin(found.polygon, members)))
 
     for year in years:
@@ -121,17 +156,41 @@ def isolated_zonal_means(
     return entries_of(joined, order), sorted(failed)
 
 
+def _named_paths(tiles, year: int, message: str) -> set[str]:
+    """The catalog's files of `year` that `message` names."""
+    return {p for p in set(tiles.path[tiles.year == year].tolist()) if p in message}
+
+
+def _without_lost(found: ZonalMeans, lost: dict) -> ZonalMeans:
+    """`found` without the (polygon, year) entries of `lost`."""
+    if not lost:
+        return found
+    pairs = zip(found.polygon.tolist(), found.year.tolist(), strict=True)
+    return entries_of(found, np.array([pair not in lost for pair in pairs], bool))
+
+
 def entries_of(means: ZonalMeans, index) -> ZonalMeans:
     """The entries `index` (a mask or indices) of `means`."""
     return ZonalMeans(*(getattr(means, f.name)[index] for f in fields(ZonalMeans)))
 
 
 def chunk_means(
-    session: Session, chunks: Chunks, owner: np.ndarray, owners: int, years, level: int = 0
+    session: Session,
+    chunks: Chunks,
+    owner: np.ndarray,
+    owners: int,
+    years,
+    level: int = 0,
+    lost: dict | None = None,
 ) -> ZonalMeans:
     """The means of chunks grouped by `owner` (int64, one per chunk, below `owners`: a
     polygon of aef_zonal, a cell of aef_grid), per owner and year of `years`: every pixel of
-    a chunk counted in its owner's entry of its year. The one home of the mean rule."""
+    a chunk counted in its owner's entry of its year. The one home of the mean rule.
+
+    `lost` (a dict): a block that cannot be read does not fail the call; the entries whose
+    pixels it holds are recorded there, (owner, year) -> why, and their means are not
+    whole (the caller drops them). A batch that fails is read again block by block, so
+    only the entries of the failing blocks are lost."""
     years = [int(y) for y in years]
     slot = {year: k for k, year in enumerate(years)}
     entries = owners * len(years)
@@ -144,9 +203,9 @@ def chunk_means(
     pixels = np.bincount(entry, weights=chunks.col1 - chunks.col0, minlength=entries)
     sums = np.zeros((len(BANDS), entries))  # exact: integers far below 2^53
     valid = np.zeros(entries)
-    for batch in _batches(session, chunks, level):
-        run, segment_sums, segment_valid = _segment_sums(session, _subset(chunks, batch), level)
-        of_entry = entry[batch][run]
+    for batch in _readable(session, chunks, level, entry, years, lost):
+        run, segment_sums, segment_valid = batch.summed
+        of_entry = entry[batch.runs][run]
         valid += np.bincount(of_entry, weights=segment_valid, minlength=entries)
         for k in range(len(BANDS)):  # (a bincount a band: 4x faster than one over all cells)
             sums[k] += np.bincount(of_entry, weights=segment_sums[k], minlength=entries)
@@ -312,6 +371,33 @@ def _batches(session: Session, chunks: Chunks, level: int):
                     stop = int(firsts[k + 1]) if k + 1 < len(firsts) else runs.size
                     yield runs[start:stop]
                     start, total = stop, 0
+
+
+@dataclass(frozen=True)
+class _Summed:
+    runs: np.ndarray  # indices of chunks
+    summed: tuple  # their `_segment_sums`
+
+
+def _readable(session: Session, chunks: Chunks, level: int, entry, years, lost):
+    """`_batches` of chunks with their `_segment_sums`. With `lost` a dict, a batch that
+    cannot be read is read again block by block, and each block that still cannot be read
+    records the (owner, year) of its chunks in `lost` instead of failing the call."""
+    for runs in _batches(session, chunks, level):
+        try:
+            yield _Summed(runs, _segment_sums(session, _subset(chunks, runs), level))
+            continue
+        except AefsqlError:
+            if lost is None:
+                raise
+        blocks = chunk_blocks(session, _subset(chunks, runs), level)
+        for block in np.unique(blocks).tolist():
+            one = runs[blocks == block]
+            try:
+                yield _Summed(one, _segment_sums(session, _subset(chunks, one), level))
+            except AefsqlError as exc:
+                for e in np.unique(entry[one]).tolist():  # (entry: owner x years + slot)
+                    lost.setdefault((e // len(years), years[e % len(years)]), str(exc))
 
 
 def _subset(chunks: Chunks, index: np.ndarray) -> Chunks:
