@@ -243,3 +243,26 @@ def test_sql_warns_why_an_area_comes_back_empty(con, call):
         warnings.simplefilter("error")
         query = f"SELECT count(*) FROM {call.format(area=LONLAT_BOX, crs='')}"
         assert con.sql(query).fetchall()[0][0] > 0
+
+
+def test_sql_warns_when_no_point_lies_in_a_tile(con):
+    """aef_sample_points in SQL says, once its rows are all read, in which years no point
+    lay in a tile (aef_plan's note says why); one covered point is enough to say nothing."""
+    lon, lat = to_lonlat(EPSG, [X0 + 700, X0 + 1200], [Y0 + 600, Y0 + 900])
+    con.register("swapped", points(list(lat) + [0.0], list(lon) + [0.0]))
+    with pytest.warns(
+        UserWarning,
+        match=r"aef_sample_points: no point lies in a tile of year\(s\) 2023, 2024: their "
+        r"bands are NULL; aef_plan's note says why",
+    ) as caught:
+        rows = con.sql(
+            "SELECT count(*), count(A00) FROM aef_sample_points('swapped', years := [2023, 2024])"
+        ).fetchall()
+    assert rows == [(6, 0)] and len(caught) == 1
+    con.register("good", points(list(lon) + [0.0], list(lat) + [0.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = con.sql(
+            "SELECT count(*), count(A00) FROM aef_sample_points('good', years := 2023)"
+        ).fetchall()
+    assert rows == [(3, 2)]

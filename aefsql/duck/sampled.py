@@ -65,6 +65,11 @@ class _Store:
             regions[-1] = positions % REGION_POSITIONS
         return _Store(samples, years, memory, regions, unread=positions)
 
+    def empty_years(self) -> list[int]:
+        """The years none of whose positions lies in a tile."""
+        covered = self.samples.covered.reshape(-1, self.years.size)
+        return [int(y) for y in self.years[~covered.any(axis=0)].tolist()]
+
     def release_read(self, at: np.ndarray) -> None:
         """Count positions `at` read; hand each region read in full back to the OS (its
         values read again would be zeros: a second read of a region is refused)."""
@@ -89,6 +94,7 @@ class SampledStores:
         self._stores: dict[int, _Store] = {}
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
+        self._empty_years: dict[int, list[int]] = {}  # of stores read in full, until taken
 
     def open(
         self, rows: int, years, bands: list[int], files: list[str], places: bool = False
@@ -167,7 +173,7 @@ class SampledStores:
             store.unread -= at.size
             store.used = time.monotonic()
             if store.unread <= 0:
-                self._stores.pop(number, None)
+                self._finished(number, store)
         return paths, rows, cols
 
     def read(self, number: int, at: np.ndarray) -> tuple[Samples, np.ndarray | None]:
@@ -182,8 +188,19 @@ class SampledStores:
             store.unread -= at.size
             store.used = time.monotonic()
             if store.unread <= 0:
-                self._stores.pop(number, None)
+                self._finished(number, store)
         return part, messages
+
+    def _finished(self, number: int, store: _Store) -> None:
+        """Let go of a store read in full (under the lock), keeping its `empty_years`."""
+        self._stores.pop(number, None)
+        self._empty_years[number] = store.empty_years()
+
+    def take_empty_years(self, number: int) -> list[int]:
+        """The years of store `number` in which no point lay in a tile, once it has been
+        read in full (then once only); else nothing."""
+        with self._lock:
+            return self._empty_years.pop(number, [])
 
     def _store(self, number: int) -> _Store:
         with self._lock:

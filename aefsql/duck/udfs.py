@@ -265,6 +265,7 @@ class SessionUdfs:
         number = int(_ints(store)[0])  # the same for every row: a query's one store
         at = self.sampled.positions(number, _ints(row), _ints(year))
         part, messages = self.sampled.read(number, at)
+        self._say_uncovered(number)
         errors = pa.nulls(at.size, pa.string()) if messages is None else pa.array(messages)
         years = _ints(year)
         failed = np.zeros(at.size, dtype=bool)
@@ -298,6 +299,7 @@ class SessionUdfs:
         number = int(_ints(store)[0])
         at = self.sampled.positions(number, _ints(row), _ints(year))
         found = self.sampled.read_places(number, at)
+        self._say_uncovered(number)
         if found is None:
             return out
         paths, rows, cols = found
@@ -397,6 +399,19 @@ class SessionUdfs:
         notes = coverage.area_notes(self.session.catalog.tiles(), area, held, host="sql")
         for reason in dict.fromkeys(note for note in notes.values() if note):
             warnings.warn(f"area: {reason}", UserWarning, stacklevel=2)
+
+    def _say_uncovered(self, number: int) -> None:
+        """Warn, once aef_sample_points' store `number` is read in full, of each year the
+        catalog has in which no point lay in a tile (`aef_plan`'s note says why)."""
+        empty = [y for y in self.sampled.take_empty_years(number) if self._has_year(y)]
+        if empty and self.warn_empty:
+            warnings.warn(
+                f"aef_sample_points: no point lies in a tile of year(s) "
+                f"{', '.join(map(str, empty))}: their bands are NULL; aef_plan's note says "
+                "why (swapped lon/lat?, the wrong crs?, outside coverage?)",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def _say_missing_years(self, function: str | None, years) -> None:
         """Warn when the catalog has no tile of some of `years` (see `warn_empty`);
