@@ -11,26 +11,18 @@ cell-year this implies, the figure budgets.GRID_BYTES is set by.
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
+from demo_index import demo_index, peak_mib
+
 import aefsql
-from aefsql.cli import default_demo_dir
-from aefsql.demo import write_demo_collection
-
-
-def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", default="10")
     args = parser.parse_args()
-    index = default_demo_dir() / "index.parquet"
-    if not index.exists():
-        write_demo_collection(default_demo_dir())
-    con = aefsql.connect(catalog=str(index))
+    con = aefsql.connect(catalog=str(demo_index()))
     before = peak_mib()
     start = time.perf_counter()
     ((cells,),) = con.sql(

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from demo_index import demo_index
 
 import aefsql
-from aefsql.cli import default_demo_dir
-from aefsql.demo import write_demo_collection
 from aefsql.geometry.geo import polygon_wkb
 
 TILE = "2024/37S/demo2-0000000000-0000000000.tiff"
@@ -45,9 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=2000)
     args = parser.parse_args()
-    demo = default_demo_dir()
-    if not (demo / "index.parquet").exists():
-        write_demo_collection(demo)
+    demo = demo_index().parent
     table = fields(args.fields)
     with tempfile.TemporaryDirectory() as folder:
         for kind in ("header", "blocks"):

@@ -11,30 +11,21 @@ bytes per field this implies: what decides how many fields one machine takes in 
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import numpy as np
 import pyarrow as pa
+from demo_index import demo_index, peak_mib
 
 import aefsql
-from aefsql.cli import default_demo_dir
-from aefsql.demo import write_demo_collection
 from aefsql.geometry.geo import polygon_wkb
-
-
-def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=300_000)
     args = parser.parse_args()
-    index = default_demo_dir() / "index.parquet"
-    if not index.exists():
-        write_demo_collection(default_demo_dir())
-    con = aefsql.connect(catalog=str(index))
+    con = aefsql.connect(catalog=str(demo_index()))
     rng = np.random.default_rng(0)
     lon = 36.80 + rng.random(args.fields) * 0.04
     lat = -1.30 + rng.random(args.fields) * 0.04

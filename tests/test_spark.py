@@ -403,11 +403,16 @@ def test_partition_keys_need_no_read(gdal_collection, points):
     assert likely.null_count < len(likely) / 2
 
 
-def test_zonal_on_error_null_as_aef_zonal(spark, polygons, s3_collection, s3_proxy):
-    """aef_zonal's on_error in Spark too: a LINESTRING keeps its row, with its reason."""
+def with_a_linestring(polygons: pa.Table) -> pa.Table:
+    """Three of the polygons, then a LINESTRING (pid 1000): a geometry that is no area."""
     line = bytes.fromhex("010200000002000000") + bytes(32)
     bad = pa.table({"pid": pa.array([1000], pa.int64()), "geom": pa.array([line], pa.binary())})
-    table = pa.concat_tables([polygons.slice(0, 3), bad])
+    return pa.concat_tables([polygons.slice(0, 3), bad])
+
+
+def test_zonal_on_error_null_as_aef_zonal(spark, polygons, s3_collection, s3_proxy):
+    """aef_zonal's on_error in Spark too: a LINESTRING keeps its row, with its reason."""
+    table = with_a_linestring(polygons)
     con = aefsql.connect(catalog=s3_collection.index, storage_options=s3_proxy.storage_options)
     con.register("polys", table)
     expected = con.sql(
@@ -440,9 +445,7 @@ def test_status_as_the_python_api_and_aef_zonal(spark, points, polygons, s3_coll
     )
     assert_same_rows(got, expected)
     assert set(got["status"].to_pylist()) >= {"no_year", "outside", "valid"}
-    line = bytes.fromhex("010200000002000000") + bytes(32)
-    bad = pa.table({"pid": pa.array([1000], pa.int64()), "geom": pa.array([line], pa.binary())})
-    polys = pa.concat_tables([polygons.slice(0, 3), bad])
+    polys = with_a_linestring(polygons)
     con = aefsql.connect(catalog=s3_collection.index, storage_options=s3_proxy.storage_options)
     con.register("polys", polys)
     want = con.sql(

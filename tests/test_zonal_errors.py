@@ -135,17 +135,25 @@ def test_vertices_the_crs_cannot_map_name_their_row(con):
     assert rows[2]["pixels"] is None and "cannot be projected" in rows[2]["aef_error"]
 
 
+def lonlat_polygon(epsg: int, west: float, south: float, east: float, north: float) -> str:
+    """The box west..east, south..north in EPSG `epsg`, as lon/lat WKT."""
+    xs, ys = [west, east, east, west, west], [south, south, north, north, south]
+    lon, lat = to_lonlat(epsg, xs, ys)
+    pairs = zip(lon.tolist(), lat.tolist(), strict=True)
+    return "POLYGON((" + ", ".join(f"{a!r} {b!r}" for a, b in pairs) + "))"
+
+
 def lonlat_square(k: int) -> str:
     """A 400 m square inside tile k of the collection, as lon/lat WKT."""
     _, epsg, x0, y0 = COLLECTION_TILES[k]
-    xs = [x0 + 700, x0 + 1100, x0 + 1100, x0 + 700, x0 + 700]
-    ys = [y0 + 700, y0 + 700, y0 + 1100, y0 + 1100, y0 + 700]
-    lon, lat = to_lonlat(epsg, xs, ys)
-    return (
-        "POLYGON(("
-        + ", ".join(f"{a!r} {b!r}" for a, b in zip(lon.tolist(), lat.tolist(), strict=True))
-        + "))"
-    )
+    return lonlat_polygon(epsg, x0 + 700, y0 + 700, x0 + 1100, y0 + 1100)
+
+
+def rows_of(catalog: str, table: pa.Table, query: str) -> list[dict]:
+    """`query`'s rows over `table`, registered as 'fields', on a connection to `catalog`."""
+    with aefsql.connect(catalog=catalog) as con:
+        con.register("fields", table)
+        return con.sql(query).to_arrow_table().to_pylist()
 
 
 def test_an_unreadable_file_fails_only_its_polygons_years(gdal_collection, tmp_path):
@@ -161,19 +169,11 @@ def test_an_unreadable_file_fails_only_its_polygons_years(gdal_collection, tmp_p
     cut.write_bytes(raw)
     table = pa.table({"id": [1, 2, 3, 4], "geom": [lonlat_square(k) for k in (0, 3, 2, 1)]})
     query = "FROM aef_zonal('fields', years := [2023, 2024]{})"
-    broken = aefsql.connect(catalog=str(folder / "index.parquet"))
-    intact = aefsql.connect(catalog=gdal_collection.index)
-    try:
-        for con in (broken, intact):
-            con.register("fields", table)
-        with pytest.raises(Exception, match=r"not a TIFF"):
-            broken.sql(query.format("")).fetchall()
-        kept = query.format(", on_error := 'null', status := true")
-        got = broken.sql(kept).to_arrow_table().to_pylist()
-        want = intact.sql(kept).to_arrow_table().to_pylist()
-    finally:
-        broken.close()
-        intact.close()
+    broken = str(folder / "index.parquet")
+    with pytest.raises(Exception, match=r"not a TIFF"):
+        rows_of(broken, table, query.format(""))
+    kept = query.format(", on_error := 'null', status := true")
+    got, want = rows_of(broken, table, kept), rows_of(gdal_collection.index, table, kept)
     assert [(r["id"], r["year"]) for r in got] == [
         (i, y) for i in (1, 2, 3, 4) for y in (2023, 2024)
     ]
@@ -191,11 +191,7 @@ def test_an_unreadable_file_fails_only_its_polygons_years(gdal_collection, tmp_p
 def tile_outline(k: int) -> str:
     """Tile k's whole extent, as lon/lat WKT."""
     _, epsg, x0, y0 = COLLECTION_TILES[k]
-    xs = [x0, x0 + 3000, x0 + 3000, x0, x0]
-    ys = [y0, y0, y0 + 2600, y0 + 2600, y0]
-    lon, lat = to_lonlat(epsg, xs, ys)
-    pairs = zip(lon.tolist(), lat.tolist(), strict=True)
-    return "POLYGON((" + ", ".join(f"{a} {b}" for a, b in pairs) + "))"
+    return lonlat_polygon(epsg, x0, y0, x0 + 3000, y0 + 2600)
 
 
 TILE_1 = tile_outline(1)
@@ -256,26 +252,15 @@ def test_a_block_that_cannot_be_read_fails_only_the_polygons_it_holds(gdal_colle
         x = x0 + col * block_m + block_m / 2
         y = y0 + (row if south_up else (TILE_HEIGHT / TILE_BLOCK - row)) * block_m
         y += block_m / 2 if south_up else -block_m / 2
-        xs = [x - 100, x + 100, x + 100, x - 100, x - 100]
-        ys = [y - 100, y - 100, y + 100, y + 100, y - 100]
-        lon, lat = to_lonlat(epsg, xs, ys)
-        pairs = zip(lon.tolist(), lat.tolist(), strict=True)
-        return "POLYGON((" + ", ".join(f"{a} {b}" for a, b in pairs) + "))"
+        return lonlat_polygon(epsg, x - 100, y - 100, x + 100, y + 100)
 
     table = pa.table({"id": [1, 2, 3], "geom": [square(0, 0), square(1, 1), square(0, 1)]})
     query = "FROM aef_zonal('fields', years := 2024, on_error := 'null', status := true)"
-    broken = aefsql.connect(catalog=str(folder / "index.parquet"))
-    intact = aefsql.connect(catalog=gdal_collection.index)
-    try:
-        for con in (broken, intact):
-            con.register("fields", table)
-        got = broken.sql(query + " ORDER BY id").to_arrow_table().to_pylist()
-        want = intact.sql(query + " ORDER BY id").to_arrow_table().to_pylist()
-        with pytest.raises(Exception, match="corrupt|ZSTD|zstd"):
-            broken.sql("FROM aef_zonal('fields', years := 2024)").fetchall()
-    finally:
-        broken.close()
-        intact.close()
+    broken = str(folder / "index.parquet")
+    got = rows_of(broken, table, query + " ORDER BY id")
+    want = rows_of(gdal_collection.index, table, query + " ORDER BY id")
+    with pytest.raises(Exception, match="corrupt|ZSTD|zstd"):
+        rows_of(broken, table, "FROM aef_zonal('fields', years := 2024)")
     assert [r["status"] for r in got] == ["valid", "error", "valid"]
     assert collection_path(2024, 3) in got[1]["aef_error"]
     assert got[0] == want[0] and got[2] == want[2] and want[1]["status"] == "valid"
