@@ -11,9 +11,8 @@ cell-year this implies, the figure budgets.GRID_BYTES is set by.
 from __future__ import annotations
 
 import argparse
-import time
 
-from demo_index import demo_index, peak_mib
+from demo_index import demo_index, measured
 
 import aefsql
 
@@ -23,13 +22,11 @@ def main() -> None:
     parser.add_argument("--cell", default="10")
     args = parser.parse_args()
     con = aefsql.connect(catalog=str(demo_index()))
-    before = peak_mib()
-    start = time.perf_counter()
-    ((cells,),) = con.sql(
+    (cells,), seconds, before, after = measured(
+        con,
         f"SELECT count(*) FROM aef_grid([-180, -90, 180, 90], cell := {args.cell}, "
-        "years := 2024, max_bytes := 8000000000)"
-    ).fetchall()
-    seconds, after = time.perf_counter() - start, peak_mib()
+        "years := 2024, max_bytes := 8000000000)",
+    )
     print(
         f"{cells:,} cells in {seconds:.1f} s: peak RSS {before:,.0f} MiB before, {after:,.0f} "
         f"MiB after, {(after - before) * 1024 / cells:,.2f} KiB a cell-year"

@@ -11,11 +11,10 @@ bytes per field this implies: what decides how many fields one machine takes in 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import pyarrow as pa
-from demo_index import demo_index, peak_mib
+from demo_index import demo_index, measured
 
 import aefsql
 from aefsql.geometry.geo import polygon_wkb
@@ -40,12 +39,9 @@ def main() -> None:
     con.execute("CREATE TEMP TABLE fields AS SELECT id, ST_GeomFromWKB(geom) AS geom FROM squares")
     con.unregister("squares")
     del blobs
-    before = peak_mib()
-    start = time.perf_counter()
-    ((rows, pixels),) = con.sql(
-        "SELECT count(*), sum(pixels) FROM aef_zonal('fields', years := 2024)"
-    ).fetchall()
-    seconds, after = time.perf_counter() - start, peak_mib()
+    (rows, pixels), seconds, before, after = measured(
+        con, "SELECT count(*), sum(pixels) FROM aef_zonal('fields', years := 2024)"
+    )
     print(
         f"{rows:,} fields ({pixels:,} pixels) in {seconds:.1f} s: peak RSS {before:,.0f} MiB "
         f"before, {after:,.0f} MiB after, {(after - before) * 1024 / rows:,.2f} KiB a field"

@@ -4,6 +4,7 @@ resident memory: what the memory benchmarks over the demo collection share."""
 from __future__ import annotations
 
 import resource
+import time
 from pathlib import Path
 
 from aefsql.cli import default_demo_dir
@@ -21,3 +22,11 @@ def demo_index() -> Path:
 def peak_mib() -> float:
     """This process's peak resident set size so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measured(con, sql: str) -> tuple[tuple, float, float, float]:
+    """The one row of `sql`, its seconds, and the peak RSS (MiB) before and after it."""
+    before = peak_mib()
+    start = time.perf_counter()
+    (row,) = con.sql(sql).fetchall()
+    return row, time.perf_counter() - start, before, peak_mib()
