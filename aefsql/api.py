@@ -21,7 +21,7 @@ from .duck.types import GEOMETRY_ARROW, status_words
 from .duck.udfs import SessionUdfs
 from .errors import AefsqlError, redact_text, user_stacklevel
 from .geometry import geo
-from .geometry.footprints import cell_geometries, pixel_geometries, points_wkb, wkb_bounds
+from .geometry.footprints import cell_geometries, wkb_bounds
 from .geometry.hilbert import hilbert_keys
 from .kernels import points
 from .kernels.budgets import check_max_bytes
@@ -32,17 +32,8 @@ from .kernels.coverage import (
     warn_uncovered_points,
 )
 from .kernels.pictures import check_writable
-from .kernels.pixels import (
-    Chunks,
-    area_units,
-    check_area_size,
-    chunk_blocks,
-    chunk_pixels,
-    unit_chunks,
-)
 from .kernels.rasters import area_of
-from .kernels.readahead import lonlat_in_pieces
-from .kernels.similarity import Cosines, query_vector
+from .kernels.similarity import query_vector
 from .options import (
     Mention,
     OptionError,
@@ -405,19 +396,6 @@ def zonal(
     return out
 
 
-# Pixels read at once by `similarity`: whole blocks up to about this many (64 MiB of int8).
-SIMILARITY_BATCH = 1 << 20
-SIMILARITY_SCHEMA = pa.schema(
-    [
-        ("year", pa.int32()),
-        ("location", pa.int64()),
-        ("crs", pa.string()),
-        *((name, pa.float64()) for name in ("x", "y", "lon", "lat")),
-        ("similarity", pa.float32()),
-    ]
-)
-
-
 @speaks("python")
 def similarity(
     area,
@@ -457,8 +435,9 @@ def similarity(
     """
     chosen = resolve(years=years, year=year, crs=crs, function="aef_similarity", geometry=geometry)
     check_level(level)
-    query = query_vector(reference, negatives)
-    shape = area_of(area, chosen.crs)
+    check_max_bytes(max_bytes)
+    query_vector(reference, negatives)  # checked here, so that a bad one is worded for Python
+    argument, value = _area_parameter(area)
     session = open_session(
         catalog,
         cache_dir=cache_dir,
@@ -467,77 +446,33 @@ def similarity(
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
-    tiles = session.catalog.tiles
-    check_area_size(shape, chosen.years, BAND_COUNT, max_bytes, level, tiles)
-    warn_empty_area(tiles(), shape, chosen.years, "no pixel of it comes back")
-    batches = []
-    for unit in area_units(session, shape, chosen.years, level):
-        chunks = unit_chunks(session, shape, unit, level)
-        for part in _block_batches(chunks, chunk_blocks(session, chunks, level)):
-            batches.append(_similarity_batch(session, part, query, level, geometry))
-    schema = SIMILARITY_SCHEMA
+    _warn_area(session, area, chosen, "no pixel of it comes back")
+    options = {"years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
+    if max_bytes is not None:
+        options["max_bytes"] = max_bytes
     if geometry is not None:
-        schema = schema.append(pa.field("geom", GEOMETRY_ARROW))
-    return pa.Table.from_batches(batches, schema)
+        options["geometry"] = geometry
+    given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
+    # The embeddings as DOUBLE lists, exactly as given (the macro reads them as JSON).
+    vectors = [_embedding_lists(reference)]
+    if negatives is not None:
+        given += ", negatives := ?"
+        vectors.append(_embedding_lists(negatives))
+    con = duckdb.connect()
+    try:
+        install(con, SessionUdfs(session, warn_empty=False))  # (said above, at the caller)
+        query = f"FROM aef_similarity({argument}, ?, {given})"
+        return con.sql(query, params=[value, *vectors]).to_arrow_table()
+    except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
+        raise type(exc)(redact_text(str(exc))) from None
+    finally:
+        con.close()
 
 
-def _block_batches(chunks: Chunks, blocks: np.ndarray):
-    """`chunks` in runs of whole blocks (each block read once) of about SIMILARITY_BATCH
-    pixels or one block."""
-    n = chunks.row.size
-    if n == 0:
-        return
-    changes = (blocks[1:] != blocks[:-1]) | (chunks.path[1:] != chunks.path[:-1])
-    ends = np.concatenate([np.flatnonzero(changes) + 1, [n]])
-    before = np.concatenate([[0], np.cumsum(chunks.col1 - chunks.col0)])
-    first = 0
-    for end in ends.tolist():
-        if before[end] - before[first] >= SIMILARITY_BATCH or end == n:
-            cut = slice(first, end)
-            yield Chunks(
-                chunks.path[cut],
-                chunks.year[cut],
-                chunks.row[cut],
-                chunks.col0[cut],
-                chunks.col1[cut],
-                chunks.centroid[cut],
-            )
-            first = end
-
-
-def _similarity_batch(
-    session: Session, chunks: Chunks, query, level: int, geometry: str | None
-) -> pa.RecordBatch:
-    cosines = Cosines(tuple(query.astype(np.float32).tolist()))  # as aef_similarity's
-    pixels = chunk_pixels(session, chunks, [], level, coordinates=False, derive=cosines)
-    paths = sorted(set(chunks.path.tolist()))
-    found = session.engine.headers.headers_for(paths, level)
-    codes = {p: int(h.epsg) for p, h in found.items()}
-    chunk_epsg = np.array([codes[p] for p in chunks.path.tolist()], np.int64)
-    epsg_of = chunk_epsg[pixels.chunk]
-    lon, lat = lonlat_in_pieces(pixels.x, pixels.y, epsg_of)  # (PROJ costs more than the read)
-    similarity = pixels.derived
-    names = pa.array([f"EPSG:{c}" for c in chunk_epsg.tolist()], pa.string())
-    columns = [
-        pa.array(chunks.year[pixels.chunk], pa.int32()),
-        pa.array(pixels.location),
-        names.take(pa.array(pixels.chunk)),
-        pa.array(pixels.x),
-        pa.array(pixels.y),
-        pa.array(lon),
-        pa.array(lat),
-        pa.array(similarity, mask=np.isnan(similarity)),
-    ]
-    schema = SIMILARITY_SCHEMA
-    if geometry is not None:
-        wkb = (  # a point is lon/lat's, as in SQL
-            points_wkb(lon, lat)
-            if geometry == "point"
-            else pixel_geometries(geometry, found, chunks.path[pixels.chunk], pixels.x, pixels.y)
-        )
-        columns.append(pa.ExtensionArray.from_storage(GEOMETRY_ARROW, wkb))
-        schema = schema.append(pa.field("geom", GEOMETRY_ARROW))
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
+def _embedding_lists(value) -> list[list[float]]:
+    """One embedding or a list of them (checked by `query_vector`) as a list of lists."""
+    array = np.asarray(value, dtype=np.float64)
+    return (array[None] if array.ndim == 1 else array).tolist()
 
 
 def _warn_area(session: Session, area, chosen, outcome: str) -> None:

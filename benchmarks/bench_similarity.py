@@ -12,7 +12,7 @@ Arrow:
 (c) `SELECT x, y, similarity FROM aef_similarity(…)`, and the same with lon, lat;
 
 and, as the read they build on, `SELECT count(*), sum(A63) FROM aef_pixels(…)`, and where
-(c)'s time goes: the Python path `aefsql.similarity` (its kernels without DuckDB), the read
+(c)'s time goes: the Python API `aefsql.similarity` (the same SQL, from Python), the read
 alone in the kernels (`chunk_pixels` over the area's chunks, no DuckDB) and the cosine alone
 (`pixel_similarity` over those pixels, in memory),
 
@@ -102,7 +102,7 @@ def numpy_similarity(window: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def python_similarity(catalog: str, box: list[float], reference: np.ndarray) -> pa.Table:
-    """The Python path: aefsql.similarity (a new session), the same kernel without DuckDB."""
+    """The Python API: aefsql.similarity (a new session), which runs aef_similarity."""
     return aefsql.similarity(box, reference, years=YEAR, crs=EPSG, catalog=catalog)
 
 
