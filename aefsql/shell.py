@@ -133,7 +133,7 @@ class Shell:
                         self._end_progress()
                 if text is not None:
                     self._emit(text)
-                for message in dict.fromkeys(str(w.message) for w in caught):
+                for message in dict.fromkeys(str(w.message) for w in caught if _said(w)):
                     print(f"Warning: {message}", file=self.err)
                 if self.timer:
                     self._say(f"Run Time: {time.perf_counter() - started:.3f} s")
@@ -512,15 +512,32 @@ def _arguments_hint(head: str, lines: list[str], sql: str | None) -> str | None:
 
 
 def _named_arguments(sql: str, macro: str) -> list[str]:
-    """The `name :=` arguments of each call of `macro` in `sql`."""
+    """The `name :=` arguments of each call of `macro` in `sql`: its own, not those of a
+    call inside it, nor anything inside a string literal or quoted name."""
     names = []
     for call in re.finditer(rf"\b{re.escape(macro)}\s*\(", sql, re.IGNORECASE):
-        depth, end = 1, call.end()
-        while end < len(sql) and depth:
-            depth += {"(": 1, ")": -1}.get(sql[end], 0)
-            end += 1
-        names += re.findall(r"(\w+)\s*:=", sql[call.end() : end])
+        depth, at, own = 1, call.end(), []
+        while at < len(sql) and depth:
+            quoted = re.match(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", sql[at:])
+            named = re.match(r"(\w+)\s*:=", sql[at:]) if depth == 1 else None
+            if quoted:
+                at += quoted.end()
+                continue
+            if named and not re.match(r"\w", sql[at - 1 : at]):
+                own.append(named.group(1))
+                at += named.end()
+                continue
+            depth += {"(": 1, ")": -1}.get(sql[at], 0)
+            at += 1
+        names += own
     return names
+
+
+def _said(caught: warnings.WarningMessage) -> bool:
+    """A warning the shell prints: one of aefsql's own (a UserWarning from its code), not a
+    library's (numpy's RuntimeWarnings, deprecations)."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    return issubclass(caught.category, UserWarning) and caught.filename.startswith(package)
 
 
 def error_text(exc: BaseException, sql: str | None = None) -> str:

@@ -539,3 +539,17 @@ def test_text_modes_print_every_value_as_duckdb_does(capsys, flag):
         line = [line for line in out.splitlines() if line.startswith("| ")][1]
         got = tuple(cell.strip() for cell in line.strip("|").split(" | "))
     assert got == expected
+
+
+def test_a_macros_own_arguments_are_told_from_a_nested_calls():
+    """The misspelt-argument hint reads the call's own `name :=` arguments: not those of a
+    call inside it, nor text inside a string literal."""
+    from aefsql.shell import _named_arguments
+
+    nested = (
+        "SELECT * FROM aef_pixels((SELECT geom FROM aef_grid([0, 0, 1, 1], cell := 100, "
+        "years := 2023)), yeers := 2023)"
+    )
+    assert _named_arguments(nested, "aef_pixels") == ["yeers"]
+    quoted = "FROM aef_pixels('POLYGON((0 0, 1 1)) x := 1', yeers := 2023, crs := 4326)"
+    assert _named_arguments(quoted, "aef_pixels") == ["yeers", "crs"]

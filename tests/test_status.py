@@ -115,3 +115,17 @@ def test_python_gives_the_same_statuses(con, gdal_collection, places):
     assert python.column_names[-1] == "status"
     with pytest.raises(aefsql.AefsqlError, match="status must be true or false"):
         aefsql.sample_points(table, years=2024, status="yes", catalog=gdal_collection.index)
+
+
+def test_an_unreadable_file_is_no_point_outside_coverage(broken_catalog, recwarn):
+    """Points whose file cannot be read lie in a tile: on_error := 'null' gives them an
+    error, and SQL does not also say that no point lies in a tile."""
+    con, _ = broken_catalog
+    lon, lat = TO_LONLAT.transform([500105.0], [4000105.0])
+    con.register("one", pa.table({"lon": list(lon), "lat": list(lat)}))
+    rows = con.sql(
+        "SELECT status FROM aef_sample_points('one', years := 2025, on_error := 'null', "
+        "status := true, bands := ['A00'])"
+    ).fetchall()
+    assert rows == [("error",)]
+    assert not [w for w in recwarn if "no point lies in a tile" in str(w.message)]

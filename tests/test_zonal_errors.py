@@ -264,3 +264,37 @@ def test_a_block_that_cannot_be_read_fails_only_the_polygons_it_holds(gdal_colle
     assert [r["status"] for r in got] == ["valid", "error", "valid"]
     assert collection_path(2024, 3) in got[1]["aef_error"]
     assert got[0] == want[0] and got[2] == want[2] and want[1]["status"] == "valid"
+
+
+def test_the_budget_counts_every_year_with_on_error_null(gdal_collection):
+    """max_bytes counts a polygon's pixels x 64 bands x all its years whether on_error is
+    'raise' or 'null': a square of ~1,600 pixels over two years (~200 KiB) is refused at
+    200,000 bytes either way, with 'null' as both its polygon-years' aef_error, and the
+    other polygons are read as if it were absent."""
+    table = pa.table(
+        {
+            "id": [1, 2],
+            "geom": [
+                lonlat_square(0),
+                lonlat_polygon(
+                    COLLECTION_TILES[3][1],
+                    COLLECTION_TILES[3][2] + 700,
+                    COLLECTION_TILES[3][3] + 700,
+                    COLLECTION_TILES[3][2] + 800,
+                    COLLECTION_TILES[3][3] + 800,
+                ),
+            ],
+        }
+    )
+    query = (
+        "FROM aef_zonal('fields', years := [2023, 2024], max_bytes := 200000{}) ORDER BY id, year"
+    )
+    with pytest.raises(
+        Exception, match=r"polygon 1: the area covers about [\d,]+ pixels .* 2 year"
+    ):
+        rows_of(gdal_collection.index, table, query.format(""))
+    rows = rows_of(gdal_collection.index, table, query.format(", on_error := 'null'"))
+    assert [r["aef_error"] is not None for r in rows] == [True, True, False, False]
+    assert "polygon 1: the area covers about" in rows[0]["aef_error"]
+    alone = rows_of(gdal_collection.index, table.slice(1), query.format(""))
+    assert [r["embedding"] for r in rows[2:]] == [r["embedding"] for r in alone]

@@ -66,9 +66,13 @@ class _Store:
         return _Store(samples, years, memory, regions, unread=positions)
 
     def empty_years(self) -> list[int]:
-        """The years none of whose positions lies in a tile."""
-        covered = self.samples.covered.reshape(-1, self.years.size)
-        return [int(y) for y in self.years[~covered.any(axis=0)].tolist()]
+        """The years none of whose positions lies in a tile (a position whose file could not
+        be read lies in one: its message says why it is NULL)."""
+        hit = self.samples.covered.copy()
+        if self.errors is not None:
+            hit |= np.not_equal(self.errors, None)
+        hit = hit.reshape(-1, self.years.size)
+        return [int(y) for y in self.years[~hit.any(axis=0)].tolist()]
 
     def release_read(self, at: np.ndarray) -> None:
         """Count positions `at` read; hand each region read in full back to the OS (its

@@ -10,11 +10,12 @@ ORDER = 31  # bits a side: a cell of 360° / 2^31 is ~2 cm of longitude at the e
 
 def hilbert_keys(lon, lat, order: int = ORDER) -> np.ndarray:
     """uint64 position of each (lon, lat) along a Hilbert curve over the whole lon/lat range
-    ([-180, 180] x [-90, 90], 2^order cells a side); NaN counts as the first cell."""
+    ([-180, 180] x [-90, 90], 2^order cells a side); NaN counts as (-180, -90), the first
+    cell."""
     side = np.uint64(1) << np.uint64(order)
     lon, lat = (
-        np.nan_to_num(np.asarray(lon, np.float64)),
-        np.nan_to_num(np.asarray(lat, np.float64)),
+        np.nan_to_num(np.asarray(lon, np.float64), nan=-180.0),
+        np.nan_to_num(np.asarray(lat, np.float64), nan=-90.0),
     )
     x = np.clip((lon + 180.0) / 360.0 * float(side), 0, float(side) - 1).astype(np.uint64)
     y = np.clip((lat + 90.0) / 180.0 * float(side), 0, float(side) - 1).astype(np.uint64)

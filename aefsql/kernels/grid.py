@@ -78,18 +78,21 @@ def check_grid_size(area: Area, cell, years, max_bytes=None, level: int = 0, til
     exceed `max_bytes` (None: budgets.GRID_BYTES): cells far smaller than the area (10 m
     squares over a county) are held all at once. The cells are estimated as the pixels the
     area covers (`budgets.covered_pixels`, the catalog read only for a large area) over the
-    pixels a cell holds (at least one)."""
+    pixels a cell holds (at least one), and as at least a cell a ring (scattered parts of a
+    multipolygon each meet cells of their own, however small they are)."""
     limit = GRID_BYTES if max_bytes is None else int(max_bytes)
     per_cell = max(_cell_metres2(cell) / (PIXEL_METRES * 2**level) ** 2, 1.0)
     lonlat = projected_vertices(area)
-    cells = area_pixels(lonlat, level) / per_cell * max(len(years), 1)
+    scattered = len(area.rings) * max(len(years), 1)
+    cells = max(area_pixels(lonlat, level) / per_cell * max(len(years), 1), scattered)
     if cells * BAND_COUNT * 8 <= limit or tiles is None:
         refuse_over(
             _GRID_SUBJECT.format(cells), cells, BAND_COUNT, None, limit, _GRID_ADVICE, "float64"
         )
         return
     stop = limit / BAND_COUNT / 8 * per_cell
-    cells = covered_pixels(tiles(), lonlat, years, level, stop_above=stop) / per_cell
+    covered = covered_pixels(tiles(), lonlat, years, level, stop_above=stop)
+    cells = max(covered / per_cell, min(scattered, covered))  # (no more parts than pixels)
     refuse_over(
         _GRID_SUBJECT.format(cells), cells, BAND_COUNT, None, limit, _GRID_ADVICE, "float64"
     )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..aef import BAND_COUNT, SCALE, signed_square
-from ..errors import AefsqlError
+from ..errors import AefsqlError, Cancelled
 from ..geometry import geo
 from ..geometry.areas import Area, projected_all
 from ..geometry.hilbert import hilbert_keys
@@ -96,14 +96,23 @@ def isolated_zonal_means(
     names no such file (a budget, a neighbour's header) splits the polygons in halves, until
     each is one polygon in one year. A call with no failure costs one try."""
     years = [int(y) for y in years]
+    # Budgets first, each area with all its years (as 'raise' counts them): one over budget
+    # fails its polygon-years, and the others are read as if it were absent.
+    refused = _over_budget(session, areas, years, level, max_bytes)
+    over = [(k, year, why) for k, why in refused.items() for year in years]
+    areas = [Area((), a.epsg) if k in refused else a for k, a in enumerate(areas)]
     lost: dict = {}
     try:
         found = zonal_means(session, areas, years, level, max_bytes, lost)
+    except Cancelled:
+        raise
     except AefsqlError:
         pass
     else:
-        return _without_lost(found, lost), sorted((p, y, why) for (p, y), why in lost.items())
-    parts, failed = [], []
+        failed = over + [(p, y, why) for (p, y), why in lost.items()]
+        found = entries_of(found, ~np.isin(found.polygon, list(refused)))
+        return _without_lost(found, lost), sorted(failed)
+    parts, failed = [], over
     tiles = session.catalog.tiles()
     try:
         in_lonlat = projected_all(areas, geo.WGS84)
@@ -116,6 +125,8 @@ def isolated_zonal_means(
         mine: dict = {}
         try:
             found = zonal_means(session, subset, [year], level, max_bytes, mine)
+        except Cancelled:
+            raise
         except AefsqlError as exc:
             why = str(exc)
             named = _named_paths(tiles, year, why)
@@ -145,7 +156,7 @@ def isolated_zonal_means(
         parts.append(entries_of(found, np.isin(found.polygon, members)))
 
     for year in years:
-        attempt(year, list(range(len(areas))))
+        attempt(year, [k for k in range(len(areas)) if k not in refused])
     if not parts:
         return entries_of(zonal_means(session, [], years, level), []), sorted(failed)
     joined = ZonalMeans(
@@ -154,6 +165,24 @@ def isolated_zonal_means(
     rank = {year: k for k, year in enumerate(years)}
     order = np.lexsort(([rank[y] for y in joined.year.tolist()], joined.polygon))
     return entries_of(joined, order), sorted(failed)
+
+
+def _over_budget(session: Session, areas, years, level, max_bytes) -> dict[int, str]:
+    """The areas whose pixels x 64 bands x years exceed `max_bytes`, and why (`_check_sizes`'
+    words), each checked on its own."""
+    try:
+        _check_sizes(session, areas, np.arange(len(areas)), years, level, max_bytes)
+    except AefsqlError:
+        pass
+    else:
+        return {}
+    refused = {}
+    for k in range(len(areas)):
+        try:
+            _check_sizes(session, areas, np.array([k]), years, level, max_bytes)
+        except AefsqlError as exc:
+            refused[k] = str(exc)
+    return refused
 
 
 def _named_paths(tiles, year: int, message: str) -> set[str]:
@@ -340,14 +369,16 @@ def _check_sizes(session: Session, areas, batch: np.ndarray, years, level, max_b
 
 
 def _neighbourly(areas: list[Area]) -> np.ndarray:
-    """The areas' indices along a Hilbert curve through their first vertices (scaled to the
-    curve's range; an empty area first): consecutive ones are neighbours, so a batch of
-    them shares its blocks, each decoded once for all of it."""
-    first = np.array([a.rings[0][0] if a.rings else (np.nan, np.nan) for a in areas], float)
-    low, high = np.nanmin(first, axis=0), np.nanmax(first, axis=0)
-    span = np.where(high > low, high - low, 1.0)
-    scaled = (first - low) / span  # [0, 1]
-    keys = hilbert_keys(scaled[:, 0] * 360 - 180, scaled[:, 1] * 180 - 90)
+    """The areas' indices, the empty ones first, then along a Hilbert curve through their
+    first vertices (scaled to the curve's range): consecutive ones are neighbours, so a
+    batch of them shares its blocks, each decoded once for all of it."""
+    empty = np.array([a.empty for a in areas], bool)
+    first = np.array([a.rings[0][0] for a in areas if not a.empty], float).reshape(-1, 2)
+    keys = np.zeros(len(areas), np.uint64)
+    if len(first):
+        low, high = first.min(axis=0), first.max(axis=0)
+        scaled = (first - low) / np.where(high > low, high - low, 1.0)  # [0, 1]
+        keys[~empty] = hilbert_keys(scaled[:, 0] * 360 - 180, scaled[:, 1] * 180 - 90) + 1
     return np.argsort(keys, kind="stable")
 
 
@@ -387,6 +418,8 @@ def _readable(session: Session, chunks: Chunks, level: int, entry, years, lost):
         try:
             yield _Summed(runs, _segment_sums(session, _subset(chunks, runs), level))
             continue
+        except Cancelled:
+            raise
         except AefsqlError:
             if lost is None:
                 raise
@@ -395,6 +428,8 @@ def _readable(session: Session, chunks: Chunks, level: int, entry, years, lost):
             one = runs[blocks == block]
             try:
                 yield _Summed(one, _segment_sums(session, _subset(chunks, one), level))
+            except Cancelled:
+                raise
             except AefsqlError as exc:
                 for e in np.unique(entry[one]).tolist():  # (entry: owner x years + slot)
                     lost.setdefault((e // len(years), years[e % len(years)]), str(exc))
