@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import rasterio
+import shapely
 from gdal_fixtures import (
     COLLECTION_TILES,
     TILE_BLOCK,
@@ -298,3 +299,23 @@ def test_the_budget_counts_every_year_with_on_error_null(gdal_collection):
     assert "polygon 1: the area covers about" in rows[0]["aef_error"]
     alone = rows_of(gdal_collection.index, table.slice(1), query.format(""))
     assert [r["embedding"] for r in rows[2:]] == [r["embedding"] for r in alone]
+
+
+def test_a_cancelled_call_ends_with_cancelled_under_on_error_null(gdal_collection):
+    """on_error := 'null' keeps failures to their polygon-years, but a cancelled session
+    (Ctrl-C in the shell) ends the call: no row 'cancelled', no retries."""
+    from aefsql.errors import Cancelled
+    from aefsql.geometry.areas import area_from
+    from aefsql.kernels.means import isolated_zonal_means
+    from aefsql.session import open_session
+
+    session = open_session(gdal_collection.index)
+    areas = [area_from(shapely.from_wkt(lonlat_square(k)).wkb, 4326) for k in (0, 1, 2, 3)]
+    session.cancel()
+    try:
+        with pytest.raises(Cancelled):
+            isolated_zonal_means(session, areas, [2023, 2024])
+    finally:
+        session.resume()
+    found, failed = isolated_zonal_means(session, areas, [2023, 2024])
+    assert failed == [] and len(found.polygon) == 8
