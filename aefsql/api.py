@@ -447,26 +447,14 @@ def similarity(
         storage_options=storage_options,
     )
     _warn_area(session, area, chosen, "no pixel of it comes back")
-    options = {"years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
-    if max_bytes is not None:
-        options["max_bytes"] = max_bytes
-    if geometry is not None:
-        options["geometry"] = geometry
-    given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
+    given = _area_options(chosen, level, max_bytes, geometry)
     # The embeddings as DOUBLE lists, exactly as given (the macro reads them as JSON).
     vectors = [_embedding_lists(reference)]
     if negatives is not None:
         given += ", negatives := ?"
         vectors.append(_embedding_lists(negatives))
-    con = duckdb.connect()
-    try:
-        install(con, SessionUdfs(session, warn_empty=False))  # (said above, at the caller)
-        query = f"FROM aef_similarity({argument}, ?, {given})"
-        return con.sql(query, params=[value, *vectors]).to_arrow_table()
-    except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
-        raise type(exc)(redact_text(str(exc))) from None
-    finally:
-        con.close()
+    query = f"FROM aef_similarity({argument}, ?, {given})"
+    return _sql_table(session, query, [value, *vectors])
 
 
 def _embedding_lists(value) -> list[list[float]]:
@@ -531,21 +519,8 @@ def change(
         chosen,
         "its pairs come back with NULL similarity, or not at all where no year has it",
     )
-    options = {"years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
-    if max_bytes is not None:
-        options["max_bytes"] = max_bytes
-    if geometry is not None:
-        options["geometry"] = geometry
-    given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
-    con = duckdb.connect()
-    try:
-        install(con, SessionUdfs(session, warn_empty=False))
-        query = f"FROM aef_change({argument}, {given})"
-        return con.sql(query, params=[value]).to_arrow_table()
-    except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
-        raise type(exc)(redact_text(str(exc))) from None
-    finally:
-        con.close()
+    given = _area_options(chosen, level, max_bytes, geometry)
+    return _sql_table(session, f"FROM aef_change({argument}, {given})", [value])
 
 
 @speaks("python")
@@ -596,16 +571,28 @@ def grid(
     )
     _warn_area(session, area, chosen, "no cell comes back")
     cell = f"h3:{size}" if kind == "h3" else size  # (1000.0 as 1000)
-    options = {"cell": cell, "years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
+    given = _area_options(chosen, level, max_bytes, geometry, cell=cell)
+    return _sql_table(session, f"FROM aef_grid({argument}, {given})", [value])
+
+
+def _area_options(chosen, level: int, max_bytes, geometry, **first) -> str:
+    """The named arguments of an area function's SQL call, as literals: `first`, then the
+    resolved years and crs, the level, and max_bytes and geometry when given."""
+    options = {**first, "years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
     if max_bytes is not None:
         options["max_bytes"] = max_bytes
     if geometry is not None:
         options["geometry"] = geometry
-    given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
+    return ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
+
+
+def _sql_table(session: Session, query: str, params: list) -> pa.Table:
+    """`query`'s result as Arrow, on a connection of its own with the session's functions.
+    The caller has said why a result may come back empty: the UDFs do not say it again."""
     con = duckdb.connect()
     try:
         install(con, SessionUdfs(session, warn_empty=False))
-        return con.sql(f"FROM aef_grid({argument}, {given})", params=[value]).to_arrow_table()
+        return con.sql(query, params=params).to_arrow_table()
     except duckdb.Error as exc:  # its message may quote a URL as given, secrets too
         raise type(exc)(redact_text(str(exc))) from None
     finally:
@@ -756,11 +743,7 @@ def export(
         storage_options=storage_options,
     )
     _warn_area(session, area, chosen, "the file is written with no rows")
-    options = {"years": list(chosen.years), "crs": chosen.crs, "level": int(level)}
-    if max_bytes is not None:
-        options["max_bytes"] = max_bytes
-    options["geometry"] = geometry
-    given = ", ".join(f"{name} := {sql_literal(v)}" for name, v in options.items())
+    given = _area_options(chosen, level, max_bytes, geometry)
     metadata = _export_metadata(geometry, chosen.years, int(level))
     source, sink = duckdb.connect(), duckdb.connect()
     try:

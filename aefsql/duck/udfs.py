@@ -390,10 +390,12 @@ class SessionUdfs:
                 self._say_missing_years(json.loads(text).get("function"), o.years)
         return pa.array(results, type=OPTIONS_ARROW)
 
-    def _say_empty_area(self, area, years) -> None:
-        """Warn when some year the catalog has meets no tile of `area`, and why (outside
-        coverage, swapped lon/lat, the wrong crs: `coverage.area_notes`, in SQL's words)."""
-        held = [int(y) for y in years if self._has_year(int(y))]
+    def _say_empty_area(self, area, years, found) -> None:
+        """Warn when some year the catalog has meets no tile of `area` (none among `found`,
+        the years the plan found tiles in), and why (outside coverage, swapped lon/lat, the
+        wrong crs: `coverage.area_notes`, in SQL's words). Nothing is looked up when every
+        year was found, as in almost every query."""
+        held = [int(y) for y in years if int(y) not in found and self._has_year(int(y))]
         if not self.warn_empty or not held:
             return
         notes = coverage.area_notes(self.session.catalog.tiles(), area, held, host="sql")
@@ -451,7 +453,8 @@ class SessionUdfs:
         ):
             # Before any header or block is read (the catalog only when the area is large).
             check_area_size(area, wanted, count, budget, at, self.session.catalog.tiles)
-            self._say_empty_area(area, wanted)
+            plan = area_units(self.session, area, wanted, at)
+            self._say_empty_area(area, wanted, {u.year for u in plan if u.tiles})
             units = [
                 {
                     "year": u.year,
@@ -462,7 +465,7 @@ class SessionUdfs:
                     "crs": code,
                     "level": at,
                 }
-                for u in area_units(self.session, area, wanted, at)
+                for u in plan
             ]
             padded = [None] * (len(units) * DUCKDB_VECTOR_SIZE)
             padded[::DUCKDB_VECTOR_SIZE] = units
@@ -808,12 +811,7 @@ class SessionUdfs:
                 found = entries_of(found, ~np.isin(found.polygon, unusable))
             failed = [(row, year, reason) for row, reason in failed for year in wanted]
             failed += [(ids[k], year, reason) for k, year, reason in unread]
-            empty = np.isnan(found.means[:, 0])
-            embedding = pa.FixedSizeListArray.from_arrays(
-                pa.array(found.means.astype(np.float32).ravel()),
-                len(BAND_NAMES),
-                mask=pa.array(empty),
-            )
+            embedding = _embedding_column(found.means)
             lists.append(
                 pa.StructArray.from_arrays(
                     [
@@ -882,14 +880,9 @@ class SessionUdfs:
             strict=True,
         ):
             found = grid_means(self.session, area, one, wanted, at, max_bytes=budget)
-            self._say_empty_area(area, wanted)
             means = found.means
-            empty = np.isnan(means.means[:, 0]) if len(means.year) else np.zeros(0, bool)
-            embedding = pa.FixedSizeListArray.from_arrays(
-                pa.array(means.means.astype(np.float32).ravel()),
-                len(BAND_NAMES),
-                mask=pa.array(empty),
-            )
+            self._say_empty_area(area, wanted, set(means.year[means.pixels > 0].tolist()))
+            embedding = _embedding_column(means.means)
             lists.append(
                 pa.StructArray.from_arrays(
                     [
@@ -982,8 +975,9 @@ class SessionUdfs:
             wkb, box, text, kind, crs, years, bands, max_bytes, level
         ):
             check_area_size(area, wanted, count, budget, at, self.session.catalog.tiles)
-            self._say_empty_area(area, wanted)
             positions = change.tile_positions(self.session, area, wanted, at)
+            # (a pair comes back wherever any year has a tile: said only when none has)
+            self._say_empty_area(area, wanted, set(wanted) if len(positions.paths) else set())
             units = [
                 {
                     "position": u.position,
@@ -1091,6 +1085,16 @@ class SessionUdfs:
         creating = getattr(self._install_state, "creating", False)
         path = empty_index_file() if creating else self.session.catalog.index_file()
         return pa.array([path] * len(calls), pa.string())
+
+
+def _embedding_column(means: np.ndarray) -> pa.FixedSizeListArray:
+    """`embedding FLOAT[64]` of means (entries, 64): NULL where an entry has no valid pixel
+    (its means are NaN)."""
+    return pa.FixedSizeListArray.from_arrays(
+        pa.array(means.astype(np.float32).ravel()),
+        len(BAND_NAMES),
+        mask=pa.array(np.isnan(means[:, 0]) if len(means) else np.zeros(0, bool)),
+    )
 
 
 def _list_values(lists: pa.ListArray, k: int) -> pa.Array:
