@@ -5,6 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import rasterio
+import rasterio.warp
 from gdal_fixtures import COLLECTION_TILES, PIXEL, collection_path
 from helpers import assert_same, by_pixel, star
 from rasterio.features import geometry_mask
@@ -332,3 +333,26 @@ def test_zonal_overlaps_seams_and_missing_geometries(con, gdal_collection):
     assert zonal["nodata_pixels"][0].as_py() == len(values) - len(valid)
     expected = (np.sign(valid) * (np.abs(valid) / 127.5) ** 2).mean(axis=0)
     assert np.allclose(zonal["embedding"][0].as_py(), expected, atol=1e-6)
+
+
+def test_a_lonlat_area_smaller_than_a_pixel_gets_the_pixel_under_its_centre(con, gdal_collection):
+    """A box of 10⁻⁵ degrees (about a metre) in lon/lat holds no pixel centre: it gets the one
+    pixel its centre lies in, as GDAL indexes it. (The centroid used to be summed from
+    coordinates of ~45 and lost every digit: the pixel a kilometre away, or none.)"""
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    path = tile_file(gdal_collection.folder, 2023, 3)
+    rng = np.random.default_rng(11)
+    with rasterio.open(path) as ds:
+        data = ds.read()
+        for _ in range(8):
+            col, row = rng.integers(20, 180, 2)
+            x, y = ds.xy(row, col)  # the pixel's centre
+            x, y = x + rng.uniform(-3, 3), y + rng.uniform(-3, 3)  # a metre-box inside it
+            (lon,), (lat,) = rasterio.warp.transform(f"EPSG:{epsg}", "EPSG:4326", [x], [y])
+            box = [lon - 5e-6, lat - 5e-6, lon + 5e-6, lat + 5e-6]
+            got = con.sql(f"SELECT * FROM aef_pixels({box}, years := 2023)").fetchall()
+            names = con.sql(f"SELECT * FROM aef_pixels({box}, years := 2023)").columns
+            assert len(got) == 1
+            values = [got[0][names.index(b)] for b in BAND_NAMES]
+            want = data[:, row, col]
+            assert values == [None if v == -128 else int(v) for v in want]
