@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 import rasterio
 import rasterio.warp
+import shapely
 from gdal_fixtures import COLLECTION_TILES, PIXEL, collection_path
 from helpers import assert_same, by_pixel, star
 from rasterio.features import geometry_mask
@@ -356,3 +357,37 @@ def test_a_lonlat_area_smaller_than_a_pixel_gets_the_pixel_under_its_centre(con,
             values = [got[0][names.index(b)] for b in BAND_NAMES]
             want = data[:, row, col]
             assert values == [None if v == -128 else int(v) for v in want]
+
+
+def test_overlapping_multipolygon_parts_are_joined_in_pixels_and_zonal(con, gdal_collection):
+    """aef_pixels and aef_zonal take a multipolygon's overlapping parts together, as GDAL
+    burns them (the overlap is inside, not a hole)."""
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    a, b = star(x0 + 900, y0 + 900, 500, seed=1), star(x0 + 1300, y0 + 1200, 500, seed=2)
+    path = tile_file(gdal_collection.folder, 2023, 3)
+    geometry = {"type": "MultiPolygon", "coordinates": [[a.tolist()], [b.tolist()]]}
+    with rasterio.open(path) as ds:
+        inside = geometry_mask([geometry], (ds.height, ds.width), ds.transform, invert=True)
+        one = geometry_mask(
+            [{"type": "Polygon", "coordinates": [a.tolist()]}],
+            (ds.height, ds.width),
+            ds.transform,
+            invert=True,
+        )
+        data = ds.read()
+    assert (one & ~inside).sum() == 0 and one.sum() < inside.sum()
+    wkb = shapely.MultiPolygon([shapely.Polygon(a), shapely.Polygon(b)]).wkb
+    table = con.execute(
+        f"SELECT row, col, A05 FROM aef_pixels(?::BLOB, years := 2023, crs := {epsg})", [wkb]
+    ).to_arrow_table()
+    got = set(zip(table["row"].to_pylist(), table["col"].to_pylist(), strict=True))
+    assert got == set(zip(*np.nonzero(inside), strict=True))
+    con.register("shapes", pa.table({"geom": [wkb]}))
+    ((pixels,),) = con.sql(
+        f"SELECT pixels FROM aef_zonal('shapes', years := 2023, crs := {epsg})"
+    ).fetchall()
+    con.unregister("shapes")
+    assert pixels == inside.sum()
+    assert sorted(table["A05"].to_pylist(), key=lambda v: (v is None, v)) == sorted(
+        (None if v == -128 else int(v) for v in data[5][inside]), key=lambda v: (v is None, v)
+    )

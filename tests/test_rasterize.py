@@ -7,12 +7,13 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import shapely
 from rasterio.features import geometry_mask
 from rasterio.transform import Affine as RioAffine
 
 from aefsql.format.tiff import Affine
 from aefsql.geometry import areas
-from aefsql.geometry.areas import Area, row_spans
+from aefsql.geometry.areas import Area, area_from, row_spans
 
 PIXEL = 10.0
 
@@ -130,3 +131,30 @@ def test_vertices_and_edges_on_pixel_centres_follow_gdal(south_up, seed):
     ours = spans_mask(row_spans(Area(tuple(rings), 32633), transform, size, size), (size, size))
     assert ours.any()
     assert np.array_equal(ours, gdal_mask([rings], transform, (size, size)))
+
+
+@pytest.mark.parametrize("band", [None, 3])
+@pytest.mark.parametrize("south_up", [False, True], ids=["north_up", "south_up"])
+def test_overlapping_parts_of_a_multipolygon_are_joined_as_gdal_joins_them(
+    monkeypatch, south_up, band
+):
+    """GDAL burns each part of a multipolygon: a pixel inside two overlapping parts is
+    inside, and a hole of one part that another covers is filled. (They used to be read
+    even-odd across parts: the overlap was a hole, two equal parts nothing.) Read from WKB,
+    as areas arrive; `band`: the sweep in bands of a few crossings."""
+    if band is not None:
+        monkeypatch.setattr(areas, "SWEEP_CROSSINGS", band)
+    size = 300
+    transform = grid(size, south_up)
+    x0, y0 = 500000.0, 4000000.0
+    a = wiggly_star((x0 + 1000, y0 + 1200), 700, 400, 5)
+    b = wiggly_star((x0 + 1500, y0 + 1500), 800, 300, 6)
+    hole = wiggly_star((x0 + 1500, y0 + 1500), 300, 50, 7)[::-1]  # partly under part a
+    c = wiggly_star((x0 + 2400, y0 + 700), 300, 80, 8)  # alone
+    polygons = [[a], [b, hole], [c], [a]]  # part a twice
+    wkb = shapely.MultiPolygon([(p[0], p[1:]) for p in polygons]).wkb
+    ours = spans_mask(row_spans(area_from(wkb, 32633), transform, size, size), (size, size))
+    theirs = gdal_mask(polygons, transform, (size, size))
+    overlap = gdal_mask([[a]], transform, (size, size)) & gdal_mask([[b]], transform, (size, size))
+    assert overlap.sum() > 1000 and theirs[overlap].all()
+    assert np.array_equal(ours, theirs)

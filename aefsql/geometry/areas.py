@@ -45,10 +45,14 @@ CHUNK_PIXELS = 512
 
 @dataclass(frozen=True)
 class Area:
-    """Polygons as rings of (x, y) vertices in one CRS; holes are rings too (even-odd)."""
+    """Polygons as rings of (x, y) vertices in one CRS; holes are rings too (even-odd within
+    a polygon). A multipolygon's polygons are joined: a place inside two overlapping parts
+    is inside, as GDAL burns each part of a multipolygon."""
 
     rings: tuple[np.ndarray, ...]  # each (n, 2), closed or not
     epsg: int
+    # The polygon each ring belongs to; None: all rings are one polygon's.
+    part: tuple[int, ...] | None = None
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -71,11 +75,19 @@ def area_from(value, epsg: int) -> Area:
             "area is NULL: an area is a polygon, a multipolygon or a box [west, south, east, north]"
         )
     if isinstance(value, bytes | bytearray | memoryview):
-        area = _checked(Area(tuple(_wkb_rings(bytes(value))), epsg))
+        rings, owners = _wkb_rings(bytes(value))
+        part = tuple(owners) if len(set(owners)) > 1 else None
+        area = _checked(Area(tuple(rings), epsg, part))
         if epsg != geo.WGS84:
             return area
-        parts = (part for ring in area.rings for part in split_at_antimeridian(ring))
-        return Area(tuple(parts), epsg)
+        pieces = [
+            (piece, owner)
+            for ring, owner in zip(rings, owners, strict=True)
+            for piece in split_at_antimeridian(ring)
+        ]
+        return Area(
+            tuple(p for p, _ in pieces), epsg, part and tuple(owner for _, owner in pieces)
+        )
     try:
         box = [float(v) for v in value]
     except (TypeError, ValueError):
@@ -119,8 +131,8 @@ def clipped_to_box(area: Area, west, south, east, north) -> Area:
     ring by ring: even-odd fill is kept, rings wholly outside are dropped). Where a concave
     ring leaves the box and comes back, the result runs along the box's edge both ways: a
     zero-width seam on the box's boundary, which encloses nothing."""
-    rings = []
-    for ring in area.rings:
+    rings, owners = [], []
+    for k, ring in enumerate(area.rings):
         if len(ring) and not np.array_equal(ring[0], ring[-1]):
             ring = np.vstack([ring, ring[:1]])
         sides = ((0, west, True), (0, east, False), (1, south, True), (1, north, False))
@@ -130,7 +142,9 @@ def clipped_to_box(area: Area, west, south, east, north) -> Area:
             ring = _clipped_half(ring, axis, value, above)
         if len(ring) >= 4:
             rings.append(ring)
-    return Area(tuple(rings), area.epsg)
+            owners.append(k)
+    part = area.part and tuple(area.part[k] for k in owners)
+    return Area(tuple(rings), area.epsg, part)
 
 
 def _clipped_half(ring: np.ndarray, axis: int, value: float, above: bool) -> np.ndarray:
@@ -151,15 +165,16 @@ def _clipped_half(ring: np.ndarray, axis: int, value: float, above: bool) -> np.
     return np.vstack([points, points[:1]])
 
 
-def _wkb_rings(blob: bytes) -> list[np.ndarray]:
-    rings: list[np.ndarray] = []
+def _wkb_rings(blob: bytes) -> tuple[list[np.ndarray], list[int]]:
+    """The rings of a WKB polygon or multipolygon, and the polygon each belongs to."""
+    rings: list[tuple[np.ndarray, int]] = []
     _read_geometry(blob, 0, rings, [0], 0)
-    return rings
+    return [r for r, _ in rings], [k for _, k in rings]
 
 
 def _read_geometry(blob: bytes, offset: int, rings: list, polygons: list, depth: int) -> int:
-    """Appends the rings of the geometry at `offset` to `rings`; returns where it ends.
-    `polygons` counts the polygons read so far (for messages)."""
+    """Appends the rings of the geometry at `offset` to `rings`, each with the number of its
+    polygon; returns where it ends. `polygons` counts the polygons read so far."""
     if depth > MAX_WKB_NESTING:
         raise AefsqlError(f"area: geometry collections nested more than {MAX_WKB_NESTING} deep")
     if len(blob) < offset + 5 or blob[offset] not in (0, 1):
@@ -187,7 +202,8 @@ def _read_geometry(blob: bytes, offset: int, rings: list, polygons: list, depth:
             if len(blob) < offset + size:
                 raise _truncated(blob, f"{where}'s {n:,} points")
             ring = np.frombuffer(blob, dtype=order + "f8", count=n * dims, offset=offset)
-            rings.append(_valid_ring(ring.reshape(n, dims)[:, :2].astype(np.float64), where))
+            ring = _valid_ring(ring.reshape(n, dims)[:, :2].astype(np.float64), where)
+            rings.append((ring, polygons[0] - 1))
             offset += size
         return offset
     if kind in (6, 7):  # MultiPolygon, GeometryCollection of polygons
@@ -311,7 +327,7 @@ def projected_all(areas: list[Area], epsg: int) -> list[Area]:
         at = 0
         for k in members:
             count = len(areas[k].rings)
-            out[k] = Area(tuple(moved[at : at + count]), epsg)
+            out[k] = Area(tuple(moved[at : at + count]), epsg, areas[k].part)
             at += count
     return out
 
@@ -417,6 +433,11 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
     edge = np.ones(len(col) - 1, dtype=bool)  # from vertex i to i + 1: not across rings
     edge[np.cumsum([len(r) for r in rings])[:-1] - 1] = False
     c0, r0, c1, r1 = col[:-1][edge], row[:-1][edge], col[1:][edge], row[1:][edge]
+    # Each edge's polygon, where the area has several: crossings pair within a polygon.
+    part = None
+    if area.part is not None and len(set(area.part)) > 1:
+        owner = np.repeat(np.asarray(area.part, np.int64), [len(r) for r in rings])
+        part = owner[:-1][edge]
     flat = _flat_spans(rings, c0, r0, c1, r1, width, height)
     # Each edge from its lower end (row) to its upper: GDAL's terms, in its order.
     lower = r0 <= r1
@@ -429,21 +450,23 @@ def row_spans(area: Area, transform: Affine, width: int, height: int):
         return flat
     if not crossing.all():
         cl, rl, cu, ru, first, end = (a[crossing] for a in (cl, rl, cu, ru, first, end))
+        part = None if part is None else part[crossing]
     counts = end - first
     if counts.sum() <= SWEEP_CROSSINGS:  # one band holds every crossing: no sweep needed
-        edges = (cl, rl, cu - cl, ru - rl, first, end)
+        edges = (cl, rl, cu - cl, ru - rl, first, end, part)
         active = np.arange(first.size)
         spans = _band_spans(edges, active, int(first.min()), int(end.max()), width)
     else:
-        spans = _swept_spans(cl, rl, cu, ru, first, end, width)
+        spans = _swept_spans(cl, rl, cu, ru, first, end, part, width)
     return spans if flat.size == 0 else _merged(np.concatenate([spans, flat]), width)
 
 
-def _swept_spans(cl, rl, cu, ru, first, end, width: int) -> np.ndarray:
+def _swept_spans(cl, rl, cu, ru, first, end, part, width: int) -> np.ndarray:
     """The spans of crossing edges, band by band of rows (`row_spans`)."""
     by_start = np.argsort(first, kind="stable")
     across, up = (cu - cl)[by_start], (ru - rl)[by_start]
     cl, rl, first, end = (a[by_start] for a in (cl, rl, first, end))
+    part = None if part is None else part[by_start]
     origin, stop_row = int(first[0]), int(end.max())
     # Crossings on each row from `origin`: edges started minus edges ended.
     per_row = np.cumsum(np.bincount(first - origin, minlength=stop_row - origin + 1))
@@ -457,7 +480,7 @@ def _swept_spans(cl, rl, cu, ru, first, end, width: int) -> np.ndarray:
         joining = int(np.searchsorted(first, bottom, side="left"))
         active = np.concatenate([active[end[active] > top], np.arange(entered, joining)])
         entered = joining
-        edges = (cl, rl, across, up, first, end)
+        edges = (cl, rl, across, up, first, end, part)
         spans.append(_band_spans(edges, active, top, bottom, width))
         top = bottom
     return np.concatenate(spans)
@@ -541,7 +564,7 @@ def _band_end(per_row: np.ndarray, top: int, stop_row: int) -> int:
 
 def _band_spans(edges, active, top: int, bottom: int, width: int):
     """The spans of rows [top, bottom) from the crossings of the `active` edges."""
-    cl, rl, across, up, first, end = edges
+    cl, rl, across, up, first, end, part = edges
     start = np.maximum(first[active], top)
     counts = np.minimum(end[active], bottom) - start
     edge = np.repeat(active, counts)
@@ -550,6 +573,8 @@ def _band_spans(edges, active, top: int, bottom: int, width: int):
     del within
     # GDAL's expression, term for term: (dy - dy1) * (dx2 - dx1) / (dy2 - dy1) + dx1.
     at = ((row + 0.5) - rl[edge]) * across[edge] / up[edge] + cl[edge]
+    if part is not None:
+        return _parts_spans(row, at, part[edge], width)
     del edge
     # Sorted by x, then (stably: a radix sort, on int16) by row: rows ascending, x within.
     offset = (row - top).astype(np.int16 if bottom - top <= _BAND_ROWS else np.int64)
@@ -572,6 +597,24 @@ def _band_spans(edges, active, top: int, bottom: int, width: int):
     spans = np.empty((int(kept.sum()), 3), dtype=np.int64)
     spans[:, 0], spans[:, 1], spans[:, 2] = row[kept], starts[kept], ends[kept]
     return spans
+
+
+def _parts_spans(row, at, part, width: int) -> np.ndarray:
+    """`_band_spans` for an area of several polygons: each row's crossings taken two by two
+    within each polygon (even-odd, holes and all), and the polygons' spans joined."""
+    order = np.lexsort((at, part, row))
+    row, at, part = row[order], at[order], part[order]
+    group = np.ones(row.size, bool)  # where a (row, polygon) run of crossings starts
+    group[1:] = (row[1:] != row[:-1]) | (part[1:] != part[:-1])
+    starts = np.flatnonzero(group)
+    count = np.diff(np.append(starts, row.size))
+    rank = np.arange(row.size) - np.repeat(starts, count)
+    paired = rank < np.repeat(count - count % 2, count)  # an odd last one is dropped
+    row, at = row[paired][::2], at[paired].reshape(-1, 2)
+    columns = np.minimum(np.maximum(np.floor(at + 0.5), 0), width).astype(np.int64)
+    kept = columns[:, 1] > columns[:, 0]
+    spans = np.column_stack([row[kept], columns[kept, 0], columns[kept, 1]])
+    return _merged(spans, width) if len(spans) else _NO_SPANS
 
 
 def _closed(rings):

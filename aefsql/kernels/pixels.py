@@ -284,8 +284,10 @@ def near_tile(area: Area, tiles: TileTable, t: int) -> Area:
         if west <= east
         else [(west - m, south - m, 180.0, north + m), (-180.0, south - m, east + m, north + m)]
     )
-    rings = tuple(ring for box in boxes for ring in clipped_to_box(area, *box).rings)
-    return Area(rings, area.epsg)
+    cut = [clipped_to_box(area, *box) for box in boxes]
+    rings = tuple(ring for piece in cut for ring in piece.rings)
+    part = area.part and tuple(k for piece in cut for k in piece.part)
+    return Area(rings, area.epsg, part)
 
 
 def _closed_rings(area: Area) -> bool:
@@ -359,7 +361,7 @@ def projected_vertices(area: Area) -> Area:
             "(is the area in the CRS crs := names?)"
         )
     moved = np.split(np.column_stack([lon, lat]), np.cumsum([len(r) for r in area.rings])[:-1])
-    return Area(tuple(moved), geo.WGS84)
+    return Area(tuple(moved), geo.WGS84, area.part)
 
 
 # An area box over at most this many 1-degree cells finds its tiles through the catalog's
