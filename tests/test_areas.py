@@ -429,3 +429,33 @@ def gdal_collection_transform(path) -> Affine:
     with rasterio.open(path) as ds:
         t = ds.transform
     return Affine(t.a, t.b, t.c, t.d, t.e, t.f)
+
+
+def test_a_map_across_the_antimeridian_is_in_the_zone_beside_it(antimeridian_catalog, tmp_path):
+    """write_map (and read_area, picture: the same choice) of an area across 180° is in the
+    zone of the tiles owning most of it (60S: two thirds of the box lie west of 180°), says
+    that it spans zones, and copies the 60S tile's pixels exactly. (Its lattice of voting
+    points used to spread over -180..180, miss the area, and fall on zone 31S at 0°.)"""
+    import rasterio
+
+    import aefsql
+
+    box = [179.985, -16.005, -179.995, -15.995]
+    path = tmp_path / "map.tif"
+    with pytest.warns(UserWarning, match="spans UTM zones 1S, 60S"):
+        aefsql.write_map(
+            box, 2023, path, kind="bands", bands=["A00"], catalog=str(antimeridian_catalog)
+        )
+    tile = antimeridian_catalog.parent / "2023/60S/tile0.tiff"
+    with rasterio.open(path) as ours, rasterio.open(tile) as theirs:
+        assert ours.crs.to_epsg() == 32760
+        values = ours.read(1)
+        rows, cols = np.nonzero(values != ours.nodata)
+        x, y = rasterio.transform.xy(ours.transform, rows, cols)
+        inside = rasterio.transform.rowcol(theirs.transform, x, y)
+        r, c = (np.asarray(v) for v in inside)
+        lon, _ = geo.transform_points(32760, geo.WGS84, np.asarray(x), np.asarray(y))
+        west = lon > 0  # zone 60's own side of 180°: the 1S tile owns the rest
+        held = west & (r >= 0) & (r < theirs.height) & (c >= 0) & (c < theirs.width)
+        assert held.sum() == west.sum() > 0.5 * rows.size
+        assert np.array_equal(values[rows[held], cols[held]], theirs.read(1)[r[held], c[held]])
