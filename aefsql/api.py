@@ -290,8 +290,8 @@ def _assembled(
 
 
 def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
-    """as_vector: the 64 band columns replaced by `embedding`, placed as aef_sample_points
-    places it (last). The de-quantization is the SQL macro aef_vector's, its one home; a
+    """as_vector: the 64 band columns replaced by `embedding`, in their place (as
+    aef_sample_points places it: before aef_error and status). The de-quantization is the SQL macro aef_vector's, its one home; a
     one-table SELECT keeps the rows in order."""
     con = duckdb.connect()
     try:
@@ -301,7 +301,8 @@ def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
         embedding = vectors.to_arrow_table()["embedding"]
     finally:
         con.close()
-    return result.drop_columns(BAND_NAMES).append_column("embedding", embedding)
+    at = result.column_names.index(BAND_NAMES[0])
+    return result.drop_columns(BAND_NAMES).add_column(at, "embedding", embedding)
 
 
 @speaks("python")

@@ -73,6 +73,8 @@ class Mention:
 def _sql_value(value, spark: bool = False) -> str:
     if value is ANY_VALUE:
         return "…"
+    if value is None:
+        return "NULL"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, str):
@@ -438,6 +440,19 @@ def _check_columns(function, columns, x_column, y_column, geometry_column, added
     table = _table_kind(function)
     wanted = [geometry_column] if geometry_column is not None else [x_column, y_column]
     kind = "geometry_column" if geometry_column is not None else "x_column/y_column"
+    if table == "polygons" and geometry_column is None:
+        raise OptionError(
+            "{} names no column: " + function + " reads its polygons from one (default {})",
+            Mention("geometry_column", None),
+            Mention("geometry_column", "geom"),
+        )
+    for given, name in ((x_column, "x_column"), (y_column, "y_column")):
+        if geometry_column is None and given is None:
+            raise OptionError(
+                "{} names no column: name a column of the " + table + " table, or give {}",
+                Mention(name, None),
+                Mention("geometry_column", ANY_VALUE),
+            )
     for name in wanted:
         if name not in columns:
             raise AefsqlError(

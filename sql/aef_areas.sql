@@ -114,10 +114,9 @@ placed AS (
 -- (projecting costs more than reading the pixels) and calls once for both.
 SELECT __aef_year AS year, location, __aef_path AS path, row, col, x, y, xy_crs AS crs,
        __aef_lonlat.lon AS lon, __aef_lonlat.lat AS lat,
-       COLUMNS(lambda c: (c SIMILAR TO 'A[0-9][0-9]' AND NOT as_vector
-                          AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()),
-                                            c))
-                         OR (c = 'embedding' AND as_vector)
+       COLUMNS(lambda c: ((c SIMILAR TO 'A[0-9][0-9]' OR c = 'embedding')
+                          AND list_contains({udf}_value_columns(to_json({
+                              'bands': bands, 'as_vector': as_vector})), c))
                          -- (in this COLUMNS: one that selects nothing is an error)
                          OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))
 FROM placed;

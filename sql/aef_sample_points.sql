@@ -181,15 +181,16 @@ with_values AS (
           FROM points __aef_p)
 ),
 expanded AS (
-    SELECT __aef_input, __aef_year, __aef_values.*, aef_vector(__aef_values) AS embedding,
+    -- (embedding before the values' aef_error and status: it takes the bands' place)
+    SELECT __aef_input, __aef_year, aef_vector(__aef_values) AS embedding, __aef_values.*,
            __aef_geom AS geom
     FROM with_values
 )
 SELECT __aef_input.* EXCLUDE (__aef_row), __aef_year AS year,
        COLUMNS(lambda c:
-               (c SIMILAR TO 'A[0-9][0-9]' AND NOT as_vector
-                AND list_contains(coalesce(CAST(bands AS VARCHAR[]), aef_band_names()), c))
-               OR (c = 'embedding' AND as_vector)
+               ((c SIMILAR TO 'A[0-9][0-9]' OR c = 'embedding')
+                AND list_contains({udf}_value_columns(to_json({
+                    'bands': bands, 'as_vector': as_vector})), c))
                OR (c = 'aef_error' AND on_error = 'null')
                OR (c = 'status' AND status)
                OR (c = 'geom' AND {udf}_geometry_wanted(CAST(geometry AS VARCHAR))))

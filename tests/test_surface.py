@@ -5,6 +5,7 @@ import csv  # noqa: F401  (imported on purpose: DuckDB's replacement scan must n
 import json  # noqa: F401  (likewise)
 import warnings
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -446,3 +447,45 @@ def test_an_unreachable_catalog_says_so_on_first_use(tmp_path, cache):
             con.sql("SELECT count(*) FROM aef_index()").fetchall()
     finally:
         con.close()
+
+
+@pytest.mark.parametrize(
+    "parameters, message",
+    [
+        ("bands := ['A00', NULL]", "bands holds a NULL"),
+        ("bands := []", "selects no band"),
+        ("bands := ['A64']", r"unknown band name\(s\) \['A64'\]"),
+        ("bands := ['a00']", r"unknown band name\(s\) \['a00'\]"),
+        ("bands := 'A01'", "bands is a list of names"),
+        ("as_vector := NULL", "as_vector must be true or false"),
+        ("as_vector := 'yes'", "as_vector must be true or false"),
+        ("as_vector := true, bands := ['A00']", "drop bands"),
+    ],
+)
+def test_aef_pixels_says_what_is_wrong_as_aef_sample_points_does(con, parameters, message):
+    """(A bad `bands` or `as_vector` used to end in DuckDB's "Star expression COLUMNS(…)
+    resulted in an empty set of columns", a page of aefsql's macro text.)"""
+    area = "[12.0, 44.99, 12.02, 45.0], years := 2023"
+    for function in (
+        f"aef_pixels({area}, {parameters})",
+        f"aef_sample_points('plots', years := 2023, {parameters})",
+    ):
+        with pytest.raises(duckdb.Error, match=message) as raised:
+            con.sql(f"SELECT * FROM {function}").fetchall()
+        assert "COLUMNS" not in str(raised.value)
+
+
+def test_a_null_column_parameter_is_named_as_null(con):
+    """(It said "no column None (x_column/y_column)", even for aef_zonal, which has neither.)"""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE polys AS "
+        "SELECT 'POLYGON((12 45, 12.01 45, 12.01 45.01, 12 45))'::GEOMETRY AS geom"
+    )
+    for call, message in [
+        ("aef_zonal('polys', years := 2023, geometry_column := NULL)", "geometry_column := NULL"),
+        ("aef_sample_points('plots', years := 2023, x_column := NULL)", "x_column := NULL"),
+        ("aef_chips('plots', years := 2023, y_column := NULL)", "y_column := NULL"),
+    ]:
+        with pytest.raises(duckdb.Error, match=f"{message} names no column") as raised:
+            con.sql(f"SELECT * FROM {call}").fetchall()
+        assert "None" not in str(raised.value)

@@ -280,6 +280,7 @@ def _create_functions(con: duckdb.DuckDBPyConnection, session: SessionUdfs) -> s
         ("options", session.options, ["VARCHAR"], OPTIONS_ARROW),
         ("point_xy", session.point_xy, ["BLOB"], POINT_XY_ARROW),
         ("input_column", session.input_column, ["VARCHAR", "VARCHAR"], pa.bool_()),
+        ("value_columns", session.value_columns, ["VARCHAR"], pa.list_(pa.string())),
         ("index_file", session.index_file, ["INTEGER"], pa.string()),
         (
             "chip_plan",

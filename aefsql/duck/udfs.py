@@ -51,6 +51,8 @@ from ..kernels.points import Samples, band_indices
 from ..kernels.readahead import ReadAhead, batch_key
 from ..kernels.similarity import Cosines, query_vector
 from ..options import (
+    band_list,
+    check_as_vector,
     check_cell,
     check_geometry,
     check_input_columns,
@@ -432,6 +434,20 @@ class SessionUdfs:
         for text in set(params.to_pylist()):
             check_input_columns(names.to_pylist(), json.loads(text))
         return pa.array(np.ones(len(names), dtype=bool))
+
+    def value_columns(self, params) -> pa.ListArray:
+        """The value columns a call gives: the bands it names (all when NULL), or
+        `embedding` (as_vector := true); raises for a bad `bands` or `as_vector` (options).
+        Called from a COLUMNS lambda, so while the query binds: the same words as the other
+        functions, not DuckDB's "resulted in an empty set of columns"."""
+        found = {}
+        for text in set(params.to_pylist()):
+            given = json.loads(text) if text else {}
+            as_vector = given.get("as_vector", False)
+            bands = given.get("bands")
+            check_as_vector(as_vector, bands)
+            found[text] = ["embedding"] if as_vector else list(band_list(bands))
+        return pa.array([found[t] for t in params.to_pylist()], pa.list_(pa.string()))
 
     def point_xy(self, wkb) -> pa.StructArray:
         x, y = geo.points_from_wkb(wkb.to_pylist())
