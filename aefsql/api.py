@@ -291,8 +291,8 @@ def _assembled(
 
 def _with_vectors(session: Session, result: pa.Table) -> pa.Table:
     """as_vector: the 64 band columns replaced by `embedding`, in their place (as
-    aef_sample_points places it: before aef_error and status). The de-quantization is the SQL macro aef_vector's, its one home; a
-    one-table SELECT keeps the rows in order."""
+    aef_sample_points places it: before aef_error and status). The de-quantization is the
+    SQL macro aef_vector's, its one home; a one-table SELECT keeps the rows in order."""
     con = duckdb.connect()
     try:
         install(con, SessionUdfs(session, warn_empty=False))

@@ -170,6 +170,7 @@ def resolve(
     y_column: str | None = "lat",
     geometry_column: str | None = None,
     geometry: str | None = None,
+    level=0,
 ) -> Options:
     """Check and normalise a call's parameters; AefsqlError says what is wrong and the fix.
 
@@ -184,6 +185,7 @@ def resolve(
     check_as_vector(as_vector, bands)
     check_status(status)
     check_geometry(geometry)
+    check_level(level)
     if columns is not None:
         _check_columns(
             function,
@@ -231,6 +233,7 @@ def check_level(level) -> None:
 
 
 H3_RESOLUTIONS = range(16)
+MAX_CELL_METRES = 10_000_000  # a zone's northings span 0..10,000 km: one cell holds any area
 
 
 def check_cell(cell) -> tuple[str, int]:
@@ -265,11 +268,12 @@ def check_cell(cell) -> tuple[str, int]:
         and isinstance(cell, numbers.Real)
         and math.isfinite(cell)
         and float(cell).is_integer()
-        and cell >= 1
+        and 1 <= cell <= MAX_CELL_METRES
     ):
         return "square", int(cell)
     raise OptionError(
-        "{}: a square cell is a whole number of metres, 1 or more; pass " + example,
+        "{}: a square cell is a whole number of metres, 1 to 10,000,000 (a UTM zone's "
+        "height); pass " + example,
         Mention("cell", cell),
         h3,
         square,

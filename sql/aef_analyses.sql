@@ -78,7 +78,7 @@ CREATE OR REPLACE TEMP MACRO aef_change(
     geometry := NULL
 ) AS TABLE
 WITH checked AS MATERIALIZED (
-    FROM __aef_area_options('aef_change', years, NULL, crs, NULL)
+    FROM __aef_area_options('aef_change', years, NULL, crs, NULL, level := level)
 ),
 units AS (
     -- One tile position a unit, each followed by NULLs up to a DuckDB vector: one unit is

@@ -15,13 +15,13 @@ CREATE OR REPLACE TEMP MACRO __aef_area_text(area) AS
 
 -- An area function's checked years, crs and bands (the error options.py gives, raised).
 CREATE OR REPLACE TEMP MACRO __aef_area_options(function, years, year, crs, bands,
-                                                as_vector := false) AS TABLE
+                                                as_vector := false, level := 0) AS TABLE
 SELECT CASE WHEN o.error IS NOT NULL THEN error(o.error) ELSE o.years END AS __aef_years,
        o.crs AS __aef_crs, o.bands AS __aef_bands
 FROM (
     SELECT {udf}_options(to_json({
         'function': function, 'years': years, 'year': year, 'crs': crs, 'bands': bands,
-        'as_vector': as_vector
+        'as_vector': as_vector, 'level': level
     })) AS o
 );
 
@@ -32,7 +32,8 @@ FROM (
 CREATE OR REPLACE TEMP MACRO __aef_area_chunks(area, years, year, crs, bands, max_bytes, level,
                                                function, as_vector := false) AS TABLE
 WITH checked AS MATERIALIZED (
-    FROM __aef_area_options(function, years, year, crs, bands, as_vector := as_vector)
+    FROM __aef_area_options(function, years, year, crs, bands, as_vector := as_vector,
+                            level := level)
 ),
 units AS (
     SELECT unnest({udf}_area_units(__aef_area_wkb(area), __aef_area_box(area),
@@ -137,7 +138,7 @@ CREATE OR REPLACE TEMP MACRO aef_area_plan(
     level := 0
 ) AS TABLE
 WITH checked AS MATERIALIZED (
-    FROM __aef_area_options('aef_area_plan', years, year, crs, bands)
+    FROM __aef_area_options('aef_area_plan', years, year, crs, bands, level := level)
 ),
 planned AS (
     SELECT unnest({udf}_area_plan(__aef_area_wkb(area), __aef_area_box(area),
@@ -208,7 +209,7 @@ WITH polygons AS MATERIALIZED (
 ),
 options AS MATERIALIZED (
     FROM __aef_options('polygons', 'aef_zonal', years, year, crs, NULL, NULL,
-                       geometry_column, NULL, on_error, false)
+                       geometry_column, NULL, on_error, false, level := level)
 ),
 geometries AS (
     SELECT list(__aef_row ORDER BY __aef_row) AS __aef_rows,
@@ -285,7 +286,7 @@ WITH points AS MATERIALIZED (
 ),
 options AS MATERIALIZED (
     FROM __aef_options('points', 'aef_chips', years, year, crs, x_column, y_column,
-                       geometry_column, bands, on_error, false)
+                       geometry_column, bands, on_error, false, level := level)
 ),
 located AS MATERIALIZED (
     FROM __aef_located('points', 'options', x_column, y_column, geometry_column)
@@ -381,7 +382,7 @@ CREATE OR REPLACE TEMP MACRO aef_grid(
     geometry := NULL
 ) AS TABLE
 WITH checked AS MATERIALIZED (
-    FROM __aef_area_options('aef_grid', years, year, crs, NULL)
+    FROM __aef_area_options('aef_grid', years, year, crs, NULL, level := level)
 ),
 cells AS (
     SELECT unnest({udf}_grid(__aef_area_wkb(area), __aef_area_box(area),

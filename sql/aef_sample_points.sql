@@ -15,7 +15,7 @@ CREATE OR REPLACE TEMP MACRO __aef_table(points_table) AS
 -- rules live in Python (aefsql/options.py), shared with the Python API and the CLI.
 CREATE OR REPLACE TEMP MACRO __aef_options(
     points_table, function, years, year, crs, x_column, y_column, geometry_column, bands,
-    on_error, as_vector
+    on_error, as_vector, level := 0
 ) AS TABLE
 WITH columns AS (
     -- The points table's column names, even when it has no row. `points_table` is the
@@ -27,7 +27,8 @@ resolved AS (
     SELECT {udf}_options(to_json({
         'function': function, 'years': years, 'year': year, 'crs': crs,
         'x_column': x_column, 'y_column': y_column, 'geometry_column': geometry_column,
-        'bands': bands, 'on_error': on_error, 'as_vector': as_vector, 'columns': names
+        'bands': bands, 'on_error': on_error, 'as_vector': as_vector, 'columns': names,
+        'level': level
     })) AS o
     FROM columns
 )

@@ -286,6 +286,8 @@ def test_python_grid_equals_sql(con, gdal_collection):
         ("'1000'", "cell := '1000': a size in metres is a number, as cell := 1000"),
         ("2.5", "cell := 2.5: a square cell is a whole number of metres"),
         ("0", "cell := 0: a square cell is a whole number of metres"),
+        ("1e300", "cell := 1e\\+300: a square cell is a whole number of metres, 1 to 10,000,000"),
+        ("10000001", "cell := 10000001: a square cell is a whole number of metres"),
         ("NULL", "pass cell := 'h3:7' (H3 cells of resolution 0-15) or cell := 1000"),
     ],
 )

@@ -489,3 +489,25 @@ def test_a_null_column_parameter_is_named_as_null(con):
         with pytest.raises(duckdb.Error, match=f"{message} names no column") as raised:
             con.sql(f"SELECT * FROM {call}").fetchall()
         assert "None" not in str(raised.value)
+
+
+@pytest.mark.parametrize("level", ["1.5", "'1'", "true", "-1"])
+def test_level_is_a_whole_number_in_every_function(con, level):
+    """(1.5 was read as 2, '1' and true as 1, by the CAST to INTEGER.)"""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE polys AS "
+        "SELECT 'POLYGON((12 45, 12.01 45, 12.01 45.01, 12 45))'::GEOMETRY AS geom"
+    )
+    area = "[12.0, 44.99, 12.02, 45.0]"
+    vector = f"{[0.1] * 64}::FLOAT[64]"
+    for call in [
+        f"aef_pixels({area}, years := 2023",
+        f"aef_area_plan({area}, years := 2023",
+        f"aef_similarity({area}, {vector}, years := 2023",
+        f"aef_change({area}, years := [2023, 2024]",
+        f"aef_grid({area}, cell := 1000, years := 2023",
+        "aef_zonal('polys', years := 2023",
+        "aef_chips('plots', years := 2023",
+    ]:
+        with pytest.raises(duckdb.Error, match=r"level := .*: a level is 0 \(full resolution\)"):
+            con.sql(f"SELECT * FROM {call}, level := {level})").fetchall()
