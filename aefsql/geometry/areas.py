@@ -85,9 +85,7 @@ def area_from(value, epsg: int) -> Area:
             for ring, owner in zip(rings, owners, strict=True)
             for piece in split_at_antimeridian(ring)
         ]
-        return Area(
-            tuple(p for p, _ in pieces), epsg, part and tuple(owner for _, owner in pieces)
-        )
+        return Area(tuple(p for p, _ in pieces), epsg, part and tuple(owner for _, owner in pieces))
     try:
         box = [float(v) for v in value]
     except (TypeError, ValueError):
