@@ -315,6 +315,7 @@ def zonal(
     crs=None,
     level: int = 0,
     on_error: str = "raise",
+    max_bytes: int | None = None,
     status: bool = False,
     catalog: str | None = None,
     cache_dir: str | None = None,
@@ -336,7 +337,9 @@ def zonal(
     `on_error`: 'null' gives a row whose geometry is not a usable area, and the polygon-years
     of a file that cannot be read, NULL results and an `aef_error` message instead of
     failing. `status`: a `status` column (valid, nodata,
-    outside, no_year, error), as aef_zonal's `status := true`. `catalog`, `cache_dir`,
+    outside, no_year, error), as aef_zonal's `status := true`. `max_bytes`: each polygon's
+    pixels x 64 bands x years of int8 (default 16 GiB), refused before anything is read, as
+    aef_zonal's. `catalog`, `cache_dir`,
     `headers`, `concurrency`, `allowed_hosts`, `storage_options` and `collection`
     (deprecated alias of `headers`): as for `aefsql.connect`. Rows keep their input order,
     and their columns their Arrow types (a GeoDataFrame's geometry comes back as WKB).
@@ -345,6 +348,7 @@ def zonal(
     geometry_column = geometry_column or "geom"
     table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
     check_level(level)
+    check_max_bytes(max_bytes)
     chosen = resolve(
         years=years,
         year=year,
@@ -384,6 +388,7 @@ def zonal(
             level=int(level),
             on_error=chosen.on_error,
             status=chosen.status,
+            **({} if max_bytes is None else {"max_bytes": max_bytes}),
         )
         result = con.sql(f"SELECT {', '.join(added)} FROM {call}").to_arrow_table()
     except duckdb.Error as exc:  # its message may quote a URL as given, secrets too

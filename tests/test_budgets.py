@@ -250,6 +250,12 @@ def test_zonal_is_refused_before_its_chunks_are_laid_out(http_collection):
         assert not [p for _, p, _ in http_collection.log.requests if p.endswith(".tiff")]
         rows = con.sql("FROM aef_zonal('fields', years := 2023)").fetchall()
         assert rows[0][3] > 0  # pixels, within the default budget
+        # aefsql.zonal takes max_bytes too (it had none, and refused the name)
+        fields = con.sql("SELECT id, ST_AsWKB(geom) AS geom FROM fields").to_arrow_table()
+    http_collection.log.clear()
+    with pytest.raises(Exception, match="polygon 1: the area covers about .*" + SHAPE):
+        aefsql.zonal(fields, years=2023, max_bytes=100000, catalog=http_collection.index)
+    assert not [p for _, p, _ in http_collection.log.requests if p.endswith(".tiff")]
 
 
 def test_every_function_speaks_the_same_message(demo_con, demo):

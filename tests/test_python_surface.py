@@ -428,7 +428,7 @@ SIGNATURES = [
     ("aefsql.connect", ["database", "catalog"], None, set()),
     ("aefsql.register", ["con", "catalog"], None, set()),
     ("aefsql.sample_points", ["points"], "aef_sample_points", set()),
-    ("aefsql.zonal", ["polygons"], "aef_zonal", {"max_bytes"}),
+    ("aefsql.zonal", ["polygons"], "aef_zonal", set()),
     ("aefsql.change", ["area"], "aef_change", set()),
     ("aefsql.grid", ["area"], "aef_grid", set()),
     ("aefsql.similarity", ["area", "reference"], "aef_similarity", set()),
