@@ -21,7 +21,6 @@ from .duck.calls import sql_literal, table_call
 from .duck.registration import connect, install
 from .duck.udfs import SessionUdfs
 from .errors import AefsqlError
-from .kernels import coverage
 from .kernels.budgets import RASTER_BYTES
 from .kernels.maps import KINDS, write_map
 from .kernels.pictures import numbers_from, picture
@@ -130,13 +129,11 @@ def run_sample(args, out=None) -> None:
     session = open_session(
         args.catalog, cache_dir=args.cache_dir, progress=None, allowed_hosts=args.allowed_hosts
     )
-    missing = session.missing_years(years)
-    if missing:
-        note = coverage.missing_years_note(session.catalog.tiles(), missing)
-        print(f"aefsql: warning: {note}: their rows get NULL bands", file=sys.stderr)
     con = duckdb.connect()
     try:
-        install(con, SessionUdfs(session, warn_empty=False))  # (said above)
+        # The functions' own warnings (a year the catalog lacks, no point in a tile, swapped
+        # coordinates), printed by `main` as "aefsql: warning: …".
+        install(con, SessionUdfs(session))
         if args.dry_run:
             con.sql(sql).show(max_rows=40)
             files, points, blocks, requests, nbytes = con.execute(

@@ -200,7 +200,8 @@ def test_missing_year_warns_and_huge_year_ranges_are_refused(gdal_collection, po
         gdal_collection.index,
     )
     assert code == 0
-    assert "warning: the catalog has no tile of year(s) 2031" in err
+    assert "aefsql: warning: aef_sample_points: the catalog has no tile of year(s) 2031" in err
+    assert err.count("\n") == 1  # said once
     code, _, err = run(
         "sample", str(points_csv), "--years", "2023-20230000", "--catalog", gdal_collection.index
     )
@@ -233,3 +234,27 @@ def test_a_misspelt_option_is_named_with_the_nearest_one(gdal_collection, points
         "--dry",
     )
     assert code == 0 and stdout.strip().splitlines()[-1].startswith("plan: 1 files")
+
+
+def test_points_in_no_tile_are_warned_about(gdal_collection, points_csv, tmp_path):
+    """--x and --y swapped: no point lies in a tile, and sample says so, as the SQL function
+    and aefsql.sample_points do (it printed nothing and exited 0 with every band NULL)."""
+    out = tmp_path / "swapped.csv"
+    code, _, err = run(
+        "sample",
+        str(points_csv),
+        "--years",
+        "2023",
+        "--x",
+        "y",
+        "--y",
+        "x",
+        "--bands",
+        "A00",
+        "--catalog",
+        gdal_collection.index,
+        "-o",
+        str(out),
+    )
+    assert code == 0 and out.exists()
+    assert "aefsql: warning: aef_sample_points:" in err and "no point lies in a tile" in err
