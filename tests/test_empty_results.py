@@ -14,6 +14,7 @@ from gdal_fixtures import COLLECTION_TILES, collection_path, to_lonlat
 from rasterio.features import geometry_mask
 
 import aefsql
+from aefsql.geometry.geo import box_wkb
 
 _, EPSG, X0, Y0 = COLLECTION_TILES[3]  # the Peru tile (18S), alone in its zone
 BOX = [X0 + 1003.0, Y0 + 497.0, X0 + 1796.0, Y0 + 1304.0]
@@ -266,3 +267,28 @@ def test_sql_warns_when_no_point_lies_in_a_tile(con):
             "SELECT count(*), count(A00) FROM aef_sample_points('good', years := 2023)"
         ).fetchall()
     assert rows == [(3, 2)]
+
+
+def test_sql_warns_when_no_polygon_gets_a_pixel(con):
+    """aef_zonal says in which years no polygon got a pixel, and why from the first one
+    (swapped lon/lat, lon/lat with a projected crs); one covered polygon is enough to say
+    nothing. (Every row came back outside, pixels 0, in silence.)"""
+    for area, crs, reason in [
+        (SWAPPED_BOX, "", SWAPPED),
+        (LONLAT_BOX, f", crs := {EPSG}", LONLAT_AS_PROJECTED),
+    ]:
+        con.register("fields", pa.table({"geom": [box_wkb(*area), box_wkb(*area)]}))
+        with pytest.warns(
+            UserWarning,
+            match=r"aef_zonal: no polygon got a pixel in year\(s\) 2023, 2024: their means are "
+            r"NULL \(the first polygon: " + re.escape(reason),
+        ) as caught:
+            rows = con.sql(
+                f"SELECT pixels FROM aef_zonal('fields', years := [2023, 2024]{crs})"
+            ).fetchall()
+        assert rows == [(0,)] * 4 and len(caught) == 1
+    con.register("fields", pa.table({"geom": [box_wkb(*SWAPPED_BOX), box_wkb(*LONLAT_BOX)]}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = con.sql("SELECT pixels FROM aef_zonal('fields', years := 2023)").fetchall()
+    assert rows[0] == (0,) and rows[1][0] > 0

@@ -417,6 +417,27 @@ class SessionUdfs:
                 stacklevel=2,
             )
 
+    def _say_no_polygon_covered(self, areas, unusable, years, found) -> None:
+        """Warn of each year the catalog has in which no polygon (of those with a usable
+        area) got a pixel, and why, from the first such polygon (`coverage.area_notes`:
+        outside coverage, swapped lon/lat, lon/lat numbers with a projected crs)."""
+        usable = [k for k, a in enumerate(areas) if k not in set(unusable) and not a.empty]
+        if not self.warn_empty or not usable:
+            return
+        covered = set(found.year[found.pixels > 0].tolist())
+        held = [int(y) for y in years if int(y) not in covered and self._has_year(int(y))]
+        if not held:
+            return
+        tiles = self.session.catalog.tiles()
+        notes = coverage.area_notes(tiles, areas[usable[0]], held, host="sql")
+        why = "; ".join(dict.fromkeys(n for n in notes.values() if n)) or "outside coverage"
+        warnings.warn(
+            f"aef_zonal: no polygon got a pixel in year(s) {', '.join(map(str, held))}: "
+            f"their means are NULL (the first polygon: {why})",
+            UserWarning,
+            stacklevel=2,
+        )
+
     def _say_missing_years(self, function: str | None, years) -> None:
         """Warn when the catalog has no tile of some of `years` (see `warn_empty`);
         not for the plans, whose `note` column says it."""
@@ -827,6 +848,7 @@ class SessionUdfs:
                 found = entries_of(found, ~np.isin(found.polygon, unusable))
             failed = [(row, year, reason) for row, reason in failed for year in wanted]
             failed += [(ids[k], year, reason) for k, year, reason in unread]
+            self._say_no_polygon_covered(areas, unusable, wanted, found)
             embedding = _embedding_column(found.means)
             lists.append(
                 pa.StructArray.from_arrays(
