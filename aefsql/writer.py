@@ -445,6 +445,9 @@ def write_index(path, tiles: list[TileEntry]) -> Path:
     rows = []
     for fid, tile in enumerate(tiles, start=1):
         lon, lat = footprint_lonlat(tile)
+        west, east = float(lon.min()), float(lon.max())
+        if east - west > 180.0:  # across the antimeridian: west > east, as the catalog reads it
+            west, east = float(lon[lon > 0].min()), float(lon[lon < 0].max())
         rows.append(
             {
                 "fid": fid,
@@ -457,9 +460,9 @@ def write_index(path, tiles: list[TileEntry]) -> Path:
                 "utm_south": tile.south,
                 "utm_east": tile.east,
                 "utm_north": tile.north,
-                "wgs84_west": float(lon.min()),
+                "wgs84_west": west,
                 "wgs84_south": float(lat.min()),
-                "wgs84_east": float(lon.max()),
+                "wgs84_east": east,
                 "wgs84_north": float(lat.max()),
             }
         )

@@ -7,7 +7,9 @@ import pytest
 import rasterio
 import tifffile
 
+import aefsql
 from aefsql import writer
+from aefsql.geometry import geo
 from aefsql.writer import encode_aef_cog, encode_map_cog, write_aef_cog
 
 CASES = [
@@ -132,3 +134,21 @@ def test_bigtiff_when_the_file_needs_it(tmp_path, monkeypatch):
             assert ds.overviews(1) == [2, 4]
     monkeypatch.setattr(writer, "CLASSIC_LAST_OFFSET", len(small))  # just enough
     assert encode_aef_cog(data, **kw)[2:4] == bytes([42, 0])
+
+
+def test_an_index_of_a_tile_across_the_antimeridian_is_one_the_catalog_reads(tmp_path):
+    """A tile overhanging 180° gets wgs84_west > wgs84_east, as the catalog reads such a tile
+    (it wrote -179.99 .. 179.99, which the catalog refuses as wider than a tile can be)."""
+    from aefsql.writer import TileEntry, write_index
+
+    x, y = geo.transform_points(geo.WGS84, 32760, np.array([179.99]), np.array([-16.0]))
+    west, south = float(x[0]) - 1500.0, float(y[0]) - 1300.0
+    tile = TileEntry(2023, "2023/60S/t.tiff", 32760, west, south, west + 3000.0, south + 2600.0)
+    index = write_index(tmp_path / "index.parquet", [tile])
+    with aefsql.connect(catalog=str(index)) as con:
+        ((w, e),) = con.sql("SELECT wgs84_west, wgs84_east FROM aef_index()").fetchall()
+        located = con.sql(
+            "SELECT aef_locate(179.99, -16.0, 2023), aef_locate(-179.998, -16.0, 2023)"
+        ).fetchall()
+    assert 179.9 < w < 180.0 and -180.0 < e < -179.9
+    assert all(path is not None and path.endswith("2023/60S/t.tiff") for path in located[0])
