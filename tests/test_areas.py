@@ -459,3 +459,26 @@ def test_a_map_across_the_antimeridian_is_in_the_zone_beside_it(antimeridian_cat
         held = west & (r >= 0) & (r < theirs.height) & (c >= 0) & (c < theirs.width)
         assert held.sum() == west.sum() > 0.5 * rows.size
         assert np.array_equal(values[rows[held], cols[held]], theirs.read(1)[r[held], c[held]])
+
+
+def test_a_catalog_without_geom_gives_a_tile_across_180_its_two_sides(
+    antimeridian_catalog, tmp_path
+):
+    """Without a geom column, aef_index's geom is made from the tile's box: across 180°
+    (west > east) the MultiPolygon of its two sides, not a ring the long way round."""
+    import pyarrow.parquet as pq
+    import shapely
+
+    import aefsql
+
+    table = pq.read_table(antimeridian_catalog).drop_columns(["geom"])
+    index = antimeridian_catalog.parent / "no_geom.parquet"
+    pq.write_table(table, index)
+    with aefsql.connect(catalog=str(index)) as con:
+        rows = con.sql("SELECT wgs84_west, wgs84_east, ST_AsWKB(geom) FROM aef_index()").fetchall()
+    assert len(rows) == 2
+    for west, east, blob in rows:
+        shape = shapely.from_wkb(bytes(blob))
+        assert west > east and shape.geom_type == "MultiPolygon"
+        assert shape.bounds[0] == -180.0 and shape.bounds[2] == 180.0
+        assert shape.area < 0.1  # a few km², not a band round the world

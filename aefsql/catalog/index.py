@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 
 from ..errors import CatalogError, RangeReadError
 from ..geometry import geo
+from ..geometry.areas import box_ring
+from ..geometry.footprints import rings_wkb
 from ..storage.store import ByteStore, not_found, protocol_of, redact, redacted_text
 from .origins import URL_WITH_SCHEME, allowed_host_keys, check_origin, check_path
 from .schema import (
@@ -550,6 +552,15 @@ def _box_geometries(corners: list) -> pa.Array:
     boxes = pa.Array.from_buffers(
         pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(wkb)]
     ).cast(pa.binary())
+    west, south, east, north = (c.to_numpy(zero_copy_only=False) for c in corners)
+    with np.errstate(invalid="ignore"):
+        across = np.flatnonzero(west > east)  # across the antimeridian: its two sides
+    if across.size:
+        rings = [box_ring(west[i], south[i], east[i], north[i]) for i in across.tolist()]
+        blobs = boxes.to_pylist()
+        for i, blob in zip(across.tolist(), rings_wkb(rings).to_pylist(), strict=True):
+            blobs[i] = blob
+        boxes = pa.array(blobs, pa.binary())
     missing = pc.is_null(corners[0])
     for c in corners[1:]:
         missing = pc.or_(missing, pc.is_null(c))
