@@ -175,6 +175,7 @@ def test_aef_plan_says_why_points_are_in_no_tile(con):
         "FROM aef_sample_points('one_point', years := [2023, 2031])",
         "FROM aef_zonal('one_area', years := [2023, 2031])",
         "FROM aef_chips('one_point', years := [2023, 2031], size := 4)",
+        "FROM aef_headers(years := [2023, 2031])",
     ],
 )
 def test_sql_warns_of_a_year_the_catalog_lacks(con, query):

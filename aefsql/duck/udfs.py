@@ -315,7 +315,11 @@ class SessionUdfs:
     def headers(self, years) -> pa.ListArray:
         """The UDF of aef_headers: per row, the headers table (as `headers_to_table`) as a
         list of structs; `years` is JSON {years, year} (one or a list)."""
-        lists = [self.session.headers_table(_json_years(given)) for given in years.to_pylist()]
+        chosen = [_json_years(given) for given in years.to_pylist()]
+        for wanted in chosen:
+            if wanted is not None:
+                self._say_missing_years("aef_headers", wanted)
+        lists = [self.session.headers_table(wanted) for wanted in chosen]
         rows = [table.num_rows for table in lists]
         structs = [
             pa.StructArray.from_arrays(
