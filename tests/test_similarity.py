@@ -465,3 +465,23 @@ def test_a_stand_in_unit_after_one_with_chunks_plans_nothing(con, monkeypatch):
             assert len(got) == 30 * 20 and True not in planned  # (aef_pixels' too)
         else:
             assert len(got) == 1 and planned.count(True) == 2  # (aef_pixels' too)
+
+
+def test_a_pixel_is_exactly_as_similar_to_itself_as_a_cosine_can_be(con):
+    """A pixel's own de-quantized embedding as the reference gives at most 1.0, not
+    float32's 1.0000001: no cosine leaves [-1, 1]."""
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    box = f"[{x0 + 500}, {y0 + 500}, {x0 + 800}, {y0 + 800}]"
+    vectors = con.sql(
+        f"SELECT embedding FROM aef_pixels({box}, years := 2023, crs := {epsg}, "
+        "as_vector := true) WHERE embedding IS NOT NULL LIMIT 40"
+    ).fetchall()
+    tops = [
+        con.sql(
+            f"SELECT max(similarity), min(similarity) FROM aef_similarity({box}, ?::FLOAT[64], "
+            f"years := 2023, crs := {epsg})",
+            params=[list(vector)],
+        ).fetchall()[0]
+        for (vector,) in vectors
+    ]
+    assert max(top for top, _ in tops) == 1.0 and min(low for _, low in tops) >= -1.0

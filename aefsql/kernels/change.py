@@ -299,7 +299,7 @@ def compare(values: list[np.ndarray], absent: list[np.ndarray | None]) -> np.nda
             dot = np.einsum("ij,ij->j", squares[k], squares[k + 1])
             scale = np.sqrt(norms[k].astype(np.float64) * norms[k + 1])
             with np.errstate(divide="ignore", invalid="ignore"):
-                cosine = (dot / scale).astype(np.float32)
+                cosine = np.clip(dot / scale, -1.0, 1.0).astype(np.float32)
             cosine[null[k] | null[k + 1] | (scale == 0)] = np.nan
             out[start:end, k] = cosine
 

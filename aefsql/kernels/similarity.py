@@ -168,6 +168,8 @@ def _cosines(part: np.ndarray, query: np.ndarray, nodata: int | None, scratch) -
     norm = np.sqrt(np.einsum("ij,ij->j", f, f))
     with np.errstate(divide="ignore", invalid="ignore"):
         result = dot / norm
+    # (float32 rounding puts a pixel's cosine with itself at 1.0000001: a cosine is in [-1, 1])
+    np.clip(result, -1.0, 1.0, out=result)
     result[norm == 0] = np.nan
     if nodata == NODATA:
         result[any_nodata(part)] = np.nan
