@@ -39,7 +39,13 @@ RESERVED_PREFIX = "__aef_"
 
 HOSTS = ("sql", "python", "cli", "spark_sql")
 # The command line's flags where they are not --name with dashes for underscores.
-CLI_FLAGS = {"x_column": "--x", "y_column": "--y", "geometry_column": "--geometry"}
+CLI_FLAGS = {
+    "x_column": "--x",
+    "y_column": "--y",
+    "geometry_column": "--geometry",
+    "reference": "--similar-to",
+    "negatives": "--unlike",
+}
 _NO_VALUE = object()
 ANY_VALUE = ...  # a mention's value shown as "…": the parameter, whatever its value
 

@@ -315,8 +315,8 @@ def test_across_zones_the_map_is_in_the_zone_of_most_and_says_so(gdal_collection
     [
         ({"kind": "simlarity"}, "kind 'simlarity' is not a map: one of 'similarity', 'change'"),
         ({"kind": "change"}, "a change map compares years: pass two or more"),
-        ({"kind": "similarity"}, "a similarity map needs a reference"),
-        ({"kind": "pca", "reference": (1, 2)}, "reference is for a similarity map"),
+        ({"kind": "similarity"}, "a similarity map needs reference=: a place"),
+        ({"kind": "pca", "reference": (1, 2)}, "reference= is for a similarity map"),
         ({"kind": "change", "bands": ["A00"]}, "compares all 64 bands: pass no bands"),
         ({"kind": "bands", "compression": "lzw"}, "compression 'lzw': one of 'zstd', 'deflate'"),
     ],
@@ -428,3 +428,24 @@ def test_readme_maps_example_runs(tmp_path, monkeypatch, capsys):
         if dtype == "uint8":
             nodata = values[3:] == 0
         assert 0.01 < nodata.any(axis=0).mean() < 0.5  # the nodata patch, and only it
+
+
+def test_cli_map_names_its_own_flag_for_the_reference(gdal_collection, tmp_path, capsys):
+    """(It said "needs a reference: …", not which flag gives one.)"""
+    code = main(
+        [
+            "map",
+            "--kind",
+            "similarity",
+            "--bbox",
+            "12.0,45.0,12.01,45.01",
+            "--year",
+            "2023",
+            "-o",
+            str(tmp_path / "x.tif"),
+            "--catalog",
+            gdal_collection.index,
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "a similarity map needs --similar-to: a place (lon, lat)" in err

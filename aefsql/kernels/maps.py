@@ -21,7 +21,7 @@ import numpy as np
 from ..aef import BAND_COUNT, NODATA, dequantize
 from ..errors import AefsqlError, user_stacklevel
 from ..geometry import geo
-from ..options import speaks, year_list
+from ..options import Mention, OptionError, speaks, year_list
 from ..session import Session, open_session
 from ..storage.store import DEFAULT_CONCURRENCY
 from ..writer import COMPRESSION_CODES, write_map_cog
@@ -112,13 +112,18 @@ def write_map(
     if kind != "change" and len(years) != 1:
         raise AefsqlError(f"a {kind} map is of one year, not {len(years)}")
     if (kind == "similarity") != (reference is not None):
-        raise AefsqlError(
-            "a similarity map needs a reference: a place (lon, lat) or an embedding"
+        raise (
+            OptionError(
+                "a similarity map needs {}: a place (lon, lat) or an embedding",
+                Mention("reference"),
+            )
             if kind == "similarity"
-            else f"reference is for a similarity map, not a {kind} map"
+            else OptionError(
+                f"{{}} is for a similarity map, not a {kind} map", Mention("reference")
+            )
         )
     if negatives is not None and kind != "similarity":
-        raise AefsqlError(f"negatives are for a similarity map, not a {kind} map")
+        raise OptionError(f"{{}} is for a similarity map, not a {kind} map", Mention("negatives"))
     if bands is not None and kind in ("similarity", "change"):
         raise AefsqlError(f"a {kind} map compares all 64 bands: pass no bands")
     request = plan_area(
