@@ -239,6 +239,7 @@ ZEROS = "[0.0 for i in range(64)]"
     [
         ("[1.0, 2.0, 3.0]", "NULL", r"reference := … has 3 numbers: an embedding has 64"),
         ("[[1.0, 2.0]]", "NULL", r"reference := … \(item 1\) has 2 numbers"),
+        ("{'A00': 1, 'A01': 2}", "NULL", r"reference := … is a struct .*aef_vector\(…\)"),
         ("NULL::FLOAT[64]", "NULL", r"reference := … is NULL"),
         ("[]::FLOAT[64][]", "NULL", r"reference := … is an empty list"),
         (

@@ -111,6 +111,12 @@ def _embeddings(value, name: str) -> np.ndarray:
 def _as_list(value, name: str) -> list:
     if isinstance(value, np.ndarray):
         return list(value)
+    if isinstance(value, dict):  # SQL: a STRUCT, such as aef_embedding's bands
+        raise OptionError(
+            "{} is a struct (aef_embedding's int8 bands?): pass its de-quantized vector, "
+            "aef_vector(…), a FLOAT[64]",
+            Mention(name, ANY_VALUE),
+        )
     if isinstance(value, str | bytes) or not hasattr(value, "__len__"):
         raise OptionError(
             "{} is one embedding (64 numbers) or a list of them, not " + f"{type(value).__name__}",
