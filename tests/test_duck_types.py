@@ -86,6 +86,8 @@ RETURNS = {
     # (status := … of aef_zonal and aef_chips: coverage.STATUSES words)
     "zonal_status": "VARCHAR",
     "chip_status": "VARCHAR",
+    # (the bands or embedding a call gives, checked while the query binds)
+    "value_columns": "VARCHAR[]",
 }
 
 
