@@ -6,7 +6,7 @@ import rasterio
 import rasterio.warp
 from gdal_fixtures import COLLECTION_TILES, collection_path
 
-from aefsql.geometry.geo import pixel_lonlat
+from aefsql.geometry.geo import lonlat
 from aefsql.kernels import readahead
 
 
@@ -52,9 +52,9 @@ def test_lon_lat_are_each_pixels_centre_projected_and_only_when_asked_for(
 
     def counted(x, y, crs):
         projected.append(len(x))
-        return pixel_lonlat(x, y, crs)
+        return lonlat(x, y, crs)
 
-    monkeypatch.setattr(readahead, "pixel_lonlat", counted)
+    monkeypatch.setattr(readahead, "lonlat", counted)
     area = "[11.998, 45.003, 12.002, 45.007], years := 2023, bands := ['A00']"
     table = con.sql(f"SELECT x, y, crs, lon, lat FROM aef_pixels({area})").to_arrow_table()
     assert set(table["crs"].to_pylist()) == {"EPSG:32632", "EPSG:32633"}

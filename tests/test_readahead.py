@@ -166,13 +166,13 @@ def test_lon_lat_projected_ahead_are_projs_and_only_when_asked_for(wide, monkeyp
     right after one that did."""
     path, index = wide
     projected = []
-    project = readahead.pixel_lonlat
+    project = readahead.lonlat
 
     def counted(x, y, crs):
         projected.append(len(x))
         return project(x, y, crs)
 
-    monkeypatch.setattr(readahead, "pixel_lonlat", counted)
+    monkeypatch.setattr(readahead, "lonlat", counted)
     con = aefsql.connect(catalog=index)
     area = f"aef_pixels({whole_tile_box()}, years := 2024, crs := 32633, bands := ['A00'])"
     try:
@@ -190,21 +190,21 @@ def test_lon_lat_projected_ahead_are_projs_and_only_when_asked_for(wide, monkeyp
         con.close()
 
 
-def test_lon_lat_projected_in_pieces_are_one_calls_bit_for_bit(wide, monkeypatch):
+def test_lon_lat_projected_in_pieces_are_one_proj_calls_bit_for_bit(wide, monkeypatch):
     """A batch's lon/lat are projected in pieces (LONLAT_PIECE points, each a task of the
     thread pool), the batch DuckDB is consuming too, whole at its first ask: each pixel once,
-    and every value exactly what one call over all the pixels gives — a pixel's lon/lat
-    depends on its x/y alone, so pieces cannot change a bit."""
+    and every value exactly what one PROJ call over all the pixels gives — PROJ maps each
+    point alone, so pieces cannot change a bit."""
     path, index = wide
     monkeypatch.setattr(readahead, "LONLAT_PIECE", 5000)
     projected = []
-    project = readahead.pixel_lonlat
+    project = readahead.lonlat
 
     def counted(x, y, crs):
         projected.append(len(x))
         return project(x, y, crs)
 
-    monkeypatch.setattr(readahead, "pixel_lonlat", counted)
+    monkeypatch.setattr(readahead, "lonlat", counted)
     con = aefsql.connect(catalog=index)
     area = f"aef_pixels({whole_tile_box()}, years := 2024, crs := 32633, bands := ['A00'])"
     try:
@@ -216,12 +216,9 @@ def test_lon_lat_projected_in_pieces_are_one_calls_bit_for_bit(wide, monkeypatch
     # (the first batch asked for 2,048 points at a time would give ~128 short calls).
     assert max(projected) == 5000 and len([n for n in projected if n != 5000]) <= 3
     x, y = table["x"].to_numpy(), table["y"].to_numpy()
-    lon, lat = geo.pixel_lonlat(x, y, 32633)
+    lon, lat = geo.transform_points(32633, geo.WGS84, x, y)
     assert np.array_equal(table["lon"].to_numpy(), lon)
     assert np.array_equal(table["lat"].to_numpy(), lat)
-    lon, lat = rasterio.warp.transform("EPSG:32633", "EPSG:4326", x, y)
-    assert np.allclose(table["lon"].to_numpy(), lon, rtol=0, atol=1e-10)
-    assert np.allclose(table["lat"].to_numpy(), lat, rtol=0, atol=1e-10)
 
 
 def test_another_querys_batch_is_not_projected(gdal_collection, monkeypatch):
@@ -229,13 +226,13 @@ def test_another_querys_batch_is_not_projected(gdal_collection, monkeypatch):
     query (without lon/lat) was given is left alone, and only aef_change's pixels are
     projected, once each."""
     projected = []
-    project = readahead.pixel_lonlat
+    project = readahead.lonlat
 
     def counted(x, y, crs):
         projected.append(len(x))
         return project(x, y, crs)
 
-    monkeypatch.setattr(readahead, "pixel_lonlat", counted)
+    monkeypatch.setattr(readahead, "lonlat", counted)
     with aefsql.connect(catalog=gdal_collection.index) as con:
         pixels = "aef_pixels([498500, 8506500, 499500, 8507500], year := 2023, crs := 32718)"
         assert len(con.sql(f"SELECT x FROM {pixels}").fetchall()) == 10_000
@@ -245,6 +242,6 @@ def test_another_querys_batch_is_not_projected(gdal_collection, monkeypatch):
         table = con.sql(f"SELECT x, y, crs, lon, lat FROM {change}").to_arrow_table()
     assert sum(projected) == table.num_rows == 10_000
     assert set(table["crs"].to_pylist()) == {"EPSG:32633"}
-    lon, lat = geo.pixel_lonlat(table["x"].to_numpy(), table["y"].to_numpy(), 32633)
+    lon, lat = geo.transform_points(32633, geo.WGS84, table["x"].to_numpy(), table["y"].to_numpy())
     assert np.array_equal(table["lon"].to_numpy(), lon)
     assert np.array_equal(table["lat"].to_numpy(), lat)

@@ -21,7 +21,7 @@ from helpers import gdal_pixels, star
 import aefsql
 from aefsql.aef import BAND_COUNT, NODATA, PIXEL_METRES, dequantize
 from aefsql.errors import AefsqlError
-from aefsql.geometry.geo import pixel_lonlat, polygon_wkb
+from aefsql.geometry.geo import lonlat, polygon_wkb
 from aefsql.kernels import readahead
 from aefsql.kernels.pixels import Pixels
 from aefsql.kernels.similarity import SIMILARITY_PIECE, pixel_similarity, query_vector
@@ -201,9 +201,9 @@ def test_lon_lat_are_projected_only_when_read(con, monkeypatch):
 
     def counted(x, y, crs):
         projected.append(len(x))
-        return pixel_lonlat(x, y, crs)
+        return lonlat(x, y, crs)
 
-    monkeypatch.setattr(readahead, "pixel_lonlat", counted)
+    monkeypatch.setattr(readahead, "lonlat", counted)
     reference = embedding(1).tolist()
     query = f"FROM aef_similarity({SEAM_BOX}, ?::FLOAT[64], years := 2023)"
     lean = con.sql(f"SELECT x, y, similarity {query}", params=[reference]).fetchall()

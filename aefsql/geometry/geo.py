@@ -89,59 +89,6 @@ def lonlat(x, y, crs) -> tuple[np.ndarray, np.ndarray]:
     return lon, lat
 
 
-# pixel_lonlat: along a line of constant y, lon and lat are smooth functions of x. PROJ
-# projects three points of each WINDOW metres of such a line (x a multiple of WINDOW, that
-# plus half of it, the next multiple), and the parabola through them gives every point of
-# the line in between. Over 320 m the parabola stays within 2 µm on the ground of PROJ's own
-# answer over UTM's whole range (84°N, 80°S, a zone's edges: tests/test_lonlat.py); straight
-# lines would be millimetres off. The windows are fixed in space, so a pixel's lon/lat is a
-# function of its x/y alone, the same in every query and batch.
-WINDOW = 320.0
-
-
-def pixel_lonlat(x, y, crs) -> tuple[np.ndarray, np.ndarray]:
-    """`lonlat` of pixel centres (x, y in their UTM CRS `crs`, one per point or one for
-    all), within 2 µm, for three PROJ calls per window of a row (about one in ten of an
-    area's pixels at 10 m)."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    crs = np.asarray(crs)
-    if crs.ndim == 0 or x.size == 0 or (crs == crs.flat[0]).all():
-        return _along_rows(x, y, int(crs.flat[0]) if crs.size else WGS84)
-    crs = np.broadcast_to(crs, x.shape)
-    lon, lat = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
-    for code in np.unique(crs).tolist():
-        mine = crs == code
-        lon[mine], lat[mine] = _along_rows(x[mine], y[mine], int(code))
-    return lon, lat
-
-
-def _along_rows(x: np.ndarray, y: np.ndarray, code: int) -> tuple[np.ndarray, np.ndarray]:
-    if x.size == 0:
-        return lonlat(x, y, code)
-    window = np.floor(x / WINDOW)
-    # Points come row after row: consecutive ones in one window of one row share anchors.
-    new = np.ones(x.size, bool)
-    new[1:] = (window[1:] != window[:-1]) | (y[1:] != y[:-1])
-    starts = np.flatnonzero(new)
-    anchor_x = (window[starts, None] * WINDOW + np.array([0.0, WINDOW / 2, WINDOW])).ravel()
-    anchors = lonlat(anchor_x, np.repeat(y[starts], 3), code)
-    run = np.cumsum(new) - 1
-    u = x - window * WINDOW
-    u /= WINDOW / 2  # 0, 1, 2 at the three anchors
-    out = []
-    for values in anchors:
-        first, middle, last = values[0::3], values[1::3], values[2::3]
-        # Newton's form of the parabola: first + u·(slope + (u - 1)·bend)
-        slope, bend = middle - first, (last - 2 * middle + first) / 2
-        value = u - 1
-        value *= bend[run]
-        value += slope[run]
-        value *= u
-        value += first[run]
-        out.append(value)
-    return out[0], out[1]
-
-
 def transform_later(source_epsg: int, target_epsg: int, x, y) -> Future:
     """`transform_points` started now, its (x, y) in the future's result: PROJ lets go of
     the GIL, so the caller can fetch and decode meanwhile."""

@@ -18,10 +18,9 @@ aef_change, files), bands, level and computation. Errors behave as before: a rea
 failed raises its error when its batch is asked for (a cancelled one is read again: the
 session may have resumed since), and nothing is fetched twice when the plan is followed.
 
-lon/lat too (`lonlat`, by geometry/geo.py's `pixel_lonlat`: PROJ at every 16th pixel of a
-row, within 10 µm between): once a query asks for the lon/lat of the first pixels of the batch
+lon/lat too (`lonlat`): once a query asks for the lon/lat of the first pixels of the batch
 `pixels` gave it last, that whole batch is projected, and so are the batches read ahead, once
-read (PROJ costs as much as the read): in pieces of LONLAT_PIECE points, each a task of the
+read (PROJ costs more than the read): in pieces of LONLAT_PIECE points, each a task of the
 thread pool (PROJ lets go of the GIL, so pieces run on every core beside DuckDB's thread),
 and an ask waits only for the pieces holding its points. A query that reads neither never
 projects (unless another query of the session asks for lon/lat meanwhile). Pixels whose x,
@@ -41,7 +40,7 @@ import numpy as np
 
 from .. import threads
 from ..errors import Cancelled
-from ..geometry.geo import pixel_lonlat
+from ..geometry.geo import lonlat
 from .pixels import Chunks, Pixels, chunk_pixels
 
 if TYPE_CHECKING:
@@ -71,11 +70,9 @@ class _Projected:
         self.x, self.y, self.epsg = x, y, epsg
         self.cursor = 0
         pool = threads.pool("lonlat")
-        # (`pixel_lonlat` looked up in this module each time: tests count the points projected.)
+        # (`lonlat` looked up in this module each time: tests count the points projected.)
         self._pieces = [
-            pool.submit(
-                lambda s: pixel_lonlat(*(a[s : s + LONLAT_PIECE] for a in (x, y, epsg))), start
-            )
+            pool.submit(lambda s: lonlat(*(a[s : s + LONLAT_PIECE] for a in (x, y, epsg))), start)
             for start in range(0, x.size, LONLAT_PIECE)
         ]
 
@@ -214,7 +211,7 @@ class ReadAhead:
                 self._start(upcoming, batch, compute)
 
     def lonlat(self, x: np.ndarray, y: np.ndarray, epsg: np.ndarray):
-        """`pixel_lonlat(x, y, epsg)` (geometry/geo.py): projected ahead when these are the pixels
+        """`lonlat(x, y, epsg)` (geometry/geo.py): projected ahead when these are the pixels
         of a batch given or read ahead, in order; else now. Asking starts projecting the
         batches read ahead, and the batch `pixels` gave last when these are its first
         pixels."""
@@ -246,7 +243,7 @@ class ReadAhead:
                 with self._lock:
                     self._projected.append(done)
                 return self._taken(batch, x, y, epsg)
-        return pixel_lonlat(x, y, epsg)
+        return lonlat(x, y, epsg)
 
     @staticmethod
     def _taken(batch: _Projected, x, y, epsg):
