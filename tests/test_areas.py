@@ -482,3 +482,37 @@ def test_a_catalog_without_geom_gives_a_tile_across_180_its_two_sides(
         assert west > east and shape.geom_type == "MultiPolygon"
         assert shape.bounds[0] == -180.0 and shape.bounds[2] == 180.0
         assert shape.area < 0.1  # a few km², not a band round the world
+
+
+def test_a_sub_pixel_area_across_180_gets_the_pixel_under_its_centre(antimeridian_catalog):
+    """Its two halves (split at 180°) averaged to a centroid near 0°, in no tile here (or in
+    another continent's): the pixel under its centre is the one aef_locate gives there."""
+    import aefsql
+
+    with aefsql.connect(catalog=str(antimeridian_catalog)) as con:
+        for centre in (179.999995, -179.999995):
+            west, east = centre - 0.00001, centre + 0.00001
+            box = [(west + 180) % 360 - 180, -16.000005, (east + 180) % 360 - 180, -15.999995]
+            rows = con.sql(f"SELECT path, lon FROM aef_pixels({box}, years := 2023)").fetchall()
+            ((owner,),) = con.sql(f"SELECT aef_locate({centre}, -16.0, 2023)").fetchall()
+            assert len(rows) == 1 and rows[0][0] == owner and abs(rows[0][1] - centre) < 1e-3
+
+
+def test_the_zone_lattice_falls_on_the_area_wherever_it_lies():
+    """The points read_area, picture and write_map vote their zone with lie in the area: a
+    box across 180°, a wide box from -180° (not taken for one across 180°), a multipolygon of
+    a UK box and a Fiji box split at 180°."""
+    import shapely
+
+    from aefsql.kernels.rasters import _lattice
+
+    fiji = [shapely.box(179.9, -17, 180, -16), shapely.box(-180, -17, -179.9, -16)]
+    for area in [
+        area_from([179.9, -17.0, -179.9, -16.0], geo.WGS84),
+        area_from([-180.0, 40.0, 10.0, 50.0], geo.WGS84),
+        area_from(shapely.MultiPolygon([shapely.box(-8, 50, 2, 58), *fiji]).wkb, geo.WGS84),
+    ]:
+        lon, lat = _lattice(area)
+        shapes = shapely.union_all([shapely.Polygon(r) for r in area.rings])
+        inside = shapely.contains_xy(shapely.buffer(shapes, 1e-9), lon, lat)
+        assert lon.size and inside.all() and (np.abs(lon) <= 180).all()

@@ -293,3 +293,17 @@ def test_sql_warns_when_no_polygon_gets_a_pixel(con):
         warnings.simplefilter("error")
         rows = con.sql("SELECT pixels FROM aef_zonal('fields', years := 2023)").fetchall()
     assert rows[0] == (0,) and rows[1][0] > 0
+
+
+def test_no_polygon_warning_is_not_given_for_polygons_that_were_not_read(con):
+    """A polygon in coverage refused by max_bytes (on_error := 'null': its aef_error says
+    so) got no pixel, but was not found outside: no "no polygon got a pixel" warning."""
+    con.register("fields", pa.table({"geom": [box_wkb(*LONLAT_BOX)]}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = con.sql(
+            "SELECT pixels, aef_error FROM aef_zonal('fields', years := 2023, "
+            "on_error := 'null', max_bytes := 1000)"
+        ).fetchall()
+    assert rows[0][0] is None and "the area covers about" in rows[0][1]
+    assert not [w for w in caught if "no polygon got a pixel" in str(w.message)]

@@ -158,3 +158,13 @@ def test_overlapping_parts_of_a_multipolygon_are_joined_as_gdal_joins_them(
     overlap = gdal_mask([[a]], transform, (size, size)) & gdal_mask([[b]], transform, (size, size))
     assert overlap.sum() > 1000 and theirs[overlap].all()
     assert np.array_equal(ours, theirs)
+
+
+def test_parts_are_kept_apart_only_where_their_boxes_overlap():
+    """Disjoint parts rasterize even-odd over all rings (the faster way, the same pixels);
+    parts whose boxes meet are kept apart (Area.part)."""
+    disjoint = shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(2, 0, 3, 1)])
+    touching = shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(1, 0, 2, 1)])
+    assert area_from(disjoint.wkb, 32633).part is None
+    assert area_from(touching.wkb, 32633).part == (0, 1)
+    assert area_from(shapely.box(0, 0, 1, 1).wkb, 32633).part is None

@@ -421,23 +421,37 @@ class SessionUdfs:
                 stacklevel=2,
             )
 
-    def _say_no_polygon_covered(self, areas, unusable, years, found) -> None:
-        """Warn of each year the catalog has in which no polygon (of those with a usable
-        area) got a pixel, and why, from the first such polygon (`coverage.area_notes`:
-        outside coverage, swapped lon/lat, lon/lat numbers with a projected crs)."""
-        usable = [k for k, a in enumerate(areas) if k not in set(unusable) and not a.empty]
-        if not self.warn_empty or not usable:
+    def _say_no_polygon_covered(self, areas, unusable, years, found, unread) -> None:
+        """Warn of each year the catalog has in which no polygon got a pixel though some
+        polygon was read (a usable area, not refused by max_bytes, its files read: `unread`
+        lists the polygon-years that were not), and why, from the first such polygon
+        (`coverage.area_notes`: outside coverage, swapped lon/lat, lon/lat numbers with a
+        projected crs)."""
+        if not self.warn_empty:
             return
         covered = set(found.year[found.pixels > 0].tolist())
         held = [int(y) for y in years if int(y) not in covered and self._has_year(int(y))]
         if not held:
             return
-        tiles = self.session.catalog.tiles()
-        notes = coverage.area_notes(tiles, areas[usable[0]], held, host="sql")
-        why = "; ".join(dict.fromkeys(n for n in notes.values() if n)) or "outside coverage"
+        skipped = set(unusable)
+        failed = {(k, int(year)) for k, year, _ in unread}
+        read = {
+            year: [
+                k
+                for k, a in enumerate(areas)
+                if k not in skipped and not a.empty and (k, year) not in failed
+            ]
+            for year in held
+        }
+        held = [year for year in held if read[year]]
+        if not held:
+            return
+        first = read[held[0]][0]
+        notes = coverage.area_notes(self.session.catalog.tiles(), areas[first], held, host="sql")
+        why = "; ".join(dict.fromkeys(n for n in notes.values() if n))
         warnings.warn(
             f"aef_zonal: no polygon got a pixel in year(s) {', '.join(map(str, held))}: "
-            f"their means are NULL (the first polygon: {why})",
+            "their means are NULL" + (f" (the first polygon: {why})" if why else ""),
             UserWarning,
             stacklevel=2,
         )
@@ -852,7 +866,7 @@ class SessionUdfs:
                 found = entries_of(found, ~np.isin(found.polygon, unusable))
             failed = [(row, year, reason) for row, reason in failed for year in wanted]
             failed += [(ids[k], year, reason) for k, year, reason in unread]
-            self._say_no_polygon_covered(areas, unusable, wanted, found)
+            self._say_no_polygon_covered(areas, unusable, wanted, found, unread)
             embedding = _embedding_column(found.means)
             lists.append(
                 pa.StructArray.from_arrays(

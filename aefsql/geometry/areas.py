@@ -76,7 +76,7 @@ def area_from(value, epsg: int) -> Area:
         )
     if isinstance(value, bytes | bytearray | memoryview):
         rings, owners = _wkb_rings(bytes(value))
-        part = tuple(owners) if len(set(owners)) > 1 else None
+        part = _overlapping_parts(rings, owners)
         area = _checked(Area(tuple(rings), epsg, part))
         if epsg != geo.WGS84:
             return area
@@ -161,6 +161,30 @@ def _clipped_half(ring: np.ndarray, axis: int, value: float, above: bool) -> np.
     if len(points) == 0:
         return points
     return np.vstack([points, points[:1]])
+
+
+# Polygons whose boxes are compared pairwise (a million pairs); more are kept apart anyway.
+_PAIRWISE_PARTS = 1000
+
+
+def _overlapping_parts(rings: list[np.ndarray], owners: list[int]) -> tuple[int, ...] | None:
+    """Area.part for these rings, or None (even-odd over all rings, the faster rasterizing)
+    where that gives the same pixels: one polygon, or polygons whose boxes do not overlap."""
+    count = len(set(owners))
+    if count < 2:
+        return None
+    if count <= _PAIRWISE_PARTS:
+        boxes = np.full((count, 4), np.nan)
+        for ring, k in zip(rings, owners, strict=True):
+            if np.isnan(boxes[k, 0]):  # a polygon's first ring, its exterior, bounds it
+                boxes[k] = (*ring.min(axis=0), *ring.max(axis=0))
+        west, south, east, north = (boxes[:, i] for i in range(4))
+        meet = (west[:, None] <= east) & (west <= east[:, None])
+        meet &= (south[:, None] <= north) & (south <= north[:, None])
+        np.fill_diagonal(meet, False)
+        if not meet.any():
+            return None
+    return tuple(owners)
 
 
 def _wkb_rings(blob: bytes) -> tuple[list[np.ndarray], list[int]]:
@@ -646,8 +670,32 @@ def surface(area: Area) -> float:
     return abs(total)
 
 
+def unwrapped(area: Area) -> Area:
+    """A lon/lat area across the antimeridian in one piece, when that makes it narrower:
+    its rings wholly west of 0° (the parts east of 180°, as area_from splits them) and the
+    western vertices of a ring with vertices near both +180 and -180 (one projected from
+    a UTM zone there) moved by 360°; any other area as it is. Its bounds and centroid are
+    then where it lies, not in the 360° between its parts (a longitude past 180 means
+    lon - 360)."""
+    if area.epsg != geo.WGS84 or area.empty:
+        return area
+    moved = []
+    for ring in area.rings:
+        lon = ring[:, 0]
+        if (lon <= 0.0).all() or (lon.min() < -90.0 and lon.max() > 90.0):
+            ring = np.column_stack([np.where(lon <= 0.0, lon + 360.0, lon), ring[:, 1]])
+        moved.append(ring)
+    whole = Area(tuple(moved), area.epsg, area.part)
+    narrower = whole.bounds[2] - whole.bounds[0] < area.bounds[2] - area.bounds[0]
+    return whole if narrower else area
+
+
 def centroid(area: Area) -> tuple[float, float]:
-    """The area-weighted centroid of the rings (shoelace; holes subtract as even-odd)."""
+    """The area-weighted centroid of the rings (shoelace; holes subtract as even-odd); of a
+    lon/lat area across the antimeridian, taken in one piece (`unwrapped`), in -180..180."""
+    if area.epsg == geo.WGS84 and area is not (whole := unwrapped(area)):
+        lon, lat = centroid(whole)
+        return (lon + 180.0) % 360.0 - 180.0, lat
     total, cx, cy = 0.0, 0.0, 0.0
     origin = _origin(area)
     for ring in _closed(area.rings):

@@ -23,7 +23,7 @@ from ..aef import BAND_NAMES, NODATA, PIXEL_METRES, dequantized_table
 from ..errors import AefsqlError
 from ..format.tiff import Affine
 from ..geometry import geo
-from ..geometry.areas import Area, area_from, centroid, projected, row_spans
+from ..geometry.areas import Area, area_from, centroid, projected, row_spans, unwrapped
 from ..options import (
     band_list,
     check_as_vector,
@@ -243,7 +243,7 @@ def _centres_within(low: float, high: float, origin: float, size: float) -> tupl
 
 def _lattice(area: Area, n: int = ZONE_SAMPLE) -> tuple[np.ndarray, np.ndarray]:
     """Lon/lat of up to n x n points spread over the area (its centroid if none is inside)."""
-    lonlat = _unwrapped(projected(area, geo.WGS84))
+    lonlat = unwrapped(projected(area, geo.WGS84))
     if lonlat.empty:
         return np.zeros(0), np.zeros(0)
     west, south, east, north = lonlat.bounds
@@ -257,18 +257,6 @@ def _lattice(area: Area, n: int = ZONE_SAMPLE) -> tuple[np.ndarray, np.ndarray]:
     else:
         lon, lat = west + (cols + 0.5) * step_x, south + (rows + 0.5) * step_y
     return (lon + 180.0) % 360.0 - 180.0, lat
-
-
-def _unwrapped(lonlat: Area) -> Area:
-    """The lon/lat area with longitudes in [0, 360) instead when that makes it narrower: an
-    area across the antimeridian (its parts either side of 180°) in one piece, so that a
-    lattice over its bounds falls on it, not on the 360° between."""
-    if lonlat.empty:
-        return lonlat
-    shifted = tuple(np.column_stack([r[:, 0] % 360.0, r[:, 1]]) for r in lonlat.rings)
-    wide = lonlat.bounds[2] - lonlat.bounds[0]
-    moved = Area(shifted, lonlat.epsg, lonlat.part)
-    return moved if moved.bounds[2] - moved.bounds[0] < wide else lonlat
 
 
 def _zone_of_most(area: Area) -> int:
