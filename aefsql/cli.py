@@ -21,6 +21,7 @@ from .duck.calls import sql_literal, table_call
 from .duck.registration import connect, install
 from .duck.udfs import SessionUdfs
 from .errors import AefsqlError
+from .kernels import coverage
 from .kernels.budgets import RASTER_BYTES
 from .kernels.maps import KINDS, write_map
 from .kernels.pictures import numbers_from, picture
@@ -134,7 +135,11 @@ def run_sample(args, out=None) -> None:
         # The functions' own warnings (a year the catalog lacks, no point in a tile, swapped
         # coordinates), printed by `main` as "aefsql: warning: …".
         install(con, SessionUdfs(session))
-        if args.dry_run:
+        if args.dry_run:  # (aef_plan says a missing year in its note only: said here too)
+            missing = session.missing_years(years)
+            if missing:
+                note = coverage.missing_years_note(session.catalog.tiles(), missing)
+                warnings.warn(f"aef_plan: {note}", UserWarning, stacklevel=1)
             con.sql(sql).show(max_rows=40)
             files, points, blocks, requests, nbytes = con.execute(
                 f"SELECT count(path), sum(points), sum(blocks), sum(requests), sum(bytes) "

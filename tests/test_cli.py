@@ -203,6 +203,20 @@ def test_missing_year_warns_and_huge_year_ranges_are_refused(gdal_collection, po
     assert "aefsql: warning: aef_sample_points: the catalog has no tile of year(s) 2031" in err
     assert err.count("\n") == 1  # said once
     code, _, err = run(
+        "sample",
+        str(points_csv),
+        "--years",
+        "2024,2031",
+        "--x",
+        "x",
+        "--y",
+        "y",
+        "--catalog",
+        gdal_collection.index,
+        "--dry-run",
+    )
+    assert code == 0 and "aefsql: warning: aef_plan: the catalog has no tile of year(s) 2031" in err
+    code, _, err = run(
         "sample", str(points_csv), "--years", "2023-20230000", "--catalog", gdal_collection.index
     )
     assert code == 1 and err.count("\n") == 1 and "at most 1000" in err
