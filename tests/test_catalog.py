@@ -193,6 +193,16 @@ def write_index(target, **overrides):
             r"column 'year' \(year\) has type string, expected an integer",
         ),
         ({"wgs84_west": ["a", "b"]}, "expected a number"),
+        (
+            {
+                "crs": ["EPSG:32633"] * 2,
+                "utm_west": [300000.0, 300000.0],
+                "utm_south": [4183010.0, 4000000.0],
+                "utm_east": [310000.0, 310000.0],
+                "utm_north": [4177890.0, 4010000.0],
+            },
+            r"row 1: utm_west=300000.0, utm_south=4183010.0, .*south north of north",
+        ),
     ],
 )
 def test_bad_catalog_values_fail_at_registration(tmp_path, overrides, message):

@@ -32,6 +32,7 @@ from .schema import (
     REQUIRED_ROLES,
     ROLE_NAMES,
     TILE_ROLES,
+    UTM_SIDES,
     WGS84_SIDES,
     CatalogColumns,
 )
@@ -480,7 +481,28 @@ def normalize(
         raise CatalogError(f"{where}: year is NULL ({built['year'].null_count} row(s) are)")
     if all(side in built for side in WGS84_SIDES):
         _check_bounds([built[side] for side in WGS84_SIDES], catalog_url, row_offset)
+    if all(side in built for side in UTM_SIDES):
+        _check_utm_bounds([built[side] for side in UTM_SIDES], catalog_url, row_offset)
     return pa.table(built, schema=schema)
+
+
+def _check_utm_bounds(sides: list[pa.Array], catalog_url: str, row_offset: int) -> None:
+    """CatalogError for the first row whose UTM box is upside down or back to front (west
+    past east, south past north: rasterio's bounds of a south-up file read as north-up, say);
+    NULL sides are left to the headers."""
+    west, south, east, north = (s.to_numpy(zero_copy_only=False) for s in sides)
+    with np.errstate(invalid="ignore"):
+        wrong = np.flatnonzero((west > east) | (south > north))
+    if wrong.size:
+        row = int(wrong[0])
+        values = ", ".join(
+            f"{name}={_bound_text(side[row].as_py())}"
+            for name, side in zip(UTM_SIDES, sides, strict=True)
+        )
+        raise CatalogError(
+            f"catalog {redact(catalog_url)}, row {row_offset + row + 1}: {values}: west is "
+            f"east of east or south north of north ({wrong.size} row(s))"
+        )
 
 
 def _check_paths(
