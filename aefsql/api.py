@@ -426,7 +426,7 @@ def similarity(
     query vector: the contract of the SQL `aef_similarity` (`year`, `location`, `crs`, `x`,
     `y`, `lon`, `lat`, `similarity`), over the same kernel.
 
-    `area`: WKB bytes, a box [west, south, east, north] or a shapely geometry, in `crs`
+    `area`: WKB bytes, WKT, a box [west, south, east, north] or a shapely geometry, in `crs`
     (default lon/lat). `reference`: one de-quantized embedding (64 numbers) or a list of
     them; `negatives`: a list of them (or one) to rank away from; the query is
     2·mean(reference) − mean(negatives) (mean(reference) without negatives; see

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from gdal_fixtures import (
     COLLECTION_TILES,
     PIXEL,
@@ -449,3 +450,25 @@ def test_cli_map_names_its_own_flag_for_the_reference(gdal_collection, tmp_path,
     )
     err = capsys.readouterr().err
     assert code == 1 and "a similarity map needs --similar-to: a place (lon, lat)" in err
+
+
+def test_an_area_as_wkt_is_the_same_map_as_its_wkb(gdal_collection, tmp_path):
+    """write_map (and read_area, picture) take WKT as aefsql.export and the SQL functions do
+    (it said "a box is [west, south, east, north] in numbers, not 'POLYGON(…)'")."""
+    shape = shapely.Polygon([(12.001, 45.001), (12.006, 45.001), (12.004, 45.006)])
+    paths = [tmp_path / "wkt.tif", tmp_path / "wkb.tif"]
+    for area, path in zip([shape.wkt, shape.wkb], paths, strict=True):
+        aefsql.write_map(
+            area, 2023, path, kind="bands", bands=["A00"], catalog=gdal_collection.index
+        )
+    (a, _), (b, _) = (opened(p) for p in paths)
+    assert np.array_equal(a, b) and (a != -128).sum() > 100
+    with pytest.raises(AefsqlError, match="area: .*Failed to parse geometry"):
+        aefsql.write_map(
+            "POLYGON((12 45, 12.1 45",
+            2023,
+            paths[0],
+            kind="bands",
+            bands=["A00"],
+            catalog=gdal_collection.index,
+        )

@@ -104,7 +104,7 @@ def read_area(
 ):
     """The pixels of `area` as an xarray.DataArray (year, band, y, x) of int8, north-up.
 
-    `area`: WKB bytes, a box [west, south, east, north] or a shapely geometry, in `crs`
+    `area`: WKB bytes, WKT, a box [west, south, east, north] or a shapely geometry, in `crs`
     (default lon/lat); `bands`: names such as ['A00', 'A05'] (default all 64). The grid holds
     the pixels whose centres lie within the area's bounds;
     those whose centre is outside the area, outside coverage or nodata are -128
@@ -202,10 +202,27 @@ def plan_area(
 
 
 def area_of(area, crs: int) -> Area:
-    """An Area from WKB bytes, a shapely geometry (anything with `.wkb`) or a box."""
+    """An Area from WKB bytes, WKT, a shapely geometry (anything with `.wkb`) or a box."""
     if hasattr(area, "wkb") and not isinstance(area, bytes | bytearray | memoryview):
         return area_from(area.wkb, crs)
+    if isinstance(area, str):
+        return area_from(_wkt_as_wkb(area), crs)
     return area_from(area, crs)
+
+
+def _wkt_as_wkb(text: str) -> bytes:
+    """WKT as WKB, parsed by DuckDB's GEOMETRY (as the SQL functions and aefsql.export read
+    WKT: one parser, its messages)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        ((blob,),) = con.execute("SELECT ST_AsWKB(CAST(? AS GEOMETRY))", [text]).fetchall()
+    except duckdb.Error as exc:
+        raise AefsqlError(f"area: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+    return bytes(blob)
 
 
 def _projected_epsg(code: int) -> int:
