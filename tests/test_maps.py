@@ -320,6 +320,10 @@ def test_across_zones_the_map_is_in_the_zone_of_most_and_says_so(gdal_collection
         ({"kind": "pca", "reference": (1, 2)}, "reference= is for a similarity map"),
         ({"kind": "change", "bands": ["A00"]}, "compares all 64 bands: pass no bands"),
         ({"kind": "bands", "compression": "lzw"}, "compression 'lzw': one of 'zstd', 'deflate'"),
+        (
+            {"kind": "pca", "bands": ["A00", "A01"]},
+            r"bands=\['A00', 'A01'\]: a PCA picture needs 3 bands or more",
+        ),
     ],
 )
 def test_refusals_name_the_fix(gdal_collection, tmp_path, kwargs, message):

@@ -27,7 +27,7 @@ from ..storage.store import DEFAULT_CONCURRENCY
 from ..writer import COMPRESSION_CODES, write_map_cog
 from .budgets import RASTER_BYTES
 from .change import compare
-from .pictures import check_writable, pca_pictures, reference_embedding
+from .pictures import check_pca_bands, check_writable, pca_pictures, reference_embedding
 from .pixels import Pixels
 from .rasters import AreaGrid, plan_area, read_planned
 from .similarity import pixel_similarity, query_vector
@@ -106,6 +106,8 @@ def write_map(
         raise AefsqlError(
             f"compression {compression!r}: one of {', '.join(map(repr, COMPRESSION_CODES))}"
         )
+    if kind == "pca":
+        check_pca_bands(bands)
     years = year_list(year)
     if kind == "change" and len(years) < 2:
         raise AefsqlError("a change map compares years: pass two or more, e.g. [2023, 2024]")

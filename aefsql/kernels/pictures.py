@@ -21,7 +21,7 @@ import pyproj
 
 from ..aef import BAND_NAMES, NODATA, dequantize
 from ..errors import AefsqlError
-from ..options import headers_option, speaks, year_list
+from ..options import Mention, OptionError, headers_option, speaks, year_list
 from ..session import Session, open_session
 from ..storage.store import DEFAULT_CONCURRENCY
 from . import points
@@ -125,6 +125,8 @@ def picture(
     several = _is_sequence(year)
     years = year_list(year)
     paths = _paths(path, years, several)
+    if reference is None:
+        check_pca_bands(bands)
     if reference is not None and axes is not None:
         raise AefsqlError("axes colour a PCA picture; a similarity map (reference) has none")
     request = plan_area(area, years, bands=bands, crs=crs, max_bytes=max_bytes, level=level)
@@ -205,6 +207,17 @@ def numbers_from(text: str, count: int, name: str) -> list[float]:
     if len(numbers) != count:
         raise AefsqlError(f"{name} {text!r}: expected {count} numbers separated by commas")
     return numbers
+
+
+def check_pca_bands(bands) -> None:
+    """A PCA picture's first three components are its red, green and blue: it needs three
+    bands or more (fewer left green and blue black, unsaid)."""
+    if bands is not None and not isinstance(bands, str) and 0 < len(list(bands)) < 3:
+        raise OptionError(
+            "{}: a PCA picture needs 3 bands or more (its first three components are red, "
+            "green and blue); one band is drawn as a map of kind 'bands'",
+            Mention("bands", list(bands)),
+        )
 
 
 def reference_embedding(session: Session, reference, year: int, bands=None) -> np.ndarray:
