@@ -132,4 +132,21 @@ def open_session(
     if headers:
         session.use_headers(headers)
     session.catalog.check()
+    session.engine.headers.zone_of = _zone_lookup(session.catalog)
     return session
+
+
+def _zone_lookup(catalog: Catalog):
+    """url -> the UTM zone label the catalog gives its file (None: none, or not a catalog
+    file): the table built on first use, from the tiles already read for that file's
+    path."""
+    zones: dict[str, str | None] = {}
+
+    def zone_of(url: str) -> str | None:
+        if not zones:
+            tiles = catalog.tiles()
+            zones.update(zip(tiles.path.tolist(), tiles.utm_zone.tolist(), strict=True))
+            zones.setdefault("", None)  # built (an empty catalog has no file)
+        return zones.get(url)
+
+    return zone_of

@@ -598,3 +598,34 @@ def test_repeats_are_per_year_and_counted(tmp_path):
         CatalogError, match=r"rows 2, 3, 5 name the same file for 2023, .*/a\.tiff: .*1 more file"
     ):
         aefsql.connect(catalog=index)
+
+
+def test_a_catalog_zone_the_file_contradicts_is_refused_naming_both(gdal_collection, tmp_path):
+    """The catalog's zone decides which tile owns a place at a seam; a catalog that puts a
+    33N file in 32N made another tile own some of its pixels, unsaid (8 pixels of a box
+    across 12°E changed hands). Now the file's header refuses it, naming both zones; the
+    other files read as ever."""
+    table = pq.read_table(gdal_collection.index)
+    paths = table["path"].to_pylist()
+    crs = table["crs"].to_pylist()
+    wrong = next(k for k, c in enumerate(crs) if c == "EPSG:32633")
+    crs[wrong] = "EPSG:32632"
+    table = table.set_column(table.column_names.index("crs"), "crs", pa.array(crs))
+    if "utm_zone" in table.column_names:
+        zones = table["utm_zone"].to_pylist()
+        zones[wrong] = "32N"
+        table = table.set_column(table.column_names.index("utm_zone"), "utm_zone", pa.array(zones))
+    absolute = [p if p.startswith("/") else f"{gdal_collection.folder}/{p}" for p in paths]
+    table = table.set_column(table.column_names.index("path"), "path", pa.array(absolute))
+    index = tmp_path / "index.parquet"
+    pq.write_table(table, index)
+    year = table["year"][wrong].as_py()
+    box = "[11.99, 44.99, 12.01, 45.01]"
+    with aefsql.connect(catalog=str(index)) as con:
+        with pytest.raises(
+            Exception, match=r"the catalog puts it in UTM zone 32N, its header in EPSG:32633"
+        ):
+            con.sql(f"SELECT count(*) FROM aef_pixels({box}, years := {year})").fetchall()
+        (other,) = {y for y in table["year"].to_pylist() if y != year}
+        query = f"SELECT count(*) FROM aef_pixels({box}, years := {other})"
+        assert con.sql(query).fetchall()[0][0] > 0

@@ -10,11 +10,12 @@ lives here too, so that a caller that only locates points needs no sampler.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
-from ..errors import RangeReadError, TiffFormatError, redact
+from ..errors import CatalogError, RangeReadError, TiffFormatError, redact
 from ..format.tiff import MAX_IFDS, ImageHeader, MissingBytes, SparseBytes, parse_header
 from ..geometry import geo
 from ..options import check_level
@@ -43,6 +44,10 @@ class Headers:
         self.store = store
         self.cache = cache if cache is not None else HeaderCache()  # keyed by (url, level)
         self.file: HeadersFile | None = None  # the headers file: headers taken before reading
+        # The UTM zone the catalog gives a file ('33N'; None: it gives none, or the file is
+        # not in it): a header in another zone is refused, since the catalog's zone decides
+        # which tile owns a place at a seam (the session sets it).
+        self.zone_of: Callable[[str], str | None] | None = None
 
     def headers_for(self, urls, level: int = 0) -> dict[str, ImageHeader]:
         """Headers of the given files at `level` (0: full resolution, k: the k-th overview):
@@ -63,7 +68,7 @@ class Headers:
             if header is None:
                 pending[url] = SparseBytes()
             else:
-                found[url] = header
+                found[url] = self._checked(url, header)
         if not pending:
             return found
         heads, versions = self.store.read_head(list(pending), HEADER_FIRST_READ)
@@ -81,7 +86,7 @@ class Headers:
                     continue
                 except TiffFormatError as exc:
                     raise type(exc)(f"{redact(url)}: {exc}") from None
-                header = dataclasses.replace(header, version=versions[url])
+                header = self._checked(url, dataclasses.replace(header, version=versions[url]))
                 self.cache.put((url, level), header)
                 found[url] = header
             pending = {url: pending[url] for url in wanted}
@@ -97,6 +102,18 @@ class Headers:
                 if len(answer) < end - start:
                     pending[url].file_size = start + len(answer)
         raise TiffFormatError(f"{redact(next(iter(pending)))}: header spread over too many ranges")
+
+    def _checked(self, url: str, header: ImageHeader) -> ImageHeader:
+        """The header, unless the catalog puts its file in another UTM zone than its GeoKeys
+        do (CatalogError: which one is wrong is not ours to guess)."""
+        said = self.zone_of(url) if self.zone_of is not None else None
+        zone = geo.utm_label(header.epsg)
+        if said is not None and zone is not None and zone != said:
+            raise CatalogError(
+                f"{redact(url)}: the catalog puts it in UTM zone {said}, its header in "
+                f"EPSG:{header.epsg} ({zone}): fix the catalog's crs/utm_zone (or the file)"
+            )
+        return header
 
     def load_block_tables(self, needs) -> None:
         """Fetch the block-table entries the (url, header, blocks) needs lack: the files whose
