@@ -116,7 +116,7 @@ class ChipDataset(Dataset):
         else:
             self.x, self.y = (geo.floats(table.column(c)) for c in (x_column, y_column))
         self.columns = {
-            name: table.column(name).to_pylist()
+            name: _item_values(table.column(name))
             for name in table.schema.names
             if name != geometry_column
         }
@@ -298,3 +298,14 @@ def _tile_batches(dataset: ChipDataset, batch_size: int, drop_last: bool):
             batches.append(batch.tolist())
             blocks.append(first + int(block[start]))
     return batches, blocks
+
+
+def _item_values(column) -> list:
+    """A points column's value for each item: a number column's NULL as NaN (DataLoader's
+    collate refuses None, and a point with NULL coordinates is a row like any other); other
+    columns' values as they are (a NULL as None)."""
+    if pa.types.is_floating(column.type) or (
+        pa.types.is_integer(column.type) and column.null_count
+    ):
+        return column.cast(pa.float64()).to_numpy(zero_copy_only=False).tolist()
+    return column.to_pylist()

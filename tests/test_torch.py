@@ -3,6 +3,7 @@ rasterio reads of the GDAL-written collection (tests/helpers.py), the batch samp
 with tiles found by rasterio, and the DataLoader paths (fork and spawn workers, pickling)
 with the single-process read. Nothing expected here is computed with aefsql's own code."""
 
+import math
 import os
 import pickle
 import re
@@ -213,7 +214,9 @@ def test_points_in_no_tile_and_null_coordinates(gdal_collection):
         assert item["mask"].shape == (8, 8) and not item["mask"].any()
         assert torch.isnan(item["bounds"]).all() and torch.isnan(item["transform"]).all()
         assert item["id"] == i // 2 and item["year"] == YEARS[i % 2]
-    assert ds[3]["lon"] is None
+    assert math.isnan(ds[3]["lon"])  # NaN, not None: a batch of it collates
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=6)))
+    assert batch["image"].shape == (6, 64, 8, 8) and torch.isnan(batch["lon"][2:4]).all()
     check_item(ds[5], gdal_collection, 2024, 4326, lon[0], lat[0], 8, k=3)
     # the same read as a batch, and in float
     got = ds.__getitems__([0, 3, 4])
