@@ -137,14 +137,16 @@ def open_session(
 
 
 def _zone_lookup(catalog: Catalog):
-    """url -> the UTM zone label the catalog gives its file (None: none, or not a catalog
-    file): the table built on first use, from the tiles already read for that file's
-    path."""
+    """url -> the UTM zone label the catalog gives its file (None: none, not a catalog
+    file, or the catalog not read: a file named by path, aef_file_embedding's, is read
+    without it). The table is built once, on the first lookup after the catalog is read."""
     zones: dict[str, str | None] = {}
 
     def zone_of(url: str) -> str | None:
         if not zones:
-            tiles = catalog.tiles()
+            tiles = catalog.tiles_read()
+            if tiles is None:
+                return None
             zones.update(zip(tiles.path.tolist(), tiles.utm_zone.tolist(), strict=True))
             zones.setdefault("", None)  # built (an empty catalog has no file)
         return zones.get(url)

@@ -337,6 +337,10 @@ class Catalog:
                 self._index_file = target
             return self._index_file
 
+    def tiles_read(self) -> TileTable | None:
+        """The tile table if it has been read, else None (reads nothing)."""
+        return self._tiles
+
     def tiles(self) -> TileTable:
         """The narrow tile table (read once, on first use)."""
         with self._lock:
