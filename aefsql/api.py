@@ -650,6 +650,8 @@ def write_headers(
         allowed_hosts=allowed_hosts,
         storage_options=storage_options,
     )
+    if chosen is not None:
+        warn_missing_years(session.catalog.tiles(), chosen, "no file of theirs is written")
     return session.write_headers(str(output), chosen)
 
 

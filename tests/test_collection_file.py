@@ -73,6 +73,12 @@ def test_write_headers_command(gdal_collection, tmp_path, capsys):
     assert "headers of 8 files" in capsys.readouterr().out
     rows = pq.read_table(out)
     assert rows.num_rows == 8 and np.all(np.array(rows["samples_per_pixel"]) == 64)
+    # a year the catalog lacks is said (it wrote "headers of 4 files" and nothing else)
+    args = ["write-headers", "-o", str(out), "--years", "2019,2023"]
+    assert main([*args, "--catalog", gdal_collection.index]) == 0
+    said = capsys.readouterr()
+    assert "headers of 4 files" in said.out
+    assert "aefsql: warning: the catalog has no tile of year(s) 2019" in said.err
 
 
 # -- 0.1's names, deprecated for one release -------------------------------------------------

@@ -172,10 +172,12 @@ def warn_uncovered_points(tiles: TileTable, x, y, crs: int, years, found_years) 
     return reasons
 
 
-def warn_missing_years(tiles: TileTable, years) -> list[int]:
-    """Warn about the years the catalog has no tile of (their rows get NULL bands)."""
+def warn_missing_years(
+    tiles: TileTable, years, outcome: str = "their rows come back with NULL bands"
+) -> list[int]:
+    """Warn about the years the catalog has no tile of, and what the caller gets instead."""
     missing = missing_years(tiles, years)
     if missing:
         note = missing_years_note(tiles, missing)
-        warnings.warn(f"{note}: their rows come back with NULL bands", stacklevel=user_stacklevel())
+        warnings.warn(f"{note}: {outcome}", stacklevel=user_stacklevel())
     return missing
