@@ -476,3 +476,20 @@ def test_an_area_as_wkt_is_the_same_map_as_its_wkb(gdal_collection, tmp_path):
             bands=["A00"],
             catalog=gdal_collection.index,
         )
+
+
+def test_an_area_smaller_than_a_pixel_maps_the_pixel_under_its_centroid(gdal_collection, tmp_path):
+    """As aef_pixels gives it (it was refused: "the area holds no pixel centre")."""
+    _, epsg, x0, y0 = COLLECTION_TILES[3]
+    box = [x0 + 1001.0, y0 + 1001.0, x0 + 1003.0, y0 + 1003.0]
+    path = tmp_path / "one.tif"
+    aefsql.write_map(
+        box, 2023, path, kind="bands", bands=["A00", "A07"], crs=epsg, catalog=gdal_collection.index
+    )
+    values, profile = opened(path)
+    with aefsql.connect(catalog=gdal_collection.index) as con:
+        ((a00, a07, x, y),) = con.sql(
+            f"SELECT A00, A07, x, y FROM aef_pixels({box}, years := 2023, crs := {epsg})"
+        ).fetchall()
+    assert values.shape == (2, 1, 1) and values[:, 0, 0].tolist() == [a00, a07]
+    assert xy(profile["transform"], 0, 0) == (x, y)

@@ -232,22 +232,23 @@ def test_outside_coverage_is_all_nodata(gdal_collection):
     assert array.rio.crs.to_epsg() == 32631  # the area's own zone: no tile votes
 
 
-@pytest.mark.parametrize(
-    "area",
-    [
-        "box between pixel centres",
-        "empty polygon",
-    ],
-)
-def test_area_without_pixel_centres_is_zero_size(gdal_collection, area):
+def test_an_empty_area_is_zero_size_and_a_sub_pixel_one_its_centroids_pixel(gdal_collection):
+    """An empty polygon gives no pixel; a box between pixel centres the pixel under its
+    centroid, as aef_pixels gives it (it gave no pixel either)."""
     _, epsg, x0, y0 = COLLECTION_TILES[3]
-    value = (
-        [x0 + 101, y0 + 101, x0 + 104, y0 + 104]
-        if area.startswith("box")
-        else bytes.fromhex("010300000000000000")  # POLYGON EMPTY
-    )
-    array = aefsql.read_area(value, 2023, crs=epsg, catalog=gdal_collection.index)
+    empty = bytes.fromhex("010300000000000000")  # POLYGON EMPTY
+    array = aefsql.read_area(empty, 2023, crs=epsg, catalog=gdal_collection.index)
     assert array.shape[2:] == (0, 0) and array.shape[:2] == (1, 64)
+    box = [x0 + 101, y0 + 101, x0 + 104, y0 + 104]
+    array = aefsql.read_area(box, 2023, crs=epsg, catalog=gdal_collection.index)
+    with aefsql.connect(catalog=gdal_collection.index) as con:
+        table = con.sql(
+            f"SELECT * FROM aef_pixels({box}, years := 2023, crs := {epsg})"
+        ).to_arrow_table()
+    assert array.shape == (1, 64, 1, 1) and table.num_rows == 1
+    assert (float(array.x[0]), float(array.y[0])) == (table["x"][0].as_py(), table["y"][0].as_py())
+    expected = [table[b][0].as_py() for b in BAND_NAMES]
+    assert [None if v == -128 else int(v) for v in array.values[0, :, 0, 0]] == expected
 
 
 def test_budget_refuses_before_reading(http_collection):

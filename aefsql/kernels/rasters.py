@@ -251,6 +251,14 @@ def grid_for(area: Area, pixel_x: float, pixel_y: float, origin=(0.0, 0.0)) -> A
     return AreaGrid(area.epsg, transform, i1 - i0, j1 - j0)
 
 
+def _pixel_at(point, epsg: int, pixel_x: float, pixel_y: float, origin) -> AreaGrid:
+    """The one-pixel north-up grid (of the lattice through `origin`) holding `point`."""
+    i = int(np.floor((point[0] - origin[0]) / pixel_x))
+    j = int(np.floor((point[1] - origin[1]) / pixel_y))
+    north = origin[1] + (j + 1) * pixel_y
+    return AreaGrid(epsg, Affine(pixel_x, 0.0, origin[0] + i * pixel_x, 0.0, -pixel_y, north), 1, 1)
+
+
 def _centres_within(low: float, high: float, origin: float, size: float) -> tuple[int, int]:
     """[first, end) of the lattice indices k whose centre origin + (k + 0.5) * size lies
     in [low, high]."""
@@ -306,17 +314,22 @@ def read_planned(session: Session, request: AreaRequest) -> AreaRaster:
     if aligned:
         t = headers[aligned[0]].transform
         pixel_x, pixel_y = abs(t.a), abs(t.e)
-        grid = grid_for(
-            projected(request.area, target), pixel_x, pixel_y, (t.c % pixel_x, t.f % pixel_y)
-        )
+        origin = (t.c % pixel_x, t.f % pixel_y)
     else:
-        size = PIXEL_METRES * 2**level
-        grid = grid_for(projected(request.area, target), size, size)
+        pixel_x = pixel_y = PIXEL_METRES * 2**level
+        origin = (0.0, 0.0)
+    shape = projected(request.area, target)
+    grid = grid_for(shape, pixel_x, pixel_y, origin)
+    spans = row_spans(shape, grid.transform, grid.width, grid.height)
+    if len(spans) == 0 and not shape.empty:
+        # No pixel centre inside (an area smaller than a pixel): the pixel under its
+        # centroid stands in, as in aef_pixels.
+        grid = _pixel_at(centroid(shape), shape.epsg, pixel_x, pixel_y, origin)
+        spans = np.array([[0, 0, 1]], dtype=np.int64)
     bands = [BAND_NAMES.index(b) for b in request.bands]
     values = np.full(
         (len(request.years), len(bands), grid.height, grid.width), NODATA, dtype=np.int8
     )
-    spans = row_spans(projected(request.area, target), grid.transform, grid.width, grid.height)
     lonlat = projected(request.area, geo.WGS84)
     t = grid.transform
     for i, year in enumerate(request.years):
