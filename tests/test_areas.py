@@ -516,3 +516,53 @@ def test_the_zone_lattice_falls_on_the_area_wherever_it_lies():
         shapes = shapely.union_all([shapely.Polygon(r) for r in area.rings])
         inside = shapely.contains_xy(shapely.buffer(shapes, 1e-9), lon, lat)
         assert lon.size and inside.all() and (np.abs(lon) <= 180).all()
+
+
+def test_wkt_reads_as_its_wkb_reads():
+    """read_area, write_map and picture read WKT with `wkt_rings`: the same rings and parts
+    as the WKB of the same shape (shapely writes both), and what is wrong said."""
+    import shapely
+
+    from aefsql.geometry.areas import _wkb_rings, wkt_rings
+
+    shapes = [
+        shapely.box(12.0, 45.0, 12.01, 45.01),
+        shapely.MultiPolygon(
+            [
+                shapely.box(0, 0, 1, 1),
+                shapely.Polygon(
+                    shapely.box(2, 2, 4, 4).exterior, [shapely.box(2.5, 2.5, 3, 3).exterior]
+                ),
+            ]
+        ),
+        shapely.Polygon([(0, 0, 5), (1, 0, 5), (1, 1, 5), (0, 0, 5)]),
+    ]
+    for shape in shapes:
+        text = shapely.to_wkt(shape, rounding_precision=-1)
+        (a, a_parts), (b, b_parts) = wkt_rings(text), _wkb_rings(shape.wkb)
+        assert a_parts == b_parts and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        assert wkt_rings("SRID=4326;" + text.lower())[1] == a_parts
+    assert wkt_rings("POLYGON EMPTY") == ([], [])
+    for bad, said in [
+        ("POINT (1 2)", "is not a POLYGON or MULTIPOLYGON"),
+        ("POLYGON ((0 0, 1 0, 1 1, 0 0)", "a '\\(' is never closed"),
+        ("POLYGON ((0 0, 1 0, 1 x, 0 0))", "'x' is not a number"),
+        ("POLYGON ((0 0, 1 0, 1 1))", "ring 1 has 3 points"),
+        ("POLYGON ((0 0, 1 0, 1 1, 0 0)) junk", "more after its last"),
+    ]:
+        with pytest.raises(AefsqlError, match=said):
+            area_from(bad, geo.WGS84)
+
+
+@pytest.mark.parametrize("flavor", ["extended", "iso"])
+def test_a_polygon_with_z_reads_as_its_2d_self(flavor):
+    """EWKB's Z flag (0x80000003, shapely's and PostGIS's) was read as Z and M both — the
+    thousands of the flagged code taken for ISO's — and every Z polygon refused as
+    truncated; ISO's 1003 was right."""
+    import shapely
+
+    flat = shapely.Polygon([(0, 0), (1, 0), (1, 1), (0, 0)])
+    raised = shapely.Polygon([(0, 0, 5), (1, 0, 6), (1, 1, 7), (0, 0, 5)])
+    blob = shapely.to_wkb(raised, flavor=flavor, output_dimension=3)
+    (got,) = area_from(blob, 32633).rings
+    assert np.array_equal(got, area_from(flat.wkb, 32633).rings[0])

@@ -8,6 +8,7 @@ sampling kernel reads. Nothing here does I/O.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -65,17 +66,18 @@ class Area:
 
 
 def area_from(value, epsg: int) -> Area:
-    """An Area from WKB bytes (Polygon, MultiPolygon; EWKB or ISO, either byte order) or a
-    box [west, south, east, north], in EPSG `epsg`. A box with west > east crosses the
-    antimeridian and becomes two (lon/lat only); so does a lon/lat ring with an edge more
-    than 180° of longitude long (`split_at_antimeridian`). Invalid rings, truncated WKB and
-    NULL are refused with what is wrong."""
+    """An Area from WKB bytes (Polygon, MultiPolygon; EWKB or ISO, either byte order), WKT
+    text (`wkt_rings`) or a box [west, south, east, north], in EPSG `epsg`. A box with west
+    > east crosses the antimeridian and becomes two (lon/lat only); so does a lon/lat ring
+    with an edge more than 180° of longitude long (`split_at_antimeridian`). Invalid rings,
+    truncated WKB and NULL are refused with what is wrong."""
     if value is None:
         raise AefsqlError(
             "area is NULL: an area is a polygon, a multipolygon or a box [west, south, east, north]"
         )
-    if isinstance(value, bytes | bytearray | memoryview):
-        rings, owners = _wkb_rings(bytes(value))
+    if isinstance(value, bytes | bytearray | memoryview | str):
+        text = isinstance(value, str)
+        rings, owners = wkt_rings(value) if text else _wkb_rings(bytes(value))
         part = _overlapping_parts(rings, owners)
         area = _checked(Area(tuple(rings), epsg, part))
         if epsg != geo.WGS84:
@@ -187,6 +189,73 @@ def _overlapping_parts(rings: list[np.ndarray], owners: list[int]) -> tuple[int,
     return tuple(owners)
 
 
+_WKT_HEAD = re.compile(
+    r"\s*(?:SRID=\d+;)?\s*(MULTIPOLYGON|POLYGON)\s*(ZM|Z|M)?\s*(.*)", re.IGNORECASE | re.DOTALL
+)
+_WKT_TOKEN = re.compile(r"\s*(\(|\)|,|[^\s(),]+)")
+
+
+def wkt_rings(text: str) -> tuple[list[np.ndarray], list[int]]:
+    """The rings of a WKT (or EWKT) POLYGON or MULTIPOLYGON, and the polygon each belongs
+    to, as `_wkb_rings` gives them (x, y of each point; Z and M dropped)."""
+    head = _WKT_HEAD.fullmatch(text)
+    if head is None:
+        raise AefsqlError(
+            f"area: WKT {text[:40]!r} is not a POLYGON or MULTIPOLYGON: an area is a polygon, "
+            "a multipolygon or a box [west, south, east, north]"
+        )
+    kind, body = head.group(1).upper(), head.group(3).strip()
+    if body.upper() == "EMPTY":
+        return [], []
+    tokens = _WKT_TOKEN.findall(body)
+    nested, end = _wkt_list(tokens, 0, text)
+    if end != len(tokens):
+        raise AefsqlError(f"area: WKT has more after its last ')': {' '.join(tokens[end:])[:40]!r}")
+    polygons = nested if kind == "MULTIPOLYGON" else [nested]
+    rings, owners = [], []
+    for k, polygon in enumerate(polygons):
+        for j, ring in enumerate(polygon, start=1):
+            where = f"polygon {k + 1}, ring {j}"
+            if not isinstance(ring, list) or not all(isinstance(p, list) for p in ring):
+                raise AefsqlError(f"area: WKT {where} is not a list of points")
+            if any(len(p) < 2 for p in ring):
+                raise AefsqlError(f"area: WKT {where} has a point with fewer than 2 numbers")
+            points = np.array([p[:2] for p in ring], dtype=np.float64).reshape(-1, 2)
+            rings.append(_valid_ring(points, where))
+            owners.append(k)
+    return rings, owners
+
+
+def _wkt_list(tokens: list[str], at: int, text: str):
+    """The parenthesised list starting at tokens[at], as nested Python lists (a point is a
+    list of floats), and the index after it."""
+    if at >= len(tokens) or tokens[at] != "(":
+        raise AefsqlError(f"area: WKT {text[:40]!r}...: expected '(' at token {at + 1}")
+    items, current, at = [], [], at + 1
+    while at < len(tokens):
+        token = tokens[at]
+        if token == "(":
+            if current:
+                raise AefsqlError(f"area: WKT: a number before '(' at token {at + 1}")
+            inner, at = _wkt_list(tokens, at, text)
+            items.append(inner)
+            continue
+        if token in (",", ")"):
+            if current:
+                items.append(current)
+                current = []
+            at += 1
+            if token == ")":
+                return items, at
+            continue
+        try:
+            current.append(float(token))
+        except ValueError:
+            raise AefsqlError(f"area: WKT: {token[:20]!r} is not a number") from None
+        at += 1
+    raise AefsqlError(f"area: WKT {text[:40]!r}...: a '(' is never closed")
+
+
 def _wkb_rings(blob: bytes) -> tuple[list[np.ndarray], list[int]]:
     """The rings of a WKB polygon or multipolygon, and the polygon each belongs to."""
     rings: list[tuple[np.ndarray, int]] = []
@@ -208,10 +277,13 @@ def _read_geometry(blob: bytes, offset: int, rings: list, polygons: list, depth:
     offset += 5
     if code & 0x20000000:  # EWKB SRID
         offset += 4
+    # Z and M: EWKB's flag bits, or ISO's thousands (1003: Z) of the code without them (an
+    # EWKB code's thousands are its flags' digits, not ISO's).
+    iso = ((code & 0x0FFFFFFF) % 10000) // 1000
     dims = (
         2
-        + (1 if code & 0x80000000 or (code % 10000) // 1000 in (1, 3) else 0)
-        + (1 if code & 0x40000000 or (code % 10000) // 1000 in (2, 3) else 0)
+        + (1 if code & 0x80000000 or iso in (1, 3) else 0)
+        + (1 if code & 0x40000000 or iso in (2, 3) else 0)
     )
     kind = (code & 0x0FFFFFFF) % 1000
     if kind == 3:  # Polygon

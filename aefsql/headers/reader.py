@@ -107,7 +107,7 @@ class Headers:
         """The header, unless the catalog puts its file in another UTM zone than its GeoKeys
         do (CatalogError: which one is wrong is not ours to guess)."""
         said = self.zone_of(url) if self.zone_of is not None else None
-        zone = geo.utm_label(header.epsg)
+        zone = None if header.epsg is None else geo.utm_label(header.epsg)
         if said is not None and zone is not None and zone != said:
             raise CatalogError(
                 f"{redact(url)}: the catalog puts it in UTM zone {said}, its header in "

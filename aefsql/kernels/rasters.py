@@ -205,24 +205,7 @@ def area_of(area, crs: int) -> Area:
     """An Area from WKB bytes, WKT, a shapely geometry (anything with `.wkb`) or a box."""
     if hasattr(area, "wkb") and not isinstance(area, bytes | bytearray | memoryview):
         return area_from(area.wkb, crs)
-    if isinstance(area, str):
-        return area_from(_wkt_as_wkb(area), crs)
     return area_from(area, crs)
-
-
-def _wkt_as_wkb(text: str) -> bytes:
-    """WKT as WKB, parsed by DuckDB's GEOMETRY (as the SQL functions and aefsql.export read
-    WKT: one parser, its messages)."""
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        ((blob,),) = con.execute("SELECT ST_AsWKB(CAST(? AS GEOMETRY))", [text]).fetchall()
-    except duckdb.Error as exc:
-        raise AefsqlError(f"area: {str(exc).splitlines()[0]}") from None
-    finally:
-        con.close()
-    return bytes(blob)
 
 
 def _projected_epsg(code: int) -> int:
