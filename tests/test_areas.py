@@ -543,12 +543,19 @@ def test_wkt_reads_as_its_wkb_reads():
         assert a_parts == b_parts and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
         assert wkt_rings("SRID=4326;" + text.lower())[1] == a_parts
     assert wkt_rings("POLYGON EMPTY") == ([], [])
+    # a 10^5-vertex outline, as a county's: the same ring as its WKB
+    angles = np.linspace(0, 2 * np.pi, 100_000, endpoint=False)
+    ring = np.column_stack([12 + 0.1 * np.cos(angles), 45 + 0.1 * np.sin(angles)])
+    county = shapely.Polygon(ring)
+    (got,), _ = wkt_rings(shapely.to_wkt(county, rounding_precision=-1))
+    assert np.array_equal(got, _wkb_rings(county.wkb)[0][0])
     for bad, said in [
         ("POINT (1 2)", "is not a POLYGON or MULTIPOLYGON"),
         ("POLYGON ((0 0, 1 0, 1 1, 0 0)", "a '\\(' is never closed"),
         ("POLYGON ((0 0, 1 0, 1 x, 0 0))", "'x' is not a number"),
         ("POLYGON ((0 0, 1 0, 1 1))", "ring 1 has 3 points"),
         ("POLYGON ((0 0, 1 0, 1 1, 0 0)) junk", "more after its last"),
+        ("POLYGON" + "(" * 100_000 + "0 0" + ")" * 100_000, "more '\\(' than a polygon has"),
     ]:
         with pytest.raises(AefsqlError, match=said):
             area_from(bad, geo.WGS84)

@@ -401,12 +401,21 @@ class SessionUdfs:
         the years the plan found tiles in), and why (outside coverage, swapped lon/lat, the
         wrong crs: `coverage.area_notes`, in SQL's words). Nothing is looked up when every
         year was found, as in almost every query."""
-        held = [int(y) for y in years if int(y) not in found and self._has_year(int(y))]
+        held = self._unfound_years(years, found)
         if not self.warn_empty or not held:
             return
-        notes = coverage.area_notes(self.session.catalog.tiles(), area, held, host="sql")
-        for reason in dict.fromkeys(note for note in notes.values() if note):
+        for reason in self._area_reasons(area, held):
             warnings.warn(f"area: {reason}", UserWarning, stacklevel=2)
+
+    def _unfound_years(self, years, found) -> list[int]:
+        """The years the catalog has that are not among `found`."""
+        return [int(y) for y in years if int(y) not in found and self._has_year(int(y))]
+
+    def _area_reasons(self, area, years) -> list[str]:
+        """Why `area` meets no tile in `years` (coverage.area_notes, in SQL's words), each
+        reason once."""
+        notes = coverage.area_notes(self.session.catalog.tiles(), area, years, host="sql")
+        return list(dict.fromkeys(note for note in notes.values() if note))
 
     def _say_uncovered(self, number: int) -> None:
         """Warn, once aef_sample_points' store `number` is read in full, of each year the
@@ -429,26 +438,24 @@ class SessionUdfs:
         projected crs)."""
         if not self.warn_empty:
             return
-        covered = set(found.year[found.pixels > 0].tolist())
-        held = [int(y) for y in years if int(y) not in covered and self._has_year(int(y))]
-        if not held:
-            return
+        held = self._unfound_years(years, set(found.year[found.pixels > 0].tolist()))
         skipped = set(unusable)
         failed = {(k, int(year)) for k, year, _ in unread}
-        read = {
-            year: [
-                k
-                for k, a in enumerate(areas)
-                if k not in skipped and not a.empty and (k, year) not in failed
-            ]
+        first = {
+            year: next(
+                (
+                    k
+                    for k, a in enumerate(areas)
+                    if k not in skipped and not a.empty and (k, year) not in failed
+                ),
+                None,
+            )
             for year in held
         }
-        held = [year for year in held if read[year]]
+        held = [year for year in held if first[year] is not None]
         if not held:
             return
-        first = read[held[0]][0]
-        notes = coverage.area_notes(self.session.catalog.tiles(), areas[first], held, host="sql")
-        why = "; ".join(dict.fromkeys(n for n in notes.values() if n))
+        why = "; ".join(self._area_reasons(areas[first[held[0]]], held))
         warnings.warn(
             f"aef_zonal: no polygon got a pixel in year(s) {', '.join(map(str, held))}: "
             "their means are NULL" + (f" (the first polygon: {why})" if why else ""),

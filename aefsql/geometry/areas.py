@@ -208,7 +208,7 @@ def wkt_rings(text: str) -> tuple[list[np.ndarray], list[int]]:
     if body.upper() == "EMPTY":
         return [], []
     tokens = _WKT_TOKEN.findall(body)
-    nested, end = _wkt_list(tokens, 0, text)
+    nested, end = _wkt_list(tokens, 0, text, 2 if kind == "MULTIPOLYGON" else 1)
     if end != len(tokens):
         raise AefsqlError(f"area: WKT has more after its last ')': {' '.join(tokens[end:])[:40]!r}")
     polygons = nested if kind == "MULTIPOLYGON" else [nested]
@@ -226,9 +226,10 @@ def wkt_rings(text: str) -> tuple[list[np.ndarray], list[int]]:
     return rings, owners
 
 
-def _wkt_list(tokens: list[str], at: int, text: str):
+def _wkt_list(tokens: list[str], at: int, text: str, depth: int):
     """The parenthesised list starting at tokens[at], as nested Python lists (a point is a
-    list of floats), and the index after it."""
+    list of floats), and the index after it; `depth`: the lists it may hold inside, one in
+    another (a polygon's rings: 1 more; a multipolygon's: 2)."""
     if at >= len(tokens) or tokens[at] != "(":
         raise AefsqlError(f"area: WKT {text[:40]!r}...: expected '(' at token {at + 1}")
     items, current, at = [], [], at + 1
@@ -237,7 +238,9 @@ def _wkt_list(tokens: list[str], at: int, text: str):
         if token == "(":
             if current:
                 raise AefsqlError(f"area: WKT: a number before '(' at token {at + 1}")
-            inner, at = _wkt_list(tokens, at, text)
+            if depth == 0:
+                raise AefsqlError(f"area: WKT: more '(' than a polygon has, at token {at + 1}")
+            inner, at = _wkt_list(tokens, at, text, depth - 1)
             items.append(inner)
             continue
         if token in (",", ")"):
