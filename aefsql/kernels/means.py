@@ -75,9 +75,7 @@ def zonal_means(
         parts.append(replace(found, polygon=batch[found.polygon]))
     if len(parts) == 1:  # (one batch: the areas in their own order)
         return parts[0]
-    joined = ZonalMeans(
-        *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ZonalMeans))
-    )
+    joined = _joined(parts)
     return entries_of(joined, np.argsort(joined.polygon, kind="stable"))  # polygon-major
 
 
@@ -157,11 +155,7 @@ def isolated_zonal_means(
 
     for year in years:
         attempt(year, [k for k in range(len(areas)) if k not in refused])
-    if not parts:
-        return entries_of(zonal_means(session, [], years, level), []), sorted(failed)
-    joined = ZonalMeans(
-        *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ZonalMeans))
-    )
+    joined = _joined(parts)
     rank = {year: k for k, year in enumerate(years)}
     order = np.lexsort(([rank[y] for y in joined.year.tolist()], joined.polygon))
     return entries_of(joined, order), sorted(failed)
@@ -196,6 +190,16 @@ def _without_lost(found: ZonalMeans, lost: dict) -> ZonalMeans:
         return found
     pairs = zip(found.polygon.tolist(), found.year.tolist(), strict=True)
     return entries_of(found, np.array([pair not in lost for pair in pairs], bool))
+
+
+def _joined(parts: list[ZonalMeans]) -> ZonalMeans:
+    """The entries of all `parts`, in their order (none: no entry)."""
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return ZonalMeans(empty, empty, empty, empty, np.zeros(0, bool), np.zeros((0, BAND_COUNT)))
+    return ZonalMeans(
+        *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ZonalMeans))
+    )
 
 
 def entries_of(means: ZonalMeans, index) -> ZonalMeans:
