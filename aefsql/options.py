@@ -409,6 +409,18 @@ def epsg(crs) -> int:
     return code
 
 
+def value_columns(bands, as_vector) -> list[str]:
+    """The value columns a call gives, checked: `embedding` (as_vector) or its bands (all
+    64 when None), in A00..A63 order."""
+    check_as_vector(as_vector, bands)
+    return _values(band_list(bands), as_vector)
+
+
+def _values(bands: tuple[str, ...], as_vector: bool) -> list[str]:
+    """The value columns of checked bands: one `embedding` in their place with as_vector."""
+    return ["embedding"] if as_vector else list(bands)
+
+
 def added_columns(
     function: str,
     bands: tuple[str, ...],
@@ -439,7 +451,7 @@ def added_columns(
         ]
     return [
         "year",
-        *(["embedding"] if as_vector else bands),
+        *_values(bands, as_vector),
         *(["aef_error"] if on_error == "null" else []),
         *(["status"] if status else []),
     ]

@@ -51,14 +51,13 @@ from ..kernels.points import Samples, band_indices
 from ..kernels.readahead import ReadAhead, batch_key
 from ..kernels.similarity import Cosines, query_vector
 from ..options import (
-    band_list,
-    check_as_vector,
     check_cell,
     check_geometry,
     check_input_columns,
     check_level,
     check_on_error,
     resolve_json,
+    value_columns,
     year_list,
 )
 from ..session import Session
@@ -489,10 +488,7 @@ class SessionUdfs:
         found = {}
         for text in set(params.to_pylist()):
             given = json.loads(text) if text else {}
-            as_vector = given.get("as_vector", False)
-            bands = given.get("bands")
-            check_as_vector(as_vector, bands)
-            found[text] = ["embedding"] if as_vector else list(band_list(bands))
+            found[text] = value_columns(given.get("bands"), given.get("as_vector", False))
         return pa.array([found[t] for t in params.to_pylist()], pa.list_(pa.string()))
 
     def point_xy(self, wkb) -> pa.StructArray:
