@@ -185,36 +185,13 @@ def test_duplicate_years_utm_points_and_geometry(gdal_collection, tmp_path):
 
 
 def test_missing_year_warns_and_huge_year_ranges_are_refused(gdal_collection, points_csv):
-    code, _, err = run(
-        "sample",
-        str(points_csv),
-        "--years",
-        "2024,2031",
-        "--x",
-        "x",
-        "--y",
-        "y",
-        "--bands",
-        "A00",
-        "--catalog",
-        gdal_collection.index,
-    )
+    sample = ["sample", str(points_csv), "--years", "2024,2031", "--x", "x", "--y", "y"]
+    sample += ["--catalog", gdal_collection.index]
+    code, _, err = run(*sample, "--bands", "A00")
     assert code == 0
     assert "aefsql: warning: aef_sample_points: the catalog has no tile of year(s) 2031" in err
     assert err.count("\n") == 1  # said once
-    code, _, err = run(
-        "sample",
-        str(points_csv),
-        "--years",
-        "2024,2031",
-        "--x",
-        "x",
-        "--y",
-        "y",
-        "--catalog",
-        gdal_collection.index,
-        "--dry-run",
-    )
+    code, _, err = run(*sample, "--dry-run")
     assert code == 0 and "aefsql: warning: aef_plan: the catalog has no tile of year(s) 2031" in err
     code, _, err = run(
         "sample", str(points_csv), "--years", "2023-20230000", "--catalog", gdal_collection.index
